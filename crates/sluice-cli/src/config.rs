@@ -1,0 +1,120 @@
+//! `sluice.toml`: optional settings, overridden by `SLUICE_*` environment variables and flags.
+//!
+//! ```toml
+//! home = "sluice-data"          # where the embedded queue, catalog and lake live
+//! lake = "file:///data/lake"    # optional: the lake somewhere else
+//!
+//! [tables.trips]
+//! partition_by = "year(pickup)"
+//! date_format = "%m/%d/%Y %H:%M"
+//! null_values = ["NA", "-"]
+//! delimiter = ","
+//! columns = { id = "int64", pickup = "timestamp", fare = "float64" }   # declared, not inferred
+//!
+//! [consumer]
+//! rotate_rows = 50000000
+//! rotate_bytes = 134217728
+//! rotate_age_secs = 300
+//! visibility_timeout_secs = 300
+//! ```
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use anyhow::{Context, Result, bail};
+use serde::Deserialize;
+
+/// The whole file.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Home directory of the embedded backends.
+    pub home: Option<String>,
+    /// Lake URL or directory.
+    pub lake: Option<String>,
+    /// Per-table settings.
+    #[serde(default)]
+    pub tables: BTreeMap<String, TableConfig>,
+    /// Consumer settings.
+    #[serde(default)]
+    pub consumer: ConsumerConfig,
+}
+
+/// Settings of one table.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TableConfig {
+    /// `year(col)`, `month(col)`, `day(col)` or a column.
+    pub partition_by: Option<String>,
+    /// strftime pattern for dates that are not ISO 8601.
+    pub date_format: Option<String>,
+    /// Values that mean NULL besides the empty field.
+    #[serde(default)]
+    pub null_values: Vec<String>,
+    /// Field delimiter (one character).
+    pub delimiter: Option<String>,
+    /// Quote character (one character).
+    pub quote: Option<String>,
+    /// Declared column types, in column order; when given, the schema is not inferred.
+    pub columns: Option<toml::Table>,
+}
+
+/// Consumer settings.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConsumerConfig {
+    pub rotate_rows: Option<u64>,
+    pub rotate_bytes: Option<u64>,
+    pub rotate_age_secs: Option<u64>,
+    pub visibility_timeout_secs: Option<u64>,
+}
+
+impl Config {
+    /// Loads `path`; a missing default file is an empty configuration, a missing named file
+    /// is an error.
+    pub fn load(path: Option<&Path>) -> Result<Config> {
+        let (path, explicit) = match path {
+            Some(p) => (p.to_path_buf(), true),
+            None => (Path::new("sluice.toml").to_path_buf(), false),
+        };
+        if !path.exists() {
+            if explicit {
+                bail!("configuration file {} does not exist", path.display());
+            }
+            return Ok(Config::default());
+        }
+        let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+        let c: Config = toml::from_str(&text).with_context(|| format!("{} is not a valid sluice configuration", path.display()))?;
+        for (name, t) in &c.tables {
+            for (what, v) in [("delimiter", &t.delimiter), ("quote", &t.quote)] {
+                if let Some(v) = v
+                    && (v.len() != 1 || !v.is_ascii())
+                {
+                    bail!("{}: tables.{name}.{what} must be one ASCII character, not {v:?}", path.display());
+                }
+            }
+        }
+        Ok(c)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_and_rejects_unknown_fields() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("sluice.toml");
+        std::fs::write(&p, "home = \"h\"\n[tables.t]\npartition_by = \"year(d)\"\nnull_values = [\"NA\"]\ncolumns = { d = \"date\" }\n[consumer]\nrotate_rows = 10\n").unwrap();
+        let c = Config::load(Some(&p)).unwrap();
+        assert_eq!(c.home.as_deref(), Some("h"));
+        assert_eq!(c.tables["t"].null_values, vec!["NA"]);
+        assert_eq!(c.consumer.rotate_rows, Some(10));
+        std::fs::write(&p, "hom = \"h\"\n").unwrap();
+        assert!(Config::load(Some(&p)).is_err());
+        std::fs::write(&p, "[tables.t]\ndelimiter = \"ab\"\n").unwrap();
+        assert!(Config::load(Some(&p)).is_err());
+        assert!(Config::load(Some(&dir.path().join("missing.toml"))).is_err());
+    }
+}

@@ -1,0 +1,670 @@
+//! `sluice`: CSV files to a query-ready, year-partitioned Parquet lake through a queue.
+
+mod bench;
+mod config;
+mod output;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use clap::{Args, Parser, Subcommand};
+use sluice_core::catalog::{Catalog, CatalogExt};
+use sluice_core::consumer::{Consumer, ConsumerOptions, ConsumerStats};
+use sluice_core::csv::CsvFormat;
+use sluice_core::home::{Backends, Home, dead_letter_name};
+use sluice_core::partition::PartitionSpec;
+use sluice_core::producer::{ProduceStats, Producer, ProducerOptions, Progress};
+use sluice_core::queue::{Queue, QueueSettings};
+use sluice_core::schema::{Column, ColumnType};
+use sluice_core::{DEFAULT_DATABASE, writer_id};
+
+use crate::config::{Config, TableConfig};
+
+const EXAMPLES: &str = "\
+Examples:
+  sluice run data/us-employment.csv --table employment --partition-by 'year(month)'
+  sluice query \"SELECT year, count(*) AS months, avg(nonfarm) FROM employment GROUP BY year ORDER BY year\"
+  sluice produce trips-*.csv --table trips --partition-by 'month(pickup)' --null-value NA
+  sluice consume --table trips --once
+  sluice catalog partitions employment
+  sluice queue stats --queue employment
+  sluice bench --scale 1";
+
+/// CSV files to a partitioned Parquet lake, through a queue, with a catalog and SQL.
+#[derive(Debug, Parser)]
+#[command(name = "sluice", version, about, after_help = EXAMPLES)]
+struct Cli {
+    /// Home directory of the embedded queue, catalog and lake.
+    #[arg(long, global = true, env = "SLUICE_HOME")]
+    home: Option<PathBuf>,
+    /// Configuration file (default: ./sluice.toml if it exists).
+    #[arg(long, global = true, env = "SLUICE_CONFIG")]
+    config: Option<PathBuf>,
+    /// Lake location: a directory or file:// URL (default: <home>/lake).
+    #[arg(long, global = true, env = "SLUICE_LAKE")]
+    lake: Option<String>,
+    /// Queue name (default: the table's name).
+    #[arg(long, global = true, env = "SLUICE_QUEUE")]
+    queue: Option<String>,
+    /// More log output (-v info, -vv debug).
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    verbose: u8,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Create the home directory, queue (with its dead-letter queue), catalog and lake.
+    Init(InitArgs),
+    /// Send CSV files to the queue as chunk messages.
+    #[command(after_help = "Example:\n  sluice produce data/us-employment.csv --table employment --partition-by 'year(month)'")]
+    Produce(ProduceArgs),
+    /// Receive chunks and write them to the lake as partitioned Parquet.
+    #[command(after_help = "Examples:\n  sluice consume --table employment --once\n  sluice consume --table trips            # follow until Ctrl-C")]
+    Consume(ConsumeArgs),
+    /// Produce and consume together, then show the table: the whole pipeline in one command.
+    #[command(after_help = "Example:\n  sluice run data/us-employment.csv --table employment --partition-by 'year(month)' \\\n     --query 'SELECT year, count(*) FROM employment GROUP BY year ORDER BY year'")]
+    Run(RunArgs),
+    /// Run read-only SQL over the lake's tables (and the `quarantine` table).
+    #[command(after_help = "Example:\n  sluice query \"SELECT year, sum(nonfarm) FROM employment WHERE year >= 2010 GROUP BY year\" --format csv")]
+    Query(QueryArgs),
+    /// Manage queues.
+    #[command(subcommand)]
+    Queue(QueueCommand),
+    /// Show tables, schemas and partitions.
+    #[command(subcommand)]
+    Catalog(CatalogCommand),
+    /// Remove files no commit names and re-sync the catalog from the ledger.
+    Repair(RepairArgs),
+    /// Benchmark `run` on generated TPC-H lineitem data.
+    Bench(bench::BenchArgs),
+}
+
+#[derive(Debug, Args)]
+struct InitArgs {
+    /// Visibility timeout of a new queue, in seconds.
+    #[arg(long, default_value_t = 300)]
+    visibility_timeout: u64,
+    /// Deliveries before a message moves to the dead-letter queue.
+    #[arg(long, default_value_t = 5)]
+    max_receive_count: u32,
+}
+
+#[derive(Debug, Args, Clone)]
+struct TableArgs {
+    /// Table name (letters, digits, underscores).
+    #[arg(long, env = "SLUICE_TABLE")]
+    table: String,
+    /// Partitioning: year(COL), month(COL), day(COL) or COL (default: from sluice.toml, or the table).
+    #[arg(long)]
+    partition_by: Option<String>,
+    /// strftime pattern for dates that are not ISO 8601, e.g. '%m/%d/%Y'.
+    #[arg(long)]
+    date_format: Option<String>,
+    /// A field value that means NULL (repeatable); the empty field always does.
+    #[arg(long = "null-value")]
+    null_values: Vec<String>,
+    /// Field delimiter.
+    #[arg(long)]
+    delimiter: Option<char>,
+    /// Quote character.
+    #[arg(long)]
+    quote: Option<char>,
+}
+
+#[derive(Debug, Args)]
+struct ProduceArgs {
+    /// CSV files.
+    #[arg(required = true)]
+    files: Vec<PathBuf>,
+    #[command(flatten)]
+    table: TableArgs,
+}
+
+#[derive(Debug, Args, Clone)]
+struct ConsumerArgs {
+    /// Visibility timeout for received messages, in seconds (default: the queue's).
+    #[arg(long)]
+    visibility_timeout: Option<u64>,
+    /// Close a partition's file at this many rows.
+    #[arg(long)]
+    rotate_rows: Option<u64>,
+    /// Close a partition's file at this many bytes.
+    #[arg(long)]
+    rotate_bytes: Option<u64>,
+    /// Close a partition's file this many seconds after it was opened.
+    #[arg(long)]
+    rotate_age: Option<u64>,
+}
+
+#[derive(Debug, Args)]
+struct ConsumeArgs {
+    /// Table name.
+    #[arg(long, env = "SLUICE_TABLE")]
+    table: String,
+    /// Must match the table's partitioning if given.
+    #[arg(long)]
+    partition_by: Option<String>,
+    /// Drain the queue, commit, and exit.
+    #[arg(long)]
+    once: bool,
+    #[command(flatten)]
+    consumer: ConsumerArgs,
+}
+
+#[derive(Debug, Args)]
+struct RunArgs {
+    /// CSV files.
+    #[arg(required = true)]
+    files: Vec<PathBuf>,
+    #[command(flatten)]
+    table: TableArgs,
+    #[command(flatten)]
+    consumer: ConsumerArgs,
+    /// SQL to run when done (default: rows per partition).
+    #[arg(long)]
+    query: Option<String>,
+}
+
+#[derive(Debug, Args)]
+struct QueryArgs {
+    /// One SQL statement.
+    sql: String,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = output::Format::Table)]
+    format: output::Format,
+    /// File to write (required for --format parquet; default stdout otherwise).
+    #[arg(long, short)]
+    output: Option<PathBuf>,
+}
+
+#[derive(Debug, Subcommand)]
+enum QueueCommand {
+    /// Create the queue and its dead-letter queue (idempotent).
+    Create(InitArgs),
+    /// Visible, in-flight and dead-lettered messages.
+    Stats,
+    /// Delete every message of the queue.
+    Purge,
+    /// Move dead-lettered messages back to the queue.
+    Redrive,
+}
+
+#[derive(Debug, Subcommand)]
+enum CatalogCommand {
+    /// List tables.
+    Tables,
+    /// Show a table's columns and partition keys.
+    Schema { table: String },
+    /// List a table's partitions with files, rows and bytes.
+    Partitions { table: String },
+}
+
+#[derive(Debug, Args)]
+struct RepairArgs {
+    #[arg(long, env = "SLUICE_TABLE")]
+    table: String,
+    /// Only remove uncommitted files older than this many seconds.
+    #[arg(long, default_value_t = 0)]
+    grace: u64,
+}
+
+/// Everything resolved from flags, environment and configuration.
+struct Ctx {
+    home: Home,
+    lake: Option<String>,
+    queue: Option<String>,
+    config: Config,
+}
+
+impl Ctx {
+    fn queue_name(&self, table: Option<&str>) -> Result<String> {
+        match (&self.queue, table) {
+            (Some(q), _) => Ok(q.clone()),
+            (None, Some(t)) => Ok(t.to_string()),
+            (None, None) => bail!("name the queue with --queue (or SLUICE_QUEUE)"),
+        }
+    }
+
+    async fn backends(&self, table: Option<&str>) -> Result<Backends> {
+        let q = self.queue_name(table)?;
+        let settings = QueueSettings::default();
+        Ok(self.home.open_with(&q, self.lake.as_deref(), &settings).await?)
+    }
+
+    fn table_config(&self, table: &str) -> TableConfig {
+        self.config.tables.get(table).cloned().unwrap_or_default()
+    }
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let filter = match cli.verbose {
+        0 => "warn",
+        1 => "info,datafusion=warn",
+        _ => "debug",
+    };
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("SLUICE_LOG").unwrap_or_else(|_| filter.into()))
+        .with_writer(std::io::stderr)
+        .init();
+    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(run(cli)) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> Result<()> {
+    let config = Config::load(cli.config.as_deref())?;
+    let home = cli.home.clone().or_else(|| config.home.clone().map(PathBuf::from)).unwrap_or_else(|| PathBuf::from("sluice-data"));
+    let ctx = Ctx { home: Home::new(home), lake: cli.lake.clone().or_else(|| config.lake.clone()), queue: cli.queue.clone(), config };
+    match cli.command {
+        Command::Init(a) => init(&ctx, &a).await,
+        Command::Produce(a) => {
+            let b = ctx.backends(Some(&a.table.table)).await?;
+            let stats = produce(&ctx, &b, &a.files, &a.table).await?;
+            eprintln!("{}", produce_summary(&stats));
+            Ok(())
+        }
+        Command::Consume(a) => {
+            let b = ctx.backends(Some(&a.table)).await?;
+            if let Some(p) = &a.partition_by {
+                check_partitioning(&*b.catalog, &a.table, p).await?;
+            }
+            let stats = consume(&ctx, &b, &a.table, &a.consumer, a.once, None).await?;
+            eprintln!("{}", consume_summary(&stats));
+            Ok(())
+        }
+        Command::Run(a) => run_pipeline(&ctx, a).await,
+        Command::Query(a) => query(&ctx, &a).await,
+        Command::Queue(c) => queue_cmd(&ctx, c).await,
+        Command::Catalog(c) => catalog_cmd(&ctx, c).await,
+        Command::Repair(a) => {
+            let b = ctx.backends(Some(&a.table)).await?;
+            let r = sluice_core::repair::repair(&b.lake, &*b.catalog, DEFAULT_DATABASE, &a.table, Duration::from_secs(a.grace)).await?;
+            println!(
+                "repaired {}: removed {} uncommitted file(s), kept {} younger than the grace period, {} partition(s) re-synced at ledger version {}",
+                a.table,
+                r.removed.len(),
+                r.kept_recent,
+                r.partitions,
+                r.ledger_version
+            );
+            for f in &r.removed {
+                println!("  removed {f}");
+            }
+            Ok(())
+        }
+        Command::Bench(a) => bench::run(a).await,
+    }
+}
+
+async fn init(ctx: &Ctx, a: &InitArgs) -> Result<()> {
+    let queues = ctx.home.queues()?;
+    let settings = QueueSettings {
+        visibility_timeout: Duration::from_secs(a.visibility_timeout),
+        max_receive_count: a.max_receive_count,
+        ..Default::default()
+    };
+    let name = ctx.queue.clone().unwrap_or_else(|| "sluice".to_string());
+    Home::ensure_queue(&queues, &name, &settings).await?;
+    let catalog = sluice_core::catalog::SqliteCatalog::open(ctx.home.catalog_db())?;
+    catalog.ensure_database(DEFAULT_DATABASE).await?;
+    let lake = match &ctx.lake {
+        Some(u) => sluice_core::lake::Lake::from_url(u)?,
+        None => sluice_core::lake::Lake::local(&ctx.home.lake_dir())?,
+    };
+    println!("home     {}", ctx.home.root.display());
+    println!("queue    {name} (dead-letter queue {}) in {}", dead_letter_name(&name), ctx.home.queue_db().display());
+    println!("catalog  database {DEFAULT_DATABASE} in {}", ctx.home.catalog_db().display());
+    println!("lake     {}", lake.url);
+    Ok(())
+}
+
+fn producer_options(ctx: &Ctx, b: &Backends, t: &TableArgs) -> Result<ProducerOptions> {
+    let tc = ctx.table_config(&t.table);
+    let spec_s = t.partition_by.clone().or(tc.partition_by.clone());
+    let spec = match spec_s {
+        Some(s) => PartitionSpec::parse(&s)?,
+        None => PartitionSpec::parse("year(date)")?,
+    };
+    let mut opts = ProducerOptions::new(&t.table, spec, b.table_location(&t.table));
+    let mut nulls = tc.null_values.clone();
+    nulls.extend(t.null_values.iter().cloned());
+    let ascii = |c: char, what: &str| -> Result<u8> {
+        if c.is_ascii() { Ok(c as u8) } else { bail!("--{what} must be an ASCII character, not {c:?}") }
+    };
+    opts.format = CsvFormat {
+        delimiter: match t.delimiter.or(tc.delimiter.as_deref().and_then(|s| s.chars().next())) {
+            Some(c) => ascii(c, "delimiter")?,
+            None => b',',
+        },
+        quote: match t.quote.or(tc.quote.as_deref().and_then(|s| s.chars().next())) {
+            Some(c) => ascii(c, "quote")?,
+            None => b'"',
+        },
+        null_values: nulls,
+    };
+    opts.date_format = t.date_format.clone().or(tc.date_format.clone());
+    if let Some(cols) = &tc.columns {
+        opts.columns = Some(
+            cols.iter()
+                .map(|(n, ty)| {
+                    let ty = ty.as_str().with_context(|| format!("tables.{}.columns.{n}: the type must be a string", t.table))?;
+                    Ok(Column::new(n, ColumnType::parse(ty)?))
+                })
+                .collect::<Result<Vec<_>>>()?,
+        );
+    }
+    Ok(opts)
+}
+
+fn progress_bar(label: &str) -> (Option<Progress>, Option<indicatif::ProgressBar>) {
+    use std::io::IsTerminal;
+    if std::io::stderr().is_terminal() {
+        let pb = indicatif::ProgressBar::new_spinner();
+        pb.set_style(
+            indicatif::ProgressStyle::with_template("{spinner} {prefix} {msg} [{elapsed_precise}]").expect("template"),
+        );
+        pb.set_prefix(label.to_string());
+        pb.enable_steady_tick(Duration::from_millis(200));
+        let start = Instant::now();
+        let pb2 = pb.clone();
+        let p: Progress = Arc::new(move |bytes, rows| {
+            let secs = start.elapsed().as_secs_f64().max(1e-3);
+            pb2.set_message(format!(
+                "{rows} rows, {:.1} MB, {:.0} rows/s",
+                bytes as f64 / 1e6,
+                rows as f64 / secs
+            ));
+        });
+        (Some(p), Some(pb))
+    } else {
+        let start = Instant::now();
+        let last = Arc::new(std::sync::Mutex::new(Instant::now()));
+        let label = label.to_string();
+        let p: Progress = Arc::new(move |bytes, rows| {
+            let mut l = last.lock().unwrap_or_else(|p| p.into_inner());
+            if l.elapsed() >= Duration::from_secs(10) {
+                *l = Instant::now();
+                let secs = start.elapsed().as_secs_f64().max(1e-3);
+                eprintln!("{label}: {rows} rows, {:.1} MB, {:.0} rows/s", bytes as f64 / 1e6, rows as f64 / secs);
+            }
+        });
+        (Some(p), None)
+    }
+}
+
+async fn produce(ctx: &Ctx, b: &Backends, files: &[PathBuf], t: &TableArgs) -> Result<ProduceStats> {
+    let opts = producer_options(ctx, b, t)?;
+    if t.partition_by.is_some() {
+        if let Ok(def) = b.catalog.get_table(DEFAULT_DATABASE, &t.table).await {
+            check_spec(&def, &opts.partition_by)?;
+        }
+    }
+    let producer = Producer::new(b.queue.clone(), b.catalog.clone(), opts)?;
+    let (progress, pb) = progress_bar("produce");
+    let r = producer.produce(files, progress).await;
+    if let Some(pb) = pb {
+        pb.finish_and_clear();
+    }
+    Ok(r?)
+}
+
+fn check_spec(def: &sluice_core::catalog::TableDef, spec: &PartitionSpec) -> Result<()> {
+    let current = def.parameters.get(sluice_core::catalog::PARAM_PARTITION_BY).cloned().unwrap_or_default();
+    if PartitionSpec::parse(&current).ok().as_ref() != Some(spec) {
+        bail!("table {} is partitioned by {current}, not {spec}", def.name);
+    }
+    Ok(())
+}
+
+async fn check_partitioning(catalog: &dyn Catalog, table: &str, spec: &str) -> Result<()> {
+    let def = catalog.get_table(DEFAULT_DATABASE, table).await?;
+    check_spec(&def, &PartitionSpec::parse(spec)?)
+}
+
+fn consumer_options(ctx: &Ctx, table: &str, a: &ConsumerArgs, once: bool, spool: PathBuf, id: String) -> ConsumerOptions {
+    let c = &ctx.config.consumer;
+    let mut o = ConsumerOptions::new(table, spool);
+    o.writer_id = id;
+    o.once = once;
+    if let Some(v) = a.rotate_rows.or(c.rotate_rows) {
+        o.rotate_rows = v.max(1);
+    }
+    if let Some(v) = a.rotate_bytes.or(c.rotate_bytes) {
+        o.rotate_bytes = v.max(1);
+    }
+    if let Some(v) = a.rotate_age.or(c.rotate_age_secs) {
+        o.rotate_age = Duration::from_secs(v);
+    }
+    o.visibility_timeout = a.visibility_timeout.or(c.visibility_timeout_secs).map(Duration::from_secs);
+    o
+}
+
+async fn consume(
+    ctx: &Ctx,
+    b: &Backends,
+    table: &str,
+    a: &ConsumerArgs,
+    once: bool,
+    producer_done: Option<Arc<AtomicBool>>,
+) -> Result<ConsumerStats> {
+    let id = writer_id();
+    let spool = ctx.home.claim_spool(&id)?;
+    // Recovery: files a dead consumer uploaded but never committed.
+    let vt = a.visibility_timeout.or(ctx.config.consumer.visibility_timeout_secs).unwrap_or(300);
+    let grace = Duration::from_secs((vt * 2).max(600));
+    let r = sluice_core::repair::repair(&b.lake, &*b.catalog, DEFAULT_DATABASE, table, grace).await?;
+    if !r.removed.is_empty() {
+        eprintln!("recovery: removed {} uncommitted file(s) of {table}", r.removed.len());
+    }
+    let mut opts = consumer_options(ctx, table, a, once, spool.path().to_path_buf(), id);
+    if opts.visibility_timeout.is_none() {
+        opts.visibility_timeout = Some(b.queues.queue(b.queue.name()).await?.settings().visibility_timeout);
+    }
+    let consumer = Consumer::new(opts, b.queue.clone(), b.catalog.clone(), b.lake.clone())
+        .await
+        .with_context(|| format!("cannot start the consumer of table {table}"))?
+        .hold_until(producer_done);
+    let stats = consumer
+        .run(async {
+            let _ = tokio::signal::ctrl_c().await;
+        })
+        .await?;
+    drop(spool);
+    Ok(stats)
+}
+
+async fn run_pipeline(ctx: &Ctx, a: RunArgs) -> Result<()> {
+    let table = a.table.table.clone();
+    let b = ctx.backends(Some(&table)).await?;
+    // The table must exist before the consumer starts.
+    let opts = producer_options(ctx, &b, &a.table)?;
+    let producer = Producer::new(b.queue.clone(), b.catalog.clone(), opts.clone())?;
+    let first = a.files.first().context("no input files")?;
+    if !first.is_file() {
+        bail!("{}: no such file", first.display());
+    }
+    let def = producer.ensure_table(first).await?;
+    if a.table.partition_by.is_some() {
+        check_spec(&def, &opts.partition_by)?;
+    }
+    let started = Instant::now();
+    let done = Arc::new(AtomicBool::new(false));
+    let prod = {
+        let (files, done, t, b2) = (a.files.clone(), done.clone(), a.table.clone(), b.clone());
+        async move {
+            let r = produce(ctx, &b2, &files, &t).await;
+            done.store(true, Ordering::SeqCst);
+            r
+        }
+    };
+    let cons = consume(ctx, &b, &table, &a.consumer, true, Some(done.clone()));
+    let (p, c) = tokio::join!(prod, cons);
+    let elapsed = started.elapsed();
+    let c = c?;
+    match &p {
+        Ok(ps) => eprintln!("{}", produce_summary(ps)),
+        Err(_) => eprintln!("producer stopped early; everything it sent before the error is committed"),
+    }
+    eprintln!("{}", consume_summary(&c));
+    let p = p?;
+    eprintln!(
+        "run: {} rows in {:.2}s ({:.0} rows/s, {:.1} MB/s of CSV)",
+        p.rows,
+        elapsed.as_secs_f64(),
+        p.rows as f64 / elapsed.as_secs_f64().max(1e-9),
+        p.csv_bytes as f64 / 1e6 / elapsed.as_secs_f64().max(1e-9)
+    );
+    let sql = a.query.unwrap_or_else(|| {
+        let keys = def.partition_keys.iter().map(|k| format!("\"{}\"", k.name)).collect::<Vec<_>>().join(", ");
+        format!("SELECT {keys}, count(*) AS rows FROM \"{table}\" GROUP BY {keys} ORDER BY {keys}")
+    });
+    query(ctx, &QueryArgs { sql, format: output::Format::Table, output: None }).await
+}
+
+async fn query(ctx: &Ctx, a: &QueryArgs) -> Result<()> {
+    let catalog = sluice_core::catalog::SqliteCatalog::open(ctx.home.catalog_db())?;
+    let lake = match &ctx.lake {
+        Some(u) => sluice_core::lake::Lake::from_url(u)?,
+        None => sluice_core::lake::Lake::local(&ctx.home.lake_dir())?,
+    };
+    let engine = sluice_query::QueryEngine::new(&catalog, &lake, DEFAULT_DATABASE).await?;
+    let (schema, batches) = engine.sql(&a.sql).await?;
+    output::write(a.format, schema, &batches, a.output.as_deref())
+}
+
+async fn queue_cmd(ctx: &Ctx, c: QueueCommand) -> Result<()> {
+    let queues = ctx.home.queues()?;
+    // Without --queue, the one queue there is (dead-letter queues aside).
+    let name = match &ctx.queue {
+        Some(q) => q.clone(),
+        None => only_queue(&queues).await?,
+    };
+    match c {
+        QueueCommand::Create(a) => {
+            let s = QueueSettings {
+                visibility_timeout: Duration::from_secs(a.visibility_timeout),
+                max_receive_count: a.max_receive_count,
+                ..Default::default()
+            };
+            Home::ensure_queue(&queues, &name, &s).await?;
+            println!("queue {name} ready (dead-letter queue {})", dead_letter_name(&name));
+        }
+        QueueCommand::Stats => {
+            let q = queues.queue(&name).await?;
+            let s = q.stats().await?;
+            let dlq_name = q.settings().dead_letter_queue.clone().unwrap_or_else(|| dead_letter_name(&name));
+            println!("queue {name}: {} visible, {} in flight", s.visible, s.in_flight);
+            println!(
+                "  visibility timeout {}s, max receive count {}",
+                q.settings().visibility_timeout.as_secs(),
+                q.settings().max_receive_count
+            );
+            if let Ok(d) = queues.queue(&dlq_name).await {
+                let ds = d.stats().await?;
+                println!("dead-letter queue {dlq_name}: {} message(s)", ds.visible + ds.in_flight);
+                for (id, reason) in queues.dead_letter_reasons(&dlq_name).await? {
+                    println!("  {id}: {reason}");
+                }
+            }
+        }
+        QueueCommand::Purge => {
+            queues.queue(&name).await?.purge().await?;
+            println!("purged {name}");
+        }
+        QueueCommand::Redrive => {
+            let n = queues.redrive(&dead_letter_name(&name), &name).await?;
+            println!("moved {n} message(s) from {} back to {name}", dead_letter_name(&name));
+        }
+    }
+    Ok(())
+}
+
+async fn only_queue(queues: &sluice_core::queue::EmbeddedQueues) -> Result<String> {
+    let names: Vec<String> = queues.list().await?.into_iter().map(|(n, _)| n).filter(|n| !n.ends_with("_dlq")).collect();
+    match names.as_slice() {
+        [one] => Ok(one.clone()),
+        [] => bail!("there is no queue yet: run `sluice init` or `sluice produce` first"),
+        many => bail!("there are several queues ({}): name one with --queue", many.join(", ")),
+    }
+}
+
+async fn catalog_cmd(ctx: &Ctx, c: CatalogCommand) -> Result<()> {
+    let catalog = sluice_core::catalog::SqliteCatalog::open(ctx.home.catalog_db())?;
+    match c {
+        CatalogCommand::Tables => {
+            for t in catalog.list_tables(DEFAULT_DATABASE).await.unwrap_or_default() {
+                let spec = t.parameters.get(sluice_core::catalog::PARAM_PARTITION_BY).cloned().unwrap_or_default();
+                println!("{}\t{}\tpartitioned by {spec}", t.name, t.location);
+            }
+        }
+        CatalogCommand::Schema { table } => {
+            let t = catalog.get_table(DEFAULT_DATABASE, &table).await?;
+            println!("table {}.{} at {}", t.database, t.name, t.location);
+            for c in &t.columns {
+                println!("  {:<32} {}", c.name, c.ty.name());
+            }
+            for c in &t.partition_keys {
+                println!("  {:<32} {} (partition key)", c.name, c.ty.name());
+            }
+        }
+        CatalogCommand::Partitions { table } => {
+            catalog.get_table(DEFAULT_DATABASE, &table).await?;
+            println!("partition\tfiles\trows\tbytes\tlocation");
+            for p in catalog.list_partitions(DEFAULT_DATABASE, &table).await? {
+                let g = |k: &str| p.parameters.get(k).cloned().unwrap_or_else(|| "-".into());
+                println!("{}\t{}\t{}\t{}\t{}", p.values.join("/"), g("numFiles"), g("numRows"), g("totalSize"), p.location);
+            }
+        }
+    }
+    Ok(())
+}
+
+fn produce_summary(s: &ProduceStats) -> String {
+    format!(
+        "produced: {} file(s), {} rows, {:.1} MB of CSV in {} chunk(s) ({:.1} MB of messages), {} send call(s), {} billed SQS unit(s), {} row(s) rejected",
+        s.files,
+        s.rows,
+        s.csv_bytes as f64 / 1e6,
+        s.chunks,
+        s.message_bytes as f64 / 1e6,
+        s.send_calls,
+        s.billed_units,
+        s.rejected_rows
+    )
+}
+
+fn consume_summary(s: &ConsumerStats) -> String {
+    format!(
+        "consumed: {} message(s), {} rows in, {} written, {} quarantined, {} duplicate(s) dropped; {} file(s), {:.1} MB, {} commit(s); {} receive call(s) ({} empty), {} deleted, {} billed SQS unit(s){}",
+        s.messages,
+        s.rows_in,
+        s.rows_written,
+        s.rows_quarantined,
+        s.rows_duplicate,
+        s.files,
+        s.bytes_written as f64 / 1e6,
+        s.commits,
+        s.receive_calls,
+        s.empty_receives,
+        s.deleted,
+        s.billed_units,
+        if s.undecodable_messages > 0 { format!("; {} message(s) could not be processed", s.undecodable_messages) } else { String::new() }
+    )
+}

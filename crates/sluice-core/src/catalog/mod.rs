@@ -1,0 +1,91 @@
+//! The catalog: databases, tables and partitions in Glue's model, behind a small trait.
+
+use std::collections::BTreeMap;
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+
+use crate::error::Result;
+use crate::schema::Column;
+
+pub mod sqlite;
+
+pub use sqlite::SqliteCatalog;
+
+/// Table parameter holding the `--partition-by` spec.
+pub const PARAM_PARTITION_BY: &str = "sluice.partition_by";
+/// Table parameter holding the schema fingerprint of the source columns.
+pub const PARAM_FINGERPRINT: &str = "sluice.schema_fingerprint";
+/// Table parameter holding the strftime pattern for dates, if any.
+pub const PARAM_DATE_FORMAT: &str = "sluice.date_format";
+/// Partition parameter: ledger version the partition's statistics were computed at.
+pub const PARAM_LEDGER_VERSION: &str = "sluice.ledger_version";
+
+/// A table, as Glue models it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TableDef {
+    pub database: String,
+    pub name: String,
+    /// URL of the table's directory (`file:///…/lake/t/`, `s3://bucket/prefix/t/`).
+    pub location: String,
+    /// Columns stored in the data files.
+    pub columns: Vec<Column>,
+    /// Columns whose values live in the partition directories.
+    pub partition_keys: Vec<Column>,
+    /// Storage format; always `parquet` today.
+    pub format: String,
+    pub parameters: BTreeMap<String, String>,
+    /// Incremented by every update; updates name the version they start from.
+    pub version: u64,
+}
+
+/// A partition of a table.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PartitionDef {
+    /// One value per partition key, as strings (Glue's model); `__HIVE_DEFAULT_PARTITION__` for
+    /// missing values.
+    pub values: Vec<String>,
+    /// URL of the partition's directory.
+    pub location: String,
+    /// `numFiles`, `numRows`, `totalSize` and [`PARAM_LEDGER_VERSION`].
+    pub parameters: BTreeMap<String, String>,
+}
+
+/// A catalog of tables.
+///
+/// # Contract
+/// - `create_database` and `create_table` fail with `AlreadyExists` if the name is taken;
+///   `create_table` fails with `NotFound` if the database does not exist.
+/// - `get_table` fails with `NotFound`.
+/// - `update_table` replaces a table's columns and parameters if `table.version` is the stored
+///   version, and returns the stored table with its new version; otherwise it fails with
+///   `Conflict` (someone else updated it first) and changes nothing.
+/// - `upsert_partitions` creates partitions or replaces their location and parameters. When
+///   both the stored and the new partition carry [`PARAM_LEDGER_VERSION`], an older new value
+///   is ignored, so that concurrent committers cannot roll statistics back. It is idempotent.
+/// - Lists are ordered by name (tables) or values (partitions).
+#[async_trait]
+pub trait Catalog: Send + Sync + std::fmt::Debug {
+    async fn create_database(&self, name: &str) -> Result<()>;
+    async fn list_databases(&self) -> Result<Vec<String>>;
+    async fn create_table(&self, table: &TableDef) -> Result<()>;
+    async fn get_table(&self, database: &str, name: &str) -> Result<TableDef>;
+    async fn list_tables(&self, database: &str) -> Result<Vec<TableDef>>;
+    async fn update_table(&self, table: &TableDef) -> Result<TableDef>;
+    async fn upsert_partitions(&self, database: &str, table: &str, partitions: &[PartitionDef]) -> Result<()>;
+    async fn list_partitions(&self, database: &str, table: &str) -> Result<Vec<PartitionDef>>;
+}
+
+/// Conveniences over [`Catalog`].
+#[async_trait]
+pub trait CatalogExt: Catalog {
+    /// Creates the database unless it exists.
+    async fn ensure_database(&self, name: &str) -> Result<()> {
+        match self.create_database(name).await {
+            Ok(()) | Err(crate::Error::AlreadyExists { .. }) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+}
+
+impl<C: Catalog + ?Sized> CatalogExt for C {}

@@ -1,0 +1,611 @@
+//! The consumer: a pipeline of small stages.
+//!
+//! ```text
+//!  receive (long poll, 10/call) ─► decode (blocking pool, in parallel, order kept)
+//!    ─► drop chunk parts already committed or already pending here
+//!    ─► append to the partition's spool file (Parquet, zstd)
+//!    ─► rotate a file by rows, bytes or age: close ─► upload ─► ledger commit ─► catalog
+//!    ─► delete every message whose parts are all committed
+//!  heartbeat: extend visibility of held messages every timeout/3
+//! ```
+//!
+//! A message is deleted only after every partition its rows fall into is committed. On a
+//! commit conflict (another consumer committed one of our chunk parts first) every open file
+//! is discarded and every held message is released, to be delivered again and deduplicated.
+
+use std::collections::{HashMap, HashSet};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use object_store::ObjectStoreExt;
+use tokio::sync::{mpsc, watch};
+use tracing::{debug, info, warn};
+
+use crate::catalog::{Catalog, PARAM_LEDGER_VERSION, PartitionDef, TableDef};
+use crate::error::{Error, Result};
+use crate::lake::Lake;
+use crate::ledger::{ChunkPart, CommitDraft, DataFile, FileKind, Ledger};
+use crate::partition::{DEFAULT_PARTITION, parse_partition_path};
+use crate::queue::{Queue, QueueExt, ReceiveOptions, ReceivedMessage, billed_units};
+use crate::rows::DecodedChunk;
+use crate::table::TableLayout;
+use crate::writer::{ParquetOptions, SpoolFile, quarantine_batch, quarantine_schema, upload, writer_properties};
+
+/// Partition key of quarantine files in the ledger.
+pub const QUARANTINE_PART: &str = "__quarantine__";
+
+/// Consumer settings.
+#[derive(Debug, Clone)]
+pub struct ConsumerOptions {
+    pub table: String,
+    pub database: String,
+    /// Close a partition's file at this many rows.
+    pub rotate_rows: u64,
+    /// Close a partition's file at this many bytes.
+    pub rotate_bytes: u64,
+    /// Close a partition's file this long after it was opened.
+    pub rotate_age: Duration,
+    /// Memory for buffered row groups across all open files.
+    pub memory_budget: usize,
+    pub parquet: ParquetOptions,
+    /// Visibility timeout of received messages (default: the queue's).
+    pub visibility_timeout: Option<Duration>,
+    /// Stop once the queue is drained.
+    pub once: bool,
+    /// Long-poll wait per receive.
+    pub wait: Duration,
+    /// Private spool directory of this consumer.
+    pub spool_dir: PathBuf,
+    /// Identifies this consumer in commits.
+    pub writer_id: String,
+}
+
+impl ConsumerOptions {
+    pub fn new(table: &str, spool_dir: PathBuf) -> Self {
+        ConsumerOptions {
+            table: table.to_string(),
+            database: crate::DEFAULT_DATABASE.to_string(),
+            rotate_rows: 50_000_000,
+            rotate_bytes: 128 << 20,
+            rotate_age: Duration::from_secs(300),
+            memory_budget: 256 << 20,
+            parquet: ParquetOptions::default(),
+            visibility_timeout: None,
+            once: false,
+            wait: Duration::from_secs(5),
+            spool_dir,
+            writer_id: crate::writer_id(),
+        }
+    }
+}
+
+/// What a consumer did; printed as its summary.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct ConsumerStats {
+    pub receive_calls: u64,
+    pub empty_receives: u64,
+    pub messages: u64,
+    pub undecodable_messages: u64,
+    pub received_bytes: u64,
+    pub rows_in: u64,
+    pub rows_written: u64,
+    pub rows_quarantined: u64,
+    pub rows_duplicate: u64,
+    pub files: u64,
+    pub bytes_written: u64,
+    pub commits: u64,
+    pub conflicts: u64,
+    pub deleted: u64,
+    pub delete_calls: u64,
+    pub visibility_calls: u64,
+    /// SQS request units billed (64 KiB each) for receive, delete and visibility calls.
+    pub billed_units: u64,
+}
+
+struct OpenFile {
+    spool: SpoolFile,
+    chunks: HashSet<String>,
+    kind: FileKind,
+}
+
+struct Held {
+    receipt: String,
+    chunk: String,
+    /// Partitions holding rows of this message that are not yet committed.
+    waiting: HashSet<String>,
+}
+
+enum Incoming {
+    Message(ReceivedMessage, tokio::task::JoinHandle<Result<DecodedChunk>>),
+    Empty,
+    Failed(Error),
+}
+
+/// A running consumer of one table.
+pub struct Consumer {
+    opts: ConsumerOptions,
+    queue: Arc<dyn Queue>,
+    catalog: Arc<dyn Catalog>,
+    lake: Lake,
+    def: TableDef,
+    layout: Arc<TableLayout>,
+    ledger: Ledger,
+    props: parquet::file::properties::WriterProperties,
+    files: HashMap<String, OpenFile>,
+    held: HashMap<String, Held>,
+    stats: ConsumerStats,
+    visibility: Duration,
+    producer_done: Option<Arc<std::sync::atomic::AtomicBool>>,
+}
+
+impl Consumer {
+    /// In `once` mode, do not consider the queue drained before `done` is set (a producer
+    /// running alongside may not have sent anything yet).
+    pub fn hold_until(mut self, done: Option<Arc<std::sync::atomic::AtomicBool>>) -> Self {
+        self.producer_done = done;
+        self
+    }
+
+    /// Prepares a consumer: reads the table and its ledger.
+    pub async fn new(opts: ConsumerOptions, queue: Arc<dyn Queue>, catalog: Arc<dyn Catalog>, lake: Lake) -> Result<Self> {
+        let def = catalog.get_table(&opts.database, &opts.table).await?;
+        let layout = Arc::new(TableLayout::from_def(&def)?);
+        let ledger = Ledger::open(&lake, &opts.table, opts.writer_id.clone()).await?;
+        let props = writer_properties(&opts.parquet)?;
+        std::fs::create_dir_all(&opts.spool_dir).map_err(|e| Error::io(&opts.spool_dir, e))?;
+        let visibility = match opts.visibility_timeout {
+            Some(v) => v,
+            None => Duration::from_secs(300),
+        };
+        Ok(Consumer {
+            opts,
+            queue,
+            catalog,
+            lake,
+            def,
+            layout,
+            ledger,
+            props,
+            files: HashMap::new(),
+            held: HashMap::new(),
+            stats: ConsumerStats::default(),
+            visibility,
+            producer_done: None,
+        })
+    }
+
+    /// Runs until the queue is drained (`once`) or `shutdown` completes; then commits what it
+    /// holds and deletes the committed messages.
+    pub async fn run(mut self, shutdown: impl std::future::Future<Output = ()>) -> Result<ConsumerStats> {
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let (tx, mut rx) = mpsc::channel::<Incoming>(16);
+        let receiver = tokio::spawn(receive_loop(
+            self.queue.clone(),
+            self.layout.clone(),
+            ReceiveOptions {
+                max_messages: crate::queue::MAX_BATCH,
+                wait: if self.opts.once { self.opts.wait.min(Duration::from_secs(1)) } else { self.opts.wait },
+                visibility_timeout: Some(self.visibility),
+            },
+            tx,
+            stop_rx,
+        ));
+        let result = self.main_loop(&mut rx, &stop_tx, shutdown).await;
+        let _ = stop_tx.send(true);
+        // Drain what the receiver still hands over; on error, give messages back at once.
+        let (calls, empties, units) = match receiver.await {
+            Ok(c) => c,
+            Err(e) => return Err(e.into()),
+        };
+        self.stats.receive_calls += calls;
+        self.stats.empty_receives += empties;
+        self.stats.billed_units += units;
+        match result {
+            Ok(()) => Ok(self.stats),
+            Err(e) => {
+                self.abort_all().await;
+                Err(e)
+            }
+        }
+    }
+
+    async fn main_loop(
+        &mut self,
+        rx: &mut mpsc::Receiver<Incoming>,
+        stop_tx: &watch::Sender<bool>,
+        shutdown: impl std::future::Future<Output = ()>,
+    ) -> Result<()> {
+        tokio::pin!(shutdown);
+        let mut stopping = false;
+        let mut tick = tokio::time::interval(Duration::from_millis(500));
+        let heartbeat_every = (self.visibility / 3).max(Duration::from_millis(500));
+        let mut last_heartbeat = Instant::now();
+        loop {
+            tokio::select! {
+                biased;
+                _ = &mut shutdown, if !stopping => {
+                    info!("shutting down: committing what is held");
+                    stopping = true;
+                    let _ = stop_tx.send(true);
+                }
+                item = rx.recv() => match item {
+                    None => break,
+                    Some(Incoming::Message(m, handle)) => {
+                        let decoded = handle.await?;
+                        self.ingest(m, decoded).await?;
+                    }
+                    Some(Incoming::Empty) => {
+                        if self.opts.once && !stopping && self.drained().await? {
+                            stopping = true;
+                            let _ = stop_tx.send(true);
+                        }
+                    }
+                    Some(Incoming::Failed(e)) => return Err(e),
+                },
+                _ = tick.tick() => {
+                    if last_heartbeat.elapsed() >= heartbeat_every {
+                        self.heartbeat().await;
+                        last_heartbeat = Instant::now();
+                    }
+                    let aged: Vec<String> = self
+                        .files
+                        .iter()
+                        .filter(|(_, f)| f.spool.opened.elapsed() >= self.opts.rotate_age)
+                        .map(|(p, _)| p.clone())
+                        .collect();
+                    if !aged.is_empty() {
+                        self.flush(aged).await?;
+                    }
+                }
+            }
+        }
+        let all: Vec<String> = self.files.keys().cloned().collect();
+        self.flush(all).await?;
+        Ok(())
+    }
+
+    /// Whether nothing is left to receive: no visible message and no message in flight except
+    /// the ones this consumer holds.
+    async fn drained(&self) -> Result<bool> {
+        if self.producer_done.as_ref().is_some_and(|d| !d.load(std::sync::atomic::Ordering::SeqCst)) {
+            return Ok(false);
+        }
+        let s = self.queue.stats().await?;
+        Ok(s.visible == 0 && s.in_flight <= self.held.len() as u64)
+    }
+
+    async fn ingest(&mut self, m: ReceivedMessage, decoded: Result<DecodedChunk>) -> Result<()> {
+        self.stats.messages += 1;
+        self.stats.received_bytes += m.body.len() as u64;
+        let d = match decoded {
+            Ok(d) => d,
+            Err(e) => {
+                // Left in flight: delivered again after the visibility timeout, and moved to
+                // the dead-letter queue after maxReceiveCount deliveries.
+                warn!(message_id = %m.message_id, receive_count = m.receive_count, error = %e, "message cannot be processed");
+                self.stats.undecodable_messages += 1;
+                return Ok(());
+            }
+        };
+        self.stats.rows_in += d.rows_in;
+        let chunk = d.chunk.clone();
+        let held = self.held.entry(m.message_id.clone()).or_insert_with(|| Held {
+            receipt: m.receipt.clone(),
+            chunk: chunk.clone(),
+            waiting: HashSet::new(),
+        });
+        held.receipt = m.receipt.clone();
+        let mut touched = Vec::new();
+        let mut parts: Vec<(String, FileKind, arrow::array::RecordBatch)> =
+            d.parts.into_iter().map(|(p, b)| (p, FileKind::Data, b)).collect();
+        if !d.quarantine.is_empty() {
+            self.stats.rows_quarantined += d.quarantine.len() as u64;
+            parts.push((QUARANTINE_PART.to_string(), FileKind::Quarantine, quarantine_batch(&self.opts.table, &d.quarantine)?));
+        }
+        for (part, kind, batch) in parts {
+            let n = batch.num_rows() as u64;
+            if self.ledger.state().has_part(&chunk, &part) {
+                self.stats.rows_duplicate += n;
+                continue;
+            }
+            let held = self.held.get_mut(&m.message_id).expect("held");
+            if self.files.get(&part).is_some_and(|f| f.chunks.contains(&chunk)) {
+                // Delivered again while its rows wait in our open file.
+                self.stats.rows_duplicate += n;
+                held.waiting.insert(part);
+                continue;
+            }
+            held.waiting.insert(part.clone());
+            if !self.files.contains_key(&part) {
+                let schema = if kind == FileKind::Quarantine { quarantine_schema() } else { self.layout.file_schema.clone() };
+                let spool = SpoolFile::create(&self.opts.spool_dir, schema, self.props.clone(), &self.opts.parquet)?;
+                self.files.insert(part.clone(), OpenFile { spool, chunks: HashSet::new(), kind });
+            }
+            let f = self.files.get_mut(&part).expect("open file");
+            tokio::task::block_in_place(|| f.spool.write(&batch))?;
+            f.chunks.insert(chunk.clone());
+            if kind == FileKind::Data {
+                self.stats.rows_written += n;
+            }
+            touched.push(part);
+        }
+        if self.held.get(&m.message_id).is_some_and(|h| h.waiting.is_empty()) {
+            let h = self.held.remove(&m.message_id).expect("held");
+            self.delete(vec![h.receipt]).await?;
+        }
+        let due: Vec<String> = touched
+            .into_iter()
+            .filter(|p| {
+                let f = &self.files[p];
+                f.spool.rows >= self.opts.rotate_rows || f.spool.size() >= self.opts.rotate_bytes
+            })
+            .collect();
+        if !due.is_empty() {
+            self.flush(due).await?;
+        }
+        self.enforce_memory_budget()?;
+        Ok(())
+    }
+
+    fn enforce_memory_budget(&mut self) -> Result<()> {
+        loop {
+            let total: usize = self.files.values().map(|f| f.spool.buffered()).sum();
+            if total <= self.opts.memory_budget {
+                return Ok(());
+            }
+            let Some(f) = self.files.values_mut().max_by_key(|f| f.spool.buffered()) else { return Ok(()) };
+            tokio::task::block_in_place(|| f.spool.flush_row_group())?;
+        }
+    }
+
+    /// Closes, uploads and commits the files of `parts` in one commit, then deletes the
+    /// messages that are complete.
+    async fn flush(&mut self, parts: Vec<String>) -> Result<()> {
+        let mut closed = Vec::new();
+        for p in parts {
+            let Some(mut f) = self.files.remove(&p) else { continue };
+            let size = tokio::task::block_in_place(|| f.spool.finish())?;
+            closed.push((p, f, size));
+        }
+        if closed.is_empty() {
+            return Ok(());
+        }
+        let mut draft = CommitDraft::default();
+        for (p, f, size) in &closed {
+            let name = format!("part-{}.parquet", uuid::Uuid::now_v7());
+            let dest = match f.kind {
+                FileKind::Quarantine => format!("{}{name}", Lake::quarantine_dir(&self.opts.table)),
+                FileKind::Data => format!("{}{p}/{name}", Lake::table_dir(&self.opts.table)),
+            };
+            retry("upload", || upload(&self.lake, &f.spool.local, &dest)).await?;
+            draft.add.push(DataFile {
+                path: dest,
+                partition: if f.kind == FileKind::Data { p.clone() } else { String::new() },
+                rows: f.spool.rows,
+                bytes: *size,
+                kind: f.kind,
+            });
+            draft.chunks.extend(f.chunks.iter().map(|c| ChunkPart { chunk: c.clone(), partition: p.clone() }));
+        }
+        let added: Vec<String> = draft.add.iter().map(|a| a.path.clone()).collect();
+        let commit = match self.commit_with_retry(draft).await {
+            Ok(c) => c,
+            Err(Error::Conflict(why)) => {
+                warn!(reason = %why, "commit conflict: another consumer committed some of these rows; releasing and retrying");
+                self.stats.conflicts += 1;
+                for path in &added {
+                    let _ = self.lake.store.delete(&self.lake.path(path)).await;
+                }
+                for (_, f, _) in closed {
+                    f.spool.discard();
+                }
+                self.abort_all().await;
+                self.ledger.refresh().await?;
+                return Ok(());
+            }
+            Err(e) => {
+                for (_, f, _) in closed {
+                    f.spool.discard();
+                }
+                return Err(e);
+            }
+        };
+        self.stats.commits += 1;
+        let mut rows = 0;
+        for a in &commit.add {
+            self.stats.files += 1;
+            self.stats.bytes_written += a.bytes;
+            rows += a.rows;
+        }
+        info!(
+            table = %self.opts.table,
+            version = commit.version,
+            files = commit.add.len(),
+            rows,
+            chunk_parts = commit.chunks.len(),
+            "committed"
+        );
+        self.register_partitions(&closed.iter().filter(|(_, f, _)| f.kind == FileKind::Data).map(|(p, _, _)| p.clone()).collect::<Vec<_>>())
+            .await;
+        let mut done = Vec::new();
+        for (p, f, _) in &closed {
+            for (id, h) in self.held.iter_mut() {
+                if f.chunks.contains(&h.chunk) {
+                    h.waiting.remove(p);
+                }
+                if h.waiting.is_empty() {
+                    done.push(id.clone());
+                }
+            }
+        }
+        for (_, f, _) in closed {
+            f.spool.discard();
+        }
+        done.sort();
+        done.dedup();
+        let receipts: Vec<String> = done.iter().filter_map(|id| self.held.remove(id)).map(|h| h.receipt).collect();
+        self.delete(receipts).await
+    }
+
+    async fn commit_with_retry(&mut self, draft: CommitDraft) -> Result<crate::ledger::Commit> {
+        let mut attempt = 0u32;
+        loop {
+            match self.ledger.commit(draft.clone()).await {
+                Err(e) if e.is_retryable() && !matches!(e, Error::Conflict(_)) && attempt < 6 => {
+                    attempt += 1;
+                    warn!(error = %e, attempt, "commit failed, retrying");
+                    tokio::time::sleep(Duration::from_millis(200 << attempt)).await;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// Registers (or refreshes the statistics of) partitions in the catalog. A failure here
+    /// loses nothing: the ledger is the truth and `sluice repair` re-syncs the catalog.
+    async fn register_partitions(&self, parts: &[String]) {
+        if parts.is_empty() {
+            return;
+        }
+        let defs = partition_defs(&self.def, self.ledger.state(), parts);
+        if let Err(e) = self.catalog.upsert_partitions(&self.opts.database, &self.opts.table, &defs).await {
+            warn!(error = %e, "catalog partition update failed; run `sluice repair` to re-sync");
+        }
+    }
+
+    async fn delete(&mut self, receipts: Vec<String>) -> Result<()> {
+        if receipts.is_empty() {
+            return Ok(());
+        }
+        let n = receipts.len() as u64;
+        let q = self.queue.clone();
+        let failed = retry("delete", || q.delete_all(&receipts)).await?;
+        self.stats.delete_calls += n.div_ceil(10);
+        self.stats.billed_units += n.div_ceil(10);
+        self.stats.deleted += n - failed.len() as u64;
+        for f in failed {
+            warn!(code = %f.code, message = %f.message, "delete failed; the message will be delivered again and deduplicated");
+        }
+        Ok(())
+    }
+
+    async fn heartbeat(&mut self) {
+        if self.held.is_empty() {
+            return;
+        }
+        let receipts: Vec<String> = self.held.values().map(|h| h.receipt.clone()).collect();
+        match self.queue.change_visibility_all(&receipts, self.visibility).await {
+            Ok(failed) => {
+                for f in &failed {
+                    debug!(code = %f.code, "heartbeat: message no longer held");
+                }
+            }
+            Err(e) => warn!(error = %e, "heartbeat failed"),
+        }
+        self.stats.visibility_calls += receipts.len().div_ceil(10) as u64;
+        self.stats.billed_units += receipts.len().div_ceil(10) as u64;
+    }
+
+    /// Discards every open file and makes every held message visible again.
+    async fn abort_all(&mut self) {
+        for (_, f) in self.files.drain() {
+            f.spool.discard();
+        }
+        let receipts: Vec<String> = self.held.drain().map(|(_, h)| h.receipt).collect();
+        if !receipts.is_empty() {
+            if let Err(e) = self.queue.change_visibility_all(&receipts, Duration::ZERO).await {
+                warn!(error = %e, "could not release held messages; they return after their visibility timeout");
+            }
+        }
+    }
+}
+
+/// Catalog entries for partition directories, with statistics from the ledger.
+pub fn partition_defs(def: &TableDef, state: &crate::ledger::LedgerState, parts: &[String]) -> Vec<PartitionDef> {
+    let loc = def.location.trim_end_matches('/');
+    parts
+        .iter()
+        .map(|p| {
+            let (mut files, mut rows, mut bytes) = (0u64, 0u64, 0u64);
+            for f in state.files.values().filter(|f| f.kind == FileKind::Data && &f.partition == p) {
+                files += 1;
+                rows += f.rows;
+                bytes += f.bytes;
+            }
+            let values = parse_partition_path(p).into_iter().map(|(_, v)| v.unwrap_or_else(|| DEFAULT_PARTITION.to_string())).collect();
+            let mut parameters = std::collections::BTreeMap::new();
+            parameters.insert("numFiles".to_string(), files.to_string());
+            parameters.insert("numRows".to_string(), rows.to_string());
+            parameters.insert("totalSize".to_string(), bytes.to_string());
+            parameters.insert(PARAM_LEDGER_VERSION.to_string(), state.version.to_string());
+            PartitionDef { values, location: format!("{loc}/{p}/"), parameters }
+        })
+        .collect()
+}
+
+async fn retry<T, F, Fut>(what: &str, mut f: F) -> Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T>>,
+{
+    let mut attempt = 0u32;
+    loop {
+        match f().await {
+            Err(e) if e.is_retryable() && attempt < 6 => {
+                attempt += 1;
+                warn!(error = %e, attempt, "{what} failed, retrying");
+                tokio::time::sleep(Duration::from_millis(100 << attempt)).await;
+            }
+            other => return other,
+        }
+    }
+}
+
+async fn receive_loop(
+    queue: Arc<dyn Queue>,
+    layout: Arc<TableLayout>,
+    opts: ReceiveOptions,
+    tx: mpsc::Sender<Incoming>,
+    stop: watch::Receiver<bool>,
+) -> (u64, u64, u64) {
+    let (mut calls, mut empties, mut units) = (0u64, 0u64, 0u64);
+    let mut failures = 0u32;
+    while !*stop.borrow() {
+        calls += 1;
+        let got = queue.receive(opts).await;
+        if let Ok(msgs) = &got {
+            units += billed_units(msgs.iter().map(|m| m.body.len()).sum());
+        }
+        match got {
+            Ok(msgs) if msgs.is_empty() => {
+                empties += 1;
+                failures = 0;
+                if tx.send(Incoming::Empty).await.is_err() {
+                    break;
+                }
+            }
+            Ok(msgs) => {
+                failures = 0;
+                for m in msgs {
+                    let layout = layout.clone();
+                    let (body, id) = (m.body.clone(), m.message_id.clone());
+                    let h = tokio::task::spawn_blocking(move || crate::decode::decode_message(&layout, &body, &id));
+                    if tx.send(Incoming::Message(m, h)).await.is_err() {
+                        return (calls, empties, units);
+                    }
+                }
+            }
+            Err(e) if e.is_retryable() && failures < 8 => {
+                failures += 1;
+                warn!(error = %e, attempt = failures, "receive failed, retrying");
+                tokio::time::sleep(Duration::from_millis(100 << failures)).await;
+            }
+            Err(e) => {
+                let _ = tx.send(Incoming::Failed(e)).await;
+                break;
+            }
+        }
+    }
+    (calls, empties, units)
+}

@@ -1,0 +1,421 @@
+//! CSV record scanning, shared by the producer (which finds record boundaries) and the consumer
+//! (which splits records into fields), so both sides agree on every byte.
+//!
+//! The dialect is RFC 4180 with a configurable delimiter and quote:
+//! - a quote opens a quoted section only at the start of a field; inside it, a doubled quote is a
+//!   literal quote and the section may span lines;
+//! - a record ends at `\n` outside a quoted section; a `\r` before it is dropped (CRLF files);
+//! - a UTF-8 byte order mark at the start of a file is skipped;
+//! - a last record without a final newline is a record.
+
+use std::io::Read;
+
+use memchr::{memchr, memchr2, memchr_iter};
+
+use crate::error::{Error, Result};
+
+/// How a CSV source is written.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CsvFormat {
+    /// Field delimiter, one ASCII byte.
+    #[serde(default = "default_delimiter")]
+    pub delimiter: u8,
+    /// Quote character, one ASCII byte.
+    #[serde(default = "default_quote")]
+    pub quote: u8,
+    /// Field values that mean NULL. The empty field always does.
+    #[serde(default)]
+    pub null_values: Vec<String>,
+}
+
+fn default_delimiter() -> u8 {
+    b','
+}
+fn default_quote() -> u8 {
+    b'"'
+}
+
+impl Default for CsvFormat {
+    fn default() -> Self {
+        CsvFormat { delimiter: b',', quote: b'"', null_values: Vec::new() }
+    }
+}
+
+impl CsvFormat {
+    /// Whether a field value means NULL.
+    #[inline]
+    pub fn is_null(&self, field: &[u8]) -> bool {
+        field.is_empty() || self.null_values.iter().any(|n| n.as_bytes() == field)
+    }
+
+    /// Checks that delimiter and quote are usable.
+    pub fn validate(&self) -> Result<()> {
+        let bad = |b: u8| !b.is_ascii() || b == b'\n' || b == b'\r';
+        if bad(self.delimiter) || bad(self.quote) || self.delimiter == self.quote {
+            return Err(Error::Config(format!(
+                "delimiter {:?} and quote {:?} must be two different ASCII characters other than newline",
+                self.delimiter as char, self.quote as char
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// Where the next record ends in a buffer.
+#[derive(Debug, PartialEq, Eq)]
+enum Scan {
+    /// The record is `buf[..end]` (newline included) and holds `newlines` line breaks.
+    Complete { end: usize, newlines: u64 },
+    /// The buffer ends inside the record; `in_quote` says whether inside a quoted section, which
+    /// opened after `quote_newlines` line breaks.
+    Incomplete { in_quote: bool, quote_newlines: u64 },
+}
+
+fn scan_record(buf: &[u8], delimiter: u8, quote: u8) -> Scan {
+    let mut i = 0;
+    let mut newlines = 0u64;
+    loop {
+        let Some(off) = memchr2(quote, b'\n', &buf[i..]) else {
+            return Scan::Incomplete { in_quote: false, quote_newlines: 0 };
+        };
+        let j = i + off;
+        if buf[j] == b'\n' {
+            return Scan::Complete { end: j + 1, newlines: newlines + 1 };
+        }
+        // A quote: it opens a quoted section only at the start of a field.
+        let at_field_start = j == 0 || buf[j - 1] == delimiter;
+        if !at_field_start {
+            i = j + 1;
+            continue;
+        }
+        let opened_at = newlines;
+        let mut k = j + 1;
+        loop {
+            let Some(q) = memchr(quote, &buf[k..]).map(|o| k + o) else {
+                return Scan::Incomplete { in_quote: true, quote_newlines: opened_at };
+            };
+            newlines += memchr_iter(b'\n', &buf[k..q]).count() as u64;
+            if q + 1 >= buf.len() {
+                // Cannot tell a closing quote from the first half of a doubled one yet.
+                return Scan::Incomplete { in_quote: true, quote_newlines: opened_at };
+            }
+            if buf[q + 1] == quote {
+                k = q + 2;
+            } else {
+                i = q + 1;
+                break;
+            }
+        }
+    }
+}
+
+/// Reads whole records from a byte stream in constant memory (plus the largest record).
+pub struct RecordReader<R> {
+    inner: R,
+    name: String,
+    buf: Vec<u8>,
+    start: usize,
+    end: usize,
+    eof: bool,
+    line: u64,
+    bytes_read: u64,
+    delimiter: u8,
+    quote: u8,
+    first: bool,
+}
+
+/// One record as it stands in the source.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RecordSpan {
+    /// 1-based line on which the record starts.
+    pub line: u64,
+    /// Length of the bytes appended to the caller's buffer (always ends with `\n`).
+    pub len: usize,
+}
+
+const READ_SIZE: usize = 1 << 20;
+
+impl<R: Read> RecordReader<R> {
+    /// A reader over `inner`; `name` is used in error messages.
+    pub fn new(inner: R, name: impl Into<String>, format: &CsvFormat) -> Self {
+        RecordReader {
+            inner,
+            name: name.into(),
+            buf: vec![0; READ_SIZE],
+            start: 0,
+            end: 0,
+            eof: false,
+            line: 1,
+            bytes_read: 0,
+            delimiter: format.delimiter,
+            quote: format.quote,
+            first: true,
+        }
+    }
+
+    /// Bytes consumed from the source so far.
+    pub fn bytes_read(&self) -> u64 {
+        self.bytes_read
+    }
+
+    /// The line the next record starts on.
+    pub fn line(&self) -> u64 {
+        self.line
+    }
+
+    fn fill(&mut self) -> Result<()> {
+        if self.start > 0 {
+            self.buf.copy_within(self.start..self.end, 0);
+            self.end -= self.start;
+            self.start = 0;
+        }
+        if self.end == self.buf.len() {
+            let new_len = self.buf.len() * 2;
+            self.buf.resize(new_len, 0);
+        }
+        loop {
+            match self.inner.read(&mut self.buf[self.end..]) {
+                Ok(0) => {
+                    self.eof = true;
+                    return Ok(());
+                }
+                Ok(n) => {
+                    self.end += n;
+                    self.bytes_read += n as u64;
+                    return Ok(());
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(Error::io(&self.name, e)),
+            }
+        }
+    }
+
+    /// Appends the next record to `out` (with a trailing `\n`) and returns where it stood, or
+    /// `None` at the end of the input. An unterminated quoted field is an error naming the line
+    /// on which the quote opened.
+    pub fn next_into(&mut self, out: &mut Vec<u8>) -> Result<Option<RecordSpan>> {
+        loop {
+            if self.first && (self.end - self.start >= 3 || self.eof) {
+                self.first = false;
+                if self.buf[self.start..self.end].starts_with(b"\xEF\xBB\xBF") {
+                    self.start += 3;
+                }
+            }
+            if !self.first {
+                match scan_record(&self.buf[self.start..self.end], self.delimiter, self.quote) {
+                    Scan::Complete { end, newlines } => {
+                        let rec = &self.buf[self.start..self.start + end];
+                        out.extend_from_slice(rec);
+                        let span = RecordSpan { line: self.line, len: end };
+                        self.line += newlines;
+                        self.start += end;
+                        return Ok(Some(span));
+                    }
+                    Scan::Incomplete { in_quote, quote_newlines } if self.eof => {
+                        if self.start == self.end {
+                            return Ok(None);
+                        }
+                        if in_quote {
+                            return Err(Error::invalid_at(
+                                &self.name,
+                                Some(self.line + quote_newlines),
+                                "unterminated quoted field: the quote opened here is never closed",
+                            ));
+                        }
+                        let rec = &self.buf[self.start..self.end];
+                        out.extend_from_slice(rec);
+                        out.push(b'\n');
+                        let span = RecordSpan { line: self.line, len: rec.len() + 1 };
+                        self.line += 1;
+                        self.start = self.end;
+                        return Ok(Some(span));
+                    }
+                    Scan::Incomplete { .. } => {}
+                }
+            }
+            if self.eof {
+                return Ok(None);
+            }
+            self.fill()?;
+        }
+    }
+}
+
+/// Splits records into fields, reusing its buffers across records.
+#[derive(Debug, Default)]
+pub struct FieldSplitter {
+    data: Vec<u8>,
+    ends: Vec<usize>,
+}
+
+impl FieldSplitter {
+    /// Splits one record (as produced by [`RecordReader`], trailing newline optional).
+    pub fn split(&mut self, record: &[u8], delimiter: u8, quote: u8) {
+        self.data.clear();
+        self.ends.clear();
+        let mut rec = record;
+        if let [head @ .., b'\n'] = rec {
+            rec = head;
+        }
+        if let [head @ .., b'\r'] = rec {
+            rec = head;
+        }
+        if memchr(quote, rec).is_none() {
+            // Fast path: no quoting anywhere.
+            self.data.extend_from_slice(rec);
+            self.ends.extend(memchr_iter(delimiter, rec));
+            self.ends.push(rec.len());
+            return;
+        }
+        let mut i = 0;
+        loop {
+            if i < rec.len() && rec[i] == quote {
+                i += 1;
+                loop {
+                    match memchr(quote, &rec[i..]) {
+                        None => {
+                            self.data.extend_from_slice(&rec[i..]);
+                            i = rec.len();
+                            break;
+                        }
+                        Some(off) => {
+                            self.data.extend_from_slice(&rec[i..i + off]);
+                            i += off + 1;
+                            if i < rec.len() && rec[i] == quote {
+                                self.data.push(quote);
+                                i += 1;
+                            } else {
+                                break;
+                            }
+                        }
+                    }
+                }
+            }
+            match memchr(delimiter, &rec[i..]) {
+                Some(off) => {
+                    self.data.extend_from_slice(&rec[i..i + off]);
+                    self.ends.push(self.data.len());
+                    i += off + 1;
+                }
+                None => {
+                    self.data.extend_from_slice(&rec[i..]);
+                    self.ends.push(self.data.len());
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Number of fields in the last split record.
+    pub fn len(&self) -> usize {
+        self.ends.len()
+    }
+
+    /// Whether the last split record had no fields (never true after a split).
+    pub fn is_empty(&self) -> bool {
+        self.ends.is_empty()
+    }
+
+    /// Field `i` of the last split record.
+    #[inline]
+    pub fn field(&self, i: usize) -> &[u8] {
+        let start = if i == 0 { 0 } else { self.ends[i - 1] };
+        &self.data[start..self.ends[i]]
+    }
+}
+
+/// Reads and validates a header record: UTF-8, non-empty, unique names.
+pub fn parse_header(record: &[u8], format: &CsvFormat, file: &str) -> Result<Vec<String>> {
+    let mut sp = FieldSplitter::default();
+    sp.split(record, format.delimiter, format.quote);
+    let mut names = Vec::with_capacity(sp.len());
+    for i in 0..sp.len() {
+        let name = std::str::from_utf8(sp.field(i))
+            .map_err(|_| Error::invalid_at(file, Some(1), format!("header field {} is not valid UTF-8", i + 1)))?
+            .trim()
+            .to_string();
+        if name.is_empty() {
+            return Err(Error::invalid_at(file, Some(1), format!("header field {} is empty", i + 1)));
+        }
+        if names.contains(&name) {
+            return Err(Error::invalid_at(file, Some(1), format!("header names column {name:?} twice")));
+        }
+        names.push(name);
+    }
+    Ok(names)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn records(input: &[u8], read_size: usize) -> Result<Vec<(u64, Vec<u8>)>> {
+        struct Slow<'a>(&'a [u8], usize);
+        impl Read for Slow<'_> {
+            fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+                let n = self.0.len().min(buf.len()).min(self.1);
+                buf[..n].copy_from_slice(&self.0[..n]);
+                self.0 = &self.0[n..];
+                Ok(n)
+            }
+        }
+        let mut r = RecordReader::new(Slow(input, read_size), "t.csv", &CsvFormat::default());
+        let mut out = Vec::new();
+        let mut recs = Vec::new();
+        while let Some(span) = r.next_into(&mut out)? {
+            recs.push((span.line, out[out.len() - span.len..].to_vec()));
+        }
+        Ok(recs)
+    }
+
+    fn fields(rec: &[u8]) -> Vec<String> {
+        let mut sp = FieldSplitter::default();
+        sp.split(rec, b',', b'"');
+        (0..sp.len()).map(|i| String::from_utf8(sp.field(i).to_vec()).unwrap()).collect()
+    }
+
+    #[test]
+    fn quoted_fields_newlines_crlf_bom() {
+        let input = b"\xEF\xBB\xBFa,b\r\n1,\"x,\"\"y\"\"\nz\"\r\n2,plain\r\n3,last";
+        for rs in [1, 2, 3, 7, 1 << 20] {
+            let recs = records(input, rs).unwrap();
+            assert_eq!(recs.len(), 4, "read size {rs}");
+            assert_eq!(recs[0], (1, b"a,b\r\n".to_vec()));
+            assert_eq!(recs[1].0, 2);
+            assert_eq!(fields(&recs[1].1), vec!["1", "x,\"y\"\nz"]);
+            assert_eq!(recs[2].0, 4);
+            assert_eq!(fields(&recs[2].1), vec!["2", "plain"]);
+            assert_eq!(recs[3], (5, b"3,last\n".to_vec()));
+        }
+    }
+
+    #[test]
+    fn quote_inside_unquoted_field_is_literal() {
+        let recs = records(b"a,b\n5'10\",x\n", 4).unwrap();
+        assert_eq!(recs.len(), 2);
+        assert_eq!(fields(&recs[1].1), vec!["5'10\"", "x"]);
+    }
+
+    #[test]
+    fn unterminated_quote_names_the_opening_line() {
+        let err = records(b"a,b\n1,2\n3,\"open\nmore\n", 5).unwrap_err();
+        let msg = err.to_string();
+        assert!(msg.starts_with("t.csv:3: unterminated quoted field"), "{msg}");
+    }
+
+    #[test]
+    fn empty_fields_and_trailing_delimiter() {
+        assert_eq!(fields(b",,\n"), vec!["", "", ""]);
+        assert_eq!(fields(b"\"\",a\n"), vec!["", "a"]);
+        assert_eq!(fields(b"\n"), vec![""]);
+    }
+
+    #[test]
+    fn header_errors() {
+        let f = CsvFormat::default();
+        assert!(parse_header(b"a,,b\n", &f, "x.csv").unwrap_err().to_string().contains("x.csv:1: header field 2 is empty"));
+        assert!(parse_header(b"a,b,a\n", &f, "x.csv").unwrap_err().to_string().contains("twice"));
+        assert_eq!(parse_header(b"a, b \n", &f, "x.csv").unwrap(), vec!["a", "b"]);
+    }
+}

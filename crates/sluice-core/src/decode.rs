@@ -1,0 +1,85 @@
+//! Decoding queue messages: sluice chunks, and messages other programs send (one JSON object,
+//! JSON lines, or CSV lines in the table's column order), so an existing queue of events can be
+//! landed too.
+
+use crate::chunk;
+use crate::csv::CsvFormat;
+use crate::error::{Error, Result};
+use crate::rows::{DecodedChunk, RowTyper, add_csv_records};
+use crate::table::TableLayout;
+
+/// Decodes one message body for `layout`'s table.
+pub fn decode_message(layout: &TableLayout, body: &str, message_id: &str) -> Result<DecodedChunk> {
+    if chunk::is_chunk(body) {
+        let (header, raw) = chunk::decode(body)?;
+        if header.table != layout.name {
+            return Err(Error::Undecodable(format!(
+                "chunk {} is for table {:?}, this consumer writes {:?}",
+                header.chunk, header.table, layout.name
+            )));
+        }
+        return crate::rows::decode_chunk(layout, &header, &raw).map_err(|e| match e {
+            Error::InvalidInput { .. } => Error::Undecodable(format!("chunk {}: {e}", header.chunk)),
+            other => other,
+        });
+    }
+    let chunk_id = format!("msg-{message_id}");
+    let source = format!("message {message_id}");
+    let trimmed = body.trim_start();
+    let mut typer = RowTyper::new(layout, 16);
+    if trimmed.starts_with('{') {
+        add_json_lines(&mut typer, layout, body, &source, &chunk_id);
+    } else {
+        let pos: Vec<usize> = (0..layout.source_columns.len()).collect();
+        add_csv_records(&mut typer, body.as_bytes(), &CsvFormat::default(), 1, &pos, &source, &chunk_id);
+    }
+    typer.finish(&chunk_id)
+}
+
+fn add_json_lines(typer: &mut RowTyper<'_>, layout: &TableLayout, body: &str, source: &str, chunk: &str) {
+    // One JSON object (possibly spanning lines), or one object per line.
+    let docs: Vec<(u64, &str)> = if serde_json::from_str::<serde_json::Value>(body).is_ok() {
+        vec![(1, body)]
+    } else {
+        body.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()).map(|(i, l)| (i as u64 + 1, l)).collect()
+    };
+    for (line, doc) in docs {
+        let obj = match serde_json::from_str::<serde_json::Value>(doc) {
+            Ok(serde_json::Value::Object(o)) => o,
+            Ok(_) => {
+                typer.reject(reject(source, line, doc, "not a JSON object".into(), chunk));
+                continue;
+            }
+            Err(e) => {
+                typer.reject(reject(source, line, doc, format!("invalid JSON: {e}"), chunk));
+                continue;
+            }
+        };
+        let unknown: Vec<&String> = obj.keys().filter(|k| !layout.source_columns.iter().any(|c| &c.name == *k)).collect();
+        if !unknown.is_empty() {
+            let names: Vec<&str> = unknown.iter().map(|s| s.as_str()).collect();
+            typer.reject(reject(source, line, doc, format!("keys not in the table: {}", names.join(", ")), chunk));
+            continue;
+        }
+        let texts: Vec<Option<String>> = layout
+            .source_columns
+            .iter()
+            .map(|c| match obj.get(&c.name) {
+                None | Some(serde_json::Value::Null) => None,
+                Some(serde_json::Value::String(s)) => Some(s.clone()),
+                Some(v) => Some(v.to_string()),
+            })
+            .collect();
+        typer.add_row(|i| texts[i].as_deref().map(str::as_bytes), line, doc.as_bytes(), source, chunk);
+    }
+}
+
+fn reject(source: &str, line: u64, raw: &str, reason: String, chunk: &str) -> crate::rows::QuarantineRow {
+    crate::rows::QuarantineRow {
+        source: source.to_string(),
+        line,
+        raw: raw.chars().take(crate::rows::MAX_QUARANTINE_RAW).collect(),
+        reason,
+        chunk: chunk.to_string(),
+    }
+}

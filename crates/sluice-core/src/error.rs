@@ -1,0 +1,124 @@
+//! The one public error type of `sluice-core`.
+
+use std::path::PathBuf;
+
+/// Result with [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// What can go wrong in sluice. Callers branch on the variant; the message is for people.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// A queue, table, database or object does not exist.
+    #[error("{what} not found: {name}")]
+    NotFound { what: &'static str, name: String },
+
+    /// Something that must be unique already exists.
+    #[error("{what} already exists: {name}")]
+    AlreadyExists { what: &'static str, name: String },
+
+    /// A concurrent writer changed the same state first; retrying after a refresh may succeed.
+    #[error("conflict: {0}")]
+    Conflict(String),
+
+    /// Input data is wrong. `file` and `line` name where, when known.
+    #[error("{}", fmt_input(.file, .line, .message))]
+    InvalidInput { file: Option<String>, line: Option<u64>, message: String },
+
+    /// A setting, flag or configuration file is wrong.
+    #[error("invalid configuration: {0}")]
+    Config(String),
+
+    /// A queue message is larger than the queue accepts.
+    #[error("message of {size} bytes exceeds the queue's limit of {limit} bytes")]
+    MessageTooLarge { size: usize, limit: usize },
+
+    /// A receipt handle no longer names an in-flight message (deleted, or received again).
+    #[error("message is not in flight for receipt {0}")]
+    MessageNotInFlight(String),
+
+    /// A message body is not a message sluice can decode.
+    #[error("undecodable message: {0}")]
+    Undecodable(String),
+
+    /// The local queue or catalog database failed.
+    #[error("database error at {path}: {source}")]
+    Database { path: PathBuf, #[source] source: rusqlite::Error },
+
+    /// Object storage (the lake) failed.
+    #[error("object store: {0}")]
+    ObjectStore(#[from] object_store::Error),
+
+    /// Parquet encoding failed.
+    #[error("parquet: {0}")]
+    Parquet(#[from] parquet::errors::ParquetError),
+
+    /// Arrow failed.
+    #[error("arrow: {0}")]
+    Arrow(#[from] arrow::error::ArrowError),
+
+    /// A local file could not be read or written.
+    #[error("{path}: {source}")]
+    Io { path: PathBuf, #[source] source: std::io::Error },
+
+    /// A background task panicked or was cancelled.
+    #[error("task failed: {0}")]
+    Task(String),
+}
+
+fn fmt_input(file: &Option<String>, line: &Option<u64>, message: &str) -> String {
+    match (file, line) {
+        (Some(f), Some(l)) => format!("{f}:{l}: {message}"),
+        (Some(f), None) => format!("{f}: {message}"),
+        (None, Some(l)) => format!("line {l}: {message}"),
+        (None, None) => message.to_string(),
+    }
+}
+
+impl Error {
+    /// An [`Error::InvalidInput`] without a location.
+    pub fn invalid(message: impl Into<String>) -> Self {
+        Error::InvalidInput { file: None, line: None, message: message.into() }
+    }
+
+    /// An [`Error::InvalidInput`] at a file and line.
+    pub fn invalid_at(file: impl Into<String>, line: Option<u64>, message: impl Into<String>) -> Self {
+        Error::InvalidInput { file: Some(file.into()), line, message: message.into() }
+    }
+
+    pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        Error::Io { path: path.into(), source }
+    }
+
+    /// Whether retrying the same operation later may succeed.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            Error::Conflict(_) => true,
+            Error::Database { source, .. } => matches!(
+                source.sqlite_error_code(),
+                Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked)
+            ),
+            Error::ObjectStore(e) => !matches!(
+                e,
+                object_store::Error::NotFound { .. }
+                    | object_store::Error::AlreadyExists { .. }
+                    | object_store::Error::Precondition { .. }
+                    | object_store::Error::NotSupported { .. }
+                    | object_store::Error::InvalidPath { .. }
+                    | object_store::Error::PermissionDenied { .. }
+                    | object_store::Error::Unauthenticated { .. }
+            ),
+            Error::Io { source, .. } => matches!(
+                source.kind(),
+                std::io::ErrorKind::Interrupted | std::io::ErrorKind::TimedOut | std::io::ErrorKind::WouldBlock
+            ),
+            _ => false,
+        }
+    }
+}
+
+impl From<tokio::task::JoinError> for Error {
+    fn from(e: tokio::task::JoinError) -> Self {
+        Error::Task(e.to_string())
+    }
+}

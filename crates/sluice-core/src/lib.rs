@@ -1,0 +1,54 @@
+//! # sluice-core
+//!
+//! CSV files to a query-ready lake, through a queue:
+//!
+//! ```text
+//!  CSV ─► producer ─► Queue ─► consumer ─► Parquet in Hive dirs ─► ledger commit ─► Catalog
+//! ```
+//!
+//! This crate holds the domain types and the embedded backends: [`queue::EmbeddedQueues`]
+//! (SQS semantics on SQLite), [`catalog::SqliteCatalog`] (Glue's model on SQLite), the commit
+//! [`ledger`] (on any `object_store`), the [`producer`] and the [`consumer`]. Heavy
+//! integrations (DataFusion, the AWS SDK) live in other crates.
+//!
+//! ```no_run
+//! # async fn demo() -> sluice_core::Result<()> {
+//! use std::sync::Arc;
+//! use sluice_core::{home::Home, partition::PartitionSpec, producer::{Producer, ProducerOptions}};
+//! let home = Home::new("sluice-data");
+//! let backends = home.open("events").await?;
+//! let opts = ProducerOptions::new("events", PartitionSpec::parse("year(ts)")?, backends.table_location("events"));
+//! let producer = Producer::new(backends.queue.clone(), backends.catalog.clone(), opts)?;
+//! producer.produce(&["events.csv"], None).await?;
+//! # Ok(()) }
+//! ```
+
+pub mod catalog;
+pub mod chunk;
+pub mod consumer;
+pub mod csv;
+pub mod decode;
+pub mod error;
+pub mod home;
+pub mod lake;
+pub mod ledger;
+pub mod partition;
+pub mod producer;
+pub mod queue;
+pub mod repair;
+pub mod rows;
+pub mod schema;
+pub mod table;
+pub mod writer;
+
+pub use error::{Error, Result};
+
+/// The catalog database sluice uses unless told otherwise.
+pub const DEFAULT_DATABASE: &str = "sluice";
+
+/// An id for this process's commits: host, process id and a random suffix.
+pub fn writer_id() -> String {
+    let host = std::fs::read_to_string("/etc/hostname").map(|s| s.trim().to_string()).unwrap_or_else(|_| "host".into());
+    let rand = uuid::Uuid::new_v4().simple().to_string();
+    format!("{host}-{}-{}", std::process::id(), &rand[..8])
+}

@@ -1,0 +1,438 @@
+//! The producer: streams CSV files into chunk messages, in constant memory.
+//!
+//! ```text
+//!  file ─► RecordReader (boundaries, line numbers) ─► chunk (raw records, ≤ message size
+//!  after zstd + base64, adaptive) ─► channel ─► sender (10 per call, ≤ 1 MiB per call,
+//!  bounded concurrency)
+//! ```
+//! A file's chunk ids are `<source fingerprint>-<index>-<content hash>`; the same file produced
+//! again with the same settings yields the same ids, which the consumer deduplicates.
+
+use std::fs::File;
+use std::io::Read;
+use std::path::Path;
+use std::sync::Arc;
+
+use futures::StreamExt;
+use futures::stream::FuturesUnordered;
+use tokio::sync::mpsc;
+use tracing::info;
+
+use crate::catalog::{Catalog, TableDef};
+use crate::chunk::{ChunkHeader, Codec, Reject, compress, encode, encoded_len};
+use crate::csv::{CsvFormat, FieldSplitter, RecordReader, parse_header};
+use crate::error::{Error, Result};
+use crate::partition::PartitionSpec;
+use crate::queue::{MAX_BATCH, Queue, billed_units};
+use crate::schema::{Column, SchemaInference};
+use crate::table::TableLayout;
+
+/// Producer settings.
+#[derive(Debug, Clone)]
+pub struct ProducerOptions {
+    pub table: String,
+    pub database: String,
+    pub format: CsvFormat,
+    /// Used when the table is created by this producer.
+    pub partition_by: PartitionSpec,
+    /// strftime pattern for dates that are not ISO 8601.
+    pub date_format: Option<String>,
+    /// Declared columns (from the configuration) instead of inference.
+    pub columns: Option<Vec<Column>>,
+    /// Rows sampled for inference.
+    pub sample_rows: usize,
+    pub zstd_level: i32,
+    /// Send calls in flight at once.
+    pub send_concurrency: usize,
+    /// URL of the table's directory, for a new table.
+    pub location: String,
+}
+
+impl ProducerOptions {
+    pub fn new(table: &str, partition_by: PartitionSpec, location: String) -> Self {
+        ProducerOptions {
+            table: table.to_string(),
+            database: crate::DEFAULT_DATABASE.to_string(),
+            format: CsvFormat::default(),
+            partition_by,
+            date_format: None,
+            columns: None,
+            sample_rows: 10_000,
+            zstd_level: 3,
+            send_concurrency: 4,
+            location,
+        }
+    }
+}
+
+/// What producing did.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct ProduceStats {
+    pub files: u64,
+    pub rows: u64,
+    pub csv_bytes: u64,
+    pub chunks: u64,
+    pub message_bytes: u64,
+    pub send_calls: u64,
+    /// SQS request units billed (64 KiB each) for the send calls.
+    pub billed_units: u64,
+    pub rejected_rows: u64,
+}
+
+impl ProduceStats {
+    fn add(&mut self, o: &ProduceStats) {
+        self.files += o.files;
+        self.rows += o.rows;
+        self.csv_bytes += o.csv_bytes;
+        self.chunks += o.chunks;
+        self.message_bytes += o.message_bytes;
+        self.send_calls += o.send_calls;
+        self.billed_units += o.billed_units;
+        self.rejected_rows += o.rejected_rows;
+    }
+}
+
+/// Progress callback: (CSV bytes read, rows) so far in the current file.
+pub type Progress = Arc<dyn Fn(u64, u64) + Send + Sync>;
+
+/// Produces CSV files into a queue.
+pub struct Producer {
+    queue: Arc<dyn Queue>,
+    catalog: Arc<dyn Catalog>,
+    opts: ProducerOptions,
+}
+
+fn open(path: &Path) -> Result<File> {
+    File::open(path).map_err(|e| Error::invalid_at(path.display().to_string(), None, format!("cannot open: {e}")))
+}
+
+/// Reads a file's header and up to `n` sample records.
+fn sample(path: &Path, format: &CsvFormat, n: usize) -> Result<(Vec<String>, Vec<Vec<Option<String>>>)> {
+    let name = path.display().to_string();
+    let mut r = RecordReader::new(open(path)?, &name, format);
+    let mut rec = Vec::new();
+    if r.next_into(&mut rec)?.is_none() {
+        return Err(Error::invalid_at(&name, Some(1), "file is empty: expected a header line"));
+    }
+    let header = parse_header(&rec, format, &name)?;
+    let mut sp = FieldSplitter::default();
+    let mut rows = Vec::new();
+    while rows.len() < n {
+        rec.clear();
+        let Some(_) = r.next_into(&mut rec)? else { break };
+        sp.split(&rec, format.delimiter, format.quote);
+        if sp.len() != header.len() {
+            continue;
+        }
+        rows.push(
+            (0..sp.len())
+                .map(|i| {
+                    let f = sp.field(i);
+                    if format.is_null(f) { None } else { std::str::from_utf8(f).ok().map(str::to_string) }
+                })
+                .collect(),
+        );
+    }
+    Ok((header, rows))
+}
+
+impl Producer {
+    pub fn new(queue: Arc<dyn Queue>, catalog: Arc<dyn Catalog>, opts: ProducerOptions) -> Result<Self> {
+        opts.format.validate()?;
+        crate::schema::validate_name("table", &opts.table)?;
+        Ok(Producer { queue, catalog, opts })
+    }
+
+    /// Returns the table, creating it from `first_file` (declared or inferred schema) if needed.
+    pub async fn ensure_table(&self, first_file: &Path) -> Result<TableDef> {
+        use crate::catalog::CatalogExt;
+        match self.catalog.get_table(&self.opts.database, &self.opts.table).await {
+            Ok(t) => return Ok(t),
+            Err(Error::NotFound { .. }) => {}
+            Err(e) => return Err(e),
+        }
+        let (header, rows) = sample(first_file, &self.opts.format, self.opts.sample_rows)?;
+        let columns = match &self.opts.columns {
+            Some(cols) => cols.clone(),
+            None => {
+                let mut inf = SchemaInference::new(header.clone(), self.opts.date_format.clone());
+                for row in &rows {
+                    for (i, v) in row.iter().enumerate() {
+                        if let Some(v) = v {
+                            inf.observe(i, v);
+                        }
+                    }
+                }
+                inf.finish()
+            }
+        };
+        let def = TableLayout::new_def(
+            &self.opts.database,
+            &self.opts.table,
+            &self.opts.location,
+            columns,
+            &self.opts.partition_by,
+            self.opts.date_format.as_deref(),
+        )?;
+        self.catalog.ensure_database(&self.opts.database).await?;
+        match self.catalog.create_table(&def).await {
+            Ok(()) => info!(table = %def.name, columns = def.columns.len(), "created table"),
+            Err(Error::AlreadyExists { .. }) => {}
+            Err(e) => return Err(e),
+        }
+        self.catalog.get_table(&self.opts.database, &self.opts.table).await
+    }
+
+    /// Produces files in order. Stops at the first file with an error; everything sent before
+    /// the error stays sent.
+    pub async fn produce(&self, files: &[impl AsRef<Path>], progress: Option<Progress>) -> Result<ProduceStats> {
+        let first = files.first().ok_or_else(|| Error::invalid("no input files"))?;
+        for f in files {
+            if !f.as_ref().is_file() {
+                return Err(Error::invalid_at(f.as_ref().display().to_string(), None, "no such file"));
+            }
+        }
+        let def = self.ensure_table(first.as_ref()).await?;
+        let layout = TableLayout::from_def(&def)?;
+        let mut total = ProduceStats::default();
+        for f in files {
+            let s = self.produce_file(&layout, f.as_ref(), progress.clone()).await?;
+            total.add(&s);
+        }
+        Ok(total)
+    }
+
+    async fn produce_file(&self, layout: &TableLayout, path: &Path, progress: Option<Progress>) -> Result<ProduceStats> {
+        let limit = self.queue.max_message_bytes();
+        let (tx, mut rx) = mpsc::channel::<String>(8);
+        let name = path.display().to_string();
+        let reader = {
+            let (layout, path, opts) = (layout.clone(), path.to_path_buf(), self.opts.clone());
+            tokio::task::spawn_blocking(move || chunk_file(&layout, &path, &opts, limit, tx, progress))
+        };
+        let mut stats = ProduceStats { files: 1, ..Default::default() };
+        let mut inflight = FuturesUnordered::new();
+        let mut batch: Vec<String> = Vec::new();
+        let mut batch_bytes = 0usize;
+        let mut send_error = None;
+        let queue = self.queue.clone();
+        let send = |bodies: Vec<String>| {
+            let q = queue.clone();
+            async move {
+                let bytes: usize = bodies.iter().map(|b| b.len()).sum();
+                q.send_batch(&bodies).await.map(|_| bytes)
+            }
+        };
+        loop {
+            let next = rx.recv().await;
+            let flush = match &next {
+                Some(body) => !batch.is_empty() && (batch.len() == MAX_BATCH || batch_bytes + body.len() > limit),
+                None => !batch.is_empty(),
+            };
+            if flush {
+                while inflight.len() >= self.opts.send_concurrency.max(1) {
+                    match inflight.next().await {
+                        Some(Ok(bytes)) => {
+                            stats.send_calls += 1;
+                            stats.billed_units += billed_units(bytes);
+                        }
+                        Some(Err(e)) => {
+                            send_error = Some(e);
+                            break;
+                        }
+                        None => break,
+                    }
+                }
+                if send_error.is_some() {
+                    break;
+                }
+                inflight.push(send(std::mem::take(&mut batch)));
+                batch_bytes = 0;
+            }
+            match next {
+                Some(body) => {
+                    stats.chunks += 1;
+                    stats.message_bytes += body.len() as u64;
+                    batch_bytes += body.len();
+                    batch.push(body);
+                }
+                None => break,
+            }
+        }
+        while let Some(r) = inflight.next().await {
+            match r {
+                Ok(bytes) => {
+                    stats.send_calls += 1;
+                    stats.billed_units += billed_units(bytes);
+                }
+                Err(e) => send_error = send_error.or(Some(e)),
+            }
+        }
+        drop(rx);
+        let read = reader.await?;
+        if let Some(e) = send_error {
+            return Err(e);
+        }
+        let (rows, bytes, rejected) = read?;
+        stats.rows = rows;
+        stats.csv_bytes = bytes;
+        stats.rejected_rows = rejected;
+        info!(file = %name, rows, chunks = stats.chunks, "produced");
+        Ok(stats)
+    }
+}
+
+/// Fingerprint of a source: table, size and the first 64 KiB.
+fn source_fingerprint(table: &str, path: &Path) -> Result<String> {
+    let name = path.display().to_string();
+    let mut f = open(path)?;
+    let len = f.metadata().map_err(|e| Error::io(&name, e))?.len();
+    let mut head = vec![0u8; 64 * 1024];
+    let mut n = 0;
+    while n < head.len() {
+        let k = f.read(&mut head[n..]).map_err(|e| Error::io(&name, e))?;
+        if k == 0 {
+            break;
+        }
+        n += k;
+    }
+    let mut h = xxhash_rust::xxh3::Xxh3::new();
+    h.update(table.as_bytes());
+    h.update(&[0]);
+    h.update(&len.to_le_bytes());
+    h.update(&head[..n]);
+    Ok(format!("{:032x}", h.digest128()))
+}
+
+struct Chunker<'a> {
+    header: ChunkHeader,
+    header_len: usize,
+    limit: usize,
+    level: i32,
+    fp: String,
+    index: u64,
+    /// Raw bytes per chunk to aim for; adapted to the compression ratio seen.
+    target: usize,
+    tx: &'a mpsc::Sender<String>,
+    rejected: u64,
+}
+
+impl Chunker<'_> {
+    fn max_compressed(&self) -> usize {
+        // encoded_len(header_len, c) <= limit, with the header growing a little with the id.
+        let room = self.limit.saturating_sub(crate::chunk::MAGIC.len() + self.header_len + 1 + 128);
+        room / 4 * 3
+    }
+
+    /// Emits records `buf` (with `spans` (line, len)) as one or more messages.
+    fn emit(&mut self, buf: &[u8], spans: &[(u64, usize)]) -> Result<()> {
+        if spans.is_empty() {
+            return Ok(());
+        }
+        let compressed = compress(buf, self.level);
+        if compressed.len() > self.max_compressed() {
+            if spans.len() == 1 {
+                let (line, _) = spans[0];
+                let raw = String::from_utf8_lossy(&buf[..buf.len().min(4096)]).into_owned();
+                let reason = format!("record of {} bytes does not fit in a message of {} bytes", buf.len(), self.limit);
+                return self.send(line, 0, Codec::Zstd, &compress(b"", self.level), vec![Reject { line, raw, reason }]);
+            }
+            let mid = spans.len() / 2;
+            let split: usize = spans[..mid].iter().map(|s| s.1).sum();
+            self.emit(&buf[..split], &spans[..mid])?;
+            return self.emit(&buf[split..], &spans[mid..]);
+        }
+        // Aim the next chunk at 90% of the room, given this chunk's ratio.
+        let ratio = buf.len() as f64 / compressed.len().max(1) as f64;
+        self.target = ((self.max_compressed() as f64 * ratio * 0.9) as usize).clamp(64 * 1024, 64 << 20);
+        let id_hash = xxhash_rust::xxh3::xxh3_64(buf);
+        self.header.chunk = format!("{}-{}-{id_hash:016x}", self.fp, self.index);
+        self.send(spans[0].0, spans.len() as u64, Codec::Zstd, &compressed, Vec::new())
+    }
+
+    fn send(&mut self, first_line: u64, rows: u64, codec: Codec, payload: &[u8], rejects: Vec<Reject>) -> Result<()> {
+        if !rejects.is_empty() {
+            self.rejected += rejects.len() as u64;
+            let id_hash = xxhash_rust::xxh3::xxh3_64(rejects[0].raw.as_bytes());
+            self.header.chunk = format!("{}-{}-{id_hash:016x}", self.fp, self.index);
+        }
+        self.index += 1;
+        self.header.first_line = first_line;
+        self.header.rows = rows;
+        self.header.codec = codec;
+        self.header.rejects = rejects;
+        let body = encode(&self.header, payload);
+        debug_assert!(body.len() <= self.limit || !self.header.rejects.is_empty());
+        let _ = encoded_len;
+        self.tx.blocking_send(body).map_err(|_| Error::Task("sender stopped".into()))
+    }
+}
+
+/// Reads a file and sends its chunks; returns (rows, bytes read, rejected rows).
+fn chunk_file(
+    layout: &TableLayout,
+    path: &Path,
+    opts: &ProducerOptions,
+    limit: usize,
+    tx: mpsc::Sender<String>,
+    progress: Option<Progress>,
+) -> Result<(u64, u64, u64)> {
+    let name = path.display().to_string();
+    let fp = source_fingerprint(&opts.table, path)?;
+    let mut reader = RecordReader::new(open(path)?, &name, &opts.format);
+    let mut rec = Vec::new();
+    if reader.next_into(&mut rec)?.is_none() {
+        return Err(Error::invalid_at(&name, Some(1), "file is empty: expected a header line"));
+    }
+    let columns = parse_header(&rec, &opts.format, &name)?;
+    layout.map_header(&columns, &name)?;
+    let header = ChunkHeader {
+        table: opts.table.clone(),
+        schema: layout.fingerprint.clone(),
+        chunk: String::new(),
+        source: name.clone(),
+        first_line: 0,
+        rows: 0,
+        codec: Codec::Zstd,
+        format: opts.format.clone(),
+        columns,
+        rejects: Vec::new(),
+    };
+    let header_len = serde_json::to_string(&header).map(|s| s.len()).unwrap_or(0);
+    let mut ch = Chunker { header, header_len, limit, level: opts.zstd_level, fp, index: 0, target: 0, tx: &tx, rejected: 0 };
+    ch.target = (ch.max_compressed() * 4).max(64 * 1024);
+    if ch.max_compressed() < 1024 {
+        return Err(Error::Config(format!("queue message limit of {limit} bytes is too small for a chunk of table {}", opts.table)));
+    }
+    let mut buf: Vec<u8> = Vec::with_capacity(ch.target + 4096);
+    let mut spans: Vec<(u64, usize)> = Vec::new();
+    let mut rows = 0u64;
+    loop {
+        let next = reader.next_into(&mut buf);
+        match next {
+            Ok(Some(span)) => {
+                rows += 1;
+                spans.push((span.line, span.len));
+                if buf.len() >= ch.target {
+                    ch.emit(&buf, &spans)?;
+                    buf.clear();
+                    spans.clear();
+                    if let Some(p) = &progress {
+                        p(reader.bytes_read(), rows);
+                    }
+                }
+            }
+            Ok(None) => break,
+            Err(e) => {
+                // Send what was read before the error, then report it.
+                ch.emit(&buf, &spans)?;
+                return Err(e);
+            }
+        }
+    }
+    ch.emit(&buf, &spans)?;
+    if let Some(p) = &progress {
+        p(reader.bytes_read(), rows);
+    }
+    Ok((rows, reader.bytes_read(), ch.rejected))
+}

@@ -1,0 +1,399 @@
+//! Typing rows: source fields (bytes) to Arrow columns, one partition per row, and the
+//! quarantine for rows that do not parse. A row is taken whole or quarantined whole.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use arrow::array::{
+    ArrayRef, BooleanBuilder, Date32Builder, Float64Builder, Int64Builder, RecordBatch, StringBuilder,
+    TimestampMicrosecondBuilder, UInt32Array,
+};
+use arrow::compute::take_record_batch;
+use chrono::NaiveTime;
+
+use crate::chunk::ChunkHeader;
+use crate::csv::{CsvFormat, FieldSplitter};
+use crate::error::Result;
+use crate::partition::Transform;
+use crate::schema::{ColumnType, Temporal, date_to_days, parse_bool, parse_f64, parse_i64, parse_temporal};
+use crate::table::TableLayout;
+
+/// Longest raw text kept for a quarantined row.
+pub const MAX_QUARANTINE_RAW: usize = 64 * 1024;
+
+/// A row that could not be taken.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QuarantineRow {
+    pub source: String,
+    pub line: u64,
+    pub raw: String,
+    pub reason: String,
+    pub chunk: String,
+}
+
+/// The rows of one chunk (or foreign message), typed and split by partition.
+#[derive(Debug)]
+pub struct DecodedChunk {
+    pub chunk: String,
+    /// (partition directory, rows), in order of first appearance.
+    pub parts: Vec<(String, RecordBatch)>,
+    pub quarantine: Vec<QuarantineRow>,
+    /// Rows read (taken + quarantined).
+    pub rows_in: u64,
+}
+
+enum Col {
+    Bool(BooleanBuilder),
+    I64(Int64Builder),
+    F64(Float64Builder),
+    Date(Date32Builder),
+    Ts(TimestampMicrosecondBuilder),
+    Str(StringBuilder),
+}
+
+/// A typed value; strings are referred to by source column and fetched again when pushed.
+#[derive(Clone, Copy)]
+enum Val {
+    Null,
+    Bool(bool),
+    I64(i64),
+    F64(f64),
+    Date(i32),
+    Ts(i64),
+    Str,
+}
+
+fn naive_micros(t: Temporal) -> i64 {
+    match t {
+        Temporal::Date(d) => d.and_time(NaiveTime::MIN).and_utc().timestamp_micros(),
+        Temporal::Naive(n) => n.and_utc().timestamp_micros(),
+        Temporal::Zoned(us) => us,
+    }
+}
+
+/// Builds typed batches from rows of one table.
+pub struct RowTyper<'l> {
+    layout: &'l TableLayout,
+    cols: Vec<Col>,
+    /// Partition index of each taken row.
+    part_of_row: Vec<u32>,
+    parts: Vec<String>,
+    part_ids: HashMap<String, u32>,
+    quarantine: Vec<QuarantineRow>,
+    rows_in: u64,
+    path_buf: String,
+    vals: Vec<Val>,
+}
+
+impl<'l> RowTyper<'l> {
+    pub fn new(layout: &'l TableLayout, capacity: usize) -> Self {
+        let cols = layout
+            .file_columns
+            .iter()
+            .map(|c| match c.ty {
+                ColumnType::Boolean => Col::Bool(BooleanBuilder::with_capacity(capacity)),
+                ColumnType::Int64 => Col::I64(Int64Builder::with_capacity(capacity)),
+                ColumnType::Float64 => Col::F64(Float64Builder::with_capacity(capacity)),
+                ColumnType::Date => Col::Date(Date32Builder::with_capacity(capacity)),
+                ColumnType::Timestamp => Col::Ts(TimestampMicrosecondBuilder::with_capacity(capacity)),
+                ColumnType::TimestampTz => {
+                    Col::Ts(TimestampMicrosecondBuilder::with_capacity(capacity).with_timezone("UTC"))
+                }
+                ColumnType::String => Col::Str(StringBuilder::with_capacity(capacity, capacity * 8)),
+            })
+            .collect();
+        RowTyper {
+            layout,
+            cols,
+            part_of_row: Vec::with_capacity(capacity),
+            parts: Vec::new(),
+            part_ids: HashMap::new(),
+            quarantine: Vec::new(),
+            rows_in: 0,
+            path_buf: String::new(),
+            vals: Vec::new(),
+        }
+    }
+
+    /// Adds a quarantined row directly.
+    pub fn reject(&mut self, q: QuarantineRow) {
+        self.rows_in += 1;
+        self.quarantine.push(q);
+    }
+
+    /// Adds one row. `field(i)` gives the value of source column `i` (`None` = NULL or absent).
+    /// On a bad value the row is quarantined with `raw` and the reason.
+    pub fn add_row<'f>(
+        &mut self,
+        field: impl Fn(usize) -> Option<&'f [u8]>,
+        line: u64,
+        raw: &[u8],
+        source: &str,
+        chunk: &str,
+    ) {
+        self.rows_in += 1;
+        match self.type_row(&field) {
+            Ok(part) => {
+                for i in 0..self.vals.len() {
+                    if let Some(fi) = self.layout.file_index[i] {
+                        let v = self.vals[i];
+                        let text = match v {
+                            Val::Str => field(i).map(|b| std::str::from_utf8(b).unwrap_or_default()),
+                            _ => None,
+                        };
+                        push_val(&mut self.cols[fi], v, text);
+                    }
+                }
+                self.part_of_row.push(part);
+            }
+            Err(reason) => self.quarantine.push(QuarantineRow {
+                source: source.to_string(),
+                line,
+                raw: truncate_raw(raw),
+                reason,
+                chunk: chunk.to_string(),
+            }),
+        }
+    }
+
+    /// Types a row into `self.vals` and returns its partition directory index.
+    fn type_row<'f>(&mut self, field: &impl Fn(usize) -> Option<&'f [u8]>) -> Result<u32, String> {
+        let layout = self.layout;
+        self.vals.clear();
+        self.vals.resize(layout.source_columns.len(), Val::Null);
+        let mut partition_date: Option<Temporal> = None;
+        let mut identity_value: Option<String> = None;
+        for (i, col) in layout.source_columns.iter().enumerate() {
+            let Some(bytes) = field(i) else { continue };
+            let s = std::str::from_utf8(bytes).map_err(|e| {
+                format!("column {:?}: invalid UTF-8 at byte {}", col.name, e.valid_up_to())
+            })?;
+            let bad = |what: &str| format!("column {:?}: cannot parse {:?} as {what}", col.name, clip(s));
+            let is_partition_source = i == layout.partition_source;
+            let v = match col.ty {
+                ColumnType::String => Val::Str,
+                ColumnType::Int64 => Val::I64(parse_i64(s.trim()).ok_or_else(|| bad("int64"))?),
+                ColumnType::Float64 => Val::F64(parse_f64(s.trim()).ok_or_else(|| bad("float64"))?),
+                ColumnType::Boolean => Val::Bool(parse_bool(s.trim()).ok_or_else(|| bad("boolean"))?),
+                ColumnType::Date | ColumnType::Timestamp | ColumnType::TimestampTz => {
+                    match parse_temporal(s, layout.date_format.as_deref()) {
+                        Some(t) => {
+                            if is_partition_source {
+                                partition_date = Some(t);
+                            }
+                            match col.ty {
+                                ColumnType::Date => match t {
+                                    Temporal::Date(d) => Val::Date(date_to_days(d)),
+                                    _ => return Err(bad("date (it has a time)")),
+                                },
+                                ColumnType::TimestampTz => Val::Ts(naive_micros(t)),
+                                _ => Val::Ts(match t {
+                                    Temporal::Zoned(us) => us,
+                                    other => naive_micros(other),
+                                }),
+                            }
+                        }
+                        // An unparseable partition date sends the row to the default partition.
+                        None if is_partition_source => Val::Null,
+                        None => return Err(bad(col.ty.name())),
+                    }
+                }
+            };
+            if is_partition_source {
+                if layout.spec.transform == Transform::Identity {
+                    identity_value = Some(match v {
+                        Val::Str => s.to_string(),
+                        Val::I64(n) => n.to_string(),
+                        Val::Bool(b) => b.to_string(),
+                        Val::Date(_) | Val::Ts(_) => s.trim().to_string(),
+                        _ => String::new(),
+                    });
+                } else if col.ty == ColumnType::String {
+                    partition_date = parse_temporal(s, layout.date_format.as_deref());
+                }
+            }
+            self.vals[i] = v;
+        }
+        let path = match layout.spec.transform {
+            Transform::Identity => layout.spec.path_for_value(identity_value.as_deref()).map_err(|e| e.to_string())?,
+            _ => {
+                layout.spec.path_for_date(partition_date, &mut self.path_buf);
+                std::mem::take(&mut self.path_buf)
+            }
+        };
+        let id = match self.part_ids.get(&path) {
+            Some(id) => *id,
+            None => {
+                let id = self.parts.len() as u32;
+                self.parts.push(path.clone());
+                self.part_ids.insert(path.clone(), id);
+                id
+            }
+        };
+        if layout.spec.transform != Transform::Identity {
+            self.path_buf = path;
+        }
+        Ok(id)
+    }
+
+    /// Finishes: one batch per partition.
+    pub fn finish(mut self, chunk: &str) -> Result<DecodedChunk> {
+        let arrays: Vec<ArrayRef> = self
+            .cols
+            .iter_mut()
+            .map(|c| -> ArrayRef {
+                match c {
+                    Col::Bool(b) => Arc::new(b.finish()),
+                    Col::I64(b) => Arc::new(b.finish()),
+                    Col::F64(b) => Arc::new(b.finish()),
+                    Col::Date(b) => Arc::new(b.finish()),
+                    Col::Ts(b) => Arc::new(b.finish()),
+                    Col::Str(b) => Arc::new(b.finish()),
+                }
+            })
+            .collect();
+        let batch = RecordBatch::try_new_with_options(
+            self.layout.file_schema.clone(),
+            arrays,
+            &arrow::array::RecordBatchOptions::new().with_row_count(Some(self.part_of_row.len())),
+        )?;
+        let parts = if self.parts.len() <= 1 {
+            self.parts.into_iter().map(|p| (p, batch.clone())).collect()
+        } else {
+            let mut idx: Vec<Vec<u32>> = vec![Vec::new(); self.parts.len()];
+            for (row, p) in self.part_of_row.iter().enumerate() {
+                idx[*p as usize].push(row as u32);
+            }
+            let mut out = Vec::with_capacity(self.parts.len());
+            for (p, rows) in self.parts.into_iter().zip(idx) {
+                let b = take_record_batch(&batch, &UInt32Array::from(rows))?;
+                out.push((p, b));
+            }
+            out
+        };
+        Ok(DecodedChunk { chunk: chunk.to_string(), parts, quarantine: self.quarantine, rows_in: self.rows_in })
+    }
+}
+
+fn push_val(col: &mut Col, v: Val, text: Option<&str>) {
+    match (col, v) {
+        (Col::Bool(b), Val::Bool(x)) => b.append_value(x),
+        (Col::I64(b), Val::I64(x)) => b.append_value(x),
+        (Col::F64(b), Val::F64(x)) => b.append_value(x),
+        (Col::Date(b), Val::Date(x)) => b.append_value(x),
+        (Col::Ts(b), Val::Ts(x)) => b.append_value(x),
+        (Col::Str(b), Val::Str) => b.append_option(text),
+        (Col::Bool(b), _) => b.append_null(),
+        (Col::I64(b), _) => b.append_null(),
+        (Col::F64(b), _) => b.append_null(),
+        (Col::Date(b), _) => b.append_null(),
+        (Col::Ts(b), _) => b.append_null(),
+        (Col::Str(b), _) => b.append_null(),
+    }
+}
+
+fn clip(s: &str) -> &str {
+    match s.char_indices().nth(64) {
+        Some((i, _)) => &s[..i],
+        None => s,
+    }
+}
+
+fn truncate_raw(raw: &[u8]) -> String {
+    let mut r = raw;
+    if let [head @ .., b'\n'] = r {
+        r = head;
+    }
+    if let [head @ .., b'\r'] = r {
+        r = head;
+    }
+    let r = &r[..r.len().min(MAX_QUARANTINE_RAW)];
+    String::from_utf8_lossy(r).into_owned()
+}
+
+/// Decodes the records of a sluice chunk.
+pub fn decode_chunk(layout: &TableLayout, header: &ChunkHeader, raw: &[u8]) -> Result<DecodedChunk> {
+    let map = layout.map_header(&header.columns, &header.source)?;
+    // inverse: source column index -> header position
+    let mut pos_of_col = vec![usize::MAX; layout.source_columns.len()];
+    for (hpos, col) in map.iter().enumerate() {
+        pos_of_col[*col] = hpos;
+    }
+    let mut typer = RowTyper::new(layout, header.rows as usize);
+    for r in &header.rejects {
+        typer.reject(QuarantineRow {
+            source: header.source.clone(),
+            line: r.line,
+            raw: r.raw.clone(),
+            reason: r.reason.clone(),
+            chunk: header.chunk.clone(),
+        });
+    }
+    add_csv_records(&mut typer, raw, &header.format, header.first_line, &pos_of_col, &header.source, &header.chunk);
+    typer.finish(&header.chunk)
+}
+
+/// Types CSV records (`raw`, newline-terminated as a [`crate::csv::RecordReader`] produces them).
+/// `pos_of_col[i]` is the field position of source column `i`.
+pub fn add_csv_records(
+    typer: &mut RowTyper<'_>,
+    raw: &[u8],
+    format: &CsvFormat,
+    first_line: u64,
+    pos_of_col: &[usize],
+    source: &str,
+    chunk: &str,
+) {
+    let mut sp = FieldSplitter::default();
+    let expected = pos_of_col.iter().filter(|p| **p != usize::MAX).count();
+    let mut line = first_line;
+    let mut rest = raw;
+    let mut reader = crate::csv::RecordReader::new(&mut rest, source, format);
+    let mut rec = Vec::new();
+    loop {
+        rec.clear();
+        let span = match reader.next_into(&mut rec) {
+            Ok(Some(s)) => s,
+            Ok(None) => break,
+            Err(e) => {
+                // Only an unterminated quote can fail here; the producer never sends one.
+                typer.reject(QuarantineRow {
+                    source: source.to_string(),
+                    line,
+                    raw: String::new(),
+                    reason: e.to_string(),
+                    chunk: chunk.to_string(),
+                });
+                break;
+            }
+        };
+        let rec_line = first_line + span.line - 1;
+        line = rec_line;
+        sp.split(&rec, format.delimiter, format.quote);
+        if sp.len() != expected {
+            typer.reject(QuarantineRow {
+                source: source.to_string(),
+                line: rec_line,
+                raw: truncate_raw(&rec),
+                reason: format!("expected {expected} fields, found {}", sp.len()),
+                chunk: chunk.to_string(),
+            });
+            continue;
+        }
+        let sp_ref = &sp;
+        typer.add_row(
+            |i| {
+                let p = pos_of_col[i];
+                if p == usize::MAX {
+                    return None;
+                }
+                let f = sp_ref.field(p);
+                if format.is_null(f) { None } else { Some(f) }
+            },
+            rec_line,
+            &rec,
+            source,
+            chunk,
+        );
+    }
+}

@@ -1,0 +1,455 @@
+//! Column types, table schemas, value parsing (numbers, dates, timestamps) and schema inference.
+
+use std::sync::Arc;
+
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use chrono::{DateTime, NaiveDate, NaiveDateTime, NaiveTime};
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+
+/// The types a column can have. Timestamps are stored in microseconds, which every engine reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ColumnType {
+    Boolean,
+    Int64,
+    Float64,
+    /// A calendar date.
+    Date,
+    /// A date and time without zone (Parquet `isAdjustedToUTC = false`).
+    Timestamp,
+    /// An instant, stored as UTC (Parquet `isAdjustedToUTC = true`).
+    TimestampTz,
+    String,
+}
+
+impl ColumnType {
+    /// The Arrow type written to Parquet.
+    pub fn arrow_type(self) -> DataType {
+        match self {
+            ColumnType::Boolean => DataType::Boolean,
+            ColumnType::Int64 => DataType::Int64,
+            ColumnType::Float64 => DataType::Float64,
+            ColumnType::Date => DataType::Date32,
+            ColumnType::Timestamp => DataType::Timestamp(TimeUnit::Microsecond, None),
+            ColumnType::TimestampTz => DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
+            ColumnType::String => DataType::Utf8,
+        }
+    }
+
+    /// The Hive / Glue / Athena type name.
+    pub fn hive_type(self) -> &'static str {
+        match self {
+            ColumnType::Boolean => "boolean",
+            ColumnType::Int64 => "bigint",
+            ColumnType::Float64 => "double",
+            ColumnType::Date => "date",
+            ColumnType::Timestamp | ColumnType::TimestampTz => "timestamp",
+            ColumnType::String => "string",
+        }
+    }
+
+    /// The name used in configuration files and `catalog schema` output.
+    pub fn name(self) -> &'static str {
+        match self {
+            ColumnType::Boolean => "boolean",
+            ColumnType::Int64 => "int64",
+            ColumnType::Float64 => "float64",
+            ColumnType::Date => "date",
+            ColumnType::Timestamp => "timestamp",
+            ColumnType::TimestampTz => "timestamp_tz",
+            ColumnType::String => "string",
+        }
+    }
+
+    /// Parses a type name as written in `sluice.toml` (also accepts common aliases).
+    pub fn parse(s: &str) -> Result<Self> {
+        Ok(match s.trim().to_ascii_lowercase().as_str() {
+            "boolean" | "bool" => ColumnType::Boolean,
+            "int64" | "bigint" | "int" | "integer" | "long" => ColumnType::Int64,
+            "float64" | "double" | "float" => ColumnType::Float64,
+            "date" => ColumnType::Date,
+            "timestamp" | "datetime" => ColumnType::Timestamp,
+            "timestamp_tz" | "timestamptz" => ColumnType::TimestampTz,
+            "string" | "text" | "utf8" | "varchar" => ColumnType::String,
+            other => return Err(Error::Config(format!("unknown column type {other:?}"))),
+        })
+    }
+}
+
+/// One column of a table.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Column {
+    pub name: String,
+    #[serde(rename = "type")]
+    pub ty: ColumnType,
+}
+
+impl Column {
+    pub fn new(name: impl Into<String>, ty: ColumnType) -> Self {
+        Column { name: name.into(), ty }
+    }
+}
+
+/// Checks a table or column name: it becomes a path segment and an SQL identifier.
+pub fn validate_name(kind: &str, name: &str) -> Result<()> {
+    let ok = !name.is_empty()
+        && name.len() <= 255
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+        && !name.starts_with(|c: char| c.is_ascii_digit());
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::invalid(format!(
+            "{kind} name {name:?} is not valid: use 1 to 255 ASCII letters, digits and underscores, not starting with a digit"
+        )))
+    }
+}
+
+/// Checks a column name from a CSV header: anything printable except a few characters that break
+/// Hive paths and engines.
+pub fn validate_column_name(name: &str) -> Result<()> {
+    let ok = !name.is_empty()
+        && name.len() <= 255
+        && !name.chars().any(|c| c.is_control() || matches!(c, '/' | '=' | '`' | '"'));
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::invalid(format!("column name {name:?} is not valid (control characters, '/', '=', '`' and '\"' are not allowed)")))
+    }
+}
+
+/// Fingerprint of a list of columns: equal schemas have equal fingerprints.
+pub fn fingerprint(columns: &[Column]) -> String {
+    let json = serde_json::to_vec(columns).expect("columns serialize");
+    format!("{:016x}", xxhash_rust::xxh3::xxh3_64(&json))
+}
+
+/// The Arrow schema of a table's data files: every field nullable, so files written before a
+/// column was added read as NULL.
+pub fn arrow_schema(columns: &[Column]) -> SchemaRef {
+    Arc::new(Schema::new(
+        columns.iter().map(|c| Field::new(&c.name, c.ty.arrow_type(), true)).collect::<Vec<_>>(),
+    ))
+}
+
+/// A parsed date or time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Temporal {
+    Date(NaiveDate),
+    Naive(NaiveDateTime),
+    /// Microseconds since the epoch, UTC.
+    Zoned(i64),
+}
+
+impl Temporal {
+    /// The calendar date (UTC for zoned values).
+    pub fn date(self) -> NaiveDate {
+        match self {
+            Temporal::Date(d) => d,
+            Temporal::Naive(t) => t.date(),
+            Temporal::Zoned(us) => DateTime::from_timestamp_micros(us).map(|t| t.date_naive()).unwrap_or_default(),
+        }
+    }
+}
+
+const EPOCH_DAYS_FROM_CE: i32 = 719_163;
+
+/// Days since 1970-01-01.
+pub fn date_to_days(d: NaiveDate) -> i32 {
+    use chrono::Datelike;
+    d.num_days_from_ce() - EPOCH_DAYS_FROM_CE
+}
+
+fn digits(b: &[u8]) -> Option<u32> {
+    let mut v = 0u32;
+    for &c in b {
+        if !c.is_ascii_digit() {
+            return None;
+        }
+        v = v * 10 + (c - b'0') as u32;
+    }
+    Some(v)
+}
+
+/// Parses the ISO 8601 forms sluice recognises without a pattern: `YYYY-MM-DD`, `YYYY/MM/DD`,
+/// each optionally followed by `T` or a space and `HH:MM[:SS[.fraction]]`, then optionally `Z` or
+/// an offset `±HH[:MM]`.
+pub fn parse_iso(s: &str) -> Option<Temporal> {
+    let b = s.as_bytes();
+    if b.len() < 10 {
+        return None;
+    }
+    let sep = b[4];
+    if !(sep == b'-' || sep == b'/') || b[7] != sep {
+        return None;
+    }
+    let date = NaiveDate::from_ymd_opt(digits(&b[0..4])? as i32, digits(&b[5..7])?, digits(&b[8..10])?)?;
+    if b.len() == 10 {
+        return Some(Temporal::Date(date));
+    }
+    if !(b[10] == b'T' || b[10] == b' ') || b.len() < 16 || b[13] != b':' {
+        return None;
+    }
+    let (h, m) = (digits(&b[11..13])?, digits(&b[14..16])?);
+    let mut i = 16;
+    let (mut sec, mut micros) = (0, 0);
+    if i < b.len() && b[i] == b':' {
+        sec = digits(b.get(i + 1..i + 3)?)?;
+        i += 3;
+        if i < b.len() && (b[i] == b'.' || b[i] == b',') {
+            i += 1;
+            let start = i;
+            while i < b.len() && b[i].is_ascii_digit() {
+                i += 1;
+            }
+            let frac = &b[start..i];
+            if frac.is_empty() {
+                return None;
+            }
+            let mut us = 0u32;
+            for k in 0..6 {
+                us = us * 10 + frac.get(k).map(|c| (c - b'0') as u32).unwrap_or(0);
+            }
+            micros = us;
+        }
+    }
+    let time = NaiveTime::from_hms_micro_opt(h, m, sec, micros)?;
+    let naive = NaiveDateTime::new(date, time);
+    let rest = &b[i..];
+    let offset_secs: i64 = match rest {
+        [] => return Some(Temporal::Naive(naive)),
+        [b'Z'] | [b'z'] => 0,
+        [sign @ (b'+' | b'-'), tail @ ..] => {
+            let (hh, mm) = match tail {
+                [a, b] => (digits(&[*a, *b])?, 0),
+                [a, b, c, d] => (digits(&[*a, *b])?, digits(&[*c, *d])?),
+                [a, b, b':', c, d] => (digits(&[*a, *b])?, digits(&[*c, *d])?),
+                _ => return None,
+            };
+            if hh > 23 || mm > 59 {
+                return None;
+            }
+            let v = (hh * 3600 + mm * 60) as i64;
+            if *sign == b'-' { -v } else { v }
+        }
+        _ => return None,
+    };
+    let utc = naive.and_utc().timestamp_micros() - offset_secs * 1_000_000;
+    Some(Temporal::Zoned(utc))
+}
+
+/// Parses a date or time: ISO forms first, then the strftime `pattern` if one is given.
+pub fn parse_temporal(s: &str, pattern: Option<&str>) -> Option<Temporal> {
+    let s = s.trim();
+    if let Some(t) = parse_iso(s) {
+        return Some(t);
+    }
+    let p = pattern?;
+    if let Ok(d) = NaiveDate::parse_from_str(s, p) {
+        return Some(Temporal::Date(d));
+    }
+    if let Ok(t) = NaiveDateTime::parse_from_str(s, p) {
+        return Some(Temporal::Naive(t));
+    }
+    if let Ok(t) = DateTime::parse_from_str(s, p) {
+        return Some(Temporal::Zoned(t.timestamp_micros()));
+    }
+    None
+}
+
+/// Parses a boolean: `true`/`false` in any case.
+pub fn parse_bool(s: &str) -> Option<bool> {
+    if s.eq_ignore_ascii_case("true") {
+        Some(true)
+    } else if s.eq_ignore_ascii_case("false") {
+        Some(false)
+    } else {
+        None
+    }
+}
+
+/// Parses a decimal number written with digits, optional sign, point and exponent (not `inf`
+/// or `NaN`, which are more often words than numbers in CSV files).
+pub fn parse_f64(s: &str) -> Option<f64> {
+    let b = s.as_bytes();
+    let ok = !b.is_empty()
+        && b.iter().all(|c| c.is_ascii_digit() || matches!(c, b'+' | b'-' | b'.' | b'e' | b'E'))
+        && b.iter().any(|c| c.is_ascii_digit());
+    if !ok {
+        return None;
+    }
+    s.parse().ok()
+}
+
+/// Parses an integer.
+#[inline]
+pub fn parse_i64(s: &str) -> Option<i64> {
+    s.parse().ok()
+}
+
+/// What one sample value could be, for inference.
+#[derive(Debug, Clone, Copy, Default)]
+struct Candidates {
+    seen: u64,
+    boolean: bool,
+    int: bool,
+    float: bool,
+    date: bool,
+    naive: bool,
+    zoned: bool,
+}
+
+impl Candidates {
+    fn all() -> Self {
+        Candidates { seen: 0, boolean: true, int: true, float: true, date: true, naive: true, zoned: true }
+    }
+
+    fn observe(&mut self, v: &str, date_format: Option<&str>) {
+        self.seen += 1;
+        if self.boolean && parse_bool(v).is_none() {
+            self.boolean = false;
+        }
+        if self.int {
+            // "007" stays text: identifiers and codes lose meaning as numbers.
+            let leading_zero = v.len() > 1 && (v.starts_with('0') || v.starts_with("-0"));
+            if leading_zero || v.starts_with('+') || parse_i64(v).is_none() {
+                self.int = false;
+            }
+        }
+        if self.float && parse_f64(v).is_none() {
+            self.float = false;
+        }
+        if self.date || self.naive || self.zoned {
+            match parse_temporal(v, date_format) {
+                Some(Temporal::Date(_)) => self.zoned = false,
+                Some(Temporal::Naive(_)) => {
+                    self.date = false;
+                    self.zoned = false;
+                }
+                Some(Temporal::Zoned(_)) => {
+                    self.date = false;
+                    self.naive = false;
+                }
+                None => {
+                    self.date = false;
+                    self.naive = false;
+                    self.zoned = false;
+                }
+            }
+        }
+    }
+
+    fn decide(&self) -> ColumnType {
+        if self.seen == 0 {
+            ColumnType::String
+        } else if self.boolean {
+            ColumnType::Boolean
+        } else if self.int {
+            ColumnType::Int64
+        } else if self.float {
+            ColumnType::Float64
+        } else if self.date {
+            ColumnType::Date
+        } else if self.naive {
+            ColumnType::Timestamp
+        } else if self.zoned {
+            ColumnType::TimestampTz
+        } else {
+            ColumnType::String
+        }
+    }
+}
+
+/// Infers column types from sample rows. Each row gives one value per column (`None` = NULL).
+/// A column with no non-null value in the sample is a string column.
+#[derive(Debug)]
+pub struct SchemaInference {
+    names: Vec<String>,
+    cands: Vec<Candidates>,
+    date_format: Option<String>,
+}
+
+impl SchemaInference {
+    pub fn new(names: Vec<String>, date_format: Option<String>) -> Self {
+        let cands = vec![Candidates::all(); names.len()];
+        SchemaInference { names, cands, date_format }
+    }
+
+    /// Observes a value of column `i`.
+    pub fn observe(&mut self, i: usize, value: &str) {
+        let fmt = self.date_format.as_deref();
+        self.cands[i].observe(value.trim(), fmt);
+    }
+
+    /// The inferred columns.
+    pub fn finish(self) -> Vec<Column> {
+        self.names.into_iter().zip(self.cands).map(|(name, c)| Column { name, ty: c.decide() }).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn iso_forms() {
+        let d = NaiveDate::from_ymd_opt(2024, 2, 29).unwrap();
+        assert_eq!(parse_iso("2024-02-29"), Some(Temporal::Date(d)));
+        assert_eq!(parse_iso("2024/02/29"), Some(Temporal::Date(d)));
+        assert_eq!(parse_iso("2023-02-29"), None);
+        let t = parse_iso("2024-02-29T13:45:10.123456").unwrap();
+        assert_eq!(t, Temporal::Naive(d.and_hms_micro_opt(13, 45, 10, 123_456).unwrap()));
+        assert_eq!(parse_iso("2024-02-29 13:45"), Some(Temporal::Naive(d.and_hms_opt(13, 45, 0).unwrap())));
+        let z = parse_iso("2024-02-29T13:45:10Z").unwrap();
+        let off = parse_iso("2024-02-29T15:45:10+02:00").unwrap();
+        assert_eq!(z, off);
+        assert_eq!(parse_iso("2024-02-29T11:45:10-0200"), Some(z));
+        assert_eq!(z.date(), d);
+        assert_eq!(parse_iso("2024-02-29T13"), None);
+        assert_eq!(parse_iso("2024-02-29Tab:cd"), None);
+        assert_eq!(parse_iso("2024-02-29T13:45+25:00"), None);
+    }
+
+    #[test]
+    fn patterns() {
+        let d = NaiveDate::from_ymd_opt(2006, 1, 2).unwrap();
+        assert_eq!(parse_temporal("01/02/2006", Some("%m/%d/%Y")), Some(Temporal::Date(d)));
+        assert_eq!(parse_temporal("01/02/2006", None), None);
+        assert_eq!(date_to_days(NaiveDate::from_ymd_opt(1970, 1, 2).unwrap()), 1);
+    }
+
+    #[test]
+    fn inference() {
+        let mut inf = SchemaInference::new(
+            ["i", "f", "b", "d", "ts", "tz", "zip", "s", "empty", "nan"].map(std::string::String::from).to_vec(),
+            None,
+        );
+        let rows = [
+            ["1", "1.5", "true", "2020-01-01", "2020-01-01 10:00", "2020-01-01T10:00Z", "01234", "x", "", "NaN"],
+            ["-2", "3", "FALSE", "2021/12/31", "2020-01-01", "2020-01-01T10:00+01:00", "99999", "1", "", "1"],
+        ];
+        for r in rows {
+            for (i, v) in r.iter().enumerate() {
+                if !v.is_empty() {
+                    inf.observe(i, v);
+                }
+            }
+        }
+        let types: Vec<_> = inf.finish().into_iter().map(|c| c.ty).collect();
+        use ColumnType::*;
+        assert_eq!(types, vec![Int64, Float64, Boolean, Date, Timestamp, TimestampTz, String, String, String, String]);
+    }
+
+    #[test]
+    fn names() {
+        assert!(validate_name("table", "trips_2024").is_ok());
+        for bad in ["", "../x", "a/b", "1abc", "a b", "a\0b", "é"] {
+            assert!(validate_name("table", bad).is_err(), "{bad:?}");
+        }
+        assert!(validate_column_name("Total (USD)").is_ok());
+        assert!(validate_column_name("a/b").is_err());
+        assert!(validate_column_name("a=b").is_err());
+    }
+}
