@@ -39,12 +39,21 @@ struct Measured {
 
 fn peak_rss_kib(pid: u32) -> Option<u64> {
     let s = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    s.lines().find(|l| l.starts_with("VmHWM:"))?.split_whitespace().nth(1)?.parse().ok()
+    s.lines()
+        .find(|l| l.starts_with("VmHWM:"))?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
 }
 
 fn measure(name: &str, cmd: &mut Command) -> Result<Measured> {
     let start = Instant::now();
-    let mut child = cmd.stdout(Stdio::null()).stderr(Stdio::piped()).spawn().with_context(|| format!("starting {name}"))?;
+    let mut child = cmd
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .with_context(|| format!("starting {name}"))?;
     let pid = child.id();
     let mut peak = 0;
     let mut stderr_pipe = child.stderr.take();
@@ -67,7 +76,13 @@ fn measure(name: &str, cmd: &mut Command) -> Result<Measured> {
     };
     let wall = start.elapsed();
     let stderr = reader.join().unwrap_or_default();
-    Ok(Measured { name: name.to_string(), wall, peak_rss_kib: peak, ok: status.success(), stderr })
+    Ok(Measured {
+        name: name.to_string(),
+        wall,
+        peak_rss_kib: peak,
+        ok: status.success(),
+        stderr,
+    })
 }
 
 fn generate(path: &Path, scale: f64) -> Result<u64> {
@@ -92,7 +107,9 @@ fn dir_stats(dir: &Path) -> (u64, u64) {
     let (mut files, mut bytes) = (0, 0);
     let mut stack = vec![dir.to_path_buf()];
     while let Some(d) = stack.pop() {
-        let Ok(rd) = std::fs::read_dir(&d) else { continue };
+        let Ok(rd) = std::fs::read_dir(&d) else {
+            continue;
+        };
         for e in rd.flatten() {
             let p = e.path();
             if p.is_dir() {
@@ -113,7 +130,11 @@ pub async fn run(a: BenchArgs) -> Result<()> {
     std::fs::create_dir_all(&a.dir)?;
     let csv = a.dir.join(format!("lineitem-sf{}.csv", a.scale));
     if !csv.exists() {
-        eprintln!("generating TPC-H lineitem at scale {} into {} …", a.scale, csv.display());
+        eprintln!(
+            "generating TPC-H lineitem at scale {} into {} …",
+            a.scale,
+            csv.display()
+        );
         let t = Instant::now();
         let rows = tokio::task::spawn_blocking({
             let (csv, scale) = (csv.clone(), a.scale);
@@ -146,7 +167,14 @@ pub async fn run(a: BenchArgs) -> Result<()> {
             .arg(&home)
             .arg("run")
             .arg(&csv)
-            .args(["--table", "lineitem", "--partition-by", "year(l_shipdate)", "--query", "SELECT count(*) FROM lineitem"]),
+            .args([
+                "--table",
+                "lineitem",
+                "--partition-by",
+                "year(l_shipdate)",
+                "--query",
+                "SELECT count(*) FROM lineitem",
+            ]),
     )?;
     if !m.ok {
         bail!("sluice run failed:\n{}", m.stderr);
@@ -159,19 +187,40 @@ pub async fn run(a: BenchArgs) -> Result<()> {
         for engine in ["polars", "duckdb", "pyarrow"] {
             let out = a.dir.join(format!("out-{engine}"));
             let _ = std::fs::remove_dir_all(&out);
-            let m = measure(engine, Command::new(&a.python).arg(&script).arg(engine).arg(&csv).arg(&out))?;
+            let m = measure(
+                engine,
+                Command::new(&a.python)
+                    .arg(&script)
+                    .arg(engine)
+                    .arg(&csv)
+                    .arg(&out),
+            )?;
             if !m.ok {
-                eprintln!("{engine}: failed or not installed: {}", m.stderr.lines().last().unwrap_or(""));
+                eprintln!(
+                    "{engine}: failed or not installed: {}",
+                    m.stderr.lines().last().unwrap_or("")
+                );
                 continue;
             }
             let (files, bytes) = dir_stats(&out);
             results.push((m, files, bytes));
         }
     }
-    println!("TPC-H lineitem SF{}: {rows} rows, {:.1} MB of CSV", a.scale, csv_bytes as f64 / 1e6);
+    println!(
+        "TPC-H lineitem SF{}: {rows} rows, {:.1} MB of CSV",
+        a.scale,
+        csv_bytes as f64 / 1e6
+    );
     println!(
         "{:<12} {:>9} {:>12} {:>9} {:>12} {:>10} {:>7} {:>14}",
-        "program", "wall s", "rows/s", "CSV MB/s", "peak RSS MB", "out MB", "files", "sluice speedup"
+        "program",
+        "wall s",
+        "rows/s",
+        "CSV MB/s",
+        "peak RSS MB",
+        "out MB",
+        "files",
+        "sluice speedup"
     );
     let base = results[0].0.wall.as_secs_f64();
     for (m, files, bytes) in &results {

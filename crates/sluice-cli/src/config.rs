@@ -83,14 +83,19 @@ impl Config {
             }
             return Ok(Config::default());
         }
-        let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
-        let c: Config = toml::from_str(&text).with_context(|| format!("{} is not a valid sluice configuration", path.display()))?;
+        let text = std::fs::read_to_string(&path)
+            .with_context(|| format!("reading {}", path.display()))?;
+        let c: Config = toml::from_str(&text)
+            .with_context(|| format!("{} is not a valid sluice configuration", path.display()))?;
         for (name, t) in &c.tables {
             for (what, v) in [("delimiter", &t.delimiter), ("quote", &t.quote)] {
                 if let Some(v) = v
                     && (v.len() != 1 || !v.is_ascii())
                 {
-                    bail!("{}: tables.{name}.{what} must be one ASCII character, not {v:?}", path.display());
+                    bail!(
+                        "{}: tables.{name}.{what} must be one ASCII character, not {v:?}",
+                        path.display()
+                    );
                 }
             }
         }

@@ -61,16 +61,24 @@ enum Command {
     /// Create the home directory, queue (with its dead-letter queue), catalog and lake.
     Init(InitArgs),
     /// Send CSV files to the queue as chunk messages.
-    #[command(after_help = "Example:\n  sluice produce data/us-employment.csv --table employment --partition-by 'year(month)'")]
+    #[command(
+        after_help = "Example:\n  sluice produce data/us-employment.csv --table employment --partition-by 'year(month)'"
+    )]
     Produce(ProduceArgs),
     /// Receive chunks and write them to the lake as partitioned Parquet.
-    #[command(after_help = "Examples:\n  sluice consume --table employment --once\n  sluice consume --table trips            # follow until Ctrl-C")]
+    #[command(
+        after_help = "Examples:\n  sluice consume --table employment --once\n  sluice consume --table trips            # follow until Ctrl-C"
+    )]
     Consume(ConsumeArgs),
     /// Produce and consume together, then show the table: the whole pipeline in one command.
-    #[command(after_help = "Example:\n  sluice run data/us-employment.csv --table employment --partition-by 'year(month)' \\\n     --query 'SELECT year, count(*) FROM employment GROUP BY year ORDER BY year'")]
+    #[command(
+        after_help = "Example:\n  sluice run data/us-employment.csv --table employment --partition-by 'year(month)' \\\n     --query 'SELECT year, count(*) FROM employment GROUP BY year ORDER BY year'"
+    )]
     Run(RunArgs),
     /// Run read-only SQL over the lake's tables (and the `quarantine` table).
-    #[command(after_help = "Example:\n  sluice query \"SELECT year, sum(nonfarm) FROM employment WHERE year >= 2010 GROUP BY year\" --format csv")]
+    #[command(
+        after_help = "Example:\n  sluice query \"SELECT year, sum(nonfarm) FROM employment WHERE year >= 2010 GROUP BY year\" --format csv"
+    )]
     Query(QueryArgs),
     /// Manage queues.
     #[command(subcommand)]
@@ -233,7 +241,10 @@ impl Ctx {
     async fn backends(&self, table: Option<&str>) -> Result<Backends> {
         let q = self.queue_name(table)?;
         let settings = QueueSettings::default();
-        Ok(self.home.open_with(&q, self.lake.as_deref(), &settings).await?)
+        Ok(self
+            .home
+            .open_with(&q, self.lake.as_deref(), &settings)
+            .await?)
     }
 
     fn table_config(&self, table: &str) -> TableConfig {
@@ -249,10 +260,16 @@ fn main() -> std::process::ExitCode {
         _ => "debug",
     };
     tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("SLUICE_LOG").unwrap_or_else(|_| filter.into()))
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("SLUICE_LOG")
+                .unwrap_or_else(|_| filter.into()),
+        )
         .with_writer(std::io::stderr)
         .init();
-    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start runtime: {e}");
@@ -270,8 +287,17 @@ fn main() -> std::process::ExitCode {
 
 async fn run(cli: Cli) -> Result<()> {
     let config = Config::load(cli.config.as_deref())?;
-    let home = cli.home.clone().or_else(|| config.home.clone().map(PathBuf::from)).unwrap_or_else(|| PathBuf::from("sluice-data"));
-    let ctx = Ctx { home: Home::new(home), lake: cli.lake.clone().or_else(|| config.lake.clone()), queue: cli.queue.clone(), config };
+    let home = cli
+        .home
+        .clone()
+        .or_else(|| config.home.clone().map(PathBuf::from))
+        .unwrap_or_else(|| PathBuf::from("sluice-data"));
+    let ctx = Ctx {
+        home: Home::new(home),
+        lake: cli.lake.clone().or_else(|| config.lake.clone()),
+        queue: cli.queue.clone(),
+        config,
+    };
     match cli.command {
         Command::Init(a) => init(&ctx, &a).await,
         Command::Produce(a) => {
@@ -295,7 +321,14 @@ async fn run(cli: Cli) -> Result<()> {
         Command::Catalog(c) => catalog_cmd(&ctx, c).await,
         Command::Repair(a) => {
             let b = ctx.backends(Some(&a.table)).await?;
-            let r = sluice_core::repair::repair(&b.lake, &*b.catalog, DEFAULT_DATABASE, &a.table, Duration::from_secs(a.grace)).await?;
+            let r = sluice_core::repair::repair(
+                &b.lake,
+                &*b.catalog,
+                DEFAULT_DATABASE,
+                &a.table,
+                Duration::from_secs(a.grace),
+            )
+            .await?;
             println!(
                 "repaired {}: removed {} uncommitted file(s), kept {} younger than the grace period, {} partition(s) re-synced at ledger version {}",
                 a.table,
@@ -329,8 +362,15 @@ async fn init(ctx: &Ctx, a: &InitArgs) -> Result<()> {
         None => sluice_core::lake::Lake::local(&ctx.home.lake_dir())?,
     };
     println!("home     {}", ctx.home.root.display());
-    println!("queue    {name} (dead-letter queue {}) in {}", dead_letter_name(&name), ctx.home.queue_db().display());
-    println!("catalog  database {DEFAULT_DATABASE} in {}", ctx.home.catalog_db().display());
+    println!(
+        "queue    {name} (dead-letter queue {}) in {}",
+        dead_letter_name(&name),
+        ctx.home.queue_db().display()
+    );
+    println!(
+        "catalog  database {DEFAULT_DATABASE} in {}",
+        ctx.home.catalog_db().display()
+    );
     println!("lake     {}", lake.url);
     Ok(())
 }
@@ -346,14 +386,24 @@ fn producer_options(ctx: &Ctx, b: &Backends, t: &TableArgs) -> Result<ProducerOp
     let mut nulls = tc.null_values.clone();
     nulls.extend(t.null_values.iter().cloned());
     let ascii = |c: char, what: &str| -> Result<u8> {
-        if c.is_ascii() { Ok(c as u8) } else { bail!("--{what} must be an ASCII character, not {c:?}") }
+        if c.is_ascii() {
+            Ok(c as u8)
+        } else {
+            bail!("--{what} must be an ASCII character, not {c:?}")
+        }
     };
     opts.format = CsvFormat {
-        delimiter: match t.delimiter.or(tc.delimiter.as_deref().and_then(|s| s.chars().next())) {
+        delimiter: match t
+            .delimiter
+            .or(tc.delimiter.as_deref().and_then(|s| s.chars().next()))
+        {
             Some(c) => ascii(c, "delimiter")?,
             None => b',',
         },
-        quote: match t.quote.or(tc.quote.as_deref().and_then(|s| s.chars().next())) {
+        quote: match t
+            .quote
+            .or(tc.quote.as_deref().and_then(|s| s.chars().next()))
+        {
             Some(c) => ascii(c, "quote")?,
             None => b'"',
         },
@@ -364,7 +414,9 @@ fn producer_options(ctx: &Ctx, b: &Backends, t: &TableArgs) -> Result<ProducerOp
         opts.columns = Some(
             cols.iter()
                 .map(|(n, ty)| {
-                    let ty = ty.as_str().with_context(|| format!("tables.{}.columns.{n}: the type must be a string", t.table))?;
+                    let ty = ty.as_str().with_context(|| {
+                        format!("tables.{}.columns.{n}: the type must be a string", t.table)
+                    })?;
                     Ok(Column::new(n, ColumnType::parse(ty)?))
                 })
                 .collect::<Result<Vec<_>>>()?,
@@ -378,7 +430,8 @@ fn progress_bar(label: &str) -> (Option<Progress>, Option<indicatif::ProgressBar
     if std::io::stderr().is_terminal() {
         let pb = indicatif::ProgressBar::new_spinner();
         pb.set_style(
-            indicatif::ProgressStyle::with_template("{spinner} {prefix} {msg} [{elapsed_precise}]").expect("template"),
+            indicatif::ProgressStyle::with_template("{spinner} {prefix} {msg} [{elapsed_precise}]")
+                .expect("template"),
         );
         pb.set_prefix(label.to_string());
         pb.enable_steady_tick(Duration::from_millis(200));
@@ -402,19 +455,28 @@ fn progress_bar(label: &str) -> (Option<Progress>, Option<indicatif::ProgressBar
             if l.elapsed() >= Duration::from_secs(10) {
                 *l = Instant::now();
                 let secs = start.elapsed().as_secs_f64().max(1e-3);
-                eprintln!("{label}: {rows} rows, {:.1} MB, {:.0} rows/s", bytes as f64 / 1e6, rows as f64 / secs);
+                eprintln!(
+                    "{label}: {rows} rows, {:.1} MB, {:.0} rows/s",
+                    bytes as f64 / 1e6,
+                    rows as f64 / secs
+                );
             }
         });
         (Some(p), None)
     }
 }
 
-async fn produce(ctx: &Ctx, b: &Backends, files: &[PathBuf], t: &TableArgs) -> Result<ProduceStats> {
+async fn produce(
+    ctx: &Ctx,
+    b: &Backends,
+    files: &[PathBuf],
+    t: &TableArgs,
+) -> Result<ProduceStats> {
     let opts = producer_options(ctx, b, t)?;
-    if t.partition_by.is_some() {
-        if let Ok(def) = b.catalog.get_table(DEFAULT_DATABASE, &t.table).await {
-            check_spec(&def, &opts.partition_by)?;
-        }
+    if t.partition_by.is_some()
+        && let Ok(def) = b.catalog.get_table(DEFAULT_DATABASE, &t.table).await
+    {
+        check_spec(&def, &opts.partition_by)?;
     }
     let producer = Producer::new(b.queue.clone(), b.catalog.clone(), opts)?;
     let (progress, pb) = progress_bar("produce");
@@ -426,7 +488,11 @@ async fn produce(ctx: &Ctx, b: &Backends, files: &[PathBuf], t: &TableArgs) -> R
 }
 
 fn check_spec(def: &sluice_core::catalog::TableDef, spec: &PartitionSpec) -> Result<()> {
-    let current = def.parameters.get(sluice_core::catalog::PARAM_PARTITION_BY).cloned().unwrap_or_default();
+    let current = def
+        .parameters
+        .get(sluice_core::catalog::PARAM_PARTITION_BY)
+        .cloned()
+        .unwrap_or_default();
     if PartitionSpec::parse(&current).ok().as_ref() != Some(spec) {
         bail!("table {} is partitioned by {current}, not {spec}", def.name);
     }
@@ -438,7 +504,14 @@ async fn check_partitioning(catalog: &dyn Catalog, table: &str, spec: &str) -> R
     check_spec(&def, &PartitionSpec::parse(spec)?)
 }
 
-fn consumer_options(ctx: &Ctx, table: &str, a: &ConsumerArgs, once: bool, spool: PathBuf, id: String) -> ConsumerOptions {
+fn consumer_options(
+    ctx: &Ctx,
+    table: &str,
+    a: &ConsumerArgs,
+    once: bool,
+    spool: PathBuf,
+    id: String,
+) -> ConsumerOptions {
     let c = &ctx.config.consumer;
     let mut o = ConsumerOptions::new(table, spool);
     o.writer_id = id;
@@ -452,7 +525,10 @@ fn consumer_options(ctx: &Ctx, table: &str, a: &ConsumerArgs, once: bool, spool:
     if let Some(v) = a.rotate_age.or(c.rotate_age_secs) {
         o.rotate_age = Duration::from_secs(v);
     }
-    o.visibility_timeout = a.visibility_timeout.or(c.visibility_timeout_secs).map(Duration::from_secs);
+    o.visibility_timeout = a
+        .visibility_timeout
+        .or(c.visibility_timeout_secs)
+        .map(Duration::from_secs);
     o
 }
 
@@ -467,15 +543,28 @@ async fn consume(
     let id = writer_id();
     let spool = ctx.home.claim_spool(&id)?;
     // Recovery: files a dead consumer uploaded but never committed.
-    let vt = a.visibility_timeout.or(ctx.config.consumer.visibility_timeout_secs).unwrap_or(300);
+    let vt = a
+        .visibility_timeout
+        .or(ctx.config.consumer.visibility_timeout_secs)
+        .unwrap_or(300);
     let grace = Duration::from_secs((vt * 2).max(600));
-    let r = sluice_core::repair::repair(&b.lake, &*b.catalog, DEFAULT_DATABASE, table, grace).await?;
+    let r =
+        sluice_core::repair::repair(&b.lake, &*b.catalog, DEFAULT_DATABASE, table, grace).await?;
     if !r.removed.is_empty() {
-        eprintln!("recovery: removed {} uncommitted file(s) of {table}", r.removed.len());
+        eprintln!(
+            "recovery: removed {} uncommitted file(s) of {table}",
+            r.removed.len()
+        );
     }
     let mut opts = consumer_options(ctx, table, a, once, spool.path().to_path_buf(), id);
     if opts.visibility_timeout.is_none() {
-        opts.visibility_timeout = Some(b.queues.queue(b.queue.name()).await?.settings().visibility_timeout);
+        opts.visibility_timeout = Some(
+            b.queues
+                .queue(b.queue.name())
+                .await?
+                .settings()
+                .visibility_timeout,
+        );
     }
     let consumer = Consumer::new(opts, b.queue.clone(), b.catalog.clone(), b.lake.clone())
         .await
@@ -520,7 +609,9 @@ async fn run_pipeline(ctx: &Ctx, a: RunArgs) -> Result<()> {
     let c = c?;
     match &p {
         Ok(ps) => eprintln!("{}", produce_summary(ps)),
-        Err(_) => eprintln!("producer stopped early; everything it sent before the error is committed"),
+        Err(_) => {
+            eprintln!("producer stopped early; everything it sent before the error is committed")
+        }
     }
     eprintln!("{}", consume_summary(&c));
     let p = p?;
@@ -532,10 +623,23 @@ async fn run_pipeline(ctx: &Ctx, a: RunArgs) -> Result<()> {
         p.csv_bytes as f64 / 1e6 / elapsed.as_secs_f64().max(1e-9)
     );
     let sql = a.query.unwrap_or_else(|| {
-        let keys = def.partition_keys.iter().map(|k| format!("\"{}\"", k.name)).collect::<Vec<_>>().join(", ");
+        let keys = def
+            .partition_keys
+            .iter()
+            .map(|k| format!("\"{}\"", k.name))
+            .collect::<Vec<_>>()
+            .join(", ");
         format!("SELECT {keys}, count(*) AS rows FROM \"{table}\" GROUP BY {keys} ORDER BY {keys}")
     });
-    query(ctx, &QueryArgs { sql, format: output::Format::Table, output: None }).await
+    query(
+        ctx,
+        &QueryArgs {
+            sql,
+            format: output::Format::Table,
+            output: None,
+        },
+    )
+    .await
 }
 
 async fn query(ctx: &Ctx, a: &QueryArgs) -> Result<()> {
@@ -564,13 +668,23 @@ async fn queue_cmd(ctx: &Ctx, c: QueueCommand) -> Result<()> {
                 ..Default::default()
             };
             Home::ensure_queue(&queues, &name, &s).await?;
-            println!("queue {name} ready (dead-letter queue {})", dead_letter_name(&name));
+            println!(
+                "queue {name} ready (dead-letter queue {})",
+                dead_letter_name(&name)
+            );
         }
         QueueCommand::Stats => {
             let q = queues.queue(&name).await?;
             let s = q.stats().await?;
-            let dlq_name = q.settings().dead_letter_queue.clone().unwrap_or_else(|| dead_letter_name(&name));
-            println!("queue {name}: {} visible, {} in flight", s.visible, s.in_flight);
+            let dlq_name = q
+                .settings()
+                .dead_letter_queue
+                .clone()
+                .unwrap_or_else(|| dead_letter_name(&name));
+            println!(
+                "queue {name}: {} visible, {} in flight",
+                s.visible, s.in_flight
+            );
             println!(
                 "  visibility timeout {}s, max receive count {}",
                 q.settings().visibility_timeout.as_secs(),
@@ -578,7 +692,10 @@ async fn queue_cmd(ctx: &Ctx, c: QueueCommand) -> Result<()> {
             );
             if let Ok(d) = queues.queue(&dlq_name).await {
                 let ds = d.stats().await?;
-                println!("dead-letter queue {dlq_name}: {} message(s)", ds.visible + ds.in_flight);
+                println!(
+                    "dead-letter queue {dlq_name}: {} message(s)",
+                    ds.visible + ds.in_flight
+                );
                 for (id, reason) in queues.dead_letter_reasons(&dlq_name).await? {
                     println!("  {id}: {reason}");
                 }
@@ -590,18 +707,30 @@ async fn queue_cmd(ctx: &Ctx, c: QueueCommand) -> Result<()> {
         }
         QueueCommand::Redrive => {
             let n = queues.redrive(&dead_letter_name(&name), &name).await?;
-            println!("moved {n} message(s) from {} back to {name}", dead_letter_name(&name));
+            println!(
+                "moved {n} message(s) from {} back to {name}",
+                dead_letter_name(&name)
+            );
         }
     }
     Ok(())
 }
 
 async fn only_queue(queues: &sluice_core::queue::EmbeddedQueues) -> Result<String> {
-    let names: Vec<String> = queues.list().await?.into_iter().map(|(n, _)| n).filter(|n| !n.ends_with("_dlq")).collect();
+    let names: Vec<String> = queues
+        .list()
+        .await?
+        .into_iter()
+        .map(|(n, _)| n)
+        .filter(|n| !n.ends_with("_dlq"))
+        .collect();
     match names.as_slice() {
         [one] => Ok(one.clone()),
         [] => bail!("there is no queue yet: run `sluice init` or `sluice produce` first"),
-        many => bail!("there are several queues ({}): name one with --queue", many.join(", ")),
+        many => bail!(
+            "there are several queues ({}): name one with --queue",
+            many.join(", ")
+        ),
     }
 }
 
@@ -609,8 +738,16 @@ async fn catalog_cmd(ctx: &Ctx, c: CatalogCommand) -> Result<()> {
     let catalog = sluice_core::catalog::SqliteCatalog::open(ctx.home.catalog_db())?;
     match c {
         CatalogCommand::Tables => {
-            for t in catalog.list_tables(DEFAULT_DATABASE).await.unwrap_or_default() {
-                let spec = t.parameters.get(sluice_core::catalog::PARAM_PARTITION_BY).cloned().unwrap_or_default();
+            for t in catalog
+                .list_tables(DEFAULT_DATABASE)
+                .await
+                .unwrap_or_default()
+            {
+                let spec = t
+                    .parameters
+                    .get(sluice_core::catalog::PARAM_PARTITION_BY)
+                    .cloned()
+                    .unwrap_or_default();
                 println!("{}\t{}\tpartitioned by {spec}", t.name, t.location);
             }
         }
@@ -629,7 +766,14 @@ async fn catalog_cmd(ctx: &Ctx, c: CatalogCommand) -> Result<()> {
             println!("partition\tfiles\trows\tbytes\tlocation");
             for p in catalog.list_partitions(DEFAULT_DATABASE, &table).await? {
                 let g = |k: &str| p.parameters.get(k).cloned().unwrap_or_else(|| "-".into());
-                println!("{}\t{}\t{}\t{}\t{}", p.values.join("/"), g("numFiles"), g("numRows"), g("totalSize"), p.location);
+                println!(
+                    "{}\t{}\t{}\t{}\t{}",
+                    p.values.join("/"),
+                    g("numFiles"),
+                    g("numRows"),
+                    g("totalSize"),
+                    p.location
+                );
             }
         }
     }
@@ -665,6 +809,13 @@ fn consume_summary(s: &ConsumerStats) -> String {
         s.empty_receives,
         s.deleted,
         s.billed_units,
-        if s.undecodable_messages > 0 { format!("; {} message(s) could not be processed", s.undecodable_messages) } else { String::new() }
+        if s.undecodable_messages > 0 {
+            format!(
+                "; {} message(s) could not be processed",
+                s.undecodable_messages
+            )
+        } else {
+            String::new()
+        }
     )
 }

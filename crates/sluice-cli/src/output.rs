@@ -21,11 +21,20 @@ pub enum Format {
 }
 
 /// Writes batches in `format` to `out` (stdout if `None`).
-pub fn write(format: Format, schema: SchemaRef, batches: &[RecordBatch], out: Option<&Path>) -> Result<()> {
+pub fn write(
+    format: Format,
+    schema: SchemaRef,
+    batches: &[RecordBatch],
+    out: Option<&Path>,
+) -> Result<()> {
     if format == Format::Parquet {
-        let Some(p) = out else { bail!("--format parquet needs --output FILE") };
+        let Some(p) = out else {
+            bail!("--format parquet needs --output FILE")
+        };
         let file = std::fs::File::create(p).with_context(|| format!("creating {}", p.display()))?;
-        let props = sluice_core::writer::writer_properties(&sluice_core::writer::ParquetOptions::default())?;
+        let props = sluice_core::writer::writer_properties(
+            &sluice_core::writer::ParquetOptions::default(),
+        )?;
         let mut w = parquet::arrow::ArrowWriter::try_new(file, schema, Some(props))?;
         for b in batches {
             w.write(b)?;
@@ -34,7 +43,9 @@ pub fn write(format: Format, schema: SchemaRef, batches: &[RecordBatch], out: Op
         return Ok(());
     }
     let mut sink: Box<dyn Write> = match out {
-        Some(p) => Box::new(std::io::BufWriter::new(std::fs::File::create(p).with_context(|| format!("creating {}", p.display()))?)),
+        Some(p) => Box::new(std::io::BufWriter::new(
+            std::fs::File::create(p).with_context(|| format!("creating {}", p.display()))?,
+        )),
         None => Box::new(std::io::BufWriter::new(std::io::stdout().lock())),
     };
     match format {
@@ -43,11 +54,17 @@ pub fn write(format: Format, schema: SchemaRef, batches: &[RecordBatch], out: Op
                 let names: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
                 writeln!(sink, "(no rows; columns: {})", names.join(", "))?;
             } else {
-                writeln!(sink, "{}", arrow::util::pretty::pretty_format_batches(batches)?)?;
+                writeln!(
+                    sink,
+                    "{}",
+                    arrow::util::pretty::pretty_format_batches(batches)?
+                )?;
             }
         }
         Format::Csv => {
-            let mut w = arrow::csv::WriterBuilder::new().with_header(true).build(&mut sink);
+            let mut w = arrow::csv::WriterBuilder::new()
+                .with_header(true)
+                .build(&mut sink);
             if batches.is_empty() {
                 w.write(&RecordBatch::new_empty(schema))?;
             }

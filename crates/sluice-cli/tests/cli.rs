@@ -23,7 +23,13 @@ fn sluice(home: &Path, args: &[&str]) -> Output {
 }
 
 fn ok(o: &Output) -> String {
-    assert!(o.status.success(), "exit {:?}\nstdout:\n{}\nstderr:\n{}", o.status, String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
+    assert!(
+        o.status.success(),
+        "exit {:?}\nstdout:\n{}\nstderr:\n{}",
+        o.status,
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
     String::from_utf8(o.stdout.clone()).unwrap()
 }
 
@@ -43,9 +49,22 @@ fn expected() -> (u64, i64) {
 
 fn run_main_job(dir: &Path) -> PathBuf {
     let home = dir.join("home");
-    let out = sluice(&home, &["run", sample().to_str().unwrap(), "--table", "employment", "--partition-by", "year(month)"]);
+    let out = sluice(
+        &home,
+        &[
+            "run",
+            sample().to_str().unwrap(),
+            "--table",
+            "employment",
+            "--partition-by",
+            "year(month)",
+        ],
+    );
     let stdout = ok(&out);
-    assert!(stdout.contains("2006") && stdout.contains("2015"), "{stdout}");
+    assert!(
+        stdout.contains("2006") && stdout.contains("2015"),
+        "{stdout}"
+    );
     home
 }
 
@@ -54,7 +73,15 @@ fn main_job_counts_match_the_csv() {
     let dir = tempfile::tempdir().unwrap();
     let home = run_main_job(dir.path());
     let (n, sum) = expected();
-    let csv = ok(&sluice(&home, &["query", "SELECT count(*) AS n, sum(nonfarm) AS s FROM employment", "--format", "csv"]));
+    let csv = ok(&sluice(
+        &home,
+        &[
+            "query",
+            "SELECT count(*) AS n, sum(nonfarm) AS s FROM employment",
+            "--format",
+            "csv",
+        ],
+    ));
     assert_eq!(csv, format!("n,s\n{n},{sum}\n"));
     let parts = ok(&sluice(&home, &["catalog", "partitions", "employment"]));
     let rows: Vec<&str> = parts.lines().skip(1).collect();
@@ -63,18 +90,62 @@ fn main_job_counts_match_the_csv() {
     // Files live in Hive directories under <home>/lake/<table>/.
     assert!(home.join("lake/employment/year=2010").is_dir());
     let schema = ok(&sluice(&home, &["catalog", "schema", "employment"]));
-    assert!(schema.contains("month") && schema.contains("date") && schema.contains("year") && schema.contains("partition key"), "{schema}");
+    assert!(
+        schema.contains("month")
+            && schema.contains("date")
+            && schema.contains("year")
+            && schema.contains("partition key"),
+        "{schema}"
+    );
     // Partition pruning: a filter on the partition column reads one partition's files.
-    let year = ok(&sluice(&home, &["query", "SELECT count(*) AS n FROM employment WHERE year = 2010", "--format", "csv"]));
+    let year = ok(&sluice(
+        &home,
+        &[
+            "query",
+            "SELECT count(*) AS n FROM employment WHERE year = 2010",
+            "--format",
+            "csv",
+        ],
+    ));
     assert_eq!(year, "n\n12\n");
-    let plan = ok(&sluice(&home, &["query", "EXPLAIN SELECT count(*) FROM employment WHERE year = 2010", "--format", "csv"]));
+    let plan = ok(&sluice(
+        &home,
+        &[
+            "query",
+            "EXPLAIN SELECT count(*) FROM employment WHERE year = 2010",
+            "--format",
+            "csv",
+        ],
+    ));
     assert!(plan.contains("year=2010"), "{plan}");
     assert!(!plan.contains("year=2011"), "pruned: {plan}");
     // Running the same file again adds nothing.
-    let again = sluice(&home, &["run", sample().to_str().unwrap(), "--table", "employment", "--partition-by", "year(month)"]);
+    let again = sluice(
+        &home,
+        &[
+            "run",
+            sample().to_str().unwrap(),
+            "--table",
+            "employment",
+            "--partition-by",
+            "year(month)",
+        ],
+    );
     ok(&again);
-    assert!(String::from_utf8_lossy(&again.stderr).contains("120 duplicate(s) dropped"), "{}", String::from_utf8_lossy(&again.stderr));
-    let csv = ok(&sluice(&home, &["query", "SELECT count(*) AS n FROM employment", "--format", "csv"]));
+    assert!(
+        String::from_utf8_lossy(&again.stderr).contains("120 duplicate(s) dropped"),
+        "{}",
+        String::from_utf8_lossy(&again.stderr)
+    );
+    let csv = ok(&sluice(
+        &home,
+        &[
+            "query",
+            "SELECT count(*) AS n FROM employment",
+            "--format",
+            "csv",
+        ],
+    ));
     assert_eq!(csv, format!("n\n{n}\n"));
 }
 
@@ -82,18 +153,44 @@ fn main_job_counts_match_the_csv() {
 fn query_is_read_only_and_formats_work() {
     let dir = tempfile::tempdir().unwrap();
     let home = run_main_job(dir.path());
-    for sql in ["CREATE TABLE x AS SELECT 1", "DROP TABLE employment", "INSERT INTO employment SELECT * FROM employment", "SET datafusion.execution.batch_size = 1"] {
+    for sql in [
+        "CREATE TABLE x AS SELECT 1",
+        "DROP TABLE employment",
+        "INSERT INTO employment SELECT * FROM employment",
+        "SET datafusion.execution.batch_size = 1",
+    ] {
         let o = sluice(&home, &["query", sql]);
         assert!(!o.status.success(), "{sql} must be refused");
         let err = String::from_utf8_lossy(&o.stderr);
         assert!(err.contains("read-only"), "{sql}: {err}");
     }
-    let json = ok(&sluice(&home, &["query", "SELECT year, count(*) AS n FROM employment WHERE year < 2008 GROUP BY year ORDER BY year", "--format", "json"]));
+    let json = ok(&sluice(
+        &home,
+        &[
+            "query",
+            "SELECT year, count(*) AS n FROM employment WHERE year < 2008 GROUP BY year ORDER BY year",
+            "--format",
+            "json",
+        ],
+    ));
     assert_eq!(json, "{\"year\":2006,\"n\":12}\n{\"year\":2007,\"n\":12}\n");
-    let table = ok(&sluice(&home, &["query", "SELECT min(month) AS first FROM employment"]));
+    let table = ok(&sluice(
+        &home,
+        &["query", "SELECT min(month) AS first FROM employment"],
+    ));
     assert!(table.contains("2006-01-01"), "{table}");
     let pq = dir.path().join("out.parquet");
-    ok(&sluice(&home, &["query", "SELECT * FROM employment", "--format", "parquet", "--output", pq.to_str().unwrap()]));
+    ok(&sluice(
+        &home,
+        &[
+            "query",
+            "SELECT * FROM employment",
+            "--format",
+            "parquet",
+            "--output",
+            pq.to_str().unwrap(),
+        ],
+    ));
     assert!(std::fs::metadata(&pq).unwrap().len() > 1000);
     let bad = sluice(&home, &["query", "SELECT nope FROM employment"]);
     assert!(!bad.status.success());
@@ -105,7 +202,15 @@ fn stray_files_are_never_read_and_repair_removes_them() {
     let home = run_main_job(dir.path());
     let stray = home.join("lake/employment/year=2010/part-00000000-dead.parquet");
     std::fs::write(&stray, b"not parquet at all").unwrap();
-    let csv = ok(&sluice(&home, &["query", "SELECT count(*) AS n FROM employment", "--format", "csv"]));
+    let csv = ok(&sluice(
+        &home,
+        &[
+            "query",
+            "SELECT count(*) AS n FROM employment",
+            "--format",
+            "csv",
+        ],
+    ));
     assert_eq!(csv, "n\n120\n");
     let r = ok(&sluice(&home, &["repair", "--table", "employment"]));
     assert!(r.contains("removed 1 uncommitted file"), "{r}");
@@ -117,31 +222,85 @@ fn bad_input_is_named_and_quarantined() {
     let dir = tempfile::tempdir().unwrap();
     let home = dir.path().join("home");
     let csv = dir.path().join("t.csv");
-    std::fs::write(&csv, "id;when;amount\n1;03/15/2020;NA\n2;12/31/2021;2.5\n3;01/01/2022;oops\n4;;4\n").unwrap();
+    std::fs::write(
+        &csv,
+        "id;when;amount\n1;03/15/2020;NA\n2;12/31/2021;2.5\n3;01/01/2022;oops\n4;;4\n",
+    )
+    .unwrap();
     // Declared types (in sluice.toml, read from the working directory): inference would call
     // `amount` text because of "oops".
-    std::fs::write(dir.path().join("sluice.toml"), "[tables.t]\ncolumns = { id = \"int64\", when = \"date\", amount = \"float64\" }\n").unwrap();
+    std::fs::write(
+        dir.path().join("sluice.toml"),
+        "[tables.t]\ncolumns = { id = \"int64\", when = \"date\", amount = \"float64\" }\n",
+    )
+    .unwrap();
     let o = sluice(
         &home,
-        &["run", csv.to_str().unwrap(), "--table", "t", "--partition-by", "year(when)", "--date-format", "%m/%d/%Y", "--null-value", "NA", "--delimiter", ";"],
+        &[
+            "run",
+            csv.to_str().unwrap(),
+            "--table",
+            "t",
+            "--partition-by",
+            "year(when)",
+            "--date-format",
+            "%m/%d/%Y",
+            "--null-value",
+            "NA",
+            "--delimiter",
+            ";",
+        ],
     );
     let out = ok(&o);
-    assert!(String::from_utf8_lossy(&o.stderr).contains("1 quarantined"), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("1 quarantined"),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
     assert!(out.contains("2020") && out.contains("2021"), "{out}");
-    let q = ok(&sluice(&home, &["query", "SELECT table_name, line, raw, reason FROM quarantine", "--format", "csv"]));
+    let q = ok(&sluice(
+        &home,
+        &[
+            "query",
+            "SELECT table_name, line, raw, reason FROM quarantine",
+            "--format",
+            "csv",
+        ],
+    ));
     assert!(q.contains("t,4,3;01/01/2022;oops,"), "{q}");
     assert!(q.contains("cannot parse \"\"oops\"\" as float64"), "{q}");
-    let rows = ok(&sluice(&home, &["query", "SELECT id, year FROM t ORDER BY id", "--format", "csv"]));
+    let rows = ok(&sluice(
+        &home,
+        &[
+            "query",
+            "SELECT id, year FROM t ORDER BY id",
+            "--format",
+            "csv",
+        ],
+    ));
     assert_eq!(rows, "id,year\n1,2020\n2,2021\n4,\n");
     let missing = sluice(&home, &["produce", "nope.csv", "--table", "t"]);
     assert!(!missing.status.success());
     assert!(String::from_utf8_lossy(&missing.stderr).contains("nope.csv"));
     let other = dir.path().join("other.csv");
     std::fs::write(&other, "id;when;total\n1;03/15/2020;1\n").unwrap();
-    let mismatch = sluice(&home, &["produce", other.to_str().unwrap(), "--table", "t", "--delimiter", ";"]);
+    let mismatch = sluice(
+        &home,
+        &[
+            "produce",
+            other.to_str().unwrap(),
+            "--table",
+            "t",
+            "--delimiter",
+            ";",
+        ],
+    );
     assert!(!mismatch.status.success());
     let err = String::from_utf8_lossy(&mismatch.stderr);
-    assert!(err.contains("other.csv:1: header does not match table t") && err.contains("total"), "{err}");
+    assert!(
+        err.contains("other.csv:1: header does not match table t") && err.contains("total"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -149,19 +308,56 @@ fn produce_then_consume_and_queue_commands() {
     let dir = tempfile::tempdir().unwrap();
     let home = dir.path().join("home");
     let s = sample();
-    ok(&sluice(&home, &["produce", s.to_str().unwrap(), "--table", "employment", "--partition-by", "year(month)"]));
+    ok(&sluice(
+        &home,
+        &[
+            "produce",
+            s.to_str().unwrap(),
+            "--table",
+            "employment",
+            "--partition-by",
+            "year(month)",
+        ],
+    ));
     let stats = ok(&sluice(&home, &["queue", "stats"]));
-    assert!(stats.contains("queue employment: 1 visible, 0 in flight"), "{stats}");
-    ok(&sluice(&home, &["consume", "--table", "employment", "--once", "--visibility-timeout", "30"]));
+    assert!(
+        stats.contains("queue employment: 1 visible, 0 in flight"),
+        "{stats}"
+    );
+    ok(&sluice(
+        &home,
+        &[
+            "consume",
+            "--table",
+            "employment",
+            "--once",
+            "--visibility-timeout",
+            "30",
+        ],
+    ));
     let stats = ok(&sluice(&home, &["queue", "stats", "--queue", "employment"]));
     assert!(stats.contains("0 visible, 0 in flight"), "{stats}");
-    assert!(stats.contains("dead-letter queue employment_dlq: 0 message(s)"), "{stats}");
-    let csv = ok(&sluice(&home, &["query", "SELECT count(*) AS n FROM employment", "--format", "csv"]));
+    assert!(
+        stats.contains("dead-letter queue employment_dlq: 0 message(s)"),
+        "{stats}"
+    );
+    let csv = ok(&sluice(
+        &home,
+        &[
+            "query",
+            "SELECT count(*) AS n FROM employment",
+            "--format",
+            "csv",
+        ],
+    ));
     assert_eq!(csv, "n\n120\n");
     let tables = ok(&sluice(&home, &["catalog", "tables"]));
     assert!(tables.starts_with("employment\tfile://"), "{tables}");
     ok(&sluice(&home, &["queue", "purge", "--queue", "employment"]));
-    let help = ok(&Command::new(env!("CARGO_BIN_EXE_sluice")).arg("--help").output().unwrap());
+    let help = ok(&Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .arg("--help")
+        .output()
+        .unwrap());
     assert!(help.contains("Examples:"), "{help}");
 }
 
@@ -183,7 +379,12 @@ d = ds.dataset(lake, format="parquet", partitioning="hive")
 t = d.to_table()
 print(n, s, years, ty, ",".join(sorted(m[0] for m in meta)), t.num_rows, pc.sum(t["nonfarm"]).as_py())
 "#;
-    let out = Command::new(&python).arg("-c").arg(script).arg(&lake).output().expect("python");
+    let out = Command::new(&python)
+        .arg("-c")
+        .arg(script)
+        .arg(&lake)
+        .output()
+        .expect("python");
     assert!(
         out.status.success(),
         "{python} with duckdb and pyarrow is needed (bash .ci/run installs them): {}",

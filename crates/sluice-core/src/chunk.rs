@@ -67,7 +67,8 @@ pub fn compress(raw: &[u8], level: i32) -> Vec<u8> {
 /// Builds a message body. The returned string's length is the message size.
 pub fn encode(header: &ChunkHeader, compressed: &[u8]) -> String {
     let json = serde_json::to_string(header).expect("header serializes");
-    let mut s = String::with_capacity(MAGIC.len() + json.len() + 1 + compressed.len().div_ceil(3) * 4);
+    let mut s =
+        String::with_capacity(MAGIC.len() + json.len() + 1 + compressed.len().div_ceil(3) * 4);
     s.push_str(MAGIC);
     s.push_str(&json);
     s.push('\n');
@@ -90,17 +91,25 @@ const MAX_PAYLOAD: usize = 256 << 20;
 
 /// Decodes a chunk message into its header and the raw records.
 pub fn decode(body: &str) -> Result<(ChunkHeader, Vec<u8>)> {
-    let rest = body.strip_prefix(MAGIC).ok_or_else(|| Error::Undecodable("not a sluice chunk".into()))?;
-    let (json, b64) = rest.split_once('\n').ok_or_else(|| Error::Undecodable("chunk has no payload line".into()))?;
-    let header: ChunkHeader =
-        serde_json::from_str(json).map_err(|e| Error::Undecodable(format!("chunk header is not valid: {e}")))?;
-    let data = B64
-        .decode(b64.trim_end())
-        .map_err(|e| Error::Undecodable(format!("chunk {} payload is not base64: {e}", header.chunk)))?;
+    let rest = body
+        .strip_prefix(MAGIC)
+        .ok_or_else(|| Error::Undecodable("not a sluice chunk".into()))?;
+    let (json, b64) = rest
+        .split_once('\n')
+        .ok_or_else(|| Error::Undecodable("chunk has no payload line".into()))?;
+    let header: ChunkHeader = serde_json::from_str(json)
+        .map_err(|e| Error::Undecodable(format!("chunk header is not valid: {e}")))?;
+    let data = B64.decode(b64.trim_end()).map_err(|e| {
+        Error::Undecodable(format!("chunk {} payload is not base64: {e}", header.chunk))
+    })?;
     let raw = match header.codec {
         Codec::None => data,
-        Codec::Zstd => zstd::bulk::decompress(&data, MAX_PAYLOAD)
-            .map_err(|e| Error::Undecodable(format!("chunk {} payload does not decompress: {e}", header.chunk)))?,
+        Codec::Zstd => zstd::bulk::decompress(&data, MAX_PAYLOAD).map_err(|e| {
+            Error::Undecodable(format!(
+                "chunk {} payload does not decompress: {e}",
+                header.chunk
+            ))
+        })?,
     };
     Ok((header, raw))
 }
@@ -126,12 +135,18 @@ mod tests {
         let raw = b"1,2\n3,\"4\n5\"\n";
         let c = compress(raw, 3);
         let body = encode(&h, &c);
-        assert_eq!(body.len(), encoded_len(serde_json::to_string(&h).unwrap().len(), c.len()));
+        assert_eq!(
+            body.len(),
+            encoded_len(serde_json::to_string(&h).unwrap().len(), c.len())
+        );
         assert!(is_chunk(&body));
         let (h2, raw2) = decode(&body).unwrap();
         assert_eq!(h2, h);
         assert_eq!(raw2, raw);
         assert!(matches!(decode("{\"a\":1}"), Err(Error::Undecodable(_))));
-        assert!(matches!(decode(&body.replace("\n", "\n!!")), Err(Error::Undecodable(_))));
+        assert!(matches!(
+            decode(&body.replace("\n", "\n!!")),
+            Err(Error::Undecodable(_))
+        ));
     }
 }

@@ -30,7 +30,9 @@ use crate::partition::{DEFAULT_PARTITION, parse_partition_path};
 use crate::queue::{Queue, QueueExt, ReceiveOptions, ReceivedMessage, billed_units};
 use crate::rows::DecodedChunk;
 use crate::table::TableLayout;
-use crate::writer::{ParquetOptions, SpoolFile, quarantine_batch, quarantine_schema, upload, writer_properties};
+use crate::writer::{
+    ParquetOptions, SpoolFile, quarantine_batch, quarantine_schema, upload, writer_properties,
+};
 
 /// Partition key of quarantine files in the ledger.
 pub const QUARANTINE_PART: &str = "__quarantine__";
@@ -117,7 +119,10 @@ struct Held {
 }
 
 enum Incoming {
-    Message(ReceivedMessage, tokio::task::JoinHandle<Result<DecodedChunk>>),
+    Message(
+        ReceivedMessage,
+        tokio::task::JoinHandle<Result<DecodedChunk>>,
+    ),
     Empty,
     Failed(Error),
 }
@@ -148,7 +153,12 @@ impl Consumer {
     }
 
     /// Prepares a consumer: reads the table and its ledger.
-    pub async fn new(opts: ConsumerOptions, queue: Arc<dyn Queue>, catalog: Arc<dyn Catalog>, lake: Lake) -> Result<Self> {
+    pub async fn new(
+        opts: ConsumerOptions,
+        queue: Arc<dyn Queue>,
+        catalog: Arc<dyn Catalog>,
+        lake: Lake,
+    ) -> Result<Self> {
         let def = catalog.get_table(&opts.database, &opts.table).await?;
         let layout = Arc::new(TableLayout::from_def(&def)?);
         let ledger = Ledger::open(&lake, &opts.table, opts.writer_id.clone()).await?;
@@ -177,7 +187,10 @@ impl Consumer {
 
     /// Runs until the queue is drained (`once`) or `shutdown` completes; then commits what it
     /// holds and deletes the committed messages.
-    pub async fn run(mut self, shutdown: impl std::future::Future<Output = ()>) -> Result<ConsumerStats> {
+    pub async fn run(
+        mut self,
+        shutdown: impl std::future::Future<Output = ()>,
+    ) -> Result<ConsumerStats> {
         let (stop_tx, stop_rx) = watch::channel(false);
         let (tx, mut rx) = mpsc::channel::<Incoming>(16);
         let receiver = tokio::spawn(receive_loop(
@@ -185,7 +198,11 @@ impl Consumer {
             self.layout.clone(),
             ReceiveOptions {
                 max_messages: crate::queue::MAX_BATCH,
-                wait: if self.opts.once { self.opts.wait.min(Duration::from_secs(1)) } else { self.opts.wait },
+                wait: if self.opts.once {
+                    self.opts.wait.min(Duration::from_secs(1))
+                } else {
+                    self.opts.wait
+                },
                 visibility_timeout: Some(self.visibility),
             },
             tx,
@@ -268,7 +285,11 @@ impl Consumer {
     /// Whether nothing is left to receive: no visible message and no message in flight except
     /// the ones this consumer holds.
     async fn drained(&self) -> Result<bool> {
-        if self.producer_done.as_ref().is_some_and(|d| !d.load(std::sync::atomic::Ordering::SeqCst)) {
+        if self
+            .producer_done
+            .as_ref()
+            .is_some_and(|d| !d.load(std::sync::atomic::Ordering::SeqCst))
+        {
             return Ok(false);
         }
         let s = self.queue.stats().await?;
@@ -290,18 +311,28 @@ impl Consumer {
         };
         self.stats.rows_in += d.rows_in;
         let chunk = d.chunk.clone();
-        let held = self.held.entry(m.message_id.clone()).or_insert_with(|| Held {
-            receipt: m.receipt.clone(),
-            chunk: chunk.clone(),
-            waiting: HashSet::new(),
-        });
+        let held = self
+            .held
+            .entry(m.message_id.clone())
+            .or_insert_with(|| Held {
+                receipt: m.receipt.clone(),
+                chunk: chunk.clone(),
+                waiting: HashSet::new(),
+            });
         held.receipt = m.receipt.clone();
         let mut touched = Vec::new();
-        let mut parts: Vec<(String, FileKind, arrow::array::RecordBatch)> =
-            d.parts.into_iter().map(|(p, b)| (p, FileKind::Data, b)).collect();
+        let mut parts: Vec<(String, FileKind, arrow::array::RecordBatch)> = d
+            .parts
+            .into_iter()
+            .map(|(p, b)| (p, FileKind::Data, b))
+            .collect();
         if !d.quarantine.is_empty() {
             self.stats.rows_quarantined += d.quarantine.len() as u64;
-            parts.push((QUARANTINE_PART.to_string(), FileKind::Quarantine, quarantine_batch(&self.opts.table, &d.quarantine)?));
+            parts.push((
+                QUARANTINE_PART.to_string(),
+                FileKind::Quarantine,
+                quarantine_batch(&self.opts.table, &d.quarantine)?,
+            ));
         }
         for (part, kind, batch) in parts {
             let n = batch.num_rows() as u64;
@@ -310,7 +341,11 @@ impl Consumer {
                 continue;
             }
             let held = self.held.get_mut(&m.message_id).expect("held");
-            if self.files.get(&part).is_some_and(|f| f.chunks.contains(&chunk)) {
+            if self
+                .files
+                .get(&part)
+                .is_some_and(|f| f.chunks.contains(&chunk))
+            {
                 // Delivered again while its rows wait in our open file.
                 self.stats.rows_duplicate += n;
                 held.waiting.insert(part);
@@ -318,9 +353,25 @@ impl Consumer {
             }
             held.waiting.insert(part.clone());
             if !self.files.contains_key(&part) {
-                let schema = if kind == FileKind::Quarantine { quarantine_schema() } else { self.layout.file_schema.clone() };
-                let spool = SpoolFile::create(&self.opts.spool_dir, schema, self.props.clone(), &self.opts.parquet)?;
-                self.files.insert(part.clone(), OpenFile { spool, chunks: HashSet::new(), kind });
+                let schema = if kind == FileKind::Quarantine {
+                    quarantine_schema()
+                } else {
+                    self.layout.file_schema.clone()
+                };
+                let spool = SpoolFile::create(
+                    &self.opts.spool_dir,
+                    schema,
+                    self.props.clone(),
+                    &self.opts.parquet,
+                )?;
+                self.files.insert(
+                    part.clone(),
+                    OpenFile {
+                        spool,
+                        chunks: HashSet::new(),
+                        kind,
+                    },
+                );
             }
             let f = self.files.get_mut(&part).expect("open file");
             tokio::task::block_in_place(|| f.spool.write(&batch))?;
@@ -330,7 +381,11 @@ impl Consumer {
             }
             touched.push(part);
         }
-        if self.held.get(&m.message_id).is_some_and(|h| h.waiting.is_empty()) {
+        if self
+            .held
+            .get(&m.message_id)
+            .is_some_and(|h| h.waiting.is_empty())
+        {
             let h = self.held.remove(&m.message_id).expect("held");
             self.delete(vec![h.receipt]).await?;
         }
@@ -354,7 +409,9 @@ impl Consumer {
             if total <= self.opts.memory_budget {
                 return Ok(());
             }
-            let Some(f) = self.files.values_mut().max_by_key(|f| f.spool.buffered()) else { return Ok(()) };
+            let Some(f) = self.files.values_mut().max_by_key(|f| f.spool.buffered()) else {
+                return Ok(());
+            };
             tokio::task::block_in_place(|| f.spool.flush_row_group())?;
         }
     }
@@ -364,7 +421,9 @@ impl Consumer {
     async fn flush(&mut self, parts: Vec<String>) -> Result<()> {
         let mut closed = Vec::new();
         for p in parts {
-            let Some(mut f) = self.files.remove(&p) else { continue };
+            let Some(mut f) = self.files.remove(&p) else {
+                continue;
+            };
             let size = tokio::task::block_in_place(|| f.spool.finish())?;
             closed.push((p, f, size));
         }
@@ -381,12 +440,19 @@ impl Consumer {
             retry("upload", || upload(&self.lake, &f.spool.local, &dest)).await?;
             draft.add.push(DataFile {
                 path: dest,
-                partition: if f.kind == FileKind::Data { p.clone() } else { String::new() },
+                partition: if f.kind == FileKind::Data {
+                    p.clone()
+                } else {
+                    String::new()
+                },
                 rows: f.spool.rows,
                 bytes: *size,
                 kind: f.kind,
             });
-            draft.chunks.extend(f.chunks.iter().map(|c| ChunkPart { chunk: c.clone(), partition: p.clone() }));
+            draft.chunks.extend(f.chunks.iter().map(|c| ChunkPart {
+                chunk: c.clone(),
+                partition: p.clone(),
+            }));
         }
         let added: Vec<String> = draft.add.iter().map(|a| a.path.clone()).collect();
         let commit = match self.commit_with_retry(draft).await {
@@ -426,8 +492,14 @@ impl Consumer {
             chunk_parts = commit.chunks.len(),
             "committed"
         );
-        self.register_partitions(&closed.iter().filter(|(_, f, _)| f.kind == FileKind::Data).map(|(p, _, _)| p.clone()).collect::<Vec<_>>())
-            .await;
+        self.register_partitions(
+            &closed
+                .iter()
+                .filter(|(_, f, _)| f.kind == FileKind::Data)
+                .map(|(p, _, _)| p.clone())
+                .collect::<Vec<_>>(),
+        )
+        .await;
         let mut done = Vec::new();
         for (p, f, _) in &closed {
             for (id, h) in self.held.iter_mut() {
@@ -444,7 +516,11 @@ impl Consumer {
         }
         done.sort();
         done.dedup();
-        let receipts: Vec<String> = done.iter().filter_map(|id| self.held.remove(id)).map(|h| h.receipt).collect();
+        let receipts: Vec<String> = done
+            .iter()
+            .filter_map(|id| self.held.remove(id))
+            .map(|h| h.receipt)
+            .collect();
         self.delete(receipts).await
     }
 
@@ -469,7 +545,11 @@ impl Consumer {
             return;
         }
         let defs = partition_defs(&self.def, self.ledger.state(), parts);
-        if let Err(e) = self.catalog.upsert_partitions(&self.opts.database, &self.opts.table, &defs).await {
+        if let Err(e) = self
+            .catalog
+            .upsert_partitions(&self.opts.database, &self.opts.table, &defs)
+            .await
+        {
             warn!(error = %e, "catalog partition update failed; run `sluice repair` to re-sync");
         }
     }
@@ -495,7 +575,11 @@ impl Consumer {
             return;
         }
         let receipts: Vec<String> = self.held.values().map(|h| h.receipt.clone()).collect();
-        match self.queue.change_visibility_all(&receipts, self.visibility).await {
+        match self
+            .queue
+            .change_visibility_all(&receipts, self.visibility)
+            .await
+        {
             Ok(failed) => {
                 for f in &failed {
                     debug!(code = %f.code, "heartbeat: message no longer held");
@@ -513,33 +597,51 @@ impl Consumer {
             f.spool.discard();
         }
         let receipts: Vec<String> = self.held.drain().map(|(_, h)| h.receipt).collect();
-        if !receipts.is_empty() {
-            if let Err(e) = self.queue.change_visibility_all(&receipts, Duration::ZERO).await {
-                warn!(error = %e, "could not release held messages; they return after their visibility timeout");
-            }
+        if !receipts.is_empty()
+            && let Err(e) = self
+                .queue
+                .change_visibility_all(&receipts, Duration::ZERO)
+                .await
+        {
+            warn!(error = %e, "could not release held messages; they return after their visibility timeout");
         }
     }
 }
 
 /// Catalog entries for partition directories, with statistics from the ledger.
-pub fn partition_defs(def: &TableDef, state: &crate::ledger::LedgerState, parts: &[String]) -> Vec<PartitionDef> {
+pub fn partition_defs(
+    def: &TableDef,
+    state: &crate::ledger::LedgerState,
+    parts: &[String],
+) -> Vec<PartitionDef> {
     let loc = def.location.trim_end_matches('/');
     parts
         .iter()
         .map(|p| {
             let (mut files, mut rows, mut bytes) = (0u64, 0u64, 0u64);
-            for f in state.files.values().filter(|f| f.kind == FileKind::Data && &f.partition == p) {
+            for f in state
+                .files
+                .values()
+                .filter(|f| f.kind == FileKind::Data && &f.partition == p)
+            {
                 files += 1;
                 rows += f.rows;
                 bytes += f.bytes;
             }
-            let values = parse_partition_path(p).into_iter().map(|(_, v)| v.unwrap_or_else(|| DEFAULT_PARTITION.to_string())).collect();
+            let values = parse_partition_path(p)
+                .into_iter()
+                .map(|(_, v)| v.unwrap_or_else(|| DEFAULT_PARTITION.to_string()))
+                .collect();
             let mut parameters = std::collections::BTreeMap::new();
             parameters.insert("numFiles".to_string(), files.to_string());
             parameters.insert("numRows".to_string(), rows.to_string());
             parameters.insert("totalSize".to_string(), bytes.to_string());
             parameters.insert(PARAM_LEDGER_VERSION.to_string(), state.version.to_string());
-            PartitionDef { values, location: format!("{loc}/{p}/"), parameters }
+            PartitionDef {
+                values,
+                location: format!("{loc}/{p}/"),
+                parameters,
+            }
         })
         .collect()
 }
@@ -590,7 +692,9 @@ async fn receive_loop(
                 for m in msgs {
                     let layout = layout.clone();
                     let (body, id) = (m.body.clone(), m.message_id.clone());
-                    let h = tokio::task::spawn_blocking(move || crate::decode::decode_message(&layout, &body, &id));
+                    let h = tokio::task::spawn_blocking(move || {
+                        crate::decode::decode_message(&layout, &body, &id)
+                    });
                     if tx.send(Incoming::Message(m, h)).await.is_err() {
                         return (calls, empties, units);
                     }

@@ -10,7 +10,7 @@
 
 use std::io::Read;
 
-use memchr::{memchr, memchr2, memchr_iter};
+use memchr::{memchr, memchr_iter, memchr2};
 
 use crate::error::{Error, Result};
 
@@ -38,7 +38,11 @@ fn default_quote() -> u8 {
 
 impl Default for CsvFormat {
     fn default() -> Self {
-        CsvFormat { delimiter: b',', quote: b'"', null_values: Vec::new() }
+        CsvFormat {
+            delimiter: b',',
+            quote: b'"',
+            null_values: Vec::new(),
+        }
     }
 }
 
@@ -77,11 +81,17 @@ fn scan_record(buf: &[u8], delimiter: u8, quote: u8) -> Scan {
     let mut newlines = 0u64;
     loop {
         let Some(off) = memchr2(quote, b'\n', &buf[i..]) else {
-            return Scan::Incomplete { in_quote: false, quote_newlines: 0 };
+            return Scan::Incomplete {
+                in_quote: false,
+                quote_newlines: 0,
+            };
         };
         let j = i + off;
         if buf[j] == b'\n' {
-            return Scan::Complete { end: j + 1, newlines: newlines + 1 };
+            return Scan::Complete {
+                end: j + 1,
+                newlines: newlines + 1,
+            };
         }
         // A quote: it opens a quoted section only at the start of a field.
         let at_field_start = j == 0 || buf[j - 1] == delimiter;
@@ -93,12 +103,18 @@ fn scan_record(buf: &[u8], delimiter: u8, quote: u8) -> Scan {
         let mut k = j + 1;
         loop {
             let Some(q) = memchr(quote, &buf[k..]).map(|o| k + o) else {
-                return Scan::Incomplete { in_quote: true, quote_newlines: opened_at };
+                return Scan::Incomplete {
+                    in_quote: true,
+                    quote_newlines: opened_at,
+                };
             };
             newlines += memchr_iter(b'\n', &buf[k..q]).count() as u64;
             if q + 1 >= buf.len() {
                 // Cannot tell a closing quote from the first half of a doubled one yet.
-                return Scan::Incomplete { in_quote: true, quote_newlines: opened_at };
+                return Scan::Incomplete {
+                    in_quote: true,
+                    quote_newlines: opened_at,
+                };
             }
             if buf[q + 1] == quote {
                 k = q + 2;
@@ -207,12 +223,18 @@ impl<R: Read> RecordReader<R> {
                     Scan::Complete { end, newlines } => {
                         let rec = &self.buf[self.start..self.start + end];
                         out.extend_from_slice(rec);
-                        let span = RecordSpan { line: self.line, len: end };
+                        let span = RecordSpan {
+                            line: self.line,
+                            len: end,
+                        };
                         self.line += newlines;
                         self.start += end;
                         return Ok(Some(span));
                     }
-                    Scan::Incomplete { in_quote, quote_newlines } if self.eof => {
+                    Scan::Incomplete {
+                        in_quote,
+                        quote_newlines,
+                    } if self.eof => {
                         if self.start == self.end {
                             return Ok(None);
                         }
@@ -226,7 +248,10 @@ impl<R: Read> RecordReader<R> {
                         let rec = &self.buf[self.start..self.end];
                         out.extend_from_slice(rec);
                         out.push(b'\n');
-                        let span = RecordSpan { line: self.line, len: rec.len() + 1 };
+                        let span = RecordSpan {
+                            line: self.line,
+                            len: rec.len() + 1,
+                        };
                         self.line += 1;
                         self.start = self.end;
                         return Ok(Some(span));
@@ -246,14 +271,15 @@ impl<R: Read> RecordReader<R> {
 #[derive(Debug, Default)]
 pub struct FieldSplitter {
     data: Vec<u8>,
-    ends: Vec<usize>,
+    /// (start, end) of each field in `data`.
+    bounds: Vec<(usize, usize)>,
 }
 
 impl FieldSplitter {
     /// Splits one record (as produced by [`RecordReader`], trailing newline optional).
     pub fn split(&mut self, record: &[u8], delimiter: u8, quote: u8) {
         self.data.clear();
-        self.ends.clear();
+        self.bounds.clear();
         let mut rec = record;
         if let [head @ .., b'\n'] = rec {
             rec = head;
@@ -264,12 +290,17 @@ impl FieldSplitter {
         if memchr(quote, rec).is_none() {
             // Fast path: no quoting anywhere.
             self.data.extend_from_slice(rec);
-            self.ends.extend(memchr_iter(delimiter, rec));
-            self.ends.push(rec.len());
+            let mut start = 0;
+            for d in memchr_iter(delimiter, rec) {
+                self.bounds.push((start, d));
+                start = d + 1;
+            }
+            self.bounds.push((start, rec.len()));
             return;
         }
         let mut i = 0;
         loop {
+            let field_start = self.data.len();
             if i < rec.len() && rec[i] == quote {
                 i += 1;
                 loop {
@@ -295,12 +326,12 @@ impl FieldSplitter {
             match memchr(delimiter, &rec[i..]) {
                 Some(off) => {
                     self.data.extend_from_slice(&rec[i..i + off]);
-                    self.ends.push(self.data.len());
+                    self.bounds.push((field_start, self.data.len()));
                     i += off + 1;
                 }
                 None => {
                     self.data.extend_from_slice(&rec[i..]);
-                    self.ends.push(self.data.len());
+                    self.bounds.push((field_start, self.data.len()));
                     return;
                 }
             }
@@ -309,19 +340,19 @@ impl FieldSplitter {
 
     /// Number of fields in the last split record.
     pub fn len(&self) -> usize {
-        self.ends.len()
+        self.bounds.len()
     }
 
     /// Whether the last split record had no fields (never true after a split).
     pub fn is_empty(&self) -> bool {
-        self.ends.is_empty()
+        self.bounds.is_empty()
     }
 
     /// Field `i` of the last split record.
     #[inline]
     pub fn field(&self, i: usize) -> &[u8] {
-        let start = if i == 0 { 0 } else { self.ends[i - 1] };
-        &self.data[start..self.ends[i]]
+        let (start, end) = self.bounds[i];
+        &self.data[start..end]
     }
 }
 
@@ -332,14 +363,28 @@ pub fn parse_header(record: &[u8], format: &CsvFormat, file: &str) -> Result<Vec
     let mut names = Vec::with_capacity(sp.len());
     for i in 0..sp.len() {
         let name = std::str::from_utf8(sp.field(i))
-            .map_err(|_| Error::invalid_at(file, Some(1), format!("header field {} is not valid UTF-8", i + 1)))?
+            .map_err(|_| {
+                Error::invalid_at(
+                    file,
+                    Some(1),
+                    format!("header field {} is not valid UTF-8", i + 1),
+                )
+            })?
             .trim()
             .to_string();
         if name.is_empty() {
-            return Err(Error::invalid_at(file, Some(1), format!("header field {} is empty", i + 1)));
+            return Err(Error::invalid_at(
+                file,
+                Some(1),
+                format!("header field {} is empty", i + 1),
+            ));
         }
         if names.contains(&name) {
-            return Err(Error::invalid_at(file, Some(1), format!("header names column {name:?} twice")));
+            return Err(Error::invalid_at(
+                file,
+                Some(1),
+                format!("header names column {name:?} twice"),
+            ));
         }
         names.push(name);
     }
@@ -372,7 +417,9 @@ mod tests {
     fn fields(rec: &[u8]) -> Vec<String> {
         let mut sp = FieldSplitter::default();
         sp.split(rec, b',', b'"');
-        (0..sp.len()).map(|i| String::from_utf8(sp.field(i).to_vec()).unwrap()).collect()
+        (0..sp.len())
+            .map(|i| String::from_utf8(sp.field(i).to_vec()).unwrap())
+            .collect()
     }
 
     #[test]
@@ -401,7 +448,10 @@ mod tests {
     fn unterminated_quote_names_the_opening_line() {
         let err = records(b"a,b\n1,2\n3,\"open\nmore\n", 5).unwrap_err();
         let msg = err.to_string();
-        assert!(msg.starts_with("t.csv:3: unterminated quoted field"), "{msg}");
+        assert!(
+            msg.starts_with("t.csv:3: unterminated quoted field"),
+            "{msg}"
+        );
     }
 
     #[test]
@@ -414,8 +464,21 @@ mod tests {
     #[test]
     fn header_errors() {
         let f = CsvFormat::default();
-        assert!(parse_header(b"a,,b\n", &f, "x.csv").unwrap_err().to_string().contains("x.csv:1: header field 2 is empty"));
-        assert!(parse_header(b"a,b,a\n", &f, "x.csv").unwrap_err().to_string().contains("twice"));
-        assert_eq!(parse_header(b"a, b \n", &f, "x.csv").unwrap(), vec!["a", "b"]);
+        assert!(
+            parse_header(b"a,,b\n", &f, "x.csv")
+                .unwrap_err()
+                .to_string()
+                .contains("x.csv:1: header field 2 is empty")
+        );
+        assert!(
+            parse_header(b"a,b,a\n", &f, "x.csv")
+                .unwrap_err()
+                .to_string()
+                .contains("twice")
+        );
+        assert_eq!(
+            parse_header(b"a, b \n", &f, "x.csv").unwrap(),
+            vec!["a", "b"]
+        );
     }
 }

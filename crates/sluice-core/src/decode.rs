@@ -19,7 +19,9 @@ pub fn decode_message(layout: &TableLayout, body: &str, message_id: &str) -> Res
             )));
         }
         return crate::rows::decode_chunk(layout, &header, &raw).map_err(|e| match e {
-            Error::InvalidInput { .. } => Error::Undecodable(format!("chunk {}: {e}", header.chunk)),
+            Error::InvalidInput { .. } => {
+                Error::Undecodable(format!("chunk {}: {e}", header.chunk))
+            }
             other => other,
         });
     }
@@ -31,17 +33,35 @@ pub fn decode_message(layout: &TableLayout, body: &str, message_id: &str) -> Res
         add_json_lines(&mut typer, layout, body, &source, &chunk_id);
     } else {
         let pos: Vec<usize> = (0..layout.source_columns.len()).collect();
-        add_csv_records(&mut typer, body.as_bytes(), &CsvFormat::default(), 1, &pos, &source, &chunk_id);
+        add_csv_records(
+            &mut typer,
+            body.as_bytes(),
+            &CsvFormat::default(),
+            1,
+            &pos,
+            &source,
+            &chunk_id,
+        );
     }
     typer.finish(&chunk_id)
 }
 
-fn add_json_lines(typer: &mut RowTyper<'_>, layout: &TableLayout, body: &str, source: &str, chunk: &str) {
+fn add_json_lines(
+    typer: &mut RowTyper<'_>,
+    layout: &TableLayout,
+    body: &str,
+    source: &str,
+    chunk: &str,
+) {
     // One JSON object (possibly spanning lines), or one object per line.
     let docs: Vec<(u64, &str)> = if serde_json::from_str::<serde_json::Value>(body).is_ok() {
         vec![(1, body)]
     } else {
-        body.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()).map(|(i, l)| (i as u64 + 1, l)).collect()
+        body.lines()
+            .enumerate()
+            .filter(|(_, l)| !l.trim().is_empty())
+            .map(|(i, l)| (i as u64 + 1, l))
+            .collect()
     };
     for (line, doc) in docs {
         let obj = match serde_json::from_str::<serde_json::Value>(doc) {
@@ -51,14 +71,29 @@ fn add_json_lines(typer: &mut RowTyper<'_>, layout: &TableLayout, body: &str, so
                 continue;
             }
             Err(e) => {
-                typer.reject(reject(source, line, doc, format!("invalid JSON: {e}"), chunk));
+                typer.reject(reject(
+                    source,
+                    line,
+                    doc,
+                    format!("invalid JSON: {e}"),
+                    chunk,
+                ));
                 continue;
             }
         };
-        let unknown: Vec<&String> = obj.keys().filter(|k| !layout.source_columns.iter().any(|c| &c.name == *k)).collect();
+        let unknown: Vec<&String> = obj
+            .keys()
+            .filter(|k| !layout.source_columns.iter().any(|c| &c.name == *k))
+            .collect();
         if !unknown.is_empty() {
             let names: Vec<&str> = unknown.iter().map(|s| s.as_str()).collect();
-            typer.reject(reject(source, line, doc, format!("keys not in the table: {}", names.join(", ")), chunk));
+            typer.reject(reject(
+                source,
+                line,
+                doc,
+                format!("keys not in the table: {}", names.join(", ")),
+                chunk,
+            ));
             continue;
         }
         let texts: Vec<Option<String>> = layout
@@ -70,11 +105,23 @@ fn add_json_lines(typer: &mut RowTyper<'_>, layout: &TableLayout, body: &str, so
                 Some(v) => Some(v.to_string()),
             })
             .collect();
-        typer.add_row(|i| texts[i].as_deref().map(str::as_bytes), line, doc.as_bytes(), source, chunk);
+        typer.add_row(
+            |i| texts[i].as_deref().map(str::as_bytes),
+            line,
+            doc.as_bytes(),
+            source,
+            chunk,
+        );
     }
 }
 
-fn reject(source: &str, line: u64, raw: &str, reason: String, chunk: &str) -> crate::rows::QuarantineRow {
+fn reject(
+    source: &str,
+    line: u64,
+    raw: &str,
+    reason: String,
+    chunk: &str,
+) -> crate::rows::QuarantineRow {
     crate::rows::QuarantineRow {
         source: source.to_string(),
         line,

@@ -23,7 +23,11 @@ pub enum Error {
 
     /// Input data is wrong. `file` and `line` name where, when known.
     #[error("{}", fmt_input(.file, .line, .message))]
-    InvalidInput { file: Option<String>, line: Option<u64>, message: String },
+    InvalidInput {
+        file: Option<String>,
+        line: Option<u64>,
+        message: String,
+    },
 
     /// A setting, flag or configuration file is wrong.
     #[error("invalid configuration: {0}")]
@@ -43,7 +47,11 @@ pub enum Error {
 
     /// The local queue or catalog database failed.
     #[error("database error at {path}: {source}")]
-    Database { path: PathBuf, #[source] source: rusqlite::Error },
+    Database {
+        path: PathBuf,
+        #[source]
+        source: rusqlite::Error,
+    },
 
     /// Object storage (the lake) failed.
     #[error("object store: {0}")]
@@ -59,7 +67,11 @@ pub enum Error {
 
     /// A local file could not be read or written.
     #[error("{path}: {source}")]
-    Io { path: PathBuf, #[source] source: std::io::Error },
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
 
     /// A background task panicked or was cancelled.
     #[error("task failed: {0}")]
@@ -78,16 +90,31 @@ fn fmt_input(file: &Option<String>, line: &Option<u64>, message: &str) -> String
 impl Error {
     /// An [`Error::InvalidInput`] without a location.
     pub fn invalid(message: impl Into<String>) -> Self {
-        Error::InvalidInput { file: None, line: None, message: message.into() }
+        Error::InvalidInput {
+            file: None,
+            line: None,
+            message: message.into(),
+        }
     }
 
     /// An [`Error::InvalidInput`] at a file and line.
-    pub fn invalid_at(file: impl Into<String>, line: Option<u64>, message: impl Into<String>) -> Self {
-        Error::InvalidInput { file: Some(file.into()), line, message: message.into() }
+    pub fn invalid_at(
+        file: impl Into<String>,
+        line: Option<u64>,
+        message: impl Into<String>,
+    ) -> Self {
+        Error::InvalidInput {
+            file: Some(file.into()),
+            line,
+            message: message.into(),
+        }
     }
 
     pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
-        Error::Io { path: path.into(), source }
+        Error::Io {
+            path: path.into(),
+            source,
+        }
     }
 
     /// Whether retrying the same operation later may succeed.
@@ -110,7 +137,9 @@ impl Error {
             ),
             Error::Io { source, .. } => matches!(
                 source.kind(),
-                std::io::ErrorKind::Interrupted | std::io::ErrorKind::TimedOut | std::io::ErrorKind::WouldBlock
+                std::io::ErrorKind::Interrupted
+                    | std::io::ErrorKind::TimedOut
+                    | std::io::ErrorKind::WouldBlock
             ),
             _ => false,
         }

@@ -66,10 +66,30 @@ impl Home {
     }
 
     /// Creates (if needed) the queue `name` with a dead-letter queue.
-    pub async fn ensure_queue(queues: &EmbeddedQueues, name: &str, settings: &QueueSettings) -> Result<()> {
+    pub async fn ensure_queue(
+        queues: &EmbeddedQueues,
+        name: &str,
+        settings: &QueueSettings,
+    ) -> Result<()> {
         let dlq = dead_letter_name(name);
-        queues.create_queue(&dlq, &QueueSettings { dead_letter_queue: None, ..settings.clone() }).await?;
-        queues.create_queue(name, &QueueSettings { dead_letter_queue: Some(dlq), ..settings.clone() }).await
+        queues
+            .create_queue(
+                &dlq,
+                &QueueSettings {
+                    dead_letter_queue: None,
+                    ..settings.clone()
+                },
+            )
+            .await?;
+        queues
+            .create_queue(
+                name,
+                &QueueSettings {
+                    dead_letter_queue: Some(dlq),
+                    ..settings.clone()
+                },
+            )
+            .await
     }
 
     /// Opens the embedded queue `queue` (creating it and its dead-letter queue), the catalog and
@@ -79,7 +99,12 @@ impl Home {
     }
 
     /// Like [`Home::open`], with a lake URL and queue settings.
-    pub async fn open_with(&self, queue: &str, lake_url: Option<&str>, settings: &QueueSettings) -> Result<Backends> {
+    pub async fn open_with(
+        &self,
+        queue: &str,
+        lake_url: Option<&str>,
+        settings: &QueueSettings,
+    ) -> Result<Backends> {
         std::fs::create_dir_all(&self.root).map_err(|e| Error::io(&self.root, e))?;
         let queues = self.queues()?;
         Self::ensure_queue(&queues, queue, settings).await?;
@@ -89,7 +114,12 @@ impl Home {
             Some(u) => Lake::from_url(u)?,
             None => Lake::local(&self.lake_dir())?,
         };
-        Ok(Backends { queues, queue: Arc::new(q), catalog: Arc::new(catalog), lake })
+        Ok(Backends {
+            queues,
+            queue: Arc::new(q),
+            catalog: Arc::new(catalog),
+            lake,
+        })
     }
 
     /// Claims a private spool directory for a consumer, and removes the spools of consumers
@@ -112,7 +142,8 @@ impl Home {
         std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
         let lock_path = dir.join("lock");
         let lock = File::create(&lock_path).map_err(|e| Error::io(&lock_path, e))?;
-        lock.try_lock().map_err(|e| Error::Task(format!("cannot lock {}: {e}", lock_path.display())))?;
+        lock.try_lock()
+            .map_err(|e| Error::Task(format!("cannot lock {}: {e}", lock_path.display())))?;
         Ok(SpoolClaim { dir, _lock: lock })
     }
 }

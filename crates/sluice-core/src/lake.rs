@@ -29,7 +29,8 @@ impl Lake {
     pub fn local(dir: &std::path::Path) -> Result<Self> {
         std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
         let abs = std::fs::canonicalize(dir).map_err(|e| Error::io(dir, e))?;
-        let url = Url::from_directory_path(&abs).map_err(|_| Error::Config(format!("{} is not an absolute path", abs.display())))?;
+        let url = Url::from_directory_path(&abs)
+            .map_err(|_| Error::Config(format!("{} is not an absolute path", abs.display())))?;
         Self::from_url_with_store(url, Arc::new(object_store::local::LocalFileSystem::new()))
     }
 
@@ -39,17 +40,24 @@ impl Lake {
         let url = parse_dir_url(url)?;
         match url.scheme() {
             "file" => {
-                let p = url.to_file_path().map_err(|_| Error::Config(format!("bad file URL {url}")))?;
+                let p = url
+                    .to_file_path()
+                    .map_err(|_| Error::Config(format!("bad file URL {url}")))?;
                 Self::local(&p)
             }
-            "memory" => Self::from_url_with_store(url, Arc::new(object_store::memory::InMemory::new())),
-            other => Err(Error::Config(format!("lake URL scheme {other:?} is not supported by this build (use file:// or a local path)"))),
+            "memory" => {
+                Self::from_url_with_store(url, Arc::new(object_store::memory::InMemory::new()))
+            }
+            other => Err(Error::Config(format!(
+                "lake URL scheme {other:?} is not supported by this build (use file:// or a local path)"
+            ))),
         }
     }
 
     /// A lake at `url` on a store the caller built.
     pub fn from_url_with_store(url: Url, store: Arc<dyn ObjectStore>) -> Result<Self> {
-        let root = Path::from_url_path(url.path()).map_err(|e| Error::Config(format!("lake URL {url}: {e}")))?;
+        let root = Path::from_url_path(url.path())
+            .map_err(|e| Error::Config(format!("lake URL {url}: {e}")))?;
         Ok(Lake { store, root, url })
     }
 
@@ -103,7 +111,8 @@ pub fn parse_dir_url(s: &str) -> Result<Url> {
             let p = std::path::Path::new(s);
             std::fs::create_dir_all(p).map_err(|e| Error::io(p, e))?;
             let abs = std::fs::canonicalize(p).map_err(|e| Error::io(p, e))?;
-            Url::from_directory_path(&abs).map_err(|_| Error::Config(format!("bad lake path {s:?}")))?
+            Url::from_directory_path(&abs)
+                .map_err(|_| Error::Config(format!("bad lake path {s:?}")))?
         }
     };
     if !url.path().ends_with('/') {

@@ -77,7 +77,9 @@ pub struct LedgerState {
 impl LedgerState {
     /// Whether the rows of `chunk` in `partition` are committed.
     pub fn has_part(&self, chunk: &str, partition: &str) -> bool {
-        self.chunk_parts.get(chunk).is_some_and(|p| p.contains(partition))
+        self.chunk_parts
+            .get(chunk)
+            .is_some_and(|p| p.contains(partition))
     }
 
     /// Whether any part of `chunk` is committed.
@@ -98,7 +100,10 @@ impl LedgerState {
             self.files.insert(f.path.clone(), f.clone());
         }
         for cp in &c.chunks {
-            self.chunk_parts.entry(cp.chunk.clone()).or_default().insert(cp.partition.clone());
+            self.chunk_parts
+                .entry(cp.chunk.clone())
+                .or_default()
+                .insert(cp.partition.clone());
         }
         self.commit_ids.insert(c.id.clone(), c.version);
         self.version = c.version;
@@ -129,7 +134,12 @@ fn version_of(name: &str) -> Option<u64> {
 impl Ledger {
     /// Opens the ledger of `table` and reads it.
     pub async fn open(lake: &Lake, table: &str, writer: impl Into<String>) -> Result<Self> {
-        let mut l = Ledger { lake: lake.clone(), dir: Lake::ledger_dir(table), writer: writer.into(), state: LedgerState::default() };
+        let mut l = Ledger {
+            lake: lake.clone(),
+            dir: Lake::ledger_dir(table),
+            writer: writer.into(),
+            state: LedgerState::default(),
+        };
         l.refresh().await?;
         Ok(l)
     }
@@ -153,7 +163,11 @@ impl Ledger {
         versions.sort_unstable();
         for v in versions {
             if v != self.state.version + 1 {
-                return Err(Error::Config(format!("ledger {} has no commit {} before {v}", self.dir, self.state.version + 1)));
+                return Err(Error::Config(format!(
+                    "ledger {} has no commit {} before {v}",
+                    self.dir,
+                    self.state.version + 1
+                )));
             }
             let path = self.lake.path(&format!("{}{:020}.json", self.dir, v));
             let bytes = self.lake.store.get(&path).await?.bytes().await?;
@@ -174,9 +188,14 @@ impl Ledger {
                 // An earlier attempt landed although its reply was lost.
                 let path = self.lake.path(&format!("{}{:020}.json", self.dir, v));
                 let bytes = self.lake.store.get(&path).await?.bytes().await?;
-                return serde_json::from_slice(&bytes).map_err(|e| Error::Config(format!("ledger commit {path} is corrupt: {e}")));
+                return serde_json::from_slice(&bytes)
+                    .map_err(|e| Error::Config(format!("ledger commit {path} is corrupt: {e}")));
             }
-            if let Some(cp) = draft.chunks.iter().find(|cp| self.state.has_part(&cp.chunk, &cp.partition)) {
+            if let Some(cp) = draft
+                .chunks
+                .iter()
+                .find(|cp| self.state.has_part(&cp.chunk, &cp.partition))
+            {
                 return Err(Error::Conflict(format!(
                     "chunk {} partition {:?} is already committed",
                     cp.chunk, cp.partition
@@ -191,10 +210,20 @@ impl Ledger {
                 remove: draft.remove.clone(),
                 chunks: draft.chunks.clone(),
             };
-            let path = self.lake.path(&format!("{}{:020}.json", self.dir, commit.version));
+            let path = self
+                .lake
+                .path(&format!("{}{:020}.json", self.dir, commit.version));
             let body = serde_json::to_vec(&commit).expect("commit serializes");
-            let opts = PutOptions { mode: PutMode::Create, ..Default::default() };
-            match self.lake.store.put_opts(&path, PutPayload::from(body), opts).await {
+            let opts = PutOptions {
+                mode: PutMode::Create,
+                ..Default::default()
+            };
+            match self
+                .lake
+                .store
+                .put_opts(&path, PutPayload::from(body), opts)
+                .await
+            {
                 Ok(_) => {
                     self.state.apply(&commit);
                     return Ok(commit);

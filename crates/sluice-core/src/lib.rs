@@ -48,7 +48,9 @@ pub const DEFAULT_DATABASE: &str = "sluice";
 
 /// An id for this process's commits: host, process id and a random suffix.
 pub fn writer_id() -> String {
-    let host = std::fs::read_to_string("/etc/hostname").map(|s| s.trim().to_string()).unwrap_or_else(|_| "host".into());
+    let host = std::fs::read_to_string("/etc/hostname")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_else(|_| "host".into());
     let rand = uuid::Uuid::new_v4().simple().to_string();
     format!("{host}-{}-{}", std::process::id(), &rand[..8])
 }

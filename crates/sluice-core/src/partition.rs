@@ -41,7 +41,11 @@ impl PartitionSpec {
     /// Parses `year(col)`, `month(col)`, `day(col)` or a plain column name.
     pub fn parse(s: &str) -> Result<Self> {
         let s = s.trim();
-        let bad = || Error::Config(format!("--partition-by {s:?}: expected year(COL), month(COL), day(COL) or COL"));
+        let bad = || {
+            Error::Config(format!(
+                "--partition-by {s:?}: expected year(COL), month(COL), day(COL) or COL"
+            ))
+        };
         if let Some(open) = s.find('(') {
             let inner = s[open + 1..].strip_suffix(')').ok_or_else(bad)?.trim();
             let transform = match s[..open].trim().to_ascii_lowercase().as_str() {
@@ -53,11 +57,17 @@ impl PartitionSpec {
             if inner.is_empty() {
                 return Err(bad());
             }
-            Ok(PartitionSpec { source: inner.to_string(), transform })
+            Ok(PartitionSpec {
+                source: inner.to_string(),
+                transform,
+            })
         } else if s.is_empty() || s.contains(')') {
             Err(bad())
         } else {
-            Ok(PartitionSpec { source: s.to_string(), transform: Transform::Identity })
+            Ok(PartitionSpec {
+                source: s.to_string(),
+                transform: Transform::Identity,
+            })
         }
     }
 
@@ -80,13 +90,20 @@ impl PartitionSpec {
 
     /// Checks the spec against a table's columns and returns the source column.
     pub fn resolve<'a>(&self, columns: &'a [Column]) -> Result<&'a Column> {
-        let col = columns.iter().find(|c| c.name == self.source).ok_or_else(|| {
-            Error::Config(format!(
-                "partition column {:?} is not a column of the table (columns: {})",
-                self.source,
-                columns.iter().map(|c| c.name.as_str()).collect::<Vec<_>>().join(", ")
-            ))
-        })?;
+        let col = columns
+            .iter()
+            .find(|c| c.name == self.source)
+            .ok_or_else(|| {
+                Error::Config(format!(
+                    "partition column {:?} is not a column of the table (columns: {})",
+                    self.source,
+                    columns
+                        .iter()
+                        .map(|c| c.name.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ))
+            })?;
         if self.transform != Transform::Identity {
             for p in self.partition_columns(col.ty) {
                 if columns.iter().any(|c| c.name == p.name) {
@@ -96,11 +113,21 @@ impl PartitionSpec {
                     )));
                 }
             }
-            if matches!(col.ty, ColumnType::Boolean | ColumnType::Int64 | ColumnType::Float64) {
-                return Err(Error::Config(format!("{self}: column {:?} is {}, not a date", col.name, col.ty.name())));
+            if matches!(
+                col.ty,
+                ColumnType::Boolean | ColumnType::Int64 | ColumnType::Float64
+            ) {
+                return Err(Error::Config(format!(
+                    "{self}: column {:?} is {}, not a date",
+                    col.name,
+                    col.ty.name()
+                )));
             }
         } else if matches!(col.ty, ColumnType::Float64) {
-            return Err(Error::Config(format!("cannot partition by floating-point column {:?}", col.name)));
+            return Err(Error::Config(format!(
+                "cannot partition by floating-point column {:?}",
+                col.name
+            )));
         }
         Ok(col)
     }
@@ -143,7 +170,7 @@ impl PartitionSpec {
         out.push('=');
         match value {
             None => out.push_str(DEFAULT_PARTITION),
-            Some(v) if v.is_empty() => out.push_str(DEFAULT_PARTITION),
+            Some("") => out.push_str(DEFAULT_PARTITION),
             Some(v) => {
                 let e = escape_path_name(v);
                 if e.len() > MAX_SEGMENT {
@@ -176,7 +203,10 @@ pub fn escape_path_name(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for c in s.chars() {
         let esc = c.is_control()
-            || matches!(c, '"' | '#' | '%' | '\'' | '*' | '/' | ':' | '=' | '?' | '\\' | '{' | '[' | ']' | '^');
+            || matches!(
+                c,
+                '"' | '#' | '%' | '\'' | '*' | '/' | ':' | '=' | '?' | '\\' | '{' | '[' | ']' | '^'
+            );
         if esc {
             let mut buf = [0u8; 4];
             for b in c.encode_utf8(&mut buf).bytes() {
@@ -200,13 +230,15 @@ pub fn unescape_path_name(s: &str) -> String {
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;
     while i < b.len() {
-        if b[i] == b'%' && i + 2 < b.len() {
-            if b[i + 1].is_ascii_hexdigit() && b[i + 2].is_ascii_hexdigit() {
-                let hex = |c: u8| (c as char).to_digit(16).unwrap_or(0) as u8;
-                out.push(hex(b[i + 1]) * 16 + hex(b[i + 2]));
-                i += 3;
-                continue;
-            }
+        if b[i] == b'%'
+            && i + 2 < b.len()
+            && b[i + 1].is_ascii_hexdigit()
+            && b[i + 2].is_ascii_hexdigit()
+        {
+            let hex = |c: u8| (c as char).to_digit(16).unwrap_or(0) as u8;
+            out.push(hex(b[i + 1]) * 16 + hex(b[i + 2]));
+            i += 3;
+            continue;
         }
         out.push(b[i]);
         i += 1;
@@ -221,7 +253,11 @@ pub fn parse_partition_path(path: &str) -> Vec<(String, Option<String>)> {
         .filter(|s| !s.is_empty())
         .filter_map(|seg| {
             let (k, v) = seg.split_once('=')?;
-            let v = if v == DEFAULT_PARTITION { None } else { Some(unescape_path_name(v)) };
+            let v = if v == DEFAULT_PARTITION {
+                None
+            } else {
+                Some(unescape_path_name(v))
+            };
             Some((unescape_path_name(k), v))
         })
         .collect()
@@ -234,9 +270,21 @@ mod tests {
 
     #[test]
     fn parse_specs() {
-        assert_eq!(PartitionSpec::parse("year(month)").unwrap(), PartitionSpec { source: "month".into(), transform: Transform::Year });
-        assert_eq!(PartitionSpec::parse(" Day( ts ) ").unwrap().transform, Transform::Day);
-        assert_eq!(PartitionSpec::parse("country").unwrap().transform, Transform::Identity);
+        assert_eq!(
+            PartitionSpec::parse("year(month)").unwrap(),
+            PartitionSpec {
+                source: "month".into(),
+                transform: Transform::Year
+            }
+        );
+        assert_eq!(
+            PartitionSpec::parse(" Day( ts ) ").unwrap().transform,
+            Transform::Day
+        );
+        assert_eq!(
+            PartitionSpec::parse("country").unwrap().transform,
+            Transform::Identity
+        );
         for bad in ["", "year(", "year()", "week(x)", "x)"] {
             assert!(PartitionSpec::parse(bad).is_err(), "{bad}");
         }
@@ -246,12 +294,21 @@ mod tests {
     fn date_paths() {
         let d = Temporal::Date(NaiveDate::from_ymd_opt(2024, 3, 9).unwrap());
         let mut s = String::new();
-        PartitionSpec::parse("year(x)").unwrap().path_for_date(Some(d), &mut s);
+        PartitionSpec::parse("year(x)")
+            .unwrap()
+            .path_for_date(Some(d), &mut s);
         assert_eq!(s, "year=2024");
-        PartitionSpec::parse("day(x)").unwrap().path_for_date(Some(d), &mut s);
+        PartitionSpec::parse("day(x)")
+            .unwrap()
+            .path_for_date(Some(d), &mut s);
         assert_eq!(s, "year=2024/month=3/day=9");
-        PartitionSpec::parse("month(x)").unwrap().path_for_date(None, &mut s);
-        assert_eq!(s, "year=__HIVE_DEFAULT_PARTITION__/month=__HIVE_DEFAULT_PARTITION__");
+        PartitionSpec::parse("month(x)")
+            .unwrap()
+            .path_for_date(None, &mut s);
+        assert_eq!(
+            s,
+            "year=__HIVE_DEFAULT_PARTITION__/month=__HIVE_DEFAULT_PARTITION__"
+        );
     }
 
     #[test]
@@ -264,18 +321,43 @@ mod tests {
             assert!(p.starts_with("c="));
             assert_ne!(&p[2..], "..");
             assert_ne!(&p[2..], ".");
-            assert_eq!(parse_partition_path(&p), vec![("c".to_string(), Some(v.to_string()))]);
+            assert_eq!(
+                parse_partition_path(&p),
+                vec![("c".to_string(), Some(v.to_string()))]
+            );
         }
         assert!(spec.path_for_value(Some(&"x".repeat(300))).is_err());
-        assert_eq!(spec.path_for_value(Some("")).unwrap(), "c=__HIVE_DEFAULT_PARTITION__");
+        assert_eq!(
+            spec.path_for_value(Some("")).unwrap(),
+            "c=__HIVE_DEFAULT_PARTITION__"
+        );
     }
 
     #[test]
     fn resolve_checks_columns() {
-        let cols = vec![Column::new("d", ColumnType::Date), Column::new("year", ColumnType::Int64), Column::new("n", ColumnType::Int64)];
-        assert!(PartitionSpec::parse("year(d)").unwrap().resolve(&cols).is_err());
-        assert!(PartitionSpec::parse("year(n)").unwrap().resolve(&cols).is_err());
-        assert!(PartitionSpec::parse("year(zz)").unwrap().resolve(&cols).is_err());
+        let cols = vec![
+            Column::new("d", ColumnType::Date),
+            Column::new("year", ColumnType::Int64),
+            Column::new("n", ColumnType::Int64),
+        ];
+        assert!(
+            PartitionSpec::parse("year(d)")
+                .unwrap()
+                .resolve(&cols)
+                .is_err()
+        );
+        assert!(
+            PartitionSpec::parse("year(n)")
+                .unwrap()
+                .resolve(&cols)
+                .is_err()
+        );
+        assert!(
+            PartitionSpec::parse("year(zz)")
+                .unwrap()
+                .resolve(&cols)
+                .is_err()
+        );
         assert!(PartitionSpec::parse("n").unwrap().resolve(&cols).is_ok());
     }
 }

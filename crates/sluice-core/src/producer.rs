@@ -103,23 +103,38 @@ pub struct Producer {
 }
 
 fn open(path: &Path) -> Result<File> {
-    File::open(path).map_err(|e| Error::invalid_at(path.display().to_string(), None, format!("cannot open: {e}")))
+    File::open(path).map_err(|e| {
+        Error::invalid_at(
+            path.display().to_string(),
+            None,
+            format!("cannot open: {e}"),
+        )
+    })
 }
 
+/// Sample rows: one value per column, `None` for NULL.
+type SampleRows = Vec<Vec<Option<String>>>;
+
 /// Reads a file's header and up to `n` sample records.
-fn sample(path: &Path, format: &CsvFormat, n: usize) -> Result<(Vec<String>, Vec<Vec<Option<String>>>)> {
+fn sample(path: &Path, format: &CsvFormat, n: usize) -> Result<(Vec<String>, SampleRows)> {
     let name = path.display().to_string();
     let mut r = RecordReader::new(open(path)?, &name, format);
     let mut rec = Vec::new();
     if r.next_into(&mut rec)?.is_none() {
-        return Err(Error::invalid_at(&name, Some(1), "file is empty: expected a header line"));
+        return Err(Error::invalid_at(
+            &name,
+            Some(1),
+            "file is empty: expected a header line",
+        ));
     }
     let header = parse_header(&rec, format, &name)?;
     let mut sp = FieldSplitter::default();
     let mut rows = Vec::new();
     while rows.len() < n {
         rec.clear();
-        let Some(_) = r.next_into(&mut rec)? else { break };
+        let Some(_) = r.next_into(&mut rec)? else {
+            break;
+        };
         sp.split(&rec, format.delimiter, format.quote);
         if sp.len() != header.len() {
             continue;
@@ -128,7 +143,11 @@ fn sample(path: &Path, format: &CsvFormat, n: usize) -> Result<(Vec<String>, Vec
             (0..sp.len())
                 .map(|i| {
                     let f = sp.field(i);
-                    if format.is_null(f) { None } else { std::str::from_utf8(f).ok().map(str::to_string) }
+                    if format.is_null(f) {
+                        None
+                    } else {
+                        std::str::from_utf8(f).ok().map(str::to_string)
+                    }
                 })
                 .collect(),
         );
@@ -137,16 +156,28 @@ fn sample(path: &Path, format: &CsvFormat, n: usize) -> Result<(Vec<String>, Vec
 }
 
 impl Producer {
-    pub fn new(queue: Arc<dyn Queue>, catalog: Arc<dyn Catalog>, opts: ProducerOptions) -> Result<Self> {
+    pub fn new(
+        queue: Arc<dyn Queue>,
+        catalog: Arc<dyn Catalog>,
+        opts: ProducerOptions,
+    ) -> Result<Self> {
         opts.format.validate()?;
         crate::schema::validate_name("table", &opts.table)?;
-        Ok(Producer { queue, catalog, opts })
+        Ok(Producer {
+            queue,
+            catalog,
+            opts,
+        })
     }
 
     /// Returns the table, creating it from `first_file` (declared or inferred schema) if needed.
     pub async fn ensure_table(&self, first_file: &Path) -> Result<TableDef> {
         use crate::catalog::CatalogExt;
-        match self.catalog.get_table(&self.opts.database, &self.opts.table).await {
+        match self
+            .catalog
+            .get_table(&self.opts.database, &self.opts.table)
+            .await
+        {
             Ok(t) => return Ok(t),
             Err(Error::NotFound { .. }) => {}
             Err(e) => return Err(e),
@@ -180,37 +211,61 @@ impl Producer {
             Err(Error::AlreadyExists { .. }) => {}
             Err(e) => return Err(e),
         }
-        self.catalog.get_table(&self.opts.database, &self.opts.table).await
+        self.catalog
+            .get_table(&self.opts.database, &self.opts.table)
+            .await
     }
 
     /// Produces files in order. Stops at the first file with an error; everything sent before
     /// the error stays sent.
-    pub async fn produce(&self, files: &[impl AsRef<Path>], progress: Option<Progress>) -> Result<ProduceStats> {
-        let first = files.first().ok_or_else(|| Error::invalid("no input files"))?;
+    pub async fn produce(
+        &self,
+        files: &[impl AsRef<Path>],
+        progress: Option<Progress>,
+    ) -> Result<ProduceStats> {
+        let first = files
+            .first()
+            .ok_or_else(|| Error::invalid("no input files"))?;
         for f in files {
             if !f.as_ref().is_file() {
-                return Err(Error::invalid_at(f.as_ref().display().to_string(), None, "no such file"));
+                return Err(Error::invalid_at(
+                    f.as_ref().display().to_string(),
+                    None,
+                    "no such file",
+                ));
             }
         }
         let def = self.ensure_table(first.as_ref()).await?;
         let layout = TableLayout::from_def(&def)?;
         let mut total = ProduceStats::default();
         for f in files {
-            let s = self.produce_file(&layout, f.as_ref(), progress.clone()).await?;
+            let s = self
+                .produce_file(&layout, f.as_ref(), progress.clone())
+                .await?;
             total.add(&s);
         }
         Ok(total)
     }
 
-    async fn produce_file(&self, layout: &TableLayout, path: &Path, progress: Option<Progress>) -> Result<ProduceStats> {
+    async fn produce_file(
+        &self,
+        layout: &TableLayout,
+        path: &Path,
+        progress: Option<Progress>,
+    ) -> Result<ProduceStats> {
         let limit = self.queue.max_message_bytes();
         let (tx, mut rx) = mpsc::channel::<String>(8);
         let name = path.display().to_string();
         let reader = {
             let (layout, path, opts) = (layout.clone(), path.to_path_buf(), self.opts.clone());
-            tokio::task::spawn_blocking(move || chunk_file(&layout, &path, &opts, limit, tx, progress))
+            tokio::task::spawn_blocking(move || {
+                chunk_file(&layout, &path, &opts, limit, tx, progress)
+            })
         };
-        let mut stats = ProduceStats { files: 1, ..Default::default() };
+        let mut stats = ProduceStats {
+            files: 1,
+            ..Default::default()
+        };
         let mut inflight = FuturesUnordered::new();
         let mut batch: Vec<String> = Vec::new();
         let mut batch_bytes = 0usize;
@@ -226,7 +281,10 @@ impl Producer {
         loop {
             let next = rx.recv().await;
             let flush = match &next {
-                Some(body) => !batch.is_empty() && (batch.len() == MAX_BATCH || batch_bytes + body.len() > limit),
+                Some(body) => {
+                    !batch.is_empty()
+                        && (batch.len() == MAX_BATCH || batch_bytes + body.len() > limit)
+                }
                 None => !batch.is_empty(),
             };
             if flush {
@@ -320,7 +378,9 @@ struct Chunker<'a> {
 impl Chunker<'_> {
     fn max_compressed(&self) -> usize {
         // encoded_len(header_len, c) <= limit, with the header growing a little with the id.
-        let room = self.limit.saturating_sub(crate::chunk::MAGIC.len() + self.header_len + 1 + 128);
+        let room = self
+            .limit
+            .saturating_sub(crate::chunk::MAGIC.len() + self.header_len + 1 + 128);
         room / 4 * 3
     }
 
@@ -334,8 +394,18 @@ impl Chunker<'_> {
             if spans.len() == 1 {
                 let (line, _) = spans[0];
                 let raw = String::from_utf8_lossy(&buf[..buf.len().min(4096)]).into_owned();
-                let reason = format!("record of {} bytes does not fit in a message of {} bytes", buf.len(), self.limit);
-                return self.send(line, 0, Codec::Zstd, &compress(b"", self.level), vec![Reject { line, raw, reason }]);
+                let reason = format!(
+                    "record of {} bytes does not fit in a message of {} bytes",
+                    buf.len(),
+                    self.limit
+                );
+                return self.send(
+                    line,
+                    0,
+                    Codec::Zstd,
+                    &compress(b"", self.level),
+                    vec![Reject { line, raw, reason }],
+                );
             }
             let mid = spans.len() / 2;
             let split: usize = spans[..mid].iter().map(|s| s.1).sum();
@@ -344,13 +414,27 @@ impl Chunker<'_> {
         }
         // Aim the next chunk at 90% of the room, given this chunk's ratio.
         let ratio = buf.len() as f64 / compressed.len().max(1) as f64;
-        self.target = ((self.max_compressed() as f64 * ratio * 0.9) as usize).clamp(64 * 1024, 64 << 20);
+        self.target =
+            ((self.max_compressed() as f64 * ratio * 0.9) as usize).clamp(64 * 1024, 64 << 20);
         let id_hash = xxhash_rust::xxh3::xxh3_64(buf);
         self.header.chunk = format!("{}-{}-{id_hash:016x}", self.fp, self.index);
-        self.send(spans[0].0, spans.len() as u64, Codec::Zstd, &compressed, Vec::new())
+        self.send(
+            spans[0].0,
+            spans.len() as u64,
+            Codec::Zstd,
+            &compressed,
+            Vec::new(),
+        )
     }
 
-    fn send(&mut self, first_line: u64, rows: u64, codec: Codec, payload: &[u8], rejects: Vec<Reject>) -> Result<()> {
+    fn send(
+        &mut self,
+        first_line: u64,
+        rows: u64,
+        codec: Codec,
+        payload: &[u8],
+        rejects: Vec<Reject>,
+    ) -> Result<()> {
         if !rejects.is_empty() {
             self.rejected += rejects.len() as u64;
             let id_hash = xxhash_rust::xxh3::xxh3_64(rejects[0].raw.as_bytes());
@@ -364,7 +448,9 @@ impl Chunker<'_> {
         let body = encode(&self.header, payload);
         debug_assert!(body.len() <= self.limit || !self.header.rejects.is_empty());
         let _ = encoded_len;
-        self.tx.blocking_send(body).map_err(|_| Error::Task("sender stopped".into()))
+        self.tx
+            .blocking_send(body)
+            .map_err(|_| Error::Task("sender stopped".into()))
     }
 }
 
@@ -382,7 +468,11 @@ fn chunk_file(
     let mut reader = RecordReader::new(open(path)?, &name, &opts.format);
     let mut rec = Vec::new();
     if reader.next_into(&mut rec)?.is_none() {
-        return Err(Error::invalid_at(&name, Some(1), "file is empty: expected a header line"));
+        return Err(Error::invalid_at(
+            &name,
+            Some(1),
+            "file is empty: expected a header line",
+        ));
     }
     let columns = parse_header(&rec, &opts.format, &name)?;
     layout.map_header(&columns, &name)?;
@@ -399,10 +489,23 @@ fn chunk_file(
         rejects: Vec::new(),
     };
     let header_len = serde_json::to_string(&header).map(|s| s.len()).unwrap_or(0);
-    let mut ch = Chunker { header, header_len, limit, level: opts.zstd_level, fp, index: 0, target: 0, tx: &tx, rejected: 0 };
+    let mut ch = Chunker {
+        header,
+        header_len,
+        limit,
+        level: opts.zstd_level,
+        fp,
+        index: 0,
+        target: 0,
+        tx: &tx,
+        rejected: 0,
+    };
     ch.target = (ch.max_compressed() * 4).max(64 * 1024);
     if ch.max_compressed() < 1024 {
-        return Err(Error::Config(format!("queue message limit of {limit} bytes is too small for a chunk of table {}", opts.table)));
+        return Err(Error::Config(format!(
+            "queue message limit of {limit} bytes is too small for a chunk of table {}",
+            opts.table
+        )));
     }
     let mut buf: Vec<u8> = Vec::with_capacity(ch.target + 4096);
     let mut spans: Vec<(u64, usize)> = Vec::new();

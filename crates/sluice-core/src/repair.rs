@@ -30,10 +30,19 @@ pub struct RepairReport {
 }
 
 /// Repairs one table.
-pub async fn repair(lake: &Lake, catalog: &dyn Catalog, database: &str, table: &str, grace: Duration) -> Result<RepairReport> {
+pub async fn repair(
+    lake: &Lake,
+    catalog: &dyn Catalog,
+    database: &str,
+    table: &str,
+    grace: Duration,
+) -> Result<RepairReport> {
     let ledger = Ledger::open(lake, table, "repair").await?;
     let state = ledger.state();
-    let mut report = RepairReport { ledger_version: state.version, ..Default::default() };
+    let mut report = RepairReport {
+        ledger_version: state.version,
+        ..Default::default()
+    };
     let now = chrono::Utc::now();
     for dir in [Lake::table_dir(table), Lake::quarantine_dir(table)] {
         let prefix = lake.path(&dir);
@@ -41,16 +50,25 @@ pub async fn repair(lake: &Lake, catalog: &dyn Catalog, database: &str, table: &
         let root = format!("{}/", lake.root);
         for m in objects {
             let full = m.location.to_string();
-            let rel = if lake.root.as_ref().is_empty() { full.clone() } else { full.strip_prefix(&root).unwrap_or(&full).to_string() };
+            let rel = if lake.root.as_ref().is_empty() {
+                full.clone()
+            } else {
+                full.strip_prefix(&root).unwrap_or(&full).to_string()
+            };
             if rel.contains("/_sluice/") || state.files.contains_key(&rel) {
                 continue;
             }
             let name = m.location.filename().unwrap_or_default();
             // Only sluice's own data files and multipart leftovers.
-            if !(name.starts_with("part-") && (name.ends_with(".parquet") || name.contains(".parquet#"))) {
+            if !(name.starts_with("part-")
+                && (name.ends_with(".parquet") || name.contains(".parquet#")))
+            {
                 continue;
             }
-            let age = now.signed_duration_since(m.last_modified).to_std().unwrap_or_default();
+            let age = now
+                .signed_duration_since(m.last_modified)
+                .to_std()
+                .unwrap_or_default();
             if age < grace {
                 report.kept_recent += 1;
                 continue;
@@ -60,8 +78,12 @@ pub async fn repair(lake: &Lake, catalog: &dyn Catalog, database: &str, table: &
         }
     }
     if let Ok(def) = catalog.get_table(database, table).await {
-        let mut parts: Vec<String> =
-            state.files.values().filter(|f| f.kind == FileKind::Data).map(|f| f.partition.clone()).collect();
+        let mut parts: Vec<String> = state
+            .files
+            .values()
+            .filter(|f| f.kind == FileKind::Data)
+            .map(|f| f.partition.clone())
+            .collect();
         parts.sort();
         parts.dedup();
         let defs = partition_defs(&def, state, &parts);

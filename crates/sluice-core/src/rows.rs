@@ -5,8 +5,8 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use arrow::array::{
-    ArrayRef, BooleanBuilder, Date32Builder, Float64Builder, Int64Builder, RecordBatch, StringBuilder,
-    TimestampMicrosecondBuilder, UInt32Array,
+    ArrayRef, BooleanBuilder, Date32Builder, Float64Builder, Int64Builder, RecordBatch,
+    StringBuilder, TimestampMicrosecondBuilder, UInt32Array,
 };
 use arrow::compute::take_record_batch;
 use chrono::NaiveTime;
@@ -15,7 +15,9 @@ use crate::chunk::ChunkHeader;
 use crate::csv::{CsvFormat, FieldSplitter};
 use crate::error::Result;
 use crate::partition::Transform;
-use crate::schema::{ColumnType, Temporal, date_to_days, parse_bool, parse_f64, parse_i64, parse_temporal};
+use crate::schema::{
+    ColumnType, Temporal, date_to_days, parse_bool, parse_f64, parse_i64, parse_temporal,
+};
 use crate::table::TableLayout;
 
 /// Longest raw text kept for a quarantined row.
@@ -95,11 +97,15 @@ impl<'l> RowTyper<'l> {
                 ColumnType::Int64 => Col::I64(Int64Builder::with_capacity(capacity)),
                 ColumnType::Float64 => Col::F64(Float64Builder::with_capacity(capacity)),
                 ColumnType::Date => Col::Date(Date32Builder::with_capacity(capacity)),
-                ColumnType::Timestamp => Col::Ts(TimestampMicrosecondBuilder::with_capacity(capacity)),
-                ColumnType::TimestampTz => {
-                    Col::Ts(TimestampMicrosecondBuilder::with_capacity(capacity).with_timezone("UTC"))
+                ColumnType::Timestamp => {
+                    Col::Ts(TimestampMicrosecondBuilder::with_capacity(capacity))
                 }
-                ColumnType::String => Col::Str(StringBuilder::with_capacity(capacity, capacity * 8)),
+                ColumnType::TimestampTz => Col::Ts(
+                    TimestampMicrosecondBuilder::with_capacity(capacity).with_timezone("UTC"),
+                ),
+                ColumnType::String => {
+                    Col::Str(StringBuilder::with_capacity(capacity, capacity * 8))
+                }
             })
             .collect();
         RowTyper {
@@ -138,7 +144,9 @@ impl<'l> RowTyper<'l> {
                     if let Some(fi) = self.layout.file_index[i] {
                         let v = self.vals[i];
                         let text = match v {
-                            Val::Str => field(i).map(|b| std::str::from_utf8(b).unwrap_or_default()),
+                            Val::Str => {
+                                field(i).map(|b| std::str::from_utf8(b).unwrap_or_default())
+                            }
                             _ => None,
                         };
                         push_val(&mut self.cols[fi], v, text);
@@ -166,15 +174,27 @@ impl<'l> RowTyper<'l> {
         for (i, col) in layout.source_columns.iter().enumerate() {
             let Some(bytes) = field(i) else { continue };
             let s = std::str::from_utf8(bytes).map_err(|e| {
-                format!("column {:?}: invalid UTF-8 at byte {}", col.name, e.valid_up_to())
+                format!(
+                    "column {:?}: invalid UTF-8 at byte {}",
+                    col.name,
+                    e.valid_up_to()
+                )
             })?;
-            let bad = |what: &str| format!("column {:?}: cannot parse {:?} as {what}", col.name, clip(s));
+            let bad = |what: &str| {
+                format!(
+                    "column {:?}: cannot parse {:?} as {what}",
+                    col.name,
+                    clip(s)
+                )
+            };
             let is_partition_source = i == layout.partition_source;
             let v = match col.ty {
                 ColumnType::String => Val::Str,
                 ColumnType::Int64 => Val::I64(parse_i64(s.trim()).ok_or_else(|| bad("int64"))?),
                 ColumnType::Float64 => Val::F64(parse_f64(s.trim()).ok_or_else(|| bad("float64"))?),
-                ColumnType::Boolean => Val::Bool(parse_bool(s.trim()).ok_or_else(|| bad("boolean"))?),
+                ColumnType::Boolean => {
+                    Val::Bool(parse_bool(s.trim()).ok_or_else(|| bad("boolean"))?)
+                }
                 ColumnType::Date | ColumnType::Timestamp | ColumnType::TimestampTz => {
                     match parse_temporal(s, layout.date_format.as_deref()) {
                         Some(t) => {
@@ -215,9 +235,14 @@ impl<'l> RowTyper<'l> {
             self.vals[i] = v;
         }
         let path = match layout.spec.transform {
-            Transform::Identity => layout.spec.path_for_value(identity_value.as_deref()).map_err(|e| e.to_string())?,
+            Transform::Identity => layout
+                .spec
+                .path_for_value(identity_value.as_deref())
+                .map_err(|e| e.to_string())?,
             _ => {
-                layout.spec.path_for_date(partition_date, &mut self.path_buf);
+                layout
+                    .spec
+                    .path_for_date(partition_date, &mut self.path_buf);
                 std::mem::take(&mut self.path_buf)
             }
         };
@@ -271,7 +296,12 @@ impl<'l> RowTyper<'l> {
             }
             out
         };
-        Ok(DecodedChunk { chunk: chunk.to_string(), parts, quarantine: self.quarantine, rows_in: self.rows_in })
+        Ok(DecodedChunk {
+            chunk: chunk.to_string(),
+            parts,
+            quarantine: self.quarantine,
+            rows_in: self.rows_in,
+        })
     }
 }
 
@@ -312,7 +342,11 @@ fn truncate_raw(raw: &[u8]) -> String {
 }
 
 /// Decodes the records of a sluice chunk.
-pub fn decode_chunk(layout: &TableLayout, header: &ChunkHeader, raw: &[u8]) -> Result<DecodedChunk> {
+pub fn decode_chunk(
+    layout: &TableLayout,
+    header: &ChunkHeader,
+    raw: &[u8],
+) -> Result<DecodedChunk> {
     let map = layout.map_header(&header.columns, &header.source)?;
     // inverse: source column index -> header position
     let mut pos_of_col = vec![usize::MAX; layout.source_columns.len()];
@@ -329,7 +363,15 @@ pub fn decode_chunk(layout: &TableLayout, header: &ChunkHeader, raw: &[u8]) -> R
             chunk: header.chunk.clone(),
         });
     }
-    add_csv_records(&mut typer, raw, &header.format, header.first_line, &pos_of_col, &header.source, &header.chunk);
+    add_csv_records(
+        &mut typer,
+        raw,
+        &header.format,
+        header.first_line,
+        &pos_of_col,
+        &header.source,
+        &header.chunk,
+    );
     typer.finish(&header.chunk)
 }
 

@@ -33,7 +33,9 @@ impl ColumnType {
             ColumnType::Float64 => DataType::Float64,
             ColumnType::Date => DataType::Date32,
             ColumnType::Timestamp => DataType::Timestamp(TimeUnit::Microsecond, None),
-            ColumnType::TimestampTz => DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
+            ColumnType::TimestampTz => {
+                DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into()))
+            }
             ColumnType::String => DataType::Utf8,
         }
     }
@@ -88,7 +90,10 @@ pub struct Column {
 
 impl Column {
     pub fn new(name: impl Into<String>, ty: ColumnType) -> Self {
-        Column { name: name.into(), ty }
+        Column {
+            name: name.into(),
+            ty,
+        }
     }
 }
 
@@ -112,11 +117,15 @@ pub fn validate_name(kind: &str, name: &str) -> Result<()> {
 pub fn validate_column_name(name: &str) -> Result<()> {
     let ok = !name.is_empty()
         && name.len() <= 255
-        && !name.chars().any(|c| c.is_control() || matches!(c, '/' | '=' | '`' | '"'));
+        && !name
+            .chars()
+            .any(|c| c.is_control() || matches!(c, '/' | '=' | '`' | '"'));
     if ok {
         Ok(())
     } else {
-        Err(Error::invalid(format!("column name {name:?} is not valid (control characters, '/', '=', '`' and '\"' are not allowed)")))
+        Err(Error::invalid(format!(
+            "column name {name:?} is not valid (control characters, '/', '=', '`' and '\"' are not allowed)"
+        )))
     }
 }
 
@@ -130,7 +139,10 @@ pub fn fingerprint(columns: &[Column]) -> String {
 /// column was added read as NULL.
 pub fn arrow_schema(columns: &[Column]) -> SchemaRef {
     Arc::new(Schema::new(
-        columns.iter().map(|c| Field::new(&c.name, c.ty.arrow_type(), true)).collect::<Vec<_>>(),
+        columns
+            .iter()
+            .map(|c| Field::new(&c.name, c.ty.arrow_type(), true))
+            .collect::<Vec<_>>(),
     ))
 }
 
@@ -149,7 +161,9 @@ impl Temporal {
         match self {
             Temporal::Date(d) => d,
             Temporal::Naive(t) => t.date(),
-            Temporal::Zoned(us) => DateTime::from_timestamp_micros(us).map(|t| t.date_naive()).unwrap_or_default(),
+            Temporal::Zoned(us) => DateTime::from_timestamp_micros(us)
+                .map(|t| t.date_naive())
+                .unwrap_or_default(),
         }
     }
 }
@@ -185,7 +199,11 @@ pub fn parse_iso(s: &str) -> Option<Temporal> {
     if !(sep == b'-' || sep == b'/') || b[7] != sep {
         return None;
     }
-    let date = NaiveDate::from_ymd_opt(digits(&b[0..4])? as i32, digits(&b[5..7])?, digits(&b[8..10])?)?;
+    let date = NaiveDate::from_ymd_opt(
+        digits(&b[0..4])? as i32,
+        digits(&b[5..7])?,
+        digits(&b[8..10])?,
+    )?;
     if b.len() == 10 {
         return Some(Temporal::Date(date));
     }
@@ -275,7 +293,8 @@ pub fn parse_bool(s: &str) -> Option<bool> {
 pub fn parse_f64(s: &str) -> Option<f64> {
     let b = s.as_bytes();
     let ok = !b.is_empty()
-        && b.iter().all(|c| c.is_ascii_digit() || matches!(c, b'+' | b'-' | b'.' | b'e' | b'E'))
+        && b.iter()
+            .all(|c| c.is_ascii_digit() || matches!(c, b'+' | b'-' | b'.' | b'e' | b'E'))
         && b.iter().any(|c| c.is_ascii_digit());
     if !ok {
         return None;
@@ -303,7 +322,15 @@ struct Candidates {
 
 impl Candidates {
     fn all() -> Self {
-        Candidates { seen: 0, boolean: true, int: true, float: true, date: true, naive: true, zoned: true }
+        Candidates {
+            seen: 0,
+            boolean: true,
+            int: true,
+            float: true,
+            date: true,
+            naive: true,
+            zoned: true,
+        }
     }
 
     fn observe(&mut self, v: &str, date_format: Option<&str>) {
@@ -311,14 +338,13 @@ impl Candidates {
         if self.boolean && parse_bool(v).is_none() {
             self.boolean = false;
         }
-        if self.int {
-            // "007" stays text: identifiers and codes lose meaning as numbers.
-            let leading_zero = v.len() > 1 && (v.starts_with('0') || v.starts_with("-0"));
-            if leading_zero || v.starts_with('+') || parse_i64(v).is_none() {
-                self.int = false;
-            }
+        // "007" stays text: identifiers, codes and zip codes lose meaning as numbers.
+        let digits = v.strip_prefix('-').unwrap_or(v).as_bytes();
+        let leading_zero = digits.len() > 1 && digits[0] == b'0' && digits[1].is_ascii_digit();
+        if self.int && (leading_zero || v.starts_with('+') || parse_i64(v).is_none()) {
+            self.int = false;
         }
-        if self.float && parse_f64(v).is_none() {
+        if self.float && (leading_zero || parse_f64(v).is_none()) {
             self.float = false;
         }
         if self.date || self.naive || self.zoned {
@@ -374,7 +400,11 @@ pub struct SchemaInference {
 impl SchemaInference {
     pub fn new(names: Vec<String>, date_format: Option<String>) -> Self {
         let cands = vec![Candidates::all(); names.len()];
-        SchemaInference { names, cands, date_format }
+        SchemaInference {
+            names,
+            cands,
+            date_format,
+        }
     }
 
     /// Observes a value of column `i`.
@@ -385,7 +415,14 @@ impl SchemaInference {
 
     /// The inferred columns.
     pub fn finish(self) -> Vec<Column> {
-        self.names.into_iter().zip(self.cands).map(|(name, c)| Column { name, ty: c.decide() }).collect()
+        self.names
+            .into_iter()
+            .zip(self.cands)
+            .map(|(name, c)| Column {
+                name,
+                ty: c.decide(),
+            })
+            .collect()
     }
 }
 
@@ -400,8 +437,14 @@ mod tests {
         assert_eq!(parse_iso("2024/02/29"), Some(Temporal::Date(d)));
         assert_eq!(parse_iso("2023-02-29"), None);
         let t = parse_iso("2024-02-29T13:45:10.123456").unwrap();
-        assert_eq!(t, Temporal::Naive(d.and_hms_micro_opt(13, 45, 10, 123_456).unwrap()));
-        assert_eq!(parse_iso("2024-02-29 13:45"), Some(Temporal::Naive(d.and_hms_opt(13, 45, 0).unwrap())));
+        assert_eq!(
+            t,
+            Temporal::Naive(d.and_hms_micro_opt(13, 45, 10, 123_456).unwrap())
+        );
+        assert_eq!(
+            parse_iso("2024-02-29 13:45"),
+            Some(Temporal::Naive(d.and_hms_opt(13, 45, 0).unwrap()))
+        );
         let z = parse_iso("2024-02-29T13:45:10Z").unwrap();
         let off = parse_iso("2024-02-29T15:45:10+02:00").unwrap();
         assert_eq!(z, off);
@@ -415,20 +458,50 @@ mod tests {
     #[test]
     fn patterns() {
         let d = NaiveDate::from_ymd_opt(2006, 1, 2).unwrap();
-        assert_eq!(parse_temporal("01/02/2006", Some("%m/%d/%Y")), Some(Temporal::Date(d)));
+        assert_eq!(
+            parse_temporal("01/02/2006", Some("%m/%d/%Y")),
+            Some(Temporal::Date(d))
+        );
         assert_eq!(parse_temporal("01/02/2006", None), None);
-        assert_eq!(date_to_days(NaiveDate::from_ymd_opt(1970, 1, 2).unwrap()), 1);
+        assert_eq!(
+            date_to_days(NaiveDate::from_ymd_opt(1970, 1, 2).unwrap()),
+            1
+        );
     }
 
     #[test]
     fn inference() {
         let mut inf = SchemaInference::new(
-            ["i", "f", "b", "d", "ts", "tz", "zip", "s", "empty", "nan"].map(std::string::String::from).to_vec(),
+            ["i", "f", "b", "d", "ts", "tz", "zip", "s", "empty", "nan"]
+                .map(std::string::String::from)
+                .to_vec(),
             None,
         );
         let rows = [
-            ["1", "1.5", "true", "2020-01-01", "2020-01-01 10:00", "2020-01-01T10:00Z", "01234", "x", "", "NaN"],
-            ["-2", "3", "FALSE", "2021/12/31", "2020-01-01", "2020-01-01T10:00+01:00", "99999", "1", "", "1"],
+            [
+                "1",
+                "1.5",
+                "true",
+                "2020-01-01",
+                "2020-01-01 10:00",
+                "2020-01-01T10:00Z",
+                "01234",
+                "x",
+                "",
+                "NaN",
+            ],
+            [
+                "-2",
+                "3",
+                "FALSE",
+                "2021/12/31",
+                "2020-01-01",
+                "2020-01-01T10:00+01:00",
+                "99999",
+                "1",
+                "",
+                "1",
+            ],
         ];
         for r in rows {
             for (i, v) in r.iter().enumerate() {
@@ -439,7 +512,21 @@ mod tests {
         }
         let types: Vec<_> = inf.finish().into_iter().map(|c| c.ty).collect();
         use ColumnType::*;
-        assert_eq!(types, vec![Int64, Float64, Boolean, Date, Timestamp, TimestampTz, String, String, String, String]);
+        assert_eq!(
+            types,
+            vec![
+                Int64,
+                Float64,
+                Boolean,
+                Date,
+                Timestamp,
+                TimestampTz,
+                String,
+                String,
+                String,
+                String
+            ]
+        );
     }
 
     #[test]

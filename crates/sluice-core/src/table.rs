@@ -31,19 +31,33 @@ impl TableLayout {
     /// Derives the layout from a catalog entry.
     pub fn from_def(def: &TableDef) -> Result<Self> {
         let spec_s = def.parameters.get(PARAM_PARTITION_BY).ok_or_else(|| {
-            Error::Config(format!("table {} has no {PARAM_PARTITION_BY} parameter: it was not created by sluice", def.name))
+            Error::Config(format!(
+                "table {} has no {PARAM_PARTITION_BY} parameter: it was not created by sluice",
+                def.name
+            ))
         })?;
         let spec = PartitionSpec::parse(spec_s)?;
         let mut source_columns = def.columns.clone();
         if !spec.source_in_files() {
-            let key = def.partition_keys.first().ok_or_else(|| Error::Config(format!("table {} has no partition key", def.name)))?;
+            let key = def
+                .partition_keys
+                .first()
+                .ok_or_else(|| Error::Config(format!("table {} has no partition key", def.name)))?;
             source_columns.push(key.clone());
         }
         let partition_source = source_columns
             .iter()
             .position(|c| c.name == spec.source)
-            .ok_or_else(|| Error::Config(format!("table {}: partition column {:?} is not a column", def.name, spec.source)))?;
-        let file_index = source_columns.iter().map(|c| def.columns.iter().position(|f| f.name == c.name)).collect();
+            .ok_or_else(|| {
+                Error::Config(format!(
+                    "table {}: partition column {:?} is not a column",
+                    def.name, spec.source
+                ))
+            })?;
+        let file_index = source_columns
+            .iter()
+            .map(|c| def.columns.iter().position(|f| f.name == c.name))
+            .collect();
         Ok(TableLayout {
             name: def.name.clone(),
             fingerprint: crate::schema::fingerprint(&source_columns),
@@ -75,11 +89,18 @@ impl TableLayout {
         let columns: Vec<Column> = if spec.source_in_files() {
             source_columns.clone()
         } else {
-            source_columns.iter().filter(|c| c.name != source.name).cloned().collect()
+            source_columns
+                .iter()
+                .filter(|c| c.name != source.name)
+                .cloned()
+                .collect()
         };
         let mut parameters = std::collections::BTreeMap::new();
         parameters.insert(PARAM_PARTITION_BY.to_string(), spec.to_string());
-        parameters.insert(crate::catalog::PARAM_FINGERPRINT.to_string(), crate::schema::fingerprint(&source_columns));
+        parameters.insert(
+            crate::catalog::PARAM_FINGERPRINT.to_string(),
+            crate::schema::fingerprint(&source_columns),
+        );
         parameters.insert("classification".to_string(), "parquet".to_string());
         if let Some(f) = date_format {
             parameters.insert(PARAM_DATE_FORMAT.to_string(), f.to_string());
@@ -107,20 +128,31 @@ impl TableLayout {
                 None => unknown.push(h.as_str()),
             }
         }
-        let missing: Vec<&str> =
-            self.source_columns.iter().map(|c| c.name.as_str()).filter(|n| !header.iter().any(|h| h == n)).collect();
+        let missing: Vec<&str> = self
+            .source_columns
+            .iter()
+            .map(|c| c.name.as_str())
+            .filter(|n| !header.iter().any(|h| h == n))
+            .collect();
         if !unknown.is_empty() || !missing.is_empty() {
             let mut parts = Vec::new();
             if !unknown.is_empty() {
                 parts.push(format!("columns not in the table: {}", unknown.join(", ")));
             }
             if !missing.is_empty() {
-                parts.push(format!("table columns missing from the file: {}", missing.join(", ")));
+                parts.push(format!(
+                    "table columns missing from the file: {}",
+                    missing.join(", ")
+                ));
             }
             return Err(Error::invalid_at(
                 file,
                 Some(1),
-                format!("header does not match table {}: {}", self.name, parts.join("; ")),
+                format!(
+                    "header does not match table {}: {}",
+                    self.name,
+                    parts.join("; ")
+                ),
             ));
         }
         Ok(map)

@@ -33,7 +33,11 @@ pub struct ParquetOptions {
 
 impl Default for ParquetOptions {
     fn default() -> Self {
-        ParquetOptions { zstd_level: 3, row_group_rows: 1 << 20, row_group_bytes: 64 << 20 }
+        ParquetOptions {
+            zstd_level: 3,
+            row_group_rows: 1 << 20,
+            row_group_bytes: 64 << 20,
+        }
     }
 }
 
@@ -59,17 +63,31 @@ pub struct SpoolFile {
 
 impl std::fmt::Debug for SpoolFile {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SpoolFile").field("local", &self.local).field("rows", &self.rows).finish()
+        f.debug_struct("SpoolFile")
+            .field("local", &self.local)
+            .field("rows", &self.rows)
+            .finish()
     }
 }
 
 impl SpoolFile {
     /// Creates a spool file in `dir`.
-    pub fn create(dir: &Path, schema: SchemaRef, props: WriterProperties, opts: &ParquetOptions) -> Result<Self> {
+    pub fn create(
+        dir: &Path,
+        schema: SchemaRef,
+        props: WriterProperties,
+        opts: &ParquetOptions,
+    ) -> Result<Self> {
         let local = dir.join(format!("{}.parquet", uuid::Uuid::now_v7()));
         let file = File::create(&local).map_err(|e| Error::io(&local, e))?;
         let writer = ArrowWriter::try_new(file, schema, Some(props))?;
-        Ok(SpoolFile { local, writer: Some(writer), rows: 0, opened: Instant::now(), row_group_bytes: opts.row_group_bytes })
+        Ok(SpoolFile {
+            local,
+            writer: Some(writer),
+            rows: 0,
+            opened: Instant::now(),
+            row_group_bytes: opts.row_group_bytes,
+        })
     }
 
     /// Appends rows.
@@ -85,12 +103,18 @@ impl SpoolFile {
 
     /// Bytes on disk plus the buffered row group.
     pub fn size(&self) -> u64 {
-        self.writer.as_ref().map(|w| (w.bytes_written() + w.in_progress_size()) as u64).unwrap_or(0)
+        self.writer
+            .as_ref()
+            .map(|w| (w.bytes_written() + w.in_progress_size()) as u64)
+            .unwrap_or(0)
     }
 
     /// Bytes of the buffered row group (memory held).
     pub fn buffered(&self) -> usize {
-        self.writer.as_ref().map(|w| w.in_progress_size()).unwrap_or(0)
+        self.writer
+            .as_ref()
+            .map(|w| w.in_progress_size())
+            .unwrap_or(0)
     }
 
     /// Closes the buffered row group early to free memory.
@@ -106,7 +130,9 @@ impl SpoolFile {
         if let Some(w) = self.writer.take() {
             w.close()?;
         }
-        Ok(std::fs::metadata(&self.local).map_err(|e| Error::io(&self.local, e))?.len())
+        Ok(std::fs::metadata(&self.local)
+            .map_err(|e| Error::io(&self.local, e))?
+            .len())
     }
 
     /// Removes the local file.
@@ -121,17 +147,29 @@ const PART_SIZE: usize = 16 << 20;
 /// Uploads a local file to `dest` (relative to the lake root) without overwriting anything.
 pub async fn upload(lake: &Lake, local: &Path, dest: &str) -> Result<u64> {
     let path = lake.path(dest);
-    let len = tokio::fs::metadata(local).await.map_err(|e| Error::io(local, e))?.len();
+    let len = tokio::fs::metadata(local)
+        .await
+        .map_err(|e| Error::io(local, e))?
+        .len();
     if len as usize <= PART_SIZE {
-        let data = tokio::fs::read(local).await.map_err(|e| Error::io(local, e))?;
-        let opts = PutOptions { mode: PutMode::Create, ..Default::default() };
-        lake.store.put_opts(&path, PutPayload::from(Bytes::from(data)), opts).await?;
+        let data = tokio::fs::read(local)
+            .await
+            .map_err(|e| Error::io(local, e))?;
+        let opts = PutOptions {
+            mode: PutMode::Create,
+            ..Default::default()
+        };
+        lake.store
+            .put_opts(&path, PutPayload::from(Bytes::from(data)), opts)
+            .await?;
     } else {
         // Multipart uploads cannot be conditional; the name is a fresh UUID, so there is
         // nothing to overwrite.
         let upload = lake.store.put_multipart(&path).await?;
         let mut w = WriteMultipart::new_with_chunk_size(upload, PART_SIZE);
-        let mut f = tokio::fs::File::open(local).await.map_err(|e| Error::io(local, e))?;
+        let mut f = tokio::fs::File::open(local)
+            .await
+            .map_err(|e| Error::io(local, e))?;
         let mut buf = vec![0u8; 4 << 20];
         loop {
             let n = f.read(&mut buf).await.map_err(|e| Error::io(local, e))?;
@@ -156,7 +194,11 @@ pub fn quarantine_schema() -> SchemaRef {
         Field::new("raw", DataType::Utf8, false),
         Field::new("reason", DataType::Utf8, false),
         Field::new("chunk", DataType::Utf8, false),
-        Field::new("quarantined_at", DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())), false),
+        Field::new(
+            "quarantined_at",
+            DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
+            false,
+        ),
     ]))
 }
 
@@ -169,11 +211,21 @@ pub fn quarantine_batch(table: &str, rows: &[crate::rows::QuarantineRow]) -> Res
         quarantine_schema(),
         vec![
             Arc::new(StringArray::from(vec![table; n])),
-            Arc::new(StringArray::from_iter_values(rows.iter().map(|r| r.source.as_str()))),
-            Arc::new(Int64Array::from_iter_values(rows.iter().map(|r| r.line as i64))),
-            Arc::new(StringArray::from_iter_values(rows.iter().map(|r| r.raw.as_str()))),
-            Arc::new(StringArray::from_iter_values(rows.iter().map(|r| r.reason.as_str()))),
-            Arc::new(StringArray::from_iter_values(rows.iter().map(|r| r.chunk.as_str()))),
+            Arc::new(StringArray::from_iter_values(
+                rows.iter().map(|r| r.source.as_str()),
+            )),
+            Arc::new(Int64Array::from_iter_values(
+                rows.iter().map(|r| r.line as i64),
+            )),
+            Arc::new(StringArray::from_iter_values(
+                rows.iter().map(|r| r.raw.as_str()),
+            )),
+            Arc::new(StringArray::from_iter_values(
+                rows.iter().map(|r| r.reason.as_str()),
+            )),
+            Arc::new(StringArray::from_iter_values(
+                rows.iter().map(|r| r.chunk.as_str()),
+            )),
             Arc::new(TimestampMicrosecondArray::from(vec![now; n]).with_timezone("UTC")),
         ],
     )?)

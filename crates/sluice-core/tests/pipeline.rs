@@ -12,18 +12,36 @@ use sluice_core::partition::PartitionSpec;
 use sluice_core::producer::{Producer, ProducerOptions};
 use sluice_core::queue::Queue;
 
-async fn produce(b: &Backends, table: &str, spec: &str, files: &[&Path]) -> sluice_core::Result<sluice_core::producer::ProduceStats> {
-    let opts = ProducerOptions::new(table, PartitionSpec::parse(spec).unwrap(), b.table_location(table));
-    Producer::new(b.queue.clone(), b.catalog.clone(), opts)?.produce(files, None).await
+async fn produce(
+    b: &Backends,
+    table: &str,
+    spec: &str,
+    files: &[&Path],
+) -> sluice_core::Result<sluice_core::producer::ProduceStats> {
+    let opts = ProducerOptions::new(
+        table,
+        PartitionSpec::parse(spec).unwrap(),
+        b.table_location(table),
+    );
+    Producer::new(b.queue.clone(), b.catalog.clone(), opts)?
+        .produce(files, None)
+        .await
 }
 
-async fn consume(home: &Home, b: &Backends, table: &str, tweak: impl FnOnce(&mut ConsumerOptions)) -> ConsumerStats {
+async fn consume(
+    home: &Home,
+    b: &Backends,
+    table: &str,
+    tweak: impl FnOnce(&mut ConsumerOptions),
+) -> ConsumerStats {
     let spool = home.claim_spool(&sluice_core::writer_id()).unwrap();
     let mut o = ConsumerOptions::new(table, spool.path().to_path_buf());
     o.once = true;
     o.visibility_timeout = Some(Duration::from_secs(30));
     tweak(&mut o);
-    let c = Consumer::new(o, b.queue.clone(), b.catalog.clone(), b.lake.clone()).await.unwrap();
+    let c = Consumer::new(o, b.queue.clone(), b.catalog.clone(), b.lake.clone())
+        .await
+        .unwrap();
     c.run(std::future::pending()).await.unwrap()
 }
 
@@ -32,15 +50,31 @@ async fn committed(b: &Backends, table: &str, col: &str) -> (u64, i64, usize) {
     let ledger = Ledger::open(&b.lake, table, "test").await.unwrap();
     let (mut rows, mut sum, mut files) = (0u64, 0i64, 0usize);
     let root = b.lake.url.to_file_path().unwrap();
-    for f in ledger.state().files.values().filter(|f| f.kind == FileKind::Data) {
+    for f in ledger
+        .state()
+        .files
+        .values()
+        .filter(|f| f.kind == FileKind::Data)
+    {
         files += 1;
         let file = std::fs::File::open(root.join(&f.path)).unwrap();
-        let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file).unwrap().build().unwrap();
+        let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)
+            .unwrap()
+            .build()
+            .unwrap();
         for batch in reader {
             let batch = batch.unwrap();
             rows += batch.num_rows() as u64;
-            let a = batch.column_by_name(col).unwrap().as_any().downcast_ref::<Int64Array>().unwrap();
-            sum += (0..a.len()).filter(|i| a.is_valid(*i)).map(|i| a.value(i)).sum::<i64>();
+            let a = batch
+                .column_by_name(col)
+                .unwrap()
+                .as_any()
+                .downcast_ref::<Int64Array>()
+                .unwrap();
+            sum += (0..a.len())
+                .filter(|i| a.is_valid(*i))
+                .map(|i| a.value(i))
+                .sum::<i64>();
         }
     }
     (rows, sum, files)
@@ -51,7 +85,8 @@ async fn produce_consume_exactly_once_with_reproduce() {
     let dir = tempfile::tempdir().unwrap();
     let home = Home::new(dir.path().join("home"));
     let b = home.open("events").await.unwrap();
-    let (csv, want_sum) = sluice_testkit::fixtures::write_events_csv(dir.path(), "events.csv", 20_000, 1);
+    let (csv, want_sum) =
+        sluice_testkit::fixtures::write_events_csv(dir.path(), "events.csv", 20_000, 1);
     let p = produce(&b, "events", "year(day)", &[&csv]).await.unwrap();
     assert_eq!(p.rows, 20_000);
     let c = consume(&home, &b, "events", |_| {}).await;
@@ -70,9 +105,16 @@ async fn produce_consume_exactly_once_with_reproduce() {
     assert_eq!(c2.rows_duplicate, 20_000);
     assert_eq!(committed(&b, "events", "amount_cents").await.0, 20_000);
     // The catalog knows the partitions, with statistics from the ledger.
-    let parts = b.catalog.list_partitions(sluice_core::DEFAULT_DATABASE, "events").await.unwrap();
+    let parts = b
+        .catalog
+        .list_partitions(sluice_core::DEFAULT_DATABASE, "events")
+        .await
+        .unwrap();
     assert_eq!(parts.len(), 6);
-    let total: u64 = parts.iter().map(|p| p.parameters["numRows"].parse::<u64>().unwrap()).sum();
+    let total: u64 = parts
+        .iter()
+        .map(|p| p.parameters["numRows"].parse::<u64>().unwrap())
+        .sum();
     assert_eq!(total, 20_000);
 }
 
@@ -80,30 +122,52 @@ async fn produce_consume_exactly_once_with_reproduce() {
 async fn redelivered_chunk_and_small_rotation_never_duplicate() {
     let dir = tempfile::tempdir().unwrap();
     let home = Home::new(dir.path().join("home"));
-    let b = home.open("events").await.unwrap();
-    let (csv, want_sum) = sluice_testkit::fixtures::write_events_csv(dir.path(), "events.csv", 5_000, 1);
-    produce(&b, "events", "year(day)", &[&csv]).await.unwrap();
-    // Duplicate every message in the queue, as a standard SQS queue may deliver twice.
-    let mut bodies = Vec::new();
-    loop {
-        let got = b.queue.receive(sluice_core::queue::ReceiveOptions { wait: Duration::ZERO, visibility_timeout: Some(Duration::ZERO), ..Default::default() }).await.unwrap();
-        if got.is_empty() || bodies.len() > 1000 {
-            break;
-        }
-        bodies.extend(got.into_iter().map(|m| m.body));
-        if bodies.len() >= 2 {
-            break;
-        }
-    }
+    // Small messages: many chunks, each spanning every year.
+    let settings = sluice_core::queue::QueueSettings {
+        max_message_bytes: 16 * 1024,
+        ..Default::default()
+    };
+    let b = home.open_with("events", None, &settings).await.unwrap();
+    let (csv, want_sum) =
+        sluice_testkit::fixtures::write_events_csv(dir.path(), "events.csv", 5_000, 1);
+    let p = produce(&b, "events", "year(day)", &[&csv]).await.unwrap();
+    assert!(p.chunks >= 5, "{p:?}");
+    // Deliver three messages twice, as a standard SQS queue may.
+    let got = b
+        .queue
+        .receive(sluice_core::queue::ReceiveOptions {
+            wait: Duration::ZERO,
+            max_messages: 3,
+            visibility_timeout: Some(Duration::from_secs(60)),
+        })
+        .await
+        .unwrap();
+    assert_eq!(got.len(), 3);
+    let bodies: Vec<String> = got.iter().map(|m| m.body.clone()).collect();
     for body in &bodies {
-        b.queue.send_batch(std::slice::from_ref(body)).await.unwrap();
+        b.queue
+            .send_batch(std::slice::from_ref(body))
+            .await
+            .unwrap();
     }
-    // Rotate every 700 rows: many commits, each message spanning several.
-    let c = consume(&home, &b, "events", |o| o.rotate_rows = 700).await;
-    assert!(c.commits > 6, "{c:?}");
+    let receipts: Vec<String> = got.iter().map(|m| m.receipt.clone()).collect();
+    use sluice_core::queue::QueueExt;
+    assert!(
+        b.queue
+            .change_visibility_all(&receipts, Duration::ZERO)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    // Rotate every 200 rows: many commits, each message spanning several.
+    let c = consume(&home, &b, "events", |o| o.rotate_rows = 200).await;
+    assert!(c.commits >= 3, "{c:?}");
     assert!(c.rows_duplicate > 0, "{c:?}");
+    assert_eq!(c.messages, p.chunks + 3, "{c:?}");
     let (rows, sum, _) = committed(&b, "events", "amount_cents").await;
     assert_eq!((rows, sum), (5_000, want_sum));
+    let s = b.queue.stats().await.unwrap();
+    assert_eq!((s.visible, s.in_flight), (0, 0));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -112,7 +176,11 @@ async fn bad_rows_are_quarantined_and_bad_files_are_reported() {
     let home = Home::new(dir.path().join("home"));
     let b = home.open("t").await.unwrap();
     let good = dir.path().join("good.csv");
-    std::fs::write(&good, "id,d,x\n1,2020-01-01,1.5\n2,2021-06-30,2\n3,,3\n4,garbage,4\n").unwrap();
+    std::fs::write(
+        &good,
+        "id,d,x\n1,2020-01-01,1.5\n2,2021-06-30,2\n3,,3\n4,garbage,4\n",
+    )
+    .unwrap();
     produce(&b, "t", "year(d)", &[&good]).await.unwrap();
     let bad = dir.path().join("bad.csv");
     let mut content = b"id,d,x\n5,2020-02-02,5\n6,2020-02-02,not-a-number\n7,2020-02-02,7,extra\n8,2020-02-02,\xff\xfe\n9,2022-01-01,9\n".to_vec();
@@ -120,23 +188,46 @@ async fn bad_rows_are_quarantined_and_bad_files_are_reported() {
     std::fs::write(&bad, &content).unwrap();
     let err = produce(&b, "t", "year(d)", &[&bad]).await.unwrap_err();
     let msg = err.to_string();
-    assert!(msg.contains("bad.csv:7: unterminated quoted field"), "{msg}");
+    assert!(
+        msg.contains("bad.csv:7: unterminated quoted field"),
+        "{msg}"
+    );
     let c = consume(&home, &b, "t", |_| {}).await;
     // Rows 1-5 and 9 are taken (3 and 4 in the default partition); 6, 7, 8 quarantined.
     assert_eq!(c.rows_written, 6, "{c:?}");
     assert_eq!(c.rows_quarantined, 3, "{c:?}");
     let ledger = Ledger::open(&b.lake, "t", "test").await.unwrap();
-    let parts: std::collections::BTreeSet<_> = ledger.state().files.values().map(|f| f.partition.clone()).collect();
-    assert!(parts.contains("year=__HIVE_DEFAULT_PARTITION__"), "{parts:?}");
-    assert!(ledger.state().files.values().any(|f| f.kind == FileKind::Quarantine && f.rows == 3));
+    let parts: std::collections::BTreeSet<_> = ledger
+        .state()
+        .files
+        .values()
+        .map(|f| f.partition.clone())
+        .collect();
+    assert!(
+        parts.contains("year=__HIVE_DEFAULT_PARTITION__"),
+        "{parts:?}"
+    );
+    assert!(
+        ledger
+            .state()
+            .files
+            .values()
+            .any(|f| f.kind == FileKind::Quarantine && f.rows == 3)
+    );
     // A header that does not match the table is refused before anything is sent.
     let other = dir.path().join("other.csv");
     std::fs::write(&other, "id,when,x\n1,2020-01-01,1\n").unwrap();
     let err = produce(&b, "t", "year(d)", &[&other]).await.unwrap_err();
-    assert!(err.to_string().contains("other.csv:1: header does not match table t"), "{err}");
+    assert!(
+        err.to_string()
+            .contains("other.csv:1: header does not match table t"),
+        "{err}"
+    );
     assert!(err.to_string().contains("when"), "{err}");
     // A missing file is named.
-    let err = produce(&b, "t", "year(d)", &[&dir.path().join("nope.csv")]).await.unwrap_err();
+    let err = produce(&b, "t", "year(d)", &[&dir.path().join("nope.csv")])
+        .await
+        .unwrap_err();
     assert!(err.to_string().contains("nope.csv"), "{err}");
     let s = b.queue.stats().await.unwrap();
     assert_eq!(s.visible, 0);

@@ -6,7 +6,10 @@ use std::time::Duration;
 use sluice_core::queue::{EmbeddedQueues, Queue, QueueSettings};
 
 fn settings() -> QueueSettings {
-    QueueSettings { visibility_timeout: Duration::from_secs(30), ..Default::default() }
+    QueueSettings {
+        visibility_timeout: Duration::from_secs(30),
+        ..Default::default()
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -28,7 +31,11 @@ async fn embedded_queue_dead_letter() {
     let dir = tempfile::tempdir().unwrap();
     let queues = EmbeddedQueues::open(dir.path().join("q.db")).unwrap();
     queues.create_queue("dlq", &settings()).await.unwrap();
-    let s = QueueSettings { max_receive_count: 2, dead_letter_queue: Some("dlq".into()), ..settings() };
+    let s = QueueSettings {
+        max_receive_count: 2,
+        dead_letter_queue: Some("dlq".into()),
+        ..settings()
+    };
     queues.create_queue("main", &s).await.unwrap();
     let q = queues.queue("main").await.unwrap();
     let d = queues.queue("dlq").await.unwrap();
@@ -36,15 +43,36 @@ async fn embedded_queue_dead_letter() {
     // Redrive brings it back with a fresh receive count.
     q.send_batch(&["again".to_string()]).await.unwrap();
     for _ in 0..2 {
-        let got = q.receive(sluice_core::queue::ReceiveOptions { visibility_timeout: Some(Duration::ZERO), wait: Duration::ZERO, max_messages: 1 }).await.unwrap();
+        let got = q
+            .receive(sluice_core::queue::ReceiveOptions {
+                visibility_timeout: Some(Duration::ZERO),
+                wait: Duration::ZERO,
+                max_messages: 1,
+            })
+            .await
+            .unwrap();
         assert_eq!(got.len(), 1);
     }
-    assert!(q.receive(sluice_core::queue::ReceiveOptions { wait: Duration::ZERO, ..Default::default() }).await.unwrap().is_empty());
+    assert!(
+        q.receive(sluice_core::queue::ReceiveOptions {
+            wait: Duration::ZERO,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .is_empty()
+    );
     let reasons = queues.dead_letter_reasons("dlq").await.unwrap();
     assert_eq!(reasons.len(), 1);
     assert!(reasons[0].1.contains("received 2 times"), "{reasons:?}");
     assert_eq!(queues.redrive("dlq", "main").await.unwrap(), 1);
-    let got = q.receive(sluice_core::queue::ReceiveOptions { wait: Duration::ZERO, ..Default::default() }).await.unwrap();
+    let got = q
+        .receive(sluice_core::queue::ReceiveOptions {
+            wait: Duration::ZERO,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
     assert_eq!(got.len(), 1);
     assert_eq!(got[0].receive_count, 1);
 }
@@ -65,7 +93,13 @@ async fn two_handles_never_share_a_message() {
     let take = |q: Arc<sluice_core::queue::SqliteQueue>| async move {
         let mut got = Vec::new();
         loop {
-            let m = q.receive(sluice_core::queue::ReceiveOptions { wait: Duration::from_millis(200), ..Default::default() }).await.unwrap();
+            let m = q
+                .receive(sluice_core::queue::ReceiveOptions {
+                    wait: Duration::from_millis(200),
+                    ..Default::default()
+                })
+                .await
+                .unwrap();
             if m.is_empty() {
                 return got;
             }

@@ -61,12 +61,20 @@ impl std::fmt::Debug for QueryEngine {
 
 fn store_url(lake: &Lake) -> Result<ObjectStoreUrl, QueryError> {
     let u = &lake.url;
-    Ok(ObjectStoreUrl::parse(format!("{}://{}", u.scheme(), u.authority()))?)
+    Ok(ObjectStoreUrl::parse(format!(
+        "{}://{}",
+        u.scheme(),
+        u.authority()
+    ))?)
 }
 
 impl QueryEngine {
     /// Registers every table of `database` (and the quarantine of all of them).
-    pub async fn new(catalog: &dyn Catalog, lake: &Lake, database: &str) -> Result<Self, QueryError> {
+    pub async fn new(
+        catalog: &dyn Catalog,
+        lake: &Lake,
+        database: &str,
+    ) -> Result<Self, QueryError> {
         let config = SessionConfig::new().with_information_schema(true);
         let ctx = SessionContext::new_with_config(config);
         let url = store_url(lake)?;
@@ -77,15 +85,34 @@ impl QueryEngine {
         for def in tables {
             let ledger = Ledger::open(lake, &def.name, "query").await?;
             let state = ledger.state();
-            quarantine.extend(state.files.values().filter(|f| f.kind == FileKind::Quarantine).map(|f| (lake.path(&f.path), f.bytes)));
+            quarantine.extend(
+                state
+                    .files
+                    .values()
+                    .filter(|f| f.kind == FileKind::Quarantine)
+                    .map(|f| (lake.path(&f.path), f.bytes)),
+            );
             let table = LakeTable::new(&def, lake, state, url.clone())?;
             names.push(def.name.clone());
             ctx.register_table(def.name.as_str(), Arc::new(table))?;
         }
-        let qname = if names.iter().any(|n| n == QUARANTINE_TABLE) { "sluice_quarantine" } else { QUARANTINE_TABLE };
+        let qname = if names.iter().any(|n| n == QUARANTINE_TABLE) {
+            "sluice_quarantine"
+        } else {
+            QUARANTINE_TABLE
+        };
         let qschema = sluice_core::writer::quarantine_schema();
-        let files = quarantine.into_iter().map(|(p, size)| (PartitionedFile::new(p.to_string(), size), Vec::new())).collect();
-        let qtable = LakeTable { schema: qschema.clone(), file_schema: qschema, partition_fields: vec![], files, url };
+        let files = quarantine
+            .into_iter()
+            .map(|(p, size)| (PartitionedFile::new(p.to_string(), size), Vec::new()))
+            .collect();
+        let qtable = LakeTable {
+            schema: qschema.clone(),
+            file_schema: qschema,
+            partition_fields: vec![],
+            files,
+            url,
+        };
         ctx.register_table(qname, Arc::new(qtable))?;
         Ok(QueryEngine { ctx })
     }
@@ -97,10 +124,15 @@ impl QueryEngine {
 
     /// Runs one read-only SQL statement and collects its result.
     pub async fn sql(&self, sql: &str) -> Result<(SchemaRef, Vec<RecordBatch>), QueryError> {
-        let opts = SQLOptions::new().with_allow_ddl(false).with_allow_dml(false).with_allow_statements(false);
+        let opts = SQLOptions::new()
+            .with_allow_ddl(false)
+            .with_allow_dml(false)
+            .with_allow_statements(false);
         let df = self.ctx.sql_with_options(sql, opts).await.map_err(|e| {
             let msg = e.to_string();
-            if msg.contains("not supported") && (msg.contains("DDL") || msg.contains("DML") || msg.contains("Statement")) {
+            if msg.contains("not supported")
+                && (msg.contains("DDL") || msg.contains("DML") || msg.contains("Statement"))
+            {
                 QueryError::ReadOnly(format!("{msg} (DDL, DML and statements are refused)"))
             } else {
                 QueryError::DataFusion(e)
@@ -132,10 +164,18 @@ fn partition_value(raw: Option<&str>, ty: &DataType) -> Result<ScalarValue, Data
 
 impl LakeTable {
     /// The committed data files of a table.
-    pub fn new(def: &TableDef, lake: &Lake, state: &LedgerState, url: ObjectStoreUrl) -> Result<Self, QueryError> {
+    pub fn new(
+        def: &TableDef,
+        lake: &Lake,
+        state: &LedgerState,
+        url: ObjectStoreUrl,
+    ) -> Result<Self, QueryError> {
         let file_schema = sluice_core::schema::arrow_schema(&def.columns);
-        let partition_fields: Vec<FieldRef> =
-            def.partition_keys.iter().map(|c| Arc::new(Field::new(&c.name, c.ty.arrow_type(), true))).collect();
+        let partition_fields: Vec<FieldRef> = def
+            .partition_keys
+            .iter()
+            .map(|c| Arc::new(Field::new(&c.name, c.ty.arrow_type(), true)))
+            .collect();
         let mut fields: Vec<FieldRef> = file_schema.fields().iter().cloned().collect();
         fields.extend(partition_fields.iter().cloned());
         let mut files = Vec::new();
@@ -143,12 +183,24 @@ impl LakeTable {
             let kv = parse_partition_path(&f.partition);
             let mut values = Vec::with_capacity(partition_fields.len());
             for field in &partition_fields {
-                let raw = kv.iter().find(|(k, _)| k == field.name()).and_then(|(_, v)| v.as_deref());
+                let raw = kv
+                    .iter()
+                    .find(|(k, _)| k == field.name())
+                    .and_then(|(_, v)| v.as_deref());
                 values.push(partition_value(raw, field.data_type())?);
             }
-            files.push((PartitionedFile::new(lake.path(&f.path).to_string(), f.bytes), values));
+            files.push((
+                PartitionedFile::new(lake.path(&f.path).to_string(), f.bytes),
+                values,
+            ));
         }
-        Ok(LakeTable { schema: Arc::new(Schema::new(fields)), file_schema, partition_fields, files, url })
+        Ok(LakeTable {
+            schema: Arc::new(Schema::new(fields)),
+            file_schema,
+            partition_fields,
+            files,
+            url,
+        })
     }
 
     /// Number of committed files.
@@ -158,14 +210,28 @@ impl LakeTable {
 
     fn is_partition_filter(&self, e: &Expr) -> bool {
         let cols = e.column_refs();
-        !cols.is_empty() && cols.iter().all(|c| self.partition_fields.iter().any(|f| f.name() == &c.name))
+        !cols.is_empty()
+            && cols
+                .iter()
+                .all(|c| self.partition_fields.iter().any(|f| f.name() == &c.name))
     }
 
     /// Files whose partition values pass every partition-only filter.
-    fn prune(&self, state: &dyn Session, filters: &[Expr]) -> Result<Vec<PartitionedFile>, DataFusionError> {
-        let pf: Vec<&Expr> = filters.iter().filter(|e| self.is_partition_filter(e)).collect();
+    fn prune(
+        &self,
+        state: &dyn Session,
+        filters: &[Expr],
+    ) -> Result<Vec<PartitionedFile>, DataFusionError> {
+        let pf: Vec<&Expr> = filters
+            .iter()
+            .filter(|e| self.is_partition_filter(e))
+            .collect();
         if pf.is_empty() || self.files.is_empty() {
-            return Ok(self.files.iter().map(|(f, v)| f.clone().with_partition_values(v.clone())).collect());
+            return Ok(self
+                .files
+                .iter()
+                .map(|(f, v)| f.clone().with_partition_values(v.clone()))
+                .collect());
         }
         let pschema = Arc::new(Schema::new(self.partition_fields.clone()));
         let columns = (0..self.partition_fields.len())
@@ -184,7 +250,9 @@ impl LakeTable {
             let mask = result
                 .as_any()
                 .downcast_ref::<datafusion::arrow::array::BooleanArray>()
-                .ok_or_else(|| DataFusionError::Internal("partition filter is not boolean".into()))?;
+                .ok_or_else(|| {
+                    DataFusionError::Internal("partition filter is not boolean".into())
+                })?;
             for (i, k) in keep.iter_mut().enumerate() {
                 *k &= mask.is_valid(i) && mask.value(i);
             }
@@ -209,7 +277,10 @@ impl TableProvider for LakeTable {
         TableType::Base
     }
 
-    fn supports_filters_pushdown(&self, filters: &[&Expr]) -> Result<Vec<TableProviderFilterPushDown>, DataFusionError> {
+    fn supports_filters_pushdown(
+        &self,
+        filters: &[&Expr],
+    ) -> Result<Vec<TableProviderFilterPushDown>, DataFusionError> {
         Ok(vec![TableProviderFilterPushDown::Inexact; filters.len()])
     }
 
@@ -234,7 +305,9 @@ impl TableProvider for LakeTable {
             groups[i % n].push(f);
         }
         let format = ParquetFormat::default();
-        let table_schema = TableSchema::builder(self.file_schema.clone()).with_table_partition_cols(self.partition_fields.clone()).build();
+        let table_schema = TableSchema::builder(self.file_schema.clone())
+            .with_table_partition_cols(self.partition_fields.clone())
+            .build();
         let source = format.file_source(table_schema);
         let config = FileScanConfigBuilder::new(self.url.clone(), source)
             .with_file_groups(groups.into_iter().map(FileGroup::new).collect())

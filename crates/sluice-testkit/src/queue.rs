@@ -9,15 +9,28 @@ use sluice_core::Error;
 use sluice_core::queue::{MAX_BATCH, Queue, QueueExt, ReceiveOptions};
 
 fn now_opts(max: usize, vt: Option<Duration>) -> ReceiveOptions {
-    ReceiveOptions { max_messages: max, wait: Duration::from_millis(0), visibility_timeout: vt }
+    ReceiveOptions {
+        max_messages: max,
+        wait: Duration::from_millis(0),
+        visibility_timeout: vt,
+    }
 }
 
 /// Receives until `n` messages arrived or `deadline` passed.
-async fn receive_n(q: &dyn Queue, n: usize, vt: Duration, deadline: Duration) -> Vec<sluice_core::queue::ReceivedMessage> {
+async fn receive_n(
+    q: &dyn Queue,
+    n: usize,
+    vt: Duration,
+    deadline: Duration,
+) -> Vec<sluice_core::queue::ReceivedMessage> {
     let end = Instant::now() + deadline;
     let mut got = Vec::new();
     while got.len() < n && Instant::now() < end {
-        let opts = ReceiveOptions { max_messages: MAX_BATCH, wait: Duration::from_secs(1), visibility_timeout: Some(vt) };
+        let opts = ReceiveOptions {
+            max_messages: MAX_BATCH,
+            wait: Duration::from_secs(1),
+            visibility_timeout: Some(vt),
+        };
         got.extend(q.receive(opts).await.expect("receive"));
     }
     got
@@ -25,7 +38,9 @@ async fn receive_n(q: &dyn Queue, n: usize, vt: Duration, deadline: Duration) ->
 
 /// Send, receive, delete: bodies arrive intact, counts start at 1, deleted messages are gone.
 pub async fn send_receive_delete(q: &dyn Queue) {
-    let bodies: Vec<String> = (0..7).map(|i| format!("body {i} ✓ {}", "x".repeat(i * 100))).collect();
+    let bodies: Vec<String> = (0..7)
+        .map(|i| format!("body {i} ✓ {}", "x".repeat(i * 100)))
+        .collect();
     let ids = q.send_batch(&bodies).await.expect("send");
     assert_eq!(ids.len(), 7);
     let mut unique = ids.clone();
@@ -57,16 +72,26 @@ pub async fn batch_limits(q: &dyn Queue) {
     let eleven: Vec<String> = (0..11).map(|i| i.to_string()).collect();
     assert!(q.send_batch(&eleven).await.is_err());
     let big = "x".repeat(q.max_message_bytes() + 1);
-    assert!(matches!(q.send_batch(&[big]).await, Err(Error::MessageTooLarge { .. })));
+    assert!(matches!(
+        q.send_batch(&[big]).await,
+        Err(Error::MessageTooLarge { .. })
+    ));
     let half = "y".repeat(q.max_message_bytes() / 2 + 1);
-    assert!(matches!(q.send_batch(&[half.clone(), half]).await, Err(Error::MessageTooLarge { .. })));
+    assert!(matches!(
+        q.send_batch(&[half.clone(), half]).await,
+        Err(Error::MessageTooLarge { .. })
+    ));
     let s = q.stats().await.expect("stats");
     assert_eq!(s.visible + s.in_flight, 0, "a failed batch sends nothing");
     let exact = "z".repeat(q.max_message_bytes());
-    q.send_batch(&[exact.clone()]).await.expect("a message of exactly the limit is accepted");
+    q.send_batch(std::slice::from_ref(&exact))
+        .await
+        .expect("a message of exactly the limit is accepted");
     let got = receive_n(q, 1, Duration::from_secs(30), Duration::from_secs(10)).await;
     assert_eq!(got[0].body, exact);
-    q.delete_all(&[got[0].receipt.clone()]).await.expect("delete");
+    q.delete_all(&[got[0].receipt.clone()])
+        .await
+        .expect("delete");
 }
 
 /// Visibility timeout: an unacknowledged message comes back with a higher receive count and
@@ -75,7 +100,13 @@ pub async fn visibility_timeout_redelivers(q: &dyn Queue) {
     q.send_batch(&["once".to_string()]).await.expect("send");
     let first = receive_n(q, 1, Duration::from_secs(1), Duration::from_secs(10)).await;
     assert_eq!(first.len(), 1);
-    assert!(q.receive(now_opts(10, None)).await.expect("receive").is_empty(), "invisible while in flight");
+    assert!(
+        q.receive(now_opts(10, None))
+            .await
+            .expect("receive")
+            .is_empty(),
+        "invisible while in flight"
+    );
     let s = q.stats().await.expect("stats");
     assert_eq!(s.in_flight, 1);
     tokio::time::sleep(Duration::from_millis(1500)).await;
@@ -84,13 +115,21 @@ pub async fn visibility_timeout_redelivers(q: &dyn Queue) {
     assert_eq!(second[0].message_id, first[0].message_id);
     assert_eq!(second[0].receive_count, 2);
     assert_ne!(second[0].receipt, first[0].receipt);
-    let failed = q.change_visibility_batch(&[(first[0].receipt.clone(), Duration::from_secs(5))]).await.expect("call");
+    let failed = q
+        .change_visibility_batch(&[(first[0].receipt.clone(), Duration::from_secs(5))])
+        .await
+        .expect("call");
     // SQS accepts an old receipt for some operations; the embedded queue refuses it. Either way
     // the current receipt must work:
     let _ = failed;
-    let ok = q.change_visibility_batch(&[(second[0].receipt.clone(), Duration::from_secs(30))]).await.expect("call");
+    let ok = q
+        .change_visibility_batch(&[(second[0].receipt.clone(), Duration::from_secs(30))])
+        .await
+        .expect("call");
     assert!(ok.is_empty(), "{ok:?}");
-    q.delete_all(&[second[0].receipt.clone()]).await.expect("delete");
+    q.delete_all(&[second[0].receipt.clone()])
+        .await
+        .expect("delete");
     let s = q.stats().await.expect("stats");
     assert_eq!((s.visible, s.in_flight), (0, 0));
 }
@@ -98,20 +137,46 @@ pub async fn visibility_timeout_redelivers(q: &dyn Queue) {
 /// change_visibility: extending keeps a message hidden; zero makes it visible at once; a deleted
 /// message's receipt fails its entry.
 pub async fn change_visibility(q: &dyn Queue) {
-    q.send_batch(&["a".to_string(), "b".to_string()]).await.expect("send");
+    q.send_batch(&["a".to_string(), "b".to_string()])
+        .await
+        .expect("send");
     let got = receive_n(q, 2, Duration::from_secs(1), Duration::from_secs(10)).await;
     assert_eq!(got.len(), 2);
-    let entries: Vec<_> = got.iter().map(|m| (m.receipt.clone(), Duration::from_secs(30))).collect();
-    assert!(q.change_visibility_batch(&entries).await.expect("extend").is_empty());
+    let entries: Vec<_> = got
+        .iter()
+        .map(|m| (m.receipt.clone(), Duration::from_secs(30)))
+        .collect();
+    assert!(
+        q.change_visibility_batch(&entries)
+            .await
+            .expect("extend")
+            .is_empty()
+    );
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    assert!(q.receive(now_opts(10, None)).await.expect("receive").is_empty(), "extended messages stay hidden");
+    assert!(
+        q.receive(now_opts(10, None))
+            .await
+            .expect("receive")
+            .is_empty(),
+        "extended messages stay hidden"
+    );
     let release = [(got[0].receipt.clone(), Duration::ZERO)];
-    assert!(q.change_visibility_batch(&release).await.expect("release").is_empty());
+    assert!(
+        q.change_visibility_batch(&release)
+            .await
+            .expect("release")
+            .is_empty()
+    );
     let again = receive_n(q, 1, Duration::from_secs(30), Duration::from_secs(10)).await;
     assert_eq!(again.len(), 1);
     assert_eq!(again[0].body, got[0].body);
-    q.delete_all(&[again[0].receipt.clone(), got[1].receipt.clone()]).await.expect("delete");
-    let failed = q.change_visibility_batch(&[(got[1].receipt.clone(), Duration::from_secs(10))]).await.expect("call");
+    q.delete_all(&[again[0].receipt.clone(), got[1].receipt.clone()])
+        .await
+        .expect("delete");
+    let failed = q
+        .change_visibility_batch(&[(got[1].receipt.clone(), Duration::from_secs(10))])
+        .await
+        .expect("call");
     assert_eq!(failed.len(), 1, "a deleted message cannot be changed");
     assert_eq!(failed[0].index, 0);
 }
@@ -120,14 +185,26 @@ pub async fn change_visibility(q: &dyn Queue) {
 pub async fn long_poll(q: &dyn Queue) {
     let t = Instant::now();
     let got = q
-        .receive(ReceiveOptions { max_messages: 10, wait: Duration::from_secs(2), visibility_timeout: None })
+        .receive(ReceiveOptions {
+            max_messages: 10,
+            wait: Duration::from_secs(2),
+            visibility_timeout: None,
+        })
         .await
         .expect("receive");
     assert!(got.is_empty());
-    assert!(t.elapsed() >= Duration::from_millis(1500), "waited {:?}", t.elapsed());
+    assert!(
+        t.elapsed() >= Duration::from_millis(1500),
+        "waited {:?}",
+        t.elapsed()
+    );
     let t = Instant::now();
     let (got, _) = tokio::join!(
-        q.receive(ReceiveOptions { max_messages: 10, wait: Duration::from_secs(10), visibility_timeout: None }),
+        q.receive(ReceiveOptions {
+            max_messages: 10,
+            wait: Duration::from_secs(10),
+            visibility_timeout: None
+        }),
         async {
             tokio::time::sleep(Duration::from_millis(300)).await;
             q.send_batch(&["late".to_string()]).await.expect("send");
@@ -135,8 +212,13 @@ pub async fn long_poll(q: &dyn Queue) {
     );
     let got = got.expect("receive");
     assert_eq!(got.len(), 1);
-    assert!(t.elapsed() < Duration::from_secs(9), "returned when the message came, not at the end of the wait");
-    q.delete_all(&[got[0].receipt.clone()]).await.expect("delete");
+    assert!(
+        t.elapsed() < Duration::from_secs(9),
+        "returned when the message came, not at the end of the wait"
+    );
+    q.delete_all(&[got[0].receipt.clone()])
+        .await
+        .expect("delete");
 }
 
 /// Purge removes everything; stats count visible and in-flight messages.
@@ -164,12 +246,24 @@ pub async fn dead_letter(q: &dyn Queue, dlq: &dyn Queue) {
         tokio::time::sleep(Duration::from_millis(1200)).await;
     }
     // The third receive moves it instead of delivering it.
-    let got = q.receive(ReceiveOptions { max_messages: 10, wait: Duration::from_secs(1), visibility_timeout: None }).await.expect("receive");
-    assert!(got.is_empty(), "moved to the dead-letter queue, not delivered: {got:?}");
+    let got = q
+        .receive(ReceiveOptions {
+            max_messages: 10,
+            wait: Duration::from_secs(1),
+            visibility_timeout: None,
+        })
+        .await
+        .expect("receive");
+    assert!(
+        got.is_empty(),
+        "moved to the dead-letter queue, not delivered: {got:?}"
+    );
     let dead = receive_n(dlq, 1, Duration::from_secs(30), Duration::from_secs(10)).await;
     assert_eq!(dead.len(), 1);
     assert_eq!(dead[0].body, "poison");
-    dlq.delete_all(&[dead[0].receipt.clone()]).await.expect("delete");
+    dlq.delete_all(&[dead[0].receipt.clone()])
+        .await
+        .expect("delete");
 }
 
 /// Runs every suite that needs one queue, each on a fresh queue from `make`.

@@ -72,7 +72,12 @@ pub trait Catalog: Send + Sync + std::fmt::Debug {
     async fn get_table(&self, database: &str, name: &str) -> Result<TableDef>;
     async fn list_tables(&self, database: &str) -> Result<Vec<TableDef>>;
     async fn update_table(&self, table: &TableDef) -> Result<TableDef>;
-    async fn upsert_partitions(&self, database: &str, table: &str, partitions: &[PartitionDef]) -> Result<()>;
+    async fn upsert_partitions(
+        &self,
+        database: &str,
+        table: &str,
+        partitions: &[PartitionDef],
+    ) -> Result<()>;
     async fn list_partitions(&self, database: &str, table: &str) -> Result<Vec<PartitionDef>>;
 }
 

@@ -48,13 +48,21 @@ impl SqliteCatalog {
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
         }
-        let err = |e| Error::Database { path: path.clone(), source: e };
+        let err = |e| Error::Database {
+            path: path.clone(),
+            source: e,
+        };
         let conn = Connection::open(&path).map_err(err)?;
         conn.busy_timeout(Duration::from_secs(60)).map_err(err)?;
-        conn.pragma_update(None, "journal_mode", "WAL").map_err(err)?;
-        conn.pragma_update(None, "synchronous", "FULL").map_err(err)?;
+        conn.pragma_update(None, "journal_mode", "WAL")
+            .map_err(err)?;
+        conn.pragma_update(None, "synchronous", "FULL")
+            .map_err(err)?;
         conn.execute_batch(SCHEMA).map_err(err)?;
-        Ok(SqliteCatalog { path, conn: Arc::new(Mutex::new(conn)) })
+        Ok(SqliteCatalog {
+            path,
+            conn: Arc::new(Mutex::new(conn)),
+        })
     }
 
     async fn run<T: Send + 'static>(
@@ -71,12 +79,21 @@ impl SqliteCatalog {
 
     fn db_err(&self) -> impl Fn(rusqlite::Error) -> Error + Send + Clone + 'static {
         let path = self.path.clone();
-        move |e| Error::Database { path: path.clone(), source: e }
+        move |e| Error::Database {
+            path: path.clone(),
+            source: e,
+        }
     }
 }
 
 fn database_exists(c: &Connection, name: &str) -> rusqlite::Result<bool> {
-    c.query_row("SELECT 1 FROM databases WHERE name = ?1", [name], |_| Ok(())).optional().map(|o| o.is_some())
+    c.query_row(
+        "SELECT 1 FROM databases WHERE name = ?1",
+        [name],
+        |_| Ok(()),
+    )
+    .optional()
+    .map(|o| o.is_some())
 }
 
 #[async_trait]
@@ -85,9 +102,14 @@ impl Catalog for SqliteCatalog {
         crate::schema::validate_name("database", name)?;
         let (n, err) = (name.to_string(), self.db_err());
         self.run(move |c| {
-            let added = c.execute("INSERT OR IGNORE INTO databases VALUES (?1)", [&n]).map_err(&err)?;
+            let added = c
+                .execute("INSERT OR IGNORE INTO databases VALUES (?1)", [&n])
+                .map_err(&err)?;
             if added == 0 {
-                return Err(Error::AlreadyExists { what: "database", name: n });
+                return Err(Error::AlreadyExists {
+                    what: "database",
+                    name: n,
+                });
             }
             Ok(())
         })
@@ -97,7 +119,9 @@ impl Catalog for SqliteCatalog {
     async fn list_databases(&self) -> Result<Vec<String>> {
         let err = self.db_err();
         self.run(move |c| {
-            let mut st = c.prepare("SELECT name FROM databases ORDER BY name").map_err(&err)?;
+            let mut st = c
+                .prepare("SELECT name FROM databases ORDER BY name")
+                .map_err(&err)?;
             let rows = st.query_map([], |r| r.get(0)).map_err(&err)?;
             rows.collect::<rusqlite::Result<_>>().map_err(&err)
         })
@@ -108,18 +132,31 @@ impl Catalog for SqliteCatalog {
         crate::schema::validate_name("table", &table.name)?;
         let (t, err) = (table.clone(), self.db_err());
         self.run(move |c| {
-            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate).map_err(&err)?;
+            let tx = c
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(&err)?;
             if !database_exists(&tx, &t.database).map_err(&err)? {
-                return Err(Error::NotFound { what: "database", name: t.database });
+                return Err(Error::NotFound {
+                    what: "database",
+                    name: t.database,
+                });
             }
             let mut def = t.clone();
             def.version = 1;
-            let json = serde_json::to_string(&def).map_err(json_err).map_err(&err)?;
+            let json = serde_json::to_string(&def)
+                .map_err(json_err)
+                .map_err(&err)?;
             let added = tx
-                .execute("INSERT OR IGNORE INTO tables VALUES (?1, ?2, ?3, 1)", params![t.database, t.name, json])
+                .execute(
+                    "INSERT OR IGNORE INTO tables VALUES (?1, ?2, ?3, 1)",
+                    params![t.database, t.name, json],
+                )
                 .map_err(&err)?;
             if added == 0 {
-                return Err(Error::AlreadyExists { what: "table", name: format!("{}.{}", t.database, t.name) });
+                return Err(Error::AlreadyExists {
+                    what: "table",
+                    name: format!("{}.{}", t.database, t.name),
+                });
             }
             tx.commit().map_err(&err)
         })
@@ -130,11 +167,19 @@ impl Catalog for SqliteCatalog {
         let (d, n, err) = (database.to_string(), name.to_string(), self.db_err());
         self.run(move |c| {
             let json: Option<String> = c
-                .query_row("SELECT definition FROM tables WHERE database = ?1 AND name = ?2", params![d, n], |r| r.get(0))
+                .query_row(
+                    "SELECT definition FROM tables WHERE database = ?1 AND name = ?2",
+                    params![d, n],
+                    |r| r.get(0),
+                )
                 .optional()
                 .map_err(&err)?;
-            let json = json.ok_or_else(|| Error::NotFound { what: "table", name: format!("{d}.{n}") })?;
-            serde_json::from_str(&json).map_err(|e| Error::Config(format!("catalog entry of {d}.{n} is corrupt: {e}")))
+            let json = json.ok_or_else(|| Error::NotFound {
+                what: "table",
+                name: format!("{d}.{n}"),
+            })?;
+            serde_json::from_str(&json)
+                .map_err(|e| Error::Config(format!("catalog entry of {d}.{n} is corrupt: {e}")))
         })
         .await
     }
@@ -142,12 +187,17 @@ impl Catalog for SqliteCatalog {
     async fn list_tables(&self, database: &str) -> Result<Vec<TableDef>> {
         let (d, err) = (database.to_string(), self.db_err());
         self.run(move |c| {
-            let mut st = c.prepare("SELECT definition FROM tables WHERE database = ?1 ORDER BY name").map_err(&err)?;
+            let mut st = c
+                .prepare("SELECT definition FROM tables WHERE database = ?1 ORDER BY name")
+                .map_err(&err)?;
             let rows = st.query_map([d], |r| r.get::<_, String>(0)).map_err(&err)?;
             let mut out = Vec::new();
             for json in rows {
                 let json = json.map_err(&err)?;
-                out.push(serde_json::from_str(&json).map_err(|e| Error::Config(format!("corrupt catalog entry: {e}")))?);
+                out.push(
+                    serde_json::from_str(&json)
+                        .map_err(|e| Error::Config(format!("corrupt catalog entry: {e}")))?,
+                );
             }
             Ok(out)
         })
@@ -157,13 +207,24 @@ impl Catalog for SqliteCatalog {
     async fn update_table(&self, table: &TableDef) -> Result<TableDef> {
         let (t, err) = (table.clone(), self.db_err());
         self.run(move |c| {
-            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate).map_err(&err)?;
+            let tx = c
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(&err)?;
             let stored: Option<i64> = tx
-                .query_row("SELECT version FROM tables WHERE database = ?1 AND name = ?2", params![t.database, t.name], |r| r.get(0))
+                .query_row(
+                    "SELECT version FROM tables WHERE database = ?1 AND name = ?2",
+                    params![t.database, t.name],
+                    |r| r.get(0),
+                )
                 .optional()
                 .map_err(&err)?;
             match stored {
-                None => return Err(Error::NotFound { what: "table", name: format!("{}.{}", t.database, t.name) }),
+                None => {
+                    return Err(Error::NotFound {
+                        what: "table",
+                        name: format!("{}.{}", t.database, t.name),
+                    });
+                }
                 Some(v) if v as u64 != t.version => {
                     return Err(Error::Conflict(format!(
                         "table {}.{} is at version {v}, the update starts from {}",
@@ -174,7 +235,9 @@ impl Catalog for SqliteCatalog {
             }
             let mut def = t.clone();
             def.version += 1;
-            let json = serde_json::to_string(&def).map_err(json_err).map_err(&err)?;
+            let json = serde_json::to_string(&def)
+                .map_err(json_err)
+                .map_err(&err)?;
             tx.execute(
                 "UPDATE tables SET definition = ?3, version = ?4 WHERE database = ?1 AND name = ?2",
                 params![def.database, def.name, json, def.version as i64],
@@ -186,22 +249,48 @@ impl Catalog for SqliteCatalog {
         .await
     }
 
-    async fn upsert_partitions(&self, database: &str, table: &str, partitions: &[PartitionDef]) -> Result<()> {
-        let (d, t, parts, err) = (database.to_string(), table.to_string(), partitions.to_vec(), self.db_err());
+    async fn upsert_partitions(
+        &self,
+        database: &str,
+        table: &str,
+        partitions: &[PartitionDef],
+    ) -> Result<()> {
+        let (d, t, parts, err) = (
+            database.to_string(),
+            table.to_string(),
+            partitions.to_vec(),
+            self.db_err(),
+        );
         self.run(move |c| {
-            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate).map_err(&err)?;
+            let tx = c
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(&err)?;
             let exists: bool = tx
-                .query_row("SELECT 1 FROM tables WHERE database = ?1 AND name = ?2", params![d, t], |_| Ok(()))
+                .query_row(
+                    "SELECT 1 FROM tables WHERE database = ?1 AND name = ?2",
+                    params![d, t],
+                    |_| Ok(()),
+                )
                 .optional()
                 .map_err(&err)?
                 .is_some();
             if !exists {
-                return Err(Error::NotFound { what: "table", name: format!("{d}.{t}") });
+                return Err(Error::NotFound {
+                    what: "table",
+                    name: format!("{d}.{t}"),
+                });
             }
             for p in &parts {
-                let vals = serde_json::to_string(&p.values).map_err(json_err).map_err(&err)?;
-                let params_json = serde_json::to_string(&p.parameters).map_err(json_err).map_err(&err)?;
-                let lv: Option<i64> = p.parameters.get(PARAM_LEDGER_VERSION).and_then(|v| v.parse().ok());
+                let vals = serde_json::to_string(&p.values)
+                    .map_err(json_err)
+                    .map_err(&err)?;
+                let params_json = serde_json::to_string(&p.parameters)
+                    .map_err(json_err)
+                    .map_err(&err)?;
+                let lv: Option<i64> = p
+                    .parameters
+                    .get(PARAM_LEDGER_VERSION)
+                    .and_then(|v| v.parse().ok());
                 tx.execute(
                     "INSERT INTO partitions VALUES (?1, ?2, ?3, ?4, ?5, ?6)
                      ON CONFLICT (database, tbl, vals) DO UPDATE SET location = excluded.location,

@@ -66,7 +66,11 @@ pub struct ReceiveOptions {
 
 impl Default for ReceiveOptions {
     fn default() -> Self {
-        ReceiveOptions { max_messages: MAX_BATCH, wait: MAX_WAIT, visibility_timeout: None }
+        ReceiveOptions {
+            max_messages: MAX_BATCH,
+            wait: MAX_WAIT,
+            visibility_timeout: None,
+        }
     }
 }
 
@@ -136,7 +140,10 @@ pub trait Queue: Send + Sync + std::fmt::Debug {
     async fn delete_batch(&self, receipts: &[String]) -> Result<Vec<BatchFailure>>;
 
     /// Changes the visibility timeout of 1 to 10 in-flight messages.
-    async fn change_visibility_batch(&self, entries: &[(String, Duration)]) -> Result<Vec<BatchFailure>>;
+    async fn change_visibility_batch(
+        &self,
+        entries: &[(String, Duration)],
+    ) -> Result<Vec<BatchFailure>>;
 
     /// Approximate counts.
     async fn stats(&self) -> Result<QueueStats>;
@@ -161,7 +168,11 @@ pub trait QueueExt: Queue {
     }
 
     /// Changes visibility of any number of messages, 10 per call.
-    async fn change_visibility_all(&self, receipts: &[String], timeout: Duration) -> Result<Vec<BatchFailure>> {
+    async fn change_visibility_all(
+        &self,
+        receipts: &[String],
+        timeout: Duration,
+    ) -> Result<Vec<BatchFailure>> {
         let mut failed = Vec::new();
         for (n, chunk) in receipts.chunks(MAX_BATCH).enumerate() {
             let entries: Vec<_> = chunk.iter().map(|r| (r.clone(), timeout)).collect();

@@ -13,7 +13,9 @@ use async_trait::async_trait;
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 use tokio::sync::Notify;
 
-use super::{BatchFailure, MAX_BATCH, Queue, QueueSettings, QueueStats, ReceiveOptions, ReceivedMessage};
+use super::{
+    BatchFailure, MAX_BATCH, Queue, QueueSettings, QueueStats, ReceiveOptions, ReceivedMessage,
+};
 use crate::error::{Error, Result};
 
 /// Milliseconds since the epoch; replaceable in tests.
@@ -27,7 +29,10 @@ pub struct SystemClock;
 
 impl Clock for SystemClock {
     fn now_ms(&self) -> i64 {
-        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as i64)
+            .unwrap_or(0)
     }
 }
 
@@ -42,7 +47,10 @@ struct Db {
 
 impl Db {
     fn err(&self, e: rusqlite::Error) -> Error {
-        Error::Database { path: self.path.clone(), source: e }
+        Error::Database {
+            path: self.path.clone(),
+            source: e,
+        }
     }
 
     async fn run<T: Send + 'static>(
@@ -100,13 +108,25 @@ impl EmbeddedQueues {
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
         }
-        let err = |e| Error::Database { path: path.clone(), source: e };
+        let err = |e| Error::Database {
+            path: path.clone(),
+            source: e,
+        };
         let conn = Connection::open(&path).map_err(err)?;
         conn.busy_timeout(Duration::from_secs(60)).map_err(err)?;
-        conn.pragma_update(None, "journal_mode", "WAL").map_err(err)?;
-        conn.pragma_update(None, "synchronous", "FULL").map_err(err)?;
+        conn.pragma_update(None, "journal_mode", "WAL")
+            .map_err(err)?;
+        conn.pragma_update(None, "synchronous", "FULL")
+            .map_err(err)?;
         conn.execute_batch(SCHEMA).map_err(err)?;
-        Ok(EmbeddedQueues { db: Arc::new(Db { path, conn: Mutex::new(conn), clock, sent: Notify::new() }) })
+        Ok(EmbeddedQueues {
+            db: Arc::new(Db {
+                path,
+                conn: Mutex::new(conn),
+                clock,
+                sent: Notify::new(),
+            }),
+        })
     }
 
     /// Creates a queue; creating an existing queue again is a no-op that keeps its settings.
@@ -158,7 +178,12 @@ impl EmbeddedQueues {
             })
             .await?
             .ok_or_else(|| Error::NotFound { what: "queue", name: name.to_string() })?;
-        Ok(SqliteQueue { name: name.to_string(), settings, db: self.db.clone(), last_retention: AtomicI64::new(0) })
+        Ok(SqliteQueue {
+            name: name.to_string(),
+            settings,
+            db: self.db.clone(),
+            last_retention: AtomicI64::new(0),
+        })
     }
 
     /// Names of all queues with their settings.
@@ -232,10 +257,16 @@ impl SqliteQueue {
         &self.settings
     }
 
-    fn receive_now(&self, opts: ReceiveOptions) -> impl Future<Output = Result<Vec<ReceivedMessage>>> + use<> {
+    fn receive_now(
+        &self,
+        opts: ReceiveOptions,
+    ) -> impl Future<Output = Result<Vec<ReceivedMessage>>> + use<> {
         let name = self.name.clone();
         let s = self.settings.clone();
-        let vt = opts.visibility_timeout.unwrap_or(s.visibility_timeout).as_millis() as i64;
+        let vt = opts
+            .visibility_timeout
+            .unwrap_or(s.visibility_timeout)
+            .as_millis() as i64;
         let max = opts.max_messages;
         let now_probe = self.db.clock.now_ms();
         let do_retention = now_probe - self.last_retention.load(Ordering::Relaxed) > 60_000;
@@ -297,7 +328,9 @@ impl SqliteQueue {
 
 fn check_batch(n: usize) -> Result<()> {
     if n == 0 || n > MAX_BATCH {
-        return Err(Error::invalid(format!("a batch holds 1 to {MAX_BATCH} entries, not {n}")));
+        return Err(Error::invalid(format!(
+            "a batch holds 1 to {MAX_BATCH} entries, not {n}"
+        )));
     }
     Ok(())
 }
@@ -316,7 +349,10 @@ impl Queue for SqliteQueue {
         check_batch(bodies.len())?;
         let total: usize = bodies.iter().map(|b| b.len()).sum();
         if total > self.settings.max_message_bytes {
-            return Err(Error::MessageTooLarge { size: total, limit: self.settings.max_message_bytes });
+            return Err(Error::MessageTooLarge {
+                size: total,
+                limit: self.settings.max_message_bytes,
+            });
         }
         let name = self.name.clone();
         let bodies = bodies.to_vec();
@@ -371,7 +407,10 @@ impl Queue for SqliteQueue {
                 for (i, r) in receipts.iter().enumerate() {
                     match parse_receipt(r) {
                         Some(seq) => {
-                            tx.execute("DELETE FROM messages WHERE seq = ?1 AND receipt = ?2", params![seq, r])?;
+                            tx.execute(
+                                "DELETE FROM messages WHERE seq = ?1 AND receipt = ?2",
+                                params![seq, r],
+                            )?;
                         }
                         None => failed.push(BatchFailure {
                             index: i,
@@ -386,7 +425,10 @@ impl Queue for SqliteQueue {
             .await
     }
 
-    async fn change_visibility_batch(&self, entries: &[(String, Duration)]) -> Result<Vec<BatchFailure>> {
+    async fn change_visibility_batch(
+        &self,
+        entries: &[(String, Duration)],
+    ) -> Result<Vec<BatchFailure>> {
         check_batch(entries.len())?;
         let entries = entries.to_vec();
         let woke = entries.iter().any(|(_, t)| t.is_zero());
@@ -438,6 +480,11 @@ impl Queue for SqliteQueue {
 
     async fn purge(&self) -> Result<()> {
         let name = self.name.clone();
-        self.db.run(move |c, _| c.execute("DELETE FROM messages WHERE queue = ?1", [name]).map(|_| ())).await
+        self.db
+            .run(move |c, _| {
+                c.execute("DELETE FROM messages WHERE queue = ?1", [name])
+                    .map(|_| ())
+            })
+            .await
     }
 }
