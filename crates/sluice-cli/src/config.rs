@@ -25,7 +25,7 @@ use anyhow::{Context, Result, bail};
 use serde::Deserialize;
 
 /// The whole file.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     /// Home directory of the embedded backends.

@@ -222,6 +222,7 @@ struct RepairArgs {
 }
 
 /// Everything resolved from flags, environment and configuration.
+#[derive(Clone)]
 struct Ctx {
     home: Home,
     lake: Option<String>,
@@ -603,10 +604,20 @@ async fn run_pipeline(ctx: &Ctx, a: RunArgs) -> Result<()> {
             r
         }
     };
-    let cons = consume(ctx, &b, &table, &a.consumer, true, Some(done.clone()));
+    // The consumer runs as its own task, so its Parquet encoding never stalls the producer.
+    let cons = tokio::spawn({
+        let (ctx, b, table, args, done) = (
+            ctx.clone(),
+            b.clone(),
+            table.clone(),
+            a.consumer.clone(),
+            done.clone(),
+        );
+        async move { consume(&ctx, &b, &table, &args, true, Some(done)).await }
+    });
     let (p, c) = tokio::join!(prod, cons);
     let elapsed = started.elapsed();
-    let c = c?;
+    let c = c??;
     match &p {
         Ok(ps) => eprintln!("{}", produce_summary(ps)),
         Err(_) => {

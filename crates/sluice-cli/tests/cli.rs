@@ -394,3 +394,82 @@ print(n, s, years, ty, ",".join(sorted(m[0] for m in meta)), t.num_rows, pc.sum(
     let got = String::from_utf8_lossy(&out.stdout).trim().to_string();
     assert_eq!(got, format!("{n} {sum} 10 BIGINT ZSTD {n} {sum}"));
 }
+
+/// `consume` without `--once` follows the queue; Ctrl-C (SIGINT) makes it commit what it holds,
+/// delete those messages, and exit cleanly.
+#[test]
+fn following_consumer_commits_on_interrupt() {
+    let dir = tempfile::tempdir().unwrap();
+    let home = dir.path().join("home");
+    let s = sample();
+    ok(&sluice(
+        &home,
+        &[
+            "produce",
+            s.to_str().unwrap(),
+            "--table",
+            "employment",
+            "--partition-by",
+            "year(month)",
+        ],
+    ));
+    let mut child = Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .arg("--home")
+        .arg(&home)
+        .args(["consume", "--table", "employment"])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Wait (bounded) until the consumer holds the message.
+    let mut held = false;
+    for _ in 0..150 {
+        let st = ok(&sluice(&home, &["queue", "stats"]));
+        if st.contains("0 visible, 1 in flight") {
+            held = true;
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert!(held, "the consumer never received the message");
+    // Nothing is committed while the file stays open (rotation is 5 minutes away).
+    let before = ok(&sluice(
+        &home,
+        &[
+            "query",
+            "SELECT count(*) AS n FROM employment",
+            "--format",
+            "csv",
+        ],
+    ));
+    assert_eq!(before, "n\n0\n");
+    let kill = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(kill.success());
+    let mut status = None;
+    for _ in 0..300 {
+        if let Some(s) = child.try_wait().unwrap() {
+            status = Some(s);
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let Some(status) = status else {
+        let _ = child.kill();
+        panic!("consumer did not exit within 30 s of SIGINT");
+    };
+    assert!(status.success(), "{status:?}");
+    let after = ok(&sluice(
+        &home,
+        &[
+            "query",
+            "SELECT count(*) AS n FROM employment",
+            "--format",
+            "csv",
+        ],
+    ));
+    assert_eq!(after, "n\n120\n");
+    let st = ok(&sluice(&home, &["queue", "stats"]));
+    assert!(st.contains("0 visible, 0 in flight"), "{st}");
+}

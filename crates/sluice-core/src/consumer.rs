@@ -421,35 +421,40 @@ impl Consumer {
     async fn flush(&mut self, parts: Vec<String>) -> Result<()> {
         let mut closed = Vec::new();
         for p in parts {
-            let Some(mut f) = self.files.remove(&p) else {
+            let Some(f) = self.files.remove(&p) else {
                 continue;
             };
-            let size = tokio::task::block_in_place(|| f.spool.finish())?;
-            closed.push((p, f, size));
+            let OpenFile {
+                spool,
+                chunks,
+                kind,
+            } = f;
+            let done = tokio::task::block_in_place(|| spool.finish())?;
+            closed.push((p, done, chunks, kind));
         }
         if closed.is_empty() {
             return Ok(());
         }
         let mut draft = CommitDraft::default();
-        for (p, f, size) in &closed {
+        for (p, f, chunks, kind) in &closed {
             let name = format!("part-{}.parquet", uuid::Uuid::now_v7());
-            let dest = match f.kind {
+            let dest = match kind {
                 FileKind::Quarantine => format!("{}{name}", Lake::quarantine_dir(&self.opts.table)),
                 FileKind::Data => format!("{}{p}/{name}", Lake::table_dir(&self.opts.table)),
             };
-            retry("upload", || upload(&self.lake, &f.spool.local, &dest)).await?;
+            retry("upload", || upload(&self.lake, &f.local, &dest)).await?;
             draft.add.push(DataFile {
                 path: dest,
-                partition: if f.kind == FileKind::Data {
+                partition: if *kind == FileKind::Data {
                     p.clone()
                 } else {
                     String::new()
                 },
-                rows: f.spool.rows,
-                bytes: *size,
-                kind: f.kind,
+                rows: f.rows,
+                bytes: f.bytes,
+                kind: *kind,
             });
-            draft.chunks.extend(f.chunks.iter().map(|c| ChunkPart {
+            draft.chunks.extend(chunks.iter().map(|c| ChunkPart {
                 chunk: c.clone(),
                 partition: p.clone(),
             }));
@@ -463,16 +468,16 @@ impl Consumer {
                 for path in &added {
                     let _ = self.lake.store.delete(&self.lake.path(path)).await;
                 }
-                for (_, f, _) in closed {
-                    f.spool.discard();
+                for (_, f, _, _) in closed {
+                    f.discard();
                 }
                 self.abort_all().await;
                 self.ledger.refresh().await?;
                 return Ok(());
             }
             Err(e) => {
-                for (_, f, _) in closed {
-                    f.spool.discard();
+                for (_, f, _, _) in closed {
+                    f.discard();
                 }
                 return Err(e);
             }
@@ -492,18 +497,16 @@ impl Consumer {
             chunk_parts = commit.chunks.len(),
             "committed"
         );
-        self.register_partitions(
-            &closed
-                .iter()
-                .filter(|(_, f, _)| f.kind == FileKind::Data)
-                .map(|(p, _, _)| p.clone())
-                .collect::<Vec<_>>(),
-        )
-        .await;
+        let data_parts: Vec<String> = closed
+            .iter()
+            .filter(|(_, _, _, k)| *k == FileKind::Data)
+            .map(|(p, _, _, _)| p.clone())
+            .collect();
+        self.register_partitions(&data_parts).await;
         let mut done = Vec::new();
-        for (p, f, _) in &closed {
+        for (p, _, chunks, _) in &closed {
             for (id, h) in self.held.iter_mut() {
-                if f.chunks.contains(&h.chunk) {
+                if chunks.contains(&h.chunk) {
                     h.waiting.remove(p);
                 }
                 if h.waiting.is_empty() {
@@ -511,8 +514,8 @@ impl Consumer {
                 }
             }
         }
-        for (_, f, _) in closed {
-            f.spool.discard();
+        for (_, f, _, _) in closed {
+            f.discard();
         }
         done.sort();
         done.dedup();

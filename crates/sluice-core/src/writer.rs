@@ -55,7 +55,8 @@ pub fn writer_properties(o: &ParquetOptions) -> Result<WriterProperties> {
 /// A Parquet file being written in the spool.
 pub struct SpoolFile {
     pub local: PathBuf,
-    writer: Option<ArrowWriter<File>>,
+    /// In a mutex only to make the consumer `Sync` (the writer is not); never contended.
+    writer: std::sync::Mutex<Option<ArrowWriter<File>>>,
     pub rows: u64,
     pub opened: Instant,
     row_group_bytes: usize,
@@ -83,7 +84,7 @@ impl SpoolFile {
         let writer = ArrowWriter::try_new(file, schema, Some(props))?;
         Ok(SpoolFile {
             local,
-            writer: Some(writer),
+            writer: std::sync::Mutex::new(Some(writer)),
             rows: 0,
             opened: Instant::now(),
             row_group_bytes: opts.row_group_bytes,
@@ -92,7 +93,8 @@ impl SpoolFile {
 
     /// Appends rows.
     pub fn write(&mut self, batch: &RecordBatch) -> Result<()> {
-        let w = self.writer.as_mut().expect("spool file is open");
+        let w = self.writer.get_mut().unwrap_or_else(|p| p.into_inner());
+        let w = w.as_mut().expect("spool file is open");
         w.write(batch)?;
         self.rows += batch.num_rows() as u64;
         if w.in_progress_size() >= self.row_group_bytes {
@@ -103,41 +105,70 @@ impl SpoolFile {
 
     /// Bytes on disk plus the buffered row group.
     pub fn size(&self) -> u64 {
-        self.writer
-            .as_ref()
-            .map(|w| (w.bytes_written() + w.in_progress_size()) as u64)
-            .unwrap_or(0)
+        self.with_writer(|w| (w.bytes_written() + w.in_progress_size()) as u64)
     }
 
     /// Bytes of the buffered row group (memory held).
     pub fn buffered(&self) -> usize {
-        self.writer
-            .as_ref()
-            .map(|w| w.in_progress_size())
-            .unwrap_or(0)
+        self.with_writer(|w| w.in_progress_size())
     }
 
     /// Closes the buffered row group early to free memory.
     pub fn flush_row_group(&mut self) -> Result<()> {
-        if let Some(w) = self.writer.as_mut() {
+        if let Some(w) = self
+            .writer
+            .get_mut()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_mut()
+        {
             w.flush()?;
         }
         Ok(())
     }
 
-    /// Finishes the file; returns its size.
-    pub fn finish(&mut self) -> Result<u64> {
-        if let Some(w) = self.writer.take() {
+    /// Finishes the file.
+    pub fn finish(mut self) -> Result<FinishedFile> {
+        if let Some(w) = self
+            .writer
+            .get_mut()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
+        {
             w.close()?;
         }
-        Ok(std::fs::metadata(&self.local)
+        let bytes = std::fs::metadata(&self.local)
             .map_err(|e| Error::io(&self.local, e))?
-            .len())
+            .len();
+        Ok(FinishedFile {
+            local: std::mem::take(&mut self.local),
+            rows: self.rows,
+            bytes,
+        })
     }
 
     /// Removes the local file.
-    pub fn discard(mut self) {
-        self.writer = None;
+    pub fn discard(self) {
+        drop(self.writer);
+        let _ = std::fs::remove_file(&self.local);
+    }
+
+    fn with_writer<T: Default>(&self, f: impl FnOnce(&ArrowWriter<File>) -> T) -> T {
+        let w = self.writer.lock().unwrap_or_else(|p| p.into_inner());
+        w.as_ref().map(f).unwrap_or_default()
+    }
+}
+
+/// A closed spool file, ready to upload.
+#[derive(Debug)]
+pub struct FinishedFile {
+    pub local: PathBuf,
+    pub rows: u64,
+    pub bytes: u64,
+}
+
+impl FinishedFile {
+    /// Removes the local file.
+    pub fn discard(self) {
         let _ = std::fs::remove_file(&self.local);
     }
 }
