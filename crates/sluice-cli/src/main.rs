@@ -100,6 +100,20 @@ struct InitArgs {
     /// Deliveries before a message moves to the dead-letter queue.
     #[arg(long, default_value_t = 5)]
     max_receive_count: u32,
+    /// Largest message the queue accepts, in bytes (1 KiB to 1 MiB).
+    #[arg(long, default_value_t = 1024 * 1024, value_parser = clap::value_parser!(u64).range(1024..=1024 * 1024))]
+    max_message_bytes: u64,
+}
+
+impl InitArgs {
+    fn settings(&self) -> QueueSettings {
+        QueueSettings {
+            visibility_timeout: Duration::from_secs(self.visibility_timeout),
+            max_receive_count: self.max_receive_count,
+            max_message_bytes: self.max_message_bytes as usize,
+            ..Default::default()
+        }
+    }
 }
 
 #[derive(Debug, Args, Clone)]
@@ -216,7 +230,8 @@ enum CatalogCommand {
 struct RepairArgs {
     #[arg(long, env = "SLUICE_TABLE")]
     table: String,
-    /// Only remove uncommitted files older than this many seconds.
+    /// Only remove uncommitted files older than this many seconds (files that running
+    /// consumers of this home are uploading are never removed).
     #[arg(long, default_value_t = 0)]
     grace: u64,
 }
@@ -322,12 +337,17 @@ async fn run(cli: Cli) -> Result<()> {
         Command::Catalog(c) => catalog_cmd(&ctx, c).await,
         Command::Repair(a) => {
             let b = ctx.backends(Some(&a.table)).await?;
+            let opts = sluice_core::repair::RepairOptions {
+                grace: Duration::from_secs(a.grace),
+                protect: ctx.home.live_uploads(),
+                dead: Default::default(),
+            };
             let r = sluice_core::repair::repair(
                 &b.lake,
                 &*b.catalog,
                 DEFAULT_DATABASE,
                 &a.table,
-                Duration::from_secs(a.grace),
+                &opts,
             )
             .await?;
             println!(
@@ -349,11 +369,7 @@ async fn run(cli: Cli) -> Result<()> {
 
 async fn init(ctx: &Ctx, a: &InitArgs) -> Result<()> {
     let queues = ctx.home.queues()?;
-    let settings = QueueSettings {
-        visibility_timeout: Duration::from_secs(a.visibility_timeout),
-        max_receive_count: a.max_receive_count,
-        ..Default::default()
-    };
+    let settings = a.settings();
     let name = ctx.queue.clone().unwrap_or_else(|| "sluice".to_string());
     Home::ensure_queue(&queues, &name, &settings).await?;
     let catalog = sluice_core::catalog::SqliteCatalog::open(ctx.home.catalog_db())?;
@@ -548,14 +564,32 @@ async fn consume(
         .visibility_timeout
         .or(ctx.config.consumer.visibility_timeout_secs)
         .unwrap_or(300);
-    let grace = Duration::from_secs((vt * 2).max(600));
-    let r =
-        sluice_core::repair::repair(&b.lake, &*b.catalog, DEFAULT_DATABASE, table, grace).await?;
-    if !r.removed.is_empty() {
-        eprintln!(
-            "recovery: removed {} uncommitted file(s) of {table}",
-            r.removed.len()
-        );
+    // Uploads of dead consumers of this home go at once; files from elsewhere after a grace.
+    let mut tables: Vec<&str> = spool.orphans.iter().map(|(t, _)| t.as_str()).collect();
+    tables.push(table);
+    tables.sort_unstable();
+    tables.dedup();
+    for t in tables {
+        let opts = sluice_core::repair::RepairOptions {
+            grace: Duration::from_secs((vt * 2).max(600)),
+            protect: ctx.home.live_uploads(),
+            dead: spool
+                .orphans
+                .iter()
+                .filter(|(ot, _)| ot == t)
+                .map(|(_, p)| p.clone())
+                .collect(),
+        };
+        match sluice_core::repair::repair(&b.lake, &*b.catalog, DEFAULT_DATABASE, t, &opts).await {
+            Ok(r) if !r.removed.is_empty() => {
+                eprintln!(
+                    "recovery: removed {} uncommitted file(s) of {t}",
+                    r.removed.len()
+                )
+            }
+            Ok(_) | Err(sluice_core::Error::NotFound { .. }) => {}
+            Err(e) => return Err(e.into()),
+        }
     }
     let mut opts = consumer_options(ctx, table, a, once, spool.path().to_path_buf(), id);
     if opts.visibility_timeout.is_none() {
@@ -673,11 +707,7 @@ async fn queue_cmd(ctx: &Ctx, c: QueueCommand) -> Result<()> {
     };
     match c {
         QueueCommand::Create(a) => {
-            let s = QueueSettings {
-                visibility_timeout: Duration::from_secs(a.visibility_timeout),
-                max_receive_count: a.max_receive_count,
-                ..Default::default()
-            };
+            let s = a.settings();
             Home::ensure_queue(&queues, &name, &s).await?;
             println!(
                 "queue {name} ready (dead-letter queue {})",

@@ -284,7 +284,10 @@ impl Consumer {
 
     /// Whether nothing is left to receive: no visible message and no message in flight except
     /// the ones this consumer holds.
-    async fn drained(&self) -> Result<bool> {
+    ///
+    /// When nothing is visible, it first commits what it holds: other `--once` consumers may be
+    /// waiting for exactly those messages to leave the queue.
+    async fn drained(&mut self) -> Result<bool> {
         if self
             .producer_done
             .as_ref()
@@ -292,6 +295,11 @@ impl Consumer {
         {
             return Ok(false);
         }
+        if self.queue.stats().await?.visible > 0 {
+            return Ok(false);
+        }
+        let all: Vec<String> = self.files.keys().cloned().collect();
+        self.flush(all).await?;
         let s = self.queue.stats().await?;
         Ok(s.visible == 0 && s.in_flight <= self.held.len() as u64)
     }
@@ -442,6 +450,7 @@ impl Consumer {
                 FileKind::Quarantine => format!("{}{name}", Lake::quarantine_dir(&self.opts.table)),
                 FileKind::Data => format!("{}{p}/{name}", Lake::table_dir(&self.opts.table)),
             };
+            crate::home::record_upload(&self.opts.spool_dir, &self.opts.table, &dest)?;
             retry("upload", || upload(&self.lake, &f.local, &dest)).await?;
             draft.add.push(DataFile {
                 path: dest,

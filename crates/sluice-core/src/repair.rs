@@ -3,9 +3,12 @@
 //! A consumer that dies between uploading a file and committing it leaves the file in the
 //! table's directory. sluice's query engine never reads it (it reads committed files only);
 //! readers that list directories (Athena, DuckDB, Spark) would, until recovery removes it.
-//! Recovery runs when a consumer starts and by `sluice repair`; it only removes files older
-//! than a grace period, so that it never races a live consumer between upload and commit.
+//! Recovery runs when a consumer starts and by `sluice repair`. Consumers record each upload in
+//! their spool (`uploads.log`) before it starts; recovery removes the uncommitted uploads of
+//! consumers that are known to be dead at once, never touches those of running consumers, and
+//! removes other uncommitted files (written by consumers elsewhere) only after a grace period.
 
+use std::collections::HashSet;
 use std::time::Duration;
 
 use futures::TryStreamExt;
@@ -29,13 +32,24 @@ pub struct RepairReport {
     pub ledger_version: u64,
 }
 
+/// Which uncommitted files a repair may remove.
+#[derive(Debug, Clone, Default)]
+pub struct RepairOptions {
+    /// Remove uncommitted files at least this old.
+    pub grace: Duration,
+    /// Never remove these (uploads of running consumers), whatever their age.
+    pub protect: HashSet<String>,
+    /// Remove these if uncommitted, whatever their age (uploads of consumers known to be dead).
+    pub dead: HashSet<String>,
+}
+
 /// Repairs one table.
 pub async fn repair(
     lake: &Lake,
     catalog: &dyn Catalog,
     database: &str,
     table: &str,
-    grace: Duration,
+    opts: &RepairOptions,
 ) -> Result<RepairReport> {
     let ledger = Ledger::open(lake, table, "repair").await?;
     let state = ledger.state();
@@ -69,7 +83,8 @@ pub async fn repair(
                 .signed_duration_since(m.last_modified)
                 .to_std()
                 .unwrap_or_default();
-            if age < grace {
+            let key = rel.split('#').next().unwrap_or(&rel);
+            if opts.protect.contains(key) || (!opts.dead.contains(key) && age < opts.grace) {
                 report.kept_recent += 1;
                 continue;
             }

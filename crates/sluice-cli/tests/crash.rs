@@ -1,0 +1,285 @@
+//! Exactly-once under SIGKILL, redelivery and several consumers, counted by an independent
+//! reader (DuckDB). The number of kills is `SLUICE_CRASH_KILLS` (default 50; the long mode
+//! runs a few hundred); the random schedule's seed is printed and can be fixed with
+//! `SLUICE_CRASH_SEED`.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+fn sluice(home: &Path, args: &[&str]) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_sluice"));
+    c.arg("--home").arg(home).args(args);
+    for v in [
+        "SLUICE_HOME",
+        "SLUICE_QUEUE",
+        "SLUICE_LAKE",
+        "SLUICE_CONFIG",
+    ] {
+        c.env_remove(v);
+    }
+    c.current_dir(home.parent().unwrap());
+    c
+}
+
+fn ok(o: Output) -> String {
+    assert!(
+        o.status.success(),
+        "exit {:?}\nstdout:\n{}\nstderr:\n{}",
+        o.status,
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8(o.stdout).unwrap()
+}
+
+/// A small deterministic generator for kill times.
+struct Lcg(u64);
+impl Lcg {
+    fn next(&mut self, below: u64) -> u64 {
+        self.0 = self
+            .0
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        (self.0 >> 33) % below
+    }
+}
+
+fn seed() -> u64 {
+    std::env::var("SLUICE_CRASH_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .subsec_nanos() as u64
+        })
+}
+
+/// Starts a command and SIGKILLs it after `after`, unless it ended first.
+fn run_and_kill(mut cmd: Command, after: Duration) -> bool {
+    let mut child = cmd
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let end = Instant::now() + after;
+    while Instant::now() < end {
+        if child.try_wait().unwrap().is_some() {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let killed = child.try_wait().unwrap().is_none();
+    let _ = child.kill();
+    let _ = child.wait();
+    killed
+}
+
+/// (rows, distinct ids, sum of amount_cents) over the table's Parquet files, by DuckDB.
+fn duckdb_count(lake_table: &Path) -> (u64, u64, i64) {
+    let python = std::env::var("SLUICE_PYTHON").unwrap_or_else(|_| "python3".into());
+    let script = r#"
+import sys, duckdb
+n, d, s = duckdb.connect().execute(f"SELECT count(*), count(DISTINCT id), sum(amount_cents) FROM read_parquet('{sys.argv[1]}/**/*.parquet', hive_partitioning = 1)").fetchone()
+print(n, d, s)
+"#;
+    let out = Command::new(&python)
+        .arg("-c")
+        .arg(script)
+        .arg(lake_table)
+        .output()
+        .expect("python");
+    assert!(
+        out.status.success(),
+        "{python} with duckdb is needed (bash .ci/run installs it): {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    let v: Vec<i64> = text
+        .split_whitespace()
+        .map(|x| x.parse().unwrap())
+        .collect();
+    (v[0] as u64, v[1] as u64, v[2])
+}
+
+fn setup(dir: &Path, rows: u64) -> (PathBuf, PathBuf, i64) {
+    let home = dir.join("home");
+    let (csv, sum) = sluice_testkit::fixtures::write_events_csv(dir, "events.csv", rows, 1);
+    // Small messages and a short visibility timeout: many chunks, quick redelivery. Killed
+    // consumers run up receive counts far beyond what a real failure would; keep them out of
+    // the dead-letter queue.
+    ok(sluice(
+        &home,
+        &[
+            "queue",
+            "create",
+            "--queue",
+            "events",
+            "--visibility-timeout",
+            "2",
+            "--max-message-bytes",
+            "16384",
+            "--max-receive-count",
+            "1000",
+        ],
+    )
+    .output()
+    .unwrap());
+    (home, csv, sum)
+}
+
+#[test]
+fn sigkill_at_random_moments_loses_and_duplicates_nothing() {
+    let kills: usize = std::env::var("SLUICE_CRASH_KILLS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(50);
+    let seed = seed();
+    eprintln!("crash test: {kills} kills, SLUICE_CRASH_SEED={seed}");
+    let mut rng = Lcg(seed);
+    let dir = tempfile::tempdir().unwrap();
+    let rows = 30_000;
+    let (home, csv, sum) = setup(dir.path(), rows);
+    let csv_s = csv.to_str().unwrap().to_string();
+    let produce = |home: &Path| {
+        sluice(
+            home,
+            &[
+                "produce",
+                &csv_s,
+                "--table",
+                "events",
+                "--partition-by",
+                "year(day)",
+            ],
+        )
+    };
+    // The producer is killed once early, then run to the end; then run again (all duplicates).
+    run_and_kill(produce(&home), Duration::from_millis(30 + rng.next(150)));
+    ok(produce(&home).output().unwrap());
+    ok(produce(&home).output().unwrap());
+    let consume = |home: &Path, once: bool| {
+        let mut args = vec![
+            "consume",
+            "--table",
+            "events",
+            "--visibility-timeout",
+            "2",
+            "--rotate-rows",
+            "400",
+        ];
+        if once {
+            args.push("--once");
+        }
+        sluice(home, &args)
+    };
+    let mut landed_kills = 0;
+    for _ in 0..kills {
+        // Kill anywhere from start-up to well into receiving, writing, committing and deleting.
+        if run_and_kill(
+            consume(&home, false),
+            Duration::from_millis(20 + rng.next(600)),
+        ) {
+            landed_kills += 1;
+        }
+    }
+    assert_eq!(
+        landed_kills, kills,
+        "every consumer was still running when killed"
+    );
+    let out = consume(&home, true).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+    ok(out);
+    let stats = ok(sluice(&home, &["queue", "stats", "--queue", "events"])
+        .output()
+        .unwrap());
+    assert!(stats.contains("0 visible, 0 in flight"), "{stats}");
+    assert!(
+        stats.contains("dead-letter queue events_dlq: 0 message(s)"),
+        "{stats}"
+    );
+    let (n, distinct, s) = duckdb_count(&home.join("lake/events"));
+    assert_eq!(
+        (n, distinct, s),
+        (rows, rows, sum),
+        "seed {seed}; last consumer: {stderr}"
+    );
+    // sluice's own engine agrees.
+    let q = ok(sluice(
+        &home,
+        &[
+            "query",
+            "SELECT count(*) AS n, count(DISTINCT id) AS d FROM events",
+            "--format",
+            "csv",
+        ],
+    )
+    .output()
+    .unwrap());
+    assert_eq!(q, format!("n,d\n{rows},{rows}\n"));
+}
+
+#[test]
+fn four_consumers_at_once_count_exactly() {
+    let dir = tempfile::tempdir().unwrap();
+    let rows = 40_000;
+    let (home, csv, sum) = setup(dir.path(), rows);
+    ok(sluice(
+        &home,
+        &[
+            "produce",
+            csv.to_str().unwrap(),
+            "--table",
+            "events",
+            "--partition-by",
+            "year(day)",
+        ],
+    )
+    .output()
+    .unwrap());
+    let children: Vec<_> = (0..4)
+        .map(|_| {
+            sluice(
+                &home,
+                &[
+                    "consume",
+                    "--table",
+                    "events",
+                    "--once",
+                    "--visibility-timeout",
+                    "5",
+                    "--rotate-rows",
+                    "1000",
+                ],
+            )
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+        })
+        .collect();
+    let mut committed_by = 0;
+    for c in children {
+        let out = c.wait_with_output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{err}");
+        if !err.contains(" 0 written") {
+            committed_by += 1;
+        }
+    }
+    assert!(committed_by >= 2, "work was shared between consumers");
+    let (n, distinct, s) = duckdb_count(&home.join("lake/events"));
+    assert_eq!((n, distinct, s), (rows, rows, sum));
+    // The catalog's partition statistics add up to the same count.
+    let parts = ok(sluice(&home, &["catalog", "partitions", "events"])
+        .output()
+        .unwrap());
+    let total: u64 = parts
+        .lines()
+        .skip(1)
+        .map(|l| l.split('\t').nth(2).unwrap().parse::<u64>().unwrap())
+        .sum();
+    assert_eq!(total, rows, "{parts}");
+}
