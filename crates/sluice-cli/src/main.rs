@@ -533,6 +533,7 @@ fn consumer_options(
     let mut o = ConsumerOptions::new(table, spool);
     o.writer_id = id;
     o.once = once;
+    o.dead_letter_log = Some(ctx.home.failure_log());
     if let Some(v) = a.rotate_rows.or(c.rotate_rows) {
         o.rotate_rows = v.max(1);
     }
@@ -737,8 +738,12 @@ async fn queue_cmd(ctx: &Ctx, c: QueueCommand) -> Result<()> {
                     "dead-letter queue {dlq_name}: {} message(s)",
                     ds.visible + ds.in_flight
                 );
+                let failures = sluice_core::home::read_failures(&ctx.home.failure_log());
                 for (id, reason) in queues.dead_letter_reasons(&dlq_name).await? {
-                    println!("  {id}: {reason}");
+                    match failures.get(&id) {
+                        Some(f) => println!("  {id}: {} ({reason})", f.reason),
+                        None => println!("  {id}: {reason}"),
+                    }
                 }
             }
         }

@@ -61,6 +61,10 @@ pub struct ConsumerOptions {
     pub spool_dir: PathBuf,
     /// Identifies this consumer in commits.
     pub writer_id: String,
+    /// Where to record why a message could not be processed (see [`crate::home::record_failure`]).
+    pub dead_letter_log: Option<PathBuf>,
+    /// First back-off of a retried step; it doubles on each of 6 retries.
+    pub retry_base: Duration,
 }
 
 impl ConsumerOptions {
@@ -78,6 +82,8 @@ impl ConsumerOptions {
             wait: Duration::from_secs(5),
             spool_dir,
             writer_id: crate::writer_id(),
+            dead_letter_log: None,
+            retry_base: Duration::from_millis(100),
         }
     }
 }
@@ -235,8 +241,11 @@ impl Consumer {
     ) -> Result<()> {
         tokio::pin!(shutdown);
         let mut stopping = false;
-        let mut tick = tokio::time::interval(Duration::from_millis(500));
-        let heartbeat_every = (self.visibility / 3).max(Duration::from_millis(500));
+        // Extend visibility three times per timeout, checked often enough to never miss one.
+        let heartbeat_every = (self.visibility / 3).max(Duration::from_millis(100));
+        let tick_every =
+            (self.visibility / 6).clamp(Duration::from_millis(50), Duration::from_millis(500));
+        let mut tick = tokio::time::interval(tick_every);
         let mut last_heartbeat = Instant::now();
         loop {
             tokio::select! {
@@ -312,8 +321,20 @@ impl Consumer {
             Err(e) => {
                 // Left in flight: delivered again after the visibility timeout, and moved to
                 // the dead-letter queue after maxReceiveCount deliveries.
+                // The reason is recorded so that `queue stats` can show why it was dead-lettered.
                 warn!(message_id = %m.message_id, receive_count = m.receive_count, error = %e, "message cannot be processed");
                 self.stats.undecodable_messages += 1;
+                if let Some(log) = &self.opts.dead_letter_log
+                    && let Err(le) = crate::home::record_failure(
+                        log,
+                        self.queue.name(),
+                        &m.message_id,
+                        m.receive_count,
+                        &e.to_string(),
+                    )
+                {
+                    warn!(error = %le, "could not record the failure reason");
+                }
                 return Ok(());
             }
         };
@@ -443,7 +464,10 @@ impl Consumer {
         if closed.is_empty() {
             return Ok(());
         }
-        let mut draft = CommitDraft::default();
+        let mut draft = CommitDraft {
+            id: uuid::Uuid::now_v7().to_string(),
+            ..Default::default()
+        };
         for (p, f, chunks, kind) in &closed {
             let name = format!("part-{}.parquet", uuid::Uuid::now_v7());
             let dest = match kind {
@@ -451,7 +475,10 @@ impl Consumer {
                 FileKind::Data => format!("{}{p}/{name}", Lake::table_dir(&self.opts.table)),
             };
             crate::home::record_upload(&self.opts.spool_dir, &self.opts.table, &dest)?;
-            retry("upload", || upload(&self.lake, &f.local, &dest)).await?;
+            retry("upload", self.opts.retry_base, || {
+                upload(&self.lake, &f.local, &dest)
+            })
+            .await?;
             draft.add.push(DataFile {
                 path: dest,
                 partition: if *kind == FileKind::Data {
@@ -537,13 +564,24 @@ impl Consumer {
     }
 
     async fn commit_with_retry(&mut self, draft: CommitDraft) -> Result<crate::ledger::Commit> {
+        // The same draft (same commit id) on every attempt: see `Ledger::commit`.
         let mut attempt = 0u32;
         loop {
             match self.ledger.commit(draft.clone()).await {
-                Err(e) if e.is_retryable() && !matches!(e, Error::Conflict(_)) && attempt < 6 => {
+                Err(e)
+                    if e.is_retryable()
+                        && !matches!(e, Error::Conflict(_))
+                        && attempt < RETRIES =>
+                {
                     attempt += 1;
                     warn!(error = %e, attempt, "commit failed, retrying");
-                    tokio::time::sleep(Duration::from_millis(200 << attempt)).await;
+                    tokio::time::sleep(self.opts.retry_base * (1 << attempt)).await;
+                }
+                Err(e) if attempt > 0 && !matches!(e, Error::Conflict(_)) => {
+                    return Err(Error::Task(format!(
+                        "commit failed after {} attempts: {e}",
+                        attempt + 1
+                    )));
                 }
                 other => return other,
             }
@@ -572,7 +610,7 @@ impl Consumer {
         }
         let n = receipts.len() as u64;
         let q = self.queue.clone();
-        let failed = retry("delete", || q.delete_all(&receipts)).await?;
+        let failed = retry("delete", self.opts.retry_base, || q.delete_all(&receipts)).await?;
         self.stats.delete_calls += n.div_ceil(10);
         self.stats.billed_units += n.div_ceil(10);
         self.stats.deleted += n - failed.len() as u64;
@@ -658,7 +696,10 @@ pub fn partition_defs(
         .collect()
 }
 
-async fn retry<T, F, Fut>(what: &str, mut f: F) -> Result<T>
+/// Retries of a failing step: 6, with exponential back-off from `base` (0.2 s to 6.4 s by default).
+const RETRIES: u32 = 6;
+
+async fn retry<T, F, Fut>(what: &str, base: Duration, mut f: F) -> Result<T>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Result<T>>,
@@ -666,10 +707,16 @@ where
     let mut attempt = 0u32;
     loop {
         match f().await {
-            Err(e) if e.is_retryable() && attempt < 6 => {
+            Err(e) if e.is_retryable() && !matches!(e, Error::Conflict(_)) && attempt < RETRIES => {
                 attempt += 1;
                 warn!(error = %e, attempt, "{what} failed, retrying");
-                tokio::time::sleep(Duration::from_millis(100 << attempt)).await;
+                tokio::time::sleep(base * (1 << attempt)).await;
+            }
+            Err(e) if attempt > 0 && !matches!(e, Error::Conflict(_)) => {
+                return Err(Error::Task(format!(
+                    "{what} failed after {} attempts: {e}",
+                    attempt + 1
+                )));
             }
             other => return other,
         }

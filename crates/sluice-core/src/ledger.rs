@@ -113,6 +113,9 @@ impl LedgerState {
 /// What a committer wants to add.
 #[derive(Debug, Clone, Default)]
 pub struct CommitDraft {
+    /// Unique id of this commit. Keep it when retrying a failed commit: a write whose reply was
+    /// lost is then recognised instead of being taken for a conflict.
+    pub id: String,
     pub add: Vec<DataFile>,
     pub remove: Vec<String>,
     pub chunks: Vec<ChunkPart>,
@@ -180,9 +183,14 @@ impl Ledger {
 
     /// Commits a draft atomically. Fails with `Conflict` if any of its chunk parts was committed
     /// by someone else; retries on the next version when another commit won the race.
+    ///
+    /// Retrying is the caller's: call again with the same draft (same id) after a retryable error.
     pub async fn commit(&mut self, draft: CommitDraft) -> Result<Commit> {
-        let id = uuid::Uuid::now_v7().to_string();
-        let mut attempt = 0u32;
+        let id = if draft.id.is_empty() {
+            uuid::Uuid::now_v7().to_string()
+        } else {
+            draft.id.clone()
+        };
         loop {
             if let Some(v) = self.state.commit_ids.get(&id) {
                 // An earlier attempt landed although its reply was lost.
@@ -229,16 +237,7 @@ impl Ledger {
                     return Ok(commit);
                 }
                 Err(object_store::Error::AlreadyExists { .. }) => self.refresh().await?,
-                Err(e) => {
-                    let e = Error::from(e);
-                    attempt += 1;
-                    if !e.is_retryable() || attempt > 5 {
-                        return Err(e);
-                    }
-                    tracing::warn!(error = %e, attempt, "ledger commit failed, retrying");
-                    tokio::time::sleep(std::time::Duration::from_millis(100 << attempt)).await;
-                    self.refresh().await?;
-                }
+                Err(e) => return Err(e.into()),
             }
         }
     }

@@ -254,3 +254,137 @@ async fn foreign_json_and_csv_messages_are_landed() {
     assert_eq!(c.rows_quarantined, 1, "{c:?}");
     assert_eq!(committed(&b, "t", "id").await.1, 1 + 2 + 3 + 4 + 5 + 6);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn poison_messages_are_dead_lettered_with_their_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    let home = Home::new(dir.path().join("home"));
+    let settings = sluice_core::queue::QueueSettings {
+        max_receive_count: 2,
+        visibility_timeout: Duration::from_secs(1),
+        ..Default::default()
+    };
+    let b = home.open_with("t", None, &settings).await.unwrap();
+    let seed = dir.path().join("seed.csv");
+    std::fs::write(&seed, "id,d\n1,2020-01-01\n").unwrap();
+    produce(&b, "t", "year(d)", &[&seed]).await.unwrap();
+    // A good chunk, re-addressed to another table, and with columns the table does not have.
+    let good = b
+        .queue
+        .receive(sluice_core::queue::ReceiveOptions {
+            wait: Duration::ZERO,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let (mut header, raw) = sluice_core::chunk::decode(&good[0].body).unwrap();
+    let payload = sluice_core::chunk::compress(&raw, 3);
+    header.table = "other".into();
+    let wrong_table = sluice_core::chunk::encode(&header, &payload);
+    header.table = "t".into();
+    header.columns = vec!["id".into(), "when".into()];
+    let wrong_columns = sluice_core::chunk::encode(&header, &payload);
+    use sluice_core::queue::QueueExt;
+    b.queue
+        .change_visibility_all(&[good[0].receipt.clone()], Duration::ZERO)
+        .await
+        .unwrap();
+    let ids = b
+        .queue
+        .send_batch(&[
+            "sluice.chunk.v1 {not json\nAAAA".to_string(),
+            wrong_table,
+            wrong_columns,
+        ])
+        .await
+        .unwrap();
+    let log = dir.path().join("failures.jsonl");
+    let c = consume(&home, &b, "t", |o| {
+        o.visibility_timeout = Some(Duration::from_secs(1));
+        o.dead_letter_log = Some(log.clone());
+    })
+    .await;
+    assert_eq!(c.rows_written, 1, "{c:?}");
+    assert_eq!(
+        c.undecodable_messages, 6,
+        "3 poison messages, 2 deliveries each: {c:?}"
+    );
+    let dlq = b.queues.queue("t_dlq").await.unwrap();
+    assert_eq!(dlq.stats().await.unwrap().visible, 3);
+    let failures = sluice_core::home::read_failures(&log);
+    assert!(
+        failures[&ids[0]]
+            .reason
+            .contains("chunk header is not valid"),
+        "{failures:?}"
+    );
+    assert!(
+        failures[&ids[1]].reason.contains("is for table \"other\""),
+        "{failures:?}"
+    );
+    assert!(
+        failures[&ids[2]]
+            .reason
+            .contains("header does not match table t")
+            && failures[&ids[2]].reason.contains("when"),
+        "{failures:?}"
+    );
+    assert_eq!(failures[&ids[2]].receive_count, 2);
+    // Once fixed, redrive moves them back.
+    assert_eq!(b.queues.redrive("t_dlq", "t").await.unwrap(), 3);
+    assert_eq!(b.queue.stats().await.unwrap().visible, 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn object_store_faults_are_retried_or_stop_cleanly() {
+    use std::sync::atomic::Ordering;
+    let dir = tempfile::tempdir().unwrap();
+    let home = Home::new(dir.path().join("home"));
+    let mut b = home.open("events").await.unwrap();
+    let faulty = Arc::new(sluice_testkit::faults::FaultyStore::new(
+        b.lake.store.clone(),
+    ));
+    b.lake =
+        sluice_core::lake::Lake::from_url_with_store(b.lake.url.clone(), faulty.clone()).unwrap();
+    let (csv1, sum1) = sluice_testkit::fixtures::write_events_csv(dir.path(), "a.csv", 3_000, 1);
+    produce(&b, "events", "year(day)", &[&csv1]).await.unwrap();
+    // Transient failures (throttling, 5xx) are retried with back-off.
+    faulty.fail_next.store(3, Ordering::SeqCst);
+    let c = consume(&home, &b, "events", |o| {
+        o.retry_base = Duration::from_millis(1)
+    })
+    .await;
+    assert_eq!(c.rows_written, 3_000);
+    assert_eq!(faulty.failed.load(Ordering::SeqCst), 3);
+    assert_eq!(committed(&b, "events", "amount_cents").await.1, sum1);
+    // A persistent failure (outage, disk full) stops the consumer with a clear error, and
+    // nothing uncommitted is deleted from the queue.
+    let (csv2, sum2) =
+        sluice_testkit::fixtures::write_events_csv(dir.path(), "b.csv", 3_000, 10_001);
+    let p = produce(&b, "events", "year(day)", &[&csv2]).await.unwrap();
+    faulty.fail_all.store(true, Ordering::SeqCst);
+    let spool = home.claim_spool(&sluice_core::writer_id()).unwrap();
+    let mut o = ConsumerOptions::new("events", spool.path().to_path_buf());
+    o.once = true;
+    o.retry_base = Duration::from_millis(1);
+    let err = Consumer::new(o, b.queue.clone(), b.catalog.clone(), b.lake.clone())
+        .await
+        .unwrap()
+        .run(std::future::pending())
+        .await
+        .unwrap_err();
+    let msg = err.to_string();
+    assert!(
+        msg.contains("upload failed after 7 attempts") && msg.contains("injected failure"),
+        "{msg}"
+    );
+    let s = b.queue.stats().await.unwrap();
+    assert_eq!(s.visible, p.chunks, "released for redelivery, not deleted");
+    assert_eq!(committed(&b, "events", "amount_cents").await.0, 3_000);
+    drop(spool);
+    // Once the store is back, everything lands exactly once.
+    faulty.fail_all.store(false, Ordering::SeqCst);
+    consume(&home, &b, "events", |_| {}).await;
+    let (rows, sum, _) = committed(&b, "events", "amount_cents").await;
+    assert_eq!((rows, sum), (6_000, sum1 + sum2));
+}

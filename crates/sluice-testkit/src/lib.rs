@@ -4,5 +4,6 @@
 //! and the AWS ones (against a wire-compatible server) are held to the same contract.
 
 pub mod catalog;
+pub mod faults;
 pub mod fixtures;
 pub mod queue;
