@@ -473,3 +473,127 @@ fn following_consumer_commits_on_interrupt() {
     let st = ok(&sluice(&home, &["queue", "stats"]));
     assert!(st.contains("0 visible, 0 in flight"), "{st}");
 }
+
+/// Partition values and names cannot write outside the table's directory.
+#[test]
+fn hostile_values_stay_inside_the_table() {
+    let dir = tempfile::tempdir().unwrap();
+    let home = dir.path().join("home");
+    let csv = dir.path().join("h.csv");
+    let long = "x".repeat(300);
+    let content = format!(
+        "id,c\n1,../x\n2,/\n3,%2F\n4,..\n5,a\u{0}b\n6,{long}\n7,.\n8,\"a/../../b\"\n9,C:\\evil\n"
+    );
+    std::fs::write(&csv, content).unwrap();
+    let out = sluice(
+        &home,
+        &[
+            "run",
+            csv.to_str().unwrap(),
+            "--table",
+            "h",
+            "--partition-by",
+            "c",
+        ],
+    );
+    ok(&out);
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("8 written, 1 quarantined"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Every file is a descendant of lake/h/, one level of c=… directories.
+    let lake = home.join("lake");
+    let mut stack = vec![lake.clone()];
+    let mut parquet = 0;
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else if p.extension().is_some_and(|x| x == "parquet") {
+                parquet += 1;
+                let rel = p.strip_prefix(&lake).unwrap();
+                let parts: Vec<_> = rel
+                    .components()
+                    .map(|c| c.as_os_str().to_string_lossy().into_owned())
+                    .collect();
+                if parts[0] == "_quarantine" {
+                    continue;
+                }
+                assert_eq!(parts.len(), 3, "{rel:?}");
+                assert_eq!(parts[0], "h");
+                assert!(parts[1].starts_with("c="), "{rel:?}");
+            }
+        }
+    }
+    assert_eq!(parquet, 9, "8 partitions and the quarantine");
+    assert!(!dir.path().join("x").exists() && !home.join("x").exists() && !lake.join("x").exists());
+    // The values read back as they were written.
+    let rows = ok(&sluice(
+        &home,
+        &[
+            "query",
+            "SELECT id, c FROM h ORDER BY id",
+            "--format",
+            "json",
+        ],
+    ));
+    let want = [
+        "../x",
+        "/",
+        "%2F",
+        "..",
+        "a\\u0000b",
+        ".",
+        "a/../../b",
+        "C:\\\\evil",
+    ];
+    for w in want {
+        assert!(rows.contains(&format!("\"c\":\"{w}\"")), "{w} in {rows}");
+    }
+    let q = ok(&sluice(
+        &home,
+        &["query", "SELECT reason FROM quarantine", "--format", "csv"],
+    ));
+    assert!(q.contains("too long for a directory name"), "{q}");
+    // Table and column names are validated.
+    for bad in ["../t", "a/b", "t;drop", ""] {
+        let o = sluice(
+            &home,
+            &[
+                "run",
+                csv.to_str().unwrap(),
+                "--table",
+                bad,
+                "--partition-by",
+                "c",
+            ],
+        );
+        assert!(!o.status.success(), "{bad}");
+        assert!(
+            String::from_utf8_lossy(&o.stderr).contains("is not valid"),
+            "{bad}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+    }
+    let badcol = dir.path().join("badcol.csv");
+    std::fs::write(&badcol, "id,a/b\n1,2\n").unwrap();
+    let o = sluice(
+        &home,
+        &[
+            "run",
+            badcol.to_str().unwrap(),
+            "--table",
+            "bc",
+            "--partition-by",
+            "id",
+        ],
+    );
+    assert!(!o.status.success());
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("column name \"a/b\" is not valid"),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+}

@@ -104,7 +104,7 @@ impl QueryEngine {
         let qschema = sluice_core::writer::quarantine_schema();
         let files = quarantine
             .into_iter()
-            .map(|(p, size)| (PartitionedFile::new(p.to_string(), size), Vec::new()))
+            .map(|(p, size)| (committed_file(p, size), Vec::new()))
             .collect();
         let qtable = LakeTable {
             schema: qschema.clone(),
@@ -155,6 +155,18 @@ pub struct LakeTable {
     url: ObjectStoreUrl,
 }
 
+/// A committed file. The path is used as it is: building it from a string would percent-encode
+/// the `%` of Hive-escaped partition directories a second time.
+fn committed_file(location: object_store::path::Path, size: u64) -> PartitionedFile {
+    PartitionedFile::new_from_meta(object_store::ObjectMeta {
+        location,
+        last_modified: chrono::DateTime::<chrono::Utc>::MIN_UTC,
+        size,
+        e_tag: None,
+        version: None,
+    })
+}
+
 fn partition_value(raw: Option<&str>, ty: &DataType) -> Result<ScalarValue, DataFusionError> {
     match raw {
         None => ScalarValue::try_from(ty),
@@ -189,10 +201,7 @@ impl LakeTable {
                     .and_then(|(_, v)| v.as_deref());
                 values.push(partition_value(raw, field.data_type())?);
             }
-            files.push((
-                PartitionedFile::new(lake.path(&f.path).to_string(), f.bytes),
-                values,
-            ));
+            files.push((committed_file(lake.path(&f.path), f.bytes), values));
         }
         Ok(LakeTable {
             schema: Arc::new(Schema::new(fields)),
