@@ -282,7 +282,9 @@ fn main() -> std::process::ExitCode {
         )
         .with_writer(std::io::stderr)
         .init();
+    // Few blocking threads: decoding is CPU-bound, and each thread's allocator arena adds memory.
     let rt = match tokio::runtime::Builder::new_multi_thread()
+        .max_blocking_threads(4)
         .enable_all()
         .build()
     {

@@ -75,7 +75,7 @@ impl ConsumerOptions {
             rotate_rows: 50_000_000,
             rotate_bytes: 128 << 20,
             rotate_age: Duration::from_secs(300),
-            memory_budget: 256 << 20,
+            memory_budget: 96 << 20,
             parquet: ParquetOptions::default(),
             visibility_timeout: None,
             once: false,
@@ -198,14 +198,15 @@ impl Consumer {
         shutdown: impl std::future::Future<Output = ()>,
     ) -> Result<ConsumerStats> {
         let (stop_tx, stop_rx) = watch::channel(false);
-        let (tx, mut rx) = mpsc::channel::<Incoming>(16);
+        let (tx, mut rx) = mpsc::channel::<Incoming>(6);
         let receiver = tokio::spawn(receive_loop(
             self.queue.clone(),
             self.layout.clone(),
             ReceiveOptions {
                 max_messages: crate::queue::MAX_BATCH,
+                // Draining: short waits, so that the end is noticed quickly.
                 wait: if self.opts.once {
-                    self.opts.wait.min(Duration::from_secs(1))
+                    self.opts.wait.min(Duration::from_millis(250))
                 } else {
                     self.opts.wait
                 },

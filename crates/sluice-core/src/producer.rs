@@ -58,7 +58,7 @@ impl ProducerOptions {
             date_format: None,
             columns: None,
             sample_rows: 10_000,
-            zstd_level: 3,
+            zstd_level: 1,
             send_concurrency: 4,
             location,
         }

@@ -36,7 +36,7 @@ impl Default for ParquetOptions {
         ParquetOptions {
             zstd_level: 3,
             row_group_rows: 1 << 20,
-            row_group_bytes: 64 << 20,
+            row_group_bytes: 48 << 20,
         }
     }
 }
