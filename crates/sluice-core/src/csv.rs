@@ -271,8 +271,10 @@ impl<R: Read> RecordReader<R> {
 #[derive(Debug, Default)]
 pub struct FieldSplitter {
     data: Vec<u8>,
-    /// (start, end) of each field in `data`.
+    /// (start, end) of each field, in the record itself (`borrowed`) or in `data`.
     bounds: Vec<(usize, usize)>,
+    /// Whether the fields are slices of the record (no quoting: nothing to unescape).
+    borrowed: bool,
 }
 
 impl FieldSplitter {
@@ -288,8 +290,8 @@ impl FieldSplitter {
             rec = head;
         }
         if memchr(quote, rec).is_none() {
-            // Fast path: no quoting anywhere.
-            self.data.extend_from_slice(rec);
+            // Fast path: no quoting anywhere; fields are slices of the record.
+            self.borrowed = true;
             let mut start = 0;
             for d in memchr_iter(delimiter, rec) {
                 self.bounds.push((start, d));
@@ -298,6 +300,7 @@ impl FieldSplitter {
             self.bounds.push((start, rec.len()));
             return;
         }
+        self.borrowed = false;
         let mut i = 0;
         loop {
             let field_start = self.data.len();
@@ -348,11 +351,81 @@ impl FieldSplitter {
         self.bounds.is_empty()
     }
 
-    /// Field `i` of the last split record.
+    /// Field `i` of the last split record, which was `record`.
     #[inline]
-    pub fn field(&self, i: usize) -> &[u8] {
+    pub fn field<'a>(&'a self, record: &'a [u8], i: usize) -> &'a [u8] {
         let (start, end) = self.bounds[i];
-        &self.data[start..end]
+        if self.borrowed {
+            &record[start..end]
+        } else {
+            &self.data[start..end]
+        }
+    }
+
+    /// Field `i` as text without validating it again, when the fields are slices of `record`
+    /// and `record_text` is the same bytes already known to be UTF-8.
+    #[inline]
+    pub fn field_str<'a>(&'a self, record_text: &'a str, i: usize) -> Option<&'a str> {
+        if !self.borrowed {
+            return None;
+        }
+        let (start, end) = self.bounds[i];
+        record_text.get(start..end)
+    }
+}
+
+/// Complete records in an in-memory buffer (a chunk payload): `(newlines before the record,
+/// start, end)`, without copying. A last record without a newline is a record; an
+/// unterminated quoted field ends the iteration with an error.
+pub struct Records<'a> {
+    buf: &'a [u8],
+    pos: usize,
+    newlines: u64,
+    delimiter: u8,
+    quote: u8,
+}
+
+impl<'a> Records<'a> {
+    pub fn new(buf: &'a [u8], format: &CsvFormat) -> Self {
+        Records {
+            buf,
+            pos: 0,
+            newlines: 0,
+            delimiter: format.delimiter,
+            quote: format.quote,
+        }
+    }
+}
+
+impl Iterator for Records<'_> {
+    type Item = std::result::Result<(u64, usize, usize), u64>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.pos >= self.buf.len() {
+            return None;
+        }
+        let start = self.pos;
+        let before = self.newlines;
+        match scan_record(&self.buf[start..], self.delimiter, self.quote) {
+            Scan::Complete { end, newlines } => {
+                self.pos += end;
+                self.newlines += newlines;
+                Some(Ok((before, start, start + end)))
+            }
+            Scan::Incomplete {
+                in_quote: false, ..
+            } => {
+                self.pos = self.buf.len();
+                Some(Ok((before, start, self.buf.len())))
+            }
+            Scan::Incomplete {
+                in_quote: true,
+                quote_newlines,
+            } => {
+                self.pos = self.buf.len();
+                Some(Err(before + quote_newlines))
+            }
+        }
     }
 }
 
@@ -362,7 +435,7 @@ pub fn parse_header(record: &[u8], format: &CsvFormat, file: &str) -> Result<Vec
     sp.split(record, format.delimiter, format.quote);
     let mut names = Vec::with_capacity(sp.len());
     for i in 0..sp.len() {
-        let name = std::str::from_utf8(sp.field(i))
+        let name = std::str::from_utf8(sp.field(record, i))
             .map_err(|_| {
                 Error::invalid_at(
                     file,
@@ -418,7 +491,7 @@ mod tests {
         let mut sp = FieldSplitter::default();
         sp.split(rec, b',', b'"');
         (0..sp.len())
-            .map(|i| String::from_utf8(sp.field(i).to_vec()).unwrap())
+            .map(|i| String::from_utf8(sp.field(rec, i).to_vec()).unwrap())
             .collect()
     }
 

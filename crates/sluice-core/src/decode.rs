@@ -5,7 +5,7 @@
 use crate::chunk;
 use crate::csv::CsvFormat;
 use crate::error::{Error, Result};
-use crate::rows::{DecodedChunk, RowTyper, add_csv_records};
+use crate::rows::{DecodedChunk, Field, RowTyper, add_csv_records};
 use crate::table::TableLayout;
 
 /// Decodes one message body for `layout`'s table.
@@ -106,7 +106,7 @@ fn add_json_lines(
             })
             .collect();
         typer.add_row(
-            |i| texts[i].as_deref().map(str::as_bytes),
+            |i| texts[i].as_deref().map(Field::Text),
             line,
             doc.as_bytes(),
             source,

@@ -142,7 +142,7 @@ fn sample(path: &Path, format: &CsvFormat, n: usize) -> Result<(Vec<String>, Sam
         rows.push(
             (0..sp.len())
                 .map(|i| {
-                    let f = sp.field(i);
+                    let f = sp.field(&rec, i);
                     if format.is_null(f) {
                         None
                     } else {

@@ -12,7 +12,7 @@ use arrow::compute::take_record_batch;
 use chrono::NaiveTime;
 
 use crate::chunk::ChunkHeader;
-use crate::csv::{CsvFormat, FieldSplitter};
+use crate::csv::{CsvFormat, FieldSplitter, Records};
 use crate::error::Result;
 use crate::partition::Transform;
 use crate::schema::{
@@ -51,6 +51,22 @@ enum Col {
     Date(Date32Builder),
     Ts(TimestampMicrosecondBuilder),
     Str(StringBuilder),
+}
+
+/// A field value as the typer receives it: text already known to be UTF-8, or bytes to check.
+#[derive(Debug, Clone, Copy)]
+pub enum Field<'a> {
+    Text(&'a str),
+    Bytes(&'a [u8]),
+}
+
+impl<'a> Field<'a> {
+    fn text(self) -> Result<&'a str, std::str::Utf8Error> {
+        match self {
+            Field::Text(s) => Ok(s),
+            Field::Bytes(b) => std::str::from_utf8(b),
+        }
+    }
 }
 
 /// A typed value; strings are referred to by source column and fetched again when pushed.
@@ -131,7 +147,7 @@ impl<'l> RowTyper<'l> {
     /// On a bad value the row is quarantined with `raw` and the reason.
     pub fn add_row<'f>(
         &mut self,
-        field: impl Fn(usize) -> Option<&'f [u8]>,
+        field: impl Fn(usize) -> Option<Field<'f>>,
         line: u64,
         raw: &[u8],
         source: &str,
@@ -144,9 +160,7 @@ impl<'l> RowTyper<'l> {
                     if let Some(fi) = self.layout.file_index[i] {
                         let v = self.vals[i];
                         let text = match v {
-                            Val::Str => {
-                                field(i).map(|b| std::str::from_utf8(b).unwrap_or_default())
-                            }
+                            Val::Str => field(i).and_then(|f| f.text().ok()),
                             _ => None,
                         };
                         push_val(&mut self.cols[fi], v, text);
@@ -165,15 +179,15 @@ impl<'l> RowTyper<'l> {
     }
 
     /// Types a row into `self.vals` and returns its partition directory index.
-    fn type_row<'f>(&mut self, field: &impl Fn(usize) -> Option<&'f [u8]>) -> Result<u32, String> {
+    fn type_row<'f>(&mut self, field: &impl Fn(usize) -> Option<Field<'f>>) -> Result<u32, String> {
         let layout = self.layout;
         self.vals.clear();
         self.vals.resize(layout.source_columns.len(), Val::Null);
         let mut partition_date: Option<Temporal> = None;
         let mut identity_value: Option<String> = None;
         for (i, col) in layout.source_columns.iter().enumerate() {
-            let Some(bytes) = field(i) else { continue };
-            let s = std::str::from_utf8(bytes).map_err(|e| {
+            let Some(f) = field(i) else { continue };
+            let s = f.text().map_err(|e| {
                 format!(
                     "column {:?}: invalid UTF-8 at byte {}",
                     col.name,
@@ -375,8 +389,10 @@ pub fn decode_chunk(
     typer.finish(&header.chunk)
 }
 
-/// Types CSV records (`raw`, newline-terminated as a [`crate::csv::RecordReader`] produces them).
-/// `pos_of_col[i]` is the field position of source column `i`.
+/// Types CSV records (`raw`, as a [`crate::csv::RecordReader`] produces them). `pos_of_col[i]`
+/// is the field position of source column `i` (`usize::MAX`: not in the source).
+///
+/// The payload is checked for UTF-8 once; its fields are then used in place, without copies.
 pub fn add_csv_records(
     typer: &mut RowTyper<'_>,
     raw: &[u8],
@@ -388,40 +404,39 @@ pub fn add_csv_records(
 ) {
     let mut sp = FieldSplitter::default();
     let expected = pos_of_col.iter().filter(|p| **p != usize::MAX).count();
-    let mut line = first_line;
-    let mut rest = raw;
-    let mut reader = crate::csv::RecordReader::new(&mut rest, source, format);
-    let mut rec = Vec::new();
-    loop {
-        rec.clear();
-        let span = match reader.next_into(&mut rec) {
-            Ok(Some(s)) => s,
-            Ok(None) => break,
-            Err(e) => {
-                // Only an unterminated quote can fail here; the producer never sends one.
+    let text = std::str::from_utf8(raw).ok();
+    for r in Records::new(raw, format) {
+        let (before, start, end) = match r {
+            Ok(r) => r,
+            Err(newlines) => {
+                // Only a message from another program can end inside a quoted field.
                 typer.reject(QuarantineRow {
                     source: source.to_string(),
-                    line,
+                    line: first_line + newlines,
                     raw: String::new(),
-                    reason: e.to_string(),
+                    reason: "unterminated quoted field".into(),
                     chunk: chunk.to_string(),
                 });
                 break;
             }
         };
-        let rec_line = first_line + span.line - 1;
-        line = rec_line;
-        sp.split(&rec, format.delimiter, format.quote);
+        let rec = &raw[start..end];
+        let rec_line = first_line + before;
+        if rec.iter().all(|b| *b == b'\n' || *b == b'\r') {
+            continue;
+        }
+        sp.split(rec, format.delimiter, format.quote);
         if sp.len() != expected {
             typer.reject(QuarantineRow {
                 source: source.to_string(),
                 line: rec_line,
-                raw: truncate_raw(&rec),
+                raw: truncate_raw(rec),
                 reason: format!("expected {expected} fields, found {}", sp.len()),
                 chunk: chunk.to_string(),
             });
             continue;
         }
+        let rec_text = text.and_then(|t| t.get(start..end));
         let sp_ref = &sp;
         typer.add_row(
             |i| {
@@ -429,11 +444,17 @@ pub fn add_csv_records(
                 if p == usize::MAX {
                     return None;
                 }
-                let f = sp_ref.field(p);
-                if format.is_null(f) { None } else { Some(f) }
+                let f = sp_ref.field(rec, p);
+                if format.is_null(f) {
+                    return None;
+                }
+                Some(match rec_text.and_then(|t| sp_ref.field_str(t, p)) {
+                    Some(s) => Field::Text(s),
+                    None => Field::Bytes(f),
+                })
             },
             rec_line,
-            &rec,
+            rec,
             source,
             chunk,
         );
