@@ -388,3 +388,30 @@ async fn object_store_faults_are_retried_or_stop_cleanly() {
     let (rows, sum, _) = committed(&b, "events", "amount_cents").await;
     assert_eq!((rows, sum), (6_000, sum1 + sum2));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queue_faults_are_retried() {
+    use std::sync::atomic::Ordering;
+    let dir = tempfile::tempdir().unwrap();
+    let home = Home::new(dir.path().join("home"));
+    let mut b = home.open("events").await.unwrap();
+    let (csv, sum) = sluice_testkit::fixtures::write_events_csv(dir.path(), "a.csv", 3_000, 1);
+    produce(&b, "events", "year(day)", &[&csv]).await.unwrap();
+    let faulty = Arc::new(sluice_testkit::faults::FaultyQueue::new(b.queue.clone()));
+    faulty.fail_receives.store(3, Ordering::SeqCst);
+    faulty.fail_deletes.store(2, Ordering::SeqCst);
+    b.queue = faulty.clone();
+    let c = consume(&home, &b, "events", |o| {
+        o.retry_base = Duration::from_millis(1)
+    })
+    .await;
+    assert_eq!(faulty.failed.load(Ordering::SeqCst), 5);
+    assert_eq!(c.rows_written, 3_000);
+    assert_eq!(committed(&b, "events", "amount_cents").await.1, sum);
+    let s = b.queue.stats().await.unwrap();
+    assert_eq!(
+        (s.visible, s.in_flight),
+        (0, 0),
+        "deleted after the retried delete"
+    );
+}

@@ -102,3 +102,80 @@ impl ObjectStore for FaultyStore {
         self.inner.copy_opts(from, to, options).await
     }
 }
+
+/// Wraps a queue; its next `fail_receives` receives and `fail_deletes` deletes fail with a
+/// transient error (a busy database, a throttled API).
+#[derive(Debug)]
+pub struct FaultyQueue {
+    inner: Arc<dyn sluice_core::queue::Queue>,
+    pub fail_receives: AtomicU32,
+    pub fail_deletes: AtomicU32,
+    pub failed: AtomicU32,
+}
+
+impl FaultyQueue {
+    pub fn new(inner: Arc<dyn sluice_core::queue::Queue>) -> Self {
+        FaultyQueue {
+            inner,
+            fail_receives: AtomicU32::new(0),
+            fail_deletes: AtomicU32::new(0),
+            failed: AtomicU32::new(0),
+        }
+    }
+
+    fn check(&self, counter: &AtomicU32) -> sluice_core::Result<()> {
+        if counter
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok()
+        {
+            self.failed.fetch_add(1, Ordering::SeqCst);
+            return Err(sluice_core::Error::Database {
+                path: "faulty-queue".into(),
+                source: rusqlite::Error::SqliteFailure(
+                    rusqlite::ffi::Error::new(5),
+                    Some("injected: database is locked".into()),
+                ),
+            });
+        }
+        Ok(())
+    }
+}
+
+#[async_trait::async_trait]
+impl sluice_core::queue::Queue for FaultyQueue {
+    fn name(&self) -> &str {
+        self.inner.name()
+    }
+    fn max_message_bytes(&self) -> usize {
+        self.inner.max_message_bytes()
+    }
+    async fn send_batch(&self, bodies: &[String]) -> sluice_core::Result<Vec<String>> {
+        self.inner.send_batch(bodies).await
+    }
+    async fn receive(
+        &self,
+        opts: sluice_core::queue::ReceiveOptions,
+    ) -> sluice_core::Result<Vec<sluice_core::queue::ReceivedMessage>> {
+        self.check(&self.fail_receives)?;
+        self.inner.receive(opts).await
+    }
+    async fn delete_batch(
+        &self,
+        receipts: &[String],
+    ) -> sluice_core::Result<Vec<sluice_core::queue::BatchFailure>> {
+        self.check(&self.fail_deletes)?;
+        self.inner.delete_batch(receipts).await
+    }
+    async fn change_visibility_batch(
+        &self,
+        entries: &[(String, std::time::Duration)],
+    ) -> sluice_core::Result<Vec<sluice_core::queue::BatchFailure>> {
+        self.inner.change_visibility_batch(entries).await
+    }
+    async fn stats(&self) -> sluice_core::Result<sluice_core::queue::QueueStats> {
+        self.inner.stats().await
+    }
+    async fn purge(&self) -> sluice_core::Result<()> {
+        self.inner.purge().await
+    }
+}
