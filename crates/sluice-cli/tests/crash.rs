@@ -283,3 +283,81 @@ fn four_consumers_at_once_count_exactly() {
         .sum();
     assert_eq!(total, rows, "{parts}");
 }
+
+/// A full disk under the lake stops the consumer with a clear error and deletes nothing; once
+/// there is room again, everything lands exactly once.
+#[test]
+#[ignore = "mounts a tmpfs, so it needs root; bash .ci/run runs it"]
+fn full_disk_stops_cleanly_and_loses_nothing() {
+    struct Unmount(PathBuf);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+        }
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let lake = dir.path().join("lake");
+    std::fs::create_dir_all(&lake).unwrap();
+    let st = Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=256k", "tmpfs"])
+        .arg(&lake)
+        .status()
+        .unwrap();
+    assert!(st.success(), "mounting a tmpfs needs root");
+    let _guard = Unmount(lake.clone());
+    let home = dir.path().join("home");
+    let rows = 60_000;
+    let (csv, sum) = sluice_testkit::fixtures::write_events_csv(dir.path(), "events.csv", rows, 1);
+    let lake_s = lake.to_str().unwrap();
+    ok(sluice(
+        &home,
+        &[
+            "--lake",
+            lake_s,
+            "produce",
+            csv.to_str().unwrap(),
+            "--table",
+            "events",
+            "--partition-by",
+            "year(day)",
+        ],
+    )
+    .output()
+    .unwrap());
+    let out = sluice(
+        &home,
+        &["--lake", lake_s, "consume", "--table", "events", "--once"],
+    )
+    .output()
+    .unwrap();
+    assert!(
+        !out.status.success(),
+        "the consumer must fail on a full disk"
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("No space left on device") && err.contains("failed after 7 attempts"),
+        "{err}"
+    );
+    let stats = ok(sluice(&home, &["queue", "stats", "--queue", "events"])
+        .output()
+        .unwrap());
+    assert!(
+        stats.contains(" 0 in flight") && !stats.contains(": 0 visible"),
+        "released, nothing deleted: {stats}"
+    );
+    let st = Command::new("mount")
+        .args(["-o", "remount,size=64m"])
+        .arg(&lake)
+        .status()
+        .unwrap();
+    assert!(st.success());
+    ok(sluice(
+        &home,
+        &["--lake", lake_s, "consume", "--table", "events", "--once"],
+    )
+    .output()
+    .unwrap());
+    let (n, distinct, s) = duckdb_count(&lake.join("events"));
+    assert_eq!((n, distinct, s), (rows, rows, sum));
+}

@@ -217,7 +217,23 @@ impl Consumer {
         ));
         let result = self.main_loop(&mut rx, &stop_tx, shutdown).await;
         let _ = stop_tx.send(true);
-        // Drain what the receiver still hands over; on error, give messages back at once.
+        // After an error the main loop no longer reads the channel: close it (so the receiver
+        // cannot block on a full channel) and give back what is still in it.
+        rx.close();
+        let mut unprocessed = Vec::new();
+        while let Some(item) = rx.recv().await {
+            if let Incoming::Message(m, _) = item {
+                unprocessed.push(m.receipt);
+            }
+        }
+        if !unprocessed.is_empty()
+            && let Err(e) = self
+                .queue
+                .change_visibility_all(&unprocessed, Duration::ZERO)
+                .await
+        {
+            warn!(error = %e, "could not release unprocessed messages; they return after their visibility timeout");
+        }
         let (calls, empties, units) = match receiver.await {
             Ok(c) => c,
             Err(e) => return Err(e.into()),
@@ -475,11 +491,26 @@ impl Consumer {
                 FileKind::Quarantine => format!("{}{name}", Lake::quarantine_dir(&self.opts.table)),
                 FileKind::Data => format!("{}{p}/{name}", Lake::table_dir(&self.opts.table)),
             };
-            crate::home::record_upload(&self.opts.spool_dir, &self.opts.table, &dest)?;
-            retry("upload", self.opts.retry_base, || {
-                upload(&self.lake, &f.local, &dest)
-            })
-            .await?;
+            let uploaded =
+                match crate::home::record_upload(&self.opts.spool_dir, &self.opts.table, &dest) {
+                    Ok(()) => {
+                        retry("upload", self.opts.retry_base, || {
+                            upload(&self.lake, &f.local, &dest)
+                        })
+                        .await
+                    }
+                    Err(e) => Err(e),
+                };
+            if let Err(e) = uploaded {
+                // Remove what this flush already uploaded: no commit will name it.
+                for a in &draft.add {
+                    let _ = self.lake.store.delete(&self.lake.path(&a.path)).await;
+                }
+                for (_, f, _, _) in closed {
+                    f.discard();
+                }
+                return Err(e);
+            }
             draft.add.push(DataFile {
                 path: dest,
                 partition: if *kind == FileKind::Data {
@@ -513,6 +544,8 @@ impl Consumer {
                 return Ok(());
             }
             Err(e) => {
+                // The commit may or may not have landed (a lost reply): leave the files; if it
+                // did not land, recovery removes them (they are in uploads.log).
                 for (_, f, _, _) in closed {
                     f.discard();
                 }

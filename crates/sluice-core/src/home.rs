@@ -159,7 +159,6 @@ impl Home {
         std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
         Ok(SpoolClaim {
             dir,
-            lock_path,
             _lock: lock,
             orphans,
         })
@@ -282,7 +281,6 @@ impl Home {
 #[derive(Debug)]
 pub struct SpoolClaim {
     pub dir: PathBuf,
-    lock_path: PathBuf,
     _lock: File,
     /// (table, path) of uploads recorded by consumers that died: uncommitted ones are garbage.
     pub orphans: Vec<(String, String)>,
@@ -296,7 +294,15 @@ impl SpoolClaim {
 
 impl Drop for SpoolClaim {
     fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.dir);
-        let _ = std::fs::remove_file(&self.lock_path);
+        // Spool files go; the lock file and uploads.log stay until the next consumer starts,
+        // sees the lock free, and removes any upload that no commit names (a commit whose
+        // outcome this consumer could not learn, for one).
+        if let Ok(entries) = std::fs::read_dir(&self.dir) {
+            for e in entries.flatten() {
+                if e.file_name() != UPLOADS {
+                    let _ = std::fs::remove_file(e.path());
+                }
+            }
+        }
     }
 }
