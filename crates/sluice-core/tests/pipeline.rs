@@ -415,3 +415,82 @@ async fn queue_faults_are_retried() {
         "deleted after the retried delete"
     );
 }
+
+/// A consumer whose heartbeats are lost keeps writing after its messages' visibility expired;
+/// another consumer takes and commits them first. The late commit conflicts, is discarded, and
+/// no row is duplicated.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn visibility_expiry_while_writing_never_duplicates() {
+    use std::sync::atomic::Ordering;
+    let dir = tempfile::tempdir().unwrap();
+    let home = Home::new(dir.path().join("home"));
+    let settings = sluice_core::queue::QueueSettings {
+        visibility_timeout: Duration::from_secs(1),
+        ..Default::default()
+    };
+    let b = home.open_with("events", None, &settings).await.unwrap();
+    let (csv, sum) = sluice_testkit::fixtures::write_events_csv(dir.path(), "a.csv", 3_000, 1);
+    produce(&b, "events", "year(day)", &[&csv]).await.unwrap();
+    // Consumer A: heartbeats lost, files open until it is told to stop.
+    let faulty = Arc::new(sluice_testkit::faults::FaultyQueue::new(b.queue.clone()));
+    faulty.lose_heartbeats.store(true, Ordering::SeqCst);
+    let spool_a = home.claim_spool("consumer-a").unwrap();
+    let mut oa = ConsumerOptions::new("events", spool_a.path().to_path_buf());
+    oa.visibility_timeout = Some(Duration::from_secs(1));
+    let a = Consumer::new(oa, faulty.clone(), b.catalog.clone(), b.lake.clone())
+        .await
+        .unwrap();
+    let (stop_a, stopped_a) = tokio::sync::oneshot::channel::<()>();
+    let task_a = tokio::spawn(a.run(async {
+        let _ = stopped_a.await;
+    }));
+    // Wait (bounded) until A holds the message, then past its visibility timeout.
+    let mut held = false;
+    for _ in 0..100 {
+        if b.queue.stats().await.unwrap().in_flight == 1 {
+            held = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(held);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // Consumer B takes the same message and commits it.
+    let c = consume(&home, &b, "events", |o| {
+        o.visibility_timeout = Some(Duration::from_secs(5))
+    })
+    .await;
+    assert_eq!(c.rows_written, 3_000);
+    // A commits late: conflict, discarded.
+    stop_a.send(()).unwrap();
+    let sa = task_a.await.unwrap().unwrap();
+    assert_eq!(sa.conflicts, 1, "{sa:?}");
+    assert_eq!(sa.commits, 0, "{sa:?}");
+    let (rows, s, _) = committed(&b, "events", "amount_cents").await;
+    assert_eq!((rows, s), (3_000, sum));
+    // A removed the files it uploaded for the failed commit: only B's are in the table.
+    let ledger = Ledger::open(&b.lake, "events", "test").await.unwrap();
+    let on_disk = walk_parquet(&b.lake.url.to_file_path().unwrap().join("events"));
+    assert_eq!(
+        on_disk,
+        ledger
+            .state()
+            .files
+            .values()
+            .filter(|f| f.kind == FileKind::Data)
+            .count()
+    );
+}
+
+fn walk_parquet(dir: &Path) -> usize {
+    let mut n = 0;
+    for e in std::fs::read_dir(dir).unwrap().flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            n += walk_parquet(&p);
+        } else if p.extension().is_some_and(|x| x == "parquet") {
+            n += 1;
+        }
+    }
+    n
+}

@@ -111,6 +111,8 @@ pub struct FaultyQueue {
     pub fail_receives: AtomicU32,
     pub fail_deletes: AtomicU32,
     pub failed: AtomicU32,
+    /// While set, visibility changes (heartbeats) are accepted and silently lost.
+    pub lose_heartbeats: AtomicBool,
 }
 
 impl FaultyQueue {
@@ -120,6 +122,7 @@ impl FaultyQueue {
             fail_receives: AtomicU32::new(0),
             fail_deletes: AtomicU32::new(0),
             failed: AtomicU32::new(0),
+            lose_heartbeats: AtomicBool::new(false),
         }
     }
 
@@ -170,6 +173,9 @@ impl sluice_core::queue::Queue for FaultyQueue {
         &self,
         entries: &[(String, std::time::Duration)],
     ) -> sluice_core::Result<Vec<sluice_core::queue::BatchFailure>> {
+        if self.lose_heartbeats.load(Ordering::SeqCst) {
+            return Ok(Vec::new());
+        }
         self.inner.change_visibility_batch(entries).await
     }
     async fn stats(&self) -> sluice_core::Result<sluice_core::queue::QueueStats> {
