@@ -4,33 +4,15 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+mod common;
+use common::ok;
+
 fn sample() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../data/us-employment.csv")
 }
 
 fn sluice(home: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_sluice"))
-        .arg("--home")
-        .arg(home)
-        .args(args)
-        .env_remove("SLUICE_HOME")
-        .env_remove("SLUICE_QUEUE")
-        .env_remove("SLUICE_LAKE")
-        .env_remove("SLUICE_CONFIG")
-        .current_dir(home.parent().unwrap())
-        .output()
-        .expect("run sluice")
-}
-
-fn ok(o: &Output) -> String {
-    assert!(
-        o.status.success(),
-        "exit {:?}\nstdout:\n{}\nstderr:\n{}",
-        o.status,
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    );
-    String::from_utf8(o.stdout.clone()).unwrap()
+    common::command(home, args).output().expect("run sluice")
 }
 
 /// (rows, sum of nonfarm) computed straight from the CSV.

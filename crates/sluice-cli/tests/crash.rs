@@ -4,34 +4,11 @@
 //! `SLUICE_CRASH_SEED`.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
+
+mod common;
+use common::{command as sluice, ok};
 use std::time::{Duration, Instant};
-
-fn sluice(home: &Path, args: &[&str]) -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_sluice"));
-    c.arg("--home").arg(home).args(args);
-    for v in [
-        "SLUICE_HOME",
-        "SLUICE_QUEUE",
-        "SLUICE_LAKE",
-        "SLUICE_CONFIG",
-    ] {
-        c.env_remove(v);
-    }
-    c.current_dir(home.parent().unwrap());
-    c
-}
-
-fn ok(o: Output) -> String {
-    assert!(
-        o.status.success(),
-        "exit {:?}\nstdout:\n{}\nstderr:\n{}",
-        o.status,
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    );
-    String::from_utf8(o.stdout).unwrap()
-}
 
 /// A small deterministic generator for kill times.
 struct Lcg(u64);
@@ -110,7 +87,7 @@ fn setup(dir: &Path, rows: u64) -> (PathBuf, PathBuf, i64) {
     // Small messages and a short visibility timeout: many chunks, quick redelivery. Killed
     // consumers run up receive counts far beyond what a real failure would; keep them out of
     // the dead-letter queue.
-    ok(sluice(
+    ok(&sluice(
         &home,
         &[
             "queue",
@@ -158,8 +135,8 @@ fn sigkill_at_random_moments_loses_and_duplicates_nothing() {
     };
     // The producer is killed once early, then run to the end; then run again (all duplicates).
     run_and_kill(produce(&home), Duration::from_millis(30 + rng.next(150)));
-    ok(produce(&home).output().unwrap());
-    ok(produce(&home).output().unwrap());
+    ok(&produce(&home).output().unwrap());
+    ok(&produce(&home).output().unwrap());
     let consume = |home: &Path, once: bool| {
         let mut args = vec![
             "consume",
@@ -191,8 +168,8 @@ fn sigkill_at_random_moments_loses_and_duplicates_nothing() {
     );
     let out = consume(&home, true).output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr).to_string();
-    ok(out);
-    let stats = ok(sluice(&home, &["queue", "stats", "--queue", "events"])
+    ok(&out);
+    let stats = ok(&sluice(&home, &["queue", "stats", "--queue", "events"])
         .output()
         .unwrap());
     assert!(stats.contains("0 visible, 0 in flight"), "{stats}");
@@ -207,7 +184,7 @@ fn sigkill_at_random_moments_loses_and_duplicates_nothing() {
         "seed {seed}; last consumer: {stderr}"
     );
     // sluice's own engine agrees.
-    let q = ok(sluice(
+    let q = ok(&sluice(
         &home,
         &[
             "query",
@@ -226,7 +203,7 @@ fn four_consumers_at_once_count_exactly() {
     let dir = tempfile::tempdir().unwrap();
     let rows = 40_000;
     let (home, csv, sum) = setup(dir.path(), rows);
-    ok(sluice(
+    ok(&sluice(
         &home,
         &[
             "produce",
@@ -273,7 +250,7 @@ fn four_consumers_at_once_count_exactly() {
     let (n, distinct, s) = duckdb_count(&home.join("lake/events"));
     assert_eq!((n, distinct, s), (rows, rows, sum));
     // The catalog's partition statistics add up to the same count.
-    let parts = ok(sluice(&home, &["catalog", "partitions", "events"])
+    let parts = ok(&sluice(&home, &["catalog", "partitions", "events"])
         .output()
         .unwrap());
     let total: u64 = parts
@@ -309,7 +286,7 @@ fn full_disk_stops_cleanly_and_loses_nothing() {
     let rows = 60_000;
     let (csv, sum) = sluice_testkit::fixtures::write_events_csv(dir.path(), "events.csv", rows, 1);
     let lake_s = lake.to_str().unwrap();
-    ok(sluice(
+    ok(&sluice(
         &home,
         &[
             "--lake",
@@ -339,7 +316,7 @@ fn full_disk_stops_cleanly_and_loses_nothing() {
         err.contains("No space left on device") && err.contains("failed after 7 attempts"),
         "{err}"
     );
-    let stats = ok(sluice(&home, &["queue", "stats", "--queue", "events"])
+    let stats = ok(&sluice(&home, &["queue", "stats", "--queue", "events"])
         .output()
         .unwrap());
     assert!(
@@ -352,7 +329,7 @@ fn full_disk_stops_cleanly_and_loses_nothing() {
         .status()
         .unwrap();
     assert!(st.success());
-    ok(sluice(
+    ok(&sluice(
         &home,
         &["--lake", lake_s, "consume", "--table", "events", "--once"],
     )

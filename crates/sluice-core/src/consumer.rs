@@ -226,14 +226,7 @@ impl Consumer {
                 unprocessed.push(m.receipt);
             }
         }
-        if !unprocessed.is_empty()
-            && let Err(e) = self
-                .queue
-                .change_visibility_all(&unprocessed, Duration::ZERO)
-                .await
-        {
-            warn!(error = %e, "could not release unprocessed messages; they return after their visibility timeout");
-        }
+        self.release(&unprocessed).await;
         let (calls, empties, units) = match receiver.await {
             Ok(c) => c,
             Err(e) => return Err(e.into()),
@@ -681,13 +674,19 @@ impl Consumer {
             f.spool.discard();
         }
         let receipts: Vec<String> = self.held.drain().map(|(_, h)| h.receipt).collect();
+        self.release(&receipts).await;
+    }
+
+    /// Makes messages visible again at once. Best effort: a message that cannot be released
+    /// returns after its visibility timeout anyway.
+    async fn release(&self, receipts: &[String]) {
         if !receipts.is_empty()
             && let Err(e) = self
                 .queue
-                .change_visibility_all(&receipts, Duration::ZERO)
+                .change_visibility_all(receipts, Duration::ZERO)
                 .await
         {
-            warn!(error = %e, "could not release held messages; they return after their visibility timeout");
+            warn!(error = %e, count = receipts.len(), "could not release messages; they return after their visibility timeout");
         }
     }
 }
