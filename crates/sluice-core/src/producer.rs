@@ -376,12 +376,15 @@ struct Chunker<'a> {
 }
 
 impl Chunker<'_> {
+    /// Largest compressed payload whose message fits the limit, with 128 bytes of room for the
+    /// header's chunk id and line numbers.
     fn max_compressed(&self) -> usize {
-        // encoded_len(header_len, c) <= limit, with the header growing a little with the id.
         let room = self
             .limit
             .saturating_sub(crate::chunk::MAGIC.len() + self.header_len + 1 + 128);
-        room / 4 * 3
+        let c = room / 4 * 3;
+        debug_assert!(encoded_len(self.header_len + 128, c) <= self.limit);
+        c
     }
 
     /// Emits records `buf` (with `spans` (line, len)) as one or more messages.
@@ -447,7 +450,6 @@ impl Chunker<'_> {
         self.header.rejects = rejects;
         let body = encode(&self.header, payload);
         debug_assert!(body.len() <= self.limit || !self.header.rejects.is_empty());
-        let _ = encoded_len;
         self.tx
             .blocking_send(body)
             .map_err(|_| Error::Task("sender stopped".into()))
