@@ -366,7 +366,6 @@ impl Consumer {
             .map(|(p, b)| (p, FileKind::Data, b))
             .collect();
         if !d.quarantine.is_empty() {
-            self.stats.rows_quarantined += d.quarantine.len() as u64;
             parts.push((
                 QUARANTINE_PART.to_string(),
                 FileKind::Quarantine,
@@ -415,8 +414,9 @@ impl Consumer {
             let f = self.files.get_mut(&part).expect("open file");
             tokio::task::block_in_place(|| f.spool.write(&batch))?;
             f.chunks.insert(chunk.clone());
-            if kind == FileKind::Data {
-                self.stats.rows_written += n;
+            match kind {
+                FileKind::Data => self.stats.rows_written += n,
+                FileKind::Quarantine => self.stats.rows_quarantined += n,
             }
             touched.push(part);
         }
