@@ -257,6 +257,9 @@ impl Consumer {
             (self.visibility / 6).clamp(Duration::from_millis(50), Duration::from_millis(500));
         let mut tick = tokio::time::interval(tick_every);
         let mut last_heartbeat = Instant::now();
+        // Other consumers commit too: re-read the ledger now and then, so that chunks they
+        // committed are dropped on arrival rather than found as a conflict at commit time.
+        let mut last_refresh = Instant::now();
         loop {
             tokio::select! {
                 biased;
@@ -283,6 +286,12 @@ impl Consumer {
                     if last_heartbeat.elapsed() >= heartbeat_every {
                         self.heartbeat().await;
                         last_heartbeat = Instant::now();
+                    }
+                    if last_refresh.elapsed() >= Duration::from_secs(5) {
+                        if let Err(e) = self.ledger.refresh().await {
+                            warn!(error = %e, "could not re-read the ledger; will retry");
+                        }
+                        last_refresh = Instant::now();
                     }
                     let aged: Vec<String> = self
                         .files
