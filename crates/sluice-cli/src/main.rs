@@ -376,10 +376,7 @@ async fn init(ctx: &Ctx, a: &InitArgs) -> Result<()> {
     Home::ensure_queue(&queues, &name, &settings).await?;
     let catalog = sluice_core::catalog::SqliteCatalog::open(ctx.home.catalog_db())?;
     catalog.ensure_database(DEFAULT_DATABASE).await?;
-    let lake = match &ctx.lake {
-        Some(u) => sluice_core::lake::Lake::from_url(u)?,
-        None => sluice_core::lake::Lake::local(&ctx.home.lake_dir())?,
-    };
+    let lake = ctx.home.lake(ctx.lake.as_deref())?;
     println!("home     {}", ctx.home.root.display());
     println!(
         "queue    {name} (dead-letter queue {}) in {}",
@@ -692,10 +689,7 @@ async fn run_pipeline(ctx: &Ctx, a: RunArgs) -> Result<()> {
 
 async fn query(ctx: &Ctx, a: &QueryArgs) -> Result<()> {
     let catalog = sluice_core::catalog::SqliteCatalog::open(ctx.home.catalog_db())?;
-    let lake = match &ctx.lake {
-        Some(u) => sluice_core::lake::Lake::from_url(u)?,
-        None => sluice_core::lake::Lake::local(&ctx.home.lake_dir())?,
-    };
+    let lake = ctx.home.lake(ctx.lake.as_deref())?;
     let engine = sluice_query::QueryEngine::new(&catalog, &lake, DEFAULT_DATABASE).await?;
     let (schema, batches) = engine.sql(&a.sql).await?;
     output::write(a.format, schema, &batches, a.output.as_deref())

@@ -62,6 +62,14 @@ impl Home {
         self.root.join("lake")
     }
 
+    /// The lake at `url` (a directory or URL), or `<home>/lake` without one.
+    pub fn lake(&self, url: Option<&str>) -> Result<Lake> {
+        match url {
+            Some(u) => Lake::from_url(u),
+            None => Lake::local(&self.lake_dir()),
+        }
+    }
+
     /// Opens the embedded queue database.
     pub fn queues(&self) -> Result<EmbeddedQueues> {
         EmbeddedQueues::open(self.queue_db())
@@ -112,10 +120,7 @@ impl Home {
         Self::ensure_queue(&queues, queue, settings).await?;
         let q = queues.queue(queue).await?;
         let catalog = SqliteCatalog::open(self.catalog_db())?;
-        let lake = match lake_url {
-            Some(u) => Lake::from_url(u)?,
-            None => Lake::local(&self.lake_dir())?,
-        };
+        let lake = self.lake(lake_url)?;
         Ok(Backends {
             queues,
             queue: Arc::new(q),

@@ -112,15 +112,12 @@ fn open(path: &Path) -> Result<File> {
     })
 }
 
-/// Sample rows: one value per column, `None` for NULL.
-type SampleRows = Vec<Vec<Option<String>>>;
-
-/// Reads a file's header and up to `n` sample records.
-fn sample(path: &Path, format: &CsvFormat, n: usize) -> Result<(Vec<String>, SampleRows)> {
+/// Opens a CSV file and reads its header; the reader is left at the first data record.
+fn open_csv(path: &Path, format: &CsvFormat) -> Result<(RecordReader<File>, Vec<String>)> {
     let name = path.display().to_string();
-    let mut r = RecordReader::new(open(path)?, &name, format);
+    let mut reader = RecordReader::new(open(path)?, &name, format);
     let mut rec = Vec::new();
-    if r.next_into(&mut rec)?.is_none() {
+    if reader.next_into(&mut rec)?.is_none() {
         return Err(Error::invalid_at(
             &name,
             Some(1),
@@ -128,6 +125,16 @@ fn sample(path: &Path, format: &CsvFormat, n: usize) -> Result<(Vec<String>, Sam
         ));
     }
     let header = parse_header(&rec, format, &name)?;
+    Ok((reader, header))
+}
+
+/// Sample rows: one value per column, `None` for NULL.
+type SampleRows = Vec<Vec<Option<String>>>;
+
+/// Reads a file's header and up to `n` sample records.
+fn sample(path: &Path, format: &CsvFormat, n: usize) -> Result<(Vec<String>, SampleRows)> {
+    let (mut r, header) = open_csv(path, format)?;
+    let mut rec = Vec::new();
     let mut sp = FieldSplitter::default();
     let mut rows = Vec::new();
     while rows.len() < n {
@@ -467,16 +474,7 @@ fn chunk_file(
 ) -> Result<(u64, u64, u64)> {
     let name = path.display().to_string();
     let fp = source_fingerprint(&opts.table, path)?;
-    let mut reader = RecordReader::new(open(path)?, &name, &opts.format);
-    let mut rec = Vec::new();
-    if reader.next_into(&mut rec)?.is_none() {
-        return Err(Error::invalid_at(
-            &name,
-            Some(1),
-            "file is empty: expected a header line",
-        ));
-    }
-    let columns = parse_header(&rec, &opts.format, &name)?;
+    let (mut reader, columns) = open_csv(path, &opts.format)?;
     layout.map_header(&columns, &name)?;
     let header = ChunkHeader {
         table: opts.table.clone(),
