@@ -11,6 +11,18 @@
 //! delimiter = ","
 //! columns = { id = "int64", pickup = "timestamp", fare = "float64" }   # declared, not inferred
 //!
+//! # On AWS (credentials from the standard chain: environment, AWS_PROFILE, SSO, roles)
+//! #   queue = "sqs://events"  lake = "s3://lake/raw"  catalog = "glue://analytics"
+//! [aws]
+//! region = "eu-west-1"
+//! profile = "data"                          # unless AWS_PROFILE is set
+//! endpoint_url = "http://127.0.0.1:5000"    # an S3/SQS-compatible server, unless AWS_ENDPOINT_URL
+//! [aws.endpoints]                           # per service, unless AWS_ENDPOINT_URL_<SERVICE>
+//! s3 = "http://127.0.0.1:9000"
+//! [aws.athena]
+//! workgroup = "primary"
+//! output_location = "s3://lake/athena-results/"
+//!
 //! [consumer]
 //! rotate_rows = 50000000
 //! rotate_bytes = 134217728
@@ -30,8 +42,15 @@ use serde::Deserialize;
 pub struct Config {
     /// Home directory of the embedded backends.
     pub home: Option<String>,
-    /// Lake URL or directory.
+    /// Lake URL or directory (`s3://bucket/prefix` on AWS).
     pub lake: Option<String>,
+    /// Queue: an embedded queue's name, `sqs://NAME` or an SQS queue URL.
+    pub queue: Option<String>,
+    /// Catalog: `glue://DATABASE`, or nothing for the embedded catalog.
+    pub catalog: Option<String>,
+    /// AWS settings (region, profile, endpoints, Athena); credentials come from the standard
+    /// chain only, never from this file.
+    pub aws: Option<sluice_aws::AwsSettings>,
     /// Per-table settings.
     #[serde(default)]
     pub tables: BTreeMap<String, TableConfig>,

@@ -1,5 +1,7 @@
 //! `sluice`: CSV files to a query-ready, year-partitioned Parquet lake through a queue.
 
+mod athena;
+mod backends;
 mod bench;
 mod config;
 mod output;
@@ -14,13 +16,14 @@ use clap::{Args, Parser, Subcommand};
 use sluice_core::catalog::{Catalog, CatalogExt};
 use sluice_core::consumer::{Consumer, ConsumerOptions, ConsumerStats};
 use sluice_core::csv::CsvFormat;
-use sluice_core::home::{Backends, Home, dead_letter_name};
+use sluice_core::home::{Home, dead_letter_name};
 use sluice_core::partition::PartitionSpec;
 use sluice_core::producer::{ProduceStats, Producer, ProducerOptions, Progress};
-use sluice_core::queue::{Queue, QueueSettings};
+use sluice_core::queue::QueueSettings;
 use sluice_core::schema::{Column, ColumnType};
-use sluice_core::{DEFAULT_DATABASE, writer_id};
+use sluice_core::writer_id;
 
+use crate::backends::{Backends, CatalogTarget, Opener, QueueTarget};
 use crate::config::{Config, TableConfig};
 
 const EXAMPLES: &str = "\
@@ -31,7 +34,14 @@ Examples:
   sluice consume --table trips --once
   sluice catalog partitions employment
   sluice queue stats --queue employment
-  sluice bench --scale 1";
+  sluice bench --scale 1
+
+On AWS (endpoints and credentials from the standard AWS variables and profiles):
+  sluice --queue sqs://events --lake s3://lake/raw --catalog glue://analytics init
+  sluice --queue sqs://events --lake s3://lake/raw --catalog glue://analytics \
+     run trips.csv --table trips --partition-by 'year(pickup)'
+  sluice --catalog glue://analytics query --engine athena \"SELECT count(*) FROM trips\"
+  sluice --lake s3://lake/raw --catalog glue://analytics catalog ddl trips --projection";
 
 /// CSV files to a partitioned Parquet lake, through a queue, with a catalog and SQL.
 #[derive(Debug, Parser)]
@@ -43,12 +53,20 @@ struct Cli {
     /// Configuration file (default: ./sluice.toml if it exists).
     #[arg(long, global = true, env = "SLUICE_CONFIG")]
     config: Option<PathBuf>,
-    /// Lake location: a directory or file:// URL (default: <home>/lake).
+    /// Lake: a directory, file:// URL or s3://BUCKET/PREFIX (default: <home>/lake).
     #[arg(long, global = true, env = "SLUICE_LAKE")]
     lake: Option<String>,
-    /// Queue name (default: the table's name).
+    /// Queue: an embedded queue's name, sqs://NAME or an SQS queue URL (default: the embedded
+    /// queue named after the table).
     #[arg(long, global = true, env = "SLUICE_QUEUE")]
     queue: Option<String>,
+    /// Catalog: glue://DATABASE (default: the embedded catalog in <home>).
+    #[arg(long, global = true, env = "SLUICE_CATALOG")]
+    catalog: Option<String>,
+    /// Write request counters (queue calls, billed SQS units, object store requests) in
+    /// Prometheus' text format to this file when the command ends.
+    #[arg(long, global = true, env = "SLUICE_METRICS")]
+    metrics: Option<PathBuf>,
     /// More log output (-v info, -vv debug).
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     verbose: u8,
@@ -145,6 +163,26 @@ struct ProduceArgs {
     files: Vec<PathBuf>,
     #[command(flatten)]
     table: TableArgs,
+    #[command(flatten)]
+    send: SendArgs,
+}
+
+#[derive(Debug, Args, Clone)]
+struct SendArgs {
+    /// Claim-check: store each chunk as an object in the lake and send only a pointer, as the
+    /// SQS Extended Client does (objects are deleted after commit). Cuts SQS requests ~50x.
+    #[arg(long)]
+    claim_check: bool,
+    /// Chunk size in claim-check mode, in MiB.
+    #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u64).range(1..=256))]
+    claim_check_mib: u64,
+}
+
+impl SendArgs {
+    fn claim_bytes(&self) -> Option<usize> {
+        self.claim_check
+            .then_some(self.claim_check_mib as usize * 1024 * 1024)
+    }
 }
 
 #[derive(Debug, Args, Clone)]
@@ -186,6 +224,8 @@ struct RunArgs {
     #[command(flatten)]
     table: TableArgs,
     #[command(flatten)]
+    send: SendArgs,
+    #[command(flatten)]
     consumer: ConsumerArgs,
     /// SQL to run when done (default: rows per partition).
     #[arg(long)]
@@ -202,6 +242,24 @@ struct QueryArgs {
     /// File to write (required for --format parquet; default stdout otherwise).
     #[arg(long, short)]
     output: Option<PathBuf>,
+    /// Where the SQL runs: embedded DataFusion over the lake, or Amazon Athena over the Glue
+    /// catalog (needs --catalog glue://DATABASE; workgroup and result location from [aws.athena]
+    /// or the flags).
+    #[arg(long, value_enum, default_value_t = Engine::Embedded)]
+    engine: Engine,
+    /// Athena workgroup (default: [aws.athena] workgroup, or `primary`).
+    #[arg(long)]
+    workgroup: Option<String>,
+    /// Athena result location, s3://BUCKET/PREFIX/ (default: [aws.athena] output_location, or
+    /// the workgroup's).
+    #[arg(long)]
+    results: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Engine {
+    Embedded,
+    Athena,
 }
 
 #[derive(Debug, Subcommand)]
@@ -224,6 +282,14 @@ enum CatalogCommand {
     Schema { table: String },
     /// List a table's partitions with files, rows and bytes.
     Partitions { table: String },
+    /// Print the Athena CREATE EXTERNAL TABLE statement of a table.
+    Ddl {
+        table: String,
+        /// Add partition projection properties, so Athena finds partitions without the catalog
+        /// listing them (year partitions: a range up to the current year).
+        #[arg(long)]
+        projection: bool,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -240,27 +306,33 @@ struct RepairArgs {
 #[derive(Clone)]
 struct Ctx {
     home: Home,
-    lake: Option<String>,
-    queue: Option<String>,
+    open: Opener,
     config: Config,
+    metrics: Option<PathBuf>,
 }
 
 impl Ctx {
-    fn queue_name(&self, table: Option<&str>) -> Result<String> {
-        match (&self.queue, table) {
-            (Some(q), _) => Ok(q.clone()),
-            (None, Some(t)) => Ok(t.to_string()),
-            (None, None) => bail!("name the queue with --queue (or SLUICE_QUEUE)"),
-        }
+    async fn backends(&self, table: Option<&str>) -> Result<Backends> {
+        self.open.open(table).await
     }
 
-    async fn backends(&self, table: Option<&str>) -> Result<Backends> {
-        let q = self.queue_name(table)?;
-        let settings = QueueSettings::default();
-        Ok(self
-            .home
-            .open_with(&q, self.lake.as_deref(), &settings)
-            .await?)
+    fn database(&self) -> &str {
+        self.open.catalog.database()
+    }
+
+    /// Appends a role's counters to the --metrics file.
+    fn write_metrics(&self, role: &str, m: &sluice_core::metrics::MeterSnapshot) -> Result<()> {
+        if let Some(path) = &self.metrics {
+            use std::io::Write;
+            let mut f = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)
+                .with_context(|| format!("cannot write metrics to {}", path.display()))?;
+            f.write_all(m.prometheus(role).as_bytes())
+                .with_context(|| format!("cannot write metrics to {}", path.display()))?;
+        }
+        Ok(())
     }
 
     fn table_config(&self, table: &str) -> TableConfig {
@@ -310,28 +382,40 @@ async fn run(cli: Cli) -> Result<()> {
         .clone()
         .or_else(|| config.home.clone().map(PathBuf::from))
         .unwrap_or_else(|| PathBuf::from("sluice-data"));
-    let ctx = Ctx {
-        home: Home::new(home),
+    let home = Home::new(home);
+    let open = Opener {
+        home: home.clone(),
+        queue: cli.queue.clone().or_else(|| config.queue.clone()),
         lake: cli.lake.clone().or_else(|| config.lake.clone()),
-        queue: cli.queue.clone(),
+        catalog: CatalogTarget::parse(cli.catalog.as_deref().or(config.catalog.as_deref()))?,
+        aws_settings: config.aws.clone().unwrap_or_default(),
+    };
+    if let Some(m) = &cli.metrics {
+        // Each command writes its counters once; start from an empty file.
+        let _ = std::fs::remove_file(m);
+    }
+    let ctx = Ctx {
+        home,
+        open,
         config,
+        metrics: cli.metrics.clone(),
     };
     match cli.command {
         Command::Init(a) => init(&ctx, &a).await,
         Command::Produce(a) => {
             let b = ctx.backends(Some(&a.table.table)).await?;
-            let stats = produce(&ctx, &b, &a.files, &a.table).await?;
-            eprintln!("{}", produce_summary(&stats));
-            Ok(())
+            let (stats, meter) = produce(&ctx, &b, &a.files, &a.table, &a.send).await?;
+            eprintln!("{}", produce_summary(&stats, &meter));
+            ctx.write_metrics("producer", &meter)
         }
         Command::Consume(a) => {
             let b = ctx.backends(Some(&a.table)).await?;
             if let Some(p) = &a.partition_by {
-                check_partitioning(&*b.catalog, &a.table, p).await?;
+                check_partitioning(&*b.catalog, &b.database, &a.table, p).await?;
             }
-            let stats = consume(&ctx, &b, &a.table, &a.consumer, a.once, None).await?;
-            eprintln!("{}", consume_summary(&stats));
-            Ok(())
+            let (stats, meter) = consume(&ctx, &b, &a.table, &a.consumer, a.once, None).await?;
+            eprintln!("{}", consume_summary(&stats, &meter));
+            ctx.write_metrics("consumer", &meter)
         }
         Command::Run(a) => run_pipeline(&ctx, a).await,
         Command::Query(a) => query(&ctx, &a).await,
@@ -344,14 +428,8 @@ async fn run(cli: Cli) -> Result<()> {
                 protect: ctx.home.live_uploads(),
                 dead: Default::default(),
             };
-            let r = sluice_core::repair::repair(
-                &b.lake,
-                &*b.catalog,
-                DEFAULT_DATABASE,
-                &a.table,
-                &opts,
-            )
-            .await?;
+            let r = sluice_core::repair::repair(&b.lake, &*b.catalog, &b.database, &a.table, &opts)
+                .await?;
             println!(
                 "repaired {}: removed {} uncommitted file(s), kept {} younger than the grace period, {} partition(s) re-synced at ledger version {}",
                 a.table,
@@ -370,24 +448,50 @@ async fn run(cli: Cli) -> Result<()> {
 }
 
 async fn init(ctx: &Ctx, a: &InitArgs) -> Result<()> {
-    let queues = ctx.home.queues()?;
     let settings = a.settings();
-    let name = ctx.queue.clone().unwrap_or_else(|| "sluice".to_string());
-    Home::ensure_queue(&queues, &name, &settings).await?;
-    let catalog = sluice_core::catalog::SqliteCatalog::open(ctx.home.catalog_db())?;
-    catalog.ensure_database(DEFAULT_DATABASE).await?;
-    let lake = ctx.home.lake(ctx.lake.as_deref())?;
-    println!("home     {}", ctx.home.root.display());
-    println!(
-        "queue    {name} (dead-letter queue {}) in {}",
-        dead_letter_name(&name),
-        ctx.home.queue_db().display()
-    );
-    println!(
-        "catalog  database {DEFAULT_DATABASE} in {}",
-        ctx.home.catalog_db().display()
-    );
-    println!("lake     {}", lake.url);
+    let target = QueueTarget::parse(ctx.open.queue.as_deref(), Some("sluice"))?;
+    if !ctx.open.uses_aws() {
+        std::fs::create_dir_all(&ctx.home.root)
+            .with_context(|| format!("cannot create home {}", ctx.home.root.display()))?;
+        println!("home     {}", ctx.home.root.display());
+    }
+    match &target {
+        QueueTarget::Embedded(name) => {
+            std::fs::create_dir_all(&ctx.home.root)
+                .with_context(|| format!("cannot create home {}", ctx.home.root.display()))?;
+            let queues = ctx.home.queues()?;
+            Home::ensure_queue(&queues, name, &settings).await?;
+            println!(
+                "queue    {name} (dead-letter queue {}) in {}",
+                dead_letter_name(name),
+                ctx.home.queue_db().display()
+            );
+        }
+        QueueTarget::Sqs(r) => {
+            let (url, dlq) = ctx.open.create_sqs_queue(r, &settings).await?;
+            println!(
+                "queue    {url} (dead-letter queue {dlq} after {} receives)",
+                settings.max_receive_count
+            );
+        }
+    }
+    let catalog = ctx.open.catalog().await?;
+    catalog.ensure_database(ctx.database()).await?;
+    match &ctx.open.catalog {
+        CatalogTarget::Embedded => println!(
+            "catalog  database {} in {}",
+            ctx.database(),
+            ctx.home.catalog_db().display()
+        ),
+        CatalogTarget::Glue(db) => println!("catalog  Glue database {db}"),
+    }
+    let lake = ctx.open.lake().await?;
+    if lake.url.scheme() == "s3" {
+        sluice_aws::s3::probe_lake(&lake).await?;
+        println!("lake     {} (bucket reachable and writable)", lake.url);
+    } else {
+        println!("lake     {}", lake.url);
+    }
     Ok(())
 }
 
@@ -399,6 +503,7 @@ fn producer_options(ctx: &Ctx, b: &Backends, t: &TableArgs) -> Result<ProducerOp
         None => PartitionSpec::parse("year(date)")?,
     };
     let mut opts = ProducerOptions::new(&t.table, spec, b.table_location(&t.table));
+    opts.database = b.database.clone();
     let mut nulls = tc.null_values.clone();
     nulls.extend(t.null_values.iter().cloned());
     let ascii = |c: char, what: &str| -> Result<u8> {
@@ -487,20 +592,22 @@ async fn produce(
     b: &Backends,
     files: &[PathBuf],
     t: &TableArgs,
-) -> Result<ProduceStats> {
+    send: &SendArgs,
+) -> Result<(ProduceStats, sluice_core::metrics::MeterSnapshot)> {
     let opts = producer_options(ctx, b, t)?;
     if t.partition_by.is_some()
-        && let Ok(def) = b.catalog.get_table(DEFAULT_DATABASE, &t.table).await
+        && let Ok(def) = b.catalog.get_table(&b.database, &t.table).await
     {
         check_spec(&def, &opts.partition_by)?;
     }
-    let producer = Producer::new(b.queue.clone(), b.catalog.clone(), opts)?;
+    let m = b.metered(send.claim_bytes());
+    let producer = Producer::new(m.queue.clone(), b.catalog.clone(), opts)?;
     let (progress, pb) = progress_bar("produce");
     let r = producer.produce(files, progress).await;
     if let Some(pb) = pb {
         pb.finish_and_clear();
     }
-    Ok(r?)
+    Ok((r?, m.meter.snapshot()))
 }
 
 fn check_spec(def: &sluice_core::catalog::TableDef, spec: &PartitionSpec) -> Result<()> {
@@ -515,8 +622,13 @@ fn check_spec(def: &sluice_core::catalog::TableDef, spec: &PartitionSpec) -> Res
     Ok(())
 }
 
-async fn check_partitioning(catalog: &dyn Catalog, table: &str, spec: &str) -> Result<()> {
-    let def = catalog.get_table(DEFAULT_DATABASE, table).await?;
+async fn check_partitioning(
+    catalog: &dyn Catalog,
+    database: &str,
+    table: &str,
+    spec: &str,
+) -> Result<()> {
+    let def = catalog.get_table(database, table).await?;
     check_spec(&def, &PartitionSpec::parse(spec)?)
 }
 
@@ -530,6 +642,7 @@ fn consumer_options(
 ) -> ConsumerOptions {
     let c = &ctx.config.consumer;
     let mut o = ConsumerOptions::new(table, spool);
+    o.database = ctx.database().to_string();
     o.writer_id = id;
     o.once = once;
     o.dead_letter_log = Some(ctx.home.failure_log());
@@ -556,7 +669,7 @@ async fn consume(
     a: &ConsumerArgs,
     once: bool,
     producer_done: Option<Arc<AtomicBool>>,
-) -> Result<ConsumerStats> {
+) -> Result<(ConsumerStats, sluice_core::metrics::MeterSnapshot)> {
     let id = writer_id();
     let spool = ctx.home.claim_spool(&id)?;
     // Recovery: files a dead consumer uploaded but never committed.
@@ -580,7 +693,7 @@ async fn consume(
                 .map(|(_, p)| p.clone())
                 .collect(),
         };
-        match sluice_core::repair::repair(&b.lake, &*b.catalog, DEFAULT_DATABASE, t, &opts).await {
+        match sluice_core::repair::repair(&b.lake, &*b.catalog, &b.database, t, &opts).await {
             Ok(r) if !r.removed.is_empty() => {
                 eprintln!(
                     "recovery: removed {} uncommitted file(s) of {t}",
@@ -593,15 +706,11 @@ async fn consume(
     }
     let mut opts = consumer_options(ctx, table, a, once, spool.path().to_path_buf(), id);
     if opts.visibility_timeout.is_none() {
-        opts.visibility_timeout = Some(
-            b.queues
-                .queue(b.queue.name())
-                .await?
-                .settings()
-                .visibility_timeout,
-        );
+        opts.visibility_timeout = Some(b.queue.visibility_timeout());
     }
-    let consumer = Consumer::new(opts, b.queue.clone(), b.catalog.clone(), b.lake.clone())
+    // Pointers of claim-checked messages are resolved whatever mode the producer used.
+    let m = b.metered(None);
+    let consumer = Consumer::new(opts, m.queue.clone(), b.catalog.clone(), m.lake.clone())
         .await
         .with_context(|| format!("cannot start the consumer of table {table}"))?
         .hold_until(producer_done);
@@ -611,7 +720,7 @@ async fn consume(
         })
         .await?;
     drop(spool);
-    Ok(stats)
+    Ok((stats, m.meter.snapshot()))
 }
 
 async fn run_pipeline(ctx: &Ctx, a: RunArgs) -> Result<()> {
@@ -631,9 +740,15 @@ async fn run_pipeline(ctx: &Ctx, a: RunArgs) -> Result<()> {
     let started = Instant::now();
     let done = Arc::new(AtomicBool::new(false));
     let prod = {
-        let (files, done, t, b2) = (a.files.clone(), done.clone(), a.table.clone(), b.clone());
+        let (files, done, t, b2, send) = (
+            a.files.clone(),
+            done.clone(),
+            a.table.clone(),
+            b.clone(),
+            a.send.clone(),
+        );
         async move {
-            let r = produce(ctx, &b2, &files, &t).await;
+            let r = produce(ctx, &b2, &files, &t, &send).await;
             done.store(true, Ordering::SeqCst);
             r
         }
@@ -651,15 +766,19 @@ async fn run_pipeline(ctx: &Ctx, a: RunArgs) -> Result<()> {
     });
     let (p, c) = tokio::join!(prod, cons);
     let elapsed = started.elapsed();
-    let c = c??;
+    let (c, cm) = c??;
     match &p {
-        Ok(ps) => eprintln!("{}", produce_summary(ps)),
+        Ok((ps, pm)) => {
+            eprintln!("{}", produce_summary(ps, pm));
+            ctx.write_metrics("producer", pm)?;
+        }
         Err(_) => {
             eprintln!("producer stopped early; everything it sent before the error is committed")
         }
     }
-    eprintln!("{}", consume_summary(&c));
-    let p = p?;
+    eprintln!("{}", consume_summary(&c, &cm));
+    ctx.write_metrics("consumer", &cm)?;
+    let (p, _) = p?;
     eprintln!(
         "run: {} rows in {:.2}s ({:.0} rows/s, {:.1} MB/s of CSV)",
         p.rows,
@@ -682,77 +801,103 @@ async fn run_pipeline(ctx: &Ctx, a: RunArgs) -> Result<()> {
             sql,
             format: output::Format::Table,
             output: None,
+            engine: Engine::Embedded,
+            workgroup: None,
+            results: None,
         },
     )
     .await
 }
 
 async fn query(ctx: &Ctx, a: &QueryArgs) -> Result<()> {
-    let catalog = sluice_core::catalog::SqliteCatalog::open(ctx.home.catalog_db())?;
-    let lake = ctx.home.lake(ctx.lake.as_deref())?;
-    let engine = sluice_query::QueryEngine::new(&catalog, &lake, DEFAULT_DATABASE).await?;
+    if a.engine == Engine::Athena {
+        return athena::query(ctx, a).await;
+    }
+    let catalog = ctx.open.catalog().await?;
+    let lake = ctx.open.lake().await?;
+    let engine = sluice_query::QueryEngine::new(&*catalog, &lake, ctx.database()).await?;
     let (schema, batches) = engine.sql(&a.sql).await?;
     output::write(a.format, schema, &batches, a.output.as_deref())
 }
 
 async fn queue_cmd(ctx: &Ctx, c: QueueCommand) -> Result<()> {
-    let queues = ctx.home.queues()?;
-    // Without --queue, the one queue there is (dead-letter queues aside).
-    let name = match &ctx.queue {
-        Some(q) => q.clone(),
-        None => only_queue(&queues).await?,
+    // Without --queue, the one embedded queue there is (dead-letter queues aside).
+    let target = match &ctx.open.queue {
+        Some(q) => QueueTarget::parse(Some(q), None)?,
+        None => QueueTarget::Embedded(only_queue(&ctx.home.queues()?).await?),
     };
-    match c {
-        QueueCommand::Create(a) => {
-            let s = a.settings();
-            Home::ensure_queue(&queues, &name, &s).await?;
-            println!(
-                "queue {name} ready (dead-letter queue {})",
-                dead_letter_name(&name)
-            );
+    let name = target.name().to_string();
+    if let QueueCommand::Create(a) = &c {
+        let s = a.settings();
+        match &target {
+            QueueTarget::Embedded(n) => {
+                Home::ensure_queue(&ctx.home.queues()?, n, &s).await?;
+                println!(
+                    "queue {n} ready (dead-letter queue {})",
+                    dead_letter_name(n)
+                );
+            }
+            QueueTarget::Sqs(r) => {
+                let (url, dlq) = ctx.open.create_sqs_queue(r, &s).await?;
+                println!("queue {url} ready (dead-letter queue {dlq})");
+            }
         }
+        return Ok(());
+    }
+    let (q, embedded) = ctx.open.queue(&target).await?;
+    match c {
+        QueueCommand::Create(_) => unreachable!("handled above"),
         QueueCommand::Stats => {
-            let q = queues.queue(&name).await?;
             let s = q.stats().await?;
-            let dlq_name = q
-                .settings()
-                .dead_letter_queue
-                .clone()
-                .unwrap_or_else(|| dead_letter_name(&name));
             println!(
                 "queue {name}: {} visible, {} in flight",
                 s.visible, s.in_flight
             );
             println!(
-                "  visibility timeout {}s, max receive count {}",
-                q.settings().visibility_timeout.as_secs(),
-                q.settings().max_receive_count
+                "  visibility timeout {}s, largest message {} bytes",
+                q.visibility_timeout().as_secs(),
+                q.max_message_bytes()
             );
-            if let Ok(d) = queues.queue(&dlq_name).await {
+            if let Some(d) = ctx.open.dead_letter_queue(&target).await? {
                 let ds = d.stats().await?;
                 println!(
-                    "dead-letter queue {dlq_name}: {} message(s)",
+                    "dead-letter queue {}: {} message(s)",
+                    d.name(),
                     ds.visible + ds.in_flight
                 );
                 let failures = sluice_core::home::read_failures(&ctx.home.failure_log());
-                for (id, reason) in queues.dead_letter_reasons(&dlq_name).await? {
-                    match failures.get(&id) {
-                        Some(f) => println!("  {id}: {} ({reason})", f.reason),
-                        None => println!("  {id}: {reason}"),
+                if let Some(queues) = &embedded {
+                    for (id, reason) in queues.dead_letter_reasons(d.name()).await? {
+                        match failures.get(&id) {
+                            Some(f) => println!("  {id}: {} ({reason})", f.reason),
+                            None => println!("  {id}: {reason}"),
+                        }
+                    }
+                } else {
+                    for (id, f) in &failures {
+                        println!(
+                            "  {id}: {} (last seen by a consumer of this home)",
+                            f.reason
+                        );
                     }
                 }
             }
         }
         QueueCommand::Purge => {
-            queues.queue(&name).await?.purge().await?;
+            q.purge().await?;
             println!("purged {name}");
         }
         QueueCommand::Redrive => {
-            let n = queues.redrive(&dead_letter_name(&name), &name).await?;
-            println!(
-                "moved {n} message(s) from {} back to {name}",
-                dead_letter_name(&name)
-            );
+            let d = ctx
+                .open
+                .dead_letter_queue(&target)
+                .await?
+                .with_context(|| format!("queue {name} has no dead-letter queue"))?;
+            let n = match &embedded {
+                Some(queues) => queues.redrive(d.name(), &name).await?,
+                None => sluice_aws::sqs::redrive(&*d, &*q).await?,
+            };
+            println!("moved {n} message(s) from {} back to {name}", d.name());
         }
     }
     Ok(())
@@ -777,14 +922,16 @@ async fn only_queue(queues: &sluice_core::queue::EmbeddedQueues) -> Result<Strin
 }
 
 async fn catalog_cmd(ctx: &Ctx, c: CatalogCommand) -> Result<()> {
-    let catalog = sluice_core::catalog::SqliteCatalog::open(ctx.home.catalog_db())?;
+    let catalog = ctx.open.catalog().await?;
+    let db = ctx.database();
     match c {
+        CatalogCommand::Ddl { table, projection } => {
+            let t = catalog.get_table(db, &table).await?;
+            let now = chrono_year();
+            print!("{}", sluice_aws::ddl::create_table(&t, projection, now)?);
+        }
         CatalogCommand::Tables => {
-            for t in catalog
-                .list_tables(DEFAULT_DATABASE)
-                .await
-                .unwrap_or_default()
-            {
+            for t in catalog.list_tables(db).await.unwrap_or_default() {
                 let spec = t
                     .parameters
                     .get(sluice_core::catalog::PARAM_PARTITION_BY)
@@ -794,7 +941,7 @@ async fn catalog_cmd(ctx: &Ctx, c: CatalogCommand) -> Result<()> {
             }
         }
         CatalogCommand::Schema { table } => {
-            let t = catalog.get_table(DEFAULT_DATABASE, &table).await?;
+            let t = catalog.get_table(db, &table).await?;
             println!("table {}.{} at {}", t.database, t.name, t.location);
             for c in &t.columns {
                 println!("  {:<32} {}", c.name, c.ty.name());
@@ -804,9 +951,9 @@ async fn catalog_cmd(ctx: &Ctx, c: CatalogCommand) -> Result<()> {
             }
         }
         CatalogCommand::Partitions { table } => {
-            catalog.get_table(DEFAULT_DATABASE, &table).await?;
+            catalog.get_table(db, &table).await?;
             println!("partition\tfiles\trows\tbytes\tlocation");
-            for p in catalog.list_partitions(DEFAULT_DATABASE, &table).await? {
+            for p in catalog.list_partitions(db, &table).await? {
                 let g = |k: &str| p.parameters.get(k).cloned().unwrap_or_else(|| "-".into());
                 println!(
                     "{}\t{}\t{}\t{}\t{}",
@@ -822,23 +969,27 @@ async fn catalog_cmd(ctx: &Ctx, c: CatalogCommand) -> Result<()> {
     Ok(())
 }
 
-fn produce_summary(s: &ProduceStats) -> String {
+/// The current year (UTC), the upper end of year projections.
+fn chrono_year() -> i32 {
+    use chrono::Datelike;
+    chrono::Utc::now().year()
+}
+
+fn produce_summary(s: &ProduceStats, m: &sluice_core::metrics::MeterSnapshot) -> String {
     format!(
-        "produced: {} file(s), {} rows, {:.1} MB of CSV in {} chunk(s) ({:.1} MB of messages), {} send call(s), {} billed SQS unit(s), {} row(s) rejected",
+        "produced: {} file(s), {} rows, {:.1} MB of CSV in {} chunk(s) ({:.1} MB of messages), {} row(s) rejected\nproducer {m}",
         s.files,
         s.rows,
         s.csv_bytes as f64 / 1e6,
         s.chunks,
         s.message_bytes as f64 / 1e6,
-        s.send_calls,
-        s.billed_units,
         s.rejected_rows
     )
 }
 
-fn consume_summary(s: &ConsumerStats) -> String {
+fn consume_summary(s: &ConsumerStats, m: &sluice_core::metrics::MeterSnapshot) -> String {
     format!(
-        "consumed: {} message(s), {} rows in, {} written, {} quarantined, {} duplicate(s) dropped; {} file(s), {:.1} MB, {} commit(s); {} receive call(s) ({} empty), {} deleted, {} billed SQS unit(s){}",
+        "consumed: {} message(s), {} rows in, {} written, {} quarantined, {} duplicate(s) dropped; {} file(s), {:.1} MB, {} commit(s); {} deleted{}\nconsumer {m}",
         s.messages,
         s.rows_in,
         s.rows_written,
@@ -847,10 +998,7 @@ fn consume_summary(s: &ConsumerStats) -> String {
         s.files,
         s.bytes_written as f64 / 1e6,
         s.commits,
-        s.receive_calls,
-        s.empty_receives,
         s.deleted,
-        s.billed_units,
         if s.undecodable_messages > 0 {
             format!(
                 "; {} message(s) could not be processed",

@@ -27,7 +27,7 @@ use crate::error::{Error, Result};
 use crate::lake::Lake;
 use crate::ledger::{ChunkPart, CommitDraft, DataFile, FileKind, Ledger};
 use crate::partition::{DEFAULT_PARTITION, parse_partition_path};
-use crate::queue::{Queue, QueueExt, ReceiveOptions, ReceivedMessage, billed_units};
+use crate::queue::{Queue, QueueExt, ReceiveOptions, ReceivedMessage};
 use crate::rows::DecodedChunk;
 use crate::table::TableLayout;
 use crate::writer::{
@@ -107,8 +107,6 @@ pub struct ConsumerStats {
     pub deleted: u64,
     pub delete_calls: u64,
     pub visibility_calls: u64,
-    /// SQS request units billed (64 KiB each) for receive, delete and visibility calls.
-    pub billed_units: u64,
 }
 
 struct OpenFile {
@@ -212,6 +210,13 @@ impl Consumer {
                 },
                 visibility_timeout: Some(self.visibility),
             },
+            // Following an idle queue: after three empty long polls, wait longer between
+            // polls (up to 30 s more), so an idle consumer costs a few requests a minute.
+            if self.opts.once {
+                Duration::ZERO
+            } else {
+                Duration::from_secs(30)
+            },
             tx,
             stop_rx,
         ));
@@ -227,13 +232,12 @@ impl Consumer {
             }
         }
         self.release(&unprocessed).await;
-        let (calls, empties, units) = match receiver.await {
+        let (calls, empties) = match receiver.await {
             Ok(c) => c,
             Err(e) => return Err(e.into()),
         };
         self.stats.receive_calls += calls;
         self.stats.empty_receives += empties;
-        self.stats.billed_units += units;
         match result {
             Ok(()) => Ok(self.stats),
             Err(e) => {
@@ -648,7 +652,6 @@ impl Consumer {
         let q = self.queue.clone();
         let failed = retry("delete", self.opts.retry_base, || q.delete_all(&receipts)).await?;
         self.stats.delete_calls += n.div_ceil(10);
-        self.stats.billed_units += n.div_ceil(10);
         self.stats.deleted += n - failed.len() as u64;
         for f in failed {
             warn!(code = %f.code, message = %f.message, "delete failed; the message will be delivered again and deduplicated");
@@ -674,7 +677,6 @@ impl Consumer {
             Err(e) => warn!(error = %e, "heartbeat failed"),
         }
         self.stats.visibility_calls += receipts.len().div_ceil(10) as u64;
-        self.stats.billed_units += receipts.len().div_ceil(10) as u64;
     }
 
     /// Discards every open file and makes every held message visible again.
@@ -769,27 +771,34 @@ async fn receive_loop(
     queue: Arc<dyn Queue>,
     layout: Arc<TableLayout>,
     opts: ReceiveOptions,
+    idle_backoff_max: Duration,
     tx: mpsc::Sender<Incoming>,
-    stop: watch::Receiver<bool>,
-) -> (u64, u64, u64) {
-    let (mut calls, mut empties, mut units) = (0u64, 0u64, 0u64);
+    mut stop: watch::Receiver<bool>,
+) -> (u64, u64) {
+    let (mut calls, mut empties) = (0u64, 0u64);
+    let mut idle = 0u32;
     let mut failures = 0u32;
     while !*stop.borrow() {
         calls += 1;
-        let got = queue.receive(opts).await;
-        if let Ok(msgs) = &got {
-            units += billed_units(msgs.iter().map(|m| m.body.len()).sum());
-        }
-        match got {
+        match queue.receive(opts).await {
             Ok(msgs) if msgs.is_empty() => {
                 empties += 1;
                 failures = 0;
+                idle += 1;
                 if tx.send(Incoming::Empty).await.is_err() {
                     break;
+                }
+                if idle > 3 && !idle_backoff_max.is_zero() {
+                    let pause = Duration::from_secs(1 << (idle - 3).min(5)).min(idle_backoff_max);
+                    tokio::select! {
+                        _ = tokio::time::sleep(pause) => {}
+                        _ = stop.changed() => {}
+                    }
                 }
             }
             Ok(msgs) => {
                 failures = 0;
+                idle = 0;
                 for m in msgs {
                     let layout = layout.clone();
                     let (body, id) = (m.body.clone(), m.message_id.clone());
@@ -797,7 +806,7 @@ async fn receive_loop(
                         crate::decode::decode_message(&layout, &body, &id)
                     });
                     if tx.send(Incoming::Message(m, h)).await.is_err() {
-                        return (calls, empties, units);
+                        return (calls, empties);
                     }
                 }
             }
@@ -812,5 +821,5 @@ async fn receive_loop(
             }
         }
     }
-    (calls, empties, units)
+    (calls, empties)
 }

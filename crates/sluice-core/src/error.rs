@@ -76,6 +76,17 @@ pub enum Error {
     /// A background task panicked or was cancelled.
     #[error("task failed: {0}")]
     Task(String),
+
+    /// A remote service (SQS, Glue, Athena) refused or failed a call. `code` is the service's
+    /// error code when it sent one; the message never carries credentials.
+    #[error("{service} {operation}: {message}")]
+    Service {
+        service: &'static str,
+        operation: &'static str,
+        code: Option<String>,
+        message: String,
+        retryable: bool,
+    },
 }
 
 fn fmt_input(file: &Option<String>, line: &Option<u64>, message: &str) -> String {
@@ -121,6 +132,7 @@ impl Error {
     pub fn is_retryable(&self) -> bool {
         match self {
             Error::Conflict(_) => true,
+            Error::Service { retryable, .. } => *retryable,
             Error::Database { source, .. } => matches!(
                 source.sqlite_error_code(),
                 Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked)

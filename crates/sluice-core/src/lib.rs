@@ -32,6 +32,7 @@ pub mod error;
 pub mod home;
 pub mod lake;
 pub mod ledger;
+pub mod metrics;
 pub mod partition;
 pub mod producer;
 pub mod queue;

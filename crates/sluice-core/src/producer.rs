@@ -23,7 +23,7 @@ use crate::chunk::{ChunkHeader, Codec, Reject, compress, encode, encoded_len};
 use crate::csv::{CsvFormat, FieldSplitter, RecordReader, parse_header};
 use crate::error::{Error, Result};
 use crate::partition::PartitionSpec;
-use crate::queue::{MAX_BATCH, Queue, billed_units};
+use crate::queue::{MAX_BATCH, Queue};
 use crate::schema::{Column, SchemaInference};
 use crate::table::TableLayout;
 
@@ -74,8 +74,6 @@ pub struct ProduceStats {
     pub chunks: u64,
     pub message_bytes: u64,
     pub send_calls: u64,
-    /// SQS request units billed (64 KiB each) for the send calls.
-    pub billed_units: u64,
     pub rejected_rows: u64,
 }
 
@@ -87,7 +85,6 @@ impl ProduceStats {
         self.chunks += o.chunks;
         self.message_bytes += o.message_bytes;
         self.send_calls += o.send_calls;
-        self.billed_units += o.billed_units;
         self.rejected_rows += o.rejected_rows;
     }
 }
@@ -261,6 +258,7 @@ impl Producer {
         progress: Option<Progress>,
     ) -> Result<ProduceStats> {
         let limit = self.queue.max_message_bytes();
+        let batch_limit = self.queue.max_batch_bytes();
         let (tx, mut rx) = mpsc::channel::<String>(8);
         let name = path.display().to_string();
         let reader = {
@@ -280,27 +278,21 @@ impl Producer {
         let queue = self.queue.clone();
         let send = |bodies: Vec<String>| {
             let q = queue.clone();
-            async move {
-                let bytes: usize = bodies.iter().map(|b| b.len()).sum();
-                q.send_batch(&bodies).await.map(|_| bytes)
-            }
+            async move { q.send_batch(&bodies).await.map(|_| ()) }
         };
         loop {
             let next = rx.recv().await;
             let flush = match &next {
                 Some(body) => {
                     !batch.is_empty()
-                        && (batch.len() == MAX_BATCH || batch_bytes + body.len() > limit)
+                        && (batch.len() == MAX_BATCH || batch_bytes + body.len() > batch_limit)
                 }
                 None => !batch.is_empty(),
             };
             if flush {
                 while inflight.len() >= self.opts.send_concurrency.max(1) {
                     match inflight.next().await {
-                        Some(Ok(bytes)) => {
-                            stats.send_calls += 1;
-                            stats.billed_units += billed_units(bytes);
-                        }
+                        Some(Ok(())) => stats.send_calls += 1,
                         Some(Err(e)) => {
                             send_error = Some(e);
                             break;
@@ -326,10 +318,7 @@ impl Producer {
         }
         while let Some(r) = inflight.next().await {
             match r {
-                Ok(bytes) => {
-                    stats.send_calls += 1;
-                    stats.billed_units += billed_units(bytes);
-                }
+                Ok(()) => stats.send_calls += 1,
                 Err(e) => send_error = send_error.or(Some(e)),
             }
         }

@@ -152,6 +152,9 @@ impl sluice_core::queue::Queue for FaultyQueue {
     fn max_message_bytes(&self) -> usize {
         self.inner.max_message_bytes()
     }
+    fn visibility_timeout(&self) -> std::time::Duration {
+        self.inner.visibility_timeout()
+    }
     async fn send_batch(&self, bodies: &[String]) -> sluice_core::Result<Vec<String>> {
         self.inner.send_batch(bodies).await
     }

@@ -13,8 +13,10 @@ use async_trait::async_trait;
 
 use crate::error::Result;
 
+pub mod claim;
 pub mod sqlite;
 
+pub use claim::ClaimCheckQueue;
 pub use sqlite::{EmbeddedQueues, SqliteQueue};
 
 /// Most messages in one send, receive or delete call, as in SQS.
@@ -129,6 +131,14 @@ pub trait Queue: Send + Sync + std::fmt::Debug {
 
     /// Largest body (and batch request) accepted.
     fn max_message_bytes(&self) -> usize;
+
+    /// The queue's default visibility timeout.
+    fn visibility_timeout(&self) -> Duration;
+
+    /// Largest total of the bodies of one `send_batch` call.
+    fn max_batch_bytes(&self) -> usize {
+        self.max_message_bytes()
+    }
 
     /// Sends 1 to 10 messages; returns their message ids in order.
     async fn send_batch(&self, bodies: &[String]) -> Result<Vec<String>>;

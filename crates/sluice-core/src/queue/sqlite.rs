@@ -345,6 +345,10 @@ impl Queue for SqliteQueue {
         self.settings.max_message_bytes
     }
 
+    fn visibility_timeout(&self) -> Duration {
+        self.settings.visibility_timeout
+    }
+
     async fn send_batch(&self, bodies: &[String]) -> Result<Vec<String>> {
         check_batch(bodies.len())?;
         let total: usize = bodies.iter().map(|b| b.len()).sum();

@@ -1,0 +1,511 @@
+//! The [`Catalog`] on AWS Glue, with tables Athena, Spark and Trino read as they are.
+//!
+//! Tables are `EXTERNAL_TABLE`s with the Parquet SerDe and input/output formats,
+//! `classification=parquet`, partition keys, and partitions registered with
+//! BatchCreatePartition at commit, so no crawler or `MSCK REPAIR` is needed. sluice's own
+//! column types (Glue's `timestamp` does not say whether it is UTC) and the table version used
+//! for optimistic updates are kept in table parameters.
+
+use std::collections::{BTreeMap, HashMap};
+
+use async_trait::async_trait;
+use aws_sdk_glue::types::{
+    Column as GlueColumn, DatabaseInput, PartitionInput, SerDeInfo, StorageDescriptor, TableInput,
+};
+use sluice_core::catalog::{Catalog, PARAM_LEDGER_VERSION, PartitionDef, TableDef};
+use sluice_core::schema::{Column, ColumnType};
+use sluice_core::{Error, Result};
+
+use crate::config::Aws;
+use crate::error::{code_of, sdk};
+
+pub const PARQUET_SERDE: &str = "org.apache.hadoop.hive.ql.io.parquet.serde.ParquetHiveSerDe";
+pub const PARQUET_INPUT_FORMAT: &str =
+    "org.apache.hadoop.hive.ql.io.parquet.MapredParquetInputFormat";
+pub const PARQUET_OUTPUT_FORMAT: &str =
+    "org.apache.hadoop.hive.ql.io.parquet.MapredParquetOutputFormat";
+
+/// Table parameter: the table's version for optimistic updates.
+const PARAM_VERSION: &str = "sluice.version";
+/// Table parameter: sluice's column types (JSON), finer than Hive's.
+const PARAM_COLUMNS: &str = "sluice.columns";
+/// Most partitions in one BatchCreatePartition call.
+const PARTITION_BATCH: usize = 100;
+
+/// A Glue Data Catalog (the account's, in the configured region).
+#[derive(Debug, Clone)]
+pub struct GlueCatalog {
+    client: aws_sdk_glue::Client,
+}
+
+fn not_found(e: Error, what: &'static str, name: String) -> Error {
+    if code_of(&e) == Some("EntityNotFoundException") {
+        Error::NotFound { what, name }
+    } else {
+        e
+    }
+}
+
+fn glue_columns(cols: &[Column]) -> Result<Vec<GlueColumn>> {
+    cols.iter()
+        .map(|c| {
+            GlueColumn::builder()
+                .name(&c.name)
+                .r#type(c.ty.hive_type())
+                .build()
+                .map_err(|e| Error::invalid(e.to_string()))
+        })
+        .collect()
+}
+
+fn storage(location: &str, columns: Vec<GlueColumn>) -> StorageDescriptor {
+    StorageDescriptor::builder()
+        .set_columns(Some(columns))
+        .location(location)
+        .input_format(PARQUET_INPUT_FORMAT)
+        .output_format(PARQUET_OUTPUT_FORMAT)
+        .compressed(true)
+        .serde_info(
+            SerDeInfo::builder()
+                .serialization_library(PARQUET_SERDE)
+                .parameters("serialization.format", "1")
+                .build(),
+        )
+        .build()
+}
+
+fn table_input(t: &TableDef, version: u64) -> Result<TableInput> {
+    let mut params: HashMap<String, String> = t
+        .parameters
+        .iter()
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    params.insert("classification".into(), "parquet".into());
+    params.insert("EXTERNAL".into(), "TRUE".into());
+    params.insert("parquet.compression".into(), "ZSTD".into());
+    params.insert(PARAM_VERSION.into(), version.to_string());
+    params.insert(
+        PARAM_COLUMNS.into(),
+        serde_json::to_string(&(&t.columns, &t.partition_keys))
+            .map_err(|e| Error::Task(e.to_string()))?,
+    );
+    TableInput::builder()
+        .name(&t.name)
+        .table_type("EXTERNAL_TABLE")
+        .set_parameters(Some(params))
+        .set_partition_keys(Some(glue_columns(&t.partition_keys)?))
+        .storage_descriptor(storage(&t.location, glue_columns(&t.columns)?))
+        .build()
+        .map_err(|e| Error::invalid(e.to_string()))
+}
+
+/// Hive type to sluice type, for tables sluice did not create.
+fn from_hive(name: &str, ty: Option<&str>) -> Column {
+    let t = ty.unwrap_or("string").to_ascii_lowercase();
+    let ty = match t.as_str() {
+        "boolean" => ColumnType::Boolean,
+        "bigint" | "int" | "smallint" | "tinyint" => ColumnType::Int64,
+        "double" | "float" => ColumnType::Float64,
+        "date" => ColumnType::Date,
+        "timestamp" => ColumnType::Timestamp,
+        _ => ColumnType::String,
+    };
+    Column::new(name, ty)
+}
+
+fn to_def(database: &str, t: &aws_sdk_glue::types::Table) -> TableDef {
+    let params: BTreeMap<String, String> = t
+        .parameters()
+        .map(|p| p.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+        .unwrap_or_default();
+    let sd = t.storage_descriptor();
+    let typed: Option<(Vec<Column>, Vec<Column>)> = params
+        .get(PARAM_COLUMNS)
+        .and_then(|s| serde_json::from_str(s).ok());
+    let (columns, partition_keys) = typed.unwrap_or_else(|| {
+        (
+            sd.map(|s| s.columns())
+                .unwrap_or_default()
+                .iter()
+                .map(|c| from_hive(c.name(), c.r#type()))
+                .collect(),
+            t.partition_keys()
+                .iter()
+                .map(|c| from_hive(c.name(), c.r#type()))
+                .collect(),
+        )
+    });
+    let version = params
+        .get(PARAM_VERSION)
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    let parameters = params
+        .into_iter()
+        .filter(|(k, _)| {
+            !matches!(
+                k.as_str(),
+                PARAM_VERSION
+                    | PARAM_COLUMNS
+                    | "classification"
+                    | "EXTERNAL"
+                    | "parquet.compression"
+            )
+        })
+        .collect();
+    TableDef {
+        database: database.to_string(),
+        name: t.name().to_string(),
+        location: sd
+            .and_then(|s| s.location())
+            .unwrap_or_default()
+            .to_string(),
+        columns,
+        partition_keys,
+        format: "parquet".to_string(),
+        parameters,
+        version,
+    }
+}
+
+fn ledger_version(p: &BTreeMap<String, String>) -> Option<u64> {
+    p.get(PARAM_LEDGER_VERSION).and_then(|v| v.parse().ok())
+}
+
+impl GlueCatalog {
+    pub fn new(aws: &Aws) -> Self {
+        GlueCatalog { client: aws.glue() }
+    }
+
+    /// Deletes a database and its tables (tests and teardown).
+    pub async fn delete_database(&self, name: &str) -> Result<()> {
+        self.client
+            .delete_database()
+            .name(name)
+            .send()
+            .await
+            .map_err(|e| sdk("Glue", "DeleteDatabase", e))?;
+        Ok(())
+    }
+
+    fn partition_input(&self, t: &TableDef, p: &PartitionDef) -> Result<PartitionInput> {
+        Ok(PartitionInput::builder()
+            .set_values(Some(p.values.clone()))
+            .storage_descriptor(storage(&p.location, glue_columns(&t.columns)?))
+            .set_parameters(Some(
+                p.parameters
+                    .iter()
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect(),
+            ))
+            .build())
+    }
+
+    async fn get_partition(
+        &self,
+        database: &str,
+        table: &str,
+        values: &[String],
+    ) -> Result<BTreeMap<String, String>> {
+        let out = self
+            .client
+            .get_partition()
+            .database_name(database)
+            .table_name(table)
+            .set_partition_values(Some(values.to_vec()))
+            .send()
+            .await
+            .map_err(|e| {
+                not_found(
+                    sdk("Glue", "GetPartition", e),
+                    "partition",
+                    values.join("/"),
+                )
+            })?;
+        Ok(out
+            .partition()
+            .and_then(|p| p.parameters())
+            .map(|p| p.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+            .unwrap_or_default())
+    }
+}
+
+#[async_trait]
+impl Catalog for GlueCatalog {
+    async fn create_database(&self, name: &str) -> Result<()> {
+        let input = DatabaseInput::builder()
+            .name(name)
+            .description("Tables written by sluice")
+            .build()
+            .map_err(|e| Error::invalid(e.to_string()))?;
+        match self
+            .client
+            .create_database()
+            .database_input(input)
+            .send()
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(e) => {
+                let e = sdk("Glue", "CreateDatabase", e);
+                if code_of(&e) == Some("AlreadyExistsException") {
+                    Err(Error::AlreadyExists {
+                        what: "database",
+                        name: name.to_string(),
+                    })
+                } else {
+                    Err(e)
+                }
+            }
+        }
+    }
+
+    async fn list_databases(&self) -> Result<Vec<String>> {
+        let mut names = Vec::new();
+        let mut pages = self.client.get_databases().into_paginator().send();
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(|e| sdk("Glue", "GetDatabases", e))?;
+            names.extend(page.database_list().iter().map(|d| d.name().to_string()));
+        }
+        names.sort();
+        Ok(names)
+    }
+
+    async fn create_table(&self, table: &TableDef) -> Result<()> {
+        let input = table_input(table, 1)?;
+        match self
+            .client
+            .create_table()
+            .database_name(&table.database)
+            .table_input(input)
+            .send()
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(e) => {
+                let e = sdk("Glue", "CreateTable", e);
+                match code_of(&e) {
+                    Some("AlreadyExistsException") => Err(Error::AlreadyExists {
+                        what: "table",
+                        name: format!("{}.{}", table.database, table.name),
+                    }),
+                    Some("EntityNotFoundException") => Err(Error::NotFound {
+                        what: "database",
+                        name: table.database.clone(),
+                    }),
+                    _ => Err(e),
+                }
+            }
+        }
+    }
+
+    async fn get_table(&self, database: &str, name: &str) -> Result<TableDef> {
+        let out = self
+            .client
+            .get_table()
+            .database_name(database)
+            .name(name)
+            .send()
+            .await
+            .map_err(|e| {
+                not_found(
+                    sdk("Glue", "GetTable", e),
+                    "table",
+                    format!("{database}.{name}"),
+                )
+            })?;
+        let t = out.table().ok_or_else(|| Error::NotFound {
+            what: "table",
+            name: format!("{database}.{name}"),
+        })?;
+        Ok(to_def(database, t))
+    }
+
+    async fn list_tables(&self, database: &str) -> Result<Vec<TableDef>> {
+        let mut tables = Vec::new();
+        let mut pages = self
+            .client
+            .get_tables()
+            .database_name(database)
+            .into_paginator()
+            .send();
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(|e| {
+                not_found(
+                    sdk("Glue", "GetTables", e),
+                    "database",
+                    database.to_string(),
+                )
+            })?;
+            tables.extend(page.table_list().iter().map(|t| to_def(database, t)));
+        }
+        tables.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(tables)
+    }
+
+    async fn update_table(&self, table: &TableDef) -> Result<TableDef> {
+        // Glue enforces VersionId on UpdateTable (ConcurrentModificationException); the
+        // version parameter check catches stale writers on servers that do not.
+        let out = self
+            .client
+            .get_table()
+            .database_name(&table.database)
+            .name(&table.name)
+            .send()
+            .await
+            .map_err(|e| {
+                not_found(
+                    sdk("Glue", "GetTable", e),
+                    "table",
+                    format!("{}.{}", table.database, table.name),
+                )
+            })?;
+        let current = out.table().ok_or_else(|| Error::NotFound {
+            what: "table",
+            name: table.name.clone(),
+        })?;
+        let stored = to_def(&table.database, current);
+        if stored.version != table.version {
+            return Err(Error::Conflict(format!(
+                "table {}.{} is at version {}, the update starts from {}",
+                table.database, table.name, stored.version, table.version
+            )));
+        }
+        let mut req = self
+            .client
+            .update_table()
+            .database_name(&table.database)
+            .table_input(table_input(table, table.version + 1)?)
+            .skip_archive(true);
+        if let Some(v) = current.version_id() {
+            req = req.version_id(v);
+        }
+        match req.send().await {
+            Ok(_) => {}
+            Err(e) => {
+                let e = sdk("Glue", "UpdateTable", e);
+                return Err(if code_of(&e) == Some("ConcurrentModificationException") {
+                    Error::Conflict(format!(
+                        "table {}.{} was updated concurrently",
+                        table.database, table.name
+                    ))
+                } else {
+                    e
+                });
+            }
+        }
+        self.get_table(&table.database, &table.name).await
+    }
+
+    async fn upsert_partitions(
+        &self,
+        database: &str,
+        table: &str,
+        partitions: &[PartitionDef],
+    ) -> Result<()> {
+        let def = self.get_table(database, table).await?;
+        for batch in partitions.chunks(PARTITION_BATCH) {
+            let inputs = batch
+                .iter()
+                .map(|p| self.partition_input(&def, p))
+                .collect::<Result<Vec<_>>>()?;
+            let out = self
+                .client
+                .batch_create_partition()
+                .database_name(database)
+                .table_name(table)
+                .set_partition_input_list(Some(inputs))
+                .send()
+                .await
+                .map_err(|e| sdk("Glue", "BatchCreatePartition", e))?;
+            for err in out.errors() {
+                let code = err.error_detail().and_then(|d| d.error_code());
+                let p = batch
+                    .iter()
+                    .find(|p| p.values == err.partition_values())
+                    .ok_or_else(|| Error::Task("Glue named a partition not sent".into()))?;
+                if code != Some("AlreadyExistsException") {
+                    return Err(Error::Service {
+                        service: "Glue",
+                        operation: "BatchCreatePartition",
+                        code: code.map(str::to_string),
+                        message: format!(
+                            "partition {}: {}",
+                            p.values.join("/"),
+                            err.error_detail()
+                                .and_then(|d| d.error_message())
+                                .unwrap_or("failed")
+                        ),
+                        retryable: code.is_some_and(|c| {
+                            matches!(
+                                c,
+                                "ThrottlingException"
+                                    | "InternalServiceException"
+                                    | "OperationTimeoutException"
+                                    | "ConcurrentModificationException"
+                            )
+                        }),
+                    });
+                }
+                // Exists: replace unless the stored statistics are newer. Glue has no
+                // compare-and-set on partitions; two committers racing here both write
+                // statistics of a committed ledger version, and the next commit corrects them.
+                let stored = self.get_partition(database, table, &p.values).await?;
+                if let (Some(old), Some(new)) =
+                    (ledger_version(&stored), ledger_version(&p.parameters))
+                    && new < old
+                {
+                    continue;
+                }
+                if stored == p.parameters {
+                    continue;
+                }
+                self.client
+                    .update_partition()
+                    .database_name(database)
+                    .table_name(table)
+                    .set_partition_value_list(Some(p.values.clone()))
+                    .partition_input(self.partition_input(&def, p)?)
+                    .send()
+                    .await
+                    .map_err(|e| sdk("Glue", "UpdatePartition", e))?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn list_partitions(&self, database: &str, table: &str) -> Result<Vec<PartitionDef>> {
+        let mut parts = Vec::new();
+        let mut pages = self
+            .client
+            .get_partitions()
+            .database_name(database)
+            .table_name(table)
+            .into_paginator()
+            .send();
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(|e| {
+                not_found(
+                    sdk("Glue", "GetPartitions", e),
+                    "table",
+                    format!("{database}.{table}"),
+                )
+            })?;
+            parts.extend(page.partitions().iter().map(|p| {
+                PartitionDef {
+                    values: p.values().to_vec(),
+                    location: p
+                        .storage_descriptor()
+                        .and_then(|s| s.location())
+                        .unwrap_or_default()
+                        .to_string(),
+                    parameters: p
+                        .parameters()
+                        .map(|m| m.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+                        .unwrap_or_default(),
+                }
+            }));
+        }
+        parts.sort_by(|a, b| a.values.cmp(&b.values));
+        Ok(parts)
+    }
+}

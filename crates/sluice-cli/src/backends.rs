@@ -1,0 +1,238 @@
+//! Choosing each backend by URL: `--queue sqs://NAME|URL|name`, `--lake s3://B/P|dir`,
+//! `--catalog glue://DATABASE` (the embedded ones by default).
+
+use std::sync::Arc;
+
+use anyhow::{Context, Result, bail};
+use sluice_aws::sqs::{QueueRef, SqsAdmin, SqsQueue};
+use sluice_aws::{Aws, AwsSettings};
+use sluice_core::DEFAULT_DATABASE;
+use sluice_core::catalog::{Catalog, SqliteCatalog};
+use sluice_core::home::{Home, dead_letter_name};
+use sluice_core::lake::Lake;
+use sluice_core::metrics::{Meter, MeteredQueue, MeteredStore};
+use sluice_core::queue::{ClaimCheckQueue, EmbeddedQueues, Queue, QueueSettings};
+
+/// Where the queue lives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum QueueTarget {
+    Embedded(String),
+    Sqs(QueueRef),
+}
+
+impl QueueTarget {
+    /// `--queue` (or the table's name when there is none).
+    pub fn parse(queue: Option<&str>, table: Option<&str>) -> Result<Self> {
+        match (queue, table) {
+            (Some(q), _) if q.starts_with("sqs://") || q.contains("://") => {
+                Ok(QueueTarget::Sqs(QueueRef::parse(q)?))
+            }
+            (Some(q), _) => Ok(QueueTarget::Embedded(q.to_string())),
+            (None, Some(t)) => Ok(QueueTarget::Embedded(t.to_string())),
+            (None, None) => bail!("name the queue with --queue (or SLUICE_QUEUE)"),
+        }
+    }
+
+    pub fn name(&self) -> &str {
+        match self {
+            QueueTarget::Embedded(n) => n,
+            QueueTarget::Sqs(r) => r.name(),
+        }
+    }
+}
+
+/// Where the catalog lives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CatalogTarget {
+    Embedded,
+    Glue(String),
+}
+
+impl CatalogTarget {
+    pub fn parse(s: Option<&str>) -> Result<Self> {
+        match s {
+            None | Some("") | Some("embedded") => Ok(CatalogTarget::Embedded),
+            Some(s) => match s.strip_prefix("glue://") {
+                Some(db) => {
+                    let db = db.trim_end_matches('/');
+                    sluice_core::schema::validate_name("database", db)?;
+                    Ok(CatalogTarget::Glue(db.to_string()))
+                }
+                None => bail!(
+                    "catalog {s:?}: expected glue://DATABASE, or nothing for the embedded catalog"
+                ),
+            },
+        }
+    }
+
+    pub fn database(&self) -> &str {
+        match self {
+            CatalogTarget::Embedded => DEFAULT_DATABASE,
+            CatalogTarget::Glue(db) => db,
+        }
+    }
+}
+
+/// The backends of one command, unmetered; see [`Backends::metered`].
+#[derive(Clone)]
+pub struct Backends {
+    pub queue: Arc<dyn Queue>,
+    pub catalog: Arc<dyn Catalog>,
+    pub lake: Lake,
+    pub database: String,
+}
+
+/// Backends seen through a meter (and claim-check), for one role.
+#[derive(Clone)]
+pub struct Metered {
+    pub queue: Arc<dyn Queue>,
+    pub lake: Lake,
+    pub meter: Arc<Meter>,
+}
+
+impl Backends {
+    /// URL of a table's directory.
+    pub fn table_location(&self, table: &str) -> String {
+        self.lake.url_of(&Lake::table_dir(table))
+    }
+
+    /// The queue and lake with every request counted in a new meter; with `claim_bytes`,
+    /// messages larger than a few KiB go to the lake and the queue carries pointers.
+    pub fn metered(&self, claim_bytes: Option<usize>) -> Metered {
+        let meter = Meter::new();
+        let lake = Lake {
+            store: Arc::new(MeteredStore::new(self.lake.store.clone(), meter.clone())),
+            ..self.lake.clone()
+        };
+        let wire: Arc<dyn Queue> = Arc::new(MeteredQueue::new(self.queue.clone(), meter.clone()));
+        let queue = Arc::new(ClaimCheckQueue::new(wire, lake.clone(), claim_bytes));
+        Metered { queue, lake, meter }
+    }
+}
+
+/// Everything needed to open backends.
+#[derive(Clone)]
+pub struct Opener {
+    pub home: Home,
+    pub queue: Option<String>,
+    pub lake: Option<String>,
+    pub catalog: CatalogTarget,
+    pub aws_settings: AwsSettings,
+}
+
+impl Opener {
+    pub fn uses_aws(&self) -> bool {
+        matches!(self.catalog, CatalogTarget::Glue(_))
+            || self.lake.as_deref().is_some_and(|l| l.starts_with("s3://"))
+            || matches!(
+                QueueTarget::parse(self.queue.as_deref(), Some("x")),
+                Ok(QueueTarget::Sqs(_))
+            )
+    }
+
+    pub async fn aws(&self) -> Aws {
+        Aws::load(self.aws_settings.clone()).await
+    }
+
+    pub fn queue_target(&self, table: Option<&str>) -> Result<QueueTarget> {
+        QueueTarget::parse(self.queue.as_deref(), table)
+    }
+
+    /// The lake (not metered).
+    pub async fn lake(&self) -> Result<Lake> {
+        match self.lake.as_deref() {
+            Some(u) if u.starts_with("s3://") => Ok(sluice_aws::s3::s3_lake(&self.aws().await, u)?),
+            other => Ok(self.home.lake(other)?),
+        }
+    }
+
+    pub async fn catalog(&self) -> Result<Arc<dyn Catalog>> {
+        Ok(match &self.catalog {
+            CatalogTarget::Embedded => {
+                std::fs::create_dir_all(&self.home.root)
+                    .with_context(|| format!("cannot create home {}", self.home.root.display()))?;
+                Arc::new(SqliteCatalog::open(self.home.catalog_db())?)
+            }
+            CatalogTarget::Glue(_) => {
+                Arc::new(sluice_aws::glue::GlueCatalog::new(&self.aws().await))
+            }
+        })
+    }
+
+    /// Opens the queue. An embedded queue (and its dead-letter queue) is created if missing;
+    /// an SQS queue must exist (`sluice init` creates it).
+    pub async fn queue(
+        &self,
+        target: &QueueTarget,
+    ) -> Result<(Arc<dyn Queue>, Option<EmbeddedQueues>)> {
+        match target {
+            QueueTarget::Embedded(name) => {
+                std::fs::create_dir_all(&self.home.root)
+                    .with_context(|| format!("cannot create home {}", self.home.root.display()))?;
+                let qs = self.home.queues()?;
+                Home::ensure_queue(&qs, name, &QueueSettings::default()).await?;
+                let q = qs.queue(name).await?;
+                Ok((Arc::new(q), Some(qs)))
+            }
+            QueueTarget::Sqs(r) => match SqsQueue::open(&self.aws().await, r).await {
+                Ok(q) => Ok((Arc::new(q), None)),
+                Err(sluice_core::Error::NotFound { .. }) => bail!(
+                    "SQS queue {} does not exist: create it (and its dead-letter queue) with `sluice --queue {} init`",
+                    r.name(),
+                    match r {
+                        QueueRef::Name(n) => format!("sqs://{n}"),
+                        QueueRef::Url(u) => u.clone(),
+                    }
+                ),
+                Err(e) => Err(e.into()),
+            },
+        }
+    }
+
+    /// The dead-letter queue of `target`, if it has one.
+    pub async fn dead_letter_queue(&self, target: &QueueTarget) -> Result<Option<Arc<dyn Queue>>> {
+        match target {
+            QueueTarget::Embedded(n) => {
+                let qs = self.home.queues()?;
+                Ok(qs
+                    .queue(&dead_letter_name(n))
+                    .await
+                    .ok()
+                    .map(|q| Arc::new(q) as Arc<dyn Queue>))
+            }
+            QueueTarget::Sqs(r) => {
+                let q = SqsQueue::open(&self.aws().await, r).await?;
+                Ok(q.dead_letter_queue()
+                    .await?
+                    .map(|d| Arc::new(d) as Arc<dyn Queue>))
+            }
+        }
+    }
+
+    /// Opens all three for a command on `table`.
+    pub async fn open(&self, table: Option<&str>) -> Result<Backends> {
+        let target = self.queue_target(table)?;
+        let (queue, _) = self.queue(&target).await?;
+        Ok(Backends {
+            queue,
+            catalog: self.catalog().await?,
+            lake: self.lake().await?,
+            database: self.catalog.database().to_string(),
+        })
+    }
+
+    /// Creates the SQS queue with its dead-letter queue (idempotent).
+    pub async fn create_sqs_queue(
+        &self,
+        r: &QueueRef,
+        settings: &QueueSettings,
+    ) -> Result<(String, String)> {
+        let aws = self.aws().await;
+        let name = r.name().to_string();
+        let dlq = dead_letter_name(&name);
+        let url = SqsAdmin::new(&aws)
+            .ensure_queue(&name, &dlq, settings)
+            .await?;
+        Ok((url, dlq))
+    }
+}

@@ -1,0 +1,339 @@
+//! The `sluice` binary on AWS APIs, over the wire against an S3/SQS/Glue-compatible server
+//! (moto, started by `.ci/run`): CSV → SQS → S3 → Glue, then `sluice query` reading s3://.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::Path;
+use std::process::Command;
+
+use common::ok;
+
+/// A secret that must never be printed.
+const SECRET: &str = "wJalrXUtnFEMI-K7MDENG-bPxRfiCYSECRETKEY";
+
+fn endpoint() -> String {
+    match std::env::var("SLUICE_TEST_AWS_ENDPOINT") {
+        Ok(e) if !e.is_empty() => e,
+        _ => panic!(
+            "these tests need an S3/SQS/Glue-compatible server: run `bash .ci/run`, which starts moto, or export SLUICE_TEST_AWS_ENDPOINT=http://127.0.0.1:PORT"
+        ),
+    }
+}
+
+fn unique(prefix: &str) -> String {
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_micros();
+    format!("{prefix}-{}-{}", std::process::id(), t % 1_000_000_000)
+}
+
+/// A raw HTTP request to the test server (creating buckets, seeding Athena results).
+fn http(method: &str, path: &str, body: &str) -> String {
+    let ep = endpoint();
+    let host = ep.trim_start_matches("http://").trim_end_matches('/');
+    let mut s = TcpStream::connect(host).expect("connect to the test server");
+    s.set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .unwrap();
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut out = String::new();
+    let _ = s.read_to_string(&mut out);
+    assert!(
+        out.starts_with("HTTP/1.1 2") || out.starts_with("HTTP/1.0 2"),
+        "{method} {path}: {out}"
+    );
+    out
+}
+
+/// `sluice` with AWS settings in the environment, as a user would run it.
+fn aws_cmd(home: &Path, args: &[&str]) -> Command {
+    let mut c = common::command(home, args);
+    c.env("AWS_ENDPOINT_URL", endpoint())
+        .env("AWS_ACCESS_KEY_ID", "AKIATESTSLUICE")
+        .env("AWS_SECRET_ACCESS_KEY", SECRET)
+        .env("AWS_REGION", "us-east-1")
+        .env_remove("AWS_PROFILE")
+        .env_remove("SLUICE_CATALOG");
+    c
+}
+
+fn assert_no_secret(what: &str, o: &std::process::Output) {
+    for (stream, bytes) in [("stdout", &o.stdout), ("stderr", &o.stderr)] {
+        let text = String::from_utf8_lossy(bytes);
+        assert!(
+            !text.contains(SECRET) && !text.contains(&SECRET[..16]),
+            "{what}: the secret key appears in {stream}"
+        );
+    }
+}
+
+struct Setup {
+    _dir: tempfile::TempDir,
+    home: std::path::PathBuf,
+    globals: Vec<String>,
+    bucket: String,
+    db: String,
+}
+
+fn setup() -> Setup {
+    let dir = tempfile::tempdir().unwrap();
+    let home = dir.path().join("home");
+    let bucket = unique("lake");
+    http("PUT", &format!("/{bucket}"), "");
+    let queue = unique("events");
+    let db = unique("analytics").replace('-', "_");
+    let globals = vec![
+        "--queue".to_string(),
+        format!("sqs://{queue}"),
+        "--lake".to_string(),
+        format!("s3://{bucket}/raw"),
+        "--catalog".to_string(),
+        format!("glue://{db}"),
+    ];
+    Setup {
+        _dir: dir,
+        home,
+        globals,
+        bucket,
+        db,
+    }
+}
+
+impl Setup {
+    fn run(&self, args: &[&str]) -> std::process::Output {
+        let mut all: Vec<&str> = self.globals.iter().map(String::as_str).collect();
+        all.extend_from_slice(args);
+        let o = aws_cmd(&self.home, &all).output().unwrap();
+        assert_no_secret(&args.join(" "), &o);
+        o
+    }
+}
+
+#[test]
+fn csv_to_sqs_to_s3_to_glue_then_query_from_s3() {
+    let s = setup();
+    let init = ok(&s.run(&["init", "--visibility-timeout", "60"]));
+    assert!(init.contains("dead-letter queue"), "{init}");
+    assert!(init.contains("writable"), "{init}");
+    // Idempotent.
+    ok(&s.run(&["init", "--visibility-timeout", "60"]));
+
+    let (csv, sum) =
+        sluice_testkit::fixtures::write_events_csv(s._dir.path(), "events.csv", 3_000, 1);
+    let o = s.run(&[
+        "-v",
+        "run",
+        csv.to_str().unwrap(),
+        "--table",
+        "events",
+        "--partition-by",
+        "year(day)",
+    ]);
+    let out = ok(&o);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(out.contains("2019") && out.contains("2024"), "{out}");
+    assert!(err.contains("billed SQS unit"), "{err}");
+    assert!(err.contains("object store:"), "{err}");
+
+    // The embedded engine reads the committed files from s3:// through the Glue catalog.
+    let q = ok(&s.run(&[
+        "query",
+        "SELECT count(*) AS n, count(DISTINCT id) AS ids, sum(amount_cents) AS total FROM events",
+        "--format",
+        "csv",
+    ]));
+    assert_eq!(q, format!("n,ids,total\n3000,3000,{sum}\n"));
+
+    let parts = ok(&s.run(&["catalog", "partitions", "events"]));
+    assert_eq!(parts.lines().count(), 1 + 6, "{parts}");
+    assert!(
+        parts.contains(&format!("s3://{}/raw/events/year=2019/", s.bucket)),
+        "{parts}"
+    );
+    let schema = ok(&s.run(&["catalog", "schema", "events"]));
+    assert!(
+        schema.contains(&format!("table {}.events at s3://", s.db)),
+        "{schema}"
+    );
+    let ddl = ok(&s.run(&["catalog", "ddl", "events", "--projection"]));
+    assert!(
+        ddl.contains(&format!(
+            "CREATE EXTERNAL TABLE IF NOT EXISTS `{}`.`events`",
+            s.db
+        )),
+        "{ddl}"
+    );
+    assert!(
+        ddl.contains(&format!("LOCATION 's3://{}/raw/events/'", s.bucket)),
+        "{ddl}"
+    );
+    assert!(ddl.contains("'projection.year.type'='integer'"), "{ddl}");
+
+    let stats = ok(&s.run(&["queue", "stats"]));
+    assert!(stats.contains("0 visible, 0 in flight"), "{stats}");
+    assert!(stats.contains("dead-letter queue"), "{stats}");
+
+    // Producing the same file again adds nothing: chunk ids are deduplicated at commit.
+    ok(&s.run(&["produce", csv.to_str().unwrap(), "--table", "events"]));
+    ok(&s.run(&["consume", "--table", "events", "--once"]));
+    let q = ok(&s.run(&[
+        "query",
+        "SELECT count(*) AS n FROM events",
+        "--format",
+        "csv",
+    ]));
+    assert_eq!(q, "n\n3000\n");
+}
+
+#[test]
+fn claim_check_carries_pointers_and_cleans_up() {
+    let s = setup();
+    ok(&s.run(&["init"]));
+    let (csv, sum) =
+        sluice_testkit::fixtures::write_events_csv(s._dir.path(), "big.csv", 40_000, 1);
+    let metrics = s._dir.path().join("producer.prom");
+    let o = s.run(&[
+        "--metrics",
+        metrics.to_str().unwrap(),
+        "produce",
+        csv.to_str().unwrap(),
+        "--table",
+        "big",
+        "--partition-by",
+        "year(day)",
+        "--claim-check",
+        "--claim-check-mib",
+        "1",
+    ]);
+    ok(&o);
+    let prom = std::fs::read_to_string(&metrics).unwrap();
+    let sent_units: u64 = prom
+        .lines()
+        .find(|l| l.starts_with("sluice_queue_billed_units_total{role=\"producer\"}"))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no billed units in {prom}"));
+    let puts: u64 = prom
+        .lines()
+        .find(|l| l.starts_with("sluice_store_requests_total{role=\"producer\",op=\"put\"}"))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap();
+    // ~2 MB of CSV in 1 MiB claim chunks: a few objects, and one small send per ten chunks.
+    assert!(puts >= 1, "{prom}");
+    assert!(sent_units <= puts.div_ceil(10) + 1, "{prom}");
+
+    ok(&s.run(&["consume", "--table", "big", "--once"]));
+    let q = ok(&s.run(&[
+        "query",
+        "SELECT count(*) AS n, sum(amount_cents) AS total FROM big",
+        "--format",
+        "csv",
+    ]));
+    assert_eq!(q, format!("n,total\n40000,{sum}\n"));
+
+    // Claim objects are deleted after their messages are.
+    let listing = http(
+        "GET",
+        &format!("/{}?list-type=2&prefix=raw/_sluice/claims/", s.bucket),
+        "",
+    );
+    assert!(!listing.contains("<Key>"), "claims left behind: {listing}");
+}
+
+#[test]
+fn athena_requests_and_results() {
+    let s = setup();
+    ok(&s.run(&["init"]));
+    // The server runs no SQL; results queued here are what its next query returns.
+    let seeded = serde_json::json!({
+        "region": "us-east-1",
+        "results": [{
+            "rows": [
+                {"Data": [{"VarCharValue": "year"}, {"VarCharValue": "n"}]},
+                {"Data": [{"VarCharValue": "2019"}, {"VarCharValue": "500"}]},
+                {"Data": [{"VarCharValue": "2020"}, {}]}
+            ],
+            "column_info": [
+                {"CatalogName": "hive", "SchemaName": "", "TableName": "", "Name": "year", "Label": "year", "Type": "bigint", "Precision": 19, "Scale": 0, "Nullable": "UNKNOWN", "CaseSensitive": false},
+                {"CatalogName": "hive", "SchemaName": "", "TableName": "", "Name": "n", "Label": "n", "Type": "bigint", "Precision": 19, "Scale": 0, "Nullable": "UNKNOWN", "CaseSensitive": false}
+            ]
+        }]
+    });
+    http(
+        "POST",
+        "/moto-api/static/athena/query-results",
+        &seeded.to_string(),
+    );
+    let results = format!("s3://{}/athena/", s.bucket);
+    let o = s.run(&[
+        "query",
+        "--engine",
+        "athena",
+        "--results",
+        &results,
+        "SELECT year, count(*) AS n FROM events GROUP BY year",
+        "--format",
+        "csv",
+    ]);
+    let out = ok(&o);
+    assert_eq!(out, "year,n\n2019,500\n2020,\n");
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("athena: query"), "{err}");
+    assert!(err.contains("workgroup primary"), "{err}");
+
+    // Athena needs the Glue catalog.
+    let o = aws_cmd(&s.home, &["query", "--engine", "athena", "SELECT 1"])
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("--catalog glue://"));
+}
+
+#[test]
+fn secrets_stay_out_of_help_logs_and_errors() {
+    let s = setup();
+    let help = aws_cmd(&s.home, &["--help"]).output().unwrap();
+    ok(&help);
+    assert_no_secret("--help", &help);
+    // A queue that does not exist: a clear error, no secret, at every log level.
+    let mut globals = s.globals.clone();
+    globals[1] = format!("sqs://{}", unique("missing"));
+    let mut args: Vec<&str> = globals.iter().map(String::as_str).collect();
+    args.extend(["-vv", "consume", "--table", "t", "--once"]);
+    let o = aws_cmd(&s.home, &args).output().unwrap();
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("does not exist") && err.contains("init"),
+        "{err}"
+    );
+    assert_no_secret("missing queue", &o);
+    // An unreachable endpoint.
+    let o = aws_cmd(&s.home, &args)
+        .env("AWS_ENDPOINT_URL", "http://127.0.0.1:9")
+        .env("AWS_MAX_ATTEMPTS", "1")
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    assert_no_secret("unreachable endpoint", &o);
+    // Debug logs of a whole successful run.
+    ok(&s.run(&["init"]));
+    let (csv, _) = sluice_testkit::fixtures::write_events_csv(s._dir.path(), "e.csv", 50, 1);
+    ok(&s.run(&[
+        "-vv",
+        "run",
+        csv.to_str().unwrap(),
+        "--table",
+        "e",
+        "--partition-by",
+        "year(day)",
+    ]));
+}

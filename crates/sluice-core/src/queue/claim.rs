@@ -1,0 +1,273 @@
+//! Claim-check: large messages stored as objects in the lake, the queue carrying a pointer.
+//!
+//! As the SQS Extended Client does: `send_batch` uploads each body larger than
+//! [`INLINE_MAX`] to `<lake>/_sluice/claims/<queue>/<uuid>.msg` and sends
+//! `sluice.claim.v1 {"key":…,"bytes":…,"xxh3":…}` instead; `receive` fetches and checks the
+//! object and returns the original body with a receipt that also names the object;
+//! `delete_batch` deletes the message and then the object. An object is deleted only after its
+//! message is, so a pointer whose object is gone belongs to a message already processed (a
+//! duplicate delivery): it is deleted and not returned.
+//!
+//! Messages can then be as large as the chunk size chosen (default 8 MiB), and ten go in one
+//! send call: a million rows cost a few dozen billed SQS units instead of about 1,700.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use futures::future::join_all;
+use object_store::ObjectStoreExt;
+use serde::{Deserialize, Serialize};
+use tracing::warn;
+
+use crate::error::{Error, Result};
+use crate::lake::Lake;
+use crate::queue::{BatchFailure, MAX_BATCH, Queue, QueueStats, ReceiveOptions, ReceivedMessage};
+
+/// Prefix of a pointer message.
+pub const CLAIM_MAGIC: &str = "sluice.claim.v1 ";
+/// Bodies up to this size travel inline even in claim-check mode.
+pub const INLINE_MAX: usize = 8 * 1024;
+/// Default largest message in claim-check mode.
+pub const DEFAULT_CLAIM_BYTES: usize = 8 * 1024 * 1024;
+const RECEIPT_MAGIC: &str = "sluice-claim:";
+
+#[derive(Debug, Serialize, Deserialize)]
+struct Pointer {
+    key: String,
+    bytes: usize,
+    xxh3: String,
+}
+
+fn digest(body: &str) -> String {
+    format!("{:016x}", xxhash_rust::xxh3::xxh3_64(body.as_bytes()))
+}
+
+/// A queue whose large messages live in the lake. Without `store_bytes` it only resolves
+/// pointers it receives (every consumer does, so producers can switch modes freely).
+#[derive(Debug)]
+pub struct ClaimCheckQueue {
+    inner: Arc<dyn Queue>,
+    lake: Lake,
+    dir: String,
+    store_bytes: Option<usize>,
+}
+
+impl ClaimCheckQueue {
+    /// `store_bytes`: in claim-check mode, the largest message (and chunk) to produce.
+    pub fn new(inner: Arc<dyn Queue>, lake: Lake, store_bytes: Option<usize>) -> Self {
+        let dir = format!("_sluice/claims/{}", inner.name());
+        ClaimCheckQueue {
+            inner,
+            lake,
+            dir,
+            store_bytes,
+        }
+    }
+
+    async fn store(&self, body: &str) -> Result<String> {
+        let key = format!("{}/{}.msg", self.dir, uuid::Uuid::now_v7());
+        self.lake
+            .store
+            .put(
+                &self.lake.path(&key),
+                bytes::Bytes::copy_from_slice(body.as_bytes()).into(),
+            )
+            .await?;
+        let p = Pointer {
+            key,
+            bytes: body.len(),
+            xxh3: digest(body),
+        };
+        Ok(format!(
+            "{CLAIM_MAGIC}{}",
+            serde_json::to_string(&p).map_err(|e| Error::Task(e.to_string()))?
+        ))
+    }
+
+    /// Fetches a pointer's body; `None` if the object is gone (already processed).
+    async fn fetch(&self, pointer: &Pointer) -> Result<Option<String>> {
+        let got = match self.lake.store.get(&self.lake.path(&pointer.key)).await {
+            Ok(g) => g.bytes().await?,
+            Err(object_store::Error::NotFound { .. }) => return Ok(None),
+            Err(e) => return Err(e.into()),
+        };
+        let body = String::from_utf8(got.to_vec())
+            .map_err(|_| Error::Undecodable(format!("claim {} is not UTF-8", pointer.key)))?;
+        if body.len() != pointer.bytes || digest(&body) != pointer.xxh3 {
+            return Err(Error::Undecodable(format!(
+                "claim {} does not match its pointer ({} bytes, expected {})",
+                pointer.key,
+                body.len(),
+                pointer.bytes
+            )));
+        }
+        Ok(Some(body))
+    }
+
+    fn split(receipt: &str) -> (Option<&str>, &str) {
+        match receipt
+            .strip_prefix(RECEIPT_MAGIC)
+            .and_then(|r| r.split_once('\n'))
+        {
+            Some((key, inner)) => (Some(key), inner),
+            None => (None, receipt),
+        }
+    }
+}
+
+#[async_trait]
+impl Queue for ClaimCheckQueue {
+    fn name(&self) -> &str {
+        self.inner.name()
+    }
+
+    fn max_message_bytes(&self) -> usize {
+        self.store_bytes
+            .unwrap_or_else(|| self.inner.max_message_bytes())
+    }
+
+    fn max_batch_bytes(&self) -> usize {
+        match self.store_bytes {
+            Some(b) => b * MAX_BATCH,
+            None => self.inner.max_batch_bytes(),
+        }
+    }
+
+    fn visibility_timeout(&self) -> Duration {
+        self.inner.visibility_timeout()
+    }
+
+    async fn send_batch(&self, bodies: &[String]) -> Result<Vec<String>> {
+        let Some(limit) = self.store_bytes else {
+            return self.inner.send_batch(bodies).await;
+        };
+        if bodies.is_empty() || bodies.len() > MAX_BATCH {
+            return Err(Error::invalid(format!(
+                "a send takes 1 to {MAX_BATCH} messages, got {}",
+                bodies.len()
+            )));
+        }
+        if let Some(b) = bodies.iter().find(|b| b.len() > limit) {
+            return Err(Error::MessageTooLarge {
+                size: b.len(),
+                limit,
+            });
+        }
+        let stored = join_all(bodies.iter().map(|b| async move {
+            if b.len() > INLINE_MAX {
+                self.store(b).await.map(|p| (p, true))
+            } else {
+                Ok((b.clone(), false))
+            }
+        }))
+        .await;
+        let mut out = Vec::with_capacity(bodies.len());
+        let mut first_err = None;
+        for r in stored {
+            match r {
+                Ok(x) => out.push(x),
+                Err(e) => first_err = first_err.or(Some(e)),
+            }
+        }
+        let cleanup = |out: Vec<(String, bool)>| async move {
+            for (p, is_ptr) in out {
+                if is_ptr
+                    && let Some(json) = p.strip_prefix(CLAIM_MAGIC)
+                    && let Ok(ptr) = serde_json::from_str::<Pointer>(json)
+                {
+                    let _ = self.lake.store.delete(&self.lake.path(&ptr.key)).await;
+                }
+            }
+        };
+        if let Some(e) = first_err {
+            cleanup(out).await;
+            return Err(e);
+        }
+        let msgs: Vec<String> = out.iter().map(|(p, _)| p.clone()).collect();
+        match self.inner.send_batch(&msgs).await {
+            Ok(ids) => Ok(ids),
+            Err(e) => {
+                cleanup(out).await;
+                Err(e)
+            }
+        }
+    }
+
+    async fn receive(&self, opts: ReceiveOptions) -> Result<Vec<ReceivedMessage>> {
+        let msgs = self.inner.receive(opts).await?;
+        let resolved = join_all(msgs.into_iter().map(|m| async move {
+            let m: ReceivedMessage = m;
+            let Some(json) = m.body.strip_prefix(CLAIM_MAGIC) else {
+                return Ok::<_, Error>(Some(m));
+            };
+            let ptr: Pointer = match serde_json::from_str(json) {
+                Ok(p) => p,
+                // Left as it is: the consumer dead-letters what it cannot decode.
+                Err(_) => return Ok(Some(m)),
+            };
+            match self.fetch(&ptr).await? {
+                Some(body) => Ok(Some(ReceivedMessage {
+                    receipt: format!("{RECEIPT_MAGIC}{}\n{}", ptr.key, m.receipt),
+                    body,
+                    ..m
+                })),
+                None => {
+                    warn!(key = %ptr.key, "claim already processed; deleting its duplicate message");
+                    self.inner.delete_batch(&[m.receipt]).await?;
+                    Ok(None)
+                }
+            }
+        }))
+        .await;
+        let mut out = Vec::new();
+        for r in resolved {
+            if let Some(m) = r? {
+                out.push(m);
+            }
+        }
+        Ok(out)
+    }
+
+    async fn delete_batch(&self, receipts: &[String]) -> Result<Vec<BatchFailure>> {
+        let split: Vec<(Option<&str>, &str)> = receipts.iter().map(|r| Self::split(r)).collect();
+        let inner: Vec<String> = split.iter().map(|(_, r)| r.to_string()).collect();
+        let failures = self.inner.delete_batch(&inner).await?;
+        let failed: std::collections::HashSet<usize> = failures.iter().map(|f| f.index).collect();
+        for (i, (key, _)) in split.iter().enumerate() {
+            if let Some(key) = key
+                && !failed.contains(&i)
+                && let Err(e) = self.lake.store.delete(&self.lake.path(key)).await
+            {
+                warn!(key, error = %e, "claim object not deleted; it is unreferenced now");
+            }
+        }
+        Ok(failures)
+    }
+
+    async fn change_visibility_batch(
+        &self,
+        entries: &[(String, Duration)],
+    ) -> Result<Vec<BatchFailure>> {
+        let inner: Vec<(String, Duration)> = entries
+            .iter()
+            .map(|(r, d)| (Self::split(r).1.to_string(), *d))
+            .collect();
+        self.inner.change_visibility_batch(&inner).await
+    }
+
+    async fn stats(&self) -> Result<QueueStats> {
+        self.inner.stats().await
+    }
+
+    async fn purge(&self) -> Result<()> {
+        use futures::TryStreamExt;
+        self.inner.purge().await?;
+        let prefix = self.lake.path(&self.dir);
+        let objects: Vec<_> = self.lake.store.list(Some(&prefix)).try_collect().await?;
+        for o in objects {
+            self.lake.store.delete(&o.location).await?;
+        }
+        Ok(())
+    }
+}
