@@ -148,10 +148,7 @@ impl SqsQueue {
         ))
     }
 
-    async fn send_once(
-        &self,
-        entries: &[(usize, &String)],
-    ) -> Result<(Vec<(usize, String)>, Vec<(usize, Error)>)> {
+    async fn send_once(&self, entries: Vec<(usize, String)>) -> Result<EntryOutcome<String>> {
         let req: Vec<SendMessageBatchRequestEntry> = entries
             .iter()
             .map(|(i, b)| {
@@ -175,12 +172,7 @@ impl SqsQueue {
             .iter()
             .filter_map(|s| Some((s.id().parse().ok()?, s.message_id().to_string())))
             .collect();
-        let failed = out
-            .failed()
-            .iter()
-            .filter_map(|f| Some((f.id().parse().ok()?, entry_error("SendMessageBatch", f))))
-            .collect();
-        Ok((ok, failed))
+        Ok((ok, entry_results("SendMessageBatch", out.failed())))
     }
 }
 
@@ -238,6 +230,73 @@ async fn get_attributes(
     Ok(out.attributes().cloned().unwrap_or_default())
 }
 
+/// Outcome of one batch call: entries that succeeded (with their result) and entries that
+/// failed, by index in the original request.
+type EntryOutcome<R> = (Vec<(usize, R)>, Vec<(usize, Error)>);
+
+/// Calls `call` with the pending entries until none fails retryably: entries that fail with a
+/// retryable error (throttling, internal errors: not the caller's fault) are sent again, alone,
+/// after a back-off, up to [`ENTRY_ATTEMPTS`] times. Returns what succeeded and what failed for
+/// good.
+async fn retry_entries<T, R, F, Fut>(
+    entries: Vec<(usize, T)>,
+    mut call: F,
+) -> Result<EntryOutcome<R>>
+where
+    T: Clone,
+    F: FnMut(Vec<(usize, T)>) -> Fut,
+    Fut: std::future::Future<Output = Result<EntryOutcome<R>>>,
+{
+    let mut pending = entries;
+    let mut done = Vec::new();
+    let mut failed_for_good = Vec::new();
+    for attempt in 0..ENTRY_ATTEMPTS {
+        let (ok, failed) = call(pending.clone()).await?;
+        done.extend(ok);
+        let mut retry = Vec::new();
+        for (i, e) in failed {
+            if e.is_retryable() && attempt + 1 < ENTRY_ATTEMPTS {
+                warn!(entry = i, error = %e, "batch entry failed, retrying it");
+                retry.push(i);
+            } else {
+                failed_for_good.push((i, e));
+            }
+        }
+        if retry.is_empty() {
+            break;
+        }
+        pending.retain(|(i, _)| retry.contains(i));
+        tokio::time::sleep(backoff(attempt)).await;
+    }
+    failed_for_good.sort_by_key(|(i, _)| *i);
+    Ok((done, failed_for_good))
+}
+
+fn batch_failure(index: usize, e: &Error) -> BatchFailure {
+    match e {
+        Error::Service { code, message, .. } => BatchFailure {
+            index,
+            code: code.clone().unwrap_or_default(),
+            message: message.clone(),
+        },
+        other => BatchFailure {
+            index,
+            code: String::new(),
+            message: other.to_string(),
+        },
+    }
+}
+
+fn entry_results<'a>(
+    operation: &'static str,
+    failed: impl IntoIterator<Item = &'a aws_sdk_sqs::types::BatchResultErrorEntry>,
+) -> Vec<(usize, Error)> {
+    failed
+        .into_iter()
+        .filter_map(|f| Some((f.id().parse().ok()?, entry_error(operation, f))))
+        .collect()
+}
+
 fn backoff(attempt: u32) -> Duration {
     Duration::from_millis(50u64 << attempt.min(6))
 }
@@ -278,28 +337,16 @@ impl Queue for SqsQueue {
                 limit: self.max_message_bytes,
             });
         }
+        let entries: Vec<(usize, String)> = bodies.iter().cloned().enumerate().collect();
+        let (ok, failed) = retry_entries(entries, |e| self.send_once(e)).await?;
+        if let Some((_, e)) = failed.into_iter().next() {
+            // Entries sent so far stay sent; the caller retries the call, and consumers drop
+            // duplicates by chunk id.
+            return Err(e);
+        }
         let mut ids: Vec<Option<String>> = vec![None; bodies.len()];
-        let mut pending: Vec<(usize, &String)> = bodies.iter().enumerate().collect();
-        for attempt in 0..ENTRY_ATTEMPTS {
-            let (ok, failed) = self.send_once(&pending).await?;
-            for (i, id) in ok {
-                ids[i] = Some(id);
-            }
-            if failed.is_empty() {
-                break;
-            }
-            let mut retry = Vec::new();
-            for (i, e) in failed {
-                if !e.is_retryable() || attempt + 1 == ENTRY_ATTEMPTS {
-                    // Entries sent so far stay sent; the caller retries the call, and
-                    // consumers drop duplicates by chunk id.
-                    return Err(e);
-                }
-                warn!(queue = %self.name, entry = i, error = %e, "send entry failed, retrying");
-                retry.push((i, &bodies[i]));
-            }
-            pending = retry;
-            tokio::time::sleep(backoff(attempt)).await;
+        for (i, id) in ok {
+            ids[i] = Some(id);
         }
         ids.into_iter()
             .map(|id| id.ok_or_else(|| Error::Task("SQS returned no message id".into())))
@@ -347,50 +394,33 @@ impl Queue for SqsQueue {
 
     async fn delete_batch(&self, receipts: &[String]) -> Result<Vec<BatchFailure>> {
         check_batch(receipts.len(), "DeleteMessageBatch")?;
-        let mut pending: Vec<usize> = (0..receipts.len()).collect();
-        let mut failures = Vec::new();
-        for attempt in 0..ENTRY_ATTEMPTS {
-            let entries: Vec<DeleteMessageBatchRequestEntry> = pending
+        let entries: Vec<(usize, &String)> = receipts.iter().enumerate().collect();
+        let (_, failed) = retry_entries(entries, |pending| async move {
+            let req = pending
                 .iter()
-                .map(|&i| {
+                .map(|(i, r)| {
                     DeleteMessageBatchRequestEntry::builder()
                         .id(i.to_string())
-                        .receipt_handle(&receipts[i])
+                        .receipt_handle(r.as_str())
                         .build()
                         .map_err(|e| Error::invalid(e.to_string()))
                 })
-                .collect::<Result<_>>()?;
+                .collect::<Result<Vec<_>>>()?;
             let out = self
                 .client
                 .delete_message_batch()
                 .queue_url(&self.url)
-                .set_entries(Some(entries))
+                .set_entries(Some(req))
                 .send()
                 .await
                 .map_err(|e| sdk("SQS", "DeleteMessageBatch", e))?;
-            let mut retry = Vec::new();
-            for f in out.failed() {
-                let Ok(i) = f.id().parse::<usize>() else {
-                    continue;
-                };
-                if f.sender_fault() || attempt + 1 == ENTRY_ATTEMPTS {
-                    failures.push(BatchFailure {
-                        index: i,
-                        code: f.code().to_string(),
-                        message: f.message().unwrap_or_default().to_string(),
-                    });
-                } else {
-                    retry.push(i);
-                }
-            }
-            if retry.is_empty() {
-                break;
-            }
-            pending = retry;
-            tokio::time::sleep(backoff(attempt)).await;
-        }
-        failures.sort_by_key(|f| f.index);
-        Ok(failures)
+            Ok((
+                Vec::<(usize, ())>::new(),
+                entry_results("DeleteMessageBatch", out.failed()),
+            ))
+        })
+        .await?;
+        Ok(failed.iter().map(|(i, e)| batch_failure(*i, e)).collect())
     }
 
     async fn change_visibility_batch(
@@ -398,20 +428,19 @@ impl Queue for SqsQueue {
         entries: &[(String, Duration)],
     ) -> Result<Vec<BatchFailure>> {
         check_batch(entries.len(), "ChangeMessageVisibilityBatch")?;
-        let mut pending: Vec<usize> = (0..entries.len()).collect();
-        let mut failures = Vec::new();
-        for attempt in 0..ENTRY_ATTEMPTS {
-            let req: Vec<ChangeMessageVisibilityBatchRequestEntry> = pending
+        let indexed: Vec<(usize, &(String, Duration))> = entries.iter().enumerate().collect();
+        let (_, failed) = retry_entries(indexed, |pending| async move {
+            let req = pending
                 .iter()
-                .map(|&i| {
+                .map(|(i, (r, d))| {
                     ChangeMessageVisibilityBatchRequestEntry::builder()
                         .id(i.to_string())
-                        .receipt_handle(&entries[i].0)
-                        .visibility_timeout(secs(entries[i].1))
+                        .receipt_handle(r.as_str())
+                        .visibility_timeout(secs(*d))
                         .build()
                         .map_err(|e| Error::invalid(e.to_string()))
                 })
-                .collect::<Result<_>>()?;
+                .collect::<Result<Vec<_>>>()?;
             let out = self
                 .client
                 .change_message_visibility_batch()
@@ -420,29 +449,13 @@ impl Queue for SqsQueue {
                 .send()
                 .await
                 .map_err(|e| sdk("SQS", "ChangeMessageVisibilityBatch", e))?;
-            let mut retry = Vec::new();
-            for f in out.failed() {
-                let Ok(i) = f.id().parse::<usize>() else {
-                    continue;
-                };
-                if f.sender_fault() || attempt + 1 == ENTRY_ATTEMPTS {
-                    failures.push(BatchFailure {
-                        index: i,
-                        code: f.code().to_string(),
-                        message: f.message().unwrap_or_default().to_string(),
-                    });
-                } else {
-                    retry.push(i);
-                }
-            }
-            if retry.is_empty() {
-                break;
-            }
-            pending = retry;
-            tokio::time::sleep(backoff(attempt)).await;
-        }
-        failures.sort_by_key(|f| f.index);
-        Ok(failures)
+            Ok((
+                Vec::<(usize, ())>::new(),
+                entry_results("ChangeMessageVisibilityBatch", out.failed()),
+            ))
+        })
+        .await?;
+        Ok(failed.iter().map(|(i, e)| batch_failure(*i, e)).collect())
     }
 
     async fn stats(&self) -> Result<QueueStats> {
@@ -606,5 +619,93 @@ pub async fn redrive(from: &dyn Queue, to: &dyn Queue) -> Result<u64> {
         to.send_batch(&batch).await?;
         from.delete_all(&receipts).await?;
         moved += batch.len() as u64;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use super::*;
+
+    fn throttled() -> Error {
+        Error::Service {
+            service: "SQS",
+            operation: "SendMessageBatch",
+            code: Some("InternalError".into()),
+            message: "try again".into(),
+            retryable: true,
+        }
+    }
+
+    fn refused() -> Error {
+        Error::Service {
+            service: "SQS",
+            operation: "SendMessageBatch",
+            code: Some("InvalidMessageContents".into()),
+            message: "bad body".into(),
+            retryable: false,
+        }
+    }
+
+    #[tokio::test]
+    async fn failed_entries_are_retried_alone_until_they_succeed() {
+        let calls = Mutex::new(Vec::new());
+        let entries: Vec<(usize, &str)> = vec![(0, "a"), (1, "b"), (2, "c")];
+        let (ok, failed) = retry_entries(entries, |pending| {
+            let n = {
+                let mut c = calls.lock().unwrap();
+                c.push(pending.iter().map(|(i, _)| *i).collect::<Vec<_>>());
+                c.len()
+            };
+            async move {
+                // Entry 1 is throttled twice, entry 2 refused for good; entry 0 goes through.
+                let mut ok = Vec::new();
+                let mut failed = Vec::new();
+                for (i, v) in pending {
+                    match (i, n) {
+                        (1, 1 | 2) => failed.push((i, throttled())),
+                        (2, _) => failed.push((i, refused())),
+                        _ => ok.push((i, v.to_uppercase())),
+                    }
+                }
+                Ok((ok, failed))
+            }
+        })
+        .await
+        .unwrap();
+        let mut ok = ok;
+        ok.sort();
+        assert_eq!(ok, vec![(0, "A".to_string()), (1, "B".to_string())]);
+        assert_eq!(failed.len(), 1);
+        assert_eq!(failed[0].0, 2);
+        assert_eq!(
+            batch_failure(2, &failed[0].1).code,
+            "InvalidMessageContents"
+        );
+        // Only failed, retryable entries were sent again.
+        assert_eq!(
+            *calls.lock().unwrap(),
+            vec![vec![0, 1, 2], vec![1], vec![1]]
+        );
+    }
+
+    #[tokio::test]
+    async fn retries_are_bounded() {
+        let calls = Mutex::new(0u32);
+        let (ok, failed) = retry_entries(vec![(0usize, ())], |pending| {
+            *calls.lock().unwrap() += 1;
+            async move {
+                Ok((
+                    Vec::<(usize, ())>::new(),
+                    pending.into_iter().map(|(i, _)| (i, throttled())).collect(),
+                ))
+            }
+        })
+        .await
+        .unwrap();
+        assert!(ok.is_empty());
+        assert_eq!(failed.len(), 1);
+        assert_eq!(*calls.lock().unwrap(), ENTRY_ATTEMPTS);
     }
 }
