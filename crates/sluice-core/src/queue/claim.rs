@@ -5,8 +5,9 @@
 //! `sluice.claim.v1 {"key":…,"bytes":…,"xxh3":…}` instead; `receive` fetches and checks the
 //! object and returns the original body with a receipt that also names the object;
 //! `delete_batch` deletes the message and then the object. An object is deleted only after its
-//! message is, so a pointer whose object is gone belongs to a message already processed (a
-//! duplicate delivery): it is deleted and not returned.
+//! message is, so a pointer (into this lake) whose object is gone belongs to a message already
+//! processed (a duplicate delivery): it is deleted and not returned. A pointer into another lake
+//! is returned as it is, and dead-lettered by the consumer, never deleted.
 //!
 //! Messages can then be as large as the chunk size chosen (default 8 MiB), and ten go in one
 //! send call: a million rows cost a few dozen billed SQS units instead of about 1,700.
@@ -34,6 +35,9 @@ const RECEIPT_MAGIC: &str = "sluice-claim:";
 
 #[derive(Debug, Serialize, Deserialize)]
 struct Pointer {
+    /// The lake the object is in; a consumer on another lake must not take the object's
+    /// absence for "already processed".
+    lake: String,
     key: String,
     bytes: usize,
     xxh3: String,
@@ -75,6 +79,7 @@ impl ClaimCheckQueue {
             )
             .await?;
         let p = Pointer {
+            lake: self.lake.url.to_string(),
             key,
             bytes: body.len(),
             xxh3: digest(body),
@@ -206,6 +211,17 @@ impl Queue for ClaimCheckQueue {
                 // Left as it is: the consumer dead-letters what it cannot decode.
                 Err(_) => return Ok(Some(m)),
             };
+            if ptr.lake != self.lake.url.as_str() {
+                // Left as it is (and so dead-lettered after maxReceiveCount deliveries): this
+                // consumer cannot see the object, which does not mean it was processed.
+                warn!(
+                    claim_lake = %ptr.lake,
+                    lake = %self.lake.url,
+                    "message points to a claim in another lake; run the consumer with --lake {}",
+                    ptr.lake
+                );
+                return Ok(Some(m));
+            }
             match self.fetch(&ptr).await? {
                 Some(body) => Ok(Some(ReceivedMessage {
                     receipt: format!("{RECEIPT_MAGIC}{}\n{}", ptr.key, m.receipt),
@@ -269,5 +285,85 @@ impl Queue for ClaimCheckQueue {
             self.lake.store.delete(&o.location).await?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::queue::{EmbeddedQueues, QueueExt, QueueSettings};
+
+    async fn setup() -> (tempfile::TempDir, Arc<dyn Queue>) {
+        let dir = tempfile::tempdir().unwrap();
+        let qs = EmbeddedQueues::open(dir.path().join("q.db")).unwrap();
+        qs.create_queue("q", &QueueSettings::default())
+            .await
+            .unwrap();
+        let q: Arc<dyn Queue> = Arc::new(qs.queue("q").await.unwrap());
+        (dir, q)
+    }
+
+    fn now() -> ReceiveOptions {
+        ReceiveOptions {
+            wait: Duration::ZERO,
+            ..Default::default()
+        }
+    }
+
+    #[tokio::test]
+    async fn pointers_round_trip_and_objects_go_after_delete() {
+        let (dir, raw) = setup().await;
+        let lake = Lake::local(&dir.path().join("lake")).unwrap();
+        let q = ClaimCheckQueue::new(raw.clone(), lake.clone(), Some(1 << 20));
+        let big = "x".repeat(100_000);
+        q.send_batch(&[big.clone(), "small".to_string()])
+            .await
+            .unwrap();
+        // On the wire: one pointer, one inline body.
+        let wire = raw.receive(now()).await.unwrap();
+        assert_eq!(wire.len(), 2);
+        assert!(
+            wire.iter()
+                .any(|m| m.body.starts_with(CLAIM_MAGIC) && m.body.len() < 500)
+        );
+        raw.change_visibility_all(
+            &wire.iter().map(|m| m.receipt.clone()).collect::<Vec<_>>(),
+            Duration::ZERO,
+        )
+        .await
+        .unwrap();
+        let got = q.receive(now()).await.unwrap();
+        let mut bodies: Vec<&str> = got.iter().map(|m| m.body.as_str()).collect();
+        bodies.sort();
+        assert_eq!(bodies, vec!["small", big.as_str()]);
+        let claims = dir.path().join("lake/_sluice/claims/q");
+        assert_eq!(std::fs::read_dir(&claims).unwrap().count(), 1);
+        let receipts: Vec<String> = got.iter().map(|m| m.receipt.clone()).collect();
+        assert!(q.delete_batch(&receipts).await.unwrap().is_empty());
+        assert_eq!(std::fs::read_dir(&claims).unwrap().count(), 0);
+        assert_eq!(raw.stats().await.unwrap(), Default::default());
+    }
+
+    #[tokio::test]
+    async fn a_missing_object_is_a_processed_duplicate_but_only_in_the_same_lake() {
+        let (dir, raw) = setup().await;
+        let lake = Lake::local(&dir.path().join("lake")).unwrap();
+        let other = Lake::local(&dir.path().join("other")).unwrap();
+        let q = ClaimCheckQueue::new(raw.clone(), lake.clone(), Some(1 << 20));
+        q.send_batch(&["y".repeat(50_000)]).await.unwrap();
+        // A consumer on another lake leaves the message alone.
+        let elsewhere = ClaimCheckQueue::new(raw.clone(), other, None);
+        let got = elsewhere.receive(now()).await.unwrap();
+        assert_eq!(got.len(), 1);
+        assert!(got[0].body.starts_with(CLAIM_MAGIC));
+        elsewhere
+            .change_visibility_batch(&[(got[0].receipt.clone(), Duration::ZERO)])
+            .await
+            .unwrap();
+        assert_eq!(raw.stats().await.unwrap().visible, 1);
+        // In the same lake, a pointer whose object is gone was processed: dropped and deleted.
+        std::fs::remove_dir_all(dir.path().join("lake/_sluice/claims")).unwrap();
+        assert!(q.receive(now()).await.unwrap().is_empty());
+        assert_eq!(raw.stats().await.unwrap(), Default::default());
     }
 }
