@@ -494,3 +494,48 @@ fn walk_parquet(dir: &Path) -> usize {
     }
     n
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_following_consumer_backs_off_on_an_idle_queue() {
+    let dir = tempfile::tempdir().unwrap();
+    let home = Home::new(dir.path().join("home"));
+    let b = home.open("events").await.unwrap();
+    let (csv, _) = sluice_testkit::fixtures::write_events_csv(dir.path(), "e.csv", 100, 1);
+    produce(&b, "events", "year(day)", &[&csv]).await.unwrap();
+    assert_eq!(consume(&home, &b, "events", |_| {}).await.rows_written, 100);
+    // The queue is empty now; a following consumer polls it with 100 ms waits for 4 s.
+    let meter = sluice_core::metrics::Meter::new();
+    let q: Arc<dyn Queue> = Arc::new(sluice_core::metrics::MeteredQueue::new(
+        b.queue.clone(),
+        meter.clone(),
+    ));
+    let spool = home.claim_spool(&sluice_core::writer_id()).unwrap();
+    let mut o = ConsumerOptions::new("events", spool.path().to_path_buf());
+    o.once = false;
+    o.wait = Duration::from_millis(100);
+    o.visibility_timeout = Some(Duration::from_secs(30));
+    let c = Consumer::new(o, q, b.catalog.clone(), b.lake.clone())
+        .await
+        .unwrap();
+    let started = std::time::Instant::now();
+    let stats = c
+        .run(tokio::time::sleep(Duration::from_secs(4)))
+        .await
+        .unwrap();
+    let s = meter.snapshot();
+    // Without back-off: about 40 empty polls. With it: 3 at once, then pauses of 2 s and 4 s.
+    assert_eq!(stats.messages, 0);
+    assert!(
+        (3..=8).contains(&s.queue_receive_calls),
+        "{} receives in {:?}",
+        s.queue_receive_calls,
+        started.elapsed()
+    );
+    assert_eq!(s.queue_empty_receives, s.queue_receive_calls);
+    // Shutting down does not wait for the pause to end.
+    assert!(
+        started.elapsed() < Duration::from_secs(6),
+        "{:?}",
+        started.elapsed()
+    );
+}
