@@ -3,47 +3,14 @@
 //! the query succeeds, and paging through several GetQueryResults pages. moto runs no SQL and
 //! returns one page, so this endpoint stands in for Athena's protocol (AWS JSON 1.1).
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{TcpListener, TcpStream};
+mod common;
+
 use std::sync::{Arc, Mutex};
 
+use common::scripted;
 use serde_json::{Value, json};
 use sluice_aws::athena::{AthenaOptions, query};
 use sluice_aws::{Aws, AwsSettings};
-
-type Log = Arc<Mutex<Vec<(String, Value)>>>;
-
-/// Reads one HTTP request; `None` at the end of the connection.
-fn read_request(r: &mut BufReader<TcpStream>) -> Option<(String, Value)> {
-    let mut target = String::new();
-    let mut len = 0usize;
-    let mut line = String::new();
-    let mut first = true;
-    loop {
-        line.clear();
-        if r.read_line(&mut line).ok()? == 0 {
-            return None;
-        }
-        if first {
-            first = false;
-            continue;
-        }
-        let l = line.trim_end();
-        if l.is_empty() {
-            break;
-        }
-        if let Some((k, v)) = l.split_once(':') {
-            match k.trim().to_ascii_lowercase().as_str() {
-                "x-amz-target" => target = v.trim().to_string(),
-                "content-length" => len = v.trim().parse().unwrap_or(0),
-                _ => {}
-            }
-        }
-    }
-    let mut body = vec![0u8; len];
-    r.read_exact(&mut body).ok()?;
-    Some((target, serde_json::from_slice(&body).unwrap_or(Value::Null)))
-}
 
 fn row(vals: &[&str]) -> Value {
     json!({"Data": vals.iter().map(|v| json!({"VarCharValue": v})).collect::<Vec<_>>()})
@@ -96,37 +63,22 @@ fn respond(target: &str, body: &Value, polls: &mut u32, failing: &mut bool) -> V
     }
 }
 
-fn serve(listener: TcpListener, log: Log) {
-    std::thread::spawn(move || {
-        let mut polls = 0u32;
-        let mut failing = false;
-        for stream in listener.incoming() {
-            let Ok(stream) = stream else { return };
-            let mut reader = BufReader::new(stream.try_clone().unwrap());
-            let mut w = stream;
-            while let Some((target, body)) = read_request(&mut reader) {
-                let resp = respond(&target, &body, &mut polls, &mut failing).to_string();
-                log.lock().unwrap().push((target, body));
-                let _ = write!(
-                    w,
-                    "HTTP/1.1 200 OK\r\nContent-Type: application/x-amz-json-1.1\r\nContent-Length: {}\r\n\r\n{resp}",
-                    resp.len()
-                );
-            }
-        }
-    });
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn athena_polls_pages_and_sends_what_it_should() {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap();
-    let log: Log = Arc::default();
-    serve(listener, log.clone());
+    let state = Arc::new(Mutex::new((0u32, false)));
+    let (endpoint, log) = scripted::start(move |req| {
+        let target = req.header("x-amz-target").unwrap_or_default().to_string();
+        let mut st = state.lock().unwrap();
+        let (polls, failing) = &mut *st;
+        scripted::json(
+            respond(&target, &req.json(), polls, failing),
+            "application/x-amz-json-1.1",
+        )
+    });
     let aws = Aws::load(AwsSettings {
         region: Some("eu-west-1".into()),
         endpoints: sluice_aws::config::ServiceEndpoints {
-            athena: Some(format!("http://{addr}")),
+            athena: Some(endpoint),
             ..Default::default()
         },
         ..Default::default()
@@ -162,7 +114,17 @@ async fn athena_polls_pages_and_sends_what_it_should() {
     assert_eq!((r.polls, r.pages), (3, 3));
     assert_eq!(r.data_scanned_bytes, Some(123_456));
 
-    let calls = log.lock().unwrap().clone();
+    let calls: Vec<(String, Value)> = log
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (
+                r.header("x-amz-target").unwrap_or_default().to_string(),
+                r.json(),
+            )
+        })
+        .collect();
     let targets: Vec<&str> = calls
         .iter()
         .map(|(t, _)| t.trim_start_matches("AmazonAthena."))

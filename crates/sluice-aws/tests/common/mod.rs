@@ -2,6 +2,8 @@
 
 #![allow(dead_code)]
 
+pub mod scripted;
+
 use sluice_aws::{Aws, AwsSettings};
 
 /// The server's endpoint, from `SLUICE_TEST_AWS_ENDPOINT`.
