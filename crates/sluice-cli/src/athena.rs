@@ -80,7 +80,7 @@ pub async fn query(ctx: &Ctx, a: &QueryArgs) -> Result<()> {
     }
     opts.output_location = a.results.clone().or(settings.output_location.clone());
     let aws = ctx.open.aws().await;
-    let r = sluice_aws::athena::query(&aws, &a.sql, &opts).await?;
+    let r = sluice_aws::athena::query(aws, &a.sql, &opts).await?;
     eprintln!(
         "athena: query {} in workgroup {}: {} row(s), {} scanned, {} ms engine time, {} poll(s), {} page(s)",
         r.query_execution_id,

@@ -118,6 +118,9 @@ pub struct Opener {
     pub lake: Option<String>,
     pub catalog: CatalogTarget,
     pub aws_settings: AwsSettings,
+    /// The AWS configuration, loaded once (the region and credential chains may ask the
+    /// instance metadata service) and shared by every client of the command.
+    pub aws: Arc<tokio::sync::OnceCell<Aws>>,
 }
 
 impl Opener {
@@ -130,8 +133,16 @@ impl Opener {
             )
     }
 
-    pub async fn aws(&self) -> Aws {
-        Aws::load(self.aws_settings.clone()).await
+    pub async fn aws(&self) -> &Aws {
+        self.aws
+            .get_or_init(|| Aws::load(self.aws_settings.clone()))
+            .await
+    }
+
+    /// Creates the home directory, which the embedded backends and consumer spools live in.
+    pub fn ensure_home(&self) -> Result<()> {
+        std::fs::create_dir_all(&self.home.root)
+            .with_context(|| format!("cannot create home {}", self.home.root.display()))
     }
 
     pub fn queue_target(&self, table: Option<&str>) -> Result<QueueTarget> {
@@ -141,7 +152,7 @@ impl Opener {
     /// The lake (not metered).
     pub async fn lake(&self) -> Result<Lake> {
         match self.lake.as_deref() {
-            Some(u) if u.starts_with("s3://") => Ok(sluice_aws::s3::s3_lake(&self.aws().await, u)?),
+            Some(u) if u.starts_with("s3://") => Ok(sluice_aws::s3::s3_lake(self.aws().await, u)?),
             other => Ok(self.home.lake(other)?),
         }
     }
@@ -149,12 +160,11 @@ impl Opener {
     pub async fn catalog(&self) -> Result<Arc<dyn Catalog>> {
         Ok(match &self.catalog {
             CatalogTarget::Embedded => {
-                std::fs::create_dir_all(&self.home.root)
-                    .with_context(|| format!("cannot create home {}", self.home.root.display()))?;
+                self.ensure_home()?;
                 Arc::new(SqliteCatalog::open(self.home.catalog_db())?)
             }
             CatalogTarget::Glue(_) => {
-                Arc::new(sluice_aws::glue::GlueCatalog::new(&self.aws().await))
+                Arc::new(sluice_aws::glue::GlueCatalog::new(self.aws().await))
             }
         })
     }
@@ -167,14 +177,13 @@ impl Opener {
     ) -> Result<(Arc<dyn Queue>, Option<EmbeddedQueues>)> {
         match target {
             QueueTarget::Embedded(name) => {
-                std::fs::create_dir_all(&self.home.root)
-                    .with_context(|| format!("cannot create home {}", self.home.root.display()))?;
+                self.ensure_home()?;
                 let qs = self.home.queues()?;
                 Home::ensure_queue(&qs, name, &QueueSettings::default()).await?;
                 let q = qs.queue(name).await?;
                 Ok((Arc::new(q), Some(qs)))
             }
-            QueueTarget::Sqs(r) => match SqsQueue::open(&self.aws().await, r).await {
+            QueueTarget::Sqs(r) => match SqsQueue::open(self.aws().await, r).await {
                 Ok(q) => Ok((Arc::new(q), None)),
                 Err(sluice_core::Error::NotFound { .. }) => bail!(
                     "SQS queue {} does not exist: create it (and its dead-letter queue) with `sluice --queue {} init`",
@@ -201,7 +210,7 @@ impl Opener {
                     .map(|q| Arc::new(q) as Arc<dyn Queue>))
             }
             QueueTarget::Sqs(r) => {
-                let q = SqsQueue::open(&self.aws().await, r).await?;
+                let q = SqsQueue::open(self.aws().await, r).await?;
                 Ok(q.dead_letter_queue()
                     .await?
                     .map(|d| Arc::new(d) as Arc<dyn Queue>))
@@ -230,7 +239,7 @@ impl Opener {
         let aws = self.aws().await;
         let name = r.name().to_string();
         let dlq = dead_letter_name(&name);
-        let url = SqsAdmin::new(&aws)
+        let url = SqsAdmin::new(aws)
             .ensure_queue(&name, &dlq, settings)
             .await?;
         Ok((url, dlq))

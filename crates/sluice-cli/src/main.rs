@@ -394,6 +394,7 @@ async fn run(cli: Cli) -> Result<()> {
         lake: cli.lake.clone().or_else(|| config.lake.clone()),
         catalog: CatalogTarget::parse(cli.catalog.as_deref().or(config.catalog.as_deref()))?,
         aws_settings: config.aws.clone().unwrap_or_default(),
+        aws: Default::default(),
     };
     if let Some(m) = &cli.metrics {
         // Each command writes its counters once; start from an empty file.
@@ -456,14 +457,12 @@ async fn init(ctx: &Ctx, a: &InitArgs) -> Result<()> {
     let settings = a.settings();
     let target = QueueTarget::parse(ctx.open.queue.as_deref(), Some("sluice"))?;
     if !ctx.open.uses_aws() {
-        std::fs::create_dir_all(&ctx.home.root)
-            .with_context(|| format!("cannot create home {}", ctx.home.root.display()))?;
+        ctx.open.ensure_home()?;
         println!("home     {}", ctx.home.root.display());
     }
     match &target {
         QueueTarget::Embedded(name) => {
-            std::fs::create_dir_all(&ctx.home.root)
-                .with_context(|| format!("cannot create home {}", ctx.home.root.display()))?;
+            ctx.open.ensure_home()?;
             let queues = ctx.home.queues()?;
             Home::ensure_queue(&queues, name, &settings).await?;
             println!(
