@@ -12,7 +12,7 @@ use async_trait::async_trait;
 use aws_sdk_glue::types::{
     Column as GlueColumn, DatabaseInput, PartitionInput, SerDeInfo, StorageDescriptor, TableInput,
 };
-use sluice_core::catalog::{Catalog, PARAM_LEDGER_VERSION, PartitionDef, TableDef};
+use sluice_core::catalog::{Catalog, PartitionDef, TableDef, ledger_version};
 use sluice_core::schema::{Column, ColumnType};
 use sluice_core::{Error, Result};
 
@@ -167,10 +167,6 @@ fn to_def(database: &str, t: &aws_sdk_glue::types::Table) -> TableDef {
     }
 }
 
-fn ledger_version(p: &BTreeMap<String, String>) -> Option<u64> {
-    p.get(PARAM_LEDGER_VERSION).and_then(|v| v.parse().ok())
-}
-
 impl GlueCatalog {
     pub fn new(aws: &Aws) -> Self {
         GlueCatalog { client: aws.glue() }
@@ -185,6 +181,23 @@ impl GlueCatalog {
             .await
             .map_err(|e| sdk("Glue", "DeleteDatabase", e))?;
         Ok(())
+    }
+
+    /// The table as Glue returns it (with its `VersionId`).
+    async fn glue_table(&self, database: &str, name: &str) -> Result<aws_sdk_glue::types::Table> {
+        let qualified = || format!("{database}.{name}");
+        let out = self
+            .client
+            .get_table()
+            .database_name(database)
+            .name(name)
+            .send()
+            .await
+            .map_err(|e| not_found(sdk("Glue", "GetTable", e), "table", qualified()))?;
+        out.table().cloned().ok_or_else(|| Error::NotFound {
+            what: "table",
+            name: qualified(),
+        })
     }
 
     fn partition_input(&self, t: &TableDef, p: &PartitionDef) -> Result<PartitionInput> {
@@ -299,25 +312,7 @@ impl Catalog for GlueCatalog {
     }
 
     async fn get_table(&self, database: &str, name: &str) -> Result<TableDef> {
-        let out = self
-            .client
-            .get_table()
-            .database_name(database)
-            .name(name)
-            .send()
-            .await
-            .map_err(|e| {
-                not_found(
-                    sdk("Glue", "GetTable", e),
-                    "table",
-                    format!("{database}.{name}"),
-                )
-            })?;
-        let t = out.table().ok_or_else(|| Error::NotFound {
-            what: "table",
-            name: format!("{database}.{name}"),
-        })?;
-        Ok(to_def(database, t))
+        Ok(to_def(database, &self.glue_table(database, name).await?))
     }
 
     async fn list_tables(&self, database: &str) -> Result<Vec<TableDef>> {
@@ -345,25 +340,8 @@ impl Catalog for GlueCatalog {
     async fn update_table(&self, table: &TableDef) -> Result<TableDef> {
         // Glue enforces VersionId on UpdateTable (ConcurrentModificationException); the
         // version parameter check catches stale writers on servers that do not.
-        let out = self
-            .client
-            .get_table()
-            .database_name(&table.database)
-            .name(&table.name)
-            .send()
-            .await
-            .map_err(|e| {
-                not_found(
-                    sdk("Glue", "GetTable", e),
-                    "table",
-                    format!("{}.{}", table.database, table.name),
-                )
-            })?;
-        let current = out.table().ok_or_else(|| Error::NotFound {
-            what: "table",
-            name: table.name.clone(),
-        })?;
-        let stored = to_def(&table.database, current);
+        let current = self.glue_table(&table.database, &table.name).await?;
+        let stored = to_def(&table.database, &current);
         if stored.version != table.version {
             return Err(Error::Conflict(format!(
                 "table {}.{} is at version {}, the update starts from {}",

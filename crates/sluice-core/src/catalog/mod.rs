@@ -51,6 +51,13 @@ pub struct PartitionDef {
     pub parameters: BTreeMap<String, String>,
 }
 
+/// The ledger version a partition's statistics were computed at ([`PARAM_LEDGER_VERSION`]).
+pub fn ledger_version(parameters: &BTreeMap<String, String>) -> Option<u64> {
+    parameters
+        .get(PARAM_LEDGER_VERSION)
+        .and_then(|v| v.parse().ok())
+}
+
 /// A catalog of tables.
 ///
 /// # Contract

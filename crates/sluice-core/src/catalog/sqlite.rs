@@ -7,7 +7,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 
-use super::{Catalog, PARAM_LEDGER_VERSION, PartitionDef, TableDef};
+use super::{Catalog, PartitionDef, TableDef, ledger_version};
 use crate::error::{Error, Result};
 
 /// The embedded catalog.
@@ -287,10 +287,7 @@ impl Catalog for SqliteCatalog {
                 let params_json = serde_json::to_string(&p.parameters)
                     .map_err(json_err)
                     .map_err(&err)?;
-                let lv: Option<i64> = p
-                    .parameters
-                    .get(PARAM_LEDGER_VERSION)
-                    .and_then(|v| v.parse().ok());
+                let lv: Option<i64> = ledger_version(&p.parameters).map(|v| v as i64);
                 tx.execute(
                     "INSERT INTO partitions VALUES (?1, ?2, ?3, ?4, ?5, ?6)
                      ON CONFLICT (database, tbl, vals) DO UPDATE SET location = excluded.location,
