@@ -7,37 +7,19 @@ use futures::TryStreamExt;
 use object_store::{ObjectStoreExt, PutMode, PutOptions, PutPayload, WriteMultipart};
 use sluice_aws::s3::{check_lake, probe_lake, s3_lake};
 
-async fn bucket(aws: &sluice_aws::Aws) -> String {
+async fn bucket() -> String {
     let name = common::unique("s3test");
-    // The bucket is created the way a user would, outside sluice.
-    let ep = common::endpoint();
-    let host = ep
-        .trim_start_matches("http://")
-        .trim_end_matches('/')
-        .to_string();
     let n = name.clone();
-    tokio::task::spawn_blocking(move || {
-        use std::io::{Read, Write};
-        let mut s = std::net::TcpStream::connect(&host).unwrap();
-        write!(
-            s,
-            "PUT /{n} HTTP/1.1\r\nHost: {host}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
-        )
+    tokio::task::spawn_blocking(move || sluice_testkit::wire::create_bucket(&n))
+        .await
         .unwrap();
-        let mut out = String::new();
-        let _ = s.read_to_string(&mut out);
-        assert!(out.starts_with("HTTP/1.1 200"), "{out}");
-    })
-    .await
-    .unwrap();
-    let _ = aws;
     name
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn s3_lake_creates_once_uploads_multipart_and_lists() {
     let aws = common::aws().await;
-    let b = bucket(&aws).await;
+    let b = bucket().await;
     let lake = s3_lake(&aws, &format!("s3://{b}/raw")).unwrap();
     assert_eq!(lake.url.as_str(), format!("s3://{b}/raw/"));
     check_lake(&lake).await.unwrap();

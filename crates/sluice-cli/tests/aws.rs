@@ -3,54 +3,14 @@
 
 mod common;
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::path::Path;
 use std::process::Command;
 
 use common::ok;
+use sluice_testkit::wire::{endpoint, http, unique};
 
 /// A secret that must never be printed.
 const SECRET: &str = "wJalrXUtnFEMI-K7MDENG-bPxRfiCYSECRETKEY";
-
-fn endpoint() -> String {
-    match std::env::var("SLUICE_TEST_AWS_ENDPOINT") {
-        Ok(e) if !e.is_empty() => e,
-        _ => panic!(
-            "these tests need an S3/SQS/Glue-compatible server: run `bash .ci/run`, which starts moto, or export SLUICE_TEST_AWS_ENDPOINT=http://127.0.0.1:PORT"
-        ),
-    }
-}
-
-fn unique(prefix: &str) -> String {
-    let t = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_micros();
-    format!("{prefix}-{}-{}", std::process::id(), t % 1_000_000_000)
-}
-
-/// A raw HTTP request to the test server (creating buckets, seeding Athena results).
-fn http(method: &str, path: &str, body: &str) -> String {
-    let ep = endpoint();
-    let host = ep.trim_start_matches("http://").trim_end_matches('/');
-    let mut s = TcpStream::connect(host).expect("connect to the test server");
-    s.set_read_timeout(Some(std::time::Duration::from_secs(10)))
-        .unwrap();
-    write!(
-        s,
-        "{method} {path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    )
-    .unwrap();
-    let mut out = String::new();
-    let _ = s.read_to_string(&mut out);
-    assert!(
-        out.starts_with("HTTP/1.1 2") || out.starts_with("HTTP/1.0 2"),
-        "{method} {path}: {out}"
-    );
-    out
-}
 
 /// `sluice` with AWS settings in the environment, as a user would run it.
 fn aws_cmd(home: &Path, args: &[&str]) -> Command {
@@ -86,7 +46,7 @@ fn setup() -> Setup {
     let dir = tempfile::tempdir().unwrap();
     let home = dir.path().join("home");
     let bucket = unique("lake");
-    http("PUT", &format!("/{bucket}"), "");
+    sluice_testkit::wire::create_bucket(&bucket);
     let queue = unique("events");
     let db = unique("analytics").replace('-', "_");
     let globals = vec![

@@ -7,3 +7,4 @@ pub mod catalog;
 pub mod faults;
 pub mod fixtures;
 pub mod queue;
+pub mod wire;
