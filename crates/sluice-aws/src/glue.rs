@@ -1,18 +1,20 @@
 //! The [`Catalog`] on AWS Glue, with tables Athena, Spark and Trino read as they are.
 //!
-//! Tables are `EXTERNAL_TABLE`s with the Parquet SerDe and input/output formats,
-//! `classification=parquet`, partition keys, and partitions registered with
-//! BatchCreatePartition at commit, so no crawler or `MSCK REPAIR` is needed. sluice's own
-//! column types (Glue's `timestamp` does not say whether it is UTC) and the table version used
-//! for optimistic updates are kept in table parameters.
+//! Tables are Delta Lake tables as Athena (engine v3) reads them natively: `EXTERNAL_TABLE`s
+//! with `table_type=DELTA` and `spark.sql.sources.provider=delta`, the location (also as the
+//! SerDe's `path`), the columns for people browsing the catalog, and no partition keys: Athena,
+//! Spark and Trino take the schema, partitions and files from the table's `_delta_log`, so no
+//! partition is registered, raced on or repaired, and no crawler or `MSCK REPAIR` is needed.
+//! sluice's own column types and partition keys (Glue's `timestamp` does not say whether it is
+//! UTC) and the table version used for optimistic updates are kept in table parameters.
 
 use std::collections::{BTreeMap, HashMap};
 
 use async_trait::async_trait;
 use aws_sdk_glue::types::{
-    Column as GlueColumn, DatabaseInput, PartitionInput, SerDeInfo, StorageDescriptor, TableInput,
+    Column as GlueColumn, DatabaseInput, SerDeInfo, StorageDescriptor, TableInput,
 };
-use sluice_core::catalog::{Catalog, PartitionDef, TableDef, ledger_version};
+use sluice_core::catalog::{Catalog, TableDef};
 use sluice_core::schema::{Column, ColumnType};
 use sluice_core::{Error, Result};
 
@@ -29,8 +31,6 @@ pub const PARQUET_OUTPUT_FORMAT: &str =
 const PARAM_VERSION: &str = "sluice.version";
 /// Table parameter: sluice's column types (JSON), finer than Hive's.
 const PARAM_COLUMNS: &str = "sluice.columns";
-/// Most partitions in one BatchCreatePartition call.
-const PARTITION_BATCH: usize = 100;
 
 /// A Glue Data Catalog (the account's, in the configured region).
 #[derive(Debug, Clone)]
@@ -69,6 +69,7 @@ fn storage(location: &str, columns: Vec<GlueColumn>) -> StorageDescriptor {
             SerDeInfo::builder()
                 .serialization_library(PARQUET_SERDE)
                 .parameters("serialization.format", "1")
+                .parameters("path", location)
                 .build(),
         )
         .build()
@@ -80,9 +81,10 @@ fn table_input(t: &TableDef, version: u64) -> Result<TableInput> {
         .iter()
         .map(|(k, v)| (k.clone(), v.clone()))
         .collect();
-    params.insert("classification".into(), "parquet".into());
+    params.insert("table_type".into(), "DELTA".into());
+    params.insert("spark.sql.sources.provider".into(), "delta".into());
+    params.insert("classification".into(), "delta".into());
     params.insert("EXTERNAL".into(), "TRUE".into());
-    params.insert("parquet.compression".into(), "ZSTD".into());
     params.insert(PARAM_VERSION.into(), version.to_string());
     params.insert(
         PARAM_COLUMNS.into(),
@@ -93,8 +95,11 @@ fn table_input(t: &TableDef, version: u64) -> Result<TableInput> {
         .name(&t.name)
         .table_type("EXTERNAL_TABLE")
         .set_parameters(Some(params))
-        .set_partition_keys(Some(glue_columns(&t.partition_keys)?))
-        .storage_descriptor(storage(&t.location, glue_columns(&t.columns)?))
+        .set_partition_keys(Some(vec![]))
+        .storage_descriptor(storage(
+            &t.location,
+            glue_columns(&[t.columns.as_slice(), t.partition_keys.as_slice()].concat())?,
+        ))
         .build()
         .map_err(|e| Error::invalid(e.to_string()))
 }
@@ -148,7 +153,8 @@ fn to_def(database: &str, t: &aws_sdk_glue::types::Table) -> TableDef {
                     | PARAM_COLUMNS
                     | "classification"
                     | "EXTERNAL"
-                    | "parquet.compression"
+                    | "table_type"
+                    | "spark.sql.sources.provider"
             )
         })
         .collect();
@@ -198,47 +204,6 @@ impl GlueCatalog {
             what: "table",
             name: qualified(),
         })
-    }
-
-    fn partition_input(&self, t: &TableDef, p: &PartitionDef) -> Result<PartitionInput> {
-        Ok(PartitionInput::builder()
-            .set_values(Some(p.values.clone()))
-            .storage_descriptor(storage(&p.location, glue_columns(&t.columns)?))
-            .set_parameters(Some(
-                p.parameters
-                    .iter()
-                    .map(|(k, v)| (k.clone(), v.clone()))
-                    .collect(),
-            ))
-            .build())
-    }
-
-    async fn get_partition(
-        &self,
-        database: &str,
-        table: &str,
-        values: &[String],
-    ) -> Result<BTreeMap<String, String>> {
-        let out = self
-            .client
-            .get_partition()
-            .database_name(database)
-            .table_name(table)
-            .set_partition_values(Some(values.to_vec()))
-            .send()
-            .await
-            .map_err(|e| {
-                not_found(
-                    sdk("Glue", "GetPartition", e),
-                    "partition",
-                    values.join("/"),
-                )
-            })?;
-        Ok(out
-            .partition()
-            .and_then(|p| p.parameters())
-            .map(|p| p.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
-            .unwrap_or_default())
     }
 }
 
@@ -372,118 +337,5 @@ impl Catalog for GlueCatalog {
             }
         }
         self.get_table(&table.database, &table.name).await
-    }
-
-    async fn upsert_partitions(
-        &self,
-        database: &str,
-        table: &str,
-        partitions: &[PartitionDef],
-    ) -> Result<()> {
-        let def = self.get_table(database, table).await?;
-        for batch in partitions.chunks(PARTITION_BATCH) {
-            let inputs = batch
-                .iter()
-                .map(|p| self.partition_input(&def, p))
-                .collect::<Result<Vec<_>>>()?;
-            let out = self
-                .client
-                .batch_create_partition()
-                .database_name(database)
-                .table_name(table)
-                .set_partition_input_list(Some(inputs))
-                .send()
-                .await
-                .map_err(|e| sdk("Glue", "BatchCreatePartition", e))?;
-            for err in out.errors() {
-                let code = err.error_detail().and_then(|d| d.error_code());
-                let p = batch
-                    .iter()
-                    .find(|p| p.values == err.partition_values())
-                    .ok_or_else(|| Error::Task("Glue named a partition not sent".into()))?;
-                if code != Some("AlreadyExistsException") {
-                    return Err(Error::Service {
-                        service: "Glue",
-                        operation: "BatchCreatePartition",
-                        code: code.map(str::to_string),
-                        message: format!(
-                            "partition {}: {}",
-                            p.values.join("/"),
-                            err.error_detail()
-                                .and_then(|d| d.error_message())
-                                .unwrap_or("failed")
-                        ),
-                        retryable: code.is_some_and(|c| {
-                            matches!(
-                                c,
-                                "ThrottlingException"
-                                    | "InternalServiceException"
-                                    | "OperationTimeoutException"
-                                    | "ConcurrentModificationException"
-                            )
-                        }),
-                    });
-                }
-                // Exists: replace unless the stored statistics are newer. Glue has no
-                // compare-and-set on partitions; two committers racing here both write
-                // statistics of a committed ledger version, and the next commit corrects them.
-                let stored = self.get_partition(database, table, &p.values).await?;
-                if let (Some(old), Some(new)) =
-                    (ledger_version(&stored), ledger_version(&p.parameters))
-                    && new < old
-                {
-                    continue;
-                }
-                if stored == p.parameters {
-                    continue;
-                }
-                self.client
-                    .update_partition()
-                    .database_name(database)
-                    .table_name(table)
-                    .set_partition_value_list(Some(p.values.clone()))
-                    .partition_input(self.partition_input(&def, p)?)
-                    .send()
-                    .await
-                    .map_err(|e| sdk("Glue", "UpdatePartition", e))?;
-            }
-        }
-        Ok(())
-    }
-
-    async fn list_partitions(&self, database: &str, table: &str) -> Result<Vec<PartitionDef>> {
-        let mut parts = Vec::new();
-        let mut pages = self
-            .client
-            .get_partitions()
-            .database_name(database)
-            .table_name(table)
-            .into_paginator()
-            .send();
-        while let Some(page) = pages.next().await {
-            let page = page.map_err(|e| {
-                not_found(
-                    sdk("Glue", "GetPartitions", e),
-                    "table",
-                    format!("{database}.{table}"),
-                )
-            })?;
-            parts.extend(page.partitions().iter().map(|p| {
-                PartitionDef {
-                    values: p.values().to_vec(),
-                    location: p
-                        .storage_descriptor()
-                        .and_then(|s| s.location())
-                        .unwrap_or_default()
-                        .to_string(),
-                    parameters: p
-                        .parameters()
-                        .map(|m| m.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
-                        .unwrap_or_default(),
-                }
-            }));
-        }
-        parts.sort_by(|a, b| a.values.cmp(&b.values));
-        Ok(parts)
     }
 }

@@ -324,6 +324,10 @@ impl Queue for SqsQueue {
         self.max_message_bytes
     }
 
+    fn billing_unit_bytes(&self) -> Option<usize> {
+        Some(sluice_core::queue::BILLING_UNIT_BYTES)
+    }
+
     fn visibility_timeout(&self) -> Duration {
         self.visibility_timeout
     }

@@ -16,10 +16,11 @@ async fn glue_catalog_conformance() {
     .await;
 }
 
-/// What Athena needs to read the table as it is, without a crawler or MSCK REPAIR.
+/// What Athena (engine v3) needs to read the table natively as a Delta Lake table: no crawler,
+/// no MSCK REPAIR, no partitions registered.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn glue_table_is_readable_by_athena() {
-    use sluice_core::catalog::{CatalogExt, PartitionDef};
+async fn glue_table_is_a_delta_table_for_athena() {
+    use sluice_core::catalog::CatalogExt;
     let aws = common::aws().await;
     let c = GlueCatalog::new(&aws);
     let db = common::unique("shape").replace('-', "_");
@@ -32,17 +33,6 @@ async fn glue_table_is_readable_by_athena() {
         sluice_core::schema::ColumnType::TimestampTz,
     ));
     c.create_table(&t).await.unwrap();
-    c.upsert_partitions(
-        &db,
-        "events",
-        &[PartitionDef {
-            values: vec!["2024".into()],
-            location: "s3://lake/raw/events/year=2024/".into(),
-            parameters: [("numRows".to_string(), "7".to_string())].into(),
-        }],
-    )
-    .await
-    .unwrap();
     let raw = aws
         .glue()
         .get_table()
@@ -54,23 +44,19 @@ async fn glue_table_is_readable_by_athena() {
     let raw = raw.table().unwrap();
     assert_eq!(raw.table_type(), Some("EXTERNAL_TABLE"));
     let params = raw.parameters().unwrap();
-    assert_eq!(
-        params.get("classification").map(String::as_str),
-        Some("parquet")
-    );
+    let param = |k: &str| params.get(k).map(String::as_str);
+    assert_eq!(param("table_type"), Some("DELTA"));
+    assert_eq!(param("spark.sql.sources.provider"), Some("delta"));
+    assert_eq!(param("EXTERNAL"), Some("TRUE"));
     let sd = raw.storage_descriptor().unwrap();
     assert_eq!(sd.location(), Some("s3://lake/raw/events/"));
+    let serde = sd.serde_info().unwrap();
     assert_eq!(
-        sd.input_format(),
-        Some(sluice_aws::glue::PARQUET_INPUT_FORMAT)
-    );
-    assert_eq!(
-        sd.output_format(),
-        Some(sluice_aws::glue::PARQUET_OUTPUT_FORMAT)
-    );
-    assert_eq!(
-        sd.serde_info().and_then(|s| s.serialization_library()),
-        Some(sluice_aws::glue::PARQUET_SERDE)
+        serde
+            .parameters()
+            .and_then(|p| p.get("path"))
+            .map(String::as_str),
+        Some("s3://lake/raw/events/")
     );
     let types: Vec<(&str, Option<&str>)> = sd
         .columns()
@@ -82,27 +68,14 @@ async fn glue_table_is_readable_by_athena() {
         vec![
             ("id", Some("bigint")),
             ("ts", Some("date")),
-            ("at", Some("timestamp"))
+            ("at", Some("timestamp")),
+            ("year", Some("bigint"))
         ]
     );
-    let keys: Vec<&str> = raw.partition_keys().iter().map(|k| k.name()).collect();
-    assert_eq!(keys, vec!["year"]);
-    // sluice's finer types survive the round trip.
-    assert_eq!(c.get_table(&db, "events").await.unwrap().columns, t.columns);
-    let parts = aws
-        .glue()
-        .get_partitions()
-        .database_name(&db)
-        .table_name("events")
-        .send()
-        .await
-        .unwrap();
-    let p = &parts.partitions()[0];
-    assert_eq!(p.values(), ["2024"]);
-    let psd = p.storage_descriptor().unwrap();
-    assert_eq!(psd.location(), Some("s3://lake/raw/events/year=2024/"));
-    assert_eq!(
-        psd.serde_info().and_then(|s| s.serialization_library()),
-        Some(sluice_aws::glue::PARQUET_SERDE)
-    );
+    // Athena reads the partitions from the Delta log: none are declared in Glue.
+    assert!(raw.partition_keys().is_empty());
+    // sluice's finer types and its partition keys survive the round trip.
+    let back = c.get_table(&db, "events").await.unwrap();
+    assert_eq!(back.columns, t.columns);
+    assert_eq!(back.partition_keys, t.partition_keys);
 }

@@ -113,7 +113,10 @@ fn dir_stats(dir: &Path) -> (u64, u64) {
         for e in rd.flatten() {
             let p = e.path();
             if p.is_dir() {
-                stack.push(p);
+                // `_delta_log/` holds checkpoints, not data.
+                if !e.file_name().to_string_lossy().starts_with('_') {
+                    stack.push(p);
+                }
             } else if p.extension().is_some_and(|x| x == "parquet") {
                 files += 1;
                 bytes += e.metadata().map(|m| m.len()).unwrap_or(0);

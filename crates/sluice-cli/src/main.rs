@@ -41,7 +41,7 @@ On AWS (endpoints and credentials from the standard AWS variables and profiles):
   sluice --queue sqs://events --lake s3://lake/raw --catalog glue://analytics \
      run trips.csv --table trips --partition-by 'year(pickup)'
   sluice --catalog glue://analytics query --engine athena \"SELECT count(*) FROM trips\"
-  sluice --lake s3://lake/raw --catalog glue://analytics catalog ddl trips --projection";
+  sluice --lake s3://lake/raw --catalog glue://analytics catalog ddl trips";
 
 /// CSV files to a partitioned Parquet lake, through a queue, with a catalog and SQL.
 #[derive(Debug, Parser)]
@@ -104,8 +104,11 @@ enum Command {
     /// Show tables, schemas and partitions.
     #[command(subcommand)]
     Catalog(CatalogCommand),
-    /// Remove files no commit names and re-sync the catalog from the ledger.
+    /// Remove data files no Delta version names (uploads of consumers that died before committing).
     Repair(RepairArgs),
+    /// Convert a table written by an earlier sluice (`_sluice/log`) into a Delta Lake table in
+    /// place: files kept, a Delta log written from the old log, chunk parts carried over.
+    Upgrade(UpgradeArgs),
     /// Benchmark `run` on generated TPC-H lineitem data.
     Bench(bench::BenchArgs),
 }
@@ -252,6 +255,10 @@ struct QueryArgs {
     /// or the flags).
     #[arg(long, value_enum, default_value_t = Engine::Embedded)]
     engine: Engine,
+    /// Read the tables as they were: a Delta version number, or an RFC 3339 time
+    /// (`2026-11-29T08:00:00Z`) or date (the newest version committed by then). Embedded only.
+    #[arg(long, value_name = "VERSION|TIMESTAMP")]
+    as_of: Option<String>,
     /// Athena workgroup (default: [aws.athena] workgroup, or `primary`).
     #[arg(long)]
     workgroup: Option<String>,
@@ -285,16 +292,23 @@ enum CatalogCommand {
     Tables,
     /// Show a table's columns and partition keys.
     Schema { table: String },
-    /// List a table's partitions with files, rows and bytes.
+    /// List a table's partitions with files, rows and bytes (from its Delta log).
     Partitions { table: String },
-    /// Print the Athena CREATE EXTERNAL TABLE statement of a table.
-    Ddl {
+    /// List a table's Delta versions: when, who, what, rows and files added.
+    History {
         table: String,
-        /// Add partition projection properties, so Athena finds partitions without the catalog
-        /// listing them (year partitions: a range up to the current year).
-        #[arg(long)]
-        projection: bool,
+        /// Newest versions to show.
+        #[arg(long, default_value_t = 20)]
+        limit: usize,
     },
+    /// Print the Athena CREATE EXTERNAL TABLE statement of a table.
+    Ddl { table: String },
+}
+
+#[derive(Debug, Args)]
+struct UpgradeArgs {
+    #[arg(long, env = "SLUICE_TABLE")]
+    table: String,
 }
 
 #[derive(Debug, Args)]
@@ -434,19 +448,35 @@ async fn run(cli: Cli) -> Result<()> {
                 protect: ctx.home.live_uploads(),
                 dead: Default::default(),
             };
-            let r = sluice_core::repair::repair(&b.lake, &*b.catalog, &b.database, &a.table, &opts)
-                .await?;
+            let r = sluice_core::repair::repair(&b.lake, &a.table, &opts).await?;
             println!(
-                "repaired {}: removed {} uncommitted file(s), kept {} younger than the grace period, {} partition(s) re-synced at ledger version {}",
+                "repaired {}: removed {} uncommitted file(s), kept {} younger than the grace period; Delta version {}",
                 a.table,
                 r.removed.len(),
                 r.kept_recent,
-                r.partitions,
                 r.ledger_version
             );
             for f in &r.removed {
                 println!("  removed {f}");
             }
+            Ok(())
+        }
+        Command::Upgrade(a) => {
+            let b = ctx.backends(Some(&a.table)).await?;
+            let def = b.catalog.get_table(&b.database, &a.table).await?;
+            let r = sluice_core::upgrade::upgrade(&b.lake, &def, &writer_id()).await?;
+            println!(
+                "upgraded {}: Delta version {} holds {} file(s) ({} rows) and {} chunk part(s) from the earlier log's version {}; {} quarantine file(s) in {}",
+                a.table,
+                r.delta_version,
+                r.files,
+                r.rows,
+                r.chunk_parts,
+                r.legacy_version,
+                r.quarantine_files,
+                b.lake
+                    .url_of(&sluice_core::lake::Lake::quarantine_dir(&a.table)),
+            );
             Ok(())
         }
         Command::Bench(a) => bench::run(a).await,
@@ -605,13 +635,7 @@ async fn produce(
         check_spec(&def, &opts.partition_by)?;
     }
     let mut opts = opts;
-    opts.zstd_level = send.zstd_level.unwrap_or(
-        if matches!(ctx.open.queue_target(Some(&t.table))?, QueueTarget::Sqs(_)) {
-            7
-        } else {
-            1
-        },
-    );
+    opts.zstd_level = send.zstd_level;
     let m = b.metered(send.claim_bytes());
     let producer = Producer::new(m.queue.clone(), b.catalog.clone(), opts)?;
     let (progress, pb) = progress_bar("produce");
@@ -667,6 +691,7 @@ fn consumer_options(
     if let Some(v) = a.rotate_age.or(c.rotate_age_secs) {
         o.rotate_age = Duration::from_secs(v);
     }
+    o.checkpointer = Some(sluice_delta::checkpointer());
     o.visibility_timeout = a
         .visibility_timeout
         .or(c.visibility_timeout_secs)
@@ -688,38 +713,15 @@ async fn consume(
     let vt = a
         .visibility_timeout
         .or(ctx.config.consumer.visibility_timeout_secs)
-        .unwrap_or(300);
-    // Uploads of dead consumers of this home go at once; files from elsewhere after a grace.
-    let mut tables: Vec<&str> = spool.orphans.iter().map(|(t, _)| t.as_str()).collect();
-    tables.push(table);
-    tables.sort_unstable();
-    tables.dedup();
-    for t in tables {
-        let opts = sluice_core::repair::RepairOptions {
-            grace: Duration::from_secs((vt * 2).max(600)),
-            protect: ctx.home.live_uploads(),
-            dead: spool
-                .orphans
-                .iter()
-                .filter(|(ot, _)| ot == t)
-                .map(|(_, p)| p.clone())
-                .collect(),
-        };
-        match sluice_core::repair::repair(&b.lake, &*b.catalog, &b.database, t, &opts).await {
-            Ok(r) if !r.removed.is_empty() => {
-                eprintln!(
-                    "recovery: removed {} uncommitted file(s) of {t}",
-                    r.removed.len()
-                )
-            }
-            Ok(_) | Err(sluice_core::Error::NotFound { .. }) => {}
-            Err(e) => return Err(e.into()),
-        }
+        .map(Duration::from_secs)
+        .unwrap_or_else(|| b.queue.visibility_timeout());
+    for (t, removed) in sluice_core::repair::recover(&ctx.home, &b.lake, table, &spool, vt).await? {
+        eprintln!(
+            "recovery: removed {} uncommitted file(s) of {t}",
+            removed.len()
+        );
     }
-    let mut opts = consumer_options(ctx, table, a, once, spool.path().to_path_buf(), id);
-    if opts.visibility_timeout.is_none() {
-        opts.visibility_timeout = Some(b.queue.visibility_timeout());
-    }
+    let opts = consumer_options(ctx, table, a, once, spool.path().to_path_buf(), id);
     // Pointers of claim-checked messages are resolved whatever mode the producer used.
     let m = b.metered(None);
     let consumer = Consumer::new(opts, m.queue.clone(), b.catalog.clone(), m.lake.clone())
@@ -746,6 +748,7 @@ async fn run_pipeline(ctx: &Ctx, a: RunArgs) -> Result<()> {
         bail!("{}: no such file", first.display());
     }
     let def = producer.ensure_table(first).await?;
+    sluice_core::consumer::refuse_legacy_log(&b.lake, &table).await?;
     if a.table.partition_by.is_some() {
         check_spec(&def, &opts.partition_by)?;
     }
@@ -814,6 +817,7 @@ async fn run_pipeline(ctx: &Ctx, a: RunArgs) -> Result<()> {
             format: output::Format::Table,
             output: None,
             engine: Engine::Embedded,
+            as_of: None,
             workgroup: None,
             results: None,
         },
@@ -827,7 +831,12 @@ async fn query(ctx: &Ctx, a: &QueryArgs) -> Result<()> {
     }
     let catalog = ctx.open.catalog().await?;
     let lake = ctx.open.lake().await?;
-    let engine = sluice_query::QueryEngine::new(&*catalog, &lake, ctx.database()).await?;
+    let as_of = match &a.as_of {
+        Some(s) => sluice_query::AsOf::parse(s)?,
+        None => sluice_query::AsOf::Latest,
+    };
+    let engine =
+        sluice_query::QueryEngine::new_as_of(&*catalog, &lake, ctx.database(), as_of).await?;
     let (schema, batches) = engine.sql(&a.sql).await?;
     output::write(a.format, schema, &batches, a.output.as_deref())
 }
@@ -937,10 +946,9 @@ async fn catalog_cmd(ctx: &Ctx, c: CatalogCommand) -> Result<()> {
     let catalog = ctx.open.catalog().await?;
     let db = ctx.database();
     match c {
-        CatalogCommand::Ddl { table, projection } => {
+        CatalogCommand::Ddl { table } => {
             let t = catalog.get_table(db, &table).await?;
-            let now = chrono_year();
-            print!("{}", sluice_aws::ddl::create_table(&t, projection, now)?);
+            print!("{}", sluice_aws::ddl::create_table(&t)?);
         }
         CatalogCommand::Tables => {
             for t in catalog.list_tables(db).await.unwrap_or_default() {
@@ -962,29 +970,53 @@ async fn catalog_cmd(ctx: &Ctx, c: CatalogCommand) -> Result<()> {
                 println!("  {:<32} {} (partition key)", c.name, c.ty.name());
             }
         }
-        CatalogCommand::Partitions { table } => {
+        CatalogCommand::History { table, limit } => {
             catalog.get_table(db, &table).await?;
-            println!("partition\tfiles\trows\tbytes\tlocation");
-            for p in catalog.list_partitions(db, &table).await? {
-                let g = |k: &str| p.parameters.get(k).cloned().unwrap_or_else(|| "-".into());
+            let lake = ctx.open.lake().await?;
+            let dir = sluice_core::lake::Lake::table_dir(&table);
+            println!("version\tcommitted (UTC)\toperation\trows\tfiles\tchunk parts\twriter");
+            for h in sluice_core::ledger::history(&lake, &dir, limit).await? {
                 println!(
-                    "{}\t{}\t{}\t{}\t{}",
-                    p.values.join("/"),
-                    g("numFiles"),
-                    g("numRows"),
-                    g("totalSize"),
-                    p.location
+                    "{}\t{}\t{}\t{}\t{}\t{}\t{}",
+                    h.version,
+                    chrono::DateTime::from_timestamp_millis(h.timestamp_ms)
+                        .map(|t| t.format("%Y-%m-%d %H:%M:%S%.3f").to_string())
+                        .unwrap_or_else(|| "-".into()),
+                    h.operation,
+                    h.rows.map(|v| v.to_string()).unwrap_or_else(|| "-".into()),
+                    h.files_added,
+                    h.chunk_parts,
+                    h.writer.as_deref().unwrap_or("-")
+                );
+            }
+        }
+        CatalogCommand::Partitions { table } => {
+            let def = catalog.get_table(db, &table).await?;
+            let lake = ctx.open.lake().await?;
+            let ledger = sluice_core::ledger::Ledger::open(&lake, &table, "catalog").await?;
+            println!("partition\tfiles\trows\tbytes\tlocation");
+            for p in ledger.state().partitions() {
+                let values: Vec<&str> = p
+                    .values
+                    .iter()
+                    .map(|(_, v)| {
+                        v.as_deref()
+                            .unwrap_or(sluice_core::partition::DEFAULT_PARTITION)
+                    })
+                    .collect();
+                println!(
+                    "{}\t{}\t{}\t{}\t{}{}/",
+                    values.join("/"),
+                    p.files,
+                    p.rows,
+                    p.bytes,
+                    def.location,
+                    p.dir
                 );
             }
         }
     }
     Ok(())
-}
-
-/// The current year (UTC), the upper end of year projections.
-fn chrono_year() -> i32 {
-    use chrono::Datelike;
-    chrono::Utc::now().year()
 }
 
 fn produce_summary(s: &ProduceStats, m: &sluice_core::metrics::MeterSnapshot) -> String {

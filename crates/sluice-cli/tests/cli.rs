@@ -94,13 +94,42 @@ fn main_job_counts_match_the_csv() {
         &home,
         &[
             "query",
-            "EXPLAIN SELECT count(*) FROM employment WHERE year = 2010",
+            "EXPLAIN SELECT sum(nonfarm) FROM employment WHERE year = 2010",
             "--format",
             "csv",
         ],
     ));
     assert!(plan.contains("year=2010"), "{plan}");
     assert!(!plan.contains("year=2011"), "pruned: {plan}");
+    // File skipping on the log's statistics: a filter on a data column (min/max of `month`)
+    // reads one file, and a count is answered from the log's row counts without reading any.
+    let plan = ok(&sluice(
+        &home,
+        &[
+            "query",
+            "EXPLAIN SELECT sum(nonfarm) FROM employment WHERE month >= '2015-01-01'",
+            "--format",
+            "csv",
+        ],
+    ));
+    assert!(plan.contains("year=2015/"), "{plan}");
+    assert!(
+        !plan.contains("year=2014/"),
+        "skipped by statistics: {plan}"
+    );
+    let plan = ok(&sluice(
+        &home,
+        &[
+            "query",
+            "EXPLAIN SELECT count(*) FROM employment WHERE year = 2010",
+            "--format",
+            "csv",
+        ],
+    ));
+    assert!(
+        plan.contains("12 as count(*)") && !plan.contains(".parquet"),
+        "{plan}"
+    );
     // Running the same file again adds nothing.
     let again = sluice(
         &home,

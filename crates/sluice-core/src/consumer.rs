@@ -4,7 +4,8 @@
 //!  receive (long poll, 10/call) ─► decode (blocking pool, in parallel, order kept)
 //!    ─► drop chunk parts already committed or already pending here
 //!    ─► append to the partition's spool file (Parquet, zstd)
-//!    ─► rotate a file by rows, bytes or age: close ─► upload ─► ledger commit ─► catalog
+//!    ─► rotate a file by rows, bytes or age: close ─► statistics ─► upload
+//!       ─► Delta commit (data table, then quarantine table)
 //!    ─► delete every message whose parts are all committed
 //!  heartbeat: extend visibility of held messages every timeout/3
 //! ```
@@ -12,6 +13,11 @@
 //! A message is deleted only after every partition its rows fall into is committed. On a
 //! commit conflict (another consumer committed one of our chunk parts first) every open file
 //! is discarded and every held message is released, to be delivered again and deduplicated.
+//!
+//! The library owns the delivery policy: [`Consumer::new`] opens (and creates) the table's Delta
+//! logs with retries, refuses a table still on an earlier sluice's log, and holds messages for
+//! the queue's own visibility timeout unless told otherwise; [`crate::repair::recover`] is the
+//! start-up recovery of uploads that dead consumers never committed.
 
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
@@ -22,11 +28,12 @@ use object_store::ObjectStoreExt;
 use tokio::sync::{mpsc, watch};
 use tracing::{debug, info, warn};
 
-use crate::catalog::{Catalog, PARAM_LEDGER_VERSION, PartitionDef, TableDef};
+use crate::catalog::{Catalog, TableDef};
 use crate::error::{Error, Result};
 use crate::lake::Lake;
-use crate::ledger::{ChunkPart, CommitDraft, DataFile, FileKind, Ledger};
-use crate::partition::{DEFAULT_PARTITION, parse_partition_path};
+use crate::ledger::{
+    Checkpointer, ChunkPart, CommitDraft, DataFile, DeltaSchema, FileKind, Ledger,
+};
 use crate::queue::{Queue, QueueExt, ReceiveOptions, ReceivedMessage};
 use crate::rows::DecodedChunk;
 use crate::table::TableLayout;
@@ -65,6 +72,8 @@ pub struct ConsumerOptions {
     pub dead_letter_log: Option<PathBuf>,
     /// First back-off of a retried step; it doubles on each of 6 retries.
     pub retry_base: Duration,
+    /// Writes Delta checkpoints every 100 versions (none: readers replay every version).
+    pub checkpointer: Option<Arc<dyn Checkpointer>>,
 }
 
 impl ConsumerOptions {
@@ -84,6 +93,7 @@ impl ConsumerOptions {
             writer_id: crate::writer_id(),
             dead_letter_log: None,
             retry_base: Duration::from_millis(100),
+            checkpointer: None,
         }
     }
 }
@@ -135,11 +145,11 @@ enum Incoming {
 pub struct Consumer {
     opts: ConsumerOptions,
     queue: Arc<dyn Queue>,
-    catalog: Arc<dyn Catalog>,
     lake: Lake,
-    def: TableDef,
     layout: Arc<TableLayout>,
     ledger: Ledger,
+    /// The quarantine's own Delta table.
+    quarantine: Ledger,
     props: parquet::file::properties::WriterProperties,
     files: HashMap<String, OpenFile>,
     held: HashMap<String, Held>,
@@ -165,21 +175,23 @@ impl Consumer {
     ) -> Result<Self> {
         let def = catalog.get_table(&opts.database, &opts.table).await?;
         let layout = Arc::new(TableLayout::from_def(&def)?);
-        let ledger = Ledger::open(&lake, &opts.table, opts.writer_id.clone()).await?;
+        let (ledger, quarantine) = retry("open the table's Delta logs", opts.retry_base, || {
+            open_logs(&lake, &def, &opts)
+        })
+        .await?;
         let props = writer_properties(&opts.parquet)?;
         std::fs::create_dir_all(&opts.spool_dir).map_err(|e| Error::io(&opts.spool_dir, e))?;
-        let visibility = match opts.visibility_timeout {
-            Some(v) => v,
-            None => Duration::from_secs(300),
-        };
+        // Unless told otherwise, hold messages for the queue's own visibility timeout.
+        let visibility = opts
+            .visibility_timeout
+            .unwrap_or_else(|| queue.visibility_timeout());
         Ok(Consumer {
             opts,
             queue,
-            catalog,
             lake,
-            def,
             layout,
             ledger,
+            quarantine,
             props,
             files: HashMap::new(),
             held: HashMap::new(),
@@ -292,8 +304,10 @@ impl Consumer {
                         last_heartbeat = Instant::now();
                     }
                     if last_refresh.elapsed() >= Duration::from_secs(5) {
-                        if let Err(e) = self.ledger.refresh().await {
-                            warn!(error = %e, "could not re-read the ledger; will retry");
+                        for log in [&mut self.ledger, &mut self.quarantine] {
+                            if let Err(e) = log.refresh().await {
+                                warn!(error = %e, "could not re-read the commit log; will retry");
+                            }
                         }
                         last_refresh = Instant::now();
                     }
@@ -387,7 +401,11 @@ impl Consumer {
         }
         for (part, kind, batch) in parts {
             let n = batch.num_rows() as u64;
-            if self.ledger.state().has_part(&chunk, &part) {
+            let log = match kind {
+                FileKind::Data => &self.ledger,
+                FileKind::Quarantine => &self.quarantine,
+            };
+            if log.state().has_part(&chunk, &part) {
                 self.stats.rows_duplicate += n;
                 continue;
             }
@@ -468,8 +486,8 @@ impl Consumer {
         }
     }
 
-    /// Closes, uploads and commits the files of `parts` in one commit, then deletes the
-    /// messages that are complete.
+    /// Closes, uploads and commits the files of `parts` (one commit for the table's data, one
+    /// for its quarantine), then deletes the messages that are complete.
     async fn flush(&mut self, parts: Vec<String>) -> Result<()> {
         let mut closed = Vec::new();
         for p in parts {
@@ -481,17 +499,92 @@ impl Consumer {
                 chunks,
                 kind,
             } = f;
-            let done = tokio::task::block_in_place(|| spool.finish())?;
-            closed.push((p, done, chunks, kind));
+            let done = tokio::task::block_in_place(|| -> Result<_> {
+                let done = spool.finish()?;
+                let stats = crate::writer::delta_stats(&done.local)?;
+                Ok((done, stats))
+            });
+            match done {
+                Ok((done, stats)) => closed.push((p, done, chunks, kind, stats)),
+                Err(e) => {
+                    for (_, f, _, _, _) in closed {
+                        f.discard();
+                    }
+                    return Err(e);
+                }
+            }
         }
         if closed.is_empty() {
             return Ok(());
         }
+        let mut committed: Vec<(String, HashSet<String>)> = Vec::new();
+        for kind in [FileKind::Data, FileKind::Quarantine] {
+            let group: Vec<_> = closed.iter().filter(|c| c.3 == kind).collect();
+            if group.is_empty() {
+                continue;
+            }
+            match self.commit_group(kind, &group).await {
+                Ok(true) => committed.extend(group.iter().map(|c| (c.0.clone(), c.2.clone()))),
+                Ok(false) => {
+                    // A conflict: everything held is released and delivered again.
+                    for (_, f, _, _, _) in closed {
+                        f.discard();
+                    }
+                    self.abort_all().await;
+                    self.ledger.refresh().await?;
+                    self.quarantine.refresh().await?;
+                    return Ok(());
+                }
+                Err(e) => {
+                    for (_, f, _, _, _) in closed {
+                        f.discard();
+                    }
+                    return Err(e);
+                }
+            }
+        }
+        for (_, f, _, _, _) in closed {
+            f.discard();
+        }
+        let mut done = Vec::new();
+        for (p, chunks) in &committed {
+            for (id, h) in self.held.iter_mut() {
+                if chunks.contains(&h.chunk) {
+                    h.waiting.remove(p);
+                }
+                if h.waiting.is_empty() {
+                    done.push(id.clone());
+                }
+            }
+        }
+        done.sort();
+        done.dedup();
+        let receipts: Vec<String> = done
+            .iter()
+            .filter_map(|id| self.held.remove(id))
+            .map(|h| h.receipt)
+            .collect();
+        self.delete(receipts).await
+    }
+
+    /// Uploads one table's closed files and commits them. `Ok(false)`: a conflict (another
+    /// consumer committed one of these chunk parts first); the uploads were removed.
+    async fn commit_group(
+        &mut self,
+        kind: FileKind,
+        group: &[&(
+            String,
+            crate::writer::FinishedFile,
+            HashSet<String>,
+            FileKind,
+            String,
+        )],
+    ) -> Result<bool> {
         let mut draft = CommitDraft {
             id: uuid::Uuid::now_v7().to_string(),
             ..Default::default()
         };
-        for (p, f, chunks, kind) in &closed {
+        for (p, f, chunks, _, stats) in group.iter().map(|c| (&c.0, &c.1, &c.2, c.3, &c.4)) {
             let name = format!("part-{}.parquet", uuid::Uuid::now_v7());
             let dest = match kind {
                 FileKind::Quarantine => format!("{}{name}", Lake::quarantine_dir(&self.opts.table)),
@@ -512,21 +605,19 @@ impl Consumer {
                 for a in &draft.add {
                     let _ = self.lake.store.delete(&self.lake.path(&a.path)).await;
                 }
-                for (_, f, _, _) in closed {
-                    f.discard();
-                }
                 return Err(e);
             }
             draft.add.push(DataFile {
                 path: dest,
-                partition: if *kind == FileKind::Data {
+                partition: if kind == FileKind::Data {
                     p.clone()
                 } else {
                     String::new()
                 },
                 rows: f.rows,
                 bytes: f.bytes,
-                kind: *kind,
+                kind,
+                stats: Some(stats.clone()),
             });
             draft.chunks.extend(chunks.iter().map(|c| ChunkPart {
                 chunk: c.clone(),
@@ -534,7 +625,7 @@ impl Consumer {
             }));
         }
         let added: Vec<String> = draft.add.iter().map(|a| a.path.clone()).collect();
-        let commit = match self.commit_with_retry(draft).await {
+        let commit = match self.commit_with_retry(kind, draft).await {
             Ok(c) => c,
             Err(Error::Conflict(why)) => {
                 warn!(reason = %why, "commit conflict: another consumer committed some of these rows; releasing and retrying");
@@ -542,21 +633,11 @@ impl Consumer {
                 for path in &added {
                     let _ = self.lake.store.delete(&self.lake.path(path)).await;
                 }
-                for (_, f, _, _) in closed {
-                    f.discard();
-                }
-                self.abort_all().await;
-                self.ledger.refresh().await?;
-                return Ok(());
+                return Ok(false);
             }
-            Err(e) => {
-                // The commit may or may not have landed (a lost reply): leave the files; if it
-                // did not land, recovery removes them (they are in uploads.log).
-                for (_, f, _, _) in closed {
-                    f.discard();
-                }
-                return Err(e);
-            }
+            // The commit may or may not have landed (a lost reply): leave the files; if it did
+            // not land, recovery removes them (they are in uploads.log).
+            Err(e) => return Err(e),
         };
         self.stats.commits += 1;
         let mut rows = 0;
@@ -567,80 +648,43 @@ impl Consumer {
         }
         info!(
             table = %self.opts.table,
+            log = if kind == FileKind::Data { "data" } else { "quarantine" },
             version = commit.version,
             files = commit.add.len(),
             rows,
             chunk_parts = commit.chunks.len(),
             "committed"
         );
-        let data_parts: Vec<String> = closed
-            .iter()
-            .filter(|(_, _, _, k)| *k == FileKind::Data)
-            .map(|(p, _, _, _)| p.clone())
-            .collect();
-        self.register_partitions(&data_parts).await;
-        let mut done = Vec::new();
-        for (p, _, chunks, _) in &closed {
-            for (id, h) in self.held.iter_mut() {
-                if chunks.contains(&h.chunk) {
-                    h.waiting.remove(p);
-                }
-                if h.waiting.is_empty() {
-                    done.push(id.clone());
-                }
-            }
-        }
-        for (_, f, _, _) in closed {
-            f.discard();
-        }
-        done.sort();
-        done.dedup();
-        let receipts: Vec<String> = done
-            .iter()
-            .filter_map(|id| self.held.remove(id))
-            .map(|h| h.receipt)
-            .collect();
-        self.delete(receipts).await
+        Ok(true)
     }
 
-    async fn commit_with_retry(&mut self, draft: CommitDraft) -> Result<crate::ledger::Commit> {
+    async fn commit_with_retry(
+        &mut self,
+        kind: FileKind,
+        draft: CommitDraft,
+    ) -> Result<crate::ledger::Commit> {
+        let log = match kind {
+            FileKind::Data => &mut self.ledger,
+            FileKind::Quarantine => &mut self.quarantine,
+        };
         // The same draft (same commit id) on every attempt: see `Ledger::commit`.
         let mut attempt = 0u32;
         loop {
-            match self.ledger.commit(draft.clone()).await {
-                Err(e)
-                    if e.is_retryable()
-                        && !matches!(e, Error::Conflict(_))
-                        && attempt < RETRIES =>
-                {
+            match log.commit(draft.clone()).await {
+                Err(e) if retryable_step(&e) && attempt < RETRIES => {
                     attempt += 1;
                     warn!(error = %e, attempt, "commit failed, retrying");
                     tokio::time::sleep(self.opts.retry_base * (1 << attempt)).await;
                 }
                 Err(e) if attempt > 0 && !matches!(e, Error::Conflict(_)) => {
-                    return Err(Error::Task(format!(
-                        "commit failed after {} attempts: {e}",
-                        attempt + 1
-                    )));
+                    return Err(Error::RetriesExhausted {
+                        what: "commit".into(),
+                        attempts: attempt + 1,
+                        source: Box::new(e),
+                    });
                 }
                 other => return other,
             }
-        }
-    }
-
-    /// Registers (or refreshes the statistics of) partitions in the catalog. A failure here
-    /// loses nothing: the ledger is the truth and `sluice repair` re-syncs the catalog.
-    async fn register_partitions(&self, parts: &[String]) {
-        if parts.is_empty() {
-            return;
-        }
-        let defs = partition_defs(&self.def, self.ledger.state(), parts);
-        if let Err(e) = self
-            .catalog
-            .upsert_partitions(&self.opts.database, &self.opts.table, &defs)
-            .await
-        {
-            warn!(error = %e, "catalog partition update failed; run `sluice repair` to re-sync");
         }
     }
 
@@ -702,46 +746,55 @@ impl Consumer {
     }
 }
 
-/// Catalog entries for partition directories, with statistics from the ledger.
-pub fn partition_defs(
+/// Fails with the command that upgrades it if `table` has the commit log of an earlier sluice
+/// and no Delta log: writing a Delta log beside it would hide the rows it committed.
+pub async fn refuse_legacy_log(lake: &Lake, table: &str) -> Result<()> {
+    if crate::legacy::has_legacy_log(lake, table).await?
+        && !Ledger::open(lake, table, "check").await?.state().exists
+    {
+        return Err(Error::Config(format!(
+            "table {table} was written by an earlier sluice (its commit log is {}); run `sluice upgrade --table {table}` to convert it to a Delta Lake table in place",
+            lake.url_of(&crate::legacy::legacy_dir(table)),
+        )));
+    }
+    Ok(())
+}
+
+/// Opens (and creates, if missing) the Delta tables of a table's data and quarantine.
+///
+/// A table still on the commit log of earlier sluice versions is refused with the command that
+/// upgrades it: writing a Delta log beside it would hide the rows it committed.
+pub async fn open_logs(
+    lake: &Lake,
     def: &TableDef,
-    state: &crate::ledger::LedgerState,
-    parts: &[String],
-) -> Vec<PartitionDef> {
-    let loc = def.location.trim_end_matches('/');
-    parts
-        .iter()
-        .map(|p| {
-            let (mut files, mut rows, mut bytes) = (0u64, 0u64, 0u64);
-            for f in state
-                .files
-                .values()
-                .filter(|f| f.kind == FileKind::Data && &f.partition == p)
-            {
-                files += 1;
-                rows += f.rows;
-                bytes += f.bytes;
-            }
-            let values = parse_partition_path(p)
-                .into_iter()
-                .map(|(_, v)| v.unwrap_or_else(|| DEFAULT_PARTITION.to_string()))
-                .collect();
-            let mut parameters = std::collections::BTreeMap::new();
-            parameters.insert("numFiles".to_string(), files.to_string());
-            parameters.insert("numRows".to_string(), rows.to_string());
-            parameters.insert("totalSize".to_string(), bytes.to_string());
-            parameters.insert(PARAM_LEDGER_VERSION.to_string(), state.version.to_string());
-            PartitionDef {
-                values,
-                location: format!("{loc}/{p}/"),
-                parameters,
-            }
-        })
-        .collect()
+    opts: &ConsumerOptions,
+) -> Result<(Ledger, Ledger)> {
+    let mut ledger = Ledger::open(lake, &def.name, opts.writer_id.clone())
+        .await?
+        .with_checkpointer(opts.checkpointer.clone());
+    if !ledger.state().exists {
+        refuse_legacy_log(lake, &def.name).await?;
+    }
+    ledger
+        .create_if_missing(&DeltaSchema::of_table(def))
+        .await?;
+    let mut quarantine = Ledger::open_quarantine(lake, &def.name, opts.writer_id.clone())
+        .await?
+        .with_checkpointer(opts.checkpointer.clone());
+    quarantine
+        .create_if_missing(&DeltaSchema::of_arrow(&quarantine_schema())?)
+        .await?;
+    Ok((ledger, quarantine))
 }
 
 /// Retries of a failing step: 6, with exponential back-off from `base` (0.2 s to 6.4 s by default).
 const RETRIES: u32 = 6;
+
+/// Whether a failed step is worth repeating: retryable, and not a conflict (a conflict needs a
+/// decision, not a repeat).
+fn retryable_step(e: &Error) -> bool {
+    e.is_retryable() && !matches!(e, Error::Conflict(_))
+}
 
 async fn retry<T, F, Fut>(what: &str, base: Duration, mut f: F) -> Result<T>
 where
@@ -751,16 +804,17 @@ where
     let mut attempt = 0u32;
     loop {
         match f().await {
-            Err(e) if e.is_retryable() && !matches!(e, Error::Conflict(_)) && attempt < RETRIES => {
+            Err(e) if retryable_step(&e) && attempt < RETRIES => {
                 attempt += 1;
                 warn!(error = %e, attempt, "{what} failed, retrying");
                 tokio::time::sleep(base * (1 << attempt)).await;
             }
             Err(e) if attempt > 0 && !matches!(e, Error::Conflict(_)) => {
-                return Err(Error::Task(format!(
-                    "{what} failed after {} attempts: {e}",
-                    attempt + 1
-                )));
+                return Err(Error::RetriesExhausted {
+                    what: what.to_string(),
+                    attempts: attempt + 1,
+                    source: Box::new(e),
+                });
             }
             other => return other,
         }

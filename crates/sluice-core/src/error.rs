@@ -73,6 +73,19 @@ pub enum Error {
         source: std::io::Error,
     },
 
+    /// A table's commit log has a gap or a version (or checkpoint) that cannot be read.
+    #[error("commit log {path}: {message}")]
+    CorruptLog { path: String, message: String },
+
+    /// A step kept failing with retryable errors; `source` is the last one.
+    #[error("{what} failed after {attempts} attempts: {source}")]
+    RetriesExhausted {
+        what: String,
+        attempts: u32,
+        #[source]
+        source: Box<Error>,
+    },
+
     /// A background task panicked or was cancelled.
     #[error("task failed: {0}")]
     Task(String),

@@ -3,13 +3,14 @@
 //! CSV files to a query-ready lake, through a queue:
 //!
 //! ```text
-//!  CSV ─► producer ─► Queue ─► consumer ─► Parquet in Hive dirs ─► ledger commit ─► Catalog
+//!  CSV ─► producer ─► Queue ─► consumer ─► Parquet in Hive dirs ─► Delta log commit ─► Catalog
 //! ```
 //!
 //! This crate holds the domain types and the embedded backends: [`queue::EmbeddedQueues`]
-//! (SQS semantics on SQLite), [`catalog::SqliteCatalog`] (Glue's model on SQLite), the commit
-//! [`ledger`] (on any `object_store`), the [`producer`] and the [`consumer`]. Heavy
-//! integrations (DataFusion, the AWS SDK) live in other crates.
+//! (SQS semantics on SQLite), [`catalog::SqliteCatalog`] (Glue's model on SQLite), the Delta
+//! Lake commit protocol [`ledger`] (on any `object_store`), the [`producer`] and the
+//! [`consumer`]. Heavy integrations (`deltalake` for checkpoints, DataFusion, the AWS SDK) live in
+//! other crates.
 //!
 //! ```no_run
 //! # async fn demo() -> sluice_core::Result<()> {
@@ -32,6 +33,7 @@ pub mod error;
 pub mod home;
 pub mod lake;
 pub mod ledger;
+pub mod legacy;
 pub mod metrics;
 pub mod partition;
 pub mod producer;
@@ -40,6 +42,7 @@ pub mod repair;
 pub mod rows;
 pub mod schema;
 pub mod table;
+pub mod upgrade;
 pub mod writer;
 
 pub use error::{Error, Result};

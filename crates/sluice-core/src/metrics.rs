@@ -238,6 +238,10 @@ impl Queue for MeteredQueue {
         self.inner.max_message_bytes()
     }
 
+    fn billing_unit_bytes(&self) -> Option<usize> {
+        self.inner.billing_unit_bytes()
+    }
+
     fn visibility_timeout(&self) -> Duration {
         self.inner.visibility_timeout()
     }

@@ -1,8 +1,9 @@
-//! Recovery: remove files that no commit names, and re-sync the catalog from the ledger.
+//! Recovery: remove data files that no Delta version names.
 //!
 //! A consumer that dies between uploading a file and committing it leaves the file in the
-//! table's directory. sluice's query engine never reads it (it reads committed files only);
-//! readers that list directories (Athena, DuckDB, Spark) would, until recovery removes it.
+//! table's directory. Readers of the Delta log never read it; readers that list directories (a
+//! `read_parquet` glob) would, until recovery removes it. Files that a later version removed are
+//! kept: earlier versions reference them.
 //! Recovery runs when a consumer starts and by `sluice repair`. Consumers record each upload in
 //! their spool (`uploads.log`) before it starts; recovery removes the uncommitted uploads of
 //! consumers that are known to be dead at once, never touches those of running consumers, and
@@ -14,11 +15,9 @@ use std::time::Duration;
 use futures::TryStreamExt;
 use object_store::ObjectStoreExt;
 
-use crate::catalog::Catalog;
-use crate::consumer::partition_defs;
 use crate::error::Result;
 use crate::lake::Lake;
-use crate::ledger::{FileKind, Ledger};
+use crate::ledger::Ledger;
 
 /// What a repair did.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
@@ -27,8 +26,6 @@ pub struct RepairReport {
     pub removed: Vec<String>,
     /// Uncommitted files left because they are younger than the grace period.
     pub kept_recent: u64,
-    /// Partitions re-registered in the catalog.
-    pub partitions: u64,
     pub ledger_version: u64,
 }
 
@@ -44,14 +41,9 @@ pub struct RepairOptions {
 }
 
 /// Repairs one table.
-pub async fn repair(
-    lake: &Lake,
-    catalog: &dyn Catalog,
-    database: &str,
-    table: &str,
-    opts: &RepairOptions,
-) -> Result<RepairReport> {
+pub async fn repair(lake: &Lake, table: &str, opts: &RepairOptions) -> Result<RepairReport> {
     let ledger = Ledger::open(lake, table, "repair").await?;
+    let quarantine = Ledger::open_quarantine(lake, table, "repair").await?;
     let state = ledger.state();
     let mut report = RepairReport {
         ledger_version: state.version,
@@ -69,7 +61,13 @@ pub async fn repair(
             } else {
                 full.strip_prefix(&root).unwrap_or(&full).to_string()
             };
-            if rel.contains("/_sluice/") || state.files.contains_key(&rel) {
+            if rel.contains("/_sluice/")
+                || rel.contains("/_delta_log/")
+                || state.files.contains_key(&rel)
+                || state.removed.contains(&rel)
+                || quarantine.state().files.contains_key(&rel)
+                || quarantine.state().removed.contains(&rel)
+            {
                 continue;
             }
             let name = m.location.filename().unwrap_or_default();
@@ -92,18 +90,42 @@ pub async fn repair(
             report.removed.push(rel);
         }
     }
-    if let Ok(def) = catalog.get_table(database, table).await {
-        let mut parts: Vec<String> = state
-            .files
-            .values()
-            .filter(|f| f.kind == FileKind::Data)
-            .map(|f| f.partition.clone())
-            .collect();
-        parts.sort();
-        parts.dedup();
-        let defs = partition_defs(&def, state, &parts);
-        report.partitions = defs.len() as u64;
-        catalog.upsert_partitions(database, table, &defs).await?;
-    }
     Ok(report)
+}
+
+/// Start-up recovery of a consumer of `table` that holds `claim`: the uploads that dead consumers
+/// of this home recorded and never committed are removed at once (for every table they wrote),
+/// uploads of running consumers are never touched, and other uncommitted files of `table`
+/// (from consumers elsewhere) are removed once older than twice the visibility timeout, and at
+/// least 10 minutes. Returns the files removed, per table.
+pub async fn recover(
+    home: &crate::home::Home,
+    lake: &Lake,
+    table: &str,
+    claim: &crate::home::SpoolClaim,
+    visibility: Duration,
+) -> Result<Vec<(String, Vec<String>)>> {
+    let mut tables: Vec<&str> = claim.orphans.iter().map(|(t, _)| t.as_str()).collect();
+    tables.push(table);
+    tables.sort_unstable();
+    tables.dedup();
+    let protect = home.live_uploads();
+    let mut out = Vec::new();
+    for t in tables {
+        let opts = RepairOptions {
+            grace: (visibility * 2).max(Duration::from_secs(600)),
+            protect: protect.clone(),
+            dead: claim
+                .orphans
+                .iter()
+                .filter(|(ot, _)| ot == t)
+                .map(|(_, p)| p.clone())
+                .collect(),
+        };
+        let r = repair(lake, t, &opts).await?;
+        if !r.removed.is_empty() {
+            out.push((t.to_string(), r.removed));
+        }
+    }
+    Ok(out)
 }

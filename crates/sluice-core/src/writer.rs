@@ -264,3 +264,147 @@ pub fn quarantine_batch(table: &str, rows: &[crate::rows::QuarantineRow]) -> Res
         ],
     )?)
 }
+
+/// Delta statistics of a finished Parquet file, from its footer: `numRecords`, and per
+/// top-level column `nullCount`, and `minValues`/`maxValues` where they bound the data safely
+/// (timestamps at millisecond precision: minimum rounded down, maximum rounded up; a string
+/// maximum only when Parquet kept it exact; no floating-point NaN or infinity).
+pub fn delta_stats(path: &Path) -> Result<String> {
+    use parquet::basic::{LogicalType, TimeUnit};
+    use parquet::file::reader::{FileReader, SerializedFileReader};
+    use parquet::file::statistics::Statistics;
+    use serde_json::{Map, Value};
+
+    let file = File::open(path).map_err(|e| Error::io(path, e))?;
+    let reader = SerializedFileReader::new(file)?;
+    let meta = reader.metadata();
+    let schema = meta.file_metadata().schema_descr();
+    let rows: i64 = meta.row_groups().iter().map(|r| r.num_rows()).sum();
+    let (mut mins, mut maxs, mut nulls) = (Map::new(), Map::new(), Map::new());
+    for (ci, col) in schema.columns().iter().enumerate() {
+        // Flat schemas only: a nested column has no single Delta statistic.
+        if col.path().parts().len() != 1 {
+            continue;
+        }
+        let name = col.name().to_string();
+        let logical = col.logical_type_ref().cloned();
+        let mut null_count: Option<u64> = Some(0);
+        let (mut lo, mut hi): (Option<Value>, Option<Value>) = (None, None);
+        let mut bounds_ok = true;
+        for rg in meta.row_groups() {
+            if rg.num_rows() == 0 {
+                continue;
+            }
+            let Some(st) = rg.column(ci).statistics() else {
+                null_count = None;
+                bounds_ok = false;
+                continue;
+            };
+            null_count = match (null_count, st.null_count_opt()) {
+                (Some(a), Some(b)) => Some(a + b),
+                _ => None,
+            };
+            let pair: Option<(Value, Value)> = match st {
+                Statistics::Int32(v) => match (v.min_opt(), v.max_opt(), &logical) {
+                    (Some(a), Some(b), Some(LogicalType::Date)) => {
+                        let d = |x: i32| {
+                            chrono::NaiveDate::from_ymd_opt(1970, 1, 1)
+                                .and_then(|e| {
+                                    e.checked_add_signed(chrono::Duration::days(x as i64))
+                                })
+                                .map(|d| Value::from(d.format("%Y-%m-%d").to_string()))
+                        };
+                        d(*a).zip(d(*b))
+                    }
+                    (Some(a), Some(b), _) => Some((Value::from(*a), Value::from(*b))),
+                    _ => None,
+                },
+                Statistics::Int64(v) => match (v.min_opt(), v.max_opt(), &logical) {
+                    (Some(a), Some(b), Some(LogicalType::Timestamp(ts))) => {
+                        let utc = ts.is_adjusted_to_u_t_c;
+                        let per_ms: i64 = match ts.unit {
+                            TimeUnit::MILLIS => 1,
+                            TimeUnit::MICROS => 1_000,
+                            TimeUnit::NANOS => 1_000_000,
+                        };
+                        let lo_ms = a.div_euclid(per_ms);
+                        let hi_ms = b.div_euclid(per_ms) + i64::from(b.rem_euclid(per_ms) != 0);
+                        let fmt = |ms: i64| {
+                            chrono::DateTime::from_timestamp_millis(ms).map(|t| {
+                                let t = t.naive_utc();
+                                Value::from(if utc {
+                                    t.format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string()
+                                } else {
+                                    t.format("%Y-%m-%d %H:%M:%S%.3f").to_string()
+                                })
+                            })
+                        };
+                        fmt(lo_ms).zip(fmt(hi_ms))
+                    }
+                    (Some(a), Some(b), _) => Some((Value::from(*a), Value::from(*b))),
+                    _ => None,
+                },
+                Statistics::Double(v) => match (v.min_opt(), v.max_opt()) {
+                    (Some(a), Some(b)) if a.is_finite() && b.is_finite() => {
+                        Some((Value::from(*a), Value::from(*b)))
+                    }
+                    _ => None,
+                },
+                Statistics::ByteArray(v) if matches!(logical, Some(LogicalType::String)) => {
+                    match (v.min_opt(), v.max_opt()) {
+                        (Some(a), Some(b)) if st.max_is_exact() => {
+                            match (std::str::from_utf8(a.data()), std::str::from_utf8(b.data())) {
+                                (Ok(a), Ok(b)) => Some((Value::from(a), Value::from(b))),
+                                _ => None,
+                            }
+                        }
+                        _ => None,
+                    }
+                }
+                _ => None,
+            };
+            match pair {
+                Some((a, b)) if bounds_ok => {
+                    lo = Some(match lo {
+                        Some(cur) if json_le(&cur, &a) => cur,
+                        _ => a,
+                    });
+                    hi = Some(match hi {
+                        Some(cur) if json_le(&b, &cur) => cur,
+                        _ => b,
+                    });
+                }
+                Some(_) => {}
+                // A row group of only nulls has no bounds and does not widen them.
+                None if st.null_count_opt() == Some(rg.num_rows() as u64) => {}
+                None => bounds_ok = false,
+            }
+        }
+        if let Some(n) = null_count {
+            nulls.insert(name.clone(), Value::from(n));
+        }
+        if bounds_ok && let (Some(a), Some(b)) = (lo, hi) {
+            mins.insert(name.clone(), a);
+            maxs.insert(name, b);
+        }
+    }
+    let mut out = Map::new();
+    out.insert("numRecords".into(), Value::from(rows));
+    out.insert("minValues".into(), Value::Object(mins));
+    out.insert("maxValues".into(), Value::Object(maxs));
+    out.insert("nullCount".into(), Value::Object(nulls));
+    Ok(Value::Object(out).to_string())
+}
+
+/// Order of two statistics of one column (numbers, or strings in the same format).
+fn json_le(a: &serde_json::Value, b: &serde_json::Value) -> bool {
+    use serde_json::Value;
+    match (a, b) {
+        (Value::Number(x), Value::Number(y)) => match (x.as_i64(), y.as_i64()) {
+            (Some(x), Some(y)) => x <= y,
+            _ => x.as_f64().unwrap_or(f64::NAN) <= y.as_f64().unwrap_or(f64::NAN),
+        },
+        (Value::String(x), Value::String(y)) => x <= y,
+        _ => false,
+    }
+}

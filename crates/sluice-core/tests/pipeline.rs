@@ -104,17 +104,14 @@ async fn produce_consume_exactly_once_with_reproduce() {
     assert_eq!(c2.rows_written, 0);
     assert_eq!(c2.rows_duplicate, 20_000);
     assert_eq!(committed(&b, "events", "amount_cents").await.0, 20_000);
-    // The catalog knows the partitions, with statistics from the ledger.
-    let parts = b
-        .catalog
-        .list_partitions(sluice_core::DEFAULT_DATABASE, "events")
+    // The log knows the partitions, with their totals.
+    let parts = Ledger::open(&b.lake, "events", "test")
         .await
-        .unwrap();
+        .unwrap()
+        .state()
+        .partitions();
     assert_eq!(parts.len(), 6);
-    let total: u64 = parts
-        .iter()
-        .map(|p| p.parameters["numRows"].parse::<u64>().unwrap())
-        .sum();
+    let total: u64 = parts.iter().map(|p| p.rows).sum();
     assert_eq!(total, 20_000);
 }
 
@@ -207,8 +204,9 @@ async fn bad_rows_are_quarantined_and_bad_files_are_reported() {
         parts.contains("year=__HIVE_DEFAULT_PARTITION__"),
         "{parts:?}"
     );
+    let quarantine = Ledger::open_quarantine(&b.lake, "t", "test").await.unwrap();
     assert!(
-        ledger
+        quarantine
             .state()
             .files
             .values()

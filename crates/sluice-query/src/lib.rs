@@ -1,34 +1,23 @@
 //! # sluice-query
 //!
-//! SQL over a sluice lake with DataFusion. Each catalog table is registered as a
-//! [`LakeTable`]: it reads exactly the files its ledger has committed (never a half-written or
-//! orphaned file), exposes the partition keys as typed columns, prunes files on filters over
-//! those columns, and leaves row-group and page pruning to the Parquet reader.
+//! SQL over a sluice lake with DataFusion. Each catalog table is a Delta Lake table, read through
+//! `deltalake`'s table provider: exactly the files its log has committed at the version asked for
+//! (never a half-written or orphaned file), partition columns typed, files skipped by partition
+//! values and by the per-file statistics of the log, row groups and pages by the Parquet reader.
 //!
 //! Queries are read-only: DDL, DML and `SET`-style statements are refused.
 
 use std::sync::Arc;
 
-use datafusion::arrow::array::{Array, RecordBatch};
-use datafusion::arrow::datatypes::{DataType, Field, FieldRef, Schema, SchemaRef};
-use datafusion::catalog::{Session, TableProvider};
-use datafusion::common::{DFSchema, ScalarValue};
-use datafusion::datasource::TableType;
-use datafusion::datasource::file_format::FileFormat;
-use datafusion::datasource::file_format::parquet::ParquetFormat;
-use datafusion::datasource::listing::PartitionedFile;
-use datafusion::datasource::physical_plan::{FileGroup, FileScanConfigBuilder};
-use datafusion::datasource::table_schema::TableSchema;
+use datafusion::arrow::array::RecordBatch;
+use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::catalog::TableProvider;
+use datafusion::datasource::MemTable;
 use datafusion::error::DataFusionError;
-use datafusion::execution::object_store::ObjectStoreUrl;
-use datafusion::logical_expr::{Expr, TableProviderFilterPushDown};
-use datafusion::physical_plan::ExecutionPlan;
-use datafusion::physical_plan::empty::EmptyExec;
 use datafusion::prelude::{SQLOptions, SessionConfig, SessionContext};
 use sluice_core::catalog::{Catalog, TableDef};
 use sluice_core::lake::Lake;
-use sluice_core::ledger::{FileKind, Ledger, LedgerState};
-use sluice_core::partition::parse_partition_path;
+pub use sluice_delta::AsOf;
 
 /// Errors of the query engine.
 #[derive(Debug, thiserror::Error)]
@@ -40,7 +29,7 @@ pub enum QueryError {
     /// Planning or execution failed (bad SQL, unknown table or column, …).
     #[error("{0}")]
     DataFusion(#[from] DataFusionError),
-    /// Reading the catalog, ledger or lake failed.
+    /// Reading the catalog, log or lake failed.
     #[error(transparent)]
     Core(#[from] sluice_core::Error),
 }
@@ -48,7 +37,7 @@ pub enum QueryError {
 /// Name under which the quarantine is queryable.
 pub const QUARANTINE_TABLE: &str = "quarantine";
 
-/// A DataFusion session over a lake's committed files.
+/// A DataFusion session over a lake's Delta tables.
 pub struct QueryEngine {
     ctx: SessionContext,
 }
@@ -59,61 +48,105 @@ impl std::fmt::Debug for QueryEngine {
     }
 }
 
-fn store_url(lake: &Lake) -> Result<ObjectStoreUrl, QueryError> {
-    let u = &lake.url;
-    Ok(ObjectStoreUrl::parse(format!(
-        "{}://{}",
-        u.scheme(),
-        u.authority()
-    ))?)
+/// The table provider of one Delta table at `as_of`, or `None` if it has no log yet.
+async fn delta_provider(
+    ctx: &SessionContext,
+    lake: &Lake,
+    dir: &str,
+    as_of: AsOf,
+) -> Result<Option<Arc<dyn TableProvider>>, QueryError> {
+    let table = match sluice_delta::open_table(lake, dir, as_of).await {
+        Ok(t) => t,
+        Err(sluice_core::Error::NotFound { .. }) => return Ok(None),
+        Err(e) => return Err(e.into()),
+    };
+    let url = sluice_delta::table_url(lake, dir)?;
+    table
+        .update_datafusion_session(&ctx.state())
+        .map_err(|e| sluice_delta::delta_error(&url, e))?;
+    let scan = table.table_provider().build().await?;
+    Ok(Some(Arc::new(scan)))
+}
+
+/// A table with the catalog's schema and no rows (created, nothing committed yet).
+fn empty_table(def: &TableDef) -> Result<Arc<dyn TableProvider>, QueryError> {
+    let mut fields: Vec<_> = sluice_core::schema::arrow_schema(&def.columns)
+        .fields()
+        .iter()
+        .cloned()
+        .collect();
+    for c in &def.partition_keys {
+        fields.push(Arc::new(datafusion::arrow::datatypes::Field::new(
+            &c.name,
+            c.ty.arrow_type(),
+            true,
+        )));
+    }
+    let schema = Arc::new(datafusion::arrow::datatypes::Schema::new(fields));
+    Ok(Arc::new(MemTable::try_new(schema, vec![vec![]])?))
 }
 
 impl QueryEngine {
-    /// Registers every table of `database` (and the quarantine of all of them).
+    /// Registers every table of `database` at its newest version, and `quarantine` (the
+    /// quarantined rows of all of them).
     pub async fn new(
         catalog: &dyn Catalog,
         lake: &Lake,
         database: &str,
     ) -> Result<Self, QueryError> {
+        Self::new_as_of(catalog, lake, database, AsOf::Latest).await
+    }
+
+    /// Like [`QueryEngine::new`], with every table read at `as_of` (a table that has no such
+    /// version is an error naming it). The quarantine is always read at its newest version.
+    pub async fn new_as_of(
+        catalog: &dyn Catalog,
+        lake: &Lake,
+        database: &str,
+        as_of: AsOf,
+    ) -> Result<Self, QueryError> {
         let config = SessionConfig::new().with_information_schema(true);
         let ctx = SessionContext::new_with_config(config);
-        let url = store_url(lake)?;
-        ctx.register_object_store(url.as_ref(), lake.store.clone());
         let tables = catalog.list_tables(database).await?;
-        let mut quarantine = Vec::new();
+        let mut quarantine: Option<datafusion::dataframe::DataFrame> = None;
         let mut names = Vec::new();
         for def in tables {
-            let ledger = Ledger::open(lake, &def.name, "query").await?;
-            let state = ledger.state();
-            quarantine.extend(
-                state
-                    .files
-                    .values()
-                    .filter(|f| f.kind == FileKind::Quarantine)
-                    .map(|f| (lake.path(&f.path), f.bytes)),
-            );
-            let table = LakeTable::new(&def, lake, state, url.clone())?;
+            let provider =
+                match delta_provider(&ctx, lake, &Lake::table_dir(&def.name), as_of).await? {
+                    Some(p) => p,
+                    None if as_of == AsOf::Latest => empty_table(&def)?,
+                    None => {
+                        return Err(sluice_core::Error::NotFound {
+                            what: "Delta table",
+                            name: def.name.clone(),
+                        }
+                        .into());
+                    }
+                };
+            ctx.register_table(def.name.as_str(), provider)?;
             names.push(def.name.clone());
-            ctx.register_table(def.name.as_str(), Arc::new(table))?;
+            let qdir = Lake::quarantine_dir(&def.name);
+            if let Some(q) = delta_provider(&ctx, lake, &qdir, AsOf::Latest).await? {
+                let df = ctx.read_table(q)?;
+                quarantine = Some(match quarantine {
+                    Some(all) => all.union(df)?,
+                    None => df,
+                });
+            }
         }
         let qname = if names.iter().any(|n| n == QUARANTINE_TABLE) {
             "sluice_quarantine"
         } else {
             QUARANTINE_TABLE
         };
-        let qschema = sluice_core::writer::quarantine_schema();
-        let files = quarantine
-            .into_iter()
-            .map(|(p, size)| (committed_file(p, size), Vec::new()))
-            .collect();
-        let qtable = LakeTable {
-            schema: qschema.clone(),
-            file_schema: qschema,
-            partition_fields: vec![],
-            files,
-            url,
+        let qtable: Arc<dyn TableProvider> = match quarantine {
+            Some(df) => df.into_view(),
+            None => Arc::new(MemTable::try_new(
+                sluice_core::writer::quarantine_schema(),
+                vec![vec![]],
+            )?),
         };
-        ctx.register_table(qname, Arc::new(qtable))?;
+        ctx.register_table(qname, qtable)?;
         Ok(QueryEngine { ctx })
     }
 
@@ -141,188 +174,5 @@ impl QueryEngine {
         let schema: SchemaRef = Arc::new(df.schema().as_arrow().clone());
         let batches = df.collect().await?;
         Ok((schema, batches))
-    }
-}
-
-/// A table whose files are the ledger's committed files.
-#[derive(Debug)]
-pub struct LakeTable {
-    schema: SchemaRef,
-    file_schema: SchemaRef,
-    partition_fields: Vec<FieldRef>,
-    /// Each file with its partition values (in `partition_fields` order).
-    files: Vec<(PartitionedFile, Vec<ScalarValue>)>,
-    url: ObjectStoreUrl,
-}
-
-/// A committed file. The path is used as it is: building it from a string would percent-encode
-/// the `%` of Hive-escaped partition directories a second time.
-fn committed_file(location: object_store::path::Path, size: u64) -> PartitionedFile {
-    PartitionedFile::new_from_meta(object_store::ObjectMeta {
-        location,
-        last_modified: chrono::DateTime::<chrono::Utc>::MIN_UTC,
-        size,
-        e_tag: None,
-        version: None,
-    })
-}
-
-fn partition_value(raw: Option<&str>, ty: &DataType) -> Result<ScalarValue, DataFusionError> {
-    match raw {
-        None => ScalarValue::try_from(ty),
-        Some(v) => ScalarValue::try_from_string(v.to_string(), ty),
-    }
-}
-
-impl LakeTable {
-    /// The committed data files of a table.
-    pub fn new(
-        def: &TableDef,
-        lake: &Lake,
-        state: &LedgerState,
-        url: ObjectStoreUrl,
-    ) -> Result<Self, QueryError> {
-        let file_schema = sluice_core::schema::arrow_schema(&def.columns);
-        let partition_fields: Vec<FieldRef> = def
-            .partition_keys
-            .iter()
-            .map(|c| Arc::new(Field::new(&c.name, c.ty.arrow_type(), true)))
-            .collect();
-        let mut fields: Vec<FieldRef> = file_schema.fields().iter().cloned().collect();
-        fields.extend(partition_fields.iter().cloned());
-        let mut files = Vec::new();
-        for f in state.files.values().filter(|f| f.kind == FileKind::Data) {
-            let kv = parse_partition_path(&f.partition);
-            let mut values = Vec::with_capacity(partition_fields.len());
-            for field in &partition_fields {
-                let raw = kv
-                    .iter()
-                    .find(|(k, _)| k == field.name())
-                    .and_then(|(_, v)| v.as_deref());
-                values.push(partition_value(raw, field.data_type())?);
-            }
-            files.push((committed_file(lake.path(&f.path), f.bytes), values));
-        }
-        Ok(LakeTable {
-            schema: Arc::new(Schema::new(fields)),
-            file_schema,
-            partition_fields,
-            files,
-            url,
-        })
-    }
-
-    /// Number of committed files.
-    pub fn file_count(&self) -> usize {
-        self.files.len()
-    }
-
-    fn is_partition_filter(&self, e: &Expr) -> bool {
-        let cols = e.column_refs();
-        !cols.is_empty()
-            && cols
-                .iter()
-                .all(|c| self.partition_fields.iter().any(|f| f.name() == &c.name))
-    }
-
-    /// Files whose partition values pass every partition-only filter.
-    fn prune(
-        &self,
-        state: &dyn Session,
-        filters: &[Expr],
-    ) -> Result<Vec<PartitionedFile>, DataFusionError> {
-        let pf: Vec<&Expr> = filters
-            .iter()
-            .filter(|e| self.is_partition_filter(e))
-            .collect();
-        if pf.is_empty() || self.files.is_empty() {
-            return Ok(self
-                .files
-                .iter()
-                .map(|(f, v)| f.clone().with_partition_values(v.clone()))
-                .collect());
-        }
-        let pschema = Arc::new(Schema::new(self.partition_fields.clone()));
-        let columns = (0..self.partition_fields.len())
-            .map(|i| ScalarValue::iter_to_array(self.files.iter().map(|(_, v)| v[i].clone())))
-            .collect::<Result<Vec<_>, _>>()?;
-        let batch = if columns.is_empty() {
-            RecordBatch::new_empty(pschema.clone())
-        } else {
-            RecordBatch::try_new(pschema.clone(), columns)?
-        };
-        let dfschema = DFSchema::try_from(pschema.as_ref().clone())?;
-        let mut keep = vec![true; self.files.len()];
-        for e in pf {
-            let phys = state.create_physical_expr(e.clone(), &dfschema)?;
-            let result = phys.evaluate(&batch)?.into_array(batch.num_rows())?;
-            let mask = result
-                .as_any()
-                .downcast_ref::<datafusion::arrow::array::BooleanArray>()
-                .ok_or_else(|| {
-                    DataFusionError::Internal("partition filter is not boolean".into())
-                })?;
-            for (i, k) in keep.iter_mut().enumerate() {
-                *k &= mask.is_valid(i) && mask.value(i);
-            }
-        }
-        Ok(self
-            .files
-            .iter()
-            .zip(keep)
-            .filter(|(_, k)| *k)
-            .map(|((f, v), _)| f.clone().with_partition_values(v.clone()))
-            .collect())
-    }
-}
-
-#[async_trait::async_trait]
-impl TableProvider for LakeTable {
-    fn schema(&self) -> SchemaRef {
-        self.schema.clone()
-    }
-
-    fn table_type(&self) -> TableType {
-        TableType::Base
-    }
-
-    fn supports_filters_pushdown(
-        &self,
-        filters: &[&Expr],
-    ) -> Result<Vec<TableProviderFilterPushDown>, DataFusionError> {
-        Ok(vec![TableProviderFilterPushDown::Inexact; filters.len()])
-    }
-
-    async fn scan(
-        &self,
-        state: &dyn Session,
-        projection: Option<&Vec<usize>>,
-        filters: &[Expr],
-        limit: Option<usize>,
-    ) -> Result<Arc<dyn ExecutionPlan>, DataFusionError> {
-        let files = self.prune(state, filters)?;
-        if files.is_empty() {
-            let schema = match projection {
-                Some(p) => Arc::new(self.schema.project(p)?),
-                None => self.schema.clone(),
-            };
-            return Ok(Arc::new(EmptyExec::new(schema)));
-        }
-        let n = state.config().target_partitions().clamp(1, files.len());
-        let mut groups: Vec<Vec<PartitionedFile>> = vec![Vec::new(); n];
-        for (i, f) in files.into_iter().enumerate() {
-            groups[i % n].push(f);
-        }
-        let format = ParquetFormat::default();
-        let table_schema = TableSchema::builder(self.file_schema.clone())
-            .with_table_partition_cols(self.partition_fields.clone())
-            .build();
-        let source = format.file_source(table_schema);
-        let config = FileScanConfigBuilder::new(self.url.clone(), source)
-            .with_file_groups(groups.into_iter().map(FileGroup::new).collect())
-            .with_projection_indices(projection.cloned())?
-            .with_limit(if filters.is_empty() { limit } else { None })
-            .build();
-        format.create_physical_plan(state, config).await
     }
 }

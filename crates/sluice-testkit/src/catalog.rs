@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 
 use sluice_core::Error;
-use sluice_core::catalog::{Catalog, PARAM_LEDGER_VERSION, PartitionDef, TableDef};
+use sluice_core::catalog::{Catalog, TableDef};
 use sluice_core::schema::{Column, ColumnType};
 
 /// A table definition for the suites.
@@ -20,17 +20,6 @@ pub fn sample_table(database: &str, name: &str) -> TableDef {
         format: "parquet".to_string(),
         parameters: BTreeMap::from([("sluice.partition_by".to_string(), "year(ts)".to_string())]),
         version: 0,
-    }
-}
-
-fn partition(year: &str, rows: u64, version: u64) -> PartitionDef {
-    PartitionDef {
-        values: vec![year.to_string()],
-        location: format!("file:///tmp/lake/t/year={year}/"),
-        parameters: BTreeMap::from([
-            ("numRows".to_string(), rows.to_string()),
-            (PARAM_LEDGER_VERSION.to_string(), version.to_string()),
-        ]),
     }
 }
 
@@ -107,46 +96,6 @@ pub async fn update_conflicts(c: &dyn Catalog, ns: &str) {
     assert_eq!(now.version, a2.version);
 }
 
-/// Partitions: upsert creates and replaces, never rolls statistics back to an older ledger
-/// version, and lists in order.
-pub async fn partitions(c: &dyn Catalog, ns: &str) {
-    let db3 = &format!("{ns}db3");
-    c.create_database(db3).await.expect("create database");
-    assert!(matches!(
-        c.upsert_partitions(db3, "t", &[partition("2020", 1, 1)])
-            .await,
-        Err(Error::NotFound { .. })
-    ));
-    c.create_table(&sample_table(db3, "t"))
-        .await
-        .expect("create");
-    c.upsert_partitions(
-        db3,
-        "t",
-        &[partition("2021", 10, 1), partition("2020", 5, 1)],
-    )
-    .await
-    .expect("upsert");
-    c.upsert_partitions(db3, "t", &[partition("2021", 30, 3)])
-        .await
-        .expect("newer");
-    c.upsert_partitions(db3, "t", &[partition("2021", 20, 2)])
-        .await
-        .expect("older is accepted and ignored");
-    let parts = c.list_partitions(db3, "t").await.expect("list");
-    let vals: Vec<&str> = parts.iter().map(|p| p.values[0].as_str()).collect();
-    assert_eq!(vals, vec!["2020", "2021"]);
-    assert_eq!(
-        parts[1].parameters.get("numRows").map(String::as_str),
-        Some("30")
-    );
-    // Idempotent.
-    c.upsert_partitions(db3, "t", &[partition("2021", 30, 3)])
-        .await
-        .expect("again");
-    assert_eq!(c.list_partitions(db3, "t").await.expect("list").len(), 2);
-}
-
 /// Runs every suite on fresh catalogs from `make`; database names start with `ns`, so that
 /// suites can share a catalog account (a server other tests use too).
 pub async fn run_all<F, Fut>(ns: &str, make: F)
@@ -156,5 +105,4 @@ where
 {
     tables(&*make().await, ns).await;
     update_conflicts(&*make().await, ns).await;
-    partitions(&*make().await, ns).await;
 }

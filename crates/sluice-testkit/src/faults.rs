@@ -152,6 +152,9 @@ impl sluice_core::queue::Queue for FaultyQueue {
     fn max_message_bytes(&self) -> usize {
         self.inner.max_message_bytes()
     }
+    fn billing_unit_bytes(&self) -> Option<usize> {
+        self.inner.billing_unit_bytes()
+    }
     fn visibility_timeout(&self) -> std::time::Duration {
         self.inner.visibility_timeout()
     }

@@ -1,4 +1,5 @@
-//! The catalog: databases, tables and partitions in Glue's model, behind a small trait.
+//! The catalog: databases and tables (names, schemas, locations) in Glue's model, behind a
+//! small trait.
 
 use std::collections::BTreeMap;
 
@@ -18,9 +19,6 @@ pub const PARAM_PARTITION_BY: &str = "sluice.partition_by";
 pub const PARAM_FINGERPRINT: &str = "sluice.schema_fingerprint";
 /// Table parameter holding the strftime pattern for dates, if any.
 pub const PARAM_DATE_FORMAT: &str = "sluice.date_format";
-/// Partition parameter: ledger version the partition's statistics were computed at.
-pub const PARAM_LEDGER_VERSION: &str = "sluice.ledger_version";
-
 /// A table, as Glue models it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TableDef {
@@ -39,25 +37,6 @@ pub struct TableDef {
     pub version: u64,
 }
 
-/// A partition of a table.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct PartitionDef {
-    /// One value per partition key, as strings (Glue's model); `__HIVE_DEFAULT_PARTITION__` for
-    /// missing values.
-    pub values: Vec<String>,
-    /// URL of the partition's directory.
-    pub location: String,
-    /// `numFiles`, `numRows`, `totalSize` and [`PARAM_LEDGER_VERSION`].
-    pub parameters: BTreeMap<String, String>,
-}
-
-/// The ledger version a partition's statistics were computed at ([`PARAM_LEDGER_VERSION`]).
-pub fn ledger_version(parameters: &BTreeMap<String, String>) -> Option<u64> {
-    parameters
-        .get(PARAM_LEDGER_VERSION)
-        .and_then(|v| v.parse().ok())
-}
-
 /// A catalog of tables.
 ///
 /// # Contract
@@ -67,10 +46,9 @@ pub fn ledger_version(parameters: &BTreeMap<String, String>) -> Option<u64> {
 /// - `update_table` replaces a table's columns and parameters if `table.version` is the stored
 ///   version, and returns the stored table with its new version; otherwise it fails with
 ///   `Conflict` (someone else updated it first) and changes nothing.
-/// - `upsert_partitions` creates partitions or replaces their location and parameters. When
-///   both the stored and the new partition carry [`PARAM_LEDGER_VERSION`], an older new value
-///   is ignored, so that concurrent committers cannot roll statistics back. It is idempotent.
-/// - Lists are ordered by name (tables) or values (partitions).
+/// - Partitions are not the catalog's: each table's Delta log records its files with their
+///   partition values, and every engine (Athena too) reads them from there.
+/// - Lists are ordered by name.
 #[async_trait]
 pub trait Catalog: Send + Sync + std::fmt::Debug {
     async fn create_database(&self, name: &str) -> Result<()>;
@@ -79,13 +57,6 @@ pub trait Catalog: Send + Sync + std::fmt::Debug {
     async fn get_table(&self, database: &str, name: &str) -> Result<TableDef>;
     async fn list_tables(&self, database: &str) -> Result<Vec<TableDef>>;
     async fn update_table(&self, table: &TableDef) -> Result<TableDef>;
-    async fn upsert_partitions(
-        &self,
-        database: &str,
-        table: &str,
-        partitions: &[PartitionDef],
-    ) -> Result<()>;
-    async fn list_partitions(&self, database: &str, table: &str) -> Result<Vec<PartitionDef>>;
 }
 
 /// Conveniences over [`Catalog`].

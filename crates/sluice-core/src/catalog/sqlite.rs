@@ -7,7 +7,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 
-use super::{Catalog, PartitionDef, TableDef, ledger_version};
+use super::{Catalog, TableDef};
 use crate::error::{Error, Result};
 
 /// The embedded catalog.
@@ -25,15 +25,6 @@ CREATE TABLE IF NOT EXISTS tables (
     definition TEXT NOT NULL,
     version INTEGER NOT NULL,
     PRIMARY KEY (database, name)
-);
-CREATE TABLE IF NOT EXISTS partitions (
-    database TEXT NOT NULL,
-    tbl TEXT NOT NULL,
-    vals TEXT NOT NULL,
-    location TEXT NOT NULL,
-    parameters TEXT NOT NULL,
-    ledger_version INTEGER,
-    PRIMARY KEY (database, tbl, vals)
 );
 ";
 
@@ -245,85 +236,6 @@ impl Catalog for SqliteCatalog {
             .map_err(&err)?;
             tx.commit().map_err(&err)?;
             Ok(def)
-        })
-        .await
-    }
-
-    async fn upsert_partitions(
-        &self,
-        database: &str,
-        table: &str,
-        partitions: &[PartitionDef],
-    ) -> Result<()> {
-        let (d, t, parts, err) = (
-            database.to_string(),
-            table.to_string(),
-            partitions.to_vec(),
-            self.db_err(),
-        );
-        self.run(move |c| {
-            let tx = c
-                .transaction_with_behavior(TransactionBehavior::Immediate)
-                .map_err(&err)?;
-            let exists: bool = tx
-                .query_row(
-                    "SELECT 1 FROM tables WHERE database = ?1 AND name = ?2",
-                    params![d, t],
-                    |_| Ok(()),
-                )
-                .optional()
-                .map_err(&err)?
-                .is_some();
-            if !exists {
-                return Err(Error::NotFound {
-                    what: "table",
-                    name: format!("{d}.{t}"),
-                });
-            }
-            for p in &parts {
-                let vals = serde_json::to_string(&p.values)
-                    .map_err(json_err)
-                    .map_err(&err)?;
-                let params_json = serde_json::to_string(&p.parameters)
-                    .map_err(json_err)
-                    .map_err(&err)?;
-                let lv: Option<i64> = ledger_version(&p.parameters).map(|v| v as i64);
-                tx.execute(
-                    "INSERT INTO partitions VALUES (?1, ?2, ?3, ?4, ?5, ?6)
-                     ON CONFLICT (database, tbl, vals) DO UPDATE SET location = excluded.location,
-                         parameters = excluded.parameters, ledger_version = excluded.ledger_version
-                     WHERE partitions.ledger_version IS NULL OR excluded.ledger_version IS NULL
-                         OR excluded.ledger_version >= partitions.ledger_version",
-                    params![d, t, vals, p.location, params_json, lv],
-                )
-                .map_err(&err)?;
-            }
-            tx.commit().map_err(&err)
-        })
-        .await
-    }
-
-    async fn list_partitions(&self, database: &str, table: &str) -> Result<Vec<PartitionDef>> {
-        let (d, t, err) = (database.to_string(), table.to_string(), self.db_err());
-        self.run(move |c| {
-            let mut st = c
-                .prepare("SELECT vals, location, parameters FROM partitions WHERE database = ?1 AND tbl = ?2")
-                .map_err(&err)?;
-            let rows = st
-                .query_map(params![d, t], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?)))
-                .map_err(&err)?;
-            let mut out = Vec::new();
-            for row in rows {
-                let (vals, location, params_json) = row.map_err(&err)?;
-                let bad = |e: serde_json::Error| Error::Config(format!("corrupt partition entry: {e}"));
-                out.push(PartitionDef {
-                    values: serde_json::from_str(&vals).map_err(bad)?,
-                    location,
-                    parameters: serde_json::from_str(&params_json).map_err(bad)?,
-                });
-            }
-            out.sort_by(|a, b| a.values.cmp(&b.values));
-            Ok(out)
         })
         .await
     }

@@ -132,6 +132,10 @@ impl Queue for ClaimCheckQueue {
             .unwrap_or_else(|| self.inner.max_message_bytes())
     }
 
+    fn billing_unit_bytes(&self) -> Option<usize> {
+        self.inner.billing_unit_bytes()
+    }
+
     fn max_batch_bytes(&self) -> usize {
         match self.store_bytes {
             Some(b) => b * MAX_BATCH,

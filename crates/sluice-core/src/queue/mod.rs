@@ -135,6 +135,10 @@ pub trait Queue: Send + Sync + std::fmt::Debug {
     /// The queue's default visibility timeout.
     fn visibility_timeout(&self) -> Duration;
 
+    /// The unit each request is billed by (SQS: 64 KiB), if the service bills by size. The
+    /// producer compresses harder for such queues.
+    fn billing_unit_bytes(&self) -> Option<usize>;
+
     /// Largest total of the bodies of one `send_batch` call.
     fn max_batch_bytes(&self) -> usize {
         self.max_message_bytes()

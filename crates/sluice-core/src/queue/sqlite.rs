@@ -345,6 +345,10 @@ impl Queue for SqliteQueue {
         self.settings.max_message_bytes
     }
 
+    fn billing_unit_bytes(&self) -> Option<usize> {
+        None
+    }
+
     fn visibility_timeout(&self) -> Duration {
         self.settings.visibility_timeout
     }

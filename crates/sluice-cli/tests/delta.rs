@@ -1,0 +1,330 @@
+//! The lake as Delta Lake tables, checked by readers sluice does not control (DuckDB's Delta
+//! extension, Polars, the `deltalake` package), and the exactly-once records through
+//! checkpoints and the upgrade of lakes written by earlier versions.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+mod common;
+use common::ok;
+
+fn sample() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../data/us-employment.csv")
+}
+
+fn sluice(home: &Path, args: &[&str]) -> Output {
+    common::command(home, args).output().expect("run sluice")
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// (rows, sum of nonfarm) computed straight from the CSV.
+fn expected() -> (u64, i64) {
+    let text = std::fs::read_to_string(sample()).unwrap();
+    let mut lines = text.lines();
+    let header: Vec<&str> = lines.next().unwrap().split(',').collect();
+    let idx = header.iter().position(|h| *h == "nonfarm").unwrap();
+    let (mut n, mut sum) = (0, 0);
+    for l in lines {
+        n += 1;
+        sum += l.split(',').nth(idx).unwrap().parse::<i64>().unwrap();
+    }
+    (n, sum)
+}
+
+fn run_employment(home: &Path) -> Output {
+    let out = sluice(
+        home,
+        &[
+            "run",
+            sample().to_str().unwrap(),
+            "--table",
+            "employment",
+            "--partition-by",
+            "year(month)",
+        ],
+    );
+    ok(&out);
+    out
+}
+
+/// Counts of a Delta table by three independent readers: "duckdb n sum | polars n sum |
+/// deltalake n sum".
+fn independent_counts(table_dir: &Path, value_col: &str) -> String {
+    let python = std::env::var("SLUICE_PYTHON").unwrap_or_else(|_| "python3".into());
+    let script = r#"
+import os, sys, duckdb, polars as pl, deltalake, pyarrow.compute as pc
+from duckdb_extensions import import_extension
+path, col = sys.argv[1], sys.argv[2]
+import_extension("delta")
+con = duckdb.connect()
+con.execute("LOAD delta")
+d = con.execute(f"SELECT count(*), sum({col}) FROM delta_scan('{path}')").fetchone()
+p = pl.scan_delta(path).select(pl.len(), pl.col(col).sum()).collect().row(0)
+t = deltalake.DeltaTable(path).to_pyarrow_table()
+print(f"{d[0]} {d[1]} | {p[0]} {p[1]} | {t.num_rows} {pc.sum(t[col]).as_py()}", flush=True)
+# DuckDB's Delta extension and the Rust readers' thread pools can abort the interpreter's
+# teardown ("terminate called without an active exception"): the answer is printed, leave now.
+con.close()
+os._exit(0)
+"#;
+    let out = Command::new(&python)
+        .arg("-c")
+        .arg(script)
+        .arg(table_dir)
+        .arg(value_col)
+        .output()
+        .expect("python");
+    assert!(
+        out.status.success(),
+        "{python} with duckdb (delta extension), polars and deltalake is needed (bash .ci/run installs them): {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+#[test]
+fn independent_delta_readers_count_exactly_the_committed_rows() {
+    let dir = tempfile::tempdir().unwrap();
+    let home = dir.path().join("home");
+    run_employment(&home);
+    let table = home.join("lake/employment");
+    assert!(table.join("_delta_log/00000000000000000000.json").is_file());
+    // An upload whose commit never happened: readers of the Delta log never count it.
+    let year = table.join("year=2010");
+    let committed = std::fs::read_dir(&year)
+        .unwrap()
+        .flatten()
+        .find(|e| e.path().extension().is_some_and(|x| x == "parquet"))
+        .unwrap()
+        .path();
+    std::fs::copy(&committed, year.join("part-00000000-uncommitted.parquet")).unwrap();
+    let (n, sum) = expected();
+    let want = format!("{n} {sum} | {n} {sum} | {n} {sum}");
+    assert_eq!(independent_counts(&table, "nonfarm"), want);
+    // The same CSV again: every chunk part is recognised, nothing is added.
+    let again = run_employment(&home);
+    assert!(
+        stderr(&again).contains(&format!(
+            "0 written, 0 quarantined, {n} duplicate(s) dropped"
+        )),
+        "{}",
+        stderr(&again)
+    );
+    assert_eq!(independent_counts(&table, "nonfarm"), want);
+    // History lists the versions; time travel reads the first data version alone.
+    let h = ok(&sluice(&home, &["catalog", "history", "employment"]));
+    let lines: Vec<&str> = h.lines().collect();
+    assert!(lines[0].starts_with("version\t"), "{h}");
+    assert!(
+        lines.last().unwrap().starts_with("0\t") && h.contains("CREATE TABLE"),
+        "{h}"
+    );
+    assert!(h.contains("WRITE"), "{h}");
+    let v1_rows: u64 = lines
+        .iter()
+        .find(|l| l.starts_with("1\t"))
+        .and_then(|l| l.split('\t').nth(3))
+        .and_then(|r| r.parse().ok())
+        .expect("version 1 with rows");
+    let at_v1 = ok(&sluice(
+        &home,
+        &[
+            "query",
+            "SELECT count(*) AS n FROM employment",
+            "--format",
+            "csv",
+            "--as-of",
+            "1",
+        ],
+    ));
+    assert_eq!(at_v1, format!("n\n{v1_rows}\n"));
+    let at_v0 = ok(&sluice(
+        &home,
+        &[
+            "query",
+            "SELECT count(*) AS n FROM employment",
+            "--format",
+            "csv",
+            "--as-of",
+            "0",
+        ],
+    ));
+    assert_eq!(at_v0, "n\n0\n");
+    // Partitions come from the log.
+    let parts = ok(&sluice(&home, &["catalog", "partitions", "employment"]));
+    let total: u64 = parts
+        .lines()
+        .skip(1)
+        .map(|l| l.split('\t').nth(2).unwrap().parse::<u64>().unwrap())
+        .sum();
+    assert_eq!(total, n, "{parts}");
+    assert_eq!(parts.lines().count(), 11, "{parts}");
+}
+
+/// Writes `count` one-row CSV files with years spread over 2001..=2005.
+fn tiny_files(dir: &Path, count: usize) -> Vec<String> {
+    (0..count)
+        .map(|i| {
+            let p = dir.join(format!("f{i:03}.csv"));
+            std::fs::write(
+                &p,
+                format!("id,d,v\n{i},{}-06-01,{}\n", 2001 + i % 5, i * 10),
+            )
+            .unwrap();
+            p.to_string_lossy().into_owned()
+        })
+        .collect()
+}
+
+#[test]
+fn checkpoints_keep_the_exactly_once_records() {
+    let dir = tempfile::tempdir().unwrap();
+    let home = dir.path().join("home");
+    let files = tiny_files(dir.path(), 105);
+    let produce = |home: &Path| {
+        let mut args = vec!["produce"];
+        args.extend(files.iter().map(String::as_str));
+        args.extend(["--table", "t", "--partition-by", "year(d)"]);
+        ok(&sluice(home, &args));
+    };
+    produce(&home);
+    // One file per message: one commit per chunk part, past the checkpoint interval.
+    let c = sluice(
+        &home,
+        &["consume", "--table", "t", "--once", "--rotate-rows", "1"],
+    );
+    ok(&c);
+    assert!(stderr(&c).contains("105 commit(s)"), "{}", stderr(&c));
+    let table = home.join("lake/t");
+    assert!(
+        table
+            .join("_delta_log/00000000000000000100.checkpoint.parquet")
+            .is_file(),
+        "no checkpoint at version 100"
+    );
+    // The same files again: the consumer reads the checkpoint and the versions after it, and
+    // recognises every chunk part.
+    produce(&home);
+    let c = sluice(&home, &["consume", "--table", "t", "--once"]);
+    ok(&c);
+    assert!(
+        stderr(&c).contains("0 written, 0 quarantined, 105 duplicate(s) dropped"),
+        "{}",
+        stderr(&c)
+    );
+    let sum: usize = (0..105).map(|i| i * 10).sum();
+    assert_eq!(
+        independent_counts(&table, "v"),
+        format!("105 {sum} | 105 {sum} | 105 {sum}")
+    );
+    let q = ok(&sluice(
+        &home,
+        &[
+            "query",
+            "SELECT count(*) AS n, sum(v) AS s FROM t",
+            "--format",
+            "csv",
+        ],
+    ));
+    assert_eq!(q, format!("n,s\n105,{sum}\n"));
+}
+
+#[test]
+fn a_lake_of_an_earlier_version_is_refused_then_upgraded_in_place() {
+    let dir = tempfile::tempdir().unwrap();
+    let home = dir.path().join("home");
+    run_employment(&home);
+    let lake = home.join("lake");
+    let table = lake.join("employment");
+    // Turn the table into what an earlier sluice wrote: the same files, named by a
+    // `_sluice/log` commit with the same chunk parts, and no Delta log.
+    let mut add = Vec::new();
+    let mut chunks = Vec::new();
+    for name in ["employment", "_quarantine/employment"] {
+        let log = lake.join(name).join("_delta_log");
+        for e in std::fs::read_dir(&log).unwrap().flatten() {
+            let p = e.path();
+            if p.extension().is_none_or(|x| x != "json") {
+                continue;
+            }
+            for line in std::fs::read_to_string(&p).unwrap().lines() {
+                let v: serde_json::Value = serde_json::from_str(line).unwrap();
+                if let Some(a) = v.get("add") {
+                    let path = a["path"].as_str().unwrap();
+                    let partition = path.rsplit_once('/').map(|(d, _)| d).unwrap_or("");
+                    let stats: serde_json::Value =
+                        serde_json::from_str(a["stats"].as_str().unwrap()).unwrap();
+                    let q = name.starts_with('_');
+                    add.push(serde_json::json!({
+                        "path": format!("{name}/{path}"),
+                        "partition": if q { "" } else { partition },
+                        "rows": stats["numRecords"],
+                        "bytes": a["size"],
+                        "kind": if q { "quarantine" } else { "data" },
+                    }));
+                }
+                if let Some(t) = v.get("txn") {
+                    let id = t["appId"]
+                        .as_str()
+                        .unwrap()
+                        .strip_prefix("sluice/")
+                        .unwrap();
+                    let (chunk, partition) = id.split_once('/').unwrap();
+                    chunks.push(serde_json::json!({"chunk": chunk, "partition": partition}));
+                }
+            }
+        }
+        std::fs::remove_dir_all(&log).unwrap();
+    }
+    let legacy = table.join("_sluice/log");
+    std::fs::create_dir_all(&legacy).unwrap();
+    let commit = serde_json::json!({
+        "version": 1, "id": "old", "committed_at_ms": 0, "writer": "old",
+        "add": add, "remove": [], "chunks": chunks,
+    });
+    std::fs::write(
+        legacy.join("00000000000000000001.json"),
+        serde_json::to_vec(&commit).unwrap(),
+    )
+    .unwrap();
+    // Writing is refused with the command that upgrades.
+    let refused = sluice(
+        &home,
+        &[
+            "run",
+            sample().to_str().unwrap(),
+            "--table",
+            "employment",
+            "--partition-by",
+            "year(month)",
+        ],
+    );
+    assert!(!refused.status.success());
+    assert!(
+        stderr(&refused).contains("sluice upgrade --table employment"),
+        "{}",
+        stderr(&refused)
+    );
+    let up = ok(&sluice(&home, &["upgrade", "--table", "employment"]));
+    let (n, sum) = expected();
+    assert!(up.contains(&format!("({n} rows)")), "{up}");
+    // Running it again changes nothing.
+    let again = ok(&sluice(&home, &["upgrade", "--table", "employment"]));
+    assert!(again.contains("Delta version 1"), "{again}");
+    assert_eq!(
+        independent_counts(&table, "nonfarm"),
+        format!("{n} {sum} | {n} {sum} | {n} {sum}")
+    );
+    // The chunk parts came along: the same CSV adds nothing.
+    let rerun = run_employment(&home);
+    assert!(
+        stderr(&rerun).contains(&format!(
+            "0 written, 0 quarantined, {n} duplicate(s) dropped"
+        )),
+        "{}",
+        stderr(&rerun)
+    );
+}

@@ -1,0 +1,149 @@
+//! Model check of the commit protocol on the Delta log: several writers, each with its own
+//! (possibly stale) view, commit chunk parts in random interleavings, and retry drafts whose
+//! reply they "lost". Against a simple model (a set of committed chunk parts), every outcome
+//! must be what exactly-once requires:
+//! - a commit succeeds iff none of its chunk parts was committed, and then adds all of them;
+//! - a commit that finds one of its parts committed fails with `Conflict` and adds nothing;
+//! - a retried draft whose first attempt landed is recognised (same version), never repeated;
+//! - a fresh reader sees exactly the model's chunk parts and files, versions without gaps.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use proptest::prelude::*;
+use sluice_core::Error;
+use sluice_core::lake::Lake;
+use sluice_core::ledger::{
+    ChunkPart, CommitDraft, DataFile, DeltaField, DeltaSchema, FileKind, Ledger,
+};
+
+#[derive(Debug, Clone)]
+enum Op {
+    /// Writer `w` commits chunk parts `parts` (chunk ids) in partition `year=2000+p`.
+    Commit { w: usize, parts: Vec<u8>, p: u8 },
+    /// Writer `w` retries the `pick`-th draft that landed (its reply was lost).
+    Retry { w: usize, pick: usize },
+    /// Writer `w` re-reads the log.
+    Refresh { w: usize },
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        4 => (0usize..3, prop::collection::vec(0u8..16, 1..4), 0u8..3)
+            .prop_map(|(w, parts, p)| Op::Commit { w, parts, p }),
+        1 => (0usize..3, 0usize..32).prop_map(|(w, pick)| Op::Retry { w, pick }),
+        1 => (0usize..3).prop_map(|w| Op::Refresh { w }),
+    ]
+}
+
+fn schema() -> DeltaSchema {
+    DeltaSchema {
+        fields: vec![
+            DeltaField {
+                name: "id".into(),
+                ty: "long",
+                nullable: true,
+            },
+            DeltaField {
+                name: "year".into(),
+                ty: "long",
+                nullable: true,
+            },
+        ],
+        partition_columns: vec!["year".into()],
+    }
+}
+
+async fn check(ops: Vec<Op>) {
+    let lake = Lake::from_url("memory:///lake/").unwrap();
+    let mut writers = Vec::new();
+    for i in 0..3 {
+        let mut l = Ledger::open(&lake, "t", format!("w{i}")).await.unwrap();
+        l.create_if_missing(&schema()).await.unwrap();
+        writers.push(l);
+    }
+    // Model: committed chunk parts, committed files, and the drafts that landed.
+    let mut parts: BTreeSet<ChunkPart> = BTreeSet::new();
+    let mut files: BTreeSet<String> = BTreeSet::new();
+    let mut landed: Vec<(CommitDraft, u64)> = Vec::new();
+    let mut n = 0u32;
+    for op in ops {
+        match op {
+            Op::Commit { w, parts: ids, p } => {
+                n += 1;
+                let partition = format!("year={}", 2000 + p as u32);
+                let cps: BTreeSet<ChunkPart> = ids
+                    .iter()
+                    .map(|c| ChunkPart {
+                        chunk: format!("c{c}"),
+                        partition: partition.clone(),
+                    })
+                    .collect();
+                let path = format!("t/{partition}/part-{n}.parquet");
+                let draft = CommitDraft {
+                    id: format!("commit-{n}"),
+                    add: vec![DataFile {
+                        path: path.clone(),
+                        partition: partition.clone(),
+                        rows: cps.len() as u64,
+                        bytes: 100,
+                        kind: FileKind::Data,
+                        stats: None,
+                    }],
+                    remove: vec![],
+                    chunks: cps.iter().cloned().collect(),
+                };
+                let already = cps.iter().any(|c| parts.contains(c));
+                match writers[w].commit(draft.clone()).await {
+                    Ok(c) => {
+                        assert!(!already, "a commit re-committed a chunk part: {cps:?}");
+                        parts.extend(cps);
+                        files.insert(path);
+                        landed.push((draft, c.version));
+                    }
+                    Err(Error::Conflict(_)) => {
+                        assert!(already, "conflict without a committed chunk part: {cps:?}")
+                    }
+                    Err(e) => panic!("unexpected error: {e}"),
+                }
+            }
+            Op::Retry { w, pick } => {
+                if landed.is_empty() {
+                    continue;
+                }
+                let (draft, version) = landed[pick % landed.len()].clone();
+                let c = writers[w]
+                    .commit(draft)
+                    .await
+                    .expect("a landed draft is recognised as landed");
+                assert_eq!(c.version, version, "retried draft landed twice");
+            }
+            Op::Refresh { w } => writers[w].refresh().await.unwrap(),
+        }
+        // A fresh reader sees exactly the model.
+        let fresh = Ledger::open(&lake, "t", "reader").await.unwrap();
+        let s = fresh.state();
+        assert_eq!(s.chunk_part_count(), parts.len());
+        for cp in &parts {
+            assert!(s.has_part(&cp.chunk, &cp.partition), "{cp:?} missing");
+        }
+        let got: BTreeSet<String> = s.files.keys().cloned().collect();
+        assert_eq!(got, files);
+        assert_eq!(
+            s.version as usize,
+            landed.len(),
+            "one version per landed commit"
+        );
+    }
+    // Every landed commit is its own version, numbered without gaps.
+    let versions: BTreeMap<u64, usize> = landed.iter().map(|(_, v)| (*v, 1)).collect();
+    assert_eq!(versions.len(), landed.len());
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+    #[test]
+    fn commits_are_exactly_once(ops in prop::collection::vec(op(), 1..40)) {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        rt.block_on(check(ops));
+    }
+}

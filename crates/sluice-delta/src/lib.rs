@@ -1,0 +1,137 @@
+//! # sluice-delta
+//!
+//! The parts of sluice's Delta Lake tables that need `deltalake`: checkpoints (the
+//! [`DeltaCheckpointer`] the consumer calls every 100 versions) and opening a table, at its
+//! newest version or an earlier one, for queries. Commits themselves are written by
+//! [`sluice_core::ledger::Ledger`], which needs no `deltalake`, so that the core stays light.
+//!
+//! Every table is opened on the lake's own object store (the one sluice built, with its
+//! endpoint, credentials and retries), through `deltalake`'s default log store: no global
+//! registry of URL schemes is consulted, so `s3://` works without `deltalake-aws`.
+
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use deltalake_core::DeltaTable;
+use deltalake_core::logstore::{LogStoreRef, StorageConfig, default_logstore};
+use object_store::prefix::PrefixStore;
+use sluice_core::lake::Lake;
+use sluice_core::ledger::Checkpointer;
+use sluice_core::{Error, Result};
+use url::Url;
+
+pub use deltalake_core;
+
+/// Which version of a table to read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum AsOf {
+    /// The newest version.
+    #[default]
+    Latest,
+    /// Exactly this version.
+    Version(u64),
+    /// The newest version committed at or before this instant.
+    Timestamp(DateTime<Utc>),
+}
+
+impl AsOf {
+    /// Parses `--as-of`: a version number, or an RFC 3339 timestamp (`2026-11-29T08:00:00Z`), or
+    /// a date (`2026-11-29`, meaning its midnight UTC).
+    pub fn parse(s: &str) -> Result<Self> {
+        let s = s.trim();
+        if let Ok(v) = s.parse::<u64>() {
+            return Ok(AsOf::Version(v));
+        }
+        if let Ok(t) = DateTime::parse_from_rfc3339(s) {
+            return Ok(AsOf::Timestamp(t.with_timezone(&Utc)));
+        }
+        if let Ok(d) = chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d") {
+            return Ok(AsOf::Timestamp(
+                d.and_hms_opt(0, 0, 0).expect("midnight").and_utc(),
+            ));
+        }
+        Err(Error::Config(format!(
+            "--as-of {s:?}: expected a version number, an RFC 3339 timestamp or a date (YYYY-MM-DD)"
+        )))
+    }
+}
+
+/// Maps a `deltalake` error into sluice's error, naming the table.
+pub fn delta_error(table_url: &Url, e: deltalake_core::DeltaTableError) -> Error {
+    use deltalake_core::DeltaTableError as D;
+    match e {
+        D::ObjectStore { source } => Error::ObjectStore(source),
+        D::NotATable(_) => Error::NotFound {
+            what: "Delta table",
+            name: table_url.to_string(),
+        },
+        other => Error::CorruptLog {
+            path: table_url.to_string(),
+            message: other.to_string(),
+        },
+    }
+}
+
+/// The URL of a table directory (relative to the lake root).
+pub fn table_url(lake: &Lake, table_dir: &str) -> Result<Url> {
+    let mut dir = table_dir.trim_matches('/').to_string();
+    dir.push('/');
+    lake.url
+        .join(&dir)
+        .map_err(|e| Error::Config(format!("table directory {table_dir:?}: {e}")))
+}
+
+/// A `deltalake` log store for the table in `table_dir`, on the lake's own object store.
+pub fn log_store(lake: &Lake, table_dir: &str) -> Result<LogStoreRef> {
+    let url = table_url(lake, table_dir)?;
+    let prefixed = Arc::new(PrefixStore::new(lake.store.clone(), lake.path(table_dir)));
+    Ok(default_logstore(
+        prefixed,
+        lake.store.clone(),
+        &url,
+        &StorageConfig::default(),
+    ))
+}
+
+/// Opens the table in `table_dir` at `as_of`.
+pub async fn open_table(lake: &Lake, table_dir: &str, as_of: AsOf) -> Result<DeltaTable> {
+    let url = table_url(lake, table_dir)?;
+    let mut table = DeltaTable::new(log_store(lake, table_dir)?);
+    let loaded = match as_of {
+        AsOf::Latest => table.load().await,
+        AsOf::Version(v) => table.load_version(v as _).await,
+        AsOf::Timestamp(t) => table.load_with_datetime(t).await,
+    };
+    loaded.map_err(|e| delta_error(&url, e))?;
+    Ok(table)
+}
+
+/// Writes checkpoints with `deltalake`, then removes log files older than the table's log
+/// retention (30 days unless `delta.logRetentionDuration` says otherwise) that the checkpoint
+/// makes unnecessary.
+#[derive(Debug, Default, Clone)]
+pub struct DeltaCheckpointer;
+
+#[async_trait::async_trait]
+impl Checkpointer for DeltaCheckpointer {
+    async fn checkpoint(&self, lake: &Lake, table_dir: &str, version: u64) -> Result<()> {
+        let url = table_url(lake, table_dir)?;
+        let table = open_table(lake, table_dir, AsOf::Version(version)).await?;
+        deltalake_core::checkpoints::create_checkpoint(&table, None)
+            .await
+            .map_err(|e| delta_error(&url, e))?;
+        match deltalake_core::checkpoints::cleanup_metadata(&table, None).await {
+            Ok(n) if n > 0 => {
+                tracing::debug!(table = %url, removed = n, "expired log files removed")
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(table = %url, error = %e, "log clean-up failed"),
+        }
+        Ok(())
+    }
+}
+
+/// The checkpointer sluice uses, as the core's trait object.
+pub fn checkpointer() -> Arc<dyn Checkpointer> {
+    Arc::new(DeltaCheckpointer)
+}
