@@ -153,6 +153,36 @@ fn independent_delta_readers_count_exactly_the_committed_rows() {
         ],
     ));
     assert_eq!(at_v0, "n\n0\n");
+    // A time: the newest version committed by then.
+    let now = chrono::Utc::now().to_rfc3339();
+    let at_now = ok(&sluice(
+        &home,
+        &[
+            "query",
+            "SELECT count(*) AS n FROM employment",
+            "--format",
+            "csv",
+            "--as-of",
+            &now,
+        ],
+    ));
+    assert_eq!(at_now, format!("n\n{n}\n"));
+    let before = sluice(
+        &home,
+        &[
+            "query",
+            "SELECT count(*) FROM employment",
+            "--as-of",
+            "2000-01-01",
+        ],
+    );
+    assert!(!before.status.success());
+    assert!(
+        stderr(&before).contains("table version not found")
+            && stderr(&before).contains("as of 2000-01-01"),
+        "{}",
+        stderr(&before)
+    );
     // Partitions come from the log.
     let parts = ok(&sluice(&home, &["catalog", "partitions", "employment"]));
     let total: u64 = parts

@@ -147,3 +147,45 @@ proptest! {
         rt.block_on(check(ops));
     }
 }
+
+/// A checkpoint that fails never turns a commit that landed into an error.
+#[tokio::test]
+async fn a_failed_checkpoint_does_not_fail_the_commit() {
+    #[derive(Debug)]
+    struct Broken(std::sync::atomic::AtomicU32);
+    #[async_trait::async_trait]
+    impl sluice_core::ledger::Checkpointer for Broken {
+        async fn checkpoint(&self, _: &Lake, _: &str, version: u64) -> sluice_core::Result<()> {
+            self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            Err(Error::CorruptLog {
+                path: format!("checkpoint {version}"),
+                message: "injected".into(),
+            })
+        }
+    }
+    let broken = std::sync::Arc::new(Broken(Default::default()));
+    let lake = Lake::from_url("memory:///lake/").unwrap();
+    let mut log = Ledger::open(&lake, "t", "w")
+        .await
+        .unwrap()
+        .with_checkpointer(Some(broken.clone()));
+    log.create_if_missing(&schema()).await.unwrap();
+    for i in 1..=sluice_core::ledger::CHECKPOINT_INTERVAL {
+        let draft = CommitDraft {
+            id: format!("c{i}"),
+            add: vec![],
+            remove: vec![],
+            chunks: vec![ChunkPart {
+                chunk: format!("c{i}"),
+                partition: "year=2000".into(),
+            }],
+        };
+        assert_eq!(log.commit(draft).await.unwrap().version, i);
+    }
+    assert_eq!(broken.0.load(std::sync::atomic::Ordering::SeqCst), 1);
+    let fresh = Ledger::open(&lake, "t", "r").await.unwrap();
+    assert_eq!(
+        fresh.state().version,
+        sluice_core::ledger::CHECKPOINT_INTERVAL
+    );
+}

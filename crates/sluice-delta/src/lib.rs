@@ -56,6 +56,16 @@ impl AsOf {
     }
 }
 
+impl AsOf {
+    fn describe(&self) -> String {
+        match self {
+            AsOf::Latest => "the newest version".into(),
+            AsOf::Version(v) => format!("version {v}"),
+            AsOf::Timestamp(t) => t.to_rfc3339(),
+        }
+    }
+}
+
 /// Maps a `deltalake` error into sluice's error, naming the table.
 pub fn delta_error(table_url: &Url, e: deltalake_core::DeltaTableError) -> Error {
     use deltalake_core::DeltaTableError as D;
@@ -102,8 +112,45 @@ pub async fn open_table(lake: &Lake, table_dir: &str, as_of: AsOf) -> Result<Del
         AsOf::Version(v) => table.load_version(v as _).await,
         AsOf::Timestamp(t) => table.load_with_datetime(t).await,
     };
-    loaded.map_err(|e| delta_error(&url, e))?;
-    Ok(table)
+    match loaded {
+        Ok(()) => {
+            // deltalake falls back to the first version for a time before it; that version did
+            // not exist then.
+            if let AsOf::Timestamp(t) = as_of
+                && let Ok(snapshot) = table.snapshot()
+                && let Some(ts) = snapshot.version_timestamp(snapshot.version())
+                && ts > t.timestamp_millis()
+            {
+                return Err(Error::NotFound {
+                    what: "table version",
+                    name: format!(
+                        "{url} as of {} (its first version was committed at {})",
+                        as_of.describe(),
+                        DateTime::from_timestamp_millis(ts)
+                            .map(|d| d.to_rfc3339())
+                            .unwrap_or_else(|| ts.to_string())
+                    ),
+                });
+            }
+            Ok(table)
+        }
+        // The log is there but not the version asked for (before the table's first commit, or
+        // past its newest, or removed by log clean-up).
+        Err(e)
+            if as_of != AsOf::Latest
+                && !matches!(
+                    e,
+                    deltalake_core::DeltaTableError::ObjectStore { .. }
+                        | deltalake_core::DeltaTableError::NotATable(_)
+                ) =>
+        {
+            Err(Error::NotFound {
+                what: "table version",
+                name: format!("{url} as of {} ({e})", as_of.describe()),
+            })
+        }
+        Err(e) => Err(delta_error(&url, e)),
+    }
 }
 
 /// Writes checkpoints with `deltalake`, then removes log files older than the table's log

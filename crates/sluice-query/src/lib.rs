@@ -57,7 +57,10 @@ async fn delta_provider(
 ) -> Result<Option<Arc<dyn TableProvider>>, QueryError> {
     let table = match sluice_delta::open_table(lake, dir, as_of).await {
         Ok(t) => t,
-        Err(sluice_core::Error::NotFound { .. }) => return Ok(None),
+        Err(sluice_core::Error::NotFound {
+            what: "Delta table",
+            ..
+        }) => return Ok(None),
         Err(e) => return Err(e.into()),
     };
     let url = sluice_delta::table_url(lake, dir)?;
