@@ -111,8 +111,9 @@ pub struct BatchFailure {
 ///
 /// # Contract
 /// - **At-least-once**: a sent message is delivered until deleted; a delivery may repeat.
-/// - `send_batch` takes 1 to [`MAX_BATCH`] bodies whose total size is at most
-///   [`Queue::max_message_bytes`]; a larger request fails whole with `MessageTooLarge`.
+/// - `send_batch` takes 1 to [`MAX_BATCH`] bodies, each at most [`Queue::max_message_bytes`],
+///   whose total size is at most [`Queue::max_batch_bytes`]; a larger request fails whole with
+///   `MessageTooLarge`.
 ///   Once it returns `Ok`, every message is durable.
 /// - `receive` returns up to `max_messages` visible messages, making each invisible for the
 ///   visibility timeout and incrementing its receive count; with a `wait`, it returns as soon
