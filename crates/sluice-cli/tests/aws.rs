@@ -111,7 +111,6 @@ fn csv_to_sqs_to_s3_to_glue_then_query_from_s3() {
     ]));
     assert_eq!(q, format!("n,ids,total\n3000,3000,{sum}\n"));
     // A reader sluice does not control reads the Delta table on S3: the `deltalake` package.
-    let python = std::env::var("SLUICE_PYTHON").unwrap_or_else(|_| "python3".into());
     let script = r#"
 import os, sys, deltalake, pyarrow.compute as pc
 opts = {"AWS_ENDPOINT_URL": sys.argv[2], "AWS_ALLOW_HTTP": "true", "AWS_REGION": "us-east-1",
@@ -121,22 +120,12 @@ print(t.num_rows, pc.sum(t["amount_cents"]).as_py(), flush=True)
 # The Rust reader's thread pool can abort the interpreter's teardown: the answer is printed.
 os._exit(0)
 "#;
-    let out = Command::new(&python)
-        .arg("-c")
-        .arg(script)
-        .arg(format!("s3://{}/raw/events", s.bucket))
-        .arg(endpoint())
-        .output()
-        .expect("python");
-    assert!(
-        out.status.success(),
-        "{python} with deltalake is needed (bash .ci/run installs it): {}",
-        String::from_utf8_lossy(&out.stderr)
+    let got = common::python(
+        script,
+        &[&format!("s3://{}/raw/events", s.bucket), &endpoint()],
+        "deltalake",
     );
-    assert_eq!(
-        String::from_utf8_lossy(&out.stdout).trim(),
-        format!("3000 {sum}")
-    );
+    assert_eq!(got, format!("3000 {sum}"));
 
     let parts = ok(&s.run(&["catalog", "partitions", "events"]));
     assert_eq!(parts.lines().count(), 1 + 6, "{parts}");

@@ -57,7 +57,6 @@ fn run_and_kill(mut cmd: Command, after: Duration) -> bool {
 /// (rows, distinct ids, sum of amount_cents) of the Delta table, by DuckDB's Delta extension:
 /// what every reader of the log sees, whatever orphan files the killed consumers left.
 fn duckdb_count(lake_table: &Path) -> (u64, u64, i64) {
-    let python = std::env::var("SLUICE_PYTHON").unwrap_or_else(|_| "python3".into());
     let script = r#"
 import os, sys, duckdb
 from duckdb_extensions import import_extension
@@ -70,18 +69,11 @@ print(n, d, s, flush=True)
 con.close()
 os._exit(0)
 "#;
-    let out = Command::new(&python)
-        .arg("-c")
-        .arg(script)
-        .arg(lake_table)
-        .output()
-        .expect("python");
-    assert!(
-        out.status.success(),
-        "{python} with duckdb is needed (bash .ci/run installs it): {}",
-        String::from_utf8_lossy(&out.stderr)
+    let text = common::python(
+        script,
+        &[lake_table.to_str().unwrap()],
+        "duckdb (delta extension)",
     );
-    let text = String::from_utf8_lossy(&out.stdout);
     let v: Vec<i64> = text
         .split_whitespace()
         .map(|x| x.parse().unwrap())

@@ -2,36 +2,14 @@
 //! extension, Polars, the `deltalake` package), and the exactly-once records through
 //! checkpoints and the upgrade of lakes written by earlier versions.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::path::Path;
+use std::process::Output;
 
 mod common;
-use common::ok;
-
-fn sample() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../data/us-employment.csv")
-}
-
-fn sluice(home: &Path, args: &[&str]) -> Output {
-    common::command(home, args).output().expect("run sluice")
-}
+use common::{expected, ok, sample, sluice};
 
 fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
-}
-
-/// (rows, sum of nonfarm) computed straight from the CSV.
-fn expected() -> (u64, i64) {
-    let text = std::fs::read_to_string(sample()).unwrap();
-    let mut lines = text.lines();
-    let header: Vec<&str> = lines.next().unwrap().split(',').collect();
-    let idx = header.iter().position(|h| *h == "nonfarm").unwrap();
-    let (mut n, mut sum) = (0, 0);
-    for l in lines {
-        n += 1;
-        sum += l.split(',').nth(idx).unwrap().parse::<i64>().unwrap();
-    }
-    (n, sum)
 }
 
 fn run_employment(home: &Path) -> Output {
@@ -53,7 +31,6 @@ fn run_employment(home: &Path) -> Output {
 /// Counts of a Delta table by three independent readers: "duckdb n sum | polars n sum |
 /// deltalake n sum".
 fn independent_counts(table_dir: &Path, value_col: &str) -> String {
-    let python = std::env::var("SLUICE_PYTHON").unwrap_or_else(|_| "python3".into());
     let script = r#"
 import os, sys, duckdb, polars as pl, deltalake, pyarrow.compute as pc
 from duckdb_extensions import import_extension
@@ -70,19 +47,11 @@ print(f"{d[0]} {d[1]} | {p[0]} {p[1]} | {t.num_rows} {pc.sum(t[col]).as_py()}", 
 con.close()
 os._exit(0)
 "#;
-    let out = Command::new(&python)
-        .arg("-c")
-        .arg(script)
-        .arg(table_dir)
-        .arg(value_col)
-        .output()
-        .expect("python");
-    assert!(
-        out.status.success(),
-        "{python} with duckdb (delta extension), polars and deltalake is needed (bash .ci/run installs them): {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
+    common::python(
+        script,
+        &[table_dir.to_str().unwrap(), value_col],
+        "duckdb (delta extension), polars and deltalake",
+    )
 }
 
 #[test]

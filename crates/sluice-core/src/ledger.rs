@@ -348,25 +348,9 @@ pub fn encode_path(p: &str) -> String {
     out
 }
 
-/// Decodes a Delta `add.path`.
+/// Decodes a Delta `add.path` (percent-decoding, the same as undoing Hive's escapes).
 pub fn decode_path(p: &str) -> String {
-    let b = p.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'%'
-            && i + 2 < b.len()
-            && let Ok(v) =
-                u8::from_str_radix(std::str::from_utf8(&b[i + 1..i + 3]).unwrap_or("zz"), 16)
-        {
-            out.push(v);
-            i += 3;
-            continue;
-        }
-        out.push(b[i]);
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
+    crate::partition::unescape_path_name(p)
 }
 
 impl Ledger {

@@ -1,6 +1,7 @@
-//! Helpers shared by the CLI test files.
+//! Helpers shared by the CLI test files (each test binary uses some of them).
+#![allow(dead_code)]
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 /// `sluice --home HOME ARGS…`, run from the home's parent, ignoring the caller's SLUICE_*.
@@ -29,4 +30,46 @@ pub fn ok(o: &Output) -> String {
         String::from_utf8_lossy(&o.stderr)
     );
     String::from_utf8(o.stdout.clone()).expect("utf-8 output")
+}
+
+/// `sluice --home HOME ARGS…`, run to completion.
+pub fn sluice(home: &Path, args: &[&str]) -> Output {
+    command(home, args).output().expect("run sluice")
+}
+
+/// The shipped sample CSV.
+pub fn sample() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../data/us-employment.csv")
+}
+
+/// (rows, sum of nonfarm) of the sample, computed straight from the CSV.
+pub fn expected() -> (u64, i64) {
+    let text = std::fs::read_to_string(sample()).unwrap();
+    let mut lines = text.lines();
+    let header: Vec<&str> = lines.next().unwrap().split(',').collect();
+    let idx = header.iter().position(|h| *h == "nonfarm").unwrap();
+    let (mut n, mut sum) = (0, 0);
+    for l in lines {
+        n += 1;
+        sum += l.split(',').nth(idx).unwrap().parse::<i64>().unwrap();
+    }
+    (n, sum)
+}
+
+/// Runs a Python script with the test venv's interpreter (`SLUICE_PYTHON`) and returns its
+/// trimmed stdout; `needs` names the packages, for the message when they are missing.
+pub fn python(script: &str, args: &[&str], needs: &str) -> String {
+    let python = std::env::var("SLUICE_PYTHON").unwrap_or_else(|_| "python3".into());
+    let out = Command::new(&python)
+        .arg("-c")
+        .arg(script)
+        .args(args)
+        .output()
+        .expect("python");
+    assert!(
+        out.status.success(),
+        "{python} with {needs} is needed (bash .ci/run installs it): {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
