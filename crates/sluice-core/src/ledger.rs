@@ -653,31 +653,15 @@ impl Ledger {
                         self.add_file(paths.value(i), size, st);
                     }
                 }
-                if let Some(remove) = batch.column_by_name("remove") {
-                    let remove = remove
-                        .as_struct_opt()
-                        .ok_or_else(|| corrupt("remove is not a struct".into()))?;
-                    if let Some(paths) = string_field(remove, "path") {
-                        for i in 0..remove.len() {
-                            if !remove.is_null(i) && paths.is_valid(i) {
-                                let rel = format!("{}{}", self.dir, decode_path(paths.value(i)));
-                                self.state.removed.insert(rel);
-                            }
-                        }
-                    }
-                }
-                if let Some(txn) = batch.column_by_name("txn") {
-                    let txn = txn
-                        .as_struct_opt()
-                        .ok_or_else(|| corrupt("txn is not a struct".into()))?;
-                    if let Some(ids) = string_field(txn, "appId") {
-                        for i in 0..txn.len() {
-                            if !txn.is_null(i) && ids.is_valid(i) {
-                                self.state.app_ids.insert(ids.value(i).to_string());
-                            }
-                        }
-                    }
-                }
+                let dir = self.dir.clone();
+                for_each_string(&batch, "remove", "path", &corrupt, |p| {
+                    self.state
+                        .removed
+                        .insert(format!("{dir}{}", decode_path(p)));
+                })?;
+                for_each_string(&batch, "txn", "appId", &corrupt, |id| {
+                    self.state.app_ids.insert(id.to_string());
+                })?;
                 if let Some(meta) = batch.column_by_name("metaData") {
                     let meta = meta
                         .as_struct_opt()
@@ -939,6 +923,30 @@ pub async fn history(lake: &Lake, dir: &str, limit: usize) -> Result<Vec<History
         out.push(e);
     }
     Ok(out)
+}
+
+/// Calls `f` with `action.field` of every row of a checkpoint batch that has that action.
+fn for_each_string(
+    batch: &arrow::array::RecordBatch,
+    action: &str,
+    field: &str,
+    corrupt: &dyn Fn(String) -> Error,
+    mut f: impl FnMut(&str),
+) -> Result<()> {
+    let Some(col) = batch.column_by_name(action) else {
+        return Ok(());
+    };
+    let s = col
+        .as_struct_opt()
+        .ok_or_else(|| corrupt(format!("{action} is not a struct")))?;
+    if let Some(values) = string_field(s, field) {
+        for i in 0..s.len() {
+            if !s.is_null(i) && values.is_valid(i) {
+                f(values.value(i));
+            }
+        }
+    }
+    Ok(())
 }
 
 fn string_field(s: &StructArray, name: &str) -> Option<arrow::array::StringArray> {
