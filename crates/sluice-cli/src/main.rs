@@ -109,6 +109,12 @@ enum Command {
     /// Convert a table written by an earlier sluice (`_sluice/log`) into a Delta Lake table in
     /// place: files kept, a Delta log written from the old log, chunk parts carried over.
     Upgrade(UpgradeArgs),
+    /// Rewrite a table's small files into files of the target size, per partition, as one Delta
+    /// version; consumers may keep committing meanwhile.
+    #[command(
+        after_help = "Examples:\n  sluice compact --table trips\n  sluice compact --table trips --where 'year = 2024' --target-size 256MiB"
+    )]
+    Compact(CompactArgs),
     /// Benchmark `run` on generated TPC-H lineitem data.
     Bench(bench::BenchArgs),
 }
@@ -306,6 +312,45 @@ enum CatalogCommand {
 }
 
 #[derive(Debug, Args)]
+struct CompactArgs {
+    #[arg(long, env = "SLUICE_TABLE")]
+    table: String,
+    /// Only these partitions: `KEY = VALUE` conditions joined by AND.
+    #[arg(long = "where", value_name = "CONDITIONS")]
+    filter: Option<String>,
+    /// Size of the files to write (bytes, or with KiB, MiB, GiB, KB, MB, GB).
+    #[arg(long, default_value = "128MiB", value_parser = parse_size)]
+    target_size: u64,
+}
+
+/// `128MiB`, `64MB`, `1048576`.
+fn parse_size(s: &str) -> std::result::Result<u64, String> {
+    let t = s.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("{s:?} is not a size (e.g. 128MiB)"))?;
+    let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "kib" => 1 << 10,
+        "mib" => 1 << 20,
+        "gib" => 1 << 30,
+        "kb" => 1_000,
+        "mb" => 1_000_000,
+        "gb" => 1_000_000_000,
+        _ => {
+            return Err(format!(
+                "{s:?}: unknown unit (use KiB, MiB, GiB, KB, MB, GB)"
+            ));
+        }
+    };
+    n.checked_mul(mult)
+        .filter(|v| *v > 0)
+        .ok_or_else(|| format!("{s:?} is not a usable size"))
+}
+
+#[derive(Debug, Args)]
 struct UpgradeArgs {
     #[arg(long, env = "SLUICE_TABLE")]
     table: String,
@@ -477,6 +522,30 @@ async fn run(cli: Cli) -> Result<()> {
                 b.lake
                     .url_of(&sluice_core::lake::Lake::quarantine_dir(&a.table)),
             );
+            Ok(())
+        }
+        Command::Compact(a) => {
+            let b = ctx.backends(Some(&a.table)).await?;
+            b.catalog.get_table(&b.database, &a.table).await?;
+            let filter = match &a.filter {
+                Some(f) => sluice_delta::parse_partition_filter(f)?,
+                None => vec![],
+            };
+            let props = sluice_core::writer::writer_properties(&Default::default())?;
+            let dir = sluice_core::lake::Lake::table_dir(&a.table);
+            let r = sluice_delta::compact(&b.lake, &dir, a.target_size, &filter, props).await?;
+            match r.version {
+                Some(v) => println!(
+                    "compacted {}: {} file(s) ({:.1} MB) rewritten as {} file(s) ({:.1} MB) in {} partition(s); Delta version {v}",
+                    a.table,
+                    r.files_removed,
+                    r.bytes_removed as f64 / 1e6,
+                    r.files_added,
+                    r.bytes_added as f64 / 1e6,
+                    r.partitions
+                ),
+                None => println!("compacted {}: nothing to compact", a.table),
+            }
             Ok(())
         }
         Command::Bench(a) => bench::run(a).await,

@@ -327,3 +327,95 @@ fn a_lake_of_an_earlier_version_is_refused_then_upgraded_in_place() {
         stderr(&rerun)
     );
 }
+
+/// Data files of a table on disk (not the log's checkpoints).
+fn data_files(table: &Path) -> usize {
+    let mut n = 0;
+    let mut stack = vec![table.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap().flatten() {
+            let p = e.path();
+            if p.is_dir() && !e.file_name().to_string_lossy().starts_with('_') {
+                stack.push(p);
+            } else if p.extension().is_some_and(|x| x == "parquet") {
+                n += 1;
+            }
+        }
+    }
+    n
+}
+
+#[test]
+fn compaction_keeps_rows_exactly_once_and_earlier_versions_readable() {
+    let dir = tempfile::tempdir().unwrap();
+    let home = dir.path().join("home");
+    let files = tiny_files(dir.path(), 60);
+    let produce = |home: &Path| {
+        let mut args = vec!["produce"];
+        args.extend(files.iter().map(String::as_str));
+        args.extend(["--table", "t", "--partition-by", "year(d)"]);
+        ok(&sluice(home, &args));
+    };
+    produce(&home);
+    ok(&sluice(
+        &home,
+        &["consume", "--table", "t", "--once", "--rotate-rows", "1"],
+    ));
+    let table = home.join("lake/t");
+    let sum: usize = (0..60).map(|i| i * 10).sum();
+    let want = format!("60 {sum} | 60 {sum} | 60 {sum}");
+    assert_eq!(independent_counts(&table, "v"), want);
+    assert_eq!(data_files(&table), 60);
+    // One partition first, then the rest.
+    let one = ok(&sluice(
+        &home,
+        &["compact", "--table", "t", "--where", "year = 2001"],
+    ));
+    assert!(
+        one.contains("12 file(s)") && one.contains("in 1 partition(s); Delta version 61"),
+        "{one}"
+    );
+    let rest = ok(&sluice(&home, &["compact", "--table", "t"]));
+    assert!(
+        rest.contains("48 file(s)") && rest.contains("in 4 partition(s)"),
+        "{rest}"
+    );
+    let again = ok(&sluice(&home, &["compact", "--table", "t"]));
+    assert!(again.contains("nothing to compact"), "{again}");
+    // One file per partition now, the same rows for every reader.
+    let parts = ok(&sluice(&home, &["catalog", "partitions", "t"]));
+    assert_eq!(parts.lines().count(), 1 + 5, "{parts}");
+    assert!(
+        parts
+            .lines()
+            .skip(1)
+            .all(|l| l.split('\t').nth(1) == Some("1")),
+        "{parts}"
+    );
+    assert_eq!(independent_counts(&table, "v"), want);
+    // The exactly-once records survive: the same files again add nothing.
+    produce(&home);
+    let c = sluice(&home, &["consume", "--table", "t", "--once"]);
+    ok(&c);
+    assert!(
+        stderr(&c).contains("0 written, 0 quarantined, 60 duplicate(s) dropped"),
+        "{}",
+        stderr(&c)
+    );
+    // The replaced files stay for earlier versions: repair keeps them, time travel reads them.
+    let r = ok(&sluice(&home, &["repair", "--table", "t"]));
+    assert!(r.contains("removed 0 uncommitted file(s)"), "{r}");
+    assert_eq!(data_files(&table), 60 + 5);
+    let before = ok(&sluice(
+        &home,
+        &[
+            "query",
+            "SELECT count(*) AS n, sum(v) AS s FROM t",
+            "--format",
+            "csv",
+            "--as-of",
+            "60",
+        ],
+    ));
+    assert_eq!(before, format!("n,s\n60,{sum}\n"));
+}
