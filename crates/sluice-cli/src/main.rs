@@ -115,6 +115,11 @@ enum Command {
         after_help = "Examples:\n  sluice compact --table trips\n  sluice compact --table trips --where 'year = 2024' --target-size 256MiB"
     )]
     Compact(CompactArgs),
+    /// Delete the files that compaction replaced, once older than the retention.
+    #[command(
+        after_help = "Examples:\n  sluice vacuum --table trips --dry-run\n  sluice vacuum --table trips --retain 24h"
+    )]
+    Vacuum(VacuumArgs),
     /// Benchmark `run` on generated TPC-H lineitem data.
     Bench(bench::BenchArgs),
 }
@@ -309,6 +314,19 @@ enum CatalogCommand {
     },
     /// Print the Athena CREATE EXTERNAL TABLE statement of a table.
     Ddl { table: String },
+}
+
+#[derive(Debug, Args)]
+struct VacuumArgs {
+    #[arg(long, env = "SLUICE_TABLE")]
+    table: String,
+    /// Keep replaced files this long (s, m, h, d), so that readers of earlier versions and
+    /// time travel within it still find them.
+    #[arg(long, default_value = "168h")]
+    retain: String,
+    /// List the files (with sizes) instead of deleting them.
+    #[arg(long)]
+    dry_run: bool,
 }
 
 #[derive(Debug, Args)]
@@ -545,6 +563,28 @@ async fn run(cli: Cli) -> Result<()> {
                     r.partitions
                 ),
                 None => println!("compacted {}: nothing to compact", a.table),
+            }
+            Ok(())
+        }
+        Command::Vacuum(a) => {
+            let b = ctx.backends(Some(&a.table)).await?;
+            b.catalog.get_table(&b.database, &a.table).await?;
+            let retain = sluice_delta::parse_duration(&a.retain)?;
+            let dir = sluice_core::lake::Lake::table_dir(&a.table);
+            let r = sluice_delta::vacuum(&b.lake, &dir, retain, a.dry_run).await?;
+            if r.dry_run {
+                let total: u64 = r.files.iter().map(|(_, s)| s).sum();
+                println!(
+                    "vacuum {} (dry run): would delete {} file(s), {:.1} MB",
+                    a.table,
+                    r.files.len(),
+                    total as f64 / 1e6
+                );
+                for (f, size) in &r.files {
+                    println!("  {size}\t{f}");
+                }
+            } else {
+                println!("vacuum {}: deleted {} file(s)", a.table, r.files.len());
             }
             Ok(())
         }

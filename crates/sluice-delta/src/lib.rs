@@ -289,3 +289,70 @@ mod tests {
         assert!(parse_partition_filter("year").is_err());
     }
 }
+
+/// What a vacuum did (or, dry, would do).
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct VacuumReport {
+    pub dry_run: bool,
+    /// Files (relative to the table) with their sizes in bytes.
+    pub files: Vec<(String, u64)>,
+}
+
+/// Deletes the files that versions of the table in `table_dir` removed (compaction) more than
+/// `retain` ago. Readers still on a version older than `retain` lose its files; readers of
+/// newer versions lose nothing. Files no version ever named (uploads of consumers that died)
+/// are `sluice repair`'s, which never touches a running consumer's uploads.
+pub async fn vacuum(
+    lake: &Lake,
+    table_dir: &str,
+    retain: std::time::Duration,
+    dry_run: bool,
+) -> Result<VacuumReport> {
+    use object_store::ObjectStoreExt;
+    let url = table_url(lake, table_dir)?;
+    let table = open_table(lake, table_dir, AsOf::Latest).await?;
+    let retain =
+        chrono::Duration::from_std(retain).map_err(|e| Error::Config(format!("--retain: {e}")))?;
+    let (_, m) = table
+        .vacuum()
+        .with_retention_period(retain)
+        .with_enforce_retention_duration(false)
+        .with_dry_run(dry_run)
+        .await
+        .map_err(|e| delta_error(&url, e))?;
+    let mut files = Vec::with_capacity(m.files_deleted.len());
+    for f in m.files_deleted {
+        let rel = f
+            .strip_prefix(url.as_str())
+            .map(str::to_string)
+            .unwrap_or(f);
+        let size = if dry_run {
+            let path = lake.path(&format!("{}/{rel}", table_dir.trim_matches('/')));
+            lake.store.head(&path).await.map(|m| m.size).unwrap_or(0)
+        } else {
+            0
+        };
+        files.push((rel, size));
+    }
+    Ok(VacuumReport {
+        dry_run: m.dry_run,
+        files,
+    })
+}
+
+/// Parses a duration such as `168h`, `7d`, `30m`, `90s`.
+pub fn parse_duration(s: &str) -> Result<std::time::Duration> {
+    let t = s.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let bad = || Error::Config(format!("{s:?} is not a duration (e.g. 168h, 7d, 30m)"));
+    let n: u64 = num.parse().map_err(|_| bad())?;
+    let secs = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3_600,
+        "d" => 86_400,
+        _ => return Err(bad()),
+    };
+    Ok(std::time::Duration::from_secs(n * secs))
+}
