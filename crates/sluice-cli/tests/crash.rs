@@ -54,18 +54,52 @@ fn run_and_kill(mut cmd: Command, after: Duration) -> bool {
     killed
 }
 
-/// (rows, distinct ids, sum of amount_cents) of the Delta table, by DuckDB's Delta extension:
-/// what every reader of the log sees, whatever orphan files the killed consumers left.
-fn duckdb_count(lake_table: &Path) -> (u64, u64, i64) {
+/// (rows, distinct ids, sum of amount_cents) of the Delta table, by DuckDB's Delta extension,
+/// Polars and the `deltalake` package, which must agree: what every reader of the log sees,
+/// whatever orphan files the killed consumers left.
+fn readers_count(lake_table: &Path) -> (u64, u64, i64) {
+    let script = r#"
+import os, sys, duckdb, polars as pl, deltalake, pyarrow.compute as pc
+from duckdb_extensions import import_extension
+path = sys.argv[1]
+import_extension("delta")
+con = duckdb.connect()
+con.execute("LOAD delta")
+print(*con.execute(f"SELECT count(*), count(DISTINCT id), sum(amount_cents) FROM delta_scan('{path}')").fetchone())
+print(*pl.scan_delta(path).select(pl.len(), pl.col("id").n_unique(), pl.col("amount_cents").sum()).collect().row(0))
+t = deltalake.DeltaTable(path).to_pyarrow_table()
+print(t.num_rows, len(pc.unique(t["id"])), pc.sum(t["amount_cents"]).as_py(), flush=True)
+# The Delta extension can abort the interpreter's teardown: the answers are printed, leave now.
+con.close()
+os._exit(0)
+"#;
+    let text = common::python(
+        script,
+        &[lake_table.to_str().unwrap()],
+        "duckdb (delta extension), polars and deltalake",
+    );
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 3, "{text}");
+    assert!(
+        lines.iter().all(|l| *l == lines[0]),
+        "DuckDB, Polars and deltalake disagree: {text}"
+    );
+    let v: Vec<i64> = lines[0]
+        .split_whitespace()
+        .map(|x| x.parse().unwrap())
+        .collect();
+    (v[0] as u64, v[1] as u64, v[2])
+}
+
+/// (rows, distinct ids) by DuckDB's Delta extension alone, for reads while consumers run.
+fn duckdb_count(lake_table: &Path) -> (u64, u64) {
     let script = r#"
 import os, sys, duckdb
 from duckdb_extensions import import_extension
 import_extension("delta")
 con = duckdb.connect()
 con.execute("LOAD delta")
-n, d, s = con.execute(f"SELECT count(*), count(DISTINCT id), sum(amount_cents) FROM delta_scan('{sys.argv[1]}')").fetchone()
-print(n, d, s, flush=True)
-# The Delta extension can abort the interpreter's teardown: the answer is printed, leave now.
+print(*con.execute(f"SELECT count(*), count(DISTINCT id) FROM delta_scan('{sys.argv[1]}')").fetchone(), flush=True)
 con.close()
 os._exit(0)
 "#;
@@ -74,11 +108,37 @@ os._exit(0)
         &[lake_table.to_str().unwrap()],
         "duckdb (delta extension)",
     );
-    let v: Vec<i64> = text
+    let v: Vec<u64> = text
         .split_whitespace()
         .map(|x| x.parse().unwrap())
         .collect();
-    (v[0] as u64, v[1] as u64, v[2])
+    (v[0], v[1])
+}
+
+/// Counts the table with DuckDB over and over until `stop`, from another thread: whatever the
+/// consumers are doing (uploading, committing, dying), a reader of the log never sees a row
+/// twice or more rows than were produced. Returns the number of reads.
+fn watch_readers(
+    table: PathBuf,
+    rows: u64,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> std::thread::JoinHandle<u64> {
+    std::thread::spawn(move || {
+        let mut reads = 0;
+        while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+            if !table.join("_delta_log/00000000000000000000.json").is_file() {
+                std::thread::sleep(Duration::from_millis(50));
+                continue;
+            }
+            let (n, distinct) = duckdb_count(&table);
+            assert!(
+                n == distinct && n <= rows,
+                "a reader saw {n} rows, {distinct} distinct ids (of {rows})"
+            );
+            reads += 1;
+        }
+        reads
+    })
 }
 
 fn setup(dir: &Path, rows: u64) -> (PathBuf, PathBuf, i64) {
@@ -152,6 +212,8 @@ fn sigkill_at_random_moments_loses_and_duplicates_nothing() {
         }
         sluice(home, &args)
     };
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let watcher = watch_readers(home.join("lake/events"), rows, stop.clone());
     let mut landed_kills = 0;
     for _ in 0..kills {
         // Kill anywhere from start-up to well into receiving, writing, committing and deleting.
@@ -162,6 +224,12 @@ fn sigkill_at_random_moments_loses_and_duplicates_nothing() {
             landed_kills += 1;
         }
     }
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let reads = watcher
+        .join()
+        .expect("no reader saw a duplicate or an uncommitted row");
+    eprintln!("crash test: the table was read {reads} time(s) while consumers were killed");
+    assert!(reads > 0, "the watcher read the table at least once");
     assert_eq!(
         landed_kills, kills,
         "every consumer was still running when killed"
@@ -177,7 +245,7 @@ fn sigkill_at_random_moments_loses_and_duplicates_nothing() {
         stats.contains("dead-letter queue events_dlq: 0 message(s)"),
         "{stats}"
     );
-    let (n, distinct, s) = duckdb_count(&home.join("lake/events"));
+    let (n, distinct, s) = readers_count(&home.join("lake/events"));
     assert_eq!(
         (n, distinct, s),
         (rows, rows, sum),
@@ -247,7 +315,7 @@ fn four_consumers_at_once_count_exactly() {
         }
     }
     assert!(committed_by >= 2, "work was shared between consumers");
-    let (n, distinct, s) = duckdb_count(&home.join("lake/events"));
+    let (n, distinct, s) = readers_count(&home.join("lake/events"));
     assert_eq!((n, distinct, s), (rows, rows, sum));
     // The catalog's partition statistics add up to the same count.
     let parts = ok(&sluice(&home, &["catalog", "partitions", "events"])
@@ -335,6 +403,6 @@ fn full_disk_stops_cleanly_and_loses_nothing() {
     )
     .output()
     .unwrap());
-    let (n, distinct, s) = duckdb_count(&lake.join("events"));
+    let (n, distinct, s) = readers_count(&lake.join("events"));
     assert_eq!((n, distinct, s), (rows, rows, sum));
 }

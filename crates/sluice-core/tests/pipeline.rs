@@ -387,6 +387,48 @@ async fn object_store_faults_are_retried_or_stop_cleanly() {
     assert_eq!((rows, sum), (6_000, sum1 + sum2));
 }
 
+/// A commit that lands but whose reply is lost: the consumer retries it with the same commit id,
+/// finds its own version, and neither commits again nor removes its files; the messages are
+/// deleted once, every row is there once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_commit_reply_is_recognised_as_our_commit() {
+    use std::sync::atomic::Ordering;
+    let dir = tempfile::tempdir().unwrap();
+    let home = Home::new(dir.path().join("home"));
+    let mut b = home.open("events").await.unwrap();
+    let faulty = Arc::new(sluice_testkit::faults::FaultyStore::new(
+        b.lake.store.clone(),
+    ));
+    b.lake =
+        sluice_core::lake::Lake::from_url_with_store(b.lake.url.clone(), faulty.clone()).unwrap();
+    let (csv, sum) = sluice_testkit::fixtures::write_events_csv(dir.path(), "a.csv", 3_000, 1);
+    produce(&b, "events", "year(day)", &[&csv]).await.unwrap();
+    // Create the table's logs first, so that the lost replies hit data commits.
+    consume(&home, &b, "events", |o| o.rotate_rows = u64::MAX).await;
+    faulty.lose_log_replies.store(1, Ordering::SeqCst);
+    let (csv2, sum2) =
+        sluice_testkit::fixtures::write_events_csv(dir.path(), "b.csv", 3_000, 10_001);
+    produce(&b, "events", "year(day)", &[&csv2]).await.unwrap();
+    let c = consume(&home, &b, "events", |o| {
+        o.retry_base = Duration::from_millis(1)
+    })
+    .await;
+    assert_eq!(
+        faulty.lose_log_replies.load(Ordering::SeqCst),
+        0,
+        "the reply was lost"
+    );
+    assert_eq!(c.rows_written, 3_000, "{c:?}");
+    assert_eq!(c.conflicts, 0, "a lost reply is not a conflict: {c:?}");
+    let (rows, s, files) = committed(&b, "events", "amount_cents").await;
+    assert_eq!((rows, s), (6_000, sum + sum2));
+    // Every committed file is on disk: none was removed as if its commit had failed.
+    let on_disk = walk_parquet(&b.lake.url.to_file_path().unwrap().join("events"));
+    assert_eq!(on_disk, files);
+    let q = b.queue.stats().await.unwrap();
+    assert_eq!((q.visible, q.in_flight), (0, 0));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn queue_faults_are_retried() {
     use std::sync::atomic::Ordering;

@@ -20,6 +20,9 @@ pub struct FaultyStore {
     pub fail_all: AtomicBool,
     /// Writes that failed so far.
     pub failed: AtomicU32,
+    /// The next this many writes to a Delta log (`_delta_log/`) land, but report a failure, as
+    /// when the reply of a successful request is lost.
+    pub lose_log_replies: AtomicU32,
 }
 
 impl FaultyStore {
@@ -29,6 +32,7 @@ impl FaultyStore {
             fail_next: AtomicU32::new(0),
             fail_all: AtomicBool::new(false),
             failed: AtomicU32::new(0),
+            lose_log_replies: AtomicU32::new(0),
         }
     }
 
@@ -66,7 +70,20 @@ impl ObjectStore for FaultyStore {
         opts: PutOptions,
     ) -> Result<PutResult> {
         self.check("put")?;
-        self.inner.put_opts(location, payload, opts).await
+        let written = self.inner.put_opts(location, payload, opts).await?;
+        if location.as_ref().contains("/_delta_log/")
+            && self
+                .lose_log_replies
+                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+                .is_ok()
+        {
+            self.failed.fetch_add(1, Ordering::SeqCst);
+            return Err(object_store::Error::Generic {
+                store: "faulty",
+                source: format!("injected: {location} was written, its reply lost").into(),
+            });
+        }
+        Ok(written)
     }
 
     async fn put_multipart_opts(
