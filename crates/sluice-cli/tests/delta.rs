@@ -441,3 +441,65 @@ fn compaction_keeps_rows_exactly_once_and_earlier_versions_readable() {
     assert_eq!(data_files(&table), 5);
     assert_eq!(independent_counts(&table, "v"), want);
 }
+
+/// Timestamps without zone are Delta's `timestamp_ntz` (protocol 3/7 with that feature only),
+/// with zone `timestamp`; the readers get both types and values back, and a filter on the exact
+/// largest value finds its row (the log's maximum is rounded up to the millisecond, never down).
+#[test]
+fn timestamps_with_and_without_zone_read_back_in_every_reader() {
+    let dir = tempfile::tempdir().unwrap();
+    let home = dir.path().join("home");
+    let csv = dir.path().join("ts.csv");
+    std::fs::write(
+        &csv,
+        "id,ts,at,v\n1,2024-01-02 03:04:05.123456,2024-01-02T03:04:05Z,1.5\n\
+         2,2023-05-06 07:08:09,2023-05-06T07:08:09+02:00,2.5\n3,,,\n",
+    )
+    .unwrap();
+    ok(&sluice(
+        &home,
+        &[
+            "run",
+            csv.to_str().unwrap(),
+            "--table",
+            "n",
+            "--partition-by",
+            "year(ts)",
+        ],
+    ));
+    let v0 =
+        std::fs::read_to_string(home.join("lake/n/_delta_log/00000000000000000000.json")).unwrap();
+    assert!(
+        v0.contains(r#""readerFeatures":["timestampNtz"]"#)
+            && v0.contains(r#"\"type\":\"timestamp_ntz\""#),
+        "{v0}"
+    );
+    let script = r#"
+import os, sys, duckdb, polars as pl, deltalake
+from duckdb_extensions import import_extension
+p = sys.argv[1]
+import_extension("delta")
+con = duckdb.connect()
+con.execute("LOAD delta")
+print(*con.execute(f"SELECT count(*), max(ts)::VARCHAR, max(\"at\")::VARCHAR, sum(v) FROM delta_scan('{p}')").fetchone(), sep="|")
+print(*con.execute(f"SELECT count(*) FROM delta_scan('{p}') WHERE ts >= TIMESTAMP '2024-01-02 03:04:05.123456'").fetchone())
+r = pl.scan_delta(p).select(pl.len(), pl.col("ts").max(), pl.col("at").max()).collect().row(0)
+print(r[0], r[1].isoformat(), r[2].isoformat(), sep="|")
+t = deltalake.DeltaTable(p).to_pyarrow_table()
+print(t.num_rows, t.schema.field("ts").type, t.schema.field("at").type, sep="|", flush=True)
+con.close()
+os._exit(0)
+"#;
+    let got = common::python(
+        script,
+        &[home.join("lake/n").to_str().unwrap()],
+        "duckdb (delta extension), polars and deltalake",
+    );
+    assert_eq!(
+        got,
+        "3|2024-01-02 03:04:05.123456|2024-01-02 03:04:05+00|4.0\n\
+         1\n\
+         3|2024-01-02T03:04:05.123456|2024-01-02T03:04:05+00:00\n\
+         3|timestamp[us]|timestamp[us, tz=UTC]"
+    );
+}
