@@ -423,6 +423,21 @@ impl Ctx {
 }
 
 fn main() -> std::process::ExitCode {
+    // `sluice … | head`: when the reader of stdout goes away, stop quietly, as Unix tools do
+    // (Rust ignores SIGPIPE, and `println!` panics on the broken pipe).
+    let default_hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let msg = info
+            .payload()
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| info.payload().downcast_ref::<&str>().copied())
+            .unwrap_or("");
+        if msg.contains("failed printing to stdout") && msg.contains("Broken pipe") {
+            std::process::exit(141);
+        }
+        default_hook(info);
+    }));
     let cli = Cli::parse();
     let filter = match cli.verbose {
         0 => "warn",
