@@ -8,7 +8,7 @@
 //! The header is one line of JSON, readable in any queue console; the payload keeps the source
 //! bytes, so a rejected row is quarantined with its raw text and line number. Chunk ids are
 //! deterministic (source fingerprint, chunk index, content hash): producing the same file again
-//! gives the same ids, and the commit ledger drops chunks it already holds.
+//! gives the same ids, and the table's Delta log drops chunk parts it already holds.
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;

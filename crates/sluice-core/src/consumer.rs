@@ -41,7 +41,7 @@ use crate::writer::{
     ParquetOptions, SpoolFile, quarantine_batch, quarantine_schema, upload, writer_properties,
 };
 
-/// Partition key of quarantine files in the ledger.
+/// Partition key of the quarantine's chunk parts in its Delta log.
 pub const QUARANTINE_PART: &str = "__quarantine__";
 
 /// Consumer settings.
@@ -166,7 +166,7 @@ impl Consumer {
         self
     }
 
-    /// Prepares a consumer: reads the table and its ledger.
+    /// Prepares a consumer: reads the table and its Delta logs (creating them if missing).
     pub async fn new(
         opts: ConsumerOptions,
         queue: Arc<dyn Queue>,
@@ -273,7 +273,7 @@ impl Consumer {
             (self.visibility / 6).clamp(Duration::from_millis(50), Duration::from_millis(500));
         let mut tick = tokio::time::interval(tick_every);
         let mut last_heartbeat = Instant::now();
-        // Other consumers commit too: re-read the ledger now and then, so that chunks they
+        // Other consumers commit too: re-read the logs now and then, so that chunks they
         // committed are dropped on arrival rather than found as a conflict at commit time.
         let mut last_refresh = Instant::now();
         loop {

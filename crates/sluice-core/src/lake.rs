@@ -2,8 +2,9 @@
 //!
 //! ```text
 //! <lake>/<table>/<partition dirs>/part-<uuid>.parquet   data files (Hive layout)
-//! <lake>/<table>/_sluice/log/<version>.json             the table's commit ledger
+//! <lake>/<table>/_delta_log/<version>.json             the table's Delta log
 //! <lake>/_quarantine/<table>/part-<uuid>.parquet        rows that could not be parsed
+//! <lake>/_quarantine/<table>/_delta_log/                the quarantine's Delta log
 //! ```
 
 use std::sync::Arc;
@@ -90,11 +91,6 @@ impl Lake {
     /// Directory of a table, relative to the lake root.
     pub fn table_dir(table: &str) -> String {
         format!("{table}/")
-    }
-
-    /// Ledger directory of a table, relative to the lake root.
-    pub fn ledger_dir(table: &str) -> String {
-        format!("{table}/_sluice/log/")
     }
 
     /// Quarantine directory of a table, relative to the lake root.

@@ -2,7 +2,7 @@
 //!
 //! Files are written to a private spool directory (never visible to readers), closed when
 //! rotated, then uploaded under a fresh name with create-if-absent, so no file is ever
-//! overwritten. Only a ledger commit makes an uploaded file part of the table.
+//! overwritten. Only a Delta log commit makes an uploaded file part of the table.
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
