@@ -218,6 +218,16 @@ struct ConsumerArgs {
     /// Close a partition's file this many seconds after it was opened.
     #[arg(long)]
     rotate_age: Option<u64>,
+    /// Do not compact partitions in the background while following the queue.
+    #[arg(long)]
+    no_auto_compact: bool,
+    /// Compact a partition in the background once it holds more than this many files smaller
+    /// than half the target size (128 MiB).
+    #[arg(long, default_value_t = 32)]
+    auto_compact_files: usize,
+    /// Seconds between looks for partitions to compact.
+    #[arg(long, default_value_t = 60)]
+    auto_compact_every: u64,
 }
 
 #[derive(Debug, Args)]
@@ -816,6 +826,11 @@ fn consumer_options(
         o.rotate_age = Duration::from_secs(v);
     }
     o.checkpointer = Some(sluice_delta::checkpointer());
+    if !a.no_auto_compact {
+        o.compactor = Some(sluice_delta::compactor());
+    }
+    o.compact_small_files = a.auto_compact_files;
+    o.compact_every = Duration::from_secs(a.auto_compact_every.max(1));
     o.visibility_timeout = a
         .visibility_timeout
         .or(c.visibility_timeout_secs)
@@ -1157,7 +1172,7 @@ fn produce_summary(s: &ProduceStats, m: &sluice_core::metrics::MeterSnapshot) ->
 
 fn consume_summary(s: &ConsumerStats, m: &sluice_core::metrics::MeterSnapshot) -> String {
     format!(
-        "consumed: {} message(s), {} rows in, {} written, {} quarantined, {} duplicate(s) dropped; {} file(s), {:.1} MB, {} commit(s); {} deleted{}\nconsumer {m}",
+        "consumed: {} message(s), {} rows in, {} written, {} quarantined, {} duplicate(s) dropped; {} file(s), {:.1} MB, {} commit(s); {} deleted{}{}\nconsumer {m}",
         s.messages,
         s.rows_in,
         s.rows_written,
@@ -1167,6 +1182,11 @@ fn consume_summary(s: &ConsumerStats, m: &sluice_core::metrics::MeterSnapshot) -
         s.bytes_written as f64 / 1e6,
         s.commits,
         s.deleted,
+        if s.compactions > 0 {
+            format!("; {} background compaction(s)", s.compactions)
+        } else {
+            String::new()
+        },
         if s.undecodable_messages > 0 {
             format!(
                 "; {} message(s) could not be processed",

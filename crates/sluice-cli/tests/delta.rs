@@ -503,3 +503,66 @@ os._exit(0)
          3|timestamp[us]|timestamp[us, tz=UTC]"
     );
 }
+
+/// A following consumer compacts partitions with many small files in the background while it
+/// keeps consuming; rows stay exactly once for every reader.
+#[test]
+fn a_following_consumer_compacts_in_the_background() {
+    let dir = tempfile::tempdir().unwrap();
+    let home = dir.path().join("home");
+    let files = tiny_files(dir.path(), 40);
+    let mut args = vec!["produce"];
+    args.extend(files.iter().map(String::as_str));
+    args.extend(["--table", "t", "--partition-by", "year(d)"]);
+    ok(&sluice(&home, &args));
+    let mut child = common::command(
+        &home,
+        &[
+            "consume",
+            "--table",
+            "t",
+            "--rotate-rows",
+            "1",
+            "--auto-compact-files",
+            "4",
+            "--auto-compact-every",
+            "1",
+        ],
+    )
+    .stderr(std::process::Stdio::piped())
+    .spawn()
+    .unwrap();
+    // Bounded wait until every partition holds at most 4 live files (8 were committed to each).
+    let mut compacted = false;
+    for _ in 0..300 {
+        let parts = ok(&sluice(&home, &["catalog", "partitions", "t"]));
+        let counts: Vec<u64> = parts
+            .lines()
+            .skip(1)
+            .map(|l| l.split('\t').nth(1).unwrap().parse().unwrap())
+            .collect();
+        let rows: u64 = parts
+            .lines()
+            .skip(1)
+            .map(|l| l.split('\t').nth(2).unwrap().parse::<u64>().unwrap())
+            .sum();
+        if counts.len() == 5 && rows == 40 && counts.iter().all(|c| *c <= 4) {
+            compacted = true;
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let _ = std::process::Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status();
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(compacted, "partitions were not compacted: {err}");
+    assert!(out.status.success(), "{err}");
+    assert!(err.contains("background compaction(s)"), "{err}");
+    let sum: usize = (0..40).map(|i| i * 10).sum();
+    assert_eq!(
+        independent_counts(&home.join("lake/t"), "v"),
+        format!("40 {sum} | 40 {sum} | 40 {sum}")
+    );
+}

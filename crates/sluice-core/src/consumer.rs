@@ -32,7 +32,7 @@ use crate::catalog::{Catalog, TableDef};
 use crate::error::{Error, Result};
 use crate::lake::Lake;
 use crate::ledger::{
-    Checkpointer, ChunkPart, CommitDraft, DataFile, DeltaSchema, FileKind, Ledger,
+    Checkpointer, ChunkPart, CommitDraft, Compactor, DataFile, DeltaSchema, FileKind, Ledger,
 };
 use crate::queue::{Queue, QueueExt, ReceiveOptions, ReceivedMessage};
 use crate::rows::DecodedChunk;
@@ -74,6 +74,14 @@ pub struct ConsumerOptions {
     pub retry_base: Duration,
     /// Writes Delta checkpoints every 100 versions (none: readers replay every version).
     pub checkpointer: Option<Arc<dyn Checkpointer>>,
+    /// Compacts partitions in the background while following (never with `once`).
+    pub compactor: Option<Arc<dyn Compactor>>,
+    /// A partition is compacted once it holds more than this many small files.
+    pub compact_small_files: usize,
+    /// Files below this size are small; compaction writes files of about this size.
+    pub compact_target_bytes: u64,
+    /// How often to look for partitions to compact.
+    pub compact_every: Duration,
 }
 
 impl ConsumerOptions {
@@ -94,6 +102,10 @@ impl ConsumerOptions {
             dead_letter_log: None,
             retry_base: Duration::from_millis(100),
             checkpointer: None,
+            compactor: None,
+            compact_small_files: 32,
+            compact_target_bytes: 128 << 20,
+            compact_every: Duration::from_secs(60),
         }
     }
 }
@@ -117,6 +129,8 @@ pub struct ConsumerStats {
     pub deleted: u64,
     pub delete_calls: u64,
     pub visibility_calls: u64,
+    /// Background compactions that committed.
+    pub compactions: u64,
 }
 
 struct OpenFile {
@@ -273,6 +287,8 @@ impl Consumer {
             (self.visibility / 6).clamp(Duration::from_millis(50), Duration::from_millis(500));
         let mut tick = tokio::time::interval(tick_every);
         let mut last_heartbeat = Instant::now();
+        let mut last_compact = Instant::now();
+        let mut compaction: Option<tokio::task::JoinHandle<Result<()>>> = None;
         // Other consumers commit too: re-read the logs now and then, so that chunks they
         // committed are dropped on arrival rather than found as a conflict at commit time.
         let mut last_refresh = Instant::now();
@@ -311,6 +327,21 @@ impl Consumer {
                         }
                         last_refresh = Instant::now();
                     }
+                    if compaction.as_ref().is_some_and(|h| h.is_finished()) {
+                        match compaction.take().expect("finished").await {
+                            Ok(Ok(())) => self.stats.compactions += 1,
+                            Ok(Err(e)) => warn!(error = %e, "background compaction failed; it is tried again later"),
+                            Err(e) => warn!(error = %e, "background compaction task failed"),
+                        }
+                    }
+                    if !self.opts.once
+                        && !stopping
+                        && compaction.is_none()
+                        && last_compact.elapsed() >= self.opts.compact_every
+                    {
+                        last_compact = Instant::now();
+                        compaction = self.start_compaction();
+                    }
                     let aged: Vec<String> = self
                         .files
                         .iter()
@@ -325,7 +356,45 @@ impl Consumer {
         }
         let all: Vec<String> = self.files.keys().cloned().collect();
         self.flush(all).await?;
+        if let Some(h) = compaction {
+            // Let a running compaction finish: stopping it half-way would only waste its work.
+            match h.await {
+                Ok(Ok(())) => self.stats.compactions += 1,
+                Ok(Err(e)) => warn!(error = %e, "background compaction failed"),
+                Err(e) => warn!(error = %e, "background compaction task failed"),
+            }
+        }
         Ok(())
+    }
+
+    /// Starts compacting the partition with the most small files, if it has more than the
+    /// threshold. It runs beside the consumer: receiving, committing and deleting go on.
+    fn start_compaction(&self) -> Option<tokio::task::JoinHandle<Result<()>>> {
+        let compactor = self.opts.compactor.clone()?;
+        let small = self.opts.compact_target_bytes / 2;
+        let mut counts: HashMap<&str, usize> = HashMap::new();
+        for f in self.ledger.state().files.values() {
+            if f.bytes < small {
+                *counts.entry(f.partition.as_str()).or_default() += 1;
+            }
+        }
+        let (partition, n) = counts.into_iter().max_by_key(|(_, n)| *n)?;
+        if n <= self.opts.compact_small_files {
+            return None;
+        }
+        let filter: Vec<(String, String)> = crate::partition::parse_partition_path(partition)
+            .into_iter()
+            .filter_map(|(k, v)| v.map(|v| (k, v)))
+            .collect();
+        info!(table = %self.opts.table, partition, small_files = n, "compacting in the background");
+        let (lake, dir, target) = (
+            self.lake.clone(),
+            Lake::table_dir(&self.opts.table),
+            self.opts.compact_target_bytes,
+        );
+        Some(tokio::spawn(async move {
+            compactor.compact(&lake, &dir, &filter, target).await
+        }))
     }
 
     /// Whether nothing is left to receive: no visible message and no message in flight except

@@ -293,6 +293,24 @@ pub trait Checkpointer: Send + Sync + std::fmt::Debug {
     async fn checkpoint(&self, lake: &Lake, table_dir: &str, version: u64) -> Result<()>;
 }
 
+/// Compacts a partition of a Delta table. Implemented outside the core (by `sluice-delta`).
+///
+/// # Contract
+/// `compact` rewrites the small files of the partition given by `partition` (`(column, value)`
+/// pairs; `None` for NULL is not filtered on) in the table at `table_dir` into files of about
+/// `target_bytes`, as one Delta version that removes what it rewrote and leaves `txn` records
+/// alone. It may fail (a lost race); appends are never affected.
+#[async_trait::async_trait]
+pub trait Compactor: Send + Sync + std::fmt::Debug {
+    async fn compact(
+        &self,
+        lake: &Lake,
+        table_dir: &str,
+        partition: &[(String, String)],
+        target_bytes: u64,
+    ) -> Result<()>;
+}
+
 /// Checkpoint every this many versions (Delta's default `delta.checkpointInterval`).
 pub const CHECKPOINT_INTERVAL: u64 = 100;
 

@@ -178,6 +178,38 @@ impl Checkpointer for DeltaCheckpointer {
     }
 }
 
+/// Background compaction for the following consumer, through [`compact`] with sluice's writer
+/// properties.
+#[derive(Debug, Default, Clone)]
+pub struct DeltaCompactor;
+
+#[async_trait::async_trait]
+impl sluice_core::ledger::Compactor for DeltaCompactor {
+    async fn compact(
+        &self,
+        lake: &Lake,
+        table_dir: &str,
+        partition: &[(String, String)],
+        target_bytes: u64,
+    ) -> Result<()> {
+        let props = sluice_core::writer::writer_properties(&Default::default())?;
+        let r = compact(lake, table_dir, target_bytes, partition, props).await?;
+        tracing::info!(
+            table = table_dir,
+            files_removed = r.files_removed,
+            files_added = r.files_added,
+            version = ?r.version,
+            "background compaction committed"
+        );
+        Ok(())
+    }
+}
+
+/// The compactor sluice uses, as the core's trait object.
+pub fn compactor() -> Arc<dyn sluice_core::ledger::Compactor> {
+    Arc::new(DeltaCompactor)
+}
+
 /// The checkpointer sluice uses, as the core's trait object.
 pub fn checkpointer() -> Arc<dyn Checkpointer> {
     Arc::new(DeltaCheckpointer)
