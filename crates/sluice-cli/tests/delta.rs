@@ -515,7 +515,7 @@ fn a_following_consumer_compacts_in_the_background() {
     args.extend(files.iter().map(String::as_str));
     args.extend(["--table", "t", "--partition-by", "year(d)"]);
     ok(&sluice(&home, &args));
-    let mut child = common::command(
+    let child = common::command(
         &home,
         &[
             "consume",
