@@ -9,18 +9,8 @@ use common::{expected, ok, sample, sluice};
 
 fn run_main_job(dir: &Path) -> PathBuf {
     let home = dir.join("home");
-    let out = sluice(
-        &home,
-        &[
-            "run",
-            sample().to_str().unwrap(),
-            "--table",
-            "employment",
-            "--partition-by",
-            "year(month)",
-        ],
-    );
-    let stdout = ok(&out);
+    let out = common::run_employment(&home);
+    let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         stdout.contains("2006") && stdout.contains("2015"),
         "{stdout}"

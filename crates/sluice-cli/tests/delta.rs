@@ -6,26 +6,10 @@ use std::path::Path;
 use std::process::Output;
 
 mod common;
-use common::{expected, ok, sample, sluice};
+use common::{expected, ok, run_employment, sample, sluice};
 
 fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
-}
-
-fn run_employment(home: &Path) -> Output {
-    let out = sluice(
-        home,
-        &[
-            "run",
-            sample().to_str().unwrap(),
-            "--table",
-            "employment",
-            "--partition-by",
-            "year(month)",
-        ],
-    );
-    ok(&out);
-    out
 }
 
 /// Counts of a Delta table by three independent readers: "duckdb n sum | polars n sum |
@@ -178,17 +162,20 @@ fn tiny_files(dir: &Path, count: usize) -> Vec<String> {
         .collect()
 }
 
+/// `produce` of `files` into table `t`, partitioned by `year(d)`.
+fn produce_files(home: &Path, files: &[String]) {
+    let mut args = vec!["produce"];
+    args.extend(files.iter().map(String::as_str));
+    args.extend(["--table", "t", "--partition-by", "year(d)"]);
+    ok(&sluice(home, &args));
+}
+
 #[test]
 fn checkpoints_keep_the_exactly_once_records() {
     let dir = tempfile::tempdir().unwrap();
     let home = dir.path().join("home");
     let files = tiny_files(dir.path(), 105);
-    let produce = |home: &Path| {
-        let mut args = vec!["produce"];
-        args.extend(files.iter().map(String::as_str));
-        args.extend(["--table", "t", "--partition-by", "year(d)"]);
-        ok(&sluice(home, &args));
-    };
+    let produce = |home: &Path| produce_files(home, &files);
     produce(&home);
     // One file per message: one commit per chunk part, past the checkpoint interval.
     let c = sluice(
@@ -350,12 +337,7 @@ fn compaction_keeps_rows_exactly_once_and_earlier_versions_readable() {
     let dir = tempfile::tempdir().unwrap();
     let home = dir.path().join("home");
     let files = tiny_files(dir.path(), 60);
-    let produce = |home: &Path| {
-        let mut args = vec!["produce"];
-        args.extend(files.iter().map(String::as_str));
-        args.extend(["--table", "t", "--partition-by", "year(d)"]);
-        ok(&sluice(home, &args));
-    };
+    let produce = |home: &Path| produce_files(home, &files);
     produce(&home);
     ok(&sluice(
         &home,
@@ -511,10 +493,7 @@ fn a_following_consumer_compacts_in_the_background() {
     let dir = tempfile::tempdir().unwrap();
     let home = dir.path().join("home");
     let files = tiny_files(dir.path(), 40);
-    let mut args = vec!["produce"];
-    args.extend(files.iter().map(String::as_str));
-    args.extend(["--table", "t", "--partition-by", "year(d)"]);
-    ok(&sluice(&home, &args));
+    produce_files(&home, &files);
     let child = common::command(
         &home,
         &[

@@ -327,12 +327,8 @@ impl Consumer {
                         }
                         last_refresh = Instant::now();
                     }
-                    if compaction.as_ref().is_some_and(|h| h.is_finished()) {
-                        match compaction.take().expect("finished").await {
-                            Ok(Ok(())) => self.stats.compactions += 1,
-                            Ok(Err(e)) => warn!(error = %e, "background compaction failed; it is tried again later"),
-                            Err(e) => warn!(error = %e, "background compaction task failed"),
-                        }
+                    if let Some(h) = compaction.take_if(|h| h.is_finished()) {
+                        self.compaction_done(h).await;
                     }
                     if !self.opts.once
                         && !stopping
@@ -358,13 +354,21 @@ impl Consumer {
         self.flush(all).await?;
         if let Some(h) = compaction {
             // Let a running compaction finish: stopping it half-way would only waste its work.
-            match h.await {
-                Ok(Ok(())) => self.stats.compactions += 1,
-                Ok(Err(e)) => warn!(error = %e, "background compaction failed"),
-                Err(e) => warn!(error = %e, "background compaction task failed"),
-            }
+            self.compaction_done(h).await;
         }
         Ok(())
+    }
+
+    /// Counts or reports a finished background compaction; a failed one is tried again at the
+    /// next look.
+    async fn compaction_done(&mut self, h: tokio::task::JoinHandle<Result<()>>) {
+        match h.await {
+            Ok(Ok(())) => self.stats.compactions += 1,
+            Ok(Err(e)) => {
+                warn!(error = %e, "background compaction failed; it is tried again later")
+            }
+            Err(e) => warn!(error = %e, "background compaction task failed"),
+        }
     }
 
     /// Starts compacting the partition with the most small files, if it has more than the

@@ -555,12 +555,20 @@ impl Ledger {
     async fn read_version(&mut self, v: u64) -> Result<()> {
         let path = self.version_path(v);
         let bytes = self.lake.store.get(&path).await?.bytes().await?;
+        let text = std::str::from_utf8(&bytes).map_err(|e| Error::CorruptLog {
+            path: self.lake.url_of(&format!("{}{v:020}.json", self.log_dir())),
+            message: e.to_string(),
+        })?;
+        self.apply_version(v, text)
+    }
+
+    /// Applies the actions of version `v` (its JSON lines) to the cached state.
+    fn apply_version(&mut self, v: u64, text: &str) -> Result<()> {
         let url = self.lake.url_of(&format!("{}{v:020}.json", self.log_dir()));
         let corrupt = |message: String| Error::CorruptLog {
             path: url.clone(),
             message,
         };
-        let text = std::str::from_utf8(&bytes).map_err(|e| corrupt(e.to_string()))?;
         for (i, line) in text.lines().enumerate() {
             if line.trim().is_empty() {
                 continue;
@@ -577,7 +585,7 @@ impl Ledger {
                 self.add_file(path, size, stats);
             } else if let Some(r) = action.get("remove") {
                 if let Some(p) = r.get("path").and_then(Value::as_str) {
-                    let rel = format!("{}{}", self.dir, decode_path(p));
+                    let rel = self.lake_path(p);
                     self.state.files.remove(&rel);
                     self.state.removed.insert(rel);
                 }
@@ -608,6 +616,11 @@ impl Ledger {
         self.state.version = v;
         self.state.exists = true;
         Ok(())
+    }
+
+    /// The path, relative to the lake root, of a Delta `path` (relative to the table, encoded).
+    fn lake_path(&self, delta_path: &str) -> String {
+        format!("{}{}", self.dir, decode_path(delta_path))
     }
 
     fn add_file(&mut self, path: &str, size: u64, stats: Option<String>) {
@@ -671,12 +684,11 @@ impl Ledger {
                         self.add_file(paths.value(i), size, st);
                     }
                 }
-                let dir = self.dir.clone();
+                let mut removed = Vec::new();
                 for_each_string(&batch, "remove", "path", &corrupt, |p| {
-                    self.state
-                        .removed
-                        .insert(format!("{dir}{}", decode_path(p)));
+                    removed.push(self.lake_path(p))
                 })?;
+                self.state.removed.extend(removed);
                 for_each_string(&batch, "txn", "appId", &corrupt, |id| {
                     self.state.app_ids.insert(id.to_string());
                 })?;
@@ -721,15 +733,7 @@ impl Ledger {
                     version = v,
                     "commit found in the log: an earlier attempt landed"
                 );
-                return Ok(Commit {
-                    version: *v,
-                    id: id.clone(),
-                    committed_at_ms: chrono::Utc::now().timestamp_millis(),
-                    writer: self.writer.clone(),
-                    add: draft.add.clone(),
-                    remove: draft.remove.clone(),
-                    chunks: draft.chunks.clone(),
-                });
+                return Ok(self.commit_of(&id, *v, &draft));
             }
             if let Some(cp) = draft
                 .chunks
@@ -741,15 +745,7 @@ impl Ledger {
                     cp.chunk, cp.partition
                 )));
             }
-            let commit = Commit {
-                version: self.state.version + 1,
-                id: id.clone(),
-                committed_at_ms: chrono::Utc::now().timestamp_millis(),
-                writer: self.writer.clone(),
-                add: draft.add.clone(),
-                remove: draft.remove.clone(),
-                chunks: draft.chunks.clone(),
-            };
+            let commit = self.commit_of(&id, self.state.version + 1, &draft);
             let body = self.render(&commit)?;
             let opts = PutOptions {
                 mode: PutMode::Create,
@@ -760,19 +756,32 @@ impl Ledger {
                 .store
                 .put_opts(
                     &self.version_path(commit.version),
-                    PutPayload::from(body.into_bytes()),
+                    PutPayload::from(body.clone().into_bytes()),
                     opts,
                 )
                 .await
             {
                 Ok(_) => {
-                    self.read_version(commit.version).await?;
+                    // The version is exactly what was written: apply it without reading it back.
+                    self.apply_version(commit.version, &body)?;
                     self.after_commit(commit.version).await;
                     return Ok(commit);
                 }
                 Err(object_store::Error::AlreadyExists { .. }) => self.refresh().await?,
                 Err(e) => return Err(e.into()),
             }
+        }
+    }
+
+    fn commit_of(&self, id: &str, version: u64, draft: &CommitDraft) -> Commit {
+        Commit {
+            version,
+            id: id.to_string(),
+            committed_at_ms: chrono::Utc::now().timestamp_millis(),
+            writer: self.writer.clone(),
+            add: draft.add.clone(),
+            remove: draft.remove.clone(),
+            chunks: draft.chunks.clone(),
         }
     }
 

@@ -333,17 +333,23 @@ async fn poison_messages_are_dead_lettered_with_their_reason() {
     assert_eq!(b.queue.stats().await.unwrap().visible, 3);
 }
 
+/// Puts a fault-injecting store under the backends' lake.
+fn faulty_lake(b: &mut Backends) -> Arc<sluice_testkit::faults::FaultyStore> {
+    let faulty = Arc::new(sluice_testkit::faults::FaultyStore::new(
+        b.lake.store.clone(),
+    ));
+    b.lake =
+        sluice_core::lake::Lake::from_url_with_store(b.lake.url.clone(), faulty.clone()).unwrap();
+    faulty
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn object_store_faults_are_retried_or_stop_cleanly() {
     use std::sync::atomic::Ordering;
     let dir = tempfile::tempdir().unwrap();
     let home = Home::new(dir.path().join("home"));
     let mut b = home.open("events").await.unwrap();
-    let faulty = Arc::new(sluice_testkit::faults::FaultyStore::new(
-        b.lake.store.clone(),
-    ));
-    b.lake =
-        sluice_core::lake::Lake::from_url_with_store(b.lake.url.clone(), faulty.clone()).unwrap();
+    let faulty = faulty_lake(&mut b);
     let (csv1, sum1) = sluice_testkit::fixtures::write_events_csv(dir.path(), "a.csv", 3_000, 1);
     produce(&b, "events", "year(day)", &[&csv1]).await.unwrap();
     // Transient failures (throttling, 5xx) are retried with back-off.
@@ -396,11 +402,7 @@ async fn a_lost_commit_reply_is_recognised_as_our_commit() {
     let dir = tempfile::tempdir().unwrap();
     let home = Home::new(dir.path().join("home"));
     let mut b = home.open("events").await.unwrap();
-    let faulty = Arc::new(sluice_testkit::faults::FaultyStore::new(
-        b.lake.store.clone(),
-    ));
-    b.lake =
-        sluice_core::lake::Lake::from_url_with_store(b.lake.url.clone(), faulty.clone()).unwrap();
+    let faulty = faulty_lake(&mut b);
     let (csv, sum) = sluice_testkit::fixtures::write_events_csv(dir.path(), "a.csv", 3_000, 1);
     produce(&b, "events", "year(day)", &[&csv]).await.unwrap();
     // Create the table's logs first, so that the lost replies hit data commits.

@@ -73,3 +73,21 @@ pub fn python(script: &str, args: &[&str], needs: &str) -> String {
     );
     String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
+
+/// The main job of README: `run` of the sample into table `employment`, partitioned by
+/// `year(month)`; asserts success.
+pub fn run_employment(home: &Path) -> Output {
+    let out = sluice(
+        home,
+        &[
+            "run",
+            sample().to_str().unwrap(),
+            "--table",
+            "employment",
+            "--partition-by",
+            "year(month)",
+        ],
+    );
+    ok(&out);
+    out
+}
