@@ -99,18 +99,7 @@ fn main_job_counts_match_the_csv() {
         "{plan}"
     );
     // Running the same file again adds nothing.
-    let again = sluice(
-        &home,
-        &[
-            "run",
-            sample().to_str().unwrap(),
-            "--table",
-            "employment",
-            "--partition-by",
-            "year(month)",
-        ],
-    );
-    ok(&again);
+    let again = common::run_employment(&home);
     assert!(
         String::from_utf8_lossy(&again.stderr).contains("120 duplicate(s) dropped"),
         "{}",
