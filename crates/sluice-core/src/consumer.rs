@@ -24,26 +24,20 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use object_store::ObjectStoreExt;
 use tokio::sync::{mpsc, watch};
 use tracing::{debug, info, warn};
 
 use crate::catalog::{Catalog, TableDef};
 use crate::error::{Error, Result};
 use crate::lake::Lake;
-use crate::ledger::{
-    Checkpointer, ChunkPart, CommitDraft, Compactor, DataFile, DeltaSchema, FileKind, Ledger,
-};
+use crate::ledger::{Checkpointer, Compactor, DeltaSchema, Ledger};
 use crate::queue::{Queue, QueueExt, ReceiveOptions, ReceivedMessage};
 use crate::rows::DecodedChunk;
 use crate::table::TableLayout;
-use crate::writer::{
-    ParquetOptions, SpoolFile, quarantine_batch, quarantine_schema, upload, writer_properties,
-};
+use crate::table_writer::{Flushed, TableWriter, WriteStats, WriterOptions, retry};
+use crate::writer::{ParquetOptions, quarantine_schema};
 
-/// Partition key of the quarantine's chunk parts in its Delta log.
-pub const QUARANTINE_PART: &str = "__quarantine__";
-
+pub use crate::table_writer::QUARANTINE_PART;
 /// Consumer settings.
 #[derive(Debug, Clone)]
 pub struct ConsumerOptions {
@@ -133,12 +127,6 @@ pub struct ConsumerStats {
     pub compactions: u64,
 }
 
-struct OpenFile {
-    spool: SpoolFile,
-    chunks: HashSet<String>,
-    kind: FileKind,
-}
-
 struct Held {
     receipt: String,
     chunk: String,
@@ -155,17 +143,32 @@ enum Incoming {
     Failed(Error),
 }
 
+impl ConsumerStats {
+    fn absorb(&mut self, w: &WriteStats) {
+        let WriteStats {
+            rows_written,
+            rows_quarantined,
+            rows_duplicate,
+            files,
+            bytes_written,
+            commits,
+            conflicts,
+        } = w.clone();
+        self.rows_written = rows_written;
+        self.rows_quarantined = rows_quarantined;
+        self.rows_duplicate = rows_duplicate;
+        self.files = files;
+        self.bytes_written = bytes_written;
+        self.commits = commits;
+        self.conflicts = conflicts;
+    }
+}
+
 /// A running consumer of one table.
 pub struct Consumer {
     opts: ConsumerOptions,
     queue: Arc<dyn Queue>,
-    lake: Lake,
-    layout: Arc<TableLayout>,
-    ledger: Ledger,
-    /// The quarantine's own Delta table.
-    quarantine: Ledger,
-    props: parquet::file::properties::WriterProperties,
-    files: HashMap<String, OpenFile>,
+    writer: TableWriter,
     held: HashMap<String, Held>,
     stats: ConsumerStats,
     visibility: Duration,
@@ -193,21 +196,29 @@ impl Consumer {
             open_logs(&lake, &def, &opts)
         })
         .await?;
-        let props = writer_properties(&opts.parquet)?;
-        std::fs::create_dir_all(&opts.spool_dir).map_err(|e| Error::io(&opts.spool_dir, e))?;
         // Unless told otherwise, hold messages for the queue's own visibility timeout.
         let visibility = opts
             .visibility_timeout
             .unwrap_or_else(|| queue.visibility_timeout());
-        Ok(Consumer {
-            opts,
-            queue,
+        let writer = TableWriter::new(
+            WriterOptions {
+                table: opts.table.clone(),
+                rotate_rows: opts.rotate_rows,
+                rotate_bytes: opts.rotate_bytes,
+                memory_budget: opts.memory_budget,
+                parquet: opts.parquet.clone(),
+                spool_dir: opts.spool_dir.clone(),
+                retry_base: opts.retry_base,
+            },
             lake,
             layout,
             ledger,
             quarantine,
-            props,
-            files: HashMap::new(),
+        )?;
+        Ok(Consumer {
+            opts,
+            queue,
+            writer,
             held: HashMap::new(),
             stats: ConsumerStats::default(),
             visibility,
@@ -225,7 +236,7 @@ impl Consumer {
         let (tx, mut rx) = mpsc::channel::<Incoming>(6);
         let receiver = tokio::spawn(receive_loop(
             self.queue.clone(),
-            self.layout.clone(),
+            self.writer.layout().clone(),
             ReceiveOptions {
                 max_messages: crate::queue::MAX_BATCH,
                 // Draining: short waits, so that the end is noticed quickly.
@@ -265,7 +276,10 @@ impl Consumer {
         self.stats.receive_calls += calls;
         self.stats.empty_receives += empties;
         match result {
-            Ok(()) => Ok(self.stats),
+            Ok(()) => {
+                self.stats.absorb(self.writer.stats());
+                Ok(self.stats)
+            }
             Err(e) => {
                 self.abort_all().await;
                 Err(e)
@@ -320,10 +334,8 @@ impl Consumer {
                         last_heartbeat = Instant::now();
                     }
                     if last_refresh.elapsed() >= Duration::from_secs(5) {
-                        for log in [&mut self.ledger, &mut self.quarantine] {
-                            if let Err(e) = log.refresh().await {
-                                warn!(error = %e, "could not re-read the commit log; will retry");
-                            }
+                        if let Err(e) = self.writer.refresh().await {
+                            warn!(error = %e, "could not re-read the commit log; will retry");
                         }
                         last_refresh = Instant::now();
                     }
@@ -338,19 +350,14 @@ impl Consumer {
                         last_compact = Instant::now();
                         compaction = self.start_compaction();
                     }
-                    let aged: Vec<String> = self
-                        .files
-                        .iter()
-                        .filter(|(_, f)| f.spool.opened.elapsed() >= self.opts.rotate_age)
-                        .map(|(p, _)| p.clone())
-                        .collect();
+                    let aged = self.writer.aged(self.opts.rotate_age);
                     if !aged.is_empty() {
                         self.flush(aged).await?;
                     }
                 }
             }
         }
-        let all: Vec<String> = self.files.keys().cloned().collect();
+        let all = self.writer.open_partitions();
         self.flush(all).await?;
         if let Some(h) = compaction {
             // Let a running compaction finish: stopping it half-way would only waste its work.
@@ -377,7 +384,7 @@ impl Consumer {
         let compactor = self.opts.compactor.clone()?;
         let small = self.opts.compact_target_bytes / 2;
         let mut counts: HashMap<&str, usize> = HashMap::new();
-        for f in self.ledger.state().files.values() {
+        for f in self.writer.ledger().state().files.values() {
             if f.bytes < small {
                 *counts.entry(f.partition.as_str()).or_default() += 1;
             }
@@ -392,7 +399,7 @@ impl Consumer {
             .collect();
         info!(table = %self.opts.table, partition, small_files = n, "compacting in the background");
         let (lake, dir, target) = (
-            self.lake.clone(),
+            self.writer.lake().clone(),
             Lake::table_dir(&self.opts.table),
             self.opts.compact_target_bytes,
         );
@@ -417,7 +424,7 @@ impl Consumer {
         if self.queue.stats().await?.visible > 0 {
             return Ok(false);
         }
-        let all: Vec<String> = self.files.keys().cloned().collect();
+        let all = self.writer.open_partitions();
         self.flush(all).await?;
         let s = self.queue.stats().await?;
         Ok(s.visible == 0 && s.in_flight <= self.held.len() as u64)
@@ -450,175 +457,38 @@ impl Consumer {
         };
         self.stats.rows_in += d.rows_in;
         let chunk = d.chunk.clone();
+        let written = tokio::task::block_in_place(|| self.writer.write(d))?;
         let held = self
             .held
             .entry(m.message_id.clone())
             .or_insert_with(|| Held {
                 receipt: m.receipt.clone(),
-                chunk: chunk.clone(),
+                chunk,
                 waiting: HashSet::new(),
             });
         held.receipt = m.receipt.clone();
-        let mut touched = Vec::new();
-        let mut parts: Vec<(String, FileKind, arrow::array::RecordBatch)> = d
-            .parts
-            .into_iter()
-            .map(|(p, b)| (p, FileKind::Data, b))
-            .collect();
-        if !d.quarantine.is_empty() {
-            parts.push((
-                QUARANTINE_PART.to_string(),
-                FileKind::Quarantine,
-                quarantine_batch(&self.opts.table, &d.quarantine)?,
-            ));
-        }
-        for (part, kind, batch) in parts {
-            let n = batch.num_rows() as u64;
-            let log = match kind {
-                FileKind::Data => &self.ledger,
-                FileKind::Quarantine => &self.quarantine,
-            };
-            if log.state().has_part(&chunk, &part) {
-                self.stats.rows_duplicate += n;
-                continue;
-            }
-            let held = self.held.get_mut(&m.message_id).expect("held");
-            if self
-                .files
-                .get(&part)
-                .is_some_and(|f| f.chunks.contains(&chunk))
-            {
-                // Delivered again while its rows wait in our open file.
-                self.stats.rows_duplicate += n;
-                held.waiting.insert(part);
-                continue;
-            }
-            held.waiting.insert(part.clone());
-            if !self.files.contains_key(&part) {
-                let schema = if kind == FileKind::Quarantine {
-                    quarantine_schema()
-                } else {
-                    self.layout.file_schema.clone()
-                };
-                let spool = SpoolFile::create(
-                    &self.opts.spool_dir,
-                    schema,
-                    self.props.clone(),
-                    &self.opts.parquet,
-                )?;
-                self.files.insert(
-                    part.clone(),
-                    OpenFile {
-                        spool,
-                        chunks: HashSet::new(),
-                        kind,
-                    },
-                );
-            }
-            let f = self.files.get_mut(&part).expect("open file");
-            tokio::task::block_in_place(|| f.spool.write(&batch))?;
-            f.chunks.insert(chunk.clone());
-            match kind {
-                FileKind::Data => self.stats.rows_written += n,
-                FileKind::Quarantine => self.stats.rows_quarantined += n,
-            }
-            touched.push(part);
-        }
-        if self
-            .held
-            .get(&m.message_id)
-            .is_some_and(|h| h.waiting.is_empty())
-        {
+        held.waiting.extend(written.waiting);
+        if held.waiting.is_empty() {
             let h = self.held.remove(&m.message_id).expect("held");
             self.delete(vec![h.receipt]).await?;
         }
-        let due: Vec<String> = touched
-            .into_iter()
-            .filter(|p| {
-                let f = &self.files[p];
-                f.spool.rows >= self.opts.rotate_rows || f.spool.size() >= self.opts.rotate_bytes
-            })
-            .collect();
-        if !due.is_empty() {
-            self.flush(due).await?;
+        if !written.due.is_empty() {
+            self.flush(written.due).await?;
         }
-        self.enforce_memory_budget()?;
         Ok(())
     }
 
-    fn enforce_memory_budget(&mut self) -> Result<()> {
-        loop {
-            let total: usize = self.files.values().map(|f| f.spool.buffered()).sum();
-            if total <= self.opts.memory_budget {
-                return Ok(());
-            }
-            let Some(f) = self.files.values_mut().max_by_key(|f| f.spool.buffered()) else {
-                return Ok(());
-            };
-            tokio::task::block_in_place(|| f.spool.flush_row_group())?;
-        }
-    }
-
-    /// Closes, uploads and commits the files of `parts` (one commit for the table's data, one
-    /// for its quarantine), then deletes the messages that are complete.
+    /// Commits the files of `parts`, then deletes the messages that are complete. On a
+    /// conflict every held message is released, to be delivered again and deduplicated.
     async fn flush(&mut self, parts: Vec<String>) -> Result<()> {
-        let mut closed = Vec::new();
-        for p in parts {
-            let Some(f) = self.files.remove(&p) else {
-                continue;
-            };
-            let OpenFile {
-                spool,
-                chunks,
-                kind,
-            } = f;
-            let done = tokio::task::block_in_place(|| -> Result<_> {
-                let done = spool.finish()?;
-                let stats = crate::writer::delta_stats(&done.local)?;
-                Ok((done, stats))
-            });
-            match done {
-                Ok((done, stats)) => closed.push((p, done, chunks, kind, stats)),
-                Err(e) => {
-                    for (_, f, _, _, _) in closed {
-                        f.discard();
-                    }
-                    return Err(e);
-                }
+        let committed = match self.writer.flush(parts, Vec::new()).await? {
+            Flushed::Committed(c) => c,
+            Flushed::Conflict => {
+                let receipts: Vec<String> = self.held.drain().map(|(_, h)| h.receipt).collect();
+                self.release(&receipts).await;
+                return Ok(());
             }
-        }
-        if closed.is_empty() {
-            return Ok(());
-        }
-        let mut committed: Vec<(String, HashSet<String>)> = Vec::new();
-        for kind in [FileKind::Data, FileKind::Quarantine] {
-            let group: Vec<_> = closed.iter().filter(|c| c.3 == kind).collect();
-            if group.is_empty() {
-                continue;
-            }
-            match self.commit_group(kind, &group).await {
-                Ok(true) => committed.extend(group.iter().map(|c| (c.0.clone(), c.2.clone()))),
-                Ok(false) => {
-                    // A conflict: everything held is released and delivered again.
-                    for (_, f, _, _, _) in closed {
-                        f.discard();
-                    }
-                    self.abort_all().await;
-                    self.ledger.refresh().await?;
-                    self.quarantine.refresh().await?;
-                    return Ok(());
-                }
-                Err(e) => {
-                    for (_, f, _, _, _) in closed {
-                        f.discard();
-                    }
-                    return Err(e);
-                }
-            }
-        }
-        for (_, f, _, _, _) in closed {
-            f.discard();
-        }
+        };
         let mut done = Vec::new();
         for (p, chunks) in &committed {
             for (id, h) in self.held.iter_mut() {
@@ -638,127 +508,6 @@ impl Consumer {
             .map(|h| h.receipt)
             .collect();
         self.delete(receipts).await
-    }
-
-    /// Uploads one table's closed files and commits them. `Ok(false)`: a conflict (another
-    /// consumer committed one of these chunk parts first); the uploads were removed.
-    async fn commit_group(
-        &mut self,
-        kind: FileKind,
-        group: &[&(
-            String,
-            crate::writer::FinishedFile,
-            HashSet<String>,
-            FileKind,
-            String,
-        )],
-    ) -> Result<bool> {
-        let mut draft = CommitDraft {
-            id: uuid::Uuid::now_v7().to_string(),
-            ..Default::default()
-        };
-        for (p, f, chunks, _, stats) in group.iter().map(|c| (&c.0, &c.1, &c.2, c.3, &c.4)) {
-            let name = format!("part-{}.parquet", uuid::Uuid::now_v7());
-            let dest = match kind {
-                FileKind::Quarantine => format!("{}{name}", Lake::quarantine_dir(&self.opts.table)),
-                FileKind::Data => format!("{}{p}/{name}", Lake::table_dir(&self.opts.table)),
-            };
-            let uploaded =
-                match crate::home::record_upload(&self.opts.spool_dir, &self.opts.table, &dest) {
-                    Ok(()) => {
-                        retry("upload", self.opts.retry_base, || {
-                            upload(&self.lake, &f.local, &dest)
-                        })
-                        .await
-                    }
-                    Err(e) => Err(e),
-                };
-            if let Err(e) = uploaded {
-                // Remove what this flush already uploaded: no commit will name it.
-                for a in &draft.add {
-                    let _ = self.lake.store.delete(&self.lake.path(&a.path)).await;
-                }
-                return Err(e);
-            }
-            draft.add.push(DataFile {
-                path: dest,
-                partition: if kind == FileKind::Data {
-                    p.clone()
-                } else {
-                    String::new()
-                },
-                rows: f.rows,
-                bytes: f.bytes,
-                kind,
-                stats: Some(stats.clone()),
-            });
-            draft.chunks.extend(chunks.iter().map(|c| ChunkPart {
-                chunk: c.clone(),
-                partition: p.clone(),
-            }));
-        }
-        let added: Vec<String> = draft.add.iter().map(|a| a.path.clone()).collect();
-        let commit = match self.commit_with_retry(kind, draft).await {
-            Ok(c) => c,
-            Err(Error::Conflict(why)) => {
-                warn!(reason = %why, "commit conflict: another consumer committed some of these rows; releasing and retrying");
-                self.stats.conflicts += 1;
-                for path in &added {
-                    let _ = self.lake.store.delete(&self.lake.path(path)).await;
-                }
-                return Ok(false);
-            }
-            // The commit may or may not have landed (a lost reply): leave the files; if it did
-            // not land, recovery removes them (they are in uploads.log).
-            Err(e) => return Err(e),
-        };
-        self.stats.commits += 1;
-        let mut rows = 0;
-        for a in &commit.add {
-            self.stats.files += 1;
-            self.stats.bytes_written += a.bytes;
-            rows += a.rows;
-        }
-        info!(
-            table = %self.opts.table,
-            log = if kind == FileKind::Data { "data" } else { "quarantine" },
-            version = commit.version,
-            files = commit.add.len(),
-            rows,
-            chunk_parts = commit.chunks.len(),
-            "committed"
-        );
-        Ok(true)
-    }
-
-    async fn commit_with_retry(
-        &mut self,
-        kind: FileKind,
-        draft: CommitDraft,
-    ) -> Result<crate::ledger::Commit> {
-        let log = match kind {
-            FileKind::Data => &mut self.ledger,
-            FileKind::Quarantine => &mut self.quarantine,
-        };
-        // The same draft (same commit id) on every attempt: see `Ledger::commit`.
-        let mut attempt = 0u32;
-        loop {
-            match log.commit(draft.clone()).await {
-                Err(e) if retryable_step(&e) && attempt < RETRIES => {
-                    attempt += 1;
-                    warn!(error = %e, attempt, "commit failed, retrying");
-                    tokio::time::sleep(self.opts.retry_base * (1 << attempt)).await;
-                }
-                Err(e) if attempt > 0 && !matches!(e, Error::Conflict(_)) => {
-                    return Err(Error::RetriesExhausted {
-                        what: "commit".into(),
-                        attempts: attempt + 1,
-                        source: Box::new(e),
-                    });
-                }
-                other => return other,
-            }
-        }
     }
 
     async fn delete(&mut self, receipts: Vec<String>) -> Result<()> {
@@ -798,9 +547,7 @@ impl Consumer {
 
     /// Discards every open file and makes every held message visible again.
     async fn abort_all(&mut self) {
-        for (_, f) in self.files.drain() {
-            f.spool.discard();
-        }
+        self.writer.discard_all();
         let receipts: Vec<String> = self.held.drain().map(|(_, h)| h.receipt).collect();
         self.release(&receipts).await;
     }
@@ -858,40 +605,6 @@ pub async fn open_logs(
         .create_if_missing(&DeltaSchema::of_arrow(&quarantine_schema())?)
         .await?;
     Ok((ledger, quarantine))
-}
-
-/// Retries of a failing step: 6, with exponential back-off from `base` (0.2 s to 6.4 s by default).
-const RETRIES: u32 = 6;
-
-/// Whether a failed step is worth repeating: retryable, and not a conflict (a conflict needs a
-/// decision, not a repeat).
-fn retryable_step(e: &Error) -> bool {
-    e.is_retryable() && !matches!(e, Error::Conflict(_))
-}
-
-async fn retry<T, F, Fut>(what: &str, base: Duration, mut f: F) -> Result<T>
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Result<T>>,
-{
-    let mut attempt = 0u32;
-    loop {
-        match f().await {
-            Err(e) if retryable_step(&e) && attempt < RETRIES => {
-                attempt += 1;
-                warn!(error = %e, attempt, "{what} failed, retrying");
-                tokio::time::sleep(base * (1 << attempt)).await;
-            }
-            Err(e) if attempt > 0 && !matches!(e, Error::Conflict(_)) => {
-                return Err(Error::RetriesExhausted {
-                    what: what.to_string(),
-                    attempts: attempt + 1,
-                    source: Box::new(e),
-                });
-            }
-            other => return other,
-        }
-    }
 }
 
 async fn receive_loop(

@@ -42,6 +42,7 @@ pub mod repair;
 pub mod rows;
 pub mod schema;
 pub mod table;
+pub mod table_writer;
 pub mod upgrade;
 pub mod writer;
 

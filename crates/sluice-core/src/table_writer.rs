@@ -1,0 +1,511 @@
+//! Writing typed rows into a table: the stage the consumer and `convert` share.
+//!
+//! ```text
+//!  DecodedChunk ─► drop chunk parts already committed or already in an open file
+//!    ─► append to the partition's spool file (Parquet, zstd)
+//!    ─► rotate a file by rows or bytes (the caller decides age): close ─► statistics
+//!    ─► upload ─► Delta commit (quarantine table, then data table)
+//! ```
+//!
+//! The writer knows nothing of queues: it tells its caller which partitions hold a chunk's
+//! rows ([`Written::waiting`]) and, after a flush, which chunk parts are now committed
+//! ([`Flushed::Committed`]); the consumer turns that into message deletions, `convert` into
+//! "this source is done".
+//!
+//! A chunk part that a commit finds already committed by someone else is a conflict: the
+//! files of that flush are removed and the caller decides (the consumer releases its messages
+//! to be delivered again; `convert` stops and is run again).
+
+use std::collections::{HashMap, HashSet};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use object_store::ObjectStoreExt;
+use tracing::{info, warn};
+
+use crate::error::{Error, Result};
+use crate::lake::Lake;
+use crate::ledger::{ChunkPart, Commit, CommitDraft, DataFile, FileKind, Ledger};
+use crate::rows::DecodedChunk;
+use crate::table::TableLayout;
+use crate::writer::{
+    FinishedFile, ParquetOptions, SpoolFile, quarantine_batch, quarantine_schema, upload,
+    writer_properties,
+};
+
+/// Partition key of the quarantine's chunk parts in its Delta log.
+pub const QUARANTINE_PART: &str = "__quarantine__";
+
+/// Settings of a [`TableWriter`].
+#[derive(Debug, Clone)]
+pub struct WriterOptions {
+    pub table: String,
+    /// Close a partition's file at this many rows.
+    pub rotate_rows: u64,
+    /// Close a partition's file at this many bytes.
+    pub rotate_bytes: u64,
+    /// Memory for buffered row groups across all open files.
+    pub memory_budget: usize,
+    pub parquet: ParquetOptions,
+    /// Private spool directory (also where uploads are recorded for recovery).
+    pub spool_dir: PathBuf,
+    /// First back-off of a retried step; it doubles on each of 6 retries.
+    pub retry_base: Duration,
+}
+
+/// What writing did; part of the consumer's and `convert`'s summaries.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct WriteStats {
+    pub rows_written: u64,
+    pub rows_quarantined: u64,
+    pub rows_duplicate: u64,
+    pub files: u64,
+    pub bytes_written: u64,
+    pub commits: u64,
+    pub conflicts: u64,
+}
+
+/// Where one chunk's rows went.
+#[derive(Debug, Default)]
+pub struct Written {
+    /// Partitions (or [`QUARANTINE_PART`]) whose open file holds rows of the chunk: the chunk is
+    /// durable once these are committed. Empty: everything was committed before.
+    pub waiting: HashSet<String>,
+    /// Partitions whose files reached the rotation size: flush them.
+    pub due: Vec<String>,
+}
+
+/// The outcome of a flush.
+#[derive(Debug)]
+pub enum Flushed {
+    /// Committed chunk parts: (partition, chunks whose rows in it are now committed).
+    Committed(Vec<(String, HashSet<String>)>),
+    /// Another writer committed some of these chunk parts first; this flush's files were
+    /// removed and every open file was discarded.
+    Conflict,
+}
+
+struct OpenFile {
+    spool: SpoolFile,
+    chunks: HashSet<String>,
+    kind: FileKind,
+}
+
+struct Closed {
+    partition: String,
+    file: FinishedFile,
+    chunks: HashSet<String>,
+    kind: FileKind,
+    stats: String,
+}
+
+/// Writes one table's rows into Parquet files and commits them to its Delta logs.
+pub struct TableWriter {
+    opts: WriterOptions,
+    lake: Lake,
+    layout: Arc<TableLayout>,
+    ledger: Ledger,
+    /// The quarantine's own Delta table.
+    quarantine: Ledger,
+    props: parquet::file::properties::WriterProperties,
+    files: HashMap<String, OpenFile>,
+    stats: WriteStats,
+}
+
+impl TableWriter {
+    pub fn new(
+        opts: WriterOptions,
+        lake: Lake,
+        layout: Arc<TableLayout>,
+        ledger: Ledger,
+        quarantine: Ledger,
+    ) -> Result<Self> {
+        let props = writer_properties(&opts.parquet)?;
+        std::fs::create_dir_all(&opts.spool_dir).map_err(|e| Error::io(&opts.spool_dir, e))?;
+        Ok(TableWriter {
+            opts,
+            lake,
+            layout,
+            ledger,
+            quarantine,
+            props,
+            files: HashMap::new(),
+            stats: WriteStats::default(),
+        })
+    }
+
+    pub fn layout(&self) -> &Arc<TableLayout> {
+        &self.layout
+    }
+
+    /// The data table's log, at the version this writer last saw.
+    pub fn ledger(&self) -> &Ledger {
+        &self.ledger
+    }
+
+    pub fn stats(&self) -> &WriteStats {
+        &self.stats
+    }
+
+    pub fn lake(&self) -> &Lake {
+        &self.lake
+    }
+
+    /// Whether `chunk`'s rows in `partition` are committed (in the data or quarantine log).
+    pub fn is_committed(&self, chunk: &str, partition: &str) -> bool {
+        let log = if partition == QUARANTINE_PART {
+            &self.quarantine
+        } else {
+            &self.ledger
+        };
+        log.state().has_part(chunk, partition)
+    }
+
+    /// Partitions with an open file.
+    pub fn open_partitions(&self) -> Vec<String> {
+        self.files.keys().cloned().collect()
+    }
+
+    /// Partitions whose file was opened at least `age` ago.
+    pub fn aged(&self, age: Duration) -> Vec<String> {
+        self.files
+            .iter()
+            .filter(|(_, f)| f.spool.opened.elapsed() >= age)
+            .map(|(p, _)| p.clone())
+            .collect()
+    }
+
+    /// Re-reads both logs (other writers commit too).
+    pub async fn refresh(&mut self) -> Result<()> {
+        self.ledger.refresh().await?;
+        self.quarantine.refresh().await
+    }
+
+    /// Appends a decoded chunk's rows to the open files of their partitions, skipping parts
+    /// that are committed or already held in an open file (a chunk delivered twice).
+    pub fn write(&mut self, d: DecodedChunk) -> Result<Written> {
+        let chunk = d.chunk;
+        let mut parts: Vec<(String, FileKind, arrow::array::RecordBatch)> = d
+            .parts
+            .into_iter()
+            .map(|(p, b)| (p, FileKind::Data, b))
+            .collect();
+        if !d.quarantine.is_empty() {
+            parts.push((
+                QUARANTINE_PART.to_string(),
+                FileKind::Quarantine,
+                quarantine_batch(&self.opts.table, &d.quarantine)?,
+            ));
+        }
+        let mut out = Written::default();
+        let mut touched = Vec::new();
+        for (part, kind, batch) in parts {
+            let n = batch.num_rows() as u64;
+            if self.is_committed(&chunk, &part) {
+                self.stats.rows_duplicate += n;
+                continue;
+            }
+            if self
+                .files
+                .get(&part)
+                .is_some_and(|f| f.chunks.contains(&chunk))
+            {
+                // Delivered again while its rows wait in our open file.
+                self.stats.rows_duplicate += n;
+                out.waiting.insert(part);
+                continue;
+            }
+            out.waiting.insert(part.clone());
+            if !self.files.contains_key(&part) {
+                let schema = if kind == FileKind::Quarantine {
+                    quarantine_schema()
+                } else {
+                    self.layout.file_schema.clone()
+                };
+                let spool = SpoolFile::create(
+                    &self.opts.spool_dir,
+                    schema,
+                    self.props.clone(),
+                    &self.opts.parquet,
+                )?;
+                self.files.insert(
+                    part.clone(),
+                    OpenFile {
+                        spool,
+                        chunks: HashSet::new(),
+                        kind,
+                    },
+                );
+            }
+            let f = self.files.get_mut(&part).expect("open file");
+            f.spool.write(&batch)?;
+            f.chunks.insert(chunk.clone());
+            match kind {
+                FileKind::Data => self.stats.rows_written += n,
+                FileKind::Quarantine => self.stats.rows_quarantined += n,
+            }
+            touched.push(part);
+        }
+        out.due = touched
+            .into_iter()
+            .filter(|p| {
+                let f = &self.files[p];
+                f.spool.rows >= self.opts.rotate_rows || f.spool.size() >= self.opts.rotate_bytes
+            })
+            .collect();
+        self.enforce_memory_budget()?;
+        Ok(out)
+    }
+
+    fn enforce_memory_budget(&mut self) -> Result<()> {
+        loop {
+            let total: usize = self.files.values().map(|f| f.spool.buffered()).sum();
+            if total <= self.opts.memory_budget {
+                return Ok(());
+            }
+            let Some(f) = self.files.values_mut().max_by_key(|f| f.spool.buffered()) else {
+                return Ok(());
+            };
+            f.spool.flush_row_group()?;
+        }
+    }
+
+    /// Closes, uploads and commits the files of `parts`: one commit for the quarantine, then
+    /// one for the data. `markers` are chunk parts recorded in the data commit beside the
+    /// files' own (a data commit with no file is made for them if needed).
+    pub async fn flush(&mut self, parts: Vec<String>, markers: Vec<ChunkPart>) -> Result<Flushed> {
+        let mut closed = Vec::new();
+        for p in parts {
+            let Some(f) = self.files.remove(&p) else {
+                continue;
+            };
+            let OpenFile {
+                spool,
+                chunks,
+                kind,
+            } = f;
+            let done = tokio::task::block_in_place(|| -> Result<_> {
+                let file = spool.finish()?;
+                let stats = crate::writer::delta_stats(&file.local)?;
+                Ok((file, stats))
+            });
+            match done {
+                Ok((file, stats)) => closed.push(Closed {
+                    partition: p,
+                    file,
+                    chunks,
+                    kind,
+                    stats,
+                }),
+                Err(e) => {
+                    discard(closed);
+                    return Err(e);
+                }
+            }
+        }
+        if closed.is_empty() && markers.is_empty() {
+            return Ok(Flushed::Committed(Vec::new()));
+        }
+        let mut committed: Vec<(String, HashSet<String>)> = Vec::new();
+        let mut markers = Some(markers);
+        for kind in [FileKind::Quarantine, FileKind::Data] {
+            let group: Vec<&Closed> = closed.iter().filter(|c| c.kind == kind).collect();
+            let extra = if kind == FileKind::Data {
+                markers.take().unwrap_or_default()
+            } else {
+                Vec::new()
+            };
+            if group.is_empty() && extra.is_empty() {
+                continue;
+            }
+            match self.commit_group(kind, &group, extra).await {
+                Ok(true) => committed.extend(
+                    group
+                        .iter()
+                        .map(|c| (c.partition.clone(), c.chunks.clone())),
+                ),
+                Ok(false) => {
+                    discard(closed);
+                    self.discard_all();
+                    self.refresh().await?;
+                    return Ok(Flushed::Conflict);
+                }
+                Err(e) => {
+                    discard(closed);
+                    return Err(e);
+                }
+            }
+        }
+        discard(closed);
+        Ok(Flushed::Committed(committed))
+    }
+
+    /// Uploads one table's closed files and commits them. `Ok(false)`: a conflict (another
+    /// writer committed one of these chunk parts first); the uploads were removed.
+    async fn commit_group(
+        &mut self,
+        kind: FileKind,
+        group: &[&Closed],
+        markers: Vec<ChunkPart>,
+    ) -> Result<bool> {
+        let mut draft = CommitDraft {
+            id: uuid::Uuid::now_v7().to_string(),
+            chunks: markers,
+            ..Default::default()
+        };
+        for c in group {
+            let name = format!("part-{}.parquet", uuid::Uuid::now_v7());
+            let dest = match kind {
+                FileKind::Quarantine => format!("{}{name}", Lake::quarantine_dir(&self.opts.table)),
+                FileKind::Data => {
+                    format!(
+                        "{}{}/{name}",
+                        Lake::table_dir(&self.opts.table),
+                        c.partition
+                    )
+                }
+            };
+            let uploaded =
+                match crate::home::record_upload(&self.opts.spool_dir, &self.opts.table, &dest) {
+                    Ok(()) => {
+                        retry("upload", self.opts.retry_base, || {
+                            upload(&self.lake, &c.file.local, &dest)
+                        })
+                        .await
+                    }
+                    Err(e) => Err(e),
+                };
+            if let Err(e) = uploaded {
+                // Remove what this flush already uploaded: no commit will name it.
+                for a in &draft.add {
+                    let _ = self.lake.store.delete(&self.lake.path(&a.path)).await;
+                }
+                return Err(e);
+            }
+            draft.add.push(DataFile {
+                path: dest,
+                partition: if kind == FileKind::Data {
+                    c.partition.clone()
+                } else {
+                    String::new()
+                },
+                rows: c.file.rows,
+                bytes: c.file.bytes,
+                kind,
+                stats: Some(c.stats.clone()),
+            });
+            draft.chunks.extend(c.chunks.iter().map(|ch| ChunkPart {
+                chunk: ch.clone(),
+                partition: c.partition.clone(),
+            }));
+        }
+        let added: Vec<String> = draft.add.iter().map(|a| a.path.clone()).collect();
+        let commit = match self.commit_with_retry(kind, draft).await {
+            Ok(c) => c,
+            Err(Error::Conflict(why)) => {
+                warn!(reason = %why, "commit conflict: another writer committed some of these rows first");
+                self.stats.conflicts += 1;
+                for path in &added {
+                    let _ = self.lake.store.delete(&self.lake.path(path)).await;
+                }
+                return Ok(false);
+            }
+            // The commit may or may not have landed (a lost reply): leave the files; if it did
+            // not land, recovery removes them (they are in uploads.log).
+            Err(e) => return Err(e),
+        };
+        self.stats.commits += 1;
+        let mut rows = 0;
+        for a in &commit.add {
+            self.stats.files += 1;
+            self.stats.bytes_written += a.bytes;
+            rows += a.rows;
+        }
+        info!(
+            table = %self.opts.table,
+            log = if kind == FileKind::Data { "data" } else { "quarantine" },
+            version = commit.version,
+            files = commit.add.len(),
+            rows,
+            chunk_parts = commit.chunks.len(),
+            "committed"
+        );
+        Ok(true)
+    }
+
+    async fn commit_with_retry(&mut self, kind: FileKind, draft: CommitDraft) -> Result<Commit> {
+        let log = match kind {
+            FileKind::Data => &mut self.ledger,
+            FileKind::Quarantine => &mut self.quarantine,
+        };
+        // The same draft (same commit id) on every attempt: see `Ledger::commit`.
+        let mut attempt = 0u32;
+        loop {
+            match log.commit(draft.clone()).await {
+                Err(e) if retryable_step(&e) && attempt < RETRIES => {
+                    attempt += 1;
+                    warn!(error = %e, attempt, "commit failed, retrying");
+                    tokio::time::sleep(self.opts.retry_base * (1 << attempt)).await;
+                }
+                Err(e) if attempt > 0 && !matches!(e, Error::Conflict(_)) => {
+                    return Err(Error::RetriesExhausted {
+                        what: "commit".into(),
+                        attempts: attempt + 1,
+                        source: Box::new(e),
+                    });
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// Discards every open file (their rows are not committed).
+    pub fn discard_all(&mut self) {
+        for (_, f) in self.files.drain() {
+            f.spool.discard();
+        }
+    }
+}
+
+fn discard(closed: Vec<Closed>) {
+    for c in closed {
+        c.file.discard();
+    }
+}
+
+/// Retries of a failing step: 6, with exponential back-off from `base` (0.2 s to 6.4 s by default).
+const RETRIES: u32 = 6;
+
+/// Whether a failed step is worth repeating: retryable, and not a conflict (a conflict needs a
+/// decision, not a repeat).
+fn retryable_step(e: &Error) -> bool {
+    e.is_retryable() && !matches!(e, Error::Conflict(_))
+}
+
+/// Runs `f` until it succeeds, fails with an error that is not retryable, or has been retried
+/// [`RETRIES`] times (then [`Error::RetriesExhausted`]).
+pub(crate) async fn retry<T, F, Fut>(what: &str, base: Duration, mut f: F) -> Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T>>,
+{
+    let mut attempt = 0u32;
+    loop {
+        match f().await {
+            Err(e) if retryable_step(&e) && attempt < RETRIES => {
+                attempt += 1;
+                warn!(error = %e, attempt, "{what} failed, retrying");
+                tokio::time::sleep(base * (1 << attempt)).await;
+            }
+            Err(e) if attempt > 0 && !matches!(e, Error::Conflict(_)) => {
+                return Err(Error::RetriesExhausted {
+                    what: what.to_string(),
+                    attempts: attempt + 1,
+                    source: Box::new(e),
+                });
+            }
+            other => return other,
+        }
+    }
+}
