@@ -91,11 +91,6 @@ pub struct Metered {
 }
 
 impl Backends {
-    /// URL of a table's directory.
-    pub fn table_location(&self, table: &str) -> String {
-        self.lake.url_of(&Lake::table_dir(table))
-    }
-
     /// The queue and lake with every request counted in a new meter; with `claim_bytes`,
     /// messages larger than a few KiB go to the lake and the queue carries pointers.
     pub fn metered(&self, claim_bytes: Option<usize>) -> Metered {

@@ -4,6 +4,7 @@ mod athena;
 mod backends;
 mod bench;
 mod config;
+mod convert;
 mod output;
 
 use std::path::PathBuf;
@@ -17,6 +18,7 @@ use sluice_core::catalog::{Catalog, CatalogExt};
 use sluice_core::consumer::{Consumer, ConsumerOptions, ConsumerStats};
 use sluice_core::csv::CsvFormat;
 use sluice_core::home::{Home, dead_letter_name};
+use sluice_core::lake::Lake;
 use sluice_core::partition::PartitionSpec;
 use sluice_core::producer::{ProduceStats, Producer, ProducerOptions, Progress};
 use sluice_core::queue::QueueSettings;
@@ -88,6 +90,12 @@ enum Command {
         after_help = "Examples:\n  sluice consume --table employment --once\n  sluice consume --table trips            # follow until Ctrl-C"
     )]
     Consume(ConsumeArgs),
+    /// Convert files or objects already at rest straight into a table, exactly once: CSV (also
+    /// .gz and .zst), JSON lines or Parquet; files, directories, globs or s3://BUCKET/PREFIX.
+    #[command(
+        after_help = "Examples:\n  sluice convert data/us-employment.csv --table employment --partition-by 'year(month)'\n  sluice convert 's3://raw-bucket/exports/2024/' --table orders --partition-by 'year(order_date)'\n  sluice convert 'dumps/*.jsonl.gz' --table events --partition-by 'day(ts)'\n\nRun it again after a crash or an error: sources already converted are skipped, pieces\nalready committed are not written again."
+    )]
+    Convert(convert::ConvertArgs),
     /// Produce and consume together, then show the table: the whole pipeline in one command.
     #[command(
         after_help = "Example:\n  sluice run data/us-employment.csv --table employment --partition-by 'year(month)' \\\n     --query 'SELECT year, count(*) FROM employment GROUP BY year ORDER BY year'"
@@ -149,10 +157,10 @@ impl InitArgs {
 }
 
 #[derive(Debug, Args, Clone)]
-struct TableArgs {
+pub(crate) struct TableArgs {
     /// Table name (letters, digits, underscores).
     #[arg(long, env = "SLUICE_TABLE")]
-    table: String,
+    pub(crate) table: String,
     /// Partitioning: year(COL), month(COL), day(COL) or COL (default: from sluice.toml, or the table).
     #[arg(long)]
     partition_by: Option<String>,
@@ -526,6 +534,7 @@ async fn run(cli: Cli) -> Result<()> {
             ctx.write_metrics("consumer", &meter)
         }
         Command::Run(a) => run_pipeline(&ctx, a).await,
+        Command::Convert(a) => convert::run(&ctx, &a).await,
         Command::Query(a) => query(&ctx, &a).await,
         Command::Queue(c) => queue_cmd(&ctx, c).await,
         Command::Catalog(c) => catalog_cmd(&ctx, c).await,
@@ -663,15 +672,15 @@ async fn init(ctx: &Ctx, a: &InitArgs) -> Result<()> {
     Ok(())
 }
 
-fn producer_options(ctx: &Ctx, b: &Backends, t: &TableArgs) -> Result<ProducerOptions> {
+pub(crate) fn producer_options(ctx: &Ctx, lake: &Lake, t: &TableArgs) -> Result<ProducerOptions> {
     let tc = ctx.table_config(&t.table);
     let spec_s = t.partition_by.clone().or(tc.partition_by.clone());
     let spec = match spec_s {
         Some(s) => PartitionSpec::parse(&s)?,
         None => PartitionSpec::parse("year(date)")?,
     };
-    let mut opts = ProducerOptions::new(&t.table, spec, b.table_location(&t.table));
-    opts.database = b.database.clone();
+    let mut opts = ProducerOptions::new(&t.table, spec, lake.url_of(&Lake::table_dir(&t.table)));
+    opts.database = ctx.database().to_string();
     let mut nulls = tc.null_values.clone();
     nulls.extend(t.null_values.iter().cloned());
     let ascii = |c: char, what: &str| -> Result<u8> {
@@ -762,7 +771,7 @@ async fn produce(
     t: &TableArgs,
     send: &SendArgs,
 ) -> Result<(ProduceStats, sluice_core::metrics::MeterSnapshot)> {
-    let opts = producer_options(ctx, b, t)?;
+    let opts = producer_options(ctx, &b.lake, t)?;
     if t.partition_by.is_some()
         && let Ok(def) = b.catalog.get_table(&b.database, &t.table).await
     {
@@ -780,7 +789,7 @@ async fn produce(
     Ok((r?, m.meter.snapshot()))
 }
 
-fn check_spec(def: &sluice_core::catalog::TableDef, spec: &PartitionSpec) -> Result<()> {
+pub(crate) fn check_spec(def: &sluice_core::catalog::TableDef, spec: &PartitionSpec) -> Result<()> {
     let current = def
         .parameters
         .get(sluice_core::catalog::PARAM_PARTITION_BY)
@@ -880,7 +889,7 @@ async fn run_pipeline(ctx: &Ctx, a: RunArgs) -> Result<()> {
     let table = a.table.table.clone();
     let b = ctx.backends(Some(&table)).await?;
     // The table must exist before the consumer starts.
-    let opts = producer_options(ctx, &b, &a.table)?;
+    let opts = producer_options(ctx, &b.lake, &a.table)?;
     let producer = Producer::new(b.queue.clone(), b.catalog.clone(), opts.clone())?;
     let first = a.files.first().context("no input files")?;
     if !first.is_file() {

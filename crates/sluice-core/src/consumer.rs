@@ -193,7 +193,7 @@ impl Consumer {
         let def = catalog.get_table(&opts.database, &opts.table).await?;
         let layout = Arc::new(TableLayout::from_def(&def)?);
         let (ledger, quarantine) = retry("open the table's Delta logs", opts.retry_base, || {
-            open_logs(&lake, &def, &opts)
+            open_logs(&lake, &def, &opts.writer_id, opts.checkpointer.clone())
         })
         .await?;
         // Unless told otherwise, hold messages for the queue's own visibility timeout.
@@ -587,20 +587,21 @@ pub async fn refuse_legacy_log(lake: &Lake, table: &str) -> Result<()> {
 pub async fn open_logs(
     lake: &Lake,
     def: &TableDef,
-    opts: &ConsumerOptions,
+    writer_id: &str,
+    checkpointer: Option<Arc<dyn Checkpointer>>,
 ) -> Result<(Ledger, Ledger)> {
-    let mut ledger = Ledger::open(lake, &def.name, opts.writer_id.clone())
+    let mut ledger = Ledger::open(lake, &def.name, writer_id)
         .await?
-        .with_checkpointer(opts.checkpointer.clone());
+        .with_checkpointer(checkpointer.clone());
     if !ledger.state().exists {
         refuse_legacy_log(lake, &def.name).await?;
     }
     ledger
         .create_if_missing(&DeltaSchema::of_table(def))
         .await?;
-    let mut quarantine = Ledger::open_quarantine(lake, &def.name, opts.writer_id.clone())
+    let mut quarantine = Ledger::open_quarantine(lake, &def.name, writer_id)
         .await?
-        .with_checkpointer(opts.checkpointer.clone());
+        .with_checkpointer(checkpointer);
     quarantine
         .create_if_missing(&DeltaSchema::of_arrow(&quarantine_schema())?)
         .await?;

@@ -63,6 +63,19 @@ fn add_json_lines(
             .map(|(i, l)| (i as u64 + 1, l))
             .collect()
     };
+    add_json_docs(typer, layout, docs, source, chunk);
+}
+
+/// Types JSON documents, one object per row: (line number, text). Keys are matched to the
+/// table's columns by name; a key the table lacks, a value that does not parse or a document
+/// that is not an object quarantines the row with the reason.
+pub(crate) fn add_json_docs<'a>(
+    typer: &mut RowTyper<'_>,
+    layout: &TableLayout,
+    docs: impl IntoIterator<Item = (u64, &'a str)>,
+    source: &str,
+    chunk: &str,
+) {
     for (line, doc) in docs {
         let obj = match serde_json::from_str::<serde_json::Value>(doc) {
             Ok(serde_json::Value::Object(o)) => o,

@@ -65,6 +65,14 @@ pub enum Error {
     #[error("arrow: {0}")]
     Arrow(#[from] arrow::error::ArrowError),
 
+    /// A source object (being converted or produced) could not be listed or read.
+    #[error("{name}: {source}")]
+    SourceRead {
+        name: String,
+        #[source]
+        source: object_store::Error,
+    },
+
     /// A local file could not be read or written.
     #[error("{path}: {source}")]
     Io {
@@ -131,6 +139,14 @@ impl Error {
             file: Some(file.into()),
             line,
             message: message.into(),
+        }
+    }
+
+    /// An [`Error::SourceRead`] of the object `name`.
+    pub fn from_store(name: impl Into<String>, source: object_store::Error) -> Self {
+        Error::SourceRead {
+            name: name.into(),
+            source,
         }
     }
 

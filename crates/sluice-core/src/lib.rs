@@ -27,6 +27,7 @@
 pub mod catalog;
 pub mod chunk;
 pub mod consumer;
+pub mod convert;
 pub mod csv;
 pub mod decode;
 pub mod error;
@@ -41,6 +42,7 @@ pub mod queue;
 pub mod repair;
 pub mod rows;
 pub mod schema;
+pub mod source;
 pub mod table;
 pub mod table_writer;
 pub mod upgrade;

@@ -114,52 +114,95 @@ fn open(path: &Path) -> Result<File> {
 
 /// Opens a CSV file and reads its header; the reader is left at the first data record.
 fn open_csv(path: &Path, format: &CsvFormat) -> Result<(RecordReader<File>, Vec<String>)> {
-    let name = path.display().to_string();
-    let mut reader = RecordReader::new(open(path)?, &name, format);
+    read_header(open(path)?, &path.display().to_string(), format)
+}
+
+/// Reads the header of the CSV data `inner` (named `name` in errors); the reader is left at
+/// the first data record.
+pub fn read_header<R: Read>(
+    inner: R,
+    name: &str,
+    format: &CsvFormat,
+) -> Result<(RecordReader<R>, Vec<String>)> {
+    let mut reader = RecordReader::new(inner, name, format);
     let mut rec = Vec::new();
     if reader.next_into(&mut rec)?.is_none() {
         return Err(Error::invalid_at(
-            &name,
+            name,
             Some(1),
             "file is empty: expected a header line",
         ));
     }
-    let header = parse_header(&rec, format, &name)?;
+    let header = parse_header(&rec, format, name)?;
     Ok((reader, header))
 }
 
-/// Sample rows: one value per column, `None` for NULL.
-type SampleRows = Vec<Vec<Option<String>>>;
-
-/// Reads a file's header and up to `n` sample records.
-fn sample(path: &Path, format: &CsvFormat, n: usize) -> Result<(Vec<String>, SampleRows)> {
-    let (mut r, header) = open_csv(path, format)?;
+/// Infers a table's columns from a CSV header and up to `n` records of `reader`.
+pub fn infer_csv<R: Read>(
+    reader: &mut RecordReader<R>,
+    header: Vec<String>,
+    format: &CsvFormat,
+    n: usize,
+    date_format: Option<&str>,
+) -> Result<Vec<Column>> {
+    let mut inf = SchemaInference::new(header.clone(), date_format.map(str::to_string));
     let mut rec = Vec::new();
     let mut sp = FieldSplitter::default();
-    let mut rows = Vec::new();
-    while rows.len() < n {
+    let mut rows = 0;
+    while rows < n {
         rec.clear();
-        let Some(_) = r.next_into(&mut rec)? else {
+        let Some(_) = reader.next_into(&mut rec)? else {
             break;
         };
         sp.split(&rec, format.delimiter, format.quote);
         if sp.len() != header.len() {
             continue;
         }
-        rows.push(
-            (0..sp.len())
-                .map(|i| {
-                    let f = sp.field(&rec, i);
-                    if format.is_null(f) {
-                        None
-                    } else {
-                        std::str::from_utf8(f).ok().map(str::to_string)
-                    }
-                })
-                .collect(),
-        );
+        rows += 1;
+        for i in 0..sp.len() {
+            let f = sp.field(&rec, i);
+            if !format.is_null(f)
+                && let Ok(v) = std::str::from_utf8(f)
+            {
+                inf.observe(i, v);
+            }
+        }
     }
-    Ok((header, rows))
+    Ok(inf.finish())
+}
+
+/// Returns the table named in `opts`, creating it if missing with the declared columns, or
+/// else the columns `infer` gives.
+pub async fn ensure_table(
+    catalog: &dyn Catalog,
+    opts: &ProducerOptions,
+    infer: impl FnOnce() -> Result<Vec<Column>>,
+) -> Result<TableDef> {
+    use crate::catalog::CatalogExt;
+    match catalog.get_table(&opts.database, &opts.table).await {
+        Ok(t) => return Ok(t),
+        Err(Error::NotFound { .. }) => {}
+        Err(e) => return Err(e),
+    }
+    let columns = match &opts.columns {
+        Some(cols) => cols.clone(),
+        None => infer()?,
+    };
+    let def = TableLayout::new_def(
+        &opts.database,
+        &opts.table,
+        &opts.location,
+        columns,
+        &opts.partition_by,
+        opts.date_format.as_deref(),
+    )?;
+    catalog.ensure_database(&opts.database).await?;
+    match catalog.create_table(&def).await {
+        Ok(()) => info!(table = %def.name, columns = def.columns.len(), "created table"),
+        Err(Error::AlreadyExists { .. }) => {}
+        Err(e) => return Err(e),
+    }
+    catalog.get_table(&opts.database, &opts.table).await
 }
 
 impl Producer {
@@ -187,48 +230,12 @@ impl Producer {
 
     /// Returns the table, creating it from `first_file` (declared or inferred schema) if needed.
     pub async fn ensure_table(&self, first_file: &Path) -> Result<TableDef> {
-        use crate::catalog::CatalogExt;
-        match self
-            .catalog
-            .get_table(&self.opts.database, &self.opts.table)
-            .await
-        {
-            Ok(t) => return Ok(t),
-            Err(Error::NotFound { .. }) => {}
-            Err(e) => return Err(e),
-        }
-        let (header, rows) = sample(first_file, &self.opts.format, self.opts.sample_rows)?;
-        let columns = match &self.opts.columns {
-            Some(cols) => cols.clone(),
-            None => {
-                let mut inf = SchemaInference::new(header.clone(), self.opts.date_format.clone());
-                for row in &rows {
-                    for (i, v) in row.iter().enumerate() {
-                        if let Some(v) = v {
-                            inf.observe(i, v);
-                        }
-                    }
-                }
-                inf.finish()
-            }
-        };
-        let def = TableLayout::new_def(
-            &self.opts.database,
-            &self.opts.table,
-            &self.opts.location,
-            columns,
-            &self.opts.partition_by,
-            self.opts.date_format.as_deref(),
-        )?;
-        self.catalog.ensure_database(&self.opts.database).await?;
-        match self.catalog.create_table(&def).await {
-            Ok(()) => info!(table = %def.name, columns = def.columns.len(), "created table"),
-            Err(Error::AlreadyExists { .. }) => {}
-            Err(e) => return Err(e),
-        }
-        self.catalog
-            .get_table(&self.opts.database, &self.opts.table)
-            .await
+        let (format, n) = (&self.opts.format, self.opts.sample_rows);
+        ensure_table(&*self.catalog, &self.opts, || {
+            let (mut reader, header) = open_csv(first_file, format)?;
+            infer_csv(&mut reader, header, format, n, self.opts.date_format.as_deref())
+        })
+        .await
     }
 
     /// Produces files in order. Stops at the first file with an error; everything sent before
@@ -347,8 +354,8 @@ impl Producer {
     }
 }
 
-/// Fingerprint of a source: table, size and the first 64 KiB.
-fn source_fingerprint(table: &str, path: &Path) -> Result<String> {
+/// Fingerprint of a local source: table, size and the first 64 KiB.
+pub fn source_fingerprint(table: &str, path: &Path) -> Result<String> {
     let name = path.display().to_string();
     let mut f = open(path)?;
     let len = f.metadata().map_err(|e| Error::io(&name, e))?.len();

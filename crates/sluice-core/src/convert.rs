@@ -1,0 +1,877 @@
+//! `convert`: files and objects straight into a table, without a queue, under the same
+//! exactly-once commit protocol as the consumer.
+//!
+//! ```text
+//!  reader (one blocking thread): for each source, in order
+//!      skip it if its "source done" record is in the log
+//!      open ─► decompress ─► cut into pieces (CSV and JSON lines: 8 MiB of whole records;
+//!      Parquet: 65,536 rows) with deterministic chunk ids  ──► bounded channel
+//!  typing (blocking pool, one piece per core at once, order kept) ─► DecodedChunk
+//!  TableWriter: spool per partition ─► rotate by rows/bytes ─► upload ─► Delta commit
+//!  a source is done when its last rows are committed: its "source done" record rides in that
+//!  commit, and a later run skips it without reading it
+//! ```
+//!
+//! A piece's chunk id is `<source fingerprint>-<index>-<content hash>`, and each commit records
+//! the chunk parts it holds, as the consumer's do. Run twice, or again after a crash, a piece
+//! already committed adds nothing: only what is missing is written. A source that fails (a
+//! truncated gzip, a header that does not match the table) is reported; what it gave before the
+//! error is committed, the other sources are converted, and the run fails at the end.
+//!
+//! A source that changed (another size or first 64 KiB for a file, another version for an
+//! object) is a new source: its rows are converted again.
+
+use std::collections::{HashSet, VecDeque};
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use arrow::array::RecordBatch;
+use arrow::util::display::{ArrayFormatter, FormatOptions};
+use tokio::sync::mpsc;
+use tracing::{info, warn};
+
+use crate::catalog::{Catalog, TableDef};
+use crate::csv::CsvFormat;
+use crate::error::{Error, Result};
+use crate::lake::Lake;
+use crate::ledger::{Checkpointer, ChunkPart};
+use crate::producer::{ProducerOptions, ensure_table, infer_csv, read_header};
+use crate::rows::{DecodedChunk, Field, RowTyper, add_csv_records};
+use crate::schema::{Column, ColumnType, SchemaInference};
+use crate::source::{Format, Location, Source};
+use crate::table::TableLayout;
+use crate::table_writer::{Flushed, TableWriter, WriterOptions};
+use crate::writer::ParquetOptions;
+
+/// Partition key of the "source done" records in the Delta log.
+pub const SOURCE_PART: &str = "__source__";
+
+/// Bytes of CSV or JSON-lines records per piece. Part of every chunk id: changing it would
+/// make a half-done conversion convert its sources again.
+const PIECE_BYTES: usize = 8 << 20;
+/// Rows per Parquet piece; part of the chunk ids, as `PIECE_BYTES`.
+const PARQUET_PIECE_ROWS: usize = 65_536;
+
+/// `convert` settings.
+#[derive(Debug, Clone)]
+pub struct ConvertOptions {
+    /// The table, its CSV dialect, partitioning and (declared) columns, as for the producer.
+    pub table: ProducerOptions,
+    /// Close a partition's file at this many rows.
+    pub rotate_rows: u64,
+    /// Close a partition's file at this many bytes.
+    pub rotate_bytes: u64,
+    /// Memory for buffered row groups across all open files.
+    pub memory_budget: usize,
+    pub parquet: ParquetOptions,
+    /// Private spool directory.
+    pub spool_dir: PathBuf,
+    pub writer_id: String,
+    pub retry_base: Duration,
+    pub checkpointer: Option<Arc<dyn Checkpointer>>,
+    /// Pieces typed at once (default: the number of cores).
+    pub parallelism: usize,
+}
+
+impl ConvertOptions {
+    pub fn new(table: ProducerOptions, spool_dir: PathBuf) -> Self {
+        ConvertOptions {
+            table,
+            rotate_rows: 50_000_000,
+            rotate_bytes: 128 << 20,
+            memory_budget: 96 << 20,
+            parquet: ParquetOptions::default(),
+            spool_dir,
+            writer_id: crate::writer_id(),
+            retry_base: Duration::from_millis(100),
+            checkpointer: None,
+            parallelism: std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(2),
+        }
+    }
+}
+
+/// What a conversion did.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct ConvertStats {
+    pub sources: u64,
+    /// Sources a previous run finished: not read again.
+    pub sources_skipped: u64,
+    pub sources_failed: u64,
+    /// Bytes read from the sources as stored (compressed).
+    pub bytes_read: u64,
+    pub rows_in: u64,
+    pub rows_written: u64,
+    pub rows_quarantined: u64,
+    /// Rows of pieces a previous run already committed.
+    pub rows_duplicate: u64,
+    pub files: u64,
+    pub bytes_written: u64,
+    pub commits: u64,
+}
+
+/// The outcome of a conversion: what it did, and the sources that failed with why.
+#[derive(Debug)]
+pub struct Converted {
+    pub stats: ConvertStats,
+    pub failed: Vec<(String, Error)>,
+}
+
+/// Progress: (source bytes read, rows read) so far, over all sources.
+pub type ConvertProgress = Arc<dyn Fn(u64, u64) + Send + Sync>;
+
+/// Creates the table from the first source if it does not exist; returns its definition.
+pub async fn ensure_table_for(
+    catalog: &dyn Catalog,
+    opts: &ProducerOptions,
+    first: &Source,
+    spool: &std::path::Path,
+) -> Result<TableDef> {
+    match catalog.get_table(&opts.database, &opts.table).await {
+        Err(Error::NotFound { .. }) => {}
+        other => return other,
+    }
+    let columns = match &opts.columns {
+        Some(c) => Ok(c.clone()),
+        None => {
+            let rt = tokio::runtime::Handle::current();
+            let (first, o, spool) = (first.clone(), opts.clone(), spool.to_path_buf());
+            tokio::task::spawn_blocking(move || infer_columns(&rt, &first, &o, &spool)).await?
+        }
+    };
+    ensure_table(catalog, opts, || columns).await
+}
+
+/// The columns of a new table from its first source: Parquet's own schema, or inferred from a
+/// sample of CSV records or JSON objects.
+fn infer_columns(
+    rt: &tokio::runtime::Handle,
+    src: &Source,
+    opts: &ProducerOptions,
+    spool: &std::path::Path,
+) -> Result<Vec<Column>> {
+    match src.format {
+        Format::Csv => {
+            let input = src.open(rt, Arc::default())?;
+            let (mut reader, header) = read_header(input, &src.name, &opts.format)?;
+            infer_csv(
+                &mut reader,
+                header,
+                &opts.format,
+                opts.sample_rows,
+                opts.date_format.as_deref(),
+            )
+        }
+        Format::JsonLines => {
+            let input = BufReader::new(src.open(rt, Arc::default())?);
+            infer_json(input, &src.name, opts)
+        }
+        Format::Parquet => {
+            let schema = parquet_schema(rt, src, spool)?;
+            schema
+                .fields()
+                .iter()
+                .map(|f| Ok(Column::new(f.name(), column_type_of(f.data_type()))))
+                .collect()
+        }
+    }
+}
+
+fn infer_json(input: impl BufRead, name: &str, opts: &ProducerOptions) -> Result<Vec<Column>> {
+    let mut names: Vec<String> = Vec::new();
+    let mut values: Vec<(usize, String)> = Vec::new();
+    let mut seen = 0;
+    for (i, line) in input.lines().enumerate() {
+        let line = line.map_err(|e| read_error(name, e))?;
+        if line.trim().is_empty() {
+            continue;
+        }
+        let Ok(OrderedObject(obj)) = serde_json::from_str(&line) else {
+            if seen == 0 {
+                return Err(Error::invalid_at(
+                    name,
+                    Some(i as u64 + 1),
+                    "not a JSON object: JSON lines need one object per line",
+                ));
+            }
+            continue;
+        };
+        for (k, v) in obj {
+            let idx = match names.iter().position(|n| *n == k) {
+                Some(p) => p,
+                None => {
+                    names.push(k);
+                    names.len() - 1
+                }
+            };
+            match v {
+                serde_json::Value::Null => {}
+                serde_json::Value::String(s) => values.push((idx, s)),
+                other => values.push((idx, other.to_string())),
+            }
+        }
+        seen += 1;
+        if seen >= opts.sample_rows {
+            break;
+        }
+    }
+    if names.is_empty() {
+        return Err(Error::invalid_at(name, None, "no JSON object to take columns from"));
+    }
+    let mut inf = SchemaInference::new(names, opts.date_format.clone());
+    for (i, v) in &values {
+        inf.observe(*i, v);
+    }
+    Ok(inf.finish())
+}
+
+/// A JSON object's members in the order they are written (`serde_json::Map` sorts them).
+struct OrderedObject(Vec<(String, serde_json::Value)>);
+
+impl<'de> serde::Deserialize<'de> for OrderedObject {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = OrderedObject;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> std::result::Result<OrderedObject, A::Error> {
+                let mut members = Vec::new();
+                while let Some(kv) = map.next_entry::<String, serde_json::Value>()? {
+                    members.push(kv);
+                }
+                Ok(OrderedObject(members))
+            }
+        }
+        d.deserialize_map(V)
+    }
+}
+
+/// The type a Parquet column lands as: integers as int64, floats and decimals as float64,
+/// dates, timestamps (with a zone or without), booleans; anything else as its text.
+fn column_type_of(t: &arrow::datatypes::DataType) -> ColumnType {
+    use arrow::datatypes::DataType as D;
+    match t {
+        D::Int8 | D::Int16 | D::Int32 | D::Int64 | D::UInt8 | D::UInt16 | D::UInt32 | D::UInt64 => {
+            ColumnType::Int64
+        }
+        D::Float16 | D::Float32 | D::Float64 | D::Decimal32(..) | D::Decimal64(..) => {
+            ColumnType::Float64
+        }
+        D::Decimal128(..) | D::Decimal256(..) => ColumnType::Float64,
+        D::Boolean => ColumnType::Boolean,
+        D::Date32 | D::Date64 => ColumnType::Date,
+        D::Timestamp(_, None) => ColumnType::Timestamp,
+        D::Timestamp(_, Some(_)) => ColumnType::TimestampTz,
+        _ => ColumnType::String,
+    }
+}
+
+fn read_error(name: &str, e: std::io::Error) -> Error {
+    Error::invalid_at(name, None, format!("cannot read: {e}"))
+}
+
+fn parquet_schema(
+    rt: &tokio::runtime::Handle,
+    src: &Source,
+    spool: &std::path::Path,
+) -> Result<arrow::datatypes::SchemaRef> {
+    let (f, _local) = open_parquet(rt, src, spool, &Arc::default())?;
+    let b = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(f)
+        .map_err(|e| parquet_error(&src.name, e))?;
+    Ok(b.schema().clone())
+}
+
+/// A local copy of an object, removed when dropped.
+struct LocalCopy(PathBuf);
+
+impl Drop for LocalCopy {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+/// Opens a Parquet source for reading: a local file as it is; an object is first copied to
+/// the spool directory (Parquet is read from its end: the footer first), in ranged reads.
+fn open_parquet(
+    rt: &tokio::runtime::Handle,
+    src: &Source,
+    spool: &std::path::Path,
+    bytes_read: &Arc<AtomicU64>,
+) -> Result<(std::fs::File, Option<LocalCopy>)> {
+    match &src.location {
+        Location::Local(p) => Ok((
+            std::fs::File::open(p).map_err(|e| read_error(&src.name, e))?,
+            None,
+        )),
+        Location::Object { .. } => {
+            std::fs::create_dir_all(spool).map_err(|e| Error::io(spool, e))?;
+            let copy = LocalCopy(spool.join(format!("source-{}.parquet", uuid::Uuid::now_v7())));
+            let mut out = std::fs::File::create(&copy.0).map_err(|e| Error::io(&copy.0, e))?;
+            let mut input = src.open_raw(rt, bytes_read.clone())?;
+            std::io::copy(&mut input, &mut out).map_err(|e| read_error(&src.name, e))?;
+            let f = std::fs::File::open(&copy.0).map_err(|e| Error::io(&copy.0, e))?;
+            Ok((f, Some(copy)))
+        }
+    }
+}
+
+fn parquet_error(name: &str, e: parquet::errors::ParquetError) -> Error {
+    Error::invalid_at(name, None, format!("cannot read as Parquet: {e}"))
+}
+
+/// A piece of a source, ready to be typed.
+enum Piece {
+    Csv {
+        raw: Vec<u8>,
+        first_line: u64,
+        pos_of_col: Arc<Vec<usize>>,
+        format: CsvFormat,
+    },
+    Json {
+        raw: Vec<u8>,
+        first_line: u64,
+    },
+    Batch {
+        batch: RecordBatch,
+        first_row: u64,
+    },
+}
+
+/// What the reader sends, in source order.
+enum Event {
+    Piece {
+        source: usize,
+        chunk: String,
+        piece: Piece,
+    },
+    /// The source was converted by an earlier run.
+    Skipped(usize),
+    /// Everything of the source was read.
+    End(usize),
+    Failed(usize, Error),
+}
+
+/// What the main loop waits on, in order.
+enum Pending {
+    Typed(usize, tokio::task::JoinHandle<Result<DecodedChunk>>),
+    Event(Event),
+}
+
+#[derive(Default)]
+struct SourceState {
+    /// Partitions whose open file holds rows of this source.
+    pending: HashSet<String>,
+    read: bool,
+    done: bool,
+    failed: bool,
+}
+
+/// Converts `sources` into the table named in `opts` (created from the first source if
+/// missing). The Delta logs are opened (and created) here; start-up recovery of uploads that an
+/// earlier run never committed is [`crate::repair::recover`]'s, as for the consumer.
+pub async fn convert(
+    sources: Vec<Source>,
+    catalog: Arc<dyn Catalog>,
+    lake: Lake,
+    opts: ConvertOptions,
+    progress: Option<ConvertProgress>,
+) -> Result<Converted> {
+    let first = sources
+        .first()
+        .ok_or_else(|| Error::invalid("no sources to convert"))?;
+    let def = ensure_table_for(&*catalog, &opts.table, first, &opts.spool_dir).await?;
+    let layout = Arc::new(TableLayout::from_def(&def)?);
+    let (ledger, quarantine) =
+        crate::consumer::open_logs(&lake, &def, &opts.writer_id, opts.checkpointer.clone())
+            .await?;
+    let table = def.name.clone();
+    let mut writer = TableWriter::new(
+        WriterOptions {
+            table: table.clone(),
+            rotate_rows: opts.rotate_rows,
+            rotate_bytes: opts.rotate_bytes,
+            memory_budget: opts.memory_budget,
+            parquet: opts.parquet.clone(),
+            spool_dir: opts.spool_dir.clone(),
+            retry_base: opts.retry_base,
+        },
+        lake,
+        layout.clone(),
+        ledger,
+        quarantine,
+    )?;
+    let fingerprints = sources
+        .iter()
+        .map(|s| s.fingerprint(&table))
+        .collect::<Result<Vec<_>>>()?;
+    let done_before: Vec<bool> = fingerprints
+        .iter()
+        .map(|fp| writer.is_committed(&marker(fp), SOURCE_PART))
+        .collect();
+    let parallelism = opts.parallelism.max(1);
+    let bytes_read = Arc::new(AtomicU64::new(0));
+    let rows_read = Arc::new(AtomicU64::new(0));
+    let (tx, mut rx) = mpsc::channel::<Event>(parallelism + 1);
+    let reader = {
+        let (sources, fps, layout) = (sources.clone(), fingerprints.clone(), layout.clone());
+        let (format, bytes_read) = (opts.table.format.clone(), bytes_read.clone());
+        let spool = opts.spool_dir.clone();
+        let rt = tokio::runtime::Handle::current();
+        tokio::task::spawn_blocking(move || {
+            read_sources(
+                &rt,
+                &sources,
+                &fps,
+                &done_before,
+                &layout,
+                &format,
+                &spool,
+                &bytes_read,
+                &tx,
+            )
+        })
+    };
+    let mut state: Vec<SourceState> = sources.iter().map(|_| SourceState::default()).collect();
+    let mut stats = ConvertStats {
+        sources: sources.len() as u64,
+        ..Default::default()
+    };
+    let mut failed = Vec::new();
+    let mut queue: VecDeque<Pending> = VecDeque::new();
+    let mut typing = 0usize;
+    let mut input_open = true;
+    let result: Result<()> = async {
+        loop {
+            while input_open && typing < parallelism {
+                match rx.recv().await {
+                    None => input_open = false,
+                    Some(Event::Piece {
+                        source,
+                        chunk,
+                        piece,
+                    }) => {
+                        typing += 1;
+                        let (layout, name) = (layout.clone(), sources[source].name.clone());
+                        let h = tokio::task::spawn_blocking(move || {
+                            type_piece(&layout, piece, &name, &chunk)
+                        });
+                        queue.push_back(Pending::Typed(source, h));
+                    }
+                    Some(e) => queue.push_back(Pending::Event(e)),
+                }
+            }
+            let Some(next) = queue.pop_front() else {
+                break;
+            };
+            match next {
+                Pending::Typed(s, h) => {
+                    typing -= 1;
+                    let d = h.await??;
+                    stats.rows_in += d.rows_in;
+                    let rows = rows_read.fetch_add(d.rows_in, Ordering::Relaxed) + d.rows_in;
+                    let written = tokio::task::block_in_place(|| writer.write(d))?;
+                    state[s].pending.extend(written.waiting);
+                    if let Some(p) = &progress {
+                        p(bytes_read.load(Ordering::Relaxed), rows);
+                    }
+                    if !written.due.is_empty() {
+                        flush(&mut writer, &mut state, &fingerprints, written.due, false).await?;
+                    }
+                }
+                Pending::Event(Event::Skipped(s)) => {
+                    stats.sources_skipped += 1;
+                    state[s].done = true;
+                    info!(source = %sources[s].name, "converted by an earlier run; skipped");
+                }
+                Pending::Event(Event::End(s)) => state[s].read = true,
+                Pending::Event(Event::Failed(s, e)) => {
+                    warn!(source = %sources[s].name, error = %e, "source failed");
+                    state[s].failed = true;
+                    failed.push((sources[s].name.clone(), e));
+                }
+                Pending::Event(Event::Piece { .. }) => unreachable!("pieces are typed"),
+            }
+        }
+        let all = writer.open_partitions();
+        flush(&mut writer, &mut state, &fingerprints, all, true).await
+    }
+    .await;
+    if result.is_err() {
+        // Stop the reader and drop what was not committed.
+        rx.close();
+        while rx.recv().await.is_some() {}
+        writer.discard_all();
+    }
+    let read = reader.await?;
+    result?;
+    read?;
+    let w = writer.stats();
+    stats.bytes_read = bytes_read.load(Ordering::Relaxed);
+    stats.sources_failed = failed.len() as u64;
+    stats.rows_written = w.rows_written;
+    stats.rows_quarantined = w.rows_quarantined;
+    stats.rows_duplicate = w.rows_duplicate;
+    stats.files = w.files;
+    stats.bytes_written = w.bytes_written;
+    stats.commits = w.commits;
+    if let Some(p) = &progress {
+        p(stats.bytes_read, stats.rows_in);
+    }
+    Ok(Converted { stats, failed })
+}
+
+fn marker(fp: &str) -> String {
+    format!("src-{fp}")
+}
+
+/// Commits `parts`, with the "source done" record of every source whose last rows are in
+/// them (`last`: every open file is in `parts`, so every source read to its end is done).
+async fn flush(
+    writer: &mut TableWriter,
+    state: &mut [SourceState],
+    fps: &[String],
+    parts: Vec<String>,
+    last: bool,
+) -> Result<()> {
+    let set: HashSet<&String> = parts.iter().collect();
+    let finishing: Vec<usize> = state
+        .iter()
+        .enumerate()
+        .filter(|(_, s)| s.read && !s.done && !s.failed)
+        .filter(|(_, s)| last || s.pending.iter().all(|p| set.contains(p)))
+        .map(|(i, _)| i)
+        .collect();
+    let markers = finishing
+        .iter()
+        .map(|i| ChunkPart {
+            chunk: marker(&fps[*i]),
+            partition: SOURCE_PART.to_string(),
+        })
+        .collect();
+    match writer.flush(parts.clone(), markers).await? {
+        Flushed::Committed(_) => {
+            for s in state.iter_mut() {
+                s.pending.retain(|p| !set.contains(p));
+            }
+            for i in finishing {
+                state[i].done = true;
+            }
+            Ok(())
+        }
+        Flushed::Conflict => Err(Error::Conflict(
+            "another process committed rows of these sources at the same time (two conversions of the same files?); what this run committed stays committed: run it again to finish".into(),
+        )),
+    }
+}
+
+/// Reads every source in order and sends its pieces. Returns an error only when the receiver
+/// is gone; a source that fails is reported as [`Event::Failed`].
+#[allow(clippy::too_many_arguments)]
+fn read_sources(
+    rt: &tokio::runtime::Handle,
+    sources: &[Source],
+    fps: &[String],
+    done_before: &[bool],
+    layout: &TableLayout,
+    format: &CsvFormat,
+    spool: &std::path::Path,
+    bytes_read: &Arc<AtomicU64>,
+    tx: &mpsc::Sender<Event>,
+) -> Result<()> {
+    let send = |e: Event| {
+        tx.blocking_send(e)
+            .map_err(|_| Error::Task("convert stopped".into()))
+    };
+    for (i, src) in sources.iter().enumerate() {
+        if done_before[i] {
+            bytes_read.fetch_add(src.size, Ordering::Relaxed);
+            send(Event::Skipped(i))?;
+            continue;
+        }
+        let mut pieces = |chunk: String, piece: Piece| {
+            send(Event::Piece {
+                source: i,
+                chunk,
+                piece,
+            })
+        };
+        let r = match src.format {
+            Format::Csv => read_csv(rt, src, &fps[i], layout, format, bytes_read, &mut pieces),
+            Format::JsonLines => read_json(rt, src, &fps[i], bytes_read, &mut pieces),
+            Format::Parquet => {
+                read_parquet(rt, src, &fps[i], layout, spool, bytes_read, &mut pieces)
+            }
+        };
+        match r {
+            Ok(()) => send(Event::End(i))?,
+            // The receiver is gone: stop.
+            Err(Error::Task(m)) if m == "convert stopped" => return Err(Error::Task(m)),
+            Err(e) => send(Event::Failed(i, e))?,
+        }
+    }
+    Ok(())
+}
+
+fn chunk_id(fp: &str, index: u64, raw: &[u8]) -> String {
+    format!("{fp}-{index}-{:016x}", xxhash_rust::xxh3::xxh3_64(raw))
+}
+
+fn read_csv(
+    rt: &tokio::runtime::Handle,
+    src: &Source,
+    fp: &str,
+    layout: &TableLayout,
+    format: &CsvFormat,
+    bytes_read: &Arc<AtomicU64>,
+    send: &mut dyn FnMut(String, Piece) -> Result<()>,
+) -> Result<()> {
+    let input = src.open(rt, bytes_read.clone())?;
+    let (mut reader, header) = read_header(input, &src.name, format)?;
+    let map = layout.map_header(&header, &src.name)?;
+    let mut pos_of_col = vec![usize::MAX; layout.source_columns.len()];
+    for (hpos, col) in map.iter().enumerate() {
+        pos_of_col[*col] = hpos;
+    }
+    let pos_of_col = Arc::new(pos_of_col);
+    let mut buf: Vec<u8> = Vec::with_capacity(PIECE_BYTES + 64 * 1024);
+    let mut first_line = 0;
+    let mut index = 0u64;
+    let mut emit = |buf: &mut Vec<u8>, first_line: u64| -> Result<()> {
+        if buf.is_empty() {
+            return Ok(());
+        }
+        let raw = std::mem::replace(buf, Vec::with_capacity(PIECE_BYTES + 64 * 1024));
+        let chunk = chunk_id(fp, index, &raw);
+        index += 1;
+        send(
+            chunk,
+            Piece::Csv {
+                raw,
+                first_line,
+                pos_of_col: pos_of_col.clone(),
+                format: format.clone(),
+            },
+        )
+    };
+    loop {
+        match reader.next_into(&mut buf) {
+            Ok(Some(span)) => {
+                if first_line == 0 {
+                    first_line = span.line;
+                }
+                if buf.len() >= PIECE_BYTES {
+                    emit(&mut buf, first_line)?;
+                    first_line = 0;
+                }
+            }
+            Ok(None) => break,
+            Err(e) => {
+                // What was read before the error is converted; then the error is reported.
+                emit(&mut buf, first_line)?;
+                return Err(e);
+            }
+        }
+    }
+    emit(&mut buf, first_line)
+}
+
+fn read_json(
+    rt: &tokio::runtime::Handle,
+    src: &Source,
+    fp: &str,
+    bytes_read: &Arc<AtomicU64>,
+    send: &mut dyn FnMut(String, Piece) -> Result<()>,
+) -> Result<()> {
+    let mut input = BufReader::with_capacity(1 << 20, src.open(rt, bytes_read.clone())?);
+    let mut buf: Vec<u8> = Vec::with_capacity(PIECE_BYTES + 64 * 1024);
+    let (mut line, mut first_line, mut index) = (0u64, 1u64, 0u64);
+    loop {
+        let before = buf.len();
+        let n = input
+            .read_until(b'\n', &mut buf)
+            .map_err(|e| Error::invalid_at(&src.name, Some(line + 1), format!("cannot read: {e}")));
+        let n = match n {
+            Ok(n) => n,
+            Err(e) => {
+                buf.truncate(before);
+                if !buf.is_empty() {
+                    let raw = std::mem::take(&mut buf);
+                    send(chunk_id(fp, index, &raw), Piece::Json { raw, first_line })?;
+                }
+                return Err(e);
+            }
+        };
+        if n > 0 {
+            line += 1;
+        }
+        if (n == 0 && !buf.is_empty()) || buf.len() >= PIECE_BYTES {
+            let raw = std::mem::replace(&mut buf, Vec::with_capacity(PIECE_BYTES + 64 * 1024));
+            send(chunk_id(fp, index, &raw), Piece::Json { raw, first_line })?;
+            index += 1;
+            first_line = line + 1;
+        }
+        if n == 0 {
+            return Ok(());
+        }
+    }
+}
+
+fn read_parquet(
+    rt: &tokio::runtime::Handle,
+    src: &Source,
+    fp: &str,
+    layout: &TableLayout,
+    spool: &std::path::Path,
+    bytes_read: &Arc<AtomicU64>,
+    send: &mut dyn FnMut(String, Piece) -> Result<()>,
+) -> Result<()> {
+    let check = |schema: &arrow::datatypes::Schema| -> Result<()> {
+        let unknown: Vec<&str> = schema
+            .fields()
+            .iter()
+            .map(|f| f.name().as_str())
+            .filter(|n| !layout.source_columns.iter().any(|c| c.name == *n))
+            .collect();
+        if unknown.is_empty() {
+            Ok(())
+        } else {
+            Err(Error::invalid_at(
+                &src.name,
+                None,
+                format!(
+                    "columns not in table {}: {}",
+                    layout.name,
+                    unknown.join(", ")
+                ),
+            ))
+        }
+    };
+    let (f, _copy) = open_parquet(rt, src, spool, bytes_read)?;
+    let b = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(f)
+        .map_err(|e| parquet_error(&src.name, e))?
+        .with_batch_size(PARQUET_PIECE_ROWS);
+    check(b.schema())?;
+    let total = b.metadata().file_metadata().num_rows().max(0) as u64;
+    let local = matches!(src.location, Location::Local(_));
+    let mut first_row = 1u64;
+    for (index, batch) in b
+        .build()
+        .map_err(|e| parquet_error(&src.name, e))?
+        .enumerate()
+    {
+        let batch = batch.map_err(|e| parquet_error(&src.name, e.into()))?;
+        let n = batch.num_rows() as u64;
+        if local && total > 0 {
+            // Progress in stored bytes, in proportion to the rows read.
+            bytes_read.fetch_add(src.size * n / total, Ordering::Relaxed);
+        }
+        let piece = Piece::Batch { batch, first_row };
+        first_row += n;
+        send(format!("{fp}-{index}"), piece)?;
+    }
+    Ok(())
+}
+
+/// Types a piece: the same rules as the consumer's (a row is taken whole or quarantined whole
+/// with its source, line and reason).
+fn type_piece(layout: &TableLayout, piece: Piece, source: &str, chunk: &str) -> Result<DecodedChunk> {
+    match piece {
+        Piece::Csv {
+            raw,
+            first_line,
+            pos_of_col,
+            format,
+        } => {
+            let mut typer = RowTyper::new(layout, raw.len() / 64);
+            add_csv_records(
+                &mut typer,
+                &raw,
+                &format,
+                first_line,
+                &pos_of_col,
+                source,
+                chunk,
+            );
+            typer.finish(chunk)
+        }
+        Piece::Json { raw, first_line } => {
+            let mut typer = RowTyper::new(layout, raw.len() / 128);
+            let docs = raw
+                .split(|b| *b == b'\n')
+                .enumerate()
+                .map(|(i, l)| (first_line + i as u64, l))
+                .filter(|(_, l)| !l.iter().all(u8::is_ascii_whitespace));
+            let mut texts = Vec::new();
+            for (line, l) in docs {
+                match std::str::from_utf8(l) {
+                    Ok(t) => texts.push((line, t)),
+                    Err(e) => typer.reject(crate::rows::QuarantineRow {
+                        source: source.to_string(),
+                        line,
+                        raw: String::from_utf8_lossy(l).into_owned(),
+                        reason: format!("invalid UTF-8 at byte {}", e.valid_up_to()),
+                        chunk: chunk.to_string(),
+                    }),
+                }
+            }
+            crate::decode::add_json_docs(&mut typer, layout, texts, source, chunk);
+            typer.finish(chunk)
+        }
+        Piece::Batch { batch, first_row } => type_batch(layout, &batch, first_row, source, chunk),
+    }
+}
+
+/// Types a Parquet batch through the same row typer, by column name: each value as its text.
+fn type_batch(
+    layout: &TableLayout,
+    batch: &RecordBatch,
+    first_row: u64,
+    source: &str,
+    chunk: &str,
+) -> Result<DecodedChunk> {
+    let opts = FormatOptions::default().with_null("");
+    let cols: Vec<Option<(usize, ArrayFormatter<'_>)>> = layout
+        .source_columns
+        .iter()
+        .map(|c| {
+            let Some(j) = batch.schema().index_of(&c.name).ok() else {
+                return Ok(None);
+            };
+            let a = batch.column(j);
+            Ok(Some((j, ArrayFormatter::try_new(a.as_ref(), &opts)?)))
+        })
+        .collect::<Result<_>>()?;
+    let mut typer = RowTyper::new(layout, batch.num_rows());
+    let mut texts: Vec<Option<String>> = vec![None; cols.len()];
+    let mut raw = String::new();
+    for row in 0..batch.num_rows() {
+        raw.clear();
+        for (i, c) in cols.iter().enumerate() {
+            texts[i] = match c {
+                Some((j, f)) if batch.column(*j).is_valid(row) => Some(f.value(row).to_string()),
+                _ => None,
+            };
+            if i > 0 {
+                raw.push(',');
+            }
+            raw.push_str(texts[i].as_deref().unwrap_or(""));
+        }
+        typer.add_row(
+            |i| texts[i].as_deref().map(Field::Text),
+            first_row + row as u64,
+            raw.as_bytes(),
+            source,
+            chunk,
+        );
+    }
+    typer.finish(chunk)
+}
