@@ -74,14 +74,9 @@ pub async fn run(ctx: &Ctx, a: &ConvertArgs) -> Result<()> {
     ctx.open.ensure_home()?;
     let spool = ctx.home.claim_spool(&id)?;
     // Uploads of an earlier run (or a consumer) that died before committing.
-    for (t, removed) in sluice_core::repair::recover(
-        &ctx.home,
-        &lake,
-        &table,
-        &spool,
-        Duration::from_secs(300),
-    )
-    .await?
+    for (t, removed) in
+        sluice_core::repair::recover(&ctx.home, &lake, &table, &spool, Duration::from_secs(300))
+            .await?
     {
         eprintln!(
             "recovery: removed {} uncommitted file(s) of {t}",

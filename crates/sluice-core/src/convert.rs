@@ -220,7 +220,11 @@ fn infer_json(input: impl BufRead, name: &str, opts: &ProducerOptions) -> Result
         }
     }
     if names.is_empty() {
-        return Err(Error::invalid_at(name, None, "no JSON object to take columns from"));
+        return Err(Error::invalid_at(
+            name,
+            None,
+            "no JSON object to take columns from",
+        ));
     }
     let mut inf = SchemaInference::new(names, opts.date_format.clone());
     for (i, v) in &values {
@@ -391,8 +395,7 @@ pub async fn convert(
     let def = ensure_table_for(&*catalog, &opts.table, first, &opts.spool_dir).await?;
     let layout = Arc::new(TableLayout::from_def(&def)?);
     let (ledger, quarantine) =
-        crate::consumer::open_logs(&lake, &def, &opts.writer_id, opts.checkpointer.clone())
-            .await?;
+        crate::consumer::open_logs(&lake, &def, &opts.writer_id, opts.checkpointer.clone()).await?;
     let table = def.name.clone();
     let mut writer = TableWriter::new(
         WriterOptions {
@@ -662,9 +665,11 @@ fn read_csv(
             },
         )
     };
+    let mut records = 0u64;
     loop {
         match reader.next_into(&mut buf) {
             Ok(Some(span)) => {
+                records += 1;
                 if first_line == 0 {
                     first_line = span.line;
                 }
@@ -680,6 +685,13 @@ fn read_csv(
                 return Err(e);
             }
         }
+    }
+    if records == 0 {
+        return Err(Error::invalid_at(
+            &src.name,
+            Some(1),
+            "the file has a header but no rows",
+        ));
     }
     emit(&mut buf, first_line)
 }
@@ -720,6 +732,9 @@ fn read_json(
             first_line = line + 1;
         }
         if n == 0 {
+            if line == 0 {
+                return Err(Error::invalid_at(&src.name, None, "file is empty"));
+            }
             return Ok(());
         }
     }
@@ -761,6 +776,9 @@ fn read_parquet(
         .with_batch_size(PARQUET_PIECE_ROWS);
     check(b.schema())?;
     let total = b.metadata().file_metadata().num_rows().max(0) as u64;
+    if total == 0 {
+        return Err(Error::invalid_at(&src.name, None, "the file has no rows"));
+    }
     let local = matches!(src.location, Location::Local(_));
     let mut first_row = 1u64;
     for (index, batch) in b
@@ -783,7 +801,12 @@ fn read_parquet(
 
 /// Types a piece: the same rules as the consumer's (a row is taken whole or quarantined whole
 /// with its source, line and reason).
-fn type_piece(layout: &TableLayout, piece: Piece, source: &str, chunk: &str) -> Result<DecodedChunk> {
+fn type_piece(
+    layout: &TableLayout,
+    piece: Piece,
+    source: &str,
+    chunk: &str,
+) -> Result<DecodedChunk> {
     match piece {
         Piece::Csv {
             raw,

@@ -233,7 +233,13 @@ impl Producer {
         let (format, n) = (&self.opts.format, self.opts.sample_rows);
         ensure_table(&*self.catalog, &self.opts, || {
             let (mut reader, header) = open_csv(first_file, format)?;
-            infer_csv(&mut reader, header, format, n, self.opts.date_format.as_deref())
+            infer_csv(
+                &mut reader,
+                header,
+                format,
+                n,
+                self.opts.date_format.as_deref(),
+            )
         })
         .await
     }

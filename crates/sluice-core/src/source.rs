@@ -261,7 +261,12 @@ pub async fn expand_store(
     let base_depth = base.as_ref().map(|b| b.parts().count()).unwrap_or(0);
     let mut out: Vec<Source> = metas
         .into_iter()
-        .filter(|m| !m.location.parts().skip(base_depth).any(|p| hidden(p.as_ref())))
+        .filter(|m| {
+            !m.location
+                .parts()
+                .skip(base_depth)
+                .any(|p| hidden(p.as_ref()))
+        })
         .filter_map(source_of)
         .collect();
     out.sort_by(|a, b| a.name.cmp(&b.name));
@@ -312,10 +317,11 @@ impl Source {
         read: Arc<AtomicU64>,
     ) -> Result<Box<dyn Read + Send>> {
         let inner: Box<dyn Read + Send> = match &self.location {
-            Location::Local(p) => Box::new(
-                std::fs::File::open(p)
-                    .map_err(|e| Error::invalid_at(&self.name, None, format!("cannot open: {e}")))?,
-            ),
+            Location::Local(p) => {
+                Box::new(std::fs::File::open(p).map_err(|e| {
+                    Error::invalid_at(&self.name, None, format!("cannot open: {e}"))
+                })?)
+            }
             Location::Object { store, path } => {
                 let (tx, rx) = std::sync::mpsc::sync_channel::<Result<Bytes>>(RANGES_IN_FLIGHT);
                 let (store, path, size) = (store.clone(), path.clone(), self.size);
@@ -371,11 +377,11 @@ impl Source {
             Compression::Gzip => Box::new(flate2::read::MultiGzDecoder::new(
                 std::io::BufReader::with_capacity(256 * 1024, raw),
             )),
-            Compression::Zstd => Box::new(
-                zstd::Decoder::new(raw).map_err(|e| {
+            Compression::Zstd => {
+                Box::new(zstd::Decoder::new(raw).map_err(|e| {
                     Error::invalid_at(&self.name, None, format!("not zstd data: {e}"))
-                })?,
-            ),
+                })?)
+            }
         })
     }
 }
@@ -427,7 +433,10 @@ mod tests {
             detect("x/y.jsonl.zst"),
             Some((Format::JsonLines, Compression::Zstd))
         );
-        assert_eq!(detect("p.parquet"), Some((Format::Parquet, Compression::None)));
+        assert_eq!(
+            detect("p.parquet"),
+            Some((Format::Parquet, Compression::None))
+        );
         assert_eq!(detect("p.parquet.gz"), None);
         assert_eq!(detect("README"), None);
         assert_eq!(detect("_SUCCESS"), None);
@@ -442,7 +451,14 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let root = d.path();
         std::fs::create_dir_all(root.join("b/_tmp")).unwrap();
-        for f in ["b/2.csv", "a.csv.gz", "b/_tmp/x.csv", ".hidden.csv", "notes.txt.md", "b/1.jsonl"] {
+        for f in [
+            "b/2.csv",
+            "a.csv.gz",
+            "b/_tmp/x.csv",
+            ".hidden.csv",
+            "notes.txt.md",
+            "b/1.jsonl",
+        ] {
             std::fs::write(root.join(f), "x\n").unwrap();
         }
         let names = |v: Vec<Source>| -> Vec<String> {
@@ -468,7 +484,9 @@ mod tests {
     #[tokio::test]
     async fn objects_are_read_in_ranges_of_one_version() {
         let store: Arc<dyn ObjectStore> = Arc::new(object_store::memory::InMemory::new());
-        let body: Vec<u8> = (0..(RANGE_BYTES * 2 + 17)).map(|i| (i % 251) as u8).collect();
+        let body: Vec<u8> = (0..(RANGE_BYTES * 2 + 17))
+            .map(|i| (i % 251) as u8)
+            .collect();
         store
             .put(&Path::from("in/big.csv"), body.clone().into())
             .await
@@ -489,7 +507,10 @@ mod tests {
             let read = read.clone();
             move || {
                 let mut v = Vec::new();
-                src.open(&rt, read.clone()).unwrap().read_to_end(&mut v).unwrap();
+                src.open(&rt, read.clone())
+                    .unwrap()
+                    .read_to_end(&mut v)
+                    .unwrap();
                 (v, read.load(Ordering::Relaxed))
             }
         })
@@ -506,12 +527,20 @@ mod tests {
         let rt = tokio::runtime::Handle::current();
         let err = tokio::task::spawn_blocking(move || {
             let mut v = Vec::new();
-            src.open(&rt, Arc::default()).unwrap().read_to_end(&mut v).unwrap_err()
+            src.open(&rt, Arc::default())
+                .unwrap()
+                .read_to_end(&mut v)
+                .unwrap_err()
         })
         .await
         .unwrap();
-        assert!(err.to_string().contains("changed while it was read"), "{err}");
-        let err = expand_store(store, "mem://b", "none/", None).await.unwrap_err();
+        assert!(
+            err.to_string().contains("changed while it was read"),
+            "{err}"
+        );
+        let err = expand_store(store, "mem://b", "none/", None)
+            .await
+            .unwrap_err();
         assert!(err.to_string().contains("mem://b/none/"), "{err}");
     }
 }

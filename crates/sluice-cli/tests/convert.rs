@@ -1,0 +1,396 @@
+//! `sluice convert`: every source format, recounted by DuckDB's Delta extension against the
+//! source; re-runs and SIGKILLs that never land a row twice; hostile sources named in errors.
+
+use std::path::{Path, PathBuf};
+use std::process::Output;
+use std::time::Duration;
+
+mod common;
+use common::{command, ok, sluice};
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// Per year of `write_events_csv(rows, first_id)`: "year count sum min_id max_id", one line
+/// per year: what the lake must hold.
+fn expected_years(rows: u64, first_id: u64) -> String {
+    let mut by_year = std::collections::BTreeMap::<u64, (u64, i64, u64, u64)>::new();
+    for i in first_id..first_id + rows {
+        let e = by_year.entry(2019 + i % 6).or_insert((0, 0, u64::MAX, 0));
+        e.0 += 1;
+        e.1 += (i as i64 * 7919) % 100_000 - 20_000;
+        e.2 = e.2.min(i);
+        e.3 = e.3.max(i);
+    }
+    by_year
+        .iter()
+        .map(|(y, (n, s, lo, hi))| format!("{y} {n} {s} {lo} {hi}"))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// The same per-year figures, from the Delta table at `table_dir` as DuckDB's Delta extension
+/// reads it, plus a last line "total distinct_ids".
+fn duckdb_years(table_dir: &Path) -> String {
+    let script = r#"
+import os, sys, duckdb
+from duckdb_extensions import import_extension
+import_extension("delta")
+con = duckdb.connect()
+con.execute("LOAD delta")
+t = f"delta_scan('{sys.argv[1]}')"
+for r in con.execute(f"SELECT year, count(*), sum(amount_cents), min(id), max(id) FROM {t} GROUP BY year ORDER BY year").fetchall():
+    print(*r)
+print(*con.execute(f"SELECT count(*), count(DISTINCT id) FROM {t}").fetchone(), flush=True)
+con.close()
+os._exit(0)
+"#;
+    common::python(
+        script,
+        &[table_dir.to_str().unwrap()],
+        "duckdb with its delta extension",
+    )
+}
+
+/// Writes the variants of a CSV: gzip, zstd, JSON lines (also gzipped) and Parquet, with
+/// pyarrow; returns their paths.
+fn variants(csv: &Path) -> Vec<PathBuf> {
+    let script = r#"
+import sys, json, pyarrow as pa, pyarrow.compute, pyarrow.csv as pc, pyarrow.parquet as pq
+src = sys.argv[1]
+stem = src[:-4]
+raw = open(src, "rb").read()
+for ext, codec in (("csv.gz", "gzip"), ("csv.zst", "zstd")):
+    with pa.CompressedOutputStream(f"{stem}.{ext}", codec) as f:
+        f.write(raw)
+t = pc.read_csv(src, parse_options=pc.ParseOptions(newlines_in_values=True),
+                convert_options=pc.ConvertOptions(column_types={"day": pa.string()}))
+lines = "".join(json.dumps(r) + "\n" for r in t.to_pylist()).encode()
+open(f"{stem}.jsonl", "wb").write(lines)
+with pa.CompressedOutputStream(f"{stem}.jsonl.gz", "gzip") as f:
+    f.write(lines)
+t = t.set_column(1, "day", pa.compute.cast(pa.compute.strptime(t["day"], "%Y-%m-%d", "s"), pa.date32()))
+pq.write_table(t, f"{stem}.parquet", row_group_size=700)
+"#;
+    common::python(script, &[csv.to_str().unwrap()], "pyarrow");
+    let stem = csv.to_str().unwrap().trim_end_matches(".csv").to_string();
+    ["csv.gz", "csv.zst", "jsonl", "jsonl.gz", "parquet"]
+        .iter()
+        .map(|e| PathBuf::from(format!("{stem}.{e}")))
+        .collect()
+}
+
+#[test]
+fn every_format_lands_exactly_and_a_rerun_adds_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let home = dir.path().join("home");
+    let (csv, _) = sluice_testkit::fixtures::write_events_csv(dir.path(), "events.csv", 5_000, 1);
+    let mut sources = vec![csv.clone()];
+    sources.extend(variants(&csv));
+    let want = format!("{}\n5000 5000", expected_years(5_000, 1));
+    for (i, src) in sources.iter().enumerate() {
+        let table = format!("t{i}");
+        let out = sluice(
+            &home,
+            &[
+                "convert",
+                src.to_str().unwrap(),
+                "--table",
+                &table,
+                "--partition-by",
+                "year(day)",
+            ],
+        );
+        ok(&out);
+        assert!(
+            stderr(&out).contains("5000 rows read (5000 written, 0 quarantined"),
+            "{}: {}",
+            src.display(),
+            stderr(&out)
+        );
+        let got = duckdb_years(&home.join("lake").join(&table));
+        assert_eq!(got, want, "{}", src.display());
+        // Every format gives the same columns and types.
+        let schema = ok(&sluice(&home, &["catalog", "schema", &table]));
+        assert!(
+            schema.contains("id ") && schema.contains("int64") && schema.contains("date"),
+            "{schema}"
+        );
+    }
+    // Again: every source is known as converted, nothing is read or added.
+    let again = sluice(
+        &home,
+        &[
+            "convert",
+            csv.to_str().unwrap(),
+            "--table",
+            "t0",
+            "--partition-by",
+            "year(day)",
+        ],
+    );
+    ok(&again);
+    assert!(
+        stderr(&again).contains("1 source(s) (1 converted before, 0 failed), 0 rows read"),
+        "{}",
+        stderr(&again)
+    );
+    assert_eq!(duckdb_years(&home.join("lake/t0")), want);
+}
+
+#[test]
+fn a_directory_of_mixed_sources_with_bad_rows_lands_once_with_the_quarantine() {
+    let dir = tempfile::tempdir().unwrap();
+    let home = dir.path().join("home");
+    let data = dir.path().join("data");
+    std::fs::create_dir_all(data.join("2024/_tmp")).unwrap();
+    let (a, _) = sluice_testkit::fixtures::write_events_csv(&data, "a.csv", 3_000, 1);
+    let (b, _) = sluice_testkit::fixtures::write_events_csv(&data, "b.csv", 2_000, 3_001);
+    variants(&b);
+    for e in ["b.csv", "b.csv.zst", "b.jsonl", "b.jsonl.gz", "b.parquet"] {
+        std::fs::remove_file(data.join(e)).unwrap();
+    }
+    std::fs::rename(data.join("b.csv.gz"), data.join("2024/b.csv.gz")).unwrap();
+    // Skipped: a name starting with `_`.
+    std::fs::copy(&a, data.join("2024/_tmp/a.csv")).unwrap();
+    // Bad rows: quarantined with file, line and reason, the rest of the file lands.
+    std::fs::write(
+        data.join("c.csv"),
+        "id,day,amount_cents,note\n90001,2020-01-01,5,x\n90002,2020-01-02,five,y\n90003,2020-01-03,7\n90004,2020-01-04,9,z\n",
+    )
+    .unwrap();
+    let args = [
+        "convert",
+        data.to_str().unwrap(),
+        "--table",
+        "events",
+        "--partition-by",
+        "year(day)",
+        "--rotate-rows",
+        "700",
+    ];
+    let out = sluice(&home, &args);
+    ok(&out);
+    assert!(
+        stderr(&out).contains("3 source(s) (0 converted before, 0 failed), 5004 rows read (5002 written, 2 quarantined"),
+        "{}",
+        stderr(&out)
+    );
+    let q = ok(&sluice(
+        &home,
+        &[
+            "query",
+            "SELECT source, line, reason FROM quarantine ORDER BY line",
+            "--format",
+            "csv",
+        ],
+    ));
+    let c = data.join("c.csv");
+    assert!(
+        q.contains(&format!(
+            "{},3,\"column \"\"amount_cents\"\": cannot parse \"\"five\"\" as int64\"",
+            c.display()
+        )),
+        "{q}"
+    );
+    assert!(
+        q.contains(&format!("{},4,\"expected 4 fields, found 3\"", c.display())),
+        "{q}"
+    );
+    let n = ok(&sluice(
+        &home,
+        &[
+            "query",
+            "SELECT count(*) AS n, count(DISTINCT id) AS ids FROM events",
+            "--format",
+            "csv",
+        ],
+    ));
+    assert_eq!(n, "n,ids\n5002,5002\n");
+    // A second run reads nothing.
+    let again = sluice(&home, &args);
+    ok(&again);
+    assert!(
+        stderr(&again).contains("3 source(s) (3 converted before, 0 failed), 0 rows read"),
+        "{}",
+        stderr(&again)
+    );
+    let lines = duckdb_years(&home.join("lake/events"));
+    assert!(lines.ends_with("5002 5002"), "{lines}");
+}
+
+#[test]
+fn convert_killed_at_random_points_resumes_and_lands_every_row_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let home = dir.path().join("home");
+    let data = dir.path().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    let files = 6u64;
+    let per_file = 200_000u64;
+    for f in 0..files {
+        sluice_testkit::fixtures::write_events_csv(
+            &data,
+            &format!("part-{f}.csv"),
+            per_file,
+            1 + f * per_file,
+        );
+    }
+    let total = files * per_file;
+    let args = [
+        "convert",
+        data.to_str().unwrap(),
+        "--table",
+        "events",
+        "--partition-by",
+        "year(day)",
+        "--rotate-rows",
+        "20000",
+    ];
+    // A pseudo-random schedule, fixed so that a failure can be replayed.
+    let mut seed = 0x5eed_u64;
+    let mut kills = 0;
+    for _ in 0..5 {
+        seed = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        let after = Duration::from_millis(100 + (seed >> 33) % 1_500);
+        let mut child = command(&home, &args)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(after);
+        if child.try_wait().unwrap().is_none() {
+            child.kill().unwrap();
+            kills += 1;
+        }
+        child.wait().unwrap();
+        // Readable and exact (no row twice) after every kill.
+        let lines = duckdb_years(&home.join("lake/events"));
+        let last = lines.lines().last().unwrap_or("0 0").to_string();
+        let (n, ids) = last.split_once(' ').unwrap();
+        assert_eq!(n, ids, "a row landed twice after a kill: {lines}");
+        assert!(n.parse::<u64>().unwrap() <= total);
+    }
+    assert!(kills > 0, "no run was killed: the schedule is too slow");
+    let out = sluice(&home, &args);
+    ok(&out);
+    let want = format!("{}\n{total} {total}", expected_years(total, 1));
+    assert_eq!(duckdb_years(&home.join("lake/events")), want);
+    // Once more: nothing read.
+    let again = sluice(&home, &args);
+    ok(&again);
+    assert!(
+        stderr(&again).contains(&format!("{files} source(s) ({files} converted before")),
+        "{}",
+        stderr(&again)
+    );
+}
+
+#[test]
+fn hostile_sources_are_named_and_nothing_committed_is_lost() {
+    let dir = tempfile::tempdir().unwrap();
+    let home = dir.path().join("home");
+    let (good, _) = sluice_testkit::fixtures::write_events_csv(dir.path(), "good.csv", 1_000, 1);
+    let convert = |src: &Path| {
+        sluice(
+            &home,
+            &[
+                "convert",
+                src.to_str().unwrap(),
+                "--table",
+                "events",
+                "--partition-by",
+                "year(day)",
+            ],
+        )
+    };
+    ok(&convert(&good));
+    let count = || {
+        ok(&sluice(
+            &home,
+            &[
+                "query",
+                "SELECT count(*) AS n FROM events",
+                "--format",
+                "csv",
+            ],
+        ))
+    };
+    assert_eq!(count(), "n\n1000\n");
+    let failing = |src: &Path, what: &str| {
+        let o = convert(src);
+        assert!(!o.status.success(), "{} was accepted", src.display());
+        let e = stderr(&o);
+        assert!(
+            e.contains(&src.display().to_string()) && e.contains(what),
+            "{}: expected {what:?} in\n{e}",
+            src.display()
+        );
+    };
+    let empty = dir.path().join("empty.csv");
+    std::fs::write(&empty, "").unwrap();
+    failing(&empty, "file is empty");
+    let header_only = dir.path().join("header-only.csv");
+    std::fs::write(&header_only, "id,day,amount_cents,note\n").unwrap();
+    failing(&header_only, "a header but no rows");
+    let wrong_header = dir.path().join("wrong.csv");
+    std::fs::write(
+        &wrong_header,
+        "id,when,amount_cents,note\n1,2020-01-01,3,x\n",
+    )
+    .unwrap();
+    failing(&wrong_header, "when");
+    // A gzip cut in the middle: the error names it.
+    let (more, _) =
+        sluice_testkit::fixtures::write_events_csv(dir.path(), "more.csv", 20_000, 5_001);
+    let gz = variants(&more)[0].clone();
+    let bytes = std::fs::read(&gz).unwrap();
+    let cut = dir.path().join("cut.csv.gz");
+    std::fs::write(&cut, &bytes[..bytes.len() / 2]).unwrap();
+    failing(&cut, "cut.csv.gz");
+    // A Parquet file with a column the table does not have.
+    let pq = dir.path().join("other.parquet");
+    common::python(
+        "import sys, pyarrow as pa, pyarrow.parquet as pq\npq.write_table(pa.table({'id': [1], 'colour': ['red']}), sys.argv[1])",
+        &[pq.to_str().unwrap()],
+        "pyarrow",
+    );
+    failing(&pq, "columns not in table events: colour");
+    let empty_dir = dir.path().join("nothing");
+    std::fs::create_dir_all(&empty_dir).unwrap();
+    failing(&empty_dir, "no CSV, JSON-lines or Parquet files found");
+    failing(&dir.path().join("missing.csv"), "no such file");
+    // Several sources, one bad: the good ones land, the bad one is named, the run fails.
+    let (late, _) =
+        sluice_testkit::fixtures::write_events_csv(dir.path(), "late.csv", 500, 100_001);
+    let o = sluice(
+        &home,
+        &[
+            "convert",
+            late.to_str().unwrap(),
+            empty.to_str().unwrap(),
+            "--table",
+            "events",
+        ],
+    );
+    assert!(!o.status.success());
+    assert!(
+        stderr(&o).contains(&format!("failed: {}", empty.display())),
+        "{}",
+        stderr(&o)
+    );
+    // Everything committed before is still there, and the truncated gzip gave only whole rows
+    // (each once).
+    let n = ok(&sluice(
+        &home,
+        &[
+            "query",
+            "SELECT count(*) - count(DISTINCT id) AS twice, sum(CASE WHEN id <= 1000 THEN 1 ELSE 0 END) AS good, sum(CASE WHEN id > 100000 THEN 1 ELSE 0 END) AS late FROM events",
+            "--format",
+            "csv",
+        ],
+    ));
+    assert_eq!(n, "twice,good,late\n0,1000,500\n");
+}
