@@ -316,3 +316,93 @@ fn secrets_stay_out_of_help_logs_and_errors() {
         "year(day)",
     ]));
 }
+
+#[test]
+fn convert_reads_an_s3_prefix_of_mixed_objects_exactly_once() {
+    let s = setup();
+    let landing = unique("landing");
+    sluice_testkit::wire::create_bucket(&landing);
+    let dir = s._dir.path();
+    let (a, sum_a) = sluice_testkit::fixtures::write_events_csv(dir, "a.csv", 3_000, 1);
+    let (b, sum_b) = sluice_testkit::fixtures::write_events_csv(dir, "b.csv", 2_000, 3_001);
+    let (c, sum_c) = sluice_testkit::fixtures::write_events_csv(dir, "c.csv", 1_000, 5_001);
+    // Objects: gzipped CSV, Parquet, JSON lines, and a `_SUCCESS` marker that is skipped.
+    let script = r#"
+import sys, gzip, json, boto3, pyarrow as pa, pyarrow.compute as pcomp, pyarrow.csv as pc, pyarrow.parquet as pq, io
+endpoint, bucket, a, b, c = sys.argv[1:]
+s3 = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1",
+                  aws_access_key_id="testing", aws_secret_access_key="testing")
+read = lambda p: pc.read_csv(p, parse_options=pc.ParseOptions(newlines_in_values=True),
+                             convert_options=pc.ConvertOptions(column_types={"day": pa.string()}))
+s3.put_object(Bucket=bucket, Key="exports/2024/a.csv.gz", Body=gzip.compress(open(a, "rb").read()))
+t = read(b)
+t = t.set_column(1, "day", pcomp.cast(pcomp.strptime(t["day"], "%Y-%m-%d", "s"), pa.date32()))
+buf = io.BytesIO(); pq.write_table(t, buf, row_group_size=500)
+s3.put_object(Bucket=bucket, Key="exports/2024/b.parquet", Body=buf.getvalue())
+lines = "".join(json.dumps(r) + "\n" for r in read(c).to_pylist())
+s3.put_object(Bucket=bucket, Key="exports/2025/c.jsonl", Body=lines.encode())
+s3.put_object(Bucket=bucket, Key="exports/_SUCCESS", Body=b"")
+"#;
+    common::python(
+        script,
+        &[
+            &endpoint(),
+            &landing,
+            a.to_str().unwrap(),
+            b.to_str().unwrap(),
+            c.to_str().unwrap(),
+        ],
+        "boto3 and pyarrow",
+    );
+    let prefix = format!("s3://{landing}/exports/");
+    let args = [
+        "convert",
+        prefix.as_str(),
+        "--table",
+        "events",
+        "--partition-by",
+        "year(day)",
+    ];
+    let o = s.run(&args);
+    ok(&o);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("3 source(s) (0 converted before, 0 failed), 6000 rows read (6000 written"),
+        "{err}"
+    );
+    let script = r#"
+import os, sys, deltalake, pyarrow.compute as pc
+opts = {"AWS_ENDPOINT_URL": sys.argv[2], "AWS_ALLOW_HTTP": "true", "AWS_REGION": "us-east-1",
+        "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}
+t = deltalake.DeltaTable(sys.argv[1], storage_options=opts).to_pyarrow_table()
+print(t.num_rows, len(pc.unique(t["id"])), pc.sum(t["amount_cents"]).as_py(), flush=True)
+os._exit(0)
+"#;
+    let read = || {
+        common::python(
+            script,
+            &[&format!("s3://{}/raw/events", s.bucket), &endpoint()],
+            "deltalake",
+        )
+    };
+    let want = format!("6000 6000 {}", sum_a + sum_b + sum_c);
+    assert_eq!(read(), want);
+    // Again: every object is known, none is read.
+    let o = s.run(&args);
+    ok(&o);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("3 source(s) (3 converted before, 0 failed), 0 rows read"),
+        "{err}"
+    );
+    assert_eq!(read(), want);
+    // A prefix with no objects: an error naming it.
+    let none = format!("s3://{landing}/nothing/");
+    let o = s.run(&["convert", &none, "--table", "events"]);
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains(&none) && err.contains("no CSV, JSON-lines or Parquet objects"),
+        "{err}"
+    );
+}
