@@ -394,3 +394,108 @@ fn hostile_sources_are_named_and_nothing_committed_is_lost() {
     ));
     assert_eq!(n, "twice,good,late\n0,1000,500\n");
 }
+
+#[test]
+fn partition_specs_hour_several_keys_and_named_keys() {
+    let dir = tempfile::tempdir().unwrap();
+    let home = dir.path().join("home");
+    // Flights: a `year` column of its own, a zoned departure time, a region.
+    let mut csv = String::from("id,year,time_hour,region,delay\n");
+    let mut want = std::collections::BTreeMap::<(u32, &str), (u64, i64)>::new();
+    let mut hours = std::collections::BTreeMap::<(u32, u32, u32, u32), u64>::new();
+    for i in 1..=3_000u32 {
+        let (y, m, d, h) = (2020 + i % 2, 1 + i % 9, 10 + i % 18, i % 24);
+        let region = ["eu", "us", "ap"][(i % 3) as usize];
+        csv.push_str(&format!(
+            "{i},{},{y}-{m:02}-{d:02}T{h:02}:15:00Z,{region},{}\n",
+            2013 + i % 3,
+            i % 50
+        ));
+        let e = want.entry((y, region)).or_default();
+        e.0 += 1;
+        e.1 += (2013 + i % 3) as i64;
+        *hours.entry((y, m, d, h)).or_default() += 1;
+    }
+    let src = dir.path().join("flights.csv");
+    std::fs::write(&src, csv).unwrap();
+    // `year(time_hour)` would add a second `year`: refused, with the spelling that works.
+    let o = sluice(
+        &home,
+        &[
+            "convert",
+            src.to_str().unwrap(),
+            "--table",
+            "flights",
+            "--partition-by",
+            "year(time_hour)",
+        ],
+    );
+    assert!(!o.status.success());
+    assert!(
+        stderr(&o).contains("year(time_hour) AS time_hour_year"),
+        "{}",
+        stderr(&o)
+    );
+    ok(&sluice(
+        &home,
+        &[
+            "convert",
+            src.to_str().unwrap(),
+            "--table",
+            "flights",
+            "--partition-by",
+            "year(time_hour) AS dep_year, region",
+        ],
+    ));
+    let first = std::fs::read_dir(home.join("lake/flights"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .find(|n| n.starts_with("dep_year="));
+    assert!(first.is_some());
+    // The hour transform, through the queue (`run`), with its keys named.
+    ok(&sluice(
+        &home,
+        &[
+            "run",
+            src.to_str().unwrap(),
+            "--table",
+            "by_hour",
+            "--partition-by",
+            "hour(time_hour) AS dep",
+        ],
+    ));
+    let script = r#"
+import os, sys, duckdb
+from duckdb_extensions import import_extension
+import_extension("delta")
+con = duckdb.connect()
+con.execute("LOAD delta")
+for r in con.execute(f"SELECT dep_year, region, count(*), sum(year) FROM delta_scan('{sys.argv[1]}') GROUP BY ALL ORDER BY ALL").fetchall():
+    print(*r)
+print("--")
+for r in con.execute(f"SELECT dep_year, dep_month, dep_day, dep_hour, count(*) FROM delta_scan('{sys.argv[2]}') GROUP BY ALL ORDER BY ALL").fetchall():
+    print(*r)
+con.close()
+os._exit(0)
+"#;
+    let got = common::python(
+        script,
+        &[
+            home.join("lake/flights").to_str().unwrap(),
+            home.join("lake/by_hour").to_str().unwrap(),
+        ],
+        "duckdb with its delta extension",
+    );
+    let mut expect: Vec<String> = want
+        .iter()
+        .map(|((y, r), (n, s))| format!("{y} {r} {n} {s}"))
+        .collect();
+    expect.push("--".into());
+    expect.extend(
+        hours
+            .iter()
+            .map(|((y, m, d, h), n)| format!("{y} {m} {d} {h} {n}")),
+    );
+    assert_eq!(got, expect.join("\n"));
+}

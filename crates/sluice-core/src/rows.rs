@@ -81,6 +81,12 @@ enum Val {
     Str,
 }
 
+fn days_to_datetime(days: i32) -> chrono::NaiveDateTime {
+    chrono::DateTime::from_timestamp(days as i64 * 86_400, 0)
+        .map(|t| t.naive_utc())
+        .unwrap_or_default()
+}
+
 fn naive_micros(t: Temporal) -> i64 {
     match t {
         Temporal::Date(d) => d.and_time(NaiveTime::MIN).and_utc().timestamp_micros(),
@@ -101,6 +107,9 @@ pub struct RowTyper<'l> {
     rows_in: u64,
     path_buf: String,
     vals: Vec<Val>,
+    /// Per source column: whether a date transform partitions by it (an unparseable value
+    /// then sends the row to the default partition instead of the quarantine).
+    date_source: Vec<bool>,
 }
 
 impl<'l> RowTyper<'l> {
@@ -134,6 +143,16 @@ impl<'l> RowTyper<'l> {
             rows_in: 0,
             path_buf: String::new(),
             vals: Vec::new(),
+            date_source: (0..layout.source_columns.len())
+                .map(|i| {
+                    layout
+                        .spec
+                        .fields
+                        .iter()
+                        .zip(&layout.partition_sources)
+                        .any(|(f, s)| *s == i && f.transform != Transform::Identity)
+                })
+                .collect(),
         }
     }
 
@@ -183,8 +202,6 @@ impl<'l> RowTyper<'l> {
         let layout = self.layout;
         self.vals.clear();
         self.vals.resize(layout.source_columns.len(), Val::Null);
-        let mut partition_date: Option<Temporal> = None;
-        let mut identity_value: Option<String> = None;
         for (i, col) in layout.source_columns.iter().enumerate() {
             let Some(f) = field(i) else { continue };
             let s = f.text().map_err(|e| {
@@ -201,7 +218,6 @@ impl<'l> RowTyper<'l> {
                     clip(s)
                 )
             };
-            let is_partition_source = i == layout.partition_source;
             let v = match col.ty {
                 ColumnType::String => Val::Str,
                 ColumnType::Int64 => Val::I64(parse_i64(s.trim()).ok_or_else(|| bad("int64"))?),
@@ -211,55 +227,63 @@ impl<'l> RowTyper<'l> {
                 }
                 ColumnType::Date | ColumnType::Timestamp | ColumnType::TimestampTz => {
                     match parse_temporal(s, layout.date_format.as_deref()) {
-                        Some(t) => {
-                            if is_partition_source {
-                                partition_date = Some(t);
-                            }
-                            match col.ty {
-                                ColumnType::Date => match t {
-                                    Temporal::Date(d) => Val::Date(date_to_days(d)),
-                                    _ => return Err(bad("date (it has a time)")),
-                                },
-                                ColumnType::TimestampTz => Val::Ts(naive_micros(t)),
-                                _ => Val::Ts(match t {
-                                    Temporal::Zoned(us) => us,
-                                    other => naive_micros(other),
-                                }),
-                            }
-                        }
+                        Some(t) => match col.ty {
+                            ColumnType::Date => match t {
+                                Temporal::Date(d) => Val::Date(date_to_days(d)),
+                                _ => return Err(bad("date (it has a time)")),
+                            },
+                            ColumnType::TimestampTz => Val::Ts(naive_micros(t)),
+                            _ => Val::Ts(match t {
+                                Temporal::Zoned(us) => us,
+                                other => naive_micros(other),
+                            }),
+                        },
                         // An unparseable partition date sends the row to the default partition.
-                        None if is_partition_source => Val::Null,
+                        None if self.date_source[i] => Val::Null,
                         None => return Err(bad(col.ty.name())),
                     }
                 }
             };
-            if is_partition_source {
-                if layout.spec.transform == Transform::Identity {
-                    identity_value = Some(match v {
-                        Val::Str => s.to_string(),
-                        Val::I64(n) => n.to_string(),
-                        Val::Bool(b) => b.to_string(),
-                        Val::Date(_) | Val::Ts(_) => s.trim().to_string(),
-                        _ => String::new(),
-                    });
-                } else if col.ty == ColumnType::String {
-                    partition_date = parse_temporal(s, layout.date_format.as_deref());
-                }
-            }
             self.vals[i] = v;
         }
-        let path = match layout.spec.transform {
-            Transform::Identity => layout
-                .spec
-                .path_for_value(identity_value.as_deref())
-                .map_err(|e| e.to_string())?,
-            _ => {
-                layout
-                    .spec
-                    .path_for_date(partition_date, &mut self.path_buf);
-                std::mem::take(&mut self.path_buf)
+        let mut path = std::mem::take(&mut self.path_buf);
+        path.clear();
+        for (k, pf) in layout.spec.fields.iter().enumerate() {
+            if k > 0 {
+                path.push('/');
             }
-        };
+            let i = layout.partition_sources[k];
+            let text = || field(i).and_then(|f| f.text().ok());
+            if pf.transform == Transform::Identity {
+                let owned;
+                let value = match self.vals[i] {
+                    Val::Str => text(),
+                    Val::I64(n) => {
+                        owned = n.to_string();
+                        Some(owned.as_str())
+                    }
+                    Val::Bool(b) => Some(if b { "true" } else { "false" }),
+                    Val::Date(_) | Val::Ts(_) => text().map(str::trim),
+                    _ => None,
+                };
+                if let Err(e) = pf.push_value_path(value, &mut path) {
+                    self.path_buf = path;
+                    return Err(e.to_string());
+                }
+            } else {
+                let t = match self.vals[i] {
+                    Val::Date(d) => Some(days_to_datetime(d)),
+                    Val::Ts(us) => {
+                        chrono::DateTime::from_timestamp_micros(us).map(|t| t.naive_utc())
+                    }
+                    Val::Str => text()
+                        .and_then(|s| parse_temporal(s, layout.date_format.as_deref()))
+                        .map(Temporal::datetime),
+                    _ => None,
+                };
+                pf.push_date_path(t, &mut path);
+            }
+        }
         let id = match self.part_ids.get(&path) {
             Some(id) => *id,
             None => {
@@ -269,9 +293,7 @@ impl<'l> RowTyper<'l> {
                 id
             }
         };
-        if layout.spec.transform != Transform::Identity {
-            self.path_buf = path;
-        }
+        self.path_buf = path;
         Ok(id)
     }
 

@@ -166,6 +166,17 @@ impl Temporal {
                 .unwrap_or_default(),
         }
     }
+
+    /// The date and time (midnight for dates, UTC for zoned values).
+    pub fn datetime(self) -> NaiveDateTime {
+        match self {
+            Temporal::Date(d) => d.and_time(chrono::NaiveTime::MIN),
+            Temporal::Naive(t) => t,
+            Temporal::Zoned(us) => DateTime::from_timestamp_micros(us)
+                .map(|t| t.naive_utc())
+                .unwrap_or_default(),
+        }
+    }
 }
 
 const EPOCH_DAYS_FROM_CE: i32 = 719_163;

@@ -18,8 +18,8 @@ pub struct TableLayout {
     pub file_columns: Vec<Column>,
     pub file_schema: SchemaRef,
     pub spec: PartitionSpec,
-    /// Index of the partition source column in `source_columns`.
-    pub partition_source: usize,
+    /// For each field of `spec`, the index of its source column in `source_columns`.
+    pub partition_sources: Vec<usize>,
     /// For each source column, its index in `file_columns` (None for an identity partition's).
     pub file_index: Vec<Option<usize>>,
     pub date_format: Option<String>,
@@ -37,23 +37,38 @@ impl TableLayout {
             ))
         })?;
         let spec = PartitionSpec::parse(spec_s)?;
+        // Columns kept in the path only come back as source columns, from the partition keys.
         let mut source_columns = def.columns.clone();
-        if !spec.source_in_files() {
-            let key = def
-                .partition_keys
-                .first()
-                .ok_or_else(|| Error::Config(format!("table {} has no partition key", def.name)))?;
-            source_columns.push(key.clone());
+        for f in &spec.fields {
+            if spec.in_path_only(&f.source) && !source_columns.iter().any(|c| c.name == f.source) {
+                let key = def
+                    .partition_keys
+                    .iter()
+                    .find(|k| k.name == f.source)
+                    .ok_or_else(|| {
+                        Error::Config(format!(
+                            "table {} has no partition key {:?}",
+                            def.name, f.source
+                        ))
+                    })?;
+                source_columns.push(key.clone());
+            }
         }
-        let partition_source = source_columns
+        let partition_sources = spec
+            .fields
             .iter()
-            .position(|c| c.name == spec.source)
-            .ok_or_else(|| {
-                Error::Config(format!(
-                    "table {}: partition column {:?} is not a column",
-                    def.name, spec.source
-                ))
-            })?;
+            .map(|f| {
+                source_columns
+                    .iter()
+                    .position(|c| c.name == f.source)
+                    .ok_or_else(|| {
+                        Error::Config(format!(
+                            "table {}: partition column {:?} is not a column",
+                            def.name, f.source
+                        ))
+                    })
+            })
+            .collect::<Result<Vec<_>>>()?;
         let file_index = source_columns
             .iter()
             .map(|c| def.columns.iter().position(|f| f.name == c.name))
@@ -65,7 +80,7 @@ impl TableLayout {
             file_columns: def.columns.clone(),
             source_columns,
             spec,
-            partition_source,
+            partition_sources,
             file_index,
             date_format: def.parameters.get(PARAM_DATE_FORMAT).cloned(),
         })
@@ -84,17 +99,12 @@ impl TableLayout {
         for c in &source_columns {
             crate::schema::validate_column_name(&c.name)?;
         }
-        let source = spec.resolve(&source_columns)?.clone();
-        let partition_keys = spec.partition_columns(source.ty);
-        let columns: Vec<Column> = if spec.source_in_files() {
-            source_columns.clone()
-        } else {
-            source_columns
-                .iter()
-                .filter(|c| c.name != source.name)
-                .cloned()
-                .collect()
-        };
+        let partition_keys = spec.partition_columns(&source_columns)?;
+        let columns: Vec<Column> = source_columns
+            .iter()
+            .filter(|c| !spec.in_path_only(&c.name))
+            .cloned()
+            .collect();
         let mut parameters = std::collections::BTreeMap::new();
         parameters.insert(PARAM_PARTITION_BY.to_string(), spec.to_string());
         parameters.insert(
