@@ -420,88 +420,48 @@ pub async fn convert(
         .iter()
         .map(|fp| writer.is_committed(&marker(fp), SOURCE_PART))
         .collect();
-    let parallelism = opts.parallelism.max(1);
     let bytes_read = Arc::new(AtomicU64::new(0));
-    let rows_read = Arc::new(AtomicU64::new(0));
-    let (tx, mut rx) = mpsc::channel::<Event>(parallelism + 1);
-    let reader = {
-        let (sources, fps, layout) = (sources.clone(), fingerprints.clone(), layout.clone());
-        let (format, bytes_read) = (opts.table.format.clone(), bytes_read.clone());
-        let spool = opts.spool_dir.clone();
-        let rt = tokio::runtime::Handle::current();
-        tokio::task::spawn_blocking(move || {
-            read_sources(
-                &rt,
-                &sources,
-                &fps,
-                &done_before,
-                &layout,
-                &format,
-                &spool,
-                &bytes_read,
-                &tx,
-            )
-        })
-    };
+    let mut pieces = Pieces::start(
+        sources.clone(),
+        fingerprints.clone(),
+        done_before,
+        layout.clone(),
+        opts.table.format.clone(),
+        opts.spool_dir.clone(),
+        opts.parallelism,
+        bytes_read.clone(),
+    );
     let mut state: Vec<SourceState> = sources.iter().map(|_| SourceState::default()).collect();
     let mut stats = ConvertStats {
         sources: sources.len() as u64,
         ..Default::default()
     };
     let mut failed = Vec::new();
-    let mut queue: VecDeque<Pending> = VecDeque::new();
-    let mut typing = 0usize;
-    let mut input_open = true;
     let result: Result<()> = async {
-        loop {
-            while input_open && typing < parallelism {
-                match rx.recv().await {
-                    None => input_open = false,
-                    Some(Event::Piece {
-                        source,
-                        chunk,
-                        piece,
-                    }) => {
-                        typing += 1;
-                        let (layout, name) = (layout.clone(), sources[source].name.clone());
-                        let h = tokio::task::spawn_blocking(move || {
-                            type_piece(&layout, piece, &name, &chunk)
-                        });
-                        queue.push_back(Pending::Typed(source, h));
-                    }
-                    Some(e) => queue.push_back(Pending::Event(e)),
-                }
-            }
-            let Some(next) = queue.pop_front() else {
-                break;
-            };
-            match next {
-                Pending::Typed(s, h) => {
-                    typing -= 1;
-                    let d = h.await??;
+        while let Some((s, item)) = pieces.next().await? {
+            match item {
+                Item::Chunk(d) => {
                     stats.rows_in += d.rows_in;
-                    let rows = rows_read.fetch_add(d.rows_in, Ordering::Relaxed) + d.rows_in;
                     let written = tokio::task::block_in_place(|| writer.write(d))?;
                     state[s].pending.extend(written.waiting);
                     if let Some(p) = &progress {
-                        p(bytes_read.load(Ordering::Relaxed), rows);
+                        p(bytes_read.load(Ordering::Relaxed), stats.rows_in);
                     }
                     if !written.due.is_empty() {
                         flush(&mut writer, &mut state, &fingerprints, written.due, false).await?;
                     }
                 }
-                Pending::Event(Event::Skipped(s)) => {
+                Item::Skipped => {
                     stats.sources_skipped += 1;
                     state[s].done = true;
                     info!(source = %sources[s].name, "converted by an earlier run; skipped");
                 }
-                Pending::Event(Event::End(s)) => state[s].read = true,
-                Pending::Event(Event::Failed(s, e)) => {
+                Item::End => state[s].read = true,
+                Item::Failed(e) => {
                     warn!(source = %sources[s].name, error = %e, "source failed");
                     state[s].failed = true;
                     failed.push((sources[s].name.clone(), e));
                 }
-                Pending::Event(Event::Piece { .. }) => unreachable!("pieces are typed"),
             }
         }
         let all = writer.open_partitions();
@@ -509,12 +469,10 @@ pub async fn convert(
     }
     .await;
     if result.is_err() {
-        // Stop the reader and drop what was not committed.
-        rx.close();
-        while rx.recv().await.is_some() {}
+        // Drop what was not committed.
         writer.discard_all();
     }
-    let read = reader.await?;
+    let read = pieces.finish().await;
     result?;
     read?;
     let w = writer.stats();
@@ -531,6 +489,123 @@ pub async fn convert(
     }
     Ok(Converted { stats, failed })
 }
+
+/// What [`Pieces::next`] gives for a source, in source order.
+pub(crate) enum Item {
+    /// Typed rows of one piece.
+    Chunk(DecodedChunk),
+    /// The source was converted by an earlier run.
+    Skipped,
+    /// Everything of the source was read.
+    End,
+    /// The source could not be read further.
+    Failed(Error),
+}
+
+/// Sources read in order on one blocking thread, cut into pieces typed on the blocking pool
+/// (`parallelism` at once), given back in order. Memory is bounded by the pieces in flight.
+pub(crate) struct Pieces {
+    rx: mpsc::Receiver<Event>,
+    queue: VecDeque<Pending>,
+    typing: usize,
+    parallelism: usize,
+    input_open: bool,
+    layout: Arc<TableLayout>,
+    names: Vec<String>,
+    reader: tokio::task::JoinHandle<Result<()>>,
+}
+
+impl Pieces {
+    /// Starts reading. `done_before[i]`: source `i` is skipped ([`Item::Skipped`]).
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn start(
+        sources: Vec<Source>,
+        fingerprints: Vec<String>,
+        done_before: Vec<bool>,
+        layout: Arc<TableLayout>,
+        format: CsvFormat,
+        spool: PathBuf,
+        parallelism: usize,
+        bytes_read: Arc<AtomicU64>,
+    ) -> Self {
+        let parallelism = parallelism.max(1);
+        let (tx, rx) = mpsc::channel::<Event>(parallelism + 1);
+        let names = sources.iter().map(|s| s.name.clone()).collect();
+        let reader = {
+            let layout = layout.clone();
+            let rt = tokio::runtime::Handle::current();
+            tokio::task::spawn_blocking(move || {
+                read_sources(
+                    &rt,
+                    &sources,
+                    &fingerprints,
+                    &done_before,
+                    &layout,
+                    &format,
+                    &spool,
+                    &bytes_read,
+                    &tx,
+                )
+            })
+        };
+        Pieces {
+            rx,
+            queue: VecDeque::new(),
+            typing: 0,
+            parallelism,
+            input_open: true,
+            layout,
+            names,
+            reader,
+        }
+    }
+
+    /// The next item, in source order; `None` when every source is through.
+    pub(crate) async fn next(&mut self) -> Result<Option<(usize, Item)>> {
+        while self.input_open && self.typing < self.parallelism {
+            match self.rx.recv().await {
+                None => self.input_open = false,
+                Some(Event::Piece {
+                    source,
+                    chunk,
+                    piece,
+                }) => {
+                    self.typing += 1;
+                    let (layout, name) = (self.layout.clone(), self.names[source].clone());
+                    let h = tokio::task::spawn_blocking(move || {
+                        type_piece(&layout, piece, &name, &chunk)
+                    });
+                    self.queue.push_back(Pending::Typed(source, h));
+                }
+                Some(e) => self.queue.push_back(Pending::Event(e)),
+            }
+        }
+        Ok(match self.queue.pop_front() {
+            None => None,
+            Some(Pending::Typed(s, h)) => {
+                self.typing -= 1;
+                Some((s, Item::Chunk(h.await??)))
+            }
+            Some(Pending::Event(Event::Skipped(s))) => Some((s, Item::Skipped)),
+            Some(Pending::Event(Event::End(s))) => Some((s, Item::End)),
+            Some(Pending::Event(Event::Failed(s, e))) => Some((s, Item::Failed(e))),
+            Some(Pending::Event(Event::Piece { .. })) => unreachable!("pieces are typed"),
+        })
+    }
+
+    /// Stops reading (if not done) and waits for the reader.
+    pub(crate) async fn finish(mut self) -> Result<()> {
+        self.rx.close();
+        while self.rx.recv().await.is_some() {}
+        match self.reader.await? {
+            // Stopped early on purpose.
+            Err(Error::Task(m)) if m == STOPPED => Ok(()),
+            other => other,
+        }
+    }
+}
+
+const STOPPED: &str = "convert stopped";
 
 fn marker(fp: &str) -> String {
     format!("src-{fp}")
@@ -592,7 +667,7 @@ fn read_sources(
 ) -> Result<()> {
     let send = |e: Event| {
         tx.blocking_send(e)
-            .map_err(|_| Error::Task("convert stopped".into()))
+            .map_err(|_| Error::Task(STOPPED.into()))
     };
     for (i, src) in sources.iter().enumerate() {
         if done_before[i] {
@@ -617,7 +692,7 @@ fn read_sources(
         match r {
             Ok(()) => send(Event::End(i))?,
             // The receiver is gone: stop.
-            Err(Error::Task(m)) if m == "convert stopped" => return Err(Error::Task(m)),
+            Err(Error::Task(m)) if m == STOPPED => return Err(Error::Task(m)),
             Err(e) => send(Event::Failed(i, e))?,
         }
     }
