@@ -90,3 +90,14 @@ fn uuid_like() -> String {
         .unwrap_or_default();
     format!("{}-{}", t.as_nanos(), std::process::id())
 }
+
+/// The stores of S3 buckets named by event notifications, with this configuration's endpoint
+/// and credentials.
+#[derive(Debug, Clone)]
+pub struct S3Buckets(pub Aws);
+
+impl sluice_core::consumer::BucketStores for S3Buckets {
+    fn store(&self, bucket: &str) -> sluice_core::Result<Arc<dyn ObjectStore>> {
+        s3_store(&self.0, bucket)
+    }
+}

@@ -869,7 +869,13 @@ async fn consume(
             removed.len()
         );
     }
-    let opts = consumer_options(ctx, table, a, once, spool.path().to_path_buf(), id);
+    let mut opts = consumer_options(ctx, table, a, once, spool.path().to_path_buf(), id);
+    if ctx.open.uses_aws() {
+        // An SQS queue may carry S3 event notifications: the objects they name are landed.
+        opts.object_stores = Some(Arc::new(sluice_aws::s3::S3Buckets(
+            ctx.open.aws().await.clone(),
+        )));
+    }
     // Pointers of claim-checked messages are resolved whatever mode the producer used.
     let m = b.metered(None);
     let consumer = Consumer::new(opts, m.queue.clone(), b.catalog.clone(), m.lake.clone())

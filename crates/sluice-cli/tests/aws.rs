@@ -406,3 +406,115 @@ os._exit(0)
         "{err}"
     );
 }
+
+#[test]
+fn s3_event_notifications_land_each_object_version_once() {
+    let s = setup();
+    // Short visibility and two receives, so that an object that cannot be read is
+    // dead-lettered within the test.
+    ok(&s.run(&[
+        "init",
+        "--visibility-timeout",
+        "2",
+        "--max-receive-count",
+        "2",
+    ]));
+    let queue = s.globals[1].trim_start_matches("sqs://").to_string();
+    let landing = unique("landing");
+    sluice_testkit::wire::create_bucket(&landing);
+    let dir = s._dir.path();
+    let (a, sum_a) = sluice_testkit::fixtures::write_events_csv(dir, "a.csv", 3_000, 1);
+    let (b, sum_b) = sluice_testkit::fixtures::write_events_csv(dir, "b.csv", 2_000, 3_001);
+    let (c, _) = sluice_testkit::fixtures::write_events_csv(dir, "c.csv", 2_000, 10_001);
+    // The usual wiring: S3 sends ObjectCreated notifications to the SQS queue (moto sends
+    // real notification bodies, and an s3:TestEvent first).
+    let script = r#"
+import sys, gzip, json, io, boto3, pyarrow as pa, pyarrow.compute as pcomp, pyarrow.csv as pc, pyarrow.parquet as pq
+endpoint, bucket, queue, a, b, c = sys.argv[1:]
+kw = dict(endpoint_url=endpoint, region_name="us-east-1", aws_access_key_id="testing", aws_secret_access_key="testing")
+s3 = boto3.client("s3", **kw)
+sqs = boto3.client("sqs", **kw)
+s3.put_bucket_notification_configuration(Bucket=bucket, NotificationConfiguration={"QueueConfigurations": [
+    {"QueueArn": f"arn:aws:sqs:us-east-1:123456789012:{queue}", "Events": ["s3:ObjectCreated:*"]}]})
+s3.put_object(Bucket=bucket, Key="in/a.csv.gz", Body=gzip.compress(open(a, "rb").read()))
+t = pc.read_csv(b, parse_options=pc.ParseOptions(newlines_in_values=True),
+                convert_options=pc.ConvertOptions(column_types={"day": pa.string()}))
+t = t.set_column(1, "day", pcomp.cast(pcomp.strptime(t["day"], "%Y-%m-%d", "s"), pa.date32()))
+buf = io.BytesIO(); pq.write_table(t, buf, row_group_size=300)
+s3.put_object(Bucket=bucket, Key="in/b data.parquet", Body=buf.getvalue())
+# A gzip cut in half: cannot be read, so its message ends in the dead-letter queue.
+s3.put_object(Bucket=bucket, Key="in/cut.csv.gz", Body=gzip.compress(open(c, "rb").read())[:2000])
+# SQS delivers at least once: the same notification of b again.
+url = sqs.get_queue_url(QueueName=queue)["QueueUrl"]
+msgs = []
+while True:
+    got = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10, VisibilityTimeout=60).get("Messages", [])
+    if not got:
+        break
+    msgs += got
+for m in msgs:
+    sqs.change_message_visibility(QueueUrl=url, ReceiptHandle=m["ReceiptHandle"], VisibilityTimeout=0)
+bodies = [m["Body"] for m in msgs]
+dup = [x for x in bodies if "b+data.parquet" in x or "b%20data.parquet" in x]
+assert len(dup) == 1, bodies
+sqs.send_message(QueueUrl=url, MessageBody=dup[0])
+print(len(set(bodies)) + 1)
+"#;
+    let sent = common::python(
+        script,
+        &[
+            &endpoint(),
+            &landing,
+            &queue,
+            a.to_str().unwrap(),
+            b.to_str().unwrap(),
+            c.to_str().unwrap(),
+        ],
+        "boto3 and pyarrow",
+    );
+    // The test event, three objects, and the duplicate.
+    assert_eq!(sent, "5");
+    // The table comes from converting the first object; its notification then finds it done.
+    ok(&s.run(&[
+        "convert",
+        &format!("s3://{landing}/in/a.csv.gz"),
+        "--table",
+        "events",
+        "--partition-by",
+        "year(day)",
+    ]));
+    let o = s.run(&["-v", "consume", "--table", "events", "--once"]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    ok(&o);
+    assert!(err.contains("cut.csv.gz"), "{err}");
+    let script = r#"
+import os, sys, deltalake, pyarrow.compute as pc
+opts = {"AWS_ENDPOINT_URL": sys.argv[2], "AWS_ALLOW_HTTP": "true", "AWS_REGION": "us-east-1",
+        "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}
+t = deltalake.DeltaTable(sys.argv[1], storage_options=opts).to_pyarrow_table()
+print(t.num_rows, len(pc.unique(t["id"])), pc.sum(t["amount_cents"]).as_py(), flush=True)
+os._exit(0)
+"#;
+    let got = common::python(
+        script,
+        &[&format!("s3://{}/raw/events", s.bucket), &endpoint()],
+        "deltalake",
+    );
+    // a.csv.gz once (converted, then its notification found it done), b once (two
+    // notifications), and whatever whole rows the cut gzip gave before its end, each once.
+    let (n, rest) = got.split_once(' ').unwrap();
+    let (ids, _) = rest.split_once(' ').unwrap();
+    assert_eq!(n, ids, "a row landed twice: {got}");
+    let n: u64 = n.parse().unwrap();
+    assert!((5_000..8_000).contains(&n), "{got}");
+    let exact = ok(&s.run(&[
+        "query",
+        "SELECT count(*) AS n, sum(amount_cents) AS total FROM events WHERE id <= 5000",
+        "--format",
+        "csv",
+    ]));
+    assert_eq!(exact, format!("n,total\n5000,{}\n", sum_a + sum_b));
+    let stats = ok(&s.run(&["queue", "stats"]));
+    assert!(stats.contains("0 visible, 0 in flight"), "{stats}");
+    assert!(stats.contains("cut.csv.gz"), "{stats}");
+}

@@ -30,7 +30,7 @@ use tracing::{debug, info, warn};
 use crate::catalog::{Catalog, TableDef};
 use crate::error::{Error, Result};
 use crate::lake::Lake;
-use crate::ledger::{Checkpointer, Compactor, DeltaSchema, Ledger};
+use crate::ledger::{Checkpointer, ChunkPart, Compactor, DeltaSchema, Ledger};
 use crate::queue::{Queue, QueueExt, ReceiveOptions, ReceivedMessage};
 use crate::rows::DecodedChunk;
 use crate::table::TableLayout;
@@ -76,6 +76,18 @@ pub struct ConsumerOptions {
     pub compact_target_bytes: u64,
     /// How often to look for partitions to compact.
     pub compact_every: Duration,
+    /// The store of an S3 bucket, for queues that carry S3 event notifications (none: such
+    /// messages cannot be processed and are dead-lettered with the reason).
+    pub object_stores: Option<Arc<dyn BucketStores>>,
+}
+
+/// Opens the object store of a bucket by name (S3 event notifications name their bucket).
+///
+/// # Contract
+/// `store` returns a store whose paths are the bucket's keys; it may be called once per
+/// object, so it should be cheap (no request).
+pub trait BucketStores: Send + Sync + std::fmt::Debug {
+    fn store(&self, bucket: &str) -> Result<Arc<dyn object_store::ObjectStore>>;
 }
 
 impl ConsumerOptions {
@@ -100,6 +112,7 @@ impl ConsumerOptions {
             compact_small_files: 32,
             compact_target_bytes: 128 << 20,
             compact_every: Duration::from_secs(60),
+            object_stores: None,
         }
     }
 }
@@ -129,12 +142,18 @@ pub struct ConsumerStats {
 
 struct Held {
     receipt: String,
-    chunk: String,
-    /// Partitions holding rows of this message that are not yet committed.
-    waiting: HashSet<String>,
+    /// (chunk, partition) parts holding rows of this message that are not yet committed.
+    waiting: HashSet<(String, String)>,
+    /// Every row of the message was written (a notification's objects are read piece by
+    /// piece: until the last one, an empty `waiting` does not mean done).
+    complete: bool,
+    /// "Source done" records of the message's objects, committed once it is done.
+    markers: Vec<String>,
 }
 
 enum Incoming {
+    /// An S3 event notification: objects to read.
+    Objects(ReceivedMessage, Result<crate::s3_events::Notification>),
     Message(
         ReceivedMessage,
         tokio::task::JoinHandle<Result<DecodedChunk>>,
@@ -173,6 +192,8 @@ pub struct Consumer {
     stats: ConsumerStats,
     visibility: Duration,
     producer_done: Option<Arc<std::sync::atomic::AtomicBool>>,
+    /// "Source done" records of finished notification messages, for the next commit.
+    pending_markers: Vec<String>,
 }
 
 impl Consumer {
@@ -223,6 +244,7 @@ impl Consumer {
             stats: ConsumerStats::default(),
             visibility,
             producer_done: None,
+            pending_markers: Vec::new(),
         })
     }
 
@@ -264,7 +286,7 @@ impl Consumer {
         rx.close();
         let mut unprocessed = Vec::new();
         while let Some(item) = rx.recv().await {
-            if let Incoming::Message(m, _) = item {
+            if let Incoming::Message(m, _) | Incoming::Objects(m, _) = item {
                 unprocessed.push(m.receipt);
             }
         }
@@ -316,6 +338,7 @@ impl Consumer {
                 }
                 item = rx.recv() => match item {
                     None => break,
+                    Some(Incoming::Objects(m, n)) => self.ingest_objects(m, n).await?,
                     Some(Incoming::Message(m, handle)) => {
                         let decoded = handle.await?;
                         self.ingest(m, decoded).await?;
@@ -436,38 +459,17 @@ impl Consumer {
         let d = match decoded {
             Ok(d) => d,
             Err(e) => {
-                // Left in flight: delivered again after the visibility timeout, and moved to
-                // the dead-letter queue after maxReceiveCount deliveries.
-                // The reason is recorded so that `queue stats` can show why it was dead-lettered.
-                warn!(message_id = %m.message_id, receive_count = m.receive_count, error = %e, "message cannot be processed");
-                self.stats.undecodable_messages += 1;
-                if let Some(log) = &self.opts.dead_letter_log
-                    && let Err(le) = crate::home::record_failure(
-                        log,
-                        self.queue.name(),
-                        &m.message_id,
-                        m.receive_count,
-                        &e.to_string(),
-                    )
-                {
-                    warn!(error = %le, "could not record the failure reason");
-                }
+                self.undecodable(&m, &e);
                 return Ok(());
             }
         };
         self.stats.rows_in += d.rows_in;
         let chunk = d.chunk.clone();
         let written = tokio::task::block_in_place(|| self.writer.write(d))?;
-        let held = self
-            .held
-            .entry(m.message_id.clone())
-            .or_insert_with(|| Held {
-                receipt: m.receipt.clone(),
-                chunk,
-                waiting: HashSet::new(),
-            });
-        held.receipt = m.receipt.clone();
-        held.waiting.extend(written.waiting);
+        let held = self.hold(&m);
+        held.complete = true;
+        held.waiting
+            .extend(written.waiting.into_iter().map(|p| (chunk.clone(), p)));
         if held.waiting.is_empty() {
             let h = self.held.remove(&m.message_id).expect("held");
             self.delete(vec![h.receipt]).await?;
@@ -478,10 +480,215 @@ impl Consumer {
         Ok(())
     }
 
+    /// The held entry of a message (a new one on first delivery; the receipt of the newest).
+    fn hold(&mut self, m: &ReceivedMessage) -> &mut Held {
+        let held = self
+            .held
+            .entry(m.message_id.clone())
+            .or_insert_with(|| Held {
+                receipt: m.receipt.clone(),
+                waiting: HashSet::new(),
+                complete: false,
+                markers: Vec::new(),
+            });
+        held.receipt = m.receipt.clone();
+        held
+    }
+
+    /// Lands the objects an S3 event notification names: each read and typed like a
+    /// `convert` source, its rows written piece by piece. The message is deleted once every
+    /// row is committed. An object that cannot be read leaves the message to be delivered again
+    /// (and dead-lettered after maxReceiveCount), its reason recorded; an object deleted or
+    /// replaced since the notification is left out (a replacement has a notification of its own).
+    async fn ingest_objects(
+        &mut self,
+        m: ReceivedMessage,
+        n: Result<crate::s3_events::Notification>,
+    ) -> Result<()> {
+        use crate::s3_events::Notification;
+        self.stats.messages += 1;
+        self.stats.received_bytes += m.body.len() as u64;
+        let objects = match n {
+            Ok(Notification::Test) => return self.delete(vec![m.receipt]).await,
+            Ok(Notification::Objects(o)) => o,
+            Err(e) => {
+                self.undecodable(&m, &e);
+                return Ok(());
+            }
+        };
+        let Some(stores) = self.opts.object_stores.clone() else {
+            let e = Error::Undecodable(
+                "an S3 event notification, but this consumer has no S3 access to read objects with"
+                    .into(),
+            );
+            self.undecodable(&m, &e);
+            return Ok(());
+        };
+        let mut sources = Vec::new();
+        for o in objects {
+            let name = format!("s3://{}/{}", o.bucket, o.key);
+            let Some((format, compression)) = crate::source::kind_of(&o.key, None) else {
+                warn!(object = %name, "not CSV, JSON lines or Parquet by its name; left out");
+                continue;
+            };
+            let store = match stores.store(&o.bucket) {
+                Ok(s) => s,
+                Err(e) => {
+                    self.undecodable(&m, &e);
+                    return Ok(());
+                }
+            };
+            let path = object_store::path::Path::from(o.key.as_str());
+            match object_store::ObjectStoreExt::head(&store, &path).await {
+                Ok(meta)
+                    if o.etag.is_none()
+                        || meta.e_tag.as_deref().map(|e| e.trim_matches('"'))
+                            == o.etag.as_deref() => {}
+                Ok(_) => {
+                    warn!(object = %name, "replaced since the notification; its new version has a notification of its own");
+                    continue;
+                }
+                Err(object_store::Error::NotFound { .. }) => {
+                    warn!(object = %name, "deleted since the notification; nothing to land");
+                    continue;
+                }
+                Err(e) => return Err(Error::from_store(&name, e)),
+            }
+            sources.push(crate::source::Source {
+                name,
+                location: crate::source::Location::Object { store, path },
+                size: o.size,
+                version: o.etag.map(|e| format!("\"{e}\"")),
+                format,
+                compression,
+            });
+        }
+        let table = self.opts.table.clone();
+        let fps = sources
+            .iter()
+            .map(|s| s.fingerprint(&table))
+            .collect::<Result<Vec<_>>>()?;
+        let done_before: Vec<bool> = fps
+            .iter()
+            .map(|fp| {
+                self.writer
+                    .is_committed(&crate::convert::marker(fp), crate::convert::SOURCE_PART)
+            })
+            .collect();
+        let held = self.hold(&m);
+        held.markers = fps
+            .iter()
+            .zip(&done_before)
+            .filter(|(_, d)| !**d)
+            .map(|(fp, _)| crate::convert::marker(fp))
+            .collect();
+        let mut pieces = crate::convert::Pieces::start(
+            sources,
+            fps,
+            done_before,
+            self.writer.layout().clone(),
+            crate::csv::CsvFormat::default(),
+            self.opts.spool_dir.clone(),
+            std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(2),
+            Arc::default(),
+        );
+        let result = self.land_pieces(&m, &mut pieces).await;
+        let finished = pieces.finish().await;
+        let failure = result?;
+        finished?;
+        let Some(held) = self.held.get_mut(&m.message_id) else {
+            // Released by a conflict: it is delivered again.
+            return Ok(());
+        };
+        if let Some(e) = failure {
+            // Not deleted and no longer kept visible: delivered again after its timeout.
+            self.held.remove(&m.message_id);
+            self.undecodable(&m, &e);
+            return Ok(());
+        }
+        held.complete = true;
+        if held.waiting.is_empty() {
+            let h = self.held.remove(&m.message_id).expect("held");
+            self.pending_markers.extend(h.markers);
+            self.delete(vec![h.receipt]).await?;
+        }
+        Ok(())
+    }
+
+    /// Writes the pieces of a notification's objects; returns the first object that failed.
+    async fn land_pieces(
+        &mut self,
+        m: &ReceivedMessage,
+        pieces: &mut crate::convert::Pieces,
+    ) -> Result<Option<Error>> {
+        use crate::convert::Item;
+        let heartbeat_every = (self.visibility / 3).max(Duration::from_millis(100));
+        let mut last_heartbeat = Instant::now();
+        let mut failure = None;
+        while let Some((_, item)) = pieces.next().await? {
+            match item {
+                Item::Chunk(d) => {
+                    self.stats.rows_in += d.rows_in;
+                    let chunk = d.chunk.clone();
+                    let written = tokio::task::block_in_place(|| self.writer.write(d))?;
+                    let Some(held) = self.held.get_mut(&m.message_id) else {
+                        return Ok(None);
+                    };
+                    held.waiting
+                        .extend(written.waiting.into_iter().map(|p| (chunk.clone(), p)));
+                    if !written.due.is_empty() {
+                        self.flush(written.due).await?;
+                    }
+                }
+                Item::Skipped | Item::End => {}
+                Item::Failed(e) => {
+                    warn!(message_id = %m.message_id, error = %e, "object of a notification cannot be read");
+                    failure.get_or_insert(e);
+                }
+            }
+            // A large object takes long: keep every held message (this one too) in flight.
+            if last_heartbeat.elapsed() >= heartbeat_every {
+                self.heartbeat().await;
+                last_heartbeat = Instant::now();
+            }
+            if !self.held.contains_key(&m.message_id) {
+                return Ok(None);
+            }
+        }
+        Ok(failure)
+    }
+
+    /// Records why a message cannot be processed; it stays in flight, is delivered again after
+    /// its visibility timeout, and moves to the dead-letter queue after maxReceiveCount.
+    fn undecodable(&mut self, m: &ReceivedMessage, e: &Error) {
+        warn!(message_id = %m.message_id, receive_count = m.receive_count, error = %e, "message cannot be processed");
+        self.stats.undecodable_messages += 1;
+        if let Some(log) = &self.opts.dead_letter_log
+            && let Err(le) = crate::home::record_failure(
+                log,
+                self.queue.name(),
+                &m.message_id,
+                m.receive_count,
+                &e.to_string(),
+            )
+        {
+            warn!(error = %le, "could not record the failure reason");
+        }
+    }
+
     /// Commits the files of `parts`, then deletes the messages that are complete. On a
     /// conflict every held message is released, to be delivered again and deduplicated.
     async fn flush(&mut self, parts: Vec<String>) -> Result<()> {
-        let committed = match self.writer.flush(parts, Vec::new()).await? {
+        let markers = std::mem::take(&mut self.pending_markers)
+            .into_iter()
+            .map(|chunk| ChunkPart {
+                chunk,
+                partition: crate::convert::SOURCE_PART.to_string(),
+            })
+            .collect();
+        let committed = match self.writer.flush(parts, markers).await? {
             Flushed::Committed(c) => c,
             Flushed::Conflict => {
                 let receipts: Vec<String> = self.held.drain().map(|(_, h)| h.receipt).collect();
@@ -492,21 +699,20 @@ impl Consumer {
         let mut done = Vec::new();
         for (p, chunks) in &committed {
             for (id, h) in self.held.iter_mut() {
-                if chunks.contains(&h.chunk) {
-                    h.waiting.remove(p);
-                }
-                if h.waiting.is_empty() {
+                h.waiting
+                    .retain(|(c, part)| part != p || !chunks.contains(c));
+                if h.complete && h.waiting.is_empty() {
                     done.push(id.clone());
                 }
             }
         }
         done.sort();
         done.dedup();
-        let receipts: Vec<String> = done
-            .iter()
-            .filter_map(|id| self.held.remove(id))
-            .map(|h| h.receipt)
-            .collect();
+        let mut receipts = Vec::new();
+        for h in done.iter().filter_map(|id| self.held.remove(id)) {
+            self.pending_markers.extend(h.markers);
+            receipts.push(h.receipt);
+        }
         self.delete(receipts).await
     }
 
@@ -641,6 +847,12 @@ async fn receive_loop(
                 failures = 0;
                 idle = 0;
                 for m in msgs {
+                    if let Some(n) = crate::s3_events::parse(&m.body) {
+                        if tx.send(Incoming::Objects(m, n)).await.is_err() {
+                            return (calls, empties);
+                        }
+                        continue;
+                    }
                     let layout = layout.clone();
                     let (body, id) = (m.body.clone(), m.message_id.clone());
                     let h = tokio::task::spawn_blocking(move || {

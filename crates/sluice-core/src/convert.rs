@@ -607,7 +607,7 @@ impl Pieces {
 
 const STOPPED: &str = "convert stopped";
 
-fn marker(fp: &str) -> String {
+pub(crate) fn marker(fp: &str) -> String {
     format!("src-{fp}")
 }
 
@@ -665,10 +665,7 @@ fn read_sources(
     bytes_read: &Arc<AtomicU64>,
     tx: &mpsc::Sender<Event>,
 ) -> Result<()> {
-    let send = |e: Event| {
-        tx.blocking_send(e)
-            .map_err(|_| Error::Task(STOPPED.into()))
-    };
+    let send = |e: Event| tx.blocking_send(e).map_err(|_| Error::Task(STOPPED.into()));
     for (i, src) in sources.iter().enumerate() {
         if done_before[i] {
             bytes_read.fetch_add(src.size, Ordering::Relaxed);

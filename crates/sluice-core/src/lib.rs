@@ -41,6 +41,7 @@ pub mod producer;
 pub mod queue;
 pub mod repair;
 pub mod rows;
+pub mod s3_events;
 pub mod schema;
 pub mod source;
 pub mod table;

@@ -97,7 +97,7 @@ pub struct Source {
 
 /// Format and compression of `name`: from `format` if given (compression still from the
 /// extension), else from the extension.
-fn kind_of(name: &str, format: Option<Format>) -> Option<(Format, Compression)> {
+pub fn kind_of(name: &str, format: Option<Format>) -> Option<(Format, Compression)> {
     let detected = detect(name);
     match format {
         Some(f) => {
