@@ -19,10 +19,6 @@ pub struct ConvertArgs {
     sources: Vec<String>,
     #[command(flatten)]
     table: TableArgs,
-    /// Format of every source: csv, jsonl or parquet (default: from each name's extension;
-    /// .gz and .zst are decompressed either way).
-    #[arg(long, value_parser = Format::parse)]
-    format: Option<Format>,
     /// Close a partition's file at this many rows.
     #[arg(long)]
     rotate_rows: Option<u64>,
@@ -34,10 +30,14 @@ pub struct ConvertArgs {
     threads: Option<usize>,
 }
 
-/// Expands the SOURCE arguments, in order; duplicates (a file named twice) are read once.
-async fn sources(ctx: &Ctx, a: &ConvertArgs) -> Result<Vec<Source>> {
+/// Expands SOURCE arguments, in order; duplicates (a file named twice) are read once.
+pub(crate) async fn expand_sources(
+    ctx: &Ctx,
+    args: &[String],
+    format: Option<Format>,
+) -> Result<Vec<Source>> {
     let mut out: Vec<Source> = Vec::new();
-    for arg in &a.sources {
+    for arg in args {
         let found = match arg.strip_prefix("s3://") {
             Some(rest) => {
                 let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
@@ -45,9 +45,9 @@ async fn sources(ctx: &Ctx, a: &ConvertArgs) -> Result<Vec<Source>> {
                     bail!("{arg}: no bucket named");
                 }
                 let store = sluice_aws::s3::s3_store(ctx.open.aws().await, bucket)?;
-                expand_store(store, &format!("s3://{bucket}"), prefix, a.format).await?
+                expand_store(store, &format!("s3://{bucket}"), prefix, format).await?
             }
-            None => expand_local(arg, a.format)?,
+            None => expand_local(arg, format)?,
         };
         for s in found {
             if !out.iter().any(|o| o.name == s.name) {
@@ -68,7 +68,7 @@ pub async fn run(ctx: &Ctx, a: &ConvertArgs) -> Result<()> {
     {
         check_spec(&def, &topts.partition_by)?;
     }
-    let sources = sources(ctx, a).await?;
+    let sources = expand_sources(ctx, &a.sources, a.table.format).await?;
     let total_bytes: u64 = sources.iter().map(|s| s.size).sum();
     let id = writer_id();
     ctx.open.ensure_home()?;

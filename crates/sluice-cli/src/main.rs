@@ -176,13 +176,18 @@ pub(crate) struct TableArgs {
     /// Quote character.
     #[arg(long)]
     quote: Option<char>,
+    /// Format of every source: csv, jsonl or parquet (default: from each name's extension,
+    /// CSV for a file named on its own with none; .gz and .zst are decompressed either way).
+    #[arg(long, value_parser = sluice_core::source::Format::parse)]
+    pub(crate) format: Option<sluice_core::source::Format>,
 }
 
 #[derive(Debug, Args)]
 struct ProduceArgs {
-    /// CSV files.
-    #[arg(required = true)]
-    files: Vec<PathBuf>,
+    /// Files, directories, glob patterns or s3://BUCKET/PREFIX: CSV (also .gz, .zst), JSON
+    /// lines or Parquet.
+    #[arg(required = true, value_name = "SOURCE")]
+    files: Vec<String>,
     #[command(flatten)]
     table: TableArgs,
     #[command(flatten)]
@@ -255,9 +260,10 @@ struct ConsumeArgs {
 
 #[derive(Debug, Args)]
 struct RunArgs {
-    /// CSV files.
-    #[arg(required = true)]
-    files: Vec<PathBuf>,
+    /// Files, directories, glob patterns or s3://BUCKET/PREFIX: CSV (also .gz, .zst), JSON
+    /// lines or Parquet.
+    #[arg(required = true, value_name = "SOURCE")]
+    files: Vec<String>,
     #[command(flatten)]
     table: TableArgs,
     #[command(flatten)]
@@ -520,7 +526,8 @@ async fn run(cli: Cli) -> Result<()> {
         Command::Init(a) => init(&ctx, &a).await,
         Command::Produce(a) => {
             let b = ctx.backends(Some(&a.table.table)).await?;
-            let (stats, meter) = produce(&ctx, &b, &a.files, &a.table, &a.send).await?;
+            let sources = convert::expand_sources(&ctx, &a.files, a.table.format).await?;
+            let (stats, meter) = produce(&ctx, &b, &sources, &a.table, &a.send).await?;
             eprintln!("{}", produce_summary(&stats, &meter));
             ctx.write_metrics("producer", &meter)
         }
@@ -767,7 +774,7 @@ fn progress_bar(label: &str) -> (Option<Progress>, Option<indicatif::ProgressBar
 async fn produce(
     ctx: &Ctx,
     b: &Backends,
-    files: &[PathBuf],
+    sources: &[sluice_core::source::Source],
     t: &TableArgs,
     send: &SendArgs,
 ) -> Result<(ProduceStats, sluice_core::metrics::MeterSnapshot)> {
@@ -782,7 +789,7 @@ async fn produce(
     let m = b.metered(send.claim_bytes());
     let producer = Producer::new(m.queue.clone(), b.catalog.clone(), opts)?;
     let (progress, pb) = progress_bar("produce");
-    let r = producer.produce(files, progress).await;
+    let r = producer.produce_sources(sources, progress).await;
     if let Some(pb) = pb {
         pb.finish_and_clear();
     }
@@ -897,11 +904,9 @@ async fn run_pipeline(ctx: &Ctx, a: RunArgs) -> Result<()> {
     // The table must exist before the consumer starts.
     let opts = producer_options(ctx, &b.lake, &a.table)?;
     let producer = Producer::new(b.queue.clone(), b.catalog.clone(), opts.clone())?;
-    let first = a.files.first().context("no input files")?;
-    if !first.is_file() {
-        bail!("{}: no such file", first.display());
-    }
-    let def = producer.ensure_table(first).await?;
+    let sources = convert::expand_sources(ctx, &a.files, a.table.format).await?;
+    let first = sources.first().context("no input files")?;
+    let def = producer.ensure_table_for(first).await?;
     sluice_core::consumer::refuse_legacy_log(&b.lake, &table).await?;
     if a.table.partition_by.is_some() {
         check_spec(&def, &opts.partition_by)?;
@@ -909,15 +914,15 @@ async fn run_pipeline(ctx: &Ctx, a: RunArgs) -> Result<()> {
     let started = Instant::now();
     let done = Arc::new(AtomicBool::new(false));
     let prod = {
-        let (files, done, t, b2, send) = (
-            a.files.clone(),
+        let (sources, done, t, b2, send) = (
+            sources.clone(),
             done.clone(),
             a.table.clone(),
             b.clone(),
             a.send.clone(),
         );
         async move {
-            let r = produce(ctx, &b2, &files, &t, &send).await;
+            let r = produce(ctx, &b2, &sources, &t, &send).await;
             done.store(true, Ordering::SeqCst);
             r
         }

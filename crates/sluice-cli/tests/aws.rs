@@ -396,6 +396,22 @@ os._exit(0)
         "{err}"
     );
     assert_eq!(read(), want);
+    // The same objects through the queue: `run` reads the prefix as a producer.
+    ok(&s.run(&["init", "--visibility-timeout", "60"]));
+    ok(&s.run(&[
+        "run",
+        prefix.as_str(),
+        "--table",
+        "piped",
+        "--partition-by",
+        "year(day)",
+    ]));
+    let piped = common::python(
+        script,
+        &[&format!("s3://{}/raw/piped", s.bucket), &endpoint()],
+        "deltalake",
+    );
+    assert_eq!(piped, want);
     // A prefix with no objects: an error naming it.
     let none = format!("s3://{landing}/nothing/");
     let o = s.run(&["convert", &none, "--table", "events"]);

@@ -499,3 +499,56 @@ os._exit(0)
     );
     assert_eq!(got, expect.join("\n"));
 }
+
+#[test]
+fn produce_and_run_read_the_same_sources_through_the_queue() {
+    let dir = tempfile::tempdir().unwrap();
+    let home = dir.path().join("home");
+    let data = dir.path().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    // Three id ranges, one per format: gzipped CSV, JSON lines, Parquet.
+    let mut want_rows = 0;
+    for (i, keep) in ["csv.zst", "jsonl", "parquet"].iter().enumerate() {
+        let first = 1 + i as u64 * 2_000;
+        let (csv, _) = sluice_testkit::fixtures::write_events_csv(
+            &data,
+            &format!("part{i}.csv"),
+            2_000,
+            first,
+        );
+        for v in variants(&csv) {
+            if !v.to_str().unwrap().ends_with(&format!(".{keep}")) {
+                std::fs::remove_file(v).unwrap();
+            }
+        }
+        std::fs::remove_file(csv).unwrap();
+        want_rows += 2_000;
+    }
+    let out = sluice(
+        &home,
+        &[
+            "run",
+            data.to_str().unwrap(),
+            "--table",
+            "events",
+            "--partition-by",
+            "year(day)",
+        ],
+    );
+    ok(&out);
+    let want = format!("{}\n{want_rows} {want_rows}", expected_years(want_rows, 1));
+    assert_eq!(duckdb_years(&home.join("lake/events")), want);
+    // Produced again: every chunk is recognised, nothing is added.
+    ok(&sluice(
+        &home,
+        &["produce", data.to_str().unwrap(), "--table", "events"],
+    ));
+    let again = sluice(&home, &["consume", "--table", "events", "--once"]);
+    ok(&again);
+    assert!(
+        stderr(&again).contains(&format!("{want_rows} duplicate(s) dropped")),
+        "{}",
+        stderr(&again)
+    );
+    assert_eq!(duckdb_years(&home.join("lake/events")), want);
+}

@@ -1,4 +1,4 @@
-//! The message format: a chunk of CSV records in an envelope.
+//! The message format: a chunk of CSV records (or JSON lines) in an envelope.
 //!
 //! ```text
 //! sluice.chunk.v1 {"table":…,"chunk":…,"first_line":…,"columns":[…],…}\n
@@ -37,6 +37,23 @@ pub enum Codec {
     Zstd,
 }
 
+/// What the payload's records are.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Payload {
+    /// CSV records in `format`, fields in `columns` order.
+    #[default]
+    Csv,
+    /// One JSON object per line (JSON-lines sources, and Parquet rows as JSON).
+    JsonLines,
+}
+
+impl Payload {
+    fn is_csv(&self) -> bool {
+        *self == Payload::Csv
+    }
+}
+
 /// The envelope of a chunk.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ChunkHeader {
@@ -53,8 +70,11 @@ pub struct ChunkHeader {
     pub rows: u64,
     pub codec: Codec,
     pub format: CsvFormat,
-    /// Column names of the source header, in source order.
+    /// Column names of the source header, in source order (CSV payloads).
     pub columns: Vec<String>,
+    /// Absent in chunks of earlier versions: CSV.
+    #[serde(default, skip_serializing_if = "Payload::is_csv")]
+    pub payload: Payload,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub rejects: Vec<Reject>,
 }
@@ -130,6 +150,7 @@ mod tests {
             codec: Codec::Zstd,
             format: CsvFormat::default(),
             columns: vec!["a".into(), "b".into()],
+            payload: Payload::Csv,
             rejects: vec![],
         };
         let raw = b"1,2\n3,\"4\n5\"\n";

@@ -294,6 +294,87 @@ fn parquet_schema(
     Ok(b.schema().clone())
 }
 
+/// A Parquet source's rows as JSON lines (one object per row, NULLs left out), for chunk
+/// messages. Its columns are checked against the table first.
+pub(crate) fn parquet_as_json_lines(
+    rt: &tokio::runtime::Handle,
+    src: &Source,
+    layout: &TableLayout,
+    spool: &std::path::Path,
+    bytes_read: &Arc<AtomicU64>,
+) -> Result<Box<dyn std::io::Read + Send>> {
+    let (f, copy) = open_parquet(rt, src, spool, bytes_read)?;
+    let b = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(f)
+        .map_err(|e| parquet_error(&src.name, e))?
+        .with_batch_size(PARQUET_PIECE_ROWS);
+    check_parquet_columns(src, layout, b.schema())?;
+    let batches = b.build().map_err(|e| parquet_error(&src.name, e))?;
+    Ok(Box::new(ParquetJsonLines {
+        batches,
+        buf: Vec::new(),
+        pos: 0,
+        name: src.name.clone(),
+        _copy: copy,
+    }))
+}
+
+struct ParquetJsonLines {
+    batches: parquet::arrow::arrow_reader::ParquetRecordBatchReader,
+    buf: Vec<u8>,
+    pos: usize,
+    name: String,
+    _copy: Option<LocalCopy>,
+}
+
+impl std::io::Read for ParquetJsonLines {
+    fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
+        while self.pos == self.buf.len() {
+            let Some(batch) = self.batches.next() else {
+                return Ok(0);
+            };
+            let batch = batch.map_err(|e| {
+                std::io::Error::other(format!("{}: cannot read as Parquet: {e}", self.name))
+            })?;
+            self.buf.clear();
+            self.pos = 0;
+            let mut w = arrow::json::LineDelimitedWriter::new(&mut self.buf);
+            w.write(&batch).map_err(std::io::Error::other)?;
+            w.finish().map_err(std::io::Error::other)?;
+        }
+        let n = out.len().min(self.buf.len() - self.pos);
+        out[..n].copy_from_slice(&self.buf[self.pos..self.pos + n]);
+        self.pos += n;
+        Ok(n)
+    }
+}
+
+/// Fails naming the source if a Parquet file has columns the table lacks.
+fn check_parquet_columns(
+    src: &Source,
+    layout: &TableLayout,
+    schema: &arrow::datatypes::Schema,
+) -> Result<()> {
+    let unknown: Vec<&str> = schema
+        .fields()
+        .iter()
+        .map(|f| f.name().as_str())
+        .filter(|n| !layout.source_columns.iter().any(|c| c.name == *n))
+        .collect();
+    if unknown.is_empty() {
+        Ok(())
+    } else {
+        Err(Error::invalid_at(
+            &src.name,
+            None,
+            format!(
+                "columns not in table {}: {}",
+                layout.name,
+                unknown.join(", ")
+            ),
+        ))
+    }
+}
+
 /// A local copy of an object, removed when dropped.
 struct LocalCopy(PathBuf);
 
@@ -821,32 +902,11 @@ fn read_parquet(
     bytes_read: &Arc<AtomicU64>,
     send: &mut dyn FnMut(String, Piece) -> Result<()>,
 ) -> Result<()> {
-    let check = |schema: &arrow::datatypes::Schema| -> Result<()> {
-        let unknown: Vec<&str> = schema
-            .fields()
-            .iter()
-            .map(|f| f.name().as_str())
-            .filter(|n| !layout.source_columns.iter().any(|c| c.name == *n))
-            .collect();
-        if unknown.is_empty() {
-            Ok(())
-        } else {
-            Err(Error::invalid_at(
-                &src.name,
-                None,
-                format!(
-                    "columns not in table {}: {}",
-                    layout.name,
-                    unknown.join(", ")
-                ),
-            ))
-        }
-    };
     let (f, _copy) = open_parquet(rt, src, spool, bytes_read)?;
     let b = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(f)
         .map_err(|e| parquet_error(&src.name, e))?
         .with_batch_size(PARQUET_PIECE_ROWS);
-    check(b.schema())?;
+    check_parquet_columns(src, layout, b.schema())?;
     let total = b.metadata().file_metadata().num_rows().max(0) as u64;
     if total == 0 {
         return Err(Error::invalid_at(&src.name, None, "the file has no rows"));

@@ -19,12 +19,13 @@ use tokio::sync::mpsc;
 use tracing::info;
 
 use crate::catalog::{Catalog, TableDef};
-use crate::chunk::{ChunkHeader, Codec, Reject, compress, encode, encoded_len};
+use crate::chunk::{ChunkHeader, Codec, Payload, Reject, compress, encode, encoded_len};
 use crate::csv::{CsvFormat, FieldSplitter, RecordReader, parse_header};
 use crate::error::{Error, Result};
 use crate::partition::PartitionSpec;
 use crate::queue::{MAX_BATCH, Queue};
 use crate::schema::{Column, SchemaInference};
+use crate::source::{Format, Source};
 use crate::table::TableLayout;
 
 /// Producer settings.
@@ -110,11 +111,6 @@ fn open(path: &Path) -> Result<File> {
             format!("cannot open: {e}"),
         )
     })
-}
-
-/// Opens a CSV file and reads its header; the reader is left at the first data record.
-fn open_csv(path: &Path, format: &CsvFormat) -> Result<(RecordReader<File>, Vec<String>)> {
-    read_header(open(path)?, &path.display().to_string(), format)
 }
 
 /// Reads the header of the CSV data `inner` (named `name` in errors); the reader is left at
@@ -230,46 +226,47 @@ impl Producer {
 
     /// Returns the table, creating it from `first_file` (declared or inferred schema) if needed.
     pub async fn ensure_table(&self, first_file: &Path) -> Result<TableDef> {
-        let (format, n) = (&self.opts.format, self.opts.sample_rows);
-        ensure_table(&*self.catalog, &self.opts, || {
-            let (mut reader, header) = open_csv(first_file, format)?;
-            infer_csv(
-                &mut reader,
-                header,
-                format,
-                n,
-                self.opts.date_format.as_deref(),
-            )
-        })
-        .await
+        self.ensure_table_for(&Source::local_file(first_file)?)
+            .await
     }
 
-    /// Produces files in order. Stops at the first file with an error; everything sent before
-    /// the error stays sent.
+    /// Returns the table, creating it from `first` (declared, Parquet's own, or inferred
+    /// schema) if needed.
+    pub async fn ensure_table_for(&self, first: &Source) -> Result<TableDef> {
+        crate::convert::ensure_table_for(&*self.catalog, &self.opts, first, &std::env::temp_dir())
+            .await
+    }
+
+    /// Produces local files in order (CSV unless the name says otherwise). Stops at the first
+    /// file with an error; everything sent before the error stays sent.
     pub async fn produce(
         &self,
         files: &[impl AsRef<Path>],
         progress: Option<Progress>,
     ) -> Result<ProduceStats> {
-        let first = files
+        let sources = files
+            .iter()
+            .map(|f| Source::local_file(f.as_ref()))
+            .collect::<Result<Vec<_>>>()?;
+        self.produce_sources(&sources, progress).await
+    }
+
+    /// Produces sources in order: local files or objects, CSV (also `.gz`, `.zst`), JSON lines
+    /// or Parquet. Stops at the first source with an error; everything sent before the error
+    /// stays sent.
+    pub async fn produce_sources(
+        &self,
+        sources: &[Source],
+        progress: Option<Progress>,
+    ) -> Result<ProduceStats> {
+        let first = sources
             .first()
             .ok_or_else(|| Error::invalid("no input files"))?;
-        for f in files {
-            if !f.as_ref().is_file() {
-                return Err(Error::invalid_at(
-                    f.as_ref().display().to_string(),
-                    None,
-                    "no such file",
-                ));
-            }
-        }
-        let def = self.ensure_table(first.as_ref()).await?;
+        let def = self.ensure_table_for(first).await?;
         let layout = TableLayout::from_def(&def)?;
         let mut total = ProduceStats::default();
-        for f in files {
-            let s = self
-                .produce_file(&layout, f.as_ref(), progress.clone())
-                .await?;
+        for src in sources {
+            let s = self.produce_file(&layout, src, progress.clone()).await?;
             total.add(&s);
         }
         Ok(total)
@@ -278,17 +275,18 @@ impl Producer {
     async fn produce_file(
         &self,
         layout: &TableLayout,
-        path: &Path,
+        src: &Source,
         progress: Option<Progress>,
     ) -> Result<ProduceStats> {
         let limit = self.queue.max_message_bytes();
         let batch_limit = self.queue.max_batch_bytes();
         let (tx, mut rx) = mpsc::channel::<String>(8);
-        let name = path.display().to_string();
+        let name = src.name.clone();
         let reader = {
-            let (layout, path, opts) = (layout.clone(), path.to_path_buf(), self.opts.clone());
+            let (layout, src, opts) = (layout.clone(), src.clone(), self.opts.clone());
+            let rt = tokio::runtime::Handle::current();
             tokio::task::spawn_blocking(move || {
-                chunk_file(&layout, &path, &opts, limit, tx, progress)
+                chunk_source(&rt, &layout, &src, &opts, limit, tx, progress)
             })
         };
         let mut stats = ProduceStats {
@@ -476,20 +474,23 @@ impl Chunker<'_> {
     }
 }
 
-/// Reads a file and sends its chunks; returns (rows, bytes read, rejected rows).
-fn chunk_file(
+/// Reads a source and sends its chunks; returns (rows, bytes read, rejected rows).
+///
+/// CSV records travel as they stood in the source; JSON lines as lines; Parquet rows as JSON
+/// lines (their values then typed by the same rules as every other source's).
+fn chunk_source(
+    rt: &tokio::runtime::Handle,
     layout: &TableLayout,
-    path: &Path,
+    src: &Source,
     opts: &ProducerOptions,
     limit: usize,
     tx: mpsc::Sender<String>,
     progress: Option<Progress>,
 ) -> Result<(u64, u64, u64)> {
-    let name = path.display().to_string();
-    let fp = source_fingerprint(&opts.table, path)?;
-    let (mut reader, columns) = open_csv(path, &opts.format)?;
-    layout.map_header(&columns, &name)?;
-    let header = ChunkHeader {
+    let name = src.name.clone();
+    let fp = src.fingerprint(&opts.table)?;
+    let read = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let mut header = ChunkHeader {
         table: opts.table.clone(),
         schema: layout.fingerprint.clone(),
         chunk: String::new(),
@@ -498,8 +499,47 @@ fn chunk_file(
         rows: 0,
         codec: Codec::Zstd,
         format: opts.format.clone(),
-        columns,
+        columns: Vec::new(),
+        payload: Payload::Csv,
         rejects: Vec::new(),
+    };
+    // Each call appends one record to the buffer and gives (line, length).
+    type NextRecord = Box<dyn FnMut(&mut Vec<u8>) -> Result<Option<(u64, usize)>>>;
+    let mut next: NextRecord = match src.format {
+        Format::Csv => {
+            let (mut reader, columns) =
+                read_header(src.open(rt, read.clone())?, &name, &opts.format)?;
+            layout.map_header(&columns, &name)?;
+            header.columns = columns;
+            Box::new(move |buf| Ok(reader.next_into(buf)?.map(|s| (s.line, s.len))))
+        }
+        Format::JsonLines | Format::Parquet => {
+            let input = if src.format == Format::Parquet {
+                crate::convert::parquet_as_json_lines(
+                    rt,
+                    src,
+                    layout,
+                    &std::env::temp_dir(),
+                    &read,
+                )?
+            } else {
+                src.open(rt, read.clone())?
+            };
+            header.payload = Payload::JsonLines;
+            let mut input = std::io::BufReader::with_capacity(1 << 20, input);
+            let mut line = 0u64;
+            let name = name.clone();
+            Box::new(move |buf| {
+                let n = std::io::BufRead::read_until(&mut input, b'\n', buf).map_err(|e| {
+                    Error::invalid_at(&name, Some(line + 1), format!("cannot read: {e}"))
+                })?;
+                if n == 0 {
+                    return Ok(None);
+                }
+                line += 1;
+                Ok(Some((line, n)))
+            })
+        }
     };
     let header_len = serde_json::to_string(&header).map(|s| s.len()).unwrap_or(0);
     let mut ch = Chunker {
@@ -520,21 +560,21 @@ fn chunk_file(
             opts.table
         )));
     }
+    let bytes = || read.load(std::sync::atomic::Ordering::Relaxed);
     let mut buf: Vec<u8> = Vec::with_capacity(ch.target + 4096);
     let mut spans: Vec<(u64, usize)> = Vec::new();
     let mut rows = 0u64;
     loop {
-        let next = reader.next_into(&mut buf);
-        match next {
+        match next(&mut buf) {
             Ok(Some(span)) => {
                 rows += 1;
-                spans.push((span.line, span.len));
+                spans.push(span);
                 if buf.len() >= ch.target {
                     ch.emit(&buf, &spans)?;
                     buf.clear();
                     spans.clear();
                     if let Some(p) = &progress {
-                        p(reader.bytes_read(), rows);
+                        p(bytes(), rows);
                     }
                 }
             }
@@ -548,7 +588,7 @@ fn chunk_file(
     }
     ch.emit(&buf, &spans)?;
     if let Some(p) = &progress {
-        p(reader.bytes_read(), rows);
+        p(bytes(), rows);
     }
-    Ok((rows, reader.bytes_read(), ch.rejected))
+    Ok((rows, bytes(), ch.rejected))
 }

@@ -383,12 +383,6 @@ pub fn decode_chunk(
     header: &ChunkHeader,
     raw: &[u8],
 ) -> Result<DecodedChunk> {
-    let map = layout.map_header(&header.columns, &header.source)?;
-    // inverse: source column index -> header position
-    let mut pos_of_col = vec![usize::MAX; layout.source_columns.len()];
-    for (hpos, col) in map.iter().enumerate() {
-        pos_of_col[*col] = hpos;
-    }
     let mut typer = RowTyper::new(layout, header.rows as usize);
     for r in &header.rejects {
         typer.reject(QuarantineRow {
@@ -399,15 +393,36 @@ pub fn decode_chunk(
             chunk: header.chunk.clone(),
         });
     }
-    add_csv_records(
-        &mut typer,
-        raw,
-        &header.format,
-        header.first_line,
-        &pos_of_col,
-        &header.source,
-        &header.chunk,
-    );
+    match header.payload {
+        crate::chunk::Payload::JsonLines => {
+            let text = std::str::from_utf8(raw).map_err(|e| {
+                crate::error::Error::invalid(format!("JSON-lines payload is not UTF-8: {e}"))
+            })?;
+            let docs = text
+                .split('\n')
+                .enumerate()
+                .map(|(i, l)| (header.first_line + i as u64, l))
+                .filter(|(_, l)| !l.trim().is_empty());
+            crate::decode::add_json_docs(&mut typer, layout, docs, &header.source, &header.chunk);
+        }
+        crate::chunk::Payload::Csv => {
+            let map = layout.map_header(&header.columns, &header.source)?;
+            // inverse: source column index -> header position
+            let mut pos_of_col = vec![usize::MAX; layout.source_columns.len()];
+            for (hpos, col) in map.iter().enumerate() {
+                pos_of_col[*col] = hpos;
+            }
+            add_csv_records(
+                &mut typer,
+                raw,
+                &header.format,
+                header.first_line,
+                &pos_of_col,
+                &header.source,
+                &header.chunk,
+            );
+        }
+    }
     typer.finish(&header.chunk)
 }
 

@@ -124,8 +124,9 @@ fn hidden(component: &str) -> bool {
 /// Expands a local SOURCE argument: a file, a directory (recursively, in name order) or a
 /// glob pattern (`data/*.csv.gz`, `logs/**/*.jsonl`).
 ///
-/// A file named on its own needs a known extension unless `format` is given; in a directory
-/// or a glob, files of unknown kind are skipped. Nothing found is an error naming `arg`.
+/// A file named on its own is read as CSV when neither its extension nor `format` says
+/// otherwise; in a directory or a glob, files of unknown kind are skipped. Nothing found is an
+/// error naming `arg`.
 pub fn expand_local(arg: &str, format: Option<Format>) -> Result<Vec<Source>> {
     let mut paths = Vec::new();
     let p = FsPath::new(arg);
@@ -157,14 +158,14 @@ pub fn expand_local(arg: &str, format: Option<Format>) -> Result<Vec<Source>> {
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default();
-        let Some((format, compression)) = kind_of(&file_name, format) else {
-            if explicit {
-                return Err(Error::invalid_at(
-                    &name,
-                    None,
-                    "unknown kind of file: name it .csv, .jsonl or .parquet (optionally .gz or .zst), or give --format",
-                ));
-            }
+        let kind = kind_of(&file_name, format)
+            // A file named on its own is CSV unless its name says otherwise.
+            .or_else(|| {
+                explicit
+                    .then(|| kind_of(&file_name, Some(Format::Csv)))
+                    .flatten()
+            });
+        let Some((format, compression)) = kind else {
             continue;
         };
         let size = std::fs::metadata(&path)
@@ -285,6 +286,32 @@ const RANGE_BYTES: u64 = 8 << 20;
 const RANGES_IN_FLIGHT: usize = 4;
 
 impl Source {
+    /// A local file: its kind from the extension, CSV when the extension says nothing.
+    pub fn local_file(path: &FsPath) -> Result<Source> {
+        let name = path.display().to_string();
+        if !path.is_file() {
+            return Err(Error::invalid_at(&name, None, "no such file"));
+        }
+        let file_name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let (format, compression) = kind_of(&file_name, None)
+            .or_else(|| kind_of(&file_name, Some(Format::Csv)))
+            .expect("a given format always has a kind");
+        let size = std::fs::metadata(path)
+            .map_err(|e| Error::io(path, e))?
+            .len();
+        Ok(Source {
+            name,
+            location: Location::Local(path.to_path_buf()),
+            size,
+            version: None,
+            format,
+            compression,
+        })
+    }
+
     /// A fingerprint of this source's content (for chunk ids): for a local file its size and
     /// first 64 KiB, so the same file under another path is the same source; for an object
     /// its name, size and version.
@@ -477,8 +504,8 @@ mod tests {
         assert_eq!(names(glob), ["b/2.csv"]);
         let err = expand_local(&format!("{}/nothing", root.display()), None).unwrap_err();
         assert!(err.to_string().contains("no such file"), "{err}");
-        let err = expand_local(&format!("{}/notes.txt.md", root.display()), None).unwrap_err();
-        assert!(err.to_string().contains("unknown kind of file"), "{err}");
+        let alone = expand_local(&format!("{}/notes.txt.md", root.display()), None).unwrap();
+        assert_eq!(alone[0].format, Format::Csv);
     }
 
     #[tokio::test]
