@@ -1,7 +1,10 @@
-//! `sluice bench`: `run` on generated TPC-H lineitem, with peers timed in the same session.
+//! `sluice bench`: `convert` and `run` on generated TPC-H lineitem, with peers timed in the
+//! same session.
 //!
-//! Each measured program runs as a child process; its wall time and peak resident memory
-//! (VmHWM, sampled from /proc every 20 ms) are reported, with ratios against sluice.
+//! Each measured program runs as a child process, `--repeat` times, the programs interleaved
+//! so that a noisy neighbour hurts them alike; the median wall time is reported with the CPU
+//! time of that run (user + system, sampled from /proc every 20 ms) and the highest peak
+//! resident memory (VmHWM) of all runs, with each program's rows/s against Polars'.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -20,18 +23,22 @@ pub struct BenchArgs {
     /// Working directory for the data and the lakes (kept; the CSV is reused by later runs).
     #[arg(long, default_value = "sluice-bench")]
     dir: PathBuf,
-    /// Also time DuckDB, Polars and pyarrow writing the same year-partitioned Parquet
+    /// Also time Polars (scan_csv → sink_parquet with PartitionBy), DuckDB (COPY … PARTITION_BY)
+    /// and pyarrow (open_csv → write_dataset) writing the same year-partitioned zstd Parquet
     /// (each must be importable by --python).
     #[arg(long)]
     peers: bool,
     /// Python interpreter for --peers.
     #[arg(long, default_value = "python3")]
     python: String,
+    /// Runs of each program; the median is reported.
+    #[arg(long, default_value_t = 3)]
+    repeat: usize,
 }
 
 struct Measured {
-    name: String,
     wall: Duration,
+    cpu: Duration,
     peak_rss_kib: u64,
     ok: bool,
     stderr: String,
@@ -47,6 +54,17 @@ fn peak_rss_kib(pid: u32) -> Option<u64> {
         .ok()
 }
 
+/// User + system time of a running process (all its threads), from /proc.
+fn cpu_time(pid: u32) -> Option<Duration> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name (which may hold spaces): state is field 3; utime 14, stime 15.
+    let rest = &s[s.rfind(')')? + 1..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: u64 = f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?;
+    // USER_HZ is 100 on Linux.
+    Some(Duration::from_millis(ticks * 10))
+}
+
 fn measure(name: &str, cmd: &mut Command) -> Result<Measured> {
     let start = Instant::now();
     let mut child = cmd
@@ -55,7 +73,7 @@ fn measure(name: &str, cmd: &mut Command) -> Result<Measured> {
         .spawn()
         .with_context(|| format!("starting {name}"))?;
     let pid = child.id();
-    let mut peak = 0;
+    let (mut peak, mut cpu) = (0, Duration::ZERO);
     let mut stderr_pipe = child.stderr.take();
     let reader = std::thread::spawn(move || {
         let mut s = String::new();
@@ -69,6 +87,9 @@ fn measure(name: &str, cmd: &mut Command) -> Result<Measured> {
         if let Some(k) = peak_rss_kib(pid) {
             peak = peak.max(k);
         }
+        if let Some(c) = cpu_time(pid) {
+            cpu = cpu.max(c);
+        }
         if let Some(st) = child.try_wait()? {
             break st;
         }
@@ -77,8 +98,8 @@ fn measure(name: &str, cmd: &mut Command) -> Result<Measured> {
     let wall = start.elapsed();
     let stderr = reader.join().unwrap_or_default();
     Ok(Measured {
-        name: name.to_string(),
         wall,
+        cpu,
         peak_rss_kib: peak,
         ok: status.success(),
         stderr,
@@ -159,85 +180,118 @@ pub async fn run(a: BenchArgs) -> Result<()> {
         }
         n - 1
     };
-    let home = a.dir.join("sluice-home");
-    let _ = std::fs::remove_dir_all(&home);
     let exe = std::env::current_exe()?;
-    let mut results = Vec::new();
-    let m = measure(
-        "sluice run",
-        Command::new(&exe)
-            .arg("--home")
-            .arg(&home)
-            .arg("run")
-            .arg(&csv)
-            .args([
-                "--table",
-                "lineitem",
-                "--partition-by",
-                "year(l_shipdate)",
-                "--query",
-                "SELECT count(*) FROM lineitem",
-            ]),
-    )?;
-    if !m.ok {
-        bail!("sluice run failed:\n{}", m.stderr);
+    let sluice = |home: &Path, args: &[&str]| {
+        let mut c = Command::new(&exe);
+        c.arg("--home").arg(home).args(args);
+        c
+    };
+    let spec = ["--table", "lineitem", "--partition-by", "year(l_shipdate)"];
+    let csv_s = csv.to_str().context("the CSV path is not UTF-8")?;
+    // (name, output directory, command)
+    let mut programs: Vec<(String, PathBuf, Command)> = Vec::new();
+    for (name, sub) in [("sluice convert", "convert"), ("sluice run", "run")] {
+        let home = a.dir.join(format!("sluice-{sub}"));
+        let mut args = vec![sub, csv_s];
+        args.extend_from_slice(&spec);
+        if sub == "run" {
+            args.extend_from_slice(&["--query", "SELECT count(*) FROM lineitem"]);
+        }
+        let cmd = sluice(&home, &args);
+        programs.push((name.to_string(), home, cmd));
     }
-    let (files, bytes) = dir_stats(&home.join("lake").join("lineitem"));
-    results.push((m, files, bytes));
     if a.peers {
         let script = a.dir.join("peers.py");
         std::fs::write(&script, PEERS_PY)?;
         for engine in ["polars", "duckdb", "pyarrow"] {
             let out = a.dir.join(format!("out-{engine}"));
-            let _ = std::fs::remove_dir_all(&out);
-            let m = measure(
-                engine,
-                Command::new(&a.python)
-                    .arg(&script)
-                    .arg(engine)
-                    .arg(&csv)
-                    .arg(&out),
-            )?;
-            if !m.ok {
-                eprintln!(
-                    "{engine}: failed or not installed: {}",
-                    m.stderr.lines().last().unwrap_or("")
-                );
+            let mut c = Command::new(&a.python);
+            c.arg(&script).arg(engine).arg(&csv).arg(&out);
+            programs.push((engine.to_string(), out, c));
+        }
+    }
+    let lake_of = |name: &str, dir: &Path| {
+        if name.starts_with("sluice") {
+            dir.join("lake").join("lineitem")
+        } else {
+            dir.to_path_buf()
+        }
+    };
+    let mut runs: Vec<Vec<Measured>> = programs.iter().map(|_| Vec::new()).collect();
+    let mut outputs = vec![(0u64, 0u64); programs.len()];
+    let mut failed = vec![false; programs.len()];
+    for round in 0..a.repeat.max(1) {
+        for (i, (name, dir, cmd)) in programs.iter_mut().enumerate() {
+            if failed[i] {
                 continue;
             }
-            let (files, bytes) = dir_stats(&out);
-            results.push((m, files, bytes));
+            let _ = std::fs::remove_dir_all(&*dir);
+            eprintln!("round {}: {name} …", round + 1);
+            let m = measure(name, cmd)?;
+            if !m.ok {
+                if name.starts_with("sluice") {
+                    bail!("{name} failed:\n{}", m.stderr);
+                }
+                eprintln!(
+                    "{name}: failed or not installed: {}",
+                    m.stderr.lines().last().unwrap_or("")
+                );
+                failed[i] = true;
+                continue;
+            }
+            outputs[i] = dir_stats(&lake_of(name, dir));
+            runs[i].push(m);
         }
     }
     println!(
-        "TPC-H lineitem SF{}: {rows} rows, {:.1} MB of CSV",
+        "TPC-H lineitem SF{}: {rows} rows, {:.1} MB of CSV; median of {} run(s)",
         a.scale,
-        csv_bytes as f64 / 1e6
+        csv_bytes as f64 / 1e6,
+        a.repeat.max(1)
     );
     println!(
-        "{:<12} {:>9} {:>12} {:>9} {:>12} {:>10} {:>7} {:>14}",
+        "{:<15} {:>8} {:>8} {:>11} {:>9} {:>12} {:>9} {:>6} {:>11}",
         "program",
         "wall s",
+        "CPU s",
         "rows/s",
         "CSV MB/s",
         "peak RSS MB",
         "out MB",
         "files",
-        "sluice speedup"
+        "vs Polars"
     );
-    let base = results[0].0.wall.as_secs_f64();
-    for (m, files, bytes) in &results {
-        let s = m.wall.as_secs_f64();
+    let median = |ms: &[Measured]| -> Option<(f64, f64, u64)> {
+        let mut w: Vec<&Measured> = ms.iter().collect();
+        w.sort_by_key(|m| m.wall);
+        let m = w.get(w.len().checked_sub(1)? / 2)?;
+        let peak = ms.iter().map(|m| m.peak_rss_kib).max().unwrap_or(0);
+        Some((m.wall.as_secs_f64(), m.cpu.as_secs_f64(), peak))
+    };
+    let polars = programs
+        .iter()
+        .position(|p| p.0 == "polars")
+        .and_then(|i| median(&runs[i]))
+        .map(|m| m.0);
+    for (i, (name, _, _)) in programs.iter().enumerate() {
+        let Some((wall, cpu, peak)) = median(&runs[i]) else {
+            continue;
+        };
+        let (files, bytes) = outputs[i];
+        let vs = polars
+            .map(|p| format!("{:.2}x", p / wall))
+            .unwrap_or_else(|| "-".into());
         println!(
-            "{:<12} {:>9.2} {:>12.0} {:>9.1} {:>12.1} {:>10.1} {:>7} {:>14.2}",
-            m.name,
-            s,
-            rows as f64 / s,
-            csv_bytes as f64 / 1e6 / s,
-            m.peak_rss_kib as f64 / 1024.0,
-            *bytes as f64 / 1e6,
+            "{:<15} {:>8.2} {:>8.2} {:>11.0} {:>9.1} {:>12.1} {:>9.1} {:>6} {:>11}",
+            name,
+            wall,
+            cpu,
+            rows as f64 / wall,
+            csv_bytes as f64 / 1e6 / wall,
+            peak as f64 / 1024.0,
+            bytes as f64 / 1e6,
             files,
-            s / base
+            vs
         );
     }
     Ok(())
