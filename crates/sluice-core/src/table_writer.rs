@@ -199,7 +199,7 @@ impl TableWriter {
             ));
         }
         let mut out = Written::default();
-        let mut touched = Vec::new();
+        let mut batches: HashMap<String, arrow::array::RecordBatch> = HashMap::new();
         for (part, kind, batch) in parts {
             let n = batch.num_rows() as u64;
             if self.is_committed(&chunk, &part) {
@@ -238,14 +238,44 @@ impl TableWriter {
                     },
                 );
             }
-            let f = self.files.get_mut(&part).expect("open file");
-            f.spool.write(&batch)?;
-            f.chunks.insert(chunk.clone());
             match kind {
                 FileKind::Data => self.stats.rows_written += n,
                 FileKind::Quarantine => self.stats.rows_quarantined += n,
             }
-            touched.push(part);
+            batches.insert(part, batch);
+        }
+        // Encoding is most of the work: the partitions' files are encoded at once, one thread
+        // each.
+        let mut jobs: Vec<(&mut OpenFile, &arrow::array::RecordBatch)> = self
+            .files
+            .iter_mut()
+            .filter_map(|(p, f)| batches.get(p).map(|b| (f, b)))
+            .collect();
+        let results: Vec<Result<()>> = if jobs.len() <= 1 {
+            jobs.iter_mut().map(|(f, b)| f.spool.write(b)).collect()
+        } else {
+            std::thread::scope(|scope| {
+                let handles: Vec<_> = jobs
+                    .into_iter()
+                    .map(|(f, b)| scope.spawn(move || f.spool.write(b)))
+                    .collect();
+                handles
+                    .into_iter()
+                    .map(|h| {
+                        h.join()
+                            .unwrap_or_else(|_| Err(Error::Task("a Parquet encoder panicked".into())))
+                    })
+                    .collect()
+            })
+        };
+        results.into_iter().collect::<Result<()>>()?;
+        let touched: Vec<String> = batches.into_keys().collect();
+        for p in &touched {
+            self.files
+                .get_mut(p)
+                .expect("open file")
+                .chunks
+                .insert(chunk.clone());
         }
         out.due = touched
             .into_iter()
