@@ -88,10 +88,10 @@ pub async fn run(ctx: &Ctx, a: &ConvertArgs) -> Result<()> {
     opts.checkpointer = Some(sluice_delta::checkpointer());
     let c = &ctx.config.consumer;
     if let Some(v) = a.rotate_rows.or(c.rotate_rows) {
-        opts.rotate_rows = v.max(1);
+        opts.write.rotate_rows = v.max(1);
     }
     if let Some(v) = a.rotate_bytes.or(c.rotate_bytes) {
-        opts.rotate_bytes = v.max(1);
+        opts.write.rotate_bytes = v.max(1);
     }
     if let Some(t) = a.threads {
         opts.parallelism = t.max(1);

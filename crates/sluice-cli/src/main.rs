@@ -833,10 +833,10 @@ fn consumer_options(
     o.once = once;
     o.dead_letter_log = Some(ctx.home.failure_log());
     if let Some(v) = a.rotate_rows.or(c.rotate_rows) {
-        o.rotate_rows = v.max(1);
+        o.write.rotate_rows = v.max(1);
     }
     if let Some(v) = a.rotate_bytes.or(c.rotate_bytes) {
-        o.rotate_bytes = v.max(1);
+        o.write.rotate_bytes = v.max(1);
     }
     if let Some(v) = a.rotate_age.or(c.rotate_age_secs) {
         o.rotate_age = Duration::from_secs(v);

@@ -12,6 +12,21 @@ fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
+/// `sluice convert SRC --table TABLE --partition-by SPEC`.
+fn convert(home: &Path, src: &Path, table: &str, spec: &str) -> Output {
+    sluice(
+        home,
+        &[
+            "convert",
+            src.to_str().unwrap(),
+            "--table",
+            table,
+            "--partition-by",
+            spec,
+        ],
+    )
+}
+
 /// Per year of `write_events_csv(rows, first_id)`: "year count sum min_id max_id", one line
 /// per year: what the lake must hold.
 fn expected_years(rows: u64, first_id: u64) -> String {
@@ -91,17 +106,7 @@ fn every_format_lands_exactly_and_a_rerun_adds_nothing() {
     let want = format!("{}\n5000 5000", expected_years(5_000, 1));
     for (i, src) in sources.iter().enumerate() {
         let table = format!("t{i}");
-        let out = sluice(
-            &home,
-            &[
-                "convert",
-                src.to_str().unwrap(),
-                "--table",
-                &table,
-                "--partition-by",
-                "year(day)",
-            ],
-        );
+        let out = convert(&home, src, &table, "year(day)");
         ok(&out);
         assert!(
             stderr(&out).contains("5000 rows read (5000 written, 0 quarantined"),
@@ -119,17 +124,7 @@ fn every_format_lands_exactly_and_a_rerun_adds_nothing() {
         );
     }
     // Again: every source is known as converted, nothing is read or added.
-    let again = sluice(
-        &home,
-        &[
-            "convert",
-            csv.to_str().unwrap(),
-            "--table",
-            "t0",
-            "--partition-by",
-            "year(day)",
-        ],
-    );
+    let again = convert(&home, &csv, "t0", "year(day)");
     ok(&again);
     assert!(
         stderr(&again).contains("1 source(s) (1 converted before, 0 failed), 0 rows read"),
@@ -293,20 +288,8 @@ fn hostile_sources_are_named_and_nothing_committed_is_lost() {
     let dir = tempfile::tempdir().unwrap();
     let home = dir.path().join("home");
     let (good, _) = sluice_testkit::fixtures::write_events_csv(dir.path(), "good.csv", 1_000, 1);
-    let convert = |src: &Path| {
-        sluice(
-            &home,
-            &[
-                "convert",
-                src.to_str().unwrap(),
-                "--table",
-                "events",
-                "--partition-by",
-                "year(day)",
-            ],
-        )
-    };
-    ok(&convert(&good));
+    let into_events = |src: &Path| convert(&home, src, "events", "year(day)");
+    ok(&into_events(&good));
     let count = || {
         ok(&sluice(
             &home,
@@ -320,7 +303,7 @@ fn hostile_sources_are_named_and_nothing_committed_is_lost() {
     };
     assert_eq!(count(), "n\n1000\n");
     let failing = |src: &Path, what: &str| {
-        let o = convert(src);
+        let o = into_events(src);
         assert!(!o.status.success(), "{} was accepted", src.display());
         let e = stderr(&o);
         assert!(
@@ -419,33 +402,18 @@ fn partition_specs_hour_several_keys_and_named_keys() {
     let src = dir.path().join("flights.csv");
     std::fs::write(&src, csv).unwrap();
     // `year(time_hour)` would add a second `year`: refused, with the spelling that works.
-    let o = sluice(
-        &home,
-        &[
-            "convert",
-            src.to_str().unwrap(),
-            "--table",
-            "flights",
-            "--partition-by",
-            "year(time_hour)",
-        ],
-    );
+    let o = convert(&home, &src, "flights", "year(time_hour)");
     assert!(!o.status.success());
     assert!(
         stderr(&o).contains("year(time_hour) AS time_hour_year"),
         "{}",
         stderr(&o)
     );
-    ok(&sluice(
+    ok(&convert(
         &home,
-        &[
-            "convert",
-            src.to_str().unwrap(),
-            "--table",
-            "flights",
-            "--partition-by",
-            "year(time_hour) AS dep_year, region",
-        ],
+        &src,
+        "flights",
+        "year(time_hour) AS dep_year, region",
     ));
     let first = std::fs::read_dir(home.join("lake/flights"))
         .unwrap()

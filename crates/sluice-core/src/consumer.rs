@@ -35,7 +35,7 @@ use crate::queue::{Queue, QueueExt, ReceiveOptions, ReceivedMessage};
 use crate::rows::DecodedChunk;
 use crate::table::TableLayout;
 use crate::table_writer::{Flushed, TableWriter, WriteStats, WriterOptions, retry};
-use crate::writer::{ParquetOptions, quarantine_schema};
+use crate::writer::quarantine_schema;
 
 pub use crate::table_writer::QUARANTINE_PART;
 /// Consumer settings.
@@ -43,29 +43,20 @@ pub use crate::table_writer::QUARANTINE_PART;
 pub struct ConsumerOptions {
     pub table: String,
     pub database: String,
-    /// Close a partition's file at this many rows.
-    pub rotate_rows: u64,
-    /// Close a partition's file at this many bytes.
-    pub rotate_bytes: u64,
+    /// Files: rotation, memory, Parquet settings, spool directory, retries.
+    pub write: WriterOptions,
     /// Close a partition's file this long after it was opened.
     pub rotate_age: Duration,
-    /// Memory for buffered row groups across all open files.
-    pub memory_budget: usize,
-    pub parquet: ParquetOptions,
     /// Visibility timeout of received messages (default: the queue's).
     pub visibility_timeout: Option<Duration>,
     /// Stop once the queue is drained.
     pub once: bool,
     /// Long-poll wait per receive.
     pub wait: Duration,
-    /// Private spool directory of this consumer.
-    pub spool_dir: PathBuf,
     /// Identifies this consumer in commits.
     pub writer_id: String,
     /// Where to record why a message could not be processed (see [`crate::home::record_failure`]).
     pub dead_letter_log: Option<PathBuf>,
-    /// First back-off of a retried step; it doubles on each of 6 retries.
-    pub retry_base: Duration,
     /// Writes Delta checkpoints every 100 versions (none: readers replay every version).
     pub checkpointer: Option<Arc<dyn Checkpointer>>,
     /// Compacts partitions in the background while following (never with `once`).
@@ -95,18 +86,13 @@ impl ConsumerOptions {
         ConsumerOptions {
             table: table.to_string(),
             database: crate::DEFAULT_DATABASE.to_string(),
-            rotate_rows: 50_000_000,
-            rotate_bytes: 128 << 20,
+            write: WriterOptions::new(spool_dir),
             rotate_age: Duration::from_secs(300),
-            memory_budget: 96 << 20,
-            parquet: ParquetOptions::default(),
             visibility_timeout: None,
             once: false,
             wait: Duration::from_secs(5),
-            spool_dir,
             writer_id: crate::writer_id(),
             dead_letter_log: None,
-            retry_base: Duration::from_millis(100),
             checkpointer: None,
             compactor: None,
             compact_small_files: 32,
@@ -213,29 +199,16 @@ impl Consumer {
     ) -> Result<Self> {
         let def = catalog.get_table(&opts.database, &opts.table).await?;
         let layout = Arc::new(TableLayout::from_def(&def)?);
-        let (ledger, quarantine) = retry("open the table's Delta logs", opts.retry_base, || {
-            open_logs(&lake, &def, &opts.writer_id, opts.checkpointer.clone())
-        })
-        .await?;
+        let (ledger, quarantine) =
+            retry("open the table's Delta logs", opts.write.retry_base, || {
+                open_logs(&lake, &def, &opts.writer_id, opts.checkpointer.clone())
+            })
+            .await?;
         // Unless told otherwise, hold messages for the queue's own visibility timeout.
         let visibility = opts
             .visibility_timeout
             .unwrap_or_else(|| queue.visibility_timeout());
-        let writer = TableWriter::new(
-            WriterOptions {
-                table: opts.table.clone(),
-                rotate_rows: opts.rotate_rows,
-                rotate_bytes: opts.rotate_bytes,
-                memory_budget: opts.memory_budget,
-                parquet: opts.parquet.clone(),
-                spool_dir: opts.spool_dir.clone(),
-                retry_base: opts.retry_base,
-            },
-            lake,
-            layout,
-            ledger,
-            quarantine,
-        )?;
+        let writer = TableWriter::new(opts.write.clone(), lake, layout, ledger, quarantine)?;
         Ok(Consumer {
             opts,
             queue,
@@ -588,7 +561,7 @@ impl Consumer {
             done_before,
             self.writer.layout().clone(),
             crate::csv::CsvFormat::default(),
-            self.opts.spool_dir.clone(),
+            self.opts.write.spool_dir.clone(),
             std::thread::available_parallelism()
                 .map(|n| n.get())
                 .unwrap_or(2),
@@ -722,7 +695,10 @@ impl Consumer {
         }
         let n = receipts.len() as u64;
         let q = self.queue.clone();
-        let failed = retry("delete", self.opts.retry_base, || q.delete_all(&receipts)).await?;
+        let failed = retry("delete", self.opts.write.retry_base, || {
+            q.delete_all(&receipts)
+        })
+        .await?;
         self.stats.delete_calls += n.div_ceil(10);
         self.stats.deleted += n - failed.len() as u64;
         for f in failed {

@@ -26,7 +26,6 @@ use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
 
 use arrow::array::RecordBatch;
 use arrow::util::display::{ArrayFormatter, FormatOptions};
@@ -44,7 +43,6 @@ use crate::schema::{Column, ColumnType, SchemaInference};
 use crate::source::{Format, Location, Source};
 use crate::table::TableLayout;
 use crate::table_writer::{Flushed, TableWriter, WriterOptions};
-use crate::writer::ParquetOptions;
 
 /// Partition key of the "source done" records in the Delta log.
 pub const SOURCE_PART: &str = "__source__";
@@ -60,17 +58,9 @@ const PARQUET_PIECE_ROWS: usize = 65_536;
 pub struct ConvertOptions {
     /// The table, its CSV dialect, partitioning and (declared) columns, as for the producer.
     pub table: ProducerOptions,
-    /// Close a partition's file at this many rows.
-    pub rotate_rows: u64,
-    /// Close a partition's file at this many bytes.
-    pub rotate_bytes: u64,
-    /// Memory for buffered row groups across all open files.
-    pub memory_budget: usize,
-    pub parquet: ParquetOptions,
-    /// Private spool directory.
-    pub spool_dir: PathBuf,
+    /// Files: rotation, memory, Parquet settings, spool directory, retries.
+    pub write: WriterOptions,
     pub writer_id: String,
-    pub retry_base: Duration,
     pub checkpointer: Option<Arc<dyn Checkpointer>>,
     /// Pieces typed at once (default: the number of cores).
     pub parallelism: usize,
@@ -80,13 +70,8 @@ impl ConvertOptions {
     pub fn new(table: ProducerOptions, spool_dir: PathBuf) -> Self {
         ConvertOptions {
             table,
-            rotate_rows: 50_000_000,
-            rotate_bytes: 128 << 20,
-            memory_budget: 96 << 20,
-            parquet: ParquetOptions::default(),
-            spool_dir,
+            write: WriterOptions::new(spool_dir),
             writer_id: crate::writer_id(),
-            retry_base: Duration::from_millis(100),
             checkpointer: None,
             parallelism: std::thread::available_parallelism()
                 .map(|n| n.get())
@@ -473,26 +458,13 @@ pub async fn convert(
     let first = sources
         .first()
         .ok_or_else(|| Error::invalid("no sources to convert"))?;
-    let def = ensure_table_for(&*catalog, &opts.table, first, &opts.spool_dir).await?;
+    let def = ensure_table_for(&*catalog, &opts.table, first, &opts.write.spool_dir).await?;
     let layout = Arc::new(TableLayout::from_def(&def)?);
     let (ledger, quarantine) =
         crate::consumer::open_logs(&lake, &def, &opts.writer_id, opts.checkpointer.clone()).await?;
     let table = def.name.clone();
-    let mut writer = TableWriter::new(
-        WriterOptions {
-            table: table.clone(),
-            rotate_rows: opts.rotate_rows,
-            rotate_bytes: opts.rotate_bytes,
-            memory_budget: opts.memory_budget,
-            parquet: opts.parquet.clone(),
-            spool_dir: opts.spool_dir.clone(),
-            retry_base: opts.retry_base,
-        },
-        lake,
-        layout.clone(),
-        ledger,
-        quarantine,
-    )?;
+    let mut writer =
+        TableWriter::new(opts.write.clone(), lake, layout.clone(), ledger, quarantine)?;
     let fingerprints = sources
         .iter()
         .map(|s| s.fingerprint(&table))
@@ -508,7 +480,7 @@ pub async fn convert(
         done_before,
         layout.clone(),
         opts.table.format.clone(),
-        opts.spool_dir.clone(),
+        opts.write.spool_dir.clone(),
         opts.parallelism,
         bytes_read.clone(),
     );

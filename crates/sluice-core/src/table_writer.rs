@@ -40,7 +40,6 @@ pub const QUARANTINE_PART: &str = "__quarantine__";
 /// Settings of a [`TableWriter`].
 #[derive(Debug, Clone)]
 pub struct WriterOptions {
-    pub table: String,
     /// Close a partition's file at this many rows.
     pub rotate_rows: u64,
     /// Close a partition's file at this many bytes.
@@ -52,6 +51,21 @@ pub struct WriterOptions {
     pub spool_dir: PathBuf,
     /// First back-off of a retried step; it doubles on each of 6 retries.
     pub retry_base: Duration,
+}
+
+impl WriterOptions {
+    /// Files of up to 50 M rows or 128 MiB, 96 MiB of buffered row groups, zstd Parquet,
+    /// retries from 0.1 s.
+    pub fn new(spool_dir: PathBuf) -> Self {
+        WriterOptions {
+            rotate_rows: 50_000_000,
+            rotate_bytes: 128 << 20,
+            memory_budget: 96 << 20,
+            parquet: ParquetOptions::default(),
+            spool_dir,
+            retry_base: Duration::from_millis(100),
+        }
+    }
 }
 
 /// What writing did; part of the consumer's and `convert`'s summaries.
@@ -195,7 +209,7 @@ impl TableWriter {
             parts.push((
                 QUARANTINE_PART.to_string(),
                 FileKind::Quarantine,
-                quarantine_batch(&self.opts.table, &d.quarantine)?,
+                quarantine_batch(&self.layout.name, &d.quarantine)?,
             ));
         }
         let mut out = Written::default();
@@ -262,8 +276,9 @@ impl TableWriter {
                 handles
                     .into_iter()
                     .map(|h| {
-                        h.join()
-                            .unwrap_or_else(|_| Err(Error::Task("a Parquet encoder panicked".into())))
+                        h.join().unwrap_or_else(|_| {
+                            Err(Error::Task("a Parquet encoder panicked".into()))
+                        })
                     })
                     .collect()
             })
@@ -387,17 +402,19 @@ impl TableWriter {
         for c in group {
             let name = format!("part-{}.parquet", uuid::Uuid::now_v7());
             let dest = match kind {
-                FileKind::Quarantine => format!("{}{name}", Lake::quarantine_dir(&self.opts.table)),
+                FileKind::Quarantine => {
+                    format!("{}{name}", Lake::quarantine_dir(&self.layout.name))
+                }
                 FileKind::Data => {
                     format!(
                         "{}{}/{name}",
-                        Lake::table_dir(&self.opts.table),
+                        Lake::table_dir(&self.layout.name),
                         c.partition
                     )
                 }
             };
             let uploaded =
-                match crate::home::record_upload(&self.opts.spool_dir, &self.opts.table, &dest) {
+                match crate::home::record_upload(&self.opts.spool_dir, &self.layout.name, &dest) {
                     Ok(()) => {
                         retry("upload", self.opts.retry_base, || {
                             upload(&self.lake, &c.file.local, &dest)
@@ -453,7 +470,7 @@ impl TableWriter {
             rows += a.rows;
         }
         info!(
-            table = %self.opts.table,
+            table = %self.layout.name,
             log = if kind == FileKind::Data { "data" } else { "quarantine" },
             version = commit.version,
             files = commit.add.len(),

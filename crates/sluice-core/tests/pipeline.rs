@@ -157,7 +157,7 @@ async fn redelivered_chunk_and_small_rotation_never_duplicate() {
             .is_empty()
     );
     // Rotate every 200 rows: many commits, each message spanning several.
-    let c = consume(&home, &b, "events", |o| o.rotate_rows = 200).await;
+    let c = consume(&home, &b, "events", |o| o.write.rotate_rows = 200).await;
     assert!(c.commits >= 3, "{c:?}");
     assert!(c.rows_duplicate > 0, "{c:?}");
     assert_eq!(c.messages, p.chunks + 3, "{c:?}");
@@ -355,7 +355,7 @@ async fn object_store_faults_are_retried_or_stop_cleanly() {
     // Transient failures (throttling, 5xx) are retried with back-off.
     faulty.fail_next.store(3, Ordering::SeqCst);
     let c = consume(&home, &b, "events", |o| {
-        o.retry_base = Duration::from_millis(1)
+        o.write.retry_base = Duration::from_millis(1)
     })
     .await;
     assert_eq!(c.rows_written, 3_000);
@@ -370,7 +370,7 @@ async fn object_store_faults_are_retried_or_stop_cleanly() {
     let spool = home.claim_spool(&sluice_core::writer_id()).unwrap();
     let mut o = ConsumerOptions::new("events", spool.path().to_path_buf());
     o.once = true;
-    o.retry_base = Duration::from_millis(1);
+    o.write.retry_base = Duration::from_millis(1);
     let err = Consumer::new(o, b.queue.clone(), b.catalog.clone(), b.lake.clone())
         .await
         .unwrap()
@@ -406,13 +406,13 @@ async fn a_lost_commit_reply_is_recognised_as_our_commit() {
     let (csv, sum) = sluice_testkit::fixtures::write_events_csv(dir.path(), "a.csv", 3_000, 1);
     produce(&b, "events", "year(day)", &[&csv]).await.unwrap();
     // Create the table's logs first, so that the lost replies hit data commits.
-    consume(&home, &b, "events", |o| o.rotate_rows = u64::MAX).await;
+    consume(&home, &b, "events", |o| o.write.rotate_rows = u64::MAX).await;
     faulty.lose_log_replies.store(1, Ordering::SeqCst);
     let (csv2, sum2) =
         sluice_testkit::fixtures::write_events_csv(dir.path(), "b.csv", 3_000, 10_001);
     produce(&b, "events", "year(day)", &[&csv2]).await.unwrap();
     let c = consume(&home, &b, "events", |o| {
-        o.retry_base = Duration::from_millis(1)
+        o.write.retry_base = Duration::from_millis(1)
     })
     .await;
     assert_eq!(
@@ -444,7 +444,7 @@ async fn queue_faults_are_retried() {
     faulty.fail_deletes.store(2, Ordering::SeqCst);
     b.queue = faulty.clone();
     let c = consume(&home, &b, "events", |o| {
-        o.retry_base = Duration::from_millis(1)
+        o.write.retry_base = Duration::from_millis(1)
     })
     .await;
     assert_eq!(faulty.failed.load(Ordering::SeqCst), 5);
