@@ -25,9 +25,13 @@ pub struct ConvertArgs {
     /// Close a partition's file at this many bytes (default 128 MiB).
     #[arg(long)]
     rotate_bytes: Option<u64>,
-    /// Pieces typed at once (default: the number of cores).
+    /// Pieces typed at once (default: the number of cores, within the memory limit).
     #[arg(long)]
     threads: Option<usize>,
+    /// Memory for rows in flight (pieces being read and typed, buffered row groups); the
+    /// process takes some tens of MB more.
+    #[arg(long, default_value = "256MiB", value_parser = crate::parse_size)]
+    memory_limit: u64,
 }
 
 /// Expands SOURCE arguments, in order; duplicates (a file named twice) are read once.
@@ -96,6 +100,7 @@ pub async fn run(ctx: &Ctx, a: &ConvertArgs) -> Result<()> {
     if let Some(t) = a.threads {
         opts.parallelism = t.max(1);
     }
+    opts = opts.with_memory_limit(a.memory_limit as usize);
     let (progress, bar) = progress_bar(total_bytes);
     let started = Instant::now();
     let r = sluice_core::convert::convert(sources, catalog, lake, opts, progress).await;

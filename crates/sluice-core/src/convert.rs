@@ -64,6 +64,9 @@ pub struct ConvertOptions {
     pub checkpointer: Option<Arc<dyn Checkpointer>>,
     /// Pieces typed at once (default: the number of cores).
     pub parallelism: usize,
+    /// Memory for rows in flight: pieces being read and typed, and buffered row groups
+    /// (default 256 MiB; see [`ConvertOptions::with_memory_limit`]).
+    pub memory_limit: usize,
 }
 
 impl ConvertOptions {
@@ -76,9 +79,28 @@ impl ConvertOptions {
             parallelism: std::thread::available_parallelism()
                 .map(|n| n.get())
                 .unwrap_or(2),
+            memory_limit: DEFAULT_MEMORY_LIMIT,
         }
+        .with_memory_limit(DEFAULT_MEMORY_LIMIT)
+    }
+
+    /// Bounds the rows in flight by `bytes`: 3/8 for buffered row groups, 3/8 for pieces being
+    /// read and typed (a piece of 8 MiB takes about 32 MiB once typed and split), the rest for
+    /// the program and the encoders' own buffers. At least one piece is always in flight.
+    pub fn with_memory_limit(mut self, bytes: usize) -> Self {
+        self.memory_limit = bytes;
+        self.write.memory_budget = bytes / 8 * 3;
+        self
+    }
+
+    /// Pieces read or typed at once within the memory limit.
+    fn pieces_in_flight(&self) -> usize {
+        (self.memory_limit / 8 * 3 / (4 * PIECE_BYTES)).clamp(1, self.parallelism.max(1))
     }
 }
+
+/// Memory for rows in flight unless told otherwise.
+pub const DEFAULT_MEMORY_LIMIT: usize = 256 << 20;
 
 /// What a conversion did.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
@@ -481,7 +503,7 @@ pub async fn convert(
         layout.clone(),
         opts.table.format.clone(),
         opts.write.spool_dir.clone(),
-        opts.parallelism,
+        opts.pieces_in_flight(),
         bytes_read.clone(),
     );
     let mut state: Vec<SourceState> = sources.iter().map(|_| SourceState::default()).collect();
@@ -582,7 +604,7 @@ impl Pieces {
         bytes_read: Arc<AtomicU64>,
     ) -> Self {
         let parallelism = parallelism.max(1);
-        let (tx, rx) = mpsc::channel::<Event>(parallelism + 1);
+        let (tx, rx) = mpsc::channel::<Event>(parallelism);
         let names = sources.iter().map(|s| s.name.clone()).collect();
         let reader = {
             let layout = layout.clone();
