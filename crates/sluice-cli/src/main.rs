@@ -241,6 +241,10 @@ struct ConsumerArgs {
     /// Seconds between looks for partitions to compact.
     #[arg(long, default_value_t = 60)]
     auto_compact_every: u64,
+    /// Memory for rows in flight (decoded messages, buffered row groups); the process takes
+    /// some tens of MB more.
+    #[arg(long, default_value = "256MiB", value_parser = parse_size)]
+    memory_limit: u64,
 }
 
 #[derive(Debug, Args)]
@@ -827,7 +831,7 @@ fn consumer_options(
     id: String,
 ) -> ConsumerOptions {
     let c = &ctx.config.consumer;
-    let mut o = ConsumerOptions::new(table, spool);
+    let mut o = ConsumerOptions::new(table, spool).with_memory_limit(a.memory_limit as usize);
     o.database = ctx.database().to_string();
     o.writer_id = id;
     o.once = once;

@@ -70,6 +70,8 @@ pub struct ConsumerOptions {
     /// The store of an S3 bucket, for queues that carry S3 event notifications (none: such
     /// messages cannot be processed and are dead-lettered with the reason).
     pub object_stores: Option<Arc<dyn BucketStores>>,
+    /// Memory for rows in flight (see [`ConsumerOptions::with_memory_limit`]).
+    pub memory_limit: usize,
 }
 
 /// Opens the object store of a bucket by name (S3 event notifications name their bucket).
@@ -82,6 +84,20 @@ pub trait BucketStores: Send + Sync + std::fmt::Debug {
 }
 
 impl ConsumerOptions {
+    /// Bounds the rows in flight by `bytes`: 3/8 for buffered row groups, 3/8 for decoded
+    /// messages waiting to be written (a message of 8 MiB, the claim-check default, takes about
+    /// 32 MiB decoded), the rest for the program and the encoders' own buffers.
+    pub fn with_memory_limit(mut self, bytes: usize) -> Self {
+        self.memory_limit = bytes;
+        self.write.memory_budget = bytes / 8 * 3;
+        self
+    }
+
+    /// Decoded messages waiting to be written, within the memory limit (2 to 6).
+    fn decode_ahead(&self) -> usize {
+        (self.memory_limit / 8 * 3 / (32 << 20)).clamp(2, 6)
+    }
+
     pub fn new(table: &str, spool_dir: PathBuf) -> Self {
         ConsumerOptions {
             table: table.to_string(),
@@ -99,7 +115,9 @@ impl ConsumerOptions {
             compact_target_bytes: 128 << 20,
             compact_every: Duration::from_secs(60),
             object_stores: None,
+            memory_limit: crate::convert::DEFAULT_MEMORY_LIMIT,
         }
+        .with_memory_limit(crate::convert::DEFAULT_MEMORY_LIMIT)
     }
 }
 
@@ -228,7 +246,7 @@ impl Consumer {
         shutdown: impl std::future::Future<Output = ()>,
     ) -> Result<ConsumerStats> {
         let (stop_tx, stop_rx) = watch::channel(false);
-        let (tx, mut rx) = mpsc::channel::<Incoming>(6);
+        let (tx, mut rx) = mpsc::channel::<Incoming>(self.opts.decode_ahead());
         let receiver = tokio::spawn(receive_loop(
             self.queue.clone(),
             self.writer.layout().clone(),
