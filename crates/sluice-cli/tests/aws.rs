@@ -387,6 +387,29 @@ os._exit(0)
     };
     let want = format!("6000 6000 {}", sum_a + sum_b + sum_c);
     assert_eq!(read(), want);
+    // DuckDB's Delta extension over S3 recounts each year against the sources.
+    let years_script = r#"
+import os, sys, duckdb
+from duckdb_extensions import import_extension
+table, endpoint = sys.argv[1:]
+import_extension("httpfs")
+import_extension("delta")
+con = duckdb.connect()
+con.execute("LOAD httpfs")
+con.execute("LOAD delta")
+con.execute(f"CREATE SECRET (TYPE s3, KEY_ID 'testing', SECRET 'testing', REGION 'us-east-1', "
+            f"ENDPOINT '{endpoint.split('://')[1]}', URL_STYLE 'path', USE_SSL false)")
+for r in con.execute(f"SELECT year, count(*), sum(amount_cents), min(id), max(id) FROM delta_scan('{table}') GROUP BY year ORDER BY year").fetchall():
+    print(*r)
+con.close()
+os._exit(0)
+"#;
+    let years = common::python(
+        years_script,
+        &[&format!("s3://{}/raw/events", s.bucket), &endpoint()],
+        "duckdb with its httpfs and delta extensions",
+    );
+    assert_eq!(years, common::expected_years(6_000, 1));
     // Again: every object is known, none is read.
     let o = s.run(&args);
     ok(&o);

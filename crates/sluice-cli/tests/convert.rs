@@ -6,7 +6,7 @@ use std::process::Output;
 use std::time::Duration;
 
 mod common;
-use common::{command, ok, sluice};
+use common::{command, expected_years, ok, sluice};
 
 fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
@@ -25,24 +25,6 @@ fn convert(home: &Path, src: &Path, table: &str, spec: &str) -> Output {
             spec,
         ],
     )
-}
-
-/// Per year of `write_events_csv(rows, first_id)`: "year count sum min_id max_id", one line
-/// per year: what the lake must hold.
-fn expected_years(rows: u64, first_id: u64) -> String {
-    let mut by_year = std::collections::BTreeMap::<u64, (u64, i64, u64, u64)>::new();
-    for i in first_id..first_id + rows {
-        let e = by_year.entry(2019 + i % 6).or_insert((0, 0, u64::MAX, 0));
-        e.0 += 1;
-        e.1 += (i as i64 * 7919) % 100_000 - 20_000;
-        e.2 = e.2.min(i);
-        e.3 = e.3.max(i);
-    }
-    by_year
-        .iter()
-        .map(|(y, (n, s, lo, hi))| format!("{y} {n} {s} {lo} {hi}"))
-        .collect::<Vec<_>>()
-        .join("\n")
 }
 
 /// The same per-year figures, from the Delta table at `table_dir` as DuckDB's Delta extension

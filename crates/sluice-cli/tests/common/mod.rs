@@ -91,3 +91,21 @@ pub fn run_employment(home: &Path) -> Output {
     ok(&out);
     out
 }
+
+/// Per year of `write_events_csv(rows, first_id)`: "year count sum min_id max_id", one line
+/// per year: what the lake must hold.
+pub fn expected_years(rows: u64, first_id: u64) -> String {
+    let mut by_year = std::collections::BTreeMap::<u64, (u64, i64, u64, u64)>::new();
+    for i in first_id..first_id + rows {
+        let e = by_year.entry(2019 + i % 6).or_insert((0, 0, u64::MAX, 0));
+        e.0 += 1;
+        e.1 += (i as i64 * 7919) % 100_000 - 20_000;
+        e.2 = e.2.min(i);
+        e.3 = e.3.max(i);
+    }
+    by_year
+        .iter()
+        .map(|(y, (n, s, lo, hi))| format!("{y} {n} {s} {lo} {hi}"))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
