@@ -125,10 +125,11 @@ pub async fn run(ctx: &Ctx, a: &ConvertArgs) -> Result<()> {
 fn summary(s: &ConvertStats, elapsed: Duration) -> String {
     let secs = elapsed.as_secs_f64().max(1e-9);
     format!(
-        "convert: {} source(s) ({} converted before, {} failed), {} rows read ({} written, {} quarantined, {} already committed), {} file(s), {:.1} MB written, {} commit(s); {:.2}s, {:.0} rows/s, {:.1} MB/s of source",
+        "convert: {} source(s) ({} converted before, {} failed), {} piece(s) committed before, {} rows read ({} written, {} quarantined, {} already committed), {} file(s), {:.1} MB written, {} commit(s); {:.2}s, {:.0} rows/s, {:.1} MB/s of source",
         s.sources,
         s.sources_skipped,
         s.sources_failed,
+        s.pieces_skipped,
         s.rows_in,
         s.rows_written,
         s.rows_quarantined,

@@ -367,7 +367,7 @@ s3.put_object(Bucket=bucket, Key="exports/_SUCCESS", Body=b"")
     ok(&o);
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(
-        err.contains("3 source(s) (0 converted before, 0 failed), 6000 rows read (6000 written"),
+        err.contains("3 source(s) (0 converted before, 0 failed), 0 piece(s) committed before, 6000 rows read (6000 written"),
         "{err}"
     );
     let script = r#"
@@ -415,7 +415,9 @@ os._exit(0)
     ok(&o);
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(
-        err.contains("3 source(s) (3 converted before, 0 failed), 0 rows read"),
+        err.contains(
+            "3 source(s) (3 converted before, 0 failed), 0 piece(s) committed before, 0 rows read"
+        ),
         "{err}"
     );
     assert_eq!(read(), want);

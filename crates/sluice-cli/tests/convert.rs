@@ -109,7 +109,9 @@ fn every_format_lands_exactly_and_a_rerun_adds_nothing() {
     let again = convert(&home, &csv, "t0", "year(day)");
     ok(&again);
     assert!(
-        stderr(&again).contains("1 source(s) (1 converted before, 0 failed), 0 rows read"),
+        stderr(&again).contains(
+            "1 source(s) (1 converted before, 0 failed), 0 piece(s) committed before, 0 rows read"
+        ),
         "{}",
         stderr(&again)
     );
@@ -150,7 +152,7 @@ fn a_directory_of_mixed_sources_with_bad_rows_lands_once_with_the_quarantine() {
     let out = sluice(&home, &args);
     ok(&out);
     assert!(
-        stderr(&out).contains("3 source(s) (0 converted before, 0 failed), 5004 rows read (5002 written, 2 quarantined"),
+        stderr(&out).contains("3 source(s) (0 converted before, 0 failed), 0 piece(s) committed before, 5004 rows read (5002 written, 2 quarantined"),
         "{}",
         stderr(&out)
     );
@@ -189,7 +191,9 @@ fn a_directory_of_mixed_sources_with_bad_rows_lands_once_with_the_quarantine() {
     let again = sluice(&home, &args);
     ok(&again);
     assert!(
-        stderr(&again).contains("3 source(s) (3 converted before, 0 failed), 0 rows read"),
+        stderr(&again).contains(
+            "3 source(s) (3 converted before, 0 failed), 0 piece(s) committed before, 0 rows read"
+        ),
         "{}",
         stderr(&again)
     );
@@ -501,4 +505,60 @@ fn produce_and_run_read_the_same_sources_through_the_queue() {
         stderr(&again)
     );
     assert_eq!(duckdb_years(&home.join("lake/events")), want);
+}
+
+#[test]
+fn a_source_that_failed_part_way_is_resumed_without_retyping_its_committed_pieces() {
+    let dir = tempfile::tempdir().unwrap();
+    let home = dir.path().join("home");
+    // About 28 MB of CSV (four 8 MiB pieces), gzipped and cut at 80%.
+    let (csv, _) = sluice_testkit::fixtures::write_events_csv(dir.path(), "big.csv", 500_000, 1);
+    let gz = variants(&csv)[0].clone();
+    let bytes = std::fs::read(&gz).unwrap();
+    let cut = dir.path().join("big-cut.csv.gz");
+    std::fs::write(&cut, &bytes[..bytes.len() * 4 / 5]).unwrap();
+    let args = [
+        "convert",
+        cut.to_str().unwrap(),
+        "--table",
+        "events",
+        "--partition-by",
+        "year(day)",
+        "--rotate-rows",
+        "40000",
+    ];
+    let first = sluice(&home, &args);
+    assert!(!first.status.success());
+    assert!(
+        stderr(&first).contains("big-cut.csv.gz"),
+        "{}",
+        stderr(&first)
+    );
+    let count = || {
+        ok(&sluice(
+            &home,
+            &[
+                "query",
+                "SELECT count(*) AS n, count(DISTINCT id) AS ids FROM events",
+                "--format",
+                "csv",
+            ],
+        ))
+    };
+    let before = count();
+    let (n, ids) = before.lines().nth(1).unwrap().split_once(',').unwrap();
+    assert_eq!(n, ids);
+    assert!(n.parse::<u64>().unwrap() > 300_000, "{before}");
+    // Again: the same error, the committed pieces read but not typed, nothing added.
+    let second = sluice(&home, &args);
+    assert!(!second.status.success());
+    let e = stderr(&second);
+    let skipped: u64 = e
+        .split(" piece(s) committed before")
+        .next()
+        .and_then(|s| s.rsplit(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0);
+    assert!(skipped >= 2, "{e}");
+    assert_eq!(count(), before);
 }

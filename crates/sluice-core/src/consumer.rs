@@ -559,24 +559,18 @@ impl Consumer {
             .iter()
             .map(|s| s.fingerprint(&table))
             .collect::<Result<Vec<_>>>()?;
-        let done_before: Vec<bool> = fps
-            .iter()
-            .map(|fp| {
-                self.writer
-                    .is_committed(&crate::convert::marker(fp), crate::convert::SOURCE_PART)
-            })
-            .collect();
+        let finished = crate::convert::Finished::of(&self.writer, &fps);
         let held = self.hold(&m);
         held.markers = fps
             .iter()
-            .zip(&done_before)
+            .zip(&finished.sources)
             .filter(|(_, d)| !**d)
             .map(|(fp, _)| crate::convert::marker(fp))
             .collect();
         let mut pieces = crate::convert::Pieces::start(
             sources,
             fps,
-            done_before,
+            finished,
             self.writer.layout().clone(),
             crate::csv::CsvFormat::default(),
             self.opts.write.spool_dir.clone(),
@@ -633,7 +627,7 @@ impl Consumer {
                         self.flush(written.due).await?;
                     }
                 }
-                Item::Skipped | Item::End => {}
+                Item::Skipped | Item::PieceDone | Item::End => {}
                 Item::Failed(e) => {
                     warn!(message_id = %m.message_id, error = %e, "object of a notification cannot be read");
                     failure.get_or_insert(e);

@@ -21,7 +21,7 @@
 //! A source that changed (another size or first 64 KiB for a file, another version for an
 //! object) is a new source: its rows are converted again.
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -46,6 +46,10 @@ use crate::table_writer::{Flushed, TableWriter, WriterOptions};
 
 /// Partition key of the "source done" records in the Delta log.
 pub const SOURCE_PART: &str = "__source__";
+/// Partition key of the "piece done" records: every row of the piece is committed, so a run
+/// after a crash reads the piece (to find where the next one starts) but neither types nor
+/// writes it.
+pub const PIECE_PART: &str = "__piece__";
 
 /// Bytes of CSV or JSON-lines records per piece. Part of every chunk id: changing it would
 /// make a half-done conversion convert its sources again.
@@ -116,6 +120,8 @@ pub struct ConvertStats {
     pub rows_quarantined: u64,
     /// Rows of pieces a previous run already committed.
     pub rows_duplicate: u64,
+    /// Pieces a previous run committed whole: read, not typed.
+    pub pieces_skipped: u64,
     pub files: u64,
     pub bytes_written: u64,
     pub commits: u64,
@@ -447,6 +453,8 @@ enum Event {
     },
     /// The source was converted by an earlier run.
     Skipped(usize),
+    /// A piece an earlier run committed whole.
+    PieceDone(usize),
     /// Everything of the source was read.
     End(usize),
     Failed(usize, Error),
@@ -491,15 +499,11 @@ pub async fn convert(
         .iter()
         .map(|s| s.fingerprint(&table))
         .collect::<Result<Vec<_>>>()?;
-    let done_before: Vec<bool> = fingerprints
-        .iter()
-        .map(|fp| writer.is_committed(&marker(fp), SOURCE_PART))
-        .collect();
     let bytes_read = Arc::new(AtomicU64::new(0));
     let mut pieces = Pieces::start(
         sources.clone(),
         fingerprints.clone(),
-        done_before,
+        Finished::of(&writer, &fingerprints),
         layout.clone(),
         opts.table.format.clone(),
         opts.write.spool_dir.clone(),
@@ -512,20 +516,32 @@ pub async fn convert(
         ..Default::default()
     };
     let mut failed = Vec::new();
+    let mut piece_state = PieceState::default();
     let result: Result<()> = async {
         while let Some((s, item)) = pieces.next().await? {
             match item {
                 Item::Chunk(d) => {
                     stats.rows_in += d.rows_in;
+                    let chunk = d.chunk.clone();
                     let written = tokio::task::block_in_place(|| writer.write(d))?;
+                    piece_state.written(chunk, &written.waiting);
                     state[s].pending.extend(written.waiting);
                     if let Some(p) = &progress {
                         p(bytes_read.load(Ordering::Relaxed), stats.rows_in);
                     }
                     if !written.due.is_empty() {
-                        flush(&mut writer, &mut state, &fingerprints, written.due, false).await?;
+                        flush(
+                            &mut writer,
+                            &mut state,
+                            &mut piece_state,
+                            &fingerprints,
+                            written.due,
+                            false,
+                        )
+                        .await?;
                     }
                 }
+                Item::PieceDone => stats.pieces_skipped += 1,
                 Item::Skipped => {
                     stats.sources_skipped += 1;
                     state[s].done = true;
@@ -540,7 +556,29 @@ pub async fn convert(
             }
         }
         let all = writer.open_partitions();
-        flush(&mut writer, &mut state, &fingerprints, all, true).await
+        flush(
+            &mut writer,
+            &mut state,
+            &mut piece_state,
+            &fingerprints,
+            all,
+            true,
+        )
+        .await?;
+        // A failed source is read again by the next run: record the pieces the last commit
+        // finished, so that it neither types nor writes them.
+        if state.iter().any(|s| s.failed) && !piece_state.done.is_empty() {
+            flush(
+                &mut writer,
+                &mut state,
+                &mut piece_state,
+                &fingerprints,
+                Vec::new(),
+                true,
+            )
+            .await?;
+        }
+        Ok(())
     }
     .await;
     if result.is_err() {
@@ -565,12 +603,34 @@ pub async fn convert(
     Ok(Converted { stats, failed })
 }
 
+/// What earlier runs finished: whole sources (by index), and pieces (by chunk id).
+pub(crate) struct Finished {
+    pub sources: Vec<bool>,
+    pub pieces: HashSet<String>,
+}
+
+impl Finished {
+    /// Read from the writer's log: the "source done" records of `fingerprints`, every
+    /// "piece done" record.
+    pub(crate) fn of(writer: &TableWriter, fingerprints: &[String]) -> Self {
+        Finished {
+            sources: fingerprints
+                .iter()
+                .map(|fp| writer.is_committed(&marker(fp), SOURCE_PART))
+                .collect(),
+            pieces: writer.ledger().state().chunks_in(PIECE_PART),
+        }
+    }
+}
+
 /// What [`Pieces::next`] gives for a source, in source order.
 pub(crate) enum Item {
     /// Typed rows of one piece.
     Chunk(DecodedChunk),
     /// The source was converted by an earlier run.
     Skipped,
+    /// A piece an earlier run committed whole: not typed.
+    PieceDone,
     /// Everything of the source was read.
     End,
     /// The source could not be read further.
@@ -591,12 +651,13 @@ pub(crate) struct Pieces {
 }
 
 impl Pieces {
-    /// Starts reading. `done_before[i]`: source `i` is skipped ([`Item::Skipped`]).
+    /// Starts reading. Sources and pieces in `finished` are not typed ([`Item::Skipped`],
+    /// [`Item::PieceDone`]).
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn start(
         sources: Vec<Source>,
         fingerprints: Vec<String>,
-        done_before: Vec<bool>,
+        finished: Finished,
         layout: Arc<TableLayout>,
         format: CsvFormat,
         spool: PathBuf,
@@ -614,7 +675,7 @@ impl Pieces {
                     &rt,
                     &sources,
                     &fingerprints,
-                    &done_before,
+                    &finished,
                     &layout,
                     &format,
                     &spool,
@@ -662,6 +723,7 @@ impl Pieces {
                 Some((s, Item::Chunk(h.await??)))
             }
             Some(Pending::Event(Event::Skipped(s))) => Some((s, Item::Skipped)),
+            Some(Pending::Event(Event::PieceDone(s))) => Some((s, Item::PieceDone)),
             Some(Pending::Event(Event::End(s))) => Some((s, Item::End)),
             Some(Pending::Event(Event::Failed(s, e))) => Some((s, Item::Failed(e))),
             Some(Pending::Event(Event::Piece { .. })) => unreachable!("pieces are typed"),
@@ -688,9 +750,47 @@ pub(crate) fn marker(fp: &str) -> String {
 
 /// Commits `parts`, with the "source done" record of every source whose last rows are in
 /// them (`last`: every open file is in `parts`, so every source read to its end is done).
+/// Pieces whose rows wait in open files, and pieces whose rows are all committed.
+#[derive(Default)]
+struct PieceState {
+    /// Chunk → partitions whose open file holds its rows.
+    pending: HashMap<String, HashSet<String>>,
+    /// Pieces done, to be recorded in the next commit.
+    done: Vec<String>,
+}
+
+impl PieceState {
+    fn written(&mut self, chunk: String, waiting: &HashSet<String>) {
+        if waiting.is_empty() {
+            // Every part was committed before (a run that stopped before recording the piece).
+            self.done.push(chunk);
+        } else {
+            self.pending.insert(chunk, waiting.clone());
+        }
+    }
+
+    fn committed(&mut self, committed: &[(String, HashSet<String>)]) {
+        for (p, chunks) in committed {
+            for c in chunks {
+                if let Some(w) = self.pending.get_mut(c) {
+                    w.remove(p);
+                    if w.is_empty() {
+                        self.pending.remove(c);
+                        self.done.push(c.clone());
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Commits `parts`, with the "source done" record of every source whose last rows are in
+/// them (`last`: every open file is in `parts`, so every source read to its end is done), and
+/// the "piece done" records of pieces committed whole by earlier flushes.
 async fn flush(
     writer: &mut TableWriter,
     state: &mut [SourceState],
+    pieces: &mut PieceState,
     fps: &[String],
     parts: Vec<String>,
     last: bool,
@@ -703,21 +803,27 @@ async fn flush(
         .filter(|(_, s)| last || s.pending.iter().all(|p| set.contains(p)))
         .map(|(i, _)| i)
         .collect();
+    let piece_markers = std::mem::take(&mut pieces.done);
     let markers = finishing
         .iter()
         .map(|i| ChunkPart {
             chunk: marker(&fps[*i]),
             partition: SOURCE_PART.to_string(),
         })
+        .chain(piece_markers.into_iter().map(|chunk| ChunkPart {
+            chunk,
+            partition: PIECE_PART.to_string(),
+        }))
         .collect();
     match writer.flush(parts.clone(), markers).await? {
-        Flushed::Committed(_) => {
+        Flushed::Committed(c) => {
             for s in state.iter_mut() {
                 s.pending.retain(|p| !set.contains(p));
             }
             for i in finishing {
                 state[i].done = true;
             }
+            pieces.committed(&c);
             Ok(())
         }
         Flushed::Conflict => Err(Error::Conflict(
@@ -733,7 +839,7 @@ fn read_sources(
     rt: &tokio::runtime::Handle,
     sources: &[Source],
     fps: &[String],
-    done_before: &[bool],
+    finished: &Finished,
     layout: &TableLayout,
     format: &CsvFormat,
     spool: &std::path::Path,
@@ -742,12 +848,15 @@ fn read_sources(
 ) -> Result<()> {
     let send = |e: Event| tx.blocking_send(e).map_err(|_| Error::Task(STOPPED.into()));
     for (i, src) in sources.iter().enumerate() {
-        if done_before[i] {
+        if finished.sources[i] {
             bytes_read.fetch_add(src.size, Ordering::Relaxed);
             send(Event::Skipped(i))?;
             continue;
         }
         let mut pieces = |chunk: String, piece: Piece| {
+            if finished.pieces.contains(&chunk) {
+                return send(Event::PieceDone(i));
+            }
             send(Event::Piece {
                 source: i,
                 chunk,

@@ -233,6 +233,17 @@ impl LedgerState {
         self.app_ids.contains(&app_id(chunk, partition))
     }
 
+    /// The chunks with rows committed in `partition`.
+    pub fn chunks_in(&self, partition: &str) -> HashSet<String> {
+        let suffix = format!("/{partition}");
+        self.app_ids
+            .iter()
+            .filter_map(|a| a.strip_prefix("sluice/")?.strip_suffix(&suffix))
+            .filter(|c| !c.contains('/'))
+            .map(str::to_string)
+            .collect()
+    }
+
     /// Number of committed chunk parts.
     pub fn chunk_part_count(&self) -> usize {
         self.app_ids.len()
