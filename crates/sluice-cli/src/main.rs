@@ -450,7 +450,26 @@ impl Ctx {
     }
 }
 
+/// glibc's malloc raises its mmap threshold each time a large block is freed (up to 32 MiB), so
+/// the 8 MiB pieces and the Parquet pages sluice allocates and frees by the thousand end up in
+/// the heap, fragmented, and the peak is never given back: converting TPC-H SF1 peaked at
+/// 414 MB of RSS, 288 MB with the threshold fixed at 256 KiB. Fixing it here makes large blocks
+/// plain mmaps, returned to the system when freed.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+fn fix_malloc_mmap_threshold() {
+    // SAFETY: mallopt only changes a malloc tunable; it is called first thing in main, before
+    // any other thread exists, with a documented parameter and a valid value.
+    #[allow(unsafe_code)]
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 256 * 1024);
+    }
+}
+
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+fn fix_malloc_mmap_threshold() {}
+
 fn main() -> std::process::ExitCode {
+    fix_malloc_mmap_threshold();
     // `sluice … | head`: when the reader of stdout goes away, stop quietly, as Unix tools do
     // (Rust ignores SIGPIPE, and `println!` panics on the broken pipe).
     let default_hook = std::panic::take_hook();

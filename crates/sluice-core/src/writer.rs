@@ -111,9 +111,10 @@ impl SpoolFile {
         self.with_writer(|w| (w.bytes_written() + w.in_progress_size()) as u64)
     }
 
-    /// Bytes of the buffered row group (memory held).
+    /// Memory held by the buffered row group: encoded pages and values not yet encoded
+    /// (dictionary keys), more than the encoded size the row group will have.
     pub fn buffered(&self) -> usize {
-        self.with_writer(|w| w.in_progress_size())
+        self.with_writer(|w| w.memory_size())
     }
 
     /// Closes the buffered row group early to free memory.
