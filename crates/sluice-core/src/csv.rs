@@ -268,13 +268,15 @@ impl<R: Read> RecordReader<R> {
 }
 
 /// Splits records into fields, reusing its buffers across records.
+///
+/// A field is a slice of the record when it can be (unquoted, or quoted without doubled quotes
+/// inside: the text between the quotes); only a field with `""` escapes (or text after its
+/// closing quote) is copied, unescaped, into a buffer of the splitter.
 #[derive(Debug, Default)]
 pub struct FieldSplitter {
     data: Vec<u8>,
-    /// (start, end) of each field, in the record itself (`borrowed`) or in `data`.
-    bounds: Vec<(usize, usize)>,
-    /// Whether the fields are slices of the record (no quoting: nothing to unescape).
-    borrowed: bool,
+    /// (start, end, in `data`) of each field: in the record itself, or in `data`.
+    bounds: Vec<(usize, usize, bool)>,
 }
 
 impl FieldSplitter {
@@ -291,52 +293,86 @@ impl FieldSplitter {
         }
         if memchr(quote, rec).is_none() {
             // Fast path: no quoting anywhere; fields are slices of the record.
-            self.borrowed = true;
             let mut start = 0;
             for d in memchr_iter(delimiter, rec) {
-                self.bounds.push((start, d));
+                self.bounds.push((start, d, false));
                 start = d + 1;
             }
-            self.bounds.push((start, rec.len()));
+            self.bounds.push((start, rec.len(), false));
             return;
         }
-        self.borrowed = false;
         let mut i = 0;
         loop {
-            let field_start = self.data.len();
             if i < rec.len() && rec[i] == quote {
-                i += 1;
-                loop {
-                    match memchr(quote, &rec[i..]) {
-                        None => {
-                            self.data.extend_from_slice(&rec[i..]);
-                            i = rec.len();
-                            break;
-                        }
-                        Some(off) => {
-                            self.data.extend_from_slice(&rec[i..i + off]);
-                            i += off + 1;
-                            if i < rec.len() && rec[i] == quote {
-                                self.data.push(quote);
-                                i += 1;
-                            } else {
-                                break;
-                            }
-                        }
+                // A quoted field closed by a quote that the delimiter or the end follows: the
+                // text between the quotes, as it stands.
+                let q = i + 1;
+                if let Some(off) = memchr(quote, &rec[q..]) {
+                    let close = q + off;
+                    let after = close + 1;
+                    if after == rec.len() {
+                        self.bounds.push((q, close, false));
+                        return;
+                    }
+                    if rec[after] == delimiter {
+                        self.bounds.push((q, close, false));
+                        i = after + 1;
+                        continue;
                     }
                 }
+                if !self.unescape_field(rec, &mut i, delimiter, quote) {
+                    return;
+                }
+                continue;
             }
             match memchr(delimiter, &rec[i..]) {
                 Some(off) => {
-                    self.data.extend_from_slice(&rec[i..i + off]);
-                    self.bounds.push((field_start, self.data.len()));
+                    self.bounds.push((i, i + off, false));
                     i += off + 1;
                 }
                 None => {
-                    self.data.extend_from_slice(&rec[i..]);
-                    self.bounds.push((field_start, self.data.len()));
+                    self.bounds.push((i, rec.len(), false));
                     return;
                 }
+            }
+        }
+    }
+
+    /// Copies the quoted field at `*i` into `data`, unescaping `""`, with whatever follows its
+    /// closing quote up to the delimiter; returns false at the end of the record.
+    fn unescape_field(&mut self, rec: &[u8], i: &mut usize, delimiter: u8, quote: u8) -> bool {
+        let field_start = self.data.len();
+        *i += 1;
+        loop {
+            match memchr(quote, &rec[*i..]) {
+                None => {
+                    self.data.extend_from_slice(&rec[*i..]);
+                    *i = rec.len();
+                    break;
+                }
+                Some(off) => {
+                    self.data.extend_from_slice(&rec[*i..*i + off]);
+                    *i += off + 1;
+                    if *i < rec.len() && rec[*i] == quote {
+                        self.data.push(quote);
+                        *i += 1;
+                    } else {
+                        break;
+                    }
+                }
+            }
+        }
+        match memchr(delimiter, &rec[*i..]) {
+            Some(off) => {
+                self.data.extend_from_slice(&rec[*i..*i + off]);
+                self.bounds.push((field_start, self.data.len(), true));
+                *i += off + 1;
+                true
+            }
+            None => {
+                self.data.extend_from_slice(&rec[*i..]);
+                self.bounds.push((field_start, self.data.len(), true));
+                false
             }
         }
     }
@@ -354,22 +390,22 @@ impl FieldSplitter {
     /// Field `i` of the last split record, which was `record`.
     #[inline]
     pub fn field<'a>(&'a self, record: &'a [u8], i: usize) -> &'a [u8] {
-        let (start, end) = self.bounds[i];
-        if self.borrowed {
-            &record[start..end]
-        } else {
+        let (start, end, in_data) = self.bounds[i];
+        if in_data {
             &self.data[start..end]
+        } else {
+            &record[start..end]
         }
     }
 
-    /// Field `i` as text without validating it again, when the fields are slices of `record`
-    /// and `record_text` is the same bytes already known to be UTF-8.
+    /// Field `i` as text without validating it again, when it is a slice of `record` and
+    /// `record_text` is the same bytes already known to be UTF-8.
     #[inline]
     pub fn field_str<'a>(&'a self, record_text: &'a str, i: usize) -> Option<&'a str> {
-        if !self.borrowed {
+        let (start, end, in_data) = self.bounds[i];
+        if in_data {
             return None;
         }
-        let (start, end) = self.bounds[i];
         record_text.get(start..end)
     }
 }
@@ -532,6 +568,74 @@ mod tests {
         assert_eq!(fields(b",,\n"), vec!["", "", ""]);
         assert_eq!(fields(b"\"\",a\n"), vec!["", "a"]);
         assert_eq!(fields(b"\n"), vec![""]);
+    }
+
+    /// The splitting rules, written plainly: every field copied, `""` unescaped, text after a
+    /// closing quote kept.
+    fn reference_fields(rec: &[u8]) -> Vec<Vec<u8>> {
+        let rec = rec.strip_suffix(b"\n").unwrap_or(rec);
+        let rec = rec.strip_suffix(b"\r").unwrap_or(rec);
+        let mut out = Vec::new();
+        let mut i = 0;
+        loop {
+            let mut f = Vec::new();
+            if i < rec.len() && rec[i] == b'"' {
+                i += 1;
+                while i < rec.len() {
+                    if rec[i] == b'"' {
+                        if rec.get(i + 1) == Some(&b'"') {
+                            f.push(b'"');
+                            i += 2;
+                            continue;
+                        }
+                        i += 1;
+                        break;
+                    }
+                    f.push(rec[i]);
+                    i += 1;
+                }
+            }
+            while i < rec.len() && rec[i] != b',' {
+                f.push(rec[i]);
+                i += 1;
+            }
+            out.push(f);
+            if i >= rec.len() {
+                return out;
+            }
+            i += 1;
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn split_matches_the_plain_rules(chars in proptest::collection::vec(proptest::sample::select(vec![b'a', b',', b'"', b' ', b'\r']), 0..24)) {
+            let mut rec = chars.clone();
+            rec.push(b'\n');
+            let mut sp = FieldSplitter::default();
+            sp.split(&rec, b',', b'"');
+            let got: Vec<Vec<u8>> = (0..sp.len()).map(|i| sp.field(&rec, i).to_vec()).collect();
+            proptest::prop_assert_eq!(&got, &reference_fields(&rec));
+            let text = std::str::from_utf8(&rec).unwrap();
+            for i in 0..sp.len() {
+                if let Some(s) = sp.field_str(text, i) {
+                    proptest::prop_assert_eq!(s.as_bytes(), sp.field(&rec, i));
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn quoted_fields_without_escapes_are_slices_of_the_record() {
+        let rec = b"1,\"a, b\",\"x\"\"y\",\"q\"tail,z\n";
+        let mut sp = FieldSplitter::default();
+        sp.split(rec, b',', b'"');
+        let text = std::str::from_utf8(rec).unwrap();
+        assert_eq!(sp.field_str(text, 1), Some("a, b"));
+        assert_eq!(sp.field_str(text, 2), None);
+        assert_eq!(sp.field(rec, 2), b"x\"y");
+        assert_eq!(sp.field(rec, 3), b"qtail");
+        assert_eq!(sp.field_str(text, 4), Some("z"));
     }
 
     #[test]
