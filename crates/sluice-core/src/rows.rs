@@ -110,6 +110,8 @@ pub struct RowTyper<'l> {
     /// Per source column: whether a date transform partitions by it (an unparseable value
     /// then sends the row to the default partition instead of the quarantine).
     date_source: Vec<bool>,
+    /// Partition of a day (`2 × days`) or hour (`2 × hours + 1`), for one-date-field specs.
+    fast_keys: HashMap<i64, u32>,
 }
 
 impl<'l> RowTyper<'l> {
@@ -153,6 +155,7 @@ impl<'l> RowTyper<'l> {
                         .any(|(f, s)| *s == i && f.transform != Transform::Identity)
                 })
                 .collect(),
+            fast_keys: HashMap::new(),
         }
     }
 
@@ -246,6 +249,19 @@ impl<'l> RowTyper<'l> {
             };
             self.vals[i] = v;
         }
+        // One date field (the usual spec): rows of the same day (or hour, for timestamps) share
+        // a partition, found by number without building its path again.
+        let fast_key = match (layout.spec.fields.as_slice(), layout.partition_sources.as_slice()) {
+            ([pf], [i]) if pf.transform != Transform::Identity => match self.vals[*i] {
+                Val::Date(d) => Some(i64::from(d) * 2),
+                Val::Ts(us) => Some(us.div_euclid(3_600_000_000) * 2 + 1),
+                _ => None,
+            },
+            _ => None,
+        };
+        if let Some(id) = fast_key.and_then(|k| self.fast_keys.get(&k)) {
+            return Ok(*id);
+        }
         let mut path = std::mem::take(&mut self.path_buf);
         path.clear();
         for (k, pf) in layout.spec.fields.iter().enumerate() {
@@ -293,6 +309,9 @@ impl<'l> RowTyper<'l> {
                 id
             }
         };
+        if let Some(k) = fast_key {
+            self.fast_keys.insert(k, id);
+        }
         self.path_buf = path;
         Ok(id)
     }
