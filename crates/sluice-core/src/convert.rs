@@ -38,7 +38,7 @@ use crate::error::{Error, Result};
 use crate::lake::Lake;
 use crate::ledger::{Checkpointer, ChunkPart};
 use crate::producer::{ProducerOptions, ensure_table, infer_csv, read_header};
-use crate::rows::{DecodedChunk, Field, RowTyper, add_csv_records};
+use crate::rows::{DecodedChunk, Field, RowTyper, add_csv_spans};
 use crate::schema::{Column, ColumnType, SchemaInference};
 use crate::source::{Format, Location, Source};
 use crate::table::TableLayout;
@@ -430,7 +430,8 @@ fn parquet_error(name: &str, e: parquet::errors::ParquetError) -> Error {
 enum Piece {
     Csv {
         raw: Vec<u8>,
-        first_line: u64,
+        /// (line, length) of each record in `raw`, as the reader found them.
+        spans: Vec<(u64, usize)>,
         pos_of_col: Arc<Vec<usize>>,
         format: CsvFormat,
     },
@@ -902,9 +903,9 @@ fn read_csv(
     }
     let pos_of_col = Arc::new(pos_of_col);
     let mut buf: Vec<u8> = Vec::with_capacity(PIECE_BYTES + 64 * 1024);
-    let mut first_line = 0;
+    let mut spans: Vec<(u64, usize)> = Vec::new();
     let mut index = 0u64;
-    let mut emit = |buf: &mut Vec<u8>, first_line: u64| -> Result<()> {
+    let mut emit = |buf: &mut Vec<u8>, spans: &mut Vec<(u64, usize)>| -> Result<()> {
         if buf.is_empty() {
             return Ok(());
         }
@@ -915,7 +916,7 @@ fn read_csv(
             chunk,
             Piece::Csv {
                 raw,
-                first_line,
+                spans: std::mem::take(spans),
                 pos_of_col: pos_of_col.clone(),
                 format: format.clone(),
             },
@@ -926,18 +927,15 @@ fn read_csv(
         match reader.next_into(&mut buf) {
             Ok(Some(span)) => {
                 records += 1;
-                if first_line == 0 {
-                    first_line = span.line;
-                }
+                spans.push((span.line, span.len));
                 if buf.len() >= PIECE_BYTES {
-                    emit(&mut buf, first_line)?;
-                    first_line = 0;
+                    emit(&mut buf, &mut spans)?;
                 }
             }
             Ok(None) => break,
             Err(e) => {
                 // What was read before the error is converted; then the error is reported.
-                emit(&mut buf, first_line)?;
+                emit(&mut buf, &mut spans)?;
                 return Err(e);
             }
         }
@@ -949,7 +947,7 @@ fn read_csv(
             "the file has a header but no rows",
         ));
     }
-    emit(&mut buf, first_line)
+    emit(&mut buf, &mut spans)
 }
 
 fn read_json(
@@ -1045,16 +1043,16 @@ fn type_piece(
     match piece {
         Piece::Csv {
             raw,
-            first_line,
+            spans,
             pos_of_col,
             format,
         } => {
-            let mut typer = RowTyper::new(layout, raw.len() / 64);
-            add_csv_records(
+            let mut typer = RowTyper::new(layout, spans.len());
+            add_csv_spans(
                 &mut typer,
                 &raw,
+                &spans,
                 &format,
-                first_line,
                 &pos_of_col,
                 source,
                 chunk,

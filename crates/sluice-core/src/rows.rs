@@ -223,10 +223,10 @@ impl<'l> RowTyper<'l> {
             };
             let v = match col.ty {
                 ColumnType::String => Val::Str,
-                ColumnType::Int64 => Val::I64(parse_i64(s.trim()).ok_or_else(|| bad("int64"))?),
-                ColumnType::Float64 => Val::F64(parse_f64(s.trim()).ok_or_else(|| bad("float64"))?),
+                ColumnType::Int64 => Val::I64(parse_i64(trim(s)).ok_or_else(|| bad("int64"))?),
+                ColumnType::Float64 => Val::F64(parse_f64(trim(s)).ok_or_else(|| bad("float64"))?),
                 ColumnType::Boolean => {
-                    Val::Bool(parse_bool(s.trim()).ok_or_else(|| bad("boolean"))?)
+                    Val::Bool(parse_bool(trim(s)).ok_or_else(|| bad("boolean"))?)
                 }
                 ColumnType::Date | ColumnType::Timestamp | ColumnType::TimestampTz => {
                     match parse_temporal(s, layout.date_format.as_deref()) {
@@ -251,7 +251,10 @@ impl<'l> RowTyper<'l> {
         }
         // One date field (the usual spec): rows of the same day (or hour, for timestamps) share
         // a partition, found by number without building its path again.
-        let fast_key = match (layout.spec.fields.as_slice(), layout.partition_sources.as_slice()) {
+        let fast_key = match (
+            layout.spec.fields.as_slice(),
+            layout.partition_sources.as_slice(),
+        ) {
             ([pf], [i]) if pf.transform != Transform::Identity => match self.vals[*i] {
                 Val::Date(d) => Some(i64::from(d) * 2),
                 Val::Ts(us) => Some(us.div_euclid(3_600_000_000) * 2 + 1),
@@ -377,6 +380,17 @@ fn push_val(col: &mut Col, v: Val, text: Option<&str>) {
     }
 }
 
+/// `s.trim()`, without looking at every character when the ends are plain ASCII (the usual
+/// number).
+#[inline]
+fn trim(s: &str) -> &str {
+    match s.as_bytes() {
+        [first, .., last] if first.is_ascii_graphic() && last.is_ascii_graphic() => s,
+        [only] if only.is_ascii_graphic() => s,
+        _ => s.trim(),
+    }
+}
+
 fn clip(s: &str) -> &str {
     match s.char_indices().nth(64) {
         Some((i, _)) => &s[..i],
@@ -458,17 +472,56 @@ pub fn add_csv_records(
     source: &str,
     chunk: &str,
 ) {
+    let records = Records::new(raw, format).map(|r| {
+        r.map(|(before, start, end)| (first_line + before, start, end))
+            .map_err(|newlines| first_line + newlines)
+    });
+    type_csv_records(typer, raw, format, records, pos_of_col, source, chunk);
+}
+
+/// Types CSV records whose places the reader already found: `spans` are (line, length) of the
+/// records that follow each other in `raw` (see [`crate::csv::RecordReader::next_into`]), so
+/// they are not scanned for again.
+pub fn add_csv_spans(
+    typer: &mut RowTyper<'_>,
+    raw: &[u8],
+    spans: &[(u64, usize)],
+    format: &CsvFormat,
+    pos_of_col: &[usize],
+    source: &str,
+    chunk: &str,
+) {
+    let mut at = 0;
+    let records = spans.iter().map(|(line, len)| {
+        let start = at;
+        at += len;
+        Ok((*line, start, at))
+    });
+    type_csv_records(typer, raw, format, records, pos_of_col, source, chunk);
+}
+
+/// Types records given as `Ok((line, start, end))` in `raw`, or `Err(line)` where a quoted
+/// field never closes (the end of the records).
+fn type_csv_records(
+    typer: &mut RowTyper<'_>,
+    raw: &[u8],
+    format: &CsvFormat,
+    records: impl Iterator<Item = std::result::Result<(u64, usize, usize), u64>>,
+    pos_of_col: &[usize],
+    source: &str,
+    chunk: &str,
+) {
     let mut sp = FieldSplitter::default();
     let expected = pos_of_col.iter().filter(|p| **p != usize::MAX).count();
     let text = std::str::from_utf8(raw).ok();
-    for r in Records::new(raw, format) {
-        let (before, start, end) = match r {
+    for r in records {
+        let (rec_line, start, end) = match r {
             Ok(r) => r,
-            Err(newlines) => {
+            Err(line) => {
                 // Only a message from another program can end inside a quoted field.
                 typer.reject(QuarantineRow {
                     source: source.to_string(),
-                    line: first_line + newlines,
+                    line,
                     raw: String::new(),
                     reason: "unterminated quoted field".into(),
                     chunk: chunk.to_string(),
@@ -477,7 +530,6 @@ pub fn add_csv_records(
             }
         };
         let rec = &raw[start..end];
-        let rec_line = first_line + before;
         if rec.iter().all(|b| *b == b'\n' || *b == b'\r') {
             continue;
         }
