@@ -1218,12 +1218,12 @@ fn consume_summary(s: &ConsumerStats, m: &sluice_core::metrics::MeterSnapshot) -
         "consumed: {} message(s), {} rows in, {} written, {} quarantined, {} duplicate(s) dropped; {} file(s), {:.1} MB, {} commit(s); {} deleted{}{}\nconsumer {m}",
         s.messages,
         s.rows_in,
-        s.rows_written,
-        s.rows_quarantined,
-        s.rows_duplicate,
-        s.files,
-        s.bytes_written as f64 / 1e6,
-        s.commits,
+        s.write.rows_written,
+        s.write.rows_quarantined,
+        s.write.rows_duplicate,
+        s.write.files,
+        s.write.bytes_written as f64 / 1e6,
+        s.write.commits,
         s.deleted,
         if s.compactions > 0 {
             format!("; {} background compaction(s)", s.compactions)

@@ -130,13 +130,9 @@ pub struct ConsumerStats {
     pub undecodable_messages: u64,
     pub received_bytes: u64,
     pub rows_in: u64,
-    pub rows_written: u64,
-    pub rows_quarantined: u64,
-    pub rows_duplicate: u64,
-    pub files: u64,
-    pub bytes_written: u64,
-    pub commits: u64,
-    pub conflicts: u64,
+    /// Rows, files and commits of the writing stage.
+    #[serde(flatten)]
+    pub write: WriteStats,
     pub deleted: u64,
     pub delete_calls: u64,
     pub visibility_calls: u64,
@@ -164,27 +160,6 @@ enum Incoming {
     ),
     Empty,
     Failed(Error),
-}
-
-impl ConsumerStats {
-    fn absorb(&mut self, w: &WriteStats) {
-        let WriteStats {
-            rows_written,
-            rows_quarantined,
-            rows_duplicate,
-            files,
-            bytes_written,
-            commits,
-            conflicts,
-        } = w.clone();
-        self.rows_written = rows_written;
-        self.rows_quarantined = rows_quarantined;
-        self.rows_duplicate = rows_duplicate;
-        self.files = files;
-        self.bytes_written = bytes_written;
-        self.commits = commits;
-        self.conflicts = conflicts;
-    }
 }
 
 /// A running consumer of one table.
@@ -290,7 +265,7 @@ impl Consumer {
         self.stats.empty_receives += empties;
         match result {
             Ok(()) => {
-                self.stats.absorb(self.writer.stats());
+                self.stats.write = self.writer.stats().clone();
                 Ok(self.stats)
             }
             Err(e) => {

@@ -42,7 +42,7 @@ use crate::rows::{DecodedChunk, Field, RowTyper, add_csv_spans};
 use crate::schema::{Column, ColumnType, SchemaInference};
 use crate::source::{Format, Location, Source};
 use crate::table::TableLayout;
-use crate::table_writer::{Flushed, TableWriter, WriterOptions};
+use crate::table_writer::{Flushed, TableWriter, WriteStats, WriterOptions};
 
 /// Partition key of the "source done" records in the Delta log.
 pub const SOURCE_PART: &str = "__source__";
@@ -116,15 +116,12 @@ pub struct ConvertStats {
     /// Bytes read from the sources as stored (compressed).
     pub bytes_read: u64,
     pub rows_in: u64,
-    pub rows_written: u64,
-    pub rows_quarantined: u64,
-    /// Rows of pieces a previous run already committed.
-    pub rows_duplicate: u64,
     /// Pieces a previous run committed whole: read, not typed.
     pub pieces_skipped: u64,
-    pub files: u64,
-    pub bytes_written: u64,
-    pub commits: u64,
+    /// Rows, files and commits of the writing stage (`rows_duplicate`: rows of pieces a
+    /// previous run already committed).
+    #[serde(flatten)]
+    pub write: WriteStats,
 }
 
 /// The outcome of a conversion: what it did, and the sources that failed with why.
@@ -589,15 +586,9 @@ pub async fn convert(
     let read = pieces.finish().await;
     result?;
     read?;
-    let w = writer.stats();
     stats.bytes_read = bytes_read.load(Ordering::Relaxed);
     stats.sources_failed = failed.len() as u64;
-    stats.rows_written = w.rows_written;
-    stats.rows_quarantined = w.rows_quarantined;
-    stats.rows_duplicate = w.rows_duplicate;
-    stats.files = w.files;
-    stats.bytes_written = w.bytes_written;
-    stats.commits = w.commits;
+    stats.write = writer.stats().clone();
     if let Some(p) = &progress {
         p(stats.bytes_read, stats.rows_in);
     }

@@ -69,7 +69,7 @@ impl WriterOptions {
 }
 
 /// What writing did; part of the consumer's and `convert`'s summaries.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
 pub struct WriteStats {
     pub rows_written: u64,
     pub rows_quarantined: u64,

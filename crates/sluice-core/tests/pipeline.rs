@@ -90,8 +90,8 @@ async fn produce_consume_exactly_once_with_reproduce() {
     let p = produce(&b, "events", "year(day)", &[&csv]).await.unwrap();
     assert_eq!(p.rows, 20_000);
     let c = consume(&home, &b, "events", |_| {}).await;
-    assert_eq!(c.rows_written, 20_000);
-    assert_eq!(c.rows_quarantined, 0);
+    assert_eq!(c.write.rows_written, 20_000);
+    assert_eq!(c.write.rows_quarantined, 0);
     let (rows, sum, files) = committed(&b, "events", "amount_cents").await;
     assert_eq!((rows, sum), (20_000, want_sum));
     assert_eq!(files, 6, "one file per year 2019..=2024");
@@ -101,8 +101,8 @@ async fn produce_consume_exactly_once_with_reproduce() {
     // Producing the same file again sends the same chunk ids: nothing is added.
     produce(&b, "events", "year(day)", &[&csv]).await.unwrap();
     let c2 = consume(&home, &b, "events", |_| {}).await;
-    assert_eq!(c2.rows_written, 0);
-    assert_eq!(c2.rows_duplicate, 20_000);
+    assert_eq!(c2.write.rows_written, 0);
+    assert_eq!(c2.write.rows_duplicate, 20_000);
     assert_eq!(committed(&b, "events", "amount_cents").await.0, 20_000);
     // The log knows the partitions, with their totals.
     let parts = Ledger::open(&b.lake, "events", "test")
@@ -158,8 +158,8 @@ async fn redelivered_chunk_and_small_rotation_never_duplicate() {
     );
     // Rotate every 200 rows: many commits, each message spanning several.
     let c = consume(&home, &b, "events", |o| o.write.rotate_rows = 200).await;
-    assert!(c.commits >= 3, "{c:?}");
-    assert!(c.rows_duplicate > 0, "{c:?}");
+    assert!(c.write.commits >= 3, "{c:?}");
+    assert!(c.write.rows_duplicate > 0, "{c:?}");
     assert_eq!(c.messages, p.chunks + 3, "{c:?}");
     let (rows, sum, _) = committed(&b, "events", "amount_cents").await;
     assert_eq!((rows, sum), (5_000, want_sum));
@@ -191,8 +191,8 @@ async fn bad_rows_are_quarantined_and_bad_files_are_reported() {
     );
     let c = consume(&home, &b, "t", |_| {}).await;
     // Rows 1-5 and 9 are taken (3 and 4 in the default partition); 6, 7, 8 quarantined.
-    assert_eq!(c.rows_written, 6, "{c:?}");
-    assert_eq!(c.rows_quarantined, 3, "{c:?}");
+    assert_eq!(c.write.rows_written, 6, "{c:?}");
+    assert_eq!(c.write.rows_quarantined, 3, "{c:?}");
     let ledger = Ledger::open(&b.lake, "t", "test").await.unwrap();
     let parts: std::collections::BTreeSet<_> = ledger
         .state()
@@ -248,8 +248,8 @@ async fn foreign_json_and_csv_messages_are_landed() {
     .await
     .unwrap();
     let c = consume(&home, &b, "t", |_| {}).await;
-    assert_eq!(c.rows_written, 6, "{c:?}");
-    assert_eq!(c.rows_quarantined, 1, "{c:?}");
+    assert_eq!(c.write.rows_written, 6, "{c:?}");
+    assert_eq!(c.write.rows_quarantined, 1, "{c:?}");
     assert_eq!(committed(&b, "t", "id").await.1, 1 + 2 + 3 + 4 + 5 + 6);
 }
 
@@ -302,7 +302,7 @@ async fn poison_messages_are_dead_lettered_with_their_reason() {
         o.dead_letter_log = Some(log.clone());
     })
     .await;
-    assert_eq!(c.rows_written, 1, "{c:?}");
+    assert_eq!(c.write.rows_written, 1, "{c:?}");
     assert_eq!(
         c.undecodable_messages, 6,
         "3 poison messages, 2 deliveries each: {c:?}"
@@ -358,7 +358,7 @@ async fn object_store_faults_are_retried_or_stop_cleanly() {
         o.write.retry_base = Duration::from_millis(1)
     })
     .await;
-    assert_eq!(c.rows_written, 3_000);
+    assert_eq!(c.write.rows_written, 3_000);
     assert_eq!(faulty.failed.load(Ordering::SeqCst), 3);
     assert_eq!(committed(&b, "events", "amount_cents").await.1, sum1);
     // A persistent failure (outage, disk full) stops the consumer with a clear error, and
@@ -420,8 +420,11 @@ async fn a_lost_commit_reply_is_recognised_as_our_commit() {
         0,
         "the reply was lost"
     );
-    assert_eq!(c.rows_written, 3_000, "{c:?}");
-    assert_eq!(c.conflicts, 0, "a lost reply is not a conflict: {c:?}");
+    assert_eq!(c.write.rows_written, 3_000, "{c:?}");
+    assert_eq!(
+        c.write.conflicts, 0,
+        "a lost reply is not a conflict: {c:?}"
+    );
     let (rows, s, files) = committed(&b, "events", "amount_cents").await;
     assert_eq!((rows, s), (6_000, sum + sum2));
     // Every committed file is on disk: none was removed as if its commit had failed.
@@ -448,7 +451,7 @@ async fn queue_faults_are_retried() {
     })
     .await;
     assert_eq!(faulty.failed.load(Ordering::SeqCst), 5);
-    assert_eq!(c.rows_written, 3_000);
+    assert_eq!(c.write.rows_written, 3_000);
     assert_eq!(committed(&b, "events", "amount_cents").await.1, sum);
     let s = b.queue.stats().await.unwrap();
     assert_eq!(
@@ -502,12 +505,12 @@ async fn visibility_expiry_while_writing_never_duplicates() {
         o.visibility_timeout = Some(Duration::from_secs(5))
     })
     .await;
-    assert_eq!(c.rows_written, 3_000);
+    assert_eq!(c.write.rows_written, 3_000);
     // A commits late: conflict, discarded.
     stop_a.send(()).unwrap();
     let sa = task_a.await.unwrap().unwrap();
-    assert_eq!(sa.conflicts, 1, "{sa:?}");
-    assert_eq!(sa.commits, 0, "{sa:?}");
+    assert_eq!(sa.write.conflicts, 1, "{sa:?}");
+    assert_eq!(sa.write.commits, 0, "{sa:?}");
     let (rows, s, _) = committed(&b, "events", "amount_cents").await;
     assert_eq!((rows, s), (3_000, sum));
     // A removed the files it uploaded for the failed commit: only B's are in the table.
@@ -544,7 +547,13 @@ async fn a_following_consumer_backs_off_on_an_idle_queue() {
     let b = home.open("events").await.unwrap();
     let (csv, _) = sluice_testkit::fixtures::write_events_csv(dir.path(), "e.csv", 100, 1);
     produce(&b, "events", "year(day)", &[&csv]).await.unwrap();
-    assert_eq!(consume(&home, &b, "events", |_| {}).await.rows_written, 100);
+    assert_eq!(
+        consume(&home, &b, "events", |_| {})
+            .await
+            .write
+            .rows_written,
+        100
+    );
     // The queue is empty now; a following consumer polls it with 100 ms waits for 4 s.
     let meter = sluice_core::metrics::Meter::new();
     let q: Arc<dyn Queue> = Arc::new(sluice_core::metrics::MeteredQueue::new(
