@@ -4,8 +4,8 @@
 //! ```text
 //!  reader (one blocking thread): for each source, in order
 //!      skip it if its "source done" record is in the log
-//!      open ─► decompress ─► cut into pieces (CSV and JSON lines: 8 MiB of whole records;
-//!      Parquet: 65,536 rows) with deterministic chunk ids  ──► bounded channel
+//!      open ─► decompress ─► cut into pieces of 8 MiB of whole records (CSV, or JSON lines;
+//!      Parquet rows are read as JSON lines) with deterministic chunk ids  ──► bounded channel
 //!  typing (blocking pool, one piece per core at once, order kept) ─► DecodedChunk
 //!  TableWriter: spool per partition ─► rotate by rows/bytes ─► upload ─► Delta commit
 //!  a source is done when its last rows are committed: its "source done" record rides in that
@@ -27,8 +27,6 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use arrow::array::RecordBatch;
-use arrow::util::display::{ArrayFormatter, FormatOptions};
 use tokio::sync::mpsc;
 use tracing::{info, warn};
 
@@ -38,7 +36,7 @@ use crate::error::{Error, Result};
 use crate::lake::Lake;
 use crate::ledger::{Checkpointer, ChunkPart};
 use crate::producer::{ProducerOptions, ensure_table, infer_csv, read_header};
-use crate::rows::{DecodedChunk, Field, RowTyper, add_csv_spans};
+use crate::rows::{DecodedChunk, RowTyper, add_csv_spans};
 use crate::schema::{Column, ColumnType, SchemaInference};
 use crate::source::{Format, Location, Source};
 use crate::table::TableLayout;
@@ -51,11 +49,11 @@ pub const SOURCE_PART: &str = "__source__";
 /// writes it.
 pub const PIECE_PART: &str = "__piece__";
 
-/// Bytes of CSV or JSON-lines records per piece. Part of every chunk id: changing it would
-/// make a half-done conversion convert its sources again.
+/// Bytes of CSV or JSON-lines records (Parquet rows are JSON lines) per piece. Part of every
+/// chunk id: changing it would make a half-done conversion convert its sources again.
 const PIECE_BYTES: usize = 8 << 20;
-/// Rows per Parquet piece; part of the chunk ids, as `PIECE_BYTES`.
-const PARQUET_PIECE_ROWS: usize = 65_536;
+/// Rows of a Parquet source read at once.
+const PARQUET_BATCH_ROWS: usize = 65_536;
 
 /// `convert` settings.
 #[derive(Debug, Clone)]
@@ -304,8 +302,9 @@ fn parquet_schema(
     Ok(b.schema().clone())
 }
 
-/// A Parquet source's rows as JSON lines (one object per row, NULLs left out), for chunk
-/// messages. Its columns are checked against the table first.
+/// A Parquet source's rows as JSON lines (one object per row, NULLs left out), for pieces and
+/// chunk messages. Its columns are checked against the table first. A local file counts its
+/// progress into `bytes_read` in proportion to the rows read (an object counts its download).
 pub(crate) fn parquet_as_json_lines(
     rt: &tokio::runtime::Handle,
     src: &Source,
@@ -316,14 +315,18 @@ pub(crate) fn parquet_as_json_lines(
     let (f, copy) = open_parquet(rt, src, spool, bytes_read)?;
     let b = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(f)
         .map_err(|e| parquet_error(&src.name, e))?
-        .with_batch_size(PARQUET_PIECE_ROWS);
+        .with_batch_size(PARQUET_BATCH_ROWS);
     check_parquet_columns(src, layout, b.schema())?;
+    let total_rows = b.metadata().file_metadata().num_rows().max(0) as u64;
     let batches = b.build().map_err(|e| parquet_error(&src.name, e))?;
+    let progress = matches!(src.location, Location::Local(_))
+        .then(|| (bytes_read.clone(), src.size, total_rows.max(1)));
     Ok(Box::new(ParquetJsonLines {
         batches,
         buf: Vec::new(),
         pos: 0,
         name: src.name.clone(),
+        progress,
         _copy: copy,
     }))
 }
@@ -333,6 +336,8 @@ struct ParquetJsonLines {
     buf: Vec<u8>,
     pos: usize,
     name: String,
+    /// (counter, file bytes, file rows) for a local file's progress.
+    progress: Option<(Arc<AtomicU64>, u64, u64)>,
     _copy: Option<LocalCopy>,
 }
 
@@ -345,6 +350,9 @@ impl std::io::Read for ParquetJsonLines {
             let batch = batch.map_err(|e| {
                 std::io::Error::other(format!("{}: cannot read as Parquet: {e}", self.name))
             })?;
+            if let Some((read, size, rows)) = &self.progress {
+                read.fetch_add(size * batch.num_rows() as u64 / rows, Ordering::Relaxed);
+            }
             self.buf.clear();
             self.pos = 0;
             let mut w = arrow::json::LineDelimitedWriter::new(&mut self.buf);
@@ -435,10 +443,6 @@ enum Piece {
     Json {
         raw: Vec<u8>,
         first_line: u64,
-    },
-    Batch {
-        batch: RecordBatch,
-        first_row: u64,
     },
 }
 
@@ -857,10 +861,13 @@ fn read_sources(
         };
         let r = match src.format {
             Format::Csv => read_csv(rt, src, &fps[i], layout, format, bytes_read, &mut pieces),
-            Format::JsonLines => read_json(rt, src, &fps[i], bytes_read, &mut pieces),
-            Format::Parquet => {
-                read_parquet(rt, src, &fps[i], layout, spool, bytes_read, &mut pieces)
-            }
+            Format::JsonLines => src
+                .open(rt, bytes_read.clone())
+                .and_then(|input| read_json(input, src, &fps[i], &mut pieces)),
+            // Parquet rows travel as JSON lines, as they do through the queue: one way to type
+            // them.
+            Format::Parquet => parquet_as_json_lines(rt, src, layout, spool, bytes_read)
+                .and_then(|input| read_json(input, src, &fps[i], &mut pieces)),
         };
         match r {
             Ok(()) => send(Event::End(i))?,
@@ -941,14 +948,14 @@ fn read_csv(
     emit(&mut buf, &mut spans)
 }
 
+/// Cuts JSON lines (a JSON-lines source, or a Parquet source's rows as JSON) into pieces.
 fn read_json(
-    rt: &tokio::runtime::Handle,
+    input: Box<dyn std::io::Read + Send>,
     src: &Source,
     fp: &str,
-    bytes_read: &Arc<AtomicU64>,
     send: &mut dyn FnMut(String, Piece) -> Result<()>,
 ) -> Result<()> {
-    let mut input = BufReader::with_capacity(1 << 20, src.open(rt, bytes_read.clone())?);
+    let mut input = BufReader::with_capacity(1 << 20, input);
     let mut buf: Vec<u8> = Vec::with_capacity(PIECE_BYTES + 64 * 1024);
     let (mut line, mut first_line, mut index) = (0u64, 1u64, 0u64);
     loop {
@@ -978,49 +985,11 @@ fn read_json(
         }
         if n == 0 {
             if line == 0 {
-                return Err(Error::invalid_at(&src.name, None, "file is empty"));
+                return Err(Error::invalid_at(&src.name, None, "the file has no rows"));
             }
             return Ok(());
         }
     }
-}
-
-fn read_parquet(
-    rt: &tokio::runtime::Handle,
-    src: &Source,
-    fp: &str,
-    layout: &TableLayout,
-    spool: &std::path::Path,
-    bytes_read: &Arc<AtomicU64>,
-    send: &mut dyn FnMut(String, Piece) -> Result<()>,
-) -> Result<()> {
-    let (f, _copy) = open_parquet(rt, src, spool, bytes_read)?;
-    let b = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(f)
-        .map_err(|e| parquet_error(&src.name, e))?
-        .with_batch_size(PARQUET_PIECE_ROWS);
-    check_parquet_columns(src, layout, b.schema())?;
-    let total = b.metadata().file_metadata().num_rows().max(0) as u64;
-    if total == 0 {
-        return Err(Error::invalid_at(&src.name, None, "the file has no rows"));
-    }
-    let local = matches!(src.location, Location::Local(_));
-    let mut first_row = 1u64;
-    for (index, batch) in b
-        .build()
-        .map_err(|e| parquet_error(&src.name, e))?
-        .enumerate()
-    {
-        let batch = batch.map_err(|e| parquet_error(&src.name, e.into()))?;
-        let n = batch.num_rows() as u64;
-        if local && total > 0 {
-            // Progress in stored bytes, in proportion to the rows read.
-            bytes_read.fetch_add(src.size * n / total, Ordering::Relaxed);
-        }
-        let piece = Piece::Batch { batch, first_row };
-        first_row += n;
-        send(format!("{fp}-{index}"), piece)?;
-    }
-    Ok(())
 }
 
 /// Types a piece: the same rules as the consumer's (a row is taken whole or quarantined whole
@@ -1073,52 +1042,5 @@ fn type_piece(
             crate::decode::add_json_docs(&mut typer, layout, texts, source, chunk);
             typer.finish(chunk)
         }
-        Piece::Batch { batch, first_row } => type_batch(layout, &batch, first_row, source, chunk),
     }
-}
-
-/// Types a Parquet batch through the same row typer, by column name: each value as its text.
-fn type_batch(
-    layout: &TableLayout,
-    batch: &RecordBatch,
-    first_row: u64,
-    source: &str,
-    chunk: &str,
-) -> Result<DecodedChunk> {
-    let opts = FormatOptions::default().with_null("");
-    let cols: Vec<Option<(usize, ArrayFormatter<'_>)>> = layout
-        .source_columns
-        .iter()
-        .map(|c| {
-            let Some(j) = batch.schema().index_of(&c.name).ok() else {
-                return Ok(None);
-            };
-            let a = batch.column(j);
-            Ok(Some((j, ArrayFormatter::try_new(a.as_ref(), &opts)?)))
-        })
-        .collect::<Result<_>>()?;
-    let mut typer = RowTyper::new(layout, batch.num_rows());
-    let mut texts: Vec<Option<String>> = vec![None; cols.len()];
-    let mut raw = String::new();
-    for row in 0..batch.num_rows() {
-        raw.clear();
-        for (i, c) in cols.iter().enumerate() {
-            texts[i] = match c {
-                Some((j, f)) if batch.column(*j).is_valid(row) => Some(f.value(row).to_string()),
-                _ => None,
-            };
-            if i > 0 {
-                raw.push(',');
-            }
-            raw.push_str(texts[i].as_deref().unwrap_or(""));
-        }
-        typer.add_row(
-            |i| texts[i].as_deref().map(Field::Text),
-            first_row + row as u64,
-            raw.as_bytes(),
-            source,
-            chunk,
-        );
-    }
-    typer.finish(chunk)
 }
