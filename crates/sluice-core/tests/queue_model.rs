@@ -130,3 +130,27 @@ proptest! {
         });
     }
 }
+
+/// Found by the model (a receive of 2 after a send of 1, with a visibility timeout of 0, gave
+/// the message twice): one receive returns a message at most once.
+#[tokio::test]
+async fn a_receive_returns_a_message_once_even_with_no_visibility_timeout() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Arc::new(FakeClock(AtomicI64::new(1_000_000)));
+    let qs = EmbeddedQueues::open_with_clock(dir.path().join("q.db"), clock).unwrap();
+    qs.create_queue("q", &QueueSettings::default())
+        .await
+        .unwrap();
+    let q = qs.queue("q").await.unwrap();
+    q.send_batch(&["m1".to_string()]).await.unwrap();
+    let got = q
+        .receive(ReceiveOptions {
+            max_messages: 2,
+            wait: Duration::ZERO,
+            visibility_timeout: Some(Duration::ZERO),
+        })
+        .await
+        .unwrap();
+    let bodies: Vec<&str> = got.iter().map(|m| m.body.as_str()).collect();
+    assert_eq!(bodies, ["m1"]);
+}

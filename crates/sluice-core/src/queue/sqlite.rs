@@ -285,18 +285,23 @@ impl SqliteQueue {
                     )?;
                 }
                 let mut out = Vec::new();
+                // Claimed by this call: with a visibility timeout of 0 a claimed message is
+                // visible again at once, and one receive must not return it twice.
+                let mut taken = std::collections::HashSet::new();
                 'outer: loop {
                     let candidates: Vec<(i64, u32)> = {
                         let mut st = tx.prepare_cached(
                             "SELECT seq, receive_count FROM messages WHERE queue = ?1 AND visible_at_ms <= ?2 ORDER BY visible_at_ms, seq LIMIT ?3",
                         )?;
-                        let rows = st.query_map(params![name, now, (max - out.len()) as i64], |r| Ok((r.get(0)?, r.get(1)?)))?;
+                        let rows = st.query_map(params![name, now, (max - out.len() + taken.len()) as i64], |r| Ok((r.get(0)?, r.get(1)?)))?;
                         rows.collect::<rusqlite::Result<_>>()?
                     };
-                    if candidates.is_empty() {
-                        break;
-                    }
+                    let mut progressed = false;
                     for (seq, count) in candidates {
+                        if !taken.insert(seq) {
+                            continue;
+                        }
+                        progressed = true;
                         if let Some(dlq) = &s.dead_letter_queue
                             && count >= s.max_receive_count
                         {
@@ -316,6 +321,10 @@ impl SqliteQueue {
                         if out.len() == max {
                             break 'outer;
                         }
+                    }
+                    // Nothing new (none left, or only messages this call already took): done.
+                    if !progressed {
+                        break;
                     }
                 }
                 tx.commit()?;
