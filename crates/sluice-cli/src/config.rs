@@ -76,6 +76,8 @@ pub struct TableConfig {
     pub quote: Option<String>,
     /// Declared column types, in column order; when given, the schema is not inferred.
     pub columns: Option<toml::Table>,
+    /// evolve, freeze or discard-columns (for a new table).
+    pub schema_policy: Option<String>,
 }
 
 /// Consumer settings.

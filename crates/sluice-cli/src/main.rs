@@ -17,6 +17,7 @@ use clap::{Args, Parser, Subcommand};
 use sluice_core::catalog::{Catalog, CatalogExt};
 use sluice_core::consumer::{Consumer, ConsumerOptions, ConsumerStats};
 use sluice_core::csv::CsvFormat;
+use sluice_core::evolve::SchemaPolicy;
 use sluice_core::home::{Home, dead_letter_name};
 use sluice_core::lake::Lake;
 use sluice_core::partition::PartitionSpec;
@@ -180,6 +181,12 @@ pub(crate) struct TableArgs {
     /// CSV for a file named on its own with none; .gz and .zst are decompressed either way).
     #[arg(long, value_parser = sluice_core::source::Format::parse)]
     pub(crate) format: Option<sluice_core::source::Format>,
+    /// What a new table does with columns a later source adds: evolve (add them, nullable),
+    /// freeze (quarantine those rows, dead-letter those messages) or discard-columns (drop
+    /// them). Default: from sluice.toml, or evolve. Change an existing table's with `sluice
+    /// catalog alter`.
+    #[arg(long, value_parser = SchemaPolicy::parse)]
+    pub(crate) schema_policy: Option<SchemaPolicy>,
 }
 
 #[derive(Debug, Args)]
@@ -342,6 +349,13 @@ enum CatalogCommand {
     },
     /// Print the Athena CREATE EXTERNAL TABLE statement of a table.
     Ddl { table: String },
+    /// Change a table's settings.
+    Alter {
+        table: String,
+        /// evolve, freeze or discard-columns: what sources with columns the table lacks do.
+        #[arg(long, value_parser = SchemaPolicy::parse)]
+        schema_policy: SchemaPolicy,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -738,6 +752,13 @@ pub(crate) fn producer_options(ctx: &Ctx, lake: &Lake, t: &TableArgs) -> Result<
         null_values: nulls,
     };
     opts.date_format = t.date_format.clone().or(tc.date_format.clone());
+    opts.schema_policy = match (t.schema_policy, tc.schema_policy.as_deref()) {
+        (Some(p), _) => p,
+        (None, Some(s)) => {
+            SchemaPolicy::parse(s).with_context(|| format!("tables.{}.schema_policy", t.table))?
+        }
+        (None, None) => SchemaPolicy::default(),
+    };
     if let Some(cols) = &tc.columns {
         opts.columns = Some(
             cols.iter()
@@ -802,10 +823,8 @@ async fn produce(
     send: &SendArgs,
 ) -> Result<(ProduceStats, sluice_core::metrics::MeterSnapshot)> {
     let opts = producer_options(ctx, &b.lake, t)?;
-    if t.partition_by.is_some()
-        && let Ok(def) = b.catalog.get_table(&b.database, &t.table).await
-    {
-        check_spec(&def, &opts.partition_by)?;
+    if let Ok(def) = b.catalog.get_table(&b.database, &t.table).await {
+        check_table(&def, t, &opts)?;
     }
     let mut opts = opts;
     opts.zstd_level = send.zstd_level;
@@ -817,6 +836,29 @@ async fn produce(
         pb.finish_and_clear();
     }
     Ok((r?, m.meter.snapshot()))
+}
+
+/// Checks the settings given on the command line against an existing table: its partitioning,
+/// and its schema policy (changed with `sluice catalog alter`, never implicitly).
+pub(crate) fn check_table(
+    def: &sluice_core::catalog::TableDef,
+    t: &TableArgs,
+    opts: &ProducerOptions,
+) -> Result<()> {
+    if t.partition_by.is_some() {
+        check_spec(def, &opts.partition_by)?;
+    }
+    if let Some(p) = t.schema_policy {
+        let current = SchemaPolicy::of_def(def)?;
+        if current != p {
+            bail!(
+                "table {} has schema policy {current}, not {p}: change it with `sluice catalog alter {} --schema-policy {p}`",
+                def.name,
+                def.name
+            );
+        }
+    }
+    Ok(())
 }
 
 pub(crate) fn check_spec(def: &sluice_core::catalog::TableDef, spec: &PartitionSpec) -> Result<()> {
@@ -931,9 +973,7 @@ async fn run_pipeline(ctx: &Ctx, a: RunArgs) -> Result<()> {
     let first = sources.first().context("no input files")?;
     let def = producer.ensure_table_for(first).await?;
     sluice_core::consumer::refuse_legacy_log(&b.lake, &table).await?;
-    if a.table.partition_by.is_some() {
-        check_spec(&def, &opts.partition_by)?;
-    }
+    check_table(&def, &a.table, &opts)?;
     let started = Instant::now();
     let done = Arc::new(AtomicBool::new(false));
     let prod = {
@@ -1151,6 +1191,36 @@ async fn catalog_cmd(ctx: &Ctx, c: CatalogCommand) -> Result<()> {
             for c in &t.partition_keys {
                 println!("  {:<32} {} (partition key)", c.name, c.ty.name());
             }
+            println!("schema policy: {}", SchemaPolicy::of_def(&t)?);
+            let changes = sluice_core::evolve::history(&t);
+            if changes.is_empty() {
+                println!("schema history: as created");
+            } else {
+                println!("schema history:");
+                for c in changes {
+                    let added: Vec<String> = c
+                        .added
+                        .iter()
+                        .map(|c| format!("{} {}", c.name, c.ty.name()))
+                        .collect();
+                    println!(
+                        "  {}  Delta version {}  added {}  from {}",
+                        c.at,
+                        c.version
+                            .map(|v| v.to_string())
+                            .unwrap_or_else(|| "-".into()),
+                        added.join(", "),
+                        c.source
+                    );
+                }
+            }
+        }
+        CatalogCommand::Alter {
+            table,
+            schema_policy,
+        } => {
+            sluice_core::evolve::set_policy(&*catalog, db, &table, schema_policy).await?;
+            println!("table {table}: schema policy {schema_policy}");
         }
         CatalogCommand::History { table, limit } => {
             catalog.get_table(db, &table).await?;

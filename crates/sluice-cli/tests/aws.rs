@@ -169,6 +169,29 @@ os._exit(0)
         "csv",
     ]));
     assert_eq!(q, "n\n3000\n");
+
+    // A later file with its columns reordered and one more: the Delta schema gains it, and so
+    // do Glue's table columns (read back from Glue by `catalog schema`).
+    let more = s._dir.path().join("more.csv");
+    std::fs::write(
+        &more,
+        "channel,note,amount_cents,day,id\nweb,x,5,2024-03-01,3001\n,y,6,2024-03-02,3002\n",
+    )
+    .unwrap();
+    ok(&s.run(&["run", more.to_str().unwrap(), "--table", "events"]));
+    let schema = ok(&s.run(&["catalog", "schema", "events"]));
+    assert!(
+        schema.contains("channel                          string"),
+        "{schema}"
+    );
+    assert!(schema.contains("added channel string  from "), "{schema}");
+    let q = ok(&s.run(&[
+        "query",
+        "SELECT count(*) AS n, count(channel) AS channels, sum(amount_cents) AS total FROM events",
+        "--format",
+        "csv",
+    ]));
+    assert_eq!(q, format!("n,channels,total\n3002,1,{}\n", sum + 11));
 }
 
 #[test]

@@ -251,7 +251,7 @@ fn bad_input_is_named_and_quarantined() {
     assert!(!missing.status.success());
     assert!(String::from_utf8_lossy(&missing.stderr).contains("nope.csv"));
     let other = dir.path().join("other.csv");
-    std::fs::write(&other, "id;when;total\n1;03/15/2020;1\n").unwrap();
+    std::fs::write(&other, "id;day;total\n1;03/15/2020;1\n").unwrap();
     let mismatch = sluice(
         &home,
         &[
@@ -266,7 +266,7 @@ fn bad_input_is_named_and_quarantined() {
     assert!(!mismatch.status.success());
     let err = String::from_utf8_lossy(&mismatch.stderr);
     assert!(
-        err.contains("other.csv:1: header does not match table t") && err.contains("total"),
+        err.contains("other.csv:1: the header lacks when, which table t is partitioned by"),
         "{err}"
     );
 }

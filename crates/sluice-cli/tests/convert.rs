@@ -310,7 +310,10 @@ fn hostile_sources_are_named_and_nothing_committed_is_lost() {
         "id,when,amount_cents,note\n1,2020-01-01,3,x\n",
     )
     .unwrap();
-    failing(&wrong_header, "when");
+    failing(
+        &wrong_header,
+        "the header lacks day, which table events is partitioned by",
+    );
     // A gzip cut in the middle: the error names it.
     let (more, _) =
         sluice_testkit::fixtures::write_events_csv(dir.path(), "more.csv", 20_000, 5_001);
@@ -319,14 +322,17 @@ fn hostile_sources_are_named_and_nothing_committed_is_lost() {
     let cut = dir.path().join("cut.csv.gz");
     std::fs::write(&cut, &bytes[..bytes.len() / 2]).unwrap();
     failing(&cut, "cut.csv.gz");
-    // A Parquet file with a column the table does not have.
+    // A Parquet file without the column the table is partitioned by.
     let pq = dir.path().join("other.parquet");
     common::python(
         "import sys, pyarrow as pa, pyarrow.parquet as pq\npq.write_table(pa.table({'id': [1], 'colour': ['red']}), sys.argv[1])",
         &[pq.to_str().unwrap()],
         "pyarrow",
     );
-    failing(&pq, "columns not in table events: colour");
+    failing(
+        &pq,
+        "the file lacks day, which table events is partitioned by",
+    );
     let empty_dir = dir.path().join("nothing");
     std::fs::create_dir_all(&empty_dir).unwrap();
     failing(&empty_dir, "no CSV, JSON-lines or Parquet files found");

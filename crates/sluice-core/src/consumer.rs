@@ -173,6 +173,10 @@ pub struct Consumer {
     producer_done: Option<Arc<std::sync::atomic::AtomicBool>>,
     /// "Source done" records of finished notification messages, for the next commit.
     pending_markers: Vec<String>,
+    /// Adds the columns of sources that have more than the table (policy `evolve`).
+    evolver: Arc<crate::evolve::Evolver>,
+    /// The table's layout, for the decoding stage (it changes when the table gains columns).
+    layout_tx: watch::Sender<Arc<TableLayout>>,
 }
 
 impl Consumer {
@@ -201,8 +205,18 @@ impl Consumer {
         let visibility = opts
             .visibility_timeout
             .unwrap_or_else(|| queue.visibility_timeout());
+        let evolver = Arc::new(crate::evolve::Evolver {
+            catalog,
+            lake: lake.clone(),
+            database: def.database.clone(),
+            table: def.name.clone(),
+            writer_id: opts.writer_id.clone(),
+        });
+        let (layout_tx, _) = watch::channel(layout.clone());
         let writer = TableWriter::new(opts.write.clone(), lake, layout, ledger, quarantine)?;
         Ok(Consumer {
+            evolver,
+            layout_tx,
             opts,
             queue,
             writer,
@@ -224,7 +238,7 @@ impl Consumer {
         let (tx, mut rx) = mpsc::channel::<Incoming>(self.opts.decode_ahead());
         let receiver = tokio::spawn(receive_loop(
             self.queue.clone(),
-            self.writer.layout().clone(),
+            self.layout_tx.subscribe(),
             ReceiveOptions {
                 max_messages: crate::queue::MAX_BATCH,
                 // Draining: short waits, so that the end is noticed quickly.
@@ -423,6 +437,14 @@ impl Consumer {
         self.stats.messages += 1;
         self.stats.received_bytes += m.body.len() as u64;
         let d = match decoded {
+            Ok(d) if !d.new_columns.is_empty() => match self.evolve(&m, d).await {
+                Ok(d) => d,
+                Err(e @ (Error::InvalidInput { .. } | Error::Undecodable(_))) => {
+                    self.undecodable(&m, &e);
+                    return Ok(());
+                }
+                Err(e) => return Err(e),
+            },
             Ok(d) => d,
             Err(e) => {
                 self.undecodable(&m, &e);
@@ -444,6 +466,45 @@ impl Consumer {
             self.flush(written.due).await?;
         }
         Ok(())
+    }
+
+    /// A message with columns the table lacks (policy `evolve`): adds them (unless another
+    /// message or consumer did) and decodes the message again.
+    async fn evolve(&mut self, m: &ReceivedMessage, d: DecodedChunk) -> Result<DecodedChunk> {
+        let missing: Vec<crate::schema::Column> = {
+            let layout = self.writer.layout();
+            d.new_columns
+                .into_iter()
+                .filter(|c| !layout.source_columns.iter().any(|t| t.name == c.name))
+                .collect()
+        };
+        if !missing.is_empty() {
+            let source = if d.new_columns_source.is_empty() {
+                format!("message {}", m.message_id)
+            } else {
+                d.new_columns_source
+            };
+            let layout = self.evolver.add_columns(&missing, &source).await?;
+            self.take_layout(layout)?;
+        }
+        let layout = self.writer.layout().clone();
+        let again = tokio::task::block_in_place(|| {
+            crate::decode::decode_message(&layout, &m.body, &m.message_id)
+        })?;
+        if !again.new_columns.is_empty() {
+            return Err(Error::Task(format!(
+                "message {}: the table still lacks columns after adding them",
+                m.message_id
+            )));
+        }
+        Ok(again)
+    }
+
+    /// Writes from now on for `layout` (the table gained columns); messages received from now
+    /// on are decoded for it.
+    fn take_layout(&mut self, layout: Arc<TableLayout>) -> Result<()> {
+        self.layout_tx.send_replace(layout.clone());
+        tokio::task::block_in_place(|| self.writer.set_layout(layout))
     }
 
     /// The held entry of a message (a new one on first delivery; the receipt of the newest).
@@ -547,6 +608,7 @@ impl Consumer {
             fps,
             finished,
             self.writer.layout().clone(),
+            self.evolver.clone(),
             crate::csv::CsvFormat::default(),
             self.opts.write.spool_dir.clone(),
             std::thread::available_parallelism()
@@ -602,6 +664,7 @@ impl Consumer {
                         self.flush(written.due).await?;
                     }
                 }
+                Item::Evolved(layout) => self.take_layout(layout)?,
                 Item::Skipped | Item::PieceDone | Item::End => {}
                 Item::Failed(e) => {
                     warn!(message_id = %m.message_id, error = %e, "object of a notification cannot be read");
@@ -779,7 +842,7 @@ pub async fn open_logs(
 
 async fn receive_loop(
     queue: Arc<dyn Queue>,
-    layout: Arc<TableLayout>,
+    layout: watch::Receiver<Arc<TableLayout>>,
     opts: ReceiveOptions,
     idle_backoff_max: Duration,
     tx: mpsc::Sender<Incoming>,
@@ -816,7 +879,8 @@ async fn receive_loop(
                         }
                         continue;
                     }
-                    let layout = layout.clone();
+                    // The newest layout: the table may have gained columns.
+                    let layout = layout.borrow().clone();
                     let (body, id) = (m.body.clone(), m.message_id.clone());
                     let h = tokio::task::spawn_blocking(move || {
                         crate::decode::decode_message(&layout, &body, &id)

@@ -36,7 +36,7 @@ use crate::error::{Error, Result};
 use crate::lake::Lake;
 use crate::ledger::{Checkpointer, ChunkPart};
 use crate::producer::{ProducerOptions, ensure_table, infer_csv, read_header};
-use crate::rows::{DecodedChunk, RowTyper, add_csv_spans};
+use crate::rows::{DecodedChunk, OnFrozen, RowTyper, add_csv_spans};
 use crate::schema::{Column, ColumnType, SchemaInference};
 use crate::source::{Format, Location, Source};
 use crate::table::TableLayout;
@@ -116,6 +116,8 @@ pub struct ConvertStats {
     pub rows_in: u64,
     /// Pieces a previous run committed whole: read, not typed.
     pub pieces_skipped: u64,
+    /// Schema changes: sources whose new columns this run added to the table.
+    pub columns_added: u64,
     /// Rows, files and commits of the writing stage (`rows_duplicate`: rows of pieces a
     /// previous run already committed).
     #[serde(flatten)]
@@ -303,32 +305,38 @@ fn parquet_schema(
 }
 
 /// A Parquet source's rows as JSON lines (one object per row, NULLs left out), for pieces and
-/// chunk messages. Its columns are checked against the table first. A local file counts its
-/// progress into `bytes_read` in proportion to the rows read (an object counts its download).
+/// chunk messages, with the file's columns as sluice types them (the types of columns the table
+/// lacks, for schema evolution). A local file counts its progress into `bytes_read` in
+/// proportion to the rows read (an object counts its download).
 pub(crate) fn parquet_as_json_lines(
     rt: &tokio::runtime::Handle,
     src: &Source,
-    layout: &TableLayout,
     spool: &std::path::Path,
     bytes_read: &Arc<AtomicU64>,
-) -> Result<Box<dyn std::io::Read + Send>> {
+) -> Result<(Box<dyn std::io::Read + Send>, Vec<Column>)> {
     let (f, copy) = open_parquet(rt, src, spool, bytes_read)?;
     let b = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(f)
         .map_err(|e| parquet_error(&src.name, e))?
         .with_batch_size(PARQUET_BATCH_ROWS);
-    check_parquet_columns(src, layout, b.schema())?;
+    let columns = b
+        .schema()
+        .fields()
+        .iter()
+        .map(|f| Column::new(f.name(), column_type_of(f.data_type())))
+        .collect();
     let total_rows = b.metadata().file_metadata().num_rows().max(0) as u64;
     let batches = b.build().map_err(|e| parquet_error(&src.name, e))?;
     let progress = matches!(src.location, Location::Local(_))
         .then(|| (bytes_read.clone(), src.size, total_rows.max(1)));
-    Ok(Box::new(ParquetJsonLines {
+    let reader = Box::new(ParquetJsonLines {
         batches,
         buf: Vec::new(),
         pos: 0,
         name: src.name.clone(),
         progress,
         _copy: copy,
-    }))
+    });
+    Ok((reader, columns))
 }
 
 struct ParquetJsonLines {
@@ -363,33 +371,6 @@ impl std::io::Read for ParquetJsonLines {
         out[..n].copy_from_slice(&self.buf[self.pos..self.pos + n]);
         self.pos += n;
         Ok(n)
-    }
-}
-
-/// Fails naming the source if a Parquet file has columns the table lacks.
-fn check_parquet_columns(
-    src: &Source,
-    layout: &TableLayout,
-    schema: &arrow::datatypes::Schema,
-) -> Result<()> {
-    let unknown: Vec<&str> = schema
-        .fields()
-        .iter()
-        .map(|f| f.name().as_str())
-        .filter(|n| !layout.source_columns.iter().any(|c| c.name == *n))
-        .collect();
-    if unknown.is_empty() {
-        Ok(())
-    } else {
-        Err(Error::invalid_at(
-            &src.name,
-            None,
-            format!(
-                "columns not in table {}: {}",
-                layout.name,
-                unknown.join(", ")
-            ),
-        ))
     }
 }
 
@@ -437,12 +418,16 @@ enum Piece {
         raw: Vec<u8>,
         /// (line, length) of each record in `raw`, as the reader found them.
         spans: Vec<(u64, usize)>,
-        pos_of_col: Arc<Vec<usize>>,
+        /// The source's header: mapped to the table when typed (the table may gain columns
+        /// while its pieces are in flight).
+        header: Arc<Vec<String>>,
         format: CsvFormat,
     },
     Json {
         raw: Vec<u8>,
         first_line: u64,
+        /// The columns of a Parquet source: the types its columns get if the table adds them.
+        types: Option<Arc<Vec<Column>>>,
     },
 }
 
@@ -462,9 +447,14 @@ enum Event {
     Failed(usize, Error),
 }
 
+/// A typed piece, with the piece (to be typed again if the table gains columns for it).
+type Typed = (Result<DecodedChunk>, Piece);
+
 /// What the main loop waits on, in order.
 enum Pending {
-    Typed(usize, tokio::task::JoinHandle<Result<DecodedChunk>>),
+    Typed(usize, tokio::task::JoinHandle<Typed>),
+    /// A piece typed again after the table gained its columns.
+    Ready(usize, DecodedChunk),
     Event(Event),
 }
 
@@ -502,11 +492,19 @@ pub async fn convert(
         .map(|s| s.fingerprint(&table))
         .collect::<Result<Vec<_>>>()?;
     let bytes_read = Arc::new(AtomicU64::new(0));
+    let evolver = Arc::new(crate::evolve::Evolver {
+        catalog: catalog.clone(),
+        lake: writer.lake().clone(),
+        database: def.database.clone(),
+        table: def.name.clone(),
+        writer_id: opts.writer_id.clone(),
+    });
     let mut pieces = Pieces::start(
         sources.clone(),
         fingerprints.clone(),
         Finished::of(&writer, &fingerprints),
         layout.clone(),
+        evolver,
         opts.table.format.clone(),
         opts.write.spool_dir.clone(),
         opts.pieces_in_flight(),
@@ -544,6 +542,10 @@ pub async fn convert(
                     }
                 }
                 Item::PieceDone => stats.pieces_skipped += 1,
+                Item::Evolved(layout) => {
+                    stats.columns_added += 1;
+                    tokio::task::block_in_place(|| writer.set_layout(layout))?;
+                }
                 Item::Skipped => {
                     stats.sources_skipped += 1;
                     state[s].done = true;
@@ -552,8 +554,10 @@ pub async fn convert(
                 Item::End => state[s].read = true,
                 Item::Failed(e) => {
                     warn!(source = %sources[s].name, error = %e, "source failed");
-                    state[s].failed = true;
-                    failed.push((sources[s].name.clone(), e));
+                    if !state[s].failed {
+                        state[s].failed = true;
+                        failed.push((sources[s].name.clone(), e));
+                    }
                 }
             }
         }
@@ -631,6 +635,9 @@ pub(crate) enum Item {
     End,
     /// The source could not be read further.
     Failed(Error),
+    /// The table gained columns (a source has them, and the policy is `evolve`): rows that
+    /// follow are typed for this layout, which the writer takes before them.
+    Evolved(Arc<TableLayout>),
 }
 
 /// Sources read in order on one blocking thread, cut into pieces typed on the blocking pool
@@ -642,6 +649,7 @@ pub(crate) struct Pieces {
     parallelism: usize,
     input_open: bool,
     layout: Arc<TableLayout>,
+    evolver: Arc<crate::evolve::Evolver>,
     names: Vec<String>,
     reader: tokio::task::JoinHandle<Result<()>>,
 }
@@ -655,6 +663,7 @@ impl Pieces {
         fingerprints: Vec<String>,
         finished: Finished,
         layout: Arc<TableLayout>,
+        evolver: Arc<crate::evolve::Evolver>,
         format: CsvFormat,
         spool: PathBuf,
         parallelism: usize,
@@ -687,6 +696,7 @@ impl Pieces {
             parallelism,
             input_open: true,
             layout,
+            evolver,
             names,
             reader,
         }
@@ -705,7 +715,7 @@ impl Pieces {
                     self.typing += 1;
                     let (layout, name) = (self.layout.clone(), self.names[source].clone());
                     let h = tokio::task::spawn_blocking(move || {
-                        type_piece(&layout, piece, &name, &chunk)
+                        (type_piece(&layout, &piece, &name, &chunk), piece)
                     });
                     self.queue.push_back(Pending::Typed(source, h));
                 }
@@ -716,14 +726,65 @@ impl Pieces {
             None => None,
             Some(Pending::Typed(s, h)) => {
                 self.typing -= 1;
-                Some((s, Item::Chunk(h.await??)))
+                let (d, piece) = h.await?;
+                let d = d?;
+                if d.new_columns.is_empty() {
+                    Some((s, Item::Chunk(d)))
+                } else {
+                    self.evolve(s, d, piece).await?
+                }
             }
+            Some(Pending::Ready(s, d)) => Some((s, Item::Chunk(d))),
             Some(Pending::Event(Event::Skipped(s))) => Some((s, Item::Skipped)),
             Some(Pending::Event(Event::PieceDone(s))) => Some((s, Item::PieceDone)),
             Some(Pending::Event(Event::End(s))) => Some((s, Item::End)),
             Some(Pending::Event(Event::Failed(s, e))) => Some((s, Item::Failed(e))),
             Some(Pending::Event(Event::Piece { .. })) => unreachable!("pieces are typed"),
         })
+    }
+
+    /// A piece with columns the table lacks (policy `evolve`): adds them (unless another
+    /// piece or writer did), and types the piece again.
+    async fn evolve(
+        &mut self,
+        s: usize,
+        d: DecodedChunk,
+        piece: Piece,
+    ) -> Result<Option<(usize, Item)>> {
+        let name = self.names[s].clone();
+        let missing: Vec<Column> = d
+            .new_columns
+            .into_iter()
+            .filter(|c| !self.layout.source_columns.iter().any(|t| t.name == c.name))
+            .collect();
+        let mut evolved = None;
+        if !missing.is_empty() {
+            match self.evolver.add_columns(&missing, &name).await {
+                Ok(layout) => {
+                    self.layout = layout.clone();
+                    evolved = Some(layout);
+                }
+                Err(e @ Error::InvalidInput { .. }) => return Ok(Some((s, Item::Failed(e)))),
+                Err(e) => return Err(e),
+            }
+        }
+        let layout = self.layout.clone();
+        let chunk = d.chunk;
+        let again = tokio::task::spawn_blocking(move || type_piece(&layout, &piece, &name, &chunk))
+            .await??;
+        if !again.new_columns.is_empty() {
+            return Err(Error::Task(format!(
+                "{}: the table still lacks columns after adding them",
+                self.names[s]
+            )));
+        }
+        Ok(Some(match evolved {
+            Some(layout) => {
+                self.queue.push_front(Pending::Ready(s, again));
+                (s, Item::Evolved(layout))
+            }
+            None => (s, Item::Chunk(again)),
+        }))
     }
 
     /// Stops reading (if not done) and waits for the reader.
@@ -863,11 +924,16 @@ fn read_sources(
             Format::Csv => read_csv(rt, src, &fps[i], layout, format, bytes_read, &mut pieces),
             Format::JsonLines => src
                 .open(rt, bytes_read.clone())
-                .and_then(|input| read_json(input, src, &fps[i], &mut pieces)),
+                .and_then(|input| read_json(input, src, &fps[i], None, &mut pieces)),
             // Parquet rows travel as JSON lines, as they do through the queue: one way to type
             // them.
-            Format::Parquet => parquet_as_json_lines(rt, src, layout, spool, bytes_read)
-                .and_then(|input| read_json(input, src, &fps[i], &mut pieces)),
+            Format::Parquet => {
+                parquet_as_json_lines(rt, src, spool, bytes_read).and_then(|(input, types)| {
+                    let names: Vec<String> = types.iter().map(|c| c.name.clone()).collect();
+                    layout.check_partition_columns(&names, &src.name, None, "the file")?;
+                    read_json(input, src, &fps[i], Some(Arc::new(types)), &mut pieces)
+                })
+            }
         };
         match r {
             Ok(()) => send(Event::End(i))?,
@@ -894,12 +960,9 @@ fn read_csv(
 ) -> Result<()> {
     let input = src.open(rt, bytes_read.clone())?;
     let (mut reader, header) = read_header(input, &src.name, format)?;
-    let map = layout.map_header(&header, &src.name)?;
-    let mut pos_of_col = vec![usize::MAX; layout.source_columns.len()];
-    for (hpos, col) in map.iter().enumerate() {
-        pos_of_col[*col] = hpos;
-    }
-    let pos_of_col = Arc::new(pos_of_col);
+    // Refused here (a name twice, no partition column); what the table lacks is the policy's.
+    layout.map_header(&header, &src.name)?;
+    let header = Arc::new(header);
     let mut buf: Vec<u8> = Vec::with_capacity(PIECE_BYTES + 64 * 1024);
     let mut spans: Vec<(u64, usize)> = Vec::new();
     let mut index = 0u64;
@@ -915,7 +978,7 @@ fn read_csv(
             Piece::Csv {
                 raw,
                 spans: std::mem::take(spans),
-                pos_of_col: pos_of_col.clone(),
+                header: header.clone(),
                 format: format.clone(),
             },
         )
@@ -953,8 +1016,14 @@ fn read_json(
     input: Box<dyn std::io::Read + Send>,
     src: &Source,
     fp: &str,
+    types: Option<Arc<Vec<Column>>>,
     send: &mut dyn FnMut(String, Piece) -> Result<()>,
 ) -> Result<()> {
+    let piece = |raw: Vec<u8>, first_line: u64| Piece::Json {
+        raw,
+        first_line,
+        types: types.clone(),
+    };
     let mut input = BufReader::with_capacity(1 << 20, input);
     let mut buf: Vec<u8> = Vec::with_capacity(PIECE_BYTES + 64 * 1024);
     let (mut line, mut first_line, mut index) = (0u64, 1u64, 0u64);
@@ -969,7 +1038,7 @@ fn read_json(
                 buf.truncate(before);
                 if !buf.is_empty() {
                     let raw = std::mem::take(&mut buf);
-                    send(chunk_id(fp, index, &raw), Piece::Json { raw, first_line })?;
+                    send(chunk_id(fp, index, &raw), piece(raw, first_line))?;
                 }
                 return Err(e);
             }
@@ -979,7 +1048,7 @@ fn read_json(
         }
         if (n == 0 && !buf.is_empty()) || buf.len() >= PIECE_BYTES {
             let raw = std::mem::replace(&mut buf, Vec::with_capacity(PIECE_BYTES + 64 * 1024));
-            send(chunk_id(fp, index, &raw), Piece::Json { raw, first_line })?;
+            send(chunk_id(fp, index, &raw), piece(raw, first_line))?;
             index += 1;
             first_line = line + 1;
         }
@@ -996,7 +1065,7 @@ fn read_json(
 /// with its source, line and reason).
 fn type_piece(
     layout: &TableLayout,
-    piece: Piece,
+    piece: &Piece,
     source: &str,
     chunk: &str,
 ) -> Result<DecodedChunk> {
@@ -1004,22 +1073,28 @@ fn type_piece(
         Piece::Csv {
             raw,
             spans,
-            pos_of_col,
+            header,
             format,
         } => {
+            let map = layout.map_header(header, source)?;
             let mut typer = RowTyper::new(layout, spans.len());
             add_csv_spans(
                 &mut typer,
-                &raw,
-                &spans,
-                &format,
-                &pos_of_col,
+                raw,
+                spans,
+                format,
+                &map,
+                OnFrozen::Quarantine,
                 source,
                 chunk,
-            );
+            )?;
             typer.finish(chunk)
         }
-        Piece::Json { raw, first_line } => {
+        Piece::Json {
+            raw,
+            first_line,
+            types,
+        } => {
             let mut typer = RowTyper::new(layout, raw.len() / 128);
             let docs = raw
                 .split(|b| *b == b'\n')
@@ -1040,7 +1115,16 @@ fn type_piece(
                 }
             }
             crate::decode::add_json_docs(&mut typer, layout, texts, source, chunk);
-            typer.finish(chunk)
+            let mut d = typer.finish(chunk)?;
+            // A Parquet source's new columns keep their own types.
+            if let Some(types) = types {
+                for c in &mut d.new_columns {
+                    if let Some(t) = types.iter().find(|t| t.name == c.name) {
+                        c.ty = t.ty;
+                    }
+                }
+            }
+            Ok(d)
         }
     }
 }

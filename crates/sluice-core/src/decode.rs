@@ -5,7 +5,8 @@
 use crate::chunk;
 use crate::csv::CsvFormat;
 use crate::error::{Error, Result};
-use crate::rows::{DecodedChunk, Field, RowTyper, add_csv_records};
+use crate::evolve::SchemaPolicy;
+use crate::rows::{DecodedChunk, Field, OnFrozen, RowTyper, add_csv_records};
 use crate::table::TableLayout;
 
 /// Decodes one message body for `layout`'s table.
@@ -32,16 +33,22 @@ pub fn decode_message(layout: &TableLayout, body: &str, message_id: &str) -> Res
     if trimmed.starts_with('{') {
         add_json_lines(&mut typer, layout, body, &source, &chunk_id);
     } else {
-        let pos: Vec<usize> = (0..layout.source_columns.len()).collect();
+        // CSV lines without a header: the table's columns, in its order.
+        let map = crate::table::HeaderMap {
+            pos_of_col: (0..layout.source_columns.len()).collect(),
+            fields: layout.source_columns.len(),
+            unknown: Vec::new(),
+        };
         add_csv_records(
             &mut typer,
             body.as_bytes(),
             &CsvFormat::default(),
             1,
-            &pos,
+            &map,
+            OnFrozen::Refuse,
             &source,
             &chunk_id,
-        );
+        )?;
     }
     typer.finish(&chunk_id)
 }
@@ -67,8 +74,10 @@ fn add_json_lines(
 }
 
 /// Types JSON documents, one object per row: (line number, text). Keys are matched to the
-/// table's columns by name; a key the table lacks, a value that does not parse or a document
-/// that is not an object quarantines the row with the reason.
+/// table's columns by name (a column without a key is NULL); a value that does not parse or a
+/// document that is not an object quarantines the row with the reason. A key the table lacks
+/// is dropped (`discard-columns`), quarantines the row (`freeze`), or is sampled for its type
+/// (`evolve`: see [`DecodedChunk::new_columns`]).
 pub(crate) fn add_json_docs<'a>(
     typer: &mut RowTyper<'_>,
     layout: &TableLayout,
@@ -100,14 +109,27 @@ pub(crate) fn add_json_docs<'a>(
             .collect();
         if !unknown.is_empty() {
             let names: Vec<&str> = unknown.iter().map(|s| s.as_str()).collect();
-            typer.reject(reject(
-                source,
-                line,
-                doc,
-                format!("keys not in the table: {}", names.join(", ")),
-                chunk,
-            ));
-            continue;
+            match layout.policy {
+                SchemaPolicy::DiscardColumns => {}
+                SchemaPolicy::Freeze => {
+                    let reason = layout.frozen_reason(&names);
+                    typer.reject(reject(source, line, doc, reason, chunk));
+                    continue;
+                }
+                SchemaPolicy::Evolve => {
+                    for k in names {
+                        let v = match &obj[k] {
+                            serde_json::Value::Null => None,
+                            serde_json::Value::String(s) => Some(s.clone()),
+                            other => Some(other.to_string()),
+                        };
+                        typer.observe_new(k, v.as_deref(), source);
+                    }
+                    // Typed again once the table has the columns.
+                    typer.reject(reject(source, line, doc, "new columns".into(), chunk));
+                    continue;
+                }
+            }
         }
         let texts: Vec<Option<String>> = layout
             .source_columns

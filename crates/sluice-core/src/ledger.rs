@@ -127,6 +127,21 @@ pub fn delta_type(ty: ColumnType) -> &'static str {
     }
 }
 
+/// The column type of a Delta primitive type sluice writes (and of Delta's narrower integers
+/// and floats, which it reads as its own).
+pub fn column_type_of_delta(ty: &str) -> Option<ColumnType> {
+    Some(match ty {
+        "boolean" => ColumnType::Boolean,
+        "long" | "integer" | "short" | "byte" => ColumnType::Int64,
+        "double" | "float" => ColumnType::Float64,
+        "date" => ColumnType::Date,
+        "timestamp_ntz" => ColumnType::Timestamp,
+        "timestamp" => ColumnType::TimestampTz,
+        "string" => ColumnType::String,
+        _ => return None,
+    })
+}
+
 impl DeltaSchema {
     /// The schema of a catalog table: its file columns, then its partition keys.
     pub fn of_table(def: &TableDef) -> Self {
@@ -223,6 +238,9 @@ pub struct LedgerState {
     /// `schemaString` and `partitionColumns` of the newest `metaData`.
     pub schema_string: Option<String>,
     pub partition_columns: Vec<String>,
+    /// The newest `metaData` and `protocol` actions, whole (a schema change keeps the rest).
+    pub metadata: Option<Value>,
+    pub protocol: Option<Value>,
     app_ids: HashSet<String>,
     commit_ids: HashMap<String, u64>,
 }
@@ -242,6 +260,34 @@ impl LedgerState {
             .filter(|c| !c.contains('/'))
             .map(str::to_string)
             .collect()
+    }
+
+    /// The columns of the newest schema: (name, Delta type), the partition columns too.
+    pub fn schema_fields(&self) -> Vec<(String, String)> {
+        let Some(schema) = self
+            .schema_string
+            .as_deref()
+            .and_then(|s| serde_json::from_str::<Value>(s).ok())
+        else {
+            return Vec::new();
+        };
+        schema
+            .get("fields")
+            .and_then(Value::as_array)
+            .map(|fields| {
+                fields
+                    .iter()
+                    .filter_map(|f| {
+                        let name = f.get("name")?.as_str()?.to_string();
+                        let ty = match f.get("type")? {
+                            Value::String(t) => t.clone(),
+                            other => other.to_string(),
+                        };
+                        Some((name, ty))
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
     }
 
     /// Number of committed chunk parts.
@@ -500,6 +546,115 @@ impl Ledger {
         }
     }
 
+    /// Adds nullable columns to the table's schema: one version with a `metaData` action (the
+    /// table's id, partitioning and configuration kept) and, when a timestamp without zone is
+    /// new to the table, the `protocol` with the `timestampNtz` feature. Columns already in the
+    /// schema are left as they are (whatever their type); new ones go before the partition
+    /// columns. Returns the version written, or `None` when every column was already there.
+    ///
+    /// Files committed before, and files of commits racing with this one, lack the columns:
+    /// every reader reads them as NULL there, so appends never conflict with a schema change.
+    pub async fn add_columns(&mut self, add: &[DeltaField]) -> Result<Option<u64>> {
+        let id = uuid::Uuid::now_v7().to_string();
+        loop {
+            if let Some(v) = self.state.commit_ids.get(&id) {
+                return Ok(Some(*v));
+            }
+            let url = self.lake.url_of(&self.log_dir());
+            let corrupt = |message: String| Error::CorruptLog {
+                path: url.clone(),
+                message,
+            };
+            let mut meta = self
+                .state
+                .metadata
+                .clone()
+                .ok_or_else(|| corrupt("the log has no metaData action".into()))?;
+            let mut schema: Value = meta
+                .get("schemaString")
+                .and_then(Value::as_str)
+                .and_then(|s| serde_json::from_str(s).ok())
+                .ok_or_else(|| corrupt("metaData has no readable schemaString".into()))?;
+            let fields = schema
+                .get_mut("fields")
+                .and_then(Value::as_array_mut)
+                .ok_or_else(|| corrupt("schemaString has no fields".into()))?;
+            let names: HashSet<String> = fields
+                .iter()
+                .filter_map(|f| f.get("name").and_then(Value::as_str).map(str::to_string))
+                .collect();
+            let new: Vec<&DeltaField> = add.iter().filter(|f| !names.contains(&f.name)).collect();
+            if new.is_empty() {
+                return Ok(None);
+            }
+            let had_ntz = fields
+                .iter()
+                .any(|f| f.get("type") == Some(&json!("timestamp_ntz")));
+            let at = fields
+                .iter()
+                .position(|f| {
+                    f.get("name")
+                        .and_then(Value::as_str)
+                        .is_some_and(|n| self.state.partition_columns.iter().any(|p| p == n))
+                })
+                .unwrap_or(fields.len());
+            let new_json: Vec<Value> = new
+                .iter()
+                .map(|f| json!({"name": f.name, "type": f.ty, "nullable": true, "metadata": {}}))
+                .collect();
+            for (k, f) in new_json.iter().enumerate() {
+                fields.insert(at + k, f.clone());
+            }
+            meta["schemaString"] = Value::String(schema.to_string());
+            let now = chrono::Utc::now().timestamp_millis();
+            let columns: Vec<Value> = new_json.iter().map(|f| json!({"column": f})).collect();
+            let mut lines = vec![json!({"commitInfo": {
+                "timestamp": now,
+                "operation": "ADD COLUMNS",
+                "operationParameters": {"columns": Value::Array(columns).to_string()},
+                "engineInfo": format!("sluice/{}", env!("CARGO_PKG_VERSION")),
+                "clientVersion": format!("sluice-{}", env!("CARGO_PKG_VERSION")),
+                "isBlindAppend": false,
+                COMMIT_ID_KEY: id,
+                "sluiceWriter": self.writer,
+            }})];
+            if !had_ntz && new.iter().any(|f| f.ty == "timestamp_ntz") {
+                lines.push(
+                    json!({"protocol": with_feature(self.state.protocol.as_ref(), "timestampNtz")}),
+                );
+            }
+            lines.push(json!({"metaData": meta}));
+            let body = lines
+                .iter()
+                .map(|l| l.to_string())
+                .collect::<Vec<_>>()
+                .join("\n");
+            let version = self.state.version + 1;
+            let opts = PutOptions {
+                mode: PutMode::Create,
+                ..Default::default()
+            };
+            match self
+                .lake
+                .store
+                .put_opts(
+                    &self.version_path(version),
+                    PutPayload::from(body.clone().into_bytes()),
+                    opts,
+                )
+                .await
+            {
+                Ok(_) => {
+                    self.apply_version(version, &body)?;
+                    self.after_commit(version).await;
+                    return Ok(Some(version));
+                }
+                Err(object_store::Error::AlreadyExists { .. }) => self.refresh().await?,
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+
     /// Reads the versions newer than the cached state (from the newest checkpoint when the
     /// cached state is empty).
     pub async fn refresh(&mut self) -> Result<()> {
@@ -608,7 +763,10 @@ impl Ledger {
                 if let Some(id) = c.get(COMMIT_ID_KEY).and_then(Value::as_str) {
                     self.state.commit_ids.insert(id.to_string(), v);
                 }
+            } else if let Some(p) = action.get("protocol") {
+                self.state.protocol = Some(p.clone());
             } else if let Some(m) = action.get("metaData") {
+                self.state.metadata = Some(m.clone());
                 self.state.schema_string = m
                     .get("schemaString")
                     .and_then(Value::as_str)
@@ -704,6 +862,7 @@ impl Ledger {
                     self.state.app_ids.insert(id.to_string());
                 })?;
                 if let Some(meta) = batch.column_by_name("metaData") {
+                    let col = meta.clone();
                     let meta = meta
                         .as_struct_opt()
                         .ok_or_else(|| corrupt("metaData is not a struct".into()))?;
@@ -712,7 +871,15 @@ impl Ledger {
                             if !meta.is_null(i) && s.is_valid(i) {
                                 self.state.schema_string = Some(s.value(i).to_string());
                                 self.state.partition_columns = partition_columns_at(meta, i);
+                                self.state.metadata = Some(action_json(&col, i)?);
                             }
+                        }
+                    }
+                }
+                if let Some(p) = batch.column_by_name("protocol") {
+                    for i in 0..p.len() {
+                        if p.is_valid(i) {
+                            self.state.protocol = Some(action_json(p, i)?);
                         }
                     }
                 }
@@ -991,6 +1158,49 @@ fn string_field(s: &StructArray, name: &str) -> Option<arrow::array::StringArray
     let c = s.column_by_name(name)?;
     let c = arrow::compute::cast(c, &arrow::datatypes::DataType::Utf8).ok()?;
     c.as_string_opt::<i32>().cloned()
+}
+
+/// A protocol with a table feature added (readers and writers): reader 3 / writer 7, the
+/// features the table had kept.
+fn with_feature(protocol: Option<&Value>, feature: &str) -> Value {
+    let list = |key: &str| -> Vec<Value> {
+        let mut v: Vec<Value> = protocol
+            .and_then(|p| p.get(key))
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default();
+        if !v.iter().any(|f| f == feature) {
+            v.push(Value::String(feature.to_string()));
+        }
+        v
+    };
+    let version = |key: &str, min: u64| {
+        protocol
+            .and_then(|p| p.get(key))
+            .and_then(Value::as_u64)
+            .unwrap_or(0)
+            .max(min)
+    };
+    json!({
+        "minReaderVersion": version("minReaderVersion", 3),
+        "minWriterVersion": version("minWriterVersion", 7),
+        "readerFeatures": list("readerFeatures"),
+        "writerFeatures": list("writerFeatures"),
+    })
+}
+
+/// Row `i` of a checkpoint's action column as the JSON the action has in a commit file.
+fn action_json(col: &arrow::array::ArrayRef, i: usize) -> Result<Value> {
+    let batch = arrow::array::RecordBatch::try_from_iter([("a", col.slice(i, 1))])?;
+    let mut buf = Vec::new();
+    let mut w = arrow::json::LineDelimitedWriter::new(&mut buf);
+    w.write(&batch)?;
+    w.finish()?;
+    let mut v: Value = serde_json::from_slice(&buf).map_err(|e| Error::CorruptLog {
+        path: "checkpoint".into(),
+        message: format!("an action does not read as JSON: {e}"),
+    })?;
+    Ok(v.get_mut("a").map(Value::take).unwrap_or(Value::Null))
 }
 
 fn partition_columns_at(meta: &StructArray, i: usize) -> Vec<String> {

@@ -31,6 +31,7 @@ pub mod convert;
 pub mod csv;
 pub mod decode;
 pub mod error;
+pub mod evolve;
 pub mod home;
 pub mod lake;
 pub mod ledger;

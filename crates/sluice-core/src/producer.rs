@@ -50,6 +50,8 @@ pub struct ProducerOptions {
     pub send_concurrency: usize,
     /// URL of the table's directory, for a new table.
     pub location: String,
+    /// Schema policy of a new table (an existing table keeps its own).
+    pub schema_policy: crate::evolve::SchemaPolicy,
 }
 
 impl ProducerOptions {
@@ -65,6 +67,7 @@ impl ProducerOptions {
             zstd_level: None,
             send_concurrency: 4,
             location,
+            schema_policy: Default::default(),
         }
     }
 }
@@ -184,7 +187,7 @@ pub async fn ensure_table(
         Some(cols) => cols.clone(),
         None => infer()?,
     };
-    let def = TableLayout::new_def(
+    let mut def = TableLayout::new_def(
         &opts.database,
         &opts.table,
         &opts.location,
@@ -192,6 +195,10 @@ pub async fn ensure_table(
         &opts.partition_by,
         opts.date_format.as_deref(),
     )?;
+    def.parameters.insert(
+        crate::evolve::PARAM_SCHEMA_POLICY.into(),
+        opts.schema_policy.name().into(),
+    );
     catalog.ensure_database(&opts.database).await?;
     match catalog.create_table(&def).await {
         Ok(()) => info!(table = %def.name, columns = def.columns.len(), "created table"),
@@ -509,19 +516,15 @@ fn chunk_source(
         Format::Csv => {
             let (mut reader, columns) =
                 read_header(src.open(rt, read.clone())?, &name, &opts.format)?;
+            // Refused here: a name twice, no partition column. Columns the table lacks are its
+            // schema policy's, applied by the consumer.
             layout.map_header(&columns, &name)?;
             header.columns = columns;
             Box::new(move |buf| Ok(reader.next_into(buf)?.map(|s| (s.line, s.len))))
         }
         Format::JsonLines | Format::Parquet => {
             let input = if src.format == Format::Parquet {
-                crate::convert::parquet_as_json_lines(
-                    rt,
-                    src,
-                    layout,
-                    &std::env::temp_dir(),
-                    &read,
-                )?
+                crate::convert::parquet_as_json_lines(rt, src, &std::env::temp_dir(), &read)?.0
             } else {
                 src.open(rt, read.clone())?
             };

@@ -14,11 +14,16 @@ use chrono::NaiveTime;
 use crate::chunk::ChunkHeader;
 use crate::csv::{CsvFormat, FieldSplitter, Records};
 use crate::error::Result;
+use crate::evolve::SchemaPolicy;
 use crate::partition::Transform;
 use crate::schema::{
-    ColumnType, Temporal, date_to_days, parse_bool, parse_f64, parse_i64, parse_temporal,
+    Column, ColumnType, SchemaInference, Temporal, date_to_days, parse_bool, parse_f64, parse_i64,
+    parse_temporal,
 };
-use crate::table::TableLayout;
+use crate::table::{HeaderMap, TableLayout};
+
+/// Values sampled to infer the type of a new column.
+const NEW_COLUMN_SAMPLE: usize = 10_000;
 
 /// Longest raw text kept for a quarantined row.
 pub const MAX_QUARANTINE_RAW: usize = 64 * 1024;
@@ -42,6 +47,21 @@ pub struct DecodedChunk {
     pub quarantine: Vec<QuarantineRow>,
     /// Rows read (taken + quarantined).
     pub rows_in: u64,
+    /// Columns the source has and the table lacks, with types inferred from the rows, when the
+    /// table's policy is `evolve`: the rows are not typed (`parts` and `quarantine` are not to
+    /// be written); type them again once the table has the columns.
+    pub new_columns: Vec<Column>,
+    /// The file, object or message that has `new_columns` (for the schema's history).
+    pub new_columns_source: String,
+}
+
+/// What a source whose columns the table lacks does under the `freeze` policy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnFrozen {
+    /// Each row goes to the quarantine with the reason (`convert`: no queue to leave it in).
+    Quarantine,
+    /// The whole source is refused (a queue message: dead-lettered with the reason).
+    Refuse,
 }
 
 enum Col {
@@ -112,6 +132,10 @@ pub struct RowTyper<'l> {
     date_source: Vec<bool>,
     /// Partition of a day (`2 × days`) or hour (`2 × hours + 1`), for one-date-field specs.
     fast_keys: HashMap<i64, u32>,
+    /// Columns the source has and the table lacks (policy `evolve`), with sampled values.
+    new_columns: Option<SchemaInference>,
+    new_samples: usize,
+    new_source: String,
 }
 
 impl<'l> RowTyper<'l> {
@@ -156,7 +180,31 @@ impl<'l> RowTyper<'l> {
                 })
                 .collect(),
             fast_keys: HashMap::new(),
+            new_columns: None,
+            new_samples: 0,
+            new_source: String::new(),
         }
+    }
+
+    /// The table's layout this typer types for.
+    pub fn layout(&self) -> &'l TableLayout {
+        self.layout
+    }
+
+    /// Records a value (`None`: NULL) of a column the table lacks, in `source`, for its type.
+    pub fn observe_new(&mut self, name: &str, value: Option<&str>, source: &str) {
+        if self.new_source.is_empty() {
+            self.new_source = source.to_string();
+        }
+        let date_format = self.layout.date_format.clone();
+        let inf = self
+            .new_columns
+            .get_or_insert_with(|| SchemaInference::new(Vec::new(), date_format));
+        let value = value.filter(|_| self.new_samples < NEW_COLUMN_SAMPLE);
+        if value.is_some() {
+            self.new_samples += 1;
+        }
+        inf.observe_named(name, value);
     }
 
     /// Adds a quarantined row directly.
@@ -359,6 +407,11 @@ impl<'l> RowTyper<'l> {
             parts,
             quarantine: self.quarantine,
             rows_in: self.rows_in,
+            new_columns: self
+                .new_columns
+                .map(SchemaInference::finish)
+                .unwrap_or_default(),
+            new_columns_source: self.new_source,
         })
     }
 }
@@ -440,79 +493,99 @@ pub fn decode_chunk(
         }
         crate::chunk::Payload::Csv => {
             let map = layout.map_header(&header.columns, &header.source)?;
-            // inverse: source column index -> header position
-            let mut pos_of_col = vec![usize::MAX; layout.source_columns.len()];
-            for (hpos, col) in map.iter().enumerate() {
-                pos_of_col[*col] = hpos;
-            }
             add_csv_records(
                 &mut typer,
                 raw,
                 &header.format,
                 header.first_line,
-                &pos_of_col,
+                &map,
+                OnFrozen::Refuse,
                 &header.source,
                 &header.chunk,
-            );
+            )?;
         }
     }
     typer.finish(&header.chunk)
 }
 
-/// Types CSV records (`raw`, as a [`crate::csv::RecordReader`] produces them). `pos_of_col[i]`
-/// is the field position of source column `i` (`usize::MAX`: not in the source).
+/// Types CSV records (`raw`, as a [`crate::csv::RecordReader`] produces them) whose header
+/// maps to the table as `map` says; columns the table lacks are handled by its policy (see
+/// [`DecodedChunk::new_columns`] and [`OnFrozen`]).
 ///
 /// The payload is checked for UTF-8 once; its fields are then used in place, without copies.
+#[allow(clippy::too_many_arguments)]
 pub fn add_csv_records(
     typer: &mut RowTyper<'_>,
     raw: &[u8],
     format: &CsvFormat,
     first_line: u64,
-    pos_of_col: &[usize],
+    map: &HeaderMap,
+    frozen: OnFrozen,
     source: &str,
     chunk: &str,
-) {
+) -> Result<()> {
     let records = Records::new(raw, format).map(|r| {
         r.map(|(before, start, end)| (first_line + before, start, end))
             .map_err(|newlines| first_line + newlines)
     });
-    type_csv_records(typer, raw, format, records, pos_of_col, source, chunk);
+    type_csv_records(typer, raw, format, records, map, frozen, source, chunk)
 }
 
 /// Types CSV records whose places the reader already found: `spans` are (line, length) of the
 /// records that follow each other in `raw` (see [`crate::csv::RecordReader::next_into`]), so
 /// they are not scanned for again.
+#[allow(clippy::too_many_arguments)]
 pub fn add_csv_spans(
     typer: &mut RowTyper<'_>,
     raw: &[u8],
     spans: &[(u64, usize)],
     format: &CsvFormat,
-    pos_of_col: &[usize],
+    map: &HeaderMap,
+    frozen: OnFrozen,
     source: &str,
     chunk: &str,
-) {
+) -> Result<()> {
     let mut at = 0;
     let records = spans.iter().map(|(line, len)| {
         let start = at;
         at += len;
         Ok((*line, start, at))
     });
-    type_csv_records(typer, raw, format, records, pos_of_col, source, chunk);
+    type_csv_records(typer, raw, format, records, map, frozen, source, chunk)
 }
 
 /// Types records given as `Ok((line, start, end))` in `raw`, or `Err(line)` where a quoted
 /// field never closes (the end of the records).
+#[allow(clippy::too_many_arguments)]
 fn type_csv_records(
     typer: &mut RowTyper<'_>,
     raw: &[u8],
     format: &CsvFormat,
     records: impl Iterator<Item = std::result::Result<(u64, usize, usize), u64>>,
-    pos_of_col: &[usize],
+    map: &HeaderMap,
+    frozen: OnFrozen,
     source: &str,
     chunk: &str,
-) {
+) -> Result<()> {
+    let layout = typer.layout();
+    let frozen_reason = match layout.policy {
+        _ if map.unknown.is_empty() => None,
+        SchemaPolicy::DiscardColumns => None,
+        SchemaPolicy::Freeze => {
+            let reason = layout.frozen_reason(&map.unknown_names());
+            if frozen == OnFrozen::Refuse {
+                return Err(crate::Error::invalid_at(source, Some(1), reason));
+            }
+            Some(reason)
+        }
+        SchemaPolicy::Evolve => {
+            infer_new_csv_columns(typer, raw, format, records, map, source);
+            return Ok(());
+        }
+    };
+    let pos_of_col = &map.pos_of_col;
+    let expected = map.fields;
     let mut sp = FieldSplitter::default();
-    let expected = pos_of_col.iter().filter(|p| **p != usize::MAX).count();
     let text = std::str::from_utf8(raw).ok();
     for r in records {
         let (rec_line, start, end) = match r {
@@ -531,6 +604,16 @@ fn type_csv_records(
         };
         let rec = &raw[start..end];
         if rec.iter().all(|b| *b == b'\n' || *b == b'\r') {
+            continue;
+        }
+        if let Some(reason) = &frozen_reason {
+            typer.reject(QuarantineRow {
+                source: source.to_string(),
+                line: rec_line,
+                raw: truncate_raw(rec),
+                reason: reason.clone(),
+                chunk: chunk.to_string(),
+            });
             continue;
         }
         sp.split(rec, format.delimiter, format.quote);
@@ -566,5 +649,41 @@ fn type_csv_records(
             source,
             chunk,
         );
+    }
+    Ok(())
+}
+
+/// Samples the values of the header columns the table lacks, for their types.
+fn infer_new_csv_columns(
+    typer: &mut RowTyper<'_>,
+    raw: &[u8],
+    format: &CsvFormat,
+    records: impl Iterator<Item = std::result::Result<(u64, usize, usize), u64>>,
+    map: &HeaderMap,
+    source: &str,
+) {
+    for (_, name) in &map.unknown {
+        typer.observe_new(name, None, source);
+    }
+    let mut sp = FieldSplitter::default();
+    for (start, end) in records
+        .map_while(|r| r.ok())
+        .map(|(_, s, e)| (s, e))
+        .take(NEW_COLUMN_SAMPLE)
+    {
+        let rec = &raw[start..end];
+        sp.split(rec, format.delimiter, format.quote);
+        if sp.len() != map.fields {
+            continue;
+        }
+        for (pos, name) in &map.unknown {
+            let f = sp.field(rec, *pos);
+            if format.is_null(f) {
+                continue;
+            }
+            if let Ok(v) = std::str::from_utf8(f) {
+                typer.observe_new(name, Some(v), source);
+            }
+        }
     }
 }

@@ -424,6 +424,26 @@ impl SchemaInference {
         self.cands[i].observe(value.trim(), fmt);
     }
 
+    /// Observes a value (`None`: NULL) of the column named `name`, adding the column if new.
+    pub fn observe_named(&mut self, name: &str, value: Option<&str>) {
+        let i = match self.names.iter().position(|n| n == name) {
+            Some(i) => i,
+            None => {
+                self.names.push(name.to_string());
+                self.cands.push(Candidates::all());
+                self.names.len() - 1
+            }
+        };
+        if let Some(v) = value {
+            self.observe(i, v);
+        }
+    }
+
+    /// Whether no column was seen.
+    pub fn is_empty(&self) -> bool {
+        self.names.is_empty()
+    }
+
     /// The inferred columns.
     pub fn finish(self) -> Vec<Column> {
         self.names

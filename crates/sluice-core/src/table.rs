@@ -4,6 +4,7 @@ use arrow::datatypes::SchemaRef;
 
 use crate::catalog::{PARAM_DATE_FORMAT, PARAM_PARTITION_BY, TableDef};
 use crate::error::{Error, Result};
+use crate::evolve::SchemaPolicy;
 use crate::partition::PartitionSpec;
 use crate::schema::{Column, arrow_schema};
 
@@ -25,6 +26,8 @@ pub struct TableLayout {
     pub date_format: Option<String>,
     /// Fingerprint of `source_columns`.
     pub fingerprint: String,
+    /// What a source's columns the table lacks do.
+    pub policy: SchemaPolicy,
 }
 
 impl TableLayout {
@@ -83,6 +86,7 @@ impl TableLayout {
             partition_sources,
             file_index,
             date_format: def.parameters.get(PARAM_DATE_FORMAT).cloned(),
+            policy: SchemaPolicy::of_def(def)?,
         })
     }
 
@@ -127,44 +131,89 @@ impl TableLayout {
         })
     }
 
-    /// Maps source header names to source column indexes. Every header name must be a column
-    /// and every column must be in the header.
-    pub fn map_header(&self, header: &[String], file: &str) -> Result<Vec<usize>> {
-        let mut map = Vec::with_capacity(header.len());
+    /// Maps a source's header (column names in file order) to the table's columns, by name:
+    /// in any order; a table column the file lacks is NULL ([`usize::MAX`] in
+    /// [`HeaderMap::pos_of_col`]); a header column the table lacks is listed in
+    /// [`HeaderMap::unknown`] for the schema policy to decide. Refused, naming the file: a name
+    /// twice, and a file without a column the partitions come from.
+    pub fn map_header(&self, header: &[String], file: &str) -> Result<HeaderMap> {
+        let mut pos_of_col = vec![usize::MAX; self.source_columns.len()];
         let mut unknown = Vec::new();
-        for h in header {
-            match self.source_columns.iter().position(|c| &c.name == h) {
-                Some(i) => map.push(i),
-                None => unknown.push(h.as_str()),
-            }
-        }
-        let missing: Vec<&str> = self
-            .source_columns
-            .iter()
-            .map(|c| c.name.as_str())
-            .filter(|n| !header.iter().any(|h| h == n))
-            .collect();
-        if !unknown.is_empty() || !missing.is_empty() {
-            let mut parts = Vec::new();
-            if !unknown.is_empty() {
-                parts.push(format!("columns not in the table: {}", unknown.join(", ")));
-            }
-            if !missing.is_empty() {
-                parts.push(format!(
-                    "table columns missing from the file: {}",
-                    missing.join(", ")
+        for (hpos, h) in header.iter().enumerate() {
+            if header[..hpos].contains(h) {
+                return Err(Error::invalid_at(
+                    file,
+                    Some(1),
+                    format!("column {h:?} appears twice in the header"),
                 ));
             }
-            return Err(Error::invalid_at(
-                file,
-                Some(1),
-                format!(
-                    "header does not match table {}: {}",
-                    self.name,
-                    parts.join("; ")
-                ),
-            ));
+            match self.source_columns.iter().position(|c| &c.name == h) {
+                Some(i) => pos_of_col[i] = hpos,
+                None => unknown.push((hpos, h.clone())),
+            }
         }
-        Ok(map)
+        self.check_partition_columns(header, file, Some(1), "the header")?;
+        Ok(HeaderMap {
+            pos_of_col,
+            fields: header.len(),
+            unknown,
+        })
+    }
+
+    /// Fails, naming `file`, unless `columns` (a source's) include every column the partitions
+    /// come from.
+    pub fn check_partition_columns(
+        &self,
+        columns: &[String],
+        file: &str,
+        line: Option<u64>,
+        what: &str,
+    ) -> Result<()> {
+        let mut missing: Vec<&str> = Vec::new();
+        for i in &self.partition_sources {
+            let name = self.source_columns[*i].name.as_str();
+            if !columns.iter().any(|c| c == name) && !missing.contains(&name) {
+                missing.push(name);
+            }
+        }
+        if missing.is_empty() {
+            return Ok(());
+        }
+        Err(Error::invalid_at(
+            file,
+            line,
+            format!(
+                "{what} lacks {}, which table {} is partitioned by",
+                missing.join(", "),
+                self.name
+            ),
+        ))
+    }
+
+    /// Why rows with `columns` are refused by a table whose schema is frozen.
+    pub fn frozen_reason(&self, columns: &[&str]) -> String {
+        format!(
+            "columns not in table {} (its schema policy is freeze): {}",
+            self.name,
+            columns.join(", ")
+        )
+    }
+}
+
+/// How a source's header maps to a table: see [`TableLayout::map_header`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HeaderMap {
+    /// For each source column of the table, its field position (`usize::MAX`: not in the file).
+    pub pos_of_col: Vec<usize>,
+    /// Fields in each record (the header's length).
+    pub fields: usize,
+    /// Header columns the table lacks: (field position, name).
+    pub unknown: Vec<(usize, String)>,
+}
+
+impl HeaderMap {
+    /// The names of the columns the table lacks.
+    pub fn unknown_names(&self) -> Vec<&str> {
+        self.unknown.iter().map(|(_, n)| n.as_str()).collect()
     }
 }

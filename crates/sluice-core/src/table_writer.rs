@@ -124,6 +124,8 @@ pub struct TableWriter {
     quarantine: Ledger,
     props: parquet::file::properties::WriterProperties,
     files: HashMap<String, OpenFile>,
+    /// Files closed when the schema changed, committed with their partition's next flush.
+    retired: Vec<Closed>,
     stats: WriteStats,
 }
 
@@ -145,6 +147,7 @@ impl TableWriter {
             quarantine,
             props,
             files: HashMap::new(),
+            retired: Vec::new(),
             stats: WriteStats::default(),
         })
     }
@@ -176,18 +179,55 @@ impl TableWriter {
         log.state().has_part(chunk, partition)
     }
 
-    /// Partitions with an open file.
+    /// Partitions with an open file (or a file closed by a schema change) to commit.
     pub fn open_partitions(&self) -> Vec<String> {
-        self.files.keys().cloned().collect()
+        let mut parts: Vec<String> = self.files.keys().cloned().collect();
+        for r in &self.retired {
+            if !parts.contains(&r.partition) {
+                parts.push(r.partition.clone());
+            }
+        }
+        parts
     }
 
-    /// Partitions whose file was opened at least `age` ago.
+    /// Partitions whose file was opened at least `age` ago (and those holding a file closed by
+    /// a schema change).
     pub fn aged(&self, age: Duration) -> Vec<String> {
-        self.files
+        let mut parts: Vec<String> = self
+            .files
             .iter()
             .filter(|(_, f)| f.spool.opened.elapsed() >= age)
             .map(|(p, _)| p.clone())
-            .collect()
+            .collect();
+        for r in &self.retired {
+            if !parts.contains(&r.partition) {
+                parts.push(r.partition.clone());
+            }
+        }
+        parts
+    }
+
+    /// Takes the table's new layout (its schema gained columns). Open data files keep the
+    /// schema they were opened with: they are closed now and committed with their partition's
+    /// next flush; rows typed for the earlier layout get the new columns as NULL.
+    pub fn set_layout(&mut self, layout: Arc<TableLayout>) -> Result<()> {
+        if layout.file_schema == self.layout.file_schema {
+            self.layout = layout;
+            return Ok(());
+        }
+        let data: Vec<String> = self
+            .files
+            .iter()
+            .filter(|(_, f)| f.kind == FileKind::Data)
+            .map(|(p, _)| p.clone())
+            .collect();
+        for p in data {
+            let f = self.files.remove(&p).expect("open file");
+            let closed = tokio::task::block_in_place(|| close(p, f))?;
+            self.retired.push(closed);
+        }
+        self.layout = layout;
+        Ok(())
     }
 
     /// Re-reads both logs (other writers commit too).
@@ -224,6 +264,10 @@ impl TableWriter {
                 .files
                 .get(&part)
                 .is_some_and(|f| f.chunks.contains(&chunk))
+                || self
+                    .retired
+                    .iter()
+                    .any(|r| r.partition == part && r.chunks.contains(&chunk))
             {
                 // Delivered again while its rows wait in our open file.
                 self.stats.rows_duplicate += n;
@@ -252,10 +296,16 @@ impl TableWriter {
                     },
                 );
             }
-            match kind {
-                FileKind::Data => self.stats.rows_written += n,
-                FileKind::Quarantine => self.stats.rows_quarantined += n,
-            }
+            let batch = match kind {
+                FileKind::Data => {
+                    self.stats.rows_written += n;
+                    conform(batch, &self.layout.file_schema)?
+                }
+                FileKind::Quarantine => {
+                    self.stats.rows_quarantined += n;
+                    batch
+                }
+            };
             batches.insert(part, batch);
         }
         // Encoding is most of the work: the partitions' files are encoded at once, one thread
@@ -320,29 +370,16 @@ impl TableWriter {
     /// one for the data. `markers` are chunk parts recorded in the data commit beside the
     /// files' own (a data commit with no file is made for them if needed).
     pub async fn flush(&mut self, parts: Vec<String>, markers: Vec<ChunkPart>) -> Result<Flushed> {
-        let mut closed = Vec::new();
+        let (mut closed, kept): (Vec<Closed>, Vec<Closed>) = std::mem::take(&mut self.retired)
+            .into_iter()
+            .partition(|r| parts.contains(&r.partition));
+        self.retired = kept;
         for p in parts {
             let Some(f) = self.files.remove(&p) else {
                 continue;
             };
-            let OpenFile {
-                spool,
-                chunks,
-                kind,
-            } = f;
-            let done = tokio::task::block_in_place(|| -> Result<_> {
-                let file = spool.finish()?;
-                let stats = crate::writer::delta_stats(&file.local)?;
-                Ok((file, stats))
-            });
-            match done {
-                Ok((file, stats)) => closed.push(Closed {
-                    partition: p,
-                    file,
-                    chunks,
-                    kind,
-                    stats,
-                }),
+            match tokio::task::block_in_place(|| close(p, f)) {
+                Ok(c) => closed.push(c),
                 Err(e) => {
                     discard(closed);
                     return Err(e);
@@ -512,7 +549,55 @@ impl TableWriter {
         for (_, f) in self.files.drain() {
             f.spool.discard();
         }
+        discard(std::mem::take(&mut self.retired));
     }
+}
+
+/// Closes an open file: its Parquet footer, then its Delta statistics.
+fn close(partition: String, f: OpenFile) -> Result<Closed> {
+    let OpenFile {
+        spool,
+        chunks,
+        kind,
+    } = f;
+    let file = spool.finish()?;
+    let stats = match crate::writer::delta_stats(&file.local) {
+        Ok(s) => s,
+        Err(e) => {
+            file.discard();
+            return Err(e);
+        }
+    };
+    Ok(Closed {
+        partition,
+        file,
+        chunks,
+        kind,
+        stats,
+    })
+}
+
+/// A batch typed for an earlier layout of the table, with the columns added since as NULL.
+fn conform(
+    batch: arrow::array::RecordBatch,
+    schema: &arrow::datatypes::SchemaRef,
+) -> Result<arrow::array::RecordBatch> {
+    if batch.schema_ref() == schema {
+        return Ok(batch);
+    }
+    let columns = schema
+        .fields()
+        .iter()
+        .map(|f| match batch.column_by_name(f.name()) {
+            Some(c) => c.clone(),
+            None => arrow::array::new_null_array(f.data_type(), batch.num_rows()),
+        })
+        .collect();
+    Ok(arrow::array::RecordBatch::try_new_with_options(
+        schema.clone(),
+        columns,
+        &arrow::array::RecordBatchOptions::new().with_row_count(Some(batch.num_rows())),
+    )?)
 }
 
 fn discard(closed: Vec<Closed>) {

@@ -1,0 +1,253 @@
+//! Schema evolution: sources are matched to a table by column name, and a source with columns
+//! the table lacks changes the table as its schema policy says.
+//!
+//! ```text
+//!  header / keys ─► known columns: by name, in any order; absent ones are NULL
+//!               └─► new columns ─► evolve:          Delta metaData version (nullable columns)
+//!                                                    ─► catalog (embedded or Glue) ─► retype
+//!                                  freeze:          rows quarantined (convert), message
+//!                                                    dead-lettered (queue), with the reason
+//!                                  discard-columns: the new columns are dropped, rows kept
+//! ```
+//!
+//! The Delta log is changed first: it is what every reader reads, and a writer that stops
+//! between the two steps leaves the catalog behind, which the next change (or the next writer to
+//! meet the column) brings up to date from the log. Columns are only ever added, nullable, so
+//! files written before (or by writers that have not seen the change yet) stay valid: readers
+//! read the missing columns as NULL, and appends never conflict with a schema change.
+//!
+//! A column's type is never changed: Delta widens `long` only to `decimal`, not to `double`, and
+//! not every reader follows type widening. A value that does not parse as its column's type
+//! sends its row to the quarantine with the reason, as always.
+
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+use tracing::info;
+
+use crate::catalog::{Catalog, PARAM_FINGERPRINT, TableDef};
+use crate::error::{Error, Result};
+use crate::lake::Lake;
+use crate::ledger::{DeltaField, Ledger, column_type_of_delta, delta_type};
+use crate::schema::{Column, validate_column_name};
+use crate::table::TableLayout;
+
+/// Table parameter holding the schema policy.
+pub const PARAM_SCHEMA_POLICY: &str = "sluice.schema_policy";
+/// Table parameter holding the schema's changes (a JSON array of [`SchemaChange`]).
+pub const PARAM_SCHEMA_HISTORY: &str = "sluice.schema_history";
+
+/// What happens to columns a source has and the table lacks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SchemaPolicy {
+    /// Add them to the table, nullable (rows before read NULL).
+    #[default]
+    Evolve,
+    /// Keep the schema: rows with them are quarantined, messages with them dead-lettered.
+    Freeze,
+    /// Drop them; keep the rows.
+    DiscardColumns,
+}
+
+impl SchemaPolicy {
+    pub fn parse(s: &str) -> Result<Self> {
+        match s.trim().to_ascii_lowercase().replace('_', "-").as_str() {
+            "evolve" => Ok(SchemaPolicy::Evolve),
+            "freeze" => Ok(SchemaPolicy::Freeze),
+            "discard-columns" | "discard" => Ok(SchemaPolicy::DiscardColumns),
+            other => Err(Error::Config(format!(
+                "schema policy {other:?}: expected evolve, freeze or discard-columns"
+            ))),
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            SchemaPolicy::Evolve => "evolve",
+            SchemaPolicy::Freeze => "freeze",
+            SchemaPolicy::DiscardColumns => "discard-columns",
+        }
+    }
+
+    /// The policy of a table (`evolve` when it has none: tables made before policies existed).
+    pub fn of_def(def: &TableDef) -> Result<Self> {
+        def.parameters
+            .get(PARAM_SCHEMA_POLICY)
+            .map(|s| Self::parse(s))
+            .transpose()
+            .map(Option::unwrap_or_default)
+    }
+}
+
+impl std::fmt::Display for SchemaPolicy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// One change of a table's schema, as `sluice catalog schema` shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SchemaChange {
+    /// The Delta version that added the columns (`None`: another writer's change, which this
+    /// catalog learnt from the log later).
+    pub version: Option<u64>,
+    /// When the catalog recorded it (RFC 3339, UTC).
+    pub at: String,
+    pub added: Vec<Column>,
+    /// The file, object or message whose columns they were.
+    pub source: String,
+}
+
+/// The recorded changes of a table's schema, oldest first.
+pub fn history(def: &TableDef) -> Vec<SchemaChange> {
+    def.parameters
+        .get(PARAM_SCHEMA_HISTORY)
+        .and_then(|s| serde_json::from_str(s).ok())
+        .unwrap_or_default()
+}
+
+/// Sets a table's schema policy in the catalog.
+pub async fn set_policy(
+    catalog: &dyn Catalog,
+    database: &str,
+    table: &str,
+    policy: SchemaPolicy,
+) -> Result<TableDef> {
+    loop {
+        let mut def = catalog.get_table(database, table).await?;
+        if SchemaPolicy::of_def(&def).ok() == Some(policy)
+            && def.parameters.contains_key(PARAM_SCHEMA_POLICY)
+        {
+            return Ok(def);
+        }
+        def.parameters
+            .insert(PARAM_SCHEMA_POLICY.into(), policy.name().into());
+        match catalog.update_table(&def).await {
+            Err(Error::Conflict(_)) => continue,
+            other => return other,
+        }
+    }
+}
+
+/// Adds columns to one table, in its Delta log and then in the catalog.
+#[derive(Debug, Clone)]
+pub struct Evolver {
+    pub catalog: Arc<dyn Catalog>,
+    pub lake: Lake,
+    pub database: String,
+    pub table: String,
+    pub writer_id: String,
+}
+
+impl Evolver {
+    /// Adds `columns` (nullable) unless the table has them, and returns the table's layout after.
+    /// A column another writer added first keeps that writer's type: the caller types its rows
+    /// again with the layout returned. Fails unless the table's policy is `evolve`.
+    pub async fn add_columns(&self, columns: &[Column], source: &str) -> Result<Arc<TableLayout>> {
+        let def = self.catalog.get_table(&self.database, &self.table).await?;
+        let policy = SchemaPolicy::of_def(&def)?;
+        if policy != SchemaPolicy::Evolve {
+            return Err(Error::Config(format!(
+                "table {} has schema policy {policy}: columns are not added",
+                self.table
+            )));
+        }
+        for c in columns {
+            validate_column_name(&c.name)
+                .map_err(|e| Error::invalid_at(source, Some(1), e.to_string()))?;
+        }
+        let mut ledger = Ledger::open(&self.lake, &self.table, &self.writer_id).await?;
+        let fields: Vec<DeltaField> = columns
+            .iter()
+            .map(|c| DeltaField {
+                name: c.name.clone(),
+                ty: delta_type(c.ty),
+                nullable: true,
+            })
+            .collect();
+        let version = ledger.add_columns(&fields).await?;
+        if let Some(v) = version {
+            let names: Vec<String> = columns
+                .iter()
+                .map(|c| format!("{} {}", c.name, c.ty.name()))
+                .collect();
+            info!(table = %self.table, version = v, columns = %names.join(", "), source, "schema evolved: columns added");
+        }
+        let log = ledger.state();
+        let in_log: Vec<(String, String)> = log
+            .schema_fields()
+            .into_iter()
+            .filter(|(n, _)| !log.partition_columns.contains(n))
+            .collect();
+        let layout = self.catch_up(&in_log, version, source).await?;
+        Ok(Arc::new(layout))
+    }
+
+    /// Brings the catalog's columns up to the Delta log's (`in_log`: its file columns).
+    async fn catch_up(
+        &self,
+        in_log: &[(String, String)],
+        version: Option<u64>,
+        source: &str,
+    ) -> Result<TableLayout> {
+        loop {
+            let mut def = self.catalog.get_table(&self.database, &self.table).await?;
+            let mut missing = Vec::new();
+            for (name, ty) in in_log {
+                if def.columns.iter().any(|c| &c.name == name)
+                    || def.partition_keys.iter().any(|c| &c.name == name)
+                {
+                    continue;
+                }
+                let ty = column_type_of_delta(ty).ok_or_else(|| {
+                    Error::Config(format!(
+                        "table {}: column {name} has Delta type {ty}, which sluice does not write",
+                        self.table
+                    ))
+                })?;
+                missing.push(Column::new(name, ty));
+            }
+            if missing.is_empty() {
+                return TableLayout::from_def(&def);
+            }
+            def.columns.extend(missing.iter().cloned());
+            let mut changes = history(&def);
+            changes.push(SchemaChange {
+                version,
+                at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+                added: missing,
+                source: source.to_string(),
+            });
+            def.parameters.insert(
+                PARAM_SCHEMA_HISTORY.into(),
+                serde_json::to_string(&changes).expect("changes serialize"),
+            );
+            let layout = TableLayout::from_def(&def)?;
+            def.parameters
+                .insert(PARAM_FINGERPRINT.into(), layout.fingerprint.clone());
+            match self.catalog.update_table(&def).await {
+                Ok(d) => return TableLayout::from_def(&d),
+                Err(Error::Conflict(_)) => continue,
+                Err(e) => return Err(e),
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn policies_parse() {
+        assert_eq!(SchemaPolicy::parse("evolve").unwrap(), SchemaPolicy::Evolve);
+        assert_eq!(SchemaPolicy::parse("FREEZE").unwrap(), SchemaPolicy::Freeze);
+        assert_eq!(
+            SchemaPolicy::parse("discard_columns").unwrap(),
+            SchemaPolicy::DiscardColumns
+        );
+        let e = SchemaPolicy::parse("strict").unwrap_err().to_string();
+        assert!(e.contains("evolve, freeze or discard-columns"), "{e}");
+    }
+}
