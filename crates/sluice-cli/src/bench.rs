@@ -34,6 +34,11 @@ pub struct BenchArgs {
     /// Runs of each program; the median is reported.
     #[arg(long, default_value_t = 3)]
     repeat: usize,
+    /// Instead: a day of a following consumer's small files (about 288 commits, one file per
+    /// partition each, as with 5-minute rotation), the same query timed before and after
+    /// `sluice compact` (and with DuckDB's Delta extension, with --peers).
+    #[arg(long)]
+    compaction: bool,
 }
 
 struct Measured {
@@ -124,34 +129,8 @@ fn generate(path: &Path, scale: f64) -> Result<u64> {
     Ok(rows)
 }
 
-fn dir_stats(dir: &Path) -> (u64, u64) {
-    let (mut files, mut bytes) = (0, 0);
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        let Ok(rd) = std::fs::read_dir(&d) else {
-            continue;
-        };
-        for e in rd.flatten() {
-            let p = e.path();
-            if p.is_dir() {
-                // `_delta_log/` holds checkpoints, not data.
-                if !e.file_name().to_string_lossy().starts_with('_') {
-                    stack.push(p);
-                }
-            } else if p.extension().is_some_and(|x| x == "parquet") {
-                files += 1;
-                bytes += e.metadata().map(|m| m.len()).unwrap_or(0);
-            }
-        }
-    }
-    (files, bytes)
-}
-
-pub async fn run(a: BenchArgs) -> Result<()> {
-    if a.scale <= 0.0 {
-        bail!("--scale must be positive");
-    }
-    std::fs::create_dir_all(&a.dir)?;
+/// The lineitem CSV of `--scale` (generated on first use): (path, rows, bytes).
+async fn lineitem(a: &BenchArgs) -> Result<(PathBuf, u64, u64)> {
     let csv = a.dir.join(format!("lineitem-sf{}.csv", a.scale));
     if !csv.exists() {
         eprintln!(
@@ -180,6 +159,187 @@ pub async fn run(a: BenchArgs) -> Result<()> {
         }
         n - 1
     };
+    Ok((csv, rows, csv_bytes))
+}
+
+/// Median wall time of `repeat` runs of `cmd` (which must succeed).
+fn median_wall(name: &str, repeat: usize, mut cmd: impl FnMut() -> Command) -> Result<f64> {
+    let mut walls = Vec::new();
+    for _ in 0..repeat.max(1) {
+        let m = measure(name, &mut cmd())?;
+        if !m.ok {
+            bail!("{name} failed:\n{}", m.stderr);
+        }
+        walls.push(m.wall.as_secs_f64());
+    }
+    walls.sort_by(f64::total_cmp);
+    Ok(walls[(walls.len() - 1) / 2])
+}
+
+/// `sluice bench --compaction`: small files as a following consumer leaves them, queried before
+/// and after compaction.
+fn compaction(a: &BenchArgs, csv: &Path, rows: u64, csv_bytes: u64) -> Result<()> {
+    let exe = std::env::current_exe()?;
+    let home = a.dir.join("sluice-compaction");
+    let _ = std::fs::remove_dir_all(&home);
+    let sluice = |args: &[&str]| {
+        let mut c = Command::new(&exe);
+        c.arg("--home").arg(&home).args(args);
+        c
+    };
+    let ok = |name: &str, mut c: Command| -> Result<Measured> {
+        let m = measure(name, &mut c)?;
+        if !m.ok {
+            bail!("{name} failed:\n{}", m.stderr);
+        }
+        Ok(m)
+    };
+    // About 288 chunks (a day of 5-minute files); lineitem's chunks compress about 8x.
+    let message = (csv_bytes / 288 / 8).clamp(16 << 10, 1 << 20).to_string();
+    ok(
+        "queue create",
+        sluice(&[
+            "queue",
+            "create",
+            "--queue",
+            "lineitem",
+            "--max-message-bytes",
+            &message,
+        ]),
+    )?;
+    let csv_s = csv.to_str().context("the CSV path is not UTF-8")?;
+    eprintln!("producing …");
+    ok(
+        "produce",
+        sluice(&[
+            "produce",
+            csv_s,
+            "--table",
+            "lineitem",
+            "--partition-by",
+            "year(l_shipdate)",
+        ]),
+    )?;
+    eprintln!("consuming, one commit per message …");
+    let consumed = ok(
+        "consume",
+        sluice(&[
+            "consume",
+            "--table",
+            "lineitem",
+            "--once",
+            "--rotate-rows",
+            "1",
+        ]),
+    )?;
+    let commits = consumed
+        .stderr
+        .split(" commit(s)")
+        .next()
+        .and_then(|s| s.rsplit(' ').next())
+        .unwrap_or("?")
+        .to_string();
+    let table = home.join("lake").join("lineitem");
+    let sql = "SELECT year, count(*) AS n, sum(l_extendedprice) AS revenue, avg(l_discount) AS discount FROM lineitem WHERE l_quantity < 25 GROUP BY year ORDER BY year";
+    let duck = |table: &Path| -> Command {
+        let mut c = Command::new(&a.python);
+        c.arg("-c")
+            .arg(format!(
+                "import os, duckdb\nfrom duckdb_extensions import import_extension\nimport_extension('delta')\ncon = duckdb.connect()\ncon.execute('LOAD delta')\ncon.execute(\"\"\"{}\"\"\").fetchall()\ncon.close()\nos._exit(0)",
+                sql.replace("FROM lineitem", &format!("FROM delta_scan('{}')", table.display()))
+            ));
+        c
+    };
+    let time_queries = |label: &str| -> Result<(f64, Option<f64>)> {
+        let s = median_wall(&format!("sluice query ({label})"), a.repeat + 2, || {
+            sluice(&["query", sql, "--format", "csv"])
+        })?;
+        let d = if a.peers {
+            Some(median_wall(
+                &format!("duckdb ({label})"),
+                a.repeat + 2,
+                || duck(&table),
+            )?)
+        } else {
+            None
+        };
+        Ok((s, d))
+    };
+    let before_files = dir_stats(&table);
+    let before = time_queries("before")?;
+    eprintln!("compacting …");
+    let c = ok("compact", sluice(&["compact", "--table", "lineitem"]))?;
+    // The replaced files stay for earlier versions: count the live ones.
+    ok(
+        "vacuum",
+        sluice(&["vacuum", "--table", "lineitem", "--retain", "0h"]),
+    )?;
+    let after_files = dir_stats(&table);
+    let after = time_queries("after")?;
+    println!(
+        "TPC-H lineitem SF{}: {rows} rows, {:.1} MB of CSV, {commits} commits of one message each; median of {} queries",
+        a.scale,
+        csv_bytes as f64 / 1e6,
+        a.repeat + 2
+    );
+    println!("query: {sql}");
+    println!(
+        "{:<10} {:>7} {:>9} {:>14} {:>14}",
+        "table", "files", "MB", "sluice query s", "duckdb s"
+    );
+    let show = |label: &str, (files, bytes): (u64, u64), (s, d): (f64, Option<f64>)| {
+        println!(
+            "{:<10} {:>7} {:>9.1} {:>14.3} {:>14}",
+            label,
+            files,
+            bytes as f64 / 1e6,
+            s,
+            d.map(|d| format!("{d:.3}")).unwrap_or_else(|| "-".into())
+        );
+    };
+    show("before", before_files, before);
+    show("after", after_files, after);
+    println!(
+        "compact: {:.2} s wall, {:.2} CPU s, {:.1} MB peak RSS",
+        c.wall.as_secs_f64(),
+        c.cpu.as_secs_f64(),
+        c.peak_rss_kib as f64 / 1024.0
+    );
+    Ok(())
+}
+
+fn dir_stats(dir: &Path) -> (u64, u64) {
+    let (mut files, mut bytes) = (0, 0);
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(rd) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for e in rd.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                // `_delta_log/` holds checkpoints, not data.
+                if !e.file_name().to_string_lossy().starts_with('_') {
+                    stack.push(p);
+                }
+            } else if p.extension().is_some_and(|x| x == "parquet") {
+                files += 1;
+                bytes += e.metadata().map(|m| m.len()).unwrap_or(0);
+            }
+        }
+    }
+    (files, bytes)
+}
+
+pub async fn run(a: BenchArgs) -> Result<()> {
+    if a.scale <= 0.0 {
+        bail!("--scale must be positive");
+    }
+    std::fs::create_dir_all(&a.dir)?;
+    let (csv, rows, csv_bytes) = lineitem(&a).await?;
+    if a.compaction {
+        return compaction(&a, &csv, rows, csv_bytes);
+    }
     let exe = std::env::current_exe()?;
     let sluice = |home: &Path, args: &[&str]| {
         let mut c = Command::new(&exe);

@@ -627,9 +627,13 @@ async fn run(cli: Cli) -> Result<()> {
                 Some(f) => sluice_delta::parse_partition_filter(f)?,
                 None => vec![],
             };
-            let props = sluice_core::writer::writer_properties(&Default::default())?;
-            let dir = sluice_core::lake::Lake::table_dir(&a.table);
-            let r = sluice_delta::compact(&b.lake, &dir, a.target_size, &filter, props).await?;
+            let id = writer_id();
+            let spool = ctx.home.claim_spool(&id)?;
+            let mut opts =
+                sluice_core::compact::CompactOptions::new(spool.path().to_path_buf(), id);
+            opts.target_bytes = a.target_size.max(1);
+            opts.filter = filter;
+            let r = sluice_core::compact::compact(&b.lake, &a.table, &opts).await?;
             match r.version {
                 Some(v) => println!(
                     "compacted {}: {} file(s) ({:.1} MB) rewritten as {} file(s) ({:.1} MB) in {} partition(s); Delta version {v}",
@@ -641,6 +645,12 @@ async fn run(cli: Cli) -> Result<()> {
                     r.partitions
                 ),
                 None => println!("compacted {}: nothing to compact", a.table),
+            }
+            if r.conflicts > 0 {
+                println!(
+                    "  {} partition(s) left as they were: another compaction took some of their files first",
+                    r.conflicts
+                );
             }
             Ok(())
         }
@@ -907,9 +917,7 @@ fn consumer_options(
         o.rotate_age = Duration::from_secs(v);
     }
     o.checkpointer = Some(sluice_delta::checkpointer());
-    if !a.no_auto_compact {
-        o.compactor = Some(sluice_delta::compactor());
-    }
+    o.auto_compact = !a.no_auto_compact;
     o.compact_small_files = a.auto_compact_files;
     o.compact_every = Duration::from_secs(a.auto_compact_every.max(1));
     o.visibility_timeout = a

@@ -424,6 +424,103 @@ fn compaction_keeps_rows_exactly_once_and_earlier_versions_readable() {
     assert_eq!(independent_counts(&table, "v"), want);
 }
 
+/// "rows distinct_ids sum(v)" by DuckDB's Delta extension, Polars and `deltalake`, one line each.
+fn three_readers(table_dir: &Path) -> String {
+    let script = r#"
+import os, sys, duckdb, polars as pl, deltalake, pyarrow.compute as pc
+from duckdb_extensions import import_extension
+path = sys.argv[1]
+import_extension("delta")
+con = duckdb.connect()
+con.execute("LOAD delta")
+print(*con.execute(f"SELECT count(*), count(DISTINCT id), sum(v) FROM delta_scan('{path}')").fetchone())
+print(*pl.scan_delta(path).select(pl.len(), pl.col("id").n_unique(), pl.col("v").sum()).collect().row(0))
+t = deltalake.DeltaTable(path).to_pyarrow_table()
+print(t.num_rows, len(pc.unique(t["id"])), pc.sum(t["v"]).as_py(), flush=True)
+con.close()
+os._exit(0)
+"#;
+    common::python(
+        script,
+        &[table_dir.to_str().unwrap()],
+        "duckdb (delta extension), polars and deltalake",
+    )
+}
+
+/// 300 small commits (one per message, 40 rows over 5 partitions each), compacted to a target
+/// size: every partition holds at most ceil(bytes / target) + 1 files, three readers count the
+/// same rows, distinct ids and sum before and after, and the files produced again add nothing.
+#[test]
+fn three_hundred_small_commits_compact_to_files_of_the_target_size() {
+    let dir = tempfile::tempdir().unwrap();
+    let home = dir.path().join("home");
+    let files: Vec<String> = (0..300u64)
+        .map(|i| {
+            let p = dir.path().join(format!("f{i:03}.csv"));
+            let mut text = String::from("id,d,v,note\n");
+            for j in 0..40 {
+                let k = i * 40 + j;
+                text.push_str(&format!(
+                    "{k},{}-06-{:02},{},note {k} of the compaction test\n",
+                    2001 + k % 5,
+                    1 + k % 28,
+                    k * 7
+                ));
+            }
+            std::fs::write(&p, text).unwrap();
+            p.to_string_lossy().into_owned()
+        })
+        .collect();
+    produce_files(&home, &files);
+    let c = sluice(
+        &home,
+        &["consume", "--table", "t", "--once", "--rotate-rows", "1"],
+    );
+    ok(&c);
+    assert!(stderr(&c).contains("300 commit(s)"), "{}", stderr(&c));
+    let table = home.join("lake/t");
+    let sum: u64 = (0..12_000u64).map(|k| k * 7).sum();
+    let line = format!("12000 12000 {sum}");
+    let want = format!("{line}\n{line}\n{line}");
+    assert_eq!(three_readers(&table), want);
+    assert_eq!(data_files(&table), 1500);
+    let target = 16 * 1024u64;
+    let out = ok(&sluice(
+        &home,
+        &["compact", "--table", "t", "--target-size", "16KiB"],
+    ));
+    assert!(
+        out.contains("1500 file(s)") && out.contains("in 5 partition(s)"),
+        "{out}"
+    );
+    let parts = ok(&sluice(&home, &["catalog", "partitions", "t"]));
+    let mut total = 0;
+    for l in parts.lines().skip(1) {
+        let f: Vec<&str> = l.split('\t').collect();
+        let (files, bytes): (u64, u64) = (f[1].parse().unwrap(), f[3].parse().unwrap());
+        assert!(files <= bytes.div_ceil(target) + 1, "{parts}");
+        total += files;
+    }
+    assert!(total < 100, "{parts}");
+    assert_eq!(three_readers(&table), want);
+    // Nothing left worth rewriting.
+    let again = ok(&sluice(
+        &home,
+        &["compact", "--table", "t", "--target-size", "16KiB"],
+    ));
+    assert!(again.contains("nothing to compact"), "{again}");
+    // The exactly-once records survive: the same files again add nothing.
+    produce_files(&home, &files);
+    let c = sluice(&home, &["consume", "--table", "t", "--once"]);
+    ok(&c);
+    assert!(
+        stderr(&c).contains("0 written, 0 quarantined, 12000 duplicate(s) dropped"),
+        "{}",
+        stderr(&c)
+    );
+    assert_eq!(three_readers(&table), want);
+}
+
 /// Timestamps without zone are Delta's `timestamp_ntz` (protocol 3/7 with that feature only),
 /// with zone `timestamp`; the readers get both types and values back, and a filter on the exact
 /// largest value finds its row (the log's maximum is rounded up to the millisecond, never down).

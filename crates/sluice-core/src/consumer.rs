@@ -30,7 +30,7 @@ use tracing::{debug, info, warn};
 use crate::catalog::{Catalog, TableDef};
 use crate::error::{Error, Result};
 use crate::lake::Lake;
-use crate::ledger::{Checkpointer, ChunkPart, Compactor, DeltaSchema, Ledger};
+use crate::ledger::{Checkpointer, ChunkPart, DeltaSchema, Ledger};
 use crate::queue::{Queue, QueueExt, ReceiveOptions, ReceivedMessage};
 use crate::rows::DecodedChunk;
 use crate::table::TableLayout;
@@ -60,7 +60,7 @@ pub struct ConsumerOptions {
     /// Writes Delta checkpoints every 100 versions (none: readers replay every version).
     pub checkpointer: Option<Arc<dyn Checkpointer>>,
     /// Compacts partitions in the background while following (never with `once`).
-    pub compactor: Option<Arc<dyn Compactor>>,
+    pub auto_compact: bool,
     /// A partition is compacted once it holds more than this many small files.
     pub compact_small_files: usize,
     /// Files below this size are small; compaction writes files of about this size.
@@ -110,7 +110,7 @@ impl ConsumerOptions {
             writer_id: crate::writer_id(),
             dead_letter_log: None,
             checkpointer: None,
-            compactor: None,
+            auto_compact: false,
             compact_small_files: 32,
             compact_target_bytes: 128 << 20,
             compact_every: Duration::from_secs(60),
@@ -384,7 +384,9 @@ impl Consumer {
     /// Starts compacting the partition with the most small files, if it has more than the
     /// threshold. It runs beside the consumer: receiving, committing and deleting go on.
     fn start_compaction(&self) -> Option<tokio::task::JoinHandle<Result<()>>> {
-        let compactor = self.opts.compactor.clone()?;
+        if !self.opts.auto_compact {
+            return None;
+        }
         let small = self.opts.compact_target_bytes / 2;
         let mut counts: HashMap<&str, usize> = HashMap::new();
         for f in self.writer.ledger().state().files.values() {
@@ -396,18 +398,27 @@ impl Consumer {
         if n <= self.opts.compact_small_files {
             return None;
         }
-        let filter: Vec<(String, String)> = crate::partition::parse_partition_path(partition)
-            .into_iter()
-            .filter_map(|(k, v)| v.map(|v| (k, v)))
-            .collect();
         info!(table = %self.opts.table, partition, small_files = n, "compacting in the background");
-        let (lake, dir, target) = (
-            self.writer.lake().clone(),
-            Lake::table_dir(&self.opts.table),
-            self.opts.compact_target_bytes,
+        let mut copts = crate::compact::CompactOptions::new(
+            self.opts.write.spool_dir.clone(),
+            self.opts.writer_id.clone(),
         );
+        copts.target_bytes = self.opts.compact_target_bytes;
+        copts.partition = Some(partition.to_string());
+        copts.parquet = self.opts.write.parquet.clone();
+        // Beside the consumer's own row groups: an eighth of its memory.
+        copts.memory_budget = (self.opts.memory_limit / 8).max(8 << 20);
+        let (lake, table) = (self.writer.lake().clone(), self.opts.table.clone());
         Some(tokio::spawn(async move {
-            compactor.compact(&lake, &dir, &filter, target).await
+            let r = crate::compact::compact(&lake, &table, &copts).await?;
+            info!(
+                table = %table,
+                files_removed = r.files_removed,
+                files_added = r.files_added,
+                version = ?r.version,
+                "background compaction committed"
+            );
+            Ok(())
         }))
     }
 

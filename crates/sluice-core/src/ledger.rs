@@ -96,6 +96,9 @@ pub struct Commit {
     #[serde(default)]
     pub remove: Vec<String>,
     pub chunks: Vec<ChunkPart>,
+    /// The same rows rearranged (compaction): `dataChange` false, operation `OPTIMIZE`.
+    #[serde(default)]
+    pub rearrange: bool,
 }
 
 /// A column of a Delta table's schema.
@@ -335,8 +338,12 @@ pub struct CommitDraft {
     /// lost is then recognised instead of being taken for a conflict.
     pub id: String,
     pub add: Vec<DataFile>,
+    /// Files (paths relative to the lake root) to remove: each must be live when the commit
+    /// lands, or the commit is a conflict.
     pub remove: Vec<String>,
     pub chunks: Vec<ChunkPart>,
+    /// The same rows rearranged (compaction), not new data.
+    pub rearrange: bool,
 }
 
 /// Writes Delta checkpoints. Implemented outside the core (by `sluice-delta`), so that the
@@ -348,24 +355,6 @@ pub struct CommitDraft {
 #[async_trait::async_trait]
 pub trait Checkpointer: Send + Sync + std::fmt::Debug {
     async fn checkpoint(&self, lake: &Lake, table_dir: &str, version: u64) -> Result<()>;
-}
-
-/// Compacts a partition of a Delta table. Implemented outside the core (by `sluice-delta`).
-///
-/// # Contract
-/// `compact` rewrites the small files of the partition given by `partition` (`(column, value)`
-/// pairs; `None` for NULL is not filtered on) in the table at `table_dir` into files of about
-/// `target_bytes`, as one Delta version that removes what it rewrote and leaves `txn` records
-/// alone. It may fail (a lost race); appends are never affected.
-#[async_trait::async_trait]
-pub trait Compactor: Send + Sync + std::fmt::Debug {
-    async fn compact(
-        &self,
-        lake: &Lake,
-        table_dir: &str,
-        partition: &[(String, String)],
-        target_bytes: u64,
-    ) -> Result<()>;
 }
 
 /// Checkpoint every this many versions (Delta's default `delta.checkpointInterval`).
@@ -923,6 +912,15 @@ impl Ledger {
                     cp.chunk, cp.partition
                 )));
             }
+            if let Some(gone) = draft
+                .remove
+                .iter()
+                .find(|p| !self.state.files.contains_key(*p))
+            {
+                return Err(Error::Conflict(format!(
+                    "file {gone} is no longer in the table (another commit removed it)"
+                )));
+            }
             let commit = self.commit_of(&id, self.state.version + 1, &draft);
             let body = self.render(&commit)?;
             let opts = PutOptions {
@@ -960,6 +958,7 @@ impl Ledger {
             add: draft.add.clone(),
             remove: draft.remove.clone(),
             chunks: draft.chunks.clone(),
+            rearrange: draft.rearrange,
         }
     }
 
@@ -975,17 +974,36 @@ impl Ledger {
         }
     }
 
+    /// Delta `partitionValues` of a partition directory (`year=2024`).
+    fn partition_values(&self, partition: &str) -> serde_json::Map<String, Value> {
+        let mut pv = serde_json::Map::new();
+        let kv = crate::partition::parse_partition_path(partition);
+        for col in &self.state.partition_columns {
+            let v = kv
+                .iter()
+                .find(|(k, _)| k == col)
+                .and_then(|(_, v)| v.clone());
+            pv.insert(col.clone(), v.map(Value::String).unwrap_or(Value::Null));
+        }
+        pv
+    }
+
     fn render(&self, c: &Commit) -> Result<String> {
         let mut lines = Vec::with_capacity(2 + c.add.len() + c.chunks.len());
         let rows: u64 = c.add.iter().map(|a| a.rows).sum();
         let bytes: u64 = c.add.iter().map(|a| a.bytes).sum();
+        let (operation, parameters) = if c.rearrange {
+            ("OPTIMIZE", json!({"targetSize": null}))
+        } else {
+            ("WRITE", json!({"mode": "Append"}))
+        };
         lines.push(json!({"commitInfo": {
             "timestamp": c.committed_at_ms,
-            "operation": "WRITE",
-            "operationParameters": {"mode": "Append"},
+            "operation": operation,
+            "operationParameters": parameters,
             "engineInfo": format!("sluice/{}", env!("CARGO_PKG_VERSION")),
             "clientVersion": format!("sluice-{}", env!("CARGO_PKG_VERSION")),
-            "isBlindAppend": c.remove.is_empty(),
+            "isBlindAppend": c.remove.is_empty() && !c.rearrange,
             "operationMetrics": {
                 "numFiles": c.add.len().to_string(),
                 "numOutputRows": rows.to_string(),
@@ -1005,21 +1023,12 @@ impl Ledger {
                     a.path, self.dir
                 ))
             })?;
-            let mut pv = serde_json::Map::new();
-            let kv = crate::partition::parse_partition_path(&a.partition);
-            for col in &self.state.partition_columns {
-                let v = kv
-                    .iter()
-                    .find(|(k, _)| k == col)
-                    .and_then(|(_, v)| v.clone());
-                pv.insert(col.clone(), v.map(Value::String).unwrap_or(Value::Null));
-            }
             let mut add = json!({
                 "path": encode_path(rel),
-                "partitionValues": pv,
+                "partitionValues": self.partition_values(&a.partition),
                 "size": a.bytes,
                 "modificationTime": c.committed_at_ms,
-                "dataChange": true,
+                "dataChange": !c.rearrange,
             });
             let stats = a
                 .stats
@@ -1030,11 +1039,17 @@ impl Ledger {
         }
         for r in &c.remove {
             let rel = r.strip_prefix(&self.dir).unwrap_or(r);
-            lines.push(json!({"remove": {
+            let mut remove = json!({
                 "path": encode_path(rel),
                 "deletionTimestamp": c.committed_at_ms,
-                "dataChange": true,
-            }}));
+                "dataChange": !c.rearrange,
+            });
+            if let Some(f) = self.state.files.get(r) {
+                remove["extendedFileMetadata"] = Value::Bool(true);
+                remove["partitionValues"] = Value::Object(self.partition_values(&f.partition));
+                remove["size"] = json!(f.bytes);
+            }
+            lines.push(json!({"remove": remove}));
         }
         Ok(lines
             .iter()

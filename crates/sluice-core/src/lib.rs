@@ -26,6 +26,7 @@
 
 pub mod catalog;
 pub mod chunk;
+pub mod compact;
 pub mod consumer;
 pub mod convert;
 pub mod csv;

@@ -577,8 +577,9 @@ fn close(partition: String, f: OpenFile) -> Result<Closed> {
     })
 }
 
-/// A batch typed for an earlier layout of the table, with the columns added since as NULL.
-fn conform(
+/// A batch typed for an earlier layout of the table, with the columns added since as NULL (and
+/// any column of another type cast to the table's).
+pub(crate) fn conform(
     batch: arrow::array::RecordBatch,
     schema: &arrow::datatypes::SchemaRef,
 ) -> Result<arrow::array::RecordBatch> {
@@ -589,10 +590,14 @@ fn conform(
         .fields()
         .iter()
         .map(|f| match batch.column_by_name(f.name()) {
-            Some(c) => c.clone(),
-            None => arrow::array::new_null_array(f.data_type(), batch.num_rows()),
+            Some(c) if c.data_type() == f.data_type() => Ok(c.clone()),
+            Some(c) => arrow::compute::cast(c, f.data_type()),
+            None => Ok(arrow::array::new_null_array(
+                f.data_type(),
+                batch.num_rows(),
+            )),
         })
-        .collect();
+        .collect::<std::result::Result<Vec<_>, _>>()?;
     Ok(arrow::array::RecordBatch::try_new_with_options(
         schema.clone(),
         columns,

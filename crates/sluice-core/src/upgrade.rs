@@ -75,6 +75,7 @@ pub async fn upgrade(lake: &Lake, def: &TableDef, writer: &str) -> Result<Upgrad
                 .filter(|cp| !log.state().has_part(&cp.chunk, &cp.partition))
                 .cloned()
                 .collect::<Vec<ChunkPart>>(),
+            rearrange: false,
         };
         let n_files = draft.add.len() as u64;
         let rows: u64 = draft.add.iter().map(|a| a.rows).sum();

@@ -111,6 +111,16 @@ impl SpoolFile {
         self.with_writer(|w| (w.bytes_written() + w.in_progress_size()) as u64)
     }
 
+    /// Bytes of the row groups already written (exact, compressed).
+    pub fn written(&self) -> u64 {
+        self.with_writer(|w| w.bytes_written() as u64)
+    }
+
+    /// Estimated size of the buffered row group (its pages not yet compressed count whole).
+    pub fn in_progress(&self) -> u64 {
+        self.with_writer(|w| w.in_progress_size() as u64)
+    }
+
     /// Memory held by the buffered row group: encoded pages and values not yet encoded
     /// (dictionary keys), more than the encoded size the row group will have.
     pub fn buffered(&self) -> usize {

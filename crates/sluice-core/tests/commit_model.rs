@@ -5,7 +5,11 @@
 //! - a commit succeeds iff none of its chunk parts was committed, and then adds all of them;
 //! - a commit that finds one of its parts committed fails with `Conflict` and adds nothing;
 //! - a retried draft whose first attempt landed is recognised (same version), never repeated;
-//! - a fresh reader sees exactly the model's chunk parts and files, versions without gaps.
+//! - a compaction (remove files, add one; from the writer's possibly stale view of the files)
+//!   succeeds iff every file it removes is still live, else `Conflict` and nothing changes;
+//! - a schema change adds exactly the columns the newest schema lacks, racing with anything;
+//! - a fresh reader sees exactly the model's chunk parts, files and columns, versions without
+//!   gaps.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -24,6 +28,10 @@ enum Op {
     Retry { w: usize, pick: usize },
     /// Writer `w` re-reads the log.
     Refresh { w: usize },
+    /// Writer `w` compacts up to `take` of the files it sees in partition `year=2000+p`.
+    Compact { w: usize, p: u8, take: usize },
+    /// Writer `w` adds column `c{col}`.
+    Evolve { w: usize, col: u8 },
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -32,6 +40,8 @@ fn op() -> impl Strategy<Value = Op> {
             .prop_map(|(w, parts, p)| Op::Commit { w, parts, p }),
         1 => (0usize..3, 0usize..32).prop_map(|(w, pick)| Op::Retry { w, pick }),
         1 => (0usize..3).prop_map(|w| Op::Refresh { w }),
+        2 => (0usize..3, 0u8..3, 1usize..4).prop_map(|(w, p, take)| Op::Compact { w, p, take }),
+        1 => (0usize..3, 0u8..4).prop_map(|(w, col)| Op::Evolve { w, col }),
     ]
 }
 
@@ -65,6 +75,8 @@ async fn check(ops: Vec<Op>) {
     let mut parts: BTreeSet<ChunkPart> = BTreeSet::new();
     let mut files: BTreeSet<String> = BTreeSet::new();
     let mut landed: Vec<(CommitDraft, u64)> = Vec::new();
+    let mut columns: BTreeSet<String> = ["id".to_string(), "year".to_string()].into();
+    let mut versions = 0u64;
     let mut n = 0u32;
     for op in ops {
         match op {
@@ -91,6 +103,7 @@ async fn check(ops: Vec<Op>) {
                     }],
                     remove: vec![],
                     chunks: cps.iter().cloned().collect(),
+                    rearrange: false,
                 };
                 let already = cps.iter().any(|c| parts.contains(c));
                 match writers[w].commit(draft.clone()).await {
@@ -99,6 +112,7 @@ async fn check(ops: Vec<Op>) {
                         parts.extend(cps);
                         files.insert(path);
                         landed.push((draft, c.version));
+                        versions += 1;
                     }
                     Err(Error::Conflict(_)) => {
                         assert!(already, "conflict without a committed chunk part: {cps:?}")
@@ -118,6 +132,68 @@ async fn check(ops: Vec<Op>) {
                 assert_eq!(c.version, version, "retried draft landed twice");
             }
             Op::Refresh { w } => writers[w].refresh().await.unwrap(),
+            Op::Compact { w, p, take } => {
+                let partition = format!("year={}", 2000 + p as u32);
+                let remove: Vec<String> = writers[w]
+                    .state()
+                    .files
+                    .values()
+                    .filter(|f| f.partition == partition)
+                    .take(take)
+                    .map(|f| f.path.clone())
+                    .collect();
+                if remove.is_empty() {
+                    continue;
+                }
+                n += 1;
+                let path = format!("t/{partition}/part-{n}.parquet");
+                let draft = CommitDraft {
+                    id: format!("compact-{n}"),
+                    add: vec![DataFile {
+                        path: path.clone(),
+                        partition,
+                        rows: 1,
+                        bytes: 100,
+                        kind: FileKind::Data,
+                        stats: None,
+                    }],
+                    remove: remove.clone(),
+                    chunks: vec![],
+                    rearrange: true,
+                };
+                let live = remove.iter().all(|r| files.contains(r));
+                match writers[w].commit(draft).await {
+                    Ok(_) => {
+                        assert!(
+                            live,
+                            "a compaction removed a file no longer live: {remove:?}"
+                        );
+                        for r in &remove {
+                            files.remove(r);
+                        }
+                        files.insert(path);
+                        versions += 1;
+                    }
+                    Err(Error::Conflict(_)) => {
+                        assert!(!live, "conflict although every file was live: {remove:?}")
+                    }
+                    Err(e) => panic!("unexpected error: {e}"),
+                }
+            }
+            Op::Evolve { w, col } => {
+                let name = format!("c{col}");
+                let field = DeltaField {
+                    name: name.clone(),
+                    ty: "string",
+                    nullable: true,
+                };
+                let added = writers[w].add_columns(&[field]).await.unwrap();
+                assert_eq!(added.is_some(), !columns.contains(&name), "{name}");
+                if added.is_some() {
+                    columns.insert(name);
+                    versions += 1;
+                }
+            }
         }
         // A fresh reader sees exactly the model.
         let fresh = Ledger::open(&lake, "t", "reader").await.unwrap();
@@ -128,11 +204,10 @@ async fn check(ops: Vec<Op>) {
         }
         let got: BTreeSet<String> = s.files.keys().cloned().collect();
         assert_eq!(got, files);
-        assert_eq!(
-            s.version as usize,
-            landed.len(),
-            "one version per landed commit"
-        );
+        let cols: BTreeSet<String> = s.schema_fields().into_iter().map(|(n, _)| n).collect();
+        assert_eq!(cols, columns);
+        assert_eq!(s.partition_columns, ["year"]);
+        assert_eq!(s.version, versions, "one version per landed commit");
     }
     // Every landed commit is its own version, numbered without gaps.
     let versions: BTreeMap<u64, usize> = landed.iter().map(|(_, v)| (*v, 1)).collect();
@@ -179,6 +254,7 @@ async fn a_failed_checkpoint_does_not_fail_the_commit() {
                 chunk: format!("c{i}"),
                 partition: "year=2000".into(),
             }],
+            rearrange: false,
         };
         assert_eq!(log.commit(draft).await.unwrap().version, i);
     }

@@ -178,53 +178,9 @@ impl Checkpointer for DeltaCheckpointer {
     }
 }
 
-/// Background compaction for the following consumer, through [`compact`] with sluice's writer
-/// properties.
-#[derive(Debug, Default, Clone)]
-pub struct DeltaCompactor;
-
-#[async_trait::async_trait]
-impl sluice_core::ledger::Compactor for DeltaCompactor {
-    async fn compact(
-        &self,
-        lake: &Lake,
-        table_dir: &str,
-        partition: &[(String, String)],
-        target_bytes: u64,
-    ) -> Result<()> {
-        let props = sluice_core::writer::writer_properties(&Default::default())?;
-        let r = compact(lake, table_dir, target_bytes, partition, props).await?;
-        tracing::info!(
-            table = table_dir,
-            files_removed = r.files_removed,
-            files_added = r.files_added,
-            version = ?r.version,
-            "background compaction committed"
-        );
-        Ok(())
-    }
-}
-
-/// The compactor sluice uses, as the core's trait object.
-pub fn compactor() -> Arc<dyn sluice_core::ledger::Compactor> {
-    Arc::new(DeltaCompactor)
-}
-
 /// The checkpointer sluice uses, as the core's trait object.
 pub fn checkpointer() -> Arc<dyn Checkpointer> {
     Arc::new(DeltaCheckpointer)
-}
-
-/// What a compaction did.
-#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
-pub struct CompactReport {
-    /// The version the compaction committed (`None`: nothing to compact).
-    pub version: Option<u64>,
-    pub files_removed: u64,
-    pub files_added: u64,
-    pub partitions: u64,
-    pub bytes_removed: u64,
-    pub bytes_added: u64,
 }
 
 /// Parses `--where`: `KEY = VALUE` conditions on partition columns joined by `AND` (values
@@ -263,47 +219,6 @@ pub fn parse_partition_filter(s: &str) -> Result<Vec<(String, String)>> {
     }
 }
 
-/// Compacts the table in `table_dir`: per partition, small files are rewritten into files of
-/// about `target_bytes` (zstd, dictionaries, page statistics, as sluice writes them), as one
-/// Delta version that removes them and adds the new ones. Appends committed meanwhile do not
-/// conflict with it (they add files, and it only removes files it read), and the exactly-once
-/// records (`txn`) are untouched, so a chunk delivered again after compaction is still
-/// recognised. The replaced files stay on storage for readers of earlier versions until a
-/// vacuum after their retention.
-pub async fn compact(
-    lake: &Lake,
-    table_dir: &str,
-    target_bytes: u64,
-    filter: &[(String, String)],
-    writer: parquet::file::properties::WriterProperties,
-) -> Result<CompactReport> {
-    use deltalake_core::{FilterOp, FilterValue};
-    let url = table_url(lake, table_dir)?;
-    let table = open_table(lake, table_dir, AsOf::Latest).await?;
-    let before = table.snapshot().map(|s| s.version()).ok();
-    let target = std::num::NonZeroU64::new(target_bytes.max(1)).expect("non-zero");
-    let filters: Vec<deltalake_core::FilterLiteral<'_>> = filter
-        .iter()
-        .map(|(k, v)| (k.as_str(), FilterOp::Eq, FilterValue::Scalar(v.as_str())))
-        .collect();
-    let (table, m) = table
-        .optimize()
-        .with_filters(&filters)
-        .with_target_size(target)
-        .with_writer_properties(writer)
-        .await
-        .map_err(|e| delta_error(&url, e))?;
-    let after = table.snapshot().map(|s| s.version()).ok();
-    Ok(CompactReport {
-        version: after.filter(|a| Some(*a) != before),
-        files_removed: m.num_files_removed,
-        files_added: m.num_files_added,
-        partitions: m.partitions_optimized,
-        bytes_removed: m.files_removed.total_size as u64,
-        bytes_added: m.files_added.total_size as u64,
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -330,34 +245,51 @@ pub struct VacuumReport {
     pub files: Vec<(String, u64)>,
 }
 
+/// Files no version names are deleted only once at least this old, whatever the retention: a
+/// running writer's upload is named by its commit within seconds, never an hour later.
+pub const ORPHAN_MIN_AGE: std::time::Duration = std::time::Duration::from_secs(3_600);
+
 /// Deletes the files that versions of the table in `table_dir` removed (compaction) more than
-/// `retain` ago. Readers still on a version older than `retain` lose its files; readers of
-/// newer versions lose nothing. Files no version ever named (uploads of consumers that died)
-/// are `sluice repair`'s, which never touches a running consumer's uploads.
+/// `retain` ago, and files no version ever named (uploads of a writer or a compaction killed
+/// before its commit) once older than `retain` and [`ORPHAN_MIN_AGE`]. Readers still on a
+/// version older than `retain` lose its files; readers of newer versions lose nothing.
 pub async fn vacuum(
     lake: &Lake,
     table_dir: &str,
     retain: std::time::Duration,
     dry_run: bool,
 ) -> Result<VacuumReport> {
+    use deltalake_core::operations::vacuum::VacuumMode;
     use object_store::ObjectStoreExt;
     let url = table_url(lake, table_dir)?;
-    let table = open_table(lake, table_dir, AsOf::Latest).await?;
-    let retain =
-        chrono::Duration::from_std(retain).map_err(|e| Error::Config(format!("--retain: {e}")))?;
-    let (_, m) = table
-        .vacuum()
-        .with_retention_period(retain)
-        .with_enforce_retention_duration(false)
-        .with_dry_run(dry_run)
-        .await
-        .map_err(|e| delta_error(&url, e))?;
-    let mut files = Vec::with_capacity(m.files_deleted.len());
-    for f in m.files_deleted {
-        let rel = f
-            .strip_prefix(url.as_str())
-            .map(str::to_string)
-            .unwrap_or(f);
+    let mut names: Vec<String> = Vec::new();
+    for (mode, age) in [
+        (VacuumMode::Lite, retain),
+        (VacuumMode::Full, retain.max(ORPHAN_MIN_AGE)),
+    ] {
+        let table = open_table(lake, table_dir, AsOf::Latest).await?;
+        let age =
+            chrono::Duration::from_std(age).map_err(|e| Error::Config(format!("--retain: {e}")))?;
+        let (_, m) = table
+            .vacuum()
+            .with_mode(mode)
+            .with_retention_period(age)
+            .with_enforce_retention_duration(false)
+            .with_dry_run(dry_run)
+            .await
+            .map_err(|e| delta_error(&url, e))?;
+        for f in m.files_deleted {
+            let rel = f
+                .strip_prefix(url.as_str())
+                .map(str::to_string)
+                .unwrap_or(f);
+            if !names.contains(&rel) {
+                names.push(rel);
+            }
+        }
+    }
+    let mut files = Vec::with_capacity(names.len());
+    for rel in names {
         let size = if dry_run {
             let path = lake.path(&format!("{}/{rel}", table_dir.trim_matches('/')));
             lake.store.head(&path).await.map(|m| m.size).unwrap_or(0)
@@ -366,10 +298,7 @@ pub async fn vacuum(
         };
         files.push((rel, size));
     }
-    Ok(VacuumReport {
-        dry_run: m.dry_run,
-        files,
-    })
+    Ok(VacuumReport { dry_run, files })
 }
 
 /// Parses a duration such as `168h`, `7d`, `30m`, `90s`.

@@ -48,6 +48,7 @@ fn draft(i: u64) -> CommitDraft {
             chunk: format!("chunk-{i}"),
             partition,
         }],
+        rearrange: false,
     }
 }
 
