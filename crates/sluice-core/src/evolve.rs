@@ -156,6 +156,16 @@ impl Evolver {
         for c in columns {
             validate_column_name(&c.name)
                 .map_err(|e| Error::invalid_at(source, Some(1), e.to_string()))?;
+            if def.partition_keys.iter().any(|k| k.name == c.name) {
+                return Err(Error::invalid_at(
+                    source,
+                    Some(1),
+                    format!(
+                        "column {:?} has the name of table {}'s partition key: rename it in the source",
+                        c.name, self.table
+                    ),
+                ));
+            }
         }
         let mut ledger = Ledger::open(&self.lake, &self.table, &self.writer_id).await?;
         let fields: Vec<DeltaField> = columns

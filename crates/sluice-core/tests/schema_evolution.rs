@@ -208,6 +208,20 @@ async fn the_pipeline_evolves_freezes_into_the_dead_letter_queue_and_discards() 
     assert_eq!(changes.len(), 1);
     assert!(changes[0].source.ends_with("b.csv"), "{changes:?}");
 
+    // A new column named like the partition key cannot be added: dead-lettered with the reason.
+    produce(&b, &write("k.csv", "id,d,year\n9,2024-01-01,1999\n"))
+        .await
+        .unwrap();
+    let c = consume(&home, &b, &log).await;
+    assert_eq!(c.write.rows_written, 0, "{c:?}");
+    let failures = sluice_core::home::read_failures(&log);
+    assert!(
+        failures.values().any(|f| f
+            .reason
+            .contains("column \"year\" has the name of table t's partition key")),
+        "{failures:?}"
+    );
+
     // freeze: the message with a new column is dead-lettered with the reason.
     set_policy(&*b.catalog, "sluice", "t", SchemaPolicy::Freeze)
         .await
@@ -218,7 +232,7 @@ async fn the_pipeline_evolves_freezes_into_the_dead_letter_queue_and_discards() 
     let c = consume(&home, &b, &log).await;
     assert_eq!(c.write.rows_written, 0, "{c:?}");
     let dlq = b.queues.queue("t_dlq").await.unwrap();
-    assert_eq!(dlq.stats().await.unwrap().visible, 1);
+    assert_eq!(dlq.stats().await.unwrap().visible, 2);
     let failures = sluice_core::home::read_failures(&log);
     assert!(
         failures.values().any(|f| f
