@@ -471,6 +471,7 @@ impl Queue for SqsQueue {
                 QueueAttributeName::ApproximateNumberOfMessagesNotVisible,
             )
             .unwrap_or(0),
+            oldest_age: None,
         })
     }
 

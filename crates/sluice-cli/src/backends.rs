@@ -93,8 +93,8 @@ pub struct Metered {
 impl Backends {
     /// The queue and lake with every request counted in a new meter; with `claim_bytes`,
     /// messages larger than a few KiB go to the lake and the queue carries pointers.
-    pub fn metered(&self, claim_bytes: Option<usize>) -> Metered {
-        let meter = Meter::new();
+    pub fn metered(&self, role: &'static str, claim_bytes: Option<usize>) -> Metered {
+        let meter = Meter::for_role(role);
         let lake = Lake {
             store: Arc::new(MeteredStore::new(self.lake.store.clone(), meter.clone())),
             ..self.lake.clone()

@@ -6,6 +6,7 @@ mod bench;
 mod config;
 mod convert;
 mod output;
+mod telemetry;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -66,8 +67,8 @@ struct Cli {
     /// Catalog: glue://DATABASE (default: the embedded catalog in <home>).
     #[arg(long, global = true, env = "SLUICE_CATALOG")]
     catalog: Option<String>,
-    /// Write request counters (queue calls, billed SQS units, object store requests) in
-    /// Prometheus' text format to this file when the command ends.
+    /// Write every metric (rows, files, commits, queue calls, billed SQS units, object store
+    /// requests, …) in Prometheus' text format to this file when the command ends.
     #[arg(long, global = true, env = "SLUICE_METRICS")]
     metrics: Option<PathBuf>,
     /// More log output (-v info, -vv debug).
@@ -252,6 +253,10 @@ struct ConsumerArgs {
     /// some tens of MB more.
     #[arg(long, default_value = "256MiB", value_parser = parse_size)]
     memory_limit: u64,
+    /// Serve live metrics (Prometheus' text format) at http://ADDR/metrics while consuming:
+    /// PORT (on 127.0.0.1) or HOST:PORT. Also reads the queue's depth every 5 s.
+    #[arg(long, value_name = "ADDR", value_parser = telemetry::parse_addr)]
+    metrics_addr: Option<std::net::SocketAddr>,
 }
 
 #[derive(Debug, Args)]
@@ -433,6 +438,7 @@ struct Ctx {
     open: Opener,
     config: Config,
     metrics: Option<PathBuf>,
+    telemetry: telemetry::Telemetry,
 }
 
 impl Ctx {
@@ -444,16 +450,10 @@ impl Ctx {
         self.open.catalog.database()
     }
 
-    /// Appends a role's counters to the --metrics file.
-    fn write_metrics(&self, role: &str, m: &sluice_core::metrics::MeterSnapshot) -> Result<()> {
+    /// Writes every metric to the --metrics file, if one was given.
+    fn write_metrics(&self) -> Result<()> {
         if let Some(path) = &self.metrics {
-            use std::io::Write;
-            let mut f = std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(path)
-                .with_context(|| format!("cannot write metrics to {}", path.display()))?;
-            f.write_all(m.prometheus(role).as_bytes())
+            std::fs::write(path, self.telemetry.render())
                 .with_context(|| format!("cannot write metrics to {}", path.display()))?;
         }
         Ok(())
@@ -549,15 +549,12 @@ async fn run(cli: Cli) -> Result<()> {
         aws_settings: config.aws.clone().unwrap_or_default(),
         aws: Default::default(),
     };
-    if let Some(m) = &cli.metrics {
-        // Each command writes its counters once; start from an empty file.
-        let _ = std::fs::remove_file(m);
-    }
     let ctx = Ctx {
         home,
         open,
         config,
         metrics: cli.metrics.clone(),
+        telemetry: telemetry::install()?,
     };
     match cli.command {
         Command::Init(a) => init(&ctx, &a).await,
@@ -566,7 +563,7 @@ async fn run(cli: Cli) -> Result<()> {
             let sources = convert::expand_sources(&ctx, &a.files, a.table.format).await?;
             let (stats, meter) = produce(&ctx, &b, &sources, &a.table, &a.send).await?;
             eprintln!("{}", produce_summary(&stats, &meter));
-            ctx.write_metrics("producer", &meter)
+            ctx.write_metrics()
         }
         Command::Consume(a) => {
             let b = ctx.backends(Some(&a.table)).await?;
@@ -575,7 +572,7 @@ async fn run(cli: Cli) -> Result<()> {
             }
             let (stats, meter) = consume(&ctx, &b, &a.table, &a.consumer, a.once, None).await?;
             eprintln!("{}", consume_summary(&stats, &meter));
-            ctx.write_metrics("consumer", &meter)
+            ctx.write_metrics()
         }
         Command::Run(a) => run_pipeline(&ctx, a).await,
         Command::Convert(a) => convert::run(&ctx, &a).await,
@@ -838,7 +835,7 @@ async fn produce(
     }
     let mut opts = opts;
     opts.zstd_level = send.zstd_level;
-    let m = b.metered(send.claim_bytes());
+    let m = b.metered("producer", send.claim_bytes());
     let producer = Producer::new(m.queue.clone(), b.catalog.clone(), opts)?;
     let (progress, pb) = progress_bar("produce");
     let r = producer.produce_sources(sources, progress).await;
@@ -956,8 +953,30 @@ async fn consume(
             ctx.open.aws().await.clone(),
         )));
     }
+    if let Some(addr) = a.metrics_addr {
+        let bound = ctx.telemetry.serve(addr).await?;
+        eprintln!("metrics at http://{bound}/metrics");
+        opts.report_queue_depth = true;
+        let target = ctx.open.queue_target(Some(table))?;
+        if let Some(dlq) = ctx.open.dead_letter_queue(&target).await? {
+            let queue = b.queue.name().to_string();
+            tokio::spawn(async move {
+                loop {
+                    if let Ok(s) = dlq.stats().await {
+                        metrics::gauge!(
+                            sluice_core::metrics::QUEUE_DEPTH,
+                            "queue" => queue.clone(),
+                            "state" => "dead_letter"
+                        )
+                        .set((s.visible + s.in_flight) as f64);
+                    }
+                    tokio::time::sleep(Duration::from_secs(5)).await;
+                }
+            });
+        }
+    }
     // Pointers of claim-checked messages are resolved whatever mode the producer used.
-    let m = b.metered(None);
+    let m = b.metered("consumer", None);
     let consumer = Consumer::new(opts, m.queue.clone(), b.catalog.clone(), m.lake.clone())
         .await
         .with_context(|| format!("cannot start the consumer of table {table}"))?
@@ -1015,14 +1034,13 @@ async fn run_pipeline(ctx: &Ctx, a: RunArgs) -> Result<()> {
     match &p {
         Ok((ps, pm)) => {
             eprintln!("{}", produce_summary(ps, pm));
-            ctx.write_metrics("producer", pm)?;
         }
         Err(_) => {
             eprintln!("producer stopped early; everything it sent before the error is committed")
         }
     }
     eprintln!("{}", consume_summary(&c, &cm));
-    ctx.write_metrics("consumer", &cm)?;
+    ctx.write_metrics()?;
     let (p, _) = p?;
     eprintln!(
         "run: {} rows in {:.2}s ({:.0} rows/s, {:.1} MB/s of CSV)",

@@ -77,6 +77,10 @@ pub struct ChunkHeader {
     pub payload: Payload,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub rejects: Vec<Reject>,
+    /// When the producer made the chunk (ms since the epoch), for freshness; absent in chunks
+    /// of earlier versions. Not part of the chunk id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub produced_at_ms: Option<i64>,
 }
 
 /// Compresses a payload.
@@ -152,6 +156,7 @@ mod tests {
             columns: vec!["a".into(), "b".into()],
             payload: Payload::Csv,
             rejects: vec![],
+            produced_at_ms: Some(1_795_000_000_000),
         };
         let raw = b"1,2\n3,\"4\n5\"\n";
         let c = compress(raw, 3);

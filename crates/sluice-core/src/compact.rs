@@ -143,6 +143,7 @@ pub async fn compact(lake: &Lake, table: &str, opts: &CompactOptions) -> Result<
                     files_added = written.len(),
                     "compacted"
                 );
+                metrics::counter!(crate::metrics::COMPACTIONS).increment(1);
                 report.version = Some(c.version);
                 report.versions += 1;
                 report.partitions += 1;

@@ -72,6 +72,9 @@ pub struct ConsumerOptions {
     pub object_stores: Option<Arc<dyn BucketStores>>,
     /// Memory for rows in flight (see [`ConsumerOptions::with_memory_limit`]).
     pub memory_limit: usize,
+    /// Read the queue's depth every few seconds into the metrics (one more request each time,
+    /// billed on SQS): visible and in-flight messages, and the age of the oldest.
+    pub report_queue_depth: bool,
 }
 
 /// Opens the object store of a bucket by name (S3 event notifications name their bucket).
@@ -111,6 +114,7 @@ impl ConsumerOptions {
             dead_letter_log: None,
             checkpointer: None,
             auto_compact: false,
+            report_queue_depth: false,
             compact_small_files: 32,
             compact_target_bytes: 128 << 20,
             compact_every: Duration::from_secs(60),
@@ -124,8 +128,6 @@ impl ConsumerOptions {
 /// What a consumer did; printed as its summary.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
 pub struct ConsumerStats {
-    pub receive_calls: u64,
-    pub empty_receives: u64,
     pub messages: u64,
     pub undecodable_messages: u64,
     pub received_bytes: u64,
@@ -134,8 +136,6 @@ pub struct ConsumerStats {
     #[serde(flatten)]
     pub write: WriteStats,
     pub deleted: u64,
-    pub delete_calls: u64,
-    pub visibility_calls: u64,
     /// Background compactions that committed.
     pub compactions: u64,
 }
@@ -149,6 +149,18 @@ struct Held {
     complete: bool,
     /// "Source done" records of the message's objects, committed once it is done.
     markers: Vec<String>,
+    /// When the message's chunk was produced, if its producer said.
+    produced_at_ms: Option<i64>,
+}
+
+impl Held {
+    /// Records the message's freshness as it is deleted: production to commit.
+    fn observe_done(&self) {
+        if let Some(t) = self.produced_at_ms {
+            let secs = (chrono::Utc::now().timestamp_millis() - t).max(0) as f64 / 1000.0;
+            metrics::histogram!(crate::metrics::COMMIT_LATENCY).record(secs);
+        }
+    }
 }
 
 enum Incoming {
@@ -271,12 +283,10 @@ impl Consumer {
             }
         }
         self.release(&unprocessed).await;
-        let (calls, empties) = match receiver.await {
-            Ok(c) => c,
-            Err(e) => return Err(e.into()),
-        };
-        self.stats.receive_calls += calls;
-        self.stats.empty_receives += empties;
+        if let Err(e) = receiver.await {
+            return Err(e.into());
+        }
+
         match result {
             Ok(()) => {
                 self.stats.write = self.writer.stats().clone();
@@ -308,6 +318,7 @@ impl Consumer {
         // Other consumers commit too: re-read the logs now and then, so that chunks they
         // committed are dropped on arrival rather than found as a conflict at commit time.
         let mut last_refresh = Instant::now();
+        let mut last_depth: Option<Instant> = None;
         loop {
             tokio::select! {
                 biased;
@@ -353,6 +364,17 @@ impl Consumer {
                         last_compact = Instant::now();
                         compaction = self.start_compaction();
                     }
+                    metrics::gauge!(crate::metrics::HELD_MESSAGES).set(self.held.len() as f64);
+                    metrics::gauge!(crate::metrics::OPEN_FILES)
+                        .set(self.writer.open_file_count() as f64);
+                    metrics::gauge!(crate::metrics::BUFFERED_BYTES)
+                        .set(self.writer.buffered_bytes() as f64);
+                    if self.opts.report_queue_depth
+                        && last_depth.is_none_or(|t| t.elapsed() >= Duration::from_secs(5))
+                    {
+                        self.report_depth().await;
+                        last_depth = Some(Instant::now());
+                    }
                     let aged = self.writer.aged(self.opts.rotate_age);
                     if !aged.is_empty() {
                         self.flush(aged).await?;
@@ -369,11 +391,44 @@ impl Consumer {
         Ok(())
     }
 
+    /// Sets the queue's gauges: visible and in-flight messages, and the age of the oldest message
+    /// not yet consumed (the queue's own figure when it has one; else the oldest held message's
+    /// production time; 0 when nothing is waiting).
+    async fn report_depth(&self) {
+        let s = match self.queue.stats().await {
+            Ok(s) => s,
+            Err(e) => {
+                warn!(error = %e, "could not read the queue's depth for the metrics");
+                return;
+            }
+        };
+        let q = self.queue.name().to_string();
+        metrics::gauge!(crate::metrics::QUEUE_DEPTH, "queue" => q.clone(), "state" => "visible")
+            .set(s.visible as f64);
+        metrics::gauge!(crate::metrics::QUEUE_DEPTH, "queue" => q.clone(), "state" => "in_flight")
+            .set(s.in_flight as f64);
+        let now = chrono::Utc::now().timestamp_millis();
+        let held_oldest = self
+            .held
+            .values()
+            .filter_map(|h| h.produced_at_ms)
+            .min()
+            .map(|t| (now - t).max(0) as f64 / 1000.0);
+        let age = match s.oldest_age {
+            Some(a) => a.as_secs_f64(),
+            None if s.visible == 0 && self.held.is_empty() => 0.0,
+            None => held_oldest.unwrap_or(0.0),
+        };
+        metrics::gauge!(crate::metrics::OLDEST_MESSAGE_AGE, "queue" => q).set(age);
+    }
+
     /// Counts or reports a finished background compaction; a failed one is tried again at the
     /// next look.
     async fn compaction_done(&mut self, h: tokio::task::JoinHandle<Result<()>>) {
         match h.await {
-            Ok(Ok(())) => self.stats.compactions += 1,
+            Ok(Ok(())) => {
+                self.stats.compactions += 1;
+            }
             Ok(Err(e)) => {
                 warn!(error = %e, "background compaction failed; it is tried again later")
             }
@@ -446,6 +501,7 @@ impl Consumer {
 
     async fn ingest(&mut self, m: ReceivedMessage, decoded: Result<DecodedChunk>) -> Result<()> {
         self.stats.messages += 1;
+        metrics::counter!(crate::metrics::MESSAGES_CONSUMED).increment(1);
         self.stats.received_bytes += m.body.len() as u64;
         let d = match decoded {
             Ok(d) if !d.new_columns.is_empty() => match self.evolve(&m, d).await {
@@ -463,14 +519,18 @@ impl Consumer {
             }
         };
         self.stats.rows_in += d.rows_in;
+        metrics::counter!(crate::metrics::ROWS_IN).increment(d.rows_in);
         let chunk = d.chunk.clone();
+        let produced_at_ms = d.produced_at_ms;
         let written = tokio::task::block_in_place(|| self.writer.write(d))?;
         let held = self.hold(&m);
         held.complete = true;
+        held.produced_at_ms = produced_at_ms;
         held.waiting
             .extend(written.waiting.into_iter().map(|p| (chunk.clone(), p)));
         if held.waiting.is_empty() {
             let h = self.held.remove(&m.message_id).expect("held");
+            h.observe_done();
             self.delete(vec![h.receipt]).await?;
         }
         if !written.due.is_empty() {
@@ -528,6 +588,7 @@ impl Consumer {
                 waiting: HashSet::new(),
                 complete: false,
                 markers: Vec::new(),
+                produced_at_ms: None,
             });
         held.receipt = m.receipt.clone();
         held
@@ -545,6 +606,7 @@ impl Consumer {
     ) -> Result<()> {
         use crate::s3_events::Notification;
         self.stats.messages += 1;
+        metrics::counter!(crate::metrics::MESSAGES_CONSUMED).increment(1);
         self.stats.received_bytes += m.body.len() as u64;
         let objects = match n {
             Ok(Notification::Test) => return self.delete(vec![m.receipt]).await,
@@ -644,6 +706,7 @@ impl Consumer {
         held.complete = true;
         if held.waiting.is_empty() {
             let h = self.held.remove(&m.message_id).expect("held");
+            h.observe_done();
             self.pending_markers.extend(h.markers);
             self.delete(vec![h.receipt]).await?;
         }
@@ -664,6 +727,7 @@ impl Consumer {
             match item {
                 Item::Chunk(d) => {
                     self.stats.rows_in += d.rows_in;
+                    metrics::counter!(crate::metrics::ROWS_IN).increment(d.rows_in);
                     let chunk = d.chunk.clone();
                     let written = tokio::task::block_in_place(|| self.writer.write(d))?;
                     let Some(held) = self.held.get_mut(&m.message_id) else {
@@ -699,6 +763,7 @@ impl Consumer {
     fn undecodable(&mut self, m: &ReceivedMessage, e: &Error) {
         warn!(message_id = %m.message_id, receive_count = m.receive_count, error = %e, "message cannot be processed");
         self.stats.undecodable_messages += 1;
+        metrics::counter!(crate::metrics::MESSAGES_FAILED).increment(1);
         if let Some(log) = &self.opts.dead_letter_log
             && let Err(le) = crate::home::record_failure(
                 log,
@@ -744,6 +809,7 @@ impl Consumer {
         done.dedup();
         let mut receipts = Vec::new();
         for h in done.iter().filter_map(|id| self.held.remove(id)) {
+            h.observe_done();
             self.pending_markers.extend(h.markers);
             receipts.push(h.receipt);
         }
@@ -760,8 +826,8 @@ impl Consumer {
             q.delete_all(&receipts)
         })
         .await?;
-        self.stats.delete_calls += n.div_ceil(10);
         self.stats.deleted += n - failed.len() as u64;
+        metrics::counter!(crate::metrics::MESSAGES_DELETED).increment(n - failed.len() as u64);
         for f in failed {
             warn!(code = %f.code, message = %f.message, "delete failed; the message will be delivered again and deduplicated");
         }
@@ -785,7 +851,6 @@ impl Consumer {
             }
             Err(e) => warn!(error = %e, "heartbeat failed"),
         }
-        self.stats.visibility_calls += receipts.len().div_ceil(10) as u64;
     }
 
     /// Discards every open file and makes every held message visible again.
@@ -858,15 +923,12 @@ async fn receive_loop(
     idle_backoff_max: Duration,
     tx: mpsc::Sender<Incoming>,
     mut stop: watch::Receiver<bool>,
-) -> (u64, u64) {
-    let (mut calls, mut empties) = (0u64, 0u64);
+) {
     let mut idle = 0u32;
     let mut failures = 0u32;
     while !*stop.borrow() {
-        calls += 1;
         match queue.receive(opts).await {
             Ok(msgs) if msgs.is_empty() => {
-                empties += 1;
                 failures = 0;
                 idle += 1;
                 if tx.send(Incoming::Empty).await.is_err() {
@@ -886,7 +948,7 @@ async fn receive_loop(
                 for m in msgs {
                     if let Some(n) = crate::s3_events::parse(&m.body) {
                         if tx.send(Incoming::Objects(m, n)).await.is_err() {
-                            return (calls, empties);
+                            return;
                         }
                         continue;
                     }
@@ -897,7 +959,7 @@ async fn receive_loop(
                         crate::decode::decode_message(&layout, &body, &id)
                     });
                     if tx.send(Incoming::Message(m, h)).await.is_err() {
-                        return (calls, empties);
+                        return;
                     }
                 }
             }
@@ -912,5 +974,4 @@ async fn receive_loop(
             }
         }
     }
-    (calls, empties)
 }

@@ -178,6 +178,7 @@ impl Evolver {
             .collect();
         let version = ledger.add_columns(&fields).await?;
         if let Some(v) = version {
+            metrics::counter!(crate::metrics::SCHEMA_CHANGES).increment(1);
             let names: Vec<String> = columns
                 .iter()
                 .map(|c| format!("{} {}", c.name, c.ty.name()))

@@ -338,6 +338,7 @@ impl Producer {
             match next {
                 Some(body) => {
                     stats.chunks += 1;
+                    metrics::counter!(crate::metrics::CHUNKS_SENT).increment(1);
                     stats.message_bytes += body.len() as u64;
                     batch_bytes += body.len();
                     batch.push(body);
@@ -473,6 +474,9 @@ impl Chunker<'_> {
         self.header.rows = rows;
         self.header.codec = codec;
         self.header.rejects = rejects;
+        // Same width as the value the header's length was measured with.
+        self.header.produced_at_ms = Some(chrono::Utc::now().timestamp_millis());
+        metrics::counter!(crate::metrics::ROWS_PRODUCED).increment(rows);
         let body = encode(&self.header, payload);
         debug_assert!(body.len() <= self.limit || !self.header.rejects.is_empty());
         self.tx
@@ -509,6 +513,7 @@ fn chunk_source(
         columns: Vec::new(),
         payload: Payload::Csv,
         rejects: Vec::new(),
+        produced_at_ms: Some(chrono::Utc::now().timestamp_millis()),
     };
     // Each call appends one record to the buffer and gives (line, length).
     type NextRecord = Box<dyn FnMut(&mut Vec<u8>) -> Result<Option<(u64, usize)>>>;

@@ -53,6 +53,8 @@ pub struct DecodedChunk {
     pub new_columns: Vec<Column>,
     /// The file, object or message that has `new_columns` (for the schema's history).
     pub new_columns_source: String,
+    /// When the chunk was produced (ms since the epoch), if its producer said.
+    pub produced_at_ms: Option<i64>,
 }
 
 /// What a source whose columns the table lacks does under the `freeze` policy.
@@ -412,6 +414,7 @@ impl<'l> RowTyper<'l> {
                 .map(SchemaInference::finish)
                 .unwrap_or_default(),
             new_columns_source: self.new_source,
+            produced_at_ms: None,
         })
     }
 }
@@ -505,7 +508,9 @@ pub fn decode_chunk(
             )?;
         }
     }
-    typer.finish(&header.chunk)
+    let mut d = typer.finish(&header.chunk)?;
+    d.produced_at_ms = header.produced_at_ms;
+    Ok(d)
 }
 
 /// Types CSV records (`raw`, as a [`crate::csv::RecordReader`] produces them) whose header

@@ -179,6 +179,16 @@ impl TableWriter {
         log.state().has_part(chunk, partition)
     }
 
+    /// Files written and not yet committed (open, or closed by a schema change).
+    pub fn open_file_count(&self) -> usize {
+        self.files.len() + self.retired.len()
+    }
+
+    /// Memory held by the open files' buffered row groups.
+    pub fn buffered_bytes(&self) -> usize {
+        self.files.values().map(|f| f.spool.buffered()).sum()
+    }
+
     /// Partitions with an open file (or a file closed by a schema change) to commit.
     pub fn open_partitions(&self) -> Vec<String> {
         let mut parts: Vec<String> = self.files.keys().cloned().collect();
@@ -258,6 +268,7 @@ impl TableWriter {
             let n = batch.num_rows() as u64;
             if self.is_committed(&chunk, &part) {
                 self.stats.rows_duplicate += n;
+                metrics::counter!(crate::metrics::ROWS_DUPLICATE).increment(n);
                 continue;
             }
             if self
@@ -271,6 +282,7 @@ impl TableWriter {
             {
                 // Delivered again while its rows wait in our open file.
                 self.stats.rows_duplicate += n;
+                metrics::counter!(crate::metrics::ROWS_DUPLICATE).increment(n);
                 out.waiting.insert(part);
                 continue;
             }
@@ -299,10 +311,12 @@ impl TableWriter {
             let batch = match kind {
                 FileKind::Data => {
                     self.stats.rows_written += n;
+                    metrics::counter!(crate::metrics::ROWS_WRITTEN).increment(n);
                     conform(batch, &self.layout.file_schema)?
                 }
                 FileKind::Quarantine => {
                     self.stats.rows_quarantined += n;
+                    metrics::counter!(crate::metrics::ROWS_QUARANTINED).increment(n);
                     batch
                 }
             };
@@ -490,6 +504,7 @@ impl TableWriter {
             Err(Error::Conflict(why)) => {
                 warn!(reason = %why, "commit conflict: another writer committed some of these rows first");
                 self.stats.conflicts += 1;
+                metrics::counter!(crate::metrics::COMMIT_CONFLICTS).increment(1);
                 for path in &added {
                     let _ = self.lake.store.delete(&self.lake.path(path)).await;
                 }
@@ -500,15 +515,24 @@ impl TableWriter {
             Err(e) => return Err(e),
         };
         self.stats.commits += 1;
+        let log = if kind == FileKind::Data {
+            "data"
+        } else {
+            "quarantine"
+        };
+        metrics::counter!(crate::metrics::COMMITS, "log" => log).increment(1);
         let mut rows = 0;
         for a in &commit.add {
             self.stats.files += 1;
             self.stats.bytes_written += a.bytes;
             rows += a.rows;
         }
+        metrics::counter!(crate::metrics::FILES_WRITTEN).increment(commit.add.len() as u64);
+        metrics::counter!(crate::metrics::BYTES_WRITTEN)
+            .increment(commit.add.iter().map(|a| a.bytes).sum());
         info!(
             table = %self.layout.name,
-            log = if kind == FileKind::Data { "data" } else { "quarantine" },
+            log,
             version = commit.version,
             files = commit.add.len(),
             rows,

@@ -95,6 +95,9 @@ pub struct QueueStats {
     pub visible: u64,
     /// Messages received and neither deleted nor visible again.
     pub in_flight: u64,
+    /// Age of the oldest message in the queue (visible or in flight), when the backend knows it
+    /// (the embedded queue; SQS reports it only to CloudWatch).
+    pub oldest_age: Option<Duration>,
 }
 
 /// One entry of a batch call that failed while the others succeeded.

@@ -487,9 +487,17 @@ impl Queue for SqliteQueue {
             .run(move |c, db| {
                 let now = db.clock.now_ms();
                 c.query_row(
-                    "SELECT COALESCE(SUM(visible_at_ms <= ?2), 0), COALESCE(SUM(visible_at_ms > ?2), 0) FROM messages WHERE queue = ?1",
+                    "SELECT COALESCE(SUM(visible_at_ms <= ?2), 0), COALESCE(SUM(visible_at_ms > ?2), 0), MIN(sent_at_ms) FROM messages WHERE queue = ?1",
                     params![name, now],
-                    |r| Ok(QueueStats { visible: r.get::<_, i64>(0)? as u64, in_flight: r.get::<_, i64>(1)? as u64 }),
+                    |r| {
+                        let oldest: Option<i64> = r.get(2)?;
+                        Ok(QueueStats {
+                            visible: r.get::<_, i64>(0)? as u64,
+                            in_flight: r.get::<_, i64>(1)? as u64,
+                            oldest_age: oldest
+                                .map(|t| Duration::from_millis(now.saturating_sub(t).max(0) as u64)),
+                        })
+                    },
                 )
             })
             .await

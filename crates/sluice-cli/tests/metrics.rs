@@ -1,0 +1,277 @@
+//! Live metrics: a following consumer's `--metrics-addr` endpoint scraped while it works and
+//! parsed by `prometheus_client`'s parser, and the `--metrics FILE` of `run` (producer and
+//! consumer in one process) accepted by the same strict parser.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::path::Path;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use common::{ok, sluice};
+
+/// `GET /metrics` on 127.0.0.1:`port`, plainly (None while nothing listens).
+fn scrape(port: u16) -> Option<String> {
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(
+        s,
+        "GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut text = String::new();
+    s.read_to_string(&mut text).ok()?;
+    let (head, body) = text.split_once("\r\n\r\n")?;
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert!(
+        head.to_ascii_lowercase()
+            .contains("content-type: text/plain; version=0.0.4")
+    );
+    Some(body.to_string())
+}
+
+/// Parses Prometheus text with `prometheus_client` (which refuses a family described twice)
+/// and prints "name{labels} value" per sample, sorted.
+fn parse(text: &str) -> String {
+    let script = r#"
+import sys
+from prometheus_client.parser import text_string_to_metric_families
+out = []
+for fam in text_string_to_metric_families(sys.stdin.read()):
+    for s in fam.samples:
+        labels = ",".join(f'{k}="{v}"' for k, v in sorted(s.labels.items()))
+        out.append(f"{s.name}{{{labels}}} {s.value}")
+print("\n".join(sorted(out)))
+"#;
+    let python = std::env::var("SLUICE_PYTHON").unwrap_or_else(|_| "python3".into());
+    let mut child = std::process::Command::new(python)
+        .arg("-c")
+        .arg(script)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "prometheus_client (bash .ci/run installs it) refused the metrics: {}\n{text}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// The value of the sample `name{labels}` (labels sorted, as `parse` prints them).
+fn value(samples: &str, sample: &str) -> Option<f64> {
+    samples
+        .lines()
+        .find_map(|l| l.strip_prefix(sample)?.strip_prefix(' ')?.parse().ok())
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn produce(home: &Path, csv: &Path) {
+    ok(&sluice(
+        home,
+        &[
+            "produce",
+            csv.to_str().unwrap(),
+            "--table",
+            "events",
+            "--partition-by",
+            "year(day)",
+        ],
+    ));
+}
+
+#[test]
+fn a_following_consumer_serves_live_metrics() {
+    let dir = tempfile::tempdir().unwrap();
+    let home = dir.path().join("home");
+    // Small messages: many deliveries, commits and deletions to count.
+    ok(&sluice(
+        &home,
+        &[
+            "queue",
+            "create",
+            "--queue",
+            "events",
+            "--max-message-bytes",
+            "4096",
+        ],
+    ));
+    let (csv, _) = sluice_testkit::fixtures::write_events_csv(dir.path(), "a.csv", 20_000, 1);
+    produce(&home, &csv);
+    let port = free_port();
+    let mut consumer = common::command(
+        &home,
+        &[
+            "consume",
+            "--table",
+            "events",
+            "--rotate-rows",
+            "2000",
+            "--rotate-age",
+            "1",
+            "--metrics-addr",
+            &port.to_string(),
+        ],
+    )
+    .stdout(Stdio::null())
+    .stderr(Stdio::null())
+    .spawn()
+    .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let mut scrapes: Vec<String> = Vec::new();
+    // Scrape while it works, until every row is written and the queue is drained.
+    let last = loop {
+        assert!(
+            Instant::now() < deadline,
+            "the consumer never drained the queue; last scrape:\n{}",
+            scrapes.last().map(String::as_str).unwrap_or("(none)")
+        );
+        std::thread::sleep(Duration::from_millis(300));
+        let Some(text) = scrape(port) else { continue };
+        let samples = parse(&text);
+        scrapes.push(samples.clone());
+        let written = value(&samples, "sluice_rows_written_total{}").unwrap_or(0.0);
+        let held = value(&samples, "sluice_held_messages{}");
+        let visible = value(
+            &samples,
+            "sluice_queue_depth_messages{queue=\"events\",state=\"visible\"}",
+        );
+        let age = value(
+            &samples,
+            "sluice_oldest_message_age_seconds{queue=\"events\"}",
+        );
+        if written == 20_000.0 && held == Some(0.0) && visible == Some(0.0) && age == Some(0.0) {
+            break samples;
+        }
+    };
+    let _ = std::process::Command::new("kill")
+        .args(["-INT", &consumer.id().to_string()])
+        .status();
+    assert!(consumer.wait().unwrap().success());
+    // Counters only grow between scrapes.
+    for pair in scrapes.windows(2) {
+        for name in [
+            "sluice_rows_written_total{}",
+            "sluice_messages_deleted_total{}",
+            "sluice_queue_requests_total{op=\"receive\",role=\"consumer\"}",
+        ] {
+            let (a, b) = (value(&pair[0], name), value(&pair[1], name));
+            assert!(
+                a.unwrap_or(0.0) <= b.unwrap_or(0.0),
+                "{name}: {a:?} then {b:?}"
+            );
+        }
+    }
+    let deleted = value(&last, "sluice_messages_deleted_total{}").unwrap();
+    assert!(deleted >= 2.0, "{last}");
+    assert_eq!(
+        value(&last, "sluice_messages_consumed_total{}"),
+        Some(deleted),
+        "{last}"
+    );
+    assert!(value(&last, "sluice_commits_total{log=\"data\"}").unwrap() >= 1.0);
+    assert!(value(&last, "sluice_files_written_total{}").unwrap() >= 6.0);
+    assert!(value(&last, "sluice_bytes_written_total{}").unwrap() > 0.0);
+    assert!(
+        value(
+            &last,
+            "sluice_store_requests_total{op=\"put\",role=\"consumer\"}"
+        )
+        .unwrap()
+            >= 6.0
+    );
+    assert_eq!(
+        value(
+            &last,
+            "sluice_queue_depth_messages{queue=\"events\",state=\"in_flight\"}"
+        ),
+        Some(0.0)
+    );
+    assert_eq!(
+        value(
+            &last,
+            "sluice_queue_depth_messages{queue=\"events\",state=\"dead_letter\"}"
+        ),
+        Some(0.0),
+        "{last}"
+    );
+    // Every deleted message's production-to-commit time is in the histogram.
+    assert_eq!(
+        value(&last, "sluice_chunk_commit_latency_seconds_count{}"),
+        Some(deleted),
+        "{last}"
+    );
+    assert_eq!(
+        value(
+            &last,
+            "sluice_chunk_commit_latency_seconds_bucket{le=\"+Inf\"}"
+        ),
+        Some(deleted),
+        "{last}"
+    );
+}
+
+#[test]
+fn the_metrics_file_of_run_is_one_valid_exposition() {
+    let dir = tempfile::tempdir().unwrap();
+    let home = dir.path().join("home");
+    let (csv, _) = sluice_testkit::fixtures::write_events_csv(dir.path(), "a.csv", 3_000, 1);
+    let file = dir.path().join("run.prom");
+    ok(&sluice(
+        &home,
+        &[
+            "--metrics",
+            file.to_str().unwrap(),
+            "run",
+            csv.to_str().unwrap(),
+            "--table",
+            "events",
+            "--partition-by",
+            "year(day)",
+        ],
+    ));
+    let text = std::fs::read_to_string(&file).unwrap();
+    // Each family is described once, however many roles report it.
+    assert_eq!(
+        text.matches("# TYPE sluice_queue_requests_total counter")
+            .count(),
+        1,
+        "{text}"
+    );
+    let samples = parse(&text);
+    assert_eq!(
+        value(&samples, "sluice_rows_produced_total{}"),
+        Some(3000.0)
+    );
+    assert_eq!(value(&samples, "sluice_rows_written_total{}"), Some(3000.0));
+    let sent = value(
+        &samples,
+        "sluice_queue_messages_total{direction=\"sent\",role=\"producer\"}",
+    )
+    .unwrap();
+    assert_eq!(
+        value(
+            &samples,
+            "sluice_queue_messages_total{direction=\"received\",role=\"consumer\"}"
+        ),
+        Some(sent)
+    );
+    assert_eq!(value(&samples, "sluice_chunks_sent_total{}"), Some(sent));
+}
