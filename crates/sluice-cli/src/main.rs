@@ -7,6 +7,7 @@ mod config;
 mod convert;
 mod output;
 mod telemetry;
+mod top;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -132,6 +133,12 @@ enum Command {
     Vacuum(VacuumArgs),
     /// Benchmark `run` on generated TPC-H lineitem data.
     Bench(bench::BenchArgs),
+    /// A live view of running consumers (their --metrics-addr endpoints) and of the home's
+    /// queues and tables: rates, depth, freshness, last commits, errors.
+    #[command(
+        after_help = "Examples:\n  sluice consume --table trips --metrics-addr 9898 &\n  sluice top --metrics-url 9898"
+    )]
+    Top(top::TopArgs),
 }
 
 #[derive(Debug, Args)]
@@ -674,6 +681,7 @@ async fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Bench(a) => bench::run(a).await,
+        Command::Top(a) => top::run(&ctx, &a).await,
     }
 }
 

@@ -275,3 +275,107 @@ fn the_metrics_file_of_run_is_one_valid_exposition() {
     );
     assert_eq!(value(&samples, "sluice_chunks_sent_total{}"), Some(sent));
 }
+
+/// `sluice top` in tmux while a consumer works: the captured pane shows non-zero live rates,
+/// then every row written.
+#[test]
+fn top_shows_live_rates_in_tmux() {
+    let dir = tempfile::tempdir().unwrap();
+    let home = dir.path().join("home");
+    ok(&sluice(
+        &home,
+        &[
+            "queue",
+            "create",
+            "--queue",
+            "events",
+            "--max-message-bytes",
+            "2048",
+        ],
+    ));
+    let (csv, _) = sluice_testkit::fixtures::write_events_csv(dir.path(), "a.csv", 200_000, 1);
+    produce(&home, &csv);
+    let port = free_port();
+    let socket = format!("sluice-test-{}-{port}", std::process::id());
+    let tmux = |args: &[&str]| {
+        let o = std::process::Command::new("tmux")
+            .arg("-L")
+            .arg(&socket)
+            .args(args)
+            .output()
+            .expect("tmux (bash .ci/run installs it)");
+        assert!(
+            o.status.success(),
+            "tmux {args:?}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    };
+    let top = format!(
+        "{} --home {} top --metrics-url {port} --interval 0.5",
+        env!("CARGO_BIN_EXE_sluice"),
+        home.display()
+    );
+    tmux(&[
+        "new-session",
+        "-d",
+        "-s",
+        "top",
+        "-x",
+        "200",
+        "-y",
+        "50",
+        &top,
+    ]);
+    let mut consumer = common::command(
+        &home,
+        &[
+            "consume",
+            "--table",
+            "events",
+            "--rotate-age",
+            "1",
+            "--metrics-addr",
+            &port.to_string(),
+        ],
+    )
+    .stdout(Stdio::null())
+    .stderr(Stdio::null())
+    .spawn()
+    .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let (mut saw_rate, mut saw_total) = (false, false);
+    let mut pane = String::new();
+    while !(saw_rate && saw_total) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(250));
+        pane = tmux(&["capture-pane", "-p", "-t", "top"]);
+        for line in pane.lines() {
+            if let Some(rest) = line.trim_start().strip_prefix("rows      in") {
+                // "written <rate>/s": a rate above zero while the consumer works.
+                let rate = rest
+                    .split("written")
+                    .nth(1)
+                    .and_then(|r| r.split("/s").next())
+                    .map(str::trim)
+                    .unwrap_or("0");
+                if rate != "0" {
+                    saw_rate = true;
+                }
+                if rest.contains("total written 200.0k") {
+                    saw_total = true;
+                }
+            }
+        }
+    }
+    let _ = tmux(&["kill-server"]);
+    let _ = std::process::Command::new("kill")
+        .args(["-INT", &consumer.id().to_string()])
+        .status();
+    let _ = consumer.wait();
+    assert!(saw_rate, "no live rate on the pane:\n{pane}");
+    assert!(
+        saw_total,
+        "the pane never showed every row written:\n{pane}"
+    );
+    assert!(pane.contains("tables ("), "{pane}");
+}
