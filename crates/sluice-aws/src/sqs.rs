@@ -5,6 +5,7 @@
 //! queue's maximum message size and visibility timeout come from its attributes.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -12,6 +13,7 @@ use aws_sdk_sqs::types::{
     ChangeMessageVisibilityBatchRequestEntry, DeleteMessageBatchRequestEntry,
     MessageSystemAttributeName, QueueAttributeName, SendMessageBatchRequestEntry,
 };
+use sluice_core::queue::admin::{CreatedQueue, DeadLetter, QueueAdmin};
 use sluice_core::queue::{
     BatchFailure, MAX_BATCH, MAX_WAIT, Queue, QueueSettings, QueueStats, ReceiveOptions,
     ReceivedMessage,
@@ -624,6 +626,128 @@ pub async fn redrive(from: &dyn Queue, to: &dyn Queue) -> Result<u64> {
         to.send_batch(&batch).await?;
         from.delete_all(&receipts).await?;
         moved += batch.len() as u64;
+    }
+}
+
+/// The SQS queues of an account and region, as [`QueueAdmin`] sees them. A queue is named
+/// `NAME` (or `sqs://NAME`) or by its URL; its dead-letter queue is `NAME_dlq`.
+#[derive(Debug, Clone)]
+pub struct SqsQueues {
+    pub aws: Aws,
+}
+
+impl SqsQueues {
+    fn reference(name: &str) -> Result<QueueRef> {
+        if name.contains("://") {
+            QueueRef::parse(name)
+        } else {
+            QueueRef::parse(&format!("sqs://{name}"))
+        }
+    }
+}
+
+#[async_trait]
+impl QueueAdmin for SqsQueues {
+    fn location(&self) -> String {
+        format!("SQS in {}", self.aws.region())
+    }
+
+    async fn create(&self, name: &str, settings: &QueueSettings) -> Result<CreatedQueue> {
+        let r = Self::reference(name)?;
+        let dlq = sluice_core::home::dead_letter_name(r.name());
+        let url = SqsAdmin::new(&self.aws)
+            .ensure_queue(r.name(), &dlq, settings)
+            .await?;
+        Ok(CreatedQueue {
+            address: url,
+            dead_letter: dlq,
+        })
+    }
+
+    async fn open(&self, name: &str) -> Result<Arc<dyn Queue>> {
+        Ok(Arc::new(
+            SqsQueue::open(&self.aws, &Self::reference(name)?).await?,
+        ))
+    }
+
+    async fn dead_letter_queue(&self, name: &str) -> Result<Option<Arc<dyn Queue>>> {
+        let q = SqsQueue::open(&self.aws, &Self::reference(name)?).await?;
+        Ok(q.dead_letter_queue()
+            .await?
+            .map(|d| Arc::new(d) as Arc<dyn Queue>))
+    }
+
+    /// Peeks at the dead-letter queue: receives with a visibility timeout of 0, so that the
+    /// messages stay where they are (SQS has no other way to look; each look counts as a
+    /// receive of the dead-letter queue, which has no redrive policy of its own).
+    async fn dead_letters(&self, name: &str, limit: usize) -> Result<Vec<DeadLetter>> {
+        let Some(d) = self.dead_letter_queue(name).await? else {
+            return Ok(Vec::new());
+        };
+        let mut seen: Vec<DeadLetter> = Vec::new();
+        for _ in 0..limit.div_ceil(MAX_BATCH).max(1) * 2 {
+            let got = d
+                .receive(ReceiveOptions {
+                    max_messages: MAX_BATCH,
+                    wait: Duration::ZERO,
+                    visibility_timeout: Some(Duration::ZERO),
+                })
+                .await?;
+            if got.is_empty() {
+                break;
+            }
+            for m in got {
+                if seen.len() < limit && !seen.iter().any(|s| s.message_id == m.message_id) {
+                    seen.push(DeadLetter {
+                        message_id: m.message_id,
+                        reason: None,
+                    });
+                }
+            }
+            if seen.len() >= limit {
+                break;
+            }
+        }
+        Ok(seen)
+    }
+
+    async fn redrive(&self, name: &str) -> Result<u64> {
+        let q = self.open(name).await?;
+        let Some(d) = self.dead_letter_queue(name).await? else {
+            return Ok(0);
+        };
+        redrive(&*d, &*q).await
+    }
+
+    async fn list(&self) -> Result<Vec<String>> {
+        let client = self.aws.sqs();
+        let mut names = Vec::new();
+        let mut token: Option<String> = None;
+        loop {
+            let out = client
+                .list_queues()
+                .set_next_token(token.clone())
+                .max_results(1000)
+                .send()
+                .await
+                .map_err(|e| sdk("SQS", "ListQueues", e))?;
+            for url in out.queue_urls() {
+                if let Some(n) = url.trim_end_matches('/').rsplit('/').next() {
+                    names.push(n.to_string());
+                }
+            }
+            token = out.next_token().map(str::to_string);
+            if token.is_none() {
+                break;
+            }
+        }
+        let dead: Vec<String> = names
+            .iter()
+            .map(|n| sluice_core::home::dead_letter_name(n))
+            .collect();
+        names.retain(|n| !dead.contains(n));
+        names.sort();
+        Ok(names)
     }
 }
 

@@ -14,25 +14,23 @@ fn settings() -> QueueSettings {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sqs_queue_conformance() {
-    let aws = common::aws().await;
-    let admin = SqsAdmin::new(&aws);
-    let run = common::unique("conf");
-    sluice_testkit::queue::run_all(|name| {
-        let (aws, admin, run) = (aws.clone(), admin.clone(), run.clone());
-        async move {
-            let q = format!("{run}-{}", name.replace('_', "-"));
-            admin
-                .ensure_queue(&q, &format!("{q}-dlq"), &settings())
-                .await
-                .unwrap();
-            let queue = SqsQueue::open(&aws, &QueueRef::Name(q)).await.unwrap();
-            assert_eq!(queue.visibility_timeout(), Duration::from_secs(30));
-            Box::new(queue) as Box<dyn Queue>
-        }
-    })
-    .await;
+/// SQS (moto), one test per case of the suite.
+mod sqs {
+    use super::*;
+
+    async fn make(name: &'static str) -> ((), Box<dyn Queue>) {
+        let aws = common::aws().await;
+        let q = common::unique(&format!("conf-{}", name.replace('_', "-")));
+        SqsAdmin::new(&aws)
+            .ensure_queue(&q, &format!("{q}-dlq"), &settings())
+            .await
+            .unwrap();
+        let queue = SqsQueue::open(&aws, &QueueRef::Name(q)).await.unwrap();
+        assert_eq!(queue.visibility_timeout(), Duration::from_secs(30));
+        ((), Box::new(queue) as Box<dyn Queue>)
+    }
+
+    sluice_testkit::queue_conformance_tests!(make);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -4,13 +4,14 @@
 use std::sync::Arc;
 
 use anyhow::{Context, Result, bail};
-use sluice_aws::sqs::{QueueRef, SqsAdmin, SqsQueue};
+use sluice_aws::sqs::{QueueRef, SqsQueue};
 use sluice_aws::{Aws, AwsSettings};
 use sluice_core::DEFAULT_DATABASE;
 use sluice_core::catalog::{Catalog, SqliteCatalog};
 use sluice_core::home::{Home, dead_letter_name};
 use sluice_core::lake::Lake;
 use sluice_core::metrics::{Meter, MeteredQueue, MeteredStore};
+use sluice_core::queue::admin::{EmbeddedAdmin, QueueAdmin};
 use sluice_core::queue::{ClaimCheckQueue, EmbeddedQueues, Queue, QueueSettings};
 
 /// Where the queue lives.
@@ -30,13 +31,6 @@ impl QueueTarget {
             (Some(q), _) => Ok(QueueTarget::Embedded(q.to_string())),
             (None, Some(t)) => Ok(QueueTarget::Embedded(t.to_string())),
             (None, None) => bail!("name the queue with --queue (or SLUICE_QUEUE)"),
-        }
-    }
-
-    pub fn name(&self) -> &str {
-        match self {
-            QueueTarget::Embedded(n) => n,
-            QueueTarget::Sqs(r) => r.name(),
         }
     }
 }
@@ -193,6 +187,30 @@ impl Opener {
         }
     }
 
+    /// The administration of `target`'s backend, and the name to give it for the queue.
+    pub async fn queue_admin(&self, target: &QueueTarget) -> Result<(Arc<dyn QueueAdmin>, String)> {
+        Ok(match target {
+            QueueTarget::Embedded(n) => {
+                self.ensure_home()?;
+                let admin = EmbeddedAdmin {
+                    queues: self.home.queues()?,
+                    path: self.home.queue_db(),
+                };
+                (Arc::new(admin), n.clone())
+            }
+            QueueTarget::Sqs(r) => {
+                let admin = sluice_aws::sqs::SqsQueues {
+                    aws: self.aws().await.clone(),
+                };
+                let name = match r {
+                    QueueRef::Name(n) => n.clone(),
+                    QueueRef::Url(u) => u.clone(),
+                };
+                (Arc::new(admin), name)
+            }
+        })
+    }
+
     /// The dead-letter queue of `target`, if it has one.
     pub async fn dead_letter_queue(&self, target: &QueueTarget) -> Result<Option<Arc<dyn Queue>>> {
         match target {
@@ -223,20 +241,5 @@ impl Opener {
             lake: self.lake().await?,
             database: self.catalog.database().to_string(),
         })
-    }
-
-    /// Creates the SQS queue with its dead-letter queue (idempotent).
-    pub async fn create_sqs_queue(
-        &self,
-        r: &QueueRef,
-        settings: &QueueSettings,
-    ) -> Result<(String, String)> {
-        let aws = self.aws().await;
-        let name = r.name().to_string();
-        let dlq = dead_letter_name(&name);
-        let url = SqsAdmin::new(aws)
-            .ensure_queue(&name, &dlq, settings)
-            .await?;
-        Ok((url, dlq))
     }
 }

@@ -20,7 +20,7 @@ use sluice_core::catalog::{Catalog, CatalogExt};
 use sluice_core::consumer::{Consumer, ConsumerOptions, ConsumerStats};
 use sluice_core::csv::CsvFormat;
 use sluice_core::evolve::SchemaPolicy;
-use sluice_core::home::{Home, dead_letter_name};
+use sluice_core::home::Home;
 use sluice_core::lake::Lake;
 use sluice_core::partition::PartitionSpec;
 use sluice_core::producer::{ProduceStats, Producer, ProducerOptions, Progress};
@@ -692,25 +692,15 @@ async fn init(ctx: &Ctx, a: &InitArgs) -> Result<()> {
         ctx.open.ensure_home()?;
         println!("home     {}", ctx.home.root.display());
     }
-    match &target {
-        QueueTarget::Embedded(name) => {
-            ctx.open.ensure_home()?;
-            let queues = ctx.home.queues()?;
-            Home::ensure_queue(&queues, name, &settings).await?;
-            println!(
-                "queue    {name} (dead-letter queue {}) in {}",
-                dead_letter_name(name),
-                ctx.home.queue_db().display()
-            );
-        }
-        QueueTarget::Sqs(r) => {
-            let (url, dlq) = ctx.open.create_sqs_queue(r, &settings).await?;
-            println!(
-                "queue    {url} (dead-letter queue {dlq} after {} receives)",
-                settings.max_receive_count
-            );
-        }
-    }
+    let (admin, name) = ctx.open.queue_admin(&target).await?;
+    let q = admin.create(&name, &settings).await?;
+    println!(
+        "queue    {} (dead-letter queue {} after {} receives) in {}",
+        q.address,
+        q.dead_letter,
+        settings.max_receive_count,
+        admin.location()
+    );
     let catalog = ctx.open.catalog().await?;
     catalog.ensure_database(ctx.database()).await?;
     match &ctx.open.catalog {
@@ -1101,93 +1091,74 @@ async fn queue_cmd(ctx: &Ctx, c: QueueCommand) -> Result<()> {
     // Without --queue, the one embedded queue there is (dead-letter queues aside).
     let target = match &ctx.open.queue {
         Some(q) => QueueTarget::parse(Some(q), None)?,
-        None => QueueTarget::Embedded(only_queue(&ctx.home.queues()?).await?),
-    };
-    let name = target.name().to_string();
-    if let QueueCommand::Create(a) = &c {
-        let s = a.settings();
-        match &target {
-            QueueTarget::Embedded(n) => {
-                Home::ensure_queue(&ctx.home.queues()?, n, &s).await?;
-                println!(
-                    "queue {n} ready (dead-letter queue {})",
-                    dead_letter_name(n)
-                );
-            }
-            QueueTarget::Sqs(r) => {
-                let (url, dlq) = ctx.open.create_sqs_queue(r, &s).await?;
-                println!("queue {url} ready (dead-letter queue {dlq})");
-            }
+        None => {
+            let (admin, _) = ctx
+                .open
+                .queue_admin(&QueueTarget::Embedded(String::new()))
+                .await?;
+            QueueTarget::Embedded(only_queue(&*admin).await?)
         }
-        return Ok(());
-    }
-    let (q, embedded) = ctx.open.queue(&target).await?;
+    };
+    let (admin, name) = ctx.open.queue_admin(&target).await?;
     match c {
-        QueueCommand::Create(_) => unreachable!("handled above"),
+        QueueCommand::Create(a) => {
+            let q = admin.create(&name, &a.settings()).await?;
+            println!(
+                "queue {} ready (dead-letter queue {})",
+                q.address, q.dead_letter
+            );
+        }
         QueueCommand::Stats => {
+            let q = admin.open(&name).await?;
             let s = q.stats().await?;
             println!(
-                "queue {name}: {} visible, {} in flight",
-                s.visible, s.in_flight
+                "queue {}: {} visible, {} in flight",
+                q.name(),
+                s.visible,
+                s.in_flight
             );
             println!(
                 "  visibility timeout {}s, largest message {} bytes",
                 q.visibility_timeout().as_secs(),
                 q.max_message_bytes()
             );
-            if let Some(d) = ctx.open.dead_letter_queue(&target).await? {
+            if let Some(d) = admin.dead_letter_queue(&name).await? {
                 let ds = d.stats().await?;
                 println!(
                     "dead-letter queue {}: {} message(s)",
                     d.name(),
                     ds.visible + ds.in_flight
                 );
+                // The reason a consumer of this home recorded, else the backend's.
                 let failures = sluice_core::home::read_failures(&ctx.home.failure_log());
-                if let Some(queues) = &embedded {
-                    for (id, reason) in queues.dead_letter_reasons(d.name()).await? {
-                        match failures.get(&id) {
-                            Some(f) => println!("  {id}: {} ({reason})", f.reason),
-                            None => println!("  {id}: {reason}"),
-                        }
-                    }
-                } else {
-                    for (id, f) in &failures {
-                        println!(
-                            "  {id}: {} (last seen by a consumer of this home)",
-                            f.reason
-                        );
-                    }
+                for dl in admin.dead_letters(&name, 100).await? {
+                    let reason = failures
+                        .get(&dl.message_id)
+                        .map(|f| f.reason.clone())
+                        .or(dl.reason)
+                        .unwrap_or_else(|| "no reason recorded".into());
+                    println!("  {}: {reason}", dl.message_id);
                 }
             }
         }
         QueueCommand::Purge => {
-            q.purge().await?;
+            admin.purge(&name).await?;
             println!("purged {name}");
         }
         QueueCommand::Redrive => {
-            let d = ctx
-                .open
-                .dead_letter_queue(&target)
+            let d = admin
+                .dead_letter_queue(&name)
                 .await?
                 .with_context(|| format!("queue {name} has no dead-letter queue"))?;
-            let n = match &embedded {
-                Some(queues) => queues.redrive(d.name(), &name).await?,
-                None => sluice_aws::sqs::redrive(&*d, &*q).await?,
-            };
+            let n = admin.redrive(&name).await?;
             println!("moved {n} message(s) from {} back to {name}", d.name());
         }
     }
     Ok(())
 }
 
-async fn only_queue(queues: &sluice_core::queue::EmbeddedQueues) -> Result<String> {
-    let names: Vec<String> = queues
-        .list()
-        .await?
-        .into_iter()
-        .map(|(n, _)| n)
-        .filter(|n| !n.ends_with("_dlq"))
-        .collect();
+async fn only_queue(admin: &dyn sluice_core::queue::admin::QueueAdmin) -> Result<String> {
+    let names = admin.list().await?;
     match names.as_slice() {
         [one] => Ok(one.clone()),
         [] => bail!("there is no queue yet: run `sluice init` or `sluice produce` first"),

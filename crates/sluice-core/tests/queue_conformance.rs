@@ -12,18 +12,19 @@ fn settings() -> QueueSettings {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn embedded_queue_conformance() {
-    let dir = tempfile::tempdir().unwrap();
-    let queues = Arc::new(EmbeddedQueues::open(dir.path().join("q.db")).unwrap());
-    sluice_testkit::queue::run_all(|name| {
-        let queues = queues.clone();
-        async move {
-            queues.create_queue(name, &settings()).await.unwrap();
-            Box::new(queues.queue(name).await.unwrap()) as Box<dyn Queue>
-        }
-    })
-    .await;
+/// The embedded queue, one test per case of the suite.
+mod embedded {
+    use super::*;
+
+    async fn make(name: &'static str) -> (tempfile::TempDir, Box<dyn Queue>) {
+        let dir = tempfile::tempdir().unwrap();
+        let queues = EmbeddedQueues::open(dir.path().join("q.db")).unwrap();
+        queues.create_queue(name, &settings()).await.unwrap();
+        let q = Box::new(queues.queue(name).await.unwrap()) as Box<dyn Queue>;
+        (dir, q)
+    }
+
+    sluice_testkit::queue_conformance_tests!(make);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -114,40 +115,61 @@ async fn two_handles_never_share_a_message() {
     assert_eq!(all.len(), 200, "no message delivered to both");
 }
 
-/// The layers production stacks over a backend run the same suite: a wrapper that skipped or
-/// changed a behaviour of the contract would fail here, not in a pipeline.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn layered_queues_conformance() {
+/// The layers production stacks over a backend run the same suite, one test per case: a
+/// wrapper that skipped or changed a behaviour of the contract would fail here, not in a
+/// pipeline.
+mod layered {
+    use super::*;
     use sluice_core::lake::Lake;
     use sluice_core::metrics::{Meter, MeteredQueue};
     use sluice_core::queue::claim::ClaimCheckQueue;
-    let dir = tempfile::tempdir().unwrap();
-    let queues = Arc::new(EmbeddedQueues::open(dir.path().join("q.db")).unwrap());
-    let lake = Lake::local(&dir.path().join("lake")).unwrap();
-    // Metered, as every command's queue is.
-    sluice_testkit::queue::run_all(|name| {
-        let queues = queues.clone();
-        async move {
-            let name = format!("m_{name}");
-            queues.create_queue(&name, &settings()).await.unwrap();
-            let q: Arc<dyn Queue> = Arc::new(queues.queue(&name).await.unwrap());
-            Box::new(MeteredQueue::new(q, Meter::new())) as Box<dyn Queue>
+
+    /// The embedded queue `name` in a fresh directory, metered as every command's queue is.
+    async fn metered_queue(name: &'static str) -> (tempfile::TempDir, MeteredQueue) {
+        let dir = tempfile::tempdir().unwrap();
+        let queues = EmbeddedQueues::open(dir.path().join("q.db")).unwrap();
+        queues.create_queue(name, &settings()).await.unwrap();
+        let q: Arc<dyn Queue> = Arc::new(queues.queue(name).await.unwrap());
+        (dir, MeteredQueue::new(q, Meter::new()))
+    }
+
+    mod metered {
+        use super::*;
+
+        async fn make(name: &'static str) -> (tempfile::TempDir, Box<dyn Queue>) {
+            let (dir, q) = metered_queue(name).await;
+            (dir, Box::new(q))
         }
-    })
-    .await;
-    // Claim-check over metered, as consumers use it (pointers resolved, bodies passed through),
-    // and as a claim-check producer uses it (every body stored in the lake).
-    for store_bytes in [None, Some(1 << 20)] {
-        sluice_testkit::queue::run_all(|name| {
-            let (queues, lake) = (queues.clone(), lake.clone());
-            async move {
-                let name = format!("c{}_{name}", store_bytes.is_some() as u8);
-                queues.create_queue(&name, &settings()).await.unwrap();
-                let q: Arc<dyn Queue> = Arc::new(queues.queue(&name).await.unwrap());
-                let metered: Arc<dyn Queue> = Arc::new(MeteredQueue::new(q, Meter::new()));
-                Box::new(ClaimCheckQueue::new(metered, lake, store_bytes)) as Box<dyn Queue>
-            }
-        })
-        .await;
+
+        sluice_testkit::queue_conformance_tests!(make);
+    }
+
+    /// Claim-check over metered, as consumers use it: pointers resolved, bodies passed through.
+    mod claim_check_passing {
+        use super::*;
+
+        async fn make(name: &'static str) -> (tempfile::TempDir, Box<dyn Queue>) {
+            let (dir, q) = metered_queue(name).await;
+            let lake = Lake::local(&dir.path().join("lake")).unwrap();
+            (dir, Box::new(ClaimCheckQueue::new(Arc::new(q), lake, None)))
+        }
+
+        sluice_testkit::queue_conformance_tests!(make);
+    }
+
+    /// Claim-check over metered, as a claim-check producer uses it: every body in the lake.
+    mod claim_check_storing {
+        use super::*;
+
+        async fn make(name: &'static str) -> (tempfile::TempDir, Box<dyn Queue>) {
+            let (dir, q) = metered_queue(name).await;
+            let lake = Lake::local(&dir.path().join("lake")).unwrap();
+            (
+                dir,
+                Box::new(ClaimCheckQueue::new(Arc::new(q), lake, Some(1 << 20))),
+            )
+        }
+
+        sluice_testkit::queue_conformance_tests!(make);
     }
 }

@@ -271,16 +271,29 @@ pub async fn dead_letter(q: &dyn Queue, dlq: &dyn Queue) {
         .expect("delete");
 }
 
-/// Runs every suite that needs one queue, each on a fresh queue from `make`.
-pub async fn run_all<F, Fut>(make: F)
-where
-    F: Fn(&'static str) -> Fut,
-    Fut: std::future::Future<Output = Box<dyn Queue>>,
-{
-    send_receive_delete(&*make("send_receive_delete").await).await;
-    batch_limits(&*make("batch_limits").await).await;
-    visibility_timeout_redelivers(&*make("visibility").await).await;
-    change_visibility(&*make("change_visibility").await).await;
-    long_poll(&*make("long_poll").await).await;
-    stats_and_purge(&*make("stats_and_purge").await).await;
+/// Declares one `#[tokio::test]` per case of the suite (a failure names its case), each on a
+/// fresh queue from `$make`: an `async fn(&'static str) -> (G, Box<dyn Queue>)` given the
+/// case's name, whose `G` (a temporary directory, a lake, …) lives as long as the test.
+///
+/// ```ignore
+/// async fn make(name: &'static str) -> (tempfile::TempDir, Box<dyn Queue>) { … }
+/// sluice_testkit::queue_conformance_tests!(make);
+/// ```
+#[macro_export]
+macro_rules! queue_conformance_tests {
+    ($make:path) => {
+        $crate::queue_conformance_tests!(@case $make, send_receive_delete);
+        $crate::queue_conformance_tests!(@case $make, batch_limits);
+        $crate::queue_conformance_tests!(@case $make, visibility_timeout_redelivers);
+        $crate::queue_conformance_tests!(@case $make, change_visibility);
+        $crate::queue_conformance_tests!(@case $make, long_poll);
+        $crate::queue_conformance_tests!(@case $make, stats_and_purge);
+    };
+    (@case $make:path, $case:ident) => {
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn $case() {
+            let (_guard, q) = $make(stringify!($case)).await;
+            $crate::queue::$case(&*q).await;
+        }
+    };
 }

@@ -13,6 +13,7 @@ use async_trait::async_trait;
 
 use crate::error::Result;
 
+pub mod admin;
 pub mod claim;
 pub mod sqlite;
 
