@@ -6,6 +6,7 @@ mod bench;
 mod config;
 mod convert;
 mod output;
+mod serve;
 mod telemetry;
 mod top;
 
@@ -139,6 +140,12 @@ enum Command {
         after_help = "Examples:\n  sluice consume --table trips --metrics-addr 9898 &\n  sluice top --metrics-url 9898"
     )]
     Top(top::TopArgs),
+    /// A web console: tables with schemas, partitions and history, queues with dead letters
+    /// and redrive, the quarantine, and a read-only SQL box (127.0.0.1:7878 by default).
+    #[command(
+        after_help = "Examples:\n  sluice serve\n  sluice serve --addr 0.0.0.0:7878 --token \"$(openssl rand -hex 16)\""
+    )]
+    Serve(serve::ServeArgs),
 }
 
 #[derive(Debug, Args)]
@@ -682,6 +689,7 @@ async fn run(cli: Cli) -> Result<()> {
         }
         Command::Bench(a) => bench::run(a).await,
         Command::Top(a) => top::run(&ctx, &a).await,
+        Command::Serve(a) => serve::run(&ctx, &a).await,
     }
 }
 
