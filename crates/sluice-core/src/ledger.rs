@@ -511,28 +511,9 @@ impl Ledger {
                 "createdTime": now,
             }}),
         ];
-        let body = lines
-            .iter()
-            .map(|l| l.to_string())
-            .collect::<Vec<_>>()
-            .join("\n");
-        let opts = PutOptions {
-            mode: PutMode::Create,
-            ..Default::default()
-        };
-        match self
-            .lake
-            .store
-            .put_opts(
-                &self.version_path(0),
-                PutPayload::from(body.into_bytes()),
-                opts,
-            )
-            .await
-        {
-            Ok(_) | Err(object_store::Error::AlreadyExists { .. }) => self.refresh().await,
-            Err(e) => Err(e.into()),
-        }
+        // Written, or another writer created it first: either way the table exists now.
+        self.put_version(0, &join_lines(&lines)).await?;
+        self.refresh().await
     }
 
     /// Adds nullable columns to the table's schema: one version with a `metaData` action (the
@@ -613,34 +594,37 @@ impl Ledger {
                 );
             }
             lines.push(json!({"metaData": meta}));
-            let body = lines
-                .iter()
-                .map(|l| l.to_string())
-                .collect::<Vec<_>>()
-                .join("\n");
+            let body = join_lines(&lines);
             let version = self.state.version + 1;
-            let opts = PutOptions {
-                mode: PutMode::Create,
-                ..Default::default()
-            };
-            match self
-                .lake
-                .store
-                .put_opts(
-                    &self.version_path(version),
-                    PutPayload::from(body.clone().into_bytes()),
-                    opts,
-                )
-                .await
-            {
-                Ok(_) => {
-                    self.apply_version(version, &body)?;
-                    self.after_commit(version).await;
-                    return Ok(Some(version));
-                }
-                Err(object_store::Error::AlreadyExists { .. }) => self.refresh().await?,
-                Err(e) => return Err(e.into()),
+            if self.put_version(version, &body).await? {
+                self.apply_version(version, &body)?;
+                self.after_commit(version).await;
+                return Ok(Some(version));
             }
+            self.refresh().await?;
+        }
+    }
+
+    /// Writes version `v` unless it exists (create-if-absent): `false` when another writer wrote
+    /// it first.
+    async fn put_version(&self, v: u64, body: &str) -> Result<bool> {
+        let opts = PutOptions {
+            mode: PutMode::Create,
+            ..Default::default()
+        };
+        match self
+            .lake
+            .store
+            .put_opts(
+                &self.version_path(v),
+                PutPayload::from(body.as_bytes().to_vec()),
+                opts,
+            )
+            .await
+        {
+            Ok(_) => Ok(true),
+            Err(object_store::Error::AlreadyExists { .. }) => Ok(false),
+            Err(e) => Err(e.into()),
         }
     }
 
@@ -923,29 +907,13 @@ impl Ledger {
             }
             let commit = self.commit_of(&id, self.state.version + 1, &draft);
             let body = self.render(&commit)?;
-            let opts = PutOptions {
-                mode: PutMode::Create,
-                ..Default::default()
-            };
-            match self
-                .lake
-                .store
-                .put_opts(
-                    &self.version_path(commit.version),
-                    PutPayload::from(body.clone().into_bytes()),
-                    opts,
-                )
-                .await
-            {
-                Ok(_) => {
-                    // The version is exactly what was written: apply it without reading it back.
-                    self.apply_version(commit.version, &body)?;
-                    self.after_commit(commit.version).await;
-                    return Ok(commit);
-                }
-                Err(object_store::Error::AlreadyExists { .. }) => self.refresh().await?,
-                Err(e) => return Err(e.into()),
+            if self.put_version(commit.version, &body).await? {
+                // The version is exactly what was written: apply it without reading it back.
+                self.apply_version(commit.version, &body)?;
+                self.after_commit(commit.version).await;
+                return Ok(commit);
             }
+            self.refresh().await?;
         }
     }
 
@@ -1216,6 +1184,15 @@ fn action_json(col: &arrow::array::ArrayRef, i: usize) -> Result<Value> {
         message: format!("an action does not read as JSON: {e}"),
     })?;
     Ok(v.get_mut("a").map(Value::take).unwrap_or(Value::Null))
+}
+
+/// A version's actions, one JSON object per line.
+fn join_lines(lines: &[Value]) -> String {
+    lines
+        .iter()
+        .map(|l| l.to_string())
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 fn partition_columns_at(meta: &StructArray, i: usize) -> Vec<String> {
