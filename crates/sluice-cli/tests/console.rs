@@ -39,6 +39,22 @@ fn get(port: u16, path: &str, auth: Option<&str>) -> Option<(String, String)> {
     Some((head.lines().next()?.to_string(), body.to_string()))
 }
 
+/// `POST path` with a JSON body and the token.
+fn post(port: u16, path: &str, token: &str, body: &str) -> (String, String) {
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    write!(
+        s,
+        "POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {token}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut text = String::new();
+    s.read_to_string(&mut text).unwrap();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap();
+    (head.lines().next().unwrap().to_string(), body.to_string())
+}
+
 /// Starts `sluice serve ARGS` and waits (bounded) until `port` answers.
 fn serve(home: &Path, args: &[&str], port: u16) -> Child {
     let mut all = vec!["serve"];
@@ -181,6 +197,18 @@ fn a_console_off_loopback_needs_its_token() {
     assert!(body.contains("\"name\":\"employment\""), "{body}");
     let (status, _) = get(port, "/api/tables?token=s3cret", None).unwrap();
     assert!(status.contains("200"), "{status}");
+    // The API behind the page: redrive (nothing dead-lettered here), DDL refused.
+    let (status, body) = post(port, "/api/queues/employment/redrive", "s3cret", "");
+    assert!(status.contains("200"), "{status} {body}");
+    assert_eq!(body, r#"{"moved":0}"#);
+    let (status, body) = post(
+        port,
+        "/api/query",
+        "s3cret",
+        r#"{"sql": "DROP TABLE employment"}"#,
+    );
+    assert!(status.contains("400"), "{status} {body}");
+    assert!(body.contains("read-only"), "{body}");
     let _ = server.kill();
     let _ = server.wait();
 }
