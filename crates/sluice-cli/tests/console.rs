@@ -6,53 +6,32 @@
 
 mod common;
 
-use std::io::{Read, Write};
+use std::io::Read;
 use std::path::Path;
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{ok, run_employment, sluice};
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+use common::{free_port, ok, run_employment, sluice};
 
 /// `GET path` on 127.0.0.1:`port`: (status line, body), or None while nothing listens.
 fn get(port: u16, path: &str, auth: Option<&str>) -> Option<(String, String)> {
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(30))).ok()?;
-    let auth = auth
-        .map(|t| format!("Authorization: Bearer {t}\r\n"))
-        .unwrap_or_default();
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n{auth}Connection: close\r\n\r\n"
-    )
-    .ok()?;
-    let mut text = String::new();
-    s.read_to_string(&mut text).ok()?;
-    let (head, body) = text.split_once("\r\n\r\n")?;
-    Some((head.lines().next()?.to_string(), body.to_string()))
+    let headers: Vec<String> = auth
+        .map(|t| format!("Authorization: Bearer {t}"))
+        .into_iter()
+        .collect();
+    let (head, body) = common::http(port, "GET", path, &headers, "")?;
+    Some((head.lines().next()?.to_string(), body))
 }
 
-/// `POST path` with a JSON body and the token.
+/// `POST path` with a JSON body and the token: (status line, body).
 fn post(port: u16, path: &str, token: &str, body: &str) -> (String, String) {
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
-    write!(
-        s,
-        "POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {token}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    )
-    .unwrap();
-    let mut text = String::new();
-    s.read_to_string(&mut text).unwrap();
-    let (head, body) = text.split_once("\r\n\r\n").unwrap();
-    (head.lines().next().unwrap().to_string(), body.to_string())
+    let headers = [
+        format!("Authorization: Bearer {token}"),
+        "Content-Type: application/json".to_string(),
+    ];
+    let (head, body) =
+        common::http(port, "POST", path, &headers, body).expect("the console answers");
+    (head.lines().next().unwrap().to_string(), body)
 }
 
 /// Starts `sluice serve ARGS` and waits (bounded) until `port` answers.

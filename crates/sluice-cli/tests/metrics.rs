@@ -4,31 +4,22 @@
 
 mod common;
 
-use std::io::{Read, Write};
+use std::io::Write;
 use std::path::Path;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use common::{ok, sluice};
+use common::{free_port, ok, sluice};
 
-/// `GET /metrics` on 127.0.0.1:`port`, plainly (None while nothing listens).
+/// `GET /metrics` on 127.0.0.1:`port` (None while nothing listens).
 fn scrape(port: u16) -> Option<String> {
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    write!(
-        s,
-        "GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
-    )
-    .ok()?;
-    let mut text = String::new();
-    s.read_to_string(&mut text).ok()?;
-    let (head, body) = text.split_once("\r\n\r\n")?;
+    let (head, body) = common::http(port, "GET", "/metrics", &[], "")?;
     assert!(head.starts_with("HTTP/1.1 200"), "{head}");
     assert!(
         head.to_ascii_lowercase()
             .contains("content-type: text/plain; version=0.0.4")
     );
-    Some(body.to_string())
+    Some(body)
 }
 
 /// Parses Prometheus text with `prometheus_client` (which refuses a family described twice)
@@ -73,14 +64,6 @@ fn value(samples: &str, sample: &str) -> Option<f64> {
     samples
         .lines()
         .find_map(|l| l.strip_prefix(sample)?.strip_prefix(' ')?.parse().ok())
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 fn produce(home: &Path, csv: &Path) {
