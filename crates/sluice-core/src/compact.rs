@@ -36,7 +36,13 @@ use crate::error::{Error, Result};
 use crate::lake::Lake;
 use crate::ledger::{CommitDraft, DataFile, FileKind, Ledger, column_type_of_delta};
 use crate::schema::{Column, arrow_schema};
-use crate::writer::{ParquetOptions, SpoolFile, delta_stats, upload, writer_properties};
+use crate::writer::{
+    ParquetOptions, SpoolFile, delta_stats, dictionary_misfits, upload, writer_properties_for,
+};
+
+/// Rows read from a file at once: enough to judge which columns to write without a
+/// dictionary from the first batch.
+const COMPACT_BATCH_ROWS: usize = 8192;
 
 /// Settings of a compaction.
 #[derive(Debug, Clone)]
@@ -210,7 +216,8 @@ async fn rewrite(
     schema: &arrow::datatypes::SchemaRef,
     opts: &CompactOptions,
 ) -> Result<Vec<DataFile>> {
-    let props = writer_properties(&opts.parquet)?;
+    // Decided from the first rows read (see `dictionary_misfits`).
+    let mut props = None;
     let mut done: Vec<DataFile> = Vec::new();
     let mut open: Option<SpoolFile> = None;
     let result: Result<()> = async {
@@ -220,17 +227,29 @@ async fn rewrite(
             let input = std::fs::File::open(&copy.0).map_err(|e| Error::io(&copy.0, e))?;
             let reader =
                 parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(input)?
+                    .with_batch_size(COMPACT_BATCH_ROWS)
                     .build()?;
             for batch in reader {
                 let batch = crate::table_writer::conform(batch?, schema)?;
                 let spool = match open.as_mut() {
                     Some(s) => s,
-                    None => open.insert(SpoolFile::create(
-                        &opts.spool_dir,
-                        schema.clone(),
-                        props.clone(),
-                        &opts.parquet,
-                    )?),
+                    None => {
+                        let props = match &props {
+                            Some(p) => p,
+                            None => {
+                                let plain =
+                                    dictionary_misfits(&[&batch], opts.parquet.row_group_rows)
+                                        .unwrap_or_default();
+                                props.insert(writer_properties_for(&opts.parquet, &plain)?)
+                            }
+                        };
+                        open.insert(SpoolFile::create(
+                            &opts.spool_dir,
+                            schema.clone(),
+                            props.clone(),
+                            &opts.parquet,
+                        )?)
+                    }
                 };
                 let target = opts.target_bytes;
                 tokio::task::block_in_place(|| -> Result<()> {

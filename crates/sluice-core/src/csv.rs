@@ -398,6 +398,18 @@ impl FieldSplitter {
         }
     }
 
+    /// Where field `i` of the last split record is: `Ok((start, end))` in the record, or
+    /// `Err(bytes)` copied (a quoted field with `""` escapes, unescaped).
+    #[inline]
+    pub fn place(&self, i: usize) -> std::result::Result<(usize, usize), &[u8]> {
+        let (start, end, in_data) = self.bounds[i];
+        if in_data {
+            Err(&self.data[start..end])
+        } else {
+            Ok((start, end))
+        }
+    }
+
     /// Field `i` as text without validating it again, when it is a slice of `record` and
     /// `record_text` is the same bytes already known to be UTF-8.
     #[inline]

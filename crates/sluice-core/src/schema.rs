@@ -198,6 +198,44 @@ fn digits(b: &[u8]) -> Option<u32> {
     Some(v)
 }
 
+/// Days since 1970-01-01 of a date written exactly `YYYY-MM-DD` (the usual form, parsed
+/// without building a calendar date); `None` for anything else, which [`parse_temporal`] then
+/// reads.
+#[inline]
+pub fn iso_date_days(b: &[u8]) -> Option<i32> {
+    let [y0, y1, y2, y3, b'-', m0, m1, b'-', d0, d1] = *b else {
+        return None;
+    };
+    let digit = |c: u8| c.wrapping_sub(b'0');
+    let ds = [y0, y1, y2, y3, m0, m1, d0, d1].map(digit);
+    if ds.iter().any(|d| *d > 9) {
+        return None;
+    }
+    let y =
+        i64::from(ds[0]) * 1000 + i64::from(ds[1]) * 100 + i64::from(ds[2]) * 10 + i64::from(ds[3]);
+    let m = u32::from(ds[4]) * 10 + u32::from(ds[5]);
+    let d = u32::from(ds[6]) * 10 + u32::from(ds[7]);
+    let leap = y % 4 == 0 && (y % 100 != 0 || y % 400 == 0);
+    let month_days = match m {
+        1 | 3 | 5 | 7 | 8 | 10 | 12 => 31,
+        4 | 6 | 9 | 11 => 30,
+        2 if leap => 29,
+        2 => 28,
+        _ => return None,
+    };
+    if d == 0 || d > month_days {
+        return None;
+    }
+    // Days from the civil date (H. Hinnant's algorithm), years counted from March.
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = i64::from((m + 9) % 12);
+    let doy = (153 * mp + 2) / 5 + i64::from(d) - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    Some((era * 146_097 + doe - 719_468) as i32)
+}
+
 /// Parses the ISO 8601 forms sluice recognises without a pattern: `YYYY-MM-DD`, `YYYY/MM/DD`,
 /// each optionally followed by `T` or a space and `HH:MM[:SS[.fraction]]`, then optionally `Z` or
 /// an offset `±HH[:MM]`.
@@ -558,6 +596,39 @@ mod tests {
                 String
             ]
         );
+    }
+
+    #[test]
+    fn iso_date_days_agrees_with_the_calendar() {
+        let mut d = NaiveDate::from_ymd_opt(1, 1, 1).unwrap();
+        let end = NaiveDate::from_ymd_opt(9999, 12, 31).unwrap();
+        while d <= end {
+            let text = d.format("%Y-%m-%d").to_string();
+            assert_eq!(
+                iso_date_days(text.as_bytes()),
+                Some(date_to_days(d)),
+                "{text}"
+            );
+            d = d.succ_opt().unwrap();
+        }
+        for bad in [
+            "2023-02-29",
+            "2024-02-30",
+            "2023-13-01",
+            "2023-00-10",
+            "2023-04-31",
+            "2023-1-010",
+            "2023/01/01",
+            " 2023-01-0",
+            "2023-01-0x",
+            "+023-01-01",
+            "2023-01-01T",
+        ] {
+            assert_eq!(iso_date_days(bad.as_bytes()), None, "{bad}");
+        }
+        assert_eq!(iso_date_days(b"2024-02-29"), Some(19_782));
+        assert_eq!(iso_date_days(b"1970-01-01"), Some(0));
+        assert_eq!(iso_date_days(b"1969-12-31"), Some(-1));
     }
 
     #[test]

@@ -30,8 +30,8 @@ use crate::ledger::{ChunkPart, Commit, CommitDraft, DataFile, FileKind, Ledger};
 use crate::rows::DecodedChunk;
 use crate::table::TableLayout;
 use crate::writer::{
-    FinishedFile, ParquetOptions, SpoolFile, quarantine_batch, quarantine_schema, upload,
-    writer_properties,
+    FinishedFile, ParquetOptions, SpoolFile, dictionary_misfits, quarantine_batch,
+    quarantine_schema, upload, writer_properties, writer_properties_for,
 };
 
 /// Partition key of the quarantine's chunk parts in its Delta log.
@@ -122,7 +122,11 @@ pub struct TableWriter {
     ledger: Ledger,
     /// The quarantine's own Delta table.
     quarantine: Ledger,
+    /// Properties of quarantine files, and of data files until `data_props` is known.
     props: parquet::file::properties::WriterProperties,
+    /// Properties of data files, once the rows showed which columns to write without a
+    /// dictionary (see [`crate::writer::dictionary_misfits`]).
+    data_props: Option<parquet::file::properties::WriterProperties>,
     files: HashMap<String, OpenFile>,
     /// Files closed when the schema changed, committed with their partition's next flush.
     retired: Vec<Closed>,
@@ -146,6 +150,7 @@ impl TableWriter {
             ledger,
             quarantine,
             props,
+            data_props: None,
             files: HashMap::new(),
             retired: Vec::new(),
             stats: WriteStats::default(),
@@ -262,6 +267,19 @@ impl TableWriter {
                 quarantine_batch(&self.layout.name, &d.quarantine)?,
             ));
         }
+        if self.data_props.is_none() {
+            let data: Vec<&arrow::array::RecordBatch> = parts
+                .iter()
+                .filter(|(_, kind, _)| *kind == FileKind::Data)
+                .map(|(_, _, b)| b)
+                .collect();
+            if let Some(plain) = dictionary_misfits(&data, self.opts.parquet.row_group_rows) {
+                if !plain.is_empty() {
+                    info!(table = %self.layout.name, columns = ?plain, "columns written without a dictionary");
+                }
+                self.data_props = Some(writer_properties_for(&self.opts.parquet, &plain)?);
+            }
+        }
         let mut out = Written::default();
         let mut batches: HashMap<String, arrow::array::RecordBatch> = HashMap::new();
         for (part, kind, batch) in parts {
@@ -288,15 +306,15 @@ impl TableWriter {
             }
             out.waiting.insert(part.clone());
             if !self.files.contains_key(&part) {
-                let schema = if kind == FileKind::Quarantine {
-                    quarantine_schema()
-                } else {
-                    self.layout.file_schema.clone()
+                let (schema, props) = match (kind, &self.data_props) {
+                    (FileKind::Data, Some(props)) => (self.layout.file_schema.clone(), props),
+                    (FileKind::Data, None) => (self.layout.file_schema.clone(), &self.props),
+                    (FileKind::Quarantine, _) => (quarantine_schema(), &self.props),
                 };
                 let spool = SpoolFile::create(
                     &self.opts.spool_dir,
                     schema,
-                    self.props.clone(),
+                    props.clone(),
                     &self.opts.parquet,
                 )?;
                 self.files.insert(
