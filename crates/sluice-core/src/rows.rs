@@ -6,9 +6,8 @@ use std::sync::Arc;
 
 use arrow::array::{
     ArrayRef, BooleanBuilder, Date32Builder, Float64Builder, Int64Builder, RecordBatch,
-    StringBuilder, TimestampMicrosecondBuilder, UInt32Array,
+    StringBuilder, TimestampMicrosecondBuilder,
 };
-use arrow::compute::take_record_batch;
 use chrono::NaiveTime;
 
 use crate::chunk::ChunkHeader;
@@ -120,9 +119,12 @@ fn naive_micros(t: Temporal) -> i64 {
 /// Builds typed batches from rows of one table.
 pub struct RowTyper<'l> {
     layout: &'l TableLayout,
-    cols: Vec<Col>,
-    /// Partition index of each taken row.
-    part_of_row: Vec<u32>,
+    /// Per partition (by index in `partitions`): its columns, built as rows are taken.
+    cols: Vec<Vec<Col>>,
+    /// Rows taken per partition.
+    rows: Vec<usize>,
+    /// Rows expected in all, to size a partition's first builders.
+    capacity: usize,
     partitions: Partitioner,
     quarantine: Vec<QuarantineRow>,
     rows_in: u64,
@@ -138,29 +140,11 @@ pub struct RowTyper<'l> {
 
 impl<'l> RowTyper<'l> {
     pub fn new(layout: &'l TableLayout, capacity: usize) -> Self {
-        let cols = layout
-            .file_columns
-            .iter()
-            .map(|c| match c.ty {
-                ColumnType::Boolean => Col::Bool(BooleanBuilder::with_capacity(capacity)),
-                ColumnType::Int64 => Col::I64(Int64Builder::with_capacity(capacity)),
-                ColumnType::Float64 => Col::F64(Float64Builder::with_capacity(capacity)),
-                ColumnType::Date => Col::Date(Date32Builder::with_capacity(capacity)),
-                ColumnType::Timestamp => {
-                    Col::Ts(TimestampMicrosecondBuilder::with_capacity(capacity))
-                }
-                ColumnType::TimestampTz => Col::Ts(
-                    TimestampMicrosecondBuilder::with_capacity(capacity).with_timezone("UTC"),
-                ),
-                ColumnType::String => {
-                    Col::Str(StringBuilder::with_capacity(capacity, capacity * 8))
-                }
-            })
-            .collect();
         RowTyper {
             layout,
-            cols,
-            part_of_row: Vec::with_capacity(capacity),
+            cols: Vec::new(),
+            rows: Vec::new(),
+            capacity,
             partitions: Partitioner::default(),
             quarantine: Vec::new(),
             rows_in: 0,
@@ -179,6 +163,38 @@ impl<'l> RowTyper<'l> {
             new_samples: 0,
             new_source: String::new(),
         }
+    }
+
+    /// The columns of partition `part`, created when it is first seen: its first builders
+    /// are sized for an even share of the rows expected.
+    fn columns_of(&mut self, part: u32) -> &mut Vec<Col> {
+        let part = part as usize;
+        while self.cols.len() <= part {
+            let capacity = (self.capacity / 4).max(16);
+            let cols = self
+                .layout
+                .file_columns
+                .iter()
+                .map(|c| match c.ty {
+                    ColumnType::Boolean => Col::Bool(BooleanBuilder::with_capacity(capacity)),
+                    ColumnType::Int64 => Col::I64(Int64Builder::with_capacity(capacity)),
+                    ColumnType::Float64 => Col::F64(Float64Builder::with_capacity(capacity)),
+                    ColumnType::Date => Col::Date(Date32Builder::with_capacity(capacity)),
+                    ColumnType::Timestamp => {
+                        Col::Ts(TimestampMicrosecondBuilder::with_capacity(capacity))
+                    }
+                    ColumnType::TimestampTz => Col::Ts(
+                        TimestampMicrosecondBuilder::with_capacity(capacity).with_timezone("UTC"),
+                    ),
+                    ColumnType::String => {
+                        Col::Str(StringBuilder::with_capacity(capacity, capacity * 8))
+                    }
+                })
+                .collect();
+            self.cols.push(cols);
+            self.rows.push(0);
+        }
+        &mut self.cols[part]
     }
 
     /// The table's layout this typer types for.
@@ -221,17 +237,20 @@ impl<'l> RowTyper<'l> {
         self.rows_in += 1;
         match self.type_row(&field) {
             Ok(part) => {
-                for i in 0..self.vals.len() {
-                    if let Some(fi) = self.layout.file_index[i] {
-                        let v = self.vals[i];
+                let (layout, vals) = (self.layout, std::mem::take(&mut self.vals));
+                self.columns_of(part);
+                self.rows[part as usize] += 1;
+                let cols = &mut self.cols[part as usize];
+                for (i, v) in vals.iter().enumerate() {
+                    if let Some(fi) = layout.file_index[i] {
                         let text = match v {
                             Val::Str => field(i).and_then(|f| f.text().ok()),
                             _ => None,
                         };
-                        push_val(&mut self.cols[fi], v, text);
+                        push_val(&mut cols[fi], *v, text);
                     }
                 }
-                self.part_of_row.push(part);
+                self.vals = vals;
             }
             Err(reason) => self.quarantine.push(QuarantineRow {
                 source: source.to_string(),
@@ -301,41 +320,30 @@ impl<'l> RowTyper<'l> {
     }
 
     /// Finishes: one batch per partition.
-    pub fn finish(mut self, chunk: &str) -> Result<DecodedChunk> {
-        let arrays: Vec<ArrayRef> = self
-            .cols
-            .iter_mut()
-            .map(|c| -> ArrayRef {
-                match c {
-                    Col::Bool(b) => Arc::new(b.finish()),
-                    Col::I64(b) => Arc::new(b.finish()),
-                    Col::F64(b) => Arc::new(b.finish()),
-                    Col::Date(b) => Arc::new(b.finish()),
-                    Col::Ts(b) => Arc::new(b.finish()),
-                    Col::Str(b) => Arc::new(b.finish()),
-                }
-            })
-            .collect();
-        let batch = RecordBatch::try_new_with_options(
-            self.layout.file_schema.clone(),
-            arrays,
-            &arrow::array::RecordBatchOptions::new().with_row_count(Some(self.part_of_row.len())),
-        )?;
-        let parts = self.partitions.parts;
-        let parts = if parts.len() <= 1 {
-            parts.into_iter().map(|p| (p, batch.clone())).collect()
-        } else {
-            let mut idx: Vec<Vec<u32>> = vec![Vec::new(); parts.len()];
-            for (row, p) in self.part_of_row.iter().enumerate() {
-                idx[*p as usize].push(row as u32);
-            }
-            let mut out = Vec::with_capacity(parts.len());
-            for (p, rows) in parts.into_iter().zip(idx) {
-                let b = take_record_batch(&batch, &UInt32Array::from(rows))?;
-                out.push((p, b));
-            }
-            out
-        };
+    pub fn finish(self, chunk: &str) -> Result<DecodedChunk> {
+        let mut parts = Vec::with_capacity(self.cols.len());
+        let parts_rows = self.partitions.parts.into_iter().zip(self.rows);
+        for ((path, rows), mut cols) in parts_rows.zip(self.cols) {
+            let arrays: Vec<ArrayRef> = cols
+                .iter_mut()
+                .map(|c| -> ArrayRef {
+                    match c {
+                        Col::Bool(b) => Arc::new(b.finish()),
+                        Col::I64(b) => Arc::new(b.finish()),
+                        Col::F64(b) => Arc::new(b.finish()),
+                        Col::Date(b) => Arc::new(b.finish()),
+                        Col::Ts(b) => Arc::new(b.finish()),
+                        Col::Str(b) => Arc::new(b.finish()),
+                    }
+                })
+                .collect();
+            let batch = RecordBatch::try_new_with_options(
+                self.layout.file_schema.clone(),
+                arrays,
+                &arrow::array::RecordBatchOptions::new().with_row_count(Some(rows)),
+            )?;
+            parts.push((path, batch));
+        }
         Ok(DecodedChunk {
             chunk: chunk.to_string(),
             parts,
@@ -848,35 +856,18 @@ impl RowTyper<'_> {
                     clip(s)
                 )
             };
-            // Types every row not refused yet with `parse` (`Ok(None)`: NULL).
-            let mut each = |parse: &mut dyn FnMut(usize, &str) -> Result<bool, &'static str>| {
-                for r in 0..n {
-                    if bad[r].is_some() {
-                        ok[r] = false;
-                        continue;
-                    }
-                    match field(r) {
-                        Ok(None) => ok[r] = false,
-                        Ok(Some(s)) => match parse(r, s) {
-                            Ok(present) => ok[r] = present,
-                            Err(what) => {
-                                bad[r] = Some(bad_value(s, what));
-                                any_bad = true;
-                                ok[r] = false;
-                            }
-                        },
-                        Err(reason) => {
-                            bad[r] = Some(reason);
-                            any_bad = true;
-                            ok[r] = false;
-                        }
-                    }
-                }
-            };
             let t = match col.ty {
                 ColumnType::String => {
                     if text.is_none() {
-                        each(&mut |_, _| Ok(true));
+                        type_values(
+                            n,
+                            &mut bad,
+                            &mut any_bad,
+                            &mut ok,
+                            &field,
+                            &bad_value,
+                            |_, _| Ok(true),
+                        );
                     } else {
                         for r in 0..n {
                             ok[r] = bad[r].is_none() && !format.is_null(bytes_at(places[r]));
@@ -886,48 +877,80 @@ impl RowTyper<'_> {
                 }
                 ColumnType::Int64 => {
                     let mut v = vec![0i64; n];
-                    each(&mut |r, s| {
-                        v[r] = parse_i64(trim(s)).ok_or("int64")?;
-                        Ok(true)
-                    });
+                    type_values(
+                        n,
+                        &mut bad,
+                        &mut any_bad,
+                        &mut ok,
+                        &field,
+                        &bad_value,
+                        |r, s| {
+                            v[r] = parse_i64(trim(s)).ok_or("int64")?;
+                            Ok(true)
+                        },
+                    );
                     Typed::I64(v)
                 }
                 ColumnType::Float64 => {
                     let mut v = vec![0f64; n];
-                    each(&mut |r, s| {
-                        v[r] = parse_f64(trim(s)).ok_or("float64")?;
-                        Ok(true)
-                    });
+                    type_values(
+                        n,
+                        &mut bad,
+                        &mut any_bad,
+                        &mut ok,
+                        &field,
+                        &bad_value,
+                        |r, s| {
+                            v[r] = parse_f64(trim(s)).ok_or("float64")?;
+                            Ok(true)
+                        },
+                    );
                     Typed::F64(v)
                 }
                 ColumnType::Boolean => {
                     let mut v = vec![false; n];
-                    each(&mut |r, s| {
-                        v[r] = parse_bool(trim(s)).ok_or("boolean")?;
-                        Ok(true)
-                    });
+                    type_values(
+                        n,
+                        &mut bad,
+                        &mut any_bad,
+                        &mut ok,
+                        &field,
+                        &bad_value,
+                        |r, s| {
+                            v[r] = parse_bool(trim(s)).ok_or("boolean")?;
+                            Ok(true)
+                        },
+                    );
                     Typed::Bool(v)
                 }
                 ColumnType::Date => {
                     let mut v = vec![0i32; n];
                     let lenient = self.date_source[i];
                     let pattern = layout.date_format.as_deref();
-                    each(&mut |r, s| {
-                        if let Some(d) = crate::schema::iso_date_days(s.as_bytes()) {
-                            v[r] = d;
-                            return Ok(true);
-                        }
-                        match parse_temporal(s, pattern) {
-                            Some(Temporal::Date(d)) => {
-                                v[r] = date_to_days(d);
-                                Ok(true)
+                    type_values(
+                        n,
+                        &mut bad,
+                        &mut any_bad,
+                        &mut ok,
+                        &field,
+                        &bad_value,
+                        |r, s| {
+                            if let Some(d) = crate::schema::iso_date_days(s.as_bytes()) {
+                                v[r] = d;
+                                return Ok(true);
                             }
-                            Some(_) => Err("date (it has a time)"),
-                            // An unparseable partition date: the default partition.
-                            None if lenient => Ok(false),
-                            None => Err("date"),
-                        }
-                    });
+                            match parse_temporal(s, pattern) {
+                                Some(Temporal::Date(d)) => {
+                                    v[r] = date_to_days(d);
+                                    Ok(true)
+                                }
+                                Some(_) => Err("date (it has a time)"),
+                                // An unparseable partition date: the default partition.
+                                None if lenient => Ok(false),
+                                None => Err("date"),
+                            }
+                        },
+                    );
                     Typed::Date(v)
                 }
                 ColumnType::Timestamp | ColumnType::TimestampTz => {
@@ -936,17 +959,25 @@ impl RowTyper<'_> {
                     let pattern = layout.date_format.as_deref();
                     let zoned = col.ty == ColumnType::TimestampTz;
                     let what = col.ty.name();
-                    each(&mut |r, s| match parse_temporal(s, pattern) {
-                        Some(t) => {
-                            v[r] = match t {
-                                Temporal::Zoned(us) if !zoned => us,
-                                other => naive_micros(other),
-                            };
-                            Ok(true)
-                        }
-                        None if lenient => Ok(false),
-                        None => Err(what),
-                    });
+                    type_values(
+                        n,
+                        &mut bad,
+                        &mut any_bad,
+                        &mut ok,
+                        &field,
+                        &bad_value,
+                        |r, s| match parse_temporal(s, pattern) {
+                            Some(t) => {
+                                v[r] = match t {
+                                    Temporal::Zoned(us) if !zoned => us,
+                                    other => naive_micros(other),
+                                };
+                                Ok(true)
+                            }
+                            None if lenient => Ok(false),
+                            None => Err(what),
+                        },
+                    );
                     Typed::Ts(v)
                 }
             };
@@ -991,71 +1022,73 @@ impl RowTyper<'_> {
             }
         }
 
-        // Take the good rows.
-        let good: Vec<usize> = if any_bad {
-            (0..n).filter(|r| bad[*r].is_none()).collect()
-        } else {
-            Vec::new()
-        };
-        let taken = if any_bad { good.len() } else { n };
-        for (i, t) in typed.iter().enumerate() {
-            let Some(fi) = layout.file_index[i] else {
-                continue;
-            };
-            let ok = &valid[i];
-            macro_rules! take_values {
-                ($b:expr, $v:expr) => {
-                    if any_bad {
-                        for r in &good {
-                            $b.append_option(ok[*r].then(|| $v[*r]));
-                        }
-                    } else {
-                        $b.append_values($v, ok);
-                    }
-                };
+        // Take the good rows, straight into their partitions' columns.
+        let mut by_part: Vec<Vec<u32>> = Vec::new();
+        for r in (0..n).filter(|r| bad[*r].is_none()) {
+            let p = part[r] as usize;
+            if by_part.len() <= p {
+                by_part.resize_with(p + 1, Vec::new);
             }
-            match (&mut self.cols[fi], t) {
-                (Col::Bool(b), Typed::Bool(v)) => {
-                    let rows: Box<dyn Iterator<Item = usize>> = if any_bad {
-                        Box::new(good.iter().copied())
-                    } else {
-                        Box::new(0..n)
+            by_part[p].push(r as u32);
+        }
+        for (p, rows) in by_part.iter().enumerate() {
+            if rows.is_empty() {
+                continue;
+            }
+            self.columns_of(p as u32);
+            self.rows[p] += rows.len();
+            // Every row of the block: columns are appended whole.
+            let whole = rows.len() == n;
+            let cols = &mut self.cols[p];
+            for (i, t) in typed.iter().enumerate() {
+                let Some(fi) = layout.file_index[i] else {
+                    continue;
+                };
+                let ok = &valid[i];
+                macro_rules! take_values {
+                    ($b:expr, $v:expr) => {
+                        if whole {
+                            $b.append_values($v, ok);
+                        } else {
+                            for r in rows {
+                                let r = *r as usize;
+                                $b.append_option(ok[r].then(|| $v[r]));
+                            }
+                        }
                     };
-                    rows.for_each(|r| b.append_option(ok[r].then(|| v[r])));
                 }
-                (Col::I64(b), Typed::I64(v)) => take_values!(b, v),
-                (Col::F64(b), Typed::F64(v)) => take_values!(b, v),
-                (Col::Date(b), Typed::Date(v)) => take_values!(b, v),
-                (Col::Ts(b), Typed::Ts(v)) => take_values!(b, v),
-                (Col::Str(b), Typed::Str) => {
-                    let places = block.fields[i]
-                        .as_ref()
-                        .expect("a string column has places");
-                    let mut push = |r: usize| {
-                        if ok[r] {
+                match (&mut cols[fi], t) {
+                    (Col::Bool(b), Typed::Bool(v)) => {
+                        for r in rows {
+                            let r = *r as usize;
+                            b.append_option(ok[r].then(|| v[r]));
+                        }
+                    }
+                    (Col::I64(b), Typed::I64(v)) => take_values!(b, v),
+                    (Col::F64(b), Typed::F64(v)) => take_values!(b, v),
+                    (Col::Date(b), Typed::Date(v)) => take_values!(b, v),
+                    (Col::Ts(b), Typed::Ts(v)) => take_values!(b, v),
+                    (Col::Str(b), Typed::Str) => {
+                        let places = block.fields[i]
+                            .as_ref()
+                            .expect("a string column has places");
+                        for r in rows {
+                            let r = *r as usize;
+                            if !ok[r] {
+                                b.append_null();
+                                continue;
+                            }
                             let place = places[r];
                             match str_at(place) {
                                 Some(s) => b.append_value(s),
                                 // Checked above: the row would be refused otherwise.
                                 None => b.append_option(std::str::from_utf8(bytes_at(place)).ok()),
                             }
-                        } else {
-                            b.append_null();
                         }
-                    };
-                    if any_bad {
-                        good.iter().for_each(|r| push(*r));
-                    } else {
-                        (0..n).for_each(push);
                     }
+                    (col, _) => append_nulls(col, rows.len()),
                 }
-                (col, _) => append_nulls(col, taken),
             }
-        }
-        if any_bad {
-            self.part_of_row.extend(good.iter().map(|r| part[*r]));
-        } else {
-            self.part_of_row.extend_from_slice(&part);
         }
 
         // Quarantine, in record order: rows refused when split, then when typed.
@@ -1088,6 +1121,42 @@ impl RowTyper<'_> {
         }
         self.quarantine.extend(refused.into_iter().map(|(_, q)| q));
         block.clear();
+    }
+}
+
+/// Types the field of each row not refused yet with `parse` (`Ok(false)`: NULL), refusing
+/// the rows whose value does not parse with the reason.
+#[inline]
+fn type_values<'t>(
+    n: usize,
+    bad: &mut [Option<String>],
+    any_bad: &mut bool,
+    ok: &mut [bool],
+    field: &impl Fn(usize) -> Result<Option<&'t str>, String>,
+    bad_value: &impl Fn(&str, &str) -> String,
+    mut parse: impl FnMut(usize, &str) -> Result<bool, &'static str>,
+) {
+    for r in 0..n {
+        if bad[r].is_some() {
+            ok[r] = false;
+            continue;
+        }
+        match field(r) {
+            Ok(None) => ok[r] = false,
+            Ok(Some(s)) => match parse(r, s) {
+                Ok(present) => ok[r] = present,
+                Err(what) => {
+                    bad[r] = Some(bad_value(s, what));
+                    *any_bad = true;
+                    ok[r] = false;
+                }
+            },
+            Err(reason) => {
+                bad[r] = Some(reason);
+                *any_bad = true;
+                ok[r] = false;
+            }
+        }
     }
 }
 
