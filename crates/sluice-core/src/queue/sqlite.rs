@@ -94,7 +94,31 @@ CREATE TABLE IF NOT EXISTS messages (
     dead_letter_reason TEXT
 );
 CREATE INDEX IF NOT EXISTS messages_visible ON messages (queue, visible_at_ms, seq);
+-- Bodies apart from the state a receive or a heartbeat updates: SQLite rewrites a whole row
+-- (every overflow page of a 1 MiB body) when an update changes its size, as a receipt does.
+-- `messages.body` is '' from schema version 1 on.
+CREATE TABLE IF NOT EXISTS message_bodies (
+    seq INTEGER PRIMARY KEY,
+    body TEXT NOT NULL
+);
+CREATE TRIGGER IF NOT EXISTS message_bodies_follow AFTER DELETE ON messages BEGIN
+    DELETE FROM message_bodies WHERE seq = old.seq;
+END;
 ";
+
+/// Moves the bodies of a queue database written before `message_bodies` existed.
+fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let version: i64 = tx.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    if version < 1 {
+        tx.execute_batch(
+            "INSERT OR IGNORE INTO message_bodies (seq, body) SELECT seq, body FROM messages;
+             UPDATE messages SET body = '' WHERE body != '';
+             PRAGMA user_version = 1;",
+        )?;
+    }
+    tx.commit()
+}
 
 impl EmbeddedQueues {
     /// Opens (creating if needed) the queue database at `path`.
@@ -119,6 +143,8 @@ impl EmbeddedQueues {
         conn.pragma_update(None, "synchronous", "FULL")
             .map_err(err)?;
         conn.execute_batch(SCHEMA).map_err(err)?;
+        let mut conn = conn;
+        migrate(&mut conn).map_err(err)?;
         Ok(EmbeddedQueues {
             db: Arc::new(Db {
                 path,
@@ -312,11 +338,15 @@ impl SqliteQueue {
                             continue;
                         }
                         let receipt = format!("{seq}:{}", uuid::Uuid::new_v4().simple());
-                        let msg = tx.query_row(
-                            "UPDATE messages SET visible_at_ms = ?2, receive_count = receive_count + 1, receipt = ?3 WHERE seq = ?1 RETURNING message_id, body, receive_count",
+                        let (message_id, receive_count) = tx.query_row(
+                            "UPDATE messages SET visible_at_ms = ?2, receive_count = receive_count + 1, receipt = ?3 WHERE seq = ?1 RETURNING message_id, receive_count",
                             params![seq, now + vt, receipt],
-                            |r| Ok(ReceivedMessage { message_id: r.get(0)?, receipt: receipt.clone(), body: r.get(1)?, receive_count: r.get(2)? }),
+                            |r| Ok((r.get(0)?, r.get(1)?)),
                         )?;
+                        let body = tx
+                            .prepare_cached("SELECT body FROM message_bodies WHERE seq = ?1")?
+                            .query_row([seq], |r| r.get(0))?;
+                        let msg = ReceivedMessage { message_id, receipt: receipt.clone(), body, receive_count };
                         out.push(msg);
                         if out.len() == max {
                             break 'outer;
@@ -381,11 +411,15 @@ impl Queue for SqliteQueue {
                 let mut ids = Vec::with_capacity(bodies.len());
                 {
                     let mut st = tx.prepare_cached(
-                        "INSERT INTO messages (queue, message_id, body, sent_at_ms, visible_at_ms) VALUES (?1, ?2, ?3, ?4, ?4)",
+                        "INSERT INTO messages (queue, message_id, body, sent_at_ms, visible_at_ms) VALUES (?1, ?2, '', ?3, ?3)",
+                    )?;
+                    let mut put = tx.prepare_cached(
+                        "INSERT INTO message_bodies (seq, body) VALUES (?1, ?2)",
                     )?;
                     for b in &bodies {
                         let id = uuid::Uuid::new_v4().to_string();
-                        st.execute(params![name, id, b, now])?;
+                        st.execute(params![name, id, now])?;
+                        put.execute(params![tx.last_insert_rowid(), b])?;
                         ids.push(id);
                     }
                 }
@@ -511,5 +545,67 @@ impl Queue for SqliteQueue {
                     .map(|_| ())
             })
             .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::queue::{Queue, QueueExt, ReceiveOptions};
+
+    /// A queue database written before bodies had their own table: its messages are received
+    /// whole after the upgrade, and deleting them deletes their bodies.
+    #[tokio::test]
+    async fn a_database_of_the_earlier_schema_keeps_its_messages() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("q.db");
+        {
+            let qs = EmbeddedQueues::open(&path).unwrap();
+            qs.create_queue("q", &QueueSettings::default())
+                .await
+                .unwrap();
+        }
+        // What the earlier schema held: the body in `messages`, version 0.
+        let conn = Connection::open(&path).unwrap();
+        let big = "x".repeat(100_000);
+        let now = SystemClock.now_ms();
+        for (id, body) in [("m1", "first"), ("m2", big.as_str())] {
+            conn.execute(
+                "INSERT INTO messages (queue, message_id, body, sent_at_ms, visible_at_ms) VALUES ('q', ?1, ?2, ?3, ?3)",
+                params![id, body, now],
+            )
+            .unwrap();
+        }
+        conn.execute_batch("DELETE FROM message_bodies; PRAGMA user_version = 0;")
+            .unwrap();
+        drop(conn);
+
+        let qs = EmbeddedQueues::open(&path).unwrap();
+        let q = qs.queue("q").await.unwrap();
+        q.send_batch(&["third".to_string()]).await.unwrap();
+        let got = q
+            .receive(ReceiveOptions {
+                wait: Duration::ZERO,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        let bodies: Vec<(usize, &str)> = got
+            .iter()
+            .map(|m| (m.body.len(), &m.body[..m.body.len().min(5)]))
+            .collect();
+        assert_eq!(bodies, [(5, "first"), (100_000, "xxxxx"), (5, "third")]);
+        let receipts: Vec<String> = got.iter().map(|m| m.receipt.clone()).collect();
+        assert!(q.delete_all(&receipts).await.unwrap().is_empty());
+        let conn = Connection::open(&path).unwrap();
+        let left: i64 = conn
+            .query_row("SELECT count(*) FROM message_bodies", [], |r| r.get(0))
+            .unwrap();
+        let in_rows: i64 = conn
+            .query_row("SELECT count(*) FROM messages WHERE body != ''", [], |r| {
+                r.get(0)
+            })
+            .unwrap();
+        assert_eq!((left, in_rows), (0, 0));
     }
 }
