@@ -496,8 +496,35 @@ fn fix_malloc_mmap_threshold() {
 #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
 fn fix_malloc_mmap_threshold() {}
 
+/// Blocks below the mmap threshold are freed into glibc's per-thread arenas, whose free pages
+/// stay resident: converting ten times TPC-H SF1 crept from 300 MB to 350 MB of RSS before
+/// its first file rotated. Once a second, a thread gives free pages back (`malloc_trim`
+/// releases whole free pages inside every arena, not only at its top).
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+fn trim_malloc_arenas_every_second() {
+    let spawned = std::thread::Builder::new()
+        .name("malloc-trim".into())
+        .spawn(|| {
+            loop {
+                std::thread::sleep(std::time::Duration::from_secs(1));
+                // SAFETY: malloc_trim only returns free memory to the system; it takes each
+                // arena's lock and is safe to call from any thread at any time.
+                #[allow(unsafe_code)]
+                unsafe {
+                    libc::malloc_trim(0);
+                }
+            }
+        });
+    // Without the thread sluice works the same, with a higher peak.
+    drop(spawned);
+}
+
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+fn trim_malloc_arenas_every_second() {}
+
 fn main() -> std::process::ExitCode {
     fix_malloc_mmap_threshold();
+    trim_malloc_arenas_every_second();
     // `sluice … | head`: when the reader of stdout goes away, stop quietly, as Unix tools do
     // (Rust ignores SIGPIPE, and `println!` panics on the broken pipe).
     let default_hook = std::panic::take_hook();

@@ -315,7 +315,11 @@ impl FinishedFile {
     }
 }
 
-const PART_SIZE: usize = 16 << 20;
+/// Bytes of one part of a multipart upload (S3's minimum is 5 MiB).
+const PART_SIZE: usize = 8 << 20;
+/// Parts of one file uploaded at once: memory is about one more part than this. (Four parts
+/// of 16 MiB in flight were 80 MiB of the peak when `convert` uploaded 128 MiB files.)
+const PARTS_IN_FLIGHT: usize = 2;
 
 /// Uploads a local file to `dest` (relative to the lake root) without overwriting anything.
 pub async fn upload(lake: &Lake, local: &Path, dest: &str) -> Result<u64> {
@@ -349,7 +353,7 @@ pub async fn upload(lake: &Lake, local: &Path, dest: &str) -> Result<u64> {
             if n == 0 {
                 break;
             }
-            w.wait_for_capacity(4).await?;
+            w.wait_for_capacity(PARTS_IN_FLIGHT).await?;
             w.write(&buf[..n]);
         }
         w.finish().await?;
