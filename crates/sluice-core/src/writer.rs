@@ -77,9 +77,6 @@ pub fn writer_properties_for(
 pub const DICTIONARY_SAMPLE_MIN: usize = 4096;
 /// Rows of one partition a dictionary decision looks at, at most.
 const DICTIONARY_SAMPLE_MAX: usize = 65_536;
-/// New values per doubling of the rows (1: none, 2: every value new) from which a column is
-/// taken to keep finding new values in proportion to its rows.
-const DICTIONARY_GROWTH_LIMIT: f64 = 1.9;
 
 /// The columns whose dictionary would overflow its page in a row group of `row_group_rows`,
 /// judged from `parts`: rows of one table, each batch the rows of one partition (one file) in
@@ -88,10 +85,9 @@ const DICTIONARY_GROWTH_LIMIT: f64 = 1.9;
 /// [`DICTIONARY_SAMPLE_MIN`] rows to judge by.
 ///
 /// The distinct values of the first half of each partition's rows and of all of them tell how
-/// fast new values come: a column that stops finding new ones (dates, codes, a few thousand
-/// suppliers) keeps its dictionary; one that keeps finding them at nearly every row (ids,
-/// prices, free text) and whose dictionary, projected to a row group, would pass its page is
-/// written plain.
+/// many values the column has (see the estimate below): a column with few (dates, codes, ten
+/// thousand suppliers) keeps its dictionary; one with more than a dictionary page holds in a
+/// row group (ids, prices, free text) is written plain.
 pub fn dictionary_misfits(parts: &[&RecordBatch], row_group_rows: usize) -> Option<Vec<String>> {
     use arrow::array::{Array, AsArray};
     use arrow::datatypes::{
@@ -165,17 +161,21 @@ pub fn dictionary_misfits(parts: &[&RecordBatch], row_group_rows: usize) -> Opti
         if n < DICTIONARY_SAMPLE_MIN || d_half == 0 {
             continue;
         }
-        let growth = (d_full as f64 / d_half as f64).clamp(1.0, 2.0);
-        if growth < DICTIONARY_GROWTH_LIMIT {
-            continue;
-        }
-        // One partition's dictionary, projected from its share of the sample to a row group.
+        // Distinct values per partition, estimated from how many new ones the second half of
+        // the rows brought: drawing n rows from N values, the first half finds N(1 - e^(-n/2N))
+        // and the whole N(1 - e^(-n/N)), a ratio of 1 + e^(-n/2N). Keys that keep coming
+        // (sorted order ids, free text) give a ratio of 2: as many values as rows.
         let k = parts.len() as f64;
-        let per_part = n as f64 / k;
-        let scale = (row_group_rows as f64 / per_part)
-            .max(1.0)
-            .powf(growth.log2());
-        let projected = d_full as f64 / k * scale * (bytes as f64 / n as f64);
+        let (per_part, d_avg) = (n as f64 / k, d_full as f64 / k);
+        let growth = d_full as f64 / d_half as f64;
+        let distinct = if growth >= 2.0 {
+            f64::INFINITY
+        } else if growth <= 1.0 {
+            d_avg
+        } else {
+            (-per_part / (2.0 * (growth - 1.0).ln())).max(d_avg)
+        };
+        let projected = distinct.min(row_group_rows as f64) * (bytes as f64 / n as f64);
         if projected > DICTIONARY_PAGE_BYTES as f64 {
             plain.push(field.name().clone());
         }
@@ -627,6 +627,37 @@ mod tests {
             dictionary_misfits(&refs, 4096).unwrap(),
             Vec::<String>::new()
         );
+    }
+
+    /// A consumer's first message: seven partitions of 2,900 rows. Ten thousand suppliers fit a
+    /// dictionary; two hundred thousand parts do not.
+    #[test]
+    fn small_partitions_tell_ten_thousand_values_from_two_hundred_thousand() {
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("supplier", DataType::Int64, false),
+            Field::new("part", DataType::Int64, false),
+        ]));
+        let mut seed = 7u64;
+        let mut next = move |m: u64| {
+            seed = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
+            ((seed >> 33) % m) as i64
+        };
+        let parts: Vec<RecordBatch> = (0..7)
+            .map(|_| {
+                let supplier: Vec<i64> = (0..2900).map(|_| next(10_000)).collect();
+                let part: Vec<i64> = (0..2900).map(|_| next(200_000)).collect();
+                RecordBatch::try_new(
+                    schema.clone(),
+                    vec![
+                        Arc::new(Int64Array::from(supplier)),
+                        Arc::new(Int64Array::from(part)),
+                    ],
+                )
+                .unwrap()
+            })
+            .collect();
+        let refs: Vec<&RecordBatch> = parts.iter().collect();
+        assert_eq!(dictionary_misfits(&refs, 1 << 20).unwrap(), ["part"]);
     }
 
     #[test]
