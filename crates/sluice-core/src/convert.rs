@@ -1018,6 +1018,7 @@ fn chunk_id(fp: &str, index: u64, raw: &[u8]) -> String {
     format!("{fp}-{index}-{:016x}", xxhash_rust::xxh3::xxh3_64(raw))
 }
 
+#[allow(clippy::too_many_arguments)]
 fn read_csv(
     rt: &tokio::runtime::Handle,
     src: &Source,
