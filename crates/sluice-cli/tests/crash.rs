@@ -344,7 +344,7 @@ fn full_disk_stops_cleanly_and_loses_nothing() {
     let lake = dir.path().join("lake");
     std::fs::create_dir_all(&lake).unwrap();
     let st = Command::new("mount")
-        .args(["-t", "tmpfs", "-o", "size=256k", "tmpfs"])
+        .args(["-t", "tmpfs", "-o", "size=64k", "tmpfs"])
         .arg(&lake)
         .status()
         .unwrap();
