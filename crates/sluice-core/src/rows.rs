@@ -320,7 +320,11 @@ impl<'l> RowTyper<'l> {
     }
 
     /// Finishes: one batch per partition.
-    pub fn finish(self, chunk: &str) -> Result<DecodedChunk> {
+    pub fn finish(mut self, chunk: &str) -> Result<DecodedChunk> {
+        // Every partition a row was given has its columns; made sure of, not assumed.
+        if let Some(last) = self.partitions.parts.len().checked_sub(1) {
+            self.columns_of(last as u32);
+        }
         let mut parts = Vec::with_capacity(self.cols.len());
         let parts_rows = self.partitions.parts.into_iter().zip(self.rows);
         for ((path, rows), mut cols) in parts_rows.zip(self.cols) {
@@ -856,18 +860,24 @@ impl RowTyper<'_> {
                     clip(s)
                 )
             };
+            // Types the field of every row not refused yet with the parser given.
+            macro_rules! each {
+                ($parse:expr $(,)?) => {
+                    type_values(
+                        n,
+                        &mut bad,
+                        &mut any_bad,
+                        &mut ok,
+                        &field,
+                        &bad_value,
+                        $parse,
+                    )
+                };
+            }
             let t = match col.ty {
                 ColumnType::String => {
                     if text.is_none() {
-                        type_values(
-                            n,
-                            &mut bad,
-                            &mut any_bad,
-                            &mut ok,
-                            &field,
-                            &bad_value,
-                            |_, _| Ok(true),
-                        );
+                        each!(|_, _| Ok(true),);
                     } else {
                         for r in 0..n {
                             ok[r] = bad[r].is_none() && !format.is_null(bytes_at(places[r]));
@@ -877,80 +887,48 @@ impl RowTyper<'_> {
                 }
                 ColumnType::Int64 => {
                     let mut v = vec![0i64; n];
-                    type_values(
-                        n,
-                        &mut bad,
-                        &mut any_bad,
-                        &mut ok,
-                        &field,
-                        &bad_value,
-                        |r, s| {
-                            v[r] = parse_i64(trim(s)).ok_or("int64")?;
-                            Ok(true)
-                        },
-                    );
+                    each!(|r, s| {
+                        v[r] = parse_i64(trim(s)).ok_or("int64")?;
+                        Ok(true)
+                    },);
                     Typed::I64(v)
                 }
                 ColumnType::Float64 => {
                     let mut v = vec![0f64; n];
-                    type_values(
-                        n,
-                        &mut bad,
-                        &mut any_bad,
-                        &mut ok,
-                        &field,
-                        &bad_value,
-                        |r, s| {
-                            v[r] = parse_f64(trim(s)).ok_or("float64")?;
-                            Ok(true)
-                        },
-                    );
+                    each!(|r, s| {
+                        v[r] = parse_f64(trim(s)).ok_or("float64")?;
+                        Ok(true)
+                    },);
                     Typed::F64(v)
                 }
                 ColumnType::Boolean => {
                     let mut v = vec![false; n];
-                    type_values(
-                        n,
-                        &mut bad,
-                        &mut any_bad,
-                        &mut ok,
-                        &field,
-                        &bad_value,
-                        |r, s| {
-                            v[r] = parse_bool(trim(s)).ok_or("boolean")?;
-                            Ok(true)
-                        },
-                    );
+                    each!(|r, s| {
+                        v[r] = parse_bool(trim(s)).ok_or("boolean")?;
+                        Ok(true)
+                    },);
                     Typed::Bool(v)
                 }
                 ColumnType::Date => {
                     let mut v = vec![0i32; n];
                     let lenient = self.date_source[i];
                     let pattern = layout.date_format.as_deref();
-                    type_values(
-                        n,
-                        &mut bad,
-                        &mut any_bad,
-                        &mut ok,
-                        &field,
-                        &bad_value,
-                        |r, s| {
-                            if let Some(d) = crate::schema::iso_date_days(s.as_bytes()) {
-                                v[r] = d;
-                                return Ok(true);
+                    each!(|r, s| {
+                        if let Some(d) = crate::schema::iso_date_days(s.as_bytes()) {
+                            v[r] = d;
+                            return Ok(true);
+                        }
+                        match parse_temporal(s, pattern) {
+                            Some(Temporal::Date(d)) => {
+                                v[r] = date_to_days(d);
+                                Ok(true)
                             }
-                            match parse_temporal(s, pattern) {
-                                Some(Temporal::Date(d)) => {
-                                    v[r] = date_to_days(d);
-                                    Ok(true)
-                                }
-                                Some(_) => Err("date (it has a time)"),
-                                // An unparseable partition date: the default partition.
-                                None if lenient => Ok(false),
-                                None => Err("date"),
-                            }
-                        },
-                    );
+                            Some(_) => Err("date (it has a time)"),
+                            // An unparseable partition date: the default partition.
+                            None if lenient => Ok(false),
+                            None => Err("date"),
+                        }
+                    },);
                     Typed::Date(v)
                 }
                 ColumnType::Timestamp | ColumnType::TimestampTz => {
@@ -959,25 +937,17 @@ impl RowTyper<'_> {
                     let pattern = layout.date_format.as_deref();
                     let zoned = col.ty == ColumnType::TimestampTz;
                     let what = col.ty.name();
-                    type_values(
-                        n,
-                        &mut bad,
-                        &mut any_bad,
-                        &mut ok,
-                        &field,
-                        &bad_value,
-                        |r, s| match parse_temporal(s, pattern) {
-                            Some(t) => {
-                                v[r] = match t {
-                                    Temporal::Zoned(us) if !zoned => us,
-                                    other => naive_micros(other),
-                                };
-                                Ok(true)
-                            }
-                            None if lenient => Ok(false),
-                            None => Err(what),
-                        },
-                    );
+                    each!(|r, s| match parse_temporal(s, pattern) {
+                        Some(t) => {
+                            v[r] = match t {
+                                Temporal::Zoned(us) if !zoned => us,
+                                other => naive_micros(other),
+                            };
+                            Ok(true)
+                        }
+                        None if lenient => Ok(false),
+                        None => Err(what),
+                    },);
                     Typed::Ts(v)
                 }
             };
