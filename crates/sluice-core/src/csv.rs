@@ -291,7 +291,7 @@ impl FieldSplitter {
         if let [head @ .., b'\r'] = rec {
             rec = head;
         }
-        if memchr(quote, rec).is_none() {
+        let Some(first_quote) = memchr(quote, rec) else {
             // Fast path: no quoting anywhere; fields are slices of the record.
             let mut start = 0;
             for d in memchr_iter(delimiter, rec) {
@@ -300,8 +300,15 @@ impl FieldSplitter {
             }
             self.bounds.push((start, rec.len(), false));
             return;
-        }
+        };
+        // The fields before the first quote hold none: split in one pass (a quoted comment at
+        // the end of each record is the usual case); the field with the quote and the rest
+        // follow the rules below.
         let mut i = 0;
+        for d in memchr_iter(delimiter, &rec[..first_quote]) {
+            self.bounds.push((i, d, false));
+            i = d + 1;
+        }
         loop {
             if i < rec.len() && rec[i] == quote {
                 // A quoted field closed by a quote that the delimiter or the end follows: the
