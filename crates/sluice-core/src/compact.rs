@@ -40,9 +40,11 @@ use crate::writer::{
     ParquetOptions, SpoolFile, delta_stats, dictionary_misfits, upload, writer_properties_for,
 };
 
-/// Rows read from a file at once: enough to judge which columns to write without a
-/// dictionary from the first batch.
-const COMPACT_BATCH_ROWS: usize = 8192;
+/// Rows read from a file at once: the first file's first batch holds enough rows to judge
+/// which columns to write without a dictionary; later batches are the reader's usual size, so a
+/// table of wide rows does not hold thousands of them at once.
+const FIRST_BATCH_ROWS: usize = crate::writer::DICTIONARY_SAMPLE_MIN;
+const BATCH_ROWS: usize = 1024;
 
 /// Settings of a compaction.
 #[derive(Debug, Clone)]
@@ -227,7 +229,11 @@ async fn rewrite(
             let input = std::fs::File::open(&copy.0).map_err(|e| Error::io(&copy.0, e))?;
             let reader =
                 parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(input)?
-                    .with_batch_size(COMPACT_BATCH_ROWS)
+                    .with_batch_size(if props.is_none() {
+                        FIRST_BATCH_ROWS
+                    } else {
+                        BATCH_ROWS
+                    })
                     .build()?;
             for batch in reader {
                 let batch = crate::table_writer::conform(batch?, schema)?;
