@@ -1,0 +1,398 @@
+//! `convert`: files and objects straight into a table, without a queue, under the same
+//! exactly-once commit protocol as the consumer.
+//!
+//! ```text
+//!  reader (one blocking thread): for each source, in order
+//!      skip it if its "source done" record is in the log
+//!      open ─► decompress ─► cut into pieces of 8 MiB of whole records (CSV, or JSON lines;
+//!      Parquet rows are read as JSON lines) with deterministic chunk ids  ──► bounded channel
+//!  typing (blocking pool, one piece per core at once, order kept) ─► DecodedChunk
+//!  TableWriter: spool per partition ─► rotate by rows/bytes ─► upload ─► Delta commit
+//!  a source is done when its last rows are committed: its "source done" record rides in that
+//!  commit, and a later run skips it without reading it
+//! ```
+//!
+//! A piece's chunk id is `<source fingerprint>-<index>-<content hash>`, and each commit records
+//! the chunk parts it holds, as the consumer's do. Run twice, or again after a crash, a piece
+//! already committed adds nothing: only what is missing is written. A source that fails (a
+//! truncated gzip, a header that does not match the table) is reported; what it gave before the
+//! error is committed, the other sources are converted, and the run fails at the end.
+//!
+//! A source that changed (another size or first 64 KiB for a file, another version for an
+//! object) is a new source: its rows are converted again.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use tokio::sync::mpsc;
+use tracing::{info, warn};
+
+use crate::catalog::{Catalog, TableDef};
+use crate::csv::CsvFormat;
+use crate::error::{Error, Result};
+use crate::lake::Lake;
+use crate::ledger::{Checkpointer, ChunkPart};
+use crate::producer::{ProducerOptions, ensure_table, infer_csv, read_header};
+use crate::rows::{DecodedChunk, OnFrozen, RowTyper, add_csv_spans};
+use crate::schema::{Column, ColumnType, SchemaInference};
+use crate::source::{Format, Location, Source};
+use crate::table::TableLayout;
+use crate::table_writer::{Flushed, TableWriter, WriteStats, WriterOptions};
+
+mod infer;
+mod parquet_source;
+mod pieces;
+
+pub use infer::ensure_table_for;
+pub(crate) use parquet_source::parquet_as_json_lines;
+pub(crate) use pieces::{Item, Pieces};
+
+/// Partition key of the "source done" records in the Delta log.
+pub const SOURCE_PART: &str = "__source__";
+/// Partition key of the "piece done" records: every row of the piece is committed, so a run
+/// after a crash reads the piece (to find where the next one starts) but neither types nor
+/// writes it.
+pub const PIECE_PART: &str = "__piece__";
+
+/// Bytes of CSV or JSON-lines records (Parquet rows are JSON lines) per piece. Part of every
+/// chunk id: changing it would make a half-done conversion convert its sources again.
+const PIECE_BYTES: usize = 8 << 20;
+/// Rows of a Parquet source read at once.
+const PARQUET_BATCH_ROWS: usize = 65_536;
+
+/// `convert` settings.
+#[derive(Debug, Clone)]
+pub struct ConvertOptions {
+    /// The table, its CSV dialect, partitioning and (declared) columns, as for the producer.
+    pub table: ProducerOptions,
+    /// Files: rotation, memory, Parquet settings, spool directory, retries.
+    pub write: WriterOptions,
+    pub writer_id: String,
+    pub checkpointer: Option<Arc<dyn Checkpointer>>,
+    /// Pieces typed at once (default: the number of cores).
+    pub parallelism: usize,
+    /// Memory for rows in flight: pieces being read and typed, and buffered row groups
+    /// (default 256 MiB; see [`ConvertOptions::with_memory_limit`]).
+    pub memory_limit: usize,
+}
+
+impl ConvertOptions {
+    pub fn new(table: ProducerOptions, spool_dir: PathBuf) -> Self {
+        ConvertOptions {
+            table,
+            write: WriterOptions::new(spool_dir),
+            writer_id: crate::writer_id(),
+            checkpointer: None,
+            parallelism: std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(2),
+            memory_limit: DEFAULT_MEMORY_LIMIT,
+        }
+        .with_memory_limit(DEFAULT_MEMORY_LIMIT)
+    }
+
+    /// Bounds the rows in flight by `bytes`: 3/8 for buffered row groups, 3/8 for pieces being
+    /// read and typed (a piece of 8 MiB takes about 32 MiB once typed and split), the rest for
+    /// the program and the encoders' own buffers. At least one piece is always in flight.
+    pub fn with_memory_limit(mut self, bytes: usize) -> Self {
+        self.memory_limit = bytes;
+        self.write.memory_budget = bytes / 8 * 3;
+        self
+    }
+
+    /// Pieces read or typed at once within the memory limit.
+    fn pieces_in_flight(&self) -> usize {
+        (self.memory_limit / 8 * 3 / (4 * PIECE_BYTES)).clamp(1, self.parallelism.max(1))
+    }
+}
+
+/// Memory for rows in flight unless told otherwise.
+pub const DEFAULT_MEMORY_LIMIT: usize = 256 << 20;
+
+/// What a conversion did.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct ConvertStats {
+    pub sources: u64,
+    /// Sources a previous run finished: not read again.
+    pub sources_skipped: u64,
+    pub sources_failed: u64,
+    /// Bytes read from the sources as stored (compressed).
+    pub bytes_read: u64,
+    pub rows_in: u64,
+    /// Pieces a previous run committed whole: read, not typed.
+    pub pieces_skipped: u64,
+    /// Schema changes: sources whose new columns this run added to the table.
+    pub columns_added: u64,
+    /// Rows, files and commits of the writing stage (`rows_duplicate`: rows of pieces a
+    /// previous run already committed).
+    #[serde(flatten)]
+    pub write: WriteStats,
+}
+
+/// The outcome of a conversion: what it did, and the sources that failed with why.
+#[derive(Debug)]
+pub struct Converted {
+    pub stats: ConvertStats,
+    pub failed: Vec<(String, Error)>,
+}
+
+/// Progress: (source bytes read, rows read) so far, over all sources.
+pub type ConvertProgress = Arc<dyn Fn(u64, u64) + Send + Sync>;
+
+#[derive(Default)]
+struct SourceState {
+    /// Partitions whose open file holds rows of this source.
+    pending: HashSet<String>,
+    read: bool,
+    done: bool,
+    failed: bool,
+}
+
+/// Converts `sources` into the table named in `opts` (created from the first source if
+/// missing). The Delta logs are opened (and created) here; start-up recovery of uploads that an
+/// earlier run never committed is [`crate::repair::recover`]'s, as for the consumer.
+pub async fn convert(
+    sources: Vec<Source>,
+    catalog: Arc<dyn Catalog>,
+    lake: Lake,
+    opts: ConvertOptions,
+    progress: Option<ConvertProgress>,
+) -> Result<Converted> {
+    let first = sources
+        .first()
+        .ok_or_else(|| Error::invalid("no sources to convert"))?;
+    let def = ensure_table_for(&*catalog, &opts.table, first, &opts.write.spool_dir).await?;
+    let layout = Arc::new(TableLayout::from_def(&def)?);
+    let (ledger, quarantine) =
+        crate::consumer::open_logs(&lake, &def, &opts.writer_id, opts.checkpointer.clone()).await?;
+    let table = def.name.clone();
+    let mut writer =
+        TableWriter::new(opts.write.clone(), lake, layout.clone(), ledger, quarantine)?;
+    let fingerprints = sources
+        .iter()
+        .map(|s| s.fingerprint(&table))
+        .collect::<Result<Vec<_>>>()?;
+    let bytes_read = Arc::new(AtomicU64::new(0));
+    let evolver = Arc::new(crate::evolve::Evolver {
+        catalog: catalog.clone(),
+        lake: writer.lake().clone(),
+        database: def.database.clone(),
+        table: def.name.clone(),
+        writer_id: opts.writer_id.clone(),
+    });
+    let mut pieces = Pieces::start(
+        sources.clone(),
+        fingerprints.clone(),
+        Finished::of(&writer, &fingerprints),
+        layout.clone(),
+        evolver,
+        opts.table.format.clone(),
+        opts.write.spool_dir.clone(),
+        opts.pieces_in_flight(),
+        bytes_read.clone(),
+    );
+    let mut state: Vec<SourceState> = sources.iter().map(|_| SourceState::default()).collect();
+    let mut stats = ConvertStats {
+        sources: sources.len() as u64,
+        ..Default::default()
+    };
+    let mut failed = Vec::new();
+    let mut piece_state = PieceState::default();
+    let result: Result<()> = async {
+        while let Some((s, item)) = pieces.next().await? {
+            match item {
+                Item::Chunk(d) => {
+                    stats.rows_in += d.rows_in;
+                    let chunk = d.chunk.clone();
+                    let written = tokio::task::block_in_place(|| writer.write(d))?;
+                    piece_state.written(chunk, &written.waiting);
+                    state[s].pending.extend(written.waiting);
+                    if let Some(p) = &progress {
+                        p(bytes_read.load(Ordering::Relaxed), stats.rows_in);
+                    }
+                    if !written.due.is_empty() {
+                        flush(
+                            &mut writer,
+                            &mut state,
+                            &mut piece_state,
+                            &fingerprints,
+                            written.due,
+                            false,
+                        )
+                        .await?;
+                    }
+                }
+                Item::PieceDone => stats.pieces_skipped += 1,
+                Item::Evolved(layout) => {
+                    stats.columns_added += 1;
+                    tokio::task::block_in_place(|| writer.set_layout(layout))?;
+                }
+                Item::Skipped => {
+                    stats.sources_skipped += 1;
+                    state[s].done = true;
+                    info!(source = %sources[s].name, "converted by an earlier run; skipped");
+                }
+                Item::End => state[s].read = true,
+                Item::Failed(e) => {
+                    warn!(source = %sources[s].name, error = %e, "source failed");
+                    if !state[s].failed {
+                        state[s].failed = true;
+                        failed.push((sources[s].name.clone(), e));
+                    }
+                }
+            }
+        }
+        let all = writer.open_partitions();
+        flush(
+            &mut writer,
+            &mut state,
+            &mut piece_state,
+            &fingerprints,
+            all,
+            true,
+        )
+        .await?;
+        // A failed source is read again by the next run: record the pieces the last commit
+        // finished, so that it neither types nor writes them.
+        if state.iter().any(|s| s.failed) && !piece_state.done.is_empty() {
+            flush(
+                &mut writer,
+                &mut state,
+                &mut piece_state,
+                &fingerprints,
+                Vec::new(),
+                true,
+            )
+            .await?;
+        }
+        Ok(())
+    }
+    .await;
+    if result.is_err() {
+        // Drop what was not committed.
+        writer.discard_all();
+    }
+    let read = pieces.finish().await;
+    result?;
+    read?;
+    stats.bytes_read = bytes_read.load(Ordering::Relaxed);
+    stats.sources_failed = failed.len() as u64;
+    stats.write = writer.stats().clone();
+    if let Some(p) = &progress {
+        p(stats.bytes_read, stats.rows_in);
+    }
+    Ok(Converted { stats, failed })
+}
+
+/// What earlier runs finished: whole sources (by index), and pieces (by chunk id).
+pub(crate) struct Finished {
+    pub sources: Vec<bool>,
+    pub pieces: HashSet<String>,
+}
+
+impl Finished {
+    /// Read from the writer's log: the "source done" records of `fingerprints`, every
+    /// "piece done" record.
+    pub(crate) fn of(writer: &TableWriter, fingerprints: &[String]) -> Self {
+        Finished {
+            sources: fingerprints
+                .iter()
+                .map(|fp| writer.is_committed(&marker(fp), SOURCE_PART))
+                .collect(),
+            pieces: writer.ledger().state().chunks_in(PIECE_PART),
+        }
+    }
+}
+
+const STOPPED: &str = "convert stopped";
+
+pub(crate) fn marker(fp: &str) -> String {
+    format!("src-{fp}")
+}
+
+/// Commits `parts`, with the "source done" record of every source whose last rows are in
+/// them (`last`: every open file is in `parts`, so every source read to its end is done).
+/// Pieces whose rows wait in open files, and pieces whose rows are all committed.
+#[derive(Default)]
+struct PieceState {
+    /// Chunk → partitions whose open file holds its rows.
+    pending: HashMap<String, HashSet<String>>,
+    /// Pieces done, to be recorded in the next commit.
+    done: Vec<String>,
+}
+
+impl PieceState {
+    fn written(&mut self, chunk: String, waiting: &HashSet<String>) {
+        if waiting.is_empty() {
+            // Every part was committed before (a run that stopped before recording the piece).
+            self.done.push(chunk);
+        } else {
+            self.pending.insert(chunk, waiting.clone());
+        }
+    }
+
+    fn committed(&mut self, committed: &[(String, HashSet<String>)]) {
+        for (p, chunks) in committed {
+            for c in chunks {
+                if let Some(w) = self.pending.get_mut(c) {
+                    w.remove(p);
+                    if w.is_empty() {
+                        self.pending.remove(c);
+                        self.done.push(c.clone());
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Commits `parts`, with the "source done" record of every source whose last rows are in
+/// them (`last`: every open file is in `parts`, so every source read to its end is done), and
+/// the "piece done" records of pieces committed whole by earlier flushes.
+async fn flush(
+    writer: &mut TableWriter,
+    state: &mut [SourceState],
+    pieces: &mut PieceState,
+    fps: &[String],
+    parts: Vec<String>,
+    last: bool,
+) -> Result<()> {
+    let set: HashSet<&String> = parts.iter().collect();
+    let finishing: Vec<usize> = state
+        .iter()
+        .enumerate()
+        .filter(|(_, s)| s.read && !s.done && !s.failed)
+        .filter(|(_, s)| last || s.pending.iter().all(|p| set.contains(p)))
+        .map(|(i, _)| i)
+        .collect();
+    let piece_markers = std::mem::take(&mut pieces.done);
+    let markers = finishing
+        .iter()
+        .map(|i| ChunkPart {
+            chunk: marker(&fps[*i]),
+            partition: SOURCE_PART.to_string(),
+        })
+        .chain(piece_markers.into_iter().map(|chunk| ChunkPart {
+            chunk,
+            partition: PIECE_PART.to_string(),
+        }))
+        .collect();
+    match writer.flush(parts.clone(), markers).await? {
+        Flushed::Committed(c) => {
+            for s in state.iter_mut() {
+                s.pending.retain(|p| !set.contains(p));
+            }
+            for i in finishing {
+                state[i].done = true;
+            }
+            pieces.committed(&c);
+            Ok(())
+        }
+        Flushed::Conflict => Err(Error::Conflict(
+            "another process committed rows of these sources at the same time (two conversions of the same files?); what this run committed stays committed: run it again to finish".into(),
+        )),
+    }
+}

@@ -1,0 +1,128 @@
+//! Parquet sources: their schema, and their rows read as JSON lines (one way to type values
+//! from every format).
+
+use super::infer::column_type_of;
+use super::*;
+
+pub(super) fn read_error(name: &str, e: std::io::Error) -> Error {
+    Error::invalid_at(name, None, format!("cannot read: {e}"))
+}
+
+pub(super) fn parquet_schema(
+    rt: &tokio::runtime::Handle,
+    src: &Source,
+    spool: &std::path::Path,
+) -> Result<arrow::datatypes::SchemaRef> {
+    let (f, _local) = open_parquet(rt, src, spool, &Arc::default())?;
+    let b = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(f)
+        .map_err(|e| parquet_error(&src.name, e))?;
+    Ok(b.schema().clone())
+}
+
+/// A Parquet source's rows as JSON lines (one object per row, NULLs left out), for pieces and
+/// chunk messages, with the file's columns as sluice types them (the types of columns the table
+/// lacks, for schema evolution). A local file counts its progress into `bytes_read` in
+/// proportion to the rows read (an object counts its download).
+pub(crate) fn parquet_as_json_lines(
+    rt: &tokio::runtime::Handle,
+    src: &Source,
+    spool: &std::path::Path,
+    bytes_read: &Arc<AtomicU64>,
+) -> Result<(Box<dyn std::io::Read + Send>, Vec<Column>)> {
+    let (f, copy) = open_parquet(rt, src, spool, bytes_read)?;
+    let b = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(f)
+        .map_err(|e| parquet_error(&src.name, e))?
+        .with_batch_size(PARQUET_BATCH_ROWS);
+    let columns = b
+        .schema()
+        .fields()
+        .iter()
+        .map(|f| Column::new(f.name(), column_type_of(f.data_type())))
+        .collect();
+    let total_rows = b.metadata().file_metadata().num_rows().max(0) as u64;
+    let batches = b.build().map_err(|e| parquet_error(&src.name, e))?;
+    let progress = matches!(src.location, Location::Local(_))
+        .then(|| (bytes_read.clone(), src.size, total_rows.max(1)));
+    let reader = Box::new(ParquetJsonLines {
+        batches,
+        buf: Vec::new(),
+        pos: 0,
+        name: src.name.clone(),
+        progress,
+        _copy: copy,
+    });
+    Ok((reader, columns))
+}
+
+struct ParquetJsonLines {
+    batches: parquet::arrow::arrow_reader::ParquetRecordBatchReader,
+    buf: Vec<u8>,
+    pos: usize,
+    name: String,
+    /// (counter, file bytes, file rows) for a local file's progress.
+    progress: Option<(Arc<AtomicU64>, u64, u64)>,
+    _copy: Option<LocalCopy>,
+}
+
+impl std::io::Read for ParquetJsonLines {
+    fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
+        while self.pos == self.buf.len() {
+            let Some(batch) = self.batches.next() else {
+                return Ok(0);
+            };
+            let batch = batch.map_err(|e| {
+                std::io::Error::other(format!("{}: cannot read as Parquet: {e}", self.name))
+            })?;
+            if let Some((read, size, rows)) = &self.progress {
+                read.fetch_add(size * batch.num_rows() as u64 / rows, Ordering::Relaxed);
+            }
+            self.buf.clear();
+            self.pos = 0;
+            let mut w = arrow::json::LineDelimitedWriter::new(&mut self.buf);
+            w.write(&batch).map_err(std::io::Error::other)?;
+            w.finish().map_err(std::io::Error::other)?;
+        }
+        let n = out.len().min(self.buf.len() - self.pos);
+        out[..n].copy_from_slice(&self.buf[self.pos..self.pos + n]);
+        self.pos += n;
+        Ok(n)
+    }
+}
+
+/// A local copy of an object, removed when dropped.
+struct LocalCopy(PathBuf);
+
+impl Drop for LocalCopy {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+/// Opens a Parquet source for reading: a local file as it is; an object is first copied to
+/// the spool directory (Parquet is read from its end: the footer first), in ranged reads.
+fn open_parquet(
+    rt: &tokio::runtime::Handle,
+    src: &Source,
+    spool: &std::path::Path,
+    bytes_read: &Arc<AtomicU64>,
+) -> Result<(std::fs::File, Option<LocalCopy>)> {
+    match &src.location {
+        Location::Local(p) => Ok((
+            std::fs::File::open(p).map_err(|e| read_error(&src.name, e))?,
+            None,
+        )),
+        Location::Object { .. } => {
+            std::fs::create_dir_all(spool).map_err(|e| Error::io(spool, e))?;
+            let copy = LocalCopy(spool.join(format!("source-{}.parquet", uuid::Uuid::now_v7())));
+            let mut out = std::fs::File::create(&copy.0).map_err(|e| Error::io(&copy.0, e))?;
+            let mut input = src.open_raw(rt, bytes_read.clone())?;
+            std::io::copy(&mut input, &mut out).map_err(|e| read_error(&src.name, e))?;
+            let f = std::fs::File::open(&copy.0).map_err(|e| Error::io(&copy.0, e))?;
+            Ok((f, Some(copy)))
+        }
+    }
+}
+
+fn parquet_error(name: &str, e: parquet::errors::ParquetError) -> Error {
+    Error::invalid_at(name, None, format!("cannot read as Parquet: {e}"))
+}
