@@ -421,10 +421,7 @@ impl FieldSplitter {
     /// `record_text` is the same bytes already known to be UTF-8.
     #[inline]
     pub fn field_str<'a>(&'a self, record_text: &'a str, i: usize) -> Option<&'a str> {
-        let (start, end, in_data) = self.bounds[i];
-        if in_data {
-            return None;
-        }
+        let (start, end) = self.place(i).ok()?;
         record_text.get(start..end)
     }
 }

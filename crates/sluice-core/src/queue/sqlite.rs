@@ -108,9 +108,14 @@ END;
 
 /// Moves the bodies of a queue database written before `message_bodies` existed.
 fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {
+    let version = |c: &Connection| c.query_row("PRAGMA user_version", [], |r| r.get::<_, i64>(0));
+    // Read without the write lock: every open of a migrated database ends here.
+    if version(conn)? >= 1 {
+        return Ok(());
+    }
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-    let version: i64 = tx.query_row("PRAGMA user_version", [], |r| r.get(0))?;
-    if version < 1 {
+    // Another process may have migrated it meanwhile.
+    if version(&tx)? < 1 {
         tx.execute_batch(
             "INSERT OR IGNORE INTO message_bodies (seq, body) SELECT seq, body FROM messages;
              UPDATE messages SET body = '' WHERE body != '';
