@@ -66,7 +66,21 @@ fn value(samples: &str, sample: &str) -> Option<f64> {
         .find_map(|l| l.strip_prefix(sample)?.strip_prefix(' ')?.parse().ok())
 }
 
-fn produce(home: &Path, csv: &Path) {
+/// `rows` events produced into the queue `events`, created with messages of at most
+/// `max_message_bytes`.
+fn produce_in_small_messages(dir: &Path, home: &Path, rows: u64, max_message_bytes: u32) {
+    ok(&sluice(
+        home,
+        &[
+            "queue",
+            "create",
+            "--queue",
+            "events",
+            "--max-message-bytes",
+            &max_message_bytes.to_string(),
+        ],
+    ));
+    let (csv, _) = sluice_testkit::fixtures::write_events_csv(dir, "a.csv", rows, 1);
     ok(&sluice(
         home,
         &[
@@ -85,19 +99,7 @@ fn a_following_consumer_serves_live_metrics() {
     let dir = tempfile::tempdir().unwrap();
     let home = dir.path().join("home");
     // Small messages: many deliveries, commits and deletions to count.
-    ok(&sluice(
-        &home,
-        &[
-            "queue",
-            "create",
-            "--queue",
-            "events",
-            "--max-message-bytes",
-            "4096",
-        ],
-    ));
-    let (csv, _) = sluice_testkit::fixtures::write_events_csv(dir.path(), "a.csv", 20_000, 1);
-    produce(&home, &csv);
+    produce_in_small_messages(dir.path(), &home, 20_000, 4096);
     let port = free_port();
     let mut consumer = common::command(
         &home,
@@ -265,19 +267,7 @@ fn the_metrics_file_of_run_is_one_valid_exposition() {
 fn top_shows_live_rates_in_tmux() {
     let dir = tempfile::tempdir().unwrap();
     let home = dir.path().join("home");
-    ok(&sluice(
-        &home,
-        &[
-            "queue",
-            "create",
-            "--queue",
-            "events",
-            "--max-message-bytes",
-            "2048",
-        ],
-    ));
-    let (csv, _) = sluice_testkit::fixtures::write_events_csv(dir.path(), "a.csv", 200_000, 1);
-    produce(&home, &csv);
+    produce_in_small_messages(dir.path(), &home, 200_000, 2048);
     let port = free_port();
     let socket = format!("sluice-test-{}-{port}", std::process::id());
     let tmux = |args: &[&str]| {
