@@ -166,9 +166,11 @@ impl Held {
 enum Incoming {
     /// An S3 event notification: objects to read.
     Objects(ReceivedMessage, Result<crate::s3_events::Notification>),
+    /// A message, its body moved into the task decoding it (and handed back with the result:
+    /// a body is megabytes, not copied).
     Message(
         ReceivedMessage,
-        tokio::task::JoinHandle<Result<DecodedChunk>>,
+        tokio::task::JoinHandle<(String, Result<DecodedChunk>)>,
     ),
     Empty,
     Failed(Error),
@@ -330,8 +332,9 @@ impl Consumer {
                 item = rx.recv() => match item {
                     None => break,
                     Some(Incoming::Objects(m, n)) => self.ingest_objects(m, n).await?,
-                    Some(Incoming::Message(m, handle)) => {
-                        let decoded = handle.await?;
+                    Some(Incoming::Message(mut m, handle)) => {
+                        let (body, decoded) = handle.await?;
+                        m.body = body;
                         self.ingest(m, decoded).await?;
                     }
                     Some(Incoming::Empty) => {
@@ -945,7 +948,7 @@ async fn receive_loop(
             Ok(msgs) => {
                 failures = 0;
                 idle = 0;
-                for m in msgs {
+                for mut m in msgs {
                     if let Some(n) = crate::s3_events::parse(&m.body) {
                         if tx.send(Incoming::Objects(m, n)).await.is_err() {
                             return;
@@ -954,9 +957,10 @@ async fn receive_loop(
                     }
                     // The newest layout: the table may have gained columns.
                     let layout = layout.borrow().clone();
-                    let (body, id) = (m.body.clone(), m.message_id.clone());
+                    let (body, id) = (std::mem::take(&mut m.body), m.message_id.clone());
                     let h = tokio::task::spawn_blocking(move || {
-                        crate::decode::decode_message(&layout, &body, &id)
+                        let decoded = crate::decode::decode_message(&layout, &body, &id);
+                        (body, decoded)
                     });
                     if tx.send(Incoming::Message(m, h)).await.is_err() {
                         return;

@@ -9,21 +9,48 @@ use crate::evolve::SchemaPolicy;
 use crate::rows::{DecodedChunk, Field, OnFrozen, RowTyper, add_csv_records};
 use crate::table::TableLayout;
 
+thread_local! {
+    /// The compressed payload and the raw records of the last chunk this thread decoded:
+    /// reused, as a fresh buffer of megabytes costs a page fault every 4 KiB.
+    static BUFFERS: std::cell::RefCell<(Vec<u8>, Vec<u8>)> = const {
+        std::cell::RefCell::new((Vec::new(), Vec::new()))
+    };
+}
+
+/// Larger decode buffers are freed after use.
+const KEPT_BUFFER_BYTES: usize = 16 << 20;
+
+fn decode_chunk_message(
+    layout: &TableLayout,
+    body: &str,
+    scratch: &mut Vec<u8>,
+    raw: &mut Vec<u8>,
+) -> Result<DecodedChunk> {
+    let header = chunk::decode_into(body, scratch, raw)?;
+    if header.table != layout.name {
+        return Err(Error::Undecodable(format!(
+            "chunk {} is for table {:?}, this consumer writes {:?}",
+            header.chunk, header.table, layout.name
+        )));
+    }
+    crate::rows::decode_chunk(layout, &header, raw).map_err(|e| match e {
+        Error::InvalidInput { .. } => Error::Undecodable(format!("chunk {}: {e}", header.chunk)),
+        other => other,
+    })
+}
+
 /// Decodes one message body for `layout`'s table.
 pub fn decode_message(layout: &TableLayout, body: &str, message_id: &str) -> Result<DecodedChunk> {
     if chunk::is_chunk(body) {
-        let (header, raw) = chunk::decode(body)?;
-        if header.table != layout.name {
-            return Err(Error::Undecodable(format!(
-                "chunk {} is for table {:?}, this consumer writes {:?}",
-                header.chunk, header.table, layout.name
-            )));
-        }
-        return crate::rows::decode_chunk(layout, &header, &raw).map_err(|e| match e {
-            Error::InvalidInput { .. } => {
-                Error::Undecodable(format!("chunk {}: {e}", header.chunk))
+        return BUFFERS.with_borrow_mut(|(scratch, raw)| {
+            let decoded = decode_chunk_message(layout, body, scratch, raw);
+            // Keep buffers of a usual message's size, not of a rare huge one.
+            for b in [scratch, raw] {
+                if b.capacity() > KEPT_BUFFER_BYTES {
+                    *b = Vec::new();
+                }
             }
-            other => other,
+            decoded
         });
     }
     let chunk_id = format!("msg-{message_id}");

@@ -23,6 +23,9 @@ pub struct Lake {
     pub root: Path,
     /// The lake root as a URL, ending in `/`.
     pub url: Url,
+    /// The local file system, when the lake is a local directory: finished files are linked
+    /// into place instead of copied through `store`.
+    pub local: Option<Arc<object_store::local::LocalFileSystem>>,
 }
 
 impl Lake {
@@ -32,7 +35,10 @@ impl Lake {
         let abs = std::fs::canonicalize(dir).map_err(|e| Error::io(dir, e))?;
         let url = Url::from_directory_path(&abs)
             .map_err(|_| Error::Config(format!("{} is not an absolute path", abs.display())))?;
-        Self::from_url_with_store(url, Arc::new(object_store::local::LocalFileSystem::new()))
+        let fs = Arc::new(object_store::local::LocalFileSystem::new());
+        let mut lake = Self::from_url_with_store(url, fs.clone())?;
+        lake.local = Some(fs);
+        Ok(lake)
     }
 
     /// A lake from a URL (`file:///…`, `memory:///`); other schemes come from backends that
@@ -59,7 +65,12 @@ impl Lake {
     pub fn from_url_with_store(url: Url, store: Arc<dyn ObjectStore>) -> Result<Self> {
         let root = Path::from_url_path(url.path())
             .map_err(|e| Error::Config(format!("lake URL {url}: {e}")))?;
-        Ok(Lake { store, root, url })
+        Ok(Lake {
+            store,
+            root,
+            url,
+            local: None,
+        })
     }
 
     /// A path below the lake root.

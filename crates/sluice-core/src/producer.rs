@@ -19,7 +19,7 @@ use tokio::sync::mpsc;
 use tracing::info;
 
 use crate::catalog::{Catalog, TableDef};
-use crate::chunk::{ChunkHeader, Codec, Payload, Reject, compress, encode, encoded_len};
+use crate::chunk::{ChunkHeader, Codec, Compressor, Payload, Reject, encode, encoded_len};
 use crate::csv::{CsvFormat, FieldSplitter, RecordReader, parse_header};
 use crate::error::{Error, Result};
 use crate::partition::PartitionSpec;
@@ -392,7 +392,9 @@ struct Chunker<'a> {
     header: ChunkHeader,
     header_len: usize,
     limit: usize,
-    level: i32,
+    compressor: Compressor,
+    /// The last chunk's payload (a buffer reused).
+    out: Vec<u8>,
     fp: String,
     index: u64,
     /// Raw bytes per chunk to aim for; adapted to the compression ratio seen.
@@ -418,7 +420,20 @@ impl Chunker<'_> {
         if spans.is_empty() {
             return Ok(());
         }
-        let compressed = compress(buf, self.level);
+        let mut out = std::mem::take(&mut self.out);
+        self.compressor.compress_into(buf, &mut out);
+        let sent = self.emit_compressed(buf, spans, &out);
+        self.out = out;
+        sent
+    }
+
+    /// Emits records `buf` whose payload is `compressed`, split in halves if it is too large.
+    fn emit_compressed(
+        &mut self,
+        buf: &[u8],
+        spans: &[(u64, usize)],
+        compressed: &[u8],
+    ) -> Result<()> {
         if compressed.len() > self.max_compressed() {
             if spans.len() == 1 {
                 let (line, _) = spans[0];
@@ -428,13 +443,9 @@ impl Chunker<'_> {
                     buf.len(),
                     self.limit
                 );
-                return self.send(
-                    line,
-                    0,
-                    Codec::Zstd,
-                    &compress(b"", self.level),
-                    vec![Reject { line, raw, reason }],
-                );
+                let mut empty = Vec::new();
+                self.compressor.compress_into(b"", &mut empty);
+                return self.send(line, 0, &empty, vec![Reject { line, raw, reason }]);
             }
             let mid = spans.len() / 2;
             let split: usize = spans[..mid].iter().map(|s| s.1).sum();
@@ -447,20 +458,13 @@ impl Chunker<'_> {
             ((self.max_compressed() as f64 * ratio * 0.9) as usize).clamp(64 * 1024, 64 << 20);
         let id_hash = xxhash_rust::xxh3::xxh3_64(buf);
         self.header.chunk = format!("{}-{}-{id_hash:016x}", self.fp, self.index);
-        self.send(
-            spans[0].0,
-            spans.len() as u64,
-            Codec::Zstd,
-            &compressed,
-            Vec::new(),
-        )
+        self.send(spans[0].0, spans.len() as u64, compressed, Vec::new())
     }
 
     fn send(
         &mut self,
         first_line: u64,
         rows: u64,
-        codec: Codec,
         payload: &[u8],
         rejects: Vec<Reject>,
     ) -> Result<()> {
@@ -472,7 +476,7 @@ impl Chunker<'_> {
         self.index += 1;
         self.header.first_line = first_line;
         self.header.rows = rows;
-        self.header.codec = codec;
+        self.header.codec = self.compressor.codec();
         self.header.rejects = rejects;
         // Same width as the value the header's length was measured with.
         self.header.produced_at_ms = Some(chrono::Utc::now().timestamp_millis());
@@ -554,7 +558,8 @@ fn chunk_source(
         header,
         header_len,
         limit,
-        level: opts.zstd_level.unwrap_or(1),
+        compressor: Compressor::new(Codec::Zstd, opts.zstd_level.unwrap_or(1)),
+        out: Vec::new(),
         fp,
         index: 0,
         target: 0,

@@ -328,6 +328,12 @@ pub async fn upload(lake: &Lake, local: &Path, dest: &str) -> Result<u64> {
         .await
         .map_err(|e| Error::io(local, e))?
         .len();
+    #[cfg(unix)]
+    if let Some(fs) = &lake.local
+        && link_into_place(fs, &path, local).await?
+    {
+        return Ok(len);
+    }
     if len as usize <= PART_SIZE {
         let data = tokio::fs::read(local)
             .await
@@ -359,6 +365,39 @@ pub async fn upload(lake: &Lake, local: &Path, dest: &str) -> Result<u64> {
         w.finish().await?;
     }
     Ok(len)
+}
+
+/// Links `local` to `path` of a lake in a local directory: no copy, no buffers, and the file
+/// appears whole or not at all. `Ok(false)`: it cannot be linked there (another file system),
+/// and is to be copied.
+#[cfg(unix)]
+async fn link_into_place(
+    fs: &object_store::local::LocalFileSystem,
+    path: &object_store::path::Path,
+    local: &Path,
+) -> Result<bool> {
+    use std::os::unix::fs::MetadataExt;
+    let target = fs.path_to_filesystem(path)?;
+    if let Some(dir) = target.parent() {
+        tokio::fs::create_dir_all(dir)
+            .await
+            .map_err(|e| Error::io(dir, e))?;
+    }
+    match tokio::fs::hard_link(local, &target).await {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            // Linked by an attempt whose answer was lost: the same file is in place.
+            let (a, b) = (
+                tokio::fs::metadata(local).await,
+                tokio::fs::metadata(&target).await,
+            );
+            match (a, b) {
+                (Ok(a), Ok(b)) if (a.dev(), a.ino()) == (b.dev(), b.ino()) => Ok(true),
+                _ => Err(Error::io(&target, e)),
+            }
+        }
+        Err(_) => Ok(false),
+    }
 }
 
 /// Schema of the quarantine files.
@@ -690,5 +729,67 @@ mod tests {
                 "{name}"
             );
         }
+    }
+
+    #[cfg(unix)]
+    #[tokio::test]
+    async fn a_file_is_linked_into_a_local_lake_and_copied_into_another_store() {
+        use object_store::ObjectStoreExt;
+        use std::os::unix::fs::MetadataExt;
+        let dir = tempfile::tempdir().unwrap();
+        let spool = dir.path().join("spool");
+        std::fs::create_dir_all(&spool).unwrap();
+        let file = spool.join("a.parquet");
+        std::fs::write(&file, vec![7u8; PART_SIZE + 10]).unwrap();
+        let lake = Lake::local(&dir.path().join("lake")).unwrap();
+        let dest = "t/region=a%2Fb/part-1.parquet";
+
+        assert_eq!(
+            upload(&lake, &file, dest).await.unwrap(),
+            PART_SIZE as u64 + 10
+        );
+        // Where the store puts (and readers find) that path, the very same file.
+        let placed = lake
+            .local
+            .as_ref()
+            .unwrap()
+            .path_to_filesystem(&lake.path(dest))
+            .unwrap();
+        assert!(
+            placed.ends_with("lake/t/region=a%2Fb/part-1.parquet"),
+            "{placed:?}"
+        );
+        assert_eq!(
+            std::fs::metadata(&placed).unwrap().ino(),
+            std::fs::metadata(&file).unwrap().ino()
+        );
+        let got = lake
+            .store
+            .get(&lake.path(dest))
+            .await
+            .unwrap()
+            .bytes()
+            .await;
+        assert_eq!(got.unwrap().len(), PART_SIZE + 10);
+        // Linked already (an attempt whose answer was lost): done, not an error.
+        upload(&lake, &file, dest).await.unwrap();
+        // Another file under that name is not overwritten.
+        let other = spool.join("b.parquet");
+        std::fs::write(&other, b"other").unwrap();
+        assert!(upload(&lake, &other, dest).await.is_err());
+        assert_eq!(
+            std::fs::metadata(&placed).unwrap().len(),
+            PART_SIZE as u64 + 10
+        );
+
+        // A store that is not a local directory gets a copy, in parts when large.
+        let mem = Lake::from_url("memory:///lake/").unwrap();
+        assert!(mem.local.is_none());
+        upload(&mem, &file, dest).await.unwrap();
+        upload(&mem, &other, "t/small.parquet").await.unwrap();
+        let got = mem.store.get(&mem.path(dest)).await.unwrap().bytes().await;
+        assert_eq!(got.unwrap().len(), PART_SIZE + 10);
+        let got = mem.store.get(&mem.path("t/small.parquet")).await.unwrap();
+        assert_eq!(&got.bytes().await.unwrap()[..], b"other");
     }
 }

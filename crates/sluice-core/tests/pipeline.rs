@@ -275,7 +275,7 @@ async fn poison_messages_are_dead_lettered_with_their_reason() {
         .await
         .unwrap();
     let (mut header, raw) = sluice_core::chunk::decode(&good[0].body).unwrap();
-    let payload = sluice_core::chunk::compress(&raw, 3);
+    let payload = sluice_core::chunk::compress(&raw, header.codec, 3);
     header.table = "other".into();
     let wrong_table = sluice_core::chunk::encode(&header, &payload);
     header.table = "t".into();
