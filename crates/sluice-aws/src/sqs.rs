@@ -334,7 +334,7 @@ impl Queue for SqsQueue {
         self.visibility_timeout
     }
 
-    async fn send_batch(&self, bodies: &[String]) -> Result<Vec<String>> {
+    async fn send_batch(&self, bodies: Vec<String>) -> Result<Vec<String>> {
         check_batch(bodies.len(), "SendMessageBatch")?;
         let total: usize = bodies.iter().map(String::len).sum();
         if total > self.max_message_bytes {
@@ -343,14 +343,15 @@ impl Queue for SqsQueue {
                 limit: self.max_message_bytes,
             });
         }
-        let entries: Vec<(usize, String)> = bodies.iter().cloned().enumerate().collect();
+        let sent = bodies.len();
+        let entries: Vec<(usize, String)> = bodies.into_iter().enumerate().collect();
         let (ok, failed) = retry_entries(entries, |e| self.send_once(e)).await?;
         if let Some((_, e)) = failed.into_iter().next() {
             // Entries sent so far stay sent; the caller retries the call, and consumers drop
             // duplicates by chunk id.
             return Err(e);
         }
-        let mut ids: Vec<Option<String>> = vec![None; bodies.len()];
+        let mut ids: Vec<Option<String>> = vec![None; sent];
         for (i, id) in ok {
             ids[i] = Some(id);
         }
@@ -612,10 +613,10 @@ pub async fn redrive(from: &dyn Queue, to: &dyn Queue) -> Result<u64> {
         let mut bytes = 0;
         for m in msgs {
             if !batch.is_empty() && bytes + m.body.len() > to.max_message_bytes() {
-                to.send_batch(&batch).await?;
+                let n = batch.len() as u64;
+                to.send_batch(std::mem::take(&mut batch)).await?;
                 from.delete_all(&receipts).await?;
-                moved += batch.len() as u64;
-                batch.clear();
+                moved += n;
                 receipts.clear();
                 bytes = 0;
             }
@@ -623,9 +624,10 @@ pub async fn redrive(from: &dyn Queue, to: &dyn Queue) -> Result<u64> {
             batch.push(m.body);
             receipts.push(m.receipt);
         }
-        to.send_batch(&batch).await?;
+        let n = batch.len() as u64;
+        to.send_batch(batch).await?;
         from.delete_all(&receipts).await?;
-        moved += batch.len() as u64;
+        moved += n;
     }
 }
 

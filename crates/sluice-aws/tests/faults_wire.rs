@@ -93,7 +93,7 @@ async fn sqs_entries_that_fail_are_retried_alone_or_reported() {
     assert_eq!(q.visibility_timeout().as_secs(), 45);
 
     let ids = q
-        .send_batch(&["a".into(), "b".into(), "c".into()])
+        .send_batch(vec!["a".into(), "b".into(), "c".into()])
         .await
         .unwrap();
     assert_eq!(ids, vec!["m0-call1", "m1-call2", "m2-call1"]);

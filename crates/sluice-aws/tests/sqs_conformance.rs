@@ -59,7 +59,7 @@ async fn sqs_dead_letter_and_redrive() {
     // The limit comes from the queue's attributes.
     assert_eq!(q.max_message_bytes(), s.max_message_bytes);
     sluice_testkit::queue::dead_letter(&q, &d).await;
-    d.send_batch(&["back".to_string()]).await.unwrap();
+    d.send_batch(vec!["back".to_string()]).await.unwrap();
     assert_eq!(sluice_aws::sqs::redrive(&d, &q).await.unwrap(), 1);
     let got = q
         .receive(sluice_core::queue::ReceiveOptions {

@@ -382,13 +382,14 @@ impl Queue for MeteredQueue {
         self.inner.max_batch_bytes()
     }
 
-    async fn send_batch(&self, bodies: &[String]) -> Result<Vec<String>> {
+    async fn send_batch(&self, bodies: Vec<String>) -> Result<Vec<String>> {
         let m = &self.meter;
         m.count(C::QueueSend, 1);
         let bytes: usize = bodies.iter().map(String::len).sum();
         m.count(C::Billed, billed_units(bytes));
+        let sent = bodies.len() as u64;
         let ids = self.inner.send_batch(bodies).await?;
-        m.count(C::MessagesSent, bodies.len() as u64);
+        m.count(C::MessagesSent, sent);
         m.count(C::QueuePayload, bytes as u64);
         Ok(ids)
     }
@@ -598,7 +599,7 @@ mod tests {
         let meter = Meter::new();
         let q = MeteredQueue::new(Arc::new(qs.queue("q").await.unwrap()), meter.clone());
         // 100 KiB in one call: two billed units.
-        q.send_batch(&["x".repeat(100 * 1024)]).await.unwrap();
+        q.send_batch(vec!["x".repeat(100 * 1024)]).await.unwrap();
         let opts = ReceiveOptions {
             wait: Duration::ZERO,
             ..Default::default()

@@ -307,7 +307,7 @@ impl Producer {
         let queue = self.queue.clone();
         let send = |bodies: Vec<String>| {
             let q = queue.clone();
-            async move { q.send_batch(&bodies).await.map(|_| ()) }
+            async move { q.send_batch(bodies).await.map(|_| ()) }
         };
         loop {
             let next = rx.recv().await;

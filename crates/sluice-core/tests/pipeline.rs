@@ -142,10 +142,7 @@ async fn redelivered_chunk_and_small_rotation_never_duplicate() {
     assert_eq!(got.len(), 3);
     let bodies: Vec<String> = got.iter().map(|m| m.body.clone()).collect();
     for body in &bodies {
-        b.queue
-            .send_batch(std::slice::from_ref(body))
-            .await
-            .unwrap();
+        b.queue.send_batch(vec![body.clone()]).await.unwrap();
     }
     let receipts: Vec<String> = got.iter().map(|m| m.receipt.clone()).collect();
     use sluice_core::queue::QueueExt;
@@ -239,7 +236,7 @@ async fn foreign_json_and_csv_messages_are_landed() {
     std::fs::write(&seed, "id,d,x\n1,2020-01-01,1.5\n").unwrap();
     produce(&b, "t", "year(d)", &[&seed]).await.unwrap();
     let q: Arc<dyn Queue> = b.queue.clone();
-    q.send_batch(&[
+    q.send_batch(vec![
         r#"{"id": 2, "d": "2021-05-05", "x": 2.5}"#.to_string(),
         "{\"id\": 3, \"d\": \"2022-05-05\"}\n{\"id\": 4, \"d\": \"2022-06-06\", \"x\": null}\n[1,2]".to_string(),
         "5,2023-01-01,5\n6,2023-01-02,6\n".to_string(),
@@ -288,7 +285,7 @@ async fn poison_messages_are_dead_lettered_with_their_reason() {
         .unwrap();
     let ids = b
         .queue
-        .send_batch(&[
+        .send_batch(vec![
             "sluice.chunk.v1 {not json\nAAAA".to_string(),
             wrong_table,
             wrong_columns,

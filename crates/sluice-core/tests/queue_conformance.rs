@@ -42,7 +42,7 @@ async fn embedded_queue_dead_letter() {
     let d = queues.queue("dlq").await.unwrap();
     sluice_testkit::queue::dead_letter(&q, &d).await;
     // Redrive brings it back with a fresh receive count.
-    q.send_batch(&["again".to_string()]).await.unwrap();
+    q.send_batch(vec!["again".to_string()]).await.unwrap();
     for _ in 0..2 {
         let got = q
             .receive(sluice_core::queue::ReceiveOptions {
@@ -89,7 +89,7 @@ async fn two_handles_never_share_a_message() {
     let qb = Arc::new(b.queue("q").await.unwrap());
     for i in 0..20 {
         let bodies: Vec<String> = (0..10).map(|j| format!("{i}-{j}")).collect();
-        qa.send_batch(&bodies).await.unwrap();
+        qa.send_batch(bodies).await.unwrap();
     }
     let take = |q: Arc<sluice_core::queue::SqliteQueue>| async move {
         let mut got = Vec::new();

@@ -70,7 +70,7 @@ proptest! {
                 match op {
                     Op::Send(n) => {
                         let bodies: Vec<String> = (0..n).map(|_| { next += 1; format!("m{next}") }).collect();
-                        q.send_batch(&bodies).await.unwrap();
+                        q.send_batch(bodies.clone()).await.unwrap();
                         for b in bodies {
                             let seq = b[1..].parse().unwrap();
                             model.push(M { body: b, visible_at: now, count: 0, receipt: None, seq, dead: false });
@@ -142,7 +142,7 @@ async fn a_receive_returns_a_message_once_even_with_no_visibility_timeout() {
         .await
         .unwrap();
     let q = qs.queue("q").await.unwrap();
-    q.send_batch(&["m1".to_string()]).await.unwrap();
+    q.send_batch(vec!["m1".to_string()]).await.unwrap();
     let got = q
         .receive(ReceiveOptions {
             max_messages: 2,

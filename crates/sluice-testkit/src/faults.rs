@@ -175,7 +175,7 @@ impl sluice_core::queue::Queue for FaultyQueue {
     fn visibility_timeout(&self) -> std::time::Duration {
         self.inner.visibility_timeout()
     }
-    async fn send_batch(&self, bodies: &[String]) -> sluice_core::Result<Vec<String>> {
+    async fn send_batch(&self, bodies: Vec<String>) -> sluice_core::Result<Vec<String>> {
         self.inner.send_batch(bodies).await
     }
     async fn receive(

@@ -41,7 +41,7 @@ pub async fn send_receive_delete(q: &dyn Queue) {
     let bodies: Vec<String> = (0..7)
         .map(|i| format!("body {i} ✓ {}", "x".repeat(i * 100)))
         .collect();
-    let ids = q.send_batch(&bodies).await.expect("send");
+    let ids = q.send_batch(bodies.clone()).await.expect("send");
     assert_eq!(ids.len(), 7);
     let mut unique = ids.clone();
     unique.sort();
@@ -68,12 +68,12 @@ pub async fn send_receive_delete(q: &dyn Queue) {
 
 /// Batch limits: 0 and 11 entries fail, as does a batch over the size limit.
 pub async fn batch_limits(q: &dyn Queue) {
-    assert!(q.send_batch(&[]).await.is_err());
+    assert!(q.send_batch(Vec::new()).await.is_err());
     let eleven: Vec<String> = (0..11).map(|i| i.to_string()).collect();
-    assert!(q.send_batch(&eleven).await.is_err());
+    assert!(q.send_batch(eleven).await.is_err());
     let big = "x".repeat(q.max_message_bytes() + 1);
     assert!(matches!(
-        q.send_batch(&[big]).await,
+        q.send_batch(vec![big]).await,
         Err(Error::MessageTooLarge { .. })
     ));
     // A batch over the total limit fails whole. (A layer whose total limit is ten full
@@ -82,14 +82,14 @@ pub async fn batch_limits(q: &dyn Queue) {
     if total < 2 * q.max_message_bytes() {
         let half = "y".repeat(total / 2 + 1);
         assert!(matches!(
-            q.send_batch(&[half.clone(), half]).await,
+            q.send_batch(vec![half.clone(), half]).await,
             Err(Error::MessageTooLarge { .. })
         ));
     }
     let s = q.stats().await.expect("stats");
     assert_eq!(s.visible + s.in_flight, 0, "a failed batch sends nothing");
     let exact = "z".repeat(q.max_message_bytes());
-    q.send_batch(std::slice::from_ref(&exact))
+    q.send_batch(vec![exact.clone()])
         .await
         .expect("a message of exactly the limit is accepted");
     let got = receive_n(q, 1, Duration::from_secs(30), Duration::from_secs(10)).await;
@@ -102,7 +102,7 @@ pub async fn batch_limits(q: &dyn Queue) {
 /// Visibility timeout: an unacknowledged message comes back with a higher receive count and
 /// a new receipt; the old receipt can no longer change its visibility.
 pub async fn visibility_timeout_redelivers(q: &dyn Queue) {
-    q.send_batch(&["once".to_string()]).await.expect("send");
+    q.send_batch(vec!["once".to_string()]).await.expect("send");
     let first = receive_n(q, 1, Duration::from_secs(1), Duration::from_secs(10)).await;
     assert_eq!(first.len(), 1);
     assert!(
@@ -142,7 +142,7 @@ pub async fn visibility_timeout_redelivers(q: &dyn Queue) {
 /// change_visibility: extending keeps a message hidden; zero makes it visible at once; a deleted
 /// message's receipt fails its entry.
 pub async fn change_visibility(q: &dyn Queue) {
-    q.send_batch(&["a".to_string(), "b".to_string()])
+    q.send_batch(vec!["a".to_string(), "b".to_string()])
         .await
         .expect("send");
     let got = receive_n(q, 2, Duration::from_secs(1), Duration::from_secs(10)).await;
@@ -212,7 +212,7 @@ pub async fn long_poll(q: &dyn Queue) {
         }),
         async {
             tokio::time::sleep(Duration::from_millis(300)).await;
-            q.send_batch(&["late".to_string()]).await.expect("send");
+            q.send_batch(vec!["late".to_string()]).await.expect("send");
         }
     );
     let got = got.expect("receive");
@@ -229,7 +229,7 @@ pub async fn long_poll(q: &dyn Queue) {
 /// Purge removes everything; stats count visible and in-flight messages.
 pub async fn stats_and_purge(q: &dyn Queue) {
     let bodies: Vec<String> = (0..5).map(|i| i.to_string()).collect();
-    q.send_batch(&bodies).await.expect("send");
+    q.send_batch(bodies).await.expect("send");
     let got = receive_n(q, 2, Duration::from_secs(60), Duration::from_secs(10)).await;
     let held = got.len().min(5) as u64;
     let s = q.stats().await.expect("stats");
@@ -243,7 +243,9 @@ pub async fn stats_and_purge(q: &dyn Queue) {
 /// A message received `max_receive_count` times moves to the dead-letter queue. `q` must have
 /// `max_receive_count` 2 and `dlq` as its dead-letter queue.
 pub async fn dead_letter(q: &dyn Queue, dlq: &dyn Queue) {
-    q.send_batch(&["poison".to_string()]).await.expect("send");
+    q.send_batch(vec!["poison".to_string()])
+        .await
+        .expect("send");
     for n in 1..=2 {
         let got = receive_n(q, 1, Duration::from_secs(1), Duration::from_secs(10)).await;
         assert_eq!(got.len(), 1, "delivery {n}");

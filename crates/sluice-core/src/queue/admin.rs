@@ -146,7 +146,7 @@ mod tests {
         assert_eq!(admin.create("events", &settings).await.unwrap(), c);
         assert_eq!(admin.list().await.unwrap(), ["events"]);
         let q = admin.open("events").await.unwrap();
-        q.send_batch(&["x".to_string()]).await.unwrap();
+        q.send_batch(vec!["x".to_string()]).await.unwrap();
         let opts = ReceiveOptions {
             wait: Duration::ZERO,
             visibility_timeout: Some(Duration::ZERO),

@@ -147,7 +147,7 @@ impl Queue for ClaimCheckQueue {
         self.inner.visibility_timeout()
     }
 
-    async fn send_batch(&self, bodies: &[String]) -> Result<Vec<String>> {
+    async fn send_batch(&self, bodies: Vec<String>) -> Result<Vec<String>> {
         let Some(limit) = self.store_bytes else {
             return self.inner.send_batch(bodies).await;
         };
@@ -163,15 +163,15 @@ impl Queue for ClaimCheckQueue {
                 limit,
             });
         }
-        let stored = join_all(bodies.iter().map(|b| async move {
+        let stored = join_all(bodies.into_iter().map(|b| async move {
             if b.len() > INLINE_MAX {
-                self.store(b).await.map(|p| (p, true))
+                self.store(&b).await.map(|p| (p, true))
             } else {
-                Ok((b.clone(), false))
+                Ok((b, false))
             }
         }))
         .await;
-        let mut out = Vec::with_capacity(bodies.len());
+        let mut out = Vec::with_capacity(stored.len());
         let mut first_err = None;
         for r in stored {
             match r {
@@ -194,7 +194,7 @@ impl Queue for ClaimCheckQueue {
             return Err(e);
         }
         let msgs: Vec<String> = out.iter().map(|(p, _)| p.clone()).collect();
-        match self.inner.send_batch(&msgs).await {
+        match self.inner.send_batch(msgs).await {
             Ok(ids) => Ok(ids),
             Err(e) => {
                 cleanup(out).await;
@@ -320,7 +320,7 @@ mod tests {
         let lake = Lake::local(&dir.path().join("lake")).unwrap();
         let q = ClaimCheckQueue::new(raw.clone(), lake.clone(), Some(1 << 20));
         let big = "x".repeat(100_000);
-        q.send_batch(&[big.clone(), "small".to_string()])
+        q.send_batch(vec![big.clone(), "small".to_string()])
             .await
             .unwrap();
         // On the wire: one pointer, one inline body.
@@ -354,7 +354,7 @@ mod tests {
         let lake = Lake::local(&dir.path().join("lake")).unwrap();
         let other = Lake::local(&dir.path().join("other")).unwrap();
         let q = ClaimCheckQueue::new(raw.clone(), lake.clone(), Some(1 << 20));
-        q.send_batch(&["y".repeat(50_000)]).await.unwrap();
+        q.send_batch(vec!["y".repeat(50_000)]).await.unwrap();
         // A consumer on another lake leaves the message alone.
         let elsewhere = ClaimCheckQueue::new(raw.clone(), other, None);
         let got = elsewhere.receive(now()).await.unwrap();

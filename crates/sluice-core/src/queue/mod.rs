@@ -149,8 +149,9 @@ pub trait Queue: Send + Sync + std::fmt::Debug {
         self.max_message_bytes()
     }
 
-    /// Sends 1 to 10 messages; returns their message ids in order.
-    async fn send_batch(&self, bodies: &[String]) -> Result<Vec<String>>;
+    /// Sends 1 to 10 messages; returns their message ids in order. The bodies are moved in:
+    /// a chunk's body is megabytes, and a queue that keeps it need not copy it.
+    async fn send_batch(&self, bodies: Vec<String>) -> Result<Vec<String>>;
 
     /// Receives up to `opts.max_messages` messages.
     async fn receive(&self, opts: ReceiveOptions) -> Result<Vec<ReceivedMessage>>;

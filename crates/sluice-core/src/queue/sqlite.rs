@@ -397,7 +397,7 @@ impl Queue for SqliteQueue {
         self.settings.visibility_timeout
     }
 
-    async fn send_batch(&self, bodies: &[String]) -> Result<Vec<String>> {
+    async fn send_batch(&self, bodies: Vec<String>) -> Result<Vec<String>> {
         check_batch(bodies.len())?;
         let total: usize = bodies.iter().map(|b| b.len()).sum();
         if total > self.settings.max_message_bytes {
@@ -407,7 +407,6 @@ impl Queue for SqliteQueue {
             });
         }
         let name = self.name.clone();
-        let bodies = bodies.to_vec();
         let ids = self
             .db
             .run(move |c, db| {
@@ -587,7 +586,7 @@ mod tests {
 
         let qs = EmbeddedQueues::open(&path).unwrap();
         let q = qs.queue("q").await.unwrap();
-        q.send_batch(&["third".to_string()]).await.unwrap();
+        q.send_batch(vec!["third".to_string()]).await.unwrap();
         let got = q
             .receive(ReceiveOptions {
                 wait: Duration::ZERO,
