@@ -341,6 +341,9 @@ pub fn parse_bool(s: &str) -> Option<bool> {
 /// or `NaN`, which are more often words than numbers in CSV files).
 pub fn parse_f64(s: &str) -> Option<f64> {
     let b = s.as_bytes();
+    if let Some(v) = parse_short_decimal(b) {
+        return Some(v);
+    }
     let ok = !b.is_empty()
         && b.iter()
             .all(|c| c.is_ascii_digit() || matches!(c, b'+' | b'-' | b'.' | b'e' | b'E'))
@@ -349,6 +352,44 @@ pub fn parse_f64(s: &str) -> Option<f64> {
         return None;
     }
     s.parse().ok()
+}
+
+/// Powers of ten up to 10^15, each exact in an `f64`.
+const POW10: [f64; 16] = [
+    1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11, 1e12, 1e13, 1e14, 1e15,
+];
+
+/// `[+-]digits[.digits]` with at most 15 digits in all, as prices and quantities are written:
+/// the digits as an integer (below 2^53, so exact in an `f64`) divided by a power of ten
+/// (exact up to 10^22). One correctly rounded division of exact values gives the `f64`
+/// nearest the decimal, which is what `str::parse` returns. `None`: another form.
+#[inline]
+fn parse_short_decimal(b: &[u8]) -> Option<f64> {
+    let (negative, digits) = match b.first()? {
+        b'-' => (true, &b[1..]),
+        b'+' => (false, &b[1..]),
+        _ => (false, b),
+    };
+    if digits.len() > 16 {
+        return None;
+    }
+    let (mut m, mut n, mut point) = (0u64, 0usize, None);
+    for (i, &c) in digits.iter().enumerate() {
+        match c {
+            b'0'..=b'9' => {
+                m = m * 10 + u64::from(c - b'0');
+                n += 1;
+            }
+            b'.' if point.is_none() => point = Some(i),
+            _ => return None,
+        }
+    }
+    if n == 0 || n > 15 {
+        return None;
+    }
+    let scale = point.map_or(0, |p| digits.len() - p - 1);
+    let v = m as f64 / POW10[scale];
+    Some(if negative { -v } else { v })
 }
 
 /// Parses an integer.
@@ -498,6 +539,63 @@ impl SchemaInference {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2000))]
+        /// The short-decimal path gives the very bits `str::parse` gives, and takes only what
+        /// it accepts.
+        #[test]
+        fn short_decimals_parse_as_the_standard_library_does(
+            s in "[+-]?[0-9]{0,18}(\\.[0-9]{0,18})?|[+-]?\\.?[0-9.]{0,4}|[0-9]{1,3}[eE][0-9]",
+        ) {
+            let std = s.parse::<f64>().ok();
+            if let Some(v) = parse_short_decimal(s.as_bytes()) {
+                prop_assert_eq!(Some(v.to_bits()), std.map(f64::to_bits), "{}", s);
+            }
+            prop_assert_eq!(parse_f64(&s).map(f64::to_bits), std.map(f64::to_bits), "{}", s);
+        }
+    }
+
+    #[test]
+    fn short_decimals_at_their_edges() {
+        for s in [
+            "0",
+            "-0",
+            "+0",
+            "-0.0",
+            "1.",
+            ".5",
+            "-.5",
+            "0.1",
+            "0.3",
+            "2.675",
+            "99999.99",
+            "123456789012345",
+            "0.00000000000001",
+            "-90071992.5474099",
+            "104949.5",
+            "0.07",
+        ] {
+            let got = parse_short_decimal(s.as_bytes()).unwrap_or_else(|| panic!("{s}"));
+            assert_eq!(got.to_bits(), s.parse::<f64>().unwrap().to_bits(), "{s}");
+        }
+        // Longer, or other forms: left to the standard parser.
+        for s in [
+            "1234567890123456",
+            "0.000000000000001",
+            "1e5",
+            ".",
+            "-",
+            "",
+            "1.2.3",
+            "1,5",
+            "- 1",
+            "0x10",
+        ] {
+            assert_eq!(parse_short_decimal(s.as_bytes()), None, "{s}");
+        }
+    }
 
     #[test]
     fn iso_forms() {
