@@ -293,11 +293,16 @@ async fn poison_messages_are_dead_lettered_with_their_reason() {
         .await
         .unwrap();
     let log = dir.path().join("failures.jsonl");
-    let c = consume(&home, &b, "t", |o| {
-        o.visibility_timeout = Some(Duration::from_secs(1));
-        o.dead_letter_log = Some(log.clone());
-    })
-    .await;
+    // An hour's visibility timeout: a poison message is released at once, not left to time out.
+    let c = tokio::time::timeout(
+        Duration::from_secs(120),
+        consume(&home, &b, "t", |o| {
+            o.visibility_timeout = Some(Duration::from_secs(3600));
+            o.dead_letter_log = Some(log.clone());
+        }),
+    )
+    .await
+    .expect("the poison messages are dead-lettered without waiting out their visibility");
     assert_eq!(c.write.rows_written, 1, "{c:?}");
     assert_eq!(
         c.undecodable_messages, 6,
