@@ -761,17 +761,18 @@ impl Consumer {
         Ok(failure)
     }
 
-    /// Records why a message cannot be processed; it stays in flight, is delivered again after
-    /// its visibility timeout, and moves to the dead-letter queue after maxReceiveCount.
     /// A message whose body this consumer can never write (decoding is deterministic): recorded
     /// as [`Self::undecodable`], and made visible again at once, so that its receives run out
     /// and the queue dead-letters it in moments instead of after `maxReceiveCount` visibility
-    /// timeouts (25 minutes with the defaults), while `--once` waits.
+    /// timeouts (25 minutes with the defaults, while `--once` waits).
     async fn poison(&mut self, m: &ReceivedMessage, e: &Error) {
         self.undecodable(m, e);
         self.release(std::slice::from_ref(&m.receipt)).await;
     }
 
+    /// Records why a message cannot be processed; unless released ([`Self::poison`]), it stays
+    /// in flight, is delivered again after its visibility timeout, and moves to the dead-letter
+    /// queue after maxReceiveCount.
     fn undecodable(&mut self, m: &ReceivedMessage, e: &Error) {
         warn!(message_id = %m.message_id, receive_count = m.receive_count, error = %e, "message cannot be processed");
         self.stats.undecodable_messages += 1;

@@ -24,7 +24,9 @@ pub struct Lake {
     /// The lake root as a URL, ending in `/`.
     pub url: Url,
     /// The local file system, when the lake is a local directory: finished files are linked
-    /// into place instead of copied through `store`.
+    /// into place instead of copied through `store`. A lake whose `store` wraps another to
+    /// see or alter every write (faults, say) sets it to `None`; counting requests does not
+    /// need to (a link is no request).
     pub local: Option<Arc<object_store::local::LocalFileSystem>>,
 }
 

@@ -321,7 +321,8 @@ const PART_SIZE: usize = 8 << 20;
 /// of 16 MiB in flight were 80 MiB of the peak when `convert` uploaded 128 MiB files.)
 const PARTS_IN_FLIGHT: usize = 2;
 
-/// Uploads a local file to `dest` (relative to the lake root) without overwriting anything.
+/// Uploads a local file to `dest` (relative to the lake root) without overwriting anything:
+/// linked into a lake in a local directory on the same file system, copied otherwise.
 pub async fn upload(lake: &Lake, local: &Path, dest: &str) -> Result<u64> {
     let path = lake.path(dest);
     let len = tokio::fs::metadata(local)
