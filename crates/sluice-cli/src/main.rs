@@ -497,12 +497,12 @@ fn fix_malloc_mmap_threshold() {
 fn fix_malloc_mmap_threshold() {}
 
 /// Blocks below the mmap threshold are freed into glibc's per-thread arenas, whose free pages
-/// stay resident: converting ten times TPC-H SF1 crept from 300 MB to 350 MB of RSS before
-/// its first file rotated. Ten times a second, a thread gives free pages back (`malloc_trim`
+/// stay resident until trimmed. Ten times a second, a thread gives them back (`malloc_trim`
 /// releases whole free pages inside every arena, not only at its top). Pieces are typed,
-/// written and freed every few tens of milliseconds, so what a slower trim leaves resident is
-/// the top of that swing: at ten times SF1 the peak was 324-332 MB trimming once a second,
-/// 293 MB every 250 ms, 277 MB every 100 ms, for about 0.25 s more system time per SF1.
+/// written and freed every few tens of milliseconds, and RSS swings by 50-60 MB with them;
+/// what a slower trim leaves resident is the top of that swing. Converting ten times TPC-H
+/// SF1 peaked at 375 MB without the thread, 324-332 MB trimming once a second, 293 MB every
+/// 250 ms and 277 MB every 100 ms, for about 0.25 s more system time per SF1.
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
 fn trim_malloc_arenas_often() {
     let spawned = std::thread::Builder::new()

@@ -141,14 +141,13 @@ impl EmbeddedQueues {
             path: path.clone(),
             source: e,
         };
-        let conn = Connection::open(&path).map_err(err)?;
+        let mut conn = Connection::open(&path).map_err(err)?;
         conn.busy_timeout(Duration::from_secs(60)).map_err(err)?;
         conn.pragma_update(None, "journal_mode", "WAL")
             .map_err(err)?;
         conn.pragma_update(None, "synchronous", "FULL")
             .map_err(err)?;
         conn.execute_batch(SCHEMA).map_err(err)?;
-        let mut conn = conn;
         migrate(&mut conn).map_err(err)?;
         Ok(EmbeddedQueues {
             db: Arc::new(Db {
