@@ -168,7 +168,7 @@ impl Opener {
             QueueTarget::Embedded(name) => {
                 self.ensure_home()?;
                 let qs = self.home.queues()?;
-                Home::ensure_queue(&qs, name, &QueueSettings::default()).await?;
+                Home::ensure_queue(&qs, name, &QueueSettings::embedded()).await?;
                 let q = qs.queue(name).await?;
                 Ok((Arc::new(q), Some(qs)))
             }

@@ -25,7 +25,7 @@ use sluice_core::home::Home;
 use sluice_core::lake::Lake;
 use sluice_core::partition::PartitionSpec;
 use sluice_core::producer::{ProduceStats, Producer, ProducerOptions, Progress};
-use sluice_core::queue::QueueSettings;
+use sluice_core::queue::{MAX_MESSAGE_BYTES, QueueSettings};
 use sluice_core::schema::{Column, ColumnType};
 use sluice_core::writer_id;
 
@@ -156,19 +156,31 @@ struct InitArgs {
     /// Deliveries before a message moves to the dead-letter queue.
     #[arg(long, default_value_t = 5)]
     max_receive_count: u32,
-    /// Largest message the queue accepts, in bytes (1 KiB to 1 MiB).
-    #[arg(long, default_value_t = 1024 * 1024, value_parser = clap::value_parser!(u64).range(1024..=1024 * 1024))]
-    max_message_bytes: u64,
+    /// Largest message the queue accepts, in bytes: 1 KiB to 1 MiB on SQS (default 1 MiB), to
+    /// 64 MiB on the embedded queue (default 4 MiB; its large bodies are files).
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1024..=64 * 1024 * 1024))]
+    max_message_bytes: Option<u64>,
 }
 
 impl InitArgs {
-    fn settings(&self) -> QueueSettings {
-        QueueSettings {
+    fn settings(&self, target: &QueueTarget) -> Result<QueueSettings> {
+        let base = match target {
+            QueueTarget::Embedded(_) => QueueSettings::embedded(),
+            QueueTarget::Sqs(_) => QueueSettings::default(),
+        };
+        let max_message_bytes = match self.max_message_bytes {
+            Some(n) if matches!(target, QueueTarget::Sqs(_)) && n as usize > MAX_MESSAGE_BYTES => {
+                bail!("SQS takes messages of at most {MAX_MESSAGE_BYTES} bytes, not {n}")
+            }
+            Some(n) => n as usize,
+            None => base.max_message_bytes,
+        };
+        Ok(QueueSettings {
             visibility_timeout: Duration::from_secs(self.visibility_timeout),
             max_receive_count: self.max_receive_count,
-            max_message_bytes: self.max_message_bytes as usize,
-            ..Default::default()
-        }
+            max_message_bytes,
+            ..base
+        })
     }
 }
 
@@ -724,8 +736,8 @@ async fn run(cli: Cli) -> Result<()> {
 }
 
 async fn init(ctx: &Ctx, a: &InitArgs) -> Result<()> {
-    let settings = a.settings();
     let target = QueueTarget::parse(ctx.open.queue.as_deref(), Some("sluice"))?;
+    let settings = a.settings(&target)?;
     if !ctx.open.uses_aws() {
         ctx.open.ensure_home()?;
         println!("home     {}", ctx.home.root.display());
@@ -1140,7 +1152,7 @@ async fn queue_cmd(ctx: &Ctx, c: QueueCommand) -> Result<()> {
     let (admin, name) = ctx.open.queue_admin(&target).await?;
     match c {
         QueueCommand::Create(a) => {
-            let q = admin.create(&name, &a.settings()).await?;
+            let q = admin.create(&name, &a.settings(&target)?).await?;
             println!(
                 "queue {} ready (dead-letter queue {})",
                 q.address, q.dead_letter

@@ -5,6 +5,9 @@
 //! <base64 of zstd of the records' bytes, exactly as they stood in the source>
 //! ```
 //!
+//! or, with codec `text` (for a queue that keeps large bodies in files, where compressing
+//! costs more than the bytes it saves), the records' bytes themselves after the header line.
+//!
 //! The header is one line of JSON, readable in any queue console; the payload keeps the source
 //! bytes, so a rejected row is quarantined with its raw text and line number. Chunk ids are
 //! deterministic (source fingerprint, chunk index, content hash): producing the same file again
@@ -33,8 +36,12 @@ pub struct Reject {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Codec {
+    /// Base64 of the records.
     None,
+    /// Base64 of a zstd frame of the records.
     Zstd,
+    /// The records as they are (UTF-8 text), neither compressed nor base64.
+    Text,
 }
 
 /// What the payload's records are.
@@ -113,7 +120,7 @@ impl Compressor {
     pub fn compress_into(&mut self, raw: &[u8], out: &mut Vec<u8>) {
         out.clear();
         match self.codec {
-            Codec::None => out.extend_from_slice(raw),
+            Codec::None | Codec::Text => out.extend_from_slice(raw),
             Codec::Zstd => {
                 out.reserve(zstd::zstd_safe::compress_bound(raw.len()));
                 self.zstd
@@ -129,8 +136,9 @@ impl Compressor {
 /// Builds a message body. The returned string's length is the message size.
 pub fn encode(header: &ChunkHeader, compressed: &[u8]) -> String {
     let json = serde_json::to_string(header).expect("header serializes");
-    let mut s =
-        String::with_capacity(MAGIC.len() + json.len() + 1 + compressed.len().div_ceil(3) * 4);
+    let mut s = crate::bufpool::take_string(
+        MAGIC.len() + json.len() + 1 + compressed.len().div_ceil(3) * 4,
+    );
     s.push_str(MAGIC);
     s.push_str(&json);
     s.push('\n');
@@ -138,9 +146,26 @@ pub fn encode(header: &ChunkHeader, compressed: &[u8]) -> String {
     s
 }
 
+/// Builds the body of a chunk whose records are the text `records` ([`Codec::Text`]).
+pub fn encode_text(header: &ChunkHeader, records: &str) -> String {
+    debug_assert_eq!(header.codec, Codec::Text);
+    let json = serde_json::to_string(header).expect("header serializes");
+    let mut s = crate::bufpool::take_string(MAGIC.len() + json.len() + 1 + records.len());
+    s.push_str(MAGIC);
+    s.push_str(&json);
+    s.push('\n');
+    s.push_str(records);
+    s
+}
+
 /// Size of a message built by [`encode`] for a header JSON of `header_len` bytes.
 pub fn encoded_len(header_len: usize, compressed_len: usize) -> usize {
     MAGIC.len() + header_len + 1 + compressed_len.div_ceil(3) * 4
+}
+
+/// Size of a message built by [`encode_text`] for a header JSON of `header_len` bytes.
+pub fn encoded_text_len(header_len: usize, records_len: usize) -> usize {
+    MAGIC.len() + header_len + 1 + records_len
 }
 
 /// Whether a body is a sluice chunk.
@@ -154,13 +179,19 @@ const MAX_PAYLOAD: usize = 256 << 20;
 /// Decodes a chunk message into its header and the raw records.
 pub fn decode(body: &str) -> Result<(ChunkHeader, Vec<u8>)> {
     let (mut scratch, mut raw) = (Vec::new(), Vec::new());
-    let header = decode_into(body, &mut scratch, &mut raw)?;
-    Ok((header, raw))
+    let (header, records) = decode_into(body, &mut scratch, &mut raw)?;
+    let records = records.to_vec();
+    Ok((header, records))
 }
 
-/// Decodes a chunk message into its header, and its raw records into `raw`, using `scratch`
-/// for the compressed payload: callers that decode message after message keep both buffers.
-pub fn decode_into(body: &str, scratch: &mut Vec<u8>, raw: &mut Vec<u8>) -> Result<ChunkHeader> {
+/// Decodes a chunk message into its header and its raw records: a slice of `body` for
+/// [`Codec::Text`], else decoded into `raw`, using `scratch` for the compressed payload
+/// (callers that decode message after message keep both buffers).
+pub fn decode_into<'a>(
+    body: &'a str,
+    scratch: &mut Vec<u8>,
+    raw: &'a mut Vec<u8>,
+) -> Result<(ChunkHeader, &'a [u8])> {
     let rest = body
         .strip_prefix(MAGIC)
         .ok_or_else(|| Error::Undecodable("not a sluice chunk".into()))?;
@@ -169,6 +200,9 @@ pub fn decode_into(body: &str, scratch: &mut Vec<u8>, raw: &mut Vec<u8>) -> Resu
         .ok_or_else(|| Error::Undecodable("chunk has no payload line".into()))?;
     let header: ChunkHeader = serde_json::from_str(json)
         .map_err(|e| Error::Undecodable(format!("chunk header is not valid: {e}")))?;
+    if header.codec == Codec::Text {
+        return Ok((header, b64.as_bytes()));
+    }
     let undecodable = |why: String| {
         Error::Undecodable(format!(
             "chunk {} payload does not decompress: {why}",
@@ -186,7 +220,7 @@ pub fn decode_into(body: &str, scratch: &mut Vec<u8>, raw: &mut Vec<u8>) -> Resu
     })?;
     let data = &scratch[..];
     match header.codec {
-        Codec::None => {}
+        Codec::None | Codec::Text => {}
         Codec::Zstd => {
             raw.clear();
             let len = zstd::zstd_safe::get_frame_content_size(data)
@@ -209,7 +243,7 @@ pub fn decode_into(body: &str, scratch: &mut Vec<u8>, raw: &mut Vec<u8>) -> Resu
             }
         }
     }
-    Ok(header)
+    Ok((header, &raw[..]))
 }
 
 #[cfg(test)]
@@ -278,12 +312,28 @@ mod tests {
             assert_eq!(h.codec, codec);
             assert!(back == raw, "{codec:?} does not round-trip");
         }
+        // Text: the records themselves follow the header line, trailing newlines included.
+        let text = std::str::from_utf8(&raw).unwrap();
+        let body = encode_text(&header(Codec::Text), text);
+        assert_eq!(
+            body.len(),
+            encoded_text_len(
+                serde_json::to_string(&header(Codec::Text)).unwrap().len(),
+                text.len()
+            )
+        );
+        assert!(body.ends_with(text));
+        let (mut scratch, mut out) = (Vec::new(), Vec::new());
+        let (h, got) = decode_into(&body, &mut scratch, &mut out).unwrap();
+        assert_eq!(h.codec, Codec::Text);
+        assert!(got == raw, "text does not round-trip");
+        assert!(out.is_empty() && scratch.is_empty(), "text is not copied");
         // Decoding message after message into the same buffers.
         let (mut scratch, mut out) = (Vec::new(), Vec::new());
         for part in [&raw[..100], &raw[..], &raw[..7]] {
             let body = encode(&header(Codec::Zstd), &compress(part, Codec::Zstd, 3));
-            decode_into(&body, &mut scratch, &mut out).unwrap();
-            assert!(out == part, "{} bytes decoded as {}", part.len(), out.len());
+            let (_, got) = decode_into(&body, &mut scratch, &mut out).unwrap();
+            assert!(got == part, "{} bytes decoded as {}", part.len(), got.len());
         }
         let undecodable = |payload: &[u8]| match decode(&encode(&header(Codec::Zstd), payload)) {
             Err(Error::Undecodable(m)) => assert!(m.contains("chunk f-0-1"), "{m}"),

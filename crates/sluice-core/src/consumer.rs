@@ -254,7 +254,9 @@ impl Consumer {
             self.queue.clone(),
             self.layout_tx.subscribe(),
             ReceiveOptions {
-                max_messages: crate::queue::MAX_BATCH,
+                // Received bodies wait for their decoding in memory: a few megabytes of them.
+                max_messages: (RECEIVED_BYTES / self.queue.max_message_bytes().max(1))
+                    .clamp(1, crate::queue::MAX_BATCH),
                 // Draining: short waits, so that the end is noticed quickly.
                 wait: if self.opts.once {
                     self.opts.wait.min(Duration::from_millis(250))
@@ -502,7 +504,11 @@ impl Consumer {
         Ok(s.visible == 0 && s.in_flight <= self.held.len() as u64)
     }
 
-    async fn ingest(&mut self, m: ReceivedMessage, decoded: Result<DecodedChunk>) -> Result<()> {
+    async fn ingest(
+        &mut self,
+        mut m: ReceivedMessage,
+        decoded: Result<DecodedChunk>,
+    ) -> Result<()> {
         self.stats.messages += 1;
         metrics::counter!(crate::metrics::MESSAGES_CONSUMED).increment(1);
         self.stats.received_bytes += m.body.len() as u64;
@@ -521,6 +527,8 @@ impl Consumer {
                 return Ok(());
             }
         };
+        // The body is decoded: its buffer can carry another.
+        crate::bufpool::give_string(std::mem::take(&mut m.body));
         self.stats.rows_in += d.rows_in;
         metrics::counter!(crate::metrics::ROWS_IN).increment(d.rows_in);
         let chunk = d.chunk.clone();
@@ -928,6 +936,10 @@ pub async fn open_logs(
         .await?;
     Ok((ledger, quarantine))
 }
+
+/// Bytes of messages one receive asks for at most (as whole messages, at least one): with
+/// the embedded queue's 4 MiB messages, four.
+const RECEIVED_BYTES: usize = 16 << 20;
 
 async fn receive_loop(
     queue: Arc<dyn Queue>,

@@ -26,7 +26,7 @@ fn decode_chunk_message(
     scratch: &mut Vec<u8>,
     raw: &mut Vec<u8>,
 ) -> Result<DecodedChunk> {
-    let header = chunk::decode_into(body, scratch, raw)?;
+    let (header, raw) = chunk::decode_into(body, scratch, raw)?;
     if header.table != layout.name {
         return Err(Error::Undecodable(format!(
             "chunk {} is for table {:?}, this consumer writes {:?}",

@@ -105,7 +105,8 @@ impl Home {
     /// Opens the embedded queue `queue` (creating it and its dead-letter queue), the catalog and
     /// the lake under this home.
     pub async fn open(&self, queue: &str) -> Result<Backends> {
-        self.open_with(queue, None, &QueueSettings::default()).await
+        self.open_with(queue, None, &QueueSettings::embedded())
+            .await
     }
 
     /// Like [`Home::open`], with a lake URL and queue settings.

@@ -24,6 +24,7 @@
 //! # Ok(()) }
 //! ```
 
+pub mod bufpool;
 pub mod catalog;
 pub mod chunk;
 pub mod compact;

@@ -374,6 +374,10 @@ impl Queue for MeteredQueue {
         self.inner.billing_unit_bytes()
     }
 
+    fn prefers_text_chunks(&self) -> bool {
+        self.inner.prefers_text_chunks()
+    }
+
     fn visibility_timeout(&self) -> Duration {
         self.inner.visibility_timeout()
     }

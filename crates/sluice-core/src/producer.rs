@@ -19,7 +19,9 @@ use tokio::sync::mpsc;
 use tracing::info;
 
 use crate::catalog::{Catalog, TableDef};
-use crate::chunk::{ChunkHeader, Codec, Compressor, Payload, Reject, encode, encoded_len};
+use crate::chunk::{
+    ChunkHeader, Codec, Compressor, Payload, Reject, encode, encode_text, encoded_len,
+};
 use crate::csv::{CsvFormat, FieldSplitter, RecordReader, parse_header};
 use crate::error::{Error, Result};
 use crate::partition::PartitionSpec;
@@ -104,6 +106,8 @@ pub struct Producer {
     queue: Arc<dyn Queue>,
     catalog: Arc<dyn Catalog>,
     opts: ProducerOptions,
+    /// Chunks travel as plain text (the queue prefers it and no zstd level was asked for).
+    text: bool,
 }
 
 fn open(path: &Path) -> Result<File> {
@@ -217,6 +221,7 @@ impl Producer {
         opts.format.validate()?;
         crate::schema::validate_name("table", &opts.table)?;
         let mut opts = opts;
+        let text = opts.zstd_level.is_none() && queue.prefers_text_chunks();
         if opts.zstd_level.is_none() {
             opts.zstd_level = Some(if queue.billing_unit_bytes().is_some() {
                 7
@@ -228,6 +233,7 @@ impl Producer {
             queue,
             catalog,
             opts,
+            text,
         })
     }
 
@@ -287,13 +293,23 @@ impl Producer {
     ) -> Result<ProduceStats> {
         let limit = self.queue.max_message_bytes();
         let batch_limit = self.queue.max_batch_bytes();
-        let (tx, mut rx) = mpsc::channel::<String>(8);
+        // Chunks made ahead of their sending: a few megabytes of them.
+        let (tx, mut rx) = mpsc::channel::<String>(((16 << 20) / limit.max(1)).clamp(2, 8));
         let name = src.name.clone();
         let reader = {
             let (layout, src, opts) = (layout.clone(), src.clone(), self.opts.clone());
             let rt = tokio::runtime::Handle::current();
+            let text = self.text;
             tokio::task::spawn_blocking(move || {
-                chunk_source(&rt, &layout, &src, &opts, limit, tx, progress)
+                chunk_source(
+                    &rt,
+                    &layout,
+                    &src,
+                    &opts,
+                    Messages { limit, text },
+                    tx,
+                    progress,
+                )
             })
         };
         let mut stats = ProduceStats {
@@ -388,10 +404,20 @@ pub fn source_fingerprint(table: &str, path: &Path) -> Result<String> {
     Ok(format!("{:032x}", h.digest128()))
 }
 
+/// A chunk's records as they go into its message.
+enum Records<'b> {
+    /// Compressed (or not) by the chunker's compressor; base64 in the message.
+    Packed(&'b [u8]),
+    /// As they are ([`Codec::Text`]).
+    Text(&'b str),
+}
+
 struct Chunker<'a> {
     header: ChunkHeader,
     header_len: usize,
     limit: usize,
+    /// Chunks as plain text where the records are UTF-8 and fit; else compressed.
+    text: bool,
     compressor: Compressor,
     /// The last chunk's payload (a buffer reused).
     out: Vec<u8>,
@@ -415,10 +441,43 @@ impl Chunker<'_> {
         c
     }
 
+    /// Largest text of records whose message fits the limit, with the same room as
+    /// [`Chunker::max_compressed`].
+    fn max_text(&self) -> usize {
+        self.limit
+            .saturating_sub(crate::chunk::MAGIC.len() + self.header_len + 1 + 128)
+    }
+
+    /// Raw bytes per chunk to aim for in text mode: a record past the target still fits.
+    fn text_target(&self) -> usize {
+        (self.max_text() / 16 * 15).max(1)
+    }
+
     /// Emits records `buf` (with `spans` (line, len)) as one or more messages.
     fn emit(&mut self, buf: &[u8], spans: &[(u64, usize)]) -> Result<()> {
         if spans.is_empty() {
             return Ok(());
+        }
+        if self.text
+            && let Ok(text) = std::str::from_utf8(buf)
+        {
+            if text.len() <= self.max_text() {
+                let id_hash = xxhash_rust::xxh3::xxh3_64(buf);
+                self.header.chunk = format!("{}-{}-{id_hash:016x}", self.fp, self.index);
+                return self.send(
+                    spans[0].0,
+                    spans.len() as u64,
+                    Records::Text(text),
+                    Vec::new(),
+                );
+            }
+            if spans.len() > 1 {
+                let mid = spans.len() / 2;
+                let split: usize = spans[..mid].iter().map(|s| s.1).sum();
+                self.emit(&buf[..split], &spans[..mid])?;
+                return self.emit(&buf[split..], &spans[mid..]);
+            }
+            // One record larger than a message as text: it may fit compressed.
         }
         let mut out = std::mem::take(&mut self.out);
         self.compressor.compress_into(buf, &mut out);
@@ -445,27 +504,40 @@ impl Chunker<'_> {
                 );
                 let mut empty = Vec::new();
                 self.compressor.compress_into(b"", &mut empty);
-                return self.send(line, 0, &empty, vec![Reject { line, raw, reason }]);
+                return self.send(
+                    line,
+                    0,
+                    Records::Packed(&empty),
+                    vec![Reject { line, raw, reason }],
+                );
             }
             let mid = spans.len() / 2;
             let split: usize = spans[..mid].iter().map(|s| s.1).sum();
             self.emit(&buf[..split], &spans[..mid])?;
             return self.emit(&buf[split..], &spans[mid..]);
         }
-        // Aim the next chunk at 90% of the room, given this chunk's ratio.
-        let ratio = buf.len() as f64 / compressed.len().max(1) as f64;
-        self.target =
-            ((self.max_compressed() as f64 * ratio * 0.9) as usize).clamp(64 * 1024, 64 << 20);
+        // Aim the next chunk at 90% of the room, given this chunk's ratio (text chunks keep
+        // theirs: a chunk compressed because it was not UTF-8 says nothing about the next).
+        if !self.text {
+            let ratio = buf.len() as f64 / compressed.len().max(1) as f64;
+            self.target =
+                ((self.max_compressed() as f64 * ratio * 0.9) as usize).clamp(64 * 1024, 64 << 20);
+        }
         let id_hash = xxhash_rust::xxh3::xxh3_64(buf);
         self.header.chunk = format!("{}-{}-{id_hash:016x}", self.fp, self.index);
-        self.send(spans[0].0, spans.len() as u64, compressed, Vec::new())
+        self.send(
+            spans[0].0,
+            spans.len() as u64,
+            Records::Packed(compressed),
+            Vec::new(),
+        )
     }
 
     fn send(
         &mut self,
         first_line: u64,
         rows: u64,
-        payload: &[u8],
+        records: Records<'_>,
         rejects: Vec<Reject>,
     ) -> Result<()> {
         if !rejects.is_empty() {
@@ -476,17 +548,31 @@ impl Chunker<'_> {
         self.index += 1;
         self.header.first_line = first_line;
         self.header.rows = rows;
-        self.header.codec = self.compressor.codec();
+        self.header.codec = match records {
+            Records::Packed(_) => self.compressor.codec(),
+            Records::Text(_) => Codec::Text,
+        };
         self.header.rejects = rejects;
         // Same width as the value the header's length was measured with.
         self.header.produced_at_ms = Some(chrono::Utc::now().timestamp_millis());
         metrics::counter!(crate::metrics::ROWS_PRODUCED).increment(rows);
-        let body = encode(&self.header, payload);
+        let body = match records {
+            Records::Packed(payload) => encode(&self.header, payload),
+            Records::Text(text) => encode_text(&self.header, text),
+        };
         debug_assert!(body.len() <= self.limit || !self.header.rejects.is_empty());
         self.tx
             .blocking_send(body)
             .map_err(|_| Error::Task("sender stopped".into()))
     }
+}
+
+/// What the chunks of a source are sent as.
+struct Messages {
+    /// Largest message.
+    limit: usize,
+    /// Text where it can be ([`Codec::Text`]), else compressed.
+    text: bool,
 }
 
 /// Reads a source and sends its chunks; returns (rows, bytes read, rejected rows).
@@ -498,7 +584,7 @@ fn chunk_source(
     layout: &TableLayout,
     src: &Source,
     opts: &ProducerOptions,
-    limit: usize,
+    Messages { limit, text }: Messages,
     tx: mpsc::Sender<String>,
     progress: Option<Progress>,
 ) -> Result<(u64, u64, u64)> {
@@ -558,6 +644,7 @@ fn chunk_source(
         header,
         header_len,
         limit,
+        text,
         compressor: Compressor::new(Codec::Zstd, opts.zstd_level.unwrap_or(1)),
         out: Vec::new(),
         fp,
@@ -566,7 +653,11 @@ fn chunk_source(
         tx: &tx,
         rejected: 0,
     };
-    ch.target = (ch.max_compressed() * 4).max(64 * 1024);
+    ch.target = if text {
+        ch.text_target()
+    } else {
+        (ch.max_compressed() * 4).max(64 * 1024)
+    };
     if ch.max_compressed() < 1024 {
         return Err(Error::Config(format!(
             "queue message limit of {limit} bytes is too small for a chunk of table {}",

@@ -227,6 +227,110 @@ async fn bad_rows_are_quarantined_and_bad_files_are_reported() {
     assert_eq!(s.visible, 0);
 }
 
+/// The embedded queue takes chunks as text. What text cannot carry goes as before: a chunk
+/// that is not UTF-8, and a record larger than a message, compressed (and rejected with its
+/// line if even that does not fit). Every row arrives once either way.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn text_chunks_fall_back_to_compression_where_text_cannot_go() {
+    let dir = tempfile::tempdir().unwrap();
+    let home = Home::new(dir.path().join("home"));
+    let settings = sluice_core::queue::QueueSettings {
+        max_message_bytes: 16 * 1024,
+        ..Default::default()
+    };
+    let b = home.open_with("t", None, &settings).await.unwrap();
+    let mut csv = b"id,d,s\n".to_vec();
+    let mut seed = 7u64;
+    for i in 1..=3000u64 {
+        let s: Vec<u8> = match i {
+            2001 => b"caf\xe9".to_vec(),
+            // Larger than a message, but compresses to a fraction of it.
+            2002 => vec![b'x'; 40_000],
+            // Larger than a message even compressed.
+            2003 => (0..40_000)
+                .map(|_| {
+                    seed = seed
+                        .wrapping_mul(6364136223846793005)
+                        .wrapping_add(1442695040888963407);
+                    b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789"
+                        [(seed >> 33) as usize % 62]
+                })
+                .collect(),
+            _ => format!("text ✓ {i}").into_bytes(),
+        };
+        csv.extend_from_slice(format!("{i},2020-01-01,").as_bytes());
+        csv.extend_from_slice(&s);
+        csv.push(b'\n');
+    }
+    let file = dir.path().join("mixed.csv");
+    std::fs::write(&file, &csv).unwrap();
+    let p = produce(&b, "t", "year(d)", &[&file]).await.unwrap();
+    assert_eq!((p.rows, p.rejected_rows), (3000, 1), "{p:?}");
+
+    let mut received = Vec::new();
+    loop {
+        let got = b
+            .queue
+            .receive(sluice_core::queue::ReceiveOptions {
+                wait: Duration::ZERO,
+                visibility_timeout: Some(Duration::from_secs(60)),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        if got.is_empty() {
+            break;
+        }
+        received.extend(got);
+    }
+    use sluice_core::chunk::Codec;
+    let mut rows_by_codec = std::collections::BTreeMap::<String, u64>::new();
+    let mut rejects = Vec::new();
+    for m in &received {
+        assert!(
+            m.body.len() <= 16 * 1024,
+            "a message of {} bytes",
+            m.body.len()
+        );
+        let (h, raw) = sluice_core::chunk::decode(&m.body).unwrap();
+        *rows_by_codec.entry(format!("{:?}", h.codec)).or_default() += h.rows;
+        if h.codec == Codec::Zstd && h.rows == 1 {
+            assert_eq!(
+                (h.first_line, raw.len()),
+                (2003, 40_000 + 15),
+                "the large record"
+            );
+        }
+        rejects.extend(h.rejects.iter().map(|r| r.line));
+    }
+    assert_eq!(
+        rejects,
+        [2004],
+        "the record too large even compressed, by line"
+    );
+    // Text for all but the chunk holding the Latin-1 record and the large record.
+    let text = rows_by_codec.get("Text").copied().unwrap_or(0);
+    let zstd = rows_by_codec.get("Zstd").copied().unwrap_or(0);
+    assert_eq!(text + zstd, 2999, "{rows_by_codec:?}");
+    assert!(zstd >= 2 && text > 2500, "{rows_by_codec:?}");
+
+    use sluice_core::queue::QueueExt;
+    let receipts: Vec<String> = received.iter().map(|m| m.receipt.clone()).collect();
+    b.queue
+        .change_visibility_all(&receipts, Duration::ZERO)
+        .await
+        .unwrap();
+    let c = consume(&home, &b, "t", |_| {}).await;
+    // Quarantined: the rejected record (from its chunk's header) and the Latin-1 one.
+    assert_eq!(
+        (c.write.rows_written, c.write.rows_quarantined),
+        (2998, 2),
+        "{c:?}"
+    );
+    let (rows, sum, _) = committed(&b, "t", "id").await;
+    assert_eq!((rows, sum), (2998, (1..=3000).sum::<i64>() - 2001 - 2003));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn foreign_json_and_csv_messages_are_landed() {
     let dir = tempfile::tempdir().unwrap();
@@ -272,12 +376,14 @@ async fn poison_messages_are_dead_lettered_with_their_reason() {
         .await
         .unwrap();
     let (mut header, raw) = sluice_core::chunk::decode(&good[0].body).unwrap();
-    let payload = sluice_core::chunk::compress(&raw, header.codec, 3);
+    // The embedded queue's chunks are text.
+    assert_eq!(header.codec, sluice_core::chunk::Codec::Text);
+    let text = String::from_utf8(raw).unwrap();
     header.table = "other".into();
-    let wrong_table = sluice_core::chunk::encode(&header, &payload);
+    let wrong_table = sluice_core::chunk::encode_text(&header, &text);
     header.table = "t".into();
     header.columns = vec!["id".into(), "when".into()];
-    let wrong_columns = sluice_core::chunk::encode(&header, &payload);
+    let wrong_columns = sluice_core::chunk::encode_text(&header, &text);
     use sluice_core::queue::QueueExt;
     b.queue
         .change_visibility_all(&[good[0].receipt.clone()], Duration::ZERO)

@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
 
 use proptest::prelude::*;
-use sluice_core::queue::sqlite::Clock;
+use sluice_core::queue::sqlite::{Clock, FILE_BODY_BYTES};
 use sluice_core::queue::{EmbeddedQueues, Queue, QueueSettings, ReceiveOptions};
 
 #[derive(Debug, Default)]
@@ -69,10 +69,15 @@ proptest! {
                 let now = clock.now_ms();
                 match op {
                     Op::Send(n) => {
-                        let bodies: Vec<String> = (0..n).map(|_| { next += 1; format!("m{next}") }).collect();
+                        // Every third body is large enough to be kept in a file.
+                        let bodies: Vec<String> = (0..n).map(|_| {
+                            next += 1;
+                            let pad = if next.is_multiple_of(3) { FILE_BODY_BYTES } else { 0 };
+                            format!("m{next} {}", "x".repeat(pad))
+                        }).collect();
                         q.send_batch(bodies.clone()).await.unwrap();
                         for b in bodies {
-                            let seq = b[1..].parse().unwrap();
+                            let seq = b[1..].split(' ').next().unwrap().parse().unwrap();
                             model.push(M { body: b, visible_at: now, count: 0, receipt: None, seq, dead: false });
                         }
                     }
@@ -89,7 +94,8 @@ proptest! {
                         }
                         let got_bodies: Vec<&str> = got.iter().map(|m| m.body.as_str()).collect();
                         let want_bodies: Vec<&str> = want.iter().map(|&i| model[i].body.as_str()).collect();
-                        assert_eq!(got_bodies, want_bodies);
+                        let short = |b: &[&str]| b.iter().map(|s| (s.len(), s[..s.len().min(8)].to_string())).collect::<Vec<_>>();
+                        assert!(got_bodies == want_bodies, "{:?} != {:?}", short(&got_bodies), short(&want_bodies));
                         for (m, &i) in got.iter().zip(&want) {
                             model[i].count += 1;
                             model[i].visible_at = now + vt_ms as i64;
@@ -126,6 +132,9 @@ proptest! {
                 assert_eq!(st.in_flight, live.iter().filter(|m| m.visible_at > now).count() as u64, "in flight");
                 let ds = dlq.stats().await.unwrap();
                 assert_eq!(ds.visible + ds.in_flight, model.iter().filter(|m| m.dead).count() as u64, "dead letters");
+                // A large body's file lives exactly as long as its message, dead letters too.
+                let files = std::fs::read_dir(qs.bodies_dir()).map(|d| d.count()).unwrap_or(0);
+                assert_eq!(files, model.iter().filter(|m| m.body.len() >= FILE_BODY_BYTES).count(), "body files");
             }
         });
     }

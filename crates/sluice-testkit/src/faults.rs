@@ -172,6 +172,9 @@ impl sluice_core::queue::Queue for FaultyQueue {
     fn billing_unit_bytes(&self) -> Option<usize> {
         self.inner.billing_unit_bytes()
     }
+    fn prefers_text_chunks(&self) -> bool {
+        self.inner.prefers_text_chunks()
+    }
     fn visibility_timeout(&self) -> std::time::Duration {
         self.inner.visibility_timeout()
     }

@@ -136,6 +136,11 @@ impl Queue for ClaimCheckQueue {
         self.inner.billing_unit_bytes()
     }
 
+    /// Stored bodies are objects in the lake, which may be billed by size: compressed.
+    fn prefers_text_chunks(&self) -> bool {
+        self.store_bytes.is_none() && self.inner.prefers_text_chunks()
+    }
+
     fn max_batch_bytes(&self) -> usize {
         match self.store_bytes {
             Some(b) => b * MAX_BATCH,

@@ -24,6 +24,11 @@ pub use sqlite::{EmbeddedQueues, SqliteQueue};
 pub const MAX_BATCH: usize = 10;
 /// Largest message body and largest batch request, as in SQS (1 MiB).
 pub const MAX_MESSAGE_BYTES: usize = 1024 * 1024;
+/// Largest message of a new embedded queue: its bodies are files, and a chunk of a few
+/// megabytes costs less per row to send, receive and write than one of 1 MiB.
+pub const EMBEDDED_MESSAGE_BYTES: usize = 4 << 20;
+/// Largest message an embedded queue can be given.
+pub const EMBEDDED_MAX_MESSAGE_BYTES: usize = 64 << 20;
 /// Longest long-poll wait, as in SQS.
 pub const MAX_WAIT: Duration = Duration::from_secs(20);
 /// SQS bills each 64 KiB of a request's payload as one request.
@@ -52,6 +57,16 @@ impl Default for QueueSettings {
             dead_letter_queue: None,
             retention: Duration::from_secs(14 * 24 * 3600),
             max_message_bytes: MAX_MESSAGE_BYTES,
+        }
+    }
+}
+
+impl QueueSettings {
+    /// The defaults of a new embedded queue: [`EMBEDDED_MESSAGE_BYTES`] messages.
+    pub fn embedded() -> Self {
+        QueueSettings {
+            max_message_bytes: EMBEDDED_MESSAGE_BYTES,
+            ..Default::default()
         }
     }
 }
@@ -143,6 +158,13 @@ pub trait Queue: Send + Sync + std::fmt::Debug {
     /// The unit each request is billed by (SQS: 64 KiB), if the service bills by size. The
     /// producer compresses harder for such queues.
     fn billing_unit_bytes(&self) -> Option<usize>;
+
+    /// Whether chunks should travel as plain text ([`crate::chunk::Codec::Text`]): the queue
+    /// keeps large bodies where their size costs little (the embedded queue writes them to
+    /// files), so compressing them would cost more CPU than the bytes it saves. No by default.
+    fn prefers_text_chunks(&self) -> bool {
+        false
+    }
 
     /// Largest total of the bodies of one `send_batch` call.
     fn max_batch_bytes(&self) -> usize {

@@ -3,6 +3,23 @@
 //! Every state change is one `BEGIN IMMEDIATE` transaction, so two processes never claim the
 //! same message. Receipts are `<seq>:<random>`; a new receipt is issued on every delivery, so a
 //! stale receipt can neither delete nor extend a message that someone else now holds.
+//!
+//! Bodies of [`FILE_BODY_BYTES`] or more are kept in files beside the database
+//! (`<database>-bodies/<uuid>.body`), not in it: SQLite writes a large body three times (WAL,
+//! checkpoint, and again when a page moves), a file is written once and read once. The rules
+//! that keep a file and its row consistent through a crash:
+//! - a file is written and synced before the transaction that commits its row, and removed if
+//!   that transaction fails; a crash in between leaves a file no row names, removed when the
+//!   database is next opened once it is [`ORPHAN_AGE`] old (a younger one may be a send in
+//!   flight in another process);
+//! - a file is removed only after the transaction that deleted its row committed (delete,
+//!   purge, retention); a crash in between leaves an orphan, as above;
+//! - a receive reads the file after its transaction: a file gone by then belongs to a message
+//!   deleted meanwhile under a later receipt (a late delivery, dropped, as SQS would), or, if
+//!   the message is still there, was lost: the message is dead-lettered with that reason.
+//!
+//! The row of a file-backed message holds a placeholder body that a sluice older than this
+//! layout cannot decode, so such a consumer dead-letters the message instead of deleting it.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicI64, Ordering};
@@ -36,9 +53,19 @@ impl Clock for SystemClock {
     }
 }
 
+/// Bodies of at least this many bytes are kept in files.
+pub const FILE_BODY_BYTES: usize = 64 * 1024;
+/// A body file no message names is removed once it is this old.
+pub const ORPHAN_AGE: Duration = Duration::from_secs(3600);
+/// First bytes of the stored body of a file-backed message: a chunk's magic with no payload
+/// line, which every sluice consumer refuses (and so dead-letters) rather than deleting.
+const FILE_BODY_PLACEHOLDER: &str = "sluice.chunk.v1 body kept in the queue's file ";
+
 #[derive(Debug)]
 struct Db {
     path: PathBuf,
+    /// Directory of the body files.
+    bodies: PathBuf,
     conn: Mutex<Connection>,
     clock: Arc<dyn Clock>,
     /// Wakes long polls in this process when a message is sent.
@@ -46,6 +73,97 @@ struct Db {
 }
 
 impl Db {
+    fn body_path(&self, file: &str) -> PathBuf {
+        self.bodies.join(file)
+    }
+
+    /// Writes and syncs the bodies of [`FILE_BODY_BYTES`] or more to new files; returns each
+    /// body's file name (`None`: stored in the database). Nothing is left behind on error.
+    fn write_bodies(&self, bodies: &[String]) -> Result<Vec<Option<String>>> {
+        let mut names: Vec<Option<String>> = Vec::with_capacity(bodies.len());
+        let fail = |names: &[Option<String>], path: &Path, e: std::io::Error| {
+            self.remove_files(names.iter().flatten());
+            Err(Error::io(path, e))
+        };
+        for b in bodies {
+            if b.len() < FILE_BODY_BYTES {
+                names.push(None);
+                continue;
+            }
+            if let Err(e) = std::fs::create_dir_all(&self.bodies) {
+                return fail(&names, &self.bodies, e);
+            }
+            let name = format!("{}.body", uuid::Uuid::now_v7().simple());
+            let path = self.body_path(&name);
+            let written = std::fs::File::create_new(&path).and_then(|mut f| {
+                std::io::Write::write_all(&mut f, b.as_bytes())?;
+                f.sync_data()
+            });
+            if let Err(e) = written {
+                let _ = std::fs::remove_file(&path);
+                return fail(&names, &path, e);
+            }
+            names.push(Some(name));
+        }
+        // The new names themselves must survive a power loss before their rows commit.
+        if names.iter().any(Option::is_some)
+            && let Err(e) = std::fs::File::open(&self.bodies).and_then(|d| d.sync_all())
+        {
+            return fail(&names, &self.bodies, e);
+        }
+        Ok(names)
+    }
+
+    /// Removes body files whose rows are gone; a file already gone is fine, and a file that
+    /// cannot be removed is left to the orphan sweep.
+    fn remove_files<'a>(&self, files: impl IntoIterator<Item = &'a String>) {
+        for f in files {
+            let path = self.body_path(f);
+            match std::fs::remove_file(&path) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => {
+                    tracing::warn!(path = %path.display(), error = %e, "queue body file not removed; it is unreferenced now")
+                }
+            }
+        }
+    }
+
+    /// Removes body files no row names that are older than `min_age`.
+    fn sweep_orphans(&self, conn: &Connection, min_age: Duration) -> Result<usize> {
+        let entries = match std::fs::read_dir(&self.bodies) {
+            Ok(e) => e,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+            Err(e) => return Err(Error::io(&self.bodies, e)),
+        };
+        let now = std::time::SystemTime::now();
+        let old: Vec<String> = entries
+            .flatten()
+            .filter(|e| {
+                e.metadata()
+                    .and_then(|m| m.modified())
+                    .is_ok_and(|t| now.duration_since(t).unwrap_or_default() >= min_age)
+            })
+            .filter_map(|e| e.file_name().into_string().ok())
+            .filter(|n| n.ends_with(".body"))
+            .collect();
+        if old.is_empty() {
+            return Ok(0);
+        }
+        let named: std::collections::HashSet<String> = (|| {
+            let mut st = conn.prepare("SELECT file FROM message_bodies WHERE file IS NOT NULL")?;
+            let rows = st.query_map([], |r| r.get(0))?;
+            rows.collect::<rusqlite::Result<_>>()
+        })()
+        .map_err(|e| self.err(e))?;
+        let orphans: Vec<String> = old.into_iter().filter(|n| !named.contains(n)).collect();
+        if !orphans.is_empty() {
+            tracing::info!(files = orphans.len(), dir = %self.bodies.display(), "removing queue body files no message names (left by a crash)");
+        }
+        self.remove_files(&orphans);
+        Ok(orphans.len())
+    }
+
     fn err(&self, e: rusqlite::Error) -> Error {
         Error::Database {
             path: self.path.clone(),
@@ -96,33 +214,63 @@ CREATE TABLE IF NOT EXISTS messages (
 CREATE INDEX IF NOT EXISTS messages_visible ON messages (queue, visible_at_ms, seq);
 -- Bodies apart from the state a receive or a heartbeat updates: SQLite rewrites a whole row
 -- (every overflow page of a 1 MiB body) when an update changes its size, as a receipt does.
--- `messages.body` is '' from schema version 1 on.
+-- `messages.body` is '' from schema version 1 on. `file` (version 2 on): the body is in that
+-- file of the bodies directory, and `body` holds a placeholder.
 CREATE TABLE IF NOT EXISTS message_bodies (
     seq INTEGER PRIMARY KEY,
-    body TEXT NOT NULL
+    body TEXT NOT NULL,
+    file TEXT
 );
 CREATE TRIGGER IF NOT EXISTS message_bodies_follow AFTER DELETE ON messages BEGIN
     DELETE FROM message_bodies WHERE seq = old.seq;
 END;
 ";
 
-/// Moves the bodies of a queue database written before `message_bodies` existed.
+/// Brings a queue database written by an earlier version to the current schema: version 1
+/// moved bodies to `message_bodies`, version 2 added its `file` column.
 fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {
+    const CURRENT: i64 = 2;
     let version = |c: &Connection| c.query_row("PRAGMA user_version", [], |r| r.get::<_, i64>(0));
     // Read without the write lock: every open of a migrated database ends here.
-    if version(conn)? >= 1 {
+    if version(conn)? >= CURRENT {
         return Ok(());
     }
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     // Another process may have migrated it meanwhile.
-    if version(&tx)? < 1 {
+    let v = version(&tx)?;
+    if v < 1 {
         tx.execute_batch(
             "INSERT OR IGNORE INTO message_bodies (seq, body) SELECT seq, body FROM messages;
-             UPDATE messages SET body = '' WHERE body != '';
-             PRAGMA user_version = 1;",
+             UPDATE messages SET body = '' WHERE body != '';",
         )?;
     }
+    if v < 2 {
+        // A new database got the column from `SCHEMA`.
+        let has_file: bool = tx.query_row(
+            "SELECT count(*) FROM pragma_table_info('message_bodies') WHERE name = 'file'",
+            [],
+            |r| r.get::<_, i64>(0).map(|n| n > 0),
+        )?;
+        if !has_file {
+            tx.execute_batch("ALTER TABLE message_bodies ADD COLUMN file TEXT;")?;
+        }
+    }
+    tx.pragma_update(None, "user_version", CURRENT)?;
     tx.commit()
+}
+
+/// The body files of the messages `filter` selects (columns of `messages` as `m.…`), to be
+/// removed once the transaction that deletes those messages has committed.
+fn files_where(
+    tx: &rusqlite::Transaction,
+    filter: &str,
+    p: impl rusqlite::Params,
+) -> rusqlite::Result<Vec<String>> {
+    let mut st = tx.prepare_cached(&format!(
+        "SELECT b.file FROM messages m JOIN message_bodies b ON b.seq = m.seq WHERE b.file IS NOT NULL AND {filter}"
+    ))?;
+    let rows = st.query_map(p, |r| r.get(0))?;
+    rows.collect()
 }
 
 impl EmbeddedQueues {
@@ -149,19 +297,42 @@ impl EmbeddedQueues {
             .map_err(err)?;
         conn.execute_batch(SCHEMA).map_err(err)?;
         migrate(&mut conn).map_err(err)?;
-        Ok(EmbeddedQueues {
-            db: Arc::new(Db {
-                path,
-                conn: Mutex::new(conn),
-                clock,
-                sent: Notify::new(),
-            }),
-        })
+        let mut bodies = path.clone().into_os_string();
+        bodies.push("-bodies");
+        let db = Db {
+            path,
+            bodies: bodies.into(),
+            conn: Mutex::new(conn),
+            clock,
+            sent: Notify::new(),
+        };
+        let queues = EmbeddedQueues { db: Arc::new(db) };
+        queues.sweep_orphan_bodies(ORPHAN_AGE)?;
+        Ok(queues)
+    }
+
+    /// Removes body files no message names that are at least `min_age` old; returns how
+    /// many. Opening the database does this with [`ORPHAN_AGE`].
+    pub fn sweep_orphan_bodies(&self, min_age: Duration) -> Result<usize> {
+        let conn = self.db.conn.lock().unwrap_or_else(|p| p.into_inner());
+        self.db.sweep_orphans(&conn, min_age)
+    }
+
+    /// The directory of the body files.
+    pub fn bodies_dir(&self) -> &Path {
+        &self.db.bodies
     }
 
     /// Creates a queue; creating an existing queue again is a no-op that keeps its settings.
     pub async fn create_queue(&self, name: &str, settings: &QueueSettings) -> Result<()> {
         crate::schema::validate_name("queue", name)?;
+        if !(1024..=super::EMBEDDED_MAX_MESSAGE_BYTES).contains(&settings.max_message_bytes) {
+            return Err(Error::invalid(format!(
+                "the largest message of an embedded queue is 1 KiB to {} MiB, not {} bytes",
+                super::EMBEDDED_MAX_MESSAGE_BYTES >> 20,
+                settings.max_message_bytes
+            )));
+        }
         if let Some(dlq) = &settings.dead_letter_queue {
             crate::schema::validate_name("queue", dlq)?;
         }
@@ -305,13 +476,17 @@ impl SqliteQueue {
         }
         let db = self.db.clone();
         async move {
-            db.run(move |c, db| {
+            let settings = s.clone();
+            let out = db.run(move |c, db| {
                 let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
                 let now = db.clock.now_ms();
+                let mut expired = Vec::new();
                 if do_retention {
+                    let cutoff = now - s.retention.as_millis() as i64;
+                    expired = files_where(&tx, "m.queue = ?1 AND m.sent_at_ms < ?2", params![name, cutoff])?;
                     tx.execute(
                         "DELETE FROM messages WHERE queue = ?1 AND sent_at_ms < ?2",
-                        params![name, now - s.retention.as_millis() as i64],
+                        params![name, cutoff],
                     )?;
                 }
                 let mut out = Vec::new();
@@ -347,11 +522,11 @@ impl SqliteQueue {
                             params![seq, now + vt, receipt],
                             |r| Ok((r.get(0)?, r.get(1)?)),
                         )?;
-                        let body = tx
-                            .prepare_cached("SELECT body FROM message_bodies WHERE seq = ?1")?
-                            .query_row([seq], |r| r.get(0))?;
+                        let (body, file): (String, Option<String>) = tx
+                            .prepare_cached("SELECT body, file FROM message_bodies WHERE seq = ?1")?
+                            .query_row([seq], |r| Ok((r.get(0)?, r.get(1)?)))?;
                         let msg = ReceivedMessage { message_id, receipt: receipt.clone(), body, receive_count };
-                        out.push(msg);
+                        out.push((msg, file));
                         if out.len() == max {
                             break 'outer;
                         }
@@ -362,11 +537,101 @@ impl SqliteQueue {
                     }
                 }
                 tx.commit()?;
+                db.remove_files(&expired);
                 Ok(out)
             })
-            .await
+            .await?;
+            if out.iter().all(|(_, f)| f.is_none()) {
+                return Ok(out.into_iter().map(|(m, _)| m).collect());
+            }
+            // Bodies in files are read after the transaction, outside the database's lock.
+            let (out, lost) = {
+                let db = db.clone();
+                tokio::task::spawn_blocking(move || db.read_bodies(out)).await??
+            };
+            if !lost.is_empty() {
+                db.run(move |c, db| lose(c, db, &settings, &lost)).await?;
+            }
+            Ok(out)
         }
     }
+}
+
+impl Db {
+    /// Reads the bodies of received messages kept in files. Returns the messages whose body
+    /// was read, and the (message, file) of those whose file is gone.
+    #[allow(clippy::type_complexity)]
+    fn read_bodies(
+        &self,
+        received: Vec<(ReceivedMessage, Option<String>)>,
+    ) -> Result<(Vec<ReceivedMessage>, Vec<(ReceivedMessage, String)>)> {
+        let (mut out, mut lost) = (Vec::with_capacity(received.len()), Vec::new());
+        for (mut m, file) in received {
+            let Some(file) = file else {
+                out.push(m);
+                continue;
+            };
+            let path = self.body_path(&file);
+            let read = std::fs::File::open(&path).and_then(|mut f| {
+                let len = f.metadata()?.len() as usize;
+                let mut bytes = crate::bufpool::take(len);
+                std::io::Read::read_to_end(&mut f, &mut bytes)?;
+                Ok(bytes)
+            });
+            match read {
+                Ok(bytes) => {
+                    m.body = String::from_utf8(bytes).map_err(|_| {
+                        Error::io(
+                            &path,
+                            std::io::Error::new(
+                                std::io::ErrorKind::InvalidData,
+                                "queue body file is not UTF-8",
+                            ),
+                        )
+                    })?;
+                    out.push(m);
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => lost.push((m, file)),
+                Err(e) => return Err(Error::io(&path, e)),
+            }
+        }
+        Ok((out, lost))
+    }
+}
+
+/// Received messages whose body file was gone when read. A message deleted meanwhile (under a
+/// later receipt) is simply not delivered; one still held under this receipt lost its body,
+/// and is moved to the dead-letter queue with that reason, or, without one, logged and left to
+/// come back after its visibility timeout.
+fn lose(
+    c: &mut Connection,
+    db: &Db,
+    s: &QueueSettings,
+    lost: &[(ReceivedMessage, String)],
+) -> rusqlite::Result<()> {
+    let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    for (m, file) in lost {
+        let Some(seq) = parse_receipt(&m.receipt) else {
+            continue;
+        };
+        let held: bool = tx.query_row(
+            "SELECT count(*) FROM messages WHERE seq = ?1 AND receipt = ?2",
+            params![seq, m.receipt],
+            |r| r.get::<_, i64>(0).map(|n| n > 0),
+        )?;
+        if !held {
+            continue;
+        }
+        let path = db.body_path(file);
+        tracing::error!(message_id = %m.message_id, path = %path.display(), "the body file of a queued message is missing");
+        if let Some(dlq) = &s.dead_letter_queue {
+            tx.execute(
+                "UPDATE messages SET queue = ?2, visible_at_ms = ?3, receipt = NULL, dead_letter_reason = ?4 WHERE seq = ?1",
+                params![seq, dlq, db.clock.now_ms(), format!("its body file {} is missing", path.display())],
+            )?;
+        }
+    }
+    tx.commit()
 }
 
 fn check_batch(n: usize) -> Result<()> {
@@ -392,6 +657,10 @@ impl Queue for SqliteQueue {
         None
     }
 
+    fn prefers_text_chunks(&self) -> bool {
+        true
+    }
+
     fn visibility_timeout(&self) -> Duration {
         self.settings.visibility_timeout
     }
@@ -405,6 +674,26 @@ impl Queue for SqliteQueue {
                 limit: self.settings.max_message_bytes,
             });
         }
+        // Large bodies go to files first, outside the database's lock.
+        let db = self.db.clone();
+        let (bodies, files) = tokio::task::spawn_blocking(move || {
+            let files = db.write_bodies(&bodies)?;
+            // A body in its file is done with: its buffer can carry another.
+            let bodies: Vec<String> = bodies
+                .into_iter()
+                .zip(&files)
+                .map(|(b, f)| match f {
+                    Some(_) => {
+                        crate::bufpool::give_string(b);
+                        String::new()
+                    }
+                    None => b,
+                })
+                .collect();
+            Ok::<_, Error>((bodies, files))
+        })
+        .await??;
+        let written: Vec<String> = files.iter().flatten().cloned().collect();
         let name = self.name.clone();
         let ids = self
             .db
@@ -417,19 +706,27 @@ impl Queue for SqliteQueue {
                         "INSERT INTO messages (queue, message_id, body, sent_at_ms, visible_at_ms) VALUES (?1, ?2, '', ?3, ?3)",
                     )?;
                     let mut put = tx.prepare_cached(
-                        "INSERT INTO message_bodies (seq, body) VALUES (?1, ?2)",
+                        "INSERT INTO message_bodies (seq, body, file) VALUES (?1, ?2, ?3)",
                     )?;
-                    for b in &bodies {
+                    for (b, file) in bodies.iter().zip(&files) {
                         let id = uuid::Uuid::new_v4().to_string();
                         st.execute(params![name, id, now])?;
-                        put.execute(params![tx.last_insert_rowid(), b])?;
+                        let seq = tx.last_insert_rowid();
+                        match file {
+                            Some(f) => put.execute(params![seq, format!("{FILE_BODY_PLACEHOLDER}{f}"), f])?,
+                            None => put.execute(params![seq, b, None::<String>])?,
+                        };
                         ids.push(id);
                     }
                 }
                 tx.commit()?;
                 Ok(ids)
             })
-            .await?;
+            .await;
+        if ids.is_err() {
+            self.db.remove_files(&written);
+        }
+        let ids = ids?;
         self.db.sent.notify_waiters();
         Ok(ids)
     }
@@ -455,12 +752,18 @@ impl Queue for SqliteQueue {
         check_batch(receipts.len())?;
         let receipts = receipts.to_vec();
         self.db
-            .run(move |c, _| {
+            .run(move |c, db| {
                 let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
                 let mut failed = Vec::new();
+                let mut files = Vec::new();
                 for (i, r) in receipts.iter().enumerate() {
                     match parse_receipt(r) {
                         Some(seq) => {
+                            files.extend(files_where(
+                                &tx,
+                                "m.seq = ?1 AND m.receipt = ?2",
+                                params![seq, r],
+                            )?);
                             tx.execute(
                                 "DELETE FROM messages WHERE seq = ?1 AND receipt = ?2",
                                 params![seq, r],
@@ -474,6 +777,7 @@ impl Queue for SqliteQueue {
                     }
                 }
                 tx.commit()?;
+                db.remove_files(&files);
                 Ok(failed)
             })
             .await
@@ -543,9 +847,13 @@ impl Queue for SqliteQueue {
     async fn purge(&self) -> Result<()> {
         let name = self.name.clone();
         self.db
-            .run(move |c, _| {
-                c.execute("DELETE FROM messages WHERE queue = ?1", [name])
-                    .map(|_| ())
+            .run(move |c, db| {
+                let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+                let files = files_where(&tx, "m.queue = ?1", params![name])?;
+                tx.execute("DELETE FROM messages WHERE queue = ?1", [&name])?;
+                tx.commit()?;
+                db.remove_files(&files);
+                Ok(())
             })
             .await
     }
@@ -610,5 +918,189 @@ mod tests {
             })
             .unwrap();
         assert_eq!((left, in_rows), (0, 0));
+    }
+
+    fn body_files(qs: &EmbeddedQueues) -> usize {
+        std::fs::read_dir(qs.bodies_dir())
+            .map(|d| d.count())
+            .unwrap_or(0)
+    }
+
+    fn now_opts() -> ReceiveOptions {
+        ReceiveOptions {
+            wait: Duration::ZERO,
+            ..Default::default()
+        }
+    }
+
+    /// Large bodies are files from send to delete, purge or expiry; the database holds a
+    /// placeholder that no sluice consumer can take for a chunk.
+    #[tokio::test]
+    async fn large_bodies_are_files_for_as_long_as_their_messages() {
+        #[derive(Debug)]
+        struct Fake(std::sync::atomic::AtomicI64);
+        impl Clock for Fake {
+            fn now_ms(&self) -> i64 {
+                self.0.load(Ordering::SeqCst)
+            }
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("q.db");
+        let clock = Arc::new(Fake(AtomicI64::new(1_000_000)));
+        let qs = EmbeddedQueues::open_with_clock(&path, clock.clone()).unwrap();
+        let s = QueueSettings {
+            retention: Duration::from_secs(600),
+            ..Default::default()
+        };
+        qs.create_queue("q", &s).await.unwrap();
+        let q = qs.queue("q").await.unwrap();
+        let big = |c: char, n: usize| c.to_string().repeat(n);
+        let bodies = vec![
+            "small ✓".to_string(),
+            big('a', FILE_BODY_BYTES - 1),
+            big('b', FILE_BODY_BYTES),
+            format!("ü{}", big('c', 900_000)),
+        ];
+        q.send_batch(bodies.clone()).await.unwrap();
+        assert_eq!(body_files(&qs), 2);
+        let conn = Connection::open(&path).unwrap();
+        let stored: Vec<(usize, Option<String>, String)> = conn
+            .prepare(
+                "SELECT length(body), file, substr(body, 1, 60) FROM message_bodies ORDER BY seq",
+            )
+            .unwrap()
+            .query_map([], |r| {
+                Ok((r.get::<_, i64>(0)? as usize, r.get(1)?, r.get(2)?))
+            })
+            .unwrap()
+            .collect::<rusqlite::Result<_>>()
+            .unwrap();
+        assert_eq!(stored[0].1, None);
+        assert_eq!((stored[1].0, &stored[1].1), (FILE_BODY_BYTES - 1, &None));
+        for (_, file, text) in &stored[2..] {
+            assert!(
+                file.as_deref().is_some_and(|f| f.ends_with(".body")),
+                "{file:?}"
+            );
+            // A consumer that knows nothing of files refuses the placeholder, never deletes it.
+            let placeholder: String = conn
+                .query_row(
+                    "SELECT body FROM message_bodies WHERE file = ?1",
+                    [file],
+                    |r| r.get(0),
+                )
+                .unwrap();
+            assert!(text.starts_with(crate::chunk::MAGIC));
+            assert!(matches!(
+                crate::chunk::decode(&placeholder),
+                Err(Error::Undecodable(_))
+            ));
+        }
+        let got = q.receive(now_opts()).await.unwrap();
+        let mut got_bodies: Vec<String> = got.iter().map(|m| m.body.clone()).collect();
+        got_bodies.sort();
+        let mut want = bodies.clone();
+        want.sort();
+        assert!(got_bodies == want, "bodies differ");
+        let receipts: Vec<String> = got.iter().map(|m| m.receipt.clone()).collect();
+        assert!(q.delete_all(&receipts).await.unwrap().is_empty());
+        assert_eq!(body_files(&qs), 0, "deleted messages leave no files");
+
+        q.send_batch(vec![big('d', FILE_BODY_BYTES), big('e', FILE_BODY_BYTES)])
+            .await
+            .unwrap();
+        assert_eq!(body_files(&qs), 2);
+        q.purge().await.unwrap();
+        assert_eq!(body_files(&qs), 0, "a purge leaves no files");
+
+        q.send_batch(vec![big('f', FILE_BODY_BYTES)]).await.unwrap();
+        clock.0.fetch_add(601_000, Ordering::SeqCst);
+        assert!(q.receive(now_opts()).await.unwrap().is_empty());
+        assert_eq!(body_files(&qs), 0, "expired messages leave no files");
+    }
+
+    /// A crash between writing a body and committing its message leaves a file no row names:
+    /// removed once old enough, never while it may be a send in flight. A message whose file
+    /// is lost is dead-lettered with that reason, not delivered empty.
+    #[tokio::test]
+    async fn orphan_files_are_swept_and_a_lost_body_is_dead_lettered() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("q.db");
+        let qs = EmbeddedQueues::open(&path).unwrap();
+        qs.create_queue("dlq", &QueueSettings::default())
+            .await
+            .unwrap();
+        let s = QueueSettings {
+            dead_letter_queue: Some("dlq".into()),
+            ..Default::default()
+        };
+        qs.create_queue("q", &s).await.unwrap();
+        let q = qs.queue("q").await.unwrap();
+        q.send_batch(vec!["k".repeat(FILE_BODY_BYTES)])
+            .await
+            .unwrap();
+        let orphan = qs.bodies_dir().join("0000orphan.body");
+        std::fs::write(&orphan, "left by a crash").unwrap();
+        // Reopening keeps it (younger than ORPHAN_AGE); a sweep of any age removes it only.
+        drop(EmbeddedQueues::open(&path).unwrap());
+        assert!(orphan.exists());
+        assert_eq!(qs.sweep_orphan_bodies(Duration::ZERO).unwrap(), 1);
+        assert!(!orphan.exists());
+        assert_eq!(body_files(&qs), 1, "the queued message's file stays");
+
+        // Lose the queued message's file.
+        for f in std::fs::read_dir(qs.bodies_dir()).unwrap() {
+            std::fs::remove_file(f.unwrap().path()).unwrap();
+        }
+        assert!(q.receive(now_opts()).await.unwrap().is_empty());
+        let reasons = qs.dead_letter_reasons("dlq").await.unwrap();
+        assert_eq!(reasons.len(), 1);
+        assert!(
+            reasons[0].1.contains("body file") && reasons[0].1.contains("missing"),
+            "{reasons:?}"
+        );
+        assert_eq!(q.stats().await.unwrap().visible, 0);
+    }
+
+    /// A database of schema version 1 (bodies in `message_bodies`, no `file` column) gains the
+    /// column, keeps its messages, and takes large bodies as files.
+    #[tokio::test]
+    async fn a_database_of_version_1_gains_body_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("q.db");
+        {
+            let conn = Connection::open(&path).unwrap();
+            conn.execute_batch(&SCHEMA.replace(
+                "    body TEXT NOT NULL,\n    file TEXT\n",
+                "    body TEXT NOT NULL\n",
+            ))
+            .unwrap();
+            let cols: i64 = conn
+                .query_row(
+                    "SELECT count(*) FROM pragma_table_info('message_bodies')",
+                    [],
+                    |r| r.get(0),
+                )
+                .unwrap();
+            assert_eq!(cols, 2, "the version 1 table");
+            let now = SystemClock.now_ms();
+            conn.execute_batch(&format!(
+                "INSERT INTO queues VALUES ('q', 30000, 5, NULL, 1209600000, 1048576, {now});
+                 INSERT INTO messages (queue, message_id, body, sent_at_ms, visible_at_ms) VALUES ('q', 'm1', '', {now}, {now});
+                 INSERT INTO message_bodies (seq, body) VALUES (last_insert_rowid(), 'before');
+                 PRAGMA user_version = 1;",
+            ))
+            .unwrap();
+        }
+        let qs = EmbeddedQueues::open(&path).unwrap();
+        let q = qs.queue("q").await.unwrap();
+        q.send_batch(vec!["z".repeat(FILE_BODY_BYTES)])
+            .await
+            .unwrap();
+        assert_eq!(body_files(&qs), 1);
+        let got = q.receive(now_opts()).await.unwrap();
+        let lens: Vec<usize> = got.iter().map(|m| m.body.len()).collect();
+        assert_eq!(lens, [6, FILE_BODY_BYTES]);
+        assert_eq!(got[0].body, "before");
     }
 }
