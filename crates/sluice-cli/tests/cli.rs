@@ -292,6 +292,18 @@ fn produce_then_consume_and_queue_commands() {
         stats.contains("queue employment: 1 visible, 0 in flight"),
         "{stats}"
     );
+    // A new embedded queue takes 4 MiB messages; SQS is refused more than 1 MiB up front.
+    assert!(stats.contains("largest message 4194304 bytes"), "{stats}");
+    let o = sluice(
+        &home,
+        &["--queue", "sqs://q", "init", "--max-message-bytes", "2000000"],
+    );
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("SQS takes messages of at most 1048576 bytes, not 2000000"),
+        "{err}"
+    );
     ok(&sluice(
         &home,
         &[
