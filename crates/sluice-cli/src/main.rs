@@ -617,7 +617,7 @@ async fn run(cli: Cli) -> Result<()> {
         Command::Produce(a) => {
             let b = ctx.backends(Some(&a.table.table)).await?;
             let sources = convert::expand_sources(&ctx, &a.files, a.table.format).await?;
-            let (stats, meter) = produce(&ctx, &b, &sources, &a.table, &a.send).await?;
+            let (stats, meter) = produce(&ctx, &b, &sources, &a.table, &a.send, None).await?;
             eprintln!("{}", produce_summary(&stats, &meter));
             ctx.write_metrics()
         }
@@ -876,6 +876,7 @@ async fn produce(
     sources: &[sluice_core::source::Source],
     t: &TableArgs,
     send: &SendArgs,
+    max_backlog: Option<u64>,
 ) -> Result<(ProduceStats, sluice_core::metrics::MeterSnapshot)> {
     let opts = producer_options(ctx, &b.lake, t)?;
     if let Ok(def) = b.catalog.get_table(&b.database, &t.table).await {
@@ -883,6 +884,7 @@ async fn produce(
     }
     let mut opts = opts;
     opts.zstd_level = send.zstd_level;
+    opts.max_backlog = max_backlog;
     let m = b.metered("producer", send.claim_bytes());
     let producer = Producer::new(m.queue.clone(), b.catalog.clone(), opts)?;
     let (progress, pb) = progress_bar("produce");
@@ -1038,6 +1040,9 @@ async fn consume(
     Ok((stats, m.meter.snapshot()))
 }
 
+/// Bytes of messages `run` lets wait in an embedded queue: the producer pauses above it.
+const RUN_BACKLOG_BYTES: usize = 128 << 20;
+
 async fn run_pipeline(ctx: &Ctx, a: RunArgs) -> Result<()> {
     let table = a.table.table.clone();
     let b = ctx.backends(Some(&table)).await?;
@@ -1051,6 +1056,13 @@ async fn run_pipeline(ctx: &Ctx, a: RunArgs) -> Result<()> {
     check_table(&def, &a.table, &opts)?;
     let started = Instant::now();
     let done = Arc::new(AtomicBool::new(false));
+    // On the embedded queue the producer, much faster than the consumer, would otherwise put
+    // most of the input on disk as queued bodies before the consumer caught up.
+    let backlog = matches!(
+        ctx.open.queue_target(Some(&table))?,
+        QueueTarget::Embedded(_)
+    )
+    .then(|| (RUN_BACKLOG_BYTES / b.queue.max_message_bytes().max(1)).clamp(4, 1024) as u64);
     let prod = {
         let (sources, done, t, b2, send) = (
             sources.clone(),
@@ -1060,7 +1072,7 @@ async fn run_pipeline(ctx: &Ctx, a: RunArgs) -> Result<()> {
             a.send.clone(),
         );
         async move {
-            let r = produce(ctx, &b2, &sources, &t, &send).await;
+            let r = produce(ctx, &b2, &sources, &t, &send, backlog).await;
             done.store(true, Ordering::SeqCst);
             r
         }
@@ -1076,9 +1088,18 @@ async fn run_pipeline(ctx: &Ctx, a: RunArgs) -> Result<()> {
         );
         async move { consume(&ctx, &b, &table, &args, true, Some(done)).await }
     });
-    let (p, c) = tokio::join!(prod, cons);
+    // A consumer that stops with an error ends the run: a producer waiting for the backlog to
+    // shrink would wait forever.
+    tokio::pin!(prod);
+    let mut cons = cons;
+    let (p, (c, cm)) = tokio::select! {
+        p = &mut prod => (p, cons.await??),
+        c = &mut cons => {
+            let c = c??;
+            (prod.await, c)
+        }
+    };
     let elapsed = started.elapsed();
-    let (c, cm) = c??;
     match &p {
         Ok((ps, pm)) => {
             eprintln!("{}", produce_summary(ps, pm));

@@ -296,7 +296,13 @@ fn produce_then_consume_and_queue_commands() {
     assert!(stats.contains("largest message 4194304 bytes"), "{stats}");
     let o = sluice(
         &home,
-        &["--queue", "sqs://q", "init", "--max-message-bytes", "2000000"],
+        &[
+            "--queue",
+            "sqs://q",
+            "init",
+            "--max-message-bytes",
+            "2000000",
+        ],
     );
     assert!(!o.status.success());
     let err = String::from_utf8_lossy(&o.stderr);

@@ -12,6 +12,7 @@ use std::fs::File;
 use std::io::Read;
 use std::path::Path;
 use std::sync::Arc;
+use std::time::Duration;
 
 use futures::StreamExt;
 use futures::stream::FuturesUnordered;
@@ -50,6 +51,10 @@ pub struct ProducerOptions {
     pub zstd_level: Option<i32>,
     /// Send calls in flight at once.
     pub send_concurrency: usize,
+    /// Waits before sending while the queue holds this many visible messages (`run`, whose
+    /// consumer is in the same process: the backlog stays a few chunks deep, not the whole
+    /// input on disk). `None`: sends as fast as it reads, as a producer feeding a queue should.
+    pub max_backlog: Option<u64>,
     /// URL of the table's directory, for a new table.
     pub location: String,
     /// Schema policy of a new table (an existing table keeps its own).
@@ -68,6 +73,7 @@ impl ProducerOptions {
             sample_rows: 10_000,
             zstd_level: None,
             send_concurrency: 4,
+            max_backlog: None,
             location,
             schema_policy: Default::default(),
         }
@@ -348,6 +354,12 @@ impl Producer {
                 if send_error.is_some() {
                     break;
                 }
+                if let Some(max) = self.opts.max_backlog
+                    && let Err(e) = wait_for_backlog(&*queue, max).await
+                {
+                    send_error = Some(e);
+                    break;
+                }
                 inflight.push(send(std::mem::take(&mut batch)));
                 batch_bytes = 0;
             }
@@ -380,6 +392,16 @@ impl Producer {
         info!(file = %name, rows, chunks = stats.chunks, "produced");
         Ok(stats)
     }
+}
+
+/// Waits while `queue` holds `max` or more visible messages.
+async fn wait_for_backlog(queue: &dyn Queue, max: u64) -> Result<()> {
+    let mut pause = Duration::from_millis(5);
+    while queue.stats().await?.visible >= max {
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(Duration::from_millis(100));
+    }
+    Ok(())
 }
 
 /// Fingerprint of a local source: table, size and the first 64 KiB.

@@ -331,6 +331,69 @@ async fn text_chunks_fall_back_to_compression_where_text_cannot_go() {
     assert_eq!((rows, sum), (2998, (1..=3000).sum::<i64>() - 2001 - 2003));
 }
 
+/// With `max_backlog` (as `run` sets it), the producer waits while the queue holds that many
+/// visible messages, and goes on as they are taken.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bounded_backlog_holds_the_producer_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let home = Home::new(dir.path().join("home"));
+    let settings = sluice_core::queue::QueueSettings {
+        max_message_bytes: 16 * 1024,
+        ..Default::default()
+    };
+    let b = home.open_with("t", None, &settings).await.unwrap();
+    let file = dir.path().join("many.csv");
+    let mut csv = String::from("id,d\n");
+    for i in 0..20_000 {
+        csv.push_str(&format!("{i},2020-01-01\n"));
+    }
+    std::fs::write(&file, csv).unwrap();
+    let mut opts = ProducerOptions::new(
+        "t",
+        PartitionSpec::parse("year(d)").unwrap(),
+        b.table_location("t"),
+    );
+    opts.max_backlog = Some(3);
+    let producer = Producer::new(b.queue.clone(), b.catalog.clone(), opts).unwrap();
+    let task = tokio::spawn(async move { producer.produce(&[file], None).await });
+    let mut most = 0;
+    for _ in 0..50 {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        most = most.max(b.queue.stats().await.unwrap().visible);
+    }
+    assert!(
+        !task.is_finished(),
+        "the producer went on with nobody taking messages"
+    );
+    // Three, and the sends already in flight when it checked (four of one message each).
+    assert!((3..=7).contains(&most), "{most} messages waited");
+    let mut taken = 0;
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while !task.is_finished() || b.queue.stats().await.unwrap().visible > 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the producer never finished"
+        );
+        let got = b
+            .queue
+            .receive(sluice_core::queue::ReceiveOptions {
+                wait: Duration::from_millis(50),
+                max_messages: 1,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        taken += got.len() as u64;
+        let receipts: Vec<String> = got.into_iter().map(|m| m.receipt).collect();
+        if !receipts.is_empty() {
+            b.queue.delete_batch(&receipts).await.unwrap();
+        }
+    }
+    let p = task.await.unwrap().unwrap();
+    assert_eq!((p.rows, taken), (20_000, p.chunks));
+    assert!(p.chunks > 20, "{p:?}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn foreign_json_and_csv_messages_are_landed() {
     let dir = tempfile::tempdir().unwrap();
