@@ -279,6 +279,11 @@ struct ConsumerArgs {
     /// some tens of MB more.
     #[arg(long, default_value = "256MiB", value_parser = parse_size)]
     memory_limit: u64,
+    /// Commit every open file once the messages received and not yet committed reach this
+    /// size: the queue keeps their bodies until then (the embedded queue on disk, beside its
+    /// database), and a crash makes them be processed again.
+    #[arg(long, default_value = "2GiB", value_parser = parse_size)]
+    max_uncommitted: u64,
     /// Serve live metrics (Prometheus' text format) at http://ADDR/metrics while consuming:
     /// PORT (on 127.0.0.1) or HOST:PORT. Also reads the queue's depth every 5 s.
     #[arg(long, value_name = "ADDR", value_parser = telemetry::parse_addr)]
@@ -950,6 +955,7 @@ fn consumer_options(
 ) -> ConsumerOptions {
     let c = &ctx.config.consumer;
     let mut o = ConsumerOptions::new(table, spool).with_memory_limit(a.memory_limit as usize);
+    o.max_uncommitted_bytes = a.max_uncommitted.max(1);
     o.database = ctx.database().to_string();
     o.writer_id = id;
     o.once = once;

@@ -75,7 +75,14 @@ pub struct ConsumerOptions {
     /// Read the queue's depth every few seconds into the metrics (one more request each time,
     /// billed on SQS): visible and in-flight messages, and the age of the oldest.
     pub report_queue_depth: bool,
+    /// Bytes of message bodies received and not yet committed, above which every open file is
+    /// committed: the queue keeps those bodies until then (the embedded queue on disk), and a
+    /// crash replays them.
+    pub max_uncommitted_bytes: u64,
 }
+
+/// Default of [`ConsumerOptions::max_uncommitted_bytes`]: 2 GiB.
+pub const DEFAULT_MAX_UNCOMMITTED_BYTES: u64 = 2 << 30;
 
 /// Opens the object store of a bucket by name (S3 event notifications name their bucket).
 ///
@@ -120,6 +127,7 @@ impl ConsumerOptions {
             compact_every: Duration::from_secs(60),
             object_stores: None,
             memory_limit: crate::convert::DEFAULT_MEMORY_LIMIT,
+            max_uncommitted_bytes: DEFAULT_MAX_UNCOMMITTED_BYTES,
         }
         .with_memory_limit(crate::convert::DEFAULT_MEMORY_LIMIT)
     }
@@ -142,6 +150,8 @@ pub struct ConsumerStats {
 
 struct Held {
     receipt: String,
+    /// Size of the message's body.
+    bytes: u64,
     /// (chunk, partition) parts holding rows of this message that are not yet committed.
     waiting: HashSet<(String, String)>,
     /// Every row of the message was written (a notification's objects are read piece by
@@ -528,6 +538,7 @@ impl Consumer {
             }
         };
         // The body is decoded: its buffer can carry another.
+        let body_bytes = m.body.len() as u64;
         crate::bufpool::give_string(std::mem::take(&mut m.body));
         self.stats.rows_in += d.rows_in;
         metrics::counter!(crate::metrics::ROWS_IN).increment(d.rows_in);
@@ -535,6 +546,7 @@ impl Consumer {
         let produced_at_ms = d.produced_at_ms;
         let written = tokio::task::block_in_place(|| self.writer.write(d))?;
         let held = self.hold(&m);
+        held.bytes = body_bytes;
         held.complete = true;
         held.produced_at_ms = produced_at_ms;
         held.waiting
@@ -546,6 +558,16 @@ impl Consumer {
         }
         if !written.due.is_empty() {
             self.flush(written.due).await?;
+        }
+        let uncommitted: u64 = self.held.values().map(|h| h.bytes).sum();
+        if uncommitted > self.opts.max_uncommitted_bytes {
+            info!(
+                bytes = uncommitted,
+                messages = self.held.len(),
+                "committing every open file: the messages held reach the uncommitted limit"
+            );
+            let all = self.writer.open_partitions();
+            self.flush(all).await?;
         }
         Ok(())
     }
@@ -596,6 +618,7 @@ impl Consumer {
             .entry(m.message_id.clone())
             .or_insert_with(|| Held {
                 receipt: m.receipt.clone(),
+                bytes: m.body.len() as u64,
                 waiting: HashSet::new(),
                 complete: false,
                 markers: Vec::new(),

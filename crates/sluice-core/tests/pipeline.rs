@@ -394,6 +394,35 @@ async fn a_bounded_backlog_holds_the_producer_back() {
     assert!(p.chunks > 20, "{p:?}");
 }
 
+/// A consumer commits every open file once the bodies it holds uncommitted pass
+/// `max_uncommitted_bytes`, and deletes their messages: the queue never keeps more than that
+/// (and what one message more adds) for it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn uncommitted_messages_are_bounded_in_bytes() {
+    let dir = tempfile::tempdir().unwrap();
+    let home = Home::new(dir.path().join("home"));
+    let settings = sluice_core::queue::QueueSettings {
+        max_message_bytes: 16 * 1024,
+        ..Default::default()
+    };
+    let b = home.open_with("t", None, &settings).await.unwrap();
+    let file = dir.path().join("many.csv");
+    let mut csv = String::from("id,d\n");
+    for i in 0..20_000 {
+        csv.push_str(&format!("{i},20{:02}-01-01\n", i % 7 + 20));
+    }
+    std::fs::write(&file, csv).unwrap();
+    let p = produce(&b, "t", "year(d)", &[&file]).await.unwrap();
+    let c = consume(&home, &b, "t", |o| o.max_uncommitted_bytes = 64 * 1024).await;
+    assert!(
+        c.write.commits >= p.message_bytes / (64 * 1024 + 16 * 1024),
+        "{c:?} {p:?}"
+    );
+    assert_eq!(c.deleted, p.chunks);
+    let (rows, sum, _) = committed(&b, "t", "id").await;
+    assert_eq!((rows, sum), (20_000, (0..20_000).sum::<i64>()));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn foreign_json_and_csv_messages_are_landed() {
     let dir = tempfile::tempdir().unwrap();
