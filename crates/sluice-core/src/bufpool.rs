@@ -17,7 +17,7 @@ pub const MIN_BYTES: usize = 256 * 1024;
 /// Largest buffer kept.
 pub const MAX_BYTES: usize = 16 << 20;
 /// Most bytes kept, all buffers together.
-pub const KEPT_BYTES: usize = 32 << 20;
+pub const KEPT_BYTES: usize = 16 << 20;
 
 static POOL: Mutex<Vec<Vec<u8>>> = Mutex::new(Vec::new());
 

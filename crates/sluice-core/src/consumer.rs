@@ -962,7 +962,7 @@ pub async fn open_logs(
 
 /// Bytes of messages one receive asks for at most (as whole messages, at least one): with
 /// the embedded queue's 4 MiB messages, four.
-const RECEIVED_BYTES: usize = 16 << 20;
+const RECEIVED_BYTES: usize = 8 << 20;
 
 async fn receive_loop(
     queue: Arc<dyn Queue>,

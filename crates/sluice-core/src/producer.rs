@@ -300,7 +300,7 @@ impl Producer {
         let limit = self.queue.max_message_bytes();
         let batch_limit = self.queue.max_batch_bytes();
         // Chunks made ahead of their sending: a few megabytes of them.
-        let (tx, mut rx) = mpsc::channel::<String>(((16 << 20) / limit.max(1)).clamp(2, 8));
+        let (tx, mut rx) = mpsc::channel::<String>(((8 << 20) / limit.max(1)).clamp(2, 8));
         let name = src.name.clone();
         let reader = {
             let (layout, src, opts) = (layout.clone(), src.clone(), self.opts.clone());
