@@ -557,14 +557,16 @@ impl SqliteQueue {
     }
 }
 
+/// Received messages whose body file was gone when read, with that file's name.
+type Lost = Vec<(ReceivedMessage, String)>;
+
 impl Db {
     /// Reads the bodies of received messages kept in files. Returns the messages whose body
-    /// was read, and the (message, file) of those whose file is gone.
-    #[allow(clippy::type_complexity)]
+    /// was read, and those whose file is gone.
     fn read_bodies(
         &self,
         received: Vec<(ReceivedMessage, Option<String>)>,
-    ) -> Result<(Vec<ReceivedMessage>, Vec<(ReceivedMessage, String)>)> {
+    ) -> Result<(Vec<ReceivedMessage>, Lost)> {
         let (mut out, mut lost) = (Vec::with_capacity(received.len()), Vec::new());
         for (mut m, file) in received {
             let Some(file) = file else {
