@@ -961,7 +961,7 @@ pub async fn open_logs(
 }
 
 /// Bytes of messages one receive asks for at most (as whole messages, at least one): with
-/// the embedded queue's 4 MiB messages, four.
+/// the embedded queue's 4 MiB messages, two.
 const RECEIVED_BYTES: usize = 8 << 20;
 
 async fn receive_loop(
