@@ -45,6 +45,17 @@ async fn consume(
     c.run(std::future::pending()).await.unwrap()
 }
 
+/// A home under `dir` whose queue `t` takes messages of 16 KiB: many chunks from little data.
+async fn small_messages(dir: &Path) -> (Home, Backends) {
+    let home = Home::new(dir.join("home"));
+    let settings = sluice_core::queue::QueueSettings {
+        max_message_bytes: 16 * 1024,
+        ..Default::default()
+    };
+    let b = home.open_with("t", None, &settings).await.unwrap();
+    (home, b)
+}
+
 /// (rows, sum of `col`) over the committed data files, read with the parquet crate.
 async fn committed(b: &Backends, table: &str, col: &str) -> (u64, i64, usize) {
     let ledger = Ledger::open(&b.lake, table, "test").await.unwrap();
@@ -233,12 +244,7 @@ async fn bad_rows_are_quarantined_and_bad_files_are_reported() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn text_chunks_fall_back_to_compression_where_text_cannot_go() {
     let dir = tempfile::tempdir().unwrap();
-    let home = Home::new(dir.path().join("home"));
-    let settings = sluice_core::queue::QueueSettings {
-        max_message_bytes: 16 * 1024,
-        ..Default::default()
-    };
-    let b = home.open_with("t", None, &settings).await.unwrap();
+    let (home, b) = small_messages(dir.path()).await;
     let mut csv = b"id,d,s\n".to_vec();
     let mut seed = 7u64;
     for i in 1..=3000u64 {
@@ -336,12 +342,7 @@ async fn text_chunks_fall_back_to_compression_where_text_cannot_go() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_bounded_backlog_holds_the_producer_back() {
     let dir = tempfile::tempdir().unwrap();
-    let home = Home::new(dir.path().join("home"));
-    let settings = sluice_core::queue::QueueSettings {
-        max_message_bytes: 16 * 1024,
-        ..Default::default()
-    };
-    let b = home.open_with("t", None, &settings).await.unwrap();
+    let (_home, b) = small_messages(dir.path()).await;
     let file = dir.path().join("many.csv");
     let mut csv = String::from("id,d\n");
     for i in 0..20_000 {
@@ -400,12 +401,7 @@ async fn a_bounded_backlog_holds_the_producer_back() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn uncommitted_messages_are_bounded_in_bytes() {
     let dir = tempfile::tempdir().unwrap();
-    let home = Home::new(dir.path().join("home"));
-    let settings = sluice_core::queue::QueueSettings {
-        max_message_bytes: 16 * 1024,
-        ..Default::default()
-    };
-    let b = home.open_with("t", None, &settings).await.unwrap();
+    let (home, b) = small_messages(dir.path()).await;
     let file = dir.path().join("many.csv");
     let mut csv = String::from("id,d\n");
     for i in 0..20_000 {
