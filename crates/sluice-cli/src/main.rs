@@ -1199,6 +1199,22 @@ async fn queue_cmd(ctx: &Ctx, c: QueueCommand) -> Result<()> {
                 q.visibility_timeout().as_secs(),
                 q.max_message_bytes()
             );
+            if matches!(target, QueueTarget::Embedded(_)) {
+                // Shared by every queue of the database: what the queued bodies take on disk.
+                let dir = ctx.home.queues()?.bodies_dir().to_path_buf();
+                let (files, bytes) = std::fs::read_dir(&dir)
+                    .map(|d| {
+                        d.flatten()
+                            .filter_map(|e| e.metadata().ok())
+                            .fold((0u64, 0u64), |(n, b), m| (n + 1, b + m.len()))
+                    })
+                    .unwrap_or((0, 0));
+                println!(
+                    "  body files of the home's queues: {files} ({:.1} MB) in {}",
+                    bytes as f64 / 1e6,
+                    dir.display()
+                );
+            }
             if let Some(d) = admin.dead_letter_queue(&name).await? {
                 let ds = d.stats().await?;
                 println!(
