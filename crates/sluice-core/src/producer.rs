@@ -494,10 +494,7 @@ impl Chunker<'_> {
                 );
             }
             if spans.len() > 1 {
-                let mid = spans.len() / 2;
-                let split: usize = spans[..mid].iter().map(|s| s.1).sum();
-                self.emit(&buf[..split], &spans[..mid])?;
-                return self.emit(&buf[split..], &spans[mid..]);
+                return self.emit_halves(buf, spans);
             }
             // One record larger than a message as text: it may fit compressed.
         }
@@ -506,6 +503,14 @@ impl Chunker<'_> {
         let sent = self.emit_compressed(buf, spans, &out);
         self.out = out;
         sent
+    }
+
+    /// Emits records `buf` as two halves of `spans`, each as [`Chunker::emit`] does.
+    fn emit_halves(&mut self, buf: &[u8], spans: &[(u64, usize)]) -> Result<()> {
+        let mid = spans.len() / 2;
+        let split: usize = spans[..mid].iter().map(|s| s.1).sum();
+        self.emit(&buf[..split], &spans[..mid])?;
+        self.emit(&buf[split..], &spans[mid..])
     }
 
     /// Emits records `buf` whose payload is `compressed`, split in halves if it is too large.
@@ -533,10 +538,7 @@ impl Chunker<'_> {
                     vec![Reject { line, raw, reason }],
                 );
             }
-            let mid = spans.len() / 2;
-            let split: usize = spans[..mid].iter().map(|s| s.1).sum();
-            self.emit(&buf[..split], &spans[..mid])?;
-            return self.emit(&buf[split..], &spans[mid..]);
+            return self.emit_halves(buf, spans);
         }
         // Aim the next chunk at 90% of the room, given this chunk's ratio (text chunks keep
         // theirs: a chunk compressed because it was not UTF-8 says nothing about the next).
