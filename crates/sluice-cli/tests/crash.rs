@@ -110,7 +110,10 @@ os._exit(0)
     );
     let v: Vec<u64> = text
         .split_whitespace()
-        .map(|x| x.parse().unwrap())
+        .map(|x| {
+            x.parse()
+                .unwrap_or_else(|e| panic!("DuckDB printed {text:?}, not two counts: {e}"))
+        })
         .collect();
     (v[0], v[1])
 }
