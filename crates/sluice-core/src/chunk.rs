@@ -195,13 +195,13 @@ pub fn decode_into<'a>(
     let rest = body
         .strip_prefix(MAGIC)
         .ok_or_else(|| Error::Undecodable("not a sluice chunk".into()))?;
-    let (json, b64) = rest
+    let (json, payload) = rest
         .split_once('\n')
         .ok_or_else(|| Error::Undecodable("chunk has no payload line".into()))?;
     let header: ChunkHeader = serde_json::from_str(json)
         .map_err(|e| Error::Undecodable(format!("chunk header is not valid: {e}")))?;
     if header.codec == Codec::Text {
-        return Ok((header, b64.as_bytes()));
+        return Ok((header, payload.as_bytes()));
     }
     let undecodable = |why: String| {
         Error::Undecodable(format!(
@@ -215,7 +215,7 @@ pub fn decode_into<'a>(
         &mut *scratch
     };
     data.clear();
-    B64.decode_vec(b64.trim_end(), data).map_err(|e| {
+    B64.decode_vec(payload.trim_end(), data).map_err(|e| {
         Error::Undecodable(format!("chunk {} payload is not base64: {e}", header.chunk))
     })?;
     let data = &scratch[..];
