@@ -676,25 +676,31 @@ impl Queue for SqliteQueue {
                 limit: self.settings.max_message_bytes,
             });
         }
-        // Large bodies go to files first, outside the database's lock.
+        // Large bodies go to files first, outside the database's lock (small ones, the usual
+        // case of one event per message, skip the hop to a blocking thread).
         let db = self.db.clone();
-        let (bodies, files) = tokio::task::spawn_blocking(move || {
-            let files = db.write_bodies(&bodies)?;
-            // A body in its file is done with: its buffer can carry another.
-            let bodies: Vec<String> = bodies
-                .into_iter()
-                .zip(&files)
-                .map(|(b, f)| match f {
-                    Some(_) => {
-                        crate::bufpool::give_string(b);
-                        String::new()
-                    }
-                    None => b,
-                })
-                .collect();
-            Ok::<_, Error>((bodies, files))
-        })
-        .await??;
+        let (bodies, files) = if bodies.iter().all(|b| b.len() < FILE_BODY_BYTES) {
+            let none = vec![None; bodies.len()];
+            (bodies, none)
+        } else {
+            tokio::task::spawn_blocking(move || {
+                let files = db.write_bodies(&bodies)?;
+                // A body in its file is done with: its buffer can carry another.
+                let bodies: Vec<String> = bodies
+                    .into_iter()
+                    .zip(&files)
+                    .map(|(b, f)| match f {
+                        Some(_) => {
+                            crate::bufpool::give_string(b);
+                            String::new()
+                        }
+                        None => b,
+                    })
+                    .collect();
+                Ok::<_, Error>((bodies, files))
+            })
+            .await??
+        };
         let written: Vec<String> = files.iter().flatten().cloned().collect();
         let name = self.name.clone();
         let ids = self
