@@ -96,6 +96,14 @@ impl Lake {
         })
     }
 
+    /// Whether anything is stored under `rel` (a directory below the lake root; one that does
+    /// not exist holds nothing).
+    pub async fn has_objects_under(&self, rel: &str) -> Result<bool> {
+        use futures::TryStreamExt;
+        let mut list = self.store.list(Some(&self.path(rel)));
+        Ok(list.try_next().await?.is_some())
+    }
+
     /// The URL of a path below the lake root.
     pub fn url_of(&self, rel: &str) -> String {
         format!("{}{}", self.url, rel)

@@ -54,9 +54,7 @@ pub struct LegacyState {
 
 /// Whether `table` has an earlier log.
 pub async fn has_legacy_log(lake: &Lake, table: &str) -> Result<bool> {
-    let prefix = lake.path(&legacy_dir(table));
-    let mut list = lake.store.list(Some(&prefix));
-    Ok(list.try_next().await?.is_some())
+    lake.has_objects_under(&legacy_dir(table)).await
 }
 
 /// Reads the earlier log of `table` whole.

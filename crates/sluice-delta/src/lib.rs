@@ -152,23 +152,17 @@ pub async fn open_table(lake: &Lake, table_dir: &str, as_of: AsOf) -> Result<Del
         // A table the catalog has but nothing committed to yet (a producer created it): on a
         // local lake its directory does not exist, which the kernel reports as an invalid
         // location, not as "not a table".
-        Err(_) if !has_log(lake, table_dir).await? => Err(Error::NotFound {
-            what: "Delta table",
-            name: url.to_string(),
-        }),
+        Err(_)
+            if !lake
+                .has_objects_under(&format!("{}/_delta_log", table_dir.trim_matches('/')))
+                .await? =>
+        {
+            Err(Error::NotFound {
+                what: "Delta table",
+                name: url.to_string(),
+            })
+        }
         Err(e) => Err(delta_error(&url, e)),
-    }
-}
-
-/// Whether the table in `table_dir` has anything under `_delta_log/`.
-async fn has_log(lake: &Lake, table_dir: &str) -> Result<bool> {
-    use futures::StreamExt;
-    let prefix = lake.path(&format!("{}/_delta_log", table_dir.trim_matches('/')));
-    match lake.store.list(Some(&prefix)).next().await {
-        None => Ok(false),
-        Some(Ok(_)) => Ok(true),
-        Some(Err(object_store::Error::NotFound { .. })) => Ok(false),
-        Some(Err(e)) => Err(e.into()),
     }
 }
 

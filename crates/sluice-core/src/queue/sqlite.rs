@@ -85,13 +85,15 @@ impl Db {
             self.remove_files(names.iter().flatten());
             Err(Error::io(path, e))
         };
+        if bodies.iter().any(|b| b.len() >= FILE_BODY_BYTES)
+            && let Err(e) = std::fs::create_dir_all(&self.bodies)
+        {
+            return fail(&names, &self.bodies, e);
+        }
         for b in bodies {
             if b.len() < FILE_BODY_BYTES {
                 names.push(None);
                 continue;
-            }
-            if let Err(e) = std::fs::create_dir_all(&self.bodies) {
-                return fail(&names, &self.bodies, e);
             }
             let name = format!("{}.body", uuid::Uuid::now_v7().simple());
             let path = self.body_path(&name);
