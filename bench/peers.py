@@ -25,6 +25,7 @@ def main() -> None:
         types = {"int64": "BIGINT", "float64": "DOUBLE", "string": "VARCHAR", "date": "DATE"}
         cols = ", ".join(f"'{n}': '{types[t]}'" for n, t in COLUMNS)
         con = duckdb.connect()
+        con.execute("SET enable_progress_bar = false")
         n = con.execute(
             f"COPY (SELECT *, year(l_shipdate) AS year FROM read_csv('{csv}', header = true, "
             f"columns = {{{cols}}})) "

@@ -245,7 +245,7 @@ fn compaction(a: &BenchArgs, csv: &Path, rows: u64, csv_bytes: u64) -> Result<()
         let mut c = Command::new(&a.python);
         c.arg("-c")
             .arg(format!(
-                "import os, duckdb\nfrom duckdb_extensions import import_extension\nimport_extension('delta')\ncon = duckdb.connect()\ncon.execute('LOAD delta')\ncon.execute(\"\"\"{}\"\"\").fetchall()\ncon.close()\nos._exit(0)",
+                "import os, duckdb\nfrom duckdb_extensions import import_extension\nimport_extension('delta')\ncon = duckdb.connect()\ncon.execute('SET enable_progress_bar = false')\ncon.execute('LOAD delta')\ncon.execute(\"\"\"{}\"\"\").fetchall()\ncon.close()\nos._exit(0)",
                 sql.replace("FROM lineitem", &format!("FROM delta_scan('{}')", table.display()))
             ));
         c

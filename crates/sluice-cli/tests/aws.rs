@@ -418,6 +418,7 @@ table, endpoint = sys.argv[1:]
 import_extension("httpfs")
 import_extension("delta")
 con = duckdb.connect()
+con.execute("SET enable_progress_bar = false")
 con.execute("LOAD httpfs")
 con.execute("LOAD delta")
 con.execute(f"CREATE SECRET (TYPE s3, KEY_ID 'testing', SECRET 'testing', REGION 'us-east-1', "

@@ -35,6 +35,7 @@ import os, sys, duckdb
 from duckdb_extensions import import_extension
 import_extension("delta")
 con = duckdb.connect()
+con.execute("SET enable_progress_bar = false")
 con.execute("LOAD delta")
 t = f"delta_scan('{sys.argv[1]}')"
 for r in con.execute(f"SELECT year, count(*), sum(amount_cents), min(id), max(id) FROM {t} GROUP BY year ORDER BY year").fetchall():
@@ -430,6 +431,7 @@ import os, sys, duckdb
 from duckdb_extensions import import_extension
 import_extension("delta")
 con = duckdb.connect()
+con.execute("SET enable_progress_bar = false")
 con.execute("LOAD delta")
 for r in con.execute(f"SELECT dep_year, region, count(*), sum(year) FROM delta_scan('{sys.argv[1]}') GROUP BY ALL ORDER BY ALL").fetchall():
     print(*r)

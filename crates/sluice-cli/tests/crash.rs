@@ -64,6 +64,7 @@ from duckdb_extensions import import_extension
 path = sys.argv[1]
 import_extension("delta")
 con = duckdb.connect()
+con.execute("SET enable_progress_bar = false")
 con.execute("LOAD delta")
 print(*con.execute(f"SELECT count(*), count(DISTINCT id), sum(amount_cents) FROM delta_scan('{path}')").fetchone())
 print(*pl.scan_delta(path).select(pl.len(), pl.col("id").n_unique(), pl.col("amount_cents").sum()).collect().row(0))
@@ -98,6 +99,7 @@ import os, sys, duckdb
 from duckdb_extensions import import_extension
 import_extension("delta")
 con = duckdb.connect()
+con.execute("SET enable_progress_bar = false")
 con.execute("LOAD delta")
 print(*con.execute(f"SELECT count(*), count(DISTINCT id) FROM delta_scan('{sys.argv[1]}')").fetchone(), flush=True)
 con.close()

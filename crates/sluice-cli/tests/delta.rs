@@ -21,6 +21,7 @@ from duckdb_extensions import import_extension
 path, col = sys.argv[1], sys.argv[2]
 import_extension("delta")
 con = duckdb.connect()
+con.execute("SET enable_progress_bar = false")
 con.execute("LOAD delta")
 d = con.execute(f"SELECT count(*), sum({col}) FROM delta_scan('{path}')").fetchone()
 p = pl.scan_delta(path).select(pl.len(), pl.col(col).sum()).collect().row(0)
@@ -432,6 +433,7 @@ from duckdb_extensions import import_extension
 path = sys.argv[1]
 import_extension("delta")
 con = duckdb.connect()
+con.execute("SET enable_progress_bar = false")
 con.execute("LOAD delta")
 print(*con.execute(f"SELECT count(*), count(DISTINCT id), sum(v) FROM delta_scan('{path}')").fetchone())
 print(*pl.scan_delta(path).select(pl.len(), pl.col("id").n_unique(), pl.col("v").sum()).collect().row(0))
@@ -559,6 +561,7 @@ from duckdb_extensions import import_extension
 p = sys.argv[1]
 import_extension("delta")
 con = duckdb.connect()
+con.execute("SET enable_progress_bar = false")
 con.execute("LOAD delta")
 print(*con.execute(f"SELECT count(*), max(ts)::VARCHAR, max(\"at\")::VARCHAR, sum(v) FROM delta_scan('{p}')").fetchone(), sep="|")
 print(*con.execute(f"SELECT count(*) FROM delta_scan('{p}') WHERE ts >= TIMESTAMP '2024-01-02 03:04:05.123456'").fetchone())

@@ -35,6 +35,7 @@ def show(rows):
     return "\n".join("|".join("" if v is None else str(v) for v in r) for r in rows)
 import_extension("delta")
 con = duckdb.connect()
+con.execute("SET enable_progress_bar = false")
 con.execute("LOAD delta")
 print("duckdb")
 print(show(con.execute(f"SELECT id, amount, colour, weight FROM delta_scan('{path}') ORDER BY id").fetchall()))
