@@ -645,3 +645,136 @@ fn a_following_consumer_compacts_in_the_background() {
         format!("40 {sum} | 40 {sum} | 40 {sum}")
     );
 }
+
+/// "YYYY-MM-DD hh:mm:ss" of seconds since 1970 (the civil calendar of Howard Hinnant's
+/// `civil_from_days`).
+fn format_epoch_seconds(s: i64) -> String {
+    let (days, rem) = (s.div_euclid(86_400), s.rem_euclid(86_400));
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02}",
+        rem / 3600,
+        rem / 60 % 60,
+        rem % 60
+    )
+}
+
+/// Columns with too many values for a dictionary are written in Parquet's delta encodings
+/// (integers and timestamps DELTA_BINARY_PACKED, text DELTA_LENGTH_BYTE_ARRAY): DuckDB's Delta
+/// extension, Polars, the `deltalake` package and pyarrow on the bare files read back every
+/// value.
+#[test]
+fn columns_in_delta_encodings_read_back_in_every_reader() {
+    assert_eq!(format_epoch_seconds(0), "1970-01-01 00:00:00");
+    assert_eq!(format_epoch_seconds(1_709_251_199), "2024-02-29 23:59:59");
+    let dir = tempfile::tempdir().unwrap();
+    let home = dir.path().join("home");
+    let csv = dir.path().join("wide.csv");
+    let words = [
+        "quick", "lazy", "fox", "dog", "river", "stone", "amber", "north",
+    ];
+    let mut seed = 11u64;
+    let mut next = move |m: u64| {
+        seed = seed
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
+        (seed >> 33) % m
+    };
+    let n = 12_000i64;
+    let mut text = String::from("id,part,ts,note\n");
+    let (mut sum_part, mut sum_len) = (0i64, 0usize);
+    let (mut min_ts, mut max_ts) = (i64::MAX, i64::MIN);
+    let mut notes = std::collections::HashSet::new();
+    for id in 1..=n {
+        let part = next(1_000_000_000) as i64;
+        // Two years from 2021-01-01, to the second.
+        let ts = 1_609_459_200 + next(2 * 365 * 86_400) as i64;
+        let note: Vec<&str> = (0..3 + next(5))
+            .map(|_| words[next(words.len() as u64) as usize])
+            .collect();
+        let note = format!("{} {}", note.join(" "), next(100_000));
+        sum_part += part;
+        sum_len += note.len();
+        min_ts = min_ts.min(ts);
+        max_ts = max_ts.max(ts);
+        notes.insert(note.clone());
+        text.push_str(&format!(
+            "{id},{part},{},{note}\n",
+            format_epoch_seconds(ts)
+        ));
+    }
+    std::fs::write(&csv, text).unwrap();
+    ok(&sluice(
+        &home,
+        &[
+            "convert",
+            csv.to_str().unwrap(),
+            "--table",
+            "wide",
+            "--partition-by",
+            "year(ts)",
+        ],
+    ));
+    let script = r#"
+import os, sys, glob, duckdb, polars as pl, deltalake, pyarrow as pa, pyarrow.compute as pc, pyarrow.parquet as pq
+from duckdb_extensions import import_extension
+p = sys.argv[1]
+import_extension("delta")
+con = duckdb.connect()
+con.execute("SET enable_progress_bar = false")
+con.execute("LOAD delta")
+print(*con.execute(f"SELECT count(*), sum(id), sum(part), sum(strlen(note)), count(DISTINCT note), epoch_us(min(ts)), epoch_us(max(ts)) FROM delta_scan('{p}')").fetchone())
+print(*pl.scan_delta(p).select(pl.len(), pl.col("id").sum(), pl.col("part").sum(), pl.col("note").str.len_bytes().sum().alias("bytes"), pl.col("note").n_unique(), pl.col("ts").dt.epoch("us").min().alias("lo"), pl.col("ts").dt.epoch("us").max().alias("hi")).collect().row(0))
+def figures(t):
+    ts = t["ts"].cast(pa.int64())
+    return (t.num_rows, pc.sum(t["id"]).as_py(), pc.sum(t["part"]).as_py(), pc.sum(pc.binary_length(t["note"])).as_py(), pc.count_distinct(t["note"]).as_py(), pc.min(ts).as_py(), pc.max(ts).as_py())
+print(*figures(deltalake.DeltaTable(p).to_pyarrow_table()))
+files = sorted(glob.glob(f"{p}/year=*/*.parquet"))
+print(*figures(pa.concat_tables(pq.read_table(f, schema=pq.read_schema(files[0])) for f in files)))
+enc = {}
+for f in files:
+    md = pq.ParquetFile(f).metadata
+    for g in range(md.num_row_groups):
+        for c in range(md.num_columns):
+            col = md.row_group(g).column(c)
+            enc.setdefault(col.path_in_schema, set()).update(col.encodings)
+print(" ".join(f"{k}={'+'.join(sorted(v))}" for k, v in sorted(enc.items())), flush=True)
+con.close()
+os._exit(0)
+"#;
+    let got = common::python(
+        script,
+        &[home.join("lake/wide").to_str().unwrap()],
+        "duckdb (delta extension), polars, deltalake and pyarrow",
+    );
+    let lines: Vec<&str> = got.lines().collect();
+    assert_eq!(lines.len(), 5, "{got}");
+    let want = format!(
+        "{n} {} {sum_part} {sum_len} {} {} {}",
+        n * (n + 1) / 2,
+        notes.len(),
+        min_ts * 1_000_000,
+        max_ts * 1_000_000
+    );
+    for (reader, line) in ["DuckDB", "Polars", "deltalake", "pyarrow"]
+        .iter()
+        .zip(&lines)
+    {
+        assert_eq!(*line, want, "{reader}: {got}");
+    }
+    // What the readers read: the files really are in those encodings.
+    assert_eq!(
+        lines[4],
+        "id=DELTA_BINARY_PACKED+RLE note=DELTA_LENGTH_BYTE_ARRAY+RLE \
+         part=DELTA_BINARY_PACKED+RLE ts=DELTA_BINARY_PACKED+RLE",
+        "{got}"
+    );
+}

@@ -246,7 +246,7 @@ async fn rewrite(
                                 let plain =
                                     dictionary_misfits(&[&batch], opts.parquet.row_group_rows)
                                         .unwrap_or_default();
-                                props.insert(writer_properties_for(&opts.parquet, &plain)?)
+                                props.insert(writer_properties_for(&opts.parquet, schema, &plain)?)
                             }
                         };
                         open.insert(SpoolFile::create(

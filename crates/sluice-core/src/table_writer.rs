@@ -277,7 +277,11 @@ impl TableWriter {
                 if !plain.is_empty() {
                     info!(table = %self.layout.name, columns = ?plain, "columns written without a dictionary");
                 }
-                self.data_props = Some(writer_properties_for(&self.opts.parquet, &plain)?);
+                self.data_props = Some(writer_properties_for(
+                    &self.opts.parquet,
+                    &self.layout.file_schema,
+                    &plain,
+                )?);
             }
         }
         let mut out = Written::default();
