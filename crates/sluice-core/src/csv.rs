@@ -10,7 +10,7 @@
 
 use std::io::Read;
 
-use memchr::{memchr, memchr_iter, memchr2};
+use memchr::{memchr, memchr_iter, memchr2, memrchr};
 
 use crate::error::{Error, Result};
 
@@ -102,13 +102,18 @@ fn scan_record(buf: &[u8], delimiter: u8, quote: u8) -> Scan {
         let opened_at = newlines;
         let mut k = j + 1;
         loop {
-            let Some(q) = memchr(quote, &buf[k..]).map(|o| k + o) else {
+            // The closing quote, counting the line breaks before it (rarely any).
+            let Some(q) = memchr2(quote, b'\n', &buf[k..]).map(|o| k + o) else {
                 return Scan::Incomplete {
                     in_quote: true,
                     quote_newlines: opened_at,
                 };
             };
-            newlines += memchr_iter(b'\n', &buf[k..q]).count() as u64;
+            if buf[q] == b'\n' {
+                newlines += 1;
+                k = q + 1;
+                continue;
+            }
             if q + 1 >= buf.len() {
                 // Cannot tell a closing quote from the first half of a doubled one yet.
                 return Scan::Incomplete {
@@ -267,6 +272,168 @@ impl<R: Read> RecordReader<R> {
     }
 }
 
+/// The records of a piece read by [`RecordReader::next_piece`].
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct PieceRecords {
+    /// (line, length) of each record, when the piece has a quote character. Empty otherwise:
+    /// then the piece holds `lines` records of one line each, the first on `first_line`.
+    pub spans: Vec<(u64, usize)>,
+    pub first_line: u64,
+    pub lines: u64,
+}
+
+impl PieceRecords {
+    /// Records in the piece.
+    pub fn len(&self) -> usize {
+        self.spans.len() + self.lines as usize
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The lines read so far as spans: each ends at a newline of `piece`.
+    fn lines_to_spans(&mut self, piece: &[u8]) {
+        let (mut start, mut line) = (0, self.first_line);
+        for nl in memchr_iter(b'\n', piece).take(self.lines as usize) {
+            self.spans.push((line, nl + 1 - start));
+            start = nl + 1;
+            line += 1;
+        }
+        self.lines = 0;
+    }
+}
+
+/// What [`RecordReader::plain_lines`] stopped at.
+enum Plain {
+    /// The piece is full, or the input ended.
+    Done,
+    /// The next stretch has a quote character: records must be scanned one at a time.
+    Quoted,
+}
+
+impl<R: Read> RecordReader<R> {
+    /// Appends whole records to the empty `piece` until it holds at least `target` bytes or the
+    /// input ends, and says in `records` (empty too) where they are. The records, and where
+    /// the piece ends, are those of calling [`RecordReader::next_into`] until the piece holds
+    /// `target` bytes; but a stretch without a quote character is taken as lines, whole
+    /// buffers at a time, without looking at each record. On an error, `piece` and `records`
+    /// hold the records read before it.
+    pub fn next_piece(
+        &mut self,
+        piece: &mut Vec<u8>,
+        target: usize,
+        records: &mut PieceRecords,
+    ) -> Result<()> {
+        debug_assert!(piece.is_empty() && records.is_empty());
+        loop {
+            if piece.len() >= target {
+                return Ok(());
+            }
+            // Lines, until a quote character (then a record at a time, to the piece's end).
+            if records.spans.is_empty() && !self.first {
+                match self.plain_lines(piece, target, records)? {
+                    Plain::Done => return Ok(()),
+                    Plain::Quoted => records.lines_to_spans(piece),
+                }
+            }
+            return self.scanned_records(piece, target, records);
+        }
+    }
+
+    /// Takes records into `piece`, scanning each, up to the first record end at or past
+    /// `target` bytes or the end of the input; the records of a buffer are copied at once.
+    fn scanned_records(
+        &mut self,
+        piece: &mut Vec<u8>,
+        target: usize,
+        records: &mut PieceRecords,
+    ) -> Result<()> {
+        loop {
+            if piece.len() >= target {
+                return Ok(());
+            }
+            if !self.first {
+                let region = &self.buf[self.start..self.end];
+                let (mut at, mut line) = (0, self.line);
+                while piece.len() + at < target {
+                    match scan_record(&region[at..], self.delimiter, self.quote) {
+                        Scan::Complete { end, newlines } => {
+                            records.spans.push((line, end));
+                            line += newlines;
+                            at += end;
+                        }
+                        Scan::Incomplete { .. } => break,
+                    }
+                }
+                piece.extend_from_slice(&region[..at]);
+                self.start += at;
+                self.line = line;
+                if piece.len() >= target {
+                    return Ok(());
+                }
+            }
+            // The record the buffer ends in (or the byte order mark): read with more input.
+            match self.next_into(piece)? {
+                Some(span) => records.spans.push((span.line, span.len)),
+                None => return Ok(()),
+            }
+        }
+    }
+
+    /// Takes whole lines without a quote character into `piece`, up to the first line end at or
+    /// past `target` bytes.
+    fn plain_lines(
+        &mut self,
+        piece: &mut Vec<u8>,
+        target: usize,
+        records: &mut PieceRecords,
+    ) -> Result<Plain> {
+        loop {
+            if piece.len() >= target {
+                return Ok(Plain::Done);
+            }
+            let region = &self.buf[self.start..self.end];
+            let need = target - piece.len();
+            // The first line end that fills the piece, or the last one buffered.
+            let end = region
+                .get(need - 1..)
+                .and_then(|rest| memchr(b'\n', rest))
+                .map(|o| need + o)
+                .or_else(|| memrchr(b'\n', region).map(|p| p + 1));
+            let (take, last_unterminated) = match end {
+                Some(e) => (e, false),
+                None if self.eof && region.is_empty() => return Ok(Plain::Done),
+                // A last record without a final newline.
+                None if self.eof => (region.len(), true),
+                None => {
+                    self.fill()?;
+                    continue;
+                }
+            };
+            let bytes = &region[..take];
+            if memchr(self.quote, bytes).is_some() {
+                return Ok(Plain::Quoted);
+            }
+            let n = if last_unterminated {
+                1
+            } else {
+                memchr_iter(b'\n', bytes).count() as u64
+            };
+            if records.lines == 0 {
+                records.first_line = self.line;
+            }
+            records.lines += n;
+            self.line += n;
+            piece.extend_from_slice(bytes);
+            if last_unterminated {
+                piece.push(b'\n');
+            }
+            self.start += take;
+        }
+    }
+}
+
 /// Splits records into fields, reusing its buffers across records.
 ///
 /// A field is a slice of the record when it can be (unquoted, or quoted without doubled quotes
@@ -343,6 +510,25 @@ impl FieldSplitter {
                 }
             }
         }
+    }
+
+    /// Splits a record known to hold no quote character (as [`FieldSplitter::split`] would).
+    pub fn split_unquoted(&mut self, record: &[u8], delimiter: u8) {
+        self.data.clear();
+        self.bounds.clear();
+        let mut rec = record;
+        if let [head @ .., b'\n'] = rec {
+            rec = head;
+        }
+        if let [head @ .., b'\r'] = rec {
+            rec = head;
+        }
+        let mut start = 0;
+        for d in memchr_iter(delimiter, rec) {
+            self.bounds.push((start, d, false));
+            start = d + 1;
+        }
+        self.bounds.push((start, rec.len(), false));
     }
 
     /// Copies the quoted field at `*i` into `data`, unescaping `""`, with whatever follows its
@@ -435,6 +621,8 @@ pub struct Records<'a> {
     newlines: u64,
     delimiter: u8,
     quote: u8,
+    /// No quote character in `buf`: every line is a record.
+    lines: bool,
 }
 
 impl<'a> Records<'a> {
@@ -445,6 +633,7 @@ impl<'a> Records<'a> {
             newlines: 0,
             delimiter: format.delimiter,
             quote: format.quote,
+            lines: memchr(format.quote, buf).is_none(),
         }
     }
 }
@@ -458,6 +647,12 @@ impl Iterator for Records<'_> {
         }
         let start = self.pos;
         let before = self.newlines;
+        if self.lines {
+            let end = memchr(b'\n', &self.buf[start..]).map_or(self.buf.len(), |o| start + o + 1);
+            self.pos = end;
+            self.newlines += 1;
+            return Some(Ok((before, start, end)));
+        }
         match scan_record(&self.buf[start..], self.delimiter, self.quote) {
             Scan::Complete { end, newlines } => {
                 self.pos += end;
@@ -623,7 +818,130 @@ mod tests {
         }
     }
 
+    struct Slow<'a>(&'a [u8], usize);
+    impl Read for Slow<'_> {
+        fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+            let n = self.0.len().min(buf.len()).min(self.1);
+            buf[..n].copy_from_slice(&self.0[..n]);
+            self.0 = &self.0[n..];
+            Ok(n)
+        }
+    }
+
+    /// (piece, (line, record) of each record) until the end or an error, with its line.
+    type Pieces = (Vec<(Vec<u8>, Vec<(u64, Vec<u8>)>)>, Option<u64>);
+
+    fn error_line(e: Error) -> Option<u64> {
+        match e {
+            Error::InvalidInput { line, .. } => line,
+            other => panic!("{other}"),
+        }
+    }
+
+    /// Pieces of at least `target` bytes, a record at a time with `next_into`.
+    fn pieces_by_record(input: &[u8], read_size: usize, target: usize) -> Pieces {
+        let mut r = RecordReader::new(Slow(input, read_size), "t.csv", &CsvFormat::default());
+        let (mut pieces, mut piece, mut recs) = (Vec::new(), Vec::new(), Vec::new());
+        loop {
+            match r.next_into(&mut piece) {
+                Ok(Some(span)) => {
+                    recs.push((span.line, piece[piece.len() - span.len..].to_vec()));
+                    if piece.len() >= target {
+                        pieces.push((std::mem::take(&mut piece), std::mem::take(&mut recs)));
+                    }
+                }
+                end => {
+                    if !piece.is_empty() {
+                        pieces.push((piece, recs));
+                    }
+                    return (pieces, end.err().and_then(error_line));
+                }
+            }
+        }
+    }
+
+    /// The same with `next_piece`, its records expanded from lines or spans.
+    fn pieces_by_piece(input: &[u8], read_size: usize, target: usize) -> Pieces {
+        let mut r = RecordReader::new(Slow(input, read_size), "t.csv", &CsvFormat::default());
+        let mut pieces = Vec::new();
+        loop {
+            let (mut piece, mut recs) = (Vec::new(), PieceRecords::default());
+            let read = r.next_piece(&mut piece, target, &mut recs);
+            let full = piece.len() >= target;
+            let expanded: Vec<(u64, Vec<u8>)> = if recs.spans.is_empty() {
+                assert!(memchr(b'"', &piece).is_none());
+                Records::new(&piece, &CsvFormat::default())
+                    .map(|x| {
+                        let (k, s, e) = x.unwrap();
+                        (recs.first_line + k, piece[s..e].to_vec())
+                    })
+                    .collect()
+            } else {
+                let mut at = 0;
+                recs.spans
+                    .iter()
+                    .map(|(line, len)| {
+                        at += len;
+                        (*line, piece[at - len..at].to_vec())
+                    })
+                    .collect()
+            };
+            assert_eq!(expanded.len(), recs.len());
+            if !piece.is_empty() {
+                pieces.push((piece, expanded));
+            }
+            match read {
+                Err(e) => return (pieces, error_line(e)),
+                Ok(()) if !full => return (pieces, None),
+                Ok(()) => {}
+            }
+        }
+    }
+
+    #[test]
+    fn pieces_of_lines_and_of_quoted_records() {
+        let input = b"a,b\n1,x\n2,\"y\nz\"\n3,w\n4,v";
+        let got = pieces_by_piece(input, 3, 6);
+        assert_eq!(got, pieces_by_record(input, 3, 6));
+        assert_eq!(got.0.len(), 3, "{got:?}");
+        assert_eq!(got.0[1].1, vec![(3, b"2,\"y\nz\"\n".to_vec())]);
+        assert_eq!(
+            got.0[2].1,
+            vec![(5, b"3,w\n".to_vec()), (6, b"4,v\n".to_vec())]
+        );
+        // An unterminated quote: the records before it, then the error naming its line.
+        let bad = b"h\n1\n2\n\"3\n4\n";
+        let got = pieces_by_piece(bad, 2, 100);
+        assert_eq!(got, pieces_by_record(bad, 2, 100));
+        assert_eq!(got.1, Some(4));
+    }
+
     proptest::proptest! {
+        #[test]
+        fn pieces_are_the_records_read_one_at_a_time(
+            chars in proptest::collection::vec(proptest::sample::select(vec![b'a', b',', b'"', b'\n', b'\n', b'\r', b'a']), 0..80),
+            read_size in 1usize..12,
+            target in 1usize..30,
+        ) {
+            let mut input = b"h,i\n".to_vec();
+            input.extend(&chars);
+            proptest::prop_assert_eq!(
+                pieces_by_piece(&input, read_size, target),
+                pieces_by_record(&input, read_size, target)
+            );
+        }
+
+        #[test]
+        fn records_without_quotes_split_as_with_them(chars in proptest::collection::vec(proptest::sample::select(vec![b'a', b',', b' ', b'\r']), 0..24)) {
+            let mut rec = chars.clone();
+            rec.push(b'\n');
+            let (mut a, mut b) = (FieldSplitter::default(), FieldSplitter::default());
+            a.split(&rec, b',', b'"');
+            b.split_unquoted(&rec, b',');
+            let fields = |sp: &FieldSplitter| -> Vec<Vec<u8>> { (0..sp.len()).map(|i| sp.field(&rec, i).to_vec()).collect() };
+            proptest::prop_assert_eq!(fields(&a), fields(&b));
+        }
+
         #[test]
         fn split_matches_the_plain_rules(chars in proptest::collection::vec(proptest::sample::select(vec![b'a', b',', b'"', b' ', b'\r']), 0..24)) {
             let mut rec = chars.clone();

@@ -655,6 +655,8 @@ fn type_csv_records(
     }
     let expected = map.fields;
     let mut sp = FieldSplitter::default();
+    // Without a quote character anywhere, fields are split at delimiters alone.
+    let unquoted = memchr::memchr(format.quote, raw).is_none();
     let text = std::str::from_utf8(raw).ok();
     let mut block = Block::new(map);
     for r in records {
@@ -687,7 +689,11 @@ fn type_csv_records(
             });
             continue;
         }
-        sp.split(rec, format.delimiter, format.quote);
+        if unquoted {
+            sp.split_unquoted(rec, format.delimiter);
+        } else {
+            sp.split(rec, format.delimiter, format.quote);
+        }
         if sp.len() != expected {
             let ordinal = block.records();
             block.refused.push((

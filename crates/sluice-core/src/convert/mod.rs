@@ -36,7 +36,7 @@ use crate::error::{Error, Result};
 use crate::lake::Lake;
 use crate::ledger::{Checkpointer, ChunkPart};
 use crate::producer::{ProducerOptions, ensure_table, infer_csv, read_header};
-use crate::rows::{DecodedChunk, OnFrozen, RowTyper, add_csv_spans};
+use crate::rows::{DecodedChunk, OnFrozen, RowTyper, add_csv_records, add_csv_spans};
 use crate::schema::{Column, ColumnType, SchemaInference};
 use crate::source::{Format, Location, Source};
 use crate::table::TableLayout;

@@ -7,8 +7,8 @@ use super::*;
 enum Piece {
     Csv {
         raw: Vec<u8>,
-        /// (line, length) of each record in `raw`, as the reader found them.
-        spans: Vec<(u64, usize)>,
+        /// Where the records of `raw` are, as the reader found them.
+        records: crate::csv::PieceRecords,
         /// The source's header: mapped to the table when typed (the table may gain columns
         /// while its pieces are in flight).
         header: Arc<Vec<String>>,
@@ -373,42 +373,31 @@ fn read_csv(
     // Refused here (a name twice, no partition column); what the table lacks is the policy's.
     layout.map_header(&header, &src.name)?;
     let header = Arc::new(header);
-    let mut buf: Vec<u8> = buffers.take();
-    let mut spans: Vec<(u64, usize)> = Vec::new();
     let mut index = 0u64;
-    let mut emit = |buf: &mut Vec<u8>, spans: &mut Vec<(u64, usize)>| -> Result<()> {
-        if buf.is_empty() {
-            return Ok(());
-        }
-        let raw = std::mem::replace(buf, buffers.take());
-        let chunk = chunk_id(fp, index, &raw);
-        index += 1;
-        send(
-            chunk,
-            Piece::Csv {
-                raw,
-                spans: std::mem::take(spans),
-                header: header.clone(),
-                format: format.clone(),
-            },
-        )
-    };
     let mut records = 0u64;
     loop {
-        match reader.next_into(&mut buf) {
-            Ok(Some(span)) => {
-                records += 1;
-                spans.push((span.line, span.len));
-                if buf.len() >= PIECE_BYTES {
-                    emit(&mut buf, &mut spans)?;
-                }
-            }
-            Ok(None) => break,
-            Err(e) => {
-                // What was read before the error is converted; then the error is reported.
-                emit(&mut buf, &mut spans)?;
-                return Err(e);
-            }
+        let mut buf: Vec<u8> = buffers.take();
+        let mut recs = crate::csv::PieceRecords::default();
+        let read = reader.next_piece(&mut buf, PIECE_BYTES, &mut recs);
+        let full = buf.len() >= PIECE_BYTES;
+        records += recs.len() as u64;
+        // What was read before an error is converted; then the error is reported.
+        if !buf.is_empty() {
+            let chunk = chunk_id(fp, index, &buf);
+            index += 1;
+            send(
+                chunk,
+                Piece::Csv {
+                    raw: buf,
+                    records: recs,
+                    header: header.clone(),
+                    format: format.clone(),
+                },
+            )?;
+        }
+        read?;
+        if !full {
+            break;
         }
     }
     if records == 0 {
@@ -418,7 +407,7 @@ fn read_csv(
             "the file has a header but no rows",
         ));
     }
-    emit(&mut buf, &mut spans)
+    Ok(())
 }
 
 /// Cuts JSON lines (a JSON-lines source, or a Parquet source's rows as JSON) into pieces.
@@ -483,22 +472,36 @@ fn type_piece(
     match piece {
         Piece::Csv {
             raw,
-            spans,
+            records,
             header,
             format,
         } => {
             let map = layout.map_header(header, source)?;
-            let mut typer = RowTyper::new(layout, spans.len());
-            add_csv_spans(
-                &mut typer,
-                raw,
-                spans,
-                format,
-                &map,
-                OnFrozen::Quarantine,
-                source,
-                chunk,
-            )?;
+            let mut typer = RowTyper::new(layout, records.len());
+            if records.spans.is_empty() {
+                // One record a line: no quote character in the piece.
+                add_csv_records(
+                    &mut typer,
+                    raw,
+                    format,
+                    records.first_line,
+                    &map,
+                    OnFrozen::Quarantine,
+                    source,
+                    chunk,
+                )?;
+            } else {
+                add_csv_spans(
+                    &mut typer,
+                    raw,
+                    &records.spans,
+                    format,
+                    &map,
+                    OnFrozen::Quarantine,
+                    source,
+                    chunk,
+                )?;
+            }
             typer.finish(chunk)
         }
         Piece::Json {
