@@ -326,19 +326,15 @@ impl<R: Read> RecordReader<R> {
         records: &mut PieceRecords,
     ) -> Result<()> {
         debug_assert!(piece.is_empty() && records.is_empty());
-        loop {
-            if piece.len() >= target {
-                return Ok(());
+        // Lines, until a quote character (then records scanned one by one, to the piece's end;
+        // and before the byte order mark is looked for).
+        if !self.first {
+            match self.plain_lines(piece, target, records)? {
+                Plain::Done => return Ok(()),
+                Plain::Quoted => records.lines_to_spans(piece),
             }
-            // Lines, until a quote character (then a record at a time, to the piece's end).
-            if records.spans.is_empty() && !self.first {
-                match self.plain_lines(piece, target, records)? {
-                    Plain::Done => return Ok(()),
-                    Plain::Quoted => records.lines_to_spans(piece),
-                }
-            }
-            return self.scanned_records(piece, target, records);
         }
+        self.scanned_records(piece, target, records)
     }
 
     /// Takes records into `piece`, scanning each, up to the first record end at or past
