@@ -430,6 +430,18 @@ impl<R: Read> RecordReader<R> {
     }
 }
 
+/// A record without its `\n` and the `\r` before it.
+fn without_line_end(record: &[u8]) -> &[u8] {
+    let mut rec = record;
+    if let [head @ .., b'\n'] = rec {
+        rec = head;
+    }
+    if let [head @ .., b'\r'] = rec {
+        rec = head;
+    }
+    rec
+}
+
 /// Splits records into fields, reusing its buffers across records.
 ///
 /// A field is a slice of the record when it can be (unquoted, or quoted without doubled quotes
@@ -447,21 +459,10 @@ impl FieldSplitter {
     pub fn split(&mut self, record: &[u8], delimiter: u8, quote: u8) {
         self.data.clear();
         self.bounds.clear();
-        let mut rec = record;
-        if let [head @ .., b'\n'] = rec {
-            rec = head;
-        }
-        if let [head @ .., b'\r'] = rec {
-            rec = head;
-        }
+        let rec = without_line_end(record);
         let Some(first_quote) = memchr(quote, rec) else {
             // Fast path: no quoting anywhere; fields are slices of the record.
-            let mut start = 0;
-            for d in memchr_iter(delimiter, rec) {
-                self.bounds.push((start, d, false));
-                start = d + 1;
-            }
-            self.bounds.push((start, rec.len(), false));
+            self.split_at_delimiters(rec, delimiter);
             return;
         };
         // The fields before the first quote hold none: split in one pass (a quoted comment at
@@ -512,13 +513,10 @@ impl FieldSplitter {
     pub fn split_unquoted(&mut self, record: &[u8], delimiter: u8) {
         self.data.clear();
         self.bounds.clear();
-        let mut rec = record;
-        if let [head @ .., b'\n'] = rec {
-            rec = head;
-        }
-        if let [head @ .., b'\r'] = rec {
-            rec = head;
-        }
+        self.split_at_delimiters(without_line_end(record), delimiter);
+    }
+
+    fn split_at_delimiters(&mut self, rec: &[u8], delimiter: u8) {
         let mut start = 0;
         for d in memchr_iter(delimiter, rec) {
             self.bounds.push((start, d, false));
@@ -712,15 +710,6 @@ mod tests {
     use super::*;
 
     fn records(input: &[u8], read_size: usize) -> Result<Vec<(u64, Vec<u8>)>> {
-        struct Slow<'a>(&'a [u8], usize);
-        impl Read for Slow<'_> {
-            fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-                let n = self.0.len().min(buf.len()).min(self.1);
-                buf[..n].copy_from_slice(&self.0[..n]);
-                self.0 = &self.0[n..];
-                Ok(n)
-            }
-        }
         let mut r = RecordReader::new(Slow(input, read_size), "t.csv", &CsvFormat::default());
         let mut out = Vec::new();
         let mut recs = Vec::new();
@@ -814,6 +803,7 @@ mod tests {
         }
     }
 
+    /// A source that gives at most `.1` bytes a read.
     struct Slow<'a>(&'a [u8], usize);
     impl Read for Slow<'_> {
         fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
