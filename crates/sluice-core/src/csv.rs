@@ -292,6 +292,18 @@ impl PieceRecords {
         self.len() == 0
     }
 
+    /// Empties it, for the next piece.
+    pub fn clear(&mut self) {
+        self.spans.clear();
+        self.lines = 0;
+    }
+
+    /// Appends (line, length) of every record of `piece` to `spans`.
+    pub fn append_spans(&mut self, piece: &[u8], spans: &mut Vec<(u64, usize)>) {
+        self.lines_to_spans(piece);
+        spans.append(&mut self.spans);
+    }
+
     /// The lines read so far as spans: each ends at a newline of `piece`.
     fn lines_to_spans(&mut self, piece: &[u8]) {
         let (mut start, mut line) = (0, self.first_line);

@@ -629,9 +629,10 @@ fn chunk_source(
         rejects: Vec::new(),
         produced_at_ms: Some(chrono::Utc::now().timestamp_millis()),
     };
-    // Each call appends one record to the buffer and gives (line, length).
-    type NextRecord = Box<dyn FnMut(&mut Vec<u8>) -> Result<Option<(u64, usize)>>>;
-    let mut next: NextRecord = match src.format {
+    // Each call appends whole records to the empty buffer until it holds `target` bytes or the
+    // input ends, and their (line, length) to the spans.
+    type NextPiece = Box<dyn FnMut(&mut Vec<u8>, usize, &mut Vec<(u64, usize)>) -> Result<()>>;
+    let mut next: NextPiece = match src.format {
         Format::Csv => {
             let (mut reader, columns) =
                 read_header(src.open(rt, read.clone())?, &name, &opts.format)?;
@@ -639,7 +640,13 @@ fn chunk_source(
             // schema policy's, applied by the consumer.
             layout.map_header(&columns, &name)?;
             header.columns = columns;
-            Box::new(move |buf| Ok(reader.next_into(buf)?.map(|s| (s.line, s.len))))
+            let mut records = crate::csv::PieceRecords::default();
+            Box::new(move |buf, target, spans| {
+                records.clear();
+                let read = reader.next_piece(buf, target, &mut records);
+                records.append_spans(buf, spans);
+                read
+            })
         }
         Format::JsonLines | Format::Parquet => {
             let input = if src.format == Format::Parquet {
@@ -651,15 +658,21 @@ fn chunk_source(
             let mut input = std::io::BufReader::with_capacity(1 << 20, input);
             let mut line = 0u64;
             let name = name.clone();
-            Box::new(move |buf| {
-                let n = std::io::BufRead::read_until(&mut input, b'\n', buf).map_err(|e| {
-                    Error::invalid_at(&name, Some(line + 1), format!("cannot read: {e}"))
-                })?;
-                if n == 0 {
-                    return Ok(None);
+            Box::new(move |buf, target, spans| {
+                while buf.len() < target {
+                    let before = buf.len();
+                    let n = std::io::BufRead::read_until(&mut input, b'\n', buf).map_err(|e| {
+                        // A line cut short by the error is not sent.
+                        buf.truncate(before);
+                        Error::invalid_at(&name, Some(line + 1), format!("cannot read: {e}"))
+                    })?;
+                    if n == 0 {
+                        break;
+                    }
+                    line += 1;
+                    spans.push((line, n));
                 }
-                line += 1;
-                Ok(Some((line, n)))
+                Ok(())
             })
         }
     };
@@ -693,30 +706,20 @@ fn chunk_source(
     let mut spans: Vec<(u64, usize)> = Vec::new();
     let mut rows = 0u64;
     loop {
-        match next(&mut buf) {
-            Ok(Some(span)) => {
-                rows += 1;
-                spans.push(span);
-                if buf.len() >= ch.target {
-                    ch.emit(&buf, &spans)?;
-                    buf.clear();
-                    spans.clear();
-                    if let Some(p) = &progress {
-                        p(bytes(), rows);
-                    }
-                }
-            }
-            Ok(None) => break,
-            Err(e) => {
-                // Send what was read before the error, then report it.
-                ch.emit(&buf, &spans)?;
-                return Err(e);
-            }
+        let read = next(&mut buf, ch.target, &mut spans);
+        rows += spans.len() as u64;
+        let full = buf.len() >= ch.target;
+        // What was read before an error is sent; then the error is reported.
+        ch.emit(&buf, &spans)?;
+        buf.clear();
+        spans.clear();
+        if let Some(p) = &progress {
+            p(bytes(), rows);
         }
-    }
-    ch.emit(&buf, &spans)?;
-    if let Some(p) = &progress {
-        p(bytes(), rows);
+        read?;
+        if !full {
+            break;
+        }
     }
     Ok((rows, bytes(), ch.rejected))
 }
