@@ -413,14 +413,8 @@ os._exit(0)
     // DuckDB's Delta extension over S3 recounts each year against the sources.
     let years_script = r#"
 import os, sys, duckdb
-from duckdb_extensions import import_extension
 table, endpoint = sys.argv[1:]
-import_extension("httpfs")
-import_extension("delta")
-con = duckdb.connect()
-con.execute("SET enable_progress_bar = false")
-con.execute("LOAD httpfs")
-con.execute("LOAD delta")
+con = duckdb_connect("httpfs", "delta")
 con.execute(f"CREATE SECRET (TYPE s3, KEY_ID 'testing', SECRET 'testing', REGION 'us-east-1', "
             f"ENDPOINT '{endpoint.split('://')[1]}', URL_STYLE 'path', USE_SSL false)")
 for r in con.execute(f"SELECT year, count(*), sum(amount_cents), min(id), max(id) FROM delta_scan('{table}') GROUP BY year ORDER BY year").fetchall():

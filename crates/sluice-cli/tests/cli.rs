@@ -398,8 +398,7 @@ fn duckdb_and_pyarrow_read_the_lake() {
     let script = r#"
 import sys, duckdb, pyarrow.dataset as ds, pyarrow.compute as pc
 lake = sys.argv[1]
-con = duckdb.connect()
-con.execute("SET enable_progress_bar = false")
+con = duckdb_connect()
 n, s, years, ty = con.execute(f"SELECT count(*), sum(nonfarm), count(DISTINCT year), any_value(typeof(year)) FROM read_parquet('{lake}/**/*.parquet', hive_partitioning = 1)").fetchone()
 meta = con.execute(f"SELECT DISTINCT compression FROM parquet_metadata('{lake}/**/*.parquet')").fetchall()
 d = ds.dataset(lake, format="parquet", partitioning="hive")

@@ -32,11 +32,7 @@ fn convert(home: &Path, src: &Path, table: &str, spec: &str) -> Output {
 fn duckdb_years(table_dir: &Path) -> String {
     let script = r#"
 import os, sys, duckdb
-from duckdb_extensions import import_extension
-import_extension("delta")
-con = duckdb.connect()
-con.execute("SET enable_progress_bar = false")
-con.execute("LOAD delta")
+con = duckdb_connect("delta")
 t = f"delta_scan('{sys.argv[1]}')"
 for r in con.execute(f"SELECT year, count(*), sum(amount_cents), min(id), max(id) FROM {t} GROUP BY year ORDER BY year").fetchall():
     print(*r)
@@ -428,11 +424,7 @@ fn partition_specs_hour_several_keys_and_named_keys() {
     ));
     let script = r#"
 import os, sys, duckdb
-from duckdb_extensions import import_extension
-import_extension("delta")
-con = duckdb.connect()
-con.execute("SET enable_progress_bar = false")
-con.execute("LOAD delta")
+con = duckdb_connect("delta")
 for r in con.execute(f"SELECT dep_year, region, count(*), sum(year) FROM delta_scan('{sys.argv[1]}') GROUP BY ALL ORDER BY ALL").fetchall():
     print(*r)
 print("--")

@@ -60,12 +60,8 @@ fn run_and_kill(mut cmd: Command, after: Duration) -> bool {
 fn readers_count(lake_table: &Path) -> (u64, u64, i64) {
     let script = r#"
 import os, sys, duckdb, polars as pl, deltalake, pyarrow.compute as pc
-from duckdb_extensions import import_extension
 path = sys.argv[1]
-import_extension("delta")
-con = duckdb.connect()
-con.execute("SET enable_progress_bar = false")
-con.execute("LOAD delta")
+con = duckdb_connect("delta")
 print(*con.execute(f"SELECT count(*), count(DISTINCT id), sum(amount_cents) FROM delta_scan('{path}')").fetchone())
 print(*pl.scan_delta(path).select(pl.len(), pl.col("id").n_unique(), pl.col("amount_cents").sum()).collect().row(0))
 t = deltalake.DeltaTable(path).to_pyarrow_table()
@@ -96,11 +92,7 @@ os._exit(0)
 fn duckdb_count(lake_table: &Path) -> (u64, u64) {
     let script = r#"
 import os, sys, duckdb
-from duckdb_extensions import import_extension
-import_extension("delta")
-con = duckdb.connect()
-con.execute("SET enable_progress_bar = false")
-con.execute("LOAD delta")
+con = duckdb_connect("delta")
 print(*con.execute(f"SELECT count(*), count(DISTINCT id) FROM delta_scan('{sys.argv[1]}')").fetchone(), flush=True)
 con.close()
 os._exit(0)

@@ -17,12 +17,8 @@ fn stderr(o: &Output) -> String {
 fn independent_counts(table_dir: &Path, value_col: &str) -> String {
     let script = r#"
 import os, sys, duckdb, polars as pl, deltalake, pyarrow.compute as pc
-from duckdb_extensions import import_extension
 path, col = sys.argv[1], sys.argv[2]
-import_extension("delta")
-con = duckdb.connect()
-con.execute("SET enable_progress_bar = false")
-con.execute("LOAD delta")
+con = duckdb_connect("delta")
 d = con.execute(f"SELECT count(*), sum({col}) FROM delta_scan('{path}')").fetchone()
 p = pl.scan_delta(path).select(pl.len(), pl.col(col).sum()).collect().row(0)
 t = deltalake.DeltaTable(path).to_pyarrow_table()
@@ -429,12 +425,8 @@ fn compaction_keeps_rows_exactly_once_and_earlier_versions_readable() {
 fn three_readers(table_dir: &Path) -> String {
     let script = r#"
 import os, sys, duckdb, polars as pl, deltalake, pyarrow.compute as pc
-from duckdb_extensions import import_extension
 path = sys.argv[1]
-import_extension("delta")
-con = duckdb.connect()
-con.execute("SET enable_progress_bar = false")
-con.execute("LOAD delta")
+con = duckdb_connect("delta")
 print(*con.execute(f"SELECT count(*), count(DISTINCT id), sum(v) FROM delta_scan('{path}')").fetchone())
 print(*pl.scan_delta(path).select(pl.len(), pl.col("id").n_unique(), pl.col("v").sum()).collect().row(0))
 t = deltalake.DeltaTable(path).to_pyarrow_table()
@@ -557,12 +549,8 @@ fn timestamps_with_and_without_zone_read_back_in_every_reader() {
     );
     let script = r#"
 import os, sys, duckdb, polars as pl, deltalake
-from duckdb_extensions import import_extension
 p = sys.argv[1]
-import_extension("delta")
-con = duckdb.connect()
-con.execute("SET enable_progress_bar = false")
-con.execute("LOAD delta")
+con = duckdb_connect("delta")
 print(*con.execute(f"SELECT count(*), max(ts)::VARCHAR, max(\"at\")::VARCHAR, sum(v) FROM delta_scan('{p}')").fetchone(), sep="|")
 print(*con.execute(f"SELECT count(*) FROM delta_scan('{p}') WHERE ts >= TIMESTAMP '2024-01-02 03:04:05.123456'").fetchone())
 r = pl.scan_delta(p).select(pl.len(), pl.col("ts").max(), pl.col("at").max()).collect().row(0)
@@ -725,12 +713,8 @@ fn columns_in_delta_encodings_read_back_in_every_reader() {
     ));
     let script = r#"
 import os, sys, glob, duckdb, polars as pl, deltalake, pyarrow as pa, pyarrow.compute as pc, pyarrow.parquet as pq
-from duckdb_extensions import import_extension
 p = sys.argv[1]
-import_extension("delta")
-con = duckdb.connect()
-con.execute("SET enable_progress_bar = false")
-con.execute("LOAD delta")
+con = duckdb_connect("delta")
 print(*con.execute(f"SELECT count(*), sum(id), sum(part), sum(strlen(note)), count(DISTINCT note), epoch_us(min(ts)), epoch_us(max(ts)) FROM delta_scan('{p}')").fetchone())
 print(*pl.scan_delta(p).select(pl.len(), pl.col("id").sum(), pl.col("part").sum(), pl.col("note").str.len_bytes().sum().alias("bytes"), pl.col("note").n_unique(), pl.col("ts").dt.epoch("us").min().alias("lo"), pl.col("ts").dt.epoch("us").max().alias("hi")).collect().row(0))
 def figures(t):

@@ -28,15 +28,11 @@ fn convert(home: &Path, src: &Path) -> std::process::Output {
 fn readers(dir: &Path) -> String {
     let script = r#"
 import os, sys, duckdb, polars as pl, deltalake
-from duckdb_extensions import import_extension
 path = sys.argv[1]
 cols = ["id", "amount", "colour", "weight"]
 def show(rows):
     return "\n".join("|".join("" if v is None else str(v) for v in r) for r in rows)
-import_extension("delta")
-con = duckdb.connect()
-con.execute("SET enable_progress_bar = false")
-con.execute("LOAD delta")
+con = duckdb_connect("delta")
 print("duckdb")
 print(show(con.execute(f"SELECT id, amount, colour, weight FROM delta_scan('{path}') ORDER BY id").fetchall()))
 con.close()

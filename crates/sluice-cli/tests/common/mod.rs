@@ -56,13 +56,30 @@ pub fn expected() -> (u64, i64) {
     (n, sum)
 }
 
+/// Defined for every script [`python`] runs: a DuckDB connection with `extensions` loaded (from
+/// the pinned `duckdb_extensions` wheels, no download) and no progress bar, which DuckDB
+/// otherwise prints on stdout, before the figures the tests parse, once a query takes 2 s.
+const PYTHON_PRELUDE: &str = r#"
+def duckdb_connect(*extensions):
+    import duckdb
+    from duckdb_extensions import import_extension
+    for e in extensions:
+        import_extension(e)
+    con = duckdb.connect()
+    con.execute("SET enable_progress_bar = false")
+    for e in extensions:
+        con.execute(f"LOAD {e}")
+    return con
+"#;
+
 /// Runs a Python script with the test venv's interpreter (`SLUICE_PYTHON`) and returns its
-/// trimmed stdout; `needs` names the packages, for the message when they are missing.
+/// trimmed stdout; `needs` names the packages, for the message when they are missing. The
+/// script may call `duckdb_connect` ([`PYTHON_PRELUDE`]).
 pub fn python(script: &str, args: &[&str], needs: &str) -> String {
     let python = std::env::var("SLUICE_PYTHON").unwrap_or_else(|_| "python3".into());
     let out = Command::new(&python)
         .arg("-c")
-        .arg(script)
+        .arg(format!("{PYTHON_PRELUDE}{script}"))
         .args(args)
         .output()
         .expect("python");
