@@ -16,7 +16,7 @@ use arrow::array::{
 use chrono::NaiveTime;
 
 use crate::chunk::ChunkHeader;
-use crate::csv::{CsvFormat, FieldSplitter, Records};
+use crate::csv::{BufferSplitter, CsvFormat, FieldSplitter, Records};
 use crate::error::Result;
 use crate::evolve::SchemaPolicy;
 use crate::partition::Transform;
@@ -654,9 +654,11 @@ fn type_csv_records(
         )));
     }
     let expected = map.fields;
+    // Records are split where they lie; one that needs its fields copied (an escaped quote)
+    // is split again by a `FieldSplitter`.
+    let splitter = BufferSplitter::new(raw, format.delimiter, format.quote);
+    let mut places = Vec::with_capacity(expected);
     let mut sp = FieldSplitter::default();
-    // Without a quote character anywhere, fields are split at delimiters alone.
-    let unquoted = memchr::memchr(format.quote, raw).is_none();
     let text = std::str::from_utf8(raw).ok();
     let mut block = Block::new(map);
     for r in records {
@@ -689,12 +691,12 @@ fn type_csv_records(
             });
             continue;
         }
-        if unquoted {
-            sp.split_unquoted(rec, format.delimiter);
-        } else {
+        let fast = splitter.split(start, end, &mut places);
+        if !fast {
             sp.split(rec, format.delimiter, format.quote);
         }
-        if sp.len() != expected {
+        let found = if fast { places.len() } else { sp.len() };
+        if found != expected {
             let ordinal = block.records();
             block.refused.push((
                 ordinal,
@@ -702,13 +704,17 @@ fn type_csv_records(
                     source: source.to_string(),
                     line: rec_line,
                     raw: truncate_raw(rec),
-                    reason: format!("expected {expected} fields, found {}", sp.len()),
+                    reason: format!("expected {expected} fields, found {found}"),
                     chunk: chunk.to_string(),
                 },
             ));
             continue;
         }
-        block.push(&sp, rec_line, start, end);
+        if fast {
+            block.push_places(&places, rec_line, start, end);
+        } else {
+            block.push(&sp, rec_line, start, end);
+        }
         if block.recs.len() >= BLOCK_ROWS {
             typer.type_block(raw, text, &mut block, format, source, chunk);
         }
@@ -775,6 +781,17 @@ impl Block {
                     self.data.extend_from_slice(bytes);
                     col.push((at as u32 | IN_DATA, self.data.len() as u32));
                 }
+            }
+        }
+    }
+
+    /// Adds the record `start..end` of the chunk, whose fields are at `places` in it.
+    #[inline]
+    fn push_places(&mut self, places: &[(u32, u32)], line: u64, start: usize, end: usize) {
+        self.recs.push((line, start as u32, end as u32));
+        for (col, p) in self.fields.iter_mut().zip(&self.pos_of_col) {
+            if let Some(col) = col {
+                col.push(places[*p]);
             }
         }
     }
