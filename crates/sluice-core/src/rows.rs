@@ -654,8 +654,8 @@ fn type_csv_records(
         )));
     }
     let expected = map.fields;
-    // Records are split where they lie; one that needs its fields copied (an escaped quote)
-    // is split again by a `FieldSplitter`.
+    // Records are split where they lie; one whose fields must be copied (an escaped quote,
+    // text after a closing quote, a quote never closed) is split again by a `FieldSplitter`.
     let splitter = BufferSplitter::new(raw, format.delimiter, format.quote);
     let mut places = Vec::with_capacity(expected);
     let mut sp = FieldSplitter::default();
