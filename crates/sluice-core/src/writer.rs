@@ -51,7 +51,7 @@ const DICTIONARY_PAGE_BYTES: usize = 256 * 1024;
 ///   TPC-H SF1 lineitem came out 33 KB smaller at level 1 than at 3, and each open column
 ///   chunk's zstd context is half the size (the peak of `convert` 11 MB lower);
 /// - numbers without a dictionary (delta-packed keys, prices): level 3 made SF1's 0.5 MB
-///   smaller (136.0 MB against 136.5 MB) for about a tenth of the zstd time of `convert`.
+///   smaller (136.0 MB against 136.6 MB) for about a tenth of the zstd time of `convert`.
 ///
 /// Free text without a dictionary keeps the configured level: level 1 made TPC-H's comments
 /// 49.9 MB instead of 46.5 MB, 2.5% of the whole output, for about a fifth of the zstd time.
