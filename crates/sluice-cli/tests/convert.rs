@@ -6,25 +6,10 @@ use std::process::Output;
 use std::time::Duration;
 
 mod common;
-use common::{command, expected_years, ok, sluice};
+use common::{command, convert, expected_years, ok, sluice};
 
 fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
-}
-
-/// `sluice convert SRC --table TABLE --partition-by SPEC`.
-fn convert(home: &Path, src: &Path, table: &str, spec: &str) -> Output {
-    sluice(
-        home,
-        &[
-            "convert",
-            src.to_str().unwrap(),
-            "--table",
-            table,
-            "--partition-by",
-            spec,
-        ],
-    )
 }
 
 /// The same per-year figures, from the Delta table at `table_dir` as DuckDB's Delta extension

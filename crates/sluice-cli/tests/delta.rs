@@ -700,17 +700,7 @@ fn columns_in_delta_encodings_read_back_in_every_reader() {
         ));
     }
     std::fs::write(&csv, text).unwrap();
-    ok(&sluice(
-        &home,
-        &[
-            "convert",
-            csv.to_str().unwrap(),
-            "--table",
-            "wide",
-            "--partition-by",
-            "year(ts)",
-        ],
-    ));
+    ok(&common::convert(&home, &csv, "wide", "year(ts)"));
     let script = r#"
 import os, sys, glob, duckdb, polars as pl, deltalake, pyarrow as pa, pyarrow.compute as pc, pyarrow.parquet as pq
 p = sys.argv[1]

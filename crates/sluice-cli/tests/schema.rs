@@ -10,17 +10,7 @@ use common::{ok, sluice};
 
 /// `sluice convert SRC --table t --partition-by year(day)`.
 fn convert(home: &Path, src: &Path) -> std::process::Output {
-    sluice(
-        home,
-        &[
-            "convert",
-            src.to_str().unwrap(),
-            "--table",
-            "t",
-            "--partition-by",
-            "year(day)",
-        ],
-    )
+    common::convert(home, src, "t", "year(day)")
 }
 
 /// The rows of the Delta table at `dir` as "id|amount|colour|weight" (NULL empty), ordered by

@@ -37,6 +37,21 @@ pub fn sluice(home: &Path, args: &[&str]) -> Output {
     command(home, args).output().expect("run sluice")
 }
 
+/// `sluice convert SRC --table TABLE --partition-by SPEC`.
+pub fn convert(home: &Path, src: &Path, table: &str, spec: &str) -> Output {
+    sluice(
+        home,
+        &[
+            "convert",
+            src.to_str().unwrap(),
+            "--table",
+            table,
+            "--partition-by",
+            spec,
+        ],
+    )
+}
+
 /// The shipped sample CSV.
 pub fn sample() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../data/us-employment.csv")
