@@ -487,21 +487,13 @@ impl FieldSplitter {
         }
         loop {
             if i < rec.len() && rec[i] == quote {
-                // A quoted field closed by a quote that the delimiter or the end follows: the
-                // text between the quotes, as it stands.
-                let q = i + 1;
-                if let Some(off) = memchr(quote, &rec[q..]) {
-                    let close = q + off;
-                    let after = close + 1;
-                    if after == rec.len() {
-                        self.bounds.push((q, close, false));
+                if let Some(close) = plain_close(rec, i, rec.len(), delimiter, quote) {
+                    self.bounds.push((i + 1, close, false));
+                    if close + 1 == rec.len() {
                         return;
                     }
-                    if rec[after] == delimiter {
-                        self.bounds.push((q, close, false));
-                        i = after + 1;
-                        continue;
-                    }
+                    i = close + 2;
+                    continue;
                 }
                 if !self.unescape_field(rec, &mut i, delimiter, quote) {
                     return;
@@ -643,20 +635,14 @@ impl<'a> BufferSplitter<'a> {
         let mut i = start;
         loop {
             if i < end && self.buf[i] == self.quote {
-                let q = i + 1;
-                let Some(off) = memchr(self.quote, &self.buf[q..end]) else {
+                let Some(close) = plain_close(self.buf, i, end, self.delimiter, self.quote) else {
                     return false;
                 };
-                let close = q + off;
-                let after = close + 1;
-                if after < end && self.buf[after] != self.delimiter {
-                    return false;
-                }
-                places.push((q as u32, close as u32));
-                if after == end {
+                places.push(((i + 1) as u32, close as u32));
+                if close + 1 == end {
                     return true;
                 }
-                i = after + 1;
+                i = close + 2;
                 continue;
             }
             match self.find_delimiter(i, end) {
@@ -690,6 +676,16 @@ impl<'a> BufferSplitter<'a> {
         }
         None
     }
+}
+
+/// Where the quoted field opening at `open` in `buf[..end]` (a record without its line end)
+/// closes, when the closing quote is followed by the delimiter or the end: the field is then
+/// the text between the quotes, as it stands. `None` when it must be copied (an escaped quote,
+/// text after the closing quote) or never closes.
+#[inline]
+fn plain_close(buf: &[u8], open: usize, end: usize, delimiter: u8, quote: u8) -> Option<usize> {
+    let close = open + 1 + memchr(quote, &buf[open + 1..end])?;
+    (close + 1 == end || buf[close + 1] == delimiter).then_some(close)
 }
 
 /// The high bit of each zero byte of `t`, exactly: `(t & 0x7f) + 0x7f` carries into the high
