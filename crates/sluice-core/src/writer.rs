@@ -13,11 +13,14 @@ use arrow::array::RecordBatch;
 use arrow::datatypes::SchemaRef;
 use bytes::Bytes;
 use object_store::{ObjectStoreExt, PutMode, PutOptions, PutPayload, WriteMultipart};
-use parquet::arrow::ArrowWriter;
+use parquet::arrow::arrow_writer::{ArrowColumnWriter, ArrowRowGroupWriterFactory, compute_leaves};
+use parquet::arrow::{ArrowSchemaConverter, add_encoded_arrow_schema_to_metadata};
 use parquet::basic::{Compression, ZstdLevel};
-use parquet::file::properties::{EnabledStatistics, WriterProperties};
+use parquet::file::properties::{EnabledStatistics, WriterProperties, WriterVersion};
+use parquet::file::writer::SerializedFileWriter;
 use tokio::io::AsyncReadExt;
 
+use crate::dictionary::{DictColumn, Kind};
 use crate::error::{Error, Result};
 use crate::lake::Lake;
 
@@ -240,7 +243,7 @@ pub fn dictionary_misfits(parts: &[&RecordBatch], row_group_rows: usize) -> Opti
 pub struct SpoolFile {
     pub local: PathBuf,
     /// In a mutex only to make the consumer `Sync` (the writer is not); never contended.
-    writer: std::sync::Mutex<Option<ArrowWriter<File>>>,
+    writer: std::sync::Mutex<Option<FileWriter>>,
     pub rows: u64,
     pub opened: Instant,
     row_group_bytes: usize,
@@ -265,7 +268,7 @@ impl SpoolFile {
     ) -> Result<Self> {
         let local = dir.join(format!("{}.parquet", uuid::Uuid::now_v7()));
         let file = File::create(&local).map_err(|e| Error::io(&local, e))?;
-        let writer = ArrowWriter::try_new(file, schema, Some(props))?;
+        let writer = FileWriter::try_new(file, schema, props)?;
         Ok(SpoolFile {
             local,
             writer: std::sync::Mutex::new(Some(writer)),
@@ -347,9 +350,182 @@ impl SpoolFile {
         let _ = std::fs::remove_file(&self.local);
     }
 
-    fn with_writer<T: Default>(&self, f: impl FnOnce(&ArrowWriter<File>) -> T) -> T {
+    fn with_writer<T: Default>(&self, f: impl FnOnce(&FileWriter) -> T) -> T {
         let w = self.writer.lock().unwrap_or_else(|p| p.into_inner());
         w.as_ref().map(f).unwrap_or_default()
+    }
+}
+
+/// A Parquet file written a row group at a time, as `ArrowWriter` writes it, except that
+/// dictionary columns of the kinds [`crate::dictionary`] handles are encoded there; every
+/// other column is encoded by arrow-rs. The file carries the Arrow schema, as
+/// `ArrowWriter`'s do.
+pub struct FileWriter {
+    file: SerializedFileWriter<File>,
+    factory: ArrowRowGroupWriterFactory,
+    schema: SchemaRef,
+    props: Arc<WriterProperties>,
+    /// Per column: encoded by sluice (its kind), or by arrow-rs.
+    kinds: Vec<Option<Kind>>,
+    group: Option<RowGroup>,
+}
+
+struct RowGroup {
+    columns: Vec<ColumnEncoder>,
+    rows: usize,
+}
+
+enum ColumnEncoder {
+    Arrow(ArrowColumnWriter),
+    Dictionary(DictColumn),
+}
+
+impl FileWriter {
+    pub fn try_new(file: File, schema: SchemaRef, mut props: WriterProperties) -> Result<Self> {
+        let parquet = ArrowSchemaConverter::new()
+            .with_coerce_types(props.coerce_types())
+            .convert(&schema)?;
+        add_encoded_arrow_schema_to_metadata(&schema, &mut props);
+        let flat = parquet.num_columns() == schema.fields().len();
+        let kinds = schema
+            .fields()
+            .iter()
+            .enumerate()
+            .map(|(i, f)| {
+                if !flat {
+                    return None;
+                }
+                let descr = parquet.column(i);
+                let path = descr.path();
+                let (kind, physical) = Kind::of(f.data_type())?;
+                (physical == descr.physical_type()
+                    && props.dictionary_enabled(path)
+                    && props.statistics_enabled(path) == EnabledStatistics::Page
+                    && matches!(props.compression(path), Compression::ZSTD(_))
+                    && props.bloom_filter_properties(path).is_none()
+                    && props.writer_version() == WriterVersion::PARQUET_1_0)
+                    .then_some(kind)
+            })
+            .collect();
+        let props = Arc::new(props);
+        let file = SerializedFileWriter::new(file, parquet.root_schema_ptr(), props.clone())?;
+        let factory = ArrowRowGroupWriterFactory::new(&file, schema.clone());
+        Ok(FileWriter {
+            file,
+            factory,
+            schema,
+            props,
+            kinds,
+            group: None,
+        })
+    }
+
+    /// Encodes `batch` into the buffered row group, closing row groups at the properties'
+    /// row limit.
+    pub fn write(&mut self, batch: &RecordBatch) -> Result<()> {
+        let max = self.props.max_row_group_row_count().unwrap_or(usize::MAX);
+        let mut at = 0;
+        while at < batch.num_rows() {
+            if self.group.is_none() {
+                let index = self.file.flushed_row_groups().len();
+                let columns = self
+                    .factory
+                    .create_column_writers(index)?
+                    .into_iter()
+                    .zip(&self.kinds)
+                    .enumerate()
+                    .map(|(i, (w, kind))| match kind {
+                        Some(kind) => {
+                            DictColumn::new(self.file.schema_descr().column(i), *kind, &self.props)
+                                .map(ColumnEncoder::Dictionary)
+                        }
+                        None => Ok(ColumnEncoder::Arrow(w)),
+                    })
+                    .collect::<Result<Vec<_>>>()?;
+                self.group = Some(RowGroup { columns, rows: 0 });
+            }
+            let group = self.group.as_mut().expect("row group is open");
+            let take = (max - group.rows).min(batch.num_rows() - at);
+            let part = batch.slice(at, take);
+            for ((c, field), array) in group
+                .columns
+                .iter_mut()
+                .zip(self.schema.fields())
+                .zip(part.columns())
+            {
+                match c {
+                    ColumnEncoder::Arrow(w) => {
+                        for leaf in compute_leaves(field, array)? {
+                            w.write(&leaf)?;
+                        }
+                    }
+                    ColumnEncoder::Dictionary(d) => d.write(array)?,
+                }
+            }
+            group.rows += take;
+            at += take;
+            if group.rows >= max {
+                self.flush()?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Estimated encoded size of the buffered row group.
+    pub fn in_progress_size(&self) -> usize {
+        self.group.as_ref().map_or(0, |g| {
+            g.columns
+                .iter()
+                .map(|c| match c {
+                    ColumnEncoder::Arrow(w) => w.get_estimated_total_bytes(),
+                    ColumnEncoder::Dictionary(d) => d.estimated_bytes(),
+                })
+                .sum()
+        })
+    }
+
+    /// Memory held by the buffered row group.
+    pub fn memory_size(&self) -> usize {
+        self.group.as_ref().map_or(0, |g| {
+            g.columns
+                .iter()
+                .map(|c| match c {
+                    ColumnEncoder::Arrow(w) => w.memory_size(),
+                    ColumnEncoder::Dictionary(d) => d.memory_size(),
+                })
+                .sum()
+        })
+    }
+
+    /// Bytes written to the file so far.
+    pub fn bytes_written(&self) -> usize {
+        self.file.bytes_written()
+    }
+
+    /// Writes the buffered row group out.
+    pub fn flush(&mut self) -> Result<()> {
+        let Some(group) = self.group.take() else {
+            return Ok(());
+        };
+        let mut rg = self.file.next_row_group()?;
+        for c in group.columns {
+            match c {
+                ColumnEncoder::Arrow(w) => w.close()?.append_to_row_group(&mut rg)?,
+                ColumnEncoder::Dictionary(d) => {
+                    let (bytes, close) = d.close()?;
+                    rg.append_column(&bytes, close)?;
+                }
+            }
+        }
+        rg.close()?;
+        Ok(())
+    }
+
+    /// Writes the buffered row group and the footer.
+    pub fn close(mut self) -> Result<()> {
+        self.flush()?;
+        self.file.close()?;
+        Ok(())
     }
 }
 
