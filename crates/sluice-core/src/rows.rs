@@ -888,14 +888,22 @@ impl RowTyper<'_> {
                     clip(s)
                 )
             };
-            // Types the field of every row not refused yet with the parser given.
+            let bytes = |r: usize| bytes_at(places[r]);
+            // Types the field of every row not refused yet with the parser given (and the
+            // byte parser, if one is given, first).
             macro_rules! each {
                 ($parse:expr $(,)?) => {
+                    each!(|_, _| false, $parse)
+                };
+                ($fast:expr, $parse:expr $(,)?) => {
                     type_values(
                         n,
                         &mut bad,
                         &mut any_bad,
                         &mut ok,
+                        &bytes,
+                        format,
+                        $fast,
                         &field,
                         &bad_value,
                         $parse,
@@ -915,18 +923,30 @@ impl RowTyper<'_> {
                 }
                 ColumnType::Int64 => {
                     let mut v = vec![0i64; n];
-                    each!(|r, s| {
-                        v[r] = parse_i64(trim(s)).ok_or("int64")?;
-                        Ok(true)
-                    },);
+                    let cell = std::cell::Cell::from_mut(&mut v[..]).as_slice_of_cells();
+                    each!(
+                        |r, b| crate::schema::parse_i64_ascii(b)
+                            .map(|x| cell[r].set(x))
+                            .is_some(),
+                        |r, s| {
+                            cell[r].set(parse_i64(trim(s)).ok_or("int64")?);
+                            Ok(true)
+                        },
+                    );
                     Typed::I64(v)
                 }
                 ColumnType::Float64 => {
                     let mut v = vec![0f64; n];
-                    each!(|r, s| {
-                        v[r] = parse_f64(trim(s)).ok_or("float64")?;
-                        Ok(true)
-                    },);
+                    let cell = std::cell::Cell::from_mut(&mut v[..]).as_slice_of_cells();
+                    each!(
+                        |r, b| crate::schema::parse_short_decimal(b)
+                            .map(|x| cell[r].set(x))
+                            .is_some(),
+                        |r, s| {
+                            cell[r].set(parse_f64(trim(s)).ok_or("float64")?);
+                            Ok(true)
+                        },
+                    );
                     Typed::F64(v)
                 }
                 ColumnType::Boolean => {
@@ -939,16 +959,18 @@ impl RowTyper<'_> {
                 }
                 ColumnType::Date => {
                     let mut v = vec![0i32; n];
+                    let cell = std::cell::Cell::from_mut(&mut v[..]).as_slice_of_cells();
                     let lenient = self.date_source[i];
                     let pattern = layout.date_format.as_deref();
-                    each!(|r, s| {
-                        if let Some(d) = crate::schema::iso_date_days(s.as_bytes()) {
-                            v[r] = d;
-                            return Ok(true);
-                        }
+                    let iso = |r: usize, b: &[u8]| {
+                        crate::schema::iso_date_days(b)
+                            .map(|d| cell[r].set(d))
+                            .is_some()
+                    };
+                    each!(iso, |r, s| {
                         match parse_temporal(s, pattern) {
                             Some(Temporal::Date(d)) => {
-                                v[r] = date_to_days(d);
+                                cell[r].set(date_to_days(d));
                                 Ok(true)
                             }
                             Some(_) => Err("date (it has a time)"),
@@ -1123,13 +1145,19 @@ impl RowTyper<'_> {
 }
 
 /// Types the field of each row not refused yet with `parse` (`Ok(false)`: NULL), refusing
-/// the rows whose value does not parse with the reason.
+/// the rows whose value does not parse with the reason. `fast` may type a field from its
+/// bytes first (`true`: typed and present), which must give what `parse` would: numbers and
+/// ISO dates are read there without taking the field as text (no UTF-8 boundary checks).
 #[inline]
-fn type_values<'t>(
+#[allow(clippy::too_many_arguments)]
+fn type_values<'t, 'b>(
     n: usize,
     bad: &mut [Option<String>],
     any_bad: &mut bool,
     ok: &mut [bool],
+    bytes: &impl Fn(usize) -> &'b [u8],
+    format: &CsvFormat,
+    mut fast: impl FnMut(usize, &[u8]) -> bool,
     field: &impl Fn(usize) -> Result<Option<&'t str>, String>,
     bad_value: &impl Fn(&str, &str) -> String,
     mut parse: impl FnMut(usize, &str) -> Result<bool, &'static str>,
@@ -1137,6 +1165,15 @@ fn type_values<'t>(
     for r in 0..n {
         if bad[r].is_some() {
             ok[r] = false;
+            continue;
+        }
+        let b = bytes(r);
+        if format.is_null(b) {
+            ok[r] = false;
+            continue;
+        }
+        if fast(r, b) {
+            ok[r] = true;
             continue;
         }
         match field(r) {
@@ -1295,6 +1332,12 @@ mod tests {
         b"7",
         b" -12 ",
         b"99999999999999999999",
+        b"+5",
+        b"-0",
+        b"123456789012345678",
+        b"-9223372036854775808",
+        b"0.1",
+        b"-12.75",
         b"1.5",
         b"1e3",
         b"-",

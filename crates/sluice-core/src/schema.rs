@@ -364,7 +364,7 @@ const POW10: [f64; 16] = [
 /// (exact up to 10^22). One correctly rounded division of exact values gives the `f64`
 /// nearest the decimal, which is what `str::parse` returns. `None`: another form.
 #[inline]
-fn parse_short_decimal(b: &[u8]) -> Option<f64> {
+pub fn parse_short_decimal(b: &[u8]) -> Option<f64> {
     let (negative, digits) = match b.first()? {
         b'-' => (true, &b[1..]),
         b'+' => (false, &b[1..]),
@@ -396,6 +396,29 @@ fn parse_short_decimal(b: &[u8]) -> Option<f64> {
 #[inline]
 pub fn parse_i64(s: &str) -> Option<i64> {
     s.parse().ok()
+}
+
+/// An integer of at most 18 digits with an optional sign, read from bytes: what
+/// [`parse_i64`] gives for such text, `None` for any other (which `parse_i64` then reads).
+#[inline]
+pub fn parse_i64_ascii(b: &[u8]) -> Option<i64> {
+    let (negative, digits) = match b {
+        [b'-', rest @ ..] => (true, rest),
+        [b'+', rest @ ..] => (false, rest),
+        _ => (false, b),
+    };
+    if digits.is_empty() || digits.len() > 18 {
+        return None;
+    }
+    let mut v = 0i64;
+    for &c in digits {
+        let d = c.wrapping_sub(b'0');
+        if d > 9 {
+            return None;
+        }
+        v = v * 10 + i64::from(d);
+    }
+    Some(if negative { -v } else { v })
 }
 
 /// What one sample value could be, for inference.
