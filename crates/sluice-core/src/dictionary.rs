@@ -749,7 +749,6 @@ impl DictColumn {
                 index.append_histograms(&None, &Some(hist));
             }
         }
-        drop(pages);
         let bytes_written = sink.bytes_written() as u64;
         let buf = sink.into_inner()?;
 
@@ -1267,8 +1266,7 @@ mod tests {
             let (cis, ois) = (meta.column_index().unwrap(), meta.offset_index().unwrap());
             let mut first_row = 0;
             for (g, rg) in meta.row_groups().iter().enumerate() {
-                for c in 0..rg.num_columns() {
-                    let col = rg.column(c);
+                for (c, col) in rg.columns().iter().enumerate() {
                     let theirs = arrow_meta.row_group(g).column(c);
                     proptest::prop_assert_eq!(col.statistics(), theirs.statistics(), "column {}", c);
                     proptest::prop_assert_eq!(col.num_values(), theirs.num_values());

@@ -376,8 +376,8 @@ struct RowGroup {
 }
 
 enum ColumnEncoder {
-    Arrow(ArrowColumnWriter),
-    Dictionary(DictColumn),
+    Arrow(Box<ArrowColumnWriter>),
+    Dictionary(Box<DictColumn>),
 }
 
 impl FileWriter {
@@ -437,9 +437,9 @@ impl FileWriter {
                     .map(|(i, (w, kind))| match kind {
                         Some(kind) => {
                             DictColumn::new(self.file.schema_descr().column(i), *kind, &self.props)
-                                .map(ColumnEncoder::Dictionary)
+                                .map(|d| ColumnEncoder::Dictionary(Box::new(d)))
                         }
-                        None => Ok(ColumnEncoder::Arrow(w)),
+                        None => Ok(ColumnEncoder::Arrow(Box::new(w))),
                     })
                     .collect::<Result<Vec<_>>>()?;
                 self.group = Some(RowGroup { columns, rows: 0 });
