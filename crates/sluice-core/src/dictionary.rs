@@ -793,58 +793,38 @@ impl DictColumn {
 
     fn statistics(&self, min: Option<Vec<u8>>, max: Option<Vec<u8>>, nulls: i64) -> Statistics {
         let nulls = Some(nulls as u64);
-        // Every kind here has a signed sort order (text compares as unsigned bytes, and its
-        // deprecated min/max fields are left unwritten).
-        let signed = self.kind != Kind::Bytes;
+        // Numbers sort signed, so their deprecated min/max fields are written too (as
+        // arrow-rs does); text sorts as unsigned bytes, and they are left out.
+        macro_rules! numbers {
+            ($variant:ident, $read:expr) => {
+                Statistics::$variant(
+                    ValueStatistics::new(
+                        min.map(|v| $read(&v)),
+                        max.map(|v| $read(&v)),
+                        None,
+                        nulls,
+                        false,
+                    )
+                    .with_backwards_compatible_min_max(true),
+                )
+            };
+        }
         match self.kind {
-            Kind::I32 => Statistics::Int32(
-                ValueStatistics::new(
-                    min.map(|v| le_i32(&v)),
-                    max.map(|v| le_i32(&v)),
-                    None,
-                    nulls,
-                    false,
-                )
-                .with_backwards_compatible_min_max(signed),
-            ),
-            Kind::I64 => Statistics::Int64(
-                ValueStatistics::new(
-                    min.map(|v| le_i64(&v)),
-                    max.map(|v| le_i64(&v)),
-                    None,
-                    nulls,
-                    false,
-                )
-                .with_backwards_compatible_min_max(signed),
-            ),
-            Kind::F64 => Statistics::Double(
-                ValueStatistics::new(
-                    min.map(|v| le_f64(&v)),
-                    max.map(|v| le_f64(&v)),
-                    None,
-                    nulls,
-                    false,
-                )
-                .with_backwards_compatible_min_max(signed),
-            ),
+            Kind::I32 => numbers!(Int32, le_i32),
+            Kind::I64 => numbers!(Int64, le_i64),
+            Kind::F64 => numbers!(Double, le_f64),
             Kind::Bytes => {
-                let (min, min_cut) = match min {
+                let cut = |v: Option<Vec<u8>>, bound: fn(&[u8]) -> (Vec<u8>, bool)| match v {
                     Some(v) => {
-                        let (t, cut) = truncate_min(&v);
+                        let (t, cut) = bound(&v);
                         (Some(ByteArray::from(t)), cut)
                     }
                     None => (None, false),
                 };
-                let (max, max_cut) = match max {
-                    Some(v) => {
-                        let (t, cut) = truncate_max(&v);
-                        (Some(ByteArray::from(t)), cut)
-                    }
-                    None => (None, false),
-                };
+                let ((min, min_cut), (max, max_cut)) =
+                    (cut(min, truncate_min), cut(max, truncate_max));
                 Statistics::ByteArray(
                     ValueStatistics::new(min, max, None, nulls, false)
-                        .with_backwards_compatible_min_max(signed)
                         .with_min_is_exact(!min_cut)
                         .with_max_is_exact(!max_cut),
                 )

@@ -22,7 +22,7 @@ use crate::evolve::SchemaPolicy;
 use crate::partition::Transform;
 use crate::schema::{
     Column, ColumnType, SchemaInference, Temporal, date_to_days, parse_bool, parse_f64, parse_i64,
-    parse_temporal,
+    parse_i64_ascii, parse_short_decimal, parse_temporal,
 };
 use crate::table::{HeaderMap, TableLayout};
 
@@ -910,6 +910,19 @@ impl RowTyper<'_> {
                     )
                 };
             }
+            // A number column: read from the field's bytes by `$fast`, else from its text by
+            // `$slow`.
+            macro_rules! number {
+                ($zero:expr, $fast:path, $slow:path, $what:literal, $typed:ident) => {{
+                    let mut v = vec![$zero; n];
+                    let cell = std::cell::Cell::from_mut(&mut v[..]).as_slice_of_cells();
+                    each!(|r, b| $fast(b).map(|x| cell[r].set(x)).is_some(), |r, s| {
+                        cell[r].set($slow(trim(s)).ok_or($what)?);
+                        Ok(true)
+                    },);
+                    Typed::$typed(v)
+                }};
+            }
             let t = match col.ty {
                 ColumnType::String => {
                     if text.is_none() {
@@ -921,33 +934,9 @@ impl RowTyper<'_> {
                     }
                     Typed::Str
                 }
-                ColumnType::Int64 => {
-                    let mut v = vec![0i64; n];
-                    let cell = std::cell::Cell::from_mut(&mut v[..]).as_slice_of_cells();
-                    each!(
-                        |r, b| crate::schema::parse_i64_ascii(b)
-                            .map(|x| cell[r].set(x))
-                            .is_some(),
-                        |r, s| {
-                            cell[r].set(parse_i64(trim(s)).ok_or("int64")?);
-                            Ok(true)
-                        },
-                    );
-                    Typed::I64(v)
-                }
+                ColumnType::Int64 => number!(0i64, parse_i64_ascii, parse_i64, "int64", I64),
                 ColumnType::Float64 => {
-                    let mut v = vec![0f64; n];
-                    let cell = std::cell::Cell::from_mut(&mut v[..]).as_slice_of_cells();
-                    each!(
-                        |r, b| crate::schema::parse_short_decimal(b)
-                            .map(|x| cell[r].set(x))
-                            .is_some(),
-                        |r, s| {
-                            cell[r].set(parse_f64(trim(s)).ok_or("float64")?);
-                            Ok(true)
-                        },
-                    );
-                    Typed::F64(v)
+                    number!(0f64, parse_short_decimal, parse_f64, "float64", F64)
                 }
                 ColumnType::Boolean => {
                     let mut v = vec![false; n];

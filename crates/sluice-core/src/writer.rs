@@ -473,25 +473,28 @@ impl FileWriter {
 
     /// Estimated encoded size of the buffered row group.
     pub fn in_progress_size(&self) -> usize {
-        self.group.as_ref().map_or(0, |g| {
-            g.columns
-                .iter()
-                .map(|c| match c {
-                    ColumnEncoder::Arrow(w) => w.get_estimated_total_bytes(),
-                    ColumnEncoder::Dictionary(d) => d.estimated_bytes(),
-                })
-                .sum()
-        })
+        self.sum_columns(
+            ArrowColumnWriter::get_estimated_total_bytes,
+            DictColumn::estimated_bytes,
+        )
     }
 
     /// Memory held by the buffered row group.
     pub fn memory_size(&self) -> usize {
+        self.sum_columns(ArrowColumnWriter::memory_size, DictColumn::memory_size)
+    }
+
+    fn sum_columns(
+        &self,
+        arrow: fn(&ArrowColumnWriter) -> usize,
+        own: fn(&DictColumn) -> usize,
+    ) -> usize {
         self.group.as_ref().map_or(0, |g| {
             g.columns
                 .iter()
                 .map(|c| match c {
-                    ColumnEncoder::Arrow(w) => w.memory_size(),
-                    ColumnEncoder::Dictionary(d) => d.memory_size(),
+                    ColumnEncoder::Arrow(w) => arrow(w),
+                    ColumnEncoder::Dictionary(d) => own(d),
                 })
                 .sum()
         })
