@@ -258,11 +258,6 @@ impl DictColumn {
         })
     }
 
-    /// Rows written so far.
-    pub fn rows(&self) -> u64 {
-        self.rows
-    }
-
     /// Estimated size of the chunk once encoded: finished pages compressed, the page being
     /// filled and the dictionary unencoded.
     pub fn estimated_bytes(&self) -> usize {
@@ -275,6 +270,7 @@ impl DictColumn {
             + self.indices.capacity() * 4
             + self.plain.capacity()
             + self.text.capacity()
+            + self.spans.capacity() * 8
             + self.bits.capacity() * 8
             + self.hashes.capacity() * 8
             + self.table.capacity() * 4
@@ -285,7 +281,7 @@ impl DictColumn {
     pub fn write(&mut self, array: &ArrayRef) -> Result<()> {
         let n = array.len();
         let nulls = array.logical_nulls();
-        if nulls.is_some() && !self.nullable {
+        if array.null_count() > 0 && !self.nullable {
             return Err(Error::Task(format!(
                 "column {} is required but has nulls",
                 self.descr.path()
