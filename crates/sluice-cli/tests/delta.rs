@@ -752,3 +752,121 @@ os._exit(0)
         "{got}"
     );
 }
+
+/// Columns that keep their dictionary (dates, integers, floats, timestamps and text, with
+/// nulls, two data pages per file) are encoded by sluice itself: DuckDB's Delta extension,
+/// Polars, the `deltalake` package and pyarrow read back every value, pyarrow finds them
+/// dictionary-encoded, and each row group's statistics (min, max, nulls) are those pyarrow
+/// computes from the values it reads.
+#[test]
+fn dictionary_columns_read_back_with_true_statistics_in_every_reader() {
+    let dir = tempfile::tempdir().unwrap();
+    let home = dir.path().join("home");
+    let csv = dir.path().join("dict.csv");
+    let tags = [
+        "north",
+        "süd",
+        "ouest",
+        "東",
+        "amber stone",
+        "river",
+        "",
+        "lazy fox",
+        "dog",
+    ];
+    let mut seed = 7u64;
+    let mut next = move |m: u64| {
+        seed = seed
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
+        (seed >> 33) % m
+    };
+    let n = 50_000i64;
+    let mut text = String::from("id,day,qty,price,at,tag\n");
+    let (mut sum_qty, mut tagged) = (0i64, 0i64);
+    let mut days = std::collections::BTreeSet::new();
+    for id in 1..=n {
+        // Two years from 2021-01-01: two partitions of about 25,000 rows, two pages each.
+        let day = next(730) as i64;
+        let qty = 1 + next(50) as i64;
+        let price = match next(40) {
+            0 => "-0.0".to_string(),
+            1 => "0.0".to_string(),
+            2 => String::new(),
+            k => format!("{}.{:02}", k * 7, k),
+        };
+        let at = 1_609_459_200 + next(300) as i64 * 3600;
+        let tag = tags[next(tags.len() as u64) as usize];
+        sum_qty += qty;
+        tagged += i64::from(!tag.is_empty());
+        days.insert(day);
+        text.push_str(&format!(
+            "{id},{},{qty},{price},{},{tag}\n",
+            &format_epoch_seconds((1_609_459_200 + day * 86_400))[..10],
+            format_epoch_seconds(at)
+        ));
+    }
+    std::fs::write(&csv, text).unwrap();
+    ok(&common::convert(&home, &csv, "dict", "year(day)"));
+    let script = r#"
+import os, sys, glob, duckdb, polars as pl, deltalake, pyarrow as pa, pyarrow.compute as pc, pyarrow.parquet as pq
+p = sys.argv[1]
+con = duckdb_connect("delta")
+print(*con.execute(f"SELECT count(*), sum(id), sum(qty), count(tag), count(DISTINCT day), count(DISTINCT tag) FROM delta_scan('{p}')").fetchone())
+print(*pl.scan_delta(p).select(pl.len(), pl.col("id").sum(), pl.col("qty").sum(), pl.col("tag").count().alias("tagged"), pl.col("day").n_unique(), pl.col("tag").drop_nulls().n_unique().alias("tags")).collect().row(0))
+def figures(t):
+    return (t.num_rows, pc.sum(t["id"]).as_py(), pc.sum(t["qty"]).as_py(), pc.count(t["tag"]).as_py(), pc.count_distinct(t["day"]).as_py(), pc.count_distinct(t["tag"]).as_py())
+print(*figures(deltalake.DeltaTable(p).to_pyarrow_table()))
+files = sorted(glob.glob(f"{p}/year=*/*.parquet"))
+print(*figures(pa.concat_tables(pq.read_table(f, schema=pq.read_schema(files[0])) for f in files)))
+wrong = []
+for f in files:
+    pf = pq.ParquetFile(f)
+    md = pf.metadata
+    for g in range(md.num_row_groups):
+        data = pf.read_row_group(g)
+        for c in range(md.num_columns):
+            col = md.row_group(g).column(c)
+            name = col.path_in_schema
+            if name == "id":
+                continue
+            if "RLE_DICTIONARY" not in col.encodings:
+                wrong.append(f"{name}: {col.encodings}")
+            v = data[name]
+            if pa.types.is_date32(v.type):
+                v = v.cast(pa.int32())
+            elif pa.types.is_timestamp(v.type):
+                v = v.cast(pa.int64())
+            elif pa.types.is_string(v.type) or pa.types.is_large_string(v.type):
+                v = v.cast(pa.binary())
+            mm = pc.min_max(v)
+            st = col.statistics
+            got = (st.min_raw, st.max_raw, st.null_count)
+            want = (mm["min"].as_py(), mm["max"].as_py(), v.null_count)
+            if got != want:
+                wrong.append(f"{name}: statistics {got}, values {want}")
+print("statistics", "true" if not wrong else wrong, len(files), flush=True)
+con.close()
+os._exit(0)
+"#;
+    let got = common::python(
+        script,
+        &[home.join("lake/dict").to_str().unwrap()],
+        "duckdb (delta extension), polars, deltalake and pyarrow",
+    );
+    let lines: Vec<&str> = got.lines().collect();
+    assert_eq!(lines.len(), 5, "{got}");
+    let want = format!(
+        "{n} {} {sum_qty} {tagged} {} {}",
+        n * (n + 1) / 2,
+        days.len(),
+        tags.len() - 1
+    );
+    for (reader, line) in ["DuckDB", "Polars", "deltalake", "pyarrow"]
+        .iter()
+        .zip(&lines)
+    {
+        assert_eq!(*line, want, "{reader}: {got}");
+    }
+    assert_eq!(lines[4], "statistics true 2", "{got}");
+}
