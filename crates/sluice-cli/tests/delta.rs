@@ -802,7 +802,7 @@ fn dictionary_columns_read_back_with_true_statistics_in_every_reader() {
         days.insert(day);
         text.push_str(&format!(
             "{id},{},{qty},{price},{},{tag}\n",
-            &format_epoch_seconds((1_609_459_200 + day * 86_400))[..10],
+            &format_epoch_seconds(1_609_459_200 + day * 86_400)[..10],
             format_epoch_seconds(at)
         ));
     }
