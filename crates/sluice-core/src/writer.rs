@@ -365,7 +365,7 @@ pub struct FileWriter {
     factory: ArrowRowGroupWriterFactory,
     schema: SchemaRef,
     props: Arc<WriterProperties>,
-    /// Per column: encoded by sluice (its kind), or by arrow-rs.
+    /// Per leaf column: encoded by sluice (its kind), or by arrow-rs.
     kinds: Vec<Option<Kind>>,
     group: Option<RowGroup>,
 }
@@ -386,18 +386,16 @@ impl FileWriter {
             .with_coerce_types(props.coerce_types())
             .convert(&schema)?;
         add_encoded_arrow_schema_to_metadata(&schema, &mut props);
-        let flat = parquet.num_columns() == schema.fields().len();
-        let kinds = schema
-            .fields()
-            .iter()
-            .enumerate()
-            .map(|(i, f)| {
-                if !flat {
-                    return None;
-                }
+        // Per leaf column: only a top-level field of a kind sluice encodes (a leaf whose path
+        // is its name alone) may be; the leaves of nested fields are arrow-rs's.
+        let kinds = (0..parquet.num_columns())
+            .map(|i| {
                 let descr = parquet.column(i);
                 let path = descr.path();
-                let (kind, physical) = Kind::of(f.data_type())?;
+                let [name] = path.parts() else {
+                    return None;
+                };
+                let (kind, physical) = Kind::of(schema.field_with_name(name).ok()?.data_type())?;
                 (physical == descr.physical_type()
                     && props.dictionary_enabled(path)
                     && props.statistics_enabled(path) == EnabledStatistics::Page
@@ -447,19 +445,33 @@ impl FileWriter {
             let group = self.group.as_mut().expect("row group is open");
             let take = (max - group.rows).min(batch.num_rows() - at);
             let part = batch.slice(at, take);
-            for ((c, field), array) in group
-                .columns
-                .iter_mut()
-                .zip(self.schema.fields())
-                .zip(part.columns())
-            {
-                match c {
-                    ColumnEncoder::Arrow(w) => {
+            // A field is one column, or (nested, arrow-rs's only) as many as it has leaves.
+            let mut encoders = group.columns.iter_mut();
+            for (field, array) in self.schema.fields().iter().zip(part.columns()) {
+                let mut next = || {
+                    encoders
+                        .next()
+                        .ok_or_else(|| Error::Task("more leaves than column writers".into()))
+                };
+                match next()? {
+                    ColumnEncoder::Dictionary(d) => d.write(array)?,
+                    ColumnEncoder::Arrow(first) => {
+                        let mut first = Some(first);
                         for leaf in compute_leaves(field, array)? {
-                            w.write(&leaf)?;
+                            match first.take() {
+                                Some(w) => w.write(&leaf)?,
+                                None => match next()? {
+                                    ColumnEncoder::Arrow(w) => w.write(&leaf)?,
+                                    ColumnEncoder::Dictionary(_) => {
+                                        return Err(Error::Task(
+                                            "a nested field's leaf given to a dictionary column"
+                                                .into(),
+                                        ));
+                                    }
+                                },
+                            }
                         }
                     }
-                    ColumnEncoder::Dictionary(d) => d.write(array)?,
                 }
             }
             group.rows += take;
@@ -930,6 +942,86 @@ mod tests {
             .collect();
         let refs: Vec<&RecordBatch> = parts.iter().collect();
         assert_eq!(dictionary_misfits(&refs, 1 << 20).unwrap(), ["part"]);
+    }
+
+    /// A nested field takes as many column writers as it has leaves, and the flat fields
+    /// around it keep theirs (the one encoded by sluice included): every value reads back.
+    #[test]
+    fn nested_fields_beside_dictionary_columns_read_back() {
+        use arrow::array::{ArrayRef, Int32Builder, ListBuilder, StructArray};
+        use arrow::datatypes::{Field, Fields, Schema};
+        let point = Fields::from(vec![
+            Field::new("x", DataType::Int64, true),
+            Field::new("label", DataType::Utf8, true),
+        ]);
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("a", DataType::Int64, true),
+            Field::new("p", DataType::Struct(point.clone()), true),
+            Field::new_list("l", Field::new_list_field(DataType::Int32, true), true),
+            Field::new("t", DataType::Utf8, true),
+        ]));
+        let n = 5000;
+        let mut list = ListBuilder::new(Int32Builder::new());
+        for i in 0..n {
+            for k in 0..i % 4 {
+                list.values().append_value(k);
+            }
+            list.append(i % 9 != 0);
+        }
+        let columns: Vec<ArrayRef> = vec![
+            Arc::new(Int64Array::from_iter(
+                (0..n).map(|i| (i % 7 != 0).then_some(i64::from(i % 13))),
+            )),
+            Arc::new(StructArray::new(
+                point,
+                vec![
+                    Arc::new(Int64Array::from_iter_values((0..n).map(i64::from))),
+                    Arc::new(StringArray::from_iter(
+                        (0..n).map(|i| (i % 5 != 0).then(|| format!("p{}", i % 3))),
+                    )),
+                ],
+                None,
+            )),
+            Arc::new(list.finish()),
+            Arc::new(StringArray::from_iter(
+                (0..n).map(|i| Some(format!("t{}", i % 4))),
+            )),
+        ];
+        let batch = RecordBatch::try_new(schema.clone(), columns).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("nested.parquet");
+        let mut w = FileWriter::try_new(
+            File::create(&path).unwrap(),
+            schema,
+            writer_properties(&ParquetOptions::default()).unwrap(),
+        )
+        .unwrap();
+        w.write(&batch.slice(0, 1234)).unwrap();
+        w.write(&batch.slice(1234, n as usize - 1234)).unwrap();
+        w.close().unwrap();
+        let read: Vec<RecordBatch> =
+            parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(
+                File::open(&path).unwrap(),
+            )
+            .unwrap()
+            .build()
+            .unwrap()
+            .map(|b| b.unwrap())
+            .collect();
+        let read = arrow::compute::concat_batches(&batch.schema(), &read).unwrap();
+        assert_eq!(read, batch);
+        // `a` and `t` were encoded by sluice, the struct's and the list's leaves by arrow-rs.
+        let kinds = FileWriter::try_new(
+            File::create(dir.path().join("again.parquet")).unwrap(),
+            batch.schema(),
+            writer_properties(&ParquetOptions::default()).unwrap(),
+        )
+        .unwrap()
+        .kinds;
+        assert_eq!(
+            kinds,
+            [Some(Kind::I64), None, None, None, Some(Kind::Bytes)]
+        );
     }
 
     #[test]
