@@ -655,6 +655,20 @@ fn format_epoch_seconds(s: i64) -> String {
     )
 }
 
+/// The lines a reader script printed, after checking that the first four (DuckDB's Delta
+/// extension, Polars, `deltalake`, pyarrow) each read `want`, and that one line follows them.
+fn four_readers_agree<'a>(got: &'a str, want: &str) -> Vec<&'a str> {
+    let lines: Vec<&str> = got.lines().collect();
+    assert_eq!(lines.len(), 5, "{got}");
+    for (reader, line) in ["DuckDB", "Polars", "deltalake", "pyarrow"]
+        .iter()
+        .zip(&lines)
+    {
+        assert_eq!(*line, want, "{reader}: {got}");
+    }
+    lines
+}
+
 /// Columns with too many values for a dictionary are written in Parquet's delta encodings
 /// (integers and timestamps DELTA_BINARY_PACKED, text DELTA_LENGTH_BYTE_ARRAY): DuckDB's Delta
 /// extension, Polars, the `deltalake` package and pyarrow on the bare files read back every
@@ -729,8 +743,6 @@ os._exit(0)
         &[home.join("lake/wide").to_str().unwrap()],
         "duckdb (delta extension), polars, deltalake and pyarrow",
     );
-    let lines: Vec<&str> = got.lines().collect();
-    assert_eq!(lines.len(), 5, "{got}");
     let want = format!(
         "{n} {} {sum_part} {sum_len} {} {} {}",
         n * (n + 1) / 2,
@@ -738,12 +750,7 @@ os._exit(0)
         min_ts * 1_000_000,
         max_ts * 1_000_000
     );
-    for (reader, line) in ["DuckDB", "Polars", "deltalake", "pyarrow"]
-        .iter()
-        .zip(&lines)
-    {
-        assert_eq!(*line, want, "{reader}: {got}");
-    }
+    let lines = four_readers_agree(&got, &want);
     // What the readers read: the files really are in those encodings.
     assert_eq!(
         lines[4],
@@ -854,19 +861,12 @@ os._exit(0)
         &[home.join("lake/dict").to_str().unwrap()],
         "duckdb (delta extension), polars, deltalake and pyarrow",
     );
-    let lines: Vec<&str> = got.lines().collect();
-    assert_eq!(lines.len(), 5, "{got}");
     let want = format!(
         "{n} {} {sum_qty} {tagged} {} {}",
         n * (n + 1) / 2,
         days.len(),
         tags.len() - 1
     );
-    for (reader, line) in ["DuckDB", "Polars", "deltalake", "pyarrow"]
-        .iter()
-        .zip(&lines)
-    {
-        assert_eq!(*line, want, "{reader}: {got}");
-    }
+    let lines = four_readers_agree(&got, &want);
     assert_eq!(lines[4], "statistics true 2", "{got}");
 }
