@@ -479,8 +479,7 @@ impl DictColumn {
         Ok(())
     }
 
-    /// An entry was added at table slot `s`: the table grows at half full, and a dictionary
-    /// past its limit turns the chunk to PLAIN pages from the next value on.
+    /// An entry was added at table slot `s`; the table grows at half full.
     fn inserted(&mut self, s: usize, h: u64) {
         let i = self.hashes.len() as u32;
         self.table[s] = i + 1;
@@ -532,49 +531,41 @@ impl DictColumn {
 
     /// Min and max of the current page (PLAIN), NaN left out.
     fn page_min_max(&self) -> Option<(Vec<u8>, Vec<u8>)> {
-        let kind = self.kind;
-        let mut min: Option<Vec<u8>> = None;
-        let mut max: Option<Vec<u8>> = None;
-        let mut see = |v: &[u8]| {
-            if kind == Kind::F64 && le_f64(v).is_nan() {
-                return;
+        if self.kind != Kind::Bytes {
+            // Numbers' bounds are kept as they come (NaN already left out).
+            let (lo, hi) = self.page_bounds?;
+            let (mut min, mut max) = (self.plain_of_bits(lo), self.plain_of_bits(hi));
+            if self.kind == Kind::F64 {
+                // As arrow-rs and the Parquet spec: a zero minimum is -0.0, a zero maximum +0.0.
+                if le_f64(&min) == 0.0 {
+                    min = (-0.0f64).to_le_bytes().to_vec();
+                }
+                if le_f64(&max) == 0.0 {
+                    max = 0.0f64.to_le_bytes().to_vec();
+                }
             }
-            if min.as_deref().is_none_or(|m| kind.less(v, m)) {
-                min = Some(v.to_vec());
-            }
-            if max.as_deref().is_none_or(|m| kind.less(m, v)) {
-                max = Some(v.to_vec());
-            }
-        };
-        if kind != Kind::Bytes {
-            if let Some((lo, hi)) = self.page_bounds {
-                see(&self.plain_of_bits(lo));
-                see(&self.plain_of_bits(hi));
-            }
-        } else if self.plain_mode {
+            return Some((min, max));
+        }
+        // Text: over the PLAIN values after a fall back, else over the entries the page used.
+        let mut values: Box<dyn Iterator<Item = &[u8]>> = if self.plain_mode {
             let mut p = &self.plain[..];
-            while !p.is_empty() {
+            Box::new(std::iter::from_fn(move || {
+                if p.is_empty() {
+                    return None;
+                }
                 let len = le_i32(p) as u32 as usize;
                 let (v, rest) = p[4..].split_at(len);
-                see(v);
                 p = rest;
-            }
+                Some(v)
+            }))
         } else {
-            for &i in &self.used {
-                see(self.entry(i));
-            }
-        }
-        let (mut min, mut max) = (min?, max?);
-        if kind == Kind::F64 {
-            // As arrow-rs and the Parquet spec: a zero minimum is -0.0, a zero maximum +0.0.
-            if le_f64(&min) == 0.0 {
-                min = (-0.0f64).to_le_bytes().to_vec();
-            }
-            if le_f64(&max) == 0.0 {
-                max = 0.0f64.to_le_bytes().to_vec();
-            }
-        }
-        Some((min, max))
+            Box::new(self.used.iter().map(|&i| self.entry(i)))
+        };
+        let first = values.next()?;
+        let (min, max) = values.fold((first, first), |(lo, hi), v| {
+            (if v < lo { v } else { lo }, if v > hi { v } else { hi })
+        });
+        Some((min.to_vec(), max.to_vec()))
     }
 
     /// Closes the page being filled (if it has rows): levels, values, compression.
