@@ -9,7 +9,7 @@ use sluice_core::convert::{ConvertOptions, ConvertProgress, ConvertStats};
 use sluice_core::source::{Format, Source, expand_local, expand_store};
 use sluice_core::writer_id;
 
-use crate::{Ctx, TableArgs, check_table, producer_options};
+use crate::{Ctx, TableArgs, prepare_table, producer_options};
 
 #[derive(Debug, Args)]
 pub struct ConvertArgs {
@@ -67,9 +67,7 @@ pub async fn run(ctx: &Ctx, a: &ConvertArgs) -> Result<()> {
     let lake = ctx.open.lake().await?;
     let catalog = ctx.open.catalog().await?;
     let topts = producer_options(ctx, &lake, &a.table)?;
-    if let Ok(def) = catalog.get_table(ctx.database(), &table).await {
-        check_table(&def, &a.table, &topts)?;
-    }
+    prepare_table(ctx, &*catalog, &lake, &a.table, &topts).await?;
     let sources = expand_sources(ctx, &a.sources, a.table.format).await?;
     let total_bytes: u64 = sources.iter().map(|s| s.size).sum();
     let id = writer_id();

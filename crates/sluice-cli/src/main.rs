@@ -456,9 +456,11 @@ struct UpgradeArgs {
 struct RepairArgs {
     #[arg(long, env = "SLUICE_TABLE")]
     table: String,
-    /// Only remove uncommitted files older than this many seconds (files that running
-    /// consumers of this home are uploading are never removed).
-    #[arg(long, default_value_t = 0)]
+    /// Only remove uncommitted files older than this many seconds (default an hour: a slow
+    /// upload from another machine is committed well within it). Files that running consumers
+    /// of this home are uploading are never removed, and only files sluice names its own
+    /// (`part-<UUIDv7>.parquet`) are ever removed.
+    #[arg(long, default_value_t = sluice_core::repair::REPAIR_GRACE.as_secs())]
     grace: u64,
 }
 
@@ -884,9 +886,7 @@ async fn produce(
     max_backlog: Option<u64>,
 ) -> Result<(ProduceStats, sluice_core::metrics::MeterSnapshot)> {
     let opts = producer_options(ctx, &b.lake, t)?;
-    if let Ok(def) = b.catalog.get_table(&b.database, &t.table).await {
-        check_table(&def, t, &opts)?;
-    }
+    prepare_table(ctx, &*b.catalog, &b.lake, t, &opts).await?;
     let mut opts = opts;
     opts.zstd_level = send.zstd_level;
     opts.max_backlog = max_backlog;
@@ -898,6 +898,41 @@ async fn produce(
         pb.finish_and_clear();
     }
     Ok((r?, m.meter.snapshot()))
+}
+
+/// Before writing to a table: registers it from its Delta log when the lake has it and the
+/// catalog does not (another engine's table, or one made from another home), refusing a
+/// `--partition-by` its log disagrees with; then checks the settings given against the table.
+pub(crate) async fn prepare_table(
+    ctx: &Ctx,
+    catalog: &dyn Catalog,
+    lake: &Lake,
+    t: &TableArgs,
+    opts: &ProducerOptions,
+) -> Result<()> {
+    let tc = ctx.table_config(&t.table);
+    let asked = t
+        .partition_by
+        .as_ref()
+        .or(tc.partition_by.as_ref())
+        .map(|s| PartitionSpec::parse(s))
+        .transpose()?;
+    sluice_core::delta::adopt::adopt(
+        catalog,
+        lake,
+        &sluice_core::delta::adopt::Adoption {
+            database: ctx.database(),
+            table: &t.table,
+            location: &opts.location,
+            partition_by: asked.as_ref(),
+            schema_policy: opts.schema_policy.name(),
+        },
+    )
+    .await?;
+    if let Ok(def) = catalog.get_table(ctx.database(), &t.table).await {
+        check_table(&def, t, opts)?;
+    }
+    Ok(())
 }
 
 /// Checks the settings given on the command line against an existing table: its partitioning,
@@ -1054,6 +1089,7 @@ async fn run_pipeline(ctx: &Ctx, a: RunArgs) -> Result<()> {
     let b = ctx.backends(Some(&table)).await?;
     // The table must exist before the consumer starts.
     let opts = producer_options(ctx, &b.lake, &a.table)?;
+    prepare_table(ctx, &*b.catalog, &b.lake, &a.table, &opts).await?;
     let producer = Producer::new(b.queue.clone(), b.catalog.clone(), opts.clone())?;
     let sources = convert::expand_sources(ctx, &a.files, a.table.format).await?;
     let first = sources.first().context("no input files")?;

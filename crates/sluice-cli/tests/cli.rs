@@ -168,8 +168,13 @@ fn query_is_read_only_and_formats_work() {
 fn stray_files_are_never_read_and_repair_removes_them() {
     let dir = tempfile::tempdir().unwrap();
     let home = run_main_job(dir.path());
-    let stray = home.join("lake/employment/year=2010/part-00000000-dead.parquet");
+    // A stray upload named as sluice names its files, and another engine's upload in flight.
+    let stray = home.join("lake/employment/year=2010/part-01938f5c-6c2e-7b3a-8d4e-5f6a7b8c9d0e.parquet");
     std::fs::write(&stray, b"not parquet at all").unwrap();
+    let theirs = home.join(
+        "lake/employment/year=2010/part-00000-4f1c7d3e-1b2a-4c3d-9e8f-0a1b2c3d4e5f-c000.snappy.parquet",
+    );
+    std::fs::write(&theirs, b"another engine's upload, not committed yet").unwrap();
     let csv = ok(&sluice(
         &home,
         &[
@@ -180,9 +185,17 @@ fn stray_files_are_never_read_and_repair_removes_them() {
         ],
     ));
     assert_eq!(csv, "n\n120\n");
+    // By default a fresh upload is within the grace period.
     let r = ok(&sluice(&home, &["repair", "--table", "employment"]));
+    assert!(r.contains("removed 0 uncommitted file"), "{r}");
+    assert!(stray.exists());
+    let r = ok(&sluice(
+        &home,
+        &["repair", "--table", "employment", "--grace", "0"],
+    ));
     assert!(r.contains("removed 1 uncommitted file"), "{r}");
     assert!(!stray.exists());
+    assert!(theirs.exists(), "another engine's file was removed");
 }
 
 #[test]

@@ -9,9 +9,13 @@
 //!       (dataChange false: the same rows, rearranged)
 //! ```
 //!
-//! A partition's version is committed only if every file it removes is still live (another
-//! compaction may have taken it first: then this partition is left as it is and its uploads
-//! deleted); appends racing with it do not conflict, they add other files. The exactly-once
+//! A partition's version is committed only if every file it removes is still live and has no
+//! deletion vector (another compaction, or a delete by another engine, may have taken it first:
+//! then this partition is left as it is and its uploads deleted); a commit that fails otherwise
+//! (a timeout, a lost reply) may have landed, so its uploads are left for `repair` and `vacuum`,
+//! which remove them only if no version names them. Files with deletion vectors are never
+//! compacted (their deleted rows would come back), and the protocol gate refuses tables whose
+//! features compaction does not honour; appends racing with it do not conflict, they add other files. The exactly-once
 //! records (`txn`) are never touched, so a chunk delivered again after compaction is still
 //! recognised. Rows keep their order (files in commit order), every column keeps its type, and
 //! the new files have statistics like every file sluice writes. The removed files stay on
@@ -32,6 +36,7 @@ use futures::TryStreamExt;
 use object_store::ObjectStoreExt;
 use tracing::{info, warn};
 
+use crate::delta::Operation;
 use crate::error::{Error, Result};
 use crate::lake::Lake;
 use crate::ledger::{CommitDraft, DataFile, FileKind, Ledger, column_type_of_delta};
@@ -107,11 +112,15 @@ pub async fn compact(lake: &Lake, table: &str, opts: &CompactOptions) -> Result<
             name: lake.url_of(&Lake::table_dir(table)),
         });
     }
+    // Compaction rewrites the files it reads: the table must allow it (rows of files with
+    // deletion vectors are partly deleted: those files are left as they are).
+    ledger.check(Operation::Compact)?;
     let columns = file_columns(&ledger)?;
     let schema = arrow_schema(&columns);
     let mut by_partition: BTreeMap<String, Vec<DataFile>> = BTreeMap::new();
     for f in ledger.state().files.values() {
         if f.bytes >= opts.target_bytes / 4 * 3
+            || ledger.state().deletion_vectors.contains(&f.path)
             || !matches_filter(&f.partition, &opts.filter)
             || opts.partition.as_ref().is_some_and(|p| *p != f.partition)
         {
@@ -160,22 +169,30 @@ pub async fn compact(lake: &Lake, table: &str, opts: &CompactOptions) -> Result<
                 report.bytes_removed += removed;
                 report.bytes_added += added;
             }
-            Err(e) => {
-                for f in &written {
-                    let _ = lake.store.delete(&lake.path(&f.path)).await;
-                }
-                match e {
-                    Error::Conflict(why) => {
-                        warn!(table, partition = %partition, reason = %why, "another compaction took these files first; partition left as it is");
-                        report.conflicts += 1;
-                        ledger.refresh().await?;
-                    }
-                    other => return Err(other),
-                }
+            // Refused before anything was written: the uploads are no version's, delete them.
+            Err(Error::Conflict(why)) => {
+                delete_uploads(lake, &written).await;
+                warn!(table, partition = %partition, reason = %why, "another writer changed these files first; partition left as it is");
+                report.conflicts += 1;
+                ledger.refresh().await?;
             }
+            Err(e @ (Error::UnsupportedFeature { .. } | Error::TableChanged { .. })) => {
+                delete_uploads(lake, &written).await;
+                return Err(e);
+            }
+            // Anything else (a timeout, a lost reply) may have landed the version: its files
+            // stay. `repair` and `vacuum` remove them if no version names them.
+            Err(e) => return Err(e),
         }
     }
     Ok(report)
+}
+
+/// Deletes uploads that no version names (the commit was refused before it was written).
+async fn delete_uploads(lake: &Lake, written: &[DataFile]) {
+    for f in written {
+        let _ = lake.store.delete(&lake.path(&f.path)).await;
+    }
 }
 
 /// The table's file columns (its Delta schema without the partition columns).
@@ -335,10 +352,10 @@ async fn finish(
         let stats = delta_stats(&file.local)?;
         Ok((file, stats))
     })?;
-    let dest = format!(
-        "{}{partition}/part-{}.parquet",
-        Lake::table_dir(table),
-        uuid::Uuid::now_v7()
+    let dest = crate::lake::data_file_path(
+        &Lake::table_dir(table),
+        partition,
+        &format!("part-{}.parquet", uuid::Uuid::now_v7()),
     );
     let uploaded = match crate::home::record_upload(&opts.spool_dir, table, &dest) {
         Ok(()) => {

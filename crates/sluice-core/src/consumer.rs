@@ -951,6 +951,10 @@ pub async fn open_logs(
     ledger
         .create_if_missing(&DeltaSchema::of_table(def))
         .await?;
+    // The table may be another engine's, or have changed since the catalog entry was made:
+    // refuse before anything is written.
+    crate::delta::adopt::check_def(def, &ledger)?;
+    ledger.check(crate::delta::Operation::Append)?;
     let mut quarantine = Ledger::open_quarantine(lake, &def.name, writer_id)
         .await?
         .with_checkpointer(checkpointer);

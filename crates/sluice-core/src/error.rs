@@ -85,6 +85,25 @@ pub enum Error {
     #[error("commit log {path}: {message}")]
     CorruptLog { path: String, message: String },
 
+    /// A Delta table uses a feature that sluice does not implement for this operation: nothing
+    /// was written.
+    #[error("table {table} uses the Delta feature {feature}, so sluice will not {operation} it: {reason}")]
+    UnsupportedFeature {
+        table: String,
+        feature: String,
+        operation: &'static str,
+        reason: String,
+    },
+
+    /// Another writer changed the table's schema, partitioning or protocol in a way the
+    /// commit being made was not written for: nothing was committed.
+    #[error("table {table} was changed by version {version} of another writer: {message}")]
+    TableChanged {
+        table: String,
+        version: u64,
+        message: String,
+    },
+
     /// A step kept failing with retryable errors; `source` is the last one.
     #[error("{what} failed after {attempts} attempts: {source}")]
     RetriesExhausted {

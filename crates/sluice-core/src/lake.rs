@@ -138,3 +138,13 @@ pub fn parse_dir_url(s: &str) -> Result<Url> {
     }
     Ok(url)
 }
+
+/// The path of a data file `name` in `partition` (`year=2024`, empty for an unpartitioned
+/// table) of the table in `table_dir` (ending in `/`).
+pub fn data_file_path(table_dir: &str, partition: &str, name: &str) -> String {
+    if partition.is_empty() {
+        format!("{table_dir}{name}")
+    } else {
+        format!("{table_dir}{partition}/{name}")
+    }
+}

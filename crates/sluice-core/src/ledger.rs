@@ -38,6 +38,11 @@ use serde_json::{Value, json};
 use tracing::{debug, warn};
 
 use crate::catalog::TableDef;
+use crate::delta::actions::{self, StructField};
+use crate::delta::{
+    Action, Add, CommitInfo, DomainMetadata, Metadata, Operation, Protocol, Remove, Txn,
+    WriteRules,
+};
 use crate::error::{Error, Result};
 use crate::lake::Lake;
 use crate::schema::ColumnType;
@@ -115,7 +120,16 @@ pub struct DeltaField {
 pub struct DeltaSchema {
     pub fields: Vec<DeltaField>,
     pub partition_columns: Vec<String>,
+    /// Table properties sluice adds to its own (`metaData.configuration`), such as its
+    /// partition spec, by which a new home adopts the table as it was made.
+    pub configuration: BTreeMap<String, String>,
 }
+
+/// Table property holding sluice's `--partition-by` spec (`year(month)`): a Delta table's
+/// partition columns alone do not say that `year` is the year of `month`.
+pub const CONFIG_PARTITION_BY: &str = "sluice.partitionBy";
+/// Table property holding the table's date format, when it has one.
+pub const CONFIG_DATE_FORMAT: &str = "sluice.dateFormat";
 
 /// Delta's type for a column type. Timestamps without zone are `timestamp_ntz`.
 pub fn delta_type(ty: ColumnType) -> &'static str {
@@ -162,9 +176,19 @@ impl DeltaSchema {
             ty: delta_type(c.ty),
             nullable: true,
         }));
+        let mut configuration = BTreeMap::new();
+        for (param, key) in [
+            (crate::catalog::PARAM_PARTITION_BY, CONFIG_PARTITION_BY),
+            (crate::catalog::PARAM_DATE_FORMAT, CONFIG_DATE_FORMAT),
+        ] {
+            if let Some(v) = def.parameters.get(param) {
+                configuration.insert(key.to_string(), v.clone());
+            }
+        }
         DeltaSchema {
             fields,
             partition_columns: def.partition_keys.iter().map(|c| c.name.clone()).collect(),
+            configuration,
         }
     }
 
@@ -201,28 +225,45 @@ impl DeltaSchema {
         Ok(DeltaSchema {
             fields,
             partition_columns: vec![],
+            configuration: BTreeMap::new(),
         })
     }
 
     /// Delta's `schemaString`.
     pub fn schema_string(&self) -> String {
-        let fields: Vec<Value> = self
-            .fields
-            .iter()
-            .map(|f| json!({"name": f.name, "type": f.ty, "nullable": f.nullable, "metadata": {}}))
-            .collect();
-        json!({"type": "struct", "fields": fields}).to_string()
+        let fields: Vec<StructField> = self.fields.iter().map(DeltaField::to_struct_field).collect();
+        serde_json::to_string(&crate::delta::actions::StructType {
+            kind: "struct".into(),
+            fields,
+        })
+        .expect("schema serializes")
     }
 
     /// The protocol a table of this schema needs: reader 1 / writer 2, or reader 3 / writer 7
     /// with the `timestampNtz` feature when a column is a timestamp without zone. Nothing else:
     /// Athena engine v3 reads both.
-    pub fn protocol(&self) -> Value {
+    pub fn protocol(&self) -> Protocol {
         if self.fields.iter().any(|f| f.ty == "timestamp_ntz") {
-            json!({"minReaderVersion": 3, "minWriterVersion": 7,
-                   "readerFeatures": ["timestampNtz"], "writerFeatures": ["timestampNtz"]})
+            Protocol {
+                min_reader_version: 3,
+                min_writer_version: 7,
+                reader_features: Some(vec!["timestampNtz".into()]),
+                writer_features: Some(vec!["timestampNtz".into()]),
+            }
         } else {
-            json!({"minReaderVersion": 1, "minWriterVersion": 2})
+            Protocol::legacy()
+        }
+    }
+}
+
+impl DeltaField {
+    /// The field as it stands in a Delta schema.
+    pub fn to_struct_field(&self) -> StructField {
+        StructField {
+            name: self.name.clone(),
+            ty: Value::String(self.ty.to_string()),
+            nullable: self.nullable,
+            metadata: Default::default(),
         }
     }
 }
@@ -242,24 +283,48 @@ pub struct LedgerState {
     pub schema_string: Option<String>,
     pub partition_columns: Vec<String>,
     /// The newest `metaData` and `protocol` actions, whole (a schema change keeps the rest).
-    pub metadata: Option<Value>,
-    pub protocol: Option<Value>,
-    app_ids: HashSet<String>,
+    pub metadata: Option<Metadata>,
+    pub protocol: Option<Protocol>,
+    /// Live files that carry a deletion vector (paths relative to the lake root): some of
+    /// their rows are deleted, so compaction leaves them alone.
+    pub deletion_vectors: HashSet<String>,
+    /// Domain metadata by domain (the domains removed are gone).
+    pub domains: BTreeMap<String, DomainMetadata>,
+    /// `(version, inCommitTimestamp)` of the newest commit that had one, when read.
+    in_commit_timestamp: Option<(u64, i64)>,
+    /// `delta.setTransactionRetentionDuration` in milliseconds, when the table sets it.
+    txn_retention_ms: Option<i64>,
+    /// Application transactions: app id → `lastUpdated` (`i64::MAX` when not recorded).
+    app_ids: HashMap<String, i64>,
     commit_ids: HashMap<String, u64>,
 }
 
 impl LedgerState {
-    /// Whether the rows of `chunk` in `partition` are committed.
+    /// Whether the rows of `chunk` in `partition` are committed (and their record has not
+    /// expired: see [`TXN_RETENTION`]).
     pub fn has_part(&self, chunk: &str, partition: &str) -> bool {
-        self.app_ids.contains(&app_id(chunk, partition))
+        self.has_app_id(&app_id(chunk, partition))
     }
 
-    /// The chunks with rows committed in `partition`.
+    fn has_app_id(&self, id: &str) -> bool {
+        self.app_ids
+            .get(id)
+            .is_some_and(|t| self.txn_alive(*t, chrono::Utc::now().timestamp_millis()))
+    }
+
+    fn txn_alive(&self, last_updated: i64, now_ms: i64) -> bool {
+        self.txn_retention_ms
+            .is_none_or(|r| last_updated >= now_ms.saturating_sub(r))
+    }
+
+    /// The chunks with rows committed in `partition` (records not expired).
     pub fn chunks_in(&self, partition: &str) -> HashSet<String> {
         let suffix = format!("/{partition}");
+        let now = chrono::Utc::now().timestamp_millis();
         self.app_ids
             .iter()
-            .filter_map(|a| a.strip_prefix("sluice/")?.strip_suffix(&suffix))
+            .filter(|(_, t)| self.txn_alive(**t, now))
+            .filter_map(|(a, _)| a.strip_prefix("sluice/")?.strip_suffix(&suffix))
             .filter(|c| !c.contains('/'))
             .map(str::to_string)
             .collect()
@@ -267,33 +332,23 @@ impl LedgerState {
 
     /// The columns of the newest schema: (name, Delta type), the partition columns too.
     pub fn schema_fields(&self) -> Vec<(String, String)> {
-        let Some(schema) = self
-            .schema_string
-            .as_deref()
-            .and_then(|s| serde_json::from_str::<Value>(s).ok())
-        else {
+        let Some(schema) = self.metadata.as_ref().and_then(|m| m.schema().ok()) else {
             return Vec::new();
         };
         schema
-            .get("fields")
-            .and_then(Value::as_array)
-            .map(|fields| {
-                fields
-                    .iter()
-                    .filter_map(|f| {
-                        let name = f.get("name")?.as_str()?.to_string();
-                        let ty = match f.get("type")? {
-                            Value::String(t) => t.clone(),
-                            other => other.to_string(),
-                        };
-                        Some((name, ty))
-                    })
-                    .collect()
+            .fields
+            .into_iter()
+            .map(|f| {
+                let ty = match f.ty {
+                    Value::String(t) => t,
+                    other => other.to_string(),
+                };
+                (f.name, ty)
             })
-            .unwrap_or_default()
+            .collect()
     }
 
-    /// Number of committed chunk parts.
+    /// Number of recorded chunk parts (expired records too, until a checkpoint drops them).
     pub fn chunk_part_count(&self) -> usize {
         self.app_ids.len()
     }
@@ -317,6 +372,58 @@ impl LedgerState {
         }
         by.into_values().collect()
     }
+
+    fn set_metadata(&mut self, m: Metadata) {
+        self.schema_string = Some(m.schema_string.clone());
+        self.partition_columns = m.partition_columns.clone();
+        self.txn_retention_ms = m
+            .config(TXN_RETENTION_KEY)
+            .and_then(parse_interval_ms);
+        self.metadata = Some(m);
+    }
+
+    /// The row-id high-water mark of the `delta.rowTracking` domain (-1: no row ids yet).
+    fn row_id_high_water_mark(&self) -> i64 {
+        self.domains
+            .get(ROW_TRACKING_DOMAIN)
+            .and_then(|d| serde_json::from_str::<Value>(&d.configuration).ok())
+            .and_then(|c| c.get("rowIdHighWaterMark").and_then(Value::as_i64))
+            .unwrap_or(-1)
+    }
+}
+
+/// Table property that bounds how long `txn` records (sluice's exactly-once records) are kept.
+pub const TXN_RETENTION_KEY: &str = "delta.setTransactionRetentionDuration";
+
+/// What sluice sets [`TXN_RETENTION_KEY`] to on the tables it creates: a chunk delivered, or a
+/// source sent, again within this time of its first commit is recognised and dropped; later it
+/// lands again. It covers SQS's longest retention (14 days) twice over.
+pub const TXN_RETENTION: &str = "interval 30 days";
+
+const ROW_TRACKING_DOMAIN: &str = "delta.rowTracking";
+
+/// Milliseconds of a Delta interval property (`interval 30 days`, `interval 1 week`, `7 days`).
+pub fn parse_interval_ms(s: &str) -> Option<i64> {
+    let s = s.trim().to_ascii_lowercase();
+    let s = s.strip_prefix("interval").unwrap_or(&s).trim();
+    let mut parts = s.split_whitespace();
+    let n: i64 = parts.next()?.parse().ok()?;
+    let unit = parts.next()?;
+    if parts.next().is_some() {
+        return None;
+    }
+    let ms: i64 = match unit.trim_end_matches('s') {
+        "nanosecond" => return Some(n / 1_000_000),
+        "microsecond" => return Some(n / 1_000),
+        "millisecond" => 1,
+        "second" => 1_000,
+        "minute" => 60_000,
+        "hour" => 3_600_000,
+        "day" => 86_400_000,
+        "week" => 604_800_000,
+        _ => return None,
+    };
+    n.checked_mul(ms)
 }
 
 /// One partition of a table, from its log.
@@ -373,6 +480,10 @@ pub struct Ledger {
     writer: String,
     state: LedgerState,
     checkpointer: Option<Arc<dyn Checkpointer>>,
+    /// The metadata the files this process commits were written for: as opened, or as this
+    /// ledger last changed it. A commit refuses a table whose metadata another writer has
+    /// changed incompatibly since ([`Ledger::commit`]).
+    written_for: Option<Metadata>,
 }
 
 fn version_of_json(name: &str) -> Option<u64> {
@@ -396,6 +507,18 @@ fn checkpoint_of(name: &str) -> Option<(u64, u32, u32)> {
     let parts = it.next()?.parse().ok()?;
     // Anything else (a UUID: a v2 checkpoint) is not a classic checkpoint.
     it.next().is_none().then_some((v, part, parts))
+}
+
+/// The version of a V2 checkpoint named with a UUID (`n.checkpoint.<uuid>.json|parquet`).
+fn v2_checkpoint_of(name: &str) -> Option<u64> {
+    let rest = name
+        .strip_suffix(".json")
+        .or_else(|| name.strip_suffix(".parquet"))?;
+    let (v, id) = rest.split_once(".checkpoint.")?;
+    if v.len() != 20 || uuid::Uuid::parse_str(id).is_err() {
+        return None;
+    }
+    v.parse().ok()
 }
 
 /// Percent-encodes a relative path for `add.path` (Delta paths are URIs): `%` of Hive escapes
@@ -456,12 +579,14 @@ impl Ledger {
             writer: writer.into(),
             state: LedgerState::default(),
             checkpointer: None,
+            written_for: None,
         };
         l.refresh().await?;
+        l.written_for = l.state.metadata.clone();
         Ok(l)
     }
 
-    /// Writes checkpoints with `c` every [`CHECKPOINT_INTERVAL`] versions.
+    /// Writes checkpoints with `c` every `delta.checkpointInterval` (100) versions.
     pub fn with_checkpointer(mut self, c: Option<Arc<dyn Checkpointer>>) -> Self {
         self.checkpointer = c;
         self
@@ -477,6 +602,11 @@ impl Ledger {
         &self.dir
     }
 
+    /// The table's URL, for messages.
+    pub fn url(&self) -> String {
+        self.lake.url_of(&self.dir)
+    }
+
     fn log_dir(&self) -> String {
         format!("{}_delta_log/", self.dir)
     }
@@ -485,35 +615,73 @@ impl Ledger {
         self.lake.path(&format!("{}{v:020}.json", self.log_dir()))
     }
 
-    /// Creates the table (version 0: protocol and metadata) unless it exists.
+    fn corrupt(&self, message: impl Into<String>) -> Error {
+        Error::CorruptLog {
+            path: self.lake.url_of(&self.log_dir()),
+            message: message.into(),
+        }
+    }
+
+    /// The protocol gate ([`crate::delta::protocol::check`]) for `op` on the cached state: the
+    /// rules the writer must follow, or the feature that rules `op` out. A table without a log
+    /// yet passes (sluice creates it).
+    pub fn check(&self, op: Operation) -> Result<WriteRules> {
+        if !self.state.exists {
+            return Ok(WriteRules {
+                checkpoints: true,
+                checkpoint_interval: CHECKPOINT_INTERVAL,
+                ..WriteRules::default()
+            });
+        }
+        let p = self
+            .state
+            .protocol
+            .as_ref()
+            .ok_or_else(|| self.corrupt("the log has no protocol action"))?;
+        let m = self
+            .state
+            .metadata
+            .as_ref()
+            .ok_or_else(|| self.corrupt("the log has no metaData action"))?;
+        crate::delta::protocol::check(&self.url(), p, m, op)
+    }
+
+    /// Creates the table (version 0: protocol and metadata) unless it exists. Tables sluice
+    /// creates keep their exactly-once records for [`TXN_RETENTION`].
     pub async fn create_if_missing(&mut self, schema: &DeltaSchema) -> Result<()> {
         if self.state.exists {
             return Ok(());
         }
         let now = chrono::Utc::now().timestamp_millis();
-        let lines = [
-            json!({"commitInfo": {
-                "timestamp": now,
-                "operation": "CREATE TABLE",
-                "operationParameters": {"mode": "ErrorIfExists", "location": self.lake.url_of(&self.dir)},
-                "engineInfo": format!("sluice/{}", env!("CARGO_PKG_VERSION")),
-                "clientVersion": format!("sluice-{}", env!("CARGO_PKG_VERSION")),
-                "isBlindAppend": true,
-                "sluiceWriter": self.writer,
-            }}),
-            json!({"protocol": schema.protocol()}),
-            json!({"metaData": {
-                "id": uuid::Uuid::new_v4().to_string(),
-                "format": {"provider": "parquet", "options": {}},
-                "schemaString": schema.schema_string(),
-                "partitionColumns": schema.partition_columns,
-                "configuration": {},
-                "createdTime": now,
-            }}),
+        let mut info = self.commit_info(now, None, "CREATE TABLE", true);
+        info.operation_parameters = Some(
+            json!({"mode": "ErrorIfExists", "location": self.lake.url_of(&self.dir)}),
+        );
+        let mut configuration = BTreeMap::new();
+        configuration.insert(TXN_RETENTION_KEY.to_string(), Some(TXN_RETENTION.to_string()));
+        for (k, v) in &schema.configuration {
+            configuration.insert(k.clone(), Some(v.clone()));
+        }
+        let actions = [
+            Action::CommitInfo(info),
+            Action::Protocol(schema.protocol()),
+            Action::Metadata(Metadata {
+                id: uuid::Uuid::new_v4().to_string(),
+                name: None,
+                description: None,
+                format: Default::default(),
+                schema_string: schema.schema_string(),
+                partition_columns: schema.partition_columns.clone(),
+                configuration,
+                created_time: Some(now),
+                extra: Default::default(),
+            }),
         ];
         // Written, or another writer created it first: either way the table exists now.
-        self.put_version(0, &join_lines(&lines)).await?;
-        self.refresh().await
+        self.put_version(0, &actions::render(&actions)).await?;
+        self.refresh().await?;
+        self.written_for = self.state.metadata.clone();
+        Ok(())
     }
 
     /// Adds nullable columns to the table's schema: one version with a `metaData` action (the
@@ -524,81 +692,71 @@ impl Ledger {
     ///
     /// Files committed before, and files of commits racing with this one, lack the columns:
     /// every reader reads them as NULL there, so appends never conflict with a schema change.
+    /// A change that loses the race is made again on the winner's schema, through the gate.
     pub async fn add_columns(&mut self, add: &[DeltaField]) -> Result<Option<u64>> {
         let id = uuid::Uuid::now_v7().to_string();
         loop {
             if let Some(v) = self.state.commit_ids.get(&id) {
                 return Ok(Some(*v));
             }
-            let url = self.lake.url_of(&self.log_dir());
-            let corrupt = |message: String| Error::CorruptLog {
-                path: url.clone(),
-                message,
-            };
+            let rules = self.check(Operation::ChangeSchema)?;
             let mut meta = self
                 .state
                 .metadata
                 .clone()
-                .ok_or_else(|| corrupt("the log has no metaData action".into()))?;
-            let mut schema: Value = meta
-                .get("schemaString")
-                .and_then(Value::as_str)
-                .and_then(|s| serde_json::from_str(s).ok())
-                .ok_or_else(|| corrupt("metaData has no readable schemaString".into()))?;
-            let fields = schema
-                .get_mut("fields")
-                .and_then(Value::as_array_mut)
-                .ok_or_else(|| corrupt("schemaString has no fields".into()))?;
-            let names: HashSet<String> = fields
+                .ok_or_else(|| self.corrupt("the log has no metaData action"))?;
+            let mut schema = meta
+                .schema()
+                .map_err(|e| self.corrupt(format!("metaData has no readable schemaString: {e}")))?;
+            let names: HashSet<&str> = schema.fields.iter().map(|f| f.name.as_str()).collect();
+            let new: Vec<&DeltaField> = add
                 .iter()
-                .filter_map(|f| f.get("name").and_then(Value::as_str).map(str::to_string))
+                .filter(|f| !names.contains(f.name.as_str()))
                 .collect();
-            let new: Vec<&DeltaField> = add.iter().filter(|f| !names.contains(&f.name)).collect();
             if new.is_empty() {
                 return Ok(None);
             }
-            let had_ntz = fields
+            let had_ntz = schema
+                .fields
                 .iter()
-                .any(|f| f.get("type") == Some(&json!("timestamp_ntz")));
-            let at = fields
+                .any(|f| f.primitive() == Some("timestamp_ntz"));
+            let at = schema
+                .fields
                 .iter()
-                .position(|f| {
-                    f.get("name")
-                        .and_then(Value::as_str)
-                        .is_some_and(|n| self.state.partition_columns.iter().any(|p| p == n))
-                })
-                .unwrap_or(fields.len());
-            let new_json: Vec<Value> = new
-                .iter()
-                .map(|f| json!({"name": f.name, "type": f.ty, "nullable": true, "metadata": {}}))
-                .collect();
-            for (k, f) in new_json.iter().enumerate() {
-                fields.insert(at + k, f.clone());
+                .position(|f| self.state.partition_columns.contains(&f.name))
+                .unwrap_or(schema.fields.len());
+            let new_fields: Vec<StructField> = new.iter().map(|f| f.to_struct_field()).collect();
+            for (k, f) in new_fields.iter().enumerate() {
+                schema.fields.insert(at + k, f.clone());
             }
-            meta["schemaString"] = Value::String(schema.to_string());
+            meta.schema_string = serde_json::to_string(&schema).expect("schema serializes");
             let now = chrono::Utc::now().timestamp_millis();
-            let columns: Vec<Value> = new_json.iter().map(|f| json!({"column": f})).collect();
-            let mut lines = vec![json!({"commitInfo": {
-                "timestamp": now,
-                "operation": "ADD COLUMNS",
-                "operationParameters": {"columns": Value::Array(columns).to_string()},
-                "engineInfo": format!("sluice/{}", env!("CARGO_PKG_VERSION")),
-                "clientVersion": format!("sluice-{}", env!("CARGO_PKG_VERSION")),
-                "isBlindAppend": false,
-                COMMIT_ID_KEY: id,
-                "sluiceWriter": self.writer,
-            }})];
+            let ict = self.next_in_commit_timestamp(&rules, now).await?;
+            let columns: Vec<Value> = new_fields
+                .iter()
+                .map(|f| json!({"column": f}))
+                .collect();
+            let mut info = self.commit_info(now, ict, "ADD COLUMNS", false);
+            info.operation_parameters =
+                Some(json!({"columns": Value::Array(columns).to_string()}));
+            info.extra
+                .insert(COMMIT_ID_KEY.into(), Value::String(id.clone()));
+            let mut actions = vec![Action::CommitInfo(info)];
             if !had_ntz && new.iter().any(|f| f.ty == "timestamp_ntz") {
-                lines.push(
-                    json!({"protocol": with_feature(self.state.protocol.as_ref(), "timestampNtz")}),
-                );
+                let p = self
+                    .state
+                    .protocol
+                    .clone()
+                    .unwrap_or_else(Protocol::legacy);
+                actions.push(Action::Protocol(p.with_feature("timestampNtz")));
             }
-            lines.push(json!({"metaData": meta}));
-            let body = join_lines(&lines);
+            actions.push(Action::Metadata(meta));
+            let body = actions::render(&actions);
             let version = self.state.version + 1;
             if self.put_version(version, &body).await? {
                 self.apply_version(version, &body)?;
-                self.after_commit(version).await;
+                self.written_for = self.state.metadata.clone();
+                self.after_commit(version, &rules).await;
                 return Ok(Some(version));
             }
             self.refresh().await?;
@@ -629,66 +787,84 @@ impl Ledger {
     }
 
     /// Reads the versions newer than the cached state (from the newest checkpoint when the
-    /// cached state is empty).
+    /// cached state is empty; `_last_checkpoint` says where to start listing). A table whose
+    /// reader features sluice does not know is an error.
     pub async fn refresh(&mut self) -> Result<()> {
         let log_dir = self.log_dir();
         let prefix = self.lake.path(&log_dir);
-        let listing = if self.state.exists {
-            let offset = self.version_path(self.state.version);
-            self.lake
-                .store
-                .list_with_offset(Some(&prefix), &offset)
-                .try_collect::<Vec<_>>()
-                .await?
+        let hint = if self.state.exists {
+            None
         } else {
-            self.lake.store.list(Some(&prefix)).try_collect().await?
+            self.last_checkpoint_version().await?
         };
-        let mut jsons: Vec<u64> = Vec::new();
-        let mut checkpoints: BTreeMap<u64, (u32, Vec<object_store::path::Path>)> = BTreeMap::new();
-        for m in &listing {
-            let Some(name) = m.location.filename() else {
-                continue;
-            };
-            if let Some(v) = version_of_json(name) {
-                jsons.push(v);
-            } else if let Some((v, _, parts)) = checkpoint_of(name) {
-                let e = checkpoints.entry(v).or_insert((parts, Vec::new()));
-                e.1.push(m.location.clone());
+        let offset = match (self.state.exists, hint) {
+            (true, _) => Some(self.version_path(self.state.version)),
+            // Everything from the hinted checkpoint's version on (names sort by version).
+            (false, Some(v)) => Some(self.lake.path(&format!("{log_dir}{v:020}"))),
+            (false, None) => None,
+        };
+        let mut listing: Vec<object_store::ObjectMeta> = match &offset {
+            Some(o) => {
+                self.lake
+                    .store
+                    .list_with_offset(Some(&prefix), o)
+                    .try_collect()
+                    .await?
             }
+            None => self.lake.store.list(Some(&prefix)).try_collect().await?,
+        };
+        let mut log = LogListing::of(&listing);
+        if !self.state.exists && hint.is_some() && log.newest_checkpoint().is_none() {
+            // `_last_checkpoint` named a checkpoint that is not there: read the whole log.
+            listing = self.lake.store.list(Some(&prefix)).try_collect().await?;
+            log = LogListing::of(&listing);
         }
-        jsons.sort_unstable();
         let mut next = if self.state.exists {
             self.state.version + 1
         } else {
             0
         };
-        if !self.state.exists {
-            // The newest complete checkpoint, if any.
-            let newest = checkpoints
-                .iter()
-                .rev()
-                .find(|(_, (parts, files))| files.len() == *parts as usize);
-            if let Some((v, (_, files))) = newest {
-                let mut files = files.clone();
-                files.sort();
-                self.read_checkpoint(&files).await?;
-                self.state.version = *v;
-                self.state.exists = true;
-                next = v + 1;
-            }
+        if !self.state.exists
+            && let Some((v, files)) = log.newest_checkpoint()
+        {
+            self.read_checkpoint(&files).await?;
+            self.state.version = v;
+            self.state.exists = true;
+            next = v + 1;
         }
         let start = next;
-        for v in jsons.into_iter().filter(|v| *v >= start) {
+        for v in log.jsons.into_iter().filter(|v| *v >= start) {
             if v != next {
-                return Err(Error::CorruptLog {
-                    path: self.lake.url_of(&log_dir),
-                    message: format!("version {next} is missing (found {v})"),
-                });
+                return Err(self.corrupt(if next == 0 {
+                    format!("version 0 is missing and no checkpoint covers the versions before {v}")
+                } else {
+                    format!("version {next} is missing (found {v})")
+                }));
             }
             self.read_version(v).await?;
             next = v + 1;
         }
+        if self.state.exists {
+            self.check(Operation::Read)?;
+        }
         Ok(())
+    }
+
+    /// The version `_delta_log/_last_checkpoint` names, if the file is there and reads.
+    async fn last_checkpoint_version(&self) -> Result<Option<u64>> {
+        let path = self
+            .lake
+            .path(&format!("{}_last_checkpoint", self.log_dir()));
+        match self.lake.store.get(&path).await {
+            Ok(r) => {
+                let bytes = r.bytes().await?;
+                Ok(serde_json::from_slice::<Value>(&bytes)
+                    .ok()
+                    .and_then(|v| v.get("version").and_then(Value::as_u64)))
+            }
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(e.into()),
+        }
     }
 
     async fn read_version(&mut self, v: u64) -> Result<()> {
@@ -704,55 +880,22 @@ impl Ledger {
     /// Applies the actions of version `v` (its JSON lines) to the cached state.
     fn apply_version(&mut self, v: u64, text: &str) -> Result<()> {
         let url = self.lake.url_of(&format!("{}{v:020}.json", self.log_dir()));
-        let corrupt = |message: String| Error::CorruptLog {
-            path: url.clone(),
-            message,
-        };
         for (i, line) in text.lines().enumerate() {
-            if line.trim().is_empty() {
-                continue;
-            }
-            let action: Value =
-                serde_json::from_str(line).map_err(|e| corrupt(format!("line {}: {e}", i + 1)))?;
-            if let Some(a) = action.get("add") {
-                let path = a
-                    .get("path")
-                    .and_then(Value::as_str)
-                    .ok_or_else(|| corrupt(format!("line {}: add without a path", i + 1)))?;
-                let size = a.get("size").and_then(Value::as_u64).unwrap_or(0);
-                let stats = a.get("stats").and_then(Value::as_str).map(str::to_string);
-                self.add_file(path, size, stats);
-            } else if let Some(r) = action.get("remove") {
-                if let Some(p) = r.get("path").and_then(Value::as_str) {
-                    let rel = self.lake_path(p);
-                    self.state.files.remove(&rel);
-                    self.state.removed.insert(rel);
+            let action = Action::parse_line(line).map_err(|message| Error::CorruptLog {
+                path: url.clone(),
+                message: format!("line {}: {message}", i + 1),
+            })?;
+            match action {
+                Some(Action::CommitInfo(c)) => {
+                    if let Some(id) = c.extra.get(COMMIT_ID_KEY).and_then(Value::as_str) {
+                        self.state.commit_ids.insert(id.to_string(), v);
+                    }
+                    if let Some(t) = c.in_commit_timestamp {
+                        self.state.in_commit_timestamp = Some((v, t));
+                    }
                 }
-            } else if let Some(t) = action.get("txn") {
-                if let Some(id) = t.get("appId").and_then(Value::as_str) {
-                    self.state.app_ids.insert(id.to_string());
-                }
-            } else if let Some(c) = action.get("commitInfo") {
-                if let Some(id) = c.get(COMMIT_ID_KEY).and_then(Value::as_str) {
-                    self.state.commit_ids.insert(id.to_string(), v);
-                }
-            } else if let Some(p) = action.get("protocol") {
-                self.state.protocol = Some(p.clone());
-            } else if let Some(m) = action.get("metaData") {
-                self.state.metadata = Some(m.clone());
-                self.state.schema_string = m
-                    .get("schemaString")
-                    .and_then(Value::as_str)
-                    .map(str::to_string);
-                self.state.partition_columns = m
-                    .get("partitionColumns")
-                    .and_then(Value::as_array)
-                    .map(|a| {
-                        a.iter()
-                            .filter_map(|v| v.as_str().map(str::to_string))
-                            .collect()
-                    })
-                    .unwrap_or_default();
+                Some(a) => self.apply(a),
+                None => {}
             }
         }
         self.state.version = v;
@@ -760,100 +903,195 @@ impl Ledger {
         Ok(())
     }
 
+    /// Applies one action (of a commit or a checkpoint) to the cached state.
+    fn apply(&mut self, a: Action) {
+        match a {
+            Action::Add(add) => self.add_file(add),
+            Action::Remove(r) => {
+                let rel = self.lake_path(&r.path);
+                self.state.files.remove(&rel);
+                self.state.deletion_vectors.remove(&rel);
+                self.state.removed.insert(rel);
+            }
+            Action::Txn(t) => {
+                self.state
+                    .app_ids
+                    .insert(t.app_id, t.last_updated.unwrap_or(i64::MAX));
+            }
+            Action::Protocol(p) => self.state.protocol = Some(p),
+            Action::Metadata(m) => self.state.set_metadata(m),
+            Action::DomainMetadata(d) => {
+                if d.removed {
+                    self.state.domains.remove(&d.domain);
+                } else {
+                    self.state.domains.insert(d.domain.clone(), d);
+                }
+            }
+            Action::CommitInfo(_) | Action::Sidecar { .. } | Action::Unknown(..) => {}
+        }
+    }
+
     /// The path, relative to the lake root, of a Delta `path` (relative to the table, encoded).
     fn lake_path(&self, delta_path: &str) -> String {
         format!("{}{}", self.dir, decode_path(delta_path))
     }
 
-    fn add_file(&mut self, path: &str, size: u64, stats: Option<String>) {
-        let decoded = decode_path(path);
+    fn add_file(&mut self, add: Add) {
+        let decoded = decode_path(&add.path);
         let rel = format!("{}{}", self.dir, decoded);
-        let partition = match decoded.rsplit_once('/') {
-            Some((dir, _)) => dir.to_string(),
-            None => String::new(),
-        };
+        let partition = self.partition_of(&decoded, &add.partition_values);
+        let stats = add.stats;
         let rows = stats
             .as_deref()
             .and_then(|s| serde_json::from_str::<Value>(s).ok())
             .and_then(|v| v.get("numRecords").and_then(Value::as_u64))
             .unwrap_or(0);
+        if add.deletion_vector.is_some() {
+            self.state.deletion_vectors.insert(rel.clone());
+        } else {
+            self.state.deletion_vectors.remove(&rel);
+        }
         self.state.files.insert(
             rel.clone(),
             DataFile {
                 path: rel,
                 partition,
                 rows,
-                bytes: size,
+                bytes: add.size.max(0) as u64,
                 kind: self.kind,
                 stats,
             },
         );
     }
 
-    /// Reads a classic checkpoint (one file or several parts): live files, transactions and
-    /// metadata at its version.
+    /// A file's partition directory (`year=2024`): its folder when that names the table's
+    /// partition columns in order (every file sluice writes), else the Hive path of its
+    /// `partitionValues` (other writers may put files anywhere, column mapping under random
+    /// prefixes); empty for an unpartitioned table.
+    fn partition_of(&self, decoded: &str, values: &BTreeMap<String, Option<String>>) -> String {
+        let cols = &self.state.partition_columns;
+        if cols.is_empty() {
+            return String::new();
+        }
+        let dir = decoded.rsplit_once('/').map(|(d, _)| d).unwrap_or("");
+        let keys = crate::partition::parse_partition_path(dir);
+        if keys.len() == cols.len() && keys.iter().zip(cols).all(|((k, _), c)| k == c) {
+            return dir.to_string();
+        }
+        cols.iter()
+            .map(|c| {
+                let v = values
+                    .get(c)
+                    .cloned()
+                    .flatten()
+                    .filter(|v| !v.is_empty())
+                    .map(|v| crate::partition::escape_path_name(&v))
+                    .unwrap_or_else(|| crate::partition::DEFAULT_PARTITION.to_string());
+                format!("{}={v}", crate::partition::escape_path_name(c))
+            })
+            .collect::<Vec<_>>()
+            .join("/")
+    }
+
+    /// Reads a checkpoint (classic in one file or several parts, or V2 in JSON or Parquet, with
+    /// its sidecars): live files, transactions, domains, protocol and metadata at its version.
+    /// Files are applied last, once the partition columns are known.
     async fn read_checkpoint(&mut self, files: &[object_store::path::Path]) -> Result<()> {
-        use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+        let mut adds: Vec<Add> = Vec::new();
+        let mut sidecars: Vec<String> = Vec::new();
         for path in files {
-            let corrupt = |message: String| Error::CorruptLog {
-                path: path.to_string(),
-                message,
-            };
-            // A checkpoint holds one row per live file and chunk part: read it whole.
-            let bytes = self.lake.store.get(path).await?.bytes().await?;
-            let reader = ParquetRecordBatchReaderBuilder::try_new(bytes)?.build()?;
-            for batch in reader {
-                let batch = batch?;
-                if let Some(add) = batch.column_by_name("add") {
-                    let add = add
-                        .as_struct_opt()
-                        .ok_or_else(|| corrupt("add is not a struct".into()))?;
-                    let paths =
-                        string_field(add, "path").ok_or_else(|| corrupt("add.path".into()))?;
-                    let sizes = add
-                        .column_by_name("size")
-                        .and_then(|c| c.as_primitive_opt::<arrow::datatypes::Int64Type>().cloned());
-                    let stats = string_field(add, "stats");
-                    for i in 0..add.len() {
-                        if add.is_null(i) || paths.is_null(i) {
+            if path.as_ref().ends_with(".json") {
+                let bytes = self.lake.store.get(path).await?.bytes().await?;
+                let text = String::from_utf8_lossy(&bytes);
+                for (i, line) in text.lines().enumerate() {
+                    let action = Action::parse_line(line).map_err(|m| Error::CorruptLog {
+                        path: path.to_string(),
+                        message: format!("line {}: {m}", i + 1),
+                    })?;
+                    match action {
+                        Some(Action::Add(a)) => adds.push(a),
+                        Some(Action::Sidecar { path }) => sidecars.push(path),
+                        Some(a) => self.apply(a),
+                        None => {}
+                    }
+                }
+            } else {
+                self.read_checkpoint_parquet(path, &mut adds, &mut sidecars)
+                    .await?;
+            }
+        }
+        for s in std::mem::take(&mut sidecars) {
+            let path = self
+                .lake
+                .path(&format!("{}_sidecars/{}", self.log_dir(), decode_path(&s)));
+            self.read_checkpoint_parquet(&path, &mut adds, &mut sidecars)
+                .await?;
+        }
+        for a in adds {
+            self.add_file(a);
+        }
+        Ok(())
+    }
+
+    async fn read_checkpoint_parquet(
+        &mut self,
+        path: &object_store::path::Path,
+        adds: &mut Vec<Add>,
+        sidecars: &mut Vec<String>,
+    ) -> Result<()> {
+        use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+        let corrupt = |message: String| Error::CorruptLog {
+            path: path.to_string(),
+            message,
+        };
+        // A checkpoint holds one row per live file and chunk part: read it whole.
+        let bytes = self.lake.store.get(path).await?.bytes().await?;
+        let reader = ParquetRecordBatchReaderBuilder::try_new(bytes)?.build()?;
+        for batch in reader {
+            let batch = batch?;
+            // Chunk parts are most of the rows: read column by column.
+            if let Some(txn) = batch.column_by_name("txn") {
+                let t = txn
+                    .as_struct_opt()
+                    .ok_or_else(|| corrupt("txn is not a struct".into()))?;
+                if let Some(ids) = string_field(t, "appId") {
+                    let updated = t.column_by_name("lastUpdated").and_then(|c| {
+                        arrow::compute::cast(c, &arrow::datatypes::DataType::Int64).ok()
+                    });
+                    let updated = updated
+                        .as_ref()
+                        .and_then(|c| c.as_primitive_opt::<arrow::datatypes::Int64Type>());
+                    for i in 0..t.len() {
+                        if t.is_null(i) || ids.is_null(i) {
                             continue;
                         }
-                        let size = sizes.as_ref().map(|s| s.value(i) as u64).unwrap_or(0);
-                        let st = stats
-                            .as_ref()
-                            .filter(|s| s.is_valid(i))
-                            .map(|s| s.value(i).to_string());
-                        self.add_file(paths.value(i), size, st);
+                        let at = updated
+                            .filter(|u| u.is_valid(i))
+                            .map(|u| u.value(i))
+                            .unwrap_or(i64::MAX);
+                        self.state.app_ids.insert(ids.value(i).to_string(), at);
                     }
                 }
-                let mut removed = Vec::new();
-                for_each_string(&batch, "remove", "path", &corrupt, |p| {
-                    removed.push(self.lake_path(p))
-                })?;
-                self.state.removed.extend(removed);
-                for_each_string(&batch, "txn", "appId", &corrupt, |id| {
-                    self.state.app_ids.insert(id.to_string());
-                })?;
-                if let Some(meta) = batch.column_by_name("metaData") {
-                    let col = meta.clone();
-                    let meta = meta
-                        .as_struct_opt()
-                        .ok_or_else(|| corrupt("metaData is not a struct".into()))?;
-                    if let Some(s) = string_field(meta, "schemaString") {
-                        for i in 0..meta.len() {
-                            if !meta.is_null(i) && s.is_valid(i) {
-                                self.state.schema_string = Some(s.value(i).to_string());
-                                self.state.partition_columns = partition_columns_at(meta, i);
-                                self.state.metadata = Some(action_json(&col, i)?);
-                            }
-                        }
-                    }
-                }
-                if let Some(p) = batch.column_by_name("protocol") {
-                    for i in 0..p.len() {
-                        if p.is_valid(i) {
-                            self.state.protocol = Some(action_json(p, i)?);
-                        }
+            }
+            let mut removed = Vec::new();
+            for_each_string(&batch, "remove", "path", &corrupt, |p| {
+                removed.push(self.lake_path(p))
+            })?;
+            self.state.removed.extend(removed);
+            for (key, rows) in [
+                ("protocol", actions_of(&batch, "protocol")?),
+                ("metaData", actions_of(&batch, "metaData")?),
+                ("domainMetadata", actions_of(&batch, "domainMetadata")?),
+                ("add", actions_of(&batch, "add")?),
+                ("sidecar", actions_of(&batch, "sidecar")?),
+            ] {
+                for v in rows {
+                    let mut obj = serde_json::Map::with_capacity(1);
+                    obj.insert(key.to_string(), v);
+                    match Action::from_json(Value::Object(obj)).map_err(&corrupt)? {
+                        Action::Add(a) => adds.push(a),
+                        Action::Sidecar { path } => sidecars.push(path),
+                        a => self.apply(a),
                     }
                 }
             }
@@ -861,8 +1099,11 @@ impl Ledger {
         Ok(())
     }
 
-    /// Commits a draft atomically. Fails with `Conflict` if any of its chunk parts was committed
-    /// by someone else; retries on the next version when another commit won the race.
+    /// Commits a draft atomically, through the protocol gate. Fails with `Conflict` if any of
+    /// its chunk parts was committed by someone else, or a file it removes is gone (or gained
+    /// a deletion vector); with `TableChanged` if another writer changed the schema or
+    /// partitioning this process wrote its files for; retries on the next version when another
+    /// commit won the race and none of that happened.
     ///
     /// Retrying is the caller's: call again with the same draft (same id) after a retryable error.
     pub async fn commit(&mut self, draft: CommitDraft) -> Result<Commit> {
@@ -877,6 +1118,11 @@ impl Ledger {
         } else {
             draft.id.clone()
         };
+        let op = if draft.rearrange {
+            Operation::Compact
+        } else {
+            Operation::Append
+        };
         loop {
             if let Some(v) = self.state.commit_ids.get(&id) {
                 // An earlier attempt landed although its reply was lost.
@@ -886,6 +1132,8 @@ impl Ledger {
                 );
                 return Ok(self.commit_of(&id, *v, &draft));
             }
+            let rules = self.check(op)?;
+            self.check_written_for()?;
             if let Some(cp) = draft
                 .chunks
                 .iter()
@@ -905,16 +1153,111 @@ impl Ledger {
                     "file {gone} is no longer in the table (another commit removed it)"
                 )));
             }
+            if let Some(dv) = draft
+                .remove
+                .iter()
+                .find(|p| self.state.deletion_vectors.contains(*p))
+            {
+                return Err(Error::Conflict(format!(
+                    "file {dv} has a deletion vector now (another writer deleted rows from it)"
+                )));
+            }
+            if rules.append_only && !draft.rearrange && !draft.remove.is_empty() {
+                return Err(Error::UnsupportedFeature {
+                    table: self.url(),
+                    feature: "appendOnly".into(),
+                    operation: "remove files from",
+                    reason: "delta.appendOnly is true: only appends and compaction are allowed"
+                        .into(),
+                });
+            }
             let commit = self.commit_of(&id, self.state.version + 1, &draft);
-            let body = self.render(&commit)?;
+            let ict = self
+                .next_in_commit_timestamp(&rules, commit.committed_at_ms)
+                .await?;
+            let body = self.render(&commit, &rules, ict)?;
             if self.put_version(commit.version, &body).await? {
                 // The version is exactly what was written: apply it without reading it back.
                 self.apply_version(commit.version, &body)?;
-                self.after_commit(commit.version).await;
+                self.after_commit(commit.version, &rules).await;
                 return Ok(commit);
             }
             self.refresh().await?;
         }
+    }
+
+    /// Fails when the table's metadata is no longer what this process wrote its files for:
+    /// another table under the same name (a new `metaData` id), other partition columns, or a
+    /// column gone or retyped. Columns added by others are fine (absent from the files: NULL).
+    fn check_written_for(&self) -> Result<()> {
+        let (Some(base), Some(now)) = (&self.written_for, &self.state.metadata) else {
+            return Ok(());
+        };
+        if base == now {
+            return Ok(());
+        }
+        let changed = |message: String| Error::TableChanged {
+            table: self.url(),
+            version: self.state.version,
+            message,
+        };
+        if base.id != now.id {
+            return Err(changed(format!(
+                "the table was replaced (metaData id {} is now {})",
+                base.id, now.id
+            )));
+        }
+        if base.partition_columns != now.partition_columns {
+            return Err(changed(format!(
+                "it was partitioned by [{}] and is now partitioned by [{}]",
+                base.partition_columns.join(", "),
+                now.partition_columns.join(", ")
+            )));
+        }
+        let (Ok(was), Ok(is)) = (base.schema(), now.schema()) else {
+            return Err(self.corrupt("a schemaString does not read"));
+        };
+        for f in &was.fields {
+            match is.fields.iter().find(|g| g.name == f.name) {
+                None => return Err(changed(format!("column {} was dropped", f.name))),
+                Some(g) if g.ty != f.ty => {
+                    return Err(changed(format!(
+                        "column {} changed type from {} to {}",
+                        f.name, f.ty, g.ty
+                    )));
+                }
+                Some(_) => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// The `inCommitTimestamp` of the next commit when the table asks for one: later than the
+    /// previous commit's (read from its file when not cached), and `now` otherwise.
+    async fn next_in_commit_timestamp(&mut self, rules: &WriteRules, now: i64) -> Result<Option<i64>> {
+        if !rules.in_commit_timestamps {
+            return Ok(None);
+        }
+        let v = self.state.version;
+        let previous = match self.state.in_commit_timestamp {
+            Some((pv, t)) if pv == v => Some(t),
+            _ => match self.lake.store.get(&self.version_path(v)).await {
+                Ok(r) => {
+                    let bytes = r.bytes().await?;
+                    String::from_utf8_lossy(&bytes)
+                        .lines()
+                        .filter_map(|l| Action::parse_line(l).ok().flatten())
+                        .find_map(|a| match a {
+                            Action::CommitInfo(c) => c.in_commit_timestamp.or(c.timestamp),
+                            _ => None,
+                        })
+                }
+                // Cleaned up after a checkpoint: nothing to order after but the clock.
+                Err(object_store::Error::NotFound { .. }) => None,
+                Err(e) => return Err(e.into()),
+            },
+        };
+        Ok(Some(previous.map_or(now, |p| now.max(p + 1))))
     }
 
     fn commit_of(&self, id: &str, version: u64, draft: &CommitDraft) -> Commit {
@@ -930,9 +1273,10 @@ impl Ledger {
         }
     }
 
-    /// Writes a checkpoint when one is due. A failure is logged: the commit has landed.
-    async fn after_commit(&self, version: u64) {
-        if !version.is_multiple_of(CHECKPOINT_INTERVAL) {
+    /// Writes a checkpoint when one is due and the table lets sluice write it. A failure is
+    /// logged: the commit has landed.
+    async fn after_commit(&self, version: u64, rules: &WriteRules) {
+        if !rules.checkpoints || !version.is_multiple_of(rules.checkpoint_interval.max(1)) {
             return;
         }
         if let Some(c) = &self.checkpointer
@@ -943,21 +1287,41 @@ impl Ledger {
     }
 
     /// Delta `partitionValues` of a partition directory (`year=2024`).
-    fn partition_values(&self, partition: &str) -> serde_json::Map<String, Value> {
-        let mut pv = serde_json::Map::new();
+    fn partition_values(&self, partition: &str) -> BTreeMap<String, Option<String>> {
         let kv = crate::partition::parse_partition_path(partition);
-        for col in &self.state.partition_columns {
-            let v = kv
-                .iter()
-                .find(|(k, _)| k == col)
-                .and_then(|(_, v)| v.clone());
-            pv.insert(col.clone(), v.map(Value::String).unwrap_or(Value::Null));
-        }
-        pv
+        self.state
+            .partition_columns
+            .iter()
+            .map(|col| {
+                let v = kv
+                    .iter()
+                    .find(|(k, _)| k == col)
+                    .and_then(|(_, v)| v.clone());
+                (col.clone(), v)
+            })
+            .collect()
     }
 
-    fn render(&self, c: &Commit) -> Result<String> {
-        let mut lines = Vec::with_capacity(2 + c.add.len() + c.chunks.len());
+    /// The `commitInfo` of a commit by this writer (first in its version, as in-commit
+    /// timestamps require).
+    fn commit_info(&self, now: i64, ict: Option<i64>, operation: &str, blind: bool) -> CommitInfo {
+        let mut extra = serde_json::Map::new();
+        extra.insert("sluiceWriter".into(), Value::String(self.writer.clone()));
+        CommitInfo {
+            in_commit_timestamp: ict,
+            timestamp: Some(now),
+            operation: Some(operation.to_string()),
+            operation_parameters: None,
+            operation_metrics: None,
+            is_blind_append: Some(blind),
+            engine_info: Some(format!("sluice/{}", env!("CARGO_PKG_VERSION"))),
+            client_version: Some(format!("sluice-{}", env!("CARGO_PKG_VERSION"))),
+            extra,
+        }
+    }
+
+    fn render(&self, c: &Commit, rules: &WriteRules, ict: Option<i64>) -> Result<String> {
+        let mut out = Vec::with_capacity(3 + c.add.len() + c.chunks.len() + c.remove.len());
         let rows: u64 = c.add.iter().map(|a| a.rows).sum();
         let bytes: u64 = c.add.iter().map(|a| a.bytes).sum();
         let (operation, parameters) = if c.rearrange {
@@ -965,25 +1329,33 @@ impl Ledger {
         } else {
             ("WRITE", json!({"mode": "Append"}))
         };
-        lines.push(json!({"commitInfo": {
-            "timestamp": c.committed_at_ms,
-            "operation": operation,
-            "operationParameters": parameters,
-            "engineInfo": format!("sluice/{}", env!("CARGO_PKG_VERSION")),
-            "clientVersion": format!("sluice-{}", env!("CARGO_PKG_VERSION")),
-            "isBlindAppend": c.remove.is_empty() && !c.rearrange,
-            "operationMetrics": {
-                "numFiles": c.add.len().to_string(),
-                "numOutputRows": rows.to_string(),
-                "numOutputBytes": bytes.to_string(),
-            },
-            COMMIT_ID_KEY: c.id,
-            "sluiceWriter": c.writer,
-            "sluiceChunkParts": c.chunks.len(),
-        }}));
+        // A blind append reads nothing: it only adds files. Compaction reads the files it
+        // removes.
+        let mut info = self.commit_info(
+            c.committed_at_ms,
+            ict,
+            operation,
+            c.remove.is_empty() && !c.rearrange,
+        );
+        info.operation_parameters = Some(parameters);
+        info.operation_metrics = Some(json!({
+            "numFiles": c.add.len().to_string(),
+            "numOutputRows": rows.to_string(),
+            "numOutputBytes": bytes.to_string(),
+        }));
+        info.extra
+            .insert(COMMIT_ID_KEY.into(), Value::String(c.id.clone()));
+        info.extra
+            .insert("sluiceChunkParts".into(), json!(c.chunks.len()));
+        out.push(Action::CommitInfo(info));
         for cp in &c.chunks {
-            lines.push(json!({"txn": {"appId": cp.app_id(), "version": 1, "lastUpdated": c.committed_at_ms}}));
+            out.push(Action::Txn(Txn {
+                app_id: cp.app_id(),
+                version: 1,
+                last_updated: Some(c.committed_at_ms),
+            }));
         }
+        let mut high_water = self.state.row_id_high_water_mark();
         for a in &c.add {
             let rel = a.path.strip_prefix(&self.dir).ok_or_else(|| {
                 Error::Config(format!(
@@ -991,39 +1363,116 @@ impl Ledger {
                     a.path, self.dir
                 ))
             })?;
-            let mut add = json!({
-                "path": encode_path(rel),
-                "partitionValues": self.partition_values(&a.partition),
-                "size": a.bytes,
-                "modificationTime": c.committed_at_ms,
-                "dataChange": !c.rearrange,
-            });
-            let stats = a
-                .stats
-                .clone()
-                .unwrap_or_else(|| json!({"numRecords": a.rows}).to_string());
-            add["stats"] = Value::String(stats);
-            lines.push(json!({"add": add}));
+            let (base_row_id, default_row_commit_version) = if rules.row_tracking {
+                let base = high_water + 1;
+                high_water += a.rows as i64;
+                (Some(base), Some(c.version as i64))
+            } else {
+                (None, None)
+            };
+            out.push(Action::Add(Add {
+                path: encode_path(rel),
+                partition_values: self.partition_values(&a.partition),
+                size: a.bytes as i64,
+                modification_time: c.committed_at_ms,
+                data_change: !c.rearrange,
+                stats: Some(
+                    a.stats
+                        .clone()
+                        .unwrap_or_else(|| json!({"numRecords": a.rows}).to_string()),
+                ),
+                tags: None,
+                deletion_vector: None,
+                base_row_id,
+                default_row_commit_version,
+                clustering_provider: None,
+            }));
+        }
+        if rules.row_tracking && !c.add.is_empty() {
+            out.push(Action::DomainMetadata(DomainMetadata {
+                domain: ROW_TRACKING_DOMAIN.into(),
+                configuration: json!({"rowIdHighWaterMark": high_water}).to_string(),
+                removed: false,
+            }));
         }
         for r in &c.remove {
             let rel = r.strip_prefix(&self.dir).unwrap_or(r);
-            let mut remove = json!({
-                "path": encode_path(rel),
-                "deletionTimestamp": c.committed_at_ms,
-                "dataChange": !c.rearrange,
-            });
-            if let Some(f) = self.state.files.get(r) {
-                remove["extendedFileMetadata"] = Value::Bool(true);
-                remove["partitionValues"] = Value::Object(self.partition_values(&f.partition));
-                remove["size"] = json!(f.bytes);
-            }
-            lines.push(json!({"remove": remove}));
+            let f = self.state.files.get(r);
+            out.push(Action::Remove(Remove {
+                path: encode_path(rel),
+                deletion_timestamp: Some(c.committed_at_ms),
+                data_change: !c.rearrange,
+                extended_file_metadata: f.map(|_| true),
+                partition_values: f.map(|f| self.partition_values(&f.partition)),
+                size: f.map(|f| f.bytes as i64),
+                stats: None,
+                deletion_vector: None,
+                base_row_id: None,
+                default_row_commit_version: None,
+            }));
         }
-        Ok(lines
+        Ok(actions::render(&out))
+    }
+}
+
+/// The `_delta_log` files of one listing: JSON versions and checkpoints.
+struct LogListing {
+    jsons: Vec<u64>,
+    /// Classic checkpoints by version: (parts expected, files found).
+    classic: BTreeMap<u64, (u32, Vec<object_store::path::Path>)>,
+    /// V2 checkpoints with a UUID in their name, by version.
+    v2: BTreeMap<u64, object_store::path::Path>,
+}
+
+impl LogListing {
+    fn of(listing: &[object_store::ObjectMeta]) -> Self {
+        let mut l = LogListing {
+            jsons: Vec::new(),
+            classic: BTreeMap::new(),
+            v2: BTreeMap::new(),
+        };
+        for m in listing {
+            // Only files directly in `_delta_log/` (not `_sidecars/`, `_staged_commits/`).
+            let Some(name) = m.location.filename() else {
+                continue;
+            };
+            if m.location.as_ref().contains("/_delta_log/_") {
+                continue;
+            }
+            if let Some(v) = version_of_json(name) {
+                l.jsons.push(v);
+            } else if let Some((v, _, parts)) = checkpoint_of(name) {
+                let e = l.classic.entry(v).or_insert((parts, Vec::new()));
+                e.1.push(m.location.clone());
+            } else if let Some(v) = v2_checkpoint_of(name) {
+                l.v2.insert(v, m.location.clone());
+            }
+        }
+        l.jsons.sort_unstable();
+        l
+    }
+
+    /// The newest complete checkpoint: its version and files (parts in order).
+    fn newest_checkpoint(&self) -> Option<(u64, Vec<object_store::path::Path>)> {
+        let classic = self
+            .classic
             .iter()
-            .map(|l| l.to_string())
-            .collect::<Vec<_>>()
-            .join("\n"))
+            .rev()
+            .find(|(_, (parts, files))| files.len() == *parts as usize)
+            .map(|(v, (_, files))| {
+                let mut files = files.clone();
+                files.sort();
+                (*v, files)
+            });
+        let v2 = self
+            .v2
+            .iter()
+            .next_back()
+            .map(|(v, p)| (*v, vec![p.clone()]));
+        match (classic, v2) {
+            (Some(c), Some(v)) => Some(if v.0 > c.0 { v } else { c }),
+            (c, v) => c.or(v),
+        }
     }
 }
 
@@ -1143,76 +1592,31 @@ fn string_field(s: &StructArray, name: &str) -> Option<arrow::array::StringArray
     c.as_string_opt::<i32>().cloned()
 }
 
-/// A protocol with a table feature added (readers and writers): reader 3 / writer 7, the
-/// features the table had kept.
-fn with_feature(protocol: Option<&Value>, feature: &str) -> Value {
-    let list = |key: &str| -> Vec<Value> {
-        let mut v: Vec<Value> = protocol
-            .and_then(|p| p.get(key))
-            .and_then(Value::as_array)
-            .cloned()
-            .unwrap_or_default();
-        if !v.iter().any(|f| f == feature) {
-            v.push(Value::String(feature.to_string()));
-        }
-        v
+/// The rows of a checkpoint batch that hold `action`, each as the JSON object the action has
+/// in a commit file (nested maps, as `partitionValues`, become objects).
+fn actions_of(batch: &arrow::array::RecordBatch, action: &str) -> Result<Vec<Value>> {
+    let Some(col) = batch.column_by_name(action) else {
+        return Ok(Vec::new());
     };
-    let version = |key: &str, min: u64| {
-        protocol
-            .and_then(|p| p.get(key))
-            .and_then(Value::as_u64)
-            .unwrap_or(0)
-            .max(min)
-    };
-    json!({
-        "minReaderVersion": version("minReaderVersion", 3),
-        "minWriterVersion": version("minWriterVersion", 7),
-        "readerFeatures": list("readerFeatures"),
-        "writerFeatures": list("writerFeatures"),
-    })
-}
-
-/// Row `i` of a checkpoint's action column as the JSON the action has in a commit file.
-fn action_json(col: &arrow::array::ArrayRef, i: usize) -> Result<Value> {
-    let batch = arrow::array::RecordBatch::try_from_iter([("a", col.slice(i, 1))])?;
+    if col.null_count() == col.len() {
+        return Ok(Vec::new());
+    }
+    let present = arrow::compute::is_not_null(col)?;
+    let rows = arrow::compute::filter(col, &present)?;
+    let one = arrow::array::RecordBatch::try_from_iter([("a", rows)])?;
     let mut buf = Vec::new();
     let mut w = arrow::json::LineDelimitedWriter::new(&mut buf);
-    w.write(&batch)?;
+    w.write(&one)?;
     w.finish()?;
-    let mut v: Value = serde_json::from_slice(&buf).map_err(|e| Error::CorruptLog {
-        path: "checkpoint".into(),
-        message: format!("an action does not read as JSON: {e}"),
-    })?;
-    Ok(v.get_mut("a").map(Value::take).unwrap_or(Value::Null))
-}
-
-/// A version's actions, one JSON object per line.
-fn join_lines(lines: &[Value]) -> String {
-    lines
-        .iter()
-        .map(|l| l.to_string())
-        .collect::<Vec<_>>()
-        .join("\n")
-}
-
-fn partition_columns_at(meta: &StructArray, i: usize) -> Vec<String> {
-    let Some(c) = meta.column_by_name("partitionColumns") else {
-        return vec![];
-    };
-    let Some(list) = c.as_list_opt::<i32>() else {
-        return vec![];
-    };
-    if list.is_null(i) {
-        return vec![];
-    }
-    let v = list.value(i);
-    let Ok(v) = arrow::compute::cast(&v, &arrow::datatypes::DataType::Utf8) else {
-        return vec![];
-    };
-    let s = v.as_string::<i32>();
-    (0..s.len())
-        .filter(|j| s.is_valid(*j))
-        .map(|j| s.value(j).to_string())
+    buf.split(|b| *b == b'\n')
+        .filter(|l| !l.is_empty())
+        .map(|l| {
+            let mut v: Value = serde_json::from_slice(l).map_err(|e| Error::CorruptLog {
+                path: "checkpoint".into(),
+                message: format!("a {action} action does not read as JSON: {e}"),
+            })?;
+            Ok(v.get_mut("a").map(Value::take).unwrap_or(Value::Null))
+        })
         .collect()
 }
 

@@ -32,6 +32,7 @@ pub mod consumer;
 pub mod convert;
 pub mod csv;
 pub mod decode;
+pub mod delta;
 pub mod dictionary;
 pub mod error;
 pub mod evolve;

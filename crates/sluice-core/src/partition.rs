@@ -187,6 +187,9 @@ impl PartitionSpec {
     /// Parses one field or several separated by commas: `year(ts)`, `hour(ts)`, `region`,
     /// `year(ts) AS dep_year`, `year(ts),region`.
     pub fn parse(s: &str) -> Result<Self> {
+        if s.trim().is_empty() {
+            return Ok(PartitionSpec::unpartitioned());
+        }
         let fields = s
             .split(',')
             .map(|f| PartitionField::parse(f, s))
@@ -206,6 +209,25 @@ impl PartitionSpec {
     /// Every key, in path order.
     pub fn key_names(&self) -> Vec<String> {
         self.fields.iter().flat_map(|f| f.key_names()).collect()
+    }
+
+    /// No partitions: every file in the table's directory (written as the empty spec, `""`).
+    pub fn unpartitioned() -> Self {
+        PartitionSpec { fields: Vec::new() }
+    }
+
+    /// Whether the table has no partitions.
+    pub fn is_unpartitioned(&self) -> bool {
+        self.fields.is_empty()
+    }
+
+    /// The spec for people: `year(ts),region`, or `nothing (unpartitioned)`.
+    pub fn describe(&self) -> String {
+        if self.is_unpartitioned() {
+            "nothing (unpartitioned)".into()
+        } else {
+            self.to_string()
+        }
     }
 
     /// Whether `column` is kept in the path only (a plain-column field's source).
@@ -416,8 +438,10 @@ mod tests {
             PartitionSpec::parse("hour(ts) AS t").unwrap().key_names(),
             ["t_year", "t_month", "t_day", "t_hour"]
         );
+        // The empty spec is an unpartitioned table (as its catalog entry stores it).
+        assert!(PartitionSpec::parse("").unwrap().is_unpartitioned());
+        assert_eq!(PartitionSpec::parse(" ").unwrap().to_string(), "");
         for bad in [
-            "",
             "year(",
             "year()",
             "week(x)",

@@ -8,6 +8,9 @@
 //! their spool (`uploads.log`) before it starts; recovery removes the uncommitted uploads of
 //! consumers that are known to be dead at once, never touches those of running consumers, and
 //! removes other uncommitted files (written by consumers elsewhere) only after a grace period.
+//! Only files named as sluice names its own ([`is_sluice_file`]) are ever removed: a file another
+//! engine uploaded is that engine's to commit, and Delta's vacuum (after its retention) to
+//! remove.
 
 use std::collections::HashSet;
 use std::time::Duration;
@@ -70,11 +73,9 @@ pub async fn repair(lake: &Lake, table: &str, opts: &RepairOptions) -> Result<Re
             {
                 continue;
             }
-            let name = m.location.filename().unwrap_or_default();
-            // Only sluice's own data files and multipart leftovers.
-            if !(name.starts_with("part-")
-                && (name.ends_with(".parquet") || name.contains(".parquet#")))
-            {
+            // Only sluice's own data files and their multipart leftovers: a file another engine
+            // uploaded may be committed by it any moment.
+            if !is_sluice_file(m.location.filename().unwrap_or_default()) {
                 continue;
             }
             let age = now
@@ -92,6 +93,25 @@ pub async fn repair(lake: &Lake, table: &str, opts: &RepairOptions) -> Result<Re
     }
     Ok(report)
 }
+
+/// Whether a file name is one sluice gives its data files: `part-<UUIDv7>.parquet` (or a local
+/// multipart upload of one, `…parquet#<n>`). Spark's `part-00000-<uuid>-c000.snappy.parquet`,
+/// delta-rs's `part-00001-<uuid>-c000.zstd.parquet` and pyarrow's `part-0.parquet` are not.
+pub fn is_sluice_file(name: &str) -> bool {
+    let base = name.split('#').next().unwrap_or(name);
+    let Some(id) = base
+        .strip_prefix("part-")
+        .and_then(|r| r.strip_suffix(".parquet"))
+    else {
+        return false;
+    };
+    id.len() == 36
+        && uuid::Uuid::parse_str(id).is_ok_and(|u| u.get_version_num() == 7)
+}
+
+/// Default grace of `sluice repair` for files no running consumer of this home is uploading:
+/// a slow upload from another machine is committed well within it.
+pub const REPAIR_GRACE: Duration = Duration::from_secs(3_600);
 
 /// Start-up recovery of a consumer of `table` that holds `claim`: the uploads that dead consumers
 /// of this home recorded and never committed are removed at once (for every table they wrote),
@@ -128,4 +148,26 @@ pub async fn recover(
         }
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_sluice_names_are_sluice_files() {
+        let own = format!("part-{}.parquet", uuid::Uuid::now_v7());
+        assert!(is_sluice_file(&own));
+        assert!(is_sluice_file(&format!("{own}#3")));
+        for other in [
+            "part-00000-4f1c7d3e-1b2a-4c3d-9e8f-0a1b2c3d4e5f-c000.snappy.parquet",
+            "part-00001-4f1c7d3e-1b2a-4c3d-9e8f-0a1b2c3d4e5f-c000.zstd.parquet",
+            "part-0.parquet",
+            "part-00000000-dead.parquet",
+            // A UUID, but version 4: not one sluice made.
+            "part-4f1c7d3e-1b2a-4c3d-9e8f-0a1b2c3d4e5f.parquet",
+        ] {
+            assert!(!is_sluice_file(other), "{other}");
+        }
+    }
 }

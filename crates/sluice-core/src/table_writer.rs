@@ -479,11 +479,7 @@ impl TableWriter {
                     format!("{}{name}", Lake::quarantine_dir(&self.layout.name))
                 }
                 FileKind::Data => {
-                    format!(
-                        "{}{}/{name}",
-                        Lake::table_dir(&self.layout.name),
-                        c.partition
-                    )
+                    crate::lake::data_file_path(&Lake::table_dir(&self.layout.name), &c.partition, &name)
                 }
             };
             let uploaded =

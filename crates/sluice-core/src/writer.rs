@@ -24,6 +24,17 @@ use crate::dictionary::{DictColumn, Kind};
 use crate::error::{Error, Result};
 use crate::lake::Lake;
 
+/// The Parquet footer's `created_by`, in the form parquet-java parses (`<app> version
+/// <semver> (build <hash>)`): Spark, Hive and Trino trust the statistics of files whose writer
+/// they can name, and ignore text statistics otherwise.
+pub fn created_by() -> String {
+    format!(
+        "sluice version {} (build {})",
+        env!("CARGO_PKG_VERSION"),
+        env!("SLUICE_BUILD")
+    )
+}
+
 /// Parquet settings.
 #[derive(Debug, Clone)]
 pub struct ParquetOptions {
@@ -126,7 +137,7 @@ fn builder(
         .set_dictionary_page_size_limit(DICTIONARY_PAGE_BYTES)
         .set_statistics_enabled(EnabledStatistics::Page)
         .set_max_row_group_row_count(Some(o.row_group_rows))
-        .set_created_by(format!("sluice {}", env!("CARGO_PKG_VERSION"))))
+        .set_created_by(created_by()))
 }
 
 /// Rows a dictionary decision needs to see at least.

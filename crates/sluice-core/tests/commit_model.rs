@@ -60,6 +60,7 @@ fn schema() -> DeltaSchema {
             },
         ],
         partition_columns: vec!["year".into()],
+        configuration: Default::default(),
     }
 }
 

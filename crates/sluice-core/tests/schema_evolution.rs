@@ -39,6 +39,7 @@ async fn schema_changes_race_with_appends_and_each_other_without_losing_either()
     a.create_if_missing(&DeltaSchema {
         fields: vec![field("id", "long"), field("year", "long")],
         partition_columns: vec!["year".into()],
+        configuration: Default::default(),
     })
     .await
     .unwrap();
@@ -83,8 +84,8 @@ async fn schema_changes_race_with_appends_and_each_other_without_losing_either()
     assert_eq!(types["ts"], "timestamp_ntz");
     // A timestamp without zone needs the table feature: the protocol says so.
     let p = c.state().protocol.clone().unwrap();
-    assert_eq!(p["minReaderVersion"], 3);
-    assert_eq!(p["readerFeatures"], serde_json::json!(["timestampNtz"]));
+    assert_eq!(p.min_reader_version, 3);
+    assert_eq!(p.reader_features, Some(vec!["timestampNtz".to_string()]));
     // Nothing new: no version.
     assert_eq!(
         b.add_columns(&[field("ts", "timestamp_ntz")])
@@ -100,8 +101,8 @@ async fn schema_changes_race_with_appends_and_each_other_without_losing_either()
     assert_eq!(fresh.state().files.len(), 1);
     assert_eq!(fresh.state().partition_columns, ["year"]);
     assert_eq!(
-        fresh.state().metadata.as_ref().unwrap()["id"],
-        a.state().metadata.as_ref().unwrap()["id"]
+        fresh.state().metadata.as_ref().unwrap().id,
+        a.state().metadata.as_ref().unwrap().id
     );
 }
 

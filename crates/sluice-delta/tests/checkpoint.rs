@@ -20,6 +20,7 @@ fn schema() -> DeltaSchema {
     DeltaSchema {
         fields: vec![f("id", "long"), f("at", "timestamp_ntz"), f("year", "long")],
         partition_columns: vec!["year".into()],
+        configuration: Default::default(),
     }
 }
 

@@ -117,7 +117,13 @@ impl QueryEngine {
             let provider =
                 match delta_provider(&ctx, lake, &Lake::table_dir(&def.name), as_of).await? {
                     Some(p) => p,
-                    None if as_of == AsOf::Latest => empty_table(&def)?,
+                    None if as_of == AsOf::Latest => {
+                        // No Delta log: a table created and not written yet reads as empty;
+                        // one written by an earlier sluice is an error naming the upgrade,
+                        // never an empty answer.
+                        sluice_core::consumer::refuse_legacy_log(lake, &def.name).await?;
+                        empty_table(&def)?
+                    }
                     None => {
                         return Err(sluice_core::Error::NotFound {
                             what: "Delta table",
