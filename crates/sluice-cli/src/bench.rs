@@ -39,6 +39,12 @@ pub struct BenchArgs {
     /// `sluice compact` (and with DuckDB's Delta extension, with --peers).
     #[arg(long)]
     compaction: bool,
+    /// Instead: the cost of the exactly-once records. A table is given this many recorded chunk
+    /// parts (1,000 a version, then a checkpoint), and `convert` of a one-row file into it is
+    /// timed (start-up reads every record, then one commit), beside the same on a table of
+    /// 1,000 records.
+    #[arg(long, value_name = "PARTS")]
+    log_parts: Option<u64>,
 }
 
 struct Measured {
@@ -336,6 +342,9 @@ pub async fn run(a: BenchArgs) -> Result<()> {
         bail!("--scale must be positive");
     }
     std::fs::create_dir_all(&a.dir)?;
+    if let Some(parts) = a.log_parts {
+        return log_parts(&a, parts).await;
+    }
     let (csv, rows, csv_bytes) = lineitem(&a).await?;
     if a.compaction {
         return compaction(&a, &csv, rows, csv_bytes);
@@ -452,6 +461,88 @@ pub async fn run(a: BenchArgs) -> Result<()> {
             bytes as f64 / 1e6,
             files,
             vs
+        );
+    }
+    Ok(())
+}
+
+/// `--log-parts`: start-up and commit cost of a table holding `parts` exactly-once records.
+async fn log_parts(a: &BenchArgs, parts: u64) -> Result<()> {
+    use sluice_core::ledger::{ChunkPart, CommitDraft, Ledger};
+    let exe = std::env::current_exe()?;
+    let mut rows = Vec::new();
+    for (label, n) in [("1,000 records", 1_000u64), ("--log-parts", parts.max(1_000))] {
+        let home = a.dir.join(format!("log-parts-{n}"));
+        let _ = std::fs::remove_dir_all(&home);
+        let seed = a.dir.join("log-parts-seed.csv");
+        std::fs::write(&seed, "id,d\n0,2024-01-01\n")?;
+        let sluice = |args: &[&str]| {
+            let mut c = Command::new(&exe);
+            c.arg("--home").arg(&home).args(args);
+            c
+        };
+        let seed_s = seed.to_str().context("path is not UTF-8")?;
+        let st = sluice(&["convert", seed_s, "--table", "t", "--partition-by", "year(d)"])
+            .stdout(Stdio::null())
+            .status()?;
+        if !st.success() {
+            bail!("creating the table failed");
+        }
+        let lake = sluice_core::lake::Lake::local(&home.join("lake"))?;
+        let mut log = Ledger::open(&lake, "t", "bench")
+            .await?
+            .with_checkpointer(Some(sluice_delta::checkpointer()));
+        let t = Instant::now();
+        let mut made = 0u64;
+        while made < n {
+            let k = (n - made).min(1_000);
+            let chunks = (made..made + k)
+                .map(|i| ChunkPart {
+                    chunk: format!("bench-source-{:016x}-{i:08}", 0x5eed_u64),
+                    partition: "year=2024".into(),
+                })
+                .collect();
+            log.commit(CommitDraft {
+                chunks,
+                ..Default::default()
+            })
+            .await?;
+            made += k;
+        }
+        // A checkpoint at the newest version, as the consumer writes every 100.
+        sluice_delta::checkpointer()
+            .checkpoint(&lake, "t/", log.state().version)
+            .await?;
+        eprintln!(
+            "{label}: {n} records in {} versions made in {:.1}s",
+            log.state().version,
+            t.elapsed().as_secs_f64()
+        );
+        let one = a.dir.join("log-parts-one.csv");
+        std::fs::write(&one, "id,d\n1,2024-06-01\n")?;
+        let one_s = one.to_str().context("path is not UTF-8")?;
+        let mut runs = Vec::new();
+        for _ in 0..a.repeat.max(1) {
+            // A new source each run: one commit each time.
+            std::fs::write(&one, format!("id,d\n{},2024-06-01\n", runs.len() + 1))?;
+            runs.push(measure("sluice convert", &mut sluice(&["convert", one_s, "--table", "t"]))?);
+        }
+        if let Some(bad) = runs.iter().find(|r| !r.ok) {
+            bail!("convert failed: {}", bad.stderr);
+        }
+        runs.sort_by_key(|r| r.wall);
+        let m = &runs[runs.len() / 2];
+        let peak = runs.iter().map(|r| r.peak_rss_kib).max().unwrap_or(0);
+        rows.push((label, n, m.wall, m.cpu, peak));
+    }
+    println!("| table | records | wall | CPU | peak RSS |");
+    println!("|---|---:|---:|---:|---:|");
+    for (label, n, wall, cpu, peak) in rows {
+        println!(
+            "| {label} | {n} | {:.2} s | {:.2} s | {:.0} MB |",
+            wall.as_secs_f64(),
+            cpu.as_secs_f64(),
+            peak as f64 / 1024.0
         );
     }
     Ok(())

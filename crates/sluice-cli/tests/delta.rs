@@ -291,6 +291,14 @@ fn a_lake_of_an_earlier_version_is_refused_then_upgraded_in_place() {
         "{}",
         stderr(&refused)
     );
+    // A query is an error naming the upgrade too, never an empty answer.
+    let q = sluice(&home, &["query", "SELECT count(*) FROM employment"]);
+    assert!(!q.status.success());
+    assert!(
+        stderr(&q).contains("sluice upgrade --table employment") && !stderr(&q).contains("ERROR"),
+        "{}",
+        stderr(&q)
+    );
     let up = ok(&sluice(&home, &["upgrade", "--table", "employment"]));
     let (n, sum) = expected();
     assert!(up.contains(&format!("({n} rows)")), "{up}");

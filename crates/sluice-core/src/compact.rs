@@ -39,7 +39,7 @@ use tracing::{info, warn};
 use crate::delta::Operation;
 use crate::error::{Error, Result};
 use crate::lake::Lake;
-use crate::ledger::{CommitDraft, DataFile, FileKind, Ledger, column_type_of_delta};
+use crate::ledger::{CommitDraft, DataFile, FileKind, Ledger, column_type_of_delta, delta_type};
 use crate::schema::{Column, arrow_schema};
 use crate::writer::{
     ParquetOptions, SpoolFile, delta_stats, dictionary_misfits, upload, writer_properties_for,
@@ -203,12 +203,15 @@ fn file_columns(ledger: &Ledger) -> Result<Vec<Column>> {
         .into_iter()
         .filter(|(n, _)| !state.partition_columns.contains(n))
         .map(|(name, ty)| {
-            let t = column_type_of_delta(&ty).ok_or_else(|| {
-                Error::Config(format!(
-                    "column {name} has Delta type {ty}, which sluice does not compact"
-                ))
-            })?;
-            Ok(Column::new(name, t))
+            // Exactly the table's type: a file of longs in an `integer` column is one readers
+            // refuse.
+            match column_type_of_delta(&ty) {
+                Some(t) if delta_type(t) == ty => Ok(Column::new(name, t)),
+                _ => Err(Error::Config(format!(
+                    "table {}: column {name:?} has Delta type {ty}, which sluice does not write, so it does not compact the table",
+                    ledger.url()
+                ))),
+            }
         })
         .collect()
 }

@@ -38,7 +38,6 @@ pub mod error;
 pub mod evolve;
 pub mod home;
 pub mod lake;
-pub mod ledger;
 pub mod legacy;
 pub mod metrics;
 pub mod partition;
@@ -55,6 +54,9 @@ pub mod upgrade;
 pub mod writer;
 
 pub use error::{Error, Result};
+
+/// The Delta log of a table: [`delta::log`], under the name the rest of the crate knows it by.
+pub use delta::log as ledger;
 
 /// The catalog database sluice uses unless told otherwise.
 pub const DEFAULT_DATABASE: &str = "sluice";

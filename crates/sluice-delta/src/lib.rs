@@ -106,6 +106,16 @@ pub fn log_store(lake: &Lake, table_dir: &str) -> Result<LogStoreRef> {
 /// Opens the table in `table_dir` at `as_of`.
 pub async fn open_table(lake: &Lake, table_dir: &str, as_of: AsOf) -> Result<DeltaTable> {
     let url = table_url(lake, table_dir)?;
+    // No log, no table: said without asking the kernel, which logs an error for it.
+    if !lake
+        .has_objects_under(&format!("{}/_delta_log", table_dir.trim_matches('/')))
+        .await?
+    {
+        return Err(Error::NotFound {
+            what: "Delta table",
+            name: url.to_string(),
+        });
+    }
     let mut table = DeltaTable::new(log_store(lake, table_dir)?);
     let loaded = match as_of {
         AsOf::Latest => table.load().await,
@@ -275,6 +285,15 @@ pub async fn vacuum(
     use deltalake_core::operations::vacuum::VacuumMode;
     use object_store::ObjectStoreExt;
     let url = table_url(lake, table_dir)?;
+    // The protocol gate first (`vacuumProtocolCheck` asks it of every vacuum).
+    sluice_core::ledger::Ledger::open_dir(
+        lake,
+        table_dir,
+        sluice_core::ledger::FileKind::Data,
+        "vacuum",
+    )
+    .await?
+    .check(sluice_core::delta::Operation::Vacuum)?;
     let mut names: Vec<String> = Vec::new();
     for (mode, age) in [
         (VacuumMode::Lite, retain),

@@ -23,6 +23,9 @@ pub struct FaultyStore {
     /// The next this many writes to a Delta log (`_delta_log/`) land, but report a failure, as
     /// when the reply of a successful request is lost.
     pub lose_log_replies: AtomicU32,
+    /// The next this many writes to a Delta log fail before anything is written (a request
+    /// that never reached the store); writes of data files go through.
+    pub fail_log_writes: AtomicU32,
 }
 
 impl FaultyStore {
@@ -33,6 +36,7 @@ impl FaultyStore {
             fail_all: AtomicBool::new(false),
             failed: AtomicU32::new(0),
             lose_log_replies: AtomicU32::new(0),
+            fail_log_writes: AtomicU32::new(0),
         }
     }
 
@@ -70,6 +74,18 @@ impl ObjectStore for FaultyStore {
         opts: PutOptions,
     ) -> Result<PutResult> {
         self.check("put")?;
+        if location.as_ref().contains("/_delta_log/")
+            && self
+                .fail_log_writes
+                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+                .is_ok()
+        {
+            self.failed.fetch_add(1, Ordering::SeqCst);
+            return Err(object_store::Error::Generic {
+                store: "faulty",
+                source: "injected failure of a log write (timed out before it was sent)".into(),
+            });
+        }
         let written = self.inner.put_opts(location, payload, opts).await?;
         if location.as_ref().contains("/_delta_log/")
             && self

@@ -45,6 +45,9 @@ pub async fn adopt(catalog: &dyn Catalog, lake: &Lake, a: &Adoption<'_>) -> Resu
     if !ledger.state().exists {
         return Ok(None);
     }
+    // Adopted to be written: a table sluice may not append to is refused before the catalog
+    // hears of it.
+    ledger.check(crate::delta::Operation::Append)?;
     let mut def = def_of_log(&ledger, a)?;
     def.parameters.insert(
         crate::evolve::PARAM_SCHEMA_POLICY.into(),

@@ -1,8 +1,10 @@
-//! Delta Lake: the log's actions as types ([`actions`]) and the protocol gate every write
-//! passes ([`protocol`]). The log itself is read and committed by [`crate::ledger::Ledger`].
+//! Delta Lake: the log's actions as types ([`actions`]), the protocol gate every write passes
+//! ([`protocol`]), the log itself, read and committed by [`log::Ledger`], and the adoption of
+//! tables sluice did not create ([`adopt`]).
 
 pub mod actions;
 pub mod adopt;
+pub mod log;
 pub mod protocol;
 
 pub use actions::{Action, Add, CommitInfo, DomainMetadata, Metadata, Protocol, Remove, Txn};

@@ -1,0 +1,462 @@
+//! A Delta table shared with other writers: the `deltalake` package writes the same tables
+//! (appends, deletes, added columns, constraints, enabled features), before and while sluice
+//! does, and Databricks' and Spark's reference tables are read, appended to, compacted and
+//! repaired. Counts come from readers sluice does not control (DuckDB's Delta extension, Polars,
+//! `deltalake`).
+
+use std::path::{Path, PathBuf};
+use std::process::Output;
+
+mod common;
+use common::{ok, sluice};
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// Runs a `deltalake` script on the table at `path` (argv[1]), then leaves at once (the Rust
+/// thread pools can abort the interpreter's teardown after the work is done).
+fn deltalake(path: &Path, body: &str) -> String {
+    let script = format!(
+        "import os, sys, datetime, pyarrow as pa\nfrom deltalake import DeltaTable, write_deltalake\npath = sys.argv[1]\n{body}\nsys.stdout.flush()\nos._exit(0)\n"
+    );
+    common::python(&script, &[path.to_str().unwrap()], "deltalake and pyarrow")
+}
+
+/// "rows distinct_ids sum" of the table by DuckDB's Delta extension, Polars and `deltalake`,
+/// one line each.
+fn three_readers(path: &Path, id: &str, value: &str) -> String {
+    readers(path, id, value, true)
+}
+
+/// [`three_readers`], or without Polars, which reads no table with V2 checkpoints ("requires
+/// reader features ['v2Checkpoint'], which polars does not support"): then two lines.
+fn readers(path: &Path, id: &str, value: &str, polars: bool) -> String {
+    let script = r#"
+import os, sys, polars as pl, deltalake, pyarrow as pa
+path, id, v, with_polars = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4] == "1"
+con = duckdb_connect("delta")
+print(*con.execute(f"SELECT count(*), count(DISTINCT {id}), sum({v}) FROM delta_scan('{path}')").fetchone())
+if with_polars:
+    print(*pl.scan_delta(path).select(pl.len(), pl.col(id).n_unique(), pl.col(v).sum()).collect().row(0))
+# deltalake's own engine: its pyarrow path reads no table with deletion vectors.
+q = deltalake.QueryBuilder().register("t", deltalake.DeltaTable(path))
+r = pa.table(q.execute(f"SELECT count(*) AS n, count(DISTINCT {id}) AS d, sum({v}) AS s FROM t").read_all())
+print(*r.to_pylist()[0].values(), flush=True)
+con.close()
+os._exit(0)
+"#;
+    common::python(
+        script,
+        &[path.to_str().unwrap(), id, value, if polars { "1" } else { "0" }],
+        "duckdb (delta extension), polars and deltalake",
+    )
+}
+
+fn agree(got: &str, want: &str) {
+    let lines: Vec<&str> = got.lines().collect();
+    assert!(lines.len() >= 2, "{got}");
+    for l in lines {
+        assert_eq!(l, want, "readers disagree:\n{got}");
+    }
+}
+
+/// The JSON versions of a table's log.
+fn versions(table: &Path) -> usize {
+    std::fs::read_dir(table.join("_delta_log"))
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().ends_with(".json"))
+        .count()
+}
+
+/// Every file under `dir` (relative paths), sorted: to show a table untouched.
+fn tree(dir: &Path) -> Vec<PathBuf> {
+    fn walk(root: &Path, d: &Path, out: &mut Vec<PathBuf>) {
+        for e in std::fs::read_dir(d).unwrap().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                walk(root, &p, out);
+            } else {
+                out.push(p.strip_prefix(root).unwrap().to_path_buf());
+            }
+        }
+    }
+    let mut out = Vec::new();
+    walk(dir, dir, &mut out);
+    out.sort();
+    out
+}
+
+fn csv(dir: &Path, name: &str, text: &str) -> PathBuf {
+    let p = dir.join(name);
+    std::fs::write(&p, text).unwrap();
+    p
+}
+
+#[test]
+fn a_table_of_another_engine_is_adopted_with_its_partitioning_and_features() {
+    let dir = tempfile::tempdir().unwrap();
+    let home = dir.path().join("home");
+    let table = home.join("lake/sales");
+    std::fs::create_dir_all(&table).unwrap();
+    // Another engine's table: partitioned by region, append-only.
+    deltalake(
+        &table,
+        r#"
+t = pa.table({"id": pa.array([1, 2, 3], pa.int64()), "region": ["eu", "us", "eu"],
+              "amount": pa.array([1.5, 2.5, 3.0], pa.float64()),
+              "d": pa.array([datetime.date(2024, 1, 1)] * 3, pa.date32())})
+write_deltalake(path, t, partition_by=["region"], configuration={"delta.appendOnly": "true"})
+"#,
+    );
+    let more = csv(
+        dir.path(),
+        "more.csv",
+        "id,region,amount,d\n4,eu,4.0,2024-02-01\n5,ap,5.5,2024-03-01\n",
+    );
+    // A partitioning the table does not have is refused with the table's own, and nothing is
+    // written.
+    let before = tree(&table);
+    let bad = sluice(
+        &home,
+        &[
+            "convert",
+            more.to_str().unwrap(),
+            "--table",
+            "sales",
+            "--partition-by",
+            "year(d)",
+        ],
+    );
+    assert!(!bad.status.success());
+    assert!(
+        stderr(&bad).contains("partitioned by region")
+            && stderr(&bad).contains("--partition-by year(d) disagrees"),
+        "{}",
+        stderr(&bad)
+    );
+    assert_eq!(tree(&table), before);
+    // Without one, the table is written as it is partitioned.
+    ok(&sluice(
+        &home,
+        &["convert", more.to_str().unwrap(), "--table", "sales"],
+    ));
+    assert!(
+        std::fs::read_dir(table.join("region=ap"))
+            .unwrap()
+            .flatten()
+            .any(|e| e.file_name().to_string_lossy().ends_with(".parquet"))
+    );
+    agree(&three_readers(&table, "id", "amount"), "5 5 16.5");
+    let q = ok(&sluice(
+        &home,
+        &[
+            "query",
+            "SELECT count(*) AS n, sum(amount) AS s FROM sales WHERE region = 'eu'",
+            "--format",
+            "csv",
+        ],
+    ));
+    assert_eq!(q, "n,s\n3,8.5\n");
+    // Still append-only for the engine that made it: sluice's commits are appends.
+    let log = deltalake(
+        &table,
+        "print(DeltaTable(path).metadata().configuration.get('delta.appendOnly'))",
+    );
+    assert_eq!(log, "true");
+}
+
+#[test]
+fn features_sluice_does_not_implement_are_refused_and_the_table_left_untouched() {
+    let dir = tempfile::tempdir().unwrap();
+    let home = dir.path().join("home");
+    // A CHECK constraint another writer added: sluice does not evaluate it, so it refuses.
+    let checked = home.join("lake/weather");
+    std::fs::create_dir_all(&checked).unwrap();
+    deltalake(
+        &checked,
+        r#"
+t = pa.table({"id": pa.array([1, 2], pa.int64()), "region": ["eu", "us"],
+              "wind": pa.array([5, 7], pa.int64())})
+write_deltalake(path, t, partition_by=["region"])
+DeltaTable(path).alter.add_constraint({"wind_positive": "wind >= 0"})
+"#,
+    );
+    let rows = csv(dir.path(), "w.csv", "id,region,wind\n3,eu,-4\n4,us,3\n");
+    let before = tree(&checked);
+    let out = sluice(
+        &home,
+        &["convert", rows.to_str().unwrap(), "--table", "weather"],
+    );
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(
+        err.contains("Delta feature checkConstraints") && err.contains("wind_positive"),
+        "{err}"
+    );
+    assert_eq!(tree(&checked), before);
+    // Column mapping: files name columns by physical names sluice does not write yet.
+    let mapped = home.join("lake/mapped");
+    std::fs::create_dir_all(&mapped).unwrap();
+    deltalake(
+        &mapped,
+        r#"
+schema = pa.schema([("id", pa.int64()), ("region", pa.string())])
+DeltaTable.create(path, schema=schema, configuration={"delta.columnMapping.mode": "name"})
+write_deltalake(path, pa.table({"id": pa.array([1], pa.int64()), "region": ["eu"]}), mode="append")
+"#,
+    );
+    let rows = csv(dir.path(), "m.csv", "id,region\n2,us\n");
+    let before = tree(&mapped);
+    let out = sluice(
+        &home,
+        &["convert", rows.to_str().unwrap(), "--table", "mapped"],
+    );
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("Delta feature columnMapping"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(tree(&mapped), before);
+    // Neither was registered in the catalog.
+    let list = ok(&sluice(&home, &["catalog", "tables"]));
+    assert!(!list.contains("weather") && !list.contains("mapped"), "{list}");
+}
+
+/// Files for `produce`: one row each, ids from `first`, two regions.
+fn small_files(dir: &Path, first: usize, count: usize) -> Vec<String> {
+    (first..first + count)
+        .map(|i| {
+            csv(
+                dir,
+                &format!("f{i:04}.csv"),
+                &format!("id,region,v\n{i},{},{}\n", ["eu", "us"][i % 2], i * 10),
+            )
+            .to_string_lossy()
+            .into_owned()
+        })
+        .collect()
+}
+
+#[test]
+fn another_writer_appends_deletes_and_adds_columns_while_and_between_sluice_commits() {
+    let dir = tempfile::tempdir().unwrap();
+    let home = dir.path().join("home");
+    let table = home.join("lake/t");
+    // sluice makes the table; 40 messages of one row wait in the queue.
+    let files = small_files(dir.path(), 0, 40);
+    let mut args = vec!["produce"];
+    args.extend(files.iter().map(String::as_str));
+    args.extend(["--table", "t", "--partition-by", "region"]);
+    ok(&sluice(&home, &args));
+    ok(&sluice(
+        &home,
+        &[
+            "convert",
+            csv(dir.path(), "seed.csv", "id,region,v\n1000,eu,5\n")
+                .to_str()
+                .unwrap(),
+            "--table",
+            "t",
+        ],
+    ));
+    // `deltalake` appends 30 times, a tenth of a second apart, the last ten with a column the
+    // table does not have yet; the consumer starts once its first commit is in and commits
+    // message by message meanwhile.
+    let sluice_versions = versions(&table);
+    let python = std::env::var("SLUICE_PYTHON").unwrap_or_else(|_| "python3".into());
+    let mut writer = std::process::Command::new(python)
+        .arg("-c")
+        .arg(
+            r#"
+import os, sys, time, pyarrow as pa
+from deltalake import write_deltalake
+path = sys.argv[1]
+for i in range(30):
+    cols = {"id": pa.array([2000 + i], pa.int64()), "region": ["us"], "v": pa.array([1], pa.int64())}
+    if i >= 20:
+        cols["note"] = ["from deltalake"]
+    write_deltalake(path, pa.table(cols), mode="append", schema_mode="merge" if i >= 20 else None)
+    time.sleep(0.1)
+sys.stdout.flush()
+os._exit(0)
+"#,
+        )
+        .arg(&table)
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let started = std::time::Instant::now();
+    while versions(&table) == sluice_versions {
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(60),
+            "deltalake did not commit"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let consumer = common::command(
+        &home,
+        &["consume", "--table", "t", "--once", "--rotate-rows", "1"],
+    )
+    .output()
+    .unwrap();
+    let w = writer.wait_with_output().unwrap();
+    assert!(w.status.success(), "{}", String::from_utf8_lossy(&w.stderr));
+    let out = consumer;
+    ok(&out);
+    // The two writers' commits interleaved: a sluice commit between deltalake's first and last.
+    let mut logs: Vec<PathBuf> = std::fs::read_dir(table.join("_delta_log"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "json"))
+        .collect();
+    logs.sort();
+    let order: String = logs
+        .iter()
+        .map(|p| {
+            if std::fs::read_to_string(p).unwrap().contains("sluiceWriter") {
+                'S'
+            } else {
+                'D'
+            }
+        })
+        .collect();
+    let (first, last) = (order.find('D').unwrap(), order.rfind('D').unwrap());
+    assert!(order[first..last].contains('S'), "no interleaving: {order}");
+    let sum_sluice: i64 = (0..40).map(|i| i * 10).sum::<i64>() + 5;
+    let want = format!("71 71 {}", sum_sluice + 30);
+    agree(&three_readers(&table, "id", "v"), &want);
+    // The same files again: every chunk part is recognised, nothing lands twice.
+    ok(&sluice(&home, &args));
+    let again = sluice(&home, &["consume", "--table", "t", "--once"]);
+    ok(&again);
+    assert!(
+        stderr(&again).contains("40 duplicate(s) dropped"),
+        "{}",
+        stderr(&again)
+    );
+    // Another writer deletes rows (rewriting files), then sluice compacts everything that is
+    // small, its files and the other writer's alike: the same rows, in fewer files.
+    deltalake(&table, "DeltaTable(path).delete(\"id < 10\")");
+    let sum_left = sum_sluice + 30 - (0..10).map(|i| i * 10).sum::<i64>();
+    let want = format!("61 61 {sum_left}");
+    agree(&three_readers(&table, "id", "v"), &want);
+    let c = ok(&sluice(
+        &home,
+        &["compact", "--table", "t", "--target-size", "1MiB"],
+    ));
+    assert!(c.contains("compacted"), "{c}");
+    agree(&three_readers(&table, "id", "v"), &want);
+    let notes = deltalake(
+        &table,
+        "t = DeltaTable(path).to_pyarrow_table(); print(sum(1 for n in t['note'].to_pylist() if n == 'from deltalake'))",
+    );
+    assert_eq!(notes, "10");
+}
+
+/// A reference table copied into a fresh lake under `name`.
+fn reference(lake: &Path, table: &str, name: &str) -> PathBuf {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../testdata/delta-reference")
+        .join(table);
+    let dst = lake.join(name);
+    for f in tree(&src) {
+        let to = dst.join(&f);
+        std::fs::create_dir_all(to.parent().unwrap()).unwrap();
+        std::fs::copy(src.join(&f), to).unwrap();
+    }
+    dst
+}
+
+#[test]
+fn reference_tables_with_v2_checkpoints_are_appended_to_compacted_and_repaired() {
+    for (reference_table, name) in [
+        ("v2-json-sidecars-struct-stats-only", "v2json"),
+        ("v2-parquet-sidecars-struct-stats-only", "v2parquet"),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let home = dir.path().join("home");
+        let table = reference(&home.join("lake"), reference_table, name);
+        let before = readers(&table, "id", "id", false);
+        let first: Vec<i64> = before
+            .lines()
+            .next()
+            .unwrap()
+            .split(' ')
+            .map(|x| x.parse().unwrap())
+            .collect();
+        // Adopted as it is (unpartitioned), appended to: the log is read from its V2
+        // checkpoint and sidecar.
+        // The table is not partitioned: a partitioning asked for is refused, nothing written.
+        let untouched = tree(&table);
+        let rows = csv(dir.path(), "more.csv", "id,value\n1001,a\n1002,b\n1003,c\n");
+        let bad = sluice(
+            &home,
+            &["convert", rows.to_str().unwrap(), "--table", name, "--partition-by", "id"],
+        );
+        assert!(!bad.status.success());
+        assert!(
+            stderr(&bad).contains("partitioned by nothing (unpartitioned)"),
+            "{}",
+            stderr(&bad)
+        );
+        assert_eq!(tree(&table), untouched);
+        let versions_before = versions(&table);
+        ok(&sluice(
+            &home,
+            &["convert", rows.to_str().unwrap(), "--table", name],
+        ));
+        // One version: the rows, the chunk parts' records and the source's, together.
+        assert_eq!(versions(&table), versions_before + 1);
+        let want = format!("{} {} {}", first[0] + 3, first[1] + 3, first[2] + 3006);
+        agree(&readers(&table, "id", "id", false), &want);
+        // Compaction and repair keep it readable with the same rows.
+        ok(&sluice(
+            &home,
+            &["compact", "--table", name, "--target-size", "1MiB"],
+        ));
+        ok(&sluice(&home, &["repair", "--table", name, "--grace", "0"]));
+        agree(&readers(&table, "id", "id", false), &want);
+        // sluice wrote no checkpoint of its own: checkpoints of this table must be V2.
+        assert!(
+            !std::fs::read_dir(table.join("_delta_log"))
+                .unwrap()
+                .flatten()
+                .any(|e| {
+                    let n = e.file_name().to_string_lossy().into_owned();
+                    n.contains(".checkpoint.parquet") && !n.starts_with("00000000000000000005")
+                })
+        );
+    }
+}
+
+#[test]
+fn reference_tables_sluice_cannot_write_are_refused_with_the_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    let home = dir.path().join("home");
+    let lake = home.join("lake");
+    // Databricks' deletion-vector table and a multi-part checkpoint: both hold `integer`
+    // columns, which sluice does not write yet (it writes long): refused, named, untouched.
+    for (reference_table, name, column) in [
+        ("table-with-dv-small", "dv", "value"),
+        ("v1-multi-part-partitioned-struct-stats-only", "multi", "part"),
+    ] {
+        let table = reference(&lake, reference_table, name);
+        let before = tree(&table);
+        let rows = csv(dir.path(), "x.csv", "id,value,part\n1,a,1\n");
+        let out = sluice(
+            &home,
+            &["convert", rows.to_str().unwrap(), "--table", name],
+        );
+        assert!(!out.status.success());
+        assert!(
+            stderr(&out).contains(&format!("column \"{column}\" is of Delta type integer")),
+            "{}",
+            stderr(&out)
+        );
+        assert_eq!(tree(&table), before);
+    }
+}
