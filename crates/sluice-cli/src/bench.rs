@@ -471,7 +471,10 @@ async fn log_parts(a: &BenchArgs, parts: u64) -> Result<()> {
     use sluice_core::ledger::{ChunkPart, CommitDraft, Ledger};
     let exe = std::env::current_exe()?;
     let mut rows = Vec::new();
-    for (label, n) in [("1,000 records", 1_000u64), ("--log-parts", parts.max(1_000))] {
+    for (label, n) in [
+        ("1,000 records", 1_000u64),
+        ("--log-parts", parts.max(1_000)),
+    ] {
         let home = a.dir.join(format!("log-parts-{n}"));
         let _ = std::fs::remove_dir_all(&home);
         let seed = a.dir.join("log-parts-seed.csv");
@@ -482,9 +485,16 @@ async fn log_parts(a: &BenchArgs, parts: u64) -> Result<()> {
             c
         };
         let seed_s = seed.to_str().context("path is not UTF-8")?;
-        let st = sluice(&["convert", seed_s, "--table", "t", "--partition-by", "year(d)"])
-            .stdout(Stdio::null())
-            .status()?;
+        let st = sluice(&[
+            "convert",
+            seed_s,
+            "--table",
+            "t",
+            "--partition-by",
+            "year(d)",
+        ])
+        .stdout(Stdio::null())
+        .status()?;
         if !st.success() {
             bail!("creating the table failed");
         }
@@ -525,7 +535,10 @@ async fn log_parts(a: &BenchArgs, parts: u64) -> Result<()> {
         for _ in 0..a.repeat.max(1) {
             // A new source each run: one commit each time.
             std::fs::write(&one, format!("id,d\n{},2024-06-01\n", runs.len() + 1))?;
-            runs.push(measure("sluice convert", &mut sluice(&["convert", one_s, "--table", "t"]))?);
+            runs.push(measure(
+                "sluice convert",
+                &mut sluice(&["convert", one_s, "--table", "t"]),
+            )?);
         }
         if let Some(bad) = runs.iter().find(|r| !r.ok) {
             bail!("convert failed: {}", bad.stderr);

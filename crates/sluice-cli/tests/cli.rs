@@ -169,7 +169,8 @@ fn stray_files_are_never_read_and_repair_removes_them() {
     let dir = tempfile::tempdir().unwrap();
     let home = run_main_job(dir.path());
     // A stray upload named as sluice names its files, and another engine's upload in flight.
-    let stray = home.join("lake/employment/year=2010/part-01938f5c-6c2e-7b3a-8d4e-5f6a7b8c9d0e.parquet");
+    let stray =
+        home.join("lake/employment/year=2010/part-01938f5c-6c2e-7b3a-8d4e-5f6a7b8c9d0e.parquet");
     std::fs::write(&stray, b"not parquet at all").unwrap();
     let theirs = home.join(
         "lake/employment/year=2010/part-00000-4f1c7d3e-1b2a-4c3d-9e8f-0a1b2c3d4e5f-c000.snappy.parquet",

@@ -48,7 +48,12 @@ os._exit(0)
 "#;
     common::python(
         script,
-        &[path.to_str().unwrap(), id, value, if polars { "1" } else { "0" }],
+        &[
+            path.to_str().unwrap(),
+            id,
+            value,
+            if polars { "1" } else { "0" },
+        ],
         "duckdb (delta extension), polars and deltalake",
     )
 }
@@ -159,6 +164,24 @@ write_deltalake(path, t, partition_by=["region"], configuration={"delta.appendOn
         ],
     ));
     assert_eq!(q, "n,s\n3,8.5\n");
+    // sluice's files name their writer as parquet-java parses it, so Spark, Hive and Trino use
+    // their statistics.
+    let made_by = common::python(
+        r#"
+import glob, os, re, sys, pyarrow.parquet as pq
+f = [p for p in glob.glob(sys.argv[1] + "/region=ap/*.parquet")][0]
+print(pq.ParquetFile(f).metadata.created_by)
+"#,
+        &[table.to_str().unwrap()],
+        "pyarrow",
+    );
+    let version = env!("CARGO_PKG_VERSION");
+    assert!(
+        made_by.starts_with(&format!("sluice version {version} (build "))
+            && made_by.ends_with(')')
+            && made_by.len() > format!("sluice version {version} (build )").len(),
+        "{made_by}"
+    );
     // Still append-only for the engine that made it: sluice's commits are appends.
     let log = deltalake(
         &table,
@@ -222,7 +245,10 @@ write_deltalake(path, pa.table({"id": pa.array([1], pa.int64()), "region": ["eu"
     assert_eq!(tree(&mapped), before);
     // Neither was registered in the catalog.
     let list = ok(&sluice(&home, &["catalog", "tables"]));
-    assert!(!list.contains("weather") && !list.contains("mapped"), "{list}");
+    assert!(
+        !list.contains("weather") && !list.contains("mapped"),
+        "{list}"
+    );
 }
 
 /// Files for `produce`: one row each, ids from `first`, two regions.
@@ -267,7 +293,7 @@ fn another_writer_appends_deletes_and_adds_columns_while_and_between_sluice_comm
     // message by message meanwhile.
     let sluice_versions = versions(&table);
     let python = std::env::var("SLUICE_PYTHON").unwrap_or_else(|_| "python3".into());
-    let mut writer = std::process::Command::new(python)
+    let writer = std::process::Command::new(python)
         .arg("-c")
         .arg(
             r#"
@@ -395,7 +421,14 @@ fn reference_tables_with_v2_checkpoints_are_appended_to_compacted_and_repaired()
         let rows = csv(dir.path(), "more.csv", "id,value\n1001,a\n1002,b\n1003,c\n");
         let bad = sluice(
             &home,
-            &["convert", rows.to_str().unwrap(), "--table", name, "--partition-by", "id"],
+            &[
+                "convert",
+                rows.to_str().unwrap(),
+                "--table",
+                name,
+                "--partition-by",
+                "id",
+            ],
         );
         assert!(!bad.status.success());
         assert!(
@@ -442,15 +475,16 @@ fn reference_tables_sluice_cannot_write_are_refused_with_the_reason() {
     // columns, which sluice does not write yet (it writes long): refused, named, untouched.
     for (reference_table, name, column) in [
         ("table-with-dv-small", "dv", "value"),
-        ("v1-multi-part-partitioned-struct-stats-only", "multi", "part"),
+        (
+            "v1-multi-part-partitioned-struct-stats-only",
+            "multi",
+            "part",
+        ),
     ] {
         let table = reference(&lake, reference_table, name);
         let before = tree(&table);
         let rows = csv(dir.path(), "x.csv", "id,value,part\n1,a,1\n");
-        let out = sluice(
-            &home,
-            &["convert", rows.to_str().unwrap(), "--table", name],
-        );
+        let out = sluice(&home, &["convert", rows.to_str().unwrap(), "--table", name]);
         assert!(!out.status.success());
         assert!(
             stderr(&out).contains(&format!("column \"{column}\" is of Delta type integer")),

@@ -87,7 +87,9 @@ pub enum Error {
 
     /// A Delta table uses a feature that sluice does not implement for this operation: nothing
     /// was written.
-    #[error("table {table} uses the Delta feature {feature}, so sluice will not {operation} it: {reason}")]
+    #[error(
+        "table {table} uses the Delta feature {feature}, so sluice will not {operation} it: {reason}"
+    )]
     UnsupportedFeature {
         table: String,
         feature: String,

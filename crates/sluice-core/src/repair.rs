@@ -105,8 +105,7 @@ pub fn is_sluice_file(name: &str) -> bool {
     else {
         return false;
     };
-    id.len() == 36
-        && uuid::Uuid::parse_str(id).is_ok_and(|u| u.get_version_num() == 7)
+    id.len() == 36 && uuid::Uuid::parse_str(id).is_ok_and(|u| u.get_version_num() == 7)
 }
 
 /// Default grace of `sluice repair` for files no running consumer of this home is uploading:

@@ -478,9 +478,11 @@ impl TableWriter {
                 FileKind::Quarantine => {
                     format!("{}{name}", Lake::quarantine_dir(&self.layout.name))
                 }
-                FileKind::Data => {
-                    crate::lake::data_file_path(&Lake::table_dir(&self.layout.name), &c.partition, &name)
-                }
+                FileKind::Data => crate::lake::data_file_path(
+                    &Lake::table_dir(&self.layout.name),
+                    &c.partition,
+                    &name,
+                ),
             };
             let uploaded =
                 match crate::home::record_upload(&self.opts.spool_dir, &self.layout.name, &dest) {

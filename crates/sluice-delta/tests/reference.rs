@@ -37,7 +37,10 @@ fn lake_with_references() -> (tempfile::TempDir, Lake) {
 }
 
 /// Version and live files (relative to the table, decoded) by sluice's log and by the kernel.
-async fn both_views(lake: &Lake, table: &str) -> ((u64, BTreeSet<String>), (u64, BTreeSet<String>)) {
+async fn both_views(
+    lake: &Lake,
+    table: &str,
+) -> ((u64, BTreeSet<String>), (u64, BTreeSet<String>)) {
     let log = Ledger::open_dir(lake, table, FileKind::Data, "test")
         .await
         .unwrap();
@@ -55,7 +58,10 @@ async fn both_views(lake: &Lake, table: &str) -> ((u64, BTreeSet<String>), (u64,
         .unwrap()
         .map(|u| {
             let u = u.to_string();
-            let rel = u.rsplit_once(&format!("/{table}/")).map(|(_, r)| r.to_string()).unwrap_or(u);
+            let rel = u
+                .rsplit_once(&format!("/{table}/"))
+                .map(|(_, r)| r.to_string())
+                .unwrap_or(u);
             sluice_core::ledger::decode_path(&rel)
         })
         .collect();
@@ -79,10 +85,20 @@ async fn sluice_reads_the_reference_logs_as_the_kernel_does() {
         assert!(!ours.1.is_empty(), "{table}");
     }
     // The multi-part table's files sit in partition folders that name its values.
-    let log = Ledger::open_dir(&lake, "v1-multi-part-partitioned-struct-stats-only", FileKind::Data, "t")
-        .await
-        .unwrap();
-    let parts: BTreeSet<&str> = log.state().files.values().map(|f| f.partition.as_str()).collect();
+    let log = Ledger::open_dir(
+        &lake,
+        "v1-multi-part-partitioned-struct-stats-only",
+        FileKind::Data,
+        "t",
+    )
+    .await
+    .unwrap();
+    let parts: BTreeSet<&str> = log
+        .state()
+        .files
+        .values()
+        .map(|f| f.partition.as_str())
+        .collect();
     assert!(parts.iter().all(|p| p.starts_with("part=")), "{parts:?}");
 }
 
@@ -96,12 +112,19 @@ async fn the_gate_honours_deletion_vectors_and_v2_checkpoints() {
     let rules = dv.check(Operation::Append).unwrap();
     assert!(rules.deletion_vectors);
     assert_eq!(dv.state().deletion_vectors.len(), 1);
-    let file = dv.state().files.keys().next().unwrap();
+    let (file, f) = dv.state().files.iter().next().unwrap();
     assert!(dv.state().deletion_vectors.contains(file));
+    // Ten rows written, two deleted.
+    assert_eq!(f.rows, 8);
     // V2 checkpoints: sluice appends, but leaves checkpoints to the engine that writes V2 ones.
-    let v2 = Ledger::open_dir(&lake, "v2-json-sidecars-struct-stats-only", FileKind::Data, "t")
-        .await
-        .unwrap();
+    let v2 = Ledger::open_dir(
+        &lake,
+        "v2-json-sidecars-struct-stats-only",
+        FileKind::Data,
+        "t",
+    )
+    .await
+    .unwrap();
     let rules = v2.check(Operation::Append).unwrap();
     assert!(!rules.checkpoints);
     assert!(v2.check(Operation::Compact).is_ok());
@@ -119,8 +142,9 @@ fn parquet_file(root: &Path, path: &str, ids: &[i64]) -> u64 {
     .unwrap();
     let full = root.join(path);
     std::fs::create_dir_all(full.parent().unwrap()).unwrap();
-    let mut w = parquet::arrow::ArrowWriter::try_new(std::fs::File::create(&full).unwrap(), schema, None)
-        .unwrap();
+    let mut w =
+        parquet::arrow::ArrowWriter::try_new(std::fs::File::create(&full).unwrap(), schema, None)
+            .unwrap();
     w.write(&batch).unwrap();
     w.close().unwrap();
     std::fs::metadata(&full).unwrap().len()
@@ -134,8 +158,16 @@ async fn compaction_never_rewrites_a_file_with_a_deletion_vector() {
     let mut log = Ledger::open(&lake, "t", "test").await.unwrap();
     log.create_if_missing(&DeltaSchema {
         fields: vec![
-            DeltaField { name: "id".into(), ty: "long", nullable: true },
-            DeltaField { name: "year".into(), ty: "long", nullable: true },
+            DeltaField {
+                name: "id".into(),
+                ty: "long",
+                nullable: true,
+            },
+            DeltaField {
+                name: "year".into(),
+                ty: "long",
+                nullable: true,
+            },
         ],
         partition_columns: vec!["year".into()],
         configuration: Default::default(),
@@ -182,7 +214,12 @@ async fn compaction_never_rewrites_a_file_with_a_deletion_vector() {
     let log = Ledger::open(&lake, "t", "test").await.unwrap();
     assert!(log.state().files.contains_key(&paths[0]));
     assert!(log.state().deletion_vectors.contains(&paths[0]));
-    assert_eq!(log.state().files.len(), 2, "{:?}", log.state().files.keys().collect::<Vec<_>>());
+    assert_eq!(
+        log.state().files.len(),
+        2,
+        "{:?}",
+        log.state().files.keys().collect::<Vec<_>>()
+    );
     // The kernel sees the same two files.
     let kernel = open_table(&lake, "t", AsOf::Latest).await.unwrap();
     assert_eq!(kernel.get_file_uris().unwrap().count(), 2);
@@ -200,8 +237,16 @@ async fn small_table(lake: &Lake, root: &Path, files: usize) -> Vec<String> {
     let mut log = Ledger::open(lake, "t", "test").await.unwrap();
     log.create_if_missing(&DeltaSchema {
         fields: vec![
-            DeltaField { name: "id".into(), ty: "long", nullable: true },
-            DeltaField { name: "year".into(), ty: "long", nullable: true },
+            DeltaField {
+                name: "id".into(),
+                ty: "long",
+                nullable: true,
+            },
+            DeltaField {
+                name: "year".into(),
+                ty: "long",
+                nullable: true,
+            },
         ],
         partition_columns: vec!["year".into()],
         configuration: Default::default(),
@@ -249,7 +294,8 @@ async fn whole(lake: &Lake, rows: usize) {
         .collect()
         .await
         .unwrap();
-    let n = arrow::array::AsArray::as_primitive::<arrow::datatypes::Int64Type>(n[0].column(0)).value(0);
+    let n =
+        arrow::array::AsArray::as_primitive::<arrow::datatypes::Int64Type>(n[0].column(0)).value(0);
     assert_eq!(n as usize, rows);
 }
 
@@ -259,7 +305,8 @@ async fn datafusion_ctx(
     let ctx = sluice_delta::deltalake_core::datafusion::prelude::SessionContext::new();
     table.update_datafusion_session(&ctx.state()).unwrap();
     let provider = table.table_provider().build().await.unwrap();
-    ctx.register_table("t", std::sync::Arc::new(provider)).unwrap();
+    ctx.register_table("t", std::sync::Arc::new(provider))
+        .unwrap();
     ctx
 }
 
@@ -271,7 +318,9 @@ async fn a_compaction_that_loses_its_reply_deletes_nothing_a_version_names() {
     use std::sync::atomic::Ordering;
     let dir = tempfile::tempdir().unwrap();
     let plain = Lake::local(dir.path()).unwrap();
-    let faulty = std::sync::Arc::new(sluice_testkit::faults::FaultyStore::new(plain.store.clone()));
+    let faulty = std::sync::Arc::new(sluice_testkit::faults::FaultyStore::new(
+        plain.store.clone(),
+    ));
     let lake = Lake::from_url_with_store(plain.url.clone(), faulty.clone()).unwrap();
     small_table(&lake, dir.path(), 6).await;
     let spool = tempfile::tempdir().unwrap();
@@ -287,19 +336,35 @@ async fn a_compaction_that_loses_its_reply_deletes_nothing_a_version_names() {
     // More small files, then a commit that fails before it is written (a timeout before the
     // request went out): the table is as it was, the uploads are orphans.
     small_table(&lake, dir.path(), 3).await;
-    let before = Ledger::open(&lake, "t", "check").await.unwrap().state().version;
+    let before = Ledger::open(&lake, "t", "check")
+        .await
+        .unwrap()
+        .state()
+        .version;
     faulty.fail_log_writes.store(1, Ordering::SeqCst);
     assert!(compact::compact(&lake, "t", &opts).await.is_err());
     let after = Ledger::open(&lake, "t", "check").await.unwrap();
     assert_eq!(after.state().version, before);
     whole(&lake, 9).await;
-    let r = sluice_core::repair::repair(
-        &lake,
-        "t",
-        &sluice_core::repair::RepairOptions::default(),
-    )
-    .await
-    .unwrap();
+    let r = sluice_core::repair::repair(&lake, "t", &sluice_core::repair::RepairOptions::default())
+        .await
+        .unwrap();
     assert_eq!(r.removed.len(), 1, "{r:?}");
+    whole(&lake, 9).await;
+    // A column added whose reply is lost: the version stands, the next try finds the column
+    // there and writes nothing.
+    let mut log = Ledger::open(&lake, "t", "test").await.unwrap();
+    let at = log.state().version;
+    let note = [sluice_core::ledger::DeltaField {
+        name: "note".into(),
+        ty: "string",
+        nullable: true,
+    }];
+    faulty.lose_log_replies.store(1, Ordering::SeqCst);
+    assert!(log.add_columns(&note).await.is_err());
+    let mut log = Ledger::open(&lake, "t", "test").await.unwrap();
+    assert_eq!(log.state().version, at + 1);
+    assert!(log.state().schema_fields().iter().any(|(n, _)| n == "note"));
+    assert_eq!(log.add_columns(&note).await.unwrap(), None);
     whole(&lake, 9).await;
 }

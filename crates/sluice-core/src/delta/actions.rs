@@ -36,6 +36,26 @@ impl Protocol {
         }
     }
 
+    /// This protocol with a writer-only feature added (`rowTracking`, `inCommitTimestamp`, …):
+    /// writer 7, the features the table had kept; the reader side as it was.
+    pub fn with_writer_feature(&self, feature: &str) -> Self {
+        let mut p = self.clone();
+        if p.min_writer_version < 7 {
+            p.writer_features = Some(
+                super::protocol::legacy_writer_features(p.min_writer_version)
+                    .iter()
+                    .map(|s| s.to_string())
+                    .collect(),
+            );
+            p.min_writer_version = 7;
+        }
+        let l = p.writer_features.get_or_insert_with(Vec::new);
+        if !l.iter().any(|f| f == feature) {
+            l.push(feature.to_string());
+        }
+        p
+    }
+
     /// This protocol with a reader-and-writer feature added (reader 3 / writer 7, the features
     /// the table had kept; features a legacy writer version implied are listed explicitly).
     pub fn with_feature(&self, feature: &str) -> Self {
@@ -379,7 +399,10 @@ mod tests {
             panic!("not metadata: {a:?}")
         };
         assert!(m.flag("delta.appendOnly"));
-        assert_eq!(m.extra.get("somethingNew"), Some(&serde_json::json!({"a": 1})));
+        assert_eq!(
+            m.extra.get("somethingNew"),
+            Some(&serde_json::json!({"a": 1}))
+        );
         let back: Value = serde_json::from_str(line).unwrap();
         assert_eq!(a.to_json(), back);
     }
@@ -405,7 +428,10 @@ mod tests {
         }
         .with_feature("timestampNtz");
         assert_eq!((p.min_reader_version, p.min_writer_version), (3, 7));
-        assert_eq!(p.reader_features.as_deref(), Some(&["timestampNtz".to_string()][..]));
+        assert_eq!(
+            p.reader_features.as_deref(),
+            Some(&["timestampNtz".to_string()][..])
+        );
         let w = p.writer_features.unwrap();
         for f in [
             "appendOnly",

@@ -12,8 +12,7 @@ use crate::catalog::{Catalog, CatalogExt, PARAM_PARTITION_BY, TableDef};
 use crate::error::{Error, Result};
 use crate::lake::Lake;
 use crate::ledger::{
-    CONFIG_DATE_FORMAT, CONFIG_PARTITION_BY, DeltaSchema, Ledger, column_type_of_delta,
-    delta_type,
+    CONFIG_DATE_FORMAT, CONFIG_PARTITION_BY, DeltaSchema, Ledger, column_type_of_delta, delta_type,
 };
 use crate::partition::PartitionSpec;
 use crate::schema::Column;
@@ -35,7 +34,11 @@ pub struct Adoption<'a> {
 /// Registers the table in the catalog from its Delta log when the lake has the table and the
 /// catalog does not; returns the new entry (`None`: nothing to adopt, the catalog has it or the
 /// lake has no log).
-pub async fn adopt(catalog: &dyn Catalog, lake: &Lake, a: &Adoption<'_>) -> Result<Option<TableDef>> {
+pub async fn adopt(
+    catalog: &dyn Catalog,
+    lake: &Lake,
+    a: &Adoption<'_>,
+) -> Result<Option<TableDef>> {
     match catalog.get_table(a.database, a.table).await {
         Ok(_) => return Ok(None),
         Err(Error::NotFound { .. }) => {}
@@ -55,7 +58,9 @@ pub async fn adopt(catalog: &dyn Catalog, lake: &Lake, a: &Adoption<'_>) -> Resu
     );
     catalog.ensure_database(a.database).await?;
     match catalog.create_table(&def).await {
-        Ok(()) => tracing::info!(table = %def.name, url = %ledger.url(), "adopted an existing Delta table"),
+        Ok(()) => {
+            tracing::info!(table = %def.name, url = %ledger.url(), "adopted an existing Delta table")
+        }
         Err(Error::AlreadyExists { .. }) => {}
         Err(e) => return Err(e),
     }
@@ -103,14 +108,7 @@ fn def_of_log(ledger: &Ledger, a: &Adoption<'_>) -> Result<TableDef> {
         .metadata
         .as_ref()
         .and_then(|m| m.config(CONFIG_DATE_FORMAT));
-    let def = TableLayout::new_def(
-        a.database,
-        a.table,
-        a.location,
-        columns,
-        &spec,
-        date_format,
-    )?;
+    let def = TableLayout::new_def(a.database, a.table, a.location, columns, &spec, date_format)?;
     check_def(&def, ledger)?;
     Ok(def)
 }

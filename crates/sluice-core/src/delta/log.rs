@@ -40,8 +40,7 @@ use tracing::{debug, warn};
 use crate::catalog::TableDef;
 use crate::delta::actions::{self, StructField};
 use crate::delta::{
-    Action, Add, CommitInfo, DomainMetadata, Metadata, Operation, Protocol, Remove, Txn,
-    WriteRules,
+    Action, Add, CommitInfo, DomainMetadata, Metadata, Operation, Protocol, Remove, Txn, WriteRules,
 };
 use crate::error::{Error, Result};
 use crate::lake::Lake;
@@ -231,7 +230,11 @@ impl DeltaSchema {
 
     /// Delta's `schemaString`.
     pub fn schema_string(&self) -> String {
-        let fields: Vec<StructField> = self.fields.iter().map(DeltaField::to_struct_field).collect();
+        let fields: Vec<StructField> = self
+            .fields
+            .iter()
+            .map(DeltaField::to_struct_field)
+            .collect();
         serde_json::to_string(&crate::delta::actions::StructType {
             kind: "struct".into(),
             fields,
@@ -376,9 +379,7 @@ impl LedgerState {
     fn set_metadata(&mut self, m: Metadata) {
         self.schema_string = Some(m.schema_string.clone());
         self.partition_columns = m.partition_columns.clone();
-        self.txn_retention_ms = m
-            .config(TXN_RETENTION_KEY)
-            .and_then(parse_interval_ms);
+        self.txn_retention_ms = m.config(TXN_RETENTION_KEY).and_then(parse_interval_ms);
         self.metadata = Some(m);
     }
 
@@ -654,11 +655,13 @@ impl Ledger {
         }
         let now = chrono::Utc::now().timestamp_millis();
         let mut info = self.commit_info(now, None, "CREATE TABLE", true);
-        info.operation_parameters = Some(
-            json!({"mode": "ErrorIfExists", "location": self.lake.url_of(&self.dir)}),
-        );
+        info.operation_parameters =
+            Some(json!({"mode": "ErrorIfExists", "location": self.lake.url_of(&self.dir)}));
         let mut configuration = BTreeMap::new();
-        configuration.insert(TXN_RETENTION_KEY.to_string(), Some(TXN_RETENTION.to_string()));
+        configuration.insert(
+            TXN_RETENTION_KEY.to_string(),
+            Some(TXN_RETENTION.to_string()),
+        );
         for (k, v) in &schema.configuration {
             configuration.insert(k.clone(), Some(v.clone()));
         }
@@ -732,22 +735,14 @@ impl Ledger {
             meta.schema_string = serde_json::to_string(&schema).expect("schema serializes");
             let now = chrono::Utc::now().timestamp_millis();
             let ict = self.next_in_commit_timestamp(&rules, now).await?;
-            let columns: Vec<Value> = new_fields
-                .iter()
-                .map(|f| json!({"column": f}))
-                .collect();
+            let columns: Vec<Value> = new_fields.iter().map(|f| json!({"column": f})).collect();
             let mut info = self.commit_info(now, ict, "ADD COLUMNS", false);
-            info.operation_parameters =
-                Some(json!({"columns": Value::Array(columns).to_string()}));
+            info.operation_parameters = Some(json!({"columns": Value::Array(columns).to_string()}));
             info.extra
                 .insert(COMMIT_ID_KEY.into(), Value::String(id.clone()));
             let mut actions = vec![Action::CommitInfo(info)];
             if !had_ntz && new.iter().any(|f| f.ty == "timestamp_ntz") {
-                let p = self
-                    .state
-                    .protocol
-                    .clone()
-                    .unwrap_or_else(Protocol::legacy);
+                let p = self.state.protocol.clone().unwrap_or_else(Protocol::legacy);
                 actions.push(Action::Protocol(p.with_feature("timestampNtz")));
             }
             actions.push(Action::Metadata(meta));
@@ -877,9 +872,12 @@ impl Ledger {
         self.apply_version(v, text)
     }
 
-    /// Applies the actions of version `v` (its JSON lines) to the cached state.
+    /// Applies the actions of version `v` (its JSON lines) to the cached state. Adds go last:
+    /// a file whose deletion vector changes is removed and added again in one version, in any
+    /// order, and its partition comes from the version's own metadata when it has one.
     fn apply_version(&mut self, v: u64, text: &str) -> Result<()> {
         let url = self.lake.url_of(&format!("{}{v:020}.json", self.log_dir()));
+        let mut adds = Vec::new();
         for (i, line) in text.lines().enumerate() {
             let action = Action::parse_line(line).map_err(|message| Error::CorruptLog {
                 path: url.clone(),
@@ -894,9 +892,13 @@ impl Ledger {
                         self.state.in_commit_timestamp = Some((v, t));
                     }
                 }
+                Some(Action::Add(a)) => adds.push(a),
                 Some(a) => self.apply(a),
                 None => {}
             }
+        }
+        for a in adds {
+            self.add_file(a);
         }
         self.state.version = v;
         self.state.exists = true;
@@ -945,7 +947,15 @@ impl Ledger {
             .as_deref()
             .and_then(|s| serde_json::from_str::<Value>(s).ok())
             .and_then(|v| v.get("numRecords").and_then(Value::as_u64))
-            .unwrap_or(0);
+            .unwrap_or(0)
+            // Rows a deletion vector deletes are not the table's any more.
+            .saturating_sub(
+                add.deletion_vector
+                    .as_ref()
+                    .and_then(|d| d.get("cardinality"))
+                    .and_then(Value::as_u64)
+                    .unwrap_or(0),
+            );
         if add.deletion_vector.is_some() {
             self.state.deletion_vectors.insert(rel.clone());
         } else {
@@ -1234,7 +1244,11 @@ impl Ledger {
 
     /// The `inCommitTimestamp` of the next commit when the table asks for one: later than the
     /// previous commit's (read from its file when not cached), and `now` otherwise.
-    async fn next_in_commit_timestamp(&mut self, rules: &WriteRules, now: i64) -> Result<Option<i64>> {
+    async fn next_in_commit_timestamp(
+        &mut self,
+        rules: &WriteRules,
+        now: i64,
+    ) -> Result<Option<i64>> {
         if !rules.in_commit_timestamps {
             return Ok(None);
         }

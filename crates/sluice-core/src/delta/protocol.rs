@@ -214,8 +214,7 @@ pub fn check(table: &str, p: &Protocol, m: &Metadata, op: Operation) -> Result<W
                 ));
             }
             "columnMapping"
-                if m
-                    .config("delta.columnMapping.mode")
+                if m.config("delta.columnMapping.mode")
                     .is_some_and(|mode| !mode.eq_ignore_ascii_case("none")) =>
             {
                 return Err(refuse(
@@ -256,10 +255,19 @@ pub fn check(table: &str, p: &Protocol, m: &Metadata, op: Operation) -> Result<W
             // writer (changeDataFeed: inserts need no change files; typeWidening: files are
             // written with the current types; domainMetadata: sluice keeps the domains it does
             // not own; vacuumProtocolCheck: vacuum goes through this gate).
-            "invariants" | "checkConstraints" | "generatedColumns"
-            | "identityColumns" | "columnMapping" | "allowColumnDefaults" | "clustering"
-            | "changeDataFeed" | "timestampNtz" | "domainMetadata" | "typeWidening"
-            | "typeWidening-preview" | "vacuumProtocolCheck" => {}
+            "invariants"
+            | "checkConstraints"
+            | "generatedColumns"
+            | "identityColumns"
+            | "columnMapping"
+            | "allowColumnDefaults"
+            | "clustering"
+            | "changeDataFeed"
+            | "timestampNtz"
+            | "domainMetadata"
+            | "typeWidening"
+            | "typeWidening-preview"
+            | "vacuumProtocolCheck" => {}
             other => {
                 return Err(refuse(
                     other,
@@ -280,19 +288,16 @@ fn nested_has(ty: &serde_json::Value, key: &str) -> bool {
     use serde_json::Value;
     match ty {
         Value::Object(o) => {
-            o.get("fields")
-                .and_then(Value::as_array)
-                .is_some_and(|fs| {
-                    fs.iter().any(|f| {
-                        f.get("metadata")
-                            .and_then(Value::as_object)
-                            .is_some_and(|m| m.contains_key(key))
-                            || f.get("type").is_some_and(|t| nested_has(t, key))
-                    })
+            o.get("fields").and_then(Value::as_array).is_some_and(|fs| {
+                fs.iter().any(|f| {
+                    f.get("metadata")
+                        .and_then(Value::as_object)
+                        .is_some_and(|m| m.contains_key(key))
+                        || f.get("type").is_some_and(|t| nested_has(t, key))
                 })
-                || ["elementType", "keyType", "valueType"]
-                    .iter()
-                    .any(|k| o.get(*k).is_some_and(|t| nested_has(t, key)))
+            }) || ["elementType", "keyType", "valueType"]
+                .iter()
+                .any(|k| o.get(*k).is_some_and(|t| nested_has(t, key)))
         }
         _ => false,
     }
@@ -345,7 +350,10 @@ mod tests {
         let r = check("t", &p, &meta(plain(), &[]), Operation::Append).unwrap();
         assert!(!r.append_only && r.checkpoints);
         let m = meta(plain(), &[("delta.constraints.wind_positive", "wind >= 0")]);
-        assert_eq!(refused(check("t", &p, &m, Operation::Append)), "checkConstraints");
+        assert_eq!(
+            refused(check("t", &p, &m, Operation::Append)),
+            "checkConstraints"
+        );
         // The rows of a compaction are rows the table already accepted.
         check("t", &p, &m, Operation::Compact).unwrap();
         let r = check(
