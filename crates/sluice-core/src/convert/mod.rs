@@ -290,7 +290,9 @@ pub async fn convert(
 /// What earlier runs finished: whole sources (by index), and pieces (by chunk id).
 pub(crate) struct Finished {
     pub sources: Vec<bool>,
-    pub pieces: HashSet<String>,
+    /// Keys of committed chunk parts ([`crate::ledger::part_key`]): a piece is done when
+    /// `part_key(piece, PIECE_PART)` is among them.
+    pub pieces: crate::ledger::PartKeys,
 }
 
 impl Finished {
@@ -302,7 +304,7 @@ impl Finished {
                 .iter()
                 .map(|fp| writer.is_committed(&marker(fp), SOURCE_PART))
                 .collect(),
-            pieces: writer.ledger().state().chunks_in(PIECE_PART),
+            pieces: writer.ledger().state().part_keys(),
         }
     }
 }

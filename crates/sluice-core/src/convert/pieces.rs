@@ -303,7 +303,10 @@ fn read_sources(
             continue;
         }
         let mut pieces = |chunk: String, piece: Piece| {
-            if finished.pieces.contains(&chunk) {
+            if finished
+                .pieces
+                .contains(&crate::ledger::part_key(&chunk, super::PIECE_PART))
+            {
                 return send(Event::PieceDone(i));
             }
             send(Event::Piece {

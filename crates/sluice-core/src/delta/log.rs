@@ -87,6 +87,48 @@ fn app_id(chunk: &str, partition: &str) -> String {
     format!("sluice/{chunk}/{partition}")
 }
 
+/// The key a chunk part's record is kept under: the 128-bit XXH3 of its app id (a collision
+/// among a million records has odds of about 1 in 10^26).
+pub fn part_key(chunk: &str, partition: &str) -> u128 {
+    app_key(&app_id(chunk, partition))
+}
+
+fn app_key(app_id: &str) -> u128 {
+    xxhash_rust::xxh3::xxh3_128(app_id.as_bytes())
+}
+
+/// Keys that are hashes already: the low 64 bits are the table's hash.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct PartKeyHasher;
+
+impl std::hash::BuildHasher for PartKeyHasher {
+    type Hasher = KeyHasher;
+    fn build_hasher(&self) -> KeyHasher {
+        KeyHasher(0)
+    }
+}
+
+/// See [`PartKeyHasher`].
+#[derive(Debug, Clone, Copy, Default)]
+pub struct KeyHasher(u64);
+
+impl std::hash::Hasher for KeyHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(*b);
+        }
+    }
+    fn write_u128(&mut self, n: u128) {
+        self.0 = n as u64;
+    }
+}
+
+/// A set of chunk-part keys ([`part_key`]).
+pub type PartKeys = HashSet<u128, PartKeyHasher>;
+
 /// One commit.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Commit {
@@ -297,8 +339,10 @@ pub struct LedgerState {
     in_commit_timestamp: Option<(u64, i64)>,
     /// `delta.setTransactionRetentionDuration` in milliseconds, when the table sets it.
     txn_retention_ms: Option<i64>,
-    /// Application transactions: app id → `lastUpdated` (`i64::MAX` when not recorded).
-    app_ids: HashMap<String, i64>,
+    /// Application transactions: the 128-bit hash of the app id ([`part_key`]) → `lastUpdated`
+    /// (`i64::MAX` when not recorded). A million records take about 32 MB this way, against
+    /// about 110 MB as strings.
+    app_ids: HashMap<u128, i64, PartKeyHasher>,
     commit_ids: HashMap<String, u64>,
 }
 
@@ -311,7 +355,7 @@ impl LedgerState {
 
     fn has_app_id(&self, id: &str) -> bool {
         self.app_ids
-            .get(id)
+            .get(&app_key(id))
             .is_some_and(|t| self.txn_alive(*t, chrono::Utc::now().timestamp_millis()))
     }
 
@@ -320,16 +364,14 @@ impl LedgerState {
             .is_none_or(|r| last_updated >= now_ms.saturating_sub(r))
     }
 
-    /// The chunks with rows committed in `partition` (records not expired).
-    pub fn chunks_in(&self, partition: &str) -> HashSet<String> {
-        let suffix = format!("/{partition}");
+    /// The keys ([`part_key`]) of every chunk part committed (records not expired): a snapshot
+    /// to look pieces up in from another thread.
+    pub fn part_keys(&self) -> PartKeys {
         let now = chrono::Utc::now().timestamp_millis();
         self.app_ids
             .iter()
             .filter(|(_, t)| self.txn_alive(**t, now))
-            .filter_map(|(a, _)| a.strip_prefix("sluice/")?.strip_suffix(&suffix))
-            .filter(|c| !c.contains('/'))
-            .map(str::to_string)
+            .map(|(k, _)| *k)
             .collect()
     }
 
@@ -918,7 +960,7 @@ impl Ledger {
             Action::Txn(t) => {
                 self.state
                     .app_ids
-                    .insert(t.app_id, t.last_updated.unwrap_or(i64::MAX));
+                    .insert(app_key(&t.app_id), t.last_updated.unwrap_or(i64::MAX));
             }
             Action::Protocol(p) => self.state.protocol = Some(p),
             Action::Metadata(m) => self.state.set_metadata(m),
@@ -1054,9 +1096,24 @@ impl Ledger {
             path: path.to_string(),
             message,
         };
-        // A checkpoint holds one row per live file and chunk part: read it whole.
+        // Only the columns the state keeps (of a chunk part's row, most rows, its app id and
+        // time).
         let bytes = self.lake.store.get(path).await?.bytes().await?;
-        let reader = ParquetRecordBatchReaderBuilder::try_new(bytes)?.build()?;
+        let builder = ParquetRecordBatchReaderBuilder::try_new(bytes)?;
+        let leaves: Vec<usize> = builder
+            .parquet_schema()
+            .columns()
+            .iter()
+            .enumerate()
+            .filter(|(_, c)| checkpoint_leaf_wanted(c.path().parts()))
+            .map(|(i, _)| i)
+            .collect();
+        let mask = parquet::arrow::ProjectionMask::leaves(builder.parquet_schema(), leaves);
+        // Room for every row at once: growing the table by doubling would hold the old and the
+        // new one together, half as much again at a million records.
+        let rows = builder.metadata().file_metadata().num_rows().max(0) as usize;
+        self.state.app_ids.reserve(rows);
+        let reader = builder.with_projection(mask).build()?;
         for batch in reader {
             let batch = batch?;
             // Chunk parts are most of the rows: read column by column.
@@ -1079,7 +1136,7 @@ impl Ledger {
                             .filter(|u| u.is_valid(i))
                             .map(|u| u.value(i))
                             .unwrap_or(i64::MAX);
-                        self.state.app_ids.insert(ids.value(i).to_string(), at);
+                        self.state.app_ids.insert(app_key(ids.value(i)), at);
                     }
                 }
             }
@@ -1604,6 +1661,23 @@ fn string_field(s: &StructArray, name: &str) -> Option<arrow::array::StringArray
     let c = s.column_by_name(name)?;
     let c = arrow::compute::cast(c, &arrow::datatypes::DataType::Utf8).ok()?;
     c.as_string_opt::<i32>().cloned()
+}
+
+/// Whether a checkpoint column (by its path) is one the log's state needs.
+fn checkpoint_leaf_wanted(path: &[String]) -> bool {
+    match path.first().map(String::as_str) {
+        Some("txn") => matches!(
+            path.get(1).map(String::as_str),
+            Some("appId" | "lastUpdated")
+        ),
+        Some("remove") => path.get(1).is_some_and(|p| p == "path"),
+        Some("add") => !matches!(
+            path.get(1).map(String::as_str),
+            Some("stats_parsed" | "partitionValues_parsed")
+        ),
+        Some("metaData" | "protocol" | "domainMetadata" | "sidecar") => true,
+        _ => false,
+    }
 }
 
 /// The rows of a checkpoint batch that hold `action`, each as the JSON object the action has
