@@ -213,9 +213,22 @@ fn sigkill_at_random_moments_loses_and_duplicates_nothing() {
         sluice(home, &args)
     };
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let watcher = watch_readers(home.join("lake/events"), rows, stop.clone());
+    let watcher = watch_readers(home.join("lake/events"), rows + FOREIGN_ROWS, stop.clone());
+    // Another writer (the `deltalake` package) appends to the same table while consumers are
+    // killed: its rows land beside sluice's, and sluice's exactly-once holds beside them.
+    let mut foreign = foreign_writer(&home.join("lake/events"));
+    let mut paced = foreign.stdin.take();
     let mut landed_kills = 0;
-    for _ in 0..kills {
+    for k in 0..kills {
+        // The other writer appends once every other kill, until its 20 appends are made.
+        if k % 2 == 0
+            && k / 2 < 20
+            && let Some(w) = paced.as_mut()
+        {
+            use std::io::Write;
+            w.write_all(b"append\n").unwrap();
+            w.flush().unwrap();
+        }
         // Kill anywhere from start-up to well into receiving, writing, committing and deleting.
         if run_and_kill(
             consume(&home, false),
@@ -224,6 +237,26 @@ fn sigkill_at_random_moments_loses_and_duplicates_nothing() {
             landed_kills += 1;
         }
     }
+    if let Some(mut w) = paced.take() {
+        use std::io::Write;
+        for _ in kills.div_ceil(2)..20 {
+            w.write_all(b"append\n").unwrap();
+        }
+    }
+    let w = foreign.wait_with_output().unwrap();
+    assert!(
+        w.status.success(),
+        "the other writer failed: {}",
+        String::from_utf8_lossy(&w.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&w.stdout).trim(), "20");
+    // Its commits and sluice's interleaved: a sluice version between its first and its last.
+    let order = writers_in_order(&home.join("lake/events"));
+    let (first, last) = (order.find('D').unwrap(), order.rfind('D').unwrap());
+    assert!(
+        order[first..last].contains('S'),
+        "seed {seed}: the other writer never wrote between sluice's commits: {order}"
+    );
     stop.store(true, std::sync::atomic::Ordering::SeqCst);
     let reads = watcher
         .join()
@@ -249,9 +282,10 @@ fn sigkill_at_random_moments_loses_and_duplicates_nothing() {
     let left = std::fs::read_dir(home.join("queue.db-bodies")).map_or(0, |d| d.count());
     eprintln!("crash test: {left} body file(s) left unreferenced by the kills");
     let (n, distinct, s) = readers_count(&home.join("lake/events"));
+    let all = rows + FOREIGN_ROWS;
     assert_eq!(
         (n, distinct, s),
-        (rows, rows, sum),
+        (all, all, sum + FOREIGN_ROWS as i64),
         "seed {seed}; last consumer: {stderr}"
     );
     // sluice's own engine agrees.
@@ -266,7 +300,67 @@ fn sigkill_at_random_moments_loses_and_duplicates_nothing() {
     )
     .output()
     .unwrap());
-    assert_eq!(q, format!("n,d\n{rows},{rows}\n"));
+    assert_eq!(q, format!("n,d\n{all},{all}\n"));
+}
+
+/// Rows the other writer of the crash test appends: 20 appends of 10.
+const FOREIGN_ROWS: u64 = 200;
+
+/// Who wrote each version of the table's log, in order: `S` sluice, `D` another writer.
+fn writers_in_order(table: &Path) -> String {
+    let mut logs: Vec<PathBuf> = std::fs::read_dir(table.join("_delta_log"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "json"))
+        .collect();
+    logs.sort();
+    logs.iter()
+        .map(|p| match std::fs::read_to_string(p) {
+            Ok(t) if t.contains("sluiceWriter") => 'S',
+            _ => 'D',
+        })
+        .collect()
+}
+
+/// Starts the `deltalake` package appending [`FOREIGN_ROWS`] rows to the table at `table` (ids
+/// from 10,000,000, `amount_cents` 1, in 2030), 10 at a time: one append for each line on its
+/// standard input (the first once the table exists); it prints how many appends it made.
+fn foreign_writer(table: &Path) -> std::process::Child {
+    let python = std::env::var("SLUICE_PYTHON").unwrap_or_else(|_| "python3".into());
+    Command::new(python)
+        .arg("-c")
+        .arg(
+            r#"
+import datetime, os, sys, time, pyarrow as pa
+from deltalake import DeltaTable, write_deltalake
+path = sys.argv[1]
+deadline = time.time() + 120
+while not os.path.exists(os.path.join(path, "_delta_log", "00000000000000000000.json")):
+    if time.time() > deadline:
+        sys.exit("the table never appeared")
+    time.sleep(0.05)
+schema = pa.schema(DeltaTable(path).schema().to_arrow())
+made = 0
+for k in range(20):
+    if not sys.stdin.readline():
+        break
+    ids = [10_000_000 + k * 10 + i for i in range(10)]
+    cols = {"id": ids, "day": [datetime.date(2030, 1, 1)] * 10, "amount_cents": [1] * 10,
+            "note": ["from deltalake"] * 10, "year": [2030] * 10}
+    batch = pa.table({f.name: pa.array(cols[f.name], f.type) for f in schema}, schema=schema)
+    write_deltalake(path, batch, mode="append", partition_by=["year"])
+    made += 1
+print(made, flush=True)
+os._exit(0)
+"#,
+        )
+        .arg(table)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("python")
 }
 
 #[test]

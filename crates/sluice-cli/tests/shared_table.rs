@@ -188,6 +188,24 @@ print(pq.ParquetFile(f).metadata.created_by)
         "print(DeltaTable(path).metadata().configuration.get('delta.appendOnly'))",
     );
     assert_eq!(log, "true");
+    // The table keeps removed files two days (another engine's setting): a vacuum with a
+    // shorter retention is refused, one that keeps them runs.
+    deltalake(
+        &table,
+        "DeltaTable(path).alter.set_table_properties({'delta.deletedFileRetentionDuration': 'interval 2 days'})",
+    );
+    let short = sluice(&home, &["vacuum", "--table", "sales", "--retain", "1h"]);
+    assert!(!short.status.success());
+    assert!(
+        stderr(&short).contains("keeps removed files for 48 h"),
+        "{}",
+        stderr(&short)
+    );
+    ok(&sluice(
+        &home,
+        &["vacuum", "--table", "sales", "--retain", "48h"],
+    ));
+    agree(&three_readers(&table, "id", "amount"), "5 5 16.5");
 }
 
 #[test]

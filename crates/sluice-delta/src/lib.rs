@@ -286,14 +286,30 @@ pub async fn vacuum(
     use object_store::ObjectStoreExt;
     let url = table_url(lake, table_dir)?;
     // The protocol gate first (`vacuumProtocolCheck` asks it of every vacuum).
-    sluice_core::ledger::Ledger::open_dir(
+    let log = sluice_core::ledger::Ledger::open_dir(
         lake,
         table_dir,
         sluice_core::ledger::FileKind::Data,
         "vacuum",
     )
-    .await?
-    .check(sluice_core::delta::Operation::Vacuum)?;
+    .await?;
+    log.check(sluice_core::delta::Operation::Vacuum)?;
+    // A retention the table itself sets (another engine may) is Delta's rule for every
+    // vacuum: never shorter.
+    if let Some(kept) = log
+        .state()
+        .metadata
+        .as_ref()
+        .and_then(|m| m.config("delta.deletedFileRetentionDuration"))
+        .and_then(sluice_core::ledger::parse_interval_ms)
+        && (retain.as_millis() as i64) < kept
+    {
+        return Err(Error::Config(format!(
+            "table {url} keeps removed files for {} h (delta.deletedFileRetentionDuration); a vacuum with a shorter retention ({} h) would take files from readers of versions inside it",
+            kept / 3_600_000,
+            retain.as_secs() / 3_600
+        )));
+    }
     let mut names: Vec<String> = Vec::new();
     for (mode, age) in [
         (VacuumMode::Lite, retain),
