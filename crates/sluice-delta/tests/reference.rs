@@ -368,3 +368,45 @@ async fn a_compaction_that_loses_its_reply_deletes_nothing_a_version_names() {
     assert_eq!(log.add_columns(&note).await.unwrap(), None);
     whole(&lake, 9).await;
 }
+
+/// Vacuum with no retention on Databricks' deletion-vector table, every file two days old:
+/// the deletion vector a live file needs stays, and the table reads as before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn vacuum_keeps_the_deletion_vectors_live_files_need() {
+    let (dir, lake) = lake_with_references();
+    let table = dir.path().join("table-with-dv-small");
+    let old = std::time::SystemTime::now() - std::time::Duration::from_secs(2 * 86_400);
+    for e in std::fs::read_dir(&table).unwrap().flatten() {
+        if e.path().is_file() {
+            std::fs::File::options()
+                .write(true)
+                .open(e.path())
+                .unwrap()
+                .set_modified(old)
+                .unwrap();
+        }
+    }
+    let report = sluice_delta::vacuum(
+        &lake,
+        "table-with-dv-small",
+        std::time::Duration::ZERO,
+        false,
+    )
+    .await
+    .unwrap();
+    assert!(report.files.is_empty(), "{:?}", report.files);
+    let dv = std::fs::read_dir(&table)
+        .unwrap()
+        .flatten()
+        .filter(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .starts_with("deletion_vector_")
+        })
+        .count();
+    assert_eq!(dv, 1);
+    let log = Ledger::open_dir(&lake, "table-with-dv-small", FileKind::Data, "t")
+        .await
+        .unwrap();
+    assert_eq!(log.state().files.values().map(|f| f.rows).sum::<u64>(), 8);
+}
