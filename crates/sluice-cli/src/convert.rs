@@ -86,6 +86,7 @@ pub async fn run(ctx: &Ctx, a: &ConvertArgs) -> Result<()> {
     let mut opts = ConvertOptions::new(topts, spool.path().to_path_buf());
     opts.writer_id = id;
     opts.checkpointer = Some(sluice_delta::checkpointer());
+    opts.constraints = Some(Arc::new(sluice_query::constraints::DataFusionConstraints));
     let c = &ctx.config.consumer;
     if let Some(v) = a.rotate_rows.or(c.rotate_rows) {
         opts.write.rotate_rows = v.max(1);

@@ -926,6 +926,8 @@ pub(crate) async fn prepare_table(
             location: &opts.location,
             partition_by: asked.as_ref(),
             schema_policy: opts.schema_policy.name(),
+            // The consumer and `convert` evaluate CHECK constraints (with DataFusion).
+            capabilities: sluice_core::delta::Capabilities { constraints: true },
         },
     )
     .await?;
@@ -1005,6 +1007,7 @@ fn consumer_options(
         o.rotate_age = Duration::from_secs(v);
     }
     o.checkpointer = Some(sluice_delta::checkpointer());
+    o.constraints = Some(Arc::new(sluice_query::constraints::DataFusionConstraints));
     o.auto_compact = !a.no_auto_compact;
     o.compact_small_files = a.auto_compact_files;
     o.compact_every = Duration::from_secs(a.auto_compact_every.max(1));

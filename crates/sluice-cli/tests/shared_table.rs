@@ -212,31 +212,6 @@ print(pq.ParquetFile(f).metadata.created_by)
 fn features_sluice_does_not_implement_are_refused_and_the_table_left_untouched() {
     let dir = tempfile::tempdir().unwrap();
     let home = dir.path().join("home");
-    // A CHECK constraint another writer added: sluice does not evaluate it, so it refuses.
-    let checked = home.join("lake/weather");
-    std::fs::create_dir_all(&checked).unwrap();
-    deltalake(
-        &checked,
-        r#"
-t = pa.table({"id": pa.array([1, 2], pa.int64()), "region": ["eu", "us"],
-              "wind": pa.array([5, 7], pa.int64())})
-write_deltalake(path, t, partition_by=["region"])
-DeltaTable(path).alter.add_constraint({"wind_positive": "wind >= 0"})
-"#,
-    );
-    let rows = csv(dir.path(), "w.csv", "id,region,wind\n3,eu,-4\n4,us,3\n");
-    let before = tree(&checked);
-    let out = sluice(
-        &home,
-        &["convert", rows.to_str().unwrap(), "--table", "weather"],
-    );
-    assert!(!out.status.success());
-    let err = stderr(&out);
-    assert!(
-        err.contains("Delta feature checkConstraints") && err.contains("wind_positive"),
-        "{err}"
-    );
-    assert_eq!(tree(&checked), before);
     // Column mapping: files name columns by physical names sluice does not write yet.
     let mapped = home.join("lake/mapped");
     std::fs::create_dir_all(&mapped).unwrap();
@@ -261,12 +236,77 @@ write_deltalake(path, pa.table({"id": pa.array([1], pa.int64()), "region": ["eu"
         stderr(&out)
     );
     assert_eq!(tree(&mapped), before);
-    // Neither was registered in the catalog.
+    // It was not registered in the catalog.
     let list = ok(&sluice(&home, &["catalog", "tables"]));
-    assert!(
-        !list.contains("weather") && !list.contains("mapped"),
-        "{list}"
+    assert!(!list.contains("mapped"), "{list}");
+}
+
+#[test]
+fn check_constraints_of_another_writer_hold_for_the_rows_sluice_writes() {
+    let dir = tempfile::tempdir().unwrap();
+    let home = dir.path().join("home");
+    let table = home.join("lake/weather");
+    std::fs::create_dir_all(&table).unwrap();
+    deltalake(
+        &table,
+        r#"
+t = pa.table({"id": pa.array([1, 2], pa.int64()), "region": ["eu", "us"],
+              "wind": pa.array([5, 7], pa.int64())})
+write_deltalake(path, t, partition_by=["region"])
+DeltaTable(path).alter.add_constraint({"wind_positive": "wind >= 0"})
+DeltaTable(path).alter.add_constraint({"known_region": "region IN ('eu', 'us', 'ap')"})
+"#,
     );
+    // Rows that keep the constraints land.
+    let good = csv(dir.path(), "good.csv", "id,region,wind\n3,eu,0\n4,ap,12\n");
+    ok(&sluice(
+        &home,
+        &["convert", good.to_str().unwrap(), "--table", "weather"],
+    ));
+    agree(&three_readers(&table, "id", "wind"), "4 4 24");
+    // A file with a row that breaks one is refused whole, naming the constraint; nothing of
+    // it is committed.
+    let at = versions(&table);
+    let bad = csv(
+        dir.path(),
+        "bad.csv",
+        "id,region,wind\n5,eu,1\n6,us,-4\n7,us,2\n",
+    );
+    let out = sluice(
+        &home,
+        &["convert", bad.to_str().unwrap(), "--table", "weather"],
+    );
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("1 row(s)")
+            && stderr(&out).contains("break the constraint wind_positive (wind >= 0)"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(versions(&table), at);
+    agree(&three_readers(&table, "id", "wind"), "4 4 24");
+    // Through the queue: a message with a row of an unknown region is dead-lettered with the
+    // reason, and never lands; a message of good rows lands.
+    let unknown = csv(dir.path(), "bad2.csv", "id,region,wind\n8,mars,1\n");
+    let good2 = csv(dir.path(), "good2.csv", "id,region,wind\n9,us,3\n");
+    ok(&sluice(
+        &home,
+        &[
+            "produce",
+            unknown.to_str().unwrap(),
+            good2.to_str().unwrap(),
+            "--table",
+            "weather",
+        ],
+    ));
+    ok(&sluice(&home, &["consume", "--table", "weather", "--once"]));
+    let stats = ok(&sluice(&home, &["queue", "stats", "--queue", "weather"]));
+    assert!(
+        stats.contains("dead-letter queue weather_dlq: 1 message(s)")
+            && stats.contains("known_region"),
+        "{stats}"
+    );
+    agree(&three_readers(&table, "id", "wind"), "5 5 27");
 }
 
 /// Files for `produce`: one row each, ids from `first`, two regions.

@@ -59,6 +59,9 @@ pub struct ConsumerOptions {
     pub dead_letter_log: Option<PathBuf>,
     /// Writes Delta checkpoints every 100 versions (none: readers replay every version).
     pub checkpointer: Option<Arc<dyn Checkpointer>>,
+    /// Evaluates the table's CHECK constraints and invariants (none: a table that has any is
+    /// refused).
+    pub constraints: Option<Arc<dyn crate::delta::constraints::ConstraintEngine>>,
     /// Compacts partitions in the background while following (never with `once`).
     pub auto_compact: bool,
     /// A partition is compacted once it holds more than this many small files.
@@ -120,6 +123,7 @@ impl ConsumerOptions {
             writer_id: crate::writer_id(),
             dead_letter_log: None,
             checkpointer: None,
+            constraints: None,
             auto_compact: false,
             report_queue_depth: false,
             compact_small_files: 32,
@@ -222,7 +226,13 @@ impl Consumer {
         let layout = Arc::new(TableLayout::from_def(&def)?);
         let (ledger, quarantine) =
             retry("open the table's Delta logs", opts.write.retry_base, || {
-                open_logs(&lake, &def, &opts.writer_id, opts.checkpointer.clone())
+                open_logs(
+                    &lake,
+                    &def,
+                    &opts.writer_id,
+                    opts.checkpointer.clone(),
+                    opts.constraints.clone(),
+                )
             })
             .await?;
         // Unless told otherwise, hold messages for the queue's own visibility timeout.
@@ -544,7 +554,15 @@ impl Consumer {
         metrics::counter!(crate::metrics::ROWS_IN).increment(d.rows_in);
         let chunk = d.chunk.clone();
         let produced_at_ms = d.produced_at_ms;
-        let written = tokio::task::block_in_place(|| self.writer.write(d))?;
+        let written = match tokio::task::block_in_place(|| self.writer.write(d)) {
+            Ok(w) => w,
+            // Rows the table's constraints refuse: never writable, dead-lettered with the reason.
+            Err(e @ Error::ConstraintViolated { .. }) => {
+                self.poison(&m, &e).await;
+                return Ok(());
+            }
+            Err(e) => return Err(e),
+        };
         let held = self.hold(&m);
         held.bytes = body_bytes;
         held.complete = true;
@@ -941,10 +959,12 @@ pub async fn open_logs(
     def: &TableDef,
     writer_id: &str,
     checkpointer: Option<Arc<dyn Checkpointer>>,
+    constraints: Option<Arc<dyn crate::delta::constraints::ConstraintEngine>>,
 ) -> Result<(Ledger, Ledger)> {
     let mut ledger = Ledger::open(lake, &def.name, writer_id)
         .await?
-        .with_checkpointer(checkpointer.clone());
+        .with_checkpointer(checkpointer.clone())
+        .with_constraint_engine(constraints)?;
     if !ledger.state().exists {
         refuse_legacy_log(lake, &def.name).await?;
     }

@@ -106,6 +106,19 @@ pub enum Error {
         message: String,
     },
 
+    /// Rows break a table's CHECK constraint or invariant: the chunk holding them was refused
+    /// whole, nothing of it written.
+    #[error(
+        "table {table}: {rows} row(s) of {chunk} break the constraint {constraint} ({expression}); none of its rows were written"
+    )]
+    ConstraintViolated {
+        table: String,
+        chunk: String,
+        constraint: String,
+        expression: String,
+        rows: usize,
+    },
+
     /// A step kept failing with retryable errors; `source` is the last one.
     #[error("{what} failed after {attempts} attempts: {source}")]
     RetriesExhausted {

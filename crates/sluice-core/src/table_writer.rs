@@ -284,6 +284,24 @@ impl TableWriter {
                 )?);
             }
         }
+        // Every row against the table's constraints before any is written: a chunk is refused
+        // whole.
+        if let Some(checks) = self.ledger.checks() {
+            for (part, kind, batch) in &parts {
+                if *kind != FileKind::Data || self.is_committed(&chunk, part) {
+                    continue;
+                }
+                if let Some((c, rows)) = checks.first_violation(batch, part)? {
+                    return Err(Error::ConstraintViolated {
+                        table: self.layout.name.clone(),
+                        chunk: chunk.clone(),
+                        constraint: c.name,
+                        expression: c.expression,
+                        rows,
+                    });
+                }
+            }
+        }
         let mut out = Written::default();
         let mut batches: HashMap<String, arrow::array::RecordBatch> = HashMap::new();
         for (part, kind, batch) in parts {

@@ -7,6 +7,8 @@
 //!
 //! Queries are read-only: DDL, DML and `SET`-style statements are refused.
 
+pub mod constraints;
+
 use std::sync::Arc;
 
 use datafusion::arrow::array::RecordBatch;

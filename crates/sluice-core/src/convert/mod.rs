@@ -72,6 +72,9 @@ pub struct ConvertOptions {
     pub write: WriterOptions,
     pub writer_id: String,
     pub checkpointer: Option<Arc<dyn Checkpointer>>,
+    /// Evaluates the table's CHECK constraints and invariants (none: a table that has any is
+    /// refused).
+    pub constraints: Option<Arc<dyn crate::delta::constraints::ConstraintEngine>>,
     /// Pieces typed at once (default: the number of cores).
     pub parallelism: usize,
     /// Memory for rows in flight: pieces being read and typed, and buffered row groups
@@ -86,6 +89,7 @@ impl ConvertOptions {
             write: WriterOptions::new(spool_dir),
             writer_id: crate::writer_id(),
             checkpointer: None,
+            constraints: None,
             parallelism: std::thread::available_parallelism()
                 .map(|n| n.get())
                 .unwrap_or(2),
@@ -166,8 +170,14 @@ pub async fn convert(
         .ok_or_else(|| Error::invalid("no sources to convert"))?;
     let def = ensure_table_for(&*catalog, &opts.table, first, &opts.write.spool_dir).await?;
     let layout = Arc::new(TableLayout::from_def(&def)?);
-    let (ledger, quarantine) =
-        crate::consumer::open_logs(&lake, &def, &opts.writer_id, opts.checkpointer.clone()).await?;
+    let (ledger, quarantine) = crate::consumer::open_logs(
+        &lake,
+        &def,
+        &opts.writer_id,
+        opts.checkpointer.clone(),
+        opts.constraints.clone(),
+    )
+    .await?;
     let table = def.name.clone();
     let mut writer =
         TableWriter::new(opts.write.clone(), lake, layout.clone(), ledger, quarantine)?;

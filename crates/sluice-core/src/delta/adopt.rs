@@ -29,6 +29,8 @@ pub struct Adoption<'a> {
     pub partition_by: Option<&'a PartitionSpec>,
     /// The schema policy a new catalog entry gets (`evolve`, …).
     pub schema_policy: &'a str,
+    /// What the writer that will write the table brings (constraint checks).
+    pub capabilities: crate::delta::Capabilities,
 }
 
 /// Registers the table in the catalog from its Delta log when the lake has the table and the
@@ -50,7 +52,7 @@ pub async fn adopt(
     }
     // Adopted to be written: a table sluice may not append to is refused before the catalog
     // hears of it.
-    ledger.check(crate::delta::Operation::Append)?;
+    ledger.check_as(crate::delta::Operation::Append, a.capabilities)?;
     let mut def = def_of_log(&ledger, a)?;
     def.parameters.insert(
         crate::evolve::PARAM_SCHEMA_POLICY.into(),

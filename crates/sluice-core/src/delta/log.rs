@@ -39,6 +39,7 @@ use tracing::{debug, warn};
 
 use crate::catalog::TableDef;
 use crate::delta::actions::{self, StructField};
+use crate::delta::constraints::{Checks, ConstraintEngine};
 use crate::delta::{
     Action, Add, CommitInfo, DomainMetadata, Metadata, Operation, Protocol, Remove, Txn, WriteRules,
 };
@@ -527,6 +528,10 @@ pub struct Ledger {
     /// ledger last changed it. A commit refuses a table whose metadata another writer has
     /// changed incompatibly since ([`Ledger::commit`]).
     written_for: Option<Metadata>,
+    /// Evaluates CHECK constraints and invariants (set by writers that check rows).
+    engine: Option<Arc<dyn ConstraintEngine>>,
+    /// The table's constraints, compiled, when it has any and an engine was given.
+    checks: Option<Checks>,
 }
 
 fn version_of_json(name: &str) -> Option<u64> {
@@ -623,6 +628,8 @@ impl Ledger {
             state: LedgerState::default(),
             checkpointer: None,
             written_for: None,
+            engine: None,
+            checks: None,
         };
         l.refresh().await?;
         l.written_for = l.state.metadata.clone();
@@ -633,6 +640,56 @@ impl Ledger {
     pub fn with_checkpointer(mut self, c: Option<Arc<dyn Checkpointer>>) -> Self {
         self.checkpointer = c;
         self
+    }
+
+    /// Evaluates the table's CHECK constraints and invariants with `engine`: the protocol gate
+    /// then honours them, and [`Ledger::checks`] holds them compiled for the rows to write.
+    pub fn with_constraint_engine(
+        mut self,
+        engine: Option<Arc<dyn ConstraintEngine>>,
+    ) -> Result<Self> {
+        self.engine = engine;
+        self.compile_checks()?;
+        Ok(self)
+    }
+
+    /// The table's constraints, compiled (none: nothing to check, or no engine).
+    pub fn checks(&self) -> Option<&Checks> {
+        self.checks.as_ref()
+    }
+
+    /// Compiles the constraints of the cached metadata for every column of the table.
+    fn compile_checks(&mut self) -> Result<()> {
+        self.checks = None;
+        let (Some(engine), Some(meta)) = (&self.engine, &self.state.metadata) else {
+            return Ok(());
+        };
+        let constraints = crate::delta::constraints::of_metadata(meta)?;
+        if constraints.is_empty() {
+            return Ok(());
+        }
+        let fields = self
+            .state
+            .schema_fields()
+            .into_iter()
+            .map(|(name, ty)| {
+                let t = column_type_of_delta(&ty).ok_or_else(|| {
+                    Error::Config(format!(
+                        "table {}: column {name:?} is of Delta type {ty}, which sluice's constraint checks do not read",
+                        self.url()
+                    ))
+                })?;
+                Ok(arrow::datatypes::Field::new(name, t.arrow_type(), true))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let schema = Arc::new(arrow::datatypes::Schema::new(fields));
+        let checker = engine.compile(&schema, &constraints)?;
+        self.checks = Some(Checks {
+            constraints,
+            schema,
+            checker,
+        });
+        Ok(())
     }
 
     /// The cached state.
@@ -686,7 +743,20 @@ impl Ledger {
             .metadata
             .as_ref()
             .ok_or_else(|| self.corrupt("the log has no metaData action"))?;
-        crate::delta::protocol::check(&self.url(), p, m, op)
+        let caps = crate::delta::Capabilities {
+            constraints: self.engine.is_some(),
+        };
+        crate::delta::protocol::check_with(&self.url(), p, m, op, caps)
+    }
+
+    /// [`Ledger::check`] for a writer with `caps` (that has not given this ledger its engine).
+    pub fn check_as(&self, op: Operation, caps: crate::delta::Capabilities) -> Result<WriteRules> {
+        match (&self.state.protocol, &self.state.metadata) {
+            (Some(p), Some(m)) if self.state.exists => {
+                crate::delta::protocol::check_with(&self.url(), p, m, op, caps)
+            }
+            _ => self.check(op),
+        }
     }
 
     /// Creates the table (version 0: protocol and metadata) unless it exists. Tables sluice
@@ -793,6 +863,7 @@ impl Ledger {
             if self.put_version(version, &body).await? {
                 self.apply_version(version, &body)?;
                 self.written_for = self.state.metadata.clone();
+                self.compile_checks()?;
                 self.after_commit(version, &rules).await;
                 return Ok(Some(version));
             }
@@ -1201,6 +1272,9 @@ impl Ledger {
             }
             let rules = self.check(op)?;
             self.check_written_for()?;
+            if op == Operation::Append {
+                self.check_constraints_unchanged()?;
+            }
             if let Some(cp) = draft
                 .chunks
                 .iter()
@@ -1295,6 +1369,42 @@ impl Ledger {
                 }
                 Some(_) => {}
             }
+        }
+        Ok(())
+    }
+
+    /// Fails when the table's constraints are not the ones the rows were checked against
+    /// (another writer added or changed one since): rows checked against the old ones must not
+    /// land under the new.
+    fn check_constraints_unchanged(&self) -> Result<()> {
+        if self.engine.is_none() {
+            return Ok(());
+        }
+        let Some(meta) = &self.state.metadata else {
+            return Ok(());
+        };
+        let now = crate::delta::constraints::of_metadata(meta)?;
+        let checked = self
+            .checks
+            .as_ref()
+            .map(|c| c.constraints.as_slice())
+            .unwrap_or_default();
+        if now != checked {
+            let names = |c: &[crate::delta::constraints::Constraint]| {
+                c.iter()
+                    .map(|c| c.name.clone())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            };
+            return Err(Error::TableChanged {
+                table: self.url(),
+                version: self.state.version,
+                message: format!(
+                    "its constraints are now [{}], the rows were checked against [{}]",
+                    names(&now),
+                    names(checked)
+                ),
+            });
         }
         Ok(())
     }

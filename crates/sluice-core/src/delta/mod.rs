@@ -4,8 +4,9 @@
 
 pub mod actions;
 pub mod adopt;
+pub mod constraints;
 pub mod log;
 pub mod protocol;
 
 pub use actions::{Action, Add, CommitInfo, DomainMetadata, Metadata, Protocol, Remove, Txn};
-pub use protocol::{Operation, WriteRules};
+pub use protocol::{Capabilities, Operation, WriteRules};

@@ -120,9 +120,28 @@ pub fn writer_features(p: &Protocol) -> Vec<String> {
     }
 }
 
+/// What the writer brings beyond the core.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Capabilities {
+    /// It evaluates CHECK constraints and column invariants on the rows it writes
+    /// ([`super::constraints`]).
+    pub constraints: bool,
+}
+
+/// [`check_with`] for a writer that brings nothing beyond the core.
+pub fn check(table: &str, p: &Protocol, m: &Metadata, op: Operation) -> Result<WriteRules> {
+    check_with(table, p, m, op, Capabilities::default())
+}
+
 /// Checks that sluice may do `op` to the table: `Ok` with the rules the writer must follow,
 /// or [`Error::UnsupportedFeature`] naming the first feature in the way.
-pub fn check(table: &str, p: &Protocol, m: &Metadata, op: Operation) -> Result<WriteRules> {
+pub fn check_with(
+    table: &str,
+    p: &Protocol,
+    m: &Metadata,
+    op: Operation,
+    caps: Capabilities,
+) -> Result<WriteRules> {
     let refuse = |feature: &str, reason: &str| Error::UnsupportedFeature {
         table: table.to_string(),
         feature: feature.to_string(),
@@ -176,14 +195,23 @@ pub fn check(table: &str, p: &Protocol, m: &Metadata, op: Operation) -> Result<W
             // Appends and rearranging commits (`dataChange` false) are what an append-only
             // table allows; a schema change adds nullable columns only.
             "appendOnly" => rules.append_only = m.flag("delta.appendOnly"),
-            "invariants" if writes_rows && any_field("delta.invariants") => {
+            "invariants"
+                if writes_rows && fields.iter().any(|f| nested_has(&f.ty, "delta.invariants")) =>
+            {
                 return Err(refuse(
                     &f,
-                    "a column has an invariant (delta.invariants), which sluice does not evaluate yet; remove it or write with an engine that enforces it",
+                    "a field inside a struct, list or map has an invariant (delta.invariants), which sluice does not evaluate",
+                ));
+            }
+            "invariants" if writes_rows && any_field("delta.invariants") && !caps.constraints => {
+                return Err(refuse(
+                    &f,
+                    "a column has an invariant (delta.invariants), and this writer does not evaluate them",
                 ));
             }
             "checkConstraints"
                 if writes_rows
+                    && !caps.constraints
                     && m.configuration
                         .keys()
                         .any(|k| k.starts_with("delta.constraints.")) =>
@@ -196,7 +224,7 @@ pub fn check(table: &str, p: &Protocol, m: &Metadata, op: Operation) -> Result<W
                 return Err(refuse(
                     &f,
                     &format!(
-                        "the table has CHECK constraints ({}), which sluice does not evaluate yet",
+                        "the table has CHECK constraints ({}), and this writer does not evaluate them",
                         names.join(", ")
                     ),
                 ));
@@ -356,6 +384,9 @@ mod tests {
         );
         // The rows of a compaction are rows the table already accepted.
         check("t", &p, &m, Operation::Compact).unwrap();
+        // A writer that evaluates them honours them.
+        let caps = Capabilities { constraints: true };
+        check_with("t", &p, &m, Operation::Append, caps).unwrap();
         let r = check(
             "t",
             &p,

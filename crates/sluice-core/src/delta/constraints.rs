@@ -1,0 +1,139 @@
+//! CHECK constraints and column invariants of a Delta table, checked on every row sluice writes.
+//!
+//! Other engines add them (`ALTER TABLE … ADD CONSTRAINT wind_positive CHECK (wind >= 0)`, the
+//! `deltalake` package's `alter.add_constraint`); a writer of the table must not commit a row
+//! that breaks one. The expressions are SQL, so they are evaluated by an engine outside the
+//! core ([`ConstraintEngine`]; `sluice-query` implements it with DataFusion): a writer without
+//! one is refused by the protocol gate.
+//!
+//! A chunk (a message, or a piece of a file being converted) with a row that breaks a
+//! constraint is refused whole, before any of it is written: the consumer dead-letters the
+//! message with the constraint named, `convert` fails naming the source. Rows are never
+//! half-landed.
+
+use std::sync::Arc;
+
+use arrow::array::RecordBatch;
+use arrow::datatypes::SchemaRef;
+
+use super::actions::Metadata;
+use crate::error::{Error, Result};
+
+/// One constraint: its name and SQL expression (a row passes when it is true or NULL).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Constraint {
+    pub name: String,
+    pub expression: String,
+}
+
+/// The table's CHECK constraints (`delta.constraints.<name>`) and the invariants of its
+/// top-level columns (`delta.invariants` in a field's metadata), in name order.
+pub fn of_metadata(m: &Metadata) -> Result<Vec<Constraint>> {
+    let mut out: Vec<Constraint> = m
+        .configuration
+        .iter()
+        .filter_map(|(k, v)| {
+            Some(Constraint {
+                name: k.strip_prefix("delta.constraints.")?.to_string(),
+                expression: v.clone()?,
+            })
+        })
+        .collect();
+    let schema = m.schema().map_err(|e| Error::CorruptLog {
+        path: m.id.clone(),
+        message: format!("the schema in metaData does not read: {e}"),
+    })?;
+    for f in &schema.fields {
+        let Some(inv) = f.metadata.get("delta.invariants") else {
+            continue;
+        };
+        // `{"expression": {"expression": "x > 3"}}`, as a JSON string.
+        let expression = inv
+            .as_str()
+            .and_then(|s| serde_json::from_str::<serde_json::Value>(s).ok())
+            .and_then(|v| {
+                v.pointer("/expression/expression")
+                    .and_then(|e| e.as_str())
+                    .map(str::to_string)
+            })
+            .ok_or_else(|| Error::CorruptLog {
+                path: m.id.clone(),
+                message: format!("the invariant of column {} does not read: {inv}", f.name),
+            })?;
+        out.push(Constraint {
+            name: format!("invariant of {}", f.name),
+            expression,
+        });
+    }
+    out.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(out)
+}
+
+/// Compiles a table's constraints for a schema (every column of the table, partition columns
+/// included).
+pub trait ConstraintEngine: Send + Sync + std::fmt::Debug {
+    fn compile(
+        &self,
+        schema: &SchemaRef,
+        constraints: &[Constraint],
+    ) -> Result<Arc<dyn ConstraintChecker>>;
+}
+
+/// Compiled constraints.
+///
+/// # Contract
+/// `first_violation` evaluates every constraint on every row of `batch` (of the schema it was
+/// compiled for) and returns the first constraint, in name order, that some row makes false,
+/// with how many rows do; `None` when every row passes (true or NULL, as SQL CHECK reads it).
+pub trait ConstraintChecker: Send + Sync + std::fmt::Debug {
+    fn first_violation(&self, batch: &RecordBatch) -> Result<Option<(Constraint, usize)>>;
+}
+
+/// A table's compiled constraints with the schema to give them batches in.
+#[derive(Debug, Clone)]
+pub struct Checks {
+    pub constraints: Vec<Constraint>,
+    pub schema: SchemaRef,
+    pub checker: Arc<dyn ConstraintChecker>,
+}
+
+impl Checks {
+    /// The rows of `batch` (file columns, by name) with the partition values of `partition`
+    /// (`year=2024/region=eu`) as columns, in the compiled schema's order; a column neither
+    /// has is NULL. Then the first constraint broken.
+    pub fn first_violation(
+        &self,
+        batch: &RecordBatch,
+        partition: &str,
+    ) -> Result<Option<(Constraint, usize)>> {
+        let values = crate::partition::parse_partition_path(partition);
+        let n = batch.num_rows();
+        let columns = self
+            .schema
+            .fields()
+            .iter()
+            .map(|f| {
+                if let Some(c) = batch.column_by_name(f.name()) {
+                    return if c.data_type() == f.data_type() {
+                        Ok(c.clone())
+                    } else {
+                        Ok(arrow::compute::cast(c, f.data_type())?)
+                    };
+                }
+                match values.iter().find(|(k, _)| k == f.name()) {
+                    Some((_, Some(v))) => {
+                        let text = arrow::array::StringArray::from(vec![v.as_str(); n]);
+                        Ok(arrow::compute::cast(&text, f.data_type())?)
+                    }
+                    _ => Ok(arrow::array::new_null_array(f.data_type(), n)),
+                }
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let full = RecordBatch::try_new_with_options(
+            self.schema.clone(),
+            columns,
+            &arrow::array::RecordBatchOptions::new().with_row_count(Some(n)),
+        )?;
+        self.checker.first_violation(&full)
+    }
+}

@@ -1,0 +1,130 @@
+//! CHECK constraints and invariants of Delta tables evaluated with DataFusion: the engine the
+//! consumer and `convert` give the core ([`sluice_core::delta::constraints`]).
+
+use std::sync::Arc;
+
+use datafusion::arrow::array::{Array, AsArray, RecordBatch};
+use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::common::DFSchema;
+use datafusion::physical_expr::PhysicalExpr;
+use datafusion::prelude::SessionContext;
+use sluice_core::delta::constraints::{Constraint, ConstraintChecker, ConstraintEngine};
+use sluice_core::{Error, Result};
+
+/// Compiles constraints into DataFusion physical expressions.
+#[derive(Debug, Default, Clone)]
+pub struct DataFusionConstraints;
+
+/// The compiled expressions, in the constraints' order.
+#[derive(Debug)]
+struct Compiled {
+    exprs: Vec<(Constraint, Arc<dyn PhysicalExpr>)>,
+}
+
+impl ConstraintEngine for DataFusionConstraints {
+    fn compile(
+        &self,
+        schema: &SchemaRef,
+        constraints: &[Constraint],
+    ) -> Result<Arc<dyn ConstraintChecker>> {
+        let ctx = SessionContext::new();
+        let df_schema = DFSchema::try_from(schema.as_ref().clone())
+            .map_err(|e| Error::Config(format!("table schema for constraints: {e}")))?;
+        let exprs = constraints
+            .iter()
+            .map(|c| {
+                let bad = |e: datafusion::error::DataFusionError| {
+                    Error::Config(format!(
+                        "constraint {} ({}) does not compile: {e}",
+                        c.name, c.expression
+                    ))
+                };
+                let expr = ctx.parse_sql_expr(&c.expression, &df_schema).map_err(bad)?;
+                let phys = ctx.create_physical_expr(expr, &df_schema).map_err(bad)?;
+                Ok((c.clone(), phys))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Arc::new(Compiled { exprs }))
+    }
+}
+
+impl ConstraintChecker for Compiled {
+    fn first_violation(&self, batch: &RecordBatch) -> Result<Option<(Constraint, usize)>> {
+        for (c, expr) in &self.exprs {
+            let value = expr
+                .evaluate(batch)
+                .and_then(|v| v.into_array(batch.num_rows()))
+                .map_err(|e| {
+                    Error::Config(format!(
+                        "constraint {} ({}) failed to evaluate: {e}",
+                        c.name, c.expression
+                    ))
+                })?;
+            let Some(passed) = value.as_boolean_opt() else {
+                return Err(Error::Config(format!(
+                    "constraint {} ({}) is not a condition: it gives {}",
+                    c.name,
+                    c.expression,
+                    value.data_type()
+                )));
+            };
+            // False breaks a CHECK constraint; NULL does not.
+            let broken = (0..passed.len())
+                .filter(|i| passed.is_valid(*i) && !passed.value(*i))
+                .count();
+            if broken > 0 {
+                return Ok(Some((c.clone(), broken)));
+            }
+        }
+        Ok(None)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use datafusion::arrow::array::{Int64Array, StringArray};
+    use datafusion::arrow::datatypes::{DataType, Field, Schema};
+
+    #[test]
+    fn false_breaks_a_constraint_and_null_does_not() {
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("wind", DataType::Int64, true),
+            Field::new("region", DataType::Utf8, true),
+        ]));
+        let cs = [
+            Constraint {
+                name: "wind_positive".into(),
+                expression: "wind >= 0".into(),
+            },
+            Constraint {
+                name: "known_region".into(),
+                expression: "region IN ('eu', 'us')".into(),
+            },
+        ];
+        let checker = DataFusionConstraints.compile(&schema, &cs).unwrap();
+        let batch = |wind: Vec<Option<i64>>, region: Vec<Option<&str>>| {
+            RecordBatch::try_new(
+                schema.clone(),
+                vec![
+                    Arc::new(Int64Array::from(wind)),
+                    Arc::new(StringArray::from(region)),
+                ],
+            )
+            .unwrap()
+        };
+        let ok = batch(vec![Some(1), None], vec![Some("eu"), None]);
+        assert_eq!(checker.first_violation(&ok).unwrap(), None);
+        let bad = batch(
+            vec![Some(-4), Some(-1), Some(3)],
+            vec![Some("eu"), Some("ap"), Some("us")],
+        );
+        let (c, n) = checker.first_violation(&bad).unwrap().unwrap();
+        assert_eq!((c.name.as_str(), n), ("wind_positive", 2));
+        let wrong = [Constraint {
+            name: "nope".into(),
+            expression: "no_such_column > 1".into(),
+        }];
+        assert!(DataFusionConstraints.compile(&schema, &wrong).is_err());
+    }
+}
