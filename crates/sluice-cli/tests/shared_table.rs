@@ -38,7 +38,7 @@ path, id, v, with_polars = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4] ==
 con = duckdb_connect("delta")
 print(*con.execute(f"SELECT count(*), count(DISTINCT {id}), sum({v}) FROM delta_scan('{path}')").fetchone())
 if with_polars:
-    print(*pl.scan_delta(path).select(pl.len(), pl.col(id).n_unique(), pl.col(v).sum()).collect().row(0))
+    print(*pl.scan_delta(path).select(pl.len(), pl.col(id).n_unique().alias("d"), pl.col(v).sum().alias("s")).collect().row(0))
 # deltalake's own engine: its pyarrow path reads no table with deletion vectors.
 q = deltalake.QueryBuilder().register("t", deltalake.DeltaTable(path))
 r = pa.table(q.execute(f"SELECT count(*) AS n, count(DISTINCT {id}) AS d, sum({v}) AS s FROM t").read_all())
@@ -257,6 +257,33 @@ DeltaTable(path).alter.add_constraint({"wind_positive": "wind >= 0"})
 DeltaTable(path).alter.add_constraint({"known_region": "region IN ('eu', 'us', 'ap')"})
 "#,
     );
+    // And a table whose `id` is NOT NULL (a pyarrow schema's non-nullable field).
+    let strict = home.join("lake/strict");
+    std::fs::create_dir_all(&strict).unwrap();
+    deltalake(
+        &strict,
+        r#"
+schema = pa.schema([pa.field("id", pa.int64(), nullable=False), ("region", pa.string())])
+write_deltalake(path, pa.table({"id": [1], "region": ["eu"]}, schema=schema), partition_by=["region"])
+"#,
+    );
+    let nulls = csv(dir.path(), "nulls.csv", "id,region\n2,eu\n,us\n");
+    let out = sluice(
+        &home,
+        &["convert", nulls.to_str().unwrap(), "--table", "strict"],
+    );
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("break the constraint id NOT NULL"),
+        "{}",
+        stderr(&out)
+    );
+    let fine = csv(dir.path(), "fine.csv", "id,region\n2,eu\n3,us\n");
+    ok(&sluice(
+        &home,
+        &["convert", fine.to_str().unwrap(), "--table", "strict"],
+    ));
+    agree(&three_readers(&strict, "id", "id"), "3 3 6");
     // Rows that keep the constraints land.
     let good = csv(dir.path(), "good.csv", "id,region,wind\n3,eu,0\n4,ap,12\n");
     ok(&sluice(

@@ -296,3 +296,36 @@ async fn exactly_once_records_expire_after_the_tables_retention() {
         Some(14 * 86_400_000)
     );
 }
+
+#[tokio::test]
+async fn partitions_of_a_column_mapped_table_come_from_physical_keys() {
+    // Column mapping: partition values are keyed by physical names, files sit under random
+    // prefixes (the table's log as Databricks writes it, one file added by hand).
+    let dir = tempfile::tempdir().unwrap();
+    let lake = Lake::local(dir.path()).unwrap();
+    let log = dir.path().join("t/_delta_log");
+    std::fs::create_dir_all(&log).unwrap();
+    let schema = serde_json::json!({"type": "struct", "fields": [
+        {"name": "value", "type": "long", "nullable": true, "metadata": {"delta.columnMapping.id": 1, "delta.columnMapping.physicalName": "col-e0571b78"}},
+        {"name": "category", "type": "string", "nullable": true, "metadata": {"delta.columnMapping.id": 2, "delta.columnMapping.physicalName": "col-6dc68f07"}}]});
+    let lines = [
+        serde_json::json!({"protocol": {"minReaderVersion": 3, "minWriterVersion": 7, "readerFeatures": ["columnMapping"], "writerFeatures": ["columnMapping"]}}),
+        serde_json::json!({"metaData": {"id": "cm", "format": {"provider": "parquet", "options": {}}, "schemaString": schema.to_string(), "partitionColumns": ["category"], "configuration": {"delta.columnMapping.mode": "name", "delta.columnMapping.maxColumnId": "2"}, "createdTime": 1}}),
+        serde_json::json!({"add": {"path": "Ab/part-00000-x.snappy.parquet", "partitionValues": {"col-6dc68f07": "books"}, "size": 10, "modificationTime": 1, "dataChange": true, "stats": "{\"numRecords\":4}"}}),
+    ];
+    std::fs::write(
+        log.join(format!("{:020}.json", 0)),
+        lines.map(|l| l.to_string()).join("\n"),
+    )
+    .unwrap();
+    let l = Ledger::open(&lake, "t", "test").await.unwrap();
+    let parts = l.state().partitions();
+    assert_eq!(parts.len(), 1);
+    assert_eq!(parts[0].dir, "category=books");
+    assert_eq!(parts[0].rows, 4);
+    // Writing is refused, naming the feature.
+    match l.check(sluice_core::delta::Operation::Append) {
+        Err(Error::UnsupportedFeature { feature, .. }) => assert_eq!(feature, "columnMapping"),
+        other => panic!("not refused: {other:?}"),
+    }
+}

@@ -26,8 +26,8 @@ pub struct Constraint {
     pub expression: String,
 }
 
-/// The table's CHECK constraints (`delta.constraints.<name>`) and the invariants of its
-/// top-level columns (`delta.invariants` in a field's metadata), in name order.
+/// The table's CHECK constraints (`delta.constraints.<name>`), the invariants of its top-level
+/// columns (`delta.invariants` in a field's metadata) and its NOT NULL columns, in name order.
 pub fn of_metadata(m: &Metadata) -> Result<Vec<Constraint>> {
     let mut out: Vec<Constraint> = m
         .configuration
@@ -44,6 +44,13 @@ pub fn of_metadata(m: &Metadata) -> Result<Vec<Constraint>> {
         message: format!("the schema in metaData does not read: {e}"),
     })?;
     for f in &schema.fields {
+        // Delta asks every writer to keep NOT NULL columns free of nulls.
+        if !f.nullable {
+            out.push(Constraint {
+                name: format!("{} NOT NULL", f.name),
+                expression: format!("\"{}\" IS NOT NULL", f.name.replace('"', "\"\"")),
+            });
+        }
         let Some(inv) = f.metadata.get("delta.invariants") else {
             continue;
         };

@@ -340,6 +340,9 @@ pub struct LedgerState {
     in_commit_timestamp: Option<(u64, i64)>,
     /// `delta.setTransactionRetentionDuration` in milliseconds, when the table sets it.
     txn_retention_ms: Option<i64>,
+    /// The key of each partition column in `partitionValues`: its physical name under column
+    /// mapping, else its name.
+    partition_keys: Vec<String>,
     /// Application transactions: the 128-bit hash of the app id ([`part_key`]) → `lastUpdated`
     /// (`i64::MAX` when not recorded). A million records take about 32 MB this way, against
     /// about 110 MB as strings.
@@ -423,6 +426,26 @@ impl LedgerState {
         self.schema_string = Some(m.schema_string.clone());
         self.partition_columns = m.partition_columns.clone();
         self.txn_retention_ms = m.config(TXN_RETENTION_KEY).and_then(parse_interval_ms);
+        let physical: HashMap<String, String> = m
+            .schema()
+            .map(|s| {
+                s.fields
+                    .into_iter()
+                    .filter_map(|f| {
+                        let p = f
+                            .metadata
+                            .get("delta.columnMapping.physicalName")?
+                            .as_str()?;
+                        Some((f.name.clone(), p.to_string()))
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        self.partition_keys = m
+            .partition_columns
+            .iter()
+            .map(|c| physical.get(c).cloned().unwrap_or_else(|| c.clone()))
+            .collect();
         self.metadata = Some(m);
     }
 
@@ -744,7 +767,9 @@ impl Ledger {
             .as_ref()
             .ok_or_else(|| self.corrupt("the log has no metaData action"))?;
         let caps = crate::delta::Capabilities {
-            constraints: self.engine.is_some(),
+            // The quarantine's rows are sluice's own making: its NOT NULL columns always have
+            // a value, and it has no constraints.
+            constraints: self.engine.is_some() || self.kind == FileKind::Quarantine,
         };
         crate::delta::protocol::check_with(&self.url(), p, m, op, caps)
     }
@@ -1102,9 +1127,10 @@ impl Ledger {
             return dir.to_string();
         }
         cols.iter()
-            .map(|c| {
+            .zip(&self.state.partition_keys)
+            .map(|(c, key)| {
                 let v = values
-                    .get(c)
+                    .get(key)
                     .cloned()
                     .flatten()
                     .filter(|v| !v.is_empty())

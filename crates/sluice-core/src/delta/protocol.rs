@@ -190,6 +190,16 @@ pub fn check_with(
     };
     let any_field = |key: &str| fields.iter().any(|f| field_has(f, key));
     let writes_rows = op == Operation::Append;
+    // Not a feature: every writer keeps NOT NULL columns free of nulls.
+    if writes_rows
+        && !caps.constraints
+        && let Some(f) = fields.iter().find(|f| !f.nullable)
+    {
+        return Err(refuse(
+            &format!("NOT NULL column {}", f.name),
+            "this writer does not check that rows have a value there",
+        ));
+    }
     for f in writer_features(p) {
         match f.as_str() {
             // Appends and rearranging commits (`dataChange` false) are what an append-only
