@@ -251,7 +251,7 @@ fn sigkill_at_random_moments_loses_and_duplicates_nothing() {
     );
     assert_eq!(String::from_utf8_lossy(&w.stdout).trim(), "20");
     // Its commits and sluice's interleaved: a sluice version between its first and its last.
-    let order = writers_in_order(&home.join("lake/events"));
+    let order = common::writers_in_order(&home.join("lake/events"));
     let (first, last) = (order.find('D').unwrap(), order.rfind('D').unwrap());
     assert!(
         order[first..last].contains('S'),
@@ -305,23 +305,6 @@ fn sigkill_at_random_moments_loses_and_duplicates_nothing() {
 
 /// Rows the other writer of the crash test appends: 20 appends of 10.
 const FOREIGN_ROWS: u64 = 200;
-
-/// Who wrote each version of the table's log, in order: `S` sluice, `D` another writer.
-fn writers_in_order(table: &Path) -> String {
-    let mut logs: Vec<PathBuf> = std::fs::read_dir(table.join("_delta_log"))
-        .unwrap()
-        .flatten()
-        .map(|e| e.path())
-        .filter(|p| p.extension().is_some_and(|x| x == "json"))
-        .collect();
-    logs.sort();
-    logs.iter()
-        .map(|p| match std::fs::read_to_string(p) {
-            Ok(t) if t.contains("sluiceWriter") => 'S',
-            _ => 'D',
-        })
-        .collect()
-}
 
 /// Starts the `deltalake` package appending [`FOREIGN_ROWS`] rows to the table at `table` (ids
 /// from 10,000,000, `amount_cents` 1, in 2030), 10 at a time: one append for each line on its

@@ -212,33 +212,104 @@ print(pq.ParquetFile(f).metadata.created_by)
 fn features_sluice_does_not_implement_are_refused_and_the_table_left_untouched() {
     let dir = tempfile::tempdir().unwrap();
     let home = dir.path().join("home");
-    // Column mapping: files name columns by physical names sluice does not write yet.
-    let mapped = home.join("lake/mapped");
-    std::fs::create_dir_all(&mapped).unwrap();
+    // A generated column: sluice does not compute them, so it refuses to append.
+    let generated = home.join("lake/generated");
+    std::fs::create_dir_all(&generated).unwrap();
     deltalake(
-        &mapped,
+        &generated,
         r#"
-schema = pa.schema([("id", pa.int64()), ("region", pa.string())])
-DeltaTable.create(path, schema=schema, configuration={"delta.columnMapping.mode": "name"})
-write_deltalake(path, pa.table({"id": pa.array([1], pa.int64()), "region": ["eu"]}), mode="append")
+schema = pa.schema([pa.field("id", pa.int64()),
+                    pa.field("twice", pa.int64(), metadata={"delta.generationExpression": "id * 2"})])
+DeltaTable.create(path, schema=schema)
+write_deltalake(path, pa.table({"id": pa.array([1], pa.int64())}), mode="append")
 "#,
     );
-    let rows = csv(dir.path(), "m.csv", "id,region\n2,us\n");
-    let before = tree(&mapped);
+    let rows = csv(dir.path(), "g.csv", "id,twice\n2,4\n");
+    let before = tree(&generated);
     let out = sluice(
         &home,
-        &["convert", rows.to_str().unwrap(), "--table", "mapped"],
+        &["convert", rows.to_str().unwrap(), "--table", "generated"],
     );
     assert!(!out.status.success());
     assert!(
-        stderr(&out).contains("Delta feature columnMapping"),
+        stderr(&out).contains("Delta feature generatedColumns"),
         "{}",
         stderr(&out)
     );
-    assert_eq!(tree(&mapped), before);
+    assert_eq!(tree(&generated), before);
     // It was not registered in the catalog.
     let list = ok(&sluice(&home, &["catalog", "tables"]));
-    assert!(!list.contains("mapped"), "{list}");
+    assert!(!list.contains("generated"), "{list}");
+}
+
+#[test]
+fn column_mapped_tables_are_written_with_physical_names_and_field_ids() {
+    for mode in ["name", "id"] {
+        let dir = tempfile::tempdir().unwrap();
+        let home = dir.path().join("home");
+        let table = home.join("lake/mapped");
+        std::fs::create_dir_all(&table).unwrap();
+        deltalake(
+            &table,
+            &format!(
+                r#"
+schema = pa.schema([("id", pa.int64()), ("region", pa.string())])
+DeltaTable.create(path, schema=schema, configuration={{"delta.columnMapping.mode": "{mode}"}})
+write_deltalake(path, pa.table({{"id": pa.array([1, 2], pa.int64()), "region": ["eu", "us"]}}), mode="append")
+"#
+            ),
+        );
+        let rows = csv(dir.path(), "m.csv", "id,region\n3,us\n4,eu\n");
+        ok(&sluice(
+            &home,
+            &["convert", rows.to_str().unwrap(), "--table", "mapped"],
+        ));
+        agree(&readers(&table, "id", "id", false), "4 4 10");
+        // sluice's file names its columns as the table's mapping does, with field ids.
+        let columns = common::python(
+            r#"
+import json, sys, pyarrow.parquet as pq
+from deltalake import DeltaTable
+dt = DeltaTable(sys.argv[1])
+phys = {f["name"]: (f["metadata"]["delta.columnMapping.physicalName"], f["metadata"]["delta.columnMapping.id"])
+        for f in json.loads(dt.schema().to_json())["fields"]}
+# sluice names its files part-<UUIDv7>.parquet; deltalake's end in -c000.<codec>.parquet.
+ours = [f for f in dt.file_uris() if "-c000" not in f]
+ok = []
+for f in ours:
+    s = pq.read_schema(f.replace("file://", ""))
+    ok.append(all(s.field(i).name == phys[n][0] and int(s.field(i).metadata[b"PARQUET:field_id"]) == phys[n][1]
+                  for i, n in enumerate(["id", "region"])))
+print(len(ok), all(ok))
+"#,
+            &[table.to_str().unwrap()],
+            "deltalake and pyarrow",
+        );
+        assert_eq!(columns, "1 True", "mode {mode}");
+        // Compaction reads the other writer's files by physical name and writes its own so.
+        ok(&sluice(
+            &home,
+            &["compact", "--table", "mapped", "--target-size", "1MiB"],
+        ));
+        agree(&readers(&table, "id", "id", false), "4 4 10");
+        // A source with a column the table lacks: added under its own id and physical name,
+        // and every reader sees it.
+        let wider = csv(dir.path(), "w.csv", "id,region,note\n5,eu,x\n");
+        ok(&sluice(
+            &home,
+            &["convert", wider.to_str().unwrap(), "--table", "mapped"],
+        ));
+        agree(&readers(&table, "note", "id", false), "5 1 15");
+        let note = deltalake(
+            &table,
+            r#"
+import json
+f = [f for f in json.loads(DeltaTable(path).schema().to_json())["fields"] if f["name"] == "note"][0]
+print(f["metadata"]["delta.columnMapping.physicalName"].startswith("col-"), f["metadata"]["delta.columnMapping.id"])
+"#,
+        );
+        assert_eq!(note, "True 3", "mode {mode}");
+    }
 }
 
 #[test]
@@ -418,23 +489,7 @@ os._exit(0)
     let out = consumer;
     ok(&out);
     // The two writers' commits interleaved: a sluice commit between deltalake's first and last.
-    let mut logs: Vec<PathBuf> = std::fs::read_dir(table.join("_delta_log"))
-        .unwrap()
-        .flatten()
-        .map(|e| e.path())
-        .filter(|p| p.extension().is_some_and(|x| x == "json"))
-        .collect();
-    logs.sort();
-    let order: String = logs
-        .iter()
-        .map(|p| {
-            if std::fs::read_to_string(p).unwrap().contains("sluiceWriter") {
-                'S'
-            } else {
-                'D'
-            }
-        })
-        .collect();
+    let order = common::writers_in_order(&table);
     let (first, last) = (order.find('D').unwrap(), order.rfind('D').unwrap());
     assert!(order[first..last].contains('S'), "no interleaving: {order}");
     let sum_sluice: i64 = (0..40).map(|i| i * 10).sum::<i64>() + 5;

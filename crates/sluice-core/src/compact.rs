@@ -117,6 +117,15 @@ pub async fn compact(lake: &Lake, table: &str, opts: &CompactOptions) -> Result<
     ledger.check(Operation::Compact)?;
     let columns = file_columns(&ledger)?;
     let schema = arrow_schema(&columns);
+    // Files of a column-mapped table name their columns by physical names: read them so, and
+    // write so.
+    let mapping = ledger.state().column_mapping()?;
+    let physical = ledger.state().physical_file_schema(&schema)?;
+    let shape = Shape {
+        logical: &schema,
+        physical: &physical,
+        mapping: mapping.as_ref(),
+    };
     let mut by_partition: BTreeMap<String, Vec<DataFile>> = BTreeMap::new();
     for f in ledger.state().files.values() {
         if f.bytes >= opts.target_bytes / 4 * 3
@@ -140,7 +149,7 @@ pub async fn compact(lake: &Lake, table: &str, opts: &CompactOptions) -> Result<
         }
         // Paths are `part-<UUIDv7>`: by name is by the time they were written.
         files.sort_by(|a, b| a.path.cmp(&b.path));
-        let written = rewrite(lake, table, &partition, &files, &schema, opts).await?;
+        let written = rewrite(lake, table, &partition, &files, &shape, opts).await?;
         let draft = CommitDraft {
             id: uuid::Uuid::now_v7().to_string(),
             add: written.clone(),
@@ -228,6 +237,15 @@ fn matches_filter(partition: &str, filter: &[(String, String)]) -> bool {
     })
 }
 
+/// The schemas a compaction reads and writes in.
+struct Shape<'a> {
+    /// The table's file columns by their names.
+    logical: &'a arrow::datatypes::SchemaRef,
+    /// The same as the files name them (physical names under column mapping).
+    physical: &'a arrow::datatypes::SchemaRef,
+    mapping: Option<&'a crate::delta::mapping::ColumnMapping>,
+}
+
 /// Reads `files` in order and writes their rows into new files of about the target size,
 /// uploaded into the partition; returns them (not yet committed).
 async fn rewrite(
@@ -235,9 +253,10 @@ async fn rewrite(
     table: &str,
     partition: &str,
     files: &[DataFile],
-    schema: &arrow::datatypes::SchemaRef,
+    shape: &Shape<'_>,
     opts: &CompactOptions,
 ) -> Result<Vec<DataFile>> {
+    let schema = shape.logical;
     // Decided from the first rows read (see `dictionary_misfits`).
     let mut props = None;
     let mut done: Vec<DataFile> = Vec::new();
@@ -256,28 +275,45 @@ async fn rewrite(
                     })
                     .build()?;
             for batch in reader {
-                let batch = crate::table_writer::conform(batch?, schema)?;
+                let batch = match shape.mapping {
+                    Some(m) => m.to_logical(batch?)?,
+                    None => batch?,
+                };
+                let batch = crate::table_writer::conform(batch, schema)?;
                 let spool = match open.as_mut() {
                     Some(s) => s,
                     None => {
                         let props = match &props {
                             Some(p) => p,
                             None => {
-                                let plain =
+                                let plain: Vec<String> =
                                     dictionary_misfits(&[&batch], opts.parquet.row_group_rows)
-                                        .unwrap_or_default();
-                                props.insert(writer_properties_for(&opts.parquet, schema, &plain)?)
+                                        .unwrap_or_default()
+                                        .into_iter()
+                                        .map(|n| match (shape.mapping, schema.index_of(&n)) {
+                                            (Some(_), Ok(i)) => {
+                                                shape.physical.field(i).name().clone()
+                                            }
+                                            _ => n,
+                                        })
+                                        .collect();
+                                props.insert(writer_properties_for(
+                                    &opts.parquet,
+                                    shape.physical,
+                                    &plain,
+                                )?)
                             }
                         };
                         open.insert(SpoolFile::create(
                             &opts.spool_dir,
-                            schema.clone(),
+                            shape.physical.clone(),
                             props.clone(),
                             &opts.parquet,
                         )?)
                     }
                 };
                 let target = opts.target_bytes;
+                let batch = crate::delta::mapping::to_physical(batch, shape.physical)?;
                 tokio::task::block_in_place(|| -> Result<()> {
                     spool.write(&batch)?;
                     // A buffered row group's size is an estimate (pages not yet compressed count

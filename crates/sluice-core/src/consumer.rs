@@ -607,7 +607,7 @@ impl Consumer {
                 d.new_columns_source
             };
             let layout = self.evolver.add_columns(&missing, &source).await?;
-            self.take_layout(layout)?;
+            self.take_layout(layout).await?;
         }
         let layout = self.writer.layout().clone();
         let again = tokio::task::block_in_place(|| {
@@ -624,9 +624,9 @@ impl Consumer {
 
     /// Writes from now on for `layout` (the table gained columns); messages received from now
     /// on are decoded for it.
-    fn take_layout(&mut self, layout: Arc<TableLayout>) -> Result<()> {
+    async fn take_layout(&mut self, layout: Arc<TableLayout>) -> Result<()> {
         self.layout_tx.send_replace(layout.clone());
-        tokio::task::block_in_place(|| self.writer.set_layout(layout))
+        self.writer.set_layout(layout).await
     }
 
     /// The held entry of a message (a new one on first delivery; the receipt of the newest).
@@ -791,7 +791,7 @@ impl Consumer {
                         self.flush(written.due).await?;
                     }
                 }
-                Item::Evolved(layout) => self.take_layout(layout)?,
+                Item::Evolved(layout) => self.take_layout(layout).await?,
                 Item::Skipped | Item::PieceDone | Item::End => {}
                 Item::Failed(e) => {
                     warn!(message_id = %m.message_id, error = %e, "object of a notification cannot be read");

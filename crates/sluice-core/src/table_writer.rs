@@ -128,6 +128,9 @@ pub struct TableWriter {
     /// dictionary (see [`crate::writer::dictionary_misfits`]).
     data_props: Option<parquet::file::properties::WriterProperties>,
     files: HashMap<String, OpenFile>,
+    /// The schema data files are written in: the layout's file schema, under column mapping's
+    /// physical names and field ids when the table maps its columns.
+    physical: arrow::datatypes::SchemaRef,
     /// Files closed when the schema changed, committed with their partition's next flush.
     retired: Vec<Closed>,
     stats: WriteStats,
@@ -143,7 +146,9 @@ impl TableWriter {
     ) -> Result<Self> {
         let props = writer_properties(&opts.parquet)?;
         std::fs::create_dir_all(&opts.spool_dir).map_err(|e| Error::io(&opts.spool_dir, e))?;
+        let physical = ledger.state().physical_file_schema(&layout.file_schema)?;
         Ok(TableWriter {
+            physical,
             opts,
             lake,
             layout,
@@ -225,11 +230,20 @@ impl TableWriter {
     /// Takes the table's new layout (its schema gained columns). Open data files keep the
     /// schema they were opened with: they are closed now and committed with their partition's
     /// next flush; rows typed for the earlier layout get the new columns as NULL.
-    pub fn set_layout(&mut self, layout: Arc<TableLayout>) -> Result<()> {
+    pub async fn set_layout(&mut self, layout: Arc<TableLayout>) -> Result<()> {
         if layout.file_schema == self.layout.file_schema {
             self.layout = layout;
             return Ok(());
         }
+        // Under column mapping the new columns' physical names are in the version that added
+        // them, which this writer's log has not read yet.
+        if self.ledger.state().column_mapping()?.is_some() {
+            self.ledger.refresh().await?;
+        }
+        let physical = self
+            .ledger
+            .state()
+            .physical_file_schema(&layout.file_schema)?;
         let data: Vec<String> = self
             .files
             .iter()
@@ -242,7 +256,20 @@ impl TableWriter {
             self.retired.push(closed);
         }
         self.layout = layout;
+        self.physical = physical;
         Ok(())
+    }
+
+    /// Column names of the layout's file schema as the files name them (the same, unless the
+    /// table maps its columns).
+    fn physical_names(&self, logical: Vec<String>) -> Vec<String> {
+        logical
+            .into_iter()
+            .map(|n| match self.layout.file_schema.index_of(&n) {
+                Ok(i) => self.physical.field(i).name().clone(),
+                Err(_) => n,
+            })
+            .collect()
     }
 
     /// Re-reads both logs (other writers commit too).
@@ -277,9 +304,10 @@ impl TableWriter {
                 if !plain.is_empty() {
                     info!(table = %self.layout.name, columns = ?plain, "columns written without a dictionary");
                 }
+                let plain = self.physical_names(plain);
                 self.data_props = Some(writer_properties_for(
                     &self.opts.parquet,
-                    &self.layout.file_schema,
+                    &self.physical,
                     &plain,
                 )?);
             }
@@ -329,8 +357,8 @@ impl TableWriter {
             out.waiting.insert(part.clone());
             if !self.files.contains_key(&part) {
                 let (schema, props) = match (kind, &self.data_props) {
-                    (FileKind::Data, Some(props)) => (self.layout.file_schema.clone(), props),
-                    (FileKind::Data, None) => (self.layout.file_schema.clone(), &self.props),
+                    (FileKind::Data, Some(props)) => (self.physical.clone(), props),
+                    (FileKind::Data, None) => (self.physical.clone(), &self.props),
                     (FileKind::Quarantine, _) => (quarantine_schema(), &self.props),
                 };
                 let spool = SpoolFile::create(
@@ -352,7 +380,10 @@ impl TableWriter {
                 FileKind::Data => {
                     self.stats.rows_written += n;
                     metrics::counter!(crate::metrics::ROWS_WRITTEN).increment(n);
-                    conform(batch, &self.layout.file_schema)?
+                    crate::delta::mapping::to_physical(
+                        conform(batch, &self.layout.file_schema)?,
+                        &self.physical,
+                    )?
                 }
                 FileKind::Quarantine => {
                     self.stats.rows_quarantined += n;

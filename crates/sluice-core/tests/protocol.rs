@@ -323,9 +323,26 @@ async fn partitions_of_a_column_mapped_table_come_from_physical_keys() {
     assert_eq!(parts.len(), 1);
     assert_eq!(parts[0].dir, "category=books");
     assert_eq!(parts[0].rows, 4);
-    // Writing is refused, naming the feature.
-    match l.check(sluice_core::delta::Operation::Append) {
-        Err(Error::UnsupportedFeature { feature, .. }) => assert_eq!(feature, "columnMapping"),
-        other => panic!("not refused: {other:?}"),
-    }
+    // Appends write physical names, and columns can be added (each its own id and name).
+    l.check(sluice_core::delta::Operation::Append).unwrap();
+    l.check(sluice_core::delta::Operation::ChangeSchema)
+        .unwrap();
+    let m = l.state().column_mapping().unwrap().unwrap();
+    assert_eq!(m.physical("category"), Some("col-6dc68f07"));
+    let mut l = l;
+    l.add_columns(&[sluice_core::ledger::DeltaField {
+        name: "note".into(),
+        ty: "string",
+        nullable: true,
+    }])
+    .await
+    .unwrap();
+    let m = l.state().column_mapping().unwrap().unwrap();
+    let note = m.physical("note").unwrap().to_string();
+    assert!(note.starts_with("col-") && note != "col-6dc68f07", "{note}");
+    let meta = l.state().metadata.clone().unwrap();
+    assert_eq!(meta.config("delta.columnMapping.maxColumnId"), Some("3"));
+    let schema = meta.schema().unwrap();
+    let f = schema.fields.iter().find(|f| f.name == "note").unwrap();
+    assert_eq!(f.metadata["delta.columnMapping.id"], serde_json::json!(3));
 }

@@ -182,55 +182,19 @@ fn parquet_file(root: &Path, path: &str, ids: &[i64]) -> u64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn compaction_never_rewrites_a_file_with_a_deletion_vector() {
-    use sluice_core::ledger::{CommitDraft, DataFile, DeltaField, DeltaSchema};
     let dir = tempfile::tempdir().unwrap();
     let lake = Lake::local(dir.path()).unwrap();
-    let mut log = Ledger::open(&lake, "t", "test").await.unwrap();
-    log.create_if_missing(&DeltaSchema {
-        fields: vec![
-            DeltaField {
-                name: "id".into(),
-                ty: "long",
-                nullable: true,
-            },
-            DeltaField {
-                name: "year".into(),
-                ty: "long",
-                nullable: true,
-            },
-        ],
-        partition_columns: vec!["year".into()],
-        configuration: Default::default(),
-    })
-    .await
-    .unwrap();
-    let mut paths = Vec::new();
-    for (k, name) in ["a", "b", "c"].iter().enumerate() {
-        let path = format!("t/year=2024/part-{name}.parquet");
-        let bytes = parquet_file(dir.path(), &path, &[k as i64 * 10, k as i64 * 10 + 1]);
-        log.commit(CommitDraft {
-            id: format!("c{k}"),
-            add: vec![DataFile {
-                path: path.clone(),
-                partition: "year=2024".into(),
-                rows: 2,
-                bytes,
-                kind: FileKind::Data,
-                stats: None,
-            }],
-            ..Default::default()
-        })
-        .await
-        .unwrap();
-        paths.push(path);
-    }
-    // Another engine deletes a row of file a with a deletion vector: its add again, with one.
+    let paths = small_table(&lake, dir.path(), 3).await;
+    // Another engine deletes a row of the first file with a deletion vector: its add again,
+    // with one.
     let size = std::fs::metadata(dir.path().join(&paths[0])).unwrap().len();
-    let dv = serde_json::json!({"add": {"path": "year=2024/part-a.parquet", "partitionValues": {"year": "2024"},
-        "size": size, "modificationTime": 1, "dataChange": true, "stats": "{\"numRecords\":2}",
+    let first = paths[0].strip_prefix("t/").unwrap();
+    let dv = serde_json::json!({"add": {"path": first, "partitionValues": {"year": "2024"},
+        "size": size, "modificationTime": 1, "dataChange": true, "stats": "{\"numRecords\":1}",
         "deletionVector": {"storageType": "i", "pathOrInlineDv": "wi5b=000010000siXQKl0rr91000f55c8Xg0@@D72lkbi5=-{L", "offset": 1, "sizeInBytes": 36, "cardinality": 1}}});
     let commit = serde_json::json!({"commitInfo": {"timestamp": 2, "operation": "DELETE", "isBlindAppend": false}});
-    let remove = serde_json::json!({"remove": {"path": "year=2024/part-a.parquet", "deletionTimestamp": 2, "dataChange": true}});
+    let remove =
+        serde_json::json!({"remove": {"path": first, "deletionTimestamp": 2, "dataChange": true}});
     std::fs::write(
         dir.path().join("t/_delta_log/00000000000000000004.json"),
         format!("{commit}\n{remove}\n{dv}"),

@@ -179,3 +179,21 @@ pub fn http(
     let (head, body) = text.split_once("\r\n\r\n")?;
     Some((head.to_string(), body.to_string()))
 }
+
+/// Who wrote each version of a Delta table's log, in order: `S` sluice (its `commitInfo` names
+/// a `sluiceWriter`), `D` another writer.
+pub fn writers_in_order(table: &Path) -> String {
+    let mut logs: Vec<PathBuf> = std::fs::read_dir(table.join("_delta_log"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "json"))
+        .collect();
+    logs.sort();
+    logs.iter()
+        .map(|p| match std::fs::read_to_string(p) {
+            Ok(t) if t.contains("sluiceWriter") => 'S',
+            _ => 'D',
+        })
+        .collect()
+}

@@ -238,7 +238,7 @@ pub async fn convert(
                 Item::PieceDone => stats.pieces_skipped += 1,
                 Item::Evolved(layout) => {
                     stats.columns_added += 1;
-                    tokio::task::block_in_place(|| writer.set_layout(layout))?;
+                    writer.set_layout(layout).await?;
                 }
                 Item::Skipped => {
                     stats.sources_skipped += 1;

@@ -449,6 +449,26 @@ impl LedgerState {
         self.metadata = Some(m);
     }
 
+    /// The table's column mapping, when its metadata turns it on.
+    pub fn column_mapping(&self) -> Result<Option<crate::delta::mapping::ColumnMapping>> {
+        match &self.metadata {
+            Some(m) => crate::delta::mapping::ColumnMapping::of_metadata(m),
+            None => Ok(None),
+        }
+    }
+
+    /// The file schema sluice writes for the logical file schema `logical`: the same under
+    /// column mapping's physical names and field ids, or `logical` itself.
+    pub fn physical_file_schema(
+        &self,
+        logical: &arrow::datatypes::SchemaRef,
+    ) -> Result<arrow::datatypes::SchemaRef> {
+        match self.column_mapping()? {
+            Some(m) => m.physical_schema(logical),
+            None => Ok(logical.clone()),
+        }
+    }
+
     /// The row-id high-water mark of the `delta.rowTracking` domain (-1: no row ids yet).
     fn row_id_high_water_mark(&self) -> i64 {
         self.domains
@@ -865,7 +885,28 @@ impl Ledger {
                 .iter()
                 .position(|f| self.state.partition_columns.contains(&f.name))
                 .unwrap_or(schema.fields.len());
-            let new_fields: Vec<StructField> = new.iter().map(|f| f.to_struct_field()).collect();
+            let mut new_fields: Vec<StructField> =
+                new.iter().map(|f| f.to_struct_field()).collect();
+            // Under column mapping each new column gets the next id and a physical name of its
+            // own, and the table its new highest id.
+            if crate::delta::mapping::ColumnMapping::of_metadata(&meta)?.is_some() {
+                let key = "delta.columnMapping.maxColumnId";
+                let mut max = meta
+                    .config(key)
+                    .and_then(|v| v.trim().parse::<i64>().ok())
+                    .unwrap_or(0);
+                for f in &mut new_fields {
+                    max += 1;
+                    f.metadata
+                        .insert("delta.columnMapping.id".into(), json!(max));
+                    f.metadata.insert(
+                        "delta.columnMapping.physicalName".into(),
+                        json!(format!("col-{}", uuid::Uuid::new_v4())),
+                    );
+                }
+                meta.configuration
+                    .insert(key.to_string(), Some(max.to_string()));
+            }
             for (k, f) in new_fields.iter().enumerate() {
                 schema.fields.insert(at + k, f.clone());
             }
@@ -1493,18 +1534,20 @@ impl Ledger {
         }
     }
 
-    /// Delta `partitionValues` of a partition directory (`year=2024`).
+    /// Delta `partitionValues` of a partition directory (`year=2024`), keyed as the table keys
+    /// them (physical names under column mapping).
     fn partition_values(&self, partition: &str) -> BTreeMap<String, Option<String>> {
         let kv = crate::partition::parse_partition_path(partition);
         self.state
             .partition_columns
             .iter()
-            .map(|col| {
+            .zip(&self.state.partition_keys)
+            .map(|(col, key)| {
                 let v = kv
                     .iter()
                     .find(|(k, _)| k == col)
                     .and_then(|(_, v)| v.clone());
-                (col.clone(), v)
+                (key.clone(), v)
             })
             .collect()
     }

@@ -6,6 +6,7 @@ pub mod actions;
 pub mod adopt;
 pub mod constraints;
 pub mod log;
+pub mod mapping;
 pub mod protocol;
 
 pub use actions::{Action, Add, CommitInfo, DomainMetadata, Metadata, Protocol, Remove, Txn};

@@ -251,18 +251,6 @@ pub fn check_with(
                     "a column is an identity column, and sluice does not assign identity values",
                 ));
             }
-            "columnMapping"
-                if m.config("delta.columnMapping.mode")
-                    .is_some_and(|mode| !mode.eq_ignore_ascii_case("none")) =>
-            {
-                return Err(refuse(
-                    &f,
-                    &format!(
-                        "column mapping (mode {}) names columns in files by physical names, which sluice does not write yet",
-                        m.config("delta.columnMapping.mode").unwrap_or_default()
-                    ),
-                ));
-            }
             "allowColumnDefaults" if writes_rows && any_field("CURRENT_DEFAULT") => {
                 return Err(refuse(
                     &f,
@@ -423,16 +411,16 @@ mod tests {
             )),
             "icebergCompatV2"
         );
+        // Column mapping: appends, compaction and added columns honour it (physical names).
         let cm = meta(plain(), &[("delta.columnMapping.mode", "name")]);
-        assert_eq!(
-            refused(check(
-                "t",
-                &features(&["columnMapping"], &["columnMapping"]),
-                &cm,
-                Operation::Append
-            )),
-            "columnMapping"
-        );
+        let mapped = features(&["columnMapping"], &["columnMapping"]);
+        for op in [
+            Operation::Append,
+            Operation::Compact,
+            Operation::ChangeSchema,
+        ] {
+            check("t", &mapped, &cm, op).unwrap();
+        }
         // Listed but off: nothing asked of a writer.
         let off = meta(plain(), &[("delta.columnMapping.mode", "none")]);
         check(
