@@ -209,10 +209,9 @@ print(pq.ParquetFile(f).metadata.created_by)
 }
 
 #[test]
-fn features_sluice_does_not_implement_are_refused_and_the_table_left_untouched() {
+fn generated_columns_are_computed_and_checked() {
     let dir = tempfile::tempdir().unwrap();
     let home = dir.path().join("home");
-    // A generated column: sluice does not compute them, so it refuses to append.
     let generated = home.join("lake/generated");
     std::fs::create_dir_all(&generated).unwrap();
     deltalake(
@@ -224,22 +223,65 @@ DeltaTable.create(path, schema=schema)
 write_deltalake(path, pa.table({"id": pa.array([1], pa.int64())}), mode="append")
 "#,
     );
-    let rows = csv(dir.path(), "g.csv", "id,twice\n2,4\n");
-    let before = tree(&generated);
-    let out = sluice(
+    // Rows without the column get it computed; rows with the right value keep it.
+    let rows = csv(dir.path(), "g.csv", "id\n2\n3\n");
+    ok(&sluice(
         &home,
         &["convert", rows.to_str().unwrap(), "--table", "generated"],
+    ));
+    let given = csv(dir.path(), "g2.csv", "id,twice\n4,8\n");
+    ok(&sluice(
+        &home,
+        &["convert", given.to_str().unwrap(), "--table", "generated"],
+    ));
+    agree(&readers(&generated, "id", "twice", true), "4 4 20");
+    // A value that is not the expression's is refused, naming the column.
+    let before = tree(&generated);
+    let wrong = csv(dir.path(), "g3.csv", "id,twice\n5,11\n");
+    let out = sluice(
+        &home,
+        &["convert", wrong.to_str().unwrap(), "--table", "generated"],
     );
     assert!(!out.status.success());
     assert!(
-        stderr(&out).contains("Delta feature generatedColumns"),
+        stderr(&out).contains("break the constraint generated column twice"),
         "{}",
         stderr(&out)
     );
     assert_eq!(tree(&generated), before);
-    // It was not registered in the catalog.
+}
+
+#[test]
+fn features_sluice_does_not_implement_are_refused_and_the_table_left_untouched() {
+    let dir = tempfile::tempdir().unwrap();
+    let home = dir.path().join("home");
+    // Another engine turns on icebergCompatV1 (its writers must keep the table readable as
+    // Iceberg, which sluice does not): refused before anything is written or registered.
+    let table = home.join("lake/iceberg");
+    std::fs::create_dir_all(&table).unwrap();
+    deltalake(
+        &table,
+        r#"
+from deltalake import TableFeatures
+write_deltalake(path, pa.table({"id": pa.array([1], pa.int64()), "region": ["eu"]}), partition_by=["region"])
+DeltaTable(path).alter.add_feature(TableFeatures.IcebergCompatV1, allow_protocol_versions_increase=True)
+"#,
+    );
+    let rows = csv(dir.path(), "i.csv", "id,region\n2,us\n");
+    let before = tree(&table);
+    let out = sluice(
+        &home,
+        &["convert", rows.to_str().unwrap(), "--table", "iceberg"],
+    );
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("Delta feature icebergCompatV1"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(tree(&table), before);
     let list = ok(&sluice(&home, &["catalog", "tables"]));
-    assert!(!list.contains("generated"), "{list}");
+    assert!(!list.contains("iceberg"), "{list}");
 }
 
 #[test]

@@ -315,6 +315,15 @@ impl TableWriter {
         // Every row against the table's constraints before any is written: a chunk is refused
         // whole.
         if let Some(checks) = self.ledger.checks() {
+            // Generated columns first: the rows are checked, and written, with their values.
+            if checks.generator.is_some() {
+                for (part, kind, batch) in parts.iter_mut() {
+                    if *kind == FileKind::Data {
+                        let typed = conform(batch.clone(), &self.layout.file_schema)?;
+                        *batch = checks.fill_generated(typed, part)?;
+                    }
+                }
+            }
             for (part, kind, batch) in &parts {
                 if *kind != FileKind::Data || self.is_committed(&chunk, part) {
                     continue;

@@ -8,7 +8,9 @@ use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::common::DFSchema;
 use datafusion::physical_expr::PhysicalExpr;
 use datafusion::prelude::SessionContext;
-use sluice_core::delta::constraints::{Constraint, ConstraintChecker, ConstraintEngine};
+use sluice_core::delta::constraints::{
+    ColumnGenerator, Constraint, ConstraintChecker, ConstraintEngine,
+};
 use sluice_core::{Error, Result};
 
 /// Compiles constraints into DataFusion physical expressions.
@@ -45,6 +47,52 @@ impl ConstraintEngine for DataFusionConstraints {
             })
             .collect::<Result<Vec<_>>>()?;
         Ok(Arc::new(Compiled { exprs }))
+    }
+
+    fn generator(
+        &self,
+        schema: &SchemaRef,
+        generated: &[(String, String)],
+    ) -> Result<Arc<dyn ColumnGenerator>> {
+        let ctx = SessionContext::new();
+        let df_schema = DFSchema::try_from(schema.as_ref().clone())
+            .map_err(|e| Error::Config(format!("table schema for generated columns: {e}")))?;
+        let exprs = generated
+            .iter()
+            .map(|(column, expression)| {
+                let bad = |e: datafusion::error::DataFusionError| {
+                    Error::Config(format!(
+                        "generated column {column} ({expression}) does not compile: {e}"
+                    ))
+                };
+                // The row's own value where it has one, else the expression's.
+                // (`coalesce` is only planned once the optimizer has turned it into this.)
+                let col = format!("\"{}\"", column.replace('"', "\"\""));
+                let sql = format!("CASE WHEN {col} IS NULL THEN ({expression}) ELSE {col} END");
+                let expr = ctx.parse_sql_expr(&sql, &df_schema).map_err(bad)?;
+                ctx.create_physical_expr(expr, &df_schema).map_err(bad)
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Arc::new(Generator { exprs }))
+    }
+}
+
+/// Compiled generated columns.
+#[derive(Debug)]
+struct Generator {
+    exprs: Vec<Arc<dyn PhysicalExpr>>,
+}
+
+impl ColumnGenerator for Generator {
+    fn fill(&self, batch: &RecordBatch) -> Result<Vec<datafusion::arrow::array::ArrayRef>> {
+        self.exprs
+            .iter()
+            .map(|e| {
+                e.evaluate(batch)
+                    .and_then(|v| v.into_array(batch.num_rows()))
+                    .map_err(|e| Error::Config(format!("a generated column failed: {e}")))
+            })
+            .collect()
     }
 }
 

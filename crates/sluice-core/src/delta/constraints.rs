@@ -6,6 +6,9 @@
 //! core ([`ConstraintEngine`]; `sluice-query` implements it with DataFusion): a writer without
 //! one is refused by the protocol gate.
 //!
+//! Generated columns are filled where a row has no value (the generation expression's), and
+//! checked where it has one (`col IS NOT DISTINCT FROM (expression)`), like a constraint.
+//!
 //! A chunk (a message, or a piece of a file being converted) with a row that breaks a
 //! constraint is refused whole, before any of it is written: the consumer dead-letters the
 //! message with the constraint named, `convert` fails naming the source. Rows are never
@@ -72,8 +75,34 @@ pub fn of_metadata(m: &Metadata) -> Result<Vec<Constraint>> {
             expression,
         });
     }
+    // A generated column's value, given or computed, is its expression's.
+    for (column, expression) in generated_of_metadata(m)? {
+        out.push(Constraint {
+            name: format!("generated column {column}"),
+            expression: format!(
+                "\"{}\" IS NOT DISTINCT FROM ({expression})",
+                column.replace('"', "\"\"")
+            ),
+        });
+    }
     out.sort_by(|a, b| a.name.cmp(&b.name));
     Ok(out)
+}
+
+/// The table's generated columns: (column, its `delta.generationExpression`).
+pub fn generated_of_metadata(m: &Metadata) -> Result<Vec<(String, String)>> {
+    let schema = m.schema().map_err(|e| Error::CorruptLog {
+        path: m.id.clone(),
+        message: format!("the schema in metaData does not read: {e}"),
+    })?;
+    Ok(schema
+        .fields
+        .iter()
+        .filter_map(|f| {
+            let e = f.metadata.get("delta.generationExpression")?.as_str()?;
+            Some((f.name.clone(), e.to_string()))
+        })
+        .collect())
 }
 
 /// Compiles a table's constraints for a schema (every column of the table, partition columns
@@ -84,6 +113,23 @@ pub trait ConstraintEngine: Send + Sync + std::fmt::Debug {
         schema: &SchemaRef,
         constraints: &[Constraint],
     ) -> Result<Arc<dyn ConstraintChecker>>;
+
+    /// Compiles generated columns: `(column, expression)` pairs.
+    fn generator(
+        &self,
+        schema: &SchemaRef,
+        generated: &[(String, String)],
+    ) -> Result<Arc<dyn ColumnGenerator>>;
+}
+
+/// Computes generated columns.
+///
+/// # Contract
+/// `fill` returns, for each generated column it was compiled for (in that order), the column's
+/// values for `batch` (of the schema it was compiled for): the value the row has, or, where it
+/// is NULL, the generation expression's.
+pub trait ColumnGenerator: Send + Sync + std::fmt::Debug {
+    fn fill(&self, batch: &RecordBatch) -> Result<Vec<arrow::array::ArrayRef>>;
 }
 
 /// Compiled constraints.
@@ -102,17 +148,43 @@ pub struct Checks {
     pub constraints: Vec<Constraint>,
     pub schema: SchemaRef,
     pub checker: Arc<dyn ConstraintChecker>,
+    /// Generated columns (file columns only) and what computes them.
+    pub generated: Vec<(String, String)>,
+    pub generator: Option<Arc<dyn ColumnGenerator>>,
 }
 
 impl Checks {
-    /// The rows of `batch` (file columns, by name) with the partition values of `partition`
-    /// (`year=2024/region=eu`) as columns, in the compiled schema's order; a column neither
-    /// has is NULL. Then the first constraint broken.
+    /// `batch` (file columns) with every generated column's NULLs computed from its expression.
+    pub fn fill_generated(&self, batch: RecordBatch, partition: &str) -> Result<RecordBatch> {
+        let Some(generator) = &self.generator else {
+            return Ok(batch);
+        };
+        let values = generator.fill(&self.full(&batch, partition)?)?;
+        let mut columns = batch.columns().to_vec();
+        for ((column, _), v) in self.generated.iter().zip(values) {
+            let i = batch.schema().index_of(column)?;
+            columns[i] = if v.data_type() == batch.schema().field(i).data_type() {
+                v
+            } else {
+                arrow::compute::cast(&v, batch.schema().field(i).data_type())?
+            };
+        }
+        Ok(RecordBatch::try_new(batch.schema(), columns)?)
+    }
+
+    /// The first constraint a row of `batch` (file columns) breaks, with the partition values of
+    /// `partition` (`year=2024/region=eu`) as columns.
     pub fn first_violation(
         &self,
         batch: &RecordBatch,
         partition: &str,
     ) -> Result<Option<(Constraint, usize)>> {
+        self.checker.first_violation(&self.full(batch, partition)?)
+    }
+
+    /// The rows of `batch` (file columns, by name) with the partition values of `partition`
+    /// as columns, in the compiled schema's order; a column neither has is NULL.
+    fn full(&self, batch: &RecordBatch, partition: &str) -> Result<RecordBatch> {
         let values = crate::partition::parse_partition_path(partition);
         let n = batch.num_rows();
         let columns = self
@@ -136,11 +208,10 @@ impl Checks {
                 }
             })
             .collect::<Result<Vec<_>>>()?;
-        let full = RecordBatch::try_new_with_options(
+        Ok(RecordBatch::try_new_with_options(
             self.schema.clone(),
             columns,
             &arrow::array::RecordBatchOptions::new().with_row_count(Some(n)),
-        )?;
-        self.checker.first_violation(&full)
+        )?)
     }
 }

@@ -711,6 +711,20 @@ impl Ledger {
         if constraints.is_empty() {
             return Ok(());
         }
+        let generated = crate::delta::constraints::generated_of_metadata(meta)?;
+        if let Some((c, _)) = generated
+            .iter()
+            .find(|(c, _)| self.state.partition_columns.contains(c))
+        {
+            return Err(Error::UnsupportedFeature {
+                table: self.url(),
+                feature: "generatedColumns".into(),
+                operation: "append to",
+                reason: format!(
+                    "partition column {c} is generated, and sluice partitions rows before it could compute it"
+                ),
+            });
+        }
         let fields = self
             .state
             .schema_fields()
@@ -727,10 +741,17 @@ impl Ledger {
             .collect::<Result<Vec<_>>>()?;
         let schema = Arc::new(arrow::datatypes::Schema::new(fields));
         let checker = engine.compile(&schema, &constraints)?;
+        let generator = if generated.is_empty() {
+            None
+        } else {
+            Some(engine.generator(&schema, &generated)?)
+        };
         self.checks = Some(Checks {
             constraints,
             schema,
             checker,
+            generated,
+            generator,
         });
         Ok(())
     }

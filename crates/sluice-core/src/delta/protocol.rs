@@ -239,10 +239,12 @@ pub fn check_with(
                     ),
                 ));
             }
-            "generatedColumns" if writes_rows && any_field("delta.generationExpression") => {
+            "generatedColumns"
+                if writes_rows && !caps.constraints && any_field("delta.generationExpression") =>
+            {
                 return Err(refuse(
                     &f,
-                    "a column is generated (delta.generationExpression), and sluice does not compute generated columns",
+                    "a column is generated (delta.generationExpression), and this writer does not compute generated columns",
                 ));
             }
             "identityColumns" if writes_rows && any_field("delta.identity.start") => {
