@@ -15,7 +15,8 @@
 //! (a timeout, a lost reply) may have landed, so its uploads are left for `repair` and `vacuum`,
 //! which remove them only if no version names them. Files with deletion vectors are never
 //! compacted (their deleted rows would come back), and the protocol gate refuses tables whose
-//! features compaction does not honour; appends racing with it do not conflict, they add other files. The exactly-once
+//! features compaction does not honour. Appends racing with it do not conflict, they add other
+//! files. The exactly-once
 //! records (`txn`) are never touched, so a chunk delivered again after compaction is still
 //! recognised. Rows keep their order (files in commit order), every column keeps its type, and
 //! the new files have statistics like every file sluice writes. The removed files stay on
@@ -286,17 +287,12 @@ async fn rewrite(
                         let props = match &props {
                             Some(p) => p,
                             None => {
-                                let plain: Vec<String> =
+                                let plain = crate::delta::mapping::physical_names(
+                                    schema,
+                                    shape.physical,
                                     dictionary_misfits(&[&batch], opts.parquet.row_group_rows)
-                                        .unwrap_or_default()
-                                        .into_iter()
-                                        .map(|n| match (shape.mapping, schema.index_of(&n)) {
-                                            (Some(_), Ok(i)) => {
-                                                shape.physical.field(i).name().clone()
-                                            }
-                                            _ => n,
-                                        })
-                                        .collect();
+                                        .unwrap_or_default(),
+                                );
                                 props.insert(writer_properties_for(
                                     &opts.parquet,
                                     shape.physical,

@@ -260,18 +260,6 @@ impl TableWriter {
         Ok(())
     }
 
-    /// Column names of the layout's file schema as the files name them (the same, unless the
-    /// table maps its columns).
-    fn physical_names(&self, logical: Vec<String>) -> Vec<String> {
-        logical
-            .into_iter()
-            .map(|n| match self.layout.file_schema.index_of(&n) {
-                Ok(i) => self.physical.field(i).name().clone(),
-                Err(_) => n,
-            })
-            .collect()
-    }
-
     /// Re-reads both logs (other writers commit too).
     pub async fn refresh(&mut self) -> Result<()> {
         self.ledger.refresh().await?;
@@ -304,7 +292,11 @@ impl TableWriter {
                 if !plain.is_empty() {
                     info!(table = %self.layout.name, columns = ?plain, "columns written without a dictionary");
                 }
-                let plain = self.physical_names(plain);
+                let plain = crate::delta::mapping::physical_names(
+                    &self.layout.file_schema,
+                    &self.physical,
+                    plain,
+                );
                 self.data_props = Some(writer_properties_for(
                     &self.opts.parquet,
                     &self.physical,
