@@ -355,6 +355,70 @@ print(f["metadata"]["delta.columnMapping.physicalName"].startswith("col-"), f["m
 }
 
 #[test]
+fn a_table_an_earlier_sluice_made_is_adopted_by_another_home_with_its_spec() {
+    let dir = tempfile::tempdir().unwrap();
+    let first = dir.path().join("first");
+    ok(&common::convert(
+        &first,
+        &common::sample(),
+        "employment",
+        "year(month)",
+    ));
+    let lake = first.join("lake");
+    let table = lake.join("employment");
+    // An earlier sluice did not record its spec in the table's properties.
+    let v0 = table.join("_delta_log/00000000000000000000.json");
+    let text = std::fs::read_to_string(&v0).unwrap();
+    assert!(text.contains("sluice.partitionBy"), "{text}");
+    let older: Vec<String> = text
+        .lines()
+        .map(|l| {
+            let mut a: serde_json::Value = serde_json::from_str(l).unwrap();
+            if let Some(c) = a.pointer_mut("/metaData/configuration") {
+                c.as_object_mut().unwrap().remove("sluice.partitionBy");
+            }
+            a.to_string()
+        })
+        .collect();
+    std::fs::write(&v0, older.join("\n")).unwrap();
+    // Another home on the same lake, its catalog empty: the spec given derives the table's
+    // partition column (`year`), so it is taken, and the rows land in their years.
+    let second = dir.path().join("second");
+    let rows = csv(
+        dir.path(),
+        "2016.csv",
+        &format!(
+            "{}\n2016-01-01,{}\n",
+            std::fs::read_to_string(common::sample())
+                .unwrap()
+                .lines()
+                .next()
+                .unwrap(),
+            vec!["1"; 23].join(",")
+        ),
+    );
+    ok(&sluice(
+        &second,
+        &[
+            "--lake",
+            lake.to_str().unwrap(),
+            "convert",
+            rows.to_str().unwrap(),
+            "--table",
+            "employment",
+            "--partition-by",
+            "year(month)",
+        ],
+    ));
+    assert!(table.join("year=2016").is_dir());
+    let (n, sum) = common::expected();
+    agree(
+        &readers(&table, "month", "nonfarm", true),
+        &format!("{} {} {}", n + 1, n + 1, sum + 1),
+    );
+}
+
+#[test]
 fn check_constraints_of_another_writer_hold_for_the_rows_sluice_writes() {
     let dir = tempfile::tempdir().unwrap();
     let home = dir.path().join("home");

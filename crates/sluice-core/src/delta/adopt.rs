@@ -84,7 +84,21 @@ pub fn spec_of_log(ledger: &Ledger) -> Result<PartitionSpec> {
 
 /// The catalog entry of a table from its log.
 fn def_of_log(ledger: &Ledger, a: &Adoption<'_>) -> Result<TableDef> {
-    let spec = spec_of_log(ledger)?;
+    let mut spec = spec_of_log(ledger)?;
+    let recorded = ledger
+        .state()
+        .metadata
+        .as_ref()
+        .is_some_and(|m| m.config(CONFIG_PARTITION_BY).is_some());
+    // A table that does not record how its keys are derived (one an earlier sluice made):
+    // a spec that derives exactly its partition columns says how, and the columns' types are
+    // checked below.
+    if let Some(asked) = a.partition_by
+        && !recorded
+        && asked.key_names() == ledger.state().partition_columns
+    {
+        spec = asked.clone();
+    }
     if let Some(asked) = a.partition_by
         && *asked != spec
     {
