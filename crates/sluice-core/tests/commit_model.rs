@@ -46,22 +46,7 @@ fn op() -> impl Strategy<Value = Op> {
 }
 
 fn schema() -> DeltaSchema {
-    DeltaSchema {
-        fields: vec![
-            DeltaField {
-                name: "id".into(),
-                ty: "long",
-                nullable: true,
-            },
-            DeltaField {
-                name: "year".into(),
-                ty: "long",
-                nullable: true,
-            },
-        ],
-        partition_columns: vec!["year".into()],
-        configuration: Default::default(),
-    }
+    sluice_testkit::fixtures::id_year_schema()
 }
 
 async fn check(ops: Vec<Op>) {

@@ -5,27 +5,10 @@
 use sluice_core::Error;
 use sluice_core::delta::{Action, Protocol};
 use sluice_core::lake::Lake;
-use sluice_core::ledger::{
-    ChunkPart, CommitDraft, DataFile, DeltaField, DeltaSchema, FileKind, Ledger,
-};
+use sluice_core::ledger::{ChunkPart, CommitDraft, DataFile, DeltaSchema, FileKind, Ledger};
 
 fn schema() -> DeltaSchema {
-    DeltaSchema {
-        fields: vec![
-            DeltaField {
-                name: "id".into(),
-                ty: "long",
-                nullable: true,
-            },
-            DeltaField {
-                name: "year".into(),
-                ty: "long",
-                nullable: true,
-            },
-        ],
-        partition_columns: vec!["year".into()],
-        configuration: Default::default(),
-    }
+    sluice_testkit::fixtures::id_year_schema()
 }
 
 fn file(n: u64, rows: u64) -> DataFile {

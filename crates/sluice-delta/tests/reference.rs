@@ -227,26 +227,11 @@ async fn compaction_never_rewrites_a_file_with_a_deletion_vector() {
 
 /// A table of `files` small files in one partition, on `lake`; their paths.
 async fn small_table(lake: &Lake, root: &Path, files: usize) -> Vec<String> {
-    use sluice_core::ledger::{CommitDraft, DataFile, DeltaField, DeltaSchema};
+    use sluice_core::ledger::{CommitDraft, DataFile};
     let mut log = Ledger::open(lake, "t", "test").await.unwrap();
-    log.create_if_missing(&DeltaSchema {
-        fields: vec![
-            DeltaField {
-                name: "id".into(),
-                ty: "long",
-                nullable: true,
-            },
-            DeltaField {
-                name: "year".into(),
-                ty: "long",
-                nullable: true,
-            },
-        ],
-        partition_columns: vec!["year".into()],
-        configuration: Default::default(),
-    })
-    .await
-    .unwrap();
+    log.create_if_missing(&sluice_testkit::fixtures::id_year_schema())
+        .await
+        .unwrap();
     let mut paths = Vec::new();
     for k in 0..files {
         let path = format!("t/year=2024/part-{}.parquet", uuid::Uuid::now_v7());

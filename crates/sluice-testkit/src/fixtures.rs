@@ -32,3 +32,19 @@ pub fn write_events_csv(dir: &Path, name: &str, rows: u64, first_id: u64) -> (Pa
     std::fs::write(&path, s).expect("write csv");
     (path, sum)
 }
+
+/// A Delta schema of a `long` column `id`, partitioned by a `long` column `year`: the table the
+/// commit-protocol tests write.
+pub fn id_year_schema() -> sluice_core::ledger::DeltaSchema {
+    use sluice_core::ledger::{DeltaField, DeltaSchema};
+    let long = |name: &str| DeltaField {
+        name: name.into(),
+        ty: "long",
+        nullable: true,
+    };
+    DeltaSchema {
+        fields: vec![long("id"), long("year")],
+        partition_columns: vec!["year".into()],
+        configuration: Default::default(),
+    }
+}
