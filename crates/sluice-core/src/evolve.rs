@@ -28,7 +28,7 @@ use tracing::info;
 use crate::catalog::{Catalog, PARAM_FINGERPRINT, TableDef};
 use crate::error::{Error, Result};
 use crate::lake::Lake;
-use crate::ledger::{DeltaField, Ledger, column_type_of_delta, delta_type};
+use crate::ledger::{DeltaField, Ledger, column_type_of_delta};
 use crate::schema::{Column, validate_column_name};
 use crate::table::TableLayout;
 
@@ -168,14 +168,7 @@ impl Evolver {
             }
         }
         let mut ledger = Ledger::open(&self.lake, &self.table, &self.writer_id).await?;
-        let fields: Vec<DeltaField> = columns
-            .iter()
-            .map(|c| DeltaField {
-                name: c.name.clone(),
-                ty: delta_type(c.ty),
-                nullable: true,
-            })
-            .collect();
+        let fields: Vec<DeltaField> = columns.iter().map(DeltaField::of_column).collect();
         let version = ledger.add_columns(&fields).await?;
         if let Some(v) = version {
             metrics::counter!(crate::metrics::SCHEMA_CHANGES).increment(1);

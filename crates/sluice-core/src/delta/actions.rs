@@ -37,54 +37,39 @@ impl Protocol {
     }
 
     /// This protocol with a writer-only feature added (`rowTracking`, `inCommitTimestamp`, …):
-    /// writer 7, the features the table had kept; the reader side as it was.
+    /// writer 7, the features the table had (a legacy version's implied ones listed); the reader
+    /// side as it was.
     pub fn with_writer_feature(&self, feature: &str) -> Self {
         let mut p = self.clone();
-        if p.min_writer_version < 7 {
-            p.writer_features = Some(
-                super::protocol::legacy_writer_features(p.min_writer_version)
-                    .iter()
-                    .map(|s| s.to_string())
-                    .collect(),
-            );
-            p.min_writer_version = 7;
-        }
-        let l = p.writer_features.get_or_insert_with(Vec::new);
-        if !l.iter().any(|f| f == feature) {
-            l.push(feature.to_string());
-        }
+        let mut list = super::protocol::writer_features(self);
+        add_once(&mut list, feature);
+        p.writer_features = Some(list);
+        p.min_writer_version = 7;
         p
     }
 
-    /// This protocol with a reader-and-writer feature added (reader 3 / writer 7, the features
-    /// the table had kept; features a legacy writer version implied are listed explicitly).
+    /// This protocol with a reader-and-writer feature added: reader 3 / writer 7, the features
+    /// the table had (a legacy version's implied ones listed).
     pub fn with_feature(&self, feature: &str) -> Self {
-        let mut p = self.clone();
-        if p.min_writer_version < 7 {
-            p.writer_features = Some(
-                super::protocol::legacy_writer_features(p.min_writer_version)
-                    .iter()
-                    .map(|s| s.to_string())
-                    .collect(),
-            );
-        }
-        if p.min_reader_version < 3 {
-            p.reader_features = Some(
-                super::protocol::legacy_reader_features(p.min_reader_version)
-                    .iter()
-                    .map(|s| s.to_string())
-                    .collect(),
-            );
-        }
-        p.min_reader_version = p.min_reader_version.max(3);
-        p.min_writer_version = p.min_writer_version.max(7);
-        for list in [&mut p.reader_features, &mut p.writer_features] {
-            let l = list.get_or_insert_with(Vec::new);
-            if !l.iter().any(|f| f == feature) {
-                l.push(feature.to_string());
-            }
-        }
+        let mut p = self.with_writer_feature(feature);
+        let mut list: Vec<String> = if self.min_reader_version >= 3 {
+            self.reader_features.clone().unwrap_or_default()
+        } else {
+            super::protocol::legacy_reader_features(self.min_reader_version)
+                .iter()
+                .map(|s| s.to_string())
+                .collect()
+        };
+        add_once(&mut list, feature);
+        p.reader_features = Some(list);
+        p.min_reader_version = 3;
         p
+    }
+}
+
+fn add_once(list: &mut Vec<String>, feature: &str) {
+    if !list.iter().any(|f| f == feature) {
+        list.push(feature.to_string());
     }
 }
 

@@ -204,20 +204,12 @@ pub fn column_type_of_delta(ty: &str) -> Option<ColumnType> {
 impl DeltaSchema {
     /// The schema of a catalog table: its file columns, then its partition keys.
     pub fn of_table(def: &TableDef) -> Self {
-        let mut fields: Vec<DeltaField> = def
+        let fields: Vec<DeltaField> = def
             .columns
             .iter()
-            .map(|c| DeltaField {
-                name: c.name.clone(),
-                ty: delta_type(c.ty),
-                nullable: true,
-            })
+            .chain(&def.partition_keys)
+            .map(DeltaField::of_column)
             .collect();
-        fields.extend(def.partition_keys.iter().map(|c| DeltaField {
-            name: c.name.clone(),
-            ty: delta_type(c.ty),
-            nullable: true,
-        }));
         let mut configuration = BTreeMap::new();
         for (param, key) in [
             (crate::catalog::PARAM_PARTITION_BY, CONFIG_PARTITION_BY),
@@ -303,6 +295,15 @@ impl DeltaSchema {
 }
 
 impl DeltaField {
+    /// The nullable field of a column (sluice writes every column nullable).
+    pub fn of_column(c: &crate::schema::Column) -> Self {
+        DeltaField {
+            name: c.name.clone(),
+            ty: delta_type(c.ty),
+            nullable: true,
+        }
+    }
+
     /// The field as it stands in a Delta schema.
     pub fn to_struct_field(&self) -> StructField {
         StructField {
