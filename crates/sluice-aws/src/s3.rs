@@ -3,7 +3,7 @@
 //! Path-style addressing unless `[aws] virtual_hosted_style = true`; plain `http://` endpoints
 //! are allowed when an endpoint is configured (local S3-compatible servers). Throttling
 //! (503 SlowDown, 429) and 5xx responses are retried with exponential back-off; files larger
-//! than one part go up as multipart uploads (see `sluice_core::writer`).
+//! than one part go up as multipart uploads (see `sluice_core::parquet::writer`).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -96,7 +96,7 @@ fn uuid_like() -> String {
 #[derive(Debug, Clone)]
 pub struct S3Buckets(pub Aws);
 
-impl sluice_core::consumer::BucketStores for S3Buckets {
+impl sluice_core::pipeline::consumer::BucketStores for S3Buckets {
     fn store(&self, bucket: &str) -> sluice_core::Result<Arc<dyn ObjectStore>> {
         s3_store(&self.0, bucket)
     }

@@ -468,7 +468,7 @@ pub async fn run(a: BenchArgs) -> Result<()> {
 
 /// `--log-parts`: start-up and commit cost of a table holding `parts` exactly-once records.
 async fn log_parts(a: &BenchArgs, parts: u64) -> Result<()> {
-    use sluice_core::ledger::{ChunkPart, CommitDraft, Ledger};
+    use sluice_core::delta::log::{ChunkPart, CommitDraft, Ledger};
     let exe = std::env::current_exe()?;
     let mut rows = Vec::new();
     for (label, n) in [

@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use clap::Args;
-use sluice_core::convert::{ConvertOptions, ConvertProgress, ConvertStats};
+use sluice_core::pipeline::convert::{ConvertOptions, ConvertProgress, ConvertStats};
 use sluice_core::source::{Format, Source, expand_local, expand_store};
 use sluice_core::writer_id;
 
@@ -74,9 +74,14 @@ pub async fn run(ctx: &Ctx, a: &ConvertArgs) -> Result<()> {
     ctx.open.ensure_home()?;
     let spool = ctx.home.claim_spool(&id)?;
     // Uploads of an earlier run (or a consumer) that died before committing.
-    for (t, removed) in
-        sluice_core::repair::recover(&ctx.home, &lake, &table, &spool, Duration::from_secs(300))
-            .await?
+    for (t, removed) in sluice_core::delta::repair::recover(
+        &ctx.home,
+        &lake,
+        &table,
+        &spool,
+        Duration::from_secs(300),
+    )
+    .await?
     {
         eprintln!(
             "recovery: removed {} uncommitted file(s) of {t}",
@@ -100,7 +105,7 @@ pub async fn run(ctx: &Ctx, a: &ConvertArgs) -> Result<()> {
     opts = opts.with_memory_limit(a.memory_limit as usize);
     let (progress, bar) = progress_bar(total_bytes);
     let started = Instant::now();
-    let r = sluice_core::convert::convert(sources, catalog, lake, opts, progress).await;
+    let r = sluice_core::pipeline::convert::convert(sources, catalog, lake, opts, progress).await;
     if let Some(b) = bar {
         b.finish_and_clear();
     }

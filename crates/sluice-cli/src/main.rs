@@ -18,15 +18,15 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand};
 use sluice_core::catalog::{Catalog, CatalogExt};
-use sluice_core::consumer::{Consumer, ConsumerOptions, ConsumerStats};
-use sluice_core::csv::CsvFormat;
-use sluice_core::evolve::SchemaPolicy;
+use sluice_core::delta::evolve::SchemaPolicy;
 use sluice_core::home::Home;
 use sluice_core::lake::Lake;
-use sluice_core::partition::PartitionSpec;
-use sluice_core::producer::{ProduceStats, Producer, ProducerOptions, Progress};
+use sluice_core::pipeline::consumer::{Consumer, ConsumerOptions, ConsumerStats};
+use sluice_core::pipeline::producer::{ProduceStats, Producer, ProducerOptions, Progress};
 use sluice_core::queue::{MAX_MESSAGE_BYTES, QueueSettings};
+use sluice_core::schema::partition::PartitionSpec;
 use sluice_core::schema::{Column, ColumnType};
+use sluice_core::source::csv::CsvFormat;
 use sluice_core::writer_id;
 
 use crate::backends::{Backends, CatalogTarget, Opener, QueueTarget};
@@ -460,7 +460,7 @@ struct RepairArgs {
     /// upload from another machine is committed well within it). Files that running consumers
     /// of this home are uploading are never removed, and only files sluice names its own
     /// (`part-<UUIDv7>.parquet`) are ever removed.
-    #[arg(long, default_value_t = sluice_core::repair::REPAIR_GRACE.as_secs())]
+    #[arg(long, default_value_t = sluice_core::delta::repair::REPAIR_GRACE.as_secs())]
     grace: u64,
 }
 
@@ -644,12 +644,12 @@ async fn run(cli: Cli) -> Result<()> {
         Command::Catalog(c) => catalog_cmd(&ctx, c).await,
         Command::Repair(a) => {
             let b = ctx.backends(Some(&a.table)).await?;
-            let opts = sluice_core::repair::RepairOptions {
+            let opts = sluice_core::delta::repair::RepairOptions {
                 grace: Duration::from_secs(a.grace),
                 protect: ctx.home.live_uploads(),
                 dead: Default::default(),
             };
-            let r = sluice_core::repair::repair(&b.lake, &a.table, &opts).await?;
+            let r = sluice_core::delta::repair::repair(&b.lake, &a.table, &opts).await?;
             println!(
                 "repaired {}: removed {} uncommitted file(s), kept {} younger than the grace period; Delta version {}",
                 a.table,
@@ -665,7 +665,7 @@ async fn run(cli: Cli) -> Result<()> {
         Command::Upgrade(a) => {
             let b = ctx.backends(Some(&a.table)).await?;
             let def = b.catalog.get_table(&b.database, &a.table).await?;
-            let r = sluice_core::upgrade::upgrade(&b.lake, &def, &writer_id()).await?;
+            let r = sluice_core::delta::upgrade::upgrade(&b.lake, &def, &writer_id()).await?;
             println!(
                 "upgraded {}: Delta version {} holds {} file(s) ({} rows) and {} chunk part(s) from the earlier log's version {}; {} quarantine file(s) in {}",
                 a.table,
@@ -690,10 +690,10 @@ async fn run(cli: Cli) -> Result<()> {
             let id = writer_id();
             let spool = ctx.home.claim_spool(&id)?;
             let mut opts =
-                sluice_core::compact::CompactOptions::new(spool.path().to_path_buf(), id);
+                sluice_core::delta::compact::CompactOptions::new(spool.path().to_path_buf(), id);
             opts.target_bytes = a.target_size.max(1);
             opts.filter = filter;
-            let r = sluice_core::compact::compact(&b.lake, &a.table, &opts).await?;
+            let r = sluice_core::delta::compact::compact(&b.lake, &a.table, &opts).await?;
             match r.version {
                 Some(v) => println!(
                     "compacted {}: {} file(s) ({:.1} MB) rewritten as {} file(s) ({:.1} MB) in {} partition(s); Delta version {v}",
@@ -1034,7 +1034,9 @@ async fn consume(
         .or(ctx.config.consumer.visibility_timeout_secs)
         .map(Duration::from_secs)
         .unwrap_or_else(|| b.queue.visibility_timeout());
-    for (t, removed) in sluice_core::repair::recover(&ctx.home, &b.lake, table, &spool, vt).await? {
+    for (t, removed) in
+        sluice_core::delta::repair::recover(&ctx.home, &b.lake, table, &spool, vt).await?
+    {
         eprintln!(
             "recovery: removed {} uncommitted file(s) of {t}",
             removed.len()
@@ -1097,7 +1099,7 @@ async fn run_pipeline(ctx: &Ctx, a: RunArgs) -> Result<()> {
     let sources = convert::expand_sources(ctx, &a.files, a.table.format).await?;
     let first = sources.first().context("no input files")?;
     let def = producer.ensure_table_for(first).await?;
-    sluice_core::consumer::refuse_legacy_log(&b.lake, &table).await?;
+    sluice_core::pipeline::consumer::refuse_legacy_log(&b.lake, &table).await?;
     check_table(&def, &a.table, &opts)?;
     let started = Instant::now();
     let done = Arc::new(AtomicBool::new(false));
@@ -1329,7 +1331,7 @@ async fn catalog_cmd(ctx: &Ctx, c: CatalogCommand) -> Result<()> {
                 println!("  {:<32} {} (partition key)", c.name, c.ty.name());
             }
             println!("schema policy: {}", SchemaPolicy::of_def(&t)?);
-            let changes = sluice_core::evolve::history(&t);
+            let changes = sluice_core::delta::evolve::history(&t);
             if changes.is_empty() {
                 println!("schema history: as created");
             } else {
@@ -1356,7 +1358,7 @@ async fn catalog_cmd(ctx: &Ctx, c: CatalogCommand) -> Result<()> {
             table,
             schema_policy,
         } => {
-            sluice_core::evolve::set_policy(&*catalog, db, &table, schema_policy).await?;
+            sluice_core::delta::evolve::set_policy(&*catalog, db, &table, schema_policy).await?;
             println!("table {table}: schema policy {schema_policy}");
         }
         CatalogCommand::History { table, limit } => {
@@ -1364,7 +1366,7 @@ async fn catalog_cmd(ctx: &Ctx, c: CatalogCommand) -> Result<()> {
             let lake = ctx.open.lake().await?;
             let dir = sluice_core::lake::Lake::table_dir(&table);
             println!("version\tcommitted (UTC)\toperation\trows\tfiles\tchunk parts\twriter");
-            for h in sluice_core::ledger::history(&lake, &dir, limit).await? {
+            for h in sluice_core::delta::log::history(&lake, &dir, limit).await? {
                 println!(
                     "{}\t{}\t{}\t{}\t{}\t{}\t{}",
                     h.version,
@@ -1382,7 +1384,7 @@ async fn catalog_cmd(ctx: &Ctx, c: CatalogCommand) -> Result<()> {
         CatalogCommand::Partitions { table } => {
             let def = catalog.get_table(db, &table).await?;
             let lake = ctx.open.lake().await?;
-            let ledger = sluice_core::ledger::Ledger::open(&lake, &table, "catalog").await?;
+            let ledger = sluice_core::delta::log::Ledger::open(&lake, &table, "catalog").await?;
             println!("partition\tfiles\trows\tbytes\tlocation");
             for p in ledger.state().partitions() {
                 let values: Vec<&str> = p
@@ -1390,7 +1392,7 @@ async fn catalog_cmd(ctx: &Ctx, c: CatalogCommand) -> Result<()> {
                     .iter()
                     .map(|(_, v)| {
                         v.as_deref()
-                            .unwrap_or(sluice_core::partition::DEFAULT_PARTITION)
+                            .unwrap_or(sluice_core::schema::partition::DEFAULT_PARTITION)
                     })
                     .collect();
                 println!(

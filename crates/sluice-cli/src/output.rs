@@ -32,8 +32,8 @@ pub fn write(
             bail!("--format parquet needs --output FILE")
         };
         let file = std::fs::File::create(p).with_context(|| format!("creating {}", p.display()))?;
-        let props = sluice_core::writer::writer_properties(
-            &sluice_core::writer::ParquetOptions::default(),
+        let props = sluice_core::parquet::writer::writer_properties(
+            &sluice_core::parquet::writer::ParquetOptions::default(),
         )?;
         let mut w = parquet::arrow::ArrowWriter::try_new(file, schema, Some(props))?;
         for b in batches {

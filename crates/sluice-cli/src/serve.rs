@@ -142,7 +142,7 @@ async fn tables(State(s): S) -> ApiResult {
     let lake = ctx.open.lake().await?;
     let mut out = Vec::new();
     for t in catalog.list_tables(ctx.database()).await? {
-        let ledger = sluice_core::ledger::Ledger::open(&lake, &t.name, "console").await?;
+        let ledger = sluice_core::delta::log::Ledger::open(&lake, &t.name, "console").await?;
         let st = ledger.state();
         let partitions: Vec<Value> = st
             .partitions()
@@ -156,10 +156,10 @@ async fn tables(State(s): S) -> ApiResult {
             "name": t.name,
             "location": t.location,
             "partition_by": t.parameters.get(sluice_core::catalog::PARAM_PARTITION_BY),
-            "schema_policy": sluice_core::evolve::SchemaPolicy::of_def(&t)?.name(),
+            "schema_policy": sluice_core::delta::evolve::SchemaPolicy::of_def(&t)?.name(),
             "columns": t.columns.iter().map(|c| json!({"name": c.name, "type": c.ty.name()})).collect::<Vec<_>>(),
             "partition_keys": t.partition_keys.iter().map(|c| json!({"name": c.name, "type": c.ty.name()})).collect::<Vec<_>>(),
-            "schema_history": sluice_core::evolve::history(&t),
+            "schema_history": sluice_core::delta::evolve::history(&t),
             "version": st.exists.then_some(st.version),
             "files": files,
             "rows": rows,
@@ -178,8 +178,8 @@ async fn history(State(s): S, Path(name): Path<String>) -> ApiResult {
         .get_table(ctx.database(), &name)
         .await?;
     let lake = ctx.open.lake().await?;
-    let h =
-        sluice_core::ledger::history(&lake, &sluice_core::lake::Lake::table_dir(&name), 50).await?;
+    let h = sluice_core::delta::log::history(&lake, &sluice_core::lake::Lake::table_dir(&name), 50)
+        .await?;
     Ok(Json(serde_json::to_value(h).map_err(anyhow::Error::from)?))
 }
 

@@ -243,7 +243,7 @@ async fn home_view(ctx: &Ctx, out: &mut String) {
     let _ = writeln!(out, "tables ({})", lake.url);
     for t in tables {
         let dir = sluice_core::lake::Lake::table_dir(&t.name);
-        match sluice_core::ledger::history(&lake, &dir, 1).await {
+        match sluice_core::delta::log::history(&lake, &dir, 1).await {
             Ok(h) if !h.is_empty() => {
                 let last = &h[0];
                 let at = chrono::DateTime::from_timestamp_millis(last.timestamp_ms)

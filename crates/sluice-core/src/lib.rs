@@ -24,39 +24,22 @@
 //! # Ok(()) }
 //! ```
 
-pub mod bufpool;
 pub mod catalog;
 pub mod chunk;
-pub mod compact;
-pub mod consumer;
-pub mod convert;
-pub mod csv;
 pub mod decode;
 pub mod delta;
-pub mod dictionary;
 pub mod error;
-pub mod evolve;
 pub mod home;
 pub mod lake;
-pub mod legacy;
 pub mod metrics;
-pub mod partition;
-pub mod producer;
+pub mod parquet;
+pub mod pipeline;
 pub mod queue;
-pub mod repair;
-pub mod rows;
-pub mod s3_events;
 pub mod schema;
 pub mod source;
 pub mod table;
-pub mod table_writer;
-pub mod upgrade;
-pub mod writer;
 
 pub use error::{Error, Result};
-
-/// The Delta log of a table: [`delta::log`], under the name the rest of the crate knows it by.
-pub use delta::log as ledger;
 
 /// The catalog database sluice uses unless told otherwise.
 pub const DEFAULT_DATABASE: &str = "sluice";

@@ -15,10 +15,10 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use proptest::prelude::*;
 use sluice_core::Error;
-use sluice_core::lake::Lake;
-use sluice_core::ledger::{
+use sluice_core::delta::log::{
     ChunkPart, CommitDraft, DataFile, DeltaField, DeltaSchema, FileKind, Ledger,
 };
+use sluice_core::lake::Lake;
 
 #[derive(Debug, Clone)]
 enum Op {
@@ -215,7 +215,7 @@ async fn a_failed_checkpoint_does_not_fail_the_commit() {
     #[derive(Debug)]
     struct Broken(std::sync::atomic::AtomicU32);
     #[async_trait::async_trait]
-    impl sluice_core::ledger::Checkpointer for Broken {
+    impl sluice_core::delta::log::Checkpointer for Broken {
         async fn checkpoint(&self, _: &Lake, _: &str, version: u64) -> sluice_core::Result<()> {
             self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
             Err(Error::CorruptLog {
@@ -231,7 +231,7 @@ async fn a_failed_checkpoint_does_not_fail_the_commit() {
         .unwrap()
         .with_checkpointer(Some(broken.clone()));
     log.create_if_missing(&schema()).await.unwrap();
-    for i in 1..=sluice_core::ledger::CHECKPOINT_INTERVAL {
+    for i in 1..=sluice_core::delta::log::CHECKPOINT_INTERVAL {
         let draft = CommitDraft {
             id: format!("c{i}"),
             add: vec![],
@@ -248,6 +248,6 @@ async fn a_failed_checkpoint_does_not_fail_the_commit() {
     let fresh = Ledger::open(&lake, "t", "r").await.unwrap();
     assert_eq!(
         fresh.state().version,
-        sluice_core::ledger::CHECKPOINT_INTERVAL
+        sluice_core::delta::log::CHECKPOINT_INTERVAL
     );
 }

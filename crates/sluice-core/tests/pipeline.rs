@@ -5,19 +5,19 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use arrow::array::{Array, Int64Array};
-use sluice_core::consumer::{Consumer, ConsumerOptions, ConsumerStats};
+use sluice_core::delta::log::{FileKind, Ledger};
 use sluice_core::home::{Backends, Home};
-use sluice_core::ledger::{FileKind, Ledger};
-use sluice_core::partition::PartitionSpec;
-use sluice_core::producer::{Producer, ProducerOptions};
+use sluice_core::pipeline::consumer::{Consumer, ConsumerOptions, ConsumerStats};
+use sluice_core::pipeline::producer::{Producer, ProducerOptions};
 use sluice_core::queue::Queue;
+use sluice_core::schema::partition::PartitionSpec;
 
 async fn produce(
     b: &Backends,
     table: &str,
     spec: &str,
     files: &[&Path],
-) -> sluice_core::Result<sluice_core::producer::ProduceStats> {
+) -> sluice_core::Result<sluice_core::pipeline::producer::ProduceStats> {
     let opts = ProducerOptions::new(
         table,
         PartitionSpec::parse(spec).unwrap(),

@@ -3,9 +3,9 @@
 //! exactly-once records' retention.
 
 use sluice_core::Error;
+use sluice_core::delta::log::{ChunkPart, CommitDraft, DataFile, DeltaSchema, FileKind, Ledger};
 use sluice_core::delta::{Action, Protocol};
 use sluice_core::lake::Lake;
-use sluice_core::ledger::{ChunkPart, CommitDraft, DataFile, DeltaSchema, FileKind, Ledger};
 
 fn schema() -> DeltaSchema {
     sluice_testkit::fixtures::id_year_schema()
@@ -171,7 +171,7 @@ async fn a_winner_that_changed_what_the_files_were_written_for_is_never_committe
     let mut s = m.schema().unwrap();
     s.fields.insert(
         1,
-        sluice_core::ledger::DeltaField {
+        sluice_core::delta::log::DeltaField {
             name: "note".into(),
             ty: "string",
             nullable: true,
@@ -226,8 +226,8 @@ async fn exactly_once_records_expire_after_the_tables_retention() {
     // sluice's tables keep the records 30 days.
     let m = log.state().metadata.clone().unwrap();
     assert_eq!(
-        m.config(sluice_core::ledger::TXN_RETENTION_KEY),
-        Some(sluice_core::ledger::TXN_RETENTION)
+        m.config(sluice_core::delta::log::TXN_RETENTION_KEY),
+        Some(sluice_core::delta::log::TXN_RETENTION)
     );
     log.commit(CommitDraft {
         add: vec![file(1, 1)],
@@ -263,19 +263,19 @@ async fn exactly_once_records_expire_after_the_tables_retention() {
     assert!(!l.state().has_part("old", "year=2024"));
     assert!(l.state().has_part("timeless", "year=2024"));
     let keys = l.state().part_keys();
-    assert!(keys.contains(&sluice_core::ledger::part_key("fresh", "year=2024")));
-    assert!(!keys.contains(&sluice_core::ledger::part_key("old", "year=2024")));
+    assert!(keys.contains(&sluice_core::delta::log::part_key("fresh", "year=2024")));
+    assert!(!keys.contains(&sluice_core::delta::log::part_key("old", "year=2024")));
     // Another writer lengthens the retention: the old record counts again.
     let mut m = l.state().metadata.clone().unwrap();
     m.configuration.insert(
-        sluice_core::ledger::TXN_RETENTION_KEY.into(),
+        sluice_core::delta::log::TXN_RETENTION_KEY.into(),
         Some("interval 60 days".into()),
     );
     foreign_version(dir.path(), 3, &[Action::Metadata(m)]);
     let l = Ledger::open(&lake, "t", "test").await.unwrap();
     assert!(l.state().has_part("old", "year=2024"));
     assert_eq!(
-        sluice_core::ledger::parse_interval_ms("interval 2 weeks"),
+        sluice_core::delta::log::parse_interval_ms("interval 2 weeks"),
         Some(14 * 86_400_000)
     );
 }
@@ -313,7 +313,7 @@ async fn partitions_of_a_column_mapped_table_come_from_physical_keys() {
     let m = l.state().column_mapping().unwrap().unwrap();
     assert_eq!(m.physical("category"), Some("col-6dc68f07"));
     let mut l = l;
-    l.add_columns(&[sluice_core::ledger::DeltaField {
+    l.add_columns(&[sluice_core::delta::log::DeltaField {
         name: "note".into(),
         ty: "string",
         nullable: true,

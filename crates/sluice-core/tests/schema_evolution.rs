@@ -6,14 +6,14 @@ use std::path::Path;
 use std::time::Duration;
 
 use arrow::array::{Array, AsArray};
-use sluice_core::consumer::{Consumer, ConsumerOptions, ConsumerStats};
-use sluice_core::evolve::{SchemaPolicy, set_policy};
+use sluice_core::delta::evolve::{SchemaPolicy, set_policy};
+use sluice_core::delta::log::{CommitDraft, DataFile, DeltaField, DeltaSchema, FileKind, Ledger};
 use sluice_core::home::{Backends, Home};
 use sluice_core::lake::Lake;
-use sluice_core::ledger::{CommitDraft, DataFile, DeltaField, DeltaSchema, FileKind, Ledger};
-use sluice_core::partition::PartitionSpec;
-use sluice_core::producer::{Producer, ProducerOptions};
+use sluice_core::pipeline::consumer::{Consumer, ConsumerOptions, ConsumerStats};
+use sluice_core::pipeline::producer::{Producer, ProducerOptions};
 use sluice_core::queue::Queue;
+use sluice_core::schema::partition::PartitionSpec;
 
 fn field(name: &str, ty: &'static str) -> DeltaField {
     DeltaField {
@@ -60,7 +60,7 @@ async fn schema_changes_race_with_appends_and_each_other_without_losing_either()
                 kind: FileKind::Data,
                 stats: None,
             }],
-            chunks: vec![sluice_core::ledger::ChunkPart {
+            chunks: vec![sluice_core::delta::log::ChunkPart {
                 chunk: "c1".into(),
                 partition: "year=2024".into(),
             }],
@@ -205,7 +205,7 @@ async fn the_pipeline_evolves_freezes_into_the_dead_letter_queue_and_discards() 
     );
     let def = b.catalog.get_table("sluice", "t").await.unwrap();
     assert!(def.columns.iter().any(|c| c.name == "colour"), "{def:?}");
-    let changes = sluice_core::evolve::history(&def);
+    let changes = sluice_core::delta::evolve::history(&def);
     assert_eq!(changes.len(), 1);
     assert!(changes[0].source.ends_with("b.csv"), "{changes:?}");
 

@@ -3,7 +3,7 @@
 //! The parts of sluice's Delta Lake tables that need `deltalake`: checkpoints (the
 //! [`DeltaCheckpointer`] the consumer calls every 100 versions) and opening a table, at its
 //! newest version or an earlier one, for queries. Commits themselves are written by
-//! [`sluice_core::ledger::Ledger`], which needs no `deltalake`, so that the core stays light.
+//! [`sluice_core::delta::log::Ledger`], which needs no `deltalake`, so that the core stays light.
 //!
 //! Every table is opened on the lake's own object store (the one sluice built, with its
 //! endpoint, credentials and retries), through `deltalake`'s default log store: no global
@@ -15,8 +15,8 @@ use chrono::{DateTime, Utc};
 use deltalake_core::DeltaTable;
 use deltalake_core::logstore::{LogStoreRef, StorageConfig, default_logstore};
 use object_store::prefix::PrefixStore;
+use sluice_core::delta::log::Checkpointer;
 use sluice_core::lake::Lake;
-use sluice_core::ledger::Checkpointer;
 use sluice_core::{Error, Result};
 use url::Url;
 
@@ -286,10 +286,10 @@ pub async fn vacuum(
     use object_store::ObjectStoreExt;
     let url = table_url(lake, table_dir)?;
     // The protocol gate first (`vacuumProtocolCheck` asks it of every vacuum).
-    let log = sluice_core::ledger::Ledger::open_dir(
+    let log = sluice_core::delta::log::Ledger::open_dir(
         lake,
         table_dir,
-        sluice_core::ledger::FileKind::Data,
+        sluice_core::delta::log::FileKind::Data,
         "vacuum",
     )
     .await?;
@@ -301,7 +301,7 @@ pub async fn vacuum(
         .metadata
         .as_ref()
         .and_then(|m| m.config("delta.deletedFileRetentionDuration"))
-        .and_then(sluice_core::ledger::parse_interval_ms)
+        .and_then(sluice_core::delta::log::parse_interval_ms)
         && (retain.as_millis() as i64) < kept
     {
         return Err(Error::Config(format!(

@@ -5,10 +5,10 @@
 use std::sync::Arc;
 
 use futures::TryStreamExt;
-use sluice_core::lake::Lake;
-use sluice_core::ledger::{
+use sluice_core::delta::log::{
     ChunkPart, CommitDraft, DataFile, DeltaField, DeltaSchema, FileKind, Ledger,
 };
+use sluice_core::lake::Lake;
 use sluice_delta::{AsOf, DeltaCheckpointer, open_table};
 
 fn schema() -> DeltaSchema {

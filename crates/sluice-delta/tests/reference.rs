@@ -7,10 +7,11 @@
 use std::collections::BTreeSet;
 use std::path::Path;
 
+use sluice_core::Error;
 use sluice_core::delta::Operation;
+use sluice_core::delta::compact;
+use sluice_core::delta::log::{FileKind, Ledger};
 use sluice_core::lake::Lake;
-use sluice_core::ledger::{FileKind, Ledger};
-use sluice_core::{Error, compact};
 use sluice_delta::{AsOf, open_table};
 
 fn reference() -> std::path::PathBuf {
@@ -62,7 +63,7 @@ async fn both_views(
                 .rsplit_once(&format!("/{table}/"))
                 .map(|(_, r)| r.to_string())
                 .unwrap_or(u);
-            sluice_core::ledger::decode_path(&rel)
+            sluice_core::delta::log::decode_path(&rel)
         })
         .collect();
     (
@@ -227,7 +228,7 @@ async fn compaction_never_rewrites_a_file_with_a_deletion_vector() {
 
 /// A table of `files` small files in one partition, on `lake`; their paths.
 async fn small_table(lake: &Lake, root: &Path, files: usize) -> Vec<String> {
-    use sluice_core::ledger::{CommitDraft, DataFile};
+    use sluice_core::delta::log::{CommitDraft, DataFile};
     let mut log = Ledger::open(lake, "t", "test").await.unwrap();
     log.create_if_missing(&sluice_testkit::fixtures::id_year_schema())
         .await
@@ -325,16 +326,20 @@ async fn a_compaction_that_loses_its_reply_deletes_nothing_a_version_names() {
     let after = Ledger::open(&lake, "t", "check").await.unwrap();
     assert_eq!(after.state().version, before);
     whole(&lake, 9).await;
-    let r = sluice_core::repair::repair(&lake, "t", &sluice_core::repair::RepairOptions::default())
-        .await
-        .unwrap();
+    let r = sluice_core::delta::repair::repair(
+        &lake,
+        "t",
+        &sluice_core::delta::repair::RepairOptions::default(),
+    )
+    .await
+    .unwrap();
     assert_eq!(r.removed.len(), 1, "{r:?}");
     whole(&lake, 9).await;
     // A column added whose reply is lost: the version stands, the next try finds the column
     // there and writes nothing.
     let mut log = Ledger::open(&lake, "t", "test").await.unwrap();
     let at = log.state().version;
-    let note = [sluice_core::ledger::DeltaField {
+    let note = [sluice_core::delta::log::DeltaField {
         name: "note".into(),
         ty: "string",
         nullable: true,

@@ -123,7 +123,7 @@ impl QueryEngine {
                         // No Delta log: a table created and not written yet reads as empty;
                         // one written by an earlier sluice is an error naming the upgrade,
                         // never an empty answer.
-                        sluice_core::consumer::refuse_legacy_log(lake, &def.name).await?;
+                        sluice_core::pipeline::consumer::refuse_legacy_log(lake, &def.name).await?;
                         empty_table(&def)?
                     }
                     None => {
@@ -153,7 +153,7 @@ impl QueryEngine {
         let qtable: Arc<dyn TableProvider> = match quarantine {
             Some(df) => df.into_view(),
             None => Arc::new(MemTable::try_new(
-                sluice_core::writer::quarantine_schema(),
+                sluice_core::parquet::writer::quarantine_schema(),
                 vec![vec![]],
             )?),
         };

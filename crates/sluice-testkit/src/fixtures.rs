@@ -35,8 +35,8 @@ pub fn write_events_csv(dir: &Path, name: &str, rows: u64, first_id: u64) -> (Pa
 
 /// A Delta schema of a `long` column `id`, partitioned by a `long` column `year`: the table the
 /// commit-protocol tests write.
-pub fn id_year_schema() -> sluice_core::ledger::DeltaSchema {
-    use sluice_core::ledger::{DeltaField, DeltaSchema};
+pub fn id_year_schema() -> sluice_core::delta::log::DeltaSchema {
+    use sluice_core::delta::log::{DeltaField, DeltaSchema};
     let long = |name: &str| DeltaField {
         name: name.into(),
         ty: "long",

@@ -9,13 +9,13 @@
 //! partitioned by their partition columns as they are (identity).
 
 use crate::catalog::{Catalog, CatalogExt, PARAM_PARTITION_BY, TableDef};
-use crate::error::{Error, Result};
-use crate::lake::Lake;
-use crate::ledger::{
+use crate::delta::log::{
     CONFIG_DATE_FORMAT, CONFIG_PARTITION_BY, DeltaSchema, Ledger, column_type_of_delta, delta_type,
 };
-use crate::partition::PartitionSpec;
+use crate::error::{Error, Result};
+use crate::lake::Lake;
 use crate::schema::Column;
+use crate::schema::partition::PartitionSpec;
 use crate::table::TableLayout;
 
 /// What the user asked of a table that may already exist.
@@ -55,7 +55,7 @@ pub async fn adopt(
     ledger.check_as(crate::delta::Operation::Append, a.capabilities)?;
     let mut def = def_of_log(&ledger, a)?;
     def.parameters.insert(
-        crate::evolve::PARAM_SCHEMA_POLICY.into(),
+        crate::delta::evolve::PARAM_SCHEMA_POLICY.into(),
         a.schema_policy.to_string(),
     );
     catalog.ensure_database(a.database).await?;

@@ -185,7 +185,7 @@ impl Checks {
     /// The rows of `batch` (file columns, by name) with the partition values of `partition`
     /// as columns, in the compiled schema's order; a column neither has is NULL.
     fn full(&self, batch: &RecordBatch, partition: &str) -> Result<RecordBatch> {
-        let values = crate::partition::parse_partition_path(partition);
+        let values = crate::schema::partition::parse_partition_path(partition);
         let n = batch.num_rows();
         let columns = self
             .schema

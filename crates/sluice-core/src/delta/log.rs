@@ -411,7 +411,7 @@ impl LedgerState {
                 .entry(f.partition.as_str())
                 .or_insert_with(|| PartitionSummary {
                     dir: f.partition.clone(),
-                    values: crate::partition::parse_partition_path(&f.partition),
+                    values: crate::schema::partition::parse_partition_path(&f.partition),
                     files: 0,
                     rows: 0,
                     bytes: 0,
@@ -629,7 +629,7 @@ pub fn encode_path(p: &str) -> String {
 
 /// Decodes a Delta `add.path` (percent-decoding, the same as undoing Hive's escapes).
 pub fn decode_path(p: &str) -> String {
-    crate::partition::unescape_path_name(p)
+    crate::schema::partition::unescape_path_name(p)
 }
 
 impl Ledger {
@@ -1185,7 +1185,7 @@ impl Ledger {
             return String::new();
         }
         let dir = decoded.rsplit_once('/').map(|(d, _)| d).unwrap_or("");
-        let keys = crate::partition::parse_partition_path(dir);
+        let keys = crate::schema::partition::parse_partition_path(dir);
         if keys.len() == cols.len() && keys.iter().zip(cols).all(|((k, _), c)| k == c) {
             return dir.to_string();
         }
@@ -1197,9 +1197,9 @@ impl Ledger {
                     .cloned()
                     .flatten()
                     .filter(|v| !v.is_empty())
-                    .map(|v| crate::partition::escape_path_name(&v))
-                    .unwrap_or_else(|| crate::partition::DEFAULT_PARTITION.to_string());
-                format!("{}={v}", crate::partition::escape_path_name(c))
+                    .map(|v| crate::schema::partition::escape_path_name(&v))
+                    .unwrap_or_else(|| crate::schema::partition::DEFAULT_PARTITION.to_string());
+                format!("{}={v}", crate::schema::partition::escape_path_name(c))
             })
             .collect::<Vec<_>>()
             .join("/")
@@ -1559,7 +1559,7 @@ impl Ledger {
     /// Delta `partitionValues` of a partition directory (`year=2024`), keyed as the table keys
     /// them (physical names under column mapping).
     fn partition_values(&self, partition: &str) -> BTreeMap<String, Option<String>> {
-        let kv = crate::partition::parse_partition_path(partition);
+        let kv = crate::schema::partition::parse_partition_path(partition);
         self.state
             .partition_columns
             .iter()

@@ -4,10 +4,15 @@
 
 pub mod actions;
 pub mod adopt;
+pub mod compact;
 pub mod constraints;
+pub mod evolve;
+pub mod legacy;
 pub mod log;
 pub mod mapping;
 pub mod protocol;
+pub mod repair;
+pub mod upgrade;
 
 pub use actions::{Action, Add, CommitInfo, DomainMetadata, Metadata, Protocol, Remove, Txn};
 pub use protocol::{Capabilities, Operation, WriteRules};

@@ -578,7 +578,7 @@ impl Db {
             let path = self.body_path(&file);
             let read = std::fs::File::open(&path).and_then(|mut f| {
                 let len = f.metadata()?.len() as usize;
-                let mut bytes = crate::bufpool::take(len);
+                let mut bytes = crate::chunk::bufpool::take(len);
                 std::io::Read::read_to_end(&mut f, &mut bytes)?;
                 Ok(bytes)
             });
@@ -693,7 +693,7 @@ impl Queue for SqliteQueue {
                     .zip(&files)
                     .map(|(b, f)| match f {
                         Some(_) => {
-                            crate::bufpool::give_string(b);
+                            crate::chunk::bufpool::give_string(b);
                             String::new()
                         }
                         None => b,

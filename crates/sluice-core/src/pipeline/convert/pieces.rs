@@ -8,7 +8,7 @@ enum Piece {
     Csv {
         raw: Vec<u8>,
         /// Where the records of `raw` are, as the reader found them.
-        records: crate::csv::PieceRecords,
+        records: crate::source::csv::PieceRecords,
         /// The source's header: mapped to the table when typed (the table may gain columns
         /// while its pieces are in flight).
         header: Arc<Vec<String>>,
@@ -112,7 +112,7 @@ pub(crate) struct Pieces {
     parallelism: usize,
     input_open: bool,
     layout: Arc<TableLayout>,
-    evolver: Arc<crate::evolve::Evolver>,
+    evolver: Arc<crate::delta::evolve::Evolver>,
     names: Vec<String>,
     reader: tokio::task::JoinHandle<Result<()>>,
 }
@@ -126,7 +126,7 @@ impl Pieces {
         fingerprints: Vec<String>,
         finished: Finished,
         layout: Arc<TableLayout>,
-        evolver: Arc<crate::evolve::Evolver>,
+        evolver: Arc<crate::delta::evolve::Evolver>,
         format: CsvFormat,
         spool: PathBuf,
         parallelism: usize,
@@ -305,7 +305,7 @@ fn read_sources(
         let mut pieces = |chunk: String, piece: Piece| {
             if finished
                 .pieces
-                .contains(&crate::ledger::part_key(&chunk, super::PIECE_PART))
+                .contains(&crate::delta::log::part_key(&chunk, super::PIECE_PART))
             {
                 return send(Event::PieceDone(i));
             }
@@ -380,7 +380,7 @@ fn read_csv(
     let mut records = 0u64;
     loop {
         let mut buf: Vec<u8> = buffers.take();
-        let mut recs = crate::csv::PieceRecords::default();
+        let mut recs = crate::source::csv::PieceRecords::default();
         let read = reader.next_piece(&mut buf, PIECE_BYTES, &mut recs);
         let full = buf.len() >= PIECE_BYTES;
         records += recs.len() as u64;
@@ -522,7 +522,7 @@ fn type_piece(
             for (line, l) in docs {
                 match std::str::from_utf8(l) {
                     Ok(t) => texts.push((line, t)),
-                    Err(e) => typer.reject(crate::rows::QuarantineRow {
+                    Err(e) => typer.reject(crate::decode::rows::QuarantineRow {
                         source: source.to_string(),
                         line,
                         raw: String::from_utf8_lossy(l).into_owned(),

@@ -72,7 +72,7 @@ pub fn parse(body: &str) -> Option<Result<Notification>> {
         let obj = &s3["object"];
         out.push(ObjectCreated {
             bucket: bucket.to_string(),
-            key: crate::partition::unescape_path_name(&key.replace('+', " ")),
+            key: crate::schema::partition::unescape_path_name(&key.replace('+', " ")),
             size: obj["size"].as_u64().unwrap_or(0),
             etag: obj["eTag"]
                 .as_str()

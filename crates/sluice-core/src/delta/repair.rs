@@ -18,9 +18,9 @@ use std::time::Duration;
 use futures::TryStreamExt;
 use object_store::ObjectStoreExt;
 
+use crate::delta::log::Ledger;
 use crate::error::Result;
 use crate::lake::Lake;
-use crate::ledger::Ledger;
 
 /// What a repair did.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]

@@ -7,9 +7,9 @@ use futures::TryStreamExt;
 use object_store::ObjectStoreExt;
 use serde::Deserialize;
 
+use crate::delta::log::{ChunkPart, FileKind};
 use crate::error::{Error, Result};
 use crate::lake::Lake;
-use crate::ledger::{ChunkPart, FileKind};
 
 /// Ledger directory of a table in earlier versions, relative to the lake root.
 pub fn legacy_dir(table: &str) -> String {

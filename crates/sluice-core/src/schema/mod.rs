@@ -1,5 +1,7 @@
 //! Column types, table schemas, value parsing (numbers, dates, timestamps) and schema inference.
 
+pub mod partition;
+
 use std::sync::Arc;
 
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};

@@ -13,12 +13,14 @@
 //! deterministic (source fingerprint, chunk index, content hash): producing the same file again
 //! gives the same ids, and the table's Delta log drops chunk parts it already holds.
 
+pub mod bufpool;
+
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
 use serde::{Deserialize, Serialize};
 
-use crate::csv::CsvFormat;
 use crate::error::{Error, Result};
+use crate::source::csv::CsvFormat;
 
 /// First bytes of every sluice chunk message.
 pub const MAGIC: &str = "sluice.chunk.v1 ";
@@ -136,7 +138,7 @@ impl Compressor {
 /// Builds a message body. The returned string's length is the message size.
 pub fn encode(header: &ChunkHeader, compressed: &[u8]) -> String {
     let json = serde_json::to_string(header).expect("header serializes");
-    let mut s = crate::bufpool::take_string(
+    let mut s = crate::chunk::bufpool::take_string(
         MAGIC.len() + json.len() + 1 + compressed.len().div_ceil(3) * 4,
     );
     s.push_str(MAGIC);
@@ -150,7 +152,7 @@ pub fn encode(header: &ChunkHeader, compressed: &[u8]) -> String {
 pub fn encode_text(header: &ChunkHeader, records: &str) -> String {
     debug_assert_eq!(header.codec, Codec::Text);
     let json = serde_json::to_string(header).expect("header serializes");
-    let mut s = crate::bufpool::take_string(MAGIC.len() + json.len() + 1 + records.len());
+    let mut s = crate::chunk::bufpool::take_string(MAGIC.len() + json.len() + 1 + records.len());
     s.push_str(MAGIC);
     s.push_str(&json);
     s.push('\n');

@@ -1191,7 +1191,7 @@ mod tests {
             batches in 1usize..4,
         ) {
             let data = batch(seed, rows, distinct, nulls);
-            let mut props = crate::writer::writer_properties(&crate::writer::ParquetOptions {
+            let mut props = crate::parquet::writer::writer_properties(&crate::parquet::writer::ParquetOptions {
                 row_group_rows: 30_000,
                 ..Default::default()
             })
@@ -1204,7 +1204,7 @@ mod tests {
             let props = props.build();
             let dir = tempfile::tempdir().unwrap();
             let (ours, theirs) = (dir.path().join("ours"), dir.path().join("theirs"));
-            let mut w = crate::writer::FileWriter::try_new(
+            let mut w = crate::parquet::writer::FileWriter::try_new(
                 std::fs::File::create(&ours).unwrap(),
                 data.schema(),
                 props.clone(),

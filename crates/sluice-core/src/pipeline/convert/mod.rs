@@ -31,16 +31,16 @@ use tokio::sync::mpsc;
 use tracing::{info, warn};
 
 use crate::catalog::{Catalog, TableDef};
-use crate::csv::CsvFormat;
+use crate::decode::rows::{DecodedChunk, OnFrozen, RowTyper, add_csv_records, add_csv_spans};
+use crate::delta::log::{Checkpointer, ChunkPart};
 use crate::error::{Error, Result};
 use crate::lake::Lake;
-use crate::ledger::{Checkpointer, ChunkPart};
-use crate::producer::{ProducerOptions, ensure_table, infer_csv, read_header};
-use crate::rows::{DecodedChunk, OnFrozen, RowTyper, add_csv_records, add_csv_spans};
+use crate::pipeline::producer::{ProducerOptions, ensure_table, infer_csv, read_header};
+use crate::pipeline::table_writer::{Flushed, TableWriter, WriteStats, WriterOptions};
 use crate::schema::{Column, ColumnType, SchemaInference};
+use crate::source::csv::CsvFormat;
 use crate::source::{Format, Location, Source};
 use crate::table::TableLayout;
-use crate::table_writer::{Flushed, TableWriter, WriteStats, WriterOptions};
 
 mod infer;
 mod parquet_source;
@@ -157,7 +157,7 @@ struct SourceState {
 
 /// Converts `sources` into the table named in `opts` (created from the first source if
 /// missing). The Delta logs are opened (and created) here; start-up recovery of uploads that an
-/// earlier run never committed is [`crate::repair::recover`]'s, as for the consumer.
+/// earlier run never committed is [`crate::delta::repair::recover`]'s, as for the consumer.
 pub async fn convert(
     sources: Vec<Source>,
     catalog: Arc<dyn Catalog>,
@@ -170,7 +170,7 @@ pub async fn convert(
         .ok_or_else(|| Error::invalid("no sources to convert"))?;
     let def = ensure_table_for(&*catalog, &opts.table, first, &opts.write.spool_dir).await?;
     let layout = Arc::new(TableLayout::from_def(&def)?);
-    let (ledger, quarantine) = crate::consumer::open_logs(
+    let (ledger, quarantine) = crate::pipeline::consumer::open_logs(
         &lake,
         &def,
         &opts.writer_id,
@@ -186,7 +186,7 @@ pub async fn convert(
         .map(|s| s.fingerprint(&table))
         .collect::<Result<Vec<_>>>()?;
     let bytes_read = Arc::new(AtomicU64::new(0));
-    let evolver = Arc::new(crate::evolve::Evolver {
+    let evolver = Arc::new(crate::delta::evolve::Evolver {
         catalog: catalog.clone(),
         lake: writer.lake().clone(),
         database: def.database.clone(),
@@ -300,9 +300,9 @@ pub async fn convert(
 /// What earlier runs finished: whole sources (by index), and pieces (by chunk id).
 pub(crate) struct Finished {
     pub sources: Vec<bool>,
-    /// Keys of committed chunk parts ([`crate::ledger::part_key`]): a piece is done when
+    /// Keys of committed chunk parts ([`crate::delta::log::part_key`]): a piece is done when
     /// `part_key(piece, PIECE_PART)` is among them.
-    pub pieces: crate::ledger::PartKeys,
+    pub pieces: crate::delta::log::PartKeys,
 }
 
 impl Finished {

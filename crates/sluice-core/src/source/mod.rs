@@ -10,6 +10,9 @@
 //! Names starting with `_` or `.` (`_SUCCESS`, `_delta_log/`, `.crc`) are skipped when a
 //! directory or prefix is expanded; a file named on its own is always read.
 
+pub mod csv;
+pub mod s3_events;
+
 use std::io::Read;
 use std::path::{Path as FsPath, PathBuf};
 use std::sync::Arc;
@@ -317,7 +320,7 @@ impl Source {
     /// its name, size and version.
     pub fn fingerprint(&self, table: &str) -> Result<String> {
         match &self.location {
-            Location::Local(p) => crate::producer::source_fingerprint(table, p),
+            Location::Local(p) => crate::pipeline::producer::source_fingerprint(table, p),
             Location::Object { .. } => {
                 let mut h = xxhash_rust::xxh3::Xxh3::new();
                 for part in [

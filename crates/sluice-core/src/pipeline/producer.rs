@@ -23,11 +23,11 @@ use crate::catalog::{Catalog, TableDef};
 use crate::chunk::{
     ChunkHeader, Codec, Compressor, Payload, Reject, encode, encode_text, encoded_len,
 };
-use crate::csv::{CsvFormat, FieldSplitter, RecordReader, parse_header};
 use crate::error::{Error, Result};
-use crate::partition::PartitionSpec;
 use crate::queue::{MAX_BATCH, Queue};
+use crate::schema::partition::PartitionSpec;
 use crate::schema::{Column, SchemaInference};
+use crate::source::csv::{CsvFormat, FieldSplitter, RecordReader, parse_header};
 use crate::source::{Format, Source};
 use crate::table::TableLayout;
 
@@ -58,7 +58,7 @@ pub struct ProducerOptions {
     /// URL of the table's directory, for a new table.
     pub location: String,
     /// Schema policy of a new table (an existing table keeps its own).
-    pub schema_policy: crate::evolve::SchemaPolicy,
+    pub schema_policy: crate::delta::evolve::SchemaPolicy,
 }
 
 impl ProducerOptions {
@@ -206,7 +206,7 @@ pub async fn ensure_table(
         opts.date_format.as_deref(),
     )?;
     def.parameters.insert(
-        crate::evolve::PARAM_SCHEMA_POLICY.into(),
+        crate::delta::evolve::PARAM_SCHEMA_POLICY.into(),
         opts.schema_policy.name().into(),
     );
     catalog.ensure_database(&opts.database).await?;
@@ -252,8 +252,13 @@ impl Producer {
     /// Returns the table, creating it from `first` (declared, Parquet's own, or inferred
     /// schema) if needed.
     pub async fn ensure_table_for(&self, first: &Source) -> Result<TableDef> {
-        crate::convert::ensure_table_for(&*self.catalog, &self.opts, first, &std::env::temp_dir())
-            .await
+        crate::pipeline::convert::ensure_table_for(
+            &*self.catalog,
+            &self.opts,
+            first,
+            &std::env::temp_dir(),
+        )
+        .await
     }
 
     /// Produces local files in order (CSV unless the name says otherwise). Stops at the first
@@ -640,7 +645,7 @@ fn chunk_source(
             // schema policy's, applied by the consumer.
             layout.map_header(&columns, &name)?;
             header.columns = columns;
-            let mut records = crate::csv::PieceRecords::default();
+            let mut records = crate::source::csv::PieceRecords::default();
             Box::new(move |buf, target, spans| {
                 records.clear();
                 let read = reader.next_piece(buf, target, &mut records);
@@ -650,7 +655,13 @@ fn chunk_source(
         }
         Format::JsonLines | Format::Parquet => {
             let input = if src.format == Format::Parquet {
-                crate::convert::parquet_as_json_lines(rt, src, &std::env::temp_dir(), &read)?.0
+                crate::pipeline::convert::parquet_as_json_lines(
+                    rt,
+                    src,
+                    &std::env::temp_dir(),
+                    &read,
+                )?
+                .0
             } else {
                 src.open(rt, read.clone())?
             };

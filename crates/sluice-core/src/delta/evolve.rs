@@ -26,9 +26,9 @@ use serde::{Deserialize, Serialize};
 use tracing::info;
 
 use crate::catalog::{Catalog, PARAM_FINGERPRINT, TableDef};
+use crate::delta::log::{DeltaField, Ledger, column_type_of_delta};
 use crate::error::{Error, Result};
 use crate::lake::Lake;
-use crate::ledger::{DeltaField, Ledger, column_type_of_delta};
 use crate::schema::{Column, validate_column_name};
 use crate::table::TableLayout;
 

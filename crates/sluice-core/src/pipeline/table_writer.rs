@@ -24,15 +24,15 @@ use std::time::Duration;
 use object_store::ObjectStoreExt;
 use tracing::{info, warn};
 
+use crate::decode::rows::DecodedChunk;
+use crate::delta::log::{ChunkPart, Commit, CommitDraft, DataFile, FileKind, Ledger};
 use crate::error::{Error, Result};
 use crate::lake::Lake;
-use crate::ledger::{ChunkPart, Commit, CommitDraft, DataFile, FileKind, Ledger};
-use crate::rows::DecodedChunk;
-use crate::table::TableLayout;
-use crate::writer::{
+use crate::parquet::writer::{
     FinishedFile, ParquetOptions, SpoolFile, dictionary_misfits, quarantine_batch,
     quarantine_schema, upload, writer_properties, writer_properties_for,
 };
+use crate::table::TableLayout;
 
 /// Partition key of the quarantine's chunk parts in its Delta log.
 pub const QUARANTINE_PART: &str = "__quarantine__";
@@ -125,7 +125,7 @@ pub struct TableWriter {
     /// Properties of quarantine files, and of data files until `data_props` is known.
     props: parquet::file::properties::WriterProperties,
     /// Properties of data files, once the rows showed which columns to write without a
-    /// dictionary (see [`crate::writer::dictionary_misfits`]).
+    /// dictionary (see [`crate::parquet::writer::dictionary_misfits`]).
     data_props: Option<parquet::file::properties::WriterProperties>,
     files: HashMap<String, OpenFile>,
     /// The schema data files are written in: the layout's file schema, under column mapping's
@@ -655,7 +655,7 @@ fn close(partition: String, f: OpenFile) -> Result<Closed> {
         kind,
     } = f;
     let file = spool.finish()?;
-    let stats = match crate::writer::delta_stats(&file.local) {
+    let stats = match crate::parquet::writer::delta_stats(&file.local) {
         Ok(s) => s,
         Err(e) => {
             file.discard();

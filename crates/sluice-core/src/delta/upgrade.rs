@@ -10,10 +10,10 @@
 use serde::Serialize;
 
 use crate::catalog::TableDef;
+use crate::delta::legacy::{has_legacy_log, read_legacy};
+use crate::delta::log::{ChunkPart, CommitDraft, DataFile, DeltaSchema, FileKind, Ledger};
 use crate::error::{Error, Result};
 use crate::lake::Lake;
-use crate::ledger::{ChunkPart, CommitDraft, DataFile, DeltaSchema, FileKind, Ledger};
-use crate::legacy::{has_legacy_log, read_legacy};
 
 /// What an upgrade did.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
@@ -31,7 +31,7 @@ pub async fn upgrade(lake: &Lake, def: &TableDef, writer: &str) -> Result<Upgrad
     if !has_legacy_log(lake, &def.name).await? {
         return Err(Error::NotFound {
             what: "earlier sluice commit log",
-            name: lake.url_of(&crate::legacy::legacy_dir(&def.name)),
+            name: lake.url_of(&crate::delta::legacy::legacy_dir(&def.name)),
         });
     }
     let legacy = read_legacy(lake, &def.name).await?;
@@ -47,11 +47,11 @@ pub async fn upgrade(lake: &Lake, def: &TableDef, writer: &str) -> Result<Upgrad
             ),
             FileKind::Quarantine => (
                 Ledger::open_quarantine(lake, &def.name, writer).await?,
-                DeltaSchema::of_arrow(&crate::writer::quarantine_schema())?,
+                DeltaSchema::of_arrow(&crate::parquet::writer::quarantine_schema())?,
             ),
         };
         log.create_if_missing(&schema).await?;
-        let is_quarantine = |p: &str| p == crate::consumer::QUARANTINE_PART;
+        let is_quarantine = |p: &str| p == crate::pipeline::consumer::QUARANTINE_PART;
         let draft = CommitDraft {
             id: format!("upgrade-{}-{:?}-v{}", def.name, kind, legacy.version),
             add: legacy

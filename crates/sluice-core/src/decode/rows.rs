@@ -16,14 +16,14 @@ use arrow::array::{
 use chrono::NaiveTime;
 
 use crate::chunk::ChunkHeader;
-use crate::csv::{BufferSplitter, CsvFormat, FieldSplitter, Records};
+use crate::delta::evolve::SchemaPolicy;
 use crate::error::Result;
-use crate::evolve::SchemaPolicy;
-use crate::partition::Transform;
+use crate::schema::partition::Transform;
 use crate::schema::{
     Column, ColumnType, SchemaInference, Temporal, date_to_days, parse_bool, parse_f64, parse_i64,
     parse_i64_ascii, parse_short_decimal, parse_temporal,
 };
+use crate::source::csv::{BufferSplitter, CsvFormat, FieldSplitter, Records};
 use crate::table::{HeaderMap, TableLayout};
 
 /// Values sampled to infer the type of a new column.
@@ -572,7 +572,7 @@ pub fn decode_chunk(
     Ok(d)
 }
 
-/// Types CSV records (`raw`, as a [`crate::csv::RecordReader`] produces them) whose header
+/// Types CSV records (`raw`, as a [`crate::source::csv::RecordReader`] produces them) whose header
 /// maps to the table as `map` says; columns the table lacks are handled by its policy (see
 /// [`DecodedChunk::new_columns`] and [`OnFrozen`]).
 ///
@@ -596,7 +596,7 @@ pub fn add_csv_records(
 }
 
 /// Types CSV records whose places the reader already found: `spans` are (line, length) of the
-/// records that follow each other in `raw` (see [`crate::csv::RecordReader::next_into`]), so
+/// records that follow each other in `raw` (see [`crate::source::csv::RecordReader::next_into`]), so
 /// they are not scanned for again.
 #[allow(clippy::too_many_arguments)]
 pub fn add_csv_spans(
@@ -1233,7 +1233,7 @@ fn infer_new_csv_columns(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::partition::PartitionSpec;
+    use crate::schema::partition::PartitionSpec;
     use proptest::prelude::*;
 
     fn layout(spec: &str) -> TableLayout {

@@ -16,7 +16,7 @@
 //!
 //! The library owns the delivery policy: [`Consumer::new`] opens (and creates) the table's Delta
 //! logs with retries, refuses a table still on an earlier sluice's log, and holds messages for
-//! the queue's own visibility timeout unless told otherwise; [`crate::repair::recover`] is the
+//! the queue's own visibility timeout unless told otherwise; [`crate::delta::repair::recover`] is the
 //! start-up recovery of uploads that dead consumers never committed.
 
 use std::collections::{HashMap, HashSet};
@@ -28,16 +28,16 @@ use tokio::sync::{mpsc, watch};
 use tracing::{debug, info, warn};
 
 use crate::catalog::{Catalog, TableDef};
+use crate::decode::rows::DecodedChunk;
+use crate::delta::log::{Checkpointer, ChunkPart, DeltaSchema, Ledger};
 use crate::error::{Error, Result};
 use crate::lake::Lake;
-use crate::ledger::{Checkpointer, ChunkPart, DeltaSchema, Ledger};
+use crate::parquet::writer::quarantine_schema;
+use crate::pipeline::table_writer::{Flushed, TableWriter, WriteStats, WriterOptions, retry};
 use crate::queue::{Queue, QueueExt, ReceiveOptions, ReceivedMessage};
-use crate::rows::DecodedChunk;
 use crate::table::TableLayout;
-use crate::table_writer::{Flushed, TableWriter, WriteStats, WriterOptions, retry};
-use crate::writer::quarantine_schema;
 
-pub use crate::table_writer::QUARANTINE_PART;
+pub use crate::pipeline::table_writer::QUARANTINE_PART;
 /// Consumer settings.
 #[derive(Debug, Clone)]
 pub struct ConsumerOptions {
@@ -130,10 +130,10 @@ impl ConsumerOptions {
             compact_target_bytes: 128 << 20,
             compact_every: Duration::from_secs(60),
             object_stores: None,
-            memory_limit: crate::convert::DEFAULT_MEMORY_LIMIT,
+            memory_limit: crate::pipeline::convert::DEFAULT_MEMORY_LIMIT,
             max_uncommitted_bytes: DEFAULT_MAX_UNCOMMITTED_BYTES,
         }
-        .with_memory_limit(crate::convert::DEFAULT_MEMORY_LIMIT)
+        .with_memory_limit(crate::pipeline::convert::DEFAULT_MEMORY_LIMIT)
     }
 }
 
@@ -179,7 +179,10 @@ impl Held {
 
 enum Incoming {
     /// An S3 event notification: objects to read.
-    Objects(ReceivedMessage, Result<crate::s3_events::Notification>),
+    Objects(
+        ReceivedMessage,
+        Result<crate::source::s3_events::Notification>,
+    ),
     /// A message, its body moved into the task decoding it (and handed back with the result:
     /// a body is megabytes, not copied).
     Message(
@@ -202,7 +205,7 @@ pub struct Consumer {
     /// "Source done" records of finished notification messages, for the next commit.
     pending_markers: Vec<String>,
     /// Adds the columns of sources that have more than the table (policy `evolve`).
-    evolver: Arc<crate::evolve::Evolver>,
+    evolver: Arc<crate::delta::evolve::Evolver>,
     /// The table's layout, for the decoding stage (it changes when the table gains columns).
     layout_tx: watch::Sender<Arc<TableLayout>>,
 }
@@ -239,7 +242,7 @@ impl Consumer {
         let visibility = opts
             .visibility_timeout
             .unwrap_or_else(|| queue.visibility_timeout());
-        let evolver = Arc::new(crate::evolve::Evolver {
+        let evolver = Arc::new(crate::delta::evolve::Evolver {
             catalog,
             lake: lake.clone(),
             database: def.database.clone(),
@@ -479,7 +482,7 @@ impl Consumer {
             return None;
         }
         info!(table = %self.opts.table, partition, small_files = n, "compacting in the background");
-        let mut copts = crate::compact::CompactOptions::new(
+        let mut copts = crate::delta::compact::CompactOptions::new(
             self.opts.write.spool_dir.clone(),
             self.opts.writer_id.clone(),
         );
@@ -490,7 +493,7 @@ impl Consumer {
         copts.memory_budget = (self.opts.memory_limit / 8).max(8 << 20);
         let (lake, table) = (self.writer.lake().clone(), self.opts.table.clone());
         Some(tokio::spawn(async move {
-            let r = crate::compact::compact(&lake, &table, &copts).await?;
+            let r = crate::delta::compact::compact(&lake, &table, &copts).await?;
             info!(
                 table = %table,
                 files_removed = r.files_removed,
@@ -549,7 +552,7 @@ impl Consumer {
         };
         // The body is decoded: its buffer can carry another.
         let body_bytes = m.body.len() as u64;
-        crate::bufpool::give_string(std::mem::take(&mut m.body));
+        crate::chunk::bufpool::give_string(std::mem::take(&mut m.body));
         self.stats.rows_in += d.rows_in;
         metrics::counter!(crate::metrics::ROWS_IN).increment(d.rows_in);
         let chunk = d.chunk.clone();
@@ -654,9 +657,9 @@ impl Consumer {
     async fn ingest_objects(
         &mut self,
         m: ReceivedMessage,
-        n: Result<crate::s3_events::Notification>,
+        n: Result<crate::source::s3_events::Notification>,
     ) -> Result<()> {
-        use crate::s3_events::Notification;
+        use crate::source::s3_events::Notification;
         self.stats.messages += 1;
         metrics::counter!(crate::metrics::MESSAGES_CONSUMED).increment(1);
         self.stats.received_bytes += m.body.len() as u64;
@@ -720,21 +723,21 @@ impl Consumer {
             .iter()
             .map(|s| s.fingerprint(&table))
             .collect::<Result<Vec<_>>>()?;
-        let finished = crate::convert::Finished::of(&self.writer, &fps);
+        let finished = crate::pipeline::convert::Finished::of(&self.writer, &fps);
         let held = self.hold(&m);
         held.markers = fps
             .iter()
             .zip(&finished.sources)
             .filter(|(_, d)| !**d)
-            .map(|(fp, _)| crate::convert::marker(fp))
+            .map(|(fp, _)| crate::pipeline::convert::marker(fp))
             .collect();
-        let mut pieces = crate::convert::Pieces::start(
+        let mut pieces = crate::pipeline::convert::Pieces::start(
             sources,
             fps,
             finished,
             self.writer.layout().clone(),
             self.evolver.clone(),
-            crate::csv::CsvFormat::default(),
+            crate::source::csv::CsvFormat::default(),
             self.opts.write.spool_dir.clone(),
             std::thread::available_parallelism()
                 .map(|n| n.get())
@@ -769,9 +772,9 @@ impl Consumer {
     async fn land_pieces(
         &mut self,
         m: &ReceivedMessage,
-        pieces: &mut crate::convert::Pieces,
+        pieces: &mut crate::pipeline::convert::Pieces,
     ) -> Result<Option<Error>> {
-        use crate::convert::Item;
+        use crate::pipeline::convert::Item;
         let heartbeat_every = (self.visibility / 3).max(Duration::from_millis(100));
         let mut last_heartbeat = Instant::now();
         let mut failure = None;
@@ -846,7 +849,7 @@ impl Consumer {
             .into_iter()
             .map(|chunk| ChunkPart {
                 chunk,
-                partition: crate::convert::SOURCE_PART.to_string(),
+                partition: crate::pipeline::convert::SOURCE_PART.to_string(),
             })
             .collect();
         let committed = match self.writer.flush(parts, markers).await? {
@@ -939,12 +942,12 @@ impl Consumer {
 /// Fails with the command that upgrades it if `table` has the commit log of an earlier sluice
 /// and no Delta log: writing a Delta log beside it would hide the rows it committed.
 pub async fn refuse_legacy_log(lake: &Lake, table: &str) -> Result<()> {
-    if crate::legacy::has_legacy_log(lake, table).await?
+    if crate::delta::legacy::has_legacy_log(lake, table).await?
         && !Ledger::open(lake, table, "check").await?.state().exists
     {
         return Err(Error::Config(format!(
             "table {table} was written by an earlier sluice (its commit log is {}); run `sluice upgrade --table {table}` to convert it to a Delta Lake table in place",
-            lake.url_of(&crate::legacy::legacy_dir(table)),
+            lake.url_of(&crate::delta::legacy::legacy_dir(table)),
         )));
     }
     Ok(())
@@ -1018,7 +1021,7 @@ async fn receive_loop(
                 failures = 0;
                 idle = 0;
                 for mut m in msgs {
-                    if let Some(n) = crate::s3_events::parse(&m.body) {
+                    if let Some(n) = crate::source::s3_events::parse(&m.body) {
                         if tx.send(Incoming::Objects(m, n)).await.is_err() {
                             return;
                         }

@@ -2,11 +2,13 @@
 //! JSON lines, or CSV lines in the table's column order), so an existing queue of events can be
 //! landed too.
 
+pub mod rows;
+
 use crate::chunk;
-use crate::csv::CsvFormat;
+use crate::decode::rows::{DecodedChunk, Field, OnFrozen, RowTyper, add_csv_records};
+use crate::delta::evolve::SchemaPolicy;
 use crate::error::{Error, Result};
-use crate::evolve::SchemaPolicy;
-use crate::rows::{DecodedChunk, Field, OnFrozen, RowTyper, add_csv_records};
+use crate::source::csv::CsvFormat;
 use crate::table::TableLayout;
 
 thread_local! {
@@ -33,7 +35,7 @@ fn decode_chunk_message(
             header.chunk, header.table, layout.name
         )));
     }
-    crate::rows::decode_chunk(layout, &header, raw).map_err(|e| match e {
+    crate::decode::rows::decode_chunk(layout, &header, raw).map_err(|e| match e {
         Error::InvalidInput { .. } => Error::Undecodable(format!("chunk {}: {e}", header.chunk)),
         other => other,
     })
@@ -183,11 +185,14 @@ fn reject(
     raw: &str,
     reason: String,
     chunk: &str,
-) -> crate::rows::QuarantineRow {
-    crate::rows::QuarantineRow {
+) -> crate::decode::rows::QuarantineRow {
+    crate::decode::rows::QuarantineRow {
         source: source.to_string(),
         line,
-        raw: raw.chars().take(crate::rows::MAX_QUARANTINE_RAW).collect(),
+        raw: raw
+            .chars()
+            .take(crate::decode::rows::MAX_QUARANTINE_RAW)
+            .collect(),
         reason,
         chunk: chunk.to_string(),
     }

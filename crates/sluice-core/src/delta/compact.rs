@@ -38,18 +38,20 @@ use object_store::ObjectStoreExt;
 use tracing::{info, warn};
 
 use crate::delta::Operation;
+use crate::delta::log::{
+    CommitDraft, DataFile, FileKind, Ledger, column_type_of_delta, delta_type,
+};
 use crate::error::{Error, Result};
 use crate::lake::Lake;
-use crate::ledger::{CommitDraft, DataFile, FileKind, Ledger, column_type_of_delta, delta_type};
-use crate::schema::{Column, arrow_schema};
-use crate::writer::{
+use crate::parquet::writer::{
     ParquetOptions, SpoolFile, delta_stats, dictionary_misfits, upload, writer_properties_for,
 };
+use crate::schema::{Column, arrow_schema};
 
 /// Rows read from a file at once: the first file's first batch holds enough rows to judge
 /// which columns to write without a dictionary; later batches are the reader's usual size, so a
 /// table of wide rows does not hold thousands of them at once.
-const FIRST_BATCH_ROWS: usize = crate::writer::DICTIONARY_SAMPLE_MIN;
+const FIRST_BATCH_ROWS: usize = crate::parquet::writer::DICTIONARY_SAMPLE_MIN;
 const BATCH_ROWS: usize = 1024;
 
 /// Settings of a compaction.
@@ -230,7 +232,7 @@ fn matches_filter(partition: &str, filter: &[(String, String)]) -> bool {
     if filter.is_empty() {
         return true;
     }
-    let values = crate::partition::parse_partition_path(partition);
+    let values = crate::schema::partition::parse_partition_path(partition);
     filter.iter().all(|(k, v)| {
         values
             .iter()
@@ -280,7 +282,7 @@ async fn rewrite(
                     Some(m) => m.to_logical(batch?)?,
                     None => batch?,
                 };
-                let batch = crate::table_writer::conform(batch, schema)?;
+                let batch = crate::pipeline::table_writer::conform(batch, schema)?;
                 let spool = match open.as_mut() {
                     Some(s) => s,
                     None => {
@@ -394,7 +396,7 @@ async fn finish(
     );
     let uploaded = match crate::home::record_upload(&opts.spool_dir, table, &dest) {
         Ok(()) => {
-            crate::table_writer::retry("upload", opts.retry_base, || {
+            crate::pipeline::table_writer::retry("upload", opts.retry_base, || {
                 upload(lake, &file.local, &dest)
             })
             .await

@@ -3,9 +3,9 @@
 use arrow::datatypes::SchemaRef;
 
 use crate::catalog::{PARAM_DATE_FORMAT, PARAM_PARTITION_BY, TableDef};
+use crate::delta::evolve::SchemaPolicy;
 use crate::error::{Error, Result};
-use crate::evolve::SchemaPolicy;
-use crate::partition::PartitionSpec;
+use crate::schema::partition::PartitionSpec;
 use crate::schema::{Column, arrow_schema};
 
 /// How a table's rows are typed, partitioned and stored.

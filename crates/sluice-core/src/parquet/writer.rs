@@ -20,9 +20,9 @@ use parquet::file::properties::{EnabledStatistics, WriterProperties, WriterVersi
 use parquet::file::writer::SerializedFileWriter;
 use tokio::io::AsyncReadExt;
 
-use crate::dictionary::{DictColumn, Kind};
 use crate::error::{Error, Result};
 use crate::lake::Lake;
+use crate::parquet::dictionary::{DictColumn, Kind};
 
 /// The Parquet footer's `created_by`, in the form parquet-java parses (`<app> version
 /// <semver> (build <hash>)`): Spark, Hive and Trino trust the statistics of files whose writer
@@ -368,7 +368,7 @@ impl SpoolFile {
 }
 
 /// A Parquet file written a row group at a time, as `ArrowWriter` writes it, except that
-/// dictionary columns of the kinds [`crate::dictionary`] handles are encoded there; every
+/// dictionary columns of the kinds [`crate::parquet::dictionary`] handles are encoded there; every
 /// other column is encoded by arrow-rs. The file carries the Arrow schema, as
 /// `ArrowWriter`'s do.
 pub struct FileWriter {
@@ -675,7 +675,10 @@ pub fn quarantine_schema() -> SchemaRef {
 }
 
 /// Quarantine rows as a batch.
-pub fn quarantine_batch(table: &str, rows: &[crate::rows::QuarantineRow]) -> Result<RecordBatch> {
+pub fn quarantine_batch(
+    table: &str,
+    rows: &[crate::decode::rows::QuarantineRow],
+) -> Result<RecordBatch> {
     use arrow::array::{Int64Array, StringArray, TimestampMicrosecondArray};
     let now = chrono::Utc::now().timestamp_micros();
     let n = rows.len();

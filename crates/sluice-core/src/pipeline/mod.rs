@@ -1,0 +1,8 @@
+//! The pipelines: the [`producer`] (sources to chunk messages), the [`consumer`] (messages to
+//! table commits), [`convert`] (sources straight to the table) and the [`table_writer`] they
+//! share.
+
+pub mod consumer;
+pub mod convert;
+pub mod producer;
+pub mod table_writer;
