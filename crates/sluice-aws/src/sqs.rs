@@ -656,7 +656,7 @@ impl QueueAdmin for SqsQueues {
 
     async fn create(&self, name: &str, settings: &QueueSettings) -> Result<CreatedQueue> {
         let r = Self::reference(name)?;
-        let dlq = sluice_core::home::dead_letter_name(r.name());
+        let dlq = sluice_core::queue::dead_letter_name(r.name());
         let url = SqsAdmin::new(&self.aws)
             .ensure_queue(r.name(), &dlq, settings)
             .await?;
@@ -745,7 +745,7 @@ impl QueueAdmin for SqsQueues {
         }
         let dead: Vec<String> = names
             .iter()
-            .map(|n| sluice_core::home::dead_letter_name(n))
+            .map(|n| sluice_core::queue::dead_letter_name(n))
             .collect();
         names.retain(|n| !dead.contains(n));
         names.sort();

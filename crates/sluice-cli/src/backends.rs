@@ -8,10 +8,13 @@ use sluice_aws::sqs::{QueueRef, SqsQueue};
 use sluice_aws::{Aws, AwsSettings};
 use sluice_core::DEFAULT_DATABASE;
 use sluice_core::catalog::{Catalog, SqliteCatalog};
-use sluice_core::home::{Home, dead_letter_name};
+use sluice_core::home::Home;
 use sluice_core::lake::Lake;
-use sluice_core::metrics::{Meter, MeteredQueue, MeteredStore};
+use sluice_core::lake::MeteredStore;
+use sluice_core::metrics::Meter;
+use sluice_core::queue::MeteredQueue;
 use sluice_core::queue::admin::{EmbeddedAdmin, QueueAdmin};
+use sluice_core::queue::dead_letter_name;
 use sluice_core::queue::{ClaimCheckQueue, EmbeddedQueues, Queue, QueueSettings};
 
 /// Where the queue lives.
@@ -168,7 +171,8 @@ impl Opener {
             QueueTarget::Embedded(name) => {
                 self.ensure_home()?;
                 let qs = self.home.queues()?;
-                Home::ensure_queue(&qs, name, &QueueSettings::embedded()).await?;
+                qs.ensure_with_dead_letter(name, &QueueSettings::embedded())
+                    .await?;
                 let q = qs.queue(name).await?;
                 Ok((Arc::new(q), Some(qs)))
             }

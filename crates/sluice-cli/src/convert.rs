@@ -72,17 +72,11 @@ pub async fn run(ctx: &Ctx, a: &ConvertArgs) -> Result<()> {
     let total_bytes: u64 = sources.iter().map(|s| s.size).sum();
     let id = writer_id();
     ctx.open.ensure_home()?;
-    let spool = ctx.home.claim_spool(&id)?;
     // Uploads of an earlier run (or a consumer) that died before committing.
-    for (t, removed) in sluice_core::delta::repair::recover(
-        &ctx.home,
-        &lake,
-        &table,
-        &spool,
-        Duration::from_secs(300),
-    )
-    .await?
-    {
+    let started =
+        sluice_core::pipeline::startup::start(&ctx.home.spools(), &lake, &table, &id, None).await?;
+    let spool = started.spool;
+    for (t, removed) in started.recovered {
         eprintln!(
             "recovery: removed {} uncommitted file(s) of {t}",
             removed.len()

@@ -18,7 +18,6 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand};
 use sluice_core::catalog::{Catalog, CatalogExt};
-use sluice_core::delta::evolve::SchemaPolicy;
 use sluice_core::home::Home;
 use sluice_core::lake::Lake;
 use sluice_core::pipeline::consumer::{Consumer, ConsumerOptions, ConsumerStats};
@@ -27,6 +26,7 @@ use sluice_core::queue::{MAX_MESSAGE_BYTES, QueueSettings};
 use sluice_core::schema::partition::PartitionSpec;
 use sluice_core::schema::{Column, ColumnType};
 use sluice_core::source::csv::CsvFormat;
+use sluice_core::table::policy::SchemaPolicy;
 use sluice_core::writer_id;
 
 use crate::backends::{Backends, CatalogTarget, Opener, QueueTarget};
@@ -1027,16 +1027,16 @@ async fn consume(
     producer_done: Option<Arc<AtomicBool>>,
 ) -> Result<(ConsumerStats, sluice_core::metrics::MeterSnapshot)> {
     let id = writer_id();
-    let spool = ctx.home.claim_spool(&id)?;
-    // Recovery: files a dead consumer uploaded but never committed.
     let vt = a
         .visibility_timeout
         .or(ctx.config.consumer.visibility_timeout_secs)
         .map(Duration::from_secs)
         .unwrap_or_else(|| b.queue.visibility_timeout());
-    for (t, removed) in
-        sluice_core::delta::repair::recover(&ctx.home, &b.lake, table, &spool, vt).await?
-    {
+    let started =
+        sluice_core::pipeline::startup::start(&ctx.home.spools(), &b.lake, table, &id, Some(vt))
+            .await?;
+    let spool = started.spool;
+    for (t, removed) in started.recovered {
         eprintln!(
             "recovery: removed {} uncommitted file(s) of {t}",
             removed.len()
@@ -1099,7 +1099,7 @@ async fn run_pipeline(ctx: &Ctx, a: RunArgs) -> Result<()> {
     let sources = convert::expand_sources(ctx, &a.files, a.table.format).await?;
     let first = sources.first().context("no input files")?;
     let def = producer.ensure_table_for(first).await?;
-    sluice_core::pipeline::consumer::refuse_legacy_log(&b.lake, &table).await?;
+    sluice_core::delta::open::refuse_legacy_log(&b.lake, &table).await?;
     check_table(&def, &a.table, &opts)?;
     let started = Instant::now();
     let done = Arc::new(AtomicBool::new(false));
@@ -1264,7 +1264,7 @@ async fn queue_cmd(ctx: &Ctx, c: QueueCommand) -> Result<()> {
                     ds.visible + ds.in_flight
                 );
                 // The reason a consumer of this home recorded, else the backend's.
-                let failures = sluice_core::home::read_failures(&ctx.home.failure_log());
+                let failures = sluice_core::queue::failures::read_failures(&ctx.home.failure_log());
                 for dl in admin.dead_letters(&name, 100).await? {
                     let reason = failures
                         .get(&dl.message_id)
@@ -1331,7 +1331,7 @@ async fn catalog_cmd(ctx: &Ctx, c: CatalogCommand) -> Result<()> {
                 println!("  {:<32} {} (partition key)", c.name, c.ty.name());
             }
             println!("schema policy: {}", SchemaPolicy::of_def(&t)?);
-            let changes = sluice_core::delta::evolve::history(&t);
+            let changes = sluice_core::table::policy::history(&t);
             if changes.is_empty() {
                 println!("schema history: as created");
             } else {
@@ -1358,7 +1358,7 @@ async fn catalog_cmd(ctx: &Ctx, c: CatalogCommand) -> Result<()> {
             table,
             schema_policy,
         } => {
-            sluice_core::delta::evolve::set_policy(&*catalog, db, &table, schema_policy).await?;
+            sluice_core::table::policy::set_policy(&*catalog, db, &table, schema_policy).await?;
             println!("table {table}: schema policy {schema_policy}");
         }
         CatalogCommand::History { table, limit } => {

@@ -156,10 +156,10 @@ async fn tables(State(s): S) -> ApiResult {
             "name": t.name,
             "location": t.location,
             "partition_by": t.parameters.get(sluice_core::catalog::PARAM_PARTITION_BY),
-            "schema_policy": sluice_core::delta::evolve::SchemaPolicy::of_def(&t)?.name(),
+            "schema_policy": sluice_core::table::policy::SchemaPolicy::of_def(&t)?.name(),
             "columns": t.columns.iter().map(|c| json!({"name": c.name, "type": c.ty.name()})).collect::<Vec<_>>(),
             "partition_keys": t.partition_keys.iter().map(|c| json!({"name": c.name, "type": c.ty.name()})).collect::<Vec<_>>(),
-            "schema_history": sluice_core::delta::evolve::history(&t),
+            "schema_history": sluice_core::table::policy::history(&t),
             "version": st.exists.then_some(st.version),
             "files": files,
             "rows": rows,
@@ -204,7 +204,7 @@ async fn queue_names(ctx: &Ctx) -> Result<Vec<QueueTarget>> {
 
 async fn queues(State(s): S) -> ApiResult {
     let ctx = &s.ctx;
-    let failures = sluice_core::home::read_failures(&ctx.home.failure_log());
+    let failures = sluice_core::queue::failures::read_failures(&ctx.home.failure_log());
     let mut out = Vec::new();
     for target in queue_names(ctx).await? {
         let (admin, name) = ctx.open.queue_admin(&target).await?;

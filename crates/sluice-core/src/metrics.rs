@@ -1,10 +1,10 @@
 //! Cost accounting: requests sent to the queue and the object store, counted on the wire.
 //!
-//! A [`Meter`] is shared by a [`MeteredQueue`] and a [`MeteredStore`]; commands print it in
+//! A [`Meter`] is shared by a [`crate::queue::MeteredQueue`] and a [`crate::lake::MeteredStore`]; commands print it in
 //! their summaries. Each request is counted once, in the meter and, through the `metrics`
 //! facade, in whatever recorder the program installed (the CLI's serves Prometheus' format),
 //! labelled with the meter's role. SQS bills each 64 KiB of a request's payload as one request
-//! ([`billed_units`]); S3 bills per request, with one LIST request per 1,000 keys.
+//! ([`crate::queue::billed_units`]); S3 bills per request, with one LIST request per 1,000 keys.
 //!
 //! [`describe`] names and explains every metric sluice emits; the events themselves are
 //! counted where they happen (the consumer, the writing stage, the producer).
@@ -12,21 +12,6 @@
 use std::fmt;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
-
-use async_trait::async_trait;
-use futures::StreamExt;
-use futures::stream::BoxStream;
-use object_store::path::Path;
-use object_store::{
-    CopyOptions, GetOptions, GetResult, ListResult, MultipartUpload, ObjectMeta, ObjectStore,
-    PutMultipartOptions, PutOptions, PutPayload, PutResult, UploadPart,
-};
-
-use crate::error::Result;
-use crate::queue::{
-    BatchFailure, Queue, QueueStats, ReceiveOptions, ReceivedMessage, billed_units,
-};
 
 /// Request counters. Cheap to share; every field counts since creation.
 #[derive(Debug, Default)]
@@ -57,7 +42,7 @@ pub struct Meter {
 
 /// What a meter counts.
 #[derive(Debug, Clone, Copy)]
-enum C {
+pub(crate) enum C {
     QueueSend,
     QueueReceive,
     QueueEmpty,
@@ -224,7 +209,7 @@ impl Meter {
         })
     }
 
-    fn count(&self, c: C, n: u64) {
+    pub(crate) fn count(&self, c: C, n: u64) {
         let role = self.role;
         let (cell, name, label) = match c {
             C::QueueSend => (&self.queue_send_calls, QUEUE_REQUESTS, Some(("op", "send"))),
@@ -347,251 +332,18 @@ impl fmt::Display for MeterSnapshot {
     }
 }
 
-/// A queue that counts its calls in a [`Meter`].
-#[derive(Debug)]
-pub struct MeteredQueue {
-    inner: Arc<dyn Queue>,
-    meter: Arc<Meter>,
-}
-
-impl MeteredQueue {
-    pub fn new(inner: Arc<dyn Queue>, meter: Arc<Meter>) -> Self {
-        MeteredQueue { inner, meter }
-    }
-}
-
-#[async_trait]
-impl Queue for MeteredQueue {
-    fn name(&self) -> &str {
-        self.inner.name()
-    }
-
-    fn max_message_bytes(&self) -> usize {
-        self.inner.max_message_bytes()
-    }
-
-    fn billing_unit_bytes(&self) -> Option<usize> {
-        self.inner.billing_unit_bytes()
-    }
-
-    fn prefers_text_chunks(&self) -> bool {
-        self.inner.prefers_text_chunks()
-    }
-
-    fn visibility_timeout(&self) -> Duration {
-        self.inner.visibility_timeout()
-    }
-
-    fn max_batch_bytes(&self) -> usize {
-        self.inner.max_batch_bytes()
-    }
-
-    async fn send_batch(&self, bodies: Vec<String>) -> Result<Vec<String>> {
-        let m = &self.meter;
-        m.count(C::QueueSend, 1);
-        let bytes: usize = bodies.iter().map(String::len).sum();
-        m.count(C::Billed, billed_units(bytes));
-        let sent = bodies.len() as u64;
-        let ids = self.inner.send_batch(bodies).await?;
-        m.count(C::MessagesSent, sent);
-        m.count(C::QueuePayload, bytes as u64);
-        Ok(ids)
-    }
-
-    async fn receive(&self, opts: ReceiveOptions) -> Result<Vec<ReceivedMessage>> {
-        let m = &self.meter;
-        m.count(C::QueueReceive, 1);
-        let got = self.inner.receive(opts).await;
-        match &got {
-            Ok(msgs) => {
-                let bytes: usize = msgs.iter().map(|m| m.body.len()).sum();
-                m.count(C::Billed, billed_units(bytes));
-                m.count(C::QueuePayload, bytes as u64);
-                m.count(C::MessagesReceived, msgs.len() as u64);
-                if msgs.is_empty() {
-                    m.count(C::QueueEmpty, 1);
-                }
-            }
-            Err(_) => m.count(C::Billed, 1),
-        }
-        got
-    }
-
-    async fn delete_batch(&self, receipts: &[String]) -> Result<Vec<BatchFailure>> {
-        self.meter.count(C::QueueDelete, 1);
-        let bytes: usize = receipts.iter().map(String::len).sum();
-        self.meter.count(C::Billed, billed_units(bytes));
-        self.inner.delete_batch(receipts).await
-    }
-
-    async fn change_visibility_batch(
-        &self,
-        entries: &[(String, Duration)],
-    ) -> Result<Vec<BatchFailure>> {
-        self.meter.count(C::QueueVisibility, 1);
-        let bytes: usize = entries.iter().map(|(r, _)| r.len()).sum();
-        self.meter.count(C::Billed, billed_units(bytes));
-        self.inner.change_visibility_batch(entries).await
-    }
-
-    async fn stats(&self) -> Result<QueueStats> {
-        self.meter.count(C::QueueOther, 1);
-        self.meter.count(C::Billed, 1);
-        self.inner.stats().await
-    }
-
-    async fn purge(&self) -> Result<()> {
-        self.meter.count(C::QueueOther, 1);
-        self.meter.count(C::Billed, 1);
-        self.inner.purge().await
-    }
-}
-
-/// An object store that counts its requests in a [`Meter`].
-#[derive(Debug)]
-pub struct MeteredStore {
-    inner: Arc<dyn ObjectStore>,
-    meter: Arc<Meter>,
-}
-
-impl MeteredStore {
-    pub fn new(inner: Arc<dyn ObjectStore>, meter: Arc<Meter>) -> Self {
-        MeteredStore { inner, meter }
-    }
-}
-
-impl fmt::Display for MeteredStore {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "Metered({})", self.inner)
-    }
-}
-
-#[derive(Debug)]
-struct MeteredUpload {
-    inner: Box<dyn MultipartUpload>,
-    meter: Arc<Meter>,
-}
-
-#[async_trait]
-impl MultipartUpload for MeteredUpload {
-    fn put_part(&mut self, data: PutPayload) -> UploadPart {
-        self.meter.count(C::StoreMultipart, 1);
-        self.meter
-            .count(C::StoreBytesPut, data.content_length() as u64);
-        self.inner.put_part(data)
-    }
-
-    async fn complete(&mut self) -> object_store::Result<PutResult> {
-        self.meter.count(C::StoreMultipart, 1);
-        self.inner.complete().await
-    }
-
-    async fn abort(&mut self) -> object_store::Result<()> {
-        self.meter.count(C::StoreMultipart, 1);
-        self.inner.abort().await
-    }
-}
-
-/// Counts one LIST request per 1,000 keys of a listing stream (the first when it starts).
-fn count_list(
-    s: BoxStream<'static, object_store::Result<ObjectMeta>>,
-    meter: Arc<Meter>,
-) -> BoxStream<'static, object_store::Result<ObjectMeta>> {
-    meter.count(C::StoreList, 1);
-    let mut n = 0u64;
-    s.inspect(move |_| {
-        n += 1;
-        if n.is_multiple_of(1000) {
-            meter.count(C::StoreList, 1);
-        }
-    })
-    .boxed()
-}
-
-#[async_trait]
-impl ObjectStore for MeteredStore {
-    async fn put_opts(
-        &self,
-        location: &Path,
-        payload: PutPayload,
-        opts: PutOptions,
-    ) -> object_store::Result<PutResult> {
-        self.meter.count(C::StorePut, 1);
-        self.meter
-            .count(C::StoreBytesPut, payload.content_length() as u64);
-        self.inner.put_opts(location, payload, opts).await
-    }
-
-    async fn put_multipart_opts(
-        &self,
-        location: &Path,
-        opts: PutMultipartOptions,
-    ) -> object_store::Result<Box<dyn MultipartUpload>> {
-        self.meter.count(C::StoreMultipart, 1);
-        let inner = self.inner.put_multipart_opts(location, opts).await?;
-        Ok(Box::new(MeteredUpload {
-            inner,
-            meter: self.meter.clone(),
-        }))
-    }
-
-    async fn get_opts(
-        &self,
-        location: &Path,
-        options: GetOptions,
-    ) -> object_store::Result<GetResult> {
-        self.meter.count(C::StoreGet, 1);
-        self.inner.get_opts(location, options).await
-    }
-
-    fn delete_stream(
-        &self,
-        locations: BoxStream<'static, object_store::Result<Path>>,
-    ) -> BoxStream<'static, object_store::Result<Path>> {
-        let meter = self.meter.clone();
-        self.inner.delete_stream(
-            locations
-                .inspect(move |_| meter.count(C::StoreDelete, 1))
-                .boxed(),
-        )
-    }
-
-    fn list(&self, prefix: Option<&Path>) -> BoxStream<'static, object_store::Result<ObjectMeta>> {
-        count_list(self.inner.list(prefix), self.meter.clone())
-    }
-
-    fn list_with_offset(
-        &self,
-        prefix: Option<&Path>,
-        offset: &Path,
-    ) -> BoxStream<'static, object_store::Result<ObjectMeta>> {
-        count_list(
-            self.inner.list_with_offset(prefix, offset),
-            self.meter.clone(),
-        )
-    }
-
-    async fn list_with_delimiter(&self, prefix: Option<&Path>) -> object_store::Result<ListResult> {
-        self.meter.count(C::StoreList, 1);
-        self.inner.list_with_delimiter(prefix).await
-    }
-
-    async fn copy_opts(
-        &self,
-        from: &Path,
-        to: &Path,
-        options: CopyOptions,
-    ) -> object_store::Result<()> {
-        self.meter.count(C::StoreCopy, 1);
-        self.inner.copy_opts(from, to, options).await
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::lake::MeteredStore;
     use crate::queue::{EmbeddedQueues, QueueSettings};
+    use crate::queue::{MeteredQueue, Queue, ReceiveOptions};
+    use futures::StreamExt;
+    use object_store::ObjectStore;
     use object_store::ObjectStoreExt;
+    use object_store::path::Path;
+    use std::sync::Arc;
+    use std::time::Duration;
 
     #[tokio::test]
     async fn counts_calls_units_and_requests() {

@@ -504,7 +504,7 @@ async fn poison_messages_are_dead_lettered_with_their_reason() {
     );
     let dlq = b.queues.queue("t_dlq").await.unwrap();
     assert_eq!(dlq.stats().await.unwrap().visible, 3);
-    let failures = sluice_core::home::read_failures(&log);
+    let failures = sluice_core::queue::failures::read_failures(&log);
     assert!(
         failures[&ids[0]]
             .reason
@@ -750,7 +750,7 @@ async fn a_following_consumer_backs_off_on_an_idle_queue() {
     );
     // The queue is empty now; a following consumer polls it with 100 ms waits for 4 s.
     let meter = sluice_core::metrics::Meter::new();
-    let q: Arc<dyn Queue> = Arc::new(sluice_core::metrics::MeteredQueue::new(
+    let q: Arc<dyn Queue> = Arc::new(sluice_core::queue::MeteredQueue::new(
         b.queue.clone(),
         meter.clone(),
     ));

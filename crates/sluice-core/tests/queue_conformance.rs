@@ -121,7 +121,8 @@ async fn two_handles_never_share_a_message() {
 mod layered {
     use super::*;
     use sluice_core::lake::Lake;
-    use sluice_core::metrics::{Meter, MeteredQueue};
+    use sluice_core::metrics::Meter;
+    use sluice_core::queue::MeteredQueue;
     use sluice_core::queue::claim::ClaimCheckQueue;
 
     /// The embedded queue `name` in a fresh directory, metered as every command's queue is.

@@ -6,7 +6,6 @@ use std::path::Path;
 use std::time::Duration;
 
 use arrow::array::{Array, AsArray};
-use sluice_core::delta::evolve::{SchemaPolicy, set_policy};
 use sluice_core::delta::log::{CommitDraft, DataFile, DeltaField, DeltaSchema, FileKind, Ledger};
 use sluice_core::home::{Backends, Home};
 use sluice_core::lake::Lake;
@@ -14,6 +13,7 @@ use sluice_core::pipeline::consumer::{Consumer, ConsumerOptions, ConsumerStats};
 use sluice_core::pipeline::producer::{Producer, ProducerOptions};
 use sluice_core::queue::Queue;
 use sluice_core::schema::partition::PartitionSpec;
+use sluice_core::table::policy::{SchemaPolicy, set_policy};
 
 fn field(name: &str, ty: &'static str) -> DeltaField {
     DeltaField {
@@ -205,7 +205,7 @@ async fn the_pipeline_evolves_freezes_into_the_dead_letter_queue_and_discards() 
     );
     let def = b.catalog.get_table("sluice", "t").await.unwrap();
     assert!(def.columns.iter().any(|c| c.name == "colour"), "{def:?}");
-    let changes = sluice_core::delta::evolve::history(&def);
+    let changes = sluice_core::table::policy::history(&def);
     assert_eq!(changes.len(), 1);
     assert!(changes[0].source.ends_with("b.csv"), "{changes:?}");
 
@@ -215,7 +215,7 @@ async fn the_pipeline_evolves_freezes_into_the_dead_letter_queue_and_discards() 
         .unwrap();
     let c = consume(&home, &b, &log).await;
     assert_eq!(c.write.rows_written, 0, "{c:?}");
-    let failures = sluice_core::home::read_failures(&log);
+    let failures = sluice_core::queue::failures::read_failures(&log);
     assert!(
         failures.values().any(|f| f
             .reason
@@ -234,7 +234,7 @@ async fn the_pipeline_evolves_freezes_into_the_dead_letter_queue_and_discards() 
     assert_eq!(c.write.rows_written, 0, "{c:?}");
     let dlq = b.queues.queue("t_dlq").await.unwrap();
     assert_eq!(dlq.stats().await.unwrap().visible, 2);
-    let failures = sluice_core::home::read_failures(&log);
+    let failures = sluice_core::queue::failures::read_failures(&log);
     assert!(
         failures.values().any(|f| f
             .reason

@@ -123,7 +123,7 @@ impl QueryEngine {
                         // No Delta log: a table created and not written yet reads as empty;
                         // one written by an earlier sluice is an error naming the upgrade,
                         // never an empty answer.
-                        sluice_core::pipeline::consumer::refuse_legacy_log(lake, &def.name).await?;
+                        sluice_core::delta::open::refuse_legacy_log(lake, &def.name).await?;
                         empty_table(&def)?
                     }
                     None => {

@@ -15,8 +15,6 @@ use arrow::array::{
 };
 use chrono::NaiveTime;
 
-use crate::chunk::ChunkHeader;
-use crate::delta::evolve::SchemaPolicy;
 use crate::error::Result;
 use crate::schema::partition::Transform;
 use crate::schema::{
@@ -24,6 +22,7 @@ use crate::schema::{
     parse_i64_ascii, parse_short_decimal, parse_temporal,
 };
 use crate::source::csv::{BufferSplitter, CsvFormat, FieldSplitter, Records};
+use crate::table::policy::SchemaPolicy;
 use crate::table::{HeaderMap, TableLayout};
 
 /// Values sampled to infer the type of a new column.
@@ -523,53 +522,6 @@ fn truncate_raw(raw: &[u8]) -> String {
     }
     let r = &r[..r.len().min(MAX_QUARANTINE_RAW)];
     String::from_utf8_lossy(r).into_owned()
-}
-
-/// Decodes the records of a sluice chunk.
-pub fn decode_chunk(
-    layout: &TableLayout,
-    header: &ChunkHeader,
-    raw: &[u8],
-) -> Result<DecodedChunk> {
-    let mut typer = RowTyper::new(layout, header.rows as usize);
-    for r in &header.rejects {
-        typer.reject(QuarantineRow {
-            source: header.source.clone(),
-            line: r.line,
-            raw: r.raw.clone(),
-            reason: r.reason.clone(),
-            chunk: header.chunk.clone(),
-        });
-    }
-    match header.payload {
-        crate::chunk::Payload::JsonLines => {
-            let text = std::str::from_utf8(raw).map_err(|e| {
-                crate::error::Error::invalid(format!("JSON-lines payload is not UTF-8: {e}"))
-            })?;
-            let docs = text
-                .split('\n')
-                .enumerate()
-                .map(|(i, l)| (header.first_line + i as u64, l))
-                .filter(|(_, l)| !l.trim().is_empty());
-            crate::decode::add_json_docs(&mut typer, layout, docs, &header.source, &header.chunk);
-        }
-        crate::chunk::Payload::Csv => {
-            let map = layout.map_header(&header.columns, &header.source)?;
-            add_csv_records(
-                &mut typer,
-                raw,
-                &header.format,
-                header.first_line,
-                &map,
-                OnFrozen::Refuse,
-                &header.source,
-                &header.chunk,
-            )?;
-        }
-    }
-    let mut d = typer.finish(&header.chunk)?;
-    d.produced_at_ms = header.produced_at_ms;
-    Ok(d)
 }
 
 /// Types CSV records (`raw`, as a [`crate::source::csv::RecordReader`] produces them) whose header

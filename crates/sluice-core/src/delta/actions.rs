@@ -41,7 +41,7 @@ impl Protocol {
     /// side as it was.
     pub fn with_writer_feature(&self, feature: &str) -> Self {
         let mut p = self.clone();
-        let mut list = super::protocol::writer_features(self);
+        let mut list = writer_features(self);
         add_once(&mut list, feature);
         p.writer_features = Some(list);
         p.min_writer_version = 7;
@@ -55,7 +55,7 @@ impl Protocol {
         let mut list: Vec<String> = if self.min_reader_version >= 3 {
             self.reader_features.clone().unwrap_or_default()
         } else {
-            super::protocol::legacy_reader_features(self.min_reader_version)
+            legacy_reader_features(self.min_reader_version)
                 .iter()
                 .map(|s| s.to_string())
                 .collect()
@@ -64,6 +64,47 @@ impl Protocol {
         p.reader_features = Some(list);
         p.min_reader_version = 3;
         p
+    }
+}
+
+/// Writer features implied by a legacy writer version.
+pub fn legacy_writer_features(min_writer_version: u32) -> &'static [&'static str] {
+    const ALL: &[&str] = &[
+        "appendOnly",
+        "invariants",
+        "checkConstraints",
+        "changeDataFeed",
+        "generatedColumns",
+        "columnMapping",
+        "identityColumns",
+    ];
+    match min_writer_version {
+        0 | 1 => &[],
+        2 => &ALL[..2],
+        3 => &ALL[..3],
+        4 => &ALL[..5],
+        5 => &ALL[..6],
+        _ => ALL,
+    }
+}
+
+/// Reader features implied by a legacy reader version.
+pub fn legacy_reader_features(min_reader_version: u32) -> &'static [&'static str] {
+    match min_reader_version {
+        0 | 1 => &[],
+        _ => &["columnMapping"],
+    }
+}
+
+/// The table's writer features: listed (writer 7), or implied by its legacy version.
+pub fn writer_features(p: &Protocol) -> Vec<String> {
+    if p.min_writer_version >= 7 {
+        p.writer_features.clone().unwrap_or_default()
+    } else {
+        legacy_writer_features(p.min_writer_version)
+            .iter()
+            .map(|s| s.to_string())
+            .collect()
     }
 }
 

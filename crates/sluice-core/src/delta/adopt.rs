@@ -55,7 +55,7 @@ pub async fn adopt(
     ledger.check_as(crate::delta::Operation::Append, a.capabilities)?;
     let mut def = def_of_log(&ledger, a)?;
     def.parameters.insert(
-        crate::delta::evolve::PARAM_SCHEMA_POLICY.into(),
+        crate::table::policy::PARAM_SCHEMA_POLICY.into(),
         a.schema_policy.to_string(),
     );
     catalog.ensure_database(a.database).await?;

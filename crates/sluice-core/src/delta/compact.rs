@@ -394,7 +394,7 @@ async fn finish(
         partition,
         &format!("part-{}.parquet", uuid::Uuid::now_v7()),
     );
-    let uploaded = match crate::home::record_upload(&opts.spool_dir, table, &dest) {
+    let uploaded = match crate::lake::spool::record_upload(&opts.spool_dir, table, &dest) {
         Ok(()) => {
             crate::pipeline::table_writer::retry("upload", opts.retry_base, || {
                 upload(lake, &file.local, &dest)

@@ -10,6 +10,7 @@ pub mod evolve;
 pub mod legacy;
 pub mod log;
 pub mod mapping;
+pub mod open;
 pub mod protocol;
 pub mod repair;
 pub mod upgrade;

@@ -15,6 +15,7 @@
 //! same way, and a listed feature sluice does not know at all is refused.
 
 use super::actions::{Metadata, Protocol, StructField};
+pub use super::actions::{legacy_reader_features, legacy_writer_features, writer_features};
 use crate::error::{Error, Result};
 
 /// What sluice is about to do to a table.
@@ -78,47 +79,6 @@ const READER_FEATURES: &[&str] = &[
     "variantType-preview",
     "timestampNanos",
 ];
-
-/// Writer features implied by a legacy writer version.
-pub fn legacy_writer_features(min_writer_version: u32) -> &'static [&'static str] {
-    const ALL: &[&str] = &[
-        "appendOnly",
-        "invariants",
-        "checkConstraints",
-        "changeDataFeed",
-        "generatedColumns",
-        "columnMapping",
-        "identityColumns",
-    ];
-    match min_writer_version {
-        0 | 1 => &[],
-        2 => &ALL[..2],
-        3 => &ALL[..3],
-        4 => &ALL[..5],
-        5 => &ALL[..6],
-        _ => ALL,
-    }
-}
-
-/// Reader features implied by a legacy reader version.
-pub fn legacy_reader_features(min_reader_version: u32) -> &'static [&'static str] {
-    match min_reader_version {
-        0 | 1 => &[],
-        _ => &["columnMapping"],
-    }
-}
-
-/// The table's writer features: listed (writer 7), or implied by its legacy version.
-pub fn writer_features(p: &Protocol) -> Vec<String> {
-    if p.min_writer_version >= 7 {
-        p.writer_features.clone().unwrap_or_default()
-    } else {
-        legacy_writer_features(p.min_writer_version)
-            .iter()
-            .map(|s| s.to_string())
-            .collect()
-    }
-}
 
 /// What the writer brings beyond the core.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]

@@ -4,7 +4,7 @@
 //! table's directory. Readers of the Delta log never read it; readers that list directories (a
 //! `read_parquet` glob) would, until recovery removes it. Files that a later version removed are
 //! kept: earlier versions reference them.
-//! Recovery runs when a consumer starts and by `sluice repair`. Consumers record each upload in
+//! Recovery runs when a consumer starts ([`crate::pipeline::startup`]) and by `sluice repair`. Consumers record each upload in
 //! their spool (`uploads.log`) before it starts; recovery removes the uncommitted uploads of
 //! consumers that are known to be dead at once, never touches those of running consumers, and
 //! removes other uncommitted files (written by consumers elsewhere) only after a grace period.
@@ -111,43 +111,6 @@ pub fn is_sluice_file(name: &str) -> bool {
 /// Default grace of `sluice repair` for files no running consumer of this home is uploading:
 /// a slow upload from another machine is committed well within it.
 pub const REPAIR_GRACE: Duration = Duration::from_secs(3_600);
-
-/// Start-up recovery of a consumer of `table` that holds `claim`: the uploads that dead consumers
-/// of this home recorded and never committed are removed at once (for every table they wrote),
-/// uploads of running consumers are never touched, and other uncommitted files of `table`
-/// (from consumers elsewhere) are removed once older than twice the visibility timeout, and at
-/// least 10 minutes. Returns the files removed, per table.
-pub async fn recover(
-    home: &crate::home::Home,
-    lake: &Lake,
-    table: &str,
-    claim: &crate::home::SpoolClaim,
-    visibility: Duration,
-) -> Result<Vec<(String, Vec<String>)>> {
-    let mut tables: Vec<&str> = claim.orphans.iter().map(|(t, _)| t.as_str()).collect();
-    tables.push(table);
-    tables.sort_unstable();
-    tables.dedup();
-    let protect = home.live_uploads();
-    let mut out = Vec::new();
-    for t in tables {
-        let opts = RepairOptions {
-            grace: (visibility * 2).max(Duration::from_secs(600)),
-            protect: protect.clone(),
-            dead: claim
-                .orphans
-                .iter()
-                .filter(|(ot, _)| ot == t)
-                .map(|(_, p)| p.clone())
-                .collect(),
-        };
-        let r = repair(lake, t, &opts).await?;
-        if !r.removed.is_empty() {
-            out.push((t.to_string(), r.removed));
-        }
-    }
-    Ok(out)
-}
 
 #[cfg(test)]
 mod tests {

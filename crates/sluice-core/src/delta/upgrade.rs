@@ -51,7 +51,7 @@ pub async fn upgrade(lake: &Lake, def: &TableDef, writer: &str) -> Result<Upgrad
             ),
         };
         log.create_if_missing(&schema).await?;
-        let is_quarantine = |p: &str| p == crate::pipeline::consumer::QUARANTINE_PART;
+        let is_quarantine = |p: &str| p == crate::lake::QUARANTINE_PART;
         let draft = CommitDraft {
             id: format!("upgrade-{}-{:?}-v{}", def.name, kind, legacy.version),
             add: legacy

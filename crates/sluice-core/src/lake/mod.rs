@@ -7,6 +7,11 @@
 //! <lake>/_quarantine/<table>/_delta_log/                the quarantine's Delta log
 //! ```
 
+pub mod metered;
+pub mod spool;
+
+pub use metered::MeteredStore;
+
 use std::sync::Arc;
 
 use object_store::ObjectStore;
@@ -14,6 +19,9 @@ use object_store::path::Path;
 use url::Url;
 
 use crate::error::{Error, Result};
+
+/// Partition key of the quarantine's chunk parts in its Delta log.
+pub const QUARANTINE_PART: &str = "__quarantine__";
 
 /// A lake root.
 #[derive(Debug, Clone)]

@@ -27,17 +27,16 @@ use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, watch};
 use tracing::{debug, info, warn};
 
-use crate::catalog::{Catalog, TableDef};
+use crate::catalog::Catalog;
 use crate::decode::rows::DecodedChunk;
-use crate::delta::log::{Checkpointer, ChunkPart, DeltaSchema, Ledger};
+use crate::delta::log::{Checkpointer, ChunkPart};
+use crate::delta::open::open_logs;
 use crate::error::{Error, Result};
 use crate::lake::Lake;
-use crate::parquet::writer::quarantine_schema;
 use crate::pipeline::table_writer::{Flushed, TableWriter, WriteStats, WriterOptions, retry};
 use crate::queue::{Queue, QueueExt, ReceiveOptions, ReceivedMessage};
 use crate::table::TableLayout;
 
-pub use crate::pipeline::table_writer::QUARANTINE_PART;
 /// Consumer settings.
 #[derive(Debug, Clone)]
 pub struct ConsumerOptions {
@@ -830,7 +829,7 @@ impl Consumer {
         self.stats.undecodable_messages += 1;
         metrics::counter!(crate::metrics::MESSAGES_FAILED).increment(1);
         if let Some(log) = &self.opts.dead_letter_log
-            && let Err(le) = crate::home::record_failure(
+            && let Err(le) = crate::queue::failures::record_failure(
                 log,
                 self.queue.name(),
                 &m.message_id,
@@ -937,54 +936,6 @@ impl Consumer {
             warn!(error = %e, count = receipts.len(), "could not release messages; they return after their visibility timeout");
         }
     }
-}
-
-/// Fails with the command that upgrades it if `table` has the commit log of an earlier sluice
-/// and no Delta log: writing a Delta log beside it would hide the rows it committed.
-pub async fn refuse_legacy_log(lake: &Lake, table: &str) -> Result<()> {
-    if crate::delta::legacy::has_legacy_log(lake, table).await?
-        && !Ledger::open(lake, table, "check").await?.state().exists
-    {
-        return Err(Error::Config(format!(
-            "table {table} was written by an earlier sluice (its commit log is {}); run `sluice upgrade --table {table}` to convert it to a Delta Lake table in place",
-            lake.url_of(&crate::delta::legacy::legacy_dir(table)),
-        )));
-    }
-    Ok(())
-}
-
-/// Opens (and creates, if missing) the Delta tables of a table's data and quarantine.
-///
-/// A table still on the commit log of earlier sluice versions is refused with the command that
-/// upgrades it: writing a Delta log beside it would hide the rows it committed.
-pub async fn open_logs(
-    lake: &Lake,
-    def: &TableDef,
-    writer_id: &str,
-    checkpointer: Option<Arc<dyn Checkpointer>>,
-    constraints: Option<Arc<dyn crate::delta::constraints::ConstraintEngine>>,
-) -> Result<(Ledger, Ledger)> {
-    let mut ledger = Ledger::open(lake, &def.name, writer_id)
-        .await?
-        .with_checkpointer(checkpointer.clone())
-        .with_constraint_engine(constraints)?;
-    if !ledger.state().exists {
-        refuse_legacy_log(lake, &def.name).await?;
-    }
-    ledger
-        .create_if_missing(&DeltaSchema::of_table(def))
-        .await?;
-    // The table may be another engine's, or have changed since the catalog entry was made:
-    // refuse before anything is written.
-    crate::delta::adopt::check_def(def, &ledger)?;
-    ledger.check(crate::delta::Operation::Append)?;
-    let mut quarantine = Ledger::open_quarantine(lake, &def.name, writer_id)
-        .await?
-        .with_checkpointer(checkpointer);
-    quarantine
-        .create_if_missing(&DeltaSchema::of_arrow(&quarantine_schema())?)
-        .await?;
-    Ok((ledger, quarantine))
 }
 
 /// Bytes of messages one receive asks for at most (as whole messages, at least one): with

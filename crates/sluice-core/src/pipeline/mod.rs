@@ -5,4 +5,5 @@
 pub mod consumer;
 pub mod convert;
 pub mod producer;
+pub mod startup;
 pub mod table_writer;

@@ -8,7 +8,6 @@
 //! A file's chunk ids are `<source fingerprint>-<index>-<content hash>`; the same file produced
 //! again with the same settings yields the same ids, which the consumer deduplicates.
 
-use std::fs::File;
 use std::io::Read;
 use std::path::Path;
 use std::sync::Arc;
@@ -58,7 +57,7 @@ pub struct ProducerOptions {
     /// URL of the table's directory, for a new table.
     pub location: String,
     /// Schema policy of a new table (an existing table keeps its own).
-    pub schema_policy: crate::delta::evolve::SchemaPolicy,
+    pub schema_policy: crate::table::policy::SchemaPolicy,
 }
 
 impl ProducerOptions {
@@ -114,16 +113,6 @@ pub struct Producer {
     opts: ProducerOptions,
     /// Chunks travel as plain text (the queue prefers it and no zstd level was asked for).
     text: bool,
-}
-
-fn open(path: &Path) -> Result<File> {
-    File::open(path).map_err(|e| {
-        Error::invalid_at(
-            path.display().to_string(),
-            None,
-            format!("cannot open: {e}"),
-        )
-    })
 }
 
 /// Reads the header of the CSV data `inner` (named `name` in errors); the reader is left at
@@ -206,7 +195,7 @@ pub async fn ensure_table(
         opts.date_format.as_deref(),
     )?;
     def.parameters.insert(
-        crate::delta::evolve::PARAM_SCHEMA_POLICY.into(),
+        crate::table::policy::PARAM_SCHEMA_POLICY.into(),
         opts.schema_policy.name().into(),
     );
     catalog.ensure_database(&opts.database).await?;
@@ -407,28 +396,6 @@ async fn wait_for_backlog(queue: &dyn Queue, max: u64) -> Result<()> {
         pause = (pause * 2).min(Duration::from_millis(100));
     }
     Ok(())
-}
-
-/// Fingerprint of a local source: table, size and the first 64 KiB.
-pub fn source_fingerprint(table: &str, path: &Path) -> Result<String> {
-    let name = path.display().to_string();
-    let mut f = open(path)?;
-    let len = f.metadata().map_err(|e| Error::io(&name, e))?.len();
-    let mut head = vec![0u8; 64 * 1024];
-    let mut n = 0;
-    while n < head.len() {
-        let k = f.read(&mut head[n..]).map_err(|e| Error::io(&name, e))?;
-        if k == 0 {
-            break;
-        }
-        n += k;
-    }
-    let mut h = xxhash_rust::xxh3::Xxh3::new();
-    h.update(table.as_bytes());
-    h.update(&[0]);
-    h.update(&len.to_le_bytes());
-    h.update(&head[..n]);
-    Ok(format!("{:032x}", h.digest128()))
 }
 
 /// A chunk's records as they go into its message.

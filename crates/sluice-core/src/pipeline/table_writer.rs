@@ -27,15 +27,12 @@ use tracing::{info, warn};
 use crate::decode::rows::DecodedChunk;
 use crate::delta::log::{ChunkPart, Commit, CommitDraft, DataFile, FileKind, Ledger};
 use crate::error::{Error, Result};
-use crate::lake::Lake;
+use crate::lake::{Lake, QUARANTINE_PART};
 use crate::parquet::writer::{
     FinishedFile, ParquetOptions, SpoolFile, dictionary_misfits, quarantine_batch,
     quarantine_schema, upload, writer_properties, writer_properties_for,
 };
 use crate::table::TableLayout;
-
-/// Partition key of the quarantine's chunk parts in its Delta log.
-pub const QUARANTINE_PART: &str = "__quarantine__";
 
 /// Settings of a [`TableWriter`].
 #[derive(Debug, Clone)]
@@ -534,16 +531,19 @@ impl TableWriter {
                     &name,
                 ),
             };
-            let uploaded =
-                match crate::home::record_upload(&self.opts.spool_dir, &self.layout.name, &dest) {
-                    Ok(()) => {
-                        retry("upload", self.opts.retry_base, || {
-                            upload(&self.lake, &c.file.local, &dest)
-                        })
-                        .await
-                    }
-                    Err(e) => Err(e),
-                };
+            let uploaded = match crate::lake::spool::record_upload(
+                &self.opts.spool_dir,
+                &self.layout.name,
+                &dest,
+            ) {
+                Ok(()) => {
+                    retry("upload", self.opts.retry_base, || {
+                        upload(&self.lake, &c.file.local, &dest)
+                    })
+                    .await
+                }
+                Err(e) => Err(e),
+            };
             if let Err(e) = uploaded {
                 // Remove what this flush already uploaded: no commit will name it.
                 for a in &draft.add {

@@ -66,10 +66,10 @@ impl QueueAdmin for EmbeddedAdmin {
     }
 
     async fn create(&self, name: &str, settings: &QueueSettings) -> Result<CreatedQueue> {
-        crate::home::Home::ensure_queue(&self.queues, name, settings).await?;
+        self.queues.ensure_with_dead_letter(name, settings).await?;
         Ok(CreatedQueue {
             address: name.to_string(),
-            dead_letter: crate::home::dead_letter_name(name),
+            dead_letter: crate::queue::dead_letter_name(name),
         })
     }
 

@@ -7,6 +7,11 @@
 //!  a message received max_receive_count times and visible again moves to the dead-letter queue
 //! ```
 
+pub mod failures;
+pub mod metered;
+
+pub use metered::MeteredQueue;
+
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -232,4 +237,9 @@ impl<Q: Queue + ?Sized> QueueExt for Q {}
 /// Billed SQS request units for a request carrying `payload` bytes.
 pub fn billed_units(payload: usize) -> u64 {
     (payload.max(1)).div_ceil(BILLING_UNIT_BYTES) as u64
+}
+
+/// Name of the dead-letter queue of `queue`.
+pub fn dead_letter_name(queue: &str) -> String {
+    format!("{queue}_dlq")
 }

@@ -276,6 +276,33 @@ fn files_where(
 }
 
 impl EmbeddedQueues {
+    /// Creates (if needed) the queue `name` with its dead-letter queue
+    /// ([`crate::queue::dead_letter_name`]), which it moves a message to after
+    /// `settings.max_receive_count` receives.
+    pub async fn ensure_with_dead_letter(
+        &self,
+        name: &str,
+        settings: &QueueSettings,
+    ) -> Result<()> {
+        let dlq = crate::queue::dead_letter_name(name);
+        self.create_queue(
+            &dlq,
+            &QueueSettings {
+                dead_letter_queue: None,
+                ..settings.clone()
+            },
+        )
+        .await?;
+        self.create_queue(
+            name,
+            &QueueSettings {
+                dead_letter_queue: Some(dlq),
+                ..settings.clone()
+            },
+        )
+        .await
+    }
+
     /// Opens (creating if needed) the queue database at `path`.
     pub fn open(path: impl AsRef<Path>) -> Result<Self> {
         Self::open_with_clock(path, Arc::new(SystemClock))

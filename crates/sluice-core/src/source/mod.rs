@@ -320,7 +320,7 @@ impl Source {
     /// its name, size and version.
     pub fn fingerprint(&self, table: &str) -> Result<String> {
         match &self.location {
-            Location::Local(p) => crate::pipeline::producer::source_fingerprint(table, p),
+            Location::Local(p) => source_fingerprint(table, p),
             Location::Object { .. } => {
                 let mut h = xxhash_rust::xxh3::Xxh3::new();
                 for part in [
@@ -449,6 +449,29 @@ impl Read for Counting {
         self.read.fetch_add(n as u64, Ordering::Relaxed);
         Ok(n)
     }
+}
+
+/// Fingerprint of a local source: table, size and the first 64 KiB.
+pub fn source_fingerprint(table: &str, path: &FsPath) -> Result<String> {
+    let name = path.display().to_string();
+    let mut f = std::fs::File::open(path)
+        .map_err(|e| Error::invalid_at(&name, None, format!("cannot open: {e}")))?;
+    let len = f.metadata().map_err(|e| Error::io(&name, e))?.len();
+    let mut head = vec![0u8; 64 * 1024];
+    let mut n = 0;
+    while n < head.len() {
+        let k = f.read(&mut head[n..]).map_err(|e| Error::io(&name, e))?;
+        if k == 0 {
+            break;
+        }
+        n += k;
+    }
+    let mut h = xxhash_rust::xxh3::Xxh3::new();
+    h.update(table.as_bytes());
+    h.update(&[0]);
+    h.update(&len.to_le_bytes());
+    h.update(&head[..n]);
+    Ok(format!("{:032x}", h.digest128()))
 }
 
 #[cfg(test)]

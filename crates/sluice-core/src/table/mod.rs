@@ -1,9 +1,12 @@
 //! A table's layout as the pipeline needs it, derived from its catalog entry.
 
+pub mod policy;
+
+pub use policy::SchemaPolicy;
+
 use arrow::datatypes::SchemaRef;
 
 use crate::catalog::{PARAM_DATE_FORMAT, PARAM_PARTITION_BY, TableDef};
-use crate::delta::evolve::SchemaPolicy;
 use crate::error::{Error, Result};
 use crate::schema::partition::PartitionSpec;
 use crate::schema::{Column, arrow_schema};

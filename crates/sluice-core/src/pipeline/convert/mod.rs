@@ -170,7 +170,7 @@ pub async fn convert(
         .ok_or_else(|| Error::invalid("no sources to convert"))?;
     let def = ensure_table_for(&*catalog, &opts.table, first, &opts.write.spool_dir).await?;
     let layout = Arc::new(TableLayout::from_def(&def)?);
-    let (ledger, quarantine) = crate::pipeline::consumer::open_logs(
+    let (ledger, quarantine) = crate::delta::open::open_logs(
         &lake,
         &def,
         &opts.writer_id,

@@ -531,7 +531,7 @@ fn type_piece(
                     }),
                 }
             }
-            crate::decode::add_json_docs(&mut typer, layout, texts, source, chunk);
+            crate::decode::json::add_json_docs(&mut typer, layout, texts, source, chunk);
             let mut d = typer.finish(chunk)?;
             // A Parquet source's new columns keep their own types.
             if let Some(types) = types {

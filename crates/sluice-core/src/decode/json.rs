@@ -1,0 +1,115 @@
+//! Typing JSON documents (one object per row) with a [`RowTyper`].
+
+use crate::decode::rows::{Field, QuarantineRow, RowTyper};
+use crate::table::TableLayout;
+use crate::table::policy::SchemaPolicy;
+
+pub(crate) fn add_json_lines(
+    typer: &mut RowTyper<'_>,
+    layout: &TableLayout,
+    body: &str,
+    source: &str,
+    chunk: &str,
+) {
+    // One JSON object (possibly spanning lines), or one object per line.
+    let docs: Vec<(u64, &str)> = if serde_json::from_str::<serde_json::Value>(body).is_ok() {
+        vec![(1, body)]
+    } else {
+        body.lines()
+            .enumerate()
+            .filter(|(_, l)| !l.trim().is_empty())
+            .map(|(i, l)| (i as u64 + 1, l))
+            .collect()
+    };
+    add_json_docs(typer, layout, docs, source, chunk);
+}
+
+/// Types JSON documents, one object per row: (line number, text). Keys are matched to the
+/// table's columns by name (a column without a key is NULL); a value that does not parse or a
+/// document that is not an object quarantines the row with the reason. A key the table lacks
+/// is dropped (`discard-columns`), quarantines the row (`freeze`), or is sampled for its type
+/// (`evolve`: see [`DecodedChunk::new_columns`]).
+pub(crate) fn add_json_docs<'a>(
+    typer: &mut RowTyper<'_>,
+    layout: &TableLayout,
+    docs: impl IntoIterator<Item = (u64, &'a str)>,
+    source: &str,
+    chunk: &str,
+) {
+    for (line, doc) in docs {
+        let obj = match serde_json::from_str::<serde_json::Value>(doc) {
+            Ok(serde_json::Value::Object(o)) => o,
+            Ok(_) => {
+                typer.reject(reject(source, line, doc, "not a JSON object".into(), chunk));
+                continue;
+            }
+            Err(e) => {
+                typer.reject(reject(
+                    source,
+                    line,
+                    doc,
+                    format!("invalid JSON: {e}"),
+                    chunk,
+                ));
+                continue;
+            }
+        };
+        let unknown: Vec<&String> = obj
+            .keys()
+            .filter(|k| !layout.source_columns.iter().any(|c| &c.name == *k))
+            .collect();
+        if !unknown.is_empty() {
+            let names: Vec<&str> = unknown.iter().map(|s| s.as_str()).collect();
+            match layout.policy {
+                SchemaPolicy::DiscardColumns => {}
+                SchemaPolicy::Freeze => {
+                    let reason = layout.frozen_reason(&names);
+                    typer.reject(reject(source, line, doc, reason, chunk));
+                    continue;
+                }
+                SchemaPolicy::Evolve => {
+                    for k in names {
+                        let v = match &obj[k] {
+                            serde_json::Value::Null => None,
+                            serde_json::Value::String(s) => Some(s.clone()),
+                            other => Some(other.to_string()),
+                        };
+                        typer.observe_new(k, v.as_deref(), source);
+                    }
+                    // Typed again once the table has the columns.
+                    typer.reject(reject(source, line, doc, "new columns".into(), chunk));
+                    continue;
+                }
+            }
+        }
+        let texts: Vec<Option<String>> = layout
+            .source_columns
+            .iter()
+            .map(|c| match obj.get(&c.name) {
+                None | Some(serde_json::Value::Null) => None,
+                Some(serde_json::Value::String(s)) => Some(s.clone()),
+                Some(v) => Some(v.to_string()),
+            })
+            .collect();
+        typer.add_row(
+            |i| texts[i].as_deref().map(Field::Text),
+            line,
+            doc.as_bytes(),
+            source,
+            chunk,
+        );
+    }
+}
+
+fn reject(source: &str, line: u64, raw: &str, reason: String, chunk: &str) -> QuarantineRow {
+    QuarantineRow {
+        source: source.to_string(),
+        line,
+        raw: raw
+            .chars()
+            .take(crate::decode::rows::MAX_QUARANTINE_RAW)
+            .collect(),
+        reason,
+        chunk: chunk.to_string(),
+    }
+}

@@ -1,0 +1,73 @@
+//! Start-up of a writer (a consumer, or `convert`): it claims a private spool and removes the
+//! uploads that writers before it left uncommitted, before it writes anything.
+
+use std::time::Duration;
+
+use crate::delta::repair::{RepairOptions, repair};
+use crate::error::Result;
+use crate::lake::Lake;
+use crate::lake::spool::{SpoolClaim, Spools};
+
+/// Uncommitted files of writers elsewhere (other homes, other machines) are removed only once
+/// they are at least this old, whatever the visibility timeout.
+pub const MIN_RECOVERY_GRACE: Duration = Duration::from_secs(600);
+
+/// A writer that has started: its spool, and what recovery removed.
+#[derive(Debug)]
+pub struct Started {
+    /// The writer's spool, held until this is dropped.
+    pub spool: SpoolClaim,
+    /// Files removed, per table.
+    pub recovered: Vec<(String, Vec<String>)>,
+}
+
+/// Starts a writer `writer_id` of `table`: claims its spool among `spools` and runs [`recover`].
+/// `visibility` is the queue's visibility timeout (`None` for `convert`, which has no queue).
+pub async fn start(
+    spools: &Spools,
+    lake: &Lake,
+    table: &str,
+    writer_id: &str,
+    visibility: Option<Duration>,
+) -> Result<Started> {
+    let spool = spools.claim(writer_id)?;
+    let recovered = recover(spools, lake, table, &spool, visibility.unwrap_or_default()).await?;
+    Ok(Started { spool, recovered })
+}
+
+/// Start-up recovery of a writer of `table` that holds `claim`: the uploads that dead writers
+/// of these spools recorded and never committed are removed at once (for every table they wrote),
+/// uploads of running consumers are never touched, and other uncommitted files of `table`
+/// (from consumers elsewhere) are removed once older than twice the visibility timeout, and at
+/// least 10 minutes. Returns the files removed, per table.
+pub async fn recover(
+    spools: &Spools,
+    lake: &Lake,
+    table: &str,
+    claim: &SpoolClaim,
+    visibility: Duration,
+) -> Result<Vec<(String, Vec<String>)>> {
+    let mut tables: Vec<&str> = claim.orphans.iter().map(|(t, _)| t.as_str()).collect();
+    tables.push(table);
+    tables.sort_unstable();
+    tables.dedup();
+    let protect = spools.live_uploads();
+    let mut out = Vec::new();
+    for t in tables {
+        let opts = RepairOptions {
+            grace: (visibility * 2).max(MIN_RECOVERY_GRACE),
+            protect: protect.clone(),
+            dead: claim
+                .orphans
+                .iter()
+                .filter(|(ot, _)| ot == t)
+                .map(|(_, p)| p.clone())
+                .collect(),
+        };
+        let r = repair(lake, t, &opts).await?;
+        if !r.removed.is_empty() {
+            out.push((t.to_string(), r.removed));
+        }
+    }
+    Ok(out)
+}
