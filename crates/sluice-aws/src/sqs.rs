@@ -13,6 +13,7 @@ use aws_sdk_sqs::types::{
     ChangeMessageVisibilityBatchRequestEntry, DeleteMessageBatchRequestEntry,
     MessageSystemAttributeName, QueueAttributeName, SendMessageBatchRequestEntry,
 };
+use sluice_core::error::retry::Backoff;
 use sluice_core::queue::admin::{CreatedQueue, DeadLetter, QueueAdmin};
 use sluice_core::queue::{
     BatchFailure, MAX_BATCH, MAX_WAIT, Queue, QueueSettings, QueueStats, ReceiveOptions,
@@ -268,7 +269,7 @@ where
             break;
         }
         pending.retain(|(i, _)| retry.contains(i));
-        tokio::time::sleep(backoff(attempt)).await;
+        tokio::time::sleep(ENTRY_BACKOFF.delay(attempt + 1)).await;
     }
     failed_for_good.sort_by_key(|(i, _)| *i);
     Ok((done, failed_for_good))
@@ -299,9 +300,12 @@ fn entry_results<'a>(
         .collect()
 }
 
-fn backoff(attempt: u32) -> Duration {
-    Duration::from_millis(50u64 << attempt.min(6))
-}
+/// Waits before an entry is sent again: 25–50 ms, 50–100 ms, … (the core's back-off, jittered).
+const ENTRY_BACKOFF: Backoff = Backoff {
+    base: Duration::from_millis(25),
+    max: Duration::from_millis(3_200),
+    retries: ENTRY_ATTEMPTS - 1,
+};
 
 fn check_batch(n: usize, what: &str) -> Result<()> {
     if n == 0 || n > MAX_BATCH {

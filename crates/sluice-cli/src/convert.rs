@@ -9,7 +9,7 @@ use sluice_core::pipeline::convert::{ConvertOptions, ConvertProgress, ConvertSta
 use sluice_core::source::{Format, Source, expand_local, expand_store};
 use sluice_core::writer_id;
 
-use crate::{Ctx, TableArgs, prepare_table, producer_options};
+use crate::{Ctx, TableArgs, prepare_table, table_settings};
 
 #[derive(Debug, Args)]
 pub struct ConvertArgs {
@@ -66,7 +66,7 @@ pub async fn run(ctx: &Ctx, a: &ConvertArgs) -> Result<()> {
     let table = a.table.table.clone();
     let lake = ctx.open.lake().await?;
     let catalog = ctx.open.catalog().await?;
-    let topts = producer_options(ctx, &lake, &a.table)?;
+    let topts = table_settings(ctx, &lake, &a.table)?;
     prepare_table(ctx, &*catalog, &lake, &a.table, &topts).await?;
     let sources = expand_sources(ctx, &a.sources, a.table.format).await?;
     let total_bytes: u64 = sources.iter().map(|s| s.size).sum();

@@ -22,6 +22,7 @@ use sluice_core::home::Home;
 use sluice_core::lake::Lake;
 use sluice_core::pipeline::consumer::{Consumer, ConsumerOptions, ConsumerStats};
 use sluice_core::pipeline::producer::{ProduceStats, Producer, ProducerOptions, Progress};
+use sluice_core::pipeline::setup::TableSettings;
 use sluice_core::queue::{MAX_MESSAGE_BYTES, QueueSettings};
 use sluice_core::schema::partition::PartitionSpec;
 use sluice_core::schema::{Column, ColumnType};
@@ -778,14 +779,14 @@ async fn init(ctx: &Ctx, a: &InitArgs) -> Result<()> {
     Ok(())
 }
 
-pub(crate) fn producer_options(ctx: &Ctx, lake: &Lake, t: &TableArgs) -> Result<ProducerOptions> {
+pub(crate) fn table_settings(ctx: &Ctx, lake: &Lake, t: &TableArgs) -> Result<TableSettings> {
     let tc = ctx.table_config(&t.table);
     let spec_s = t.partition_by.clone().or(tc.partition_by.clone());
     let spec = match spec_s {
         Some(s) => PartitionSpec::parse(&s)?,
         None => PartitionSpec::parse("year(date)")?,
     };
-    let mut opts = ProducerOptions::new(&t.table, spec, lake.url_of(&Lake::table_dir(&t.table)));
+    let mut opts = TableSettings::new(&t.table, spec, lake.url_of(&Lake::table_dir(&t.table)));
     opts.database = ctx.database().to_string();
     let mut nulls = tc.null_values.clone();
     nulls.extend(t.null_values.iter().cloned());
@@ -885,9 +886,9 @@ async fn produce(
     send: &SendArgs,
     max_backlog: Option<u64>,
 ) -> Result<(ProduceStats, sluice_core::metrics::MeterSnapshot)> {
-    let opts = producer_options(ctx, &b.lake, t)?;
-    prepare_table(ctx, &*b.catalog, &b.lake, t, &opts).await?;
-    let mut opts = opts;
+    let table = table_settings(ctx, &b.lake, t)?;
+    prepare_table(ctx, &*b.catalog, &b.lake, t, &table).await?;
+    let mut opts = ProducerOptions::new(table);
     opts.zstd_level = send.zstd_level;
     opts.max_backlog = max_backlog;
     let m = b.metered("producer", send.claim_bytes());
@@ -908,7 +909,7 @@ pub(crate) async fn prepare_table(
     catalog: &dyn Catalog,
     lake: &Lake,
     t: &TableArgs,
-    opts: &ProducerOptions,
+    opts: &TableSettings,
 ) -> Result<()> {
     let tc = ctx.table_config(&t.table);
     let asked = t
@@ -942,7 +943,7 @@ pub(crate) async fn prepare_table(
 pub(crate) fn check_table(
     def: &sluice_core::catalog::TableDef,
     t: &TableArgs,
-    opts: &ProducerOptions,
+    opts: &TableSettings,
 ) -> Result<()> {
     if t.partition_by.is_some() {
         check_spec(def, &opts.partition_by)?;
@@ -1093,14 +1094,18 @@ async fn run_pipeline(ctx: &Ctx, a: RunArgs) -> Result<()> {
     let table = a.table.table.clone();
     let b = ctx.backends(Some(&table)).await?;
     // The table must exist before the consumer starts.
-    let opts = producer_options(ctx, &b.lake, &a.table)?;
-    prepare_table(ctx, &*b.catalog, &b.lake, &a.table, &opts).await?;
-    let producer = Producer::new(b.queue.clone(), b.catalog.clone(), opts.clone())?;
+    let settings = table_settings(ctx, &b.lake, &a.table)?;
+    prepare_table(ctx, &*b.catalog, &b.lake, &a.table, &settings).await?;
+    let producer = Producer::new(
+        b.queue.clone(),
+        b.catalog.clone(),
+        ProducerOptions::new(settings.clone()),
+    )?;
     let sources = convert::expand_sources(ctx, &a.files, a.table.format).await?;
     let first = sources.first().context("no input files")?;
     let def = producer.ensure_table_for(first).await?;
     sluice_core::delta::open::refuse_legacy_log(&b.lake, &table).await?;
-    check_table(&def, &a.table, &opts)?;
+    check_table(&def, &a.table, &settings)?;
     let started = Instant::now();
     let done = Arc::new(AtomicBool::new(false));
     // On the embedded queue the producer, much faster than the consumer, would otherwise put

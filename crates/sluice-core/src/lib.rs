@@ -1,26 +1,74 @@
 //! # sluice-core
 //!
-//! CSV files to a query-ready lake, through a queue:
+//! CSV (and JSON lines, and Parquet) to a Delta Lake table, through a queue, exactly once. The
+//! modules are the stages a row passes through, in order; a stage uses only those before it:
 //!
 //! ```text
-//!  CSV ─► producer ─► Queue ─► consumer ─► Parquet in Hive dirs ─► Delta log commit ─► Catalog
+//!  source ─► chunk ─► queue ─► decode ─► parquet ─► delta ─► catalog
+//!  (files,    (chunk   (SQS      (typing   (file     (the log,   (tables,
+//!   objects,   messages) semantics) rows)     writer,   commits,    schemas)
+//!   CSV)                                      encoders) compaction)
 //! ```
 //!
-//! This crate holds the domain types and the embedded backends: [`queue::EmbeddedQueues`]
-//! (SQS semantics on SQLite), [`catalog::SqliteCatalog`] (Glue's model on SQLite), the Delta
-//! Lake commit protocol [`ledger`] (on any `object_store`), the [`producer`] and the
-//! [`consumer`]. Heavy integrations (`deltalake` for checkpoints, DataFusion, the AWS SDK) live in
-//! other crates.
+//! - [`schema`], [`table`]: column types, partition specs, a table's layout and schema policy.
+//! - [`catalog`]: tables in Glue's model; [`catalog::SqliteCatalog`] is the embedded one.
+//! - [`lake`]: the object store the tables live in, and the spools files are written in first.
+//! - [`source`]: local files, globs and object-store prefixes; CSV, JSON lines, Parquet.
+//! - [`chunk`]: the message format; [`queue`]: the queue trait, with SQS semantics on SQLite
+//!   ([`queue::EmbeddedQueues`]).
+//! - [`decode`]: messages to typed Arrow rows, with the quarantine for rows that do not parse.
+//! - [`parquet`]: the Parquet file writer and sluice's own column encoders.
+//! - [`delta`]: the Delta Lake log, its protocol, compaction, vacuum, repair, schema evolution.
+//! - [`pipeline`]: the producer, the consumer and `convert`, and their start-up.
+//! - [`home`]: the embedded default, every backend under one directory.
+//! - [`error`] (with the one retry helper) and [`metrics`] serve every stage.
 //!
-//! ```no_run
-//! # async fn demo() -> sluice_core::Result<()> {
-//! use std::sync::Arc;
-//! use sluice_core::{home::Home, partition::PartitionSpec, producer::{Producer, ProducerOptions}};
-//! let home = Home::new("sluice-data");
+//! Heavy integrations (`deltalake` for checkpoints, DataFusion, the AWS SDK) live in other
+//! crates.
+//!
+//! ## Embedding a consumer
+//!
+//! A program that lands a CSV file through the embedded queue into a table, as `sluice run`
+//! does:
+//!
+//! ```
+//! // The consumer needs a multi-threaded runtime (it types rows on blocking threads).
+//! # #[tokio::main]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! use sluice_core::home::Home;
+//! use sluice_core::pipeline::consumer::{Consumer, ConsumerOptions};
+//! use sluice_core::pipeline::producer::{Producer, ProducerOptions};
+//! use sluice_core::pipeline::setup::TableSettings;
+//! use sluice_core::pipeline::startup;
+//! use sluice_core::schema::partition::PartitionSpec;
+//!
+//! let dir = tempfile::tempdir()?;
+//! let home = Home::new(dir.path().join("home"));
+//! // The embedded queue `events` (and its dead-letter queue), catalog and lake.
 //! let backends = home.open("events").await?;
-//! let opts = ProducerOptions::new("events", PartitionSpec::parse("year(ts)")?, backends.table_location("events"));
-//! let producer = Producer::new(backends.queue.clone(), backends.catalog.clone(), opts)?;
-//! producer.produce(&["events.csv"], None).await?;
+//! let csv = dir.path().join("events.csv");
+//! std::fs::write(&csv, "id,ts,amount\n1,2024-05-01T10:00:00,9.5\n2,2025-01-02T11:30:00,3.25\n")?;
+//!
+//! // Produce: the table is created from the file's header and a sample of its rows, and its
+//! // records go to the queue as chunk messages.
+//! let table = TableSettings::new(
+//!     "events",
+//!     PartitionSpec::parse("year(ts)")?,
+//!     backends.table_location("events"),
+//! );
+//! let producer = Producer::new(backends.queue.clone(), backends.catalog.clone(), ProducerOptions::new(table))?;
+//! producer.produce(&[csv], None).await?;
+//!
+//! // Consume: claim a spool (removing what dead consumers left), then land every message in
+//! // Delta commits and stop when the queue is empty (`once`).
+//! let writer_id = sluice_core::writer_id();
+//! let started = startup::start(&home.spools(), &backends.lake, "events", &writer_id, None).await?;
+//! let mut opts = ConsumerOptions::new("events", started.spool.path().to_path_buf());
+//! opts.writer_id = writer_id;
+//! opts.once = true;
+//! let consumer = Consumer::new(opts, backends.queue.clone(), backends.catalog.clone(), backends.lake.clone()).await?;
+//! let stats = consumer.run(std::future::pending()).await?;
+//! assert_eq!(stats.write.rows_written, 2);
 //! # Ok(()) }
 //! ```
 

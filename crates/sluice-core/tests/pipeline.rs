@@ -9,6 +9,7 @@ use sluice_core::delta::log::{FileKind, Ledger};
 use sluice_core::home::{Backends, Home};
 use sluice_core::pipeline::consumer::{Consumer, ConsumerOptions, ConsumerStats};
 use sluice_core::pipeline::producer::{Producer, ProducerOptions};
+use sluice_core::pipeline::setup::TableSettings;
 use sluice_core::queue::Queue;
 use sluice_core::schema::partition::PartitionSpec;
 
@@ -18,11 +19,11 @@ async fn produce(
     spec: &str,
     files: &[&Path],
 ) -> sluice_core::Result<sluice_core::pipeline::producer::ProduceStats> {
-    let opts = ProducerOptions::new(
+    let opts = ProducerOptions::new(TableSettings::new(
         table,
         PartitionSpec::parse(spec).unwrap(),
         b.table_location(table),
-    );
+    ));
     Producer::new(b.queue.clone(), b.catalog.clone(), opts)?
         .produce(files, None)
         .await
@@ -349,11 +350,11 @@ async fn a_bounded_backlog_holds_the_producer_back() {
         csv.push_str(&format!("{i},2020-01-01\n"));
     }
     std::fs::write(&file, csv).unwrap();
-    let mut opts = ProducerOptions::new(
+    let mut opts = ProducerOptions::new(TableSettings::new(
         "t",
         PartitionSpec::parse("year(d)").unwrap(),
         b.table_location("t"),
-    );
+    ));
     opts.max_backlog = Some(3);
     let producer = Producer::new(b.queue.clone(), b.catalog.clone(), opts).unwrap();
     let task = tokio::spawn(async move { producer.produce(&[file], None).await });

@@ -11,6 +11,7 @@ use sluice_core::home::{Backends, Home};
 use sluice_core::lake::Lake;
 use sluice_core::pipeline::consumer::{Consumer, ConsumerOptions, ConsumerStats};
 use sluice_core::pipeline::producer::{Producer, ProducerOptions};
+use sluice_core::pipeline::setup::TableSettings;
 use sluice_core::queue::Queue;
 use sluice_core::schema::partition::PartitionSpec;
 use sluice_core::table::policy::{SchemaPolicy, set_policy};
@@ -107,11 +108,11 @@ async fn schema_changes_race_with_appends_and_each_other_without_losing_either()
 }
 
 async fn produce(b: &Backends, file: &Path) -> sluice_core::Result<()> {
-    let opts = ProducerOptions::new(
+    let opts = ProducerOptions::new(TableSettings::new(
         "t",
         PartitionSpec::parse("year(d)").unwrap(),
         b.table_location("t"),
-    );
+    ));
     Producer::new(b.queue.clone(), b.catalog.clone(), opts)?
         .produce(&[file], None)
         .await

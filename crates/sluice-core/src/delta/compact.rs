@@ -41,6 +41,7 @@ use crate::delta::Operation;
 use crate::delta::log::{
     CommitDraft, DataFile, FileKind, Ledger, column_type_of_delta, delta_type,
 };
+use crate::error::retry::{Backoff, retry, transient};
 use crate::error::{Error, Result};
 use crate::lake::Lake;
 use crate::parquet::writer::{
@@ -282,7 +283,7 @@ async fn rewrite(
                     Some(m) => m.to_logical(batch?)?,
                     None => batch?,
                 };
-                let batch = crate::pipeline::table_writer::conform(batch, schema)?;
+                let batch = crate::parquet::writer::conform(batch, schema)?;
                 let spool = match open.as_mut() {
                     Some(s) => s,
                     None => {
@@ -396,7 +397,7 @@ async fn finish(
     );
     let uploaded = match crate::lake::spool::record_upload(&opts.spool_dir, table, &dest) {
         Ok(()) => {
-            crate::pipeline::table_writer::retry("upload", opts.retry_base, || {
+            retry("upload", Backoff::steps(opts.retry_base), transient, || {
                 upload(lake, &file.local, &dest)
             })
             .await

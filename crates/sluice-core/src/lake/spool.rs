@@ -30,7 +30,7 @@ impl Spools {
     /// recorded: files they may have uploaded without committing.
     pub fn claim(&self, writer_id: &str) -> Result<SpoolClaim> {
         let root = &self.root;
-        std::fs::create_dir_all(&root).map_err(|e| Error::io(&root, e))?;
+        std::fs::create_dir_all(root).map_err(|e| Error::io(root, e))?;
         let lock_path = root.join(format!("{writer_id}.lock"));
         let lock = File::create(&lock_path).map_err(|e| Error::io(&lock_path, e))?;
         lock.try_lock()

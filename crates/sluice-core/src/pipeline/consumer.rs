@@ -31,9 +31,10 @@ use crate::catalog::Catalog;
 use crate::decode::rows::DecodedChunk;
 use crate::delta::log::{Checkpointer, ChunkPart};
 use crate::delta::open::open_logs;
+use crate::error::retry::{Backoff, retry, transient};
 use crate::error::{Error, Result};
 use crate::lake::Lake;
-use crate::pipeline::table_writer::{Flushed, TableWriter, WriteStats, WriterOptions, retry};
+use crate::pipeline::table_writer::{Flushed, TableWriter, WriteStats, WriterOptions};
 use crate::queue::{Queue, QueueExt, ReceiveOptions, ReceivedMessage};
 use crate::table::TableLayout;
 
@@ -226,8 +227,11 @@ impl Consumer {
     ) -> Result<Self> {
         let def = catalog.get_table(&opts.database, &opts.table).await?;
         let layout = Arc::new(TableLayout::from_def(&def)?);
-        let (ledger, quarantine) =
-            retry("open the table's Delta logs", opts.write.retry_base, || {
+        let (ledger, quarantine) = retry(
+            "open the table's Delta logs",
+            Backoff::steps(opts.write.retry_base),
+            transient,
+            || {
                 open_logs(
                     &lake,
                     &def,
@@ -235,8 +239,9 @@ impl Consumer {
                     opts.checkpointer.clone(),
                     opts.constraints.clone(),
                 )
-            })
-            .await?;
+            },
+        )
+        .await?;
         // Unless told otherwise, hold messages for the queue's own visibility timeout.
         let visibility = opts
             .visibility_timeout
@@ -886,9 +891,12 @@ impl Consumer {
         }
         let n = receipts.len() as u64;
         let q = self.queue.clone();
-        let failed = retry("delete", self.opts.write.retry_base, || {
-            q.delete_all(&receipts)
-        })
+        let failed = retry(
+            "delete",
+            Backoff::steps(self.opts.write.retry_base),
+            transient,
+            || q.delete_all(&receipts),
+        )
         .await?;
         self.stats.deleted += n - failed.len() as u64;
         metrics::counter!(crate::metrics::MESSAGES_DELETED).increment(n - failed.len() as u64);
@@ -942,6 +950,9 @@ impl Consumer {
 /// the embedded queue's 4 MiB messages, two.
 const RECEIVED_BYTES: usize = 8 << 20;
 
+/// Retries of a failing receive: 8, after 0.1–0.2 s, …, 12.8–25.6 s.
+const RECEIVE_BACKOFF: Backoff = Backoff::new(Duration::from_millis(100), 8);
+
 async fn receive_loop(
     queue: Arc<dyn Queue>,
     layout: watch::Receiver<Arc<TableLayout>>,
@@ -951,11 +962,13 @@ async fn receive_loop(
     mut stop: watch::Receiver<bool>,
 ) {
     let mut idle = 0u32;
-    let mut failures = 0u32;
     while !*stop.borrow() {
-        match queue.receive(opts).await {
+        let received = retry("receive", RECEIVE_BACKOFF, Error::is_retryable, || {
+            queue.receive(opts)
+        })
+        .await;
+        match received {
             Ok(msgs) if msgs.is_empty() => {
-                failures = 0;
                 idle += 1;
                 if tx.send(Incoming::Empty).await.is_err() {
                     break;
@@ -969,7 +982,6 @@ async fn receive_loop(
                 }
             }
             Ok(msgs) => {
-                failures = 0;
                 idle = 0;
                 for mut m in msgs {
                     if let Some(n) = crate::source::s3_events::parse(&m.body) {
@@ -989,11 +1001,6 @@ async fn receive_loop(
                         return;
                     }
                 }
-            }
-            Err(e) if e.is_retryable() && failures < 8 => {
-                failures += 1;
-                warn!(error = %e, attempt = failures, "receive failed, retrying");
-                tokio::time::sleep(Duration::from_millis(100 << failures)).await;
             }
             Err(e) => {
                 let _ = tx.send(Incoming::Failed(e)).await;

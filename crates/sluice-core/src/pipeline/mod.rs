@@ -5,5 +5,6 @@
 pub mod consumer;
 pub mod convert;
 pub mod producer;
+pub mod setup;
 pub mod startup;
 pub mod table_writer;

@@ -8,7 +8,6 @@
 //! A file's chunk ids are `<source fingerprint>-<index>-<content hash>`; the same file produced
 //! again with the same settings yields the same ids, which the consumer deduplicates.
 
-use std::io::Read;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
@@ -23,27 +22,16 @@ use crate::chunk::{
     ChunkHeader, Codec, Compressor, Payload, Reject, encode, encode_text, encoded_len,
 };
 use crate::error::{Error, Result};
+use crate::pipeline::setup::TableSettings;
 use crate::queue::{MAX_BATCH, Queue};
-use crate::schema::partition::PartitionSpec;
-use crate::schema::{Column, SchemaInference};
-use crate::source::csv::{CsvFormat, FieldSplitter, RecordReader, parse_header};
+use crate::source::csv::read_header;
 use crate::source::{Format, Source};
 use crate::table::TableLayout;
 
-/// Producer settings.
+/// Producer settings: the table, and how chunks are sent.
 #[derive(Debug, Clone)]
 pub struct ProducerOptions {
-    pub table: String,
-    pub database: String,
-    pub format: CsvFormat,
-    /// Used when the table is created by this producer.
-    pub partition_by: PartitionSpec,
-    /// strftime pattern for dates that are not ISO 8601.
-    pub date_format: Option<String>,
-    /// Declared columns (from the configuration) instead of inference.
-    pub columns: Option<Vec<Column>>,
-    /// Rows sampled for inference.
-    pub sample_rows: usize,
+    pub table: TableSettings,
     /// zstd level of the chunks; `None`: 1 where speed matters (a queue not billed by size, as
     /// the embedded one), 7 on a queue billed per 64 KiB (SQS: about 14% fewer billed units than
     /// level 1 for lineitem rows, at twice the compression time).
@@ -54,27 +42,16 @@ pub struct ProducerOptions {
     /// consumer is in the same process: the backlog stays a few chunks deep, not the whole
     /// input on disk). `None`: sends as fast as it reads, as a producer feeding a queue should.
     pub max_backlog: Option<u64>,
-    /// URL of the table's directory, for a new table.
-    pub location: String,
-    /// Schema policy of a new table (an existing table keeps its own).
-    pub schema_policy: crate::table::policy::SchemaPolicy,
 }
 
 impl ProducerOptions {
-    pub fn new(table: &str, partition_by: PartitionSpec, location: String) -> Self {
+    /// Settings for `table` with the defaults for sending.
+    pub fn new(table: TableSettings) -> Self {
         ProducerOptions {
-            table: table.to_string(),
-            database: crate::DEFAULT_DATABASE.to_string(),
-            format: CsvFormat::default(),
-            partition_by,
-            date_format: None,
-            columns: None,
-            sample_rows: 10_000,
+            table,
             zstd_level: None,
             send_concurrency: 4,
             max_backlog: None,
-            location,
-            schema_policy: Default::default(),
         }
     }
 }
@@ -115,106 +92,14 @@ pub struct Producer {
     text: bool,
 }
 
-/// Reads the header of the CSV data `inner` (named `name` in errors); the reader is left at
-/// the first data record.
-pub fn read_header<R: Read>(
-    inner: R,
-    name: &str,
-    format: &CsvFormat,
-) -> Result<(RecordReader<R>, Vec<String>)> {
-    let mut reader = RecordReader::new(inner, name, format);
-    let mut rec = Vec::new();
-    if reader.next_into(&mut rec)?.is_none() {
-        return Err(Error::invalid_at(
-            name,
-            Some(1),
-            "file is empty: expected a header line",
-        ));
-    }
-    let header = parse_header(&rec, format, name)?;
-    Ok((reader, header))
-}
-
-/// Infers a table's columns from a CSV header and up to `n` records of `reader`.
-pub fn infer_csv<R: Read>(
-    reader: &mut RecordReader<R>,
-    header: Vec<String>,
-    format: &CsvFormat,
-    n: usize,
-    date_format: Option<&str>,
-) -> Result<Vec<Column>> {
-    let mut inf = SchemaInference::new(header.clone(), date_format.map(str::to_string));
-    let mut rec = Vec::new();
-    let mut sp = FieldSplitter::default();
-    let mut rows = 0;
-    while rows < n {
-        rec.clear();
-        let Some(_) = reader.next_into(&mut rec)? else {
-            break;
-        };
-        sp.split(&rec, format.delimiter, format.quote);
-        if sp.len() != header.len() {
-            continue;
-        }
-        rows += 1;
-        for i in 0..sp.len() {
-            let f = sp.field(&rec, i);
-            if !format.is_null(f)
-                && let Ok(v) = std::str::from_utf8(f)
-            {
-                inf.observe(i, v);
-            }
-        }
-    }
-    Ok(inf.finish())
-}
-
-/// Returns the table named in `opts`, creating it if missing with the declared columns, or
-/// else the columns `infer` gives.
-pub async fn ensure_table(
-    catalog: &dyn Catalog,
-    opts: &ProducerOptions,
-    infer: impl FnOnce() -> Result<Vec<Column>>,
-) -> Result<TableDef> {
-    use crate::catalog::CatalogExt;
-    match catalog.get_table(&opts.database, &opts.table).await {
-        Ok(t) => return Ok(t),
-        Err(Error::NotFound { .. }) => {}
-        Err(e) => return Err(e),
-    }
-    let columns = match &opts.columns {
-        Some(cols) => cols.clone(),
-        None => infer()?,
-    };
-    let mut def = TableLayout::new_def(
-        &opts.database,
-        &opts.table,
-        &opts.location,
-        columns,
-        &opts.partition_by,
-        opts.date_format.as_deref(),
-    )?;
-    def.parameters.insert(
-        crate::table::policy::PARAM_SCHEMA_POLICY.into(),
-        opts.schema_policy.name().into(),
-    );
-    catalog.ensure_database(&opts.database).await?;
-    match catalog.create_table(&def).await {
-        Ok(()) => info!(table = %def.name, columns = def.columns.len(), "created table"),
-        Err(Error::AlreadyExists { .. }) => {}
-        Err(e) => return Err(e),
-    }
-    catalog.get_table(&opts.database, &opts.table).await
-}
-
 impl Producer {
     pub fn new(
         queue: Arc<dyn Queue>,
         catalog: Arc<dyn Catalog>,
         opts: ProducerOptions,
     ) -> Result<Self> {
-        opts.format.validate()?;
-        crate::schema::validate_name("table", &opts.table)?;
+        opts.table.format.validate()?;
+        crate::schema::validate_name("table", &opts.table.name)?;
         let mut opts = opts;
         let text = opts.zstd_level.is_none() && queue.prefers_text_chunks();
         if opts.zstd_level.is_none() {
@@ -241,9 +126,9 @@ impl Producer {
     /// Returns the table, creating it from `first` (declared, Parquet's own, or inferred
     /// schema) if needed.
     pub async fn ensure_table_for(&self, first: &Source) -> Result<TableDef> {
-        crate::pipeline::convert::ensure_table_for(
+        crate::pipeline::setup::ensure_table_for(
             &*self.catalog,
-            &self.opts,
+            &self.opts.table,
             first,
             &std::env::temp_dir(),
         )
@@ -585,17 +470,17 @@ fn chunk_source(
     progress: Option<Progress>,
 ) -> Result<(u64, u64, u64)> {
     let name = src.name.clone();
-    let fp = src.fingerprint(&opts.table)?;
+    let fp = src.fingerprint(&opts.table.name)?;
     let read = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let mut header = ChunkHeader {
-        table: opts.table.clone(),
+        table: opts.table.name.clone(),
         schema: layout.fingerprint.clone(),
         chunk: String::new(),
         source: name.clone(),
         first_line: 0,
         rows: 0,
         codec: Codec::Zstd,
-        format: opts.format.clone(),
+        format: opts.table.format.clone(),
         columns: Vec::new(),
         payload: Payload::Csv,
         rejects: Vec::new(),
@@ -607,7 +492,7 @@ fn chunk_source(
     let mut next: NextPiece = match src.format {
         Format::Csv => {
             let (mut reader, columns) =
-                read_header(src.open(rt, read.clone())?, &name, &opts.format)?;
+                read_header(src.open(rt, read.clone())?, &name, &opts.table.format)?;
             // Refused here: a name twice, no partition column. Columns the table lacks are its
             // schema policy's, applied by the consumer.
             layout.map_header(&columns, &name)?;
@@ -622,7 +507,7 @@ fn chunk_source(
         }
         Format::JsonLines | Format::Parquet => {
             let input = if src.format == Format::Parquet {
-                crate::pipeline::convert::parquet_as_json_lines(
+                crate::source::parquet::parquet_as_json_lines(
                     rt,
                     src,
                     &std::env::temp_dir(),
@@ -676,7 +561,7 @@ fn chunk_source(
     if ch.max_compressed() < 1024 {
         return Err(Error::Config(format!(
             "queue message limit of {limit} bytes is too small for a chunk of table {}",
-            opts.table
+            opts.table.name
         )));
     }
     let bytes = || read.load(std::sync::atomic::Ordering::Relaxed);

@@ -17,6 +17,7 @@
 //! to be delivered again; `convert` stops and is run again).
 
 use std::collections::{HashMap, HashSet};
+use std::ops::ControlFlow;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -26,10 +27,11 @@ use tracing::{info, warn};
 
 use crate::decode::rows::DecodedChunk;
 use crate::delta::log::{ChunkPart, Commit, CommitDraft, DataFile, FileKind, Ledger};
+use crate::error::retry::{Attempts, Backoff, retry, transient};
 use crate::error::{Error, Result};
 use crate::lake::{Lake, QUARANTINE_PART};
 use crate::parquet::writer::{
-    FinishedFile, ParquetOptions, SpoolFile, dictionary_misfits, quarantine_batch,
+    FinishedFile, ParquetOptions, SpoolFile, conform, dictionary_misfits, quarantine_batch,
     quarantine_schema, upload, writer_properties, writer_properties_for,
 };
 use crate::table::TableLayout;
@@ -537,9 +539,12 @@ impl TableWriter {
                 &dest,
             ) {
                 Ok(()) => {
-                    retry("upload", self.opts.retry_base, || {
-                        upload(&self.lake, &c.file.local, &dest)
-                    })
+                    retry(
+                        "upload",
+                        Backoff::steps(self.opts.retry_base),
+                        transient,
+                        || upload(&self.lake, &c.file.local, &dest),
+                    )
                     .await
                 }
                 Err(e) => Err(e),
@@ -618,22 +623,10 @@ impl TableWriter {
             FileKind::Quarantine => &mut self.quarantine,
         };
         // The same draft (same commit id) on every attempt: see `Ledger::commit`.
-        let mut attempt = 0u32;
+        let mut attempts = Attempts::new("commit", Backoff::steps(self.opts.retry_base), transient);
         loop {
-            match log.commit(draft.clone()).await {
-                Err(e) if retryable_step(&e) && attempt < RETRIES => {
-                    attempt += 1;
-                    warn!(error = %e, attempt, "commit failed, retrying");
-                    tokio::time::sleep(self.opts.retry_base * (1 << attempt)).await;
-                }
-                Err(e) if attempt > 0 && !matches!(e, Error::Conflict(_)) => {
-                    return Err(Error::RetriesExhausted {
-                        what: "commit".into(),
-                        attempts: attempt + 1,
-                        source: Box::new(e),
-                    });
-                }
-                other => return other,
+            if let ControlFlow::Break(r) = attempts.judge(log.commit(draft.clone()).await).await {
+                return r;
             }
         }
     }
@@ -671,72 +664,8 @@ fn close(partition: String, f: OpenFile) -> Result<Closed> {
     })
 }
 
-/// A batch typed for an earlier layout of the table, with the columns added since as NULL (and
-/// any column of another type cast to the table's).
-pub(crate) fn conform(
-    batch: arrow::array::RecordBatch,
-    schema: &arrow::datatypes::SchemaRef,
-) -> Result<arrow::array::RecordBatch> {
-    if batch.schema_ref() == schema {
-        return Ok(batch);
-    }
-    let columns = schema
-        .fields()
-        .iter()
-        .map(|f| match batch.column_by_name(f.name()) {
-            Some(c) if c.data_type() == f.data_type() => Ok(c.clone()),
-            Some(c) => arrow::compute::cast(c, f.data_type()),
-            None => Ok(arrow::array::new_null_array(
-                f.data_type(),
-                batch.num_rows(),
-            )),
-        })
-        .collect::<std::result::Result<Vec<_>, _>>()?;
-    Ok(arrow::array::RecordBatch::try_new_with_options(
-        schema.clone(),
-        columns,
-        &arrow::array::RecordBatchOptions::new().with_row_count(Some(batch.num_rows())),
-    )?)
-}
-
 fn discard(closed: Vec<Closed>) {
     for c in closed {
         c.file.discard();
-    }
-}
-
-/// Retries of a failing step: 6, with exponential back-off from `base` (0.2 s to 6.4 s by default).
-const RETRIES: u32 = 6;
-
-/// Whether a failed step is worth repeating: retryable, and not a conflict (a conflict needs a
-/// decision, not a repeat).
-fn retryable_step(e: &Error) -> bool {
-    e.is_retryable() && !matches!(e, Error::Conflict(_))
-}
-
-/// Runs `f` until it succeeds, fails with an error that is not retryable, or has been retried
-/// [`RETRIES`] times (then [`Error::RetriesExhausted`]).
-pub(crate) async fn retry<T, F, Fut>(what: &str, base: Duration, mut f: F) -> Result<T>
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Result<T>>,
-{
-    let mut attempt = 0u32;
-    loop {
-        match f().await {
-            Err(e) if retryable_step(&e) && attempt < RETRIES => {
-                attempt += 1;
-                warn!(error = %e, attempt, "{what} failed, retrying");
-                tokio::time::sleep(base * (1 << attempt)).await;
-            }
-            Err(e) if attempt > 0 && !matches!(e, Error::Conflict(_)) => {
-                return Err(Error::RetriesExhausted {
-                    what: what.to_string(),
-                    attempts: attempt + 1,
-                    source: Box::new(e),
-                });
-            }
-            other => return other,
-        }
     }
 }

@@ -795,6 +795,26 @@ pub fn parse_header(record: &[u8], format: &CsvFormat, file: &str) -> Result<Vec
     Ok(names)
 }
 
+/// Reads the header of the CSV data `inner` (named `name` in errors); the reader is left at
+/// the first data record.
+pub fn read_header<R: Read>(
+    inner: R,
+    name: &str,
+    format: &CsvFormat,
+) -> Result<(RecordReader<R>, Vec<String>)> {
+    let mut reader = RecordReader::new(inner, name, format);
+    let mut rec = Vec::new();
+    if reader.next_into(&mut rec)?.is_none() {
+        return Err(Error::invalid_at(
+            name,
+            Some(1),
+            "file is empty: expected a header line",
+        ));
+    }
+    let header = parse_header(&rec, format, name)?;
+    Ok((reader, header))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -11,6 +11,8 @@
 //! directory or prefix is expanded; a file named on its own is always read.
 
 pub mod csv;
+pub mod infer;
+pub mod parquet;
 pub mod s3_events;
 
 use std::io::Read;

@@ -30,24 +30,20 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use tokio::sync::mpsc;
 use tracing::{info, warn};
 
-use crate::catalog::{Catalog, TableDef};
+use crate::catalog::Catalog;
 use crate::decode::rows::{DecodedChunk, OnFrozen, RowTyper, add_csv_records, add_csv_spans};
 use crate::delta::log::{Checkpointer, ChunkPart};
 use crate::error::{Error, Result};
 use crate::lake::Lake;
-use crate::pipeline::producer::{ProducerOptions, ensure_table, infer_csv, read_header};
+use crate::pipeline::setup::{TableSettings, ensure_table_for};
 use crate::pipeline::table_writer::{Flushed, TableWriter, WriteStats, WriterOptions};
-use crate::schema::{Column, ColumnType, SchemaInference};
+use crate::schema::Column;
 use crate::source::csv::CsvFormat;
-use crate::source::{Format, Location, Source};
+use crate::source::{Format, Source};
 use crate::table::TableLayout;
 
-mod infer;
-mod parquet_source;
 mod pieces;
 
-pub use infer::ensure_table_for;
-pub(crate) use parquet_source::parquet_as_json_lines;
 pub(crate) use pieces::{Item, Pieces};
 
 /// Partition key of the "source done" records in the Delta log.
@@ -60,14 +56,12 @@ pub const PIECE_PART: &str = "__piece__";
 /// Bytes of CSV or JSON-lines records (Parquet rows are JSON lines) per piece. Part of every
 /// chunk id: changing it would make a half-done conversion convert its sources again.
 const PIECE_BYTES: usize = 8 << 20;
-/// Rows of a Parquet source read at once.
-const PARQUET_BATCH_ROWS: usize = 65_536;
 
 /// `convert` settings.
 #[derive(Debug, Clone)]
 pub struct ConvertOptions {
     /// The table, its CSV dialect, partitioning and (declared) columns, as for the producer.
-    pub table: ProducerOptions,
+    pub table: TableSettings,
     /// Files: rotation, memory, Parquet settings, spool directory, retries.
     pub write: WriterOptions,
     pub writer_id: String,
@@ -83,7 +77,7 @@ pub struct ConvertOptions {
 }
 
 impl ConvertOptions {
-    pub fn new(table: ProducerOptions, spool_dir: PathBuf) -> Self {
+    pub fn new(table: TableSettings, spool_dir: PathBuf) -> Self {
         ConvertOptions {
             table,
             write: WriterOptions::new(spool_dir),

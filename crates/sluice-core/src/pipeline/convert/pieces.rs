@@ -2,6 +2,8 @@
 //! and given back in order.
 
 use super::*;
+use crate::source::csv::read_header;
+use crate::source::parquet::parquet_as_json_lines;
 
 /// A piece of a source, ready to be typed.
 enum Piece {

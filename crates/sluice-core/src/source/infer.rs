@@ -1,54 +1,48 @@
-//! A new table's columns from its first source: Parquet's own, or inferred from CSV or JSON
-//! lines.
+//! A new table's columns from a sample of its first source: Parquet's own schema, or inferred
+//! from CSV records or JSON objects.
 
-use super::parquet_source::{parquet_schema, read_error};
-use super::*;
+use std::io::{BufRead, BufReader, Read};
+use std::sync::Arc;
 
-/// Creates the table from the first source if it does not exist; returns its definition.
-pub async fn ensure_table_for(
-    catalog: &dyn Catalog,
-    opts: &ProducerOptions,
-    first: &Source,
-    spool: &std::path::Path,
-) -> Result<TableDef> {
-    match catalog.get_table(&opts.database, &opts.table).await {
-        Err(Error::NotFound { .. }) => {}
-        other => return other,
-    }
-    let columns = match &opts.columns {
-        Some(c) => Ok(c.clone()),
-        None => {
-            let rt = tokio::runtime::Handle::current();
-            let (first, o, spool) = (first.clone(), opts.clone(), spool.to_path_buf());
-            tokio::task::spawn_blocking(move || infer_columns(&rt, &first, &o, &spool)).await?
-        }
-    };
-    ensure_table(catalog, opts, || columns).await
+use crate::error::{Error, Result};
+use crate::schema::{Column, SchemaInference};
+use crate::source::csv::{CsvFormat, FieldSplitter, RecordReader, read_header};
+use crate::source::parquet::{column_type_of, parquet_schema, read_error};
+use crate::source::{Format, Source};
+
+/// How a source is sampled for its columns.
+#[derive(Debug, Clone)]
+pub struct Sample {
+    /// Records (or objects) read at most.
+    pub rows: usize,
+    pub format: CsvFormat,
+    /// strftime pattern for dates that are not ISO 8601.
+    pub date_format: Option<String>,
 }
 
 /// The columns of a new table from its first source: Parquet's own schema, or inferred from a
 /// sample of CSV records or JSON objects.
-fn infer_columns(
+pub fn infer_columns(
     rt: &tokio::runtime::Handle,
     src: &Source,
-    opts: &ProducerOptions,
+    sample: &Sample,
     spool: &std::path::Path,
 ) -> Result<Vec<Column>> {
     match src.format {
         Format::Csv => {
             let input = src.open(rt, Arc::default())?;
-            let (mut reader, header) = read_header(input, &src.name, &opts.format)?;
+            let (mut reader, header) = read_header(input, &src.name, &sample.format)?;
             infer_csv(
                 &mut reader,
                 header,
-                &opts.format,
-                opts.sample_rows,
-                opts.date_format.as_deref(),
+                &sample.format,
+                sample.rows,
+                sample.date_format.as_deref(),
             )
         }
         Format::JsonLines => {
             let input = BufReader::new(src.open(rt, Arc::default())?);
-            infer_json(input, &src.name, opts)
+            infer_json(input, &src.name, sample)
         }
         Format::Parquet => {
             let schema = parquet_schema(rt, src, spool)?;
@@ -61,7 +55,7 @@ fn infer_columns(
     }
 }
 
-fn infer_json(input: impl BufRead, name: &str, opts: &ProducerOptions) -> Result<Vec<Column>> {
+fn infer_json(input: impl BufRead, name: &str, sample: &Sample) -> Result<Vec<Column>> {
     let mut names: Vec<String> = Vec::new();
     let mut values: Vec<(usize, String)> = Vec::new();
     let mut seen = 0;
@@ -95,7 +89,7 @@ fn infer_json(input: impl BufRead, name: &str, opts: &ProducerOptions) -> Result
             }
         }
         seen += 1;
-        if seen >= opts.sample_rows {
+        if seen >= sample.rows {
             break;
         }
     }
@@ -106,7 +100,7 @@ fn infer_json(input: impl BufRead, name: &str, opts: &ProducerOptions) -> Result
             "no JSON object to take columns from",
         ));
     }
-    let mut inf = SchemaInference::new(names, opts.date_format.clone());
+    let mut inf = SchemaInference::new(names, sample.date_format.clone());
     for (i, v) in &values {
         inf.observe(*i, v);
     }
@@ -139,22 +133,36 @@ impl<'de> serde::Deserialize<'de> for OrderedObject {
     }
 }
 
-/// The type a Parquet column lands as: integers as int64, floats and decimals as float64,
-/// dates, timestamps (with a zone or without), booleans; anything else as its text.
-pub(super) fn column_type_of(t: &arrow::datatypes::DataType) -> ColumnType {
-    use arrow::datatypes::DataType as D;
-    match t {
-        D::Int8 | D::Int16 | D::Int32 | D::Int64 | D::UInt8 | D::UInt16 | D::UInt32 | D::UInt64 => {
-            ColumnType::Int64
+/// Infers a table's columns from a CSV header and up to `n` records of `reader`.
+pub fn infer_csv<R: Read>(
+    reader: &mut RecordReader<R>,
+    header: Vec<String>,
+    format: &CsvFormat,
+    n: usize,
+    date_format: Option<&str>,
+) -> Result<Vec<Column>> {
+    let mut inf = SchemaInference::new(header.clone(), date_format.map(str::to_string));
+    let mut rec = Vec::new();
+    let mut sp = FieldSplitter::default();
+    let mut rows = 0;
+    while rows < n {
+        rec.clear();
+        let Some(_) = reader.next_into(&mut rec)? else {
+            break;
+        };
+        sp.split(&rec, format.delimiter, format.quote);
+        if sp.len() != header.len() {
+            continue;
         }
-        D::Float16 | D::Float32 | D::Float64 | D::Decimal32(..) | D::Decimal64(..) => {
-            ColumnType::Float64
+        rows += 1;
+        for i in 0..sp.len() {
+            let f = sp.field(&rec, i);
+            if !format.is_null(f)
+                && let Ok(v) = std::str::from_utf8(f)
+            {
+                inf.observe(i, v);
+            }
         }
-        D::Decimal128(..) | D::Decimal256(..) => ColumnType::Float64,
-        D::Boolean => ColumnType::Boolean,
-        D::Date32 | D::Date64 => ColumnType::Date,
-        D::Timestamp(_, None) => ColumnType::Timestamp,
-        D::Timestamp(_, Some(_)) => ColumnType::TimestampTz,
-        _ => ColumnType::String,
     }
+    Ok(inf.finish())
 }

@@ -1,5 +1,7 @@
 //! The one public error type of `sluice-core`.
 
+pub mod retry;
+
 use std::path::PathBuf;
 
 /// Result with [`Error`].

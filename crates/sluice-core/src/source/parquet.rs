@@ -1,14 +1,22 @@
-//! Parquet sources: their schema, and their rows read as JSON lines (one way to type values
-//! from every format).
+//! Parquet sources: their schema, the types their columns land as, and their rows read as JSON
+//! lines (one way to type values from every format).
 
-use super::infer::column_type_of;
-use super::*;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
-pub(super) fn read_error(name: &str, e: std::io::Error) -> Error {
+use crate::error::{Error, Result};
+use crate::schema::{Column, ColumnType};
+use crate::source::{Location, Source};
+
+/// Rows of a Parquet source read at once.
+pub const PARQUET_BATCH_ROWS: usize = 65_536;
+
+pub(crate) fn read_error(name: &str, e: std::io::Error) -> Error {
     Error::invalid_at(name, None, format!("cannot read: {e}"))
 }
 
-pub(super) fn parquet_schema(
+pub fn parquet_schema(
     rt: &tokio::runtime::Handle,
     src: &Source,
     spool: &std::path::Path,
@@ -23,7 +31,7 @@ pub(super) fn parquet_schema(
 /// chunk messages, with the file's columns as sluice types them (the types of columns the table
 /// lacks, for schema evolution). A local file counts its progress into `bytes_read` in
 /// proportion to the rows read (an object counts its download).
-pub(crate) fn parquet_as_json_lines(
+pub fn parquet_as_json_lines(
     rt: &tokio::runtime::Handle,
     src: &Source,
     spool: &std::path::Path,
@@ -125,4 +133,24 @@ fn open_parquet(
 
 fn parquet_error(name: &str, e: parquet::errors::ParquetError) -> Error {
     Error::invalid_at(name, None, format!("cannot read as Parquet: {e}"))
+}
+
+/// The type a Parquet column lands as: integers as int64, floats and decimals as float64,
+/// dates, timestamps (with a zone or without), booleans; anything else as its text.
+pub fn column_type_of(t: &arrow::datatypes::DataType) -> ColumnType {
+    use arrow::datatypes::DataType as D;
+    match t {
+        D::Int8 | D::Int16 | D::Int32 | D::Int64 | D::UInt8 | D::UInt16 | D::UInt32 | D::UInt64 => {
+            ColumnType::Int64
+        }
+        D::Float16 | D::Float32 | D::Float64 | D::Decimal32(..) | D::Decimal64(..) => {
+            ColumnType::Float64
+        }
+        D::Decimal128(..) | D::Decimal256(..) => ColumnType::Float64,
+        D::Boolean => ColumnType::Boolean,
+        D::Date32 | D::Date64 => ColumnType::Date,
+        D::Timestamp(_, None) => ColumnType::Timestamp,
+        D::Timestamp(_, Some(_)) => ColumnType::TimestampTz,
+        _ => ColumnType::String,
+    }
 }

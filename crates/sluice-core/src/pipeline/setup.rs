@@ -1,0 +1,117 @@
+//! The table a pipeline writes: its settings, and its creation (from the declared columns or
+//! those of its first source) when it does not exist yet.
+
+use tracing::info;
+
+use crate::catalog::{Catalog, CatalogExt, TableDef};
+use crate::error::{Error, Result};
+use crate::schema::Column;
+use crate::schema::partition::PartitionSpec;
+use crate::source::Source;
+use crate::source::csv::CsvFormat;
+use crate::source::infer::{Sample, infer_columns};
+use crate::table::TableLayout;
+use crate::table::policy::{PARAM_SCHEMA_POLICY, SchemaPolicy};
+
+/// The table a producer or `convert` writes, and how its sources read.
+#[derive(Debug, Clone)]
+pub struct TableSettings {
+    /// The table's name.
+    pub name: String,
+    pub database: String,
+    pub format: CsvFormat,
+    /// Used when the table is created.
+    pub partition_by: PartitionSpec,
+    /// strftime pattern for dates that are not ISO 8601.
+    pub date_format: Option<String>,
+    /// Declared columns (from the configuration) instead of inference.
+    pub columns: Option<Vec<Column>>,
+    /// Rows sampled for inference.
+    pub sample_rows: usize,
+    /// URL of the table's directory, for a new table.
+    pub location: String,
+    /// Schema policy of a new table (an existing table keeps its own).
+    pub schema_policy: SchemaPolicy,
+}
+
+impl TableSettings {
+    pub fn new(name: &str, partition_by: PartitionSpec, location: String) -> Self {
+        TableSettings {
+            name: name.to_string(),
+            database: crate::DEFAULT_DATABASE.to_string(),
+            format: CsvFormat::default(),
+            partition_by,
+            date_format: None,
+            columns: None,
+            sample_rows: 10_000,
+            location,
+            schema_policy: Default::default(),
+        }
+    }
+
+    /// How sources are sampled for a new table's columns.
+    pub fn sample(&self) -> Sample {
+        Sample {
+            rows: self.sample_rows,
+            format: self.format.clone(),
+            date_format: self.date_format.clone(),
+        }
+    }
+}
+
+/// Creates the table from the first source if it does not exist; returns its definition.
+pub async fn ensure_table_for(
+    catalog: &dyn Catalog,
+    opts: &TableSettings,
+    first: &Source,
+    spool: &std::path::Path,
+) -> Result<TableDef> {
+    match catalog.get_table(&opts.database, &opts.name).await {
+        Err(Error::NotFound { .. }) => {}
+        other => return other,
+    }
+    let columns = match &opts.columns {
+        Some(c) => Ok(c.clone()),
+        None => {
+            let rt = tokio::runtime::Handle::current();
+            let (first, sample, spool) = (first.clone(), opts.sample(), spool.to_path_buf());
+            tokio::task::spawn_blocking(move || infer_columns(&rt, &first, &sample, &spool)).await?
+        }
+    };
+    ensure_table(catalog, opts, || columns).await
+}
+
+/// Returns the table named in `opts`, creating it if missing with the declared columns, or
+/// else the columns `infer` gives.
+pub async fn ensure_table(
+    catalog: &dyn Catalog,
+    opts: &TableSettings,
+    infer: impl FnOnce() -> Result<Vec<Column>>,
+) -> Result<TableDef> {
+    match catalog.get_table(&opts.database, &opts.name).await {
+        Ok(t) => return Ok(t),
+        Err(Error::NotFound { .. }) => {}
+        Err(e) => return Err(e),
+    }
+    let columns = match &opts.columns {
+        Some(cols) => cols.clone(),
+        None => infer()?,
+    };
+    let mut def = TableLayout::new_def(
+        &opts.database,
+        &opts.name,
+        &opts.location,
+        columns,
+        &opts.partition_by,
+        opts.date_format.as_deref(),
+    )?;
+    def.parameters
+        .insert(PARAM_SCHEMA_POLICY.into(), opts.schema_policy.name().into());
+    catalog.ensure_database(&opts.database).await?;
+    match catalog.create_table(&def).await {
+        Ok(()) => info!(table = %def.name, columns = def.columns.len(), "created table"),
+        Err(Error::AlreadyExists { .. }) => {}
+        Err(e) => return Err(e),
+    }
+    catalog.get_table(&opts.database, &opts.name).await
+}
