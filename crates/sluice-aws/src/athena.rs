@@ -7,7 +7,7 @@ use sluice_core::{Error, Result};
 use tracing::debug;
 
 use crate::config::Aws;
-use crate::error::sdk;
+use crate::error::{incomplete_reply, sdk};
 
 /// Where and how a query runs.
 #[derive(Debug, Clone)]
@@ -81,7 +81,7 @@ pub async fn query(aws: &Aws, sql: &str, opts: &AthenaOptions) -> Result<AthenaR
         .map_err(|e| sdk("Athena", "StartQueryExecution", e))?;
     let id = started
         .query_execution_id()
-        .ok_or_else(|| Error::Task("Athena returned no query execution id".into()))?
+        .ok_or_else(|| incomplete_reply("Athena", "StartQueryExecution", "query execution id"))?
         .to_string();
     let begin = Instant::now();
     let mut polls = 0u32;
@@ -96,7 +96,7 @@ pub async fn query(aws: &Aws, sql: &str, opts: &AthenaOptions) -> Result<AthenaR
         let qe = out
             .query_execution()
             .cloned()
-            .ok_or_else(|| Error::Task(format!("Athena query {id}: no execution")))?;
+            .ok_or_else(|| incomplete_reply("Athena", "GetQueryExecution", "query execution"))?;
         let status = qe.status();
         match status.and_then(|s| s.state()) {
             Some(QueryExecutionState::Succeeded) => break qe,

@@ -74,6 +74,21 @@ where
     }
 }
 
+/// A reply that lacks what the service documents it always carries.
+pub(crate) fn incomplete_reply(
+    service: &'static str,
+    operation: &'static str,
+    lacks: &str,
+) -> Error {
+    Error::Service {
+        service,
+        operation,
+        code: None,
+        message: format!("the reply has no {lacks}"),
+        retryable: false,
+    }
+}
+
 /// The error code of a converted error.
 pub(crate) fn code_of(e: &Error) -> Option<&str> {
     match e {

@@ -89,7 +89,7 @@ fn table_input(t: &TableDef, version: u64) -> Result<TableInput> {
     params.insert(
         PARAM_COLUMNS.into(),
         serde_json::to_string(&(&t.columns, &t.partition_keys))
-            .map_err(|e| Error::Task(e.to_string()))?,
+            .map_err(|e| Error::Internal(format!("table columns as JSON: {e}")))?,
     );
     TableInput::builder()
         .name(&t.name)

@@ -23,7 +23,7 @@ use sluice_core::{Error, Result};
 use tracing::{debug, warn};
 
 use crate::config::Aws;
-use crate::error::{code_of, sdk};
+use crate::error::{code_of, incomplete_reply, sdk};
 
 /// Attempts of a batch entry that fails with a retryable error.
 const ENTRY_ATTEMPTS: u32 = 6;
@@ -360,7 +360,7 @@ impl Queue for SqsQueue {
             ids[i] = Some(id);
         }
         ids.into_iter()
-            .map(|id| id.ok_or_else(|| Error::Task("SQS returned no message id".into())))
+            .map(|id| id.ok_or_else(|| incomplete_reply("SQS", "SendMessageBatch", "message id")))
             .collect()
     }
 
@@ -529,7 +529,7 @@ impl SqsAdmin {
         let dlq_arn = get_attributes(&self.client, &dlq_url)
             .await?
             .remove(&QueueAttributeName::QueueArn)
-            .ok_or_else(|| Error::Task(format!("queue {dead_letter} has no ARN")))?;
+            .ok_or_else(|| incomplete_reply("SQS", "GetQueueAttributes", "QueueArn"))?;
         let policy = serde_json::json!({
             "deadLetterTargetArn": dlq_arn,
             "maxReceiveCount": settings.max_receive_count.to_string(),

@@ -327,3 +327,41 @@ fn the_checker_sees_imports() {
     );
     assert_eq!(rank(&["home".to_string()]), STAGES.len() - 1);
 }
+
+/// `Error::Task` is for joined tasks that panicked or were cancelled, nothing with a name of its
+/// own: built at most three times in the workspace's library and binary code.
+#[test]
+fn task_errors_are_only_for_joined_tasks() {
+    let crates = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+    let mut found = Vec::new();
+    for krate in std::fs::read_dir(crates).unwrap() {
+        let src = krate.unwrap().path().join("src");
+        let mut stack = vec![src];
+        while let Some(dir) = stack.pop() {
+            let Ok(entries) = std::fs::read_dir(&dir) else {
+                continue;
+            };
+            for e in entries {
+                let p = e.unwrap().path();
+                if p.is_dir() {
+                    stack.push(p);
+                } else if p.extension().is_some_and(|x| x == "rs") {
+                    for (i, l) in code_of(&p).lines().enumerate() {
+                        if l.contains("Error::Task(") {
+                            found.push(format!("{}:{}", p.display(), i + 1));
+                        }
+                    }
+                }
+            }
+        }
+    }
+    assert!(
+        !found.is_empty(),
+        "the scan found nothing: is it reading the crates?"
+    );
+    assert!(
+        found.len() <= 3,
+        "Error::Task built at:\n{}",
+        found.join("\n")
+    );
+}

@@ -31,15 +31,15 @@ impl ConstraintEngine for DataFusionConstraints {
     ) -> Result<Arc<dyn ConstraintChecker>> {
         let ctx = SessionContext::new();
         let df_schema = DFSchema::try_from(schema.as_ref().clone())
-            .map_err(|e| Error::Config(format!("table schema for constraints: {e}")))?;
+            .map_err(|e| Error::Internal(format!("table schema for constraints: {e}")))?;
         let exprs = constraints
             .iter()
             .map(|c| {
-                let bad = |e: datafusion::error::DataFusionError| {
-                    Error::Config(format!(
-                        "constraint {} ({}) does not compile: {e}",
-                        c.name, c.expression
-                    ))
+                let bad = |e: datafusion::error::DataFusionError| Error::Constraint {
+                    what: "constraint",
+                    name: c.name.clone(),
+                    expression: c.expression.clone(),
+                    message: format!("does not compile: {e}"),
                 };
                 let expr = ctx.parse_sql_expr(&c.expression, &df_schema).map_err(bad)?;
                 let phys = ctx.create_physical_expr(expr, &df_schema).map_err(bad)?;
@@ -56,21 +56,23 @@ impl ConstraintEngine for DataFusionConstraints {
     ) -> Result<Arc<dyn ColumnGenerator>> {
         let ctx = SessionContext::new();
         let df_schema = DFSchema::try_from(schema.as_ref().clone())
-            .map_err(|e| Error::Config(format!("table schema for generated columns: {e}")))?;
+            .map_err(|e| Error::Internal(format!("table schema for generated columns: {e}")))?;
         let exprs = generated
             .iter()
             .map(|(column, expression)| {
-                let bad = |e: datafusion::error::DataFusionError| {
-                    Error::Config(format!(
-                        "generated column {column} ({expression}) does not compile: {e}"
-                    ))
+                let bad = |e: datafusion::error::DataFusionError| Error::Constraint {
+                    what: "generated column",
+                    name: column.clone(),
+                    expression: expression.clone(),
+                    message: format!("does not compile: {e}"),
                 };
                 // The row's own value where it has one, else the expression's.
                 // (`coalesce` is only planned once the optimizer has turned it into this.)
                 let col = format!("\"{}\"", column.replace('"', "\"\""));
                 let sql = format!("CASE WHEN {col} IS NULL THEN ({expression}) ELSE {col} END");
                 let expr = ctx.parse_sql_expr(&sql, &df_schema).map_err(bad)?;
-                ctx.create_physical_expr(expr, &df_schema).map_err(bad)
+                let phys = ctx.create_physical_expr(expr, &df_schema).map_err(bad)?;
+                Ok((column.clone(), expression.clone(), phys))
             })
             .collect::<Result<Vec<_>>>()?;
         Ok(Arc::new(Generator { exprs }))
@@ -80,17 +82,23 @@ impl ConstraintEngine for DataFusionConstraints {
 /// Compiled generated columns.
 #[derive(Debug)]
 struct Generator {
-    exprs: Vec<Arc<dyn PhysicalExpr>>,
+    /// (column, its expression, the compiled expression)
+    exprs: Vec<(String, String, Arc<dyn PhysicalExpr>)>,
 }
 
 impl ColumnGenerator for Generator {
     fn fill(&self, batch: &RecordBatch) -> Result<Vec<datafusion::arrow::array::ArrayRef>> {
         self.exprs
             .iter()
-            .map(|e| {
+            .map(|(column, expression, e)| {
                 e.evaluate(batch)
                     .and_then(|v| v.into_array(batch.num_rows()))
-                    .map_err(|e| Error::Config(format!("a generated column failed: {e}")))
+                    .map_err(|e| Error::Constraint {
+                        what: "generated column",
+                        name: column.clone(),
+                        expression: expression.clone(),
+                        message: format!("failed: {e}"),
+                    })
             })
             .collect()
     }
@@ -102,19 +110,19 @@ impl ConstraintChecker for Compiled {
             let value = expr
                 .evaluate(batch)
                 .and_then(|v| v.into_array(batch.num_rows()))
-                .map_err(|e| {
-                    Error::Config(format!(
-                        "constraint {} ({}) failed to evaluate: {e}",
-                        c.name, c.expression
-                    ))
+                .map_err(|e| Error::Constraint {
+                    what: "constraint",
+                    name: c.name.clone(),
+                    expression: c.expression.clone(),
+                    message: format!("failed to evaluate: {e}"),
                 })?;
             let Some(passed) = value.as_boolean_opt() else {
-                return Err(Error::Config(format!(
-                    "constraint {} ({}) is not a condition: it gives {}",
-                    c.name,
-                    c.expression,
-                    value.data_type()
-                )));
+                return Err(Error::Constraint {
+                    what: "constraint",
+                    name: c.name.clone(),
+                    expression: c.expression.clone(),
+                    message: format!("is not a condition: it gives {}", value.data_type()),
+                });
             };
             // False breaks a CHECK constraint; NULL does not.
             let broken = (0..passed.len())

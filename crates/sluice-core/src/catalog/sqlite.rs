@@ -169,8 +169,10 @@ impl Catalog for SqliteCatalog {
                 what: "table",
                 name: format!("{d}.{n}"),
             })?;
-            serde_json::from_str(&json)
-                .map_err(|e| Error::Config(format!("catalog entry of {d}.{n} is corrupt: {e}")))
+            serde_json::from_str(&json).map_err(|e| Error::CorruptCatalog {
+                table: format!("{d}.{n}"),
+                message: e.to_string(),
+            })
         })
         .await
     }
@@ -181,13 +183,17 @@ impl Catalog for SqliteCatalog {
             let mut st = c
                 .prepare("SELECT definition FROM tables WHERE database = ?1 ORDER BY name")
                 .map_err(&err)?;
-            let rows = st.query_map([d], |r| r.get::<_, String>(0)).map_err(&err)?;
+            let rows = st
+                .query_map([&d], |r| r.get::<_, String>(0))
+                .map_err(&err)?;
             let mut out = Vec::new();
             for json in rows {
                 let json = json.map_err(&err)?;
                 out.push(
-                    serde_json::from_str(&json)
-                        .map_err(|e| Error::Config(format!("corrupt catalog entry: {e}")))?,
+                    serde_json::from_str(&json).map_err(|e| Error::CorruptCatalog {
+                        table: format!("a table of {d}"),
+                        message: e.to_string(),
+                    })?,
                 );
             }
             Ok(out)

@@ -102,13 +102,16 @@ fn def_of_log(ledger: &Ledger, a: &Adoption<'_>) -> Result<TableDef> {
     if let Some(asked) = a.partition_by
         && *asked != spec
     {
-        return Err(Error::Config(format!(
-            "table {} is a Delta table partitioned by {} (its log at {}): --partition-by {} disagrees; leave it out to write with the table's partitioning",
-            a.table,
-            spec.describe(),
-            ledger.url(),
-            asked.describe()
-        )));
+        return Err(Error::TableMismatch {
+            table: a.table.to_string(),
+            message: format!(
+                "table {} is a Delta table partitioned by {} (its log at {}): --partition-by {} disagrees; leave it out to write with the table's partitioning",
+                a.table,
+                spec.describe(),
+                ledger.url(),
+                asked.describe()
+            ),
+        });
     }
     let state = ledger.state();
     let keys = spec.key_names();
@@ -134,10 +137,12 @@ fn def_of_log(ledger: &Ledger, a: &Adoption<'_>) -> Result<TableDef> {
 fn exact_type(ledger: &Ledger, name: &str, ty: &str) -> Result<crate::schema::ColumnType> {
     match column_type_of_delta(ty) {
         Some(t) if delta_type(t) == ty => Ok(t),
-        _ => Err(Error::Config(format!(
-            "table {}: column {name:?} is of Delta type {ty}, which sluice does not write yet (it writes boolean, long, double, date, timestamp, timestamp_ntz and string)",
-            ledger.url()
-        ))),
+        _ => Err(Error::UnsupportedType {
+            table: ledger.url(),
+            column: name.to_string(),
+            ty: ty.to_string(),
+            operation: "write yet (it writes boolean, long, double, date, timestamp, timestamp_ntz and string)",
+        }),
     }
 }
 
@@ -162,32 +167,41 @@ pub fn check_def(def: &TableDef, ledger: &Ledger) -> Result<()> {
         let theirs = spec_of_log(ledger)
             .map(|s| s.describe())
             .unwrap_or_else(|_| format!("[{}]", state.partition_columns.join(", ")));
-        return Err(Error::Config(format!(
-            "table {} is partitioned by {theirs} in its Delta log ({}), not by {spec} as the catalog says; recreate the catalog entry, or write with the table's partitioning",
-            def.name,
-            ledger.url()
-        )));
+        return Err(Error::TableMismatch {
+            table: def.name.clone(),
+            message: format!(
+                "table {} is partitioned by {theirs} in its Delta log ({}), not by {spec} as the catalog says; recreate the catalog entry, or write with the table's partitioning",
+                def.name,
+                ledger.url()
+            ),
+        });
     }
     let have = state.schema_fields();
     for f in &want.fields {
         match have.iter().find(|(n, _)| *n == f.name) {
             Some((_, t)) if t == f.ty => {}
             Some((_, t)) => {
-                return Err(Error::Config(format!(
-                    "table {}: column {:?} is {t} in its Delta log ({}), but sluice would write {}",
-                    def.name,
-                    f.name,
-                    ledger.url(),
-                    f.ty
-                )));
+                return Err(Error::TableMismatch {
+                    table: def.name.clone(),
+                    message: format!(
+                        "table {}: column {:?} is {t} in its Delta log ({}), but sluice would write {}",
+                        def.name,
+                        f.name,
+                        ledger.url(),
+                        f.ty
+                    ),
+                });
             }
             None => {
-                return Err(Error::Config(format!(
-                    "table {}: column {:?} of the catalog is not in its Delta log ({})",
-                    def.name,
-                    f.name,
-                    ledger.url()
-                )));
+                return Err(Error::TableMismatch {
+                    table: def.name.clone(),
+                    message: format!(
+                        "table {}: column {:?} of the catalog is not in its Delta log ({})",
+                        def.name,
+                        f.name,
+                        ledger.url()
+                    ),
+                });
             }
         }
     }

@@ -220,10 +220,12 @@ fn file_columns(ledger: &Ledger) -> Result<Vec<Column>> {
             // refuse.
             match column_type_of_delta(&ty) {
                 Some(t) if delta_type(t) == ty => Ok(Column::new(name, t)),
-                _ => Err(Error::Config(format!(
-                    "table {}: column {name:?} has Delta type {ty}, which sluice does not write, so it does not compact the table",
-                    ledger.url()
-                ))),
+                _ => Err(Error::UnsupportedType {
+                    table: ledger.url(),
+                    column: name.to_string(),
+                    ty: ty.to_string(),
+                    operation: "write, so it does not compact the table",
+                }),
             }
         })
         .collect()

@@ -106,11 +106,11 @@ impl Evolver {
                 {
                     continue;
                 }
-                let ty = column_type_of_delta(ty).ok_or_else(|| {
-                    Error::Config(format!(
-                        "table {}: column {name} has Delta type {ty}, which sluice does not write",
-                        self.table
-                    ))
+                let ty = column_type_of_delta(ty).ok_or_else(|| Error::UnsupportedType {
+                    table: self.table.clone(),
+                    column: name.to_string(),
+                    ty: ty.to_string(),
+                    operation: "write",
                 })?;
                 missing.push(Column::new(name, ty));
             }

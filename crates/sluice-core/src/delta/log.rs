@@ -243,7 +243,7 @@ impl DeltaSchema {
                     DataType::Timestamp(TimeUnit::Microsecond, None) => "timestamp_ntz",
                     DataType::Timestamp(TimeUnit::Microsecond, Some(_)) => "timestamp",
                     other => {
-                        return Err(Error::Config(format!(
+                        return Err(Error::Internal(format!(
                             "column {} has type {other}, which sluice does not write to Delta",
                             f.name()
                         )));
@@ -731,11 +731,11 @@ impl Ledger {
             .schema_fields()
             .into_iter()
             .map(|(name, ty)| {
-                let t = column_type_of_delta(&ty).ok_or_else(|| {
-                    Error::Config(format!(
-                        "table {}: column {name:?} is of Delta type {ty}, which sluice's constraint checks do not read",
-                        self.url()
-                    ))
+                let t = column_type_of_delta(&ty).ok_or_else(|| Error::UnsupportedType {
+                    table: self.url(),
+                    column: name.to_string(),
+                    ty: ty.to_string(),
+                    operation: "read in its constraint checks",
                 })?;
                 Ok(arrow::datatypes::Field::new(name, t.arrow_type(), true))
             })
@@ -1630,7 +1630,7 @@ impl Ledger {
         let mut high_water = self.state.row_id_high_water_mark();
         for a in &c.add {
             let rel = a.path.strip_prefix(&self.dir).ok_or_else(|| {
-                Error::Config(format!(
+                Error::Internal(format!(
                     "file {} is not in table directory {}",
                     a.path, self.dir
                 ))

@@ -75,7 +75,7 @@ impl ColumnMapping {
                 .iter()
                 .map(|f| {
                     let (physical, id) = self.columns.get(f.name()).ok_or_else(|| {
-                        Error::Config(format!(
+                        Error::Internal(format!(
                             "column {} has no physical name in the table's column mapping",
                             f.name()
                         ))

@@ -15,10 +15,10 @@ pub async fn refuse_legacy_log(lake: &Lake, table: &str) -> Result<()> {
     if crate::delta::legacy::has_legacy_log(lake, table).await?
         && !Ledger::open(lake, table, "check").await?.state().exists
     {
-        return Err(Error::Config(format!(
-            "table {table} was written by an earlier sluice (its commit log is {}); run `sluice upgrade --table {table}` to convert it to a Delta Lake table in place",
-            lake.url_of(&crate::delta::legacy::legacy_dir(table)),
-        )));
+        return Err(Error::NeedsUpgrade {
+            table: table.to_string(),
+            log: lake.url_of(&crate::delta::legacy::legacy_dir(table)),
+        });
     }
     Ok(())
 }

@@ -39,10 +39,6 @@ pub enum Error {
     #[error("message of {size} bytes exceeds the queue's limit of {limit} bytes")]
     MessageTooLarge { size: usize, limit: usize },
 
-    /// A receipt handle no longer names an in-flight message (deleted, or received again).
-    #[error("message is not in flight for receipt {0}")]
-    MessageNotInFlight(String),
-
     /// A message body is not a message sluice can decode.
     #[error("undecodable message: {0}")]
     Undecodable(String),
@@ -133,6 +129,60 @@ pub enum Error {
     /// A background task panicked or was cancelled.
     #[error("task failed: {0}")]
     Task(String),
+
+    /// The work was stopped before it finished: a stop was asked for, or the side it fed went
+    /// away. Whatever was committed before stays committed.
+    #[error("stopped: {0}")]
+    Stopped(String),
+
+    /// sluice broke one of its own rules: a bug. The message says which; please report it.
+    #[error("internal error (a bug in sluice): {0}")]
+    Internal(String),
+
+    /// Compressing or decompressing failed.
+    #[error("{what}: {source}")]
+    Compression {
+        what: String,
+        #[source]
+        source: std::io::Error,
+    },
+
+    /// A table has a column of a type sluice does not write (or read, for `operation`):
+    /// nothing was written.
+    #[error(
+        "table {table}: column {column:?} is of Delta type {ty}, which sluice does not {operation}"
+    )]
+    UnsupportedType {
+        table: String,
+        column: String,
+        ty: String,
+        operation: &'static str,
+    },
+
+    /// A table is not what the settings given, or its catalog entry, say it is (its
+    /// partitioning, a column or a column's type): nothing was written.
+    #[error("{message}")]
+    TableMismatch { table: String, message: String },
+
+    /// A catalog entry cannot be read, or lacks what sluice keeps in it.
+    #[error("catalog entry of {table}: {message}")]
+    CorruptCatalog { table: String, message: String },
+
+    /// A table still has the commit log of an earlier sluice: `sluice upgrade` converts it.
+    #[error(
+        "table {table} was written by an earlier sluice (its commit log is {log}); run `sluice upgrade --table {table}` to convert it to a Delta Lake table in place"
+    )]
+    NeedsUpgrade { table: String, log: String },
+
+    /// A CHECK constraint, invariant or generated column of a table cannot be compiled or
+    /// evaluated: nothing was written.
+    #[error("{what} {name} ({expression}) {message}")]
+    Constraint {
+        what: &'static str,
+        name: String,
+        expression: String,
+        message: String,
+    },
 
     /// A remote service (SQS, Glue, Athena) refused or failed a call. `code` is the service's
     /// error code when it sent one; the message never carries credentials.

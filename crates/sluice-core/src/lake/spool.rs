@@ -34,7 +34,7 @@ impl Spools {
         let lock_path = root.join(format!("{writer_id}.lock"));
         let lock = File::create(&lock_path).map_err(|e| Error::io(&lock_path, e))?;
         lock.try_lock()
-            .map_err(|e| Error::Task(format!("cannot lock {}: {e}", lock_path.display())))?;
+            .map_err(|e| Error::io(&lock_path, e.into()))?;
         let mut orphans = Vec::new();
         for (id, alive) in spool_owners(root) {
             if alive || id == writer_id {

@@ -211,20 +211,24 @@ impl DictColumn {
     /// page limits, dictionary limit and compression of `props`.
     pub fn new(descr: ColumnDescPtr, kind: Kind, props: &WriterProperties) -> Result<Self> {
         if descr.max_rep_level() > 0 || descr.max_def_level() > 1 {
-            return Err(Error::Task(format!(
+            return Err(Error::Internal(format!(
                 "column {} is nested; only flat columns are dictionary-encoded by sluice",
                 descr.path()
             )));
         }
         let compression = props.compression(descr.path());
         let Compression::ZSTD(level) = compression else {
-            return Err(Error::Task(format!(
+            return Err(Error::Internal(format!(
                 "column {}: sluice encodes dictionary columns with zstd only",
                 descr.path()
             )));
         };
-        let compressor = zstd::bulk::Compressor::new(level.compression_level())
-            .map_err(|e| Error::Task(format!("zstd: {e}")))?;
+        let compressor = zstd::bulk::Compressor::new(level.compression_level()).map_err(|e| {
+            Error::Compression {
+                what: "zstd".into(),
+                source: e,
+            }
+        })?;
         let seed = std::collections::hash_map::RandomState::new().hash_one(0x5eed_u64);
         Ok(DictColumn {
             nullable: descr.max_def_level() == 1,
@@ -282,7 +286,7 @@ impl DictColumn {
         let n = array.len();
         let nulls = array.logical_nulls();
         if array.null_count() > 0 && !self.nullable {
-            return Err(Error::Task(format!(
+            return Err(Error::Internal(format!(
                 "column {} is required but has nulls",
                 self.descr.path()
             )));
@@ -347,7 +351,7 @@ impl DictColumn {
                 )?
             }
             (kind, dt) => {
-                return Err(Error::Task(format!(
+                return Err(Error::Internal(format!(
                     "column {}: {dt} given to a {kind:?} dictionary encoder",
                     self.descr.path()
                 )));
@@ -604,7 +608,10 @@ impl DictColumn {
         let compressed = self
             .compressor
             .compress(&body)
-            .map_err(|e| Error::Task(format!("zstd: {e}")))?;
+            .map_err(|e| Error::Compression {
+                what: "zstd".into(),
+                source: e,
+            })?;
         let page = Page::DataPage {
             buf: Bytes::from(compressed),
             num_values: self.page_rows as u32,
@@ -646,11 +653,12 @@ impl DictColumn {
             Kind::I64 | Kind::F64 => self.bits.iter().flat_map(|b| b.to_le_bytes()).collect(),
         };
         let dict_page = Page::DictionaryPage {
-            buf: Bytes::from(
-                self.compressor
-                    .compress(&dict_body)
-                    .map_err(|e| Error::Task(format!("zstd: {e}")))?,
-            ),
+            buf: Bytes::from(self.compressor.compress(&dict_body).map_err(|e| {
+                Error::Compression {
+                    what: "zstd".into(),
+                    source: e,
+                }
+            })?),
             num_values: self.hashes.len() as u32,
             encoding: Encoding::PLAIN,
             is_sorted: false,

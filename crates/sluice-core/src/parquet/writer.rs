@@ -462,7 +462,7 @@ impl FileWriter {
                 let mut next = || {
                     encoders
                         .next()
-                        .ok_or_else(|| Error::Task("more leaves than column writers".into()))
+                        .ok_or_else(|| Error::Internal("more leaves than column writers".into()))
                 };
                 match next()? {
                     ColumnEncoder::Dictionary(d) => d.write(array)?,
@@ -474,7 +474,7 @@ impl FileWriter {
                                 None => match next()? {
                                     ColumnEncoder::Arrow(w) => w.write(&leaf)?,
                                     ColumnEncoder::Dictionary(_) => {
-                                        return Err(Error::Task(
+                                        return Err(Error::Internal(
                                             "a nested field's leaf given to a dictionary column"
                                                 .into(),
                                         ));

@@ -621,7 +621,7 @@ impl Consumer {
             crate::decode::decode_message(&layout, &m.body, &m.message_id)
         })?;
         if !again.new_columns.is_empty() {
-            return Err(Error::Task(format!(
+            return Err(Error::Internal(format!(
                 "message {}: the table still lacks columns after adding them",
                 m.message_id
             )));

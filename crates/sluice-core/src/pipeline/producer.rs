@@ -444,7 +444,7 @@ impl Chunker<'_> {
         debug_assert!(body.len() <= self.limit || !self.header.rejects.is_empty());
         self.tx
             .blocking_send(body)
-            .map_err(|_| Error::Task("sender stopped".into()))
+            .map_err(|_| Error::Stopped("the sender of chunk messages stopped".into()))
     }
 }
 

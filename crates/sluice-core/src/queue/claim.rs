@@ -86,7 +86,8 @@ impl ClaimCheckQueue {
         };
         Ok(format!(
             "{CLAIM_MAGIC}{}",
-            serde_json::to_string(&p).map_err(|e| Error::Task(e.to_string()))?
+            serde_json::to_string(&p)
+                .map_err(|e| Error::Internal(format!("claim pointer: {e}")))?
         ))
     }
 

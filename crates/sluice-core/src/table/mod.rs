@@ -36,12 +36,15 @@ pub struct TableLayout {
 impl TableLayout {
     /// Derives the layout from a catalog entry.
     pub fn from_def(def: &TableDef) -> Result<Self> {
-        let spec_s = def.parameters.get(PARAM_PARTITION_BY).ok_or_else(|| {
-            Error::Config(format!(
-                "table {} has no {PARAM_PARTITION_BY} parameter: it was not created by sluice",
-                def.name
-            ))
-        })?;
+        let spec_s =
+            def.parameters
+                .get(PARAM_PARTITION_BY)
+                .ok_or_else(|| Error::CorruptCatalog {
+                    table: def.name.clone(),
+                    message: format!(
+                        "no {PARAM_PARTITION_BY} parameter: it was not created by sluice"
+                    ),
+                })?;
         let spec = PartitionSpec::parse(spec_s)?;
         // Columns kept in the path only come back as source columns, from the partition keys.
         let mut source_columns = def.columns.clone();
@@ -51,11 +54,9 @@ impl TableLayout {
                     .partition_keys
                     .iter()
                     .find(|k| k.name == f.source)
-                    .ok_or_else(|| {
-                        Error::Config(format!(
-                            "table {} has no partition key {:?}",
-                            def.name, f.source
-                        ))
+                    .ok_or_else(|| Error::CorruptCatalog {
+                        table: def.name.clone(),
+                        message: format!("no partition key {:?}", f.source),
                     })?;
                 source_columns.push(key.clone());
             }
@@ -67,11 +68,9 @@ impl TableLayout {
                 source_columns
                     .iter()
                     .position(|c| c.name == f.source)
-                    .ok_or_else(|| {
-                        Error::Config(format!(
-                            "table {}: partition column {:?} is not a column",
-                            def.name, f.source
-                        ))
+                    .ok_or_else(|| Error::CorruptCatalog {
+                        table: def.name.clone(),
+                        message: format!("partition column {:?} is not a column", f.source),
                     })
             })
             .collect::<Result<Vec<_>>>()?;

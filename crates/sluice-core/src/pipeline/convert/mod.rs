@@ -313,8 +313,6 @@ impl Finished {
     }
 }
 
-const STOPPED: &str = "convert stopped";
-
 pub(crate) fn marker(fp: &str) -> String {
     format!("src-{fp}")
 }

@@ -256,7 +256,7 @@ impl Pieces {
         })
         .await??;
         if !again.new_columns.is_empty() {
-            return Err(Error::Task(format!(
+            return Err(Error::Internal(format!(
                 "{}: the table still lacks columns after adding them",
                 self.names[s]
             )));
@@ -276,7 +276,7 @@ impl Pieces {
         while self.rx.recv().await.is_some() {}
         match self.reader.await? {
             // Stopped early on purpose.
-            Err(Error::Task(m)) if m == STOPPED => Ok(()),
+            Err(Error::Stopped(_)) => Ok(()),
             other => other,
         }
     }
@@ -297,7 +297,10 @@ fn read_sources(
     buffers: &Buffers,
     tx: &mpsc::Sender<Event>,
 ) -> Result<()> {
-    let send = |e: Event| tx.blocking_send(e).map_err(|_| Error::Task(STOPPED.into()));
+    let send = |e: Event| {
+        tx.blocking_send(e)
+            .map_err(|_| Error::Stopped("convert's reader: typing stopped".into()))
+    };
     for (i, src) in sources.iter().enumerate() {
         if finished.sources[i] {
             bytes_read.fetch_add(src.size, Ordering::Relaxed);
@@ -351,7 +354,7 @@ fn read_sources(
         match r {
             Ok(()) => send(Event::End(i))?,
             // The receiver is gone: stop.
-            Err(Error::Task(m)) if m == STOPPED => return Err(Error::Task(m)),
+            Err(e @ Error::Stopped(_)) => return Err(e),
             Err(e) => send(Event::Failed(i, e))?,
         }
     }
