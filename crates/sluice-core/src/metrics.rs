@@ -13,6 +13,25 @@ use std::fmt;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+/// Records `n` events of the counter `metric` once, where they happen: in the `metrics` facade
+/// (served at `/metrics`, written by `--metrics FILE`) and in `tally`, the field of the run's
+/// summary that counts the same events.
+pub fn count(tally: &mut u64, metric: &'static str, n: u64) {
+    *tally += n;
+    metrics::counter!(metric).increment(n);
+}
+
+/// [`count`] for a counter with one label.
+pub fn count_labelled(
+    tally: &mut u64,
+    metric: &'static str,
+    label: (&'static str, &'static str),
+    n: u64,
+) {
+    *tally += n;
+    metrics::counter!(metric, label.0 => label.1).increment(n);
+}
+
 /// Request counters. Cheap to share; every field counts since creation.
 #[derive(Debug, Default)]
 pub struct Meter {

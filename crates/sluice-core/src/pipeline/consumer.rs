@@ -34,6 +34,7 @@ use crate::delta::open::open_logs;
 use crate::error::retry::{Backoff, retry, transient};
 use crate::error::{Error, Result};
 use crate::lake::Lake;
+use crate::metrics::{MESSAGES_CONSUMED, MESSAGES_DELETED, MESSAGES_FAILED, ROWS_IN, count};
 use crate::pipeline::table_writer::{Flushed, TableWriter, WriteStats, WriterOptions};
 use crate::queue::{Queue, QueueExt, ReceiveOptions, ReceivedMessage};
 use crate::table::TableLayout;
@@ -536,8 +537,7 @@ impl Consumer {
         mut m: ReceivedMessage,
         decoded: Result<DecodedChunk>,
     ) -> Result<()> {
-        self.stats.messages += 1;
-        metrics::counter!(crate::metrics::MESSAGES_CONSUMED).increment(1);
+        count(&mut self.stats.messages, MESSAGES_CONSUMED, 1);
         self.stats.received_bytes += m.body.len() as u64;
         let d = match decoded {
             Ok(d) if !d.new_columns.is_empty() => match self.evolve(&m, d).await {
@@ -557,8 +557,7 @@ impl Consumer {
         // The body is decoded: its buffer can carry another.
         let body_bytes = m.body.len() as u64;
         crate::chunk::bufpool::give_string(std::mem::take(&mut m.body));
-        self.stats.rows_in += d.rows_in;
-        metrics::counter!(crate::metrics::ROWS_IN).increment(d.rows_in);
+        count(&mut self.stats.rows_in, ROWS_IN, d.rows_in);
         let chunk = d.chunk.clone();
         let produced_at_ms = d.produced_at_ms;
         let written = match tokio::task::block_in_place(|| self.writer.write(d)) {
@@ -664,8 +663,7 @@ impl Consumer {
         n: Result<crate::source::s3_events::Notification>,
     ) -> Result<()> {
         use crate::source::s3_events::Notification;
-        self.stats.messages += 1;
-        metrics::counter!(crate::metrics::MESSAGES_CONSUMED).increment(1);
+        count(&mut self.stats.messages, MESSAGES_CONSUMED, 1);
         self.stats.received_bytes += m.body.len() as u64;
         let objects = match n {
             Ok(Notification::Test) => return self.delete(vec![m.receipt]).await,
@@ -785,8 +783,7 @@ impl Consumer {
         while let Some((_, item)) = pieces.next().await? {
             match item {
                 Item::Chunk(d) => {
-                    self.stats.rows_in += d.rows_in;
-                    metrics::counter!(crate::metrics::ROWS_IN).increment(d.rows_in);
+                    count(&mut self.stats.rows_in, ROWS_IN, d.rows_in);
                     let chunk = d.chunk.clone();
                     let written = tokio::task::block_in_place(|| self.writer.write(d))?;
                     let Some(held) = self.held.get_mut(&m.message_id) else {
@@ -831,8 +828,7 @@ impl Consumer {
     /// queue after maxReceiveCount.
     fn undecodable(&mut self, m: &ReceivedMessage, e: &Error) {
         warn!(message_id = %m.message_id, receive_count = m.receive_count, error = %e, "message cannot be processed");
-        self.stats.undecodable_messages += 1;
-        metrics::counter!(crate::metrics::MESSAGES_FAILED).increment(1);
+        count(&mut self.stats.undecodable_messages, MESSAGES_FAILED, 1);
         if let Some(log) = &self.opts.dead_letter_log
             && let Err(le) = crate::queue::failures::record_failure(
                 log,
@@ -898,8 +894,11 @@ impl Consumer {
             || q.delete_all(&receipts),
         )
         .await?;
-        self.stats.deleted += n - failed.len() as u64;
-        metrics::counter!(crate::metrics::MESSAGES_DELETED).increment(n - failed.len() as u64);
+        count(
+            &mut self.stats.deleted,
+            MESSAGES_DELETED,
+            n - failed.len() as u64,
+        );
         for f in failed {
             warn!(code = %f.code, message = %f.message, "delete failed; the message will be delivered again and deduplicated");
         }

@@ -22,6 +22,7 @@ use crate::chunk::{
     ChunkHeader, Codec, Compressor, Payload, Reject, encode, encode_text, encoded_len,
 };
 use crate::error::{Error, Result};
+use crate::metrics::{CHUNKS_SENT, count};
 use crate::pipeline::setup::TableSettings;
 use crate::queue::{MAX_BATCH, Queue};
 use crate::source::csv::read_header;
@@ -64,7 +65,6 @@ pub struct ProduceStats {
     pub csv_bytes: u64,
     pub chunks: u64,
     pub message_bytes: u64,
-    pub send_calls: u64,
     pub rejected_rows: u64,
 }
 
@@ -75,7 +75,6 @@ impl ProduceStats {
         self.csv_bytes += o.csv_bytes;
         self.chunks += o.chunks;
         self.message_bytes += o.message_bytes;
-        self.send_calls += o.send_calls;
         self.rejected_rows += o.rejected_rows;
     }
 }
@@ -222,7 +221,7 @@ impl Producer {
             if flush {
                 while inflight.len() >= self.opts.send_concurrency.max(1) {
                     match inflight.next().await {
-                        Some(Ok(())) => stats.send_calls += 1,
+                        Some(Ok(())) => {}
                         Some(Err(e)) => {
                             send_error = Some(e);
                             break;
@@ -244,8 +243,7 @@ impl Producer {
             }
             match next {
                 Some(body) => {
-                    stats.chunks += 1;
-                    metrics::counter!(crate::metrics::CHUNKS_SENT).increment(1);
+                    count(&mut stats.chunks, CHUNKS_SENT, 1);
                     stats.message_bytes += body.len() as u64;
                     batch_bytes += body.len();
                     batch.push(body);
@@ -255,7 +253,7 @@ impl Producer {
         }
         while let Some(r) = inflight.next().await {
             match r {
-                Ok(()) => stats.send_calls += 1,
+                Ok(()) => {}
                 Err(e) => send_error = send_error.or(Some(e)),
             }
         }

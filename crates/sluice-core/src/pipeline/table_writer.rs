@@ -30,6 +30,10 @@ use crate::delta::log::{ChunkPart, Commit, CommitDraft, DataFile, FileKind, Ledg
 use crate::error::retry::{Attempts, Backoff, retry, transient};
 use crate::error::{Error, Result};
 use crate::lake::{Lake, QUARANTINE_PART};
+use crate::metrics::{
+    BYTES_WRITTEN, COMMIT_CONFLICTS, COMMITS, FILES_WRITTEN, ROWS_DUPLICATE, ROWS_QUARANTINED,
+    ROWS_WRITTEN, count, count_labelled,
+};
 use crate::parquet::writer::{
     FinishedFile, ParquetOptions, SpoolFile, conform, dictionary_misfits, quarantine_batch,
     quarantine_schema, upload, writer_properties, writer_properties_for,
@@ -335,8 +339,7 @@ impl TableWriter {
         for (part, kind, batch) in parts {
             let n = batch.num_rows() as u64;
             if self.is_committed(&chunk, &part) {
-                self.stats.rows_duplicate += n;
-                metrics::counter!(crate::metrics::ROWS_DUPLICATE).increment(n);
+                count(&mut self.stats.rows_duplicate, ROWS_DUPLICATE, n);
                 continue;
             }
             if self
@@ -349,8 +352,7 @@ impl TableWriter {
                     .any(|r| r.partition == part && r.chunks.contains(&chunk))
             {
                 // Delivered again while its rows wait in our open file.
-                self.stats.rows_duplicate += n;
-                metrics::counter!(crate::metrics::ROWS_DUPLICATE).increment(n);
+                count(&mut self.stats.rows_duplicate, ROWS_DUPLICATE, n);
                 out.waiting.insert(part);
                 continue;
             }
@@ -378,16 +380,14 @@ impl TableWriter {
             }
             let batch = match kind {
                 FileKind::Data => {
-                    self.stats.rows_written += n;
-                    metrics::counter!(crate::metrics::ROWS_WRITTEN).increment(n);
+                    count(&mut self.stats.rows_written, ROWS_WRITTEN, n);
                     crate::delta::mapping::to_physical(
                         conform(batch, &self.layout.file_schema)?,
                         &self.physical,
                     )?
                 }
                 FileKind::Quarantine => {
-                    self.stats.rows_quarantined += n;
-                    metrics::counter!(crate::metrics::ROWS_QUARANTINED).increment(n);
+                    count(&mut self.stats.rows_quarantined, ROWS_QUARANTINED, n);
                     batch
                 }
             };
@@ -578,8 +578,7 @@ impl TableWriter {
             Ok(c) => c,
             Err(Error::Conflict(why)) => {
                 warn!(reason = %why, "commit conflict: another writer committed some of these rows first");
-                self.stats.conflicts += 1;
-                metrics::counter!(crate::metrics::COMMIT_CONFLICTS).increment(1);
+                count(&mut self.stats.conflicts, COMMIT_CONFLICTS, 1);
                 for path in &added {
                     let _ = self.lake.store.delete(&self.lake.path(path)).await;
                 }
@@ -589,22 +588,23 @@ impl TableWriter {
             // not land, recovery removes them (they are in uploads.log).
             Err(e) => return Err(e),
         };
-        self.stats.commits += 1;
         let log = if kind == FileKind::Data {
             "data"
         } else {
             "quarantine"
         };
-        metrics::counter!(crate::metrics::COMMITS, "log" => log).increment(1);
-        let mut rows = 0;
-        for a in &commit.add {
-            self.stats.files += 1;
-            self.stats.bytes_written += a.bytes;
-            rows += a.rows;
-        }
-        metrics::counter!(crate::metrics::FILES_WRITTEN).increment(commit.add.len() as u64);
-        metrics::counter!(crate::metrics::BYTES_WRITTEN)
-            .increment(commit.add.iter().map(|a| a.bytes).sum());
+        count_labelled(&mut self.stats.commits, COMMITS, ("log", log), 1);
+        let rows: u64 = commit.add.iter().map(|a| a.rows).sum();
+        count(
+            &mut self.stats.files,
+            FILES_WRITTEN,
+            commit.add.len() as u64,
+        );
+        count(
+            &mut self.stats.bytes_written,
+            BYTES_WRITTEN,
+            commit.add.iter().map(|a| a.bytes).sum(),
+        );
         info!(
             table = %self.layout.name,
             log,
