@@ -7,8 +7,9 @@ use arrow::array::{ArrayRef, BooleanArray, Float64Array, Int64Array, RecordBatch
 use arrow::datatypes::{DataType, Field, Schema};
 use sluice_aws::athena::{AthenaOptions, AthenaResult};
 
+use crate::args::QueryArgs;
 use crate::backends::CatalogTarget;
-use crate::{Ctx, QueryArgs, output};
+use crate::{Ctx, output};
 
 /// The Arrow type a column of Athena type `ty` is printed as; other types stay text, as
 /// Athena returns them.

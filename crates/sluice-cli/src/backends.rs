@@ -2,6 +2,7 @@
 //! `--catalog glue://DATABASE` (the embedded ones by default).
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use sluice_aws::sqs::{QueueRef, SqsQueue};
@@ -15,7 +16,9 @@ use sluice_core::metrics::Meter;
 use sluice_core::queue::MeteredQueue;
 use sluice_core::queue::admin::{EmbeddedAdmin, QueueAdmin};
 use sluice_core::queue::dead_letter_name;
-use sluice_core::queue::{ClaimCheckQueue, EmbeddedQueues, Queue, QueueSettings};
+use sluice_core::queue::{
+    ClaimCheckQueue, EmbeddedQueues, MAX_MESSAGE_BYTES, Queue, QueueSettings,
+};
 
 /// Where the queue lives.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -244,6 +247,29 @@ impl Opener {
             catalog: self.catalog().await?,
             lake: self.lake().await?,
             database: self.catalog.database().to_string(),
+        })
+    }
+}
+
+/// The settings of a queue `init` or `queue create` makes on `target`.
+impl crate::args::InitArgs {
+    pub(crate) fn settings(&self, target: &QueueTarget) -> Result<QueueSettings> {
+        let base = match target {
+            QueueTarget::Embedded(_) => QueueSettings::embedded(),
+            QueueTarget::Sqs(_) => QueueSettings::default(),
+        };
+        let max_message_bytes = match self.max_message_bytes {
+            Some(n) if matches!(target, QueueTarget::Sqs(_)) && n as usize > MAX_MESSAGE_BYTES => {
+                bail!("SQS takes messages of at most {MAX_MESSAGE_BYTES} bytes, not {n}")
+            }
+            Some(n) => n as usize,
+            None => base.max_message_bytes,
+        };
+        Ok(QueueSettings {
+            visibility_timeout: Duration::from_secs(self.visibility_timeout),
+            max_receive_count: self.max_receive_count,
+            max_message_bytes,
+            ..base
         })
     }
 }

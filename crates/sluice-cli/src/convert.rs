@@ -9,7 +9,9 @@ use sluice_core::pipeline::convert::{ConvertOptions, ConvertProgress, ConvertSta
 use sluice_core::source::{Format, Source, expand_local, expand_store};
 use sluice_core::writer_id;
 
-use crate::{Ctx, TableArgs, prepare_table, table_settings};
+use crate::Ctx;
+use crate::args::TableArgs;
+use crate::ingest::{prepare_table, table_settings};
 
 #[derive(Debug, Args)]
 pub struct ConvertArgs {
@@ -30,7 +32,7 @@ pub struct ConvertArgs {
     threads: Option<usize>,
     /// Memory for rows in flight (pieces being read and typed, buffered row groups); the
     /// process takes some tens of MB more.
-    #[arg(long, default_value = "256MiB", value_parser = crate::parse_size)]
+    #[arg(long, default_value = "256MiB", value_parser = crate::args::parse_size)]
     memory_limit: u64,
 }
 

@@ -1,0 +1,502 @@
+//! `produce`, `consume` and `run`: the pipeline through the queue.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use sluice_core::catalog::Catalog;
+use sluice_core::lake::Lake;
+use sluice_core::pipeline::consumer::{Consumer, ConsumerOptions, ConsumerStats};
+use sluice_core::pipeline::producer::{ProduceStats, Producer, ProducerOptions, Progress};
+use sluice_core::pipeline::setup::TableSettings;
+use sluice_core::schema::partition::PartitionSpec;
+use sluice_core::schema::{Column, ColumnType};
+use sluice_core::source::csv::CsvFormat;
+use sluice_core::table::policy::SchemaPolicy;
+use sluice_core::writer_id;
+
+use crate::Ctx;
+use crate::args::*;
+use crate::backends::{Backends, QueueTarget};
+use crate::tables::*;
+use crate::{convert, output};
+
+pub(crate) fn table_settings(ctx: &Ctx, lake: &Lake, t: &TableArgs) -> Result<TableSettings> {
+    let tc = ctx.table_config(&t.table);
+    let spec_s = t.partition_by.clone().or(tc.partition_by.clone());
+    let spec = match spec_s {
+        Some(s) => PartitionSpec::parse(&s)?,
+        None => PartitionSpec::parse("year(date)")?,
+    };
+    let mut opts = TableSettings::new(&t.table, spec, lake.url_of(&Lake::table_dir(&t.table)));
+    opts.database = ctx.database().to_string();
+    let mut nulls = tc.null_values.clone();
+    nulls.extend(t.null_values.iter().cloned());
+    let ascii = |c: char, what: &str| -> Result<u8> {
+        if c.is_ascii() {
+            Ok(c as u8)
+        } else {
+            bail!("--{what} must be an ASCII character, not {c:?}")
+        }
+    };
+    opts.format = CsvFormat {
+        delimiter: match t
+            .delimiter
+            .or(tc.delimiter.as_deref().and_then(|s| s.chars().next()))
+        {
+            Some(c) => ascii(c, "delimiter")?,
+            None => b',',
+        },
+        quote: match t
+            .quote
+            .or(tc.quote.as_deref().and_then(|s| s.chars().next()))
+        {
+            Some(c) => ascii(c, "quote")?,
+            None => b'"',
+        },
+        null_values: nulls,
+    };
+    opts.date_format = t.date_format.clone().or(tc.date_format.clone());
+    opts.schema_policy = match (t.schema_policy, tc.schema_policy.as_deref()) {
+        (Some(p), _) => p,
+        (None, Some(s)) => {
+            SchemaPolicy::parse(s).with_context(|| format!("tables.{}.schema_policy", t.table))?
+        }
+        (None, None) => SchemaPolicy::default(),
+    };
+    if let Some(cols) = &tc.columns {
+        opts.columns = Some(
+            cols.iter()
+                .map(|(n, ty)| {
+                    let ty = ty.as_str().with_context(|| {
+                        format!("tables.{}.columns.{n}: the type must be a string", t.table)
+                    })?;
+                    Ok(Column::new(n, ColumnType::parse(ty)?))
+                })
+                .collect::<Result<Vec<_>>>()?,
+        );
+    }
+    Ok(opts)
+}
+
+pub(crate) fn progress_bar(label: &str) -> (Option<Progress>, Option<indicatif::ProgressBar>) {
+    use std::io::IsTerminal;
+    if std::io::stderr().is_terminal() {
+        let pb = indicatif::ProgressBar::new_spinner();
+        pb.set_style(
+            indicatif::ProgressStyle::with_template("{spinner} {prefix} {msg} [{elapsed_precise}]")
+                .expect("template"),
+        );
+        pb.set_prefix(label.to_string());
+        pb.enable_steady_tick(Duration::from_millis(200));
+        let start = Instant::now();
+        let pb2 = pb.clone();
+        let p: Progress = Arc::new(move |bytes, rows| {
+            let secs = start.elapsed().as_secs_f64().max(1e-3);
+            pb2.set_message(format!(
+                "{rows} rows, {:.1} MB, {:.0} rows/s",
+                bytes as f64 / 1e6,
+                rows as f64 / secs
+            ));
+        });
+        (Some(p), Some(pb))
+    } else {
+        let start = Instant::now();
+        let last = Arc::new(std::sync::Mutex::new(Instant::now()));
+        let label = label.to_string();
+        let p: Progress = Arc::new(move |bytes, rows| {
+            let mut l = last.lock().unwrap_or_else(|p| p.into_inner());
+            if l.elapsed() >= Duration::from_secs(10) {
+                *l = Instant::now();
+                let secs = start.elapsed().as_secs_f64().max(1e-3);
+                eprintln!(
+                    "{label}: {rows} rows, {:.1} MB, {:.0} rows/s",
+                    bytes as f64 / 1e6,
+                    rows as f64 / secs
+                );
+            }
+        });
+        (Some(p), None)
+    }
+}
+
+pub(crate) async fn produce(
+    ctx: &Ctx,
+    b: &Backends,
+    sources: &[sluice_core::source::Source],
+    t: &TableArgs,
+    send: &SendArgs,
+    max_backlog: Option<u64>,
+) -> Result<(ProduceStats, sluice_core::metrics::MeterSnapshot)> {
+    let table = table_settings(ctx, &b.lake, t)?;
+    prepare_table(ctx, &*b.catalog, &b.lake, t, &table).await?;
+    let mut opts = ProducerOptions::new(table);
+    opts.zstd_level = send.zstd_level;
+    opts.max_backlog = max_backlog;
+    let m = b.metered("producer", send.claim_bytes());
+    let producer = Producer::new(m.queue.clone(), b.catalog.clone(), opts)?;
+    let (progress, pb) = progress_bar("produce");
+    let r = producer.produce_sources(sources, progress).await;
+    if let Some(pb) = pb {
+        pb.finish_and_clear();
+    }
+    Ok((r?, m.meter.snapshot()))
+}
+
+/// Before writing to a table: registers it from its Delta log when the lake has it and the
+/// catalog does not (another engine's table, or one made from another home), refusing a
+/// `--partition-by` its log disagrees with; then checks the settings given against the table.
+pub(crate) async fn prepare_table(
+    ctx: &Ctx,
+    catalog: &dyn Catalog,
+    lake: &Lake,
+    t: &TableArgs,
+    opts: &TableSettings,
+) -> Result<()> {
+    let tc = ctx.table_config(&t.table);
+    let asked = t
+        .partition_by
+        .as_ref()
+        .or(tc.partition_by.as_ref())
+        .map(|s| PartitionSpec::parse(s))
+        .transpose()?;
+    sluice_core::delta::adopt::adopt(
+        catalog,
+        lake,
+        &sluice_core::delta::adopt::Adoption {
+            database: ctx.database(),
+            table: &t.table,
+            location: &opts.location,
+            partition_by: asked.as_ref(),
+            schema_policy: opts.schema_policy.name(),
+            // The consumer and `convert` evaluate CHECK constraints (with DataFusion).
+            capabilities: sluice_core::delta::Capabilities { constraints: true },
+        },
+    )
+    .await?;
+    if let Ok(def) = catalog.get_table(ctx.database(), &t.table).await {
+        check_table(&def, t, opts)?;
+    }
+    Ok(())
+}
+
+/// Checks the settings given on the command line against an existing table: its partitioning,
+/// and its schema policy (changed with `sluice catalog alter`, never implicitly).
+pub(crate) fn check_table(
+    def: &sluice_core::catalog::TableDef,
+    t: &TableArgs,
+    opts: &TableSettings,
+) -> Result<()> {
+    if t.partition_by.is_some() {
+        check_spec(def, &opts.partition_by)?;
+    }
+    if let Some(p) = t.schema_policy {
+        let current = SchemaPolicy::of_def(def)?;
+        if current != p {
+            bail!(
+                "table {} has schema policy {current}, not {p}: change it with `sluice catalog alter {} --schema-policy {p}`",
+                def.name,
+                def.name
+            );
+        }
+    }
+    Ok(())
+}
+
+pub(crate) fn check_spec(def: &sluice_core::catalog::TableDef, spec: &PartitionSpec) -> Result<()> {
+    let current = def
+        .parameters
+        .get(sluice_core::catalog::PARAM_PARTITION_BY)
+        .cloned()
+        .unwrap_or_default();
+    if PartitionSpec::parse(&current).ok().as_ref() != Some(spec) {
+        bail!("table {} is partitioned by {current}, not {spec}", def.name);
+    }
+    Ok(())
+}
+
+pub(crate) async fn check_partitioning(
+    catalog: &dyn Catalog,
+    database: &str,
+    table: &str,
+    spec: &str,
+) -> Result<()> {
+    let def = catalog.get_table(database, table).await?;
+    check_spec(&def, &PartitionSpec::parse(spec)?)
+}
+
+pub(crate) fn consumer_options(
+    ctx: &Ctx,
+    table: &str,
+    a: &ConsumerArgs,
+    once: bool,
+    spool: PathBuf,
+    id: String,
+) -> ConsumerOptions {
+    let c = &ctx.config.consumer;
+    let mut o = ConsumerOptions::new(table, spool).with_memory_limit(a.memory_limit as usize);
+    o.max_uncommitted_bytes = a.max_uncommitted.max(1);
+    o.database = ctx.database().to_string();
+    o.writer_id = id;
+    o.once = once;
+    o.dead_letter_log = Some(ctx.home.failure_log());
+    if let Some(v) = a.rotate_rows.or(c.rotate_rows) {
+        o.write.rotate_rows = v.max(1);
+    }
+    if let Some(v) = a.rotate_bytes.or(c.rotate_bytes) {
+        o.write.rotate_bytes = v.max(1);
+    }
+    if let Some(v) = a.rotate_age.or(c.rotate_age_secs) {
+        o.rotate_age = Duration::from_secs(v);
+    }
+    o.checkpointer = Some(sluice_delta::checkpointer());
+    o.constraints = Some(Arc::new(sluice_query::constraints::DataFusionConstraints));
+    o.auto_compact = !a.no_auto_compact;
+    o.compact_small_files = a.auto_compact_files;
+    o.compact_every = Duration::from_secs(a.auto_compact_every.max(1));
+    o.visibility_timeout = a
+        .visibility_timeout
+        .or(c.visibility_timeout_secs)
+        .map(Duration::from_secs);
+    o
+}
+
+pub(crate) async fn consume(
+    ctx: &Ctx,
+    b: &Backends,
+    table: &str,
+    a: &ConsumerArgs,
+    once: bool,
+    producer_done: Option<Arc<AtomicBool>>,
+) -> Result<(ConsumerStats, sluice_core::metrics::MeterSnapshot)> {
+    let id = writer_id();
+    let vt = a
+        .visibility_timeout
+        .or(ctx.config.consumer.visibility_timeout_secs)
+        .map(Duration::from_secs)
+        .unwrap_or_else(|| b.queue.visibility_timeout());
+    let started =
+        sluice_core::pipeline::startup::start(&ctx.home.spools(), &b.lake, table, &id, Some(vt))
+            .await?;
+    let spool = started.spool;
+    for (t, removed) in started.recovered {
+        eprintln!(
+            "recovery: removed {} uncommitted file(s) of {t}",
+            removed.len()
+        );
+    }
+    let mut opts = consumer_options(ctx, table, a, once, spool.path().to_path_buf(), id);
+    if ctx.open.uses_aws() {
+        // An SQS queue may carry S3 event notifications: the objects they name are landed.
+        opts.object_stores = Some(Arc::new(sluice_aws::s3::S3Buckets(
+            ctx.open.aws().await.clone(),
+        )));
+    }
+    if let Some(addr) = a.metrics_addr {
+        let bound = ctx.telemetry.serve(addr).await?;
+        eprintln!("metrics at http://{bound}/metrics");
+        opts.report_queue_depth = true;
+        let target = ctx.open.queue_target(Some(table))?;
+        if let Some(dlq) = ctx.open.dead_letter_queue(&target).await? {
+            let queue = b.queue.name().to_string();
+            tokio::spawn(async move {
+                loop {
+                    if let Ok(s) = dlq.stats().await {
+                        metrics::gauge!(
+                            sluice_core::metrics::QUEUE_DEPTH,
+                            "queue" => queue.clone(),
+                            "state" => "dead_letter"
+                        )
+                        .set((s.visible + s.in_flight) as f64);
+                    }
+                    tokio::time::sleep(Duration::from_secs(5)).await;
+                }
+            });
+        }
+    }
+    // Pointers of claim-checked messages are resolved whatever mode the producer used.
+    let m = b.metered("consumer", None);
+    let consumer = Consumer::new(opts, m.queue.clone(), b.catalog.clone(), m.lake.clone())
+        .await
+        .with_context(|| format!("cannot start the consumer of table {table}"))?
+        .hold_until(producer_done);
+    let stats = consumer
+        .run(async {
+            let _ = tokio::signal::ctrl_c().await;
+        })
+        .await?;
+    drop(spool);
+    Ok((stats, m.meter.snapshot()))
+}
+
+/// Bytes of messages `run` lets wait in an embedded queue: the producer pauses above it.
+pub(crate) const RUN_BACKLOG_BYTES: usize = 128 << 20;
+
+pub(crate) async fn run_pipeline(ctx: &Ctx, a: RunArgs) -> Result<()> {
+    let table = a.table.table.clone();
+    let b = ctx.backends(Some(&table)).await?;
+    // The table must exist before the consumer starts.
+    let settings = table_settings(ctx, &b.lake, &a.table)?;
+    prepare_table(ctx, &*b.catalog, &b.lake, &a.table, &settings).await?;
+    let producer = Producer::new(
+        b.queue.clone(),
+        b.catalog.clone(),
+        ProducerOptions::new(settings.clone()),
+    )?;
+    let sources = convert::expand_sources(ctx, &a.files, a.table.format).await?;
+    let first = sources.first().context("no input files")?;
+    let def = producer.ensure_table_for(first).await?;
+    sluice_core::delta::open::refuse_legacy_log(&b.lake, &table).await?;
+    check_table(&def, &a.table, &settings)?;
+    let started = Instant::now();
+    let done = Arc::new(AtomicBool::new(false));
+    // On the embedded queue the producer, much faster than the consumer, would otherwise put
+    // most of the input on disk as queued bodies before the consumer caught up.
+    let backlog = matches!(
+        ctx.open.queue_target(Some(&table))?,
+        QueueTarget::Embedded(_)
+    )
+    .then(|| (RUN_BACKLOG_BYTES / b.queue.max_message_bytes().max(1)).clamp(4, 1024) as u64);
+    let prod = {
+        let (sources, done, t, b2, send) = (
+            sources.clone(),
+            done.clone(),
+            a.table.clone(),
+            b.clone(),
+            a.send.clone(),
+        );
+        async move {
+            let r = produce(ctx, &b2, &sources, &t, &send, backlog).await;
+            done.store(true, Ordering::SeqCst);
+            r
+        }
+    };
+    // The consumer runs as its own task, so its Parquet encoding never stalls the producer.
+    let cons = tokio::spawn({
+        let (ctx, b, table, args, done) = (
+            ctx.clone(),
+            b.clone(),
+            table.clone(),
+            a.consumer.clone(),
+            done.clone(),
+        );
+        async move { consume(&ctx, &b, &table, &args, true, Some(done)).await }
+    });
+    // A consumer that stops with an error ends the run: a producer waiting for the backlog to
+    // shrink would wait forever.
+    tokio::pin!(prod);
+    let mut cons = cons;
+    let (p, (c, cm)) = tokio::select! {
+        p = &mut prod => (p, cons.await??),
+        c = &mut cons => {
+            let c = c??;
+            (prod.await, c)
+        }
+    };
+    let elapsed = started.elapsed();
+    match &p {
+        Ok((ps, pm)) => {
+            eprintln!("{}", produce_summary(ps, pm));
+        }
+        Err(_) => {
+            eprintln!("producer stopped early; everything it sent before the error is committed")
+        }
+    }
+    eprintln!("{}", consume_summary(&c, &cm));
+    ctx.write_metrics()?;
+    let (p, _) = p?;
+    eprintln!(
+        "run: {} rows in {:.2}s ({:.0} rows/s, {:.1} MB/s of CSV)",
+        p.rows,
+        elapsed.as_secs_f64(),
+        p.rows as f64 / elapsed.as_secs_f64().max(1e-9),
+        p.csv_bytes as f64 / 1e6 / elapsed.as_secs_f64().max(1e-9)
+    );
+    let sql = a.query.unwrap_or_else(|| {
+        let keys = def
+            .partition_keys
+            .iter()
+            .map(|k| format!("\"{}\"", k.name))
+            .collect::<Vec<_>>()
+            .join(", ");
+        format!("SELECT {keys}, count(*) AS rows FROM \"{table}\" GROUP BY {keys} ORDER BY {keys}")
+    });
+    query(
+        ctx,
+        &QueryArgs {
+            sql,
+            format: output::Format::Table,
+            output: None,
+            engine: Engine::Embedded,
+            as_of: None,
+            workgroup: None,
+            results: None,
+        },
+    )
+    .await
+}
+
+pub(crate) fn produce_summary(s: &ProduceStats, m: &sluice_core::metrics::MeterSnapshot) -> String {
+    format!(
+        "produced: {} file(s), {} rows, {:.1} MB of CSV in {} chunk(s) ({:.1} MB of messages), {} row(s) rejected\nproducer {m}",
+        s.files,
+        s.rows,
+        s.csv_bytes as f64 / 1e6,
+        s.chunks,
+        s.message_bytes as f64 / 1e6,
+        s.rejected_rows
+    )
+}
+
+pub(crate) fn consume_summary(
+    s: &ConsumerStats,
+    m: &sluice_core::metrics::MeterSnapshot,
+) -> String {
+    format!(
+        "consumed: {} message(s), {} rows in, {} written, {} quarantined, {} duplicate(s) dropped; {} file(s), {:.1} MB, {} commit(s); {} deleted{}{}\nconsumer {m}",
+        s.messages,
+        s.rows_in,
+        s.write.rows_written,
+        s.write.rows_quarantined,
+        s.write.rows_duplicate,
+        s.write.files,
+        s.write.bytes_written as f64 / 1e6,
+        s.write.commits,
+        s.deleted,
+        if s.compactions > 0 {
+            format!("; {} background compaction(s)", s.compactions)
+        } else {
+            String::new()
+        },
+        if s.undecodable_messages > 0 {
+            format!(
+                "; {} message(s) could not be processed",
+                s.undecodable_messages
+            )
+        } else {
+            String::new()
+        }
+    )
+}
+
+/// `sluice produce`.
+pub(crate) async fn produce_cmd(ctx: &Ctx, a: &ProduceArgs) -> Result<()> {
+    let b = ctx.backends(Some(&a.table.table)).await?;
+    let sources = convert::expand_sources(ctx, &a.files, a.table.format).await?;
+    let (stats, meter) = produce(ctx, &b, &sources, &a.table, &a.send, None).await?;
+    eprintln!("{}", produce_summary(&stats, &meter));
+    ctx.write_metrics()
+}
+
+/// `sluice consume`.
+pub(crate) async fn consume_cmd(ctx: &Ctx, a: &ConsumeArgs) -> Result<()> {
+    let b = ctx.backends(Some(&a.table)).await?;
+    if let Some(p) = &a.partition_by {
+        check_partitioning(&*b.catalog, &b.database, &a.table, p).await?;
+    }
+    let (stats, meter) = consume(ctx, &b, &a.table, &a.consumer, a.once, None).await?;
+    eprintln!("{}", consume_summary(&stats, &meter));
+    ctx.write_metrics()
+}
