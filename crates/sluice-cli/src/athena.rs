@@ -8,7 +8,6 @@ use arrow::datatypes::{DataType, Field, Schema};
 use sluice_aws::athena::{AthenaOptions, AthenaResult};
 
 use crate::args::QueryArgs;
-use crate::backends::CatalogTarget;
 use crate::{Ctx, output};
 
 /// The Arrow type a column of Athena type `ty` is printed as; other types stay text, as
@@ -71,7 +70,7 @@ pub fn to_batch(r: &AthenaResult) -> Result<RecordBatch> {
 }
 
 pub async fn query(ctx: &Ctx, a: &QueryArgs) -> Result<()> {
-    let CatalogTarget::Glue(db) = &ctx.open.catalog else {
+    let Some(db) = ctx.open.glue_database() else {
         bail!("--engine athena queries the Glue catalog: add --catalog glue://DATABASE");
     };
     let settings = &ctx.open.aws_settings.athena;

@@ -1,6 +1,7 @@
 //! Choosing each backend by URL: `--queue sqs://NAME|URL|name`, `--lake s3://B/P|dir`,
 //! `--catalog glue://DATABASE` (the embedded ones by default).
 
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -16,9 +17,7 @@ use sluice_core::metrics::Meter;
 use sluice_core::queue::MeteredQueue;
 use sluice_core::queue::admin::{EmbeddedAdmin, QueueAdmin};
 use sluice_core::queue::dead_letter_name;
-use sluice_core::queue::{
-    ClaimCheckQueue, EmbeddedQueues, MAX_MESSAGE_BYTES, Queue, QueueSettings,
-};
+use sluice_core::queue::{ClaimCheckQueue, MAX_MESSAGE_BYTES, Queue, QueueSettings};
 
 /// Where the queue lives.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -28,6 +27,14 @@ pub enum QueueTarget {
 }
 
 impl QueueTarget {
+    /// The queue's name (an SQS queue given by URL: the last part of the URL).
+    pub fn name(&self) -> &str {
+        match self {
+            QueueTarget::Embedded(n) => n,
+            QueueTarget::Sqs(r) => r.name(),
+        }
+    }
+
     /// `--queue` (or the table's name when there is none).
     pub fn parse(queue: Option<&str>, table: Option<&str>) -> Result<Self> {
         match (queue, table) {
@@ -166,21 +173,17 @@ impl Opener {
 
     /// Opens the queue. An embedded queue (and its dead-letter queue) is created if missing;
     /// an SQS queue must exist (`sluice init` creates it).
-    pub async fn queue(
-        &self,
-        target: &QueueTarget,
-    ) -> Result<(Arc<dyn Queue>, Option<EmbeddedQueues>)> {
+    pub async fn queue(&self, target: &QueueTarget) -> Result<Arc<dyn Queue>> {
         match target {
             QueueTarget::Embedded(name) => {
                 self.ensure_home()?;
                 let qs = self.home.queues()?;
                 qs.ensure_with_dead_letter(name, &QueueSettings::embedded())
                     .await?;
-                let q = qs.queue(name).await?;
-                Ok((Arc::new(q), Some(qs)))
+                Ok(Arc::new(qs.queue(name).await?))
             }
             QueueTarget::Sqs(r) => match SqsQueue::open(self.aws().await, r).await {
-                Ok(q) => Ok((Arc::new(q), None)),
+                Ok(q) => Ok(Arc::new(q)),
                 Err(sluice_core::Error::NotFound { .. }) => bail!(
                     "SQS queue {} does not exist: create it (and its dead-letter queue) with `sluice --queue {} init`",
                     r.name(),
@@ -238,10 +241,150 @@ impl Opener {
         }
     }
 
+    /// The queue commands without a table work on: `--queue` if given, else the one queue of
+    /// the home (dead-letter queues aside), or an error naming them if there are several.
+    pub async fn the_queue(&self) -> Result<QueueTarget> {
+        if self.queue.is_some() {
+            return self.queue_target(None);
+        }
+        let names = self.home_queue_names().await?;
+        match names.as_slice() {
+            [one] => Ok(QueueTarget::Embedded(one.clone())),
+            [] => bail!("there is no queue yet: run `sluice init` or `sluice produce` first"),
+            many => bail!(
+                "there are several queues ({}): name one with --queue",
+                many.join(", ")
+            ),
+        }
+    }
+
+    /// `--queue` if given, else every queue of the home.
+    pub async fn queues(&self) -> Result<Vec<QueueTarget>> {
+        if self.queue.is_some() {
+            return Ok(vec![self.queue_target(None)?]);
+        }
+        Ok(self
+            .home_queue_names()
+            .await?
+            .into_iter()
+            .map(QueueTarget::Embedded)
+            .collect())
+    }
+
+    /// The home's embedded queues when the queue backend is the embedded one (nothing on SQS:
+    /// `sluice top` reads them every second, and SQS bills each read).
+    pub async fn local_queues(&self) -> Result<Vec<QueueTarget>> {
+        match self.queue_target(Some("x"))? {
+            QueueTarget::Embedded(_) => self.queues().await,
+            QueueTarget::Sqs(_) => Ok(Vec::new()),
+        }
+    }
+
+    async fn home_queue_names(&self) -> Result<Vec<String>> {
+        let (admin, _) = self
+            .queue_admin(&QueueTarget::Embedded(String::new()))
+            .await?;
+        Ok(admin.list().await?)
+    }
+
+    /// Up to `limit` dead letters of `name`, each with why it failed: the reason a consumer of
+    /// this home recorded, else the backend's.
+    pub async fn dead_letters(
+        &self,
+        admin: &dyn QueueAdmin,
+        name: &str,
+        limit: usize,
+    ) -> Result<Vec<(String, Option<String>)>> {
+        let failures = sluice_core::queue::failures::read_failures(&self.home.failure_log());
+        Ok(admin
+            .dead_letters(name, limit)
+            .await?
+            .into_iter()
+            .map(|m| {
+                let reason = failures
+                    .get(&m.message_id)
+                    .map(|f| f.reason.clone())
+                    .or(m.reason);
+                (m.message_id, reason)
+            })
+            .collect())
+    }
+
+    /// What the bodies of the home's embedded queues take on disk: (files, bytes, directory);
+    /// `None` for a queue elsewhere.
+    pub fn queue_disk_usage(&self, target: &QueueTarget) -> Result<Option<(u64, u64, PathBuf)>> {
+        if !matches!(target, QueueTarget::Embedded(_)) {
+            return Ok(None);
+        }
+        let dir = self.home.queues()?.bodies_dir().to_path_buf();
+        let (files, bytes) = std::fs::read_dir(&dir)
+            .map(|d| {
+                d.flatten()
+                    .filter_map(|e| e.metadata().ok())
+                    .fold((0u64, 0u64), |(n, b), m| (n + 1, b + m.len()))
+            })
+            .unwrap_or((0, 0));
+        Ok(Some((files, bytes, dir)))
+    }
+
+    /// Object stores for the buckets S3 event notifications name (when the backends are AWS:
+    /// an SQS queue may carry them).
+    pub async fn notification_stores(
+        &self,
+    ) -> Option<Arc<dyn sluice_core::pipeline::consumer::BucketStores>> {
+        if self.uses_aws() {
+            Some(Arc::new(sluice_aws::s3::S3Buckets(
+                self.aws().await.clone(),
+            )))
+        } else {
+            None
+        }
+    }
+
+    /// The store of an `s3://` source's bucket.
+    pub async fn source_store(&self, bucket: &str) -> Result<Arc<dyn object_store::ObjectStore>> {
+        Ok(sluice_aws::s3::s3_store(self.aws().await, bucket)?)
+    }
+
+    /// Prepares what `init` sets up beyond the queue, and describes each part for people:
+    /// (the home, if the configuration uses one; the catalog; the lake, checked reachable and
+    /// writable when it is a bucket).
+    pub async fn init_parts(&self, database: &str) -> Result<(Option<PathBuf>, String, String)> {
+        let home = if self.uses_aws() {
+            None
+        } else {
+            self.ensure_home()?;
+            Some(self.home.root.clone())
+        };
+        let catalog = match &self.catalog {
+            CatalogTarget::Embedded => format!(
+                "database {database} in {}",
+                self.home.catalog_db().display()
+            ),
+            CatalogTarget::Glue(db) => format!("Glue database {db}"),
+        };
+        let lake = self.lake().await?;
+        let lake = if lake.url.scheme() == "s3" {
+            sluice_aws::s3::probe_lake(&lake).await?;
+            format!("{} (bucket reachable and writable)", lake.url)
+        } else {
+            lake.url.to_string()
+        };
+        Ok((home, catalog, lake))
+    }
+
+    /// The Glue database, when the catalog is Glue (Athena reads tables through it).
+    pub fn glue_database(&self) -> Option<&str> {
+        match &self.catalog {
+            CatalogTarget::Glue(db) => Some(db),
+            CatalogTarget::Embedded => None,
+        }
+    }
+
     /// Opens all three for a command on `table`.
     pub async fn open(&self, table: Option<&str>) -> Result<Backends> {
         let target = self.queue_target(table)?;
-        let (queue, _) = self.queue(&target).await?;
+        let queue = self.queue(&target).await?;
         Ok(Backends {
             queue,
             catalog: self.catalog().await?,

@@ -50,7 +50,7 @@ pub(crate) async fn expand_sources(
                 if bucket.is_empty() {
                     bail!("{arg}: no bucket named");
                 }
-                let store = sluice_aws::s3::s3_store(ctx.open.aws().await, bucket)?;
+                let store = ctx.open.source_store(bucket).await?;
                 expand_store(store, &format!("s3://{bucket}"), prefix, format).await?
             }
             None => expand_local(arg, format)?,

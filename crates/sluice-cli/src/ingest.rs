@@ -19,7 +19,7 @@ use sluice_core::writer_id;
 
 use crate::Ctx;
 use crate::args::*;
-use crate::backends::{Backends, QueueTarget};
+use crate::backends::Backends;
 use crate::tables::*;
 use crate::{convert, output};
 
@@ -288,12 +288,8 @@ pub(crate) async fn consume(
         );
     }
     let mut opts = consumer_options(ctx, table, a, once, spool.path().to_path_buf(), id);
-    if ctx.open.uses_aws() {
-        // An SQS queue may carry S3 event notifications: the objects they name are landed.
-        opts.object_stores = Some(Arc::new(sluice_aws::s3::S3Buckets(
-            ctx.open.aws().await.clone(),
-        )));
-    }
+    // An SQS queue may carry S3 event notifications: the objects they name are landed.
+    opts.object_stores = ctx.open.notification_stores().await;
     if let Some(addr) = a.metrics_addr {
         let bound = ctx.telemetry.serve(addr).await?;
         eprintln!("metrics at http://{bound}/metrics");
@@ -331,9 +327,6 @@ pub(crate) async fn consume(
     Ok((stats, m.meter.snapshot()))
 }
 
-/// Bytes of messages `run` lets wait in an embedded queue: the producer pauses above it.
-pub(crate) const RUN_BACKLOG_BYTES: usize = 128 << 20;
-
 pub(crate) async fn run_pipeline(ctx: &Ctx, a: RunArgs) -> Result<()> {
     let table = a.table.table.clone();
     let b = ctx.backends(Some(&table)).await?;
@@ -352,13 +345,9 @@ pub(crate) async fn run_pipeline(ctx: &Ctx, a: RunArgs) -> Result<()> {
     check_table(&def, &a.table, &settings)?;
     let started = Instant::now();
     let done = Arc::new(AtomicBool::new(false));
-    // On the embedded queue the producer, much faster than the consumer, would otherwise put
-    // most of the input on disk as queued bodies before the consumer caught up.
-    let backlog = matches!(
-        ctx.open.queue_target(Some(&table))?,
-        QueueTarget::Embedded(_)
-    )
-    .then(|| (RUN_BACKLOG_BYTES / b.queue.max_message_bytes().max(1)).clamp(4, 1024) as u64);
+    // On a queue on this machine's disk (the embedded one) the producer, much faster than the
+    // consumer, would otherwise put most of the input there before the consumer caught up.
+    let backlog = sluice_core::pipeline::producer::backlog_beside_consumer(&*b.queue);
     let prod = {
         let (sources, done, t, b2, send) = (
             sources.clone(),

@@ -185,26 +185,11 @@ async fn history(State(s): S, Path(name): Path<String>) -> ApiResult {
 
 /// The queues of the configured backend: `--queue` if given, else every embedded queue.
 async fn queue_names(ctx: &Ctx) -> Result<Vec<QueueTarget>> {
-    Ok(match &ctx.open.queue {
-        Some(q) => vec![QueueTarget::parse(Some(q), None)?],
-        None => {
-            let (admin, _) = ctx
-                .open
-                .queue_admin(&QueueTarget::Embedded(String::new()))
-                .await?;
-            admin
-                .list()
-                .await?
-                .into_iter()
-                .map(QueueTarget::Embedded)
-                .collect()
-        }
-    })
+    ctx.open.queues().await
 }
 
 async fn queues(State(s): S) -> ApiResult {
     let ctx = &s.ctx;
-    let failures = sluice_core::queue::failures::read_failures(&ctx.home.failure_log());
     let mut out = Vec::new();
     for target in queue_names(ctx).await? {
         let (admin, name) = ctx.open.queue_admin(&target).await?;
@@ -213,17 +198,12 @@ async fn queues(State(s): S) -> ApiResult {
         let dead = match admin.dead_letter_queue(&name).await? {
             Some(d) => {
                 let ds = d.stats().await?;
-                let messages: Vec<Value> = admin
-                    .dead_letters(&name, 100)
+                let messages: Vec<Value> = ctx
+                    .open
+                    .dead_letters(&*admin, &name, 100)
                     .await?
                     .into_iter()
-                    .map(|m| {
-                        let reason = failures
-                            .get(&m.message_id)
-                            .map(|f| f.reason.clone())
-                            .or(m.reason);
-                        json!({"id": m.message_id, "reason": reason})
-                    })
+                    .map(|(id, reason)| json!({"id": id, "reason": reason}))
                     .collect();
                 json!({"name": d.name(), "count": ds.visible + ds.in_flight, "messages": messages})
             }
@@ -245,10 +225,7 @@ async fn redrive(State(s): S, Path(name): Path<String>) -> ApiResult {
     let target = queue_names(ctx)
         .await?
         .into_iter()
-        .find(|t| match t {
-            QueueTarget::Embedded(n) => *n == name,
-            QueueTarget::Sqs(r) => r.name() == name,
-        })
+        .find(|t| t.name() == name)
         .ok_or_else(|| ApiError(StatusCode::NOT_FOUND, format!("no queue {name}")))?;
     let (admin, qname) = ctx.open.queue_admin(&target).await?;
     let moved = admin.redrive(&qname).await?;

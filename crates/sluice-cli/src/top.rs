@@ -201,24 +201,25 @@ fn endpoint_view(out: &mut String, url: &str, now: &Samples, before: Option<&Sam
 
 /// The home's queues and tables (embedded backends, or whatever the global options name).
 async fn home_view(ctx: &Ctx, out: &mut String) {
-    if !ctx.open.uses_aws()
-        && let Ok(queues) = ctx.home.queues()
-        && let Ok(list) = queues.list().await
+    if let Ok(targets) = ctx.open.local_queues().await
+        && !targets.is_empty()
     {
         let _ = writeln!(out, "queues ({})", ctx.home.root.display());
-        for (name, _) in list.iter().filter(|(n, _)| !n.ends_with("_dlq")) {
-            let Ok(q) = queues.queue(name).await else {
+        for target in targets {
+            let Ok((admin, name)) = ctx.open.queue_admin(&target).await else {
                 continue;
             };
-            let s = sluice_core::queue::Queue::stats(&q)
-                .await
-                .unwrap_or_default();
-            let dlq = match queues.queue(&format!("{name}_dlq")).await {
-                Ok(d) => sluice_core::queue::Queue::stats(&d)
+            let Ok(q) = admin.open(&name).await else {
+                continue;
+            };
+            let s = q.stats().await.unwrap_or_default();
+            let dlq = match admin.dead_letter_queue(&name).await {
+                Ok(Some(d)) => d
+                    .stats()
                     .await
                     .map(|s| s.visible + s.in_flight)
                     .unwrap_or(0),
-                Err(_) => 0,
+                _ => 0,
             };
             let oldest = s
                 .oldest_age

@@ -25,16 +25,16 @@ pub struct Home {
     pub root: PathBuf,
 }
 
-/// The backends a command works with.
+/// The embedded backends of a home: its queue database, one queue, the catalog and the lake.
 #[derive(Debug, Clone)]
-pub struct Backends {
+pub struct EmbeddedBackends {
     pub queues: EmbeddedQueues,
     pub queue: Arc<dyn Queue>,
     pub catalog: Arc<dyn Catalog>,
     pub lake: Lake,
 }
 
-impl Backends {
+impl EmbeddedBackends {
     /// URL of a table's directory.
     pub fn table_location(&self, table: &str) -> String {
         self.lake.url_of(&Lake::table_dir(table))
@@ -73,7 +73,7 @@ impl Home {
 
     /// Opens the embedded queue `queue` (creating it and its dead-letter queue), the catalog and
     /// the lake under this home.
-    pub async fn open(&self, queue: &str) -> Result<Backends> {
+    pub async fn open(&self, queue: &str) -> Result<EmbeddedBackends> {
         self.open_with(queue, None, &QueueSettings::embedded())
             .await
     }
@@ -84,14 +84,14 @@ impl Home {
         queue: &str,
         lake_url: Option<&str>,
         settings: &QueueSettings,
-    ) -> Result<Backends> {
+    ) -> Result<EmbeddedBackends> {
         std::fs::create_dir_all(&self.root).map_err(|e| Error::io(&self.root, e))?;
         let queues = self.queues()?;
         queues.ensure_with_dead_letter(queue, settings).await?;
         let q = queues.queue(queue).await?;
         let catalog = SqliteCatalog::open(self.catalog_db())?;
         let lake = self.lake(lake_url)?;
-        Ok(Backends {
+        Ok(EmbeddedBackends {
             queues,
             queue: Arc::new(q),
             catalog: Arc::new(catalog),

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use arrow::array::{Array, Int64Array};
 use sluice_core::delta::log::{FileKind, Ledger};
-use sluice_core::home::{Backends, Home};
+use sluice_core::home::{EmbeddedBackends, Home};
 use sluice_core::pipeline::consumer::{Consumer, ConsumerOptions, ConsumerStats};
 use sluice_core::pipeline::producer::{Producer, ProducerOptions};
 use sluice_core::pipeline::setup::TableSettings;
@@ -14,7 +14,7 @@ use sluice_core::queue::Queue;
 use sluice_core::schema::partition::PartitionSpec;
 
 async fn produce(
-    b: &Backends,
+    b: &EmbeddedBackends,
     table: &str,
     spec: &str,
     files: &[&Path],
@@ -31,7 +31,7 @@ async fn produce(
 
 async fn consume(
     home: &Home,
-    b: &Backends,
+    b: &EmbeddedBackends,
     table: &str,
     tweak: impl FnOnce(&mut ConsumerOptions),
 ) -> ConsumerStats {
@@ -47,7 +47,7 @@ async fn consume(
 }
 
 /// A home under `dir` whose queue `t` takes messages of 16 KiB: many chunks from little data.
-async fn small_messages(dir: &Path) -> (Home, Backends) {
+async fn small_messages(dir: &Path) -> (Home, EmbeddedBackends) {
     let home = Home::new(dir.join("home"));
     let settings = sluice_core::queue::QueueSettings {
         max_message_bytes: 16 * 1024,
@@ -58,7 +58,7 @@ async fn small_messages(dir: &Path) -> (Home, Backends) {
 }
 
 /// (rows, sum of `col`) over the committed data files, read with the parquet crate.
-async fn committed(b: &Backends, table: &str, col: &str) -> (u64, i64, usize) {
+async fn committed(b: &EmbeddedBackends, table: &str, col: &str) -> (u64, i64, usize) {
     let ledger = Ledger::open(&b.lake, table, "test").await.unwrap();
     let (mut rows, mut sum, mut files) = (0u64, 0i64, 0usize);
     let root = b.lake.url.to_file_path().unwrap();
@@ -529,7 +529,7 @@ async fn poison_messages_are_dead_lettered_with_their_reason() {
 }
 
 /// Puts a fault-injecting store under the backends' lake.
-fn faulty_lake(b: &mut Backends) -> Arc<sluice_testkit::faults::FaultyStore> {
+fn faulty_lake(b: &mut EmbeddedBackends) -> Arc<sluice_testkit::faults::FaultyStore> {
     let faulty = Arc::new(sluice_testkit::faults::FaultyStore::new(
         b.lake.store.clone(),
     ));

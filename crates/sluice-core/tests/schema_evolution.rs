@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use arrow::array::{Array, AsArray};
 use sluice_core::delta::log::{CommitDraft, DataFile, DeltaField, DeltaSchema, FileKind, Ledger};
-use sluice_core::home::{Backends, Home};
+use sluice_core::home::{EmbeddedBackends, Home};
 use sluice_core::lake::Lake;
 use sluice_core::pipeline::consumer::{Consumer, ConsumerOptions, ConsumerStats};
 use sluice_core::pipeline::producer::{Producer, ProducerOptions};
@@ -107,7 +107,7 @@ async fn schema_changes_race_with_appends_and_each_other_without_losing_either()
     );
 }
 
-async fn produce(b: &Backends, file: &Path) -> sluice_core::Result<()> {
+async fn produce(b: &EmbeddedBackends, file: &Path) -> sluice_core::Result<()> {
     let opts = ProducerOptions::new(TableSettings::new(
         "t",
         PartitionSpec::parse("year(d)").unwrap(),
@@ -119,7 +119,7 @@ async fn produce(b: &Backends, file: &Path) -> sluice_core::Result<()> {
         .map(|_| ())
 }
 
-async fn consume(home: &Home, b: &Backends, log: &Path) -> ConsumerStats {
+async fn consume(home: &Home, b: &EmbeddedBackends, log: &Path) -> ConsumerStats {
     let spool = home.claim_spool(&sluice_core::writer_id()).unwrap();
     let mut o = ConsumerOptions::new("t", spool.path().to_path_buf());
     o.once = true;
@@ -133,7 +133,7 @@ async fn consume(home: &Home, b: &Backends, log: &Path) -> ConsumerStats {
 
 /// (id, colour) of every committed row, read from the Parquet files (NULL: files written
 /// before the column, or rows without it).
-async fn rows(b: &Backends) -> Vec<(i64, Option<String>)> {
+async fn rows(b: &EmbeddedBackends) -> Vec<(i64, Option<String>)> {
     let ledger = Ledger::open(&b.lake, "t", "test").await.unwrap();
     let root = b.lake.url.to_file_path().unwrap();
     let mut out = Vec::new();

@@ -188,6 +188,10 @@ impl sluice_core::queue::Queue for FaultyQueue {
     fn billing_unit_bytes(&self) -> Option<usize> {
         self.inner.billing_unit_bytes()
     }
+    fn on_local_disk(&self) -> bool {
+        self.inner.on_local_disk()
+    }
+
     fn prefers_text_chunks(&self) -> bool {
         self.inner.prefers_text_chunks()
     }

@@ -4,7 +4,9 @@
 use crate::chunk;
 use crate::chunk::ChunkHeader;
 use crate::decode::json::{add_json_docs, add_json_lines};
-use crate::decode::rows::{DecodedChunk, OnFrozen, QuarantineRow, RowTyper, add_csv_records};
+use crate::decode::rows::{
+    CsvRecords, DecodedChunk, OnFrozen, QuarantineRow, RowTyper, add_csv_records,
+};
 use crate::error::{Error, Result};
 use crate::source::csv::CsvFormat;
 use crate::table::TableLayout;
@@ -66,16 +68,15 @@ pub fn decode_message(layout: &TableLayout, body: &str, message_id: &str) -> Res
             fields: layout.source_columns.len(),
             unknown: Vec::new(),
         };
-        add_csv_records(
-            &mut typer,
-            body.as_bytes(),
-            &CsvFormat::default(),
-            1,
-            &map,
-            OnFrozen::Refuse,
-            &source,
-            &chunk_id,
-        )?;
+        let recs = CsvRecords {
+            raw: body.as_bytes(),
+            format: &CsvFormat::default(),
+            map: &map,
+            frozen: OnFrozen::Refuse,
+            source: &source,
+            chunk: &chunk_id,
+        };
+        add_csv_records(&mut typer, &recs, 1)?;
     }
     typer.finish(&chunk_id)
 }
@@ -110,16 +111,15 @@ pub fn decode_chunk(
         }
         crate::chunk::Payload::Csv => {
             let map = layout.map_header(&header.columns, &header.source)?;
-            add_csv_records(
-                &mut typer,
+            let recs = CsvRecords {
                 raw,
-                &header.format,
-                header.first_line,
-                &map,
-                OnFrozen::Refuse,
-                &header.source,
-                &header.chunk,
-            )?;
+                format: &header.format,
+                map: &map,
+                frozen: OnFrozen::Refuse,
+                source: &header.source,
+                chunk: &header.chunk,
+            };
+            add_csv_records(&mut typer, &recs, header.first_line)?;
         }
     }
     let mut d = typer.finish(&header.chunk)?;

@@ -524,42 +524,44 @@ fn truncate_raw(raw: &[u8]) -> String {
     String::from_utf8_lossy(r).into_owned()
 }
 
-/// Types CSV records (`raw`, as a [`crate::source::csv::RecordReader`] produces them) whose header
-/// maps to the table as `map` says; columns the table lacks are handled by its policy (see
-/// [`DecodedChunk::new_columns`] and [`OnFrozen`]).
+/// CSV records to type (`raw`, as a [`crate::source::csv::RecordReader`] produces them), and
+/// where they come from.
+#[derive(Debug, Clone, Copy)]
+pub struct CsvRecords<'a> {
+    pub raw: &'a [u8],
+    pub format: &'a CsvFormat,
+    /// How the records' header maps to the table's columns.
+    pub map: &'a HeaderMap,
+    /// What columns the table lacks do under the `freeze` policy.
+    pub frozen: OnFrozen,
+    /// The file, object or message, for the quarantine and errors.
+    pub source: &'a str,
+    pub chunk: &'a str,
+}
+
+/// Types CSV records whose first is on line `first_line`; columns the table lacks are handled
+/// by its policy (see [`DecodedChunk::new_columns`] and [`OnFrozen`]).
 ///
 /// The payload is checked for UTF-8 once; its fields are then used in place, without copies.
-#[allow(clippy::too_many_arguments)]
 pub fn add_csv_records(
     typer: &mut RowTyper<'_>,
-    raw: &[u8],
-    format: &CsvFormat,
+    recs: &CsvRecords<'_>,
     first_line: u64,
-    map: &HeaderMap,
-    frozen: OnFrozen,
-    source: &str,
-    chunk: &str,
 ) -> Result<()> {
-    let records = Records::new(raw, format).map(|r| {
+    let records = Records::new(recs.raw, recs.format).map(|r| {
         r.map(|(before, start, end)| (first_line + before, start, end))
             .map_err(|newlines| first_line + newlines)
     });
-    type_csv_records(typer, raw, format, records, map, frozen, source, chunk)
+    type_csv_records(typer, recs, records)
 }
 
 /// Types CSV records whose places the reader already found: `spans` are (line, length) of the
-/// records that follow each other in `raw` (see [`crate::source::csv::RecordReader::next_into`]), so
-/// they are not scanned for again.
-#[allow(clippy::too_many_arguments)]
+/// records that follow each other in `raw` (see
+/// [`crate::source::csv::RecordReader::next_into`]), so they are not scanned for again.
 pub fn add_csv_spans(
     typer: &mut RowTyper<'_>,
-    raw: &[u8],
+    recs: &CsvRecords<'_>,
     spans: &[(u64, usize)],
-    format: &CsvFormat,
-    map: &HeaderMap,
-    frozen: OnFrozen,
-    source: &str,
-    chunk: &str,
 ) -> Result<()> {
     let mut at = 0;
     let records = spans.iter().map(|(line, len)| {
@@ -567,22 +569,24 @@ pub fn add_csv_spans(
         at += len;
         Ok((*line, start, at))
     });
-    type_csv_records(typer, raw, format, records, map, frozen, source, chunk)
+    type_csv_records(typer, recs, records)
 }
 
 /// Types records given as `Ok((line, start, end))` in `raw`, or `Err(line)` where a quoted
 /// field never closes (the end of the records).
-#[allow(clippy::too_many_arguments)]
 fn type_csv_records(
     typer: &mut RowTyper<'_>,
-    raw: &[u8],
-    format: &CsvFormat,
+    recs: &CsvRecords<'_>,
     records: impl Iterator<Item = std::result::Result<(u64, usize, usize), u64>>,
-    map: &HeaderMap,
-    frozen: OnFrozen,
-    source: &str,
-    chunk: &str,
 ) -> Result<()> {
+    let CsvRecords {
+        raw,
+        format,
+        map,
+        frozen,
+        source,
+        chunk,
+    } = *recs;
     let layout = typer.layout();
     let frozen_reason = match layout.policy {
         _ if map.unknown.is_empty() => None,
@@ -771,6 +775,186 @@ enum Typed {
     Ts(Vec<i64>),
 }
 
+/// Where the fields of a block lie: in the chunk (`raw`, and `text` when the chunk is UTF-8),
+/// or, for a place with [`IN_DATA`] set, in the block's copies of unescaped fields.
+struct Places<'a> {
+    raw: &'a [u8],
+    text: Option<&'a str>,
+    data: &'a [u8],
+    data_text: Option<&'a str>,
+}
+
+impl<'a> Places<'a> {
+    fn new(raw: &'a [u8], text: Option<&'a str>, data: &'a [u8]) -> Self {
+        // Unescaped copies of UTF-8 text cut at ASCII quotes are UTF-8 too.
+        let data_text = text.and_then(|_| std::str::from_utf8(data).ok());
+        Places {
+            raw,
+            text,
+            data,
+            data_text,
+        }
+    }
+
+    #[inline]
+    fn bytes(&self, (s, e): (u32, u32)) -> &'a [u8] {
+        if s & IN_DATA != 0 {
+            &self.data[(s & !IN_DATA) as usize..e as usize]
+        } else {
+            &self.raw[s as usize..e as usize]
+        }
+    }
+
+    /// The field as text, when its chunk (or copy) is known to be UTF-8.
+    #[inline]
+    fn str(&self, (s, e): (u32, u32)) -> Option<&'a str> {
+        if s & IN_DATA != 0 {
+            self.data_text?.get((s & !IN_DATA) as usize..e as usize)
+        } else {
+            self.text?.get(s as usize..e as usize)
+        }
+    }
+}
+
+/// The first reason each row of a block is refused for, found column by column in table order
+/// (as the row-by-row rules read them).
+struct Refusals {
+    reasons: Vec<Option<String>>,
+    any: bool,
+}
+
+impl Refusals {
+    fn new(n: usize) -> Self {
+        Refusals {
+            reasons: vec![None; n],
+            any: false,
+        }
+    }
+
+    #[inline]
+    fn is_refused(&self, r: usize) -> bool {
+        self.reasons[r].is_some()
+    }
+
+    #[inline]
+    fn refuse(&mut self, r: usize, reason: String) {
+        self.reasons[r] = Some(reason);
+        self.any = true;
+    }
+}
+
+/// One source column of a block being typed: how to read row `r`'s field.
+struct ColumnFields<'p, 'a> {
+    name: &'p str,
+    places: &'p [(u32, u32)],
+    at: &'p Places<'a>,
+    format: &'p CsvFormat,
+}
+
+impl<'a> ColumnFields<'_, 'a> {
+    #[inline]
+    fn bytes(&self, r: usize) -> &'a [u8] {
+        self.at.bytes(self.places[r])
+    }
+
+    /// The text of row `r`'s field: `Ok(None)` for NULL, `Err` when not UTF-8.
+    #[inline]
+    fn text(&self, r: usize) -> Result<Option<&'a str>, String> {
+        let place = self.places[r];
+        let b = self.at.bytes(place);
+        if self.format.is_null(b) {
+            return Ok(None);
+        }
+        match self.at.str(place) {
+            Some(s) => Ok(Some(s)),
+            None => std::str::from_utf8(b).map(Some).map_err(|e| {
+                format!(
+                    "column {:?}: invalid UTF-8 at byte {}",
+                    self.name,
+                    e.valid_up_to()
+                )
+            }),
+        }
+    }
+
+    fn bad_value(&self, s: &str, what: &str) -> String {
+        format!(
+            "column {:?}: cannot parse {:?} as {what}",
+            self.name,
+            clip(s)
+        )
+    }
+
+    /// Types the field of each row not refused yet with `parse` (`Ok(false)`: NULL), refusing
+    /// the rows whose value does not parse with the reason; `ok[r]` says whether row `r` has a
+    /// value. `fast` may type a field from its bytes first (`true`: typed and present), which
+    /// must give what `parse` would: numbers and ISO dates are read there without taking the
+    /// field as text (no UTF-8 boundary checks).
+    #[inline]
+    fn type_values(
+        &self,
+        refusals: &mut Refusals,
+        ok: &mut [bool],
+        mut fast: impl FnMut(usize, &[u8]) -> bool,
+        mut parse: impl FnMut(usize, &str) -> Result<bool, &'static str>,
+    ) {
+        for (r, ok) in ok.iter_mut().enumerate() {
+            if refusals.is_refused(r) {
+                *ok = false;
+                continue;
+            }
+            let b = self.bytes(r);
+            if self.format.is_null(b) {
+                *ok = false;
+                continue;
+            }
+            if fast(r, b) {
+                *ok = true;
+                continue;
+            }
+            *ok = match self.text(r) {
+                Ok(None) => false,
+                Ok(Some(s)) => match parse(r, s) {
+                    Ok(present) => present,
+                    Err(what) => {
+                        refusals.refuse(r, self.bad_value(s, what));
+                        false
+                    }
+                },
+                Err(reason) => {
+                    refusals.refuse(r, reason);
+                    false
+                }
+            };
+        }
+    }
+}
+
+/// A block's columns as typed: each source column's values, and whether each row has one.
+struct TypedColumns {
+    typed: Vec<Typed>,
+    valid: Vec<Vec<bool>>,
+}
+
+impl TypedColumns {
+    /// Row `r`'s value of column `i`, as partitioning reads it.
+    #[inline]
+    fn val(&self, i: usize, r: usize) -> Val {
+        if matches!(self.typed[i], Typed::Absent) || !self.valid[i][r] {
+            return Val::Null;
+        }
+        match &self.typed[i] {
+            Typed::Absent => Val::Null,
+            Typed::Str => Val::Str,
+            Typed::Bool(v) => Val::Bool(v[r]),
+            Typed::I64(v) => Val::I64(v[r]),
+            Typed::F64(v) => Val::F64(v[r]),
+            Typed::Date(v) => Val::Date(v[r]),
+            Typed::Ts(v) => Val::Ts(v[r]),
+        }
+    }
+}
+
 impl RowTyper<'_> {
     /// Types the records of `block` a column at a time (`text`: the chunk, when it is UTF-8),
     /// takes the good rows and quarantines the others (in record order), and empties it.
@@ -783,152 +967,137 @@ impl RowTyper<'_> {
         source: &str,
         chunk: &str,
     ) {
-        let layout = self.layout;
         let n = block.recs.len();
-        // Unescaped copies of UTF-8 text cut at ASCII quotes are UTF-8 too.
-        let data_text = text.and_then(|_| std::str::from_utf8(&block.data).ok());
-        let (data, data_text) = (&block.data[..], data_text);
-        let bytes_at = |(s, e): (u32, u32)| -> &[u8] {
-            if s & IN_DATA != 0 {
-                &data[(s & !IN_DATA) as usize..e as usize]
-            } else {
-                &raw[s as usize..e as usize]
-            }
+        let mut refusals = Refusals::new(n);
+        {
+            let at = Places::new(raw, text, &block.data);
+            let columns = self.type_columns(&at, block, format, &mut refusals);
+            let part = self.partition_rows(&at, block, format, &columns, &mut refusals);
+            self.take_rows(&at, block, &columns, &refusals, &part);
+        }
+        self.rows_in += (n + block.refused.len()) as u64;
+        self.quarantine_block(raw, block, refusals, source, chunk);
+        block.clear();
+    }
+
+    /// Step 1: every source column of the block typed, refusing the rows whose field does not
+    /// parse.
+    fn type_columns(
+        &self,
+        at: &Places<'_>,
+        block: &Block,
+        format: &CsvFormat,
+        refusals: &mut Refusals,
+    ) -> TypedColumns {
+        let layout = self.layout;
+        let mut columns = TypedColumns {
+            typed: Vec::with_capacity(layout.source_columns.len()),
+            valid: Vec::with_capacity(layout.source_columns.len()),
         };
-        let str_at = |(s, e): (u32, u32)| -> Option<&str> {
-            if s & IN_DATA != 0 {
-                data_text?.get((s & !IN_DATA) as usize..e as usize)
-            } else {
-                text?.get(s as usize..e as usize)
-            }
-        };
-        // The first reason each row is refused for, found column by column in table order
-        // (as the row-by-row rules read them).
-        let mut bad: Vec<Option<String>> = vec![None; n];
-        let mut any_bad = false;
-        let mut valid: Vec<Vec<bool>> = Vec::with_capacity(layout.source_columns.len());
-        let mut typed: Vec<Typed> = Vec::with_capacity(layout.source_columns.len());
         for (i, col) in layout.source_columns.iter().enumerate() {
             let Some(places) = &block.fields[i] else {
-                typed.push(Typed::Absent);
-                valid.push(Vec::new());
+                columns.typed.push(Typed::Absent);
+                columns.valid.push(Vec::new());
                 continue;
             };
-            let mut ok = vec![true; n];
-            // The text of row `r`'s field: `Ok(None)` for NULL, `Err` when not UTF-8.
-            let field = |r: usize| -> Result<Option<&str>, String> {
-                let place = places[r];
-                let b = bytes_at(place);
-                if format.is_null(b) {
-                    return Ok(None);
-                }
-                match str_at(place) {
-                    Some(s) => Ok(Some(s)),
-                    None => std::str::from_utf8(b).map(Some).map_err(|e| {
-                        format!(
-                            "column {:?}: invalid UTF-8 at byte {}",
-                            col.name,
-                            e.valid_up_to()
-                        )
-                    }),
-                }
+            let fields = ColumnFields {
+                name: &col.name,
+                places,
+                at,
+                format,
             };
-            let bad_value = |s: &str, what: &str| {
-                format!(
-                    "column {:?}: cannot parse {:?} as {what}",
-                    col.name,
-                    clip(s)
-                )
-            };
-            let bytes = |r: usize| bytes_at(places[r]);
-            // Types the field of every row not refused yet with the parser given (and the
-            // byte parser, if one is given, first).
-            macro_rules! each {
-                ($parse:expr $(,)?) => {
-                    each!(|_, _| false, $parse)
-                };
-                ($fast:expr, $parse:expr $(,)?) => {
-                    type_values(
-                        n,
-                        &mut bad,
-                        &mut any_bad,
-                        &mut ok,
-                        &bytes,
-                        format,
-                        $fast,
-                        &field,
-                        &bad_value,
-                        $parse,
-                    )
-                };
-            }
-            // A number column: read from the field's bytes by `$fast`, else from its text by
-            // `$slow`.
-            macro_rules! number {
-                ($zero:expr, $fast:path, $slow:path, $what:literal, $typed:ident) => {{
-                    let mut v = vec![$zero; n];
-                    let cell = std::cell::Cell::from_mut(&mut v[..]).as_slice_of_cells();
-                    each!(|r, b| $fast(b).map(|x| cell[r].set(x)).is_some(), |r, s| {
+            let (t, ok) = self.type_column(i, col, &fields, refusals);
+            columns.typed.push(t);
+            columns.valid.push(ok);
+        }
+        columns
+    }
+
+    /// One column of a block, as its type says.
+    #[inline]
+    fn type_column(
+        &self,
+        i: usize,
+        col: &Column,
+        fields: &ColumnFields<'_, '_>,
+        refusals: &mut Refusals,
+    ) -> (Typed, Vec<bool>) {
+        let n = fields.places.len();
+        let mut ok = vec![true; n];
+        // A number column: read from the field's bytes by `$fast`, else from its text by
+        // `$slow`.
+        macro_rules! number {
+            ($zero:expr, $fast:path, $slow:path, $what:literal, $typed:ident) => {{
+                let mut v = vec![$zero; n];
+                let cell = std::cell::Cell::from_mut(&mut v[..]).as_slice_of_cells();
+                fields.type_values(
+                    refusals,
+                    &mut ok,
+                    |r, b| $fast(b).map(|x| cell[r].set(x)).is_some(),
+                    |r, s| {
                         cell[r].set($slow(trim(s)).ok_or($what)?);
                         Ok(true)
-                    },);
-                    Typed::$typed(v)
-                }};
-            }
-            let t = match col.ty {
-                ColumnType::String => {
-                    if text.is_none() {
-                        each!(|_, _| Ok(true),);
-                    } else {
-                        for r in 0..n {
-                            ok[r] = bad[r].is_none() && !format.is_null(bytes_at(places[r]));
-                        }
+                    },
+                );
+                Typed::$typed(v)
+            }};
+        }
+        let no_fast = |_: usize, _: &[u8]| false;
+        let t = match col.ty {
+            ColumnType::String => {
+                if fields.at.text.is_none() {
+                    fields.type_values(refusals, &mut ok, no_fast, |_, _| Ok(true));
+                } else {
+                    for (r, ok) in ok.iter_mut().enumerate() {
+                        *ok = !refusals.is_refused(r) && !fields.format.is_null(fields.bytes(r));
                     }
-                    Typed::Str
                 }
-                ColumnType::Int64 => number!(0i64, parse_i64_ascii, parse_i64, "int64", I64),
-                ColumnType::Float64 => {
-                    number!(0f64, parse_short_decimal, parse_f64, "float64", F64)
-                }
-                ColumnType::Boolean => {
-                    let mut v = vec![false; n];
-                    each!(|r, s| {
-                        v[r] = parse_bool(trim(s)).ok_or("boolean")?;
-                        Ok(true)
-                    },);
-                    Typed::Bool(v)
-                }
-                ColumnType::Date => {
-                    let mut v = vec![0i32; n];
-                    let cell = std::cell::Cell::from_mut(&mut v[..]).as_slice_of_cells();
-                    let lenient = self.date_source[i];
-                    let pattern = layout.date_format.as_deref();
-                    let iso = |r: usize, b: &[u8]| {
-                        crate::schema::iso_date_days(b)
-                            .map(|d| cell[r].set(d))
-                            .is_some()
-                    };
-                    each!(iso, |r, s| {
-                        match parse_temporal(s, pattern) {
-                            Some(Temporal::Date(d)) => {
-                                cell[r].set(date_to_days(d));
-                                Ok(true)
-                            }
-                            Some(_) => Err("date (it has a time)"),
-                            // An unparseable partition date: the default partition.
-                            None if lenient => Ok(false),
-                            None => Err("date"),
+                Typed::Str
+            }
+            ColumnType::Int64 => number!(0i64, parse_i64_ascii, parse_i64, "int64", I64),
+            ColumnType::Float64 => {
+                number!(0f64, parse_short_decimal, parse_f64, "float64", F64)
+            }
+            ColumnType::Boolean => {
+                let mut v = vec![false; n];
+                fields.type_values(refusals, &mut ok, no_fast, |r, s| {
+                    v[r] = parse_bool(trim(s)).ok_or("boolean")?;
+                    Ok(true)
+                });
+                Typed::Bool(v)
+            }
+            ColumnType::Date => {
+                let mut v = vec![0i32; n];
+                let cell = std::cell::Cell::from_mut(&mut v[..]).as_slice_of_cells();
+                let lenient = self.date_source[i];
+                let pattern = self.layout.date_format.as_deref();
+                let iso = |r: usize, b: &[u8]| {
+                    crate::schema::iso_date_days(b)
+                        .map(|d| cell[r].set(d))
+                        .is_some()
+                };
+                fields.type_values(refusals, &mut ok, iso, |r, s| {
+                    match parse_temporal(s, pattern) {
+                        Some(Temporal::Date(d)) => {
+                            cell[r].set(date_to_days(d));
+                            Ok(true)
                         }
-                    },);
-                    Typed::Date(v)
-                }
-                ColumnType::Timestamp | ColumnType::TimestampTz => {
-                    let mut v = vec![0i64; n];
-                    let lenient = self.date_source[i];
-                    let pattern = layout.date_format.as_deref();
-                    let zoned = col.ty == ColumnType::TimestampTz;
-                    let what = col.ty.name();
-                    each!(|r, s| match parse_temporal(s, pattern) {
+                        Some(_) => Err("date (it has a time)"),
+                        // An unparseable partition date: the default partition.
+                        None if lenient => Ok(false),
+                        None => Err("date"),
+                    }
+                });
+                Typed::Date(v)
+            }
+            ColumnType::Timestamp | ColumnType::TimestampTz => {
+                let mut v = vec![0i64; n];
+                let lenient = self.date_source[i];
+                let pattern = self.layout.date_format.as_deref();
+                let zoned = col.ty == ColumnType::TimestampTz;
+                let what = col.ty.name();
+                fields.type_values(refusals, &mut ok, no_fast, |r, s| {
+                    match parse_temporal(s, pattern) {
                         Some(t) => {
                             v[r] = match t {
                                 Temporal::Zoned(us) if !zoned => us,
@@ -938,54 +1107,61 @@ impl RowTyper<'_> {
                         }
                         None if lenient => Ok(false),
                         None => Err(what),
-                    },);
-                    Typed::Ts(v)
-                }
-            };
-            typed.push(t);
-            valid.push(ok);
-        }
+                    }
+                });
+                Typed::Ts(v)
+            }
+        };
+        (t, ok)
+    }
 
-        // Partitions of the rows typed so far.
+    /// Step 2: the partition of each row typed so far, refusing the rows that have none.
+    fn partition_rows(
+        &mut self,
+        at: &Places<'_>,
+        block: &Block,
+        format: &CsvFormat,
+        columns: &TypedColumns,
+        refusals: &mut Refusals,
+    ) -> Vec<u32> {
+        let n = block.recs.len();
         let mut part = vec![0u32; n];
-        for r in 0..n {
-            if bad[r].is_some() {
+        for (r, p) in part.iter_mut().enumerate() {
+            if refusals.is_refused(r) {
                 continue;
             }
-            let val = |i: usize| -> Val {
-                if matches!(typed[i], Typed::Absent) || !valid[i][r] {
-                    return Val::Null;
-                }
-                match &typed[i] {
-                    Typed::Absent => Val::Null,
-                    Typed::Str => Val::Str,
-                    Typed::Bool(v) => Val::Bool(v[r]),
-                    Typed::I64(v) => Val::I64(v[r]),
-                    Typed::F64(v) => Val::F64(v[r]),
-                    Typed::Date(v) => Val::Date(v[r]),
-                    Typed::Ts(v) => Val::Ts(v[r]),
-                }
-            };
             let text_of = |i: usize| -> Option<&str> {
                 let place = block.fields[i].as_ref()?[r];
-                let b = bytes_at(place);
+                let b = at.bytes(place);
                 if format.is_null(b) {
                     return None;
                 }
-                str_at(place).or_else(|| std::str::from_utf8(b).ok())
+                at.str(place).or_else(|| std::str::from_utf8(b).ok())
             };
-            match self.partitions.part_of(layout, val, text_of) {
-                Ok(p) => part[r] = p,
-                Err(reason) => {
-                    bad[r] = Some(reason);
-                    any_bad = true;
-                }
+            match self
+                .partitions
+                .part_of(self.layout, |i| columns.val(i, r), text_of)
+            {
+                Ok(x) => *p = x,
+                Err(reason) => refusals.refuse(r, reason),
             }
         }
+        part
+    }
 
-        // Take the good rows, straight into their partitions' columns.
+    /// Step 3: the good rows, straight into their partitions' columns.
+    fn take_rows(
+        &mut self,
+        at: &Places<'_>,
+        block: &Block,
+        columns: &TypedColumns,
+        refusals: &Refusals,
+        part: &[u32],
+    ) {
+        let layout = self.layout;
+        let n = block.recs.len();
         let mut by_part: Vec<Vec<u32>> = Vec::new();
-        for r in (0..n).filter(|r| bad[*r].is_none()) {
+        for r in (0..n).filter(|r| !refusals.is_refused(*r)) {
             let p = part[r] as usize;
             if by_part.len() <= p {
                 by_part.resize_with(p + 1, Vec::new);
@@ -1001,11 +1177,11 @@ impl RowTyper<'_> {
             // Every row of the block: columns are appended whole.
             let whole = rows.len() == n;
             let cols = &mut self.cols[p];
-            for (i, t) in typed.iter().enumerate() {
+            for (i, t) in columns.typed.iter().enumerate() {
                 let Some(fi) = layout.file_index[i] else {
                     continue;
                 };
-                let ok = &valid[i];
+                let ok = &columns.valid[i];
                 macro_rules! take_values {
                     ($b:expr, $v:expr) => {
                         if whole {
@@ -1040,10 +1216,10 @@ impl RowTyper<'_> {
                                 continue;
                             }
                             let place = places[r];
-                            match str_at(place) {
+                            match at.str(place) {
                                 Some(s) => b.append_value(s),
                                 // Checked above: the row would be refused otherwise.
-                                None => b.append_option(std::str::from_utf8(bytes_at(place)).ok()),
+                                None => b.append_option(std::str::from_utf8(at.bytes(place)).ok()),
                             }
                         }
                     }
@@ -1051,15 +1227,23 @@ impl RowTyper<'_> {
                 }
             }
         }
+    }
 
-        // Quarantine, in record order: rows refused when split, then when typed.
-        self.rows_in += (n + block.refused.len()) as u64;
+    /// Step 4: the quarantine, in record order: rows refused when split, then when typed.
+    fn quarantine_block(
+        &mut self,
+        raw: &[u8],
+        block: &mut Block,
+        refusals: Refusals,
+        source: &str,
+        chunk: &str,
+    ) {
         let mut refused = std::mem::take(&mut block.refused);
-        if any_bad {
+        if refusals.any {
             // A typed record's ordinal: its index plus the refused records before it.
             let mut before = 0;
             let mut k = 0;
-            for (r, reason) in bad.into_iter().enumerate() {
+            for (r, reason) in refusals.reasons.into_iter().enumerate() {
                 while k < refused.len() && refused[k].0 <= r + before {
                     before += 1;
                     k += 1;
@@ -1081,58 +1265,6 @@ impl RowTyper<'_> {
             refused.sort_by_key(|(ordinal, _)| *ordinal);
         }
         self.quarantine.extend(refused.into_iter().map(|(_, q)| q));
-        block.clear();
-    }
-}
-
-/// Types the field of each row not refused yet with `parse` (`Ok(false)`: NULL), refusing
-/// the rows whose value does not parse with the reason. `fast` may type a field from its
-/// bytes first (`true`: typed and present), which must give what `parse` would: numbers and
-/// ISO dates are read there without taking the field as text (no UTF-8 boundary checks).
-#[inline]
-#[allow(clippy::too_many_arguments)]
-fn type_values<'t, 'b>(
-    n: usize,
-    bad: &mut [Option<String>],
-    any_bad: &mut bool,
-    ok: &mut [bool],
-    bytes: &impl Fn(usize) -> &'b [u8],
-    format: &CsvFormat,
-    mut fast: impl FnMut(usize, &[u8]) -> bool,
-    field: &impl Fn(usize) -> Result<Option<&'t str>, String>,
-    bad_value: &impl Fn(&str, &str) -> String,
-    mut parse: impl FnMut(usize, &str) -> Result<bool, &'static str>,
-) {
-    for r in 0..n {
-        if bad[r].is_some() {
-            ok[r] = false;
-            continue;
-        }
-        let b = bytes(r);
-        if format.is_null(b) {
-            ok[r] = false;
-            continue;
-        }
-        if fast(r, b) {
-            ok[r] = true;
-            continue;
-        }
-        match field(r) {
-            Ok(None) => ok[r] = false,
-            Ok(Some(s)) => match parse(r, s) {
-                Ok(present) => ok[r] = present,
-                Err(what) => {
-                    bad[r] = Some(bad_value(s, what));
-                    *any_bad = true;
-                    ok[r] = false;
-                }
-            },
-            Err(reason) => {
-                bad[r] = Some(reason);
-                *any_bad = true;
-                ok[r] = false;
-            }
-        }
     }
 }
 
@@ -1327,8 +1459,15 @@ mod tests {
                 raw.extend_from_slice(b"\"never closed,1\n");
             }
             let mut columns = RowTyper::new(&layout, 0);
-            add_csv_records(&mut columns, &raw, &format, 2, &map, OnFrozen::Quarantine, "s", "c")
-                .unwrap();
+            let recs = CsvRecords {
+                raw: &raw,
+                format: &format,
+                map: &map,
+                frozen: OnFrozen::Quarantine,
+                source: "s",
+                chunk: "c",
+            };
+            add_csv_records(&mut columns, &recs, 2).unwrap();
             let got = columns.finish("c").unwrap();
             let mut rows = RowTyper::new(&layout, 0);
             one_row_at_a_time(&mut rows, &raw, &format, &map);

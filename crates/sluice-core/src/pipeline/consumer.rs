@@ -733,18 +733,21 @@ impl Consumer {
             .filter(|(_, d)| !**d)
             .map(|(fp, _)| crate::pipeline::convert::marker(fp))
             .collect();
-        let mut pieces = crate::pipeline::convert::Pieces::start(
+        let reading = crate::pipeline::convert::Reading {
             sources,
-            fps,
+            fingerprints: fps,
             finished,
+            format: crate::source::csv::CsvFormat::default(),
+            spool: self.opts.write.spool_dir.clone(),
+            bytes_read: Arc::default(),
+        };
+        let mut pieces = crate::pipeline::convert::Pieces::start(
+            reading,
             self.writer.layout().clone(),
             self.evolver.clone(),
-            crate::source::csv::CsvFormat::default(),
-            self.opts.write.spool_dir.clone(),
             std::thread::available_parallelism()
                 .map(|n| n.get())
                 .unwrap_or(2),
-            Arc::default(),
         );
         let result = self.land_pieces(&m, &mut pieces).await;
         let finished = pieces.finish().await;

@@ -29,6 +29,20 @@ use crate::source::csv::read_header;
 use crate::source::{Format, Source};
 use crate::table::TableLayout;
 
+/// Bytes of messages a producer lets wait in a queue on this machine's disk while the consumer
+/// in the same process catches up: it pauses above them.
+pub const LOCAL_BACKLOG_BYTES: usize = 128 << 20;
+
+/// The backlog (in messages) a producer should keep to when its consumer runs in the same
+/// process (`sluice run`): about [`LOCAL_BACKLOG_BYTES`] on a queue that keeps its messages on
+/// this machine's disk, so that neither the input nor its backlog piles up there; `None`
+/// (send as fast as it reads) on any other queue.
+pub fn backlog_beside_consumer(queue: &dyn Queue) -> Option<u64> {
+    queue
+        .on_local_disk()
+        .then(|| (LOCAL_BACKLOG_BYTES / queue.max_message_bytes().max(1)).clamp(4, 1024) as u64)
+}
+
 /// Producer settings: the table, and how chunks are sent.
 #[derive(Debug, Clone)]
 pub struct ProducerOptions {

@@ -138,6 +138,10 @@ impl Queue for ClaimCheckQueue {
     }
 
     /// Stored bodies are objects in the lake, which may be billed by size: compressed.
+    fn on_local_disk(&self) -> bool {
+        self.inner.on_local_disk()
+    }
+
     fn prefers_text_chunks(&self) -> bool {
         self.store_bytes.is_none() && self.inner.prefers_text_chunks()
     }

@@ -38,6 +38,10 @@ impl Queue for MeteredQueue {
         self.inner.billing_unit_bytes()
     }
 
+    fn on_local_disk(&self) -> bool {
+        self.inner.on_local_disk()
+    }
+
     fn prefers_text_chunks(&self) -> bool {
         self.inner.prefers_text_chunks()
     }

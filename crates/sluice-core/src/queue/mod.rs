@@ -171,6 +171,14 @@ pub trait Queue: Send + Sync + std::fmt::Debug {
         false
     }
 
+    /// Whether the queue keeps its messages on this machine's disk (the embedded queue): a
+    /// producer feeding a consumer in the same process then holds back
+    /// ([`crate::pipeline::producer::backlog_beside_consumer`]) instead of putting its input on
+    /// the disk ahead of the consumer. No by default.
+    fn on_local_disk(&self) -> bool {
+        false
+    }
+
     /// Largest total of the bodies of one `send_batch` call.
     fn max_batch_bytes(&self) -> usize {
         self.max_message_bytes()

@@ -692,6 +692,10 @@ impl Queue for SqliteQueue {
         true
     }
 
+    fn on_local_disk(&self) -> bool {
+        true
+    }
+
     fn visibility_timeout(&self) -> Duration {
         self.settings.visibility_timeout
     }

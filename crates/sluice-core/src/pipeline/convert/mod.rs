@@ -31,7 +31,9 @@ use tokio::sync::mpsc;
 use tracing::{info, warn};
 
 use crate::catalog::Catalog;
-use crate::decode::rows::{DecodedChunk, OnFrozen, RowTyper, add_csv_records, add_csv_spans};
+use crate::decode::rows::{
+    CsvRecords, DecodedChunk, OnFrozen, RowTyper, add_csv_records, add_csv_spans,
+};
 use crate::delta::log::{Checkpointer, ChunkPart};
 use crate::error::{Error, Result};
 use crate::lake::Lake;
@@ -44,7 +46,7 @@ use crate::table::TableLayout;
 
 mod pieces;
 
-pub(crate) use pieces::{Item, Pieces};
+pub(crate) use pieces::{Item, Pieces, Reading};
 
 /// Partition key of the "source done" records in the Delta log.
 pub const SOURCE_PART: &str = "__source__";
@@ -187,17 +189,15 @@ pub async fn convert(
         table: def.name.clone(),
         writer_id: opts.writer_id.clone(),
     });
-    let mut pieces = Pieces::start(
-        sources.clone(),
-        fingerprints.clone(),
-        Finished::of(&writer, &fingerprints),
-        layout.clone(),
-        evolver,
-        opts.table.format.clone(),
-        opts.write.spool_dir.clone(),
-        opts.pieces_in_flight(),
-        bytes_read.clone(),
-    );
+    let reading = Reading {
+        sources: sources.clone(),
+        fingerprints: fingerprints.clone(),
+        finished: Finished::of(&writer, &fingerprints),
+        format: opts.table.format.clone(),
+        spool: opts.write.spool_dir.clone(),
+        bytes_read: bytes_read.clone(),
+    };
+    let mut pieces = Pieces::start(reading, layout.clone(), evolver, opts.pieces_in_flight());
     let mut state: Vec<SourceState> = sources.iter().map(|_| SourceState::default()).collect();
     let mut stats = ConvertStats {
         sources: sources.len() as u64,

@@ -104,6 +104,19 @@ pub(crate) enum Item {
     Evolved(Arc<TableLayout>),
 }
 
+/// What [`Pieces`] reads: sources in order, with their fingerprints, what of them is finished
+/// already, and how to read them.
+pub(crate) struct Reading {
+    pub sources: Vec<Source>,
+    pub fingerprints: Vec<String>,
+    pub finished: Finished,
+    pub format: CsvFormat,
+    /// Where objects that are read whole (Parquet) are copied first.
+    pub spool: PathBuf,
+    /// Counts the bytes read, for progress.
+    pub bytes_read: Arc<AtomicU64>,
+}
+
 /// Sources read in order on one blocking thread, cut into pieces typed on the blocking pool
 /// (`parallelism` at once), given back in order. Memory is bounded by the pieces in flight.
 pub(crate) struct Pieces {
@@ -122,41 +135,24 @@ pub(crate) struct Pieces {
 impl Pieces {
     /// Starts reading. Sources and pieces in `finished` are not typed ([`Item::Skipped`],
     /// [`Item::PieceDone`]).
-    #[allow(clippy::too_many_arguments)]
     pub(crate) fn start(
-        sources: Vec<Source>,
-        fingerprints: Vec<String>,
-        finished: Finished,
+        reading: Reading,
         layout: Arc<TableLayout>,
         evolver: Arc<crate::delta::evolve::Evolver>,
-        format: CsvFormat,
-        spool: PathBuf,
         parallelism: usize,
-        bytes_read: Arc<AtomicU64>,
     ) -> Self {
         let parallelism = parallelism.max(1);
         // The reader keeps one piece ready (and fills the next): a piece queued per typing
         // thread cost 8 MiB more at the peak (TPC-H SF1: 291–295 MB against 281–288 MB, three
         // runs each) and no measurable time.
         let (tx, rx) = mpsc::channel::<Event>(1);
-        let names = sources.iter().map(|s| s.name.clone()).collect();
+        let names = reading.sources.iter().map(|s| s.name.clone()).collect();
         let buffers = Buffers::default();
         let reader = {
             let (layout, reader_buffers) = (layout.clone(), buffers.clone());
             let rt = tokio::runtime::Handle::current();
             tokio::task::spawn_blocking(move || {
-                read_sources(
-                    &rt,
-                    &sources,
-                    &fingerprints,
-                    &finished,
-                    &layout,
-                    &format,
-                    &spool,
-                    &bytes_read,
-                    &reader_buffers,
-                    &tx,
-                )
+                read_sources(&rt, &reading, &layout, &reader_buffers, &tx)
             })
         };
         Pieces {
@@ -284,19 +280,21 @@ impl Pieces {
 
 /// Reads every source in order and sends its pieces. Returns an error only when the receiver
 /// is gone; a source that fails is reported as [`Event::Failed`].
-#[allow(clippy::too_many_arguments)]
 fn read_sources(
     rt: &tokio::runtime::Handle,
-    sources: &[Source],
-    fps: &[String],
-    finished: &Finished,
+    reading: &Reading,
     layout: &TableLayout,
-    format: &CsvFormat,
-    spool: &std::path::Path,
-    bytes_read: &Arc<AtomicU64>,
     buffers: &Buffers,
     tx: &mpsc::Sender<Event>,
 ) -> Result<()> {
+    let Reading {
+        sources,
+        fingerprints: fps,
+        finished,
+        spool,
+        bytes_read,
+        ..
+    } = reading;
     let send = |e: Event| {
         tx.blocking_send(e)
             .map_err(|_| Error::Stopped("convert's reader: typing stopped".into()))
@@ -321,16 +319,7 @@ fn read_sources(
             })
         };
         let r = match src.format {
-            Format::Csv => read_csv(
-                rt,
-                src,
-                &fps[i],
-                layout,
-                format,
-                bytes_read,
-                buffers,
-                &mut pieces,
-            ),
+            Format::Csv => read_csv(rt, src, &fps[i], layout, reading, buffers, &mut pieces),
             Format::JsonLines => src
                 .open(rt, bytes_read.clone())
                 .and_then(|input| read_json(input, src, &fps[i], None, buffers, &mut pieces)),
@@ -365,17 +354,16 @@ fn chunk_id(fp: &str, index: u64, raw: &[u8]) -> String {
     format!("{fp}-{index}-{:016x}", xxhash_rust::xxh3::xxh3_64(raw))
 }
 
-#[allow(clippy::too_many_arguments)]
 fn read_csv(
     rt: &tokio::runtime::Handle,
     src: &Source,
     fp: &str,
     layout: &TableLayout,
-    format: &CsvFormat,
-    bytes_read: &Arc<AtomicU64>,
+    reading: &Reading,
     buffers: &Buffers,
     send: &mut dyn FnMut(String, Piece) -> Result<()>,
 ) -> Result<()> {
+    let (format, bytes_read) = (&reading.format, &reading.bytes_read);
     let input = src.open(rt, bytes_read.clone())?;
     let (mut reader, header) = read_header(input, &src.name, format)?;
     // Refused here (a name twice, no partition column); what the table lacks is the policy's.
@@ -486,29 +474,19 @@ fn type_piece(
         } => {
             let map = layout.map_header(header, source)?;
             let mut typer = RowTyper::new(layout, records.len());
+            let recs = CsvRecords {
+                raw,
+                format,
+                map: &map,
+                frozen: OnFrozen::Quarantine,
+                source,
+                chunk,
+            };
             if records.spans.is_empty() {
                 // One record a line: no quote character in the piece.
-                add_csv_records(
-                    &mut typer,
-                    raw,
-                    format,
-                    records.first_line,
-                    &map,
-                    OnFrozen::Quarantine,
-                    source,
-                    chunk,
-                )?;
+                add_csv_records(&mut typer, &recs, records.first_line)?;
             } else {
-                add_csv_spans(
-                    &mut typer,
-                    raw,
-                    &records.spans,
-                    format,
-                    &map,
-                    OnFrozen::Quarantine,
-                    source,
-                    chunk,
-                )?;
+                add_csv_spans(&mut typer, &recs, &records.spans)?;
             }
             typer.finish(chunk)
         }
