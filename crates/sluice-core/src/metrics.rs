@@ -22,7 +22,7 @@ pub fn count(tally: &mut u64, metric: &'static str, n: u64) {
 }
 
 /// [`count`] for a counter with one label.
-pub fn count_labelled(
+pub(crate) fn count_labelled(
     tally: &mut u64,
     metric: &'static str,
     label: (&'static str, &'static str),
@@ -83,14 +83,14 @@ pub(crate) enum C {
 
 // Metric names. Counters end in `_total`, sizes are bytes, times seconds.
 pub const QUEUE_REQUESTS: &str = "sluice_queue_requests_total";
-pub const QUEUE_EMPTY_RECEIVES: &str = "sluice_queue_empty_receives_total";
-pub const QUEUE_MESSAGES: &str = "sluice_queue_messages_total";
-pub const QUEUE_PAYLOAD_BYTES: &str = "sluice_queue_payload_bytes_total";
+pub(crate) const QUEUE_EMPTY_RECEIVES: &str = "sluice_queue_empty_receives_total";
+pub(crate) const QUEUE_MESSAGES: &str = "sluice_queue_messages_total";
+pub(crate) const QUEUE_PAYLOAD_BYTES: &str = "sluice_queue_payload_bytes_total";
 pub const QUEUE_BILLED_UNITS: &str = "sluice_queue_billed_units_total";
 pub const STORE_REQUESTS: &str = "sluice_store_requests_total";
-pub const STORE_BYTES_PUT: &str = "sluice_store_bytes_put_total";
+pub(crate) const STORE_BYTES_PUT: &str = "sluice_store_bytes_put_total";
 pub const ROWS_PRODUCED: &str = "sluice_rows_produced_total";
-pub const CHUNKS_SENT: &str = "sluice_chunks_sent_total";
+pub(crate) const CHUNKS_SENT: &str = "sluice_chunks_sent_total";
 pub const MESSAGES_CONSUMED: &str = "sluice_messages_consumed_total";
 pub const MESSAGES_DELETED: &str = "sluice_messages_deleted_total";
 pub const MESSAGES_FAILED: &str = "sluice_messages_failed_total";

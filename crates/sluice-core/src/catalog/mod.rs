@@ -16,9 +16,9 @@ pub use sqlite::SqliteCatalog;
 /// Table parameter holding the `--partition-by` spec.
 pub const PARAM_PARTITION_BY: &str = "sluice.partition_by";
 /// Table parameter holding the schema fingerprint of the source columns.
-pub const PARAM_FINGERPRINT: &str = "sluice.schema_fingerprint";
+pub(crate) const PARAM_FINGERPRINT: &str = "sluice.schema_fingerprint";
 /// Table parameter holding the strftime pattern for dates, if any.
-pub const PARAM_DATE_FORMAT: &str = "sluice.date_format";
+pub(crate) const PARAM_DATE_FORMAT: &str = "sluice.date_format";
 /// A table, as Glue models it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TableDef {

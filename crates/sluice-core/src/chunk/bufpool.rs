@@ -13,11 +13,11 @@
 use std::sync::Mutex;
 
 /// Smallest buffer kept: malloc's mmap threshold.
-pub const MIN_BYTES: usize = 256 * 1024;
+pub(crate) const MIN_BYTES: usize = 256 * 1024;
 /// Largest buffer kept.
-pub const MAX_BYTES: usize = 16 << 20;
+pub(crate) const MAX_BYTES: usize = 16 << 20;
 /// Most bytes kept, all buffers together.
-pub const KEPT_BYTES: usize = 16 << 20;
+pub(crate) const KEPT_BYTES: usize = 16 << 20;
 
 static POOL: Mutex<Vec<Vec<u8>>> = Mutex::new(Vec::new());
 
@@ -38,7 +38,7 @@ pub fn take(capacity: usize) -> Vec<u8> {
 }
 
 /// An empty string of at least `capacity` bytes (see [`take`]).
-pub fn take_string(capacity: usize) -> String {
+pub(crate) fn take_string(capacity: usize) -> String {
     String::from_utf8(take(capacity)).expect("an empty buffer is valid UTF-8")
 }
 
@@ -58,7 +58,7 @@ pub fn give(mut buf: Vec<u8>) {
 }
 
 /// Hands a string's buffer back (see [`give`]).
-pub fn give_string(s: String) {
+pub(crate) fn give_string(s: String) {
     give(s.into_bytes());
 }
 

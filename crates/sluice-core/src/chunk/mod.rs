@@ -23,7 +23,7 @@ use crate::error::{Error, Result};
 use crate::source::csv::CsvFormat;
 
 /// First bytes of every sluice chunk message.
-pub const MAGIC: &str = "sluice.chunk.v1 ";
+pub(crate) const MAGIC: &str = "sluice.chunk.v1 ";
 
 /// A row the producer could not put in a chunk (e.g. larger than a message).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -101,7 +101,7 @@ pub fn compress(raw: &[u8], codec: Codec, level: i32) -> Vec<u8> {
 
 /// Compresses payload after payload with one zstd context (a producer's chunks are
 /// megabytes; a fresh context for each costs page faults, as does a fresh output buffer).
-pub struct Compressor {
+pub(crate) struct Compressor {
     codec: Codec,
     zstd: Option<zstd::bulk::Compressor<'static>>,
 }
@@ -161,17 +161,17 @@ pub fn encode_text(header: &ChunkHeader, records: &str) -> String {
 }
 
 /// Size of a message built by [`encode`] for a header JSON of `header_len` bytes.
-pub fn encoded_len(header_len: usize, compressed_len: usize) -> usize {
+pub(crate) fn encoded_len(header_len: usize, compressed_len: usize) -> usize {
     MAGIC.len() + header_len + 1 + compressed_len.div_ceil(3) * 4
 }
 
 /// Size of a message built by [`encode_text`] for a header JSON of `header_len` bytes.
-pub fn encoded_text_len(header_len: usize, records_len: usize) -> usize {
+pub(crate) fn encoded_text_len(header_len: usize, records_len: usize) -> usize {
     MAGIC.len() + header_len + 1 + records_len
 }
 
 /// Whether a body is a sluice chunk.
-pub fn is_chunk(body: &str) -> bool {
+pub(crate) fn is_chunk(body: &str) -> bool {
     body.starts_with(MAGIC)
 }
 
@@ -189,7 +189,7 @@ pub fn decode(body: &str) -> Result<(ChunkHeader, Vec<u8>)> {
 /// Decodes a chunk message into its header and its raw records: a slice of `body` for
 /// [`Codec::Text`], else decoded into `raw`, using `scratch` for the compressed payload
 /// (callers that decode message after message keep both buffers).
-pub fn decode_into<'a>(
+pub(crate) fn decode_into<'a>(
     body: &'a str,
     scratch: &mut Vec<u8>,
     raw: &'a mut Vec<u8>,

@@ -42,7 +42,11 @@ fn decode_chunk_message(
 }
 
 /// Decodes one message body for `layout`'s table.
-pub fn decode_message(layout: &TableLayout, body: &str, message_id: &str) -> Result<DecodedChunk> {
+pub(crate) fn decode_message(
+    layout: &TableLayout,
+    body: &str,
+    message_id: &str,
+) -> Result<DecodedChunk> {
     if chunk::is_chunk(body) {
         return BUFFERS.with_borrow_mut(|(scratch, raw)| {
             let decoded = decode_chunk_message(layout, body, scratch, raw);
@@ -82,7 +86,7 @@ pub fn decode_message(layout: &TableLayout, body: &str, message_id: &str) -> Res
 }
 
 /// Decodes the records of a sluice chunk.
-pub fn decode_chunk(
+pub(crate) fn decode_chunk(
     layout: &TableLayout,
     header: &ChunkHeader,
     raw: &[u8],

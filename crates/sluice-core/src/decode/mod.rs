@@ -5,5 +5,3 @@
 pub mod json;
 pub mod message;
 pub mod rows;
-
-pub use message::{decode_chunk, decode_message};

@@ -29,11 +29,11 @@ use crate::table::{HeaderMap, TableLayout};
 const NEW_COLUMN_SAMPLE: usize = 10_000;
 
 /// Longest raw text kept for a quarantined row.
-pub const MAX_QUARANTINE_RAW: usize = 64 * 1024;
+pub(crate) const MAX_QUARANTINE_RAW: usize = 64 * 1024;
 
 /// A row that could not be taken.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct QuarantineRow {
+pub(crate) struct QuarantineRow {
     pub source: String,
     pub line: u64,
     pub raw: String,
@@ -43,7 +43,7 @@ pub struct QuarantineRow {
 
 /// The rows of one chunk (or foreign message), typed and split by partition.
 #[derive(Debug)]
-pub struct DecodedChunk {
+pub(crate) struct DecodedChunk {
     pub chunk: String,
     /// (partition directory, rows), in order of first appearance.
     pub parts: Vec<(String, RecordBatch)>,
@@ -62,7 +62,7 @@ pub struct DecodedChunk {
 
 /// What a source whose columns the table lacks does under the `freeze` policy.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum OnFrozen {
+pub(crate) enum OnFrozen {
     /// Each row goes to the quarantine with the reason (`convert`: no queue to leave it in).
     Quarantine,
     /// The whole source is refused (a queue message: dead-lettered with the reason).
@@ -121,7 +121,7 @@ fn naive_micros(t: Temporal) -> i64 {
 }
 
 /// Builds typed batches from rows of one table.
-pub struct RowTyper<'l> {
+pub(crate) struct RowTyper<'l> {
     layout: &'l TableLayout,
     /// Per partition (by index in `partitions`): its columns, built as rows are taken.
     cols: Vec<Vec<Col>>,
@@ -527,7 +527,7 @@ fn truncate_raw(raw: &[u8]) -> String {
 /// CSV records to type (`raw`, as a [`crate::source::csv::RecordReader`] produces them), and
 /// where they come from.
 #[derive(Debug, Clone, Copy)]
-pub struct CsvRecords<'a> {
+pub(crate) struct CsvRecords<'a> {
     pub raw: &'a [u8],
     pub format: &'a CsvFormat,
     /// How the records' header maps to the table's columns.
@@ -543,7 +543,7 @@ pub struct CsvRecords<'a> {
 /// by its policy (see [`DecodedChunk::new_columns`] and [`OnFrozen`]).
 ///
 /// The payload is checked for UTF-8 once; its fields are then used in place, without copies.
-pub fn add_csv_records(
+pub(crate) fn add_csv_records(
     typer: &mut RowTyper<'_>,
     recs: &CsvRecords<'_>,
     first_line: u64,
@@ -558,7 +558,7 @@ pub fn add_csv_records(
 /// Types CSV records whose places the reader already found: `spans` are (line, length) of the
 /// records that follow each other in `raw` (see
 /// [`crate::source::csv::RecordReader::next_into`]), so they are not scanned for again.
-pub fn add_csv_spans(
+pub(crate) fn add_csv_spans(
     typer: &mut RowTyper<'_>,
     recs: &CsvRecords<'_>,
     spans: &[(u64, usize)],

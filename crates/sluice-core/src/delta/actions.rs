@@ -68,7 +68,7 @@ impl Protocol {
 }
 
 /// Writer features implied by a legacy writer version.
-pub fn legacy_writer_features(min_writer_version: u32) -> &'static [&'static str] {
+pub(crate) fn legacy_writer_features(min_writer_version: u32) -> &'static [&'static str] {
     const ALL: &[&str] = &[
         "appendOnly",
         "invariants",
@@ -89,7 +89,7 @@ pub fn legacy_writer_features(min_writer_version: u32) -> &'static [&'static str
 }
 
 /// Reader features implied by a legacy reader version.
-pub fn legacy_reader_features(min_reader_version: u32) -> &'static [&'static str] {
+pub(crate) fn legacy_reader_features(min_reader_version: u32) -> &'static [&'static str] {
     match min_reader_version {
         0 | 1 => &[],
         _ => &["columnMapping"],
@@ -97,7 +97,7 @@ pub fn legacy_reader_features(min_reader_version: u32) -> &'static [&'static str
 }
 
 /// The table's writer features: listed (writer 7), or implied by its legacy version.
-pub fn writer_features(p: &Protocol) -> Vec<String> {
+pub(crate) fn writer_features(p: &Protocol) -> Vec<String> {
     if p.min_writer_version >= 7 {
         p.writer_features.clone().unwrap_or_default()
     } else {
@@ -207,7 +207,7 @@ impl StructField {
 }
 
 /// A file's deletion vector descriptor (kept whole: sluice never reads the rows it names).
-pub type DeletionVector = Value;
+pub(crate) type DeletionVector = Value;
 
 /// An `add` action: a data file becomes part of the table.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

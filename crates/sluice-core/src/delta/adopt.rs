@@ -70,7 +70,7 @@ pub async fn adopt(
 }
 
 /// The partitioning a table's log gives it.
-pub fn spec_of_log(ledger: &Ledger) -> Result<PartitionSpec> {
+pub(crate) fn spec_of_log(ledger: &Ledger) -> Result<PartitionSpec> {
     let state = ledger.state();
     let meta = state.metadata.as_ref().ok_or_else(|| Error::CorruptLog {
         path: ledger.url(),
@@ -149,7 +149,7 @@ fn exact_type(ledger: &Ledger, name: &str, ty: &str) -> Result<crate::schema::Co
 /// Checks a catalog entry against the table's log before writing: the same partition columns,
 /// and every column the entry writes in the log with the same type. Columns the log has beyond
 /// the entry's (added by another writer) are fine: sluice's files lack them, readers see NULL.
-pub fn check_def(def: &TableDef, ledger: &Ledger) -> Result<()> {
+pub(crate) fn check_def(def: &TableDef, ledger: &Ledger) -> Result<()> {
     let state = ledger.state();
     if !state.exists {
         return Ok(());

@@ -31,7 +31,7 @@ pub struct Constraint {
 
 /// The table's CHECK constraints (`delta.constraints.<name>`), the invariants of its top-level
 /// columns (`delta.invariants` in a field's metadata) and its NOT NULL columns, in name order.
-pub fn of_metadata(m: &Metadata) -> Result<Vec<Constraint>> {
+pub(crate) fn of_metadata(m: &Metadata) -> Result<Vec<Constraint>> {
     let mut out: Vec<Constraint> = m
         .configuration
         .iter()
@@ -90,7 +90,7 @@ pub fn of_metadata(m: &Metadata) -> Result<Vec<Constraint>> {
 }
 
 /// The table's generated columns: (column, its `delta.generationExpression`).
-pub fn generated_of_metadata(m: &Metadata) -> Result<Vec<(String, String)>> {
+pub(crate) fn generated_of_metadata(m: &Metadata) -> Result<Vec<(String, String)>> {
     let schema = m.schema().map_err(|e| Error::CorruptLog {
         path: m.id.clone(),
         message: format!("the schema in metaData does not read: {e}"),

@@ -34,7 +34,7 @@ use crate::table::policy::{PARAM_SCHEMA_HISTORY, SchemaChange, SchemaPolicy, his
 
 /// Adds columns to one table, in its Delta log and then in the catalog.
 #[derive(Debug, Clone)]
-pub struct Evolver {
+pub(crate) struct Evolver {
     pub catalog: Arc<dyn Catalog>,
     pub lake: Lake,
     pub database: String,

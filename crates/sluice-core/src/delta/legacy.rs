@@ -12,7 +12,7 @@ use crate::error::{Error, Result};
 use crate::lake::Lake;
 
 /// Ledger directory of a table in earlier versions, relative to the lake root.
-pub fn legacy_dir(table: &str) -> String {
+pub(crate) fn legacy_dir(table: &str) -> String {
     format!("{table}/_sluice/log/")
 }
 
@@ -35,7 +35,7 @@ struct LegacyCommit {
 
 /// A committed file of the earlier log.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct LegacyEntry {
+pub(crate) struct LegacyEntry {
     /// Path relative to the lake root.
     pub path: String,
     pub partition: String,
@@ -46,19 +46,19 @@ pub struct LegacyEntry {
 
 /// What the earlier log of a table holds at its newest version.
 #[derive(Debug, Clone, Default)]
-pub struct LegacyState {
+pub(crate) struct LegacyState {
     pub version: u64,
     pub files: BTreeMap<String, LegacyEntry>,
     pub chunk_parts: BTreeSet<ChunkPart>,
 }
 
 /// Whether `table` has an earlier log.
-pub async fn has_legacy_log(lake: &Lake, table: &str) -> Result<bool> {
+pub(crate) async fn has_legacy_log(lake: &Lake, table: &str) -> Result<bool> {
     lake.has_objects_under(&legacy_dir(table)).await
 }
 
 /// Reads the earlier log of `table` whole.
-pub async fn read_legacy(lake: &Lake, table: &str) -> Result<LegacyState> {
+pub(crate) async fn read_legacy(lake: &Lake, table: &str) -> Result<LegacyState> {
     let dir = legacy_dir(table);
     let prefix = lake.path(&dir);
     let mut versions: Vec<u64> = lake

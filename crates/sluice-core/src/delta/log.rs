@@ -128,7 +128,7 @@ impl std::hash::Hasher for KeyHasher {
 }
 
 /// A set of chunk-part keys ([`part_key`]).
-pub type PartKeys = HashSet<u128, PartKeyHasher>;
+pub(crate) type PartKeys = HashSet<u128, PartKeyHasher>;
 
 /// One commit.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -169,12 +169,12 @@ pub struct DeltaSchema {
 
 /// Table property holding sluice's `--partition-by` spec (`year(month)`): a Delta table's
 /// partition columns alone do not say that `year` is the year of `month`.
-pub const CONFIG_PARTITION_BY: &str = "sluice.partitionBy";
+pub(crate) const CONFIG_PARTITION_BY: &str = "sluice.partitionBy";
 /// Table property holding the table's date format, when it has one.
-pub const CONFIG_DATE_FORMAT: &str = "sluice.dateFormat";
+pub(crate) const CONFIG_DATE_FORMAT: &str = "sluice.dateFormat";
 
 /// Delta's type for a column type. Timestamps without zone are `timestamp_ntz`.
-pub fn delta_type(ty: ColumnType) -> &'static str {
+pub(crate) fn delta_type(ty: ColumnType) -> &'static str {
     match ty {
         ColumnType::Boolean => "boolean",
         ColumnType::Int64 => "long",
@@ -188,7 +188,7 @@ pub fn delta_type(ty: ColumnType) -> &'static str {
 
 /// The column type of a Delta primitive type sluice writes (and of Delta's narrower integers
 /// and floats, which it reads as its own).
-pub fn column_type_of_delta(ty: &str) -> Option<ColumnType> {
+pub(crate) fn column_type_of_delta(ty: &str) -> Option<ColumnType> {
     Some(match ty {
         "boolean" => ColumnType::Boolean,
         "long" | "integer" | "short" | "byte" => ColumnType::Int64,
@@ -615,7 +615,7 @@ fn v2_checkpoint_of(name: &str) -> Option<u64> {
 
 /// Percent-encodes a relative path for `add.path` (Delta paths are URIs): `%` of Hive escapes
 /// becomes `%25`, so that readers decoding the URI find the object by its real name.
-pub fn encode_path(p: &str) -> String {
+pub(crate) fn encode_path(p: &str) -> String {
     let mut out = String::with_capacity(p.len());
     for b in p.bytes() {
         if b.is_ascii_alphanumeric() || b"-_.~/=".contains(&b) {

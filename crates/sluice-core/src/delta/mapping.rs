@@ -118,7 +118,11 @@ impl ColumnMapping {
 
 /// The names in `physical` of columns named in `logical` (which it renames field by field);
 /// names `logical` lacks stay as they are.
-pub fn physical_names(logical: &Schema, physical: &Schema, names: Vec<String>) -> Vec<String> {
+pub(crate) fn physical_names(
+    logical: &Schema,
+    physical: &Schema,
+    names: Vec<String>,
+) -> Vec<String> {
     names
         .into_iter()
         .map(|n| match logical.index_of(&n) {
@@ -130,7 +134,7 @@ pub fn physical_names(logical: &Schema, physical: &Schema, names: Vec<String>) -
 
 /// A batch in the table's logical file schema as the file writes it: the same columns under
 /// `physical`'s names (a no-op when the two schemas are one).
-pub fn to_physical(batch: RecordBatch, physical: &SchemaRef) -> Result<RecordBatch> {
+pub(crate) fn to_physical(batch: RecordBatch, physical: &SchemaRef) -> Result<RecordBatch> {
     if batch.schema_ref() == physical {
         return Ok(batch);
     }

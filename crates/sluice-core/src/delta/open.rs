@@ -27,7 +27,7 @@ pub async fn refuse_legacy_log(lake: &Lake, table: &str) -> Result<()> {
 ///
 /// A table still on the commit log of earlier sluice versions is refused with the command that
 /// upgrades it: writing a Delta log beside it would hide the rows it committed.
-pub async fn open_logs(
+pub(crate) async fn open_logs(
     lake: &Lake,
     def: &TableDef,
     writer_id: &str,

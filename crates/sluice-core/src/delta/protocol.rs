@@ -14,8 +14,8 @@
 //! the metadata turns them on; a feature listed by a reader 3 / writer 7 table is checked the
 //! same way, and a listed feature sluice does not know at all is refused.
 
+pub(crate) use super::actions::writer_features;
 use super::actions::{Metadata, Protocol, StructField};
-pub use super::actions::{legacy_reader_features, legacy_writer_features, writer_features};
 use crate::error::{Error, Result};
 
 /// What sluice is about to do to a table.
@@ -95,7 +95,7 @@ pub fn check(table: &str, p: &Protocol, m: &Metadata, op: Operation) -> Result<W
 
 /// Checks that sluice may do `op` to the table: `Ok` with the rules the writer must follow,
 /// or [`Error::UnsupportedFeature`] naming the first feature in the way.
-pub fn check_with(
+pub(crate) fn check_with(
     table: &str,
     p: &Protocol,
     m: &Metadata,

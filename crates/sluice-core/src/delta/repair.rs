@@ -97,7 +97,7 @@ pub async fn repair(lake: &Lake, table: &str, opts: &RepairOptions) -> Result<Re
 /// Whether a file name is one sluice gives its data files: `part-<UUIDv7>.parquet` (or a local
 /// multipart upload of one, `…parquet#<n>`). Spark's `part-00000-<uuid>-c000.snappy.parquet`,
 /// delta-rs's `part-00001-<uuid>-c000.zstd.parquet` and pyarrow's `part-0.parquet` are not.
-pub fn is_sluice_file(name: &str) -> bool {
+pub(crate) fn is_sluice_file(name: &str) -> bool {
     let base = name.split('#').next().unwrap_or(name);
     let Some(id) = base
         .strip_prefix("part-")

@@ -21,7 +21,7 @@ use url::Url;
 use crate::error::{Error, Result};
 
 /// Partition key of the quarantine's chunk parts in its Delta log.
-pub const QUARANTINE_PART: &str = "__quarantine__";
+pub(crate) const QUARANTINE_PART: &str = "__quarantine__";
 
 /// A lake root.
 #[derive(Debug, Clone)]
@@ -149,7 +149,7 @@ pub fn parse_dir_url(s: &str) -> Result<Url> {
 
 /// The path of a data file `name` in `partition` (`year=2024`, empty for an unpartitioned
 /// table) of the table in `table_dir` (ending in `/`).
-pub fn data_file_path(table_dir: &str, partition: &str, name: &str) -> String {
+pub(crate) fn data_file_path(table_dir: &str, partition: &str, name: &str) -> String {
     if partition.is_empty() {
         format!("{table_dir}{name}")
     } else {

@@ -97,7 +97,7 @@ const UPLOADS: &str = "uploads.log";
 
 /// Records, durably and before the upload starts, that this consumer is about to upload `path`
 /// (relative to the lake root) for `table`.
-pub fn record_upload(spool_dir: &Path, table: &str, path: &str) -> Result<()> {
+pub(crate) fn record_upload(spool_dir: &Path, table: &str, path: &str) -> Result<()> {
     use std::io::Write;
     let p = spool_dir.join(UPLOADS);
     let mut f = std::fs::OpenOptions::new()

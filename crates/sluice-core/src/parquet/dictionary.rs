@@ -45,7 +45,7 @@ const TRUNCATE_STATS: usize = 64;
 
 /// How a column's values are keyed and written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Kind {
+pub(crate) enum Kind {
     /// INT32: dates, 32-bit integers.
     I32,
     /// INT64: integers, timestamps in microseconds.
@@ -165,7 +165,7 @@ struct DonePage {
 }
 
 /// One column chunk being encoded.
-pub struct DictColumn {
+pub(crate) struct DictColumn {
     descr: ColumnDescPtr,
     kind: Kind,
     nullable: bool,

@@ -69,7 +69,7 @@ const DICTIONARY_PAGE_BYTES: usize = 256 * 1024;
 ///
 /// Free text without a dictionary keeps the configured level: level 1 made TPC-H's comments
 /// 49.9 MB instead of 46.5 MB, 2.5% of the whole output, for about a fifth of the zstd time.
-pub const FAST_ZSTD_LEVEL: i32 = 1;
+pub(crate) const FAST_ZSTD_LEVEL: i32 = 1;
 
 /// Writer properties: zstd, dictionaries, page statistics and page indexes.
 pub fn writer_properties(o: &ParquetOptions) -> Result<WriterProperties> {
@@ -80,7 +80,7 @@ pub fn writer_properties(o: &ParquetOptions) -> Result<WriterProperties> {
 /// off for `plain_columns` (see [`dictionary_misfits`]), which take the encoding of
 /// [`plain_encoding`]. Text among them keeps `o.zstd_level`; every other column takes
 /// [`FAST_ZSTD_LEVEL`] (or `o.zstd_level`, if lower). `schema` is the file's.
-pub fn writer_properties_for(
+pub(crate) fn writer_properties_for(
     o: &ParquetOptions,
     schema: &arrow::datatypes::Schema,
     plain_columns: &[String],
@@ -113,7 +113,7 @@ pub fn writer_properties_for(
 ///
 /// Both are Parquet's own encodings, read by DuckDB, Polars, pyarrow, Spark 3.3 and later,
 /// Trino and Athena (engine 3).
-pub fn plain_encoding(ty: &arrow::datatypes::DataType) -> Option<parquet::basic::Encoding> {
+pub(crate) fn plain_encoding(ty: &arrow::datatypes::DataType) -> Option<parquet::basic::Encoding> {
     use arrow::datatypes::DataType;
     use parquet::basic::Encoding;
     match ty {
@@ -141,7 +141,7 @@ fn builder(
 }
 
 /// Rows a dictionary decision needs to see at least.
-pub const DICTIONARY_SAMPLE_MIN: usize = 4096;
+pub(crate) const DICTIONARY_SAMPLE_MIN: usize = 4096;
 /// Rows of one partition a dictionary decision looks at, at most.
 const DICTIONARY_SAMPLE_MAX: usize = 65_536;
 
@@ -155,7 +155,10 @@ const DICTIONARY_SAMPLE_MAX: usize = 65_536;
 /// many values the column has (see the estimate below): a column with few (dates, codes, ten
 /// thousand suppliers) keeps its dictionary; one with more than a dictionary page holds in a
 /// row group (ids, prices, free text) is written plain.
-pub fn dictionary_misfits(parts: &[&RecordBatch], row_group_rows: usize) -> Option<Vec<String>> {
+pub(crate) fn dictionary_misfits(
+    parts: &[&RecordBatch],
+    row_group_rows: usize,
+) -> Option<Vec<String>> {
     use arrow::array::{Array, AsArray};
     use arrow::datatypes::{
         DataType, Date32Type, Float64Type, Int64Type, TimestampMicrosecondType,
@@ -251,7 +254,7 @@ pub fn dictionary_misfits(parts: &[&RecordBatch], row_group_rows: usize) -> Opti
 }
 
 /// A Parquet file being written in the spool.
-pub struct SpoolFile {
+pub(crate) struct SpoolFile {
     pub local: PathBuf,
     /// In a mutex only to make the consumer `Sync` (the writer is not); never contended.
     writer: std::sync::Mutex<Option<FileWriter>>,
@@ -371,7 +374,7 @@ impl SpoolFile {
 /// dictionary columns of the kinds [`crate::parquet::dictionary`] handles are encoded there; every
 /// other column is encoded by arrow-rs. The file carries the Arrow schema, as
 /// `ArrowWriter`'s do.
-pub struct FileWriter {
+pub(crate) struct FileWriter {
     file: SerializedFileWriter<File>,
     factory: ArrowRowGroupWriterFactory,
     schema: SchemaRef,
@@ -557,7 +560,7 @@ impl FileWriter {
 
 /// A closed spool file, ready to upload.
 #[derive(Debug)]
-pub struct FinishedFile {
+pub(crate) struct FinishedFile {
     pub local: PathBuf,
     pub rows: u64,
     pub bytes: u64,
@@ -675,7 +678,7 @@ pub fn quarantine_schema() -> SchemaRef {
 }
 
 /// Quarantine rows as a batch.
-pub fn quarantine_batch(
+pub(crate) fn quarantine_batch(
     table: &str,
     rows: &[crate::decode::rows::QuarantineRow],
 ) -> Result<RecordBatch> {
@@ -710,7 +713,7 @@ pub fn quarantine_batch(
 /// top-level column `nullCount`, and `minValues`/`maxValues` where they bound the data safely
 /// (timestamps at millisecond precision: minimum rounded down, maximum rounded up; a string
 /// maximum only when Parquet kept it exact; no floating-point NaN or infinity).
-pub fn delta_stats(path: &Path) -> Result<String> {
+pub(crate) fn delta_stats(path: &Path) -> Result<String> {
     use parquet::basic::{LogicalType, TimeUnit};
     use parquet::file::reader::{FileReader, SerializedFileReader};
     use parquet::file::statistics::Statistics;

@@ -86,7 +86,7 @@ pub struct ConsumerOptions {
 }
 
 /// Default of [`ConsumerOptions::max_uncommitted_bytes`]: 2 GiB.
-pub const DEFAULT_MAX_UNCOMMITTED_BYTES: u64 = 2 << 30;
+pub(crate) const DEFAULT_MAX_UNCOMMITTED_BYTES: u64 = 2 << 30;
 
 /// Opens the object store of a bucket by name (S3 event notifications name their bucket).
 ///
@@ -617,7 +617,7 @@ impl Consumer {
         }
         let layout = self.writer.layout().clone();
         let again = tokio::task::block_in_place(|| {
-            crate::decode::decode_message(&layout, &m.body, &m.message_id)
+            crate::decode::message::decode_message(&layout, &m.body, &m.message_id)
         })?;
         if !again.new_columns.is_empty() {
             return Err(Error::Internal(format!(
@@ -996,7 +996,7 @@ async fn receive_loop(
                     let layout = layout.borrow().clone();
                     let (body, id) = (std::mem::take(&mut m.body), m.message_id.clone());
                     let h = tokio::task::spawn_blocking(move || {
-                        let decoded = crate::decode::decode_message(&layout, &body, &id);
+                        let decoded = crate::decode::message::decode_message(&layout, &body, &id);
                         (body, decoded)
                     });
                     if tx.send(Incoming::Message(m, h)).await.is_err() {

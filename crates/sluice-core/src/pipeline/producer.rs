@@ -20,6 +20,7 @@ use tracing::info;
 use crate::catalog::{Catalog, TableDef};
 use crate::chunk::{
     ChunkHeader, Codec, Compressor, Payload, Reject, encode, encode_text, encoded_len,
+    encoded_text_len,
 };
 use crate::error::{Error, Result};
 use crate::metrics::{CHUNKS_SENT, count};
@@ -31,7 +32,7 @@ use crate::table::TableLayout;
 
 /// Bytes of messages a producer lets wait in a queue on this machine's disk while the consumer
 /// in the same process catches up: it pauses above them.
-pub const LOCAL_BACKLOG_BYTES: usize = 128 << 20;
+pub(crate) const LOCAL_BACKLOG_BYTES: usize = 128 << 20;
 
 /// The backlog (in messages) a producer should keep to when its consumer runs in the same
 /// process (`sluice run`): about [`LOCAL_BACKLOG_BYTES`] on a queue that keeps its messages on
@@ -335,8 +336,11 @@ impl Chunker<'_> {
     /// Largest text of records whose message fits the limit, with the same room as
     /// [`Chunker::max_compressed`].
     fn max_text(&self) -> usize {
-        self.limit
-            .saturating_sub(crate::chunk::MAGIC.len() + self.header_len + 1 + 128)
+        let n = self
+            .limit
+            .saturating_sub(crate::chunk::MAGIC.len() + self.header_len + 1 + 128);
+        debug_assert!(n == 0 || encoded_text_len(self.header_len + 128, n) <= self.limit);
+        n
     }
 
     /// Raw bytes per chunk to aim for in text mode: a record past the target still fits.

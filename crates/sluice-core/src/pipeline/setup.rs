@@ -83,7 +83,7 @@ pub async fn ensure_table_for(
 
 /// Returns the table named in `opts`, creating it if missing with the declared columns, or
 /// else the columns `infer` gives.
-pub async fn ensure_table(
+pub(crate) async fn ensure_table(
     catalog: &dyn Catalog,
     opts: &TableSettings,
     infer: impl FnOnce() -> Result<Vec<Column>>,

@@ -10,7 +10,7 @@ use crate::lake::spool::{SpoolClaim, Spools};
 
 /// Uncommitted files of writers elsewhere (other homes, other machines) are removed only once
 /// they are at least this old, whatever the visibility timeout.
-pub const MIN_RECOVERY_GRACE: Duration = Duration::from_secs(600);
+pub(crate) const MIN_RECOVERY_GRACE: Duration = Duration::from_secs(600);
 
 /// A writer that has started: its spool, and what recovery removed.
 #[derive(Debug)]
@@ -40,7 +40,7 @@ pub async fn start(
 /// uploads of running consumers are never touched, and other uncommitted files of `table`
 /// (from consumers elsewhere) are removed once older than twice the visibility timeout, and at
 /// least 10 minutes. Returns the files removed, per table.
-pub async fn recover(
+pub(crate) async fn recover(
     spools: &Spools,
     lake: &Lake,
     table: &str,

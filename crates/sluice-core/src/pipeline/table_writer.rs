@@ -85,7 +85,7 @@ pub struct WriteStats {
 
 /// Where one chunk's rows went.
 #[derive(Debug, Default)]
-pub struct Written {
+pub(crate) struct Written {
     /// Partitions (or [`QUARANTINE_PART`]) whose open file holds rows of the chunk: the chunk is
     /// durable once these are committed. Empty: everything was committed before.
     pub waiting: HashSet<String>,
@@ -95,7 +95,7 @@ pub struct Written {
 
 /// The outcome of a flush.
 #[derive(Debug)]
-pub enum Flushed {
+pub(crate) enum Flushed {
     /// Committed chunk parts: (partition, chunks whose rows in it are now committed).
     Committed(Vec<(String, HashSet<String>)>),
     /// Another writer committed some of these chunk parts first; this flush's files were
@@ -118,7 +118,7 @@ struct Closed {
 }
 
 /// Writes one table's rows into Parquet files and commits them to its Delta logs.
-pub struct TableWriter {
+pub(crate) struct TableWriter {
     opts: WriterOptions,
     lake: Lake,
     layout: Arc<TableLayout>,

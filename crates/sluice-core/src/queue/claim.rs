@@ -26,11 +26,9 @@ use crate::lake::Lake;
 use crate::queue::{BatchFailure, MAX_BATCH, Queue, QueueStats, ReceiveOptions, ReceivedMessage};
 
 /// Prefix of a pointer message.
-pub const CLAIM_MAGIC: &str = "sluice.claim.v1 ";
+pub(crate) const CLAIM_MAGIC: &str = "sluice.claim.v1 ";
 /// Bodies up to this size travel inline even in claim-check mode.
-pub const INLINE_MAX: usize = 8 * 1024;
-/// Default largest message in claim-check mode.
-pub const DEFAULT_CLAIM_BYTES: usize = 8 * 1024 * 1024;
+pub(crate) const INLINE_MAX: usize = 8 * 1024;
 const RECEIPT_MAGIC: &str = "sluice-claim:";
 
 #[derive(Debug, Serialize, Deserialize)]

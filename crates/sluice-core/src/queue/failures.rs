@@ -18,7 +18,7 @@ pub struct FailureRecord {
 
 /// Appends why a message could not be processed to a JSON-lines log. Queues move such a message
 /// to their dead-letter queue after maxReceiveCount deliveries; the log says why.
-pub fn record_failure(
+pub(crate) fn record_failure(
     log: &Path,
     queue: &str,
     message_id: &str,

@@ -31,9 +31,9 @@ pub const MAX_BATCH: usize = 10;
 pub const MAX_MESSAGE_BYTES: usize = 1024 * 1024;
 /// Largest message of a new embedded queue: its bodies are files, and a chunk of a few
 /// megabytes costs less per row to send, receive and write than one of 1 MiB.
-pub const EMBEDDED_MESSAGE_BYTES: usize = 4 << 20;
+pub(crate) const EMBEDDED_MESSAGE_BYTES: usize = 4 << 20;
 /// Largest message an embedded queue can be given.
-pub const EMBEDDED_MAX_MESSAGE_BYTES: usize = 64 << 20;
+pub(crate) const EMBEDDED_MAX_MESSAGE_BYTES: usize = 64 << 20;
 /// Longest long-poll wait, as in SQS.
 pub const MAX_WAIT: Duration = Duration::from_secs(20);
 /// SQS bills each 64 KiB of a request's payload as one request.
@@ -243,7 +243,7 @@ pub trait QueueExt: Queue {
 impl<Q: Queue + ?Sized> QueueExt for Q {}
 
 /// Billed SQS request units for a request carrying `payload` bytes.
-pub fn billed_units(payload: usize) -> u64 {
+pub(crate) fn billed_units(payload: usize) -> u64 {
     (payload.max(1)).div_ceil(BILLING_UNIT_BYTES) as u64
 }
 

@@ -42,7 +42,7 @@ pub trait Clock: Send + Sync + std::fmt::Debug {
 
 /// The wall clock.
 #[derive(Debug, Default)]
-pub struct SystemClock;
+pub(crate) struct SystemClock;
 
 impl Clock for SystemClock {
     fn now_ms(&self) -> i64 {
@@ -56,7 +56,7 @@ impl Clock for SystemClock {
 /// Bodies of at least this many bytes are kept in files.
 pub const FILE_BODY_BYTES: usize = 64 * 1024;
 /// A body file no message names is removed once it is this old.
-pub const ORPHAN_AGE: Duration = Duration::from_secs(3600);
+pub(crate) const ORPHAN_AGE: Duration = Duration::from_secs(3600);
 /// First bytes of the stored body of a file-backed message: a chunk's magic with no payload
 /// line, which every sluice consumer refuses (and so dead-letters) rather than deleting.
 const FILE_BODY_PLACEHOLDER: &str = "sluice.chunk.v1 body kept in the queue's file ";

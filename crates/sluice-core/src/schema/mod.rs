@@ -116,7 +116,7 @@ pub fn validate_name(kind: &str, name: &str) -> Result<()> {
 
 /// Checks a column name from a CSV header: anything printable except a few characters that break
 /// Hive paths and engines.
-pub fn validate_column_name(name: &str) -> Result<()> {
+pub(crate) fn validate_column_name(name: &str) -> Result<()> {
     let ok = !name.is_empty()
         && name.len() <= 255
         && !name
@@ -132,7 +132,7 @@ pub fn validate_column_name(name: &str) -> Result<()> {
 }
 
 /// Fingerprint of a list of columns: equal schemas have equal fingerprints.
-pub fn fingerprint(columns: &[Column]) -> String {
+pub(crate) fn fingerprint(columns: &[Column]) -> String {
     let json = serde_json::to_vec(columns).expect("columns serialize");
     format!("{:016x}", xxhash_rust::xxh3::xxh3_64(&json))
 }
@@ -150,7 +150,7 @@ pub fn arrow_schema(columns: &[Column]) -> SchemaRef {
 
 /// A parsed date or time.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Temporal {
+pub(crate) enum Temporal {
     Date(NaiveDate),
     Naive(NaiveDateTime),
     /// Microseconds since the epoch, UTC.
@@ -159,7 +159,8 @@ pub enum Temporal {
 
 impl Temporal {
     /// The calendar date (UTC for zoned values).
-    pub fn date(self) -> NaiveDate {
+    #[cfg(test)]
+    fn date(self) -> NaiveDate {
         match self {
             Temporal::Date(d) => d,
             Temporal::Naive(t) => t.date(),
@@ -184,7 +185,7 @@ impl Temporal {
 const EPOCH_DAYS_FROM_CE: i32 = 719_163;
 
 /// Days since 1970-01-01.
-pub fn date_to_days(d: NaiveDate) -> i32 {
+pub(crate) fn date_to_days(d: NaiveDate) -> i32 {
     use chrono::Datelike;
     d.num_days_from_ce() - EPOCH_DAYS_FROM_CE
 }
@@ -204,7 +205,7 @@ fn digits(b: &[u8]) -> Option<u32> {
 /// without building a calendar date); `None` for anything else, which [`parse_temporal`] then
 /// reads.
 #[inline]
-pub fn iso_date_days(b: &[u8]) -> Option<i32> {
+pub(crate) fn iso_date_days(b: &[u8]) -> Option<i32> {
     let [y0, y1, y2, y3, b'-', m0, m1, b'-', d0, d1] = *b else {
         return None;
     };
@@ -241,7 +242,7 @@ pub fn iso_date_days(b: &[u8]) -> Option<i32> {
 /// Parses the ISO 8601 forms sluice recognises without a pattern: `YYYY-MM-DD`, `YYYY/MM/DD`,
 /// each optionally followed by `T` or a space and `HH:MM[:SS[.fraction]]`, then optionally `Z` or
 /// an offset `±HH[:MM]`.
-pub fn parse_iso(s: &str) -> Option<Temporal> {
+pub(crate) fn parse_iso(s: &str) -> Option<Temporal> {
     let b = s.as_bytes();
     if b.len() < 10 {
         return None;
@@ -310,7 +311,7 @@ pub fn parse_iso(s: &str) -> Option<Temporal> {
 }
 
 /// Parses a date or time: ISO forms first, then the strftime `pattern` if one is given.
-pub fn parse_temporal(s: &str, pattern: Option<&str>) -> Option<Temporal> {
+pub(crate) fn parse_temporal(s: &str, pattern: Option<&str>) -> Option<Temporal> {
     let s = s.trim();
     if let Some(t) = parse_iso(s) {
         return Some(t);
@@ -329,7 +330,7 @@ pub fn parse_temporal(s: &str, pattern: Option<&str>) -> Option<Temporal> {
 }
 
 /// Parses a boolean: `true`/`false` in any case.
-pub fn parse_bool(s: &str) -> Option<bool> {
+pub(crate) fn parse_bool(s: &str) -> Option<bool> {
     if s.eq_ignore_ascii_case("true") {
         Some(true)
     } else if s.eq_ignore_ascii_case("false") {
@@ -341,7 +342,7 @@ pub fn parse_bool(s: &str) -> Option<bool> {
 
 /// Parses a decimal number written with digits, optional sign, point and exponent (not `inf`
 /// or `NaN`, which are more often words than numbers in CSV files).
-pub fn parse_f64(s: &str) -> Option<f64> {
+pub(crate) fn parse_f64(s: &str) -> Option<f64> {
     let b = s.as_bytes();
     if let Some(v) = parse_short_decimal(b) {
         return Some(v);
@@ -366,7 +367,7 @@ const POW10: [f64; 16] = [
 /// (exact up to 10^22). One correctly rounded division of exact values gives the `f64`
 /// nearest the decimal, which is what `str::parse` returns. `None`: another form.
 #[inline]
-pub fn parse_short_decimal(b: &[u8]) -> Option<f64> {
+pub(crate) fn parse_short_decimal(b: &[u8]) -> Option<f64> {
     let (negative, digits) = match b.first()? {
         b'-' => (true, &b[1..]),
         b'+' => (false, &b[1..]),
@@ -396,14 +397,14 @@ pub fn parse_short_decimal(b: &[u8]) -> Option<f64> {
 
 /// Parses an integer.
 #[inline]
-pub fn parse_i64(s: &str) -> Option<i64> {
+pub(crate) fn parse_i64(s: &str) -> Option<i64> {
     s.parse().ok()
 }
 
 /// An integer of at most 18 digits with an optional sign, read from bytes: what
 /// [`parse_i64`] gives for such text, `None` for any other (which `parse_i64` then reads).
 #[inline]
-pub fn parse_i64_ascii(b: &[u8]) -> Option<i64> {
+pub(crate) fn parse_i64_ascii(b: &[u8]) -> Option<i64> {
     let (negative, digits) = match b {
         [b'-', rest @ ..] => (true, rest),
         [b'+', rest @ ..] => (false, rest),
@@ -506,7 +507,7 @@ impl Candidates {
 /// Infers column types from sample rows. Each row gives one value per column (`None` = NULL).
 /// A column with no non-null value in the sample is a string column.
 #[derive(Debug)]
-pub struct SchemaInference {
+pub(crate) struct SchemaInference {
     names: Vec<String>,
     cands: Vec<Candidates>,
     date_format: Option<String>,
@@ -541,11 +542,6 @@ impl SchemaInference {
         if let Some(v) = value {
             self.observe(i, v);
         }
-    }
-
-    /// Whether no column was seen.
-    pub fn is_empty(&self) -> bool {
-        self.names.is_empty()
     }
 
     /// The inferred columns.

@@ -327,7 +327,7 @@ impl std::fmt::Display for PartitionSpec {
 
 /// Hive's path escaping: `%XX` for characters that are unsafe in a path segment, so that no value
 /// can leave its directory (`/`, `\`), be mistaken for a key (`=`), or be a control character.
-pub fn escape_path_name(s: &str) -> String {
+pub(crate) fn escape_path_name(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for c in s.chars() {
         let esc = c.is_control()
@@ -353,7 +353,7 @@ pub fn escape_path_name(s: &str) -> String {
 }
 
 /// Reverses [`escape_path_name`].
-pub fn unescape_path_name(s: &str) -> String {
+pub(crate) fn unescape_path_name(s: &str) -> String {
     let b = s.as_bytes();
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;
@@ -376,7 +376,7 @@ pub fn unescape_path_name(s: &str) -> String {
 
 /// Splits a partition directory (`year=2024/month=3`) into `(key, value)` pairs, unescaped.
 /// The default partition gives `None`.
-pub fn parse_partition_path(path: &str) -> Vec<(String, Option<String>)> {
+pub(crate) fn parse_partition_path(path: &str) -> Vec<(String, Option<String>)> {
     path.split('/')
         .filter(|s| !s.is_empty())
         .filter_map(|seg| {

@@ -132,7 +132,7 @@ fn scan_record(buf: &[u8], delimiter: u8, quote: u8) -> Scan {
 }
 
 /// Reads whole records from a byte stream in constant memory (plus the largest record).
-pub struct RecordReader<R> {
+pub(crate) struct RecordReader<R> {
     inner: R,
     name: String,
     buf: Vec<u8>,
@@ -140,7 +140,6 @@ pub struct RecordReader<R> {
     end: usize,
     eof: bool,
     line: u64,
-    bytes_read: u64,
     delimiter: u8,
     quote: u8,
     first: bool,
@@ -148,7 +147,7 @@ pub struct RecordReader<R> {
 
 /// One record as it stands in the source.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct RecordSpan {
+pub(crate) struct RecordSpan {
     /// 1-based line on which the record starts.
     pub line: u64,
     /// Length of the bytes appended to the caller's buffer (always ends with `\n`).
@@ -168,21 +167,10 @@ impl<R: Read> RecordReader<R> {
             end: 0,
             eof: false,
             line: 1,
-            bytes_read: 0,
             delimiter: format.delimiter,
             quote: format.quote,
             first: true,
         }
-    }
-
-    /// Bytes consumed from the source so far.
-    pub fn bytes_read(&self) -> u64 {
-        self.bytes_read
-    }
-
-    /// The line the next record starts on.
-    pub fn line(&self) -> u64 {
-        self.line
     }
 
     fn fill(&mut self) -> Result<()> {
@@ -203,7 +191,6 @@ impl<R: Read> RecordReader<R> {
                 }
                 Ok(n) => {
                     self.end += n;
-                    self.bytes_read += n as u64;
                     return Ok(());
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
@@ -274,7 +261,7 @@ impl<R: Read> RecordReader<R> {
 
 /// The records of a piece read by [`RecordReader::next_piece`].
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
-pub struct PieceRecords {
+pub(crate) struct PieceRecords {
     /// (line, length) of each record, when the piece has a quote character. Empty otherwise:
     /// then the piece holds `lines` records of one line each, the first on `first_line`.
     pub spans: Vec<(u64, usize)>,
@@ -605,7 +592,7 @@ impl FieldSplitter {
 
 /// Splits the records of one buffer into fields without a call per field: a delimiter is
 /// looked for eight bytes at a time, in a word (fields are short; most are found in one).
-pub struct BufferSplitter<'a> {
+pub(crate) struct BufferSplitter<'a> {
     buf: &'a [u8],
     delimiter: u8,
     quote: u8,
@@ -761,7 +748,7 @@ impl Iterator for Records<'_> {
 }
 
 /// Reads and validates a header record: UTF-8, non-empty, unique names.
-pub fn parse_header(record: &[u8], format: &CsvFormat, file: &str) -> Result<Vec<String>> {
+pub(crate) fn parse_header(record: &[u8], format: &CsvFormat, file: &str) -> Result<Vec<String>> {
     let mut sp = FieldSplitter::default();
     sp.split(record, format.delimiter, format.quote);
     let mut names = Vec::with_capacity(sp.len());
@@ -797,7 +784,7 @@ pub fn parse_header(record: &[u8], format: &CsvFormat, file: &str) -> Result<Vec
 
 /// Reads the header of the CSV data `inner` (named `name` in errors); the reader is left at
 /// the first data record.
-pub fn read_header<R: Read>(
+pub(crate) fn read_header<R: Read>(
     inner: R,
     name: &str,
     format: &CsvFormat,

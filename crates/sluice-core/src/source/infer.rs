@@ -22,7 +22,7 @@ pub struct Sample {
 
 /// The columns of a new table from its first source: Parquet's own schema, or inferred from a
 /// sample of CSV records or JSON objects.
-pub fn infer_columns(
+pub(crate) fn infer_columns(
     rt: &tokio::runtime::Handle,
     src: &Source,
     sample: &Sample,
@@ -134,7 +134,7 @@ impl<'de> serde::Deserialize<'de> for OrderedObject {
 }
 
 /// Infers a table's columns from a CSV header and up to `n` records of `reader`.
-pub fn infer_csv<R: Read>(
+pub(crate) fn infer_csv<R: Read>(
     reader: &mut RecordReader<R>,
     header: Vec<String>,
     format: &CsvFormat,

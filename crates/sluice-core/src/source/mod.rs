@@ -58,7 +58,7 @@ pub enum Compression {
 }
 
 /// Format and compression from a file name: `x.csv`, `x.csv.gz`, `x.jsonl.zst`, `x.parquet`.
-pub fn detect(name: &str) -> Option<(Format, Compression)> {
+pub(crate) fn detect(name: &str) -> Option<(Format, Compression)> {
     let lower = name.to_ascii_lowercase();
     let (stem, compression) = if let Some(s) = lower.strip_suffix(".gz") {
         (s.to_string(), Compression::Gzip)
@@ -102,7 +102,7 @@ pub struct Source {
 
 /// Format and compression of `name`: from `format` if given (compression still from the
 /// extension), else from the extension.
-pub fn kind_of(name: &str, format: Option<Format>) -> Option<(Format, Compression)> {
+pub(crate) fn kind_of(name: &str, format: Option<Format>) -> Option<(Format, Compression)> {
     let detected = detect(name);
     match format {
         Some(f) => {
@@ -454,7 +454,7 @@ impl Read for Counting {
 }
 
 /// Fingerprint of a local source: table, size and the first 64 KiB.
-pub fn source_fingerprint(table: &str, path: &FsPath) -> Result<String> {
+pub(crate) fn source_fingerprint(table: &str, path: &FsPath) -> Result<String> {
     let name = path.display().to_string();
     let mut f = std::fs::File::open(path)
         .map_err(|e| Error::invalid_at(&name, None, format!("cannot open: {e}")))?;

@@ -10,13 +10,13 @@ use crate::schema::{Column, ColumnType};
 use crate::source::{Location, Source};
 
 /// Rows of a Parquet source read at once.
-pub const PARQUET_BATCH_ROWS: usize = 65_536;
+pub(crate) const PARQUET_BATCH_ROWS: usize = 65_536;
 
 pub(crate) fn read_error(name: &str, e: std::io::Error) -> Error {
     Error::invalid_at(name, None, format!("cannot read: {e}"))
 }
 
-pub fn parquet_schema(
+pub(crate) fn parquet_schema(
     rt: &tokio::runtime::Handle,
     src: &Source,
     spool: &std::path::Path,
@@ -31,7 +31,7 @@ pub fn parquet_schema(
 /// chunk messages, with the file's columns as sluice types them (the types of columns the table
 /// lacks, for schema evolution). A local file counts its progress into `bytes_read` in
 /// proportion to the rows read (an object counts its download).
-pub fn parquet_as_json_lines(
+pub(crate) fn parquet_as_json_lines(
     rt: &tokio::runtime::Handle,
     src: &Source,
     spool: &std::path::Path,
@@ -137,7 +137,7 @@ fn parquet_error(name: &str, e: parquet::errors::ParquetError) -> Error {
 
 /// The type a Parquet column lands as: integers as int64, floats and decimals as float64,
 /// dates, timestamps (with a zone or without), booleans; anything else as its text.
-pub fn column_type_of(t: &arrow::datatypes::DataType) -> ColumnType {
+pub(crate) fn column_type_of(t: &arrow::datatypes::DataType) -> ColumnType {
     use arrow::datatypes::DataType as D;
     match t {
         D::Int8 | D::Int16 | D::Int32 | D::Int64 | D::UInt8 | D::UInt16 | D::UInt32 | D::UInt64 => {

@@ -13,7 +13,7 @@ use crate::schema::{Column, arrow_schema};
 
 /// How a table's rows are typed, partitioned and stored.
 #[derive(Debug, Clone)]
-pub struct TableLayout {
+pub(crate) struct TableLayout {
     pub name: String,
     /// Every column a source row carries, in table order (file columns, then an identity
     /// partition's column).

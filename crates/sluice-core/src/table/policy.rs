@@ -8,9 +8,9 @@ use crate::error::{Error, Result};
 use crate::schema::Column;
 
 /// Table parameter holding the schema policy.
-pub const PARAM_SCHEMA_POLICY: &str = "sluice.schema_policy";
+pub(crate) const PARAM_SCHEMA_POLICY: &str = "sluice.schema_policy";
 /// Table parameter holding the schema's changes (a JSON array of [`SchemaChange`]).
-pub const PARAM_SCHEMA_HISTORY: &str = "sluice.schema_history";
+pub(crate) const PARAM_SCHEMA_HISTORY: &str = "sluice.schema_history";
 
 /// What happens to columns a source has and the table lacks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]

@@ -49,11 +49,11 @@ mod pieces;
 pub(crate) use pieces::{Item, Pieces, Reading};
 
 /// Partition key of the "source done" records in the Delta log.
-pub const SOURCE_PART: &str = "__source__";
+pub(crate) const SOURCE_PART: &str = "__source__";
 /// Partition key of the "piece done" records: every row of the piece is committed, so a run
 /// after a crash reads the piece (to find where the next one starts) but neither types nor
 /// writes it.
-pub const PIECE_PART: &str = "__piece__";
+pub(crate) const PIECE_PART: &str = "__piece__";
 
 /// Bytes of CSV or JSON-lines records (Parquet rows are JSON lines) per piece. Part of every
 /// chunk id: changing it would make a half-done conversion convert its sources again.
@@ -110,7 +110,7 @@ impl ConvertOptions {
 }
 
 /// Memory for rows in flight unless told otherwise.
-pub const DEFAULT_MEMORY_LIMIT: usize = 256 << 20;
+pub(crate) const DEFAULT_MEMORY_LIMIT: usize = 256 << 20;
 
 /// What a conversion did.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
