@@ -232,11 +232,12 @@ pub(crate) fn consumer_options(
     table: &str,
     a: &ConsumerArgs,
     once: bool,
-    spool: PathBuf,
     id: String,
 ) -> ConsumerOptions {
     let c = &ctx.config.consumer;
-    let mut o = ConsumerOptions::new(table, spool).with_memory_limit(a.memory_limit as usize);
+    // The spool directory is the one `Consumer::start` claims.
+    let mut o =
+        ConsumerOptions::new(table, PathBuf::new()).with_memory_limit(a.memory_limit as usize);
     o.max_uncommitted_bytes = a.max_uncommitted.max(1);
     o.database = ctx.database().to_string();
     o.writer_id = id;
@@ -271,23 +272,7 @@ pub(crate) async fn consume(
     once: bool,
     producer_done: Option<Arc<AtomicBool>>,
 ) -> Result<(ConsumerStats, sluice_core::metrics::MeterSnapshot)> {
-    let id = writer_id();
-    let vt = a
-        .visibility_timeout
-        .or(ctx.config.consumer.visibility_timeout_secs)
-        .map(Duration::from_secs)
-        .unwrap_or_else(|| b.queue.visibility_timeout());
-    let started =
-        sluice_core::pipeline::startup::start(&ctx.home.spools(), &b.lake, table, &id, Some(vt))
-            .await?;
-    let spool = started.spool;
-    for (t, removed) in started.recovered {
-        eprintln!(
-            "recovery: removed {} uncommitted file(s) of {t}",
-            removed.len()
-        );
-    }
-    let mut opts = consumer_options(ctx, table, a, once, spool.path().to_path_buf(), id);
+    let mut opts = consumer_options(ctx, table, a, once, writer_id());
     // An SQS queue may carry S3 event notifications: the objects they name are landed.
     opts.object_stores = ctx.open.notification_stores().await;
     if let Some(addr) = a.metrics_addr {
@@ -295,35 +280,32 @@ pub(crate) async fn consume(
         eprintln!("metrics at http://{bound}/metrics");
         opts.report_queue_depth = true;
         let target = ctx.open.queue_target(Some(table))?;
-        if let Some(dlq) = ctx.open.dead_letter_queue(&target).await? {
-            let queue = b.queue.name().to_string();
-            tokio::spawn(async move {
-                loop {
-                    if let Ok(s) = dlq.stats().await {
-                        metrics::gauge!(
-                            sluice_core::metrics::QUEUE_DEPTH,
-                            "queue" => queue.clone(),
-                            "state" => "dead_letter"
-                        )
-                        .set((s.visible + s.in_flight) as f64);
-                    }
-                    tokio::time::sleep(Duration::from_secs(5)).await;
-                }
-            });
-        }
+        opts.dead_letter_queue = ctx.open.dead_letter_queue(&target).await?;
     }
     // Pointers of claim-checked messages are resolved whatever mode the producer used.
     let m = b.metered("consumer", None);
-    let consumer = Consumer::new(opts, m.queue.clone(), b.catalog.clone(), m.lake.clone())
-        .await
-        .with_context(|| format!("cannot start the consumer of table {table}"))?
-        .hold_until(producer_done);
-    let stats = consumer
+    let started = Consumer::start(
+        opts,
+        &ctx.home.spools(),
+        m.queue.clone(),
+        b.catalog.clone(),
+        m.lake.clone(),
+    )
+    .await
+    .with_context(|| format!("cannot start the consumer of table {table}"))?;
+    for (t, removed) in &started.recovered {
+        eprintln!(
+            "recovery: removed {} uncommitted file(s) of {t}",
+            removed.len()
+        );
+    }
+    let stats = started
+        .consumer
+        .hold_until(producer_done)
         .run(async {
             let _ = tokio::signal::ctrl_c().await;
         })
         .await?;
-    drop(spool);
     Ok((stats, m.meter.snapshot()))
 }
 

@@ -39,7 +39,6 @@
 //! use sluice_core::pipeline::consumer::{Consumer, ConsumerOptions};
 //! use sluice_core::pipeline::producer::{Producer, ProducerOptions};
 //! use sluice_core::pipeline::setup::TableSettings;
-//! use sluice_core::pipeline::startup;
 //! use sluice_core::schema::partition::PartitionSpec;
 //!
 //! let dir = tempfile::tempdir()?;
@@ -59,15 +58,19 @@
 //! let producer = Producer::new(backends.queue.clone(), backends.catalog.clone(), ProducerOptions::new(table))?;
 //! producer.produce(&[csv], None).await?;
 //!
-//! // Consume: claim a spool (removing what dead consumers left), then land every message in
-//! // Delta commits and stop when the queue is empty (`once`).
-//! let writer_id = sluice_core::writer_id();
-//! let started = startup::start(&home.spools(), &backends.lake, "events", &writer_id, None).await?;
-//! let mut opts = ConsumerOptions::new("events", started.spool.path().to_path_buf());
-//! opts.writer_id = writer_id;
+//! // Consume: claim a private spool (removing what dead consumers left), then land every
+//! // message in Delta commits, and stop once the queue is empty (`once`).
+//! let mut opts = ConsumerOptions::new("events", std::path::PathBuf::new());
 //! opts.once = true;
-//! let consumer = Consumer::new(opts, backends.queue.clone(), backends.catalog.clone(), backends.lake.clone()).await?;
-//! let stats = consumer.run(std::future::pending()).await?;
+//! let started = Consumer::start(
+//!     opts,
+//!     &home.spools(),
+//!     backends.queue.clone(),
+//!     backends.catalog.clone(),
+//!     backends.lake.clone(),
+//! )
+//! .await?;
+//! let stats = started.consumer.run(std::future::pending()).await?;
 //! assert_eq!(stats.write.rows_written, 2);
 //! # Ok(()) }
 //! ```

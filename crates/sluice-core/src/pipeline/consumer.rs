@@ -34,6 +34,7 @@ use crate::delta::open::open_logs;
 use crate::error::retry::{Backoff, retry, transient};
 use crate::error::{Error, Result};
 use crate::lake::Lake;
+use crate::lake::spool::{SpoolClaim, Spools};
 use crate::metrics::{MESSAGES_CONSUMED, MESSAGES_DELETED, MESSAGES_FAILED, ROWS_IN, count};
 use crate::pipeline::table_writer::{Flushed, TableWriter, WriteStats, WriterOptions};
 use crate::queue::{Queue, QueueExt, ReceiveOptions, ReceivedMessage};
@@ -79,6 +80,9 @@ pub struct ConsumerOptions {
     /// Read the queue's depth every few seconds into the metrics (one more request each time,
     /// billed on SQS): visible and in-flight messages, and the age of the oldest.
     pub report_queue_depth: bool,
+    /// The queue's dead-letter queue, whose depth is reported with the queue's
+    /// (`report_queue_depth`).
+    pub dead_letter_queue: Option<Arc<dyn Queue>>,
     /// Bytes of message bodies received and not yet committed, above which every open file is
     /// committed: the queue keeps those bodies until then (the embedded queue on disk), and a
     /// crash replays them.
@@ -127,6 +131,7 @@ impl ConsumerOptions {
             constraints: None,
             auto_compact: false,
             report_queue_depth: false,
+            dead_letter_queue: None,
             compact_small_files: 32,
             compact_target_bytes: 128 << 20,
             compact_every: Duration::from_secs(60),
@@ -209,6 +214,15 @@ pub struct Consumer {
     evolver: Arc<crate::delta::evolve::Evolver>,
     /// The table's layout, for the decoding stage (it changes when the table gains columns).
     layout_tx: watch::Sender<Arc<TableLayout>>,
+    /// The spool this consumer claimed ([`Consumer::start`]), held while it lives.
+    _spool: Option<SpoolClaim>,
+}
+
+/// A consumer that has started, and what its start-up recovered.
+pub struct Started {
+    pub consumer: Consumer,
+    /// Files that writers before it uploaded and never committed, removed, per table.
+    pub recovered: Vec<(String, Vec<String>)>,
 }
 
 impl Consumer {
@@ -219,7 +233,40 @@ impl Consumer {
         self
     }
 
-    /// Prepares a consumer: reads the table and its Delta logs (creating them if missing).
+    /// Starts a consumer as a process should: resolves the visibility timeout once (the
+    /// options', else the queue's), claims a private spool among `spools` (its path replaces
+    /// `opts.write.spool_dir`), removes the uploads that writers before it left uncommitted
+    /// ([`crate::pipeline::startup::recover`]), then prepares it ([`Consumer::new`]).
+    pub async fn start(
+        mut opts: ConsumerOptions,
+        spools: &Spools,
+        queue: Arc<dyn Queue>,
+        catalog: Arc<dyn Catalog>,
+        lake: Lake,
+    ) -> Result<Started> {
+        let visibility = opts
+            .visibility_timeout
+            .unwrap_or_else(|| queue.visibility_timeout());
+        opts.visibility_timeout = Some(visibility);
+        let startup = crate::pipeline::startup::start(
+            spools,
+            &lake,
+            &opts.table,
+            &opts.writer_id,
+            Some(visibility),
+        )
+        .await?;
+        opts.write.spool_dir = startup.spool.path().to_path_buf();
+        let mut consumer = Consumer::new(opts, queue, catalog, lake).await?;
+        consumer._spool = Some(startup.spool);
+        Ok(Started {
+            consumer,
+            recovered: startup.recovered,
+        })
+    }
+
+    /// Prepares a consumer that writes in `opts.write.spool_dir` (a spool the caller holds):
+    /// reads the table and its Delta logs (creating them if missing).
     pub async fn new(
         opts: ConsumerOptions,
         queue: Arc<dyn Queue>,
@@ -267,6 +314,7 @@ impl Consumer {
             visibility,
             producer_done: None,
             pending_markers: Vec::new(),
+            _spool: None,
         })
     }
 
@@ -452,7 +500,18 @@ impl Consumer {
             None if s.visible == 0 && self.held.is_empty() => 0.0,
             None => held_oldest.unwrap_or(0.0),
         };
-        metrics::gauge!(crate::metrics::OLDEST_MESSAGE_AGE, "queue" => q).set(age);
+        metrics::gauge!(crate::metrics::OLDEST_MESSAGE_AGE, "queue" => q.clone()).set(age);
+        if let Some(dlq) = &self.opts.dead_letter_queue {
+            match dlq.stats().await {
+                Ok(d) => metrics::gauge!(
+                    crate::metrics::QUEUE_DEPTH,
+                    "queue" => q,
+                    "state" => "dead_letter"
+                )
+                .set((d.visible + d.in_flight) as f64),
+                Err(e) => warn!(error = %e, "could not read the dead-letter queue's depth"),
+            }
+        }
     }
 
     /// Counts or reports a finished background compaction; a failed one is tried again at the

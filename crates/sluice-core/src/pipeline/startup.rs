@@ -14,7 +14,7 @@ pub(crate) const MIN_RECOVERY_GRACE: Duration = Duration::from_secs(600);
 
 /// A writer that has started: its spool, and what recovery removed.
 #[derive(Debug)]
-pub struct Started {
+pub struct Startup {
     /// The writer's spool, held until this is dropped.
     pub spool: SpoolClaim,
     /// Files removed, per table.
@@ -29,10 +29,10 @@ pub async fn start(
     table: &str,
     writer_id: &str,
     visibility: Option<Duration>,
-) -> Result<Started> {
+) -> Result<Startup> {
     let spool = spools.claim(writer_id)?;
     let recovered = recover(spools, lake, table, &spool, visibility.unwrap_or_default()).await?;
-    Ok(Started { spool, recovered })
+    Ok(Startup { spool, recovered })
 }
 
 /// Start-up recovery of a writer of `table` that holds `claim`: the uploads that dead writers
