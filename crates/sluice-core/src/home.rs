@@ -22,15 +22,20 @@ use crate::queue::{EmbeddedQueues, Queue, QueueSettings};
 /// A sluice home directory.
 #[derive(Debug, Clone)]
 pub struct Home {
+    /// The home directory.
     pub root: PathBuf,
 }
 
 /// The embedded backends of a home: its queue database, one queue, the catalog and the lake.
 #[derive(Debug, Clone)]
 pub struct EmbeddedBackends {
+    /// The embedded queue database.
     pub queues: EmbeddedQueues,
+    /// The queue the command works with.
     pub queue: Arc<dyn Queue>,
+    /// The embedded catalog.
     pub catalog: Arc<dyn Catalog>,
+    /// The lake.
     pub lake: Lake,
 }
 
@@ -42,18 +47,22 @@ impl EmbeddedBackends {
 }
 
 impl Home {
+    /// A home at `root` (created when first opened).
     pub fn new(root: impl Into<PathBuf>) -> Self {
         Home { root: root.into() }
     }
 
+    /// The embedded queue database.
     pub fn queue_db(&self) -> PathBuf {
         self.root.join("queue.db")
     }
 
+    /// The embedded catalog database.
     pub fn catalog_db(&self) -> PathBuf {
         self.root.join("catalog.db")
     }
 
+    /// The lake, unless another is given.
     pub fn lake_dir(&self) -> PathBuf {
         self.root.join("lake")
     }

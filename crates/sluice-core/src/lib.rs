@@ -75,6 +75,8 @@
 //! # Ok(()) }
 //! ```
 
+#![warn(missing_docs)]
+
 pub mod catalog;
 pub mod chunk;
 pub mod decode;

@@ -37,25 +37,39 @@ pub(crate) fn count_labelled(
 pub struct Meter {
     /// The `role` label of the metrics (`producer`, `consumer`, …).
     pub role: &'static str,
+    /// Send calls (single or batch).
     pub queue_send_calls: AtomicU64,
+    /// Receive calls.
     pub queue_receive_calls: AtomicU64,
+    /// Receive calls that returned no message.
     pub queue_empty_receives: AtomicU64,
+    /// Delete calls.
     pub queue_delete_calls: AtomicU64,
+    /// Change-visibility calls.
     pub queue_visibility_calls: AtomicU64,
+    /// Other calls (stats, purge).
     pub queue_other_calls: AtomicU64,
+    /// Messages sent.
     pub queue_messages_sent: AtomicU64,
+    /// Messages received.
     pub queue_messages_received: AtomicU64,
     /// Bytes of message bodies sent and received.
     pub queue_payload_bytes: AtomicU64,
     /// SQS billed request units (64 KiB each) of every call.
     pub queue_billed_units: AtomicU64,
+    /// PUT requests.
     pub store_put: AtomicU64,
+    /// GET and HEAD requests.
     pub store_get: AtomicU64,
+    /// LIST requests (one per 1,000 keys).
     pub store_list: AtomicU64,
+    /// DELETE requests.
     pub store_delete: AtomicU64,
+    /// COPY requests.
     pub store_copy: AtomicU64,
     /// Multipart requests: create, each part, complete or abort.
     pub store_multipart: AtomicU64,
+    /// Bytes written.
     pub store_bytes_put: AtomicU64,
 }
 
@@ -82,33 +96,61 @@ pub(crate) enum C {
 }
 
 // Metric names. Counters end in `_total`, sizes are bytes, times seconds.
+/// Queue API requests, by operation.
 pub const QUEUE_REQUESTS: &str = "sluice_queue_requests_total";
+/// Receive requests that returned no message.
 pub(crate) const QUEUE_EMPTY_RECEIVES: &str = "sluice_queue_empty_receives_total";
+/// Messages sent and received.
 pub(crate) const QUEUE_MESSAGES: &str = "sluice_queue_messages_total";
+/// Bytes of message bodies sent and received.
 pub(crate) const QUEUE_PAYLOAD_BYTES: &str = "sluice_queue_payload_bytes_total";
+/// SQS billed request units (64 KiB of payload each).
 pub const QUEUE_BILLED_UNITS: &str = "sluice_queue_billed_units_total";
+/// Object store requests, by kind (one LIST per 1,000 keys).
 pub const STORE_REQUESTS: &str = "sluice_store_requests_total";
+/// Bytes written to the object store.
 pub(crate) const STORE_BYTES_PUT: &str = "sluice_store_bytes_put_total";
+/// Rows the producer sent.
 pub const ROWS_PRODUCED: &str = "sluice_rows_produced_total";
+/// Chunk messages the producer sent.
 pub(crate) const CHUNKS_SENT: &str = "sluice_chunks_sent_total";
+/// Messages the consumer took in (deliveries).
 pub const MESSAGES_CONSUMED: &str = "sluice_messages_consumed_total";
+/// Messages deleted after their rows were committed.
 pub const MESSAGES_DELETED: &str = "sluice_messages_deleted_total";
+/// Deliveries that could not be processed (dead-lettered after maxReceiveCount).
 pub const MESSAGES_FAILED: &str = "sluice_messages_failed_total";
+/// Rows read from messages, pieces and objects.
 pub const ROWS_IN: &str = "sluice_rows_in_total";
+/// Rows written to data files.
 pub const ROWS_WRITTEN: &str = "sluice_rows_written_total";
+/// Rows written to the quarantine.
 pub const ROWS_QUARANTINED: &str = "sluice_rows_quarantined_total";
+/// Rows dropped because they were already committed.
 pub const ROWS_DUPLICATE: &str = "sluice_rows_duplicate_total";
+/// Files committed.
 pub const FILES_WRITTEN: &str = "sluice_files_written_total";
+/// Bytes of files committed.
 pub const BYTES_WRITTEN: &str = "sluice_bytes_written_total";
+/// Delta commits, by log (data, quarantine).
 pub const COMMITS: &str = "sluice_commits_total";
+/// Commits that found some of their rows committed by another writer.
 pub const COMMIT_CONFLICTS: &str = "sluice_commit_conflicts_total";
+/// Compactions committed.
 pub const COMPACTIONS: &str = "sluice_compactions_total";
+/// Versions that added columns to a table.
 pub const SCHEMA_CHANGES: &str = "sluice_schema_changes_total";
+/// Files being written (not yet committed).
 pub const OPEN_FILES: &str = "sluice_open_files";
+/// Memory held by buffered row groups.
 pub const BUFFERED_BYTES: &str = "sluice_buffered_bytes";
+/// Messages received and not yet deleted.
 pub const HELD_MESSAGES: &str = "sluice_held_messages";
+/// Messages in the queue, by state (visible, in_flight, dead_letter).
 pub const QUEUE_DEPTH: &str = "sluice_queue_depth_messages";
+/// Age of the oldest message not yet consumed (0 when the queue is drained).
 pub const OLDEST_MESSAGE_AGE: &str = "sluice_oldest_message_age_seconds";
+/// Time from a chunk's production to the deletion of its message (all its rows committed).
 pub const COMMIT_LATENCY: &str = "sluice_chunk_commit_latency_seconds";
 
 /// Describes every metric sluice emits to the installed recorder (call once after installing
@@ -192,7 +234,9 @@ pub fn describe() {
     );
 }
 
-/// A point-in-time copy of a [`Meter`].
+/// A point-in-time copy of a [`Meter`]: each field is the count of the [`Meter`] field of the
+/// same name.
+#[allow(missing_docs)]
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
 pub struct MeterSnapshot {
     pub queue_send_calls: u64,
@@ -284,6 +328,7 @@ impl Meter {
         }
     }
 
+    /// The counts now.
     pub fn snapshot(&self) -> MeterSnapshot {
         let g = |c: &AtomicU64| c.load(Ordering::Relaxed);
         MeterSnapshot {
@@ -309,6 +354,7 @@ impl Meter {
 }
 
 impl MeterSnapshot {
+    /// Queue calls of every kind.
     pub fn queue_calls(&self) -> u64 {
         self.queue_send_calls
             + self.queue_receive_calls
@@ -317,6 +363,7 @@ impl MeterSnapshot {
             + self.queue_other_calls
     }
 
+    /// Object-store requests of every kind.
     pub fn store_requests(&self) -> u64 {
         self.store_put
             + self.store_get

@@ -22,7 +22,9 @@ pub(crate) const PARAM_DATE_FORMAT: &str = "sluice.date_format";
 /// A table, as Glue models it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TableDef {
+    /// The database (Glue database) the table is in.
     pub database: String,
+    /// The table's name.
     pub name: String,
     /// URL of the table's directory (`file:///…/lake/t/`, `s3://bucket/prefix/t/`).
     pub location: String,
@@ -32,6 +34,8 @@ pub struct TableDef {
     pub partition_keys: Vec<Column>,
     /// Storage format; always `parquet` today.
     pub format: String,
+    /// sluice's settings of the table (`sluice.partition_by`, `sluice.schema_policy`, …) and the
+    /// backend's own parameters.
     pub parameters: BTreeMap<String, String>,
     /// Incremented by every update; updates name the version they start from.
     pub version: u64,
@@ -51,11 +55,18 @@ pub struct TableDef {
 /// - Lists are ordered by name.
 #[async_trait]
 pub trait Catalog: Send + Sync + std::fmt::Debug {
+    /// Creates a database; `AlreadyExists` if it exists.
     async fn create_database(&self, name: &str) -> Result<()>;
+    /// The names of every database.
     async fn list_databases(&self) -> Result<Vec<String>>;
+    /// Creates a table; `AlreadyExists` if one of that name exists.
     async fn create_table(&self, table: &TableDef) -> Result<()>;
+    /// A table by name; `NotFound` if there is none.
     async fn get_table(&self, database: &str, name: &str) -> Result<TableDef>;
+    /// Every table of `database`, by name.
     async fn list_tables(&self, database: &str) -> Result<Vec<TableDef>>;
+    /// Replaces a table's definition if nobody changed it since it was read (`Conflict` if
+    /// somebody did); returns it as stored.
     async fn update_table(&self, table: &TableDef) -> Result<TableDef>;
 }
 

@@ -28,9 +28,11 @@ pub(crate) const MAGIC: &str = "sluice.chunk.v1 ";
 /// A row the producer could not put in a chunk (e.g. larger than a message).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Reject {
+    /// The line of the source the record started on.
     pub line: u64,
     /// The start of the raw record.
     pub raw: String,
+    /// Why the record was refused.
     pub reason: String,
 }
 
@@ -66,6 +68,7 @@ impl Payload {
 /// The envelope of a chunk.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ChunkHeader {
+    /// The table the rows are for.
     pub table: String,
     /// Fingerprint of the table schema the producer checked the header against.
     pub schema: String,
@@ -77,13 +80,16 @@ pub struct ChunkHeader {
     pub first_line: u64,
     /// Records in the payload.
     pub rows: u64,
+    /// How the payload is encoded.
     pub codec: Codec,
+    /// The CSV dialect of the records (for CSV payloads).
     pub format: CsvFormat,
     /// Column names of the source header, in source order (CSV payloads).
     pub columns: Vec<String>,
     /// Absent in chunks of earlier versions: CSV.
     #[serde(default, skip_serializing_if = "Payload::is_csv")]
     pub payload: Payload,
+    /// Records the producer refused (too large for any message), for the quarantine.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub rejects: Vec<Reject>,
     /// When the producer made the chunk (ms since the epoch), for freshness; absent in chunks

@@ -81,7 +81,9 @@ enum Col {
 /// A field value as the typer receives it: text already known to be UTF-8, or bytes to check.
 #[derive(Debug, Clone, Copy)]
 pub enum Field<'a> {
+    /// A field known to be UTF-8.
     Text(&'a str),
+    /// A field as bytes, checked for UTF-8 when typed.
     Bytes(&'a [u8]),
 }
 

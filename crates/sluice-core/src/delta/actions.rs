@@ -7,6 +7,10 @@
 //! the protocol asks readers to ignore what they do not know, and the protocol gate
 //! ([`super::protocol`]) refuses tables whose features would make ignoring them wrong.
 
+// The fields are the Delta protocol's, named as its PROTOCOL.md names them (in camelCase
+// there), which says what each means.
+#![allow(missing_docs)]
+
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};

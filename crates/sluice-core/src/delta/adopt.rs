@@ -21,7 +21,9 @@ use crate::table::TableLayout;
 /// What the user asked of a table that may already exist.
 #[derive(Debug, Clone)]
 pub struct Adoption<'a> {
+    /// The catalog database to register the table in.
     pub database: &'a str,
+    /// The table's name.
     pub table: &'a str,
     /// The table's URL, for the catalog entry.
     pub location: &'a str,

@@ -64,11 +64,13 @@ pub struct CompactOptions {
     pub filter: Vec<(String, String)>,
     /// Only this partition directory (`year=2024`), if given.
     pub partition: Option<String>,
+    /// How the new files are written.
     pub parquet: ParquetOptions,
     /// Private spool directory for the files being written (and the uploads log).
     pub spool_dir: PathBuf,
     /// Memory for the row group being written.
     pub memory_budget: usize,
+    /// Who commits (recorded in the Delta log).
     pub writer_id: String,
     /// First back-off of a retried upload.
     pub retry_base: Duration,
@@ -97,10 +99,15 @@ pub struct CompactReport {
     pub version: Option<u64>,
     /// Versions committed (one per partition).
     pub versions: u64,
+    /// Files the compaction replaced.
     pub files_removed: u64,
+    /// Files it wrote.
     pub files_added: u64,
+    /// Partitions compacted.
     pub partitions: u64,
+    /// Bytes of the files replaced.
     pub bytes_removed: u64,
+    /// Bytes of the files written.
     pub bytes_added: u64,
     /// Partitions left as they were because another compaction took some of their files first.
     pub conflicts: u64,

@@ -25,7 +25,9 @@ use crate::error::{Error, Result};
 /// One constraint: its name and SQL expression (a row passes when it is true or NULL).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Constraint {
+    /// The constraint's name (`delta.constraints.<name>`, or the column of an invariant).
     pub name: String,
+    /// The SQL condition every row must not make false.
     pub expression: String,
 }
 
@@ -108,6 +110,7 @@ pub(crate) fn generated_of_metadata(m: &Metadata) -> Result<Vec<(String, String)
 /// Compiles a table's constraints for a schema (every column of the table, partition columns
 /// included).
 pub trait ConstraintEngine: Send + Sync + std::fmt::Debug {
+    /// Compiles the table's constraints for rows of `schema`.
     fn compile(
         &self,
         schema: &SchemaRef,
@@ -129,6 +132,7 @@ pub trait ConstraintEngine: Send + Sync + std::fmt::Debug {
 /// values for `batch` (of the schema it was compiled for): the value the row has, or, where it
 /// is NULL, the generation expression's.
 pub trait ColumnGenerator: Send + Sync + std::fmt::Debug {
+    /// The generated columns' values for the rows of `batch`, in the order they were given.
     fn fill(&self, batch: &RecordBatch) -> Result<Vec<arrow::array::ArrayRef>>;
 }
 
@@ -139,17 +143,22 @@ pub trait ColumnGenerator: Send + Sync + std::fmt::Debug {
 /// compiled for) and returns the first constraint, in name order, that some row makes false,
 /// with how many rows do; `None` when every row passes (true or NULL, as SQL CHECK reads it).
 pub trait ConstraintChecker: Send + Sync + std::fmt::Debug {
+    /// The first constraint a row of `batch` breaks, with how many rows break it.
     fn first_violation(&self, batch: &RecordBatch) -> Result<Option<(Constraint, usize)>>;
 }
 
 /// A table's compiled constraints with the schema to give them batches in.
 #[derive(Debug, Clone)]
 pub struct Checks {
+    /// The table's CHECK constraints, invariants and NOT NULL columns.
     pub constraints: Vec<Constraint>,
+    /// The schema the checks were compiled for.
     pub schema: SchemaRef,
+    /// Evaluates the constraints.
     pub checker: Arc<dyn ConstraintChecker>,
     /// Generated columns (file columns only) and what computes them.
     pub generated: Vec<(String, String)>,
+    /// Computes generated columns, if the table has any.
     pub generator: Option<Arc<dyn ColumnGenerator>>,
 }
 

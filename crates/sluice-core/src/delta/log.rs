@@ -51,7 +51,9 @@ use crate::schema::ColumnType;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum FileKind {
+    /// The table's own rows.
     Data,
+    /// Rows that could not be parsed, in the quarantine table.
     Quarantine,
 }
 
@@ -62,8 +64,11 @@ pub struct DataFile {
     pub path: String,
     /// Partition directory (`year=2024`), empty for unpartitioned tables.
     pub partition: String,
+    /// Rows in the file.
     pub rows: u64,
+    /// Size of the file in bytes.
     pub bytes: u64,
+    /// Which table the file is for.
     pub kind: FileKind,
     /// Delta statistics (`numRecords`, `minValues`, `maxValues`, `nullCount`) as JSON.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -73,7 +78,9 @@ pub struct DataFile {
 /// The rows of one chunk that fall into one partition: the unit of exactly-once.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct ChunkPart {
+    /// The chunk id.
     pub chunk: String,
+    /// The partition (Hive path) of the part.
     pub partition: String,
 }
 
@@ -133,15 +140,20 @@ pub(crate) type PartKeys = HashSet<u128, PartKeyHasher>;
 /// One commit.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Commit {
+    /// The Delta version the commit landed as.
     pub version: u64,
     /// Unique id, so a committer whose write succeeded but whose reply was lost recognises it.
     pub id: String,
+    /// When it was committed, in milliseconds since the epoch.
     pub committed_at_ms: i64,
     /// Who committed (host, process, consumer id), for operators.
     pub writer: String,
+    /// Files it added.
     pub add: Vec<DataFile>,
+    /// Paths of the files it removed.
     #[serde(default)]
     pub remove: Vec<String>,
+    /// Chunk parts it recorded.
     pub chunks: Vec<ChunkPart>,
     /// The same rows rearranged (compaction): `dataChange` false, operation `OPTIMIZE`.
     #[serde(default)]
@@ -151,16 +163,20 @@ pub struct Commit {
 /// A column of a Delta table's schema.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DeltaField {
+    /// The column's name.
     pub name: String,
     /// Delta's primitive type name (`long`, `string`, `timestamp_ntz`, …).
     pub ty: &'static str,
+    /// Whether it may hold NULL.
     pub nullable: bool,
 }
 
 /// The schema of a Delta table: its columns (the partition columns too) and partition columns.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DeltaSchema {
+    /// The columns, in order.
     pub fields: Vec<DeltaField>,
+    /// The partition columns, in order.
     pub partition_columns: Vec<String>,
     /// Table properties sluice adds to its own (`metaData.configuration`), such as its
     /// partition spec, by which a new home adopts the table as it was made.
@@ -322,15 +338,18 @@ pub struct LedgerState {
     pub version: u64,
     /// Whether the table has a log (version 0 exists).
     pub exists: bool,
+    /// The live data files, by path relative to the lake root.
     pub files: BTreeMap<String, DataFile>,
     /// Files that a version removed (paths relative to the lake root): earlier versions still
     /// reference them, so only a vacuum after their retention may delete them.
     pub removed: HashSet<String>,
     /// `schemaString` and `partitionColumns` of the newest `metaData`.
     pub schema_string: Option<String>,
+    /// The partition columns of the table.
     pub partition_columns: Vec<String>,
     /// The newest `metaData` and `protocol` actions, whole (a schema change keeps the rest).
     pub metadata: Option<Metadata>,
+    /// The table's protocol action, if the table exists.
     pub protocol: Option<Protocol>,
     /// Live files that carry a deletion vector (paths relative to the lake root): some of
     /// their rows are deleted, so compaction leaves them alone.
@@ -521,8 +540,11 @@ pub struct PartitionSummary {
     pub dir: String,
     /// `(key, value)` pairs; `None` is the NULL (default) partition.
     pub values: Vec<(String, Option<String>)>,
+    /// Live files in the partition.
     pub files: u64,
+    /// Rows in them.
     pub rows: u64,
+    /// Their bytes.
     pub bytes: u64,
 }
 
@@ -532,10 +554,12 @@ pub struct CommitDraft {
     /// Unique id of this commit. Keep it when retrying a failed commit: a write whose reply was
     /// lost is then recognised instead of being taken for a conflict.
     pub id: String,
+    /// Files to add.
     pub add: Vec<DataFile>,
     /// Files (paths relative to the lake root) to remove: each must be live when the commit
     /// lands, or the commit is a conflict.
     pub remove: Vec<String>,
+    /// Chunk parts the commit records (so that they are never written twice).
     pub chunks: Vec<ChunkPart>,
     /// The same rows rearranged (compaction), not new data.
     pub rearrange: bool,
@@ -549,6 +573,7 @@ pub struct CommitDraft {
 /// committed), and may remove log files older than the table's log retention. It is idempotent.
 #[async_trait::async_trait]
 pub trait Checkpointer: Send + Sync + std::fmt::Debug {
+    /// Writes a checkpoint of the table at `version`.
     async fn checkpoint(&self, lake: &Lake, table_dir: &str, version: u64) -> Result<()>;
 }
 
@@ -1751,13 +1776,19 @@ impl LogListing {
 /// One version of a table's history.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct HistoryEntry {
+    /// The Delta version.
     pub version: u64,
+    /// When it was committed, in milliseconds since the epoch.
     pub timestamp_ms: i64,
+    /// The operation its commitInfo names (`WRITE`, `OPTIMIZE`, …).
     pub operation: String,
     /// Rows added, when the committer recorded them (`operationMetrics.numOutputRows`).
     pub rows: Option<u64>,
+    /// Files it added.
     pub files_added: u64,
+    /// Files it removed.
     pub files_removed: u64,
+    /// Chunk parts it recorded.
     pub chunk_parts: u64,
     /// sluice's writer id, or the engine that committed (`engineInfo`).
     pub writer: Option<String>,

@@ -29,6 +29,7 @@ pub struct RepairReport {
     pub removed: Vec<String>,
     /// Uncommitted files left because they are younger than the grace period.
     pub kept_recent: u64,
+    /// The Delta version the repair read.
     pub ledger_version: u64,
 }
 

@@ -18,11 +18,17 @@ use crate::lake::Lake;
 /// What an upgrade did.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct UpgradeReport {
+    /// The last version of the earlier sluice's log.
     pub legacy_version: u64,
+    /// The Delta version that holds it.
     pub delta_version: u64,
+    /// Data files carried over.
     pub files: u64,
+    /// Rows in them.
     pub rows: u64,
+    /// Quarantine files carried over.
     pub quarantine_files: u64,
+    /// Chunk parts carried over (so no chunk lands twice).
     pub chunk_parts: u64,
 }
 

@@ -13,11 +13,21 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 pub enum Error {
     /// A queue, table, database or object does not exist.
     #[error("{what} not found: {name}")]
-    NotFound { what: &'static str, name: String },
+    NotFound {
+        /// What kind of thing: `queue`, `table`, `database`, …
+        what: &'static str,
+        /// Its name.
+        name: String,
+    },
 
     /// Something that must be unique already exists.
     #[error("{what} already exists: {name}")]
-    AlreadyExists { what: &'static str, name: String },
+    AlreadyExists {
+        /// What kind of thing.
+        what: &'static str,
+        /// Its name.
+        name: String,
+    },
 
     /// A concurrent writer changed the same state first; retrying after a refresh may succeed.
     #[error("conflict: {0}")]
@@ -26,8 +36,11 @@ pub enum Error {
     /// Input data is wrong. `file` and `line` name where, when known.
     #[error("{}", fmt_input(.file, .line, .message))]
     InvalidInput {
+        /// The file, object or message.
         file: Option<String>,
+        /// The line (1 for the first).
         line: Option<u64>,
+        /// What is wrong.
         message: String,
     },
 
@@ -37,7 +50,12 @@ pub enum Error {
 
     /// A queue message is larger than the queue accepts.
     #[error("message of {size} bytes exceeds the queue's limit of {limit} bytes")]
-    MessageTooLarge { size: usize, limit: usize },
+    MessageTooLarge {
+        /// The message's size in bytes.
+        size: usize,
+        /// The queue's limit in bytes.
+        limit: usize,
+    },
 
     /// A message body is not a message sluice can decode.
     #[error("undecodable message: {0}")]
@@ -46,7 +64,9 @@ pub enum Error {
     /// The local queue or catalog database failed.
     #[error("database error at {path}: {source}")]
     Database {
+        /// The database file.
         path: PathBuf,
+        /// What SQLite said.
         #[source]
         source: rusqlite::Error,
     },
@@ -66,7 +86,9 @@ pub enum Error {
     /// A source object (being converted or produced) could not be listed or read.
     #[error("{name}: {source}")]
     SourceRead {
+        /// The source, as the user named it (`s3://bucket/key`).
         name: String,
+        /// What the store said.
         #[source]
         source: object_store::Error,
     },
@@ -74,14 +96,21 @@ pub enum Error {
     /// A local file could not be read or written.
     #[error("{path}: {source}")]
     Io {
+        /// The file or directory.
         path: PathBuf,
+        /// What the system said.
         #[source]
         source: std::io::Error,
     },
 
     /// A table's commit log has a gap or a version (or checkpoint) that cannot be read.
     #[error("commit log {path}: {message}")]
-    CorruptLog { path: String, message: String },
+    CorruptLog {
+        /// The log, or the file of it.
+        path: String,
+        /// What is wrong.
+        message: String,
+    },
 
     /// A Delta table uses a feature that sluice does not implement for this operation: nothing
     /// was written.
@@ -89,9 +118,13 @@ pub enum Error {
         "table {table} uses the Delta feature {feature}, so sluice will not {operation} it: {reason}"
     )]
     UnsupportedFeature {
+        /// The table (its location).
         table: String,
+        /// The Delta feature (`deletionVectors`, …).
         feature: String,
+        /// What was refused: `append to`, `compact`, …
         operation: &'static str,
+        /// Why sluice cannot do it with the feature.
         reason: String,
     },
 
@@ -99,8 +132,11 @@ pub enum Error {
     /// commit being made was not written for: nothing was committed.
     #[error("table {table} was changed by version {version} of another writer: {message}")]
     TableChanged {
+        /// The table (its location).
         table: String,
+        /// The version that changed it.
         version: u64,
+        /// What changed.
         message: String,
     },
 
@@ -110,18 +146,26 @@ pub enum Error {
         "table {table}: {rows} row(s) of {chunk} break the constraint {constraint} ({expression}); none of its rows were written"
     )]
     ConstraintViolated {
+        /// The table (its location).
         table: String,
+        /// The chunk refused.
         chunk: String,
+        /// The constraint's name.
         constraint: String,
+        /// Its condition.
         expression: String,
+        /// Rows of the chunk that break it.
         rows: usize,
     },
 
     /// A step kept failing with retryable errors; `source` is the last one.
     #[error("{what} failed after {attempts} attempts: {source}")]
     RetriesExhausted {
+        /// The step (`upload`, `commit`, …).
         what: String,
+        /// Attempts made.
         attempts: u32,
+        /// The last attempt's error.
         #[source]
         source: Box<Error>,
     },
@@ -142,7 +186,9 @@ pub enum Error {
     /// Compressing or decompressing failed.
     #[error("{what}: {source}")]
     Compression {
+        /// What was being compressed (`zstd`, …).
         what: String,
+        /// The codec's error.
         #[source]
         source: std::io::Error,
     },
@@ -153,34 +199,57 @@ pub enum Error {
         "table {table}: column {column:?} is of Delta type {ty}, which sluice does not {operation}"
     )]
     UnsupportedType {
+        /// The table (its location).
         table: String,
+        /// The column.
         column: String,
+        /// Its Delta type.
         ty: String,
+        /// What sluice does not do with it (`write`, …).
         operation: &'static str,
     },
 
     /// A table is not what the settings given, or its catalog entry, say it is (its
     /// partitioning, a column or a column's type): nothing was written.
     #[error("{message}")]
-    TableMismatch { table: String, message: String },
+    TableMismatch {
+        /// The table.
+        table: String,
+        /// How it differs, for people.
+        message: String,
+    },
 
     /// A catalog entry cannot be read, or lacks what sluice keeps in it.
     #[error("catalog entry of {table}: {message}")]
-    CorruptCatalog { table: String, message: String },
+    CorruptCatalog {
+        /// The table whose entry it is.
+        table: String,
+        /// What is wrong with it.
+        message: String,
+    },
 
     /// A table still has the commit log of an earlier sluice: `sluice upgrade` converts it.
     #[error(
         "table {table} was written by an earlier sluice (its commit log is {log}); run `sluice upgrade --table {table}` to convert it to a Delta Lake table in place"
     )]
-    NeedsUpgrade { table: String, log: String },
+    NeedsUpgrade {
+        /// The table.
+        table: String,
+        /// Where the earlier log is.
+        log: String,
+    },
 
     /// A CHECK constraint, invariant or generated column of a table cannot be compiled or
     /// evaluated: nothing was written.
     #[error("{what} {name} ({expression}) {message}")]
     Constraint {
+        /// `constraint` or `generated column`.
         what: &'static str,
+        /// Its name (the column, for a generated column).
         name: String,
+        /// Its SQL expression.
         expression: String,
+        /// What went wrong.
         message: String,
     },
 
@@ -188,10 +257,15 @@ pub enum Error {
     /// error code when it sent one; the message never carries credentials.
     #[error("{service} {operation}: {message}")]
     Service {
+        /// `SQS`, `Glue`, `Athena`, …
         service: &'static str,
+        /// The call (`SendMessageBatch`, …).
         operation: &'static str,
+        /// The service's error code, when it sent one.
         code: Option<String>,
+        /// What it said.
         message: String,
+        /// Whether the call may succeed if repeated (throttling, a server error).
         retryable: bool,
     },
 }

@@ -13,8 +13,11 @@ use crate::error::{Error, Result};
 /// `max`, each drawn at random from its upper half ("equal jitter").
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Backoff {
+    /// The first wait, before doubling.
     pub base: Duration,
+    /// The longest wait.
     pub max: Duration,
+    /// Retries after the first attempt.
     pub retries: u32,
 }
 
@@ -92,6 +95,7 @@ pub struct Attempts<'a, R> {
 }
 
 impl<'a, R: Fn(&Error) -> bool> Attempts<'a, R> {
+    /// Attempts at `what`, waiting as `backoff` says, retrying the errors `repeat` accepts.
     pub fn new(what: &'a str, backoff: Backoff, repeat: R) -> Self {
         Attempts {
             what,

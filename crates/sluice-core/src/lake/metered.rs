@@ -22,6 +22,7 @@ pub struct MeteredStore {
 }
 
 impl MeteredStore {
+    /// `inner`, counting its requests in `meter`.
     pub fn new(inner: Arc<dyn ObjectStore>, meter: Arc<Meter>) -> Self {
         MeteredStore { inner, meter }
     }

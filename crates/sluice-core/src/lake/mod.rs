@@ -26,6 +26,7 @@ pub(crate) const QUARANTINE_PART: &str = "__quarantine__";
 /// A lake root.
 #[derive(Debug, Clone)]
 pub struct Lake {
+    /// The object store the lake is in.
     pub store: Arc<dyn ObjectStore>,
     /// Path of the lake root inside `store`.
     pub root: Path,

@@ -21,6 +21,7 @@ pub struct Spools {
 }
 
 impl Spools {
+    /// The spools under `root`.
     pub fn new(root: impl Into<PathBuf>) -> Self {
         Spools { root: root.into() }
     }
@@ -124,6 +125,7 @@ fn read_uploads(dir: &Path) -> Vec<(String, String)> {
 /// A spool directory held for the life of this value.
 #[derive(Debug)]
 pub struct SpoolClaim {
+    /// The spool directory.
     pub dir: PathBuf,
     _lock: File,
     /// (table, path) of uploads recorded by consumers that died: uncommitted ones are garbage.
@@ -131,6 +133,7 @@ pub struct SpoolClaim {
 }
 
 impl SpoolClaim {
+    /// The spool directory.
     pub fn path(&self) -> &Path {
         &self.dir
     }

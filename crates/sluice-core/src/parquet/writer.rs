@@ -38,6 +38,7 @@ pub fn created_by() -> String {
 /// Parquet settings.
 #[derive(Debug, Clone)]
 pub struct ParquetOptions {
+    /// zstd level of the columns that have a dictionary or hold text.
     pub zstd_level: i32,
     /// Rows per row group at most.
     pub row_group_rows: usize,

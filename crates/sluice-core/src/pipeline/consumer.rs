@@ -43,7 +43,9 @@ use crate::table::TableLayout;
 /// Consumer settings.
 #[derive(Debug, Clone)]
 pub struct ConsumerOptions {
+    /// The table the consumer writes.
     pub table: String,
+    /// The table's catalog database.
     pub database: String,
     /// Files: rotation, memory, Parquet settings, spool directory, retries.
     pub write: WriterOptions,
@@ -98,6 +100,7 @@ pub(crate) const DEFAULT_MAX_UNCOMMITTED_BYTES: u64 = 2 << 30;
 /// `store` returns a store whose paths are the bucket's keys; it may be called once per
 /// object, so it should be cheap (no request).
 pub trait BucketStores: Send + Sync + std::fmt::Debug {
+    /// The object store of `bucket`.
     fn store(&self, bucket: &str) -> Result<Arc<dyn object_store::ObjectStore>>;
 }
 
@@ -116,6 +119,8 @@ impl ConsumerOptions {
         (self.memory_limit / 8 * 3 / (32 << 20)).clamp(2, 6)
     }
 
+    /// Options for a consumer of `table` writing in `spool_dir` (which [`Consumer::start`]
+    /// replaces with the spool it claims), with the defaults.
     pub fn new(table: &str, spool_dir: PathBuf) -> Self {
         ConsumerOptions {
             table: table.to_string(),
@@ -146,13 +151,18 @@ impl ConsumerOptions {
 /// What a consumer did; printed as its summary.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
 pub struct ConsumerStats {
+    /// Messages received.
     pub messages: u64,
+    /// Messages that could not be decoded (dead-lettered after the queue's receive count).
     pub undecodable_messages: u64,
+    /// Bytes of the message bodies received.
     pub received_bytes: u64,
+    /// Rows in the messages.
     pub rows_in: u64,
     /// Rows, files and commits of the writing stage.
     #[serde(flatten)]
     pub write: WriteStats,
+    /// Messages deleted (all their rows committed).
     pub deleted: u64,
     /// Background compactions that committed.
     pub compactions: u64,
@@ -220,6 +230,7 @@ pub struct Consumer {
 
 /// A consumer that has started, and what its start-up recovered.
 pub struct Started {
+    /// The consumer, ready to [`Consumer::run`].
     pub consumer: Consumer,
     /// Files that writers before it uploaded and never committed, removed, per table.
     pub recovered: Vec<(String, Vec<String>)>,

@@ -47,6 +47,7 @@ pub fn backlog_beside_consumer(queue: &dyn Queue) -> Option<u64> {
 /// Producer settings: the table, and how chunks are sent.
 #[derive(Debug, Clone)]
 pub struct ProducerOptions {
+    /// The table, and how its sources read.
     pub table: TableSettings,
     /// zstd level of the chunks; `None`: 1 where speed matters (a queue not billed by size, as
     /// the embedded one), 7 on a queue billed per 64 KiB (SQS: about 14% fewer billed units than
@@ -75,11 +76,17 @@ impl ProducerOptions {
 /// What producing did.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
 pub struct ProduceStats {
+    /// Sources produced.
     pub files: u64,
+    /// Rows sent.
     pub rows: u64,
+    /// Bytes of the sources read.
     pub csv_bytes: u64,
+    /// Chunk messages sent.
     pub chunks: u64,
+    /// Bytes of the messages sent.
     pub message_bytes: u64,
+    /// Records refused before sending (too large for any message), sent to the quarantine.
     pub rejected_rows: u64,
 }
 
@@ -107,6 +114,8 @@ pub struct Producer {
 }
 
 impl Producer {
+    /// A producer sending to `queue` the rows of the table `opts` names (created in `catalog`
+    /// if missing).
     pub fn new(
         queue: Arc<dyn Queue>,
         catalog: Arc<dyn Catalog>,

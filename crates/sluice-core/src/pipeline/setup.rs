@@ -18,7 +18,9 @@ use crate::table::policy::{PARAM_SCHEMA_POLICY, SchemaPolicy};
 pub struct TableSettings {
     /// The table's name.
     pub name: String,
+    /// The table's catalog database.
     pub database: String,
+    /// The CSV dialect of the table's sources.
     pub format: CsvFormat,
     /// Used when the table is created.
     pub partition_by: PartitionSpec,
@@ -35,6 +37,8 @@ pub struct TableSettings {
 }
 
 impl TableSettings {
+    /// Settings for the table `name`, partitioned by `partition_by`, at `location`, with the
+    /// defaults.
     pub fn new(name: &str, partition_by: PartitionSpec, location: String) -> Self {
         TableSettings {
             name: name.to_string(),

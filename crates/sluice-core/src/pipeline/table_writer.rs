@@ -49,6 +49,7 @@ pub struct WriterOptions {
     pub rotate_bytes: u64,
     /// Memory for buffered row groups across all open files.
     pub memory_budget: usize,
+    /// How the files are written.
     pub parquet: ParquetOptions,
     /// Private spool directory (also where uploads are recorded for recovery).
     pub spool_dir: PathBuf,
@@ -74,12 +75,19 @@ impl WriterOptions {
 /// What writing did; part of the consumer's and `convert`'s summaries.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
 pub struct WriteStats {
+    /// Rows committed to the table.
     pub rows_written: u64,
+    /// Rows committed to the quarantine.
     pub rows_quarantined: u64,
+    /// Rows left out because the table already has them (a chunk delivered again).
     pub rows_duplicate: u64,
+    /// Files committed.
     pub files: u64,
+    /// Bytes of those files.
     pub bytes_written: u64,
+    /// Delta commits.
     pub commits: u64,
+    /// Commits lost to another writer (their rows were then committed by it, or again).
     pub conflicts: u64,
 }
 

@@ -13,6 +13,7 @@ use crate::queue::{EmbeddedQueues, Queue, QueueSettings};
 /// One dead-lettered message.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DeadLetter {
+    /// The message's id.
     pub message_id: String,
     /// Why it was moved, when the backend records it (the embedded queue does; SQS does not:
     /// consumers record their reasons in the home's failure log).
@@ -41,21 +42,30 @@ pub struct CreatedQueue {
 pub trait QueueAdmin: Send + Sync + std::fmt::Debug {
     /// Where the queues are, for people: a file, or a region's endpoint.
     fn location(&self) -> String;
+    /// Creates `name` and its dead-letter queue (idempotent).
     async fn create(&self, name: &str, settings: &QueueSettings) -> Result<CreatedQueue>;
+    /// Opens `name`; `NotFound` if it does not exist.
     async fn open(&self, name: &str) -> Result<Arc<dyn Queue>>;
+    /// The dead-letter queue of `name`, if it has one.
     async fn dead_letter_queue(&self, name: &str) -> Result<Option<Arc<dyn Queue>>>;
+    /// Up to `limit` messages of `name`'s dead-letter queue, without consuming them.
     async fn dead_letters(&self, name: &str, limit: usize) -> Result<Vec<DeadLetter>>;
+    /// Moves every message of `name`'s dead-letter queue back to it; returns how many moved.
     async fn redrive(&self, name: &str) -> Result<u64>;
+    /// Deletes every message of `name`.
     async fn purge(&self, name: &str) -> Result<()> {
         self.open(name).await?.purge().await
     }
+    /// The queues that are not dead-letter queues, by name.
     async fn list(&self) -> Result<Vec<String>>;
 }
 
 /// The embedded queues of one database file.
 #[derive(Debug, Clone)]
 pub struct EmbeddedAdmin {
+    /// The queues.
     pub queues: EmbeddedQueues,
+    /// The database file.
     pub path: std::path::PathBuf,
 }
 

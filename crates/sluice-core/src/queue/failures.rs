@@ -9,10 +9,15 @@ use crate::error::{Error, Result};
 /// One message that could not be processed, as recorded by a consumer.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct FailureRecord {
+    /// The queue the message came from.
     pub queue: String,
+    /// The message's id.
     pub message_id: String,
+    /// How often it had been received.
     pub receive_count: u32,
+    /// Why it could not be processed.
     pub reason: String,
+    /// When, in milliseconds since the epoch.
     pub at_ms: i64,
 }
 

@@ -19,6 +19,7 @@ pub struct MeteredQueue {
 }
 
 impl MeteredQueue {
+    /// `inner`, counting its calls in `meter`.
     pub fn new(inner: Arc<dyn Queue>, meter: Arc<Meter>) -> Self {
         MeteredQueue { inner, meter }
     }

@@ -104,6 +104,7 @@ pub struct ReceivedMessage {
     pub message_id: String,
     /// Handle for delete and change_visibility, new on every delivery.
     pub receipt: String,
+    /// The message's body.
     pub body: String,
     /// How many times the message has been received, this delivery included.
     pub receive_count: u32,
@@ -128,6 +129,7 @@ pub struct BatchFailure {
     pub index: usize,
     /// Machine-readable reason, e.g. `MessageNotInflight`.
     pub code: String,
+    /// Why, for people.
     pub message: String,
 }
 

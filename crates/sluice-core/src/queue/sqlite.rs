@@ -37,6 +37,7 @@ use crate::error::{Error, Result};
 
 /// Milliseconds since the epoch; replaceable in tests.
 pub trait Clock: Send + Sync + std::fmt::Debug {
+    /// Now, in milliseconds since the epoch.
     fn now_ms(&self) -> i64;
 }
 

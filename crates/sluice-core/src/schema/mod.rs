@@ -14,8 +14,11 @@ use crate::error::{Error, Result};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ColumnType {
+    /// `true` or `false` (`boolean`).
     Boolean,
+    /// A 64-bit signed integer (`long`).
     Int64,
+    /// A 64-bit float (`double`).
     Float64,
     /// A calendar date.
     Date,
@@ -23,6 +26,7 @@ pub enum ColumnType {
     Timestamp,
     /// An instant, stored as UTC (Parquet `isAdjustedToUTC = true`).
     TimestampTz,
+    /// UTF-8 text (`string`).
     String,
 }
 
@@ -85,12 +89,15 @@ impl ColumnType {
 /// One column of a table.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Column {
+    /// The column's name.
     pub name: String,
+    /// The column's type.
     #[serde(rename = "type")]
     pub ty: ColumnType,
 }
 
 impl Column {
+    /// A column `name` of type `ty`.
     pub fn new(name: impl Into<String>, ty: ColumnType) -> Self {
         Column {
             name: name.into(),

@@ -33,10 +33,15 @@ const MAX_SEGMENT: usize = 200;
 /// How a partition value is derived from the source column.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Transform {
+    /// `year=YYYY/` directories.
     Year,
+    /// `year=/month=` directories.
     Month,
+    /// `year=/month=/day=` directories.
     Day,
+    /// `year=/month=/day=/hour=` directories (UTC for zoned times).
     Hour,
+    /// The value itself.
     Identity,
 }
 
@@ -56,7 +61,9 @@ impl Transform {
 /// One field of a spec: a transform of a source column, with an optional key name.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PartitionField {
+    /// The column the key is computed from.
     pub source: String,
+    /// How.
     pub transform: Transform,
     /// `AS name`: the key of a one-key transform, or the prefix of a transform's keys.
     pub alias: Option<String>,
@@ -65,6 +72,7 @@ pub struct PartitionField {
 /// A parsed `--partition-by` value.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PartitionSpec {
+    /// The fields, in path order (none: an unpartitioned table).
     pub fields: Vec<PartitionField>,
 }
 

@@ -697,6 +697,7 @@ pub struct Records<'a> {
 }
 
 impl<'a> Records<'a> {
+    /// The records of `buf` in `format`.
     pub fn new(buf: &'a [u8], format: &CsvFormat) -> Self {
         Records {
             buf,

@@ -15,6 +15,7 @@ use crate::source::{Format, Source};
 pub struct Sample {
     /// Records (or objects) read at most.
     pub rows: usize,
+    /// The CSV dialect of the source.
     pub format: CsvFormat,
     /// strftime pattern for dates that are not ISO 8601.
     pub date_format: Option<String>,

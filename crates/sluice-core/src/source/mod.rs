@@ -30,8 +30,11 @@ use crate::error::{Error, Result};
 /// How a source's rows are written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 pub enum Format {
+    /// CSV (also TSV and text with another delimiter).
     Csv,
+    /// JSON lines: one object per line.
     JsonLines,
+    /// Parquet.
     Parquet,
 }
 
@@ -52,8 +55,11 @@ impl Format {
 /// How a source's bytes are compressed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 pub enum Compression {
+    /// As it is.
     None,
+    /// gzip.
     Gzip,
+    /// zstd.
     Zstd,
 }
 
@@ -78,9 +84,13 @@ pub(crate) fn detect(name: &str) -> Option<(Format, Compression)> {
 /// Where a source's bytes are.
 #[derive(Debug, Clone)]
 pub enum Location {
+    /// A local file.
     Local(PathBuf),
+    /// An object in a store.
     Object {
+        /// The store.
         store: Arc<dyn ObjectStore>,
+        /// The object's path in it.
         path: Path,
     },
 }
@@ -90,13 +100,16 @@ pub enum Location {
 pub struct Source {
     /// As the user knows it: a path, or `s3://bucket/key`. Used in messages and the quarantine.
     pub name: String,
+    /// Where it is.
     pub location: Location,
     /// Bytes as stored (compressed).
     pub size: u64,
     /// The object version read (its ETag, or version id): every range is read with
     /// `If-Match`, so an object replaced while it is read is an error, not a mix.
     pub version: Option<String>,
+    /// How its rows are written.
     pub format: Format,
+    /// How it is compressed.
     pub compression: Compression,
 }
 

@@ -11,12 +11,15 @@ use crate::error::{Error, Result};
 /// One object named by an `ObjectCreated` record.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ObjectCreated {
+    /// The bucket.
     pub bucket: String,
     /// Decoded (notifications carry keys URL-encoded, spaces as `+`).
     pub key: String,
+    /// The object's size, as notified.
     pub size: u64,
     /// Without quotes, as notifications carry it.
     pub etag: Option<String>,
+    /// The object's version, when the bucket is versioned.
     pub version_id: Option<String>,
 }
 

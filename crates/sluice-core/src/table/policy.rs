@@ -26,6 +26,7 @@ pub enum SchemaPolicy {
 }
 
 impl SchemaPolicy {
+    /// Parses `evolve`, `freeze` or `discard-columns`.
     pub fn parse(s: &str) -> Result<Self> {
         match s.trim().to_ascii_lowercase().replace('_', "-").as_str() {
             "evolve" => Ok(SchemaPolicy::Evolve),
@@ -37,6 +38,7 @@ impl SchemaPolicy {
         }
     }
 
+    /// The policy's name, as `parse` takes it.
     pub fn name(self) -> &'static str {
         match self {
             SchemaPolicy::Evolve => "evolve",
@@ -69,6 +71,7 @@ pub struct SchemaChange {
     pub version: Option<u64>,
     /// When the catalog recorded it (RFC 3339, UTC).
     pub at: String,
+    /// The columns added.
     pub added: Vec<Column>,
     /// The file, object or message whose columns they were.
     pub source: String,

@@ -66,7 +66,9 @@ pub struct ConvertOptions {
     pub table: TableSettings,
     /// Files: rotation, memory, Parquet settings, spool directory, retries.
     pub write: WriterOptions,
+    /// Who commits (recorded in the Delta log).
     pub writer_id: String,
+    /// Writes checkpoints (`sluice-delta` has one); none without.
     pub checkpointer: Option<Arc<dyn Checkpointer>>,
     /// Evaluates the table's CHECK constraints and invariants (none: a table that has any is
     /// refused).
@@ -79,6 +81,7 @@ pub struct ConvertOptions {
 }
 
 impl ConvertOptions {
+    /// Options for converting into `table`, spooling in `spool_dir`, with the defaults.
     pub fn new(table: TableSettings, spool_dir: PathBuf) -> Self {
         ConvertOptions {
             table,
@@ -115,12 +118,15 @@ pub(crate) const DEFAULT_MEMORY_LIMIT: usize = 256 << 20;
 /// What a conversion did.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
 pub struct ConvertStats {
+    /// Sources given.
     pub sources: u64,
     /// Sources a previous run finished: not read again.
     pub sources_skipped: u64,
+    /// Sources that failed (named in [`Converted::failed`]).
     pub sources_failed: u64,
     /// Bytes read from the sources as stored (compressed).
     pub bytes_read: u64,
+    /// Rows read.
     pub rows_in: u64,
     /// Pieces a previous run committed whole: read, not typed.
     pub pieces_skipped: u64,
@@ -135,7 +141,9 @@ pub struct ConvertStats {
 /// The outcome of a conversion: what it did, and the sources that failed with why.
 #[derive(Debug)]
 pub struct Converted {
+    /// What the conversion did.
     pub stats: ConvertStats,
+    /// Sources that failed, each with why; what they gave before is committed.
     pub failed: Vec<(String, Error)>,
 }
 
