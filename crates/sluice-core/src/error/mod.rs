@@ -270,6 +270,20 @@ pub enum Error {
     },
 }
 
+impl From<sluice_parquet::Error> for Error {
+    fn from(e: sluice_parquet::Error) -> Self {
+        match e {
+            sluice_parquet::Error::Parquet(e) => Error::Parquet(e),
+            sluice_parquet::Error::Arrow(e) => Error::Arrow(e),
+            sluice_parquet::Error::Compression { what, source } => {
+                Error::Compression { what, source }
+            }
+            sluice_parquet::Error::Internal(m) => Error::Internal(m),
+            other => Error::Internal(other.to_string()),
+        }
+    }
+}
+
 fn fmt_input(file: &Option<String>, line: &Option<u64>, message: &str) -> String {
     match (file, line) {
         (Some(f), Some(l)) => format!("{f}:{l}: {message}"),

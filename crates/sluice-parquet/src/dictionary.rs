@@ -37,7 +37,7 @@ use parquet::file::statistics::{Statistics, ValueStatistics};
 use parquet::file::writer::{SerializedPageWriter, TrackedWrite};
 use parquet::schema::types::ColumnDescPtr;
 
-use crate::error::{Error, Result};
+use crate::{Error, Result};
 
 /// Bytes of a statistic of text at most, in the chunk's statistics and its column index (the
 /// default of arrow-rs, whose files readers already know).
@@ -398,7 +398,7 @@ impl DictColumn {
             }
             let e = self.lookup_bits(b);
             self.indices.push(e);
-            if self.dict_bytes > self.dict_bytes_limit {
+            if self.dict_bytes >= self.dict_bytes_limit {
                 self.fall_back()?;
             }
         }
@@ -514,7 +514,7 @@ impl DictColumn {
             *m = self.page_no;
             self.used.push(i);
         }
-        if self.dict_bytes > self.dict_bytes_limit {
+        if self.dict_bytes >= self.dict_bytes_limit {
             self.fall_back()?;
         }
         Ok(())
@@ -937,8 +937,12 @@ fn packed(values: &[u32], width: u32, out: &mut Vec<u8>) {
     }
 }
 
+/// Groups of eight values one bit-packed run holds at most.
+const MAX_GROUPS_PER_PACKED_RUN: usize = 63;
+
 /// The RLE / bit-packing hybrid encoding of `values`, `width` bits each (no length prefix):
-/// eight or more equal values from a group boundary on are a run, the rest bit-packed.
+/// eight or more equal values from a group boundary on are a run, the rest bit-packed in runs
+/// of at most [`MAX_GROUPS_PER_PACKED_RUN`] groups, as arrow-rs writes them.
 fn hybrid(values: &[u32], width: u32, out: &mut Vec<u8>) {
     let n = values.len();
     let mut literal: Option<usize> = None;
@@ -956,8 +960,14 @@ fn hybrid(values: &[u32], width: u32, out: &mut Vec<u8>) {
             run(x, j - i, width, out);
             i = j;
         } else {
-            literal.get_or_insert(i);
+            let s = *literal.get_or_insert(i);
             i += 8;
+            // A bit-packed run holds 63 groups at most (its header then fits one byte), as
+            // arrow-rs's encoder writes it.
+            if (i - s) / 8 == MAX_GROUPS_PER_PACKED_RUN {
+                packed(&values[s..i], width, out);
+                literal = None;
+            }
         }
     }
     let tail = &values[i..];
@@ -1199,7 +1209,7 @@ mod tests {
             batches in 1usize..4,
         ) {
             let data = batch(seed, rows, distinct, nulls);
-            let mut props = crate::parquet::writer::writer_properties(&crate::parquet::writer::ParquetOptions {
+            let mut props = crate::properties::writer_properties(&crate::properties::ParquetOptions {
                 row_group_rows: 30_000,
                 ..Default::default()
             })
@@ -1212,7 +1222,7 @@ mod tests {
             let props = props.build();
             let dir = tempfile::tempdir().unwrap();
             let (ours, theirs) = (dir.path().join("ours"), dir.path().join("theirs"));
-            let mut w = crate::parquet::writer::FileWriter::try_new(
+            let mut w = crate::file::FileWriter::try_new(
                 std::fs::File::create(&ours).unwrap(),
                 data.schema(),
                 props.clone(),
