@@ -78,7 +78,8 @@ impl ProducerOptions {
 pub struct ProduceStats {
     /// Sources produced.
     pub files: u64,
-    /// Rows sent.
+    /// Records read from the sources (the refused ones included: they travel to the quarantine
+    /// in their chunk's header).
     pub rows: u64,
     /// Bytes of the sources read.
     pub csv_bytes: u64,
