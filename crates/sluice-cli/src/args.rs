@@ -142,7 +142,8 @@ pub(crate) struct TableArgs {
     /// Table name (letters, digits, underscores).
     #[arg(long, env = "SLUICE_TABLE")]
     pub(crate) table: String,
-    /// Partitioning: year(COL), month(COL), day(COL) or COL (default: from sluice.toml, or the table).
+    /// Partitioning: year(COL), month(COL), day(COL), hour(COL) or COL, comma-separated (default:
+    /// from sluice.toml; else an existing table's own, and a new table is unpartitioned).
     #[arg(long)]
     pub(crate) partition_by: Option<String>,
     /// strftime pattern for dates that are not ISO 8601, e.g. '%m/%d/%Y'.

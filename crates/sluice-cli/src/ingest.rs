@@ -26,10 +26,8 @@ use crate::{convert, output};
 pub(crate) fn table_settings(ctx: &Ctx, lake: &Lake, t: &TableArgs) -> Result<TableSettings> {
     let tc = ctx.table_config(&t.table);
     let spec_s = t.partition_by.clone().or(tc.partition_by.clone());
-    let spec = match spec_s {
-        Some(s) => PartitionSpec::parse(&s)?,
-        None => PartitionSpec::parse("year(date)")?,
-    };
+    // Without a spec, a new table is unpartitioned (an existing one keeps its partitioning).
+    let spec = PartitionSpec::parse(spec_s.as_deref().unwrap_or(""))?;
     let mut opts = TableSettings::new(&t.table, spec, lake.url_of(&Lake::table_dir(&t.table)));
     opts.database = ctx.database().to_string();
     let mut nulls = tc.null_values.clone();
@@ -211,8 +209,16 @@ pub(crate) fn check_spec(def: &sluice_core::catalog::TableDef, spec: &PartitionS
         .get(sluice_core::catalog::PARAM_PARTITION_BY)
         .cloned()
         .unwrap_or_default();
-    if PartitionSpec::parse(&current).ok().as_ref() != Some(spec) {
-        bail!("table {} is partitioned by {current}, not {spec}", def.name);
+    let current = PartitionSpec::parse(&current).ok();
+    if current.as_ref() != Some(spec) {
+        bail!(
+            "table {} is partitioned by {}, not by {}: leave --partition-by out to write with the table's partitioning",
+            def.name,
+            current
+                .map(|c| c.describe())
+                .unwrap_or_else(|| "an unknown spec".into()),
+            spec.describe()
+        );
     }
     Ok(())
 }

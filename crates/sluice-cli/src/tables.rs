@@ -1,6 +1,7 @@
 //! `query` and `catalog tables|schema|partitions|history|alter|ddl`.
 
 use anyhow::Result;
+use sluice_core::schema::partition::PartitionSpec;
 use sluice_core::table::policy::SchemaPolicy;
 
 use crate::Ctx;
@@ -38,6 +39,9 @@ pub(crate) async fn catalog_cmd(ctx: &Ctx, c: CatalogCommand) -> Result<()> {
                     .get(sluice_core::catalog::PARAM_PARTITION_BY)
                     .cloned()
                     .unwrap_or_default();
+                let spec = PartitionSpec::parse(&spec)
+                    .map(|s| s.describe())
+                    .unwrap_or(spec);
                 println!("{}\t{}\tpartitioned by {spec}", t.name, t.location);
             }
         }

@@ -549,3 +549,125 @@ fn a_source_that_failed_part_way_is_resumed_without_retyping_its_committed_piece
     assert!(skipped >= 2, "{e}");
     assert_eq!(count(), before);
 }
+
+/// Rows and distinct values of `key` in a Delta table, counted by DuckDB's Delta extension.
+fn duckdb_count(table_dir: &Path, key: &str) -> String {
+    let script = r#"
+import os, sys, duckdb
+con = duckdb_connect("delta")
+print(*con.execute(f"SELECT count(*), count(DISTINCT {sys.argv[2]}) FROM delta_scan('{sys.argv[1]}')").fetchone(), flush=True)
+con.close()
+os._exit(0)
+"#;
+    common::python(
+        script,
+        &[table_dir.to_str().unwrap(), key],
+        "duckdb with its delta extension",
+    )
+}
+
+/// Data files of a table directory, relative to it.
+fn data_files(table_dir: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut stack = vec![table_dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                if !p.ends_with("_delta_log") {
+                    stack.push(p);
+                }
+            } else if p.extension().is_some_and(|x| x == "parquet") {
+                out.push(p.strip_prefix(table_dir).unwrap().display().to_string());
+            }
+        }
+    }
+    out
+}
+
+/// Without `--partition-by`, a new table is unpartitioned (a date column makes no partition of
+/// its own), an existing table keeps its partitioning, and a spec that disagrees with an
+/// existing table's is refused before anything is written.
+#[test]
+fn without_a_partition_spec_a_table_is_unpartitioned_or_keeps_its_own() {
+    let dir = tempfile::tempdir().unwrap();
+    let home = dir.path().join("home");
+    // A lookup table: no date column at all.
+    let lookup = dir.path().join("lookup.csv");
+    let mut csv = String::from("code,name,rate\n");
+    for i in 0..300 {
+        csv.push_str(&format!("C{i:04},name {i},{}.25\n", i % 7));
+    }
+    std::fs::write(&lookup, csv).unwrap();
+    ok(&sluice(
+        &home,
+        &["convert", lookup.to_str().unwrap(), "--table", "lookup"],
+    ));
+    let files = data_files(&home.join("lake/lookup"));
+    assert!(
+        !files.is_empty() && files.iter().all(|f| !f.contains('/')),
+        "{files:?}"
+    );
+    assert_eq!(duckdb_count(&home.join("lake/lookup"), "code"), "300 300");
+    // JSON lines with a date column: still unpartitioned without a spec.
+    let (events, _) =
+        sluice_testkit::fixtures::write_events_csv(dir.path(), "events.csv", 2_000, 1);
+    let jsonl = variants(&events)
+        .into_iter()
+        .find(|p| p.to_str().unwrap().ends_with(".jsonl"))
+        .unwrap();
+    ok(&sluice(
+        &home,
+        &["convert", jsonl.to_str().unwrap(), "--table", "events"],
+    ));
+    let files = data_files(&home.join("lake/events"));
+    assert!(
+        !files.is_empty() && files.iter().all(|f| !f.contains('/')),
+        "{files:?}"
+    );
+    assert_eq!(duckdb_count(&home.join("lake/events"), "id"), "2000 2000");
+    // More rows for the lookup table: it stays unpartitioned.
+    let more = dir.path().join("more.csv");
+    let mut csv = String::from("code,name,rate\n");
+    for i in 300..400 {
+        csv.push_str(&format!("C{i:04},name {i},{}.5\n", i % 7));
+    }
+    std::fs::write(&more, csv).unwrap();
+    ok(&sluice(
+        &home,
+        &["convert", more.to_str().unwrap(), "--table", "lookup"],
+    ));
+    assert!(
+        data_files(&home.join("lake/lookup"))
+            .iter()
+            .all(|f| !f.contains('/'))
+    );
+    assert_eq!(duckdb_count(&home.join("lake/lookup"), "code"), "400 400");
+    // A spec that disagrees with the table's: refused, nothing written.
+    let refused = sluice(
+        &home,
+        &[
+            "convert",
+            more.to_str().unwrap(),
+            "--table",
+            "lookup",
+            "--partition-by",
+            "code",
+        ],
+    );
+    assert!(!refused.status.success());
+    let err = String::from_utf8_lossy(&refused.stderr);
+    assert!(err.contains("lookup") && err.contains("code"), "{err}");
+    assert_eq!(duckdb_count(&home.join("lake/lookup"), "code"), "400 400");
+    // A partitioned table keeps its partitioning when a later run names none.
+    ok(&convert(&home, &events, "by_year", "year(day)"));
+    let (later, _) =
+        sluice_testkit::fixtures::write_events_csv(dir.path(), "later.csv", 500, 2_001);
+    ok(&sluice(
+        &home,
+        &["convert", later.to_str().unwrap(), "--table", "by_year"],
+    ));
+    let files = data_files(&home.join("lake/by_year"));
+    assert!(files.iter().all(|f| f.starts_with("year=")), "{files:?}");
+    assert_eq!(duckdb_count(&home.join("lake/by_year"), "id"), "2500 2500");
+}

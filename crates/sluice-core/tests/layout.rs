@@ -371,5 +371,9 @@ fn task_errors_are_only_for_joined_tasks() {
 fn the_cli_main_only_dispatches() {
     let main = Path::new(env!("CARGO_MANIFEST_DIR")).join("../sluice-cli/src/main.rs");
     let lines = std::fs::read_to_string(&main).unwrap().lines().count();
-    assert!(lines > 0 && lines <= 500, "{}: {lines} lines", main.display());
+    assert!(
+        lines > 0 && lines <= 500,
+        "{}: {lines} lines",
+        main.display()
+    );
 }
