@@ -238,10 +238,16 @@ pub(crate) struct ConsumerArgs {
     /// database), and a crash makes them be processed again.
     #[arg(long, default_value = "2GiB", value_parser = parse_size)]
     pub(crate) max_uncommitted: u64,
-    /// Serve live metrics (Prometheus' text format) at http://ADDR/metrics while consuming:
-    /// PORT (on 127.0.0.1) or HOST:PORT. Also reads the queue's depth every 5 s.
+    /// Serve live metrics (Prometheus' text format) at http://ADDR/metrics while consuming,
+    /// and the probes /healthz (alive) and /readyz (queue, lake and catalog answered in the
+    /// last 2 minutes, and not stopping): PORT (on 127.0.0.1) or HOST:PORT. Also reads the
+    /// queue's depth every 5 s.
     #[arg(long, value_name = "ADDR", value_parser = telemetry::parse_addr)]
     pub(crate) metrics_addr: Option<std::net::SocketAddr>,
+    /// On SIGTERM or SIGINT, commit what is held within this many seconds; past them (or on a
+    /// second signal) give the unfinished messages back to the queue and stop at once.
+    #[arg(long, value_name = "SECONDS", default_value_t = 25)]
+    pub(crate) stop_timeout: u64,
 }
 
 #[derive(Debug, Args)]

@@ -282,8 +282,10 @@ pub(crate) async fn consume(
     // An SQS queue may carry S3 event notifications: the objects they name are landed.
     opts.object_stores = ctx.open.notification_stores().await;
     if let Some(addr) = a.metrics_addr {
-        let bound = ctx.telemetry.serve(addr).await?;
-        eprintln!("metrics at http://{bound}/metrics");
+        let health = Arc::new(sluice_core::pipeline::health::Health::default());
+        let bound = ctx.telemetry.serve(addr, Some(health.clone())).await?;
+        eprintln!("metrics at http://{bound}/metrics, probes at /healthz and /readyz");
+        opts.health = Some(health);
         opts.report_queue_depth = true;
         let target = ctx.open.queue_target(Some(table))?;
         opts.dead_letter_queue = ctx.open.dead_letter_queue(&target).await?;
@@ -305,13 +307,21 @@ pub(crate) async fn consume(
             removed.len()
         );
     }
+    let signals = crate::stop::listen()?;
     let stats = started
         .consumer
         .hold_until(producer_done)
-        .run(async {
-            let _ = tokio::signal::ctrl_c().await;
-        })
+        .run_until(
+            signals.first(),
+            signals.cut_short(Duration::from_secs(a.stop_timeout)),
+        )
         .await?;
+    if stats.released_unfinished > 0 {
+        eprintln!(
+            "stopped before committing everything: {} message(s) given back to the queue, to be delivered again",
+            stats.released_unfinished
+        );
+    }
     Ok((stats, m.meter.snapshot()))
 }
 

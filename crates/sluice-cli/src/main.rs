@@ -12,6 +12,7 @@ mod maintenance;
 mod output;
 mod queues;
 mod serve;
+mod stop;
 mod tables;
 mod telemetry;
 mod top;

@@ -3,10 +3,13 @@
 //! `--metrics-addr` (while `consume` and `run` work).
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
+use axum::http::StatusCode;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use sluice_core::pipeline::health::Health;
 
 /// The installed recorder.
 #[derive(Clone)]
@@ -53,8 +56,10 @@ impl Telemetry {
         self.handle.render()
     }
 
-    /// Serves `GET /metrics` on `addr` until the process ends; returns the bound address.
-    pub async fn serve(&self, addr: SocketAddr) -> Result<SocketAddr> {
+    /// Serves `GET /metrics` on `addr` until the process ends, and with `health` the probes
+    /// `GET /healthz` (200 while the process answers) and `GET /readyz` (200 when ready, else
+    /// 503 with why); returns the bound address.
+    pub async fn serve(&self, addr: SocketAddr, health: Option<Arc<Health>>) -> Result<SocketAddr> {
         use axum::http::header::CONTENT_TYPE;
         let listener = tokio::net::TcpListener::bind(addr)
             .await
@@ -73,6 +78,26 @@ impl Telemetry {
                 }
             }),
         );
+        let app = match health {
+            Some(h) => app
+                .route("/healthz", axum::routing::get(|| async { "alive\n" }))
+                .route(
+                    "/readyz",
+                    axum::routing::get(move || {
+                        let h = h.clone();
+                        async move {
+                            match h.ready() {
+                                Ok(()) => (StatusCode::OK, "ready\n".to_string()),
+                                Err(why) => (
+                                    StatusCode::SERVICE_UNAVAILABLE,
+                                    format!("not ready: {why}\n"),
+                                ),
+                            }
+                        }
+                    }),
+                ),
+            None => app,
+        };
         tokio::spawn(async move {
             if let Err(e) = axum::serve(listener, app).await {
                 tracing::warn!(error = %e, "the metrics endpoint stopped");

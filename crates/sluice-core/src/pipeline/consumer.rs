@@ -36,6 +36,7 @@ use crate::error::{Error, Result};
 use crate::lake::Lake;
 use crate::lake::spool::{SpoolClaim, Spools};
 use crate::metrics::{MESSAGES_CONSUMED, MESSAGES_DELETED, MESSAGES_FAILED, ROWS_IN, count};
+use crate::pipeline::health::{Dependency, Health};
 use crate::pipeline::table_writer::{Flushed, TableWriter, WriteStats, WriterOptions};
 use crate::queue::{Queue, QueueExt, ReceiveOptions, ReceivedMessage};
 use crate::table::TableLayout;
@@ -85,6 +86,9 @@ pub struct ConsumerOptions {
     /// The queue's dead-letter queue, whose depth is reported with the queue's
     /// (`report_queue_depth`).
     pub dead_letter_queue: Option<Arc<dyn Queue>>,
+    /// Where the consumer records that its queue, lake and catalog answered, and that it is
+    /// stopping (for readiness probes); the catalog is then asked every 30 s.
+    pub health: Option<Arc<Health>>,
     /// Bytes of message bodies received and not yet committed, above which every open file is
     /// committed: the queue keeps those bodies until then (the embedded queue on disk), and a
     /// crash replays them.
@@ -137,6 +141,7 @@ impl ConsumerOptions {
             auto_compact: false,
             report_queue_depth: false,
             dead_letter_queue: None,
+            health: None,
             compact_small_files: 32,
             compact_target_bytes: 128 << 20,
             compact_every: Duration::from_secs(60),
@@ -166,6 +171,9 @@ pub struct ConsumerStats {
     pub deleted: u64,
     /// Background compactions that committed.
     pub compactions: u64,
+    /// Messages given back to the queue unfinished because a stop was cut short (its deadline
+    /// passed, or it was asked for again): they are delivered again, nothing is lost.
+    pub released_unfinished: u64,
 }
 
 struct Held {
@@ -285,6 +293,9 @@ impl Consumer {
         lake: Lake,
     ) -> Result<Self> {
         let def = catalog.get_table(&opts.database, &opts.table).await?;
+        if let Some(h) = &opts.health {
+            h.answered(Dependency::Catalog);
+        }
         let layout = Arc::new(TableLayout::from_def(&def)?);
         let (ledger, quarantine) = retry(
             "open the table's Delta logs",
@@ -332,8 +343,21 @@ impl Consumer {
     /// Runs until the queue is drained (`once`) or `shutdown` completes; then commits what it
     /// holds and deletes the committed messages.
     pub async fn run(
+        self,
+        shutdown: impl std::future::Future<Output = ()>,
+    ) -> Result<ConsumerStats> {
+        self.run_until(shutdown, std::future::pending()).await
+    }
+
+    /// [`Consumer::run`], with a stop that can be cut short: once `cut_short` completes (a
+    /// deadline passed, or the stop was asked for again), the consumer stops at once, as a
+    /// process killed would, but tidily: open files are discarded, what it uploaded and did not
+    /// commit is left for recovery, and the messages it holds are made visible again
+    /// ([`ConsumerStats::released_unfinished`]), to be delivered again. Nothing is lost.
+    pub async fn run_until(
         mut self,
         shutdown: impl std::future::Future<Output = ()>,
+        cut_short: impl std::future::Future<Output = ()>,
     ) -> Result<ConsumerStats> {
         let (stop_tx, stop_rx) = watch::channel(false);
         let (tx, mut rx) = mpsc::channel::<Incoming>(self.opts.decode_ahead());
@@ -361,8 +385,16 @@ impl Consumer {
             },
             tx,
             stop_rx,
+            self.opts.health.clone(),
         ));
-        let result = self.main_loop(&mut rx, &stop_tx, shutdown).await;
+        let mut cut = false;
+        let result = tokio::select! {
+            r = self.main_loop(&mut rx, &stop_tx, shutdown) => r,
+            _ = cut_short => {
+                cut = true;
+                Ok(())
+            }
+        };
         let _ = stop_tx.send(true);
         // After an error the main loop no longer reads the channel: close it (so the receiver
         // cannot block on a full channel) and give back what is still in it.
@@ -379,6 +411,17 @@ impl Consumer {
         }
 
         match result {
+            Ok(()) if cut => {
+                let held = self.held.len() as u64;
+                warn!(
+                    messages = held,
+                    "the stop was cut short: giving the messages held back to the queue"
+                );
+                self.abort_all().await;
+                self.stats.write = self.writer.stats().clone();
+                self.stats.released_unfinished = held + unprocessed.len() as u64;
+                Ok(self.stats)
+            }
             Ok(()) => {
                 self.stats.write = self.writer.stats().clone();
                 Ok(self.stats)
@@ -410,11 +453,15 @@ impl Consumer {
         // committed are dropped on arrival rather than found as a conflict at commit time.
         let mut last_refresh = Instant::now();
         let mut last_depth: Option<Instant> = None;
+        let mut last_catalog = Instant::now();
         loop {
             tokio::select! {
                 biased;
                 _ = &mut shutdown, if !stopping => {
                     info!("shutting down: committing what is held");
+                    if let Some(h) = &self.opts.health {
+                        h.stopping();
+                    }
                     stopping = true;
                     let _ = stop_tx.send(true);
                 }
@@ -440,8 +487,15 @@ impl Consumer {
                         last_heartbeat = Instant::now();
                     }
                     if last_refresh.elapsed() >= Duration::from_secs(5) {
-                        if let Err(e) = self.writer.refresh().await {
-                            warn!(error = %e, "could not re-read the commit log; will retry");
+                        match self.writer.refresh().await {
+                            Ok(()) => {
+                                if let Some(h) = &self.opts.health {
+                                    h.answered(Dependency::Lake);
+                                }
+                            }
+                            Err(e) => {
+                                warn!(error = %e, "could not re-read the commit log; will retry")
+                            }
                         }
                         last_refresh = Instant::now();
                     }
@@ -461,6 +515,15 @@ impl Consumer {
                         .set(self.writer.open_file_count() as f64);
                     metrics::gauge!(crate::metrics::BUFFERED_BYTES)
                         .set(self.writer.buffered_bytes() as f64);
+                    if let Some(h) = &self.opts.health
+                        && last_catalog.elapsed() >= Duration::from_secs(30)
+                    {
+                        last_catalog = Instant::now();
+                        match self.evolver.catalog.get_table(&self.opts.database, &self.opts.table).await {
+                            Ok(_) => h.answered(Dependency::Catalog),
+                            Err(e) => warn!(error = %e, "the catalog did not answer"),
+                        }
+                    }
                     if self.opts.report_queue_depth
                         && last_depth.is_none_or(|t| t.elapsed() >= Duration::from_secs(5))
                     {
@@ -1032,6 +1095,7 @@ async fn receive_loop(
     idle_backoff_max: Duration,
     tx: mpsc::Sender<Incoming>,
     mut stop: watch::Receiver<bool>,
+    health: Option<Arc<Health>>,
 ) {
     let mut idle = 0u32;
     while !*stop.borrow() {
@@ -1041,6 +1105,9 @@ async fn receive_loop(
         .await;
         match received {
             Ok(msgs) if msgs.is_empty() => {
+                if let Some(h) = &health {
+                    h.answered(Dependency::Queue);
+                }
                 idle += 1;
                 if tx.send(Incoming::Empty).await.is_err() {
                     break;
@@ -1054,6 +1121,9 @@ async fn receive_loop(
                 }
             }
             Ok(msgs) => {
+                if let Some(h) = &health {
+                    h.answered(Dependency::Queue);
+                }
                 idle = 0;
                 for mut m in msgs {
                     if let Some(n) = crate::source::s3_events::parse(&m.body) {

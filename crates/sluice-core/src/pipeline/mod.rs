@@ -4,6 +4,7 @@
 
 pub mod consumer;
 pub mod convert;
+pub mod health;
 pub mod producer;
 pub mod setup;
 pub mod startup;

@@ -1,0 +1,196 @@
+//! Clean stops and health probes of a following consumer, as an orchestrator (ECS,
+//! Kubernetes, systemd) drives it: SIGTERM at any moment commits what is held (or, past
+//! `--stop-timeout` or on a second signal, gives it back to the queue) and exits 0; nothing is
+//! lost, nothing lands twice. `/healthz` answers while the process lives, `/readyz` once the
+//! queue, lake and catalog have answered.
+
+mod common;
+
+use std::path::Path;
+use std::process::{Child, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{free_port, ok, sluice};
+
+/// `rows` events produced into the queue `events`, in messages of at most 4 KiB (many
+/// deliveries and commits).
+fn produce(dir: &Path, home: &Path, rows: u64) {
+    ok(&sluice(
+        home,
+        &[
+            "queue",
+            "create",
+            "--queue",
+            "events",
+            "--max-message-bytes",
+            "4096",
+        ],
+    ));
+    let (csv, _) = sluice_testkit::fixtures::write_events_csv(dir, "a.csv", rows, 1);
+    ok(&sluice(
+        home,
+        &[
+            "produce",
+            csv.to_str().unwrap(),
+            "--table",
+            "events",
+            "--partition-by",
+            "year(day)",
+        ],
+    ));
+}
+
+fn follow(home: &Path, extra: &[&str]) -> Child {
+    let mut args = vec![
+        "consume",
+        "--table",
+        "events",
+        "--rotate-rows",
+        "1500",
+        "--rotate-age",
+        "1",
+    ];
+    args.extend_from_slice(extra);
+    common::command(home, &args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+fn signal(child: &Child, sig: &str) {
+    let st = std::process::Command::new("kill")
+        .args([sig, &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(st.success());
+}
+
+/// Waits (at most a minute) for the child to exit; its status and standard error.
+fn wait(mut child: Child) -> (std::process::ExitStatus, String) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            let mut err = String::new();
+            use std::io::Read;
+            child
+                .stderr
+                .take()
+                .unwrap()
+                .read_to_string(&mut err)
+                .unwrap();
+            return (st, err);
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("the consumer did not stop within a minute of its signal");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Rows and distinct ids of the table, counted by DuckDB's Delta extension.
+fn count(home: &Path) -> String {
+    let script = r#"
+import os, sys, duckdb
+con = duckdb_connect("delta")
+print(*con.execute(f"SELECT count(*), count(DISTINCT id) FROM delta_scan('{sys.argv[1]}')").fetchone(), flush=True)
+con.close()
+os._exit(0)
+"#;
+    common::python(
+        script,
+        &[home.join("lake/events").to_str().unwrap()],
+        "duckdb with its delta extension",
+    )
+}
+
+/// Status and body of GET `path`, or None while nothing listens.
+fn get(port: u16, path: &str) -> Option<(u16, String)> {
+    let (head, body) = common::http(port, "GET", path, &[], "")?;
+    let status = head.split_whitespace().nth(1)?.parse().ok()?;
+    Some((status, body))
+}
+
+#[test]
+fn probes_answer_and_a_sigterm_commits_what_is_held_and_exits_0() {
+    let dir = tempfile::tempdir().unwrap();
+    let home = dir.path().join("home");
+    produce(dir.path(), &home, 20_000);
+    let port = free_port();
+    let consumer = follow(&home, &["--metrics-addr", &port.to_string()]);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut alive = false;
+    let mut not_ready = None;
+    loop {
+        assert!(
+            Instant::now() < deadline,
+            "never ready (alive: {alive}; last answer: {not_ready:?})"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+        if let Some((200, body)) = get(port, "/healthz") {
+            assert_eq!(body, "alive\n");
+            alive = true;
+        }
+        match get(port, "/readyz") {
+            Some((200, body)) => {
+                assert_eq!(body, "ready\n");
+                break;
+            }
+            Some((503, body)) => {
+                assert!(body.starts_with("not ready: "), "{body}");
+                not_ready = Some(body);
+            }
+            other => not_ready = other.map(|(s, b)| format!("{s} {b}")),
+        }
+    }
+    assert!(alive);
+    // Stopped while it works: what it holds is committed, and it exits 0.
+    signal(&consumer, "-TERM");
+    let (st, err) = wait(consumer);
+    assert!(st.success(), "{st:?}: {err}");
+    assert!(!err.contains("given back"), "{err}");
+    // Whatever it had not received yet is still queued: a draining run lands it.
+    ok(&sluice(&home, &["consume", "--table", "events", "--once"]));
+    assert_eq!(count(&home), "20000 20000");
+}
+
+#[test]
+fn stop_signals_at_random_moments_lose_nothing_and_land_nothing_twice() {
+    let dir = tempfile::tempdir().unwrap();
+    let home = dir.path().join("home");
+    produce(dir.path(), &home, 30_000);
+    let seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64;
+    eprintln!("seed {seed}");
+    let mut r = seed | 1;
+    let mut next = |n: u64| {
+        r ^= r << 13;
+        r ^= r >> 7;
+        r ^= r << 17;
+        r % n
+    };
+    let mut cut_short = 0;
+    for round in 0..8 {
+        // Every third round has no time to commit (the stop is cut short at once); every
+        // other round after that gets a second signal soon after the first.
+        let timeout = if round % 3 == 0 { "0" } else { "25" };
+        let consumer = follow(&home, &["--stop-timeout", timeout]);
+        std::thread::sleep(Duration::from_millis(200 + next(1_500)));
+        signal(&consumer, if round % 2 == 0 { "-TERM" } else { "-INT" });
+        if round % 3 == 2 {
+            std::thread::sleep(Duration::from_millis(next(300)));
+            signal(&consumer, "-TERM");
+        }
+        let (st, err) = wait(consumer);
+        assert!(st.success(), "round {round} (seed {seed}): {st:?}: {err}");
+        if err.contains("given back to the queue") {
+            cut_short += 1;
+        }
+    }
+    ok(&sluice(&home, &["consume", "--table", "events", "--once"]));
+    assert_eq!(count(&home), "30000 30000", "seed {seed}");
+    eprintln!("{cut_short} of 8 stops were cut short");
+}
