@@ -99,6 +99,24 @@ pub async fn run(ctx: &Ctx, a: &ConvertArgs) -> Result<()> {
         opts.parallelism = t.max(1);
     }
     opts = opts.with_memory_limit(a.memory_limit as usize);
+    // SIGTERM or SIGINT: stop between pieces, commit what is written; a second signal (or a
+    // minute later) ends the process at once, which is as safe (a run after it resumes).
+    let signals = crate::stop::listen()?;
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    opts.stop = Some(stop_rx);
+    tokio::spawn({
+        let signals = signals.clone();
+        async move {
+            signals.first().await;
+            eprintln!(
+                "stopping between pieces: committing what is written (a second signal stops at once)"
+            );
+            let _ = stop_tx.send(true);
+            signals.cut_short(Duration::from_secs(60)).await;
+            eprintln!("stopped at once: run the same command again to resume");
+            std::process::exit(1);
+        }
+    });
     let (progress, bar) = progress_bar(total_bytes);
     let started = Instant::now();
     let r = sluice_core::pipeline::convert::convert(sources, catalog, lake, opts, progress).await;
@@ -110,6 +128,11 @@ pub async fn run(ctx: &Ctx, a: &ConvertArgs) -> Result<()> {
     eprintln!("{}", summary(&done.stats, started.elapsed()));
     for (name, e) in &done.failed {
         eprintln!("  failed: {name}: {e}");
+    }
+    if done.stopped {
+        bail!(
+            "convert was stopped before every source was read; what it committed stays. Run the same command again to resume: what is converted is skipped"
+        );
     }
     if !done.failed.is_empty() {
         bail!(

@@ -194,3 +194,73 @@ fn stop_signals_at_random_moments_lose_nothing_and_land_nothing_twice() {
     assert_eq!(count(&home), "30000 30000", "seed {seed}");
     eprintln!("{cut_short} of 8 stops were cut short");
 }
+
+/// `convert` stopped by SIGTERM (or SIGINT) stops between pieces, commits what it wrote and
+/// says so (exit 1: not everything was converted); the same command resumes, skipping what was
+/// committed, and every row lands once.
+#[test]
+fn convert_stops_between_pieces_and_resumes() {
+    let dir = tempfile::tempdir().unwrap();
+    let home = dir.path().join("home");
+    let data = dir.path().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    let (files, per_file) = (6u64, 200_000u64);
+    for f in 0..files {
+        sluice_testkit::fixtures::write_events_csv(
+            &data,
+            &format!("part-{f}.csv"),
+            per_file,
+            1 + f * per_file,
+        );
+    }
+    let args = [
+        "convert",
+        data.to_str().unwrap(),
+        "--table",
+        "events",
+        "--partition-by",
+        "year(day)",
+        "--rotate-rows",
+        "20000",
+        "--threads",
+        "1",
+    ];
+    let mut stopped = 0;
+    for (round, (after, sig)) in [(150u64, "-TERM"), (300, "-INT"), (250, "-TERM")]
+        .into_iter()
+        .enumerate()
+    {
+        let child = common::command(&home, &args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(after));
+        signal(&child, sig);
+        let (st, err) = wait(child);
+        if st.success() {
+            // Finished before the signal.
+            continue;
+        }
+        assert!(
+            err.contains("convert was stopped before every source was read"),
+            "round {round}: {st:?}: {err}"
+        );
+        stopped += 1;
+    }
+    assert!(stopped >= 1, "no run was stopped");
+    let last = ok_err(&common::command(&home, &args).output().unwrap());
+    assert!(
+        last.contains("converted before")
+            && !last.contains("0 converted before, 0 failed), 0 piece(s)"),
+        "the last run resumed nothing: {last}"
+    );
+    assert_eq!(count(&home), "1200000 1200000");
+}
+
+/// Standard error of a successful run.
+fn ok_err(o: &std::process::Output) -> String {
+    let err = String::from_utf8_lossy(&o.stderr).into_owned();
+    assert!(o.status.success(), "{err}");
+    err
+}

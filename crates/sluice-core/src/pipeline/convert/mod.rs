@@ -78,6 +78,10 @@ pub struct ConvertOptions {
     /// Memory for rows in flight: pieces being read and typed, and buffered row groups
     /// (default 256 MiB; see [`ConvertOptions::with_memory_limit`]).
     pub memory_limit: usize,
+    /// Once this turns true, `convert` takes no more pieces: it commits what it has written,
+    /// with the records of the pieces it finished, and returns ([`Converted::stopped`]); a
+    /// later run resumes where it stopped.
+    pub stop: Option<tokio::sync::watch::Receiver<bool>>,
 }
 
 impl ConvertOptions {
@@ -93,6 +97,7 @@ impl ConvertOptions {
                 .map(|n| n.get())
                 .unwrap_or(2),
             memory_limit: DEFAULT_MEMORY_LIMIT,
+            stop: None,
         }
         .with_memory_limit(DEFAULT_MEMORY_LIMIT)
     }
@@ -145,6 +150,8 @@ pub struct Converted {
     pub stats: ConvertStats,
     /// Sources that failed, each with why; what they gave before is committed.
     pub failed: Vec<(String, Error)>,
+    /// The run was stopped ([`ConvertOptions::stop`]) before every source was read.
+    pub stopped: bool,
 }
 
 /// Progress: (source bytes read, rows read) so far, over all sources.
@@ -213,8 +220,31 @@ pub async fn convert(
     };
     let mut failed = Vec::new();
     let mut piece_state = PieceState::default();
+    let mut stop = opts.stop.clone();
+    let mut stopped = false;
     let result: Result<()> = async {
-        while let Some((s, item)) = pieces.next().await? {
+        loop {
+            // Between pieces: a stop asked for ends the reading here.
+            let next = match &mut stop {
+                Some(rx) if *rx.borrow() => {
+                    stopped = true;
+                    break;
+                }
+                Some(rx) => tokio::select! {
+                    biased;
+                    changed = rx.changed() => {
+                        if changed.is_err() {
+                            stop = None;
+                        }
+                        continue;
+                    }
+                    next = pieces.next() => next?,
+                },
+                None => pieces.next().await?,
+            };
+            let Some((s, item)) = next else {
+                break;
+            };
             match item {
                 Item::Chunk(d) => {
                     stats.rows_in += d.rows_in;
@@ -267,9 +297,9 @@ pub async fn convert(
             true,
         )
         .await?;
-        // A failed source is read again by the next run: record the pieces the last commit
-        // finished, so that it neither types nor writes them.
-        if state.iter().any(|s| s.failed) && !piece_state.done.is_empty() {
+        // A failed source, or one a stop left unfinished, is read again by the next run: record
+        // the pieces the last commit finished, so that it neither types nor writes them.
+        if (stopped || state.iter().any(|s| s.failed)) && !piece_state.done.is_empty() {
             flush(
                 &mut writer,
                 &mut state,
@@ -296,7 +326,14 @@ pub async fn convert(
     if let Some(p) = &progress {
         p(stats.bytes_read, stats.rows_in);
     }
-    Ok(Converted { stats, failed })
+    if stopped {
+        info!("convert stopped: a later run resumes where it stopped");
+    }
+    Ok(Converted {
+        stats,
+        failed,
+        stopped,
+    })
 }
 
 /// What earlier runs finished: whole sources (by index), and pieces (by chunk id).
