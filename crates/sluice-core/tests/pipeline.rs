@@ -785,3 +785,104 @@ async fn a_following_consumer_backs_off_on_an_idle_queue() {
         started.elapsed()
     );
 }
+
+/// Where a stop finds the consumer.
+#[derive(Debug, Clone, Copy)]
+enum Step {
+    Receive,
+    Upload,
+    Commit,
+}
+
+/// A stop asked for while the consumer is in each step (held there by a slow queue or store)
+/// ends cleanly: what it holds is committed or given back, never lost or doubled. A stop cut
+/// short while a commit hangs gives the held messages back at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stop_in_any_step_commits_or_gives_back_and_loses_nothing() {
+    use sluice_testkit::faults::{FaultyQueue, FaultyStore};
+    use std::sync::atomic::Ordering;
+    for (step, cut_short) in [
+        (Step::Receive, false),
+        (Step::Upload, false),
+        (Step::Commit, false),
+        (Step::Commit, true),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let (home, mut b) = small_messages(dir.path()).await;
+        let (csv, want_sum) =
+            sluice_testkit::fixtures::write_events_csv(dir.path(), "e.csv", 3_000, 1);
+        produce(&b, "t", "year(day)", &[&csv]).await.unwrap();
+        let store = faulty_lake(&mut b);
+        let queue = Arc::new(FaultyQueue::new(b.queue.clone()));
+        let delay = if cut_short { 20_000 } else { 1_500 };
+        let (started, counter) = match step {
+            Step::Receive => (&queue.receive_delay_ms, &queue.receives_started),
+            Step::Upload => (&store.data_write_delay_ms, &store.data_writes_started),
+            Step::Commit => (&store.log_write_delay_ms, &store.log_writes_started),
+        };
+        let spool = home.claim_spool(&sluice_core::writer_id()).unwrap();
+        let mut o = ConsumerOptions::new("t", spool.path().to_path_buf());
+        o.visibility_timeout = Some(Duration::from_secs(60));
+        o.write.rotate_rows = 500;
+        o.rotate_age = Duration::from_millis(200);
+        let consumer = Consumer::new(o, queue.clone(), b.catalog.clone(), b.lake.clone())
+            .await
+            .unwrap();
+        // Slow from now on (opening the logs above was not).
+        let before = counter.load(Ordering::SeqCst);
+        started.store(delay, Ordering::SeqCst);
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let (cut_tx, cut_rx) = tokio::sync::oneshot::channel::<()>();
+        let run = tokio::spawn(consumer.run_until(
+            async {
+                let _ = stop_rx.await;
+            },
+            async {
+                if cut_rx.await.is_err() {
+                    std::future::pending::<()>().await
+                }
+            },
+        ));
+        // Into the step, then the stop.
+        let t0 = std::time::Instant::now();
+        while counter.load(Ordering::SeqCst) == before {
+            assert!(
+                t0.elapsed() < Duration::from_secs(30),
+                "{step:?} never reached"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        stop_tx.send(()).unwrap();
+        if cut_short {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            cut_tx.send(()).unwrap();
+        } else {
+            drop(cut_tx);
+        }
+        let stats = tokio::time::timeout(Duration::from_secs(60), run)
+            .await
+            .unwrap_or_else(|_| panic!("{step:?}: the stop did not end the consumer"))
+            .unwrap()
+            .unwrap();
+        if cut_short {
+            assert!(
+                t0.elapsed() < Duration::from_secs(10),
+                "a cut-short stop waited for the hanging commit"
+            );
+            assert!(stats.released_unfinished > 0, "{stats:?}");
+        } else {
+            assert_eq!(stats.released_unfinished, 0, "{step:?}: {stats:?}");
+        }
+        // No more delays: a draining consumer lands the rest, each row once.
+        started.store(0, Ordering::SeqCst);
+        drop(spool);
+        consume(&home, &b, "t", |_| {}).await;
+        let (rows, sum, _) = committed(&b, "t", "amount_cents").await;
+        assert_eq!(
+            (rows, sum),
+            (3_000, want_sum),
+            "{step:?}, cut short: {cut_short}"
+        );
+    }
+}

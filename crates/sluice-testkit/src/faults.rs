@@ -2,7 +2,7 @@
 
 use std::fmt;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 
 use futures::stream::BoxStream;
 use object_store::path::Path;
@@ -26,6 +26,14 @@ pub struct FaultyStore {
     /// The next this many writes to a Delta log fail before anything is written (a request
     /// that never reached the store); writes of data files go through.
     pub fail_log_writes: AtomicU32,
+    /// Milliseconds every write of a data file (not of a Delta log) takes first: a slow upload.
+    pub data_write_delay_ms: AtomicU64,
+    /// Milliseconds every write to a Delta log takes first: a slow commit.
+    pub log_write_delay_ms: AtomicU64,
+    /// Writes of data files started so far.
+    pub data_writes_started: AtomicU32,
+    /// Writes to a Delta log started so far.
+    pub log_writes_started: AtomicU32,
 }
 
 impl FaultyStore {
@@ -37,6 +45,24 @@ impl FaultyStore {
             failed: AtomicU32::new(0),
             lose_log_replies: AtomicU32::new(0),
             fail_log_writes: AtomicU32::new(0),
+            data_write_delay_ms: AtomicU64::new(0),
+            log_write_delay_ms: AtomicU64::new(0),
+            data_writes_started: AtomicU32::new(0),
+            log_writes_started: AtomicU32::new(0),
+        }
+    }
+
+    /// Counts a write to `location` as started and waits its delay, if any.
+    async fn slow_down(&self, location: &Path) {
+        let (started, delay) = if location.as_ref().contains("/_delta_log/") {
+            (&self.log_writes_started, &self.log_write_delay_ms)
+        } else {
+            (&self.data_writes_started, &self.data_write_delay_ms)
+        };
+        started.fetch_add(1, Ordering::SeqCst);
+        let ms = delay.load(Ordering::SeqCst);
+        if ms > 0 {
+            tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
         }
     }
 
@@ -74,6 +100,7 @@ impl ObjectStore for FaultyStore {
         opts: PutOptions,
     ) -> Result<PutResult> {
         self.check("put")?;
+        self.slow_down(location).await;
         if location.as_ref().contains("/_delta_log/")
             && self
                 .fail_log_writes
@@ -108,6 +135,7 @@ impl ObjectStore for FaultyStore {
         opts: PutMultipartOptions,
     ) -> Result<Box<dyn MultipartUpload>> {
         self.check("multipart upload")?;
+        self.slow_down(location).await;
         self.inner.put_multipart_opts(location, opts).await
     }
 
@@ -146,6 +174,10 @@ pub struct FaultyQueue {
     pub failed: AtomicU32,
     /// While set, visibility changes (heartbeats) are accepted and silently lost.
     pub lose_heartbeats: AtomicBool,
+    /// Milliseconds every receive takes first (before asking the queue).
+    pub receive_delay_ms: AtomicU64,
+    /// Receives started so far.
+    pub receives_started: AtomicU32,
 }
 
 impl FaultyQueue {
@@ -156,6 +188,8 @@ impl FaultyQueue {
             fail_deletes: AtomicU32::new(0),
             failed: AtomicU32::new(0),
             lose_heartbeats: AtomicBool::new(false),
+            receive_delay_ms: AtomicU64::new(0),
+            receives_started: AtomicU32::new(0),
         }
     }
 
@@ -206,6 +240,11 @@ impl sluice_core::queue::Queue for FaultyQueue {
         opts: sluice_core::queue::ReceiveOptions,
     ) -> sluice_core::Result<Vec<sluice_core::queue::ReceivedMessage>> {
         self.check(&self.fail_receives)?;
+        self.receives_started.fetch_add(1, Ordering::SeqCst);
+        let ms = self.receive_delay_ms.load(Ordering::SeqCst);
+        if ms > 0 {
+            tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
+        }
         self.inner.receive(opts).await
     }
     async fn delete_batch(
