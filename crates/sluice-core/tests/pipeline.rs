@@ -799,7 +799,7 @@ enum Step {
 /// short while a commit hangs gives the held messages back at once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stop_in_any_step_commits_or_gives_back_and_loses_nothing() {
-    use sluice_testkit::faults::{FaultyQueue, FaultyStore};
+    use sluice_testkit::faults::FaultyQueue;
     use std::sync::atomic::Ordering;
     for (step, cut_short) in [
         (Step::Receive, false),
