@@ -10,6 +10,7 @@ pub mod config;
 pub mod ddl;
 mod error;
 pub mod glue;
+pub mod iam;
 pub mod s3;
 pub mod sqs;
 

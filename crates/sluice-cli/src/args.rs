@@ -93,6 +93,12 @@ pub(crate) enum Command {
     Catalog(CatalogCommand),
     /// Remove data files no Delta version names (uploads of consumers that died before committing).
     Repair(RepairArgs),
+    /// Print the least-privilege IAM policy (JSON) of a role, for the configured queue, lake and
+    /// Glue database: exact actions, resources scoped by ARN.
+    #[command(
+        after_help = "Example:\n  sluice --queue sqs://events --lake s3://my-lake/raw --catalog glue://analytics iam-policy --role consumer --account 123456789012"
+    )]
+    IamPolicy(IamPolicyArgs),
     /// Convert a table written by an earlier sluice (`_sluice/log`) into a Delta Lake table in
     /// place: files kept, a Delta log written from the old log, chunk parts carried over.
     Upgrade(UpgradeArgs),
@@ -410,6 +416,20 @@ pub(crate) fn parse_size(s: &str) -> std::result::Result<u64, String> {
 pub(crate) struct UpgradeArgs {
     #[arg(long, env = "SLUICE_TABLE")]
     pub(crate) table: String,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct IamPolicyArgs {
+    /// producer, consumer, converter, reader or admin.
+    #[arg(long, value_parser = ["producer", "consumer", "converter", "reader", "admin"])]
+    pub(crate) role: String,
+    /// The account id in the ARNs (default: from a queue URL, else `*`).
+    #[arg(long)]
+    pub(crate) account: Option<String>,
+    /// `s3://BUCKET/PREFIX` sources the role reads (`produce`, `convert`, S3 notifications);
+    /// repeatable.
+    #[arg(long = "source", value_name = "S3_URL")]
+    pub(crate) sources: Vec<String>,
 }
 
 #[derive(Debug, Args)]

@@ -381,6 +381,63 @@ impl Opener {
         }
     }
 
+    /// What an IAM policy is scoped to: the configured SQS queue, S3 lake and Glue database
+    /// (whichever are AWS's), Athena's workgroup and results, and `sources` (`s3://` URLs).
+    pub async fn iam_scope(
+        &self,
+        account: Option<&str>,
+        sources: &[String],
+    ) -> Result<sluice_aws::iam::Scope> {
+        let split = |u: &str| -> Result<(String, String)> {
+            let rest = u
+                .strip_prefix("s3://")
+                .with_context(|| format!("{u} is not an s3:// URL"))?;
+            let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+            Ok((bucket.to_string(), prefix.trim_matches('/').to_string()))
+        };
+        let queue = self.queue_target(Some("sluice"))?;
+        let account = account
+            .map(str::to_string)
+            .or_else(|| match &queue {
+                QueueTarget::Sqs(QueueRef::Url(u)) => u
+                    .trim_end_matches('/')
+                    .rsplit('/')
+                    .nth(1)
+                    .map(str::to_string),
+                _ => None,
+            })
+            .unwrap_or_else(|| "*".into());
+        let region = self.aws().await.region();
+        let partition = if region.starts_with("cn-") {
+            "aws-cn"
+        } else if region.starts_with("us-gov-") {
+            "aws-us-gov"
+        } else {
+            "aws"
+        };
+        let lake = match self.lake.as_deref() {
+            Some(u) if u.starts_with("s3://") => Some(split(u)?),
+            _ => None,
+        };
+        let athena = &self.aws_settings.athena;
+        Ok(sluice_aws::iam::Scope {
+            partition: partition.into(),
+            region,
+            account,
+            queue: match &queue {
+                QueueTarget::Sqs(r) => Some(r.name().to_string()),
+                QueueTarget::Embedded(_) => None,
+            },
+            lake,
+            database: self.glue_database().map(str::to_string),
+            sources: sources.iter().map(|s| split(s)).collect::<Result<_>>()?,
+            athena: Some((
+                athena.workgroup.clone().unwrap_or_else(|| "primary".into()),
+                athena.output_location.as_deref().map(split).transpose()?,
+            )),
+        })
+    }
+
     /// Opens all three for a command on `table`.
     pub async fn open(&self, table: Option<&str>) -> Result<Backends> {
         let target = self.queue_target(table)?;

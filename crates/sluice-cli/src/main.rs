@@ -144,6 +144,7 @@ async fn run(cli: Cli) -> Result<()> {
         Command::Query(a) => tables::query(&ctx, &a).await,
         Command::Queue(c) => queues::queue_cmd(&ctx, c).await,
         Command::Catalog(c) => tables::catalog_cmd(&ctx, c).await,
+        Command::IamPolicy(a) => maintenance::iam_policy(&ctx, &a).await,
         Command::Repair(a) => maintenance::repair(&ctx, &a).await,
         Command::Upgrade(a) => maintenance::upgrade(&ctx, &a).await,
         Command::Compact(a) => maintenance::compact(&ctx, &a).await,

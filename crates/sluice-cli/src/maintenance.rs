@@ -6,7 +6,7 @@ use anyhow::Result;
 use sluice_core::writer_id;
 
 use crate::Ctx;
-use crate::args::{CompactArgs, RepairArgs, UpgradeArgs, VacuumArgs};
+use crate::args::{CompactArgs, IamPolicyArgs, RepairArgs, UpgradeArgs, VacuumArgs};
 
 /// Removes sluice's own files that no Delta version names.
 pub(crate) async fn repair(ctx: &Ctx, a: &RepairArgs) -> Result<()> {
@@ -106,5 +106,39 @@ pub(crate) async fn vacuum(ctx: &Ctx, a: &VacuumArgs) -> Result<()> {
     } else {
         println!("vacuum {}: deleted {} file(s)", a.table, r.files.len());
     }
+    Ok(())
+}
+
+/// Prints the IAM policy of a role for the configured backends.
+pub(crate) async fn iam_policy(ctx: &Ctx, a: &IamPolicyArgs) -> Result<()> {
+    let role = sluice_aws::iam::Role::parse(&a.role)
+        .ok_or_else(|| anyhow::anyhow!("unknown role {}", a.role))?;
+    let scope = ctx.open.iam_scope(a.account.as_deref(), &a.sources).await?;
+    for missing in [
+        scope
+            .queue
+            .is_none()
+            .then_some("an SQS queue (--queue sqs://NAME)"),
+        scope
+            .lake
+            .is_none()
+            .then_some("an S3 lake (--lake s3://BUCKET/PREFIX)"),
+        scope
+            .database
+            .is_none()
+            .then_some("a Glue catalog (--catalog glue://DATABASE)"),
+    ]
+    .into_iter()
+    .flatten()
+    {
+        eprintln!("note: no {missing} is configured: the policy has no statement for it");
+    }
+    if scope.account == "*" {
+        eprintln!("note: no --account given: the ARNs name the resources in any account");
+    }
+    println!(
+        "{}",
+        serde_json::to_string_pretty(&sluice_aws::iam::policy(role, &scope))?
+    );
     Ok(())
 }
