@@ -550,22 +550,6 @@ fn a_source_that_failed_part_way_is_resumed_without_retyping_its_committed_piece
     assert_eq!(count(), before);
 }
 
-/// Rows and distinct values of `key` in a Delta table, counted by DuckDB's Delta extension.
-fn duckdb_count(table_dir: &Path, key: &str) -> String {
-    let script = r#"
-import os, sys, duckdb
-con = duckdb_connect("delta")
-print(*con.execute(f"SELECT count(*), count(DISTINCT {sys.argv[2]}) FROM delta_scan('{sys.argv[1]}')").fetchone(), flush=True)
-con.close()
-os._exit(0)
-"#;
-    common::python(
-        script,
-        &[table_dir.to_str().unwrap(), key],
-        "duckdb with its delta extension",
-    )
-}
-
 /// Data files of a table directory, relative to it.
 fn data_files(table_dir: &Path) -> Vec<String> {
     let mut out = Vec::new();
@@ -608,7 +592,10 @@ fn without_a_partition_spec_a_table_is_unpartitioned_or_keeps_its_own() {
         !files.is_empty() && files.iter().all(|f| !f.contains('/')),
         "{files:?}"
     );
-    assert_eq!(duckdb_count(&home.join("lake/lookup"), "code"), "300 300");
+    assert_eq!(
+        common::duckdb_count(&home.join("lake/lookup"), "code"),
+        (300, 300)
+    );
     // JSON lines with a date column: still unpartitioned without a spec.
     let (events, _) =
         sluice_testkit::fixtures::write_events_csv(dir.path(), "events.csv", 2_000, 1);
@@ -625,7 +612,10 @@ fn without_a_partition_spec_a_table_is_unpartitioned_or_keeps_its_own() {
         !files.is_empty() && files.iter().all(|f| !f.contains('/')),
         "{files:?}"
     );
-    assert_eq!(duckdb_count(&home.join("lake/events"), "id"), "2000 2000");
+    assert_eq!(
+        common::duckdb_count(&home.join("lake/events"), "id"),
+        (2000, 2000)
+    );
     // More rows for the lookup table: it stays unpartitioned.
     let more = dir.path().join("more.csv");
     let mut csv = String::from("code,name,rate\n");
@@ -642,7 +632,10 @@ fn without_a_partition_spec_a_table_is_unpartitioned_or_keeps_its_own() {
             .iter()
             .all(|f| !f.contains('/'))
     );
-    assert_eq!(duckdb_count(&home.join("lake/lookup"), "code"), "400 400");
+    assert_eq!(
+        common::duckdb_count(&home.join("lake/lookup"), "code"),
+        (400, 400)
+    );
     // A spec that disagrees with the table's: refused, nothing written.
     let refused = sluice(
         &home,
@@ -658,7 +651,10 @@ fn without_a_partition_spec_a_table_is_unpartitioned_or_keeps_its_own() {
     assert!(!refused.status.success());
     let err = String::from_utf8_lossy(&refused.stderr);
     assert!(err.contains("lookup") && err.contains("code"), "{err}");
-    assert_eq!(duckdb_count(&home.join("lake/lookup"), "code"), "400 400");
+    assert_eq!(
+        common::duckdb_count(&home.join("lake/lookup"), "code"),
+        (400, 400)
+    );
     // A partitioned table keeps its partitioning when a later run names none.
     ok(&convert(&home, &events, "by_year", "year(day)"));
     let (later, _) =
@@ -669,5 +665,8 @@ fn without_a_partition_spec_a_table_is_unpartitioned_or_keeps_its_own() {
     ));
     let files = data_files(&home.join("lake/by_year"));
     assert!(files.iter().all(|f| f.starts_with("year=")), "{files:?}");
-    assert_eq!(duckdb_count(&home.join("lake/by_year"), "id"), "2500 2500");
+    assert_eq!(
+        common::duckdb_count(&home.join("lake/by_year"), "id"),
+        (2500, 2500)
+    );
 }

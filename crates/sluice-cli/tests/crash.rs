@@ -88,30 +88,6 @@ os._exit(0)
     (v[0] as u64, v[1] as u64, v[2])
 }
 
-/// (rows, distinct ids) by DuckDB's Delta extension alone, for reads while consumers run.
-fn duckdb_count(lake_table: &Path) -> (u64, u64) {
-    let script = r#"
-import os, sys, duckdb
-con = duckdb_connect("delta")
-print(*con.execute(f"SELECT count(*), count(DISTINCT id) FROM delta_scan('{sys.argv[1]}')").fetchone(), flush=True)
-con.close()
-os._exit(0)
-"#;
-    let text = common::python(
-        script,
-        &[lake_table.to_str().unwrap()],
-        "duckdb (delta extension)",
-    );
-    let v: Vec<u64> = text
-        .split_whitespace()
-        .map(|x| {
-            x.parse()
-                .unwrap_or_else(|e| panic!("DuckDB printed {text:?}, not two counts: {e}"))
-        })
-        .collect();
-    (v[0], v[1])
-}
-
 /// Counts the table with DuckDB over and over until `stop`, from another thread: whatever the
 /// consumers are doing (uploading, committing, dying), a reader of the log never sees a row
 /// twice or more rows than were produced. Returns the number of reads.
@@ -127,7 +103,7 @@ fn watch_readers(
                 std::thread::sleep(Duration::from_millis(50));
                 continue;
             }
-            let (n, distinct) = duckdb_count(&table);
+            let (n, distinct) = common::duckdb_count(&table, "id");
             assert!(
                 n == distinct && n <= rows,
                 "a reader saw {n} rows, {distinct} distinct ids (of {rows})"
@@ -613,7 +589,7 @@ fn compaction_killed_at_random_points_while_a_consumer_commits() {
         if run_and_kill(compact, Duration::from_millis(10 + rng.next(400))) {
             killed += 1;
         }
-        let (n, distinct) = duckdb_count(&table);
+        let (n, distinct) = common::duckdb_count(&table, "id");
         assert!(
             n == distinct && n <= rows,
             "seed {seed}: after kill {k} a reader saw {n} rows, {distinct} distinct ids (of {rows})"
@@ -626,7 +602,7 @@ fn compaction_killed_at_random_points_while_a_consumer_commits() {
     );
     // Bounded wait for the consumer to commit everything, then stop it.
     let deadline = Instant::now() + Duration::from_secs(180);
-    while duckdb_count(&table).0 < rows {
+    while common::duckdb_count(&table, "id").0 < rows {
         assert!(
             Instant::now() < deadline,
             "seed {seed}: the consumer never caught up"

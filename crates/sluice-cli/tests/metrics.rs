@@ -5,7 +5,6 @@
 mod common;
 
 use std::io::Write;
-use std::path::Path;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
@@ -66,40 +65,12 @@ fn value(samples: &str, sample: &str) -> Option<f64> {
         .find_map(|l| l.strip_prefix(sample)?.strip_prefix(' ')?.parse().ok())
 }
 
-/// `rows` events produced into the queue `events`, created with messages of at most
-/// `max_message_bytes`.
-fn produce_in_small_messages(dir: &Path, home: &Path, rows: u64, max_message_bytes: u32) {
-    ok(&sluice(
-        home,
-        &[
-            "queue",
-            "create",
-            "--queue",
-            "events",
-            "--max-message-bytes",
-            &max_message_bytes.to_string(),
-        ],
-    ));
-    let (csv, _) = sluice_testkit::fixtures::write_events_csv(dir, "a.csv", rows, 1);
-    ok(&sluice(
-        home,
-        &[
-            "produce",
-            csv.to_str().unwrap(),
-            "--table",
-            "events",
-            "--partition-by",
-            "year(day)",
-        ],
-    ));
-}
-
 #[test]
 fn a_following_consumer_serves_live_metrics() {
     let dir = tempfile::tempdir().unwrap();
     let home = dir.path().join("home");
     // Small messages: many deliveries, commits and deletions to count.
-    produce_in_small_messages(dir.path(), &home, 20_000, 4096);
+    common::produce_in_small_messages(dir.path(), &home, 20_000, 4096);
     let port = free_port();
     let mut consumer = common::command(
         &home,
@@ -270,7 +241,7 @@ fn the_metrics_file_of_run_is_one_valid_exposition() {
 fn top_shows_live_rates_in_tmux() {
     let dir = tempfile::tempdir().unwrap();
     let home = dir.path().join("home");
-    produce_in_small_messages(dir.path(), &home, 200_000, 2048);
+    common::produce_in_small_messages(dir.path(), &home, 200_000, 2048);
     let port = free_port();
     let socket = format!("sluice-test-{}-{port}", std::process::id());
     let tmux = |args: &[&str]| {

@@ -12,34 +12,6 @@ use std::time::{Duration, Instant};
 
 use common::{free_port, ok, sluice};
 
-/// `rows` events produced into the queue `events`, in messages of at most 4 KiB (many
-/// deliveries and commits).
-fn produce(dir: &Path, home: &Path, rows: u64) {
-    ok(&sluice(
-        home,
-        &[
-            "queue",
-            "create",
-            "--queue",
-            "events",
-            "--max-message-bytes",
-            "4096",
-        ],
-    ));
-    let (csv, _) = sluice_testkit::fixtures::write_events_csv(dir, "a.csv", rows, 1);
-    ok(&sluice(
-        home,
-        &[
-            "produce",
-            csv.to_str().unwrap(),
-            "--table",
-            "events",
-            "--partition-by",
-            "year(day)",
-        ],
-    ));
-}
-
 fn follow(home: &Path, extra: &[&str]) -> Child {
     let mut args = vec![
         "consume",
@@ -89,20 +61,9 @@ fn wait(mut child: Child) -> (std::process::ExitStatus, String) {
     }
 }
 
-/// Rows and distinct ids of the table, counted by DuckDB's Delta extension.
-fn count(home: &Path) -> String {
-    let script = r#"
-import os, sys, duckdb
-con = duckdb_connect("delta")
-print(*con.execute(f"SELECT count(*), count(DISTINCT id) FROM delta_scan('{sys.argv[1]}')").fetchone(), flush=True)
-con.close()
-os._exit(0)
-"#;
-    common::python(
-        script,
-        &[home.join("lake/events").to_str().unwrap()],
-        "duckdb with its delta extension",
-    )
+/// Rows and distinct ids of the table `events`, counted by DuckDB's Delta extension.
+fn count(home: &Path) -> (u64, u64) {
+    common::duckdb_count(&home.join("lake/events"), "id")
 }
 
 /// Status and body of GET `path`, or None while nothing listens.
@@ -116,7 +77,7 @@ fn get(port: u16, path: &str) -> Option<(u16, String)> {
 fn probes_answer_and_a_sigterm_commits_what_is_held_and_exits_0() {
     let dir = tempfile::tempdir().unwrap();
     let home = dir.path().join("home");
-    produce(dir.path(), &home, 20_000);
+    common::produce_in_small_messages(dir.path(), &home, 20_000, 4096);
     let port = free_port();
     let consumer = follow(&home, &["--metrics-addr", &port.to_string()]);
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -152,14 +113,14 @@ fn probes_answer_and_a_sigterm_commits_what_is_held_and_exits_0() {
     assert!(!err.contains("given back"), "{err}");
     // Whatever it had not received yet is still queued: a draining run lands it.
     ok(&sluice(&home, &["consume", "--table", "events", "--once"]));
-    assert_eq!(count(&home), "20000 20000");
+    assert_eq!(count(&home), (20000, 20000));
 }
 
 #[test]
 fn stop_signals_at_random_moments_lose_nothing_and_land_nothing_twice() {
     let dir = tempfile::tempdir().unwrap();
     let home = dir.path().join("home");
-    produce(dir.path(), &home, 30_000);
+    common::produce_in_small_messages(dir.path(), &home, 30_000, 4096);
     let seed = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
@@ -191,7 +152,7 @@ fn stop_signals_at_random_moments_lose_nothing_and_land_nothing_twice() {
         }
     }
     ok(&sluice(&home, &["consume", "--table", "events", "--once"]));
-    assert_eq!(count(&home), "30000 30000", "seed {seed}");
+    assert_eq!(count(&home), (30000, 30000), "seed {seed}");
     eprintln!("{cut_short} of 8 stops were cut short");
 }
 
@@ -255,7 +216,7 @@ fn convert_stops_between_pieces_and_resumes() {
             && !last.contains("0 converted before, 0 failed), 0 piece(s)"),
         "the last run resumed nothing: {last}"
     );
-    assert_eq!(count(&home), "1200000 1200000");
+    assert_eq!(count(&home), (1200000, 1200000));
 }
 
 /// Standard error of a successful run.

@@ -1042,79 +1042,9 @@ mod tests {
         }
     }
 
-    /// Deterministic pseudo-random numbers for the test data.
-    struct Lcg(u64);
-    impl Lcg {
-        fn next(&mut self) -> u64 {
-            self.0 = self
-                .0
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            self.0 >> 33
-        }
-        fn below(&mut self, n: u64) -> u64 {
-            self.next() % n.max(1)
-        }
-    }
-
-    /// Columns of every kind: `distinct` values each, some null, some NaN, some zeros of
-    /// both signs, text up to 100 bytes (past the statistics' 64) with accented letters.
+    /// The columns the differential suite writes too.
     fn batch(seed: u64, rows: usize, distinct: u64, nulls: u64) -> arrow::array::RecordBatch {
-        use arrow::array::*;
-        use arrow::datatypes::{Field, Schema};
-        let mut r = Lcg(seed);
-        let pick = |r: &mut Lcg| (r.below(100) >= nulls).then(|| r.below(distinct));
-        let d: Date32Array = (0..rows)
-            .map(|_| pick(&mut r).map(|v| v as i32 - 50))
-            .collect();
-        let i: Int64Array = (0..rows)
-            .map(|_| pick(&mut r).map(|v| (v as i64 - 20) * 1_000_000_007))
-            .collect();
-        let t: TimestampMicrosecondArray = (0..rows)
-            .map(|_| pick(&mut r).map(|v| v as i64 * 3_600_000_000))
-            .collect();
-        let f: Float64Array = (0..rows)
-            .map(|_| {
-                pick(&mut r).map(|v| match v % 7 {
-                    0 => f64::NAN,
-                    1 => -0.0,
-                    2 => 0.0,
-                    _ => v as f64 / 4.0 - 10.0,
-                })
-            })
-            .collect();
-        let s: StringArray = (0..rows)
-            .map(|_| {
-                pick(&mut r).map(|v| {
-                    let len = (v * 37 % 101) as usize;
-                    let mut text: String = "é".repeat(len / 4);
-                    text.push_str(&format!("{v:x}"));
-                    text
-                })
-            })
-            .collect();
-        let schema = Schema::new(vec![
-            Field::new("d", DataType::Date32, true),
-            Field::new("i", DataType::Int64, true),
-            Field::new(
-                "t",
-                DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
-                true,
-            ),
-            Field::new("f", DataType::Float64, true),
-            Field::new("s", DataType::Utf8, true),
-        ]);
-        RecordBatch::try_new(
-            std::sync::Arc::new(schema),
-            vec![
-                std::sync::Arc::new(d),
-                std::sync::Arc::new(i),
-                std::sync::Arc::new(t.with_timezone("UTC")),
-                std::sync::Arc::new(f),
-                std::sync::Arc::new(s),
-            ],
-        )
-        .unwrap()
+        crate::testdata::batch(seed, rows, distinct, nulls, false)
     }
 
     use arrow::array::RecordBatch;
@@ -1141,6 +1071,11 @@ mod tests {
         Some(match a.data_type() {
             DataType::Date32 => a
                 .as_primitive::<Date32Type>()
+                .value(r)
+                .to_le_bytes()
+                .to_vec(),
+            DataType::Int32 => a
+                .as_primitive::<arrow::datatypes::Int32Type>()
                 .value(r)
                 .to_le_bytes()
                 .to_vec(),

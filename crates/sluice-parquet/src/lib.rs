@@ -41,6 +41,8 @@
 pub mod dictionary;
 pub mod file;
 pub mod properties;
+#[cfg(test)]
+mod testdata;
 
 pub use file::FileWriter;
 pub use properties::{ParquetOptions, created_by, writer_properties};

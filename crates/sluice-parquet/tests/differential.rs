@@ -14,102 +14,17 @@
 
 use std::fs::File;
 use std::path::Path;
-use std::sync::Arc;
 
-use arrow::array::{
-    ArrayRef, Date32Array, Float64Array, Int32Array, Int64Array, RecordBatch, StringArray,
-    TimestampMicrosecondArray,
-};
-use arrow::datatypes::{DataType, Field, Schema, TimeUnit};
+use arrow::array::RecordBatch;
 use parquet::arrow::ArrowWriter;
 use parquet::arrow::arrow_reader::{ArrowReaderOptions, ParquetRecordBatchReaderBuilder};
 use parquet::file::metadata::{PageIndexPolicy, ParquetMetaData};
 use proptest::prelude::*;
 use sluice_parquet::{FileWriter, ParquetOptions, writer_properties};
 
-struct Lcg(u64);
-
-impl Lcg {
-    fn next(&mut self) -> u64 {
-        self.0 = self
-            .0
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        self.0 >> 33
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n.max(1)
-    }
-}
-
-/// Columns of every kind sluice encodes (and a 32-bit one it does too): `distinct` values
-/// each, `nulls` percent null, NaN and zeros of both signs among the floats, text past the
-/// statistics' 64 bytes with accented letters; `sorted` makes the integers grow, as keys do.
-fn batch(seed: u64, rows: usize, distinct: u64, nulls: u64, sorted: bool) -> RecordBatch {
-    let mut r = Lcg(seed);
-    let pick = |r: &mut Lcg| (r.below(100) >= nulls).then(|| r.below(distinct));
-    let d: Date32Array = (0..rows)
-        .map(|_| pick(&mut r).map(|v| v as i32 - 50))
-        .collect();
-    let i: Int64Array = (0..rows)
-        .map(|k| {
-            pick(&mut r).map(|v| {
-                if sorted {
-                    k as i64 / 3
-                } else {
-                    (v as i64 - 20) * 1_000_000_007
-                }
-            })
-        })
-        .collect();
-    let n: Int32Array = (0..rows)
-        .map(|_| pick(&mut r).map(|v| v as i32 * 7 - 300))
-        .collect();
-    let t: TimestampMicrosecondArray = (0..rows)
-        .map(|_| pick(&mut r).map(|v| v as i64 * 3_600_000_000))
-        .collect();
-    let f: Float64Array = (0..rows)
-        .map(|_| {
-            pick(&mut r).map(|v| match v % 7 {
-                0 => f64::NAN,
-                1 => -0.0,
-                2 => 0.0,
-                _ => v as f64 / 4.0 - 10.0,
-            })
-        })
-        .collect();
-    let s: StringArray = (0..rows)
-        .map(|_| {
-            pick(&mut r).map(|v| {
-                let len = (v * 37 % 101) as usize;
-                let mut text: String = "é".repeat(len / 4);
-                text.push_str(&format!("{v:x}"));
-                text
-            })
-        })
-        .collect();
-    let schema = Schema::new(vec![
-        Field::new("d", DataType::Date32, true),
-        Field::new("i", DataType::Int64, true),
-        Field::new("n", DataType::Int32, true),
-        Field::new(
-            "t",
-            DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
-            true,
-        ),
-        Field::new("f", DataType::Float64, true),
-        Field::new("s", DataType::Utf8, true),
-    ]);
-    let columns: Vec<ArrayRef> = vec![
-        Arc::new(d),
-        Arc::new(i),
-        Arc::new(n),
-        Arc::new(t.with_timezone("UTC")),
-        Arc::new(f),
-        Arc::new(s),
-    ];
-    RecordBatch::try_new(Arc::new(schema), columns).unwrap()
-}
+#[path = "../src/testdata.rs"]
+mod testdata;
+use testdata::batch;
 
 fn read(path: &Path) -> (Vec<RecordBatch>, ParquetMetaData) {
     let b = ParquetRecordBatchReaderBuilder::try_new_with_options(

@@ -197,3 +197,57 @@ pub fn writers_in_order(table: &Path) -> String {
         })
         .collect()
 }
+
+/// (rows, distinct values of `key`) of the Delta table at `table_dir`, counted by DuckDB's Delta
+/// extension.
+pub fn duckdb_count(table_dir: &Path, key: &str) -> (u64, u64) {
+    let script = r#"
+import os, sys, duckdb
+con = duckdb_connect("delta")
+print(*con.execute(f"SELECT count(*), count(DISTINCT {sys.argv[2]}) FROM delta_scan('{sys.argv[1]}')").fetchone(), flush=True)
+con.close()
+os._exit(0)
+"#;
+    let text = python(
+        script,
+        &[table_dir.to_str().unwrap(), key],
+        "duckdb with its delta extension",
+    );
+    let v: Vec<u64> = text
+        .split_whitespace()
+        .map(|x| {
+            x.parse()
+                .unwrap_or_else(|e| panic!("DuckDB printed {text:?}, not two counts: {e}"))
+        })
+        .collect();
+    (v[0], v[1])
+}
+
+/// `rows` events (ids from 1) produced into the queue `events` of table `events` (partitioned
+/// by `year(day)`), the queue created with messages of at most `max_message_bytes`: many
+/// deliveries and commits from little data.
+pub fn produce_in_small_messages(dir: &Path, home: &Path, rows: u64, max_message_bytes: u32) {
+    ok(&sluice(
+        home,
+        &[
+            "queue",
+            "create",
+            "--queue",
+            "events",
+            "--max-message-bytes",
+            &max_message_bytes.to_string(),
+        ],
+    ));
+    let (csv, _) = sluice_testkit::fixtures::write_events_csv(dir, "a.csv", rows, 1);
+    ok(&sluice(
+        home,
+        &[
+            "produce",
+            csv.to_str().unwrap(),
+            "--table",
+            "events",
+            "--partition-by",
+            "year(day)",
+        ],
+    ));
+}
