@@ -825,6 +825,8 @@ async fn a_stop_in_any_step_commits_or_gives_back_and_loses_nothing() {
         o.visibility_timeout = Some(Duration::from_secs(60));
         o.write.rotate_rows = 500;
         o.rotate_age = Duration::from_millis(200);
+        let health = Arc::new(sluice_core::pipeline::health::Health::default());
+        o.health = Some(health.clone());
         let consumer = Consumer::new(o, queue.clone(), b.catalog.clone(), b.lake.clone())
             .await
             .unwrap();
@@ -853,7 +855,17 @@ async fn a_stop_in_any_step_commits_or_gives_back_and_loses_nothing() {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
+        if let Step::Receive = step {
+            // Its first receive has not answered: not ready.
+            let why = health.ready().unwrap_err();
+            assert!(why.contains("the queue has not answered yet"), "{why}");
+        }
         stop_tx.send(()).unwrap();
+        if let Step::Receive = step {
+            // Waiting for the queue, it takes the stop at once: not ready from then on.
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            assert_eq!(health.ready(), Err("stopping".to_string()));
+        }
         if cut_short {
             tokio::time::sleep(Duration::from_millis(200)).await;
             cut_tx.send(()).unwrap();
