@@ -577,3 +577,140 @@ os._exit(0)
     assert!(stats.contains("0 visible, 0 in flight"), "{stats}");
     assert!(stats.contains("cut.csv.gz"), "{stats}");
 }
+
+/// Consumers on two machines (two homes) share one SQS queue, S3 lake and Glue catalog, and are
+/// SIGKILLed at random moments in both; then each home drains. A third home reads the table with
+/// `sluice query`, and the `deltalake` package and Polars read it from S3: every row once, the
+/// sum exact, every committed file present, and no uncommitted file of sluice's left in the table
+/// once both homes have recovered.
+#[test]
+fn two_homes_under_sigkills_land_every_row_once() {
+    use std::process::Stdio;
+    use std::time::{Duration, Instant};
+    let s = setup();
+    ok(&s.run(&[
+        "init",
+        "--visibility-timeout",
+        "8",
+        "--max-message-bytes",
+        "16384",
+    ]));
+    let rows = 20_000u64;
+    let (csv, sum) = sluice_testkit::fixtures::write_events_csv(s._dir.path(), "e.csv", rows, 1);
+    ok(&s.run(&[
+        "produce",
+        csv.to_str().unwrap(),
+        "--table",
+        "events",
+        "--partition-by",
+        "year(day)",
+    ]));
+    let homes = [
+        s._dir.path().join("machine-a"),
+        s._dir.path().join("machine-b"),
+    ];
+    let args = |extra: &[&str]| {
+        let mut all: Vec<String> = s.globals.clone();
+        all.extend(
+            [
+                "consume",
+                "--table",
+                "events",
+                "--rotate-rows",
+                "1500",
+                "--rotate-age",
+                "1",
+            ]
+            .map(String::from),
+        );
+        all.extend(extra.iter().map(|x| x.to_string()));
+        all
+    };
+    let mut seed = 0x5eed_u64;
+    let mut next = |n: u64| {
+        seed = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        (seed >> 33) % n
+    };
+    let mut kills = 0;
+    for _ in 0..5 {
+        let mut children: Vec<_> = homes
+            .iter()
+            .map(|h| {
+                let a = args(&[]);
+                let a: Vec<&str> = a.iter().map(String::as_str).collect();
+                aws_cmd(h, &a)
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .spawn()
+                    .unwrap()
+            })
+            .collect();
+        let end = Instant::now() + Duration::from_millis(500 + next(2_500));
+        while Instant::now() < end {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        for c in &mut children {
+            if c.try_wait().unwrap().is_none() {
+                kills += 1;
+            }
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+    assert!(kills > 0, "no consumer was killed");
+    // Each machine drains (its start-up removes what its killed consumers uploaded and never
+    // committed); messages the killed ones held return after the visibility timeout.
+    for h in &homes {
+        let a = args(&["--once"]);
+        let a: Vec<&str> = a.iter().map(String::as_str).collect();
+        ok(&aws_cmd(h, &a).output().unwrap());
+    }
+    // A third machine reads.
+    let q = ok(&s.run(&[
+        "query",
+        "SELECT count(*) AS n, count(DISTINCT id) AS ids, sum(amount_cents) AS total FROM events",
+        "--format",
+        "csv",
+    ]));
+    assert_eq!(q, format!("n,ids,total\n{rows},{rows},{sum}\n"));
+    let script = r#"
+import os, sys, boto3, deltalake, polars as pl, pyarrow.compute as pc
+url, endpoint, bucket = sys.argv[1], sys.argv[2], sys.argv[3]
+opts = {"AWS_ENDPOINT_URL": endpoint, "AWS_ALLOW_HTTP": "true", "AWS_REGION": "us-east-1",
+        "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}
+dt = deltalake.DeltaTable(url, storage_options=opts)
+t = dt.to_pyarrow_table()
+print(t.num_rows, len(pc.unique(t["id"])), pc.sum(t["amount_cents"]).as_py())
+print(*pl.scan_delta(url, storage_options=opts).select(pl.len(), pl.col("id").n_unique(), pl.col("amount_cents").sum()).collect().row(0))
+committed = {u[len(url) + 1:] for u in dt.file_uris()}
+s3 = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1",
+                  aws_access_key_id="testing", aws_secret_access_key="testing")
+listed = set()
+for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix="raw/events/"):
+    for o in page.get("Contents", []):
+        key = o["Key"][len("raw/events/"):]
+        if not key.startswith("_delta_log/"):
+            listed.add(key)
+print(len(committed - listed), len(listed - committed), flush=True)
+os._exit(0)
+"#;
+    let got = common::python(
+        script,
+        &[
+            &format!("s3://{}/raw/events", s.bucket),
+            &endpoint(),
+            &s.bucket,
+        ],
+        "deltalake, polars and boto3",
+    );
+    let lines: Vec<&str> = got.lines().collect();
+    assert_eq!(lines.len(), 3, "{got}");
+    assert_eq!(lines[0], format!("{rows} {rows} {sum}"), "deltalake: {got}");
+    assert_eq!(lines[1], format!("{rows} {rows} {sum}"), "Polars: {got}");
+    assert_eq!(
+        lines[2], "0 0",
+        "(committed files missing, files left uncommitted): {got}"
+    );
+}
