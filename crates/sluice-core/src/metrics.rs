@@ -4,7 +4,7 @@
 //! their summaries. Each request is counted once, in the meter and, through the `metrics`
 //! facade, in whatever recorder the program installed (the CLI's serves Prometheus' format),
 //! labelled with the meter's role. SQS bills each 64 KiB of a request's payload as one request
-//! ([`crate::queue::billed_units`]); S3 bills per request, with one LIST request per 1,000 keys.
+//! (`crate::queue::billed_units`); S3 bills per request, with one LIST request per 1,000 keys.
 //!
 //! [`describe`] names and explains every metric sluice emits; the events themselves are
 //! counted where they happen (the consumer, the writing stage, the producer).

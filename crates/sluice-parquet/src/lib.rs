@@ -3,7 +3,7 @@
 //! sluice's Parquet encoder: files written a row group at a time as arrow-rs's `ArrowWriter`
 //! writes them, except that the columns that keep a dictionary and hold dates, 32/64-bit
 //! integers, microsecond timestamps, doubles or text are encoded by sluice
-//! ([`dictionary::DictColumn`]): a small open-addressing table per column chunk instead of
+//! (`dictionary::DictColumn`): a small open-addressing table per column chunk instead of
 //! arrow-rs's general interner, and page statistics taken over a page's distinct entries. Every
 //! other column (booleans, columns without a dictionary, the leaves of nested fields) is encoded
 //! by arrow-rs's own column writers, and the finished chunks go into the row group whole.

@@ -7,8 +7,8 @@
 //! producer builds a body in one, the embedded queue hands it back once the body is in its file,
 //! takes one to read a body into, and the consumer hands that back once the body is decoded.
 //!
-//! At most [`KEPT_BYTES`] are kept. Buffers under [`MIN_BYTES`] (served from malloc's heap
-//! without faults) or over [`MAX_BYTES`] are not kept.
+//! At most `KEPT_BYTES` are kept. Buffers under `MIN_BYTES` (served from malloc's heap
+//! without faults) or over `MAX_BYTES` are not kept.
 
 use std::sync::Mutex;
 

@@ -1,4 +1,4 @@
-//! Typing JSON documents (one object per row) with a [`RowTyper`].
+//! Typing JSON documents (one object per row) with a `RowTyper`.
 
 use crate::decode::rows::{Field, QuarantineRow, RowTyper};
 use crate::table::TableLayout;

@@ -1,8 +1,8 @@
 //! Typing rows: source fields (bytes) to Arrow columns, one partition per row, and the
 //! quarantine for rows that do not parse. A row is taken whole or quarantined whole.
 //!
-//! CSV records are typed in blocks, a column at a time ([`add_csv_records`],
-//! [`add_csv_spans`]); JSON objects a row at a time ([`RowTyper::add_row`]). Both follow the same
+//! CSV records are typed in blocks, a column at a time (`add_csv_records`,
+//! `add_csv_spans`); JSON objects a row at a time (`RowTyper::add_row`). Both follow the same
 //! rules (a proptest below compares them) and put each row straight into its partition's
 //! columns.
 

@@ -4,7 +4,7 @@
 //!
 //! The log decides: its partition columns and schema are the table's. A partitioning the user
 //! asks for that disagrees is refused with the table's own in the message. sluice's own tables
-//! carry their `--partition-by` spec in the table properties ([`CONFIG_PARTITION_BY`]), since
+//! carry their `--partition-by` spec in the table properties (`CONFIG_PARTITION_BY`), since
 //! partition columns alone cannot say that `year` is the year of `month`; other tables are
 //! partitioned by their partition columns as they are (identity).
 

@@ -88,7 +88,7 @@ pub struct Capabilities {
     pub constraints: bool,
 }
 
-/// [`check_with`] for a writer that brings nothing beyond the core.
+/// `check_with` for a writer that brings nothing beyond the core.
 pub fn check(table: &str, p: &Protocol, m: &Metadata, op: Operation) -> Result<WriteRules> {
     check_with(table, p, m, op, Capabilities::default())
 }

@@ -8,7 +8,7 @@
 //! their spool (`uploads.log`) before it starts; recovery removes the uncommitted uploads of
 //! consumers that are known to be dead at once, never touches those of running consumers, and
 //! removes other uncommitted files (written by consumers elsewhere) only after a grace period.
-//! Only files named as sluice names its own ([`is_sluice_file`]) are ever removed: a file another
+//! Only files named as sluice names its own (`is_sluice_file`) are ever removed: a file another
 //! engine uploaded is that engine's to commit, and Delta's vacuum (after its retention) to
 //! remove.
 

@@ -16,7 +16,7 @@
 //!
 //! The library owns the delivery policy: [`Consumer::new`] opens (and creates) the table's Delta
 //! logs with retries, refuses a table still on an earlier sluice's log, and holds messages for
-//! the queue's own visibility timeout unless told otherwise; [`crate::delta::repair::recover`] is the
+//! the queue's own visibility timeout unless told otherwise; `crate::pipeline::startup::recover` is the
 //! start-up recovery of uploads that dead consumers never committed.
 
 use std::collections::{HashMap, HashSet};
@@ -60,7 +60,7 @@ pub struct ConsumerOptions {
     pub wait: Duration,
     /// Identifies this consumer in commits.
     pub writer_id: String,
-    /// Where to record why a message could not be processed (see [`crate::home::record_failure`]).
+    /// Where to record why a message could not be processed (see [`crate::queue::failures::record_failure`]).
     pub dead_letter_log: Option<PathBuf>,
     /// Writes Delta checkpoints every 100 versions (none: readers replay every version).
     pub checkpointer: Option<Arc<dyn Checkpointer>>,
@@ -255,7 +255,7 @@ impl Consumer {
     /// Starts a consumer as a process should: resolves the visibility timeout once (the
     /// options', else the queue's), claims a private spool among `spools` (its path replaces
     /// `opts.write.spool_dir`), removes the uploads that writers before it left uncommitted
-    /// ([`crate::pipeline::startup::recover`]), then prepares it ([`Consumer::new`]).
+    /// (`crate::pipeline::startup::recover`), then prepares it ([`Consumer::new`]).
     pub async fn start(
         mut opts: ConsumerOptions,
         spools: &Spools,

@@ -35,7 +35,7 @@ use crate::table::TableLayout;
 pub(crate) const LOCAL_BACKLOG_BYTES: usize = 128 << 20;
 
 /// The backlog (in messages) a producer should keep to when its consumer runs in the same
-/// process (`sluice run`): about [`LOCAL_BACKLOG_BYTES`] on a queue that keeps its messages on
+/// process (`sluice run`): about `LOCAL_BACKLOG_BYTES` on a queue that keeps its messages on
 /// this machine's disk, so that neither the input nor its backlog piles up there; `None`
 /// (send as fast as it reads) on any other queue.
 pub fn backlog_beside_consumer(queue: &dyn Queue) -> Option<u64> {

@@ -21,7 +21,7 @@ pub struct Startup {
     pub recovered: Vec<(String, Vec<String>)>,
 }
 
-/// Starts a writer `writer_id` of `table`: claims its spool among `spools` and runs [`recover`].
+/// Starts a writer `writer_id` of `table`: claims its spool among `spools` and runs `recover`.
 /// `visibility` is the queue's visibility timeout (`None` for `convert`, which has no queue).
 pub async fn start(
     spools: &Spools,

@@ -8,8 +8,8 @@
 //! ```
 //!
 //! The writer knows nothing of queues: it tells its caller which partitions hold a chunk's
-//! rows ([`Written::waiting`]) and, after a flush, which chunk parts are now committed
-//! ([`Flushed::Committed`]); the consumer turns that into message deletions, `convert` into
+//! rows (`Written::waiting`) and, after a flush, which chunk parts are now committed
+//! (`Flushed::Committed`); the consumer turns that into message deletions, `convert` into
 //! "this source is done".
 //!
 //! A chunk part that a commit finds already committed by someone else is a conflict: the
@@ -40,7 +40,7 @@ use crate::parquet::writer::{
 };
 use crate::table::TableLayout;
 
-/// Settings of a [`TableWriter`].
+/// Settings of a `TableWriter`.
 #[derive(Debug, Clone)]
 pub struct WriterOptions {
     /// Close a partition's file at this many rows.

@@ -1,7 +1,7 @@
 //! Claim-check: large messages stored as objects in the lake, the queue carrying a pointer.
 //!
 //! As the SQS Extended Client does: `send_batch` uploads each body larger than
-//! [`INLINE_MAX`] to `<lake>/_sluice/claims/<queue>/<uuid>.msg` and sends
+//! `INLINE_MAX` to `<lake>/_sluice/claims/<queue>/<uuid>.msg` and sends
 //! `sluice.claim.v1 {"key":…,"bytes":…,"xxh3":…}` instead; `receive` fetches and checks the
 //! object and returns the original body with a receipt that also names the object;
 //! `delete_batch` deletes the message and then the object. An object is deleted only after its

@@ -67,7 +67,7 @@ impl Default for QueueSettings {
 }
 
 impl QueueSettings {
-    /// The defaults of a new embedded queue: [`EMBEDDED_MESSAGE_BYTES`] messages.
+    /// The defaults of a new embedded queue: `EMBEDDED_MESSAGE_BYTES` messages.
     pub fn embedded() -> Self {
         QueueSettings {
             max_message_bytes: EMBEDDED_MESSAGE_BYTES,

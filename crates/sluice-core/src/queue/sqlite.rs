@@ -10,7 +10,7 @@
 //! that keep a file and its row consistent through a crash:
 //! - a file is written and synced before the transaction that commits its row, and removed if
 //!   that transaction fails; a crash in between leaves a file no row names, removed when the
-//!   database is next opened once it is [`ORPHAN_AGE`] old (a younger one may be a send in
+//!   database is next opened once it is `ORPHAN_AGE` old (a younger one may be a send in
 //!   flight in another process);
 //! - a file is removed only after the transaction that deleted its row committed (delete,
 //!   purge, retention); a crash in between leaves an orphan, as above;
@@ -342,7 +342,7 @@ impl EmbeddedQueues {
     }
 
     /// Removes body files no message names that are at least `min_age` old; returns how
-    /// many. Opening the database does this with [`ORPHAN_AGE`].
+    /// many. Opening the database does this with `ORPHAN_AGE`.
     pub fn sweep_orphan_bodies(&self, min_age: Duration) -> Result<usize> {
         let conn = self.db.conn.lock().unwrap_or_else(|p| p.into_inner());
         self.db.sweep_orphans(&conn, min_age)

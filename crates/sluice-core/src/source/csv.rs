@@ -454,7 +454,7 @@ pub struct FieldSplitter {
 }
 
 impl FieldSplitter {
-    /// Splits one record (as produced by [`RecordReader`], trailing newline optional).
+    /// Splits one record (as produced by `RecordReader`, trailing newline optional).
     pub fn split(&mut self, record: &[u8], delimiter: u8, quote: u8) {
         self.data.clear();
         self.bounds.clear();

@@ -202,7 +202,7 @@ impl TableLayout {
     }
 }
 
-/// How a source's header maps to a table: see [`TableLayout::map_header`].
+/// How a source's header maps to a table: see `TableLayout::map_header`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HeaderMap {
     /// For each source column of the table, its field position (`usize::MAX`: not in the file).

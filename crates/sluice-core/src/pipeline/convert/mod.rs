@@ -168,7 +168,7 @@ struct SourceState {
 
 /// Converts `sources` into the table named in `opts` (created from the first source if
 /// missing). The Delta logs are opened (and created) here; start-up recovery of uploads that an
-/// earlier run never committed is [`crate::delta::repair::recover`]'s, as for the consumer.
+/// earlier run never committed is `crate::pipeline::startup::recover`'s, as for the consumer.
 pub async fn convert(
     sources: Vec<Source>,
     catalog: Arc<dyn Catalog>,
