@@ -60,7 +60,7 @@ pub struct ConsumerOptions {
     pub wait: Duration,
     /// Identifies this consumer in commits.
     pub writer_id: String,
-    /// Where to record why a message could not be processed (see [`crate::queue::failures::record_failure`]).
+    /// Where to record why a message could not be processed (see `crate::queue::failures::record_failure`).
     pub dead_letter_log: Option<PathBuf>,
     /// Writes Delta checkpoints every 100 versions (none: readers replay every version).
     pub checkpointer: Option<Arc<dyn Checkpointer>>,
