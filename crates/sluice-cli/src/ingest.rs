@@ -378,10 +378,25 @@ pub(crate) async fn run_pipeline(ctx: &Ctx, a: RunArgs) -> Result<()> {
     let (p, (c, cm)) = tokio::select! {
         p = &mut prod => (p, cons.await??),
         c = &mut cons => {
+            // The consumer ends before the producer only when a signal stopped it: stop
+            // producing too (a producer held back by the backlog would wait for it forever).
             let c = c??;
-            (prod.await, c)
+            let stopped = if done.load(Ordering::SeqCst) {
+                prod.await
+            } else {
+                Err(anyhow::anyhow!(
+                    "run was stopped before every source was sent; what was sent stays in the queue (`sluice consume --once` lands it)"
+                ))
+            };
+            (stopped, c)
         }
     };
+    if crate::stop::signalled() {
+        eprintln!("{}", consume_summary(&c, &cm));
+        bail!(
+            "run was stopped by a signal: what it committed stays, what it sent and did not commit stays in the queue (`sluice consume --once` lands it)"
+        );
+    }
     let elapsed = started.elapsed();
     match &p {
         Ok((ps, pm)) => {

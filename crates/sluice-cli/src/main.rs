@@ -138,9 +138,18 @@ async fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Init(a) => queues::init(&ctx, &a).await,
         Command::Produce(a) => ingest::produce_cmd(&ctx, &a).await,
-        Command::Consume(a) => ingest::consume_cmd(&ctx, &a).await,
-        Command::Run(a) => ingest::run_pipeline(&ctx, a).await,
-        Command::Convert(a) => convert::run(&ctx, &a).await,
+        Command::Consume(a) => {
+            stop::listen()?;
+            ingest::consume_cmd(&ctx, &a).await
+        }
+        Command::Run(a) => {
+            stop::listen()?;
+            ingest::run_pipeline(&ctx, a).await
+        }
+        Command::Convert(a) => {
+            stop::listen()?;
+            convert::run(&ctx, &a).await
+        }
         Command::Query(a) => tables::query(&ctx, &a).await,
         Command::Queue(c) => queues::queue_cmd(&ctx, c).await,
         Command::Catalog(c) => tables::catalog_cmd(&ctx, c).await,

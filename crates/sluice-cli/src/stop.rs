@@ -2,10 +2,19 @@
 //! signal asks the command to stop cleanly; a second one, or the stop's deadline, cuts the stop
 //! short.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use anyhow::{Context, Result};
 use tokio::sync::watch;
+
+/// Whether a stop signal has arrived in this process.
+static SIGNALLED: AtomicBool = AtomicBool::new(false);
+
+/// Whether a stop signal has arrived (since [`listen`] was first called).
+pub(crate) fn signalled() -> bool {
+    SIGNALLED.load(Ordering::SeqCst)
+}
 
 /// The stop signals received so far.
 #[derive(Clone)]
@@ -13,8 +22,16 @@ pub(crate) struct Signals {
     count: watch::Receiver<u32>,
 }
 
-/// Starts counting SIGINT and SIGTERM (from then on they no longer end the process at once).
+/// The process's listener, started by the first [`listen`].
+static LISTENER: std::sync::OnceLock<Signals> = std::sync::OnceLock::new();
+
+/// Starts counting SIGINT and SIGTERM, once per process (from then on they no longer end the
+/// process at once); later calls return the same counter. Commands that stop cleanly call it
+/// first thing, so that no signal falls between the start of the process and their own stop.
 pub(crate) fn listen() -> Result<Signals> {
+    if let Some(s) = LISTENER.get() {
+        return Ok(s.clone());
+    }
     let (tx, rx) = watch::channel(0u32);
     #[cfg(unix)]
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
@@ -31,10 +48,11 @@ pub(crate) fn listen() -> Result<Signals> {
             if !got {
                 break;
             }
+            SIGNALLED.store(true, Ordering::SeqCst);
             tx.send_modify(|n| *n += 1);
         }
     });
-    Ok(Signals { count: rx })
+    Ok(LISTENER.get_or_init(|| Signals { count: rx }).clone())
 }
 
 impl Signals {

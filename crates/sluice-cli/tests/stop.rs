@@ -186,17 +186,29 @@ fn convert_stops_between_pieces_and_resumes() {
         "--threads",
         "1",
     ];
+    let log = home.join("lake/events/_delta_log");
+    let versions = || {
+        std::fs::read_dir(&log)
+            .map(|d| {
+                d.flatten()
+                    .filter(|e| e.file_name().to_string_lossy().ends_with(".json"))
+                    .count()
+            })
+            .unwrap_or(0)
+    };
     let mut stopped = 0;
-    for (round, (after, sig)) in [(150u64, "-TERM"), (300, "-INT"), (250, "-TERM")]
-        .into_iter()
-        .enumerate()
-    {
+    for (round, sig) in ["-TERM", "-INT", "-TERM"].into_iter().enumerate() {
+        let before = versions();
         let child = common::command(&home, &args)
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
             .unwrap();
-        std::thread::sleep(Duration::from_millis(after));
+        // Signalled once this run has committed something (at most 30 s on).
+        let t0 = Instant::now();
+        while versions() <= before.max(1) && t0.elapsed() < Duration::from_secs(30) {
+            std::thread::sleep(Duration::from_millis(10));
+        }
         signal(&child, sig);
         let (st, err) = wait(child);
         if st.success() {
@@ -224,4 +236,43 @@ fn ok_err(o: &std::process::Output) -> String {
     let err = String::from_utf8_lossy(&o.stderr).into_owned();
     assert!(o.status.success(), "{err}");
     err
+}
+
+/// `run` stopped by SIGTERM stops its consumer and its producer (which the backlog of the
+/// embedded queue may be holding back) and ends, saying so; what was sent stays in the queue,
+/// and a draining consumer lands it once.
+#[test]
+fn a_run_stopped_by_sigterm_ends_and_what_it_sent_lands_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let home = dir.path().join("home");
+    let (csv, _) = sluice_testkit::fixtures::write_events_csv(dir.path(), "e.csv", 1_500_000, 1);
+    let child = common::command(
+        &home,
+        &[
+            "run",
+            csv.to_str().unwrap(),
+            "--table",
+            "events",
+            "--partition-by",
+            "year(day)",
+        ],
+    )
+    .stdout(Stdio::null())
+    .stderr(Stdio::piped())
+    .spawn()
+    .unwrap();
+    std::thread::sleep(Duration::from_millis(400));
+    signal(&child, "-TERM");
+    let (st, err) = wait(child);
+    // 1.5 million rows take a run more than a second: the signal came before the end.
+    assert!(!st.success(), "the run ended before its signal: {err}");
+    assert!(
+        err.contains("run was stopped before every source was sent")
+            || err.contains("run was stopped by a signal"),
+        "{st:?}: {err}"
+    );
+    ok(&sluice(&home, &["consume", "--table", "events", "--once"]));
+    let (rows, ids) = count(&home);
+    assert_eq!(rows, ids, "a row landed twice");
+    assert!(rows <= 1_500_000, "{rows}");
 }
