@@ -188,18 +188,8 @@ fn convert_killed_at_random_points_resumes_and_lands_every_row_once() {
     let dir = tempfile::tempdir().unwrap();
     let home = dir.path().join("home");
     let data = dir.path().join("data");
-    std::fs::create_dir_all(&data).unwrap();
     let files = 6u64;
-    let per_file = 200_000u64;
-    for f in 0..files {
-        sluice_testkit::fixtures::write_events_csv(
-            &data,
-            &format!("part-{f}.csv"),
-            per_file,
-            1 + f * per_file,
-        );
-    }
-    let total = files * per_file;
+    let total = common::write_event_parts(&data, files, 200_000);
     let args = [
         "convert",
         data.to_str().unwrap(),

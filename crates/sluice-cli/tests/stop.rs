@@ -164,16 +164,7 @@ fn convert_stops_between_pieces_and_resumes() {
     let dir = tempfile::tempdir().unwrap();
     let home = dir.path().join("home");
     let data = dir.path().join("data");
-    std::fs::create_dir_all(&data).unwrap();
-    let (files, per_file) = (6u64, 200_000u64);
-    for f in 0..files {
-        sluice_testkit::fixtures::write_events_csv(
-            &data,
-            &format!("part-{f}.csv"),
-            per_file,
-            1 + f * per_file,
-        );
-    }
+    let total = common::write_event_parts(&data, 6, 200_000);
     let args = [
         "convert",
         data.to_str().unwrap(),
@@ -228,7 +219,8 @@ fn convert_stops_between_pieces_and_resumes() {
             && !last.contains("0 converted before, 0 failed), 0 piece(s)"),
         "the last run resumed nothing: {last}"
     );
-    assert_eq!(count(&home), (1200000, 1200000));
+    assert_eq!(total, 1_200_000);
+    assert_eq!(count(&home), (total, total));
 }
 
 /// Standard error of a successful run.

@@ -251,3 +251,18 @@ pub fn produce_in_small_messages(dir: &Path, home: &Path, rows: u64, max_message
         ],
     ));
 }
+
+/// A directory `data` of `files` CSV files of `per_file` events each, ids 1 on without a gap
+/// (`part-0.csv`, …); returns the number of rows.
+pub fn write_event_parts(data: &Path, files: u64, per_file: u64) -> u64 {
+    std::fs::create_dir_all(data).unwrap();
+    for f in 0..files {
+        sluice_testkit::fixtures::write_events_csv(
+            data,
+            &format!("part-{f}.csv"),
+            per_file,
+            1 + f * per_file,
+        );
+    }
+    files * per_file
+}
