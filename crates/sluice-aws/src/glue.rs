@@ -104,17 +104,12 @@ fn table_input(t: &TableDef, version: u64) -> Result<TableInput> {
         .map_err(|e| Error::invalid(e.to_string()))
 }
 
-/// Hive type to sluice type, for tables sluice did not create.
+/// Hive type to sluice type, for tables sluice did not create: `int` is 32-bit, `float` 32-bit,
+/// `decimal(p,s)` exact; a type sluice lacks (`array<…>`, `char(n)`) is read as text.
 fn from_hive(name: &str, ty: Option<&str>) -> Column {
-    let t = ty.unwrap_or("string").to_ascii_lowercase();
-    let ty = match t.as_str() {
-        "boolean" => ColumnType::Boolean,
-        "bigint" | "int" | "smallint" | "tinyint" => ColumnType::Int64,
-        "double" | "float" => ColumnType::Float64,
-        "date" => ColumnType::Date,
-        "timestamp" => ColumnType::Timestamp,
-        _ => ColumnType::String,
-    };
+    let ty = ty
+        .and_then(|t| ColumnType::parse(t).ok())
+        .unwrap_or(ColumnType::String);
     Column::new(name, ty)
 }
 

@@ -170,7 +170,7 @@ async fn check(ops: Vec<Op>) {
                 let name = format!("c{col}");
                 let field = DeltaField {
                     name: name.clone(),
-                    ty: "string",
+                    ty: "string".into(),
                     nullable: true,
                 };
                 let added = writers[w].add_columns(&[field]).await.unwrap();

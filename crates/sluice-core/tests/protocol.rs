@@ -173,7 +173,7 @@ async fn a_winner_that_changed_what_the_files_were_written_for_is_never_committe
         1,
         sluice_core::delta::log::DeltaField {
             name: "note".into(),
-            ty: "string",
+            ty: "string".into(),
             nullable: true,
         }
         .to_struct_field(),
@@ -315,7 +315,7 @@ async fn partitions_of_a_column_mapped_table_come_from_physical_keys() {
     let mut l = l;
     l.add_columns(&[sluice_core::delta::log::DeltaField {
         name: "note".into(),
-        ty: "string",
+        ty: "string".into(),
         nullable: true,
     }])
     .await

@@ -19,7 +19,7 @@ use sluice_core::table::policy::{SchemaPolicy, set_policy};
 fn field(name: &str, ty: &'static str) -> DeltaField {
     DeltaField {
         name: name.into(),
-        ty,
+        ty: ty.to_string(),
         nullable: true,
     }
 }

@@ -14,7 +14,7 @@ use sluice_delta::{AsOf, DeltaCheckpointer, open_table};
 fn schema() -> DeltaSchema {
     let f = |name: &str, ty: &'static str| DeltaField {
         name: name.into(),
-        ty,
+        ty: ty.to_string(),
         nullable: true,
     };
     DeltaSchema {

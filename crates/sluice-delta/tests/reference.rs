@@ -343,7 +343,7 @@ async fn a_compaction_that_loses_its_reply_deletes_nothing_a_version_names() {
     let at = log.state().version;
     let note = [sluice_core::delta::log::DeltaField {
         name: "note".into(),
-        ty: "string",
+        ty: "string".into(),
         nullable: true,
     }];
     faulty.lose_log_replies.store(1, Ordering::SeqCst);

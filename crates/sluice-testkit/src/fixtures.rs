@@ -39,7 +39,7 @@ pub fn id_year_schema() -> sluice_core::delta::log::DeltaSchema {
     use sluice_core::delta::log::{DeltaField, DeltaSchema};
     let long = |name: &str| DeltaField {
         name: name.into(),
-        ty: "long",
+        ty: "long".into(),
         nullable: true,
     };
     DeltaSchema {

@@ -1,5 +1,10 @@
 //! Typing JSON documents (one object per row) with a `RowTyper`.
 
+use std::borrow::Cow;
+use std::collections::HashMap;
+
+use serde_json::value::RawValue;
+
 use crate::decode::rows::{Field, QuarantineRow, RowTyper};
 use crate::table::TableLayout;
 use crate::table::policy::SchemaPolicy;
@@ -37,9 +42,11 @@ pub(crate) fn add_json_docs<'a>(
     chunk: &str,
 ) {
     for (line, doc) in docs {
-        let obj = match serde_json::from_str::<serde_json::Value>(doc) {
-            Ok(serde_json::Value::Object(o)) => o,
-            Ok(_) => {
+        // Members as written: a number keeps its digits (a decimal is typed exactly, never
+        // through a float).
+        let obj = match serde_json::from_str::<HashMap<String, &RawValue>>(doc) {
+            Ok(o) => o,
+            Err(_) if serde_json::from_str::<&RawValue>(doc).is_ok() => {
                 typer.reject(reject(source, line, doc, "not a JSON object".into(), chunk));
                 continue;
             }
@@ -69,12 +76,7 @@ pub(crate) fn add_json_docs<'a>(
                 }
                 SchemaPolicy::Evolve => {
                     for k in names {
-                        let v = match &obj[k] {
-                            serde_json::Value::Null => None,
-                            serde_json::Value::String(s) => Some(s.clone()),
-                            other => Some(other.to_string()),
-                        };
-                        typer.observe_new(k, v.as_deref(), source);
+                        typer.observe_new(k, member_text(obj[k]).as_deref(), source);
                     }
                     // Typed again once the table has the columns.
                     typer.reject(reject(source, line, doc, "new columns".into(), chunk));
@@ -82,14 +84,10 @@ pub(crate) fn add_json_docs<'a>(
                 }
             }
         }
-        let texts: Vec<Option<String>> = layout
+        let texts: Vec<Option<Cow<'_, str>>> = layout
             .source_columns
             .iter()
-            .map(|c| match obj.get(&c.name) {
-                None | Some(serde_json::Value::Null) => None,
-                Some(serde_json::Value::String(s)) => Some(s.clone()),
-                Some(v) => Some(v.to_string()),
-            })
+            .map(|c| obj.get(&c.name).and_then(|v| member_text(v)))
             .collect();
         typer.add_row(
             |i| texts[i].as_deref().map(Field::Text),
@@ -98,6 +96,26 @@ pub(crate) fn add_json_docs<'a>(
             source,
             chunk,
         );
+    }
+}
+
+/// The text a member's value is typed from: a string unescaped, a number or boolean as written,
+/// an object or array as compact JSON; `None` for `null`.
+fn member_text(v: &RawValue) -> Option<Cow<'_, str>> {
+    let raw = v.get().trim();
+    match raw.as_bytes().first() {
+        Some(b'n') => None,
+        // Checked by the parse of the document.
+        Some(b'"') => Some(match serde_json::from_str::<Cow<'_, str>>(raw) {
+            Ok(s) => s,
+            Err(_) => Cow::Owned(serde_json::from_str::<String>(raw).unwrap_or_default()),
+        }),
+        Some(b'{' | b'[') => Some(Cow::Owned(
+            serde_json::from_str::<serde_json::Value>(raw)
+                .map(|v| v.to_string())
+                .unwrap_or_else(|_| raw.to_string()),
+        )),
+        _ => Some(Cow::Borrowed(raw)),
     }
 }
 

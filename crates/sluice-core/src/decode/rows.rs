@@ -9,17 +9,20 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use std::borrow::Cow;
+
 use arrow::array::{
-    ArrayRef, BooleanBuilder, Date32Builder, Float64Builder, Int64Builder, RecordBatch,
-    StringBuilder, TimestampMicrosecondBuilder,
+    ArrayRef, BinaryBuilder, BooleanBuilder, Date32Builder, Decimal128Builder, Float64Builder,
+    Int64Builder, RecordBatch, StringBuilder, TimestampMicrosecondBuilder,
 };
 use chrono::NaiveTime;
 
 use crate::error::Result;
 use crate::schema::partition::Transform;
 use crate::schema::{
-    Column, ColumnType, SchemaInference, Temporal, date_to_days, parse_bool, parse_f64, parse_i64,
-    parse_i64_ascii, parse_short_decimal, parse_temporal,
+    Column, ColumnType, SchemaInference, Temporal, date_to_days, parse_bool, parse_decimal,
+    parse_f32, parse_f64, parse_hex, parse_i64, parse_i64_ascii, parse_short_decimal,
+    parse_temporal,
 };
 use crate::source::csv::{BufferSplitter, CsvFormat, FieldSplitter, Records};
 use crate::table::policy::SchemaPolicy;
@@ -69,13 +72,17 @@ pub(crate) enum OnFrozen {
     Refuse,
 }
 
+/// A column being built. Integers of every width are built as `int64` and floats as
+/// `float64` (their values checked to fit, or parsed as `f32`), then cast to the file's type.
 enum Col {
     Bool(BooleanBuilder),
     I64(Int64Builder),
     F64(Float64Builder),
+    Dec(Decimal128Builder),
     Date(Date32Builder),
     Ts(TimestampMicrosecondBuilder),
     Str(StringBuilder),
+    Bin(BinaryBuilder),
 }
 
 /// A field value as the typer receives it: text already known to be UTF-8, or bytes to check.
@@ -96,16 +103,19 @@ impl<'a> Field<'a> {
     }
 }
 
-/// A typed value; strings are referred to by source column and fetched again when pushed.
+/// A typed value; strings and bytes are referred to by source column and fetched again when
+/// pushed.
 #[derive(Clone, Copy)]
 enum Val {
     Null,
     Bool(bool),
     I64(i64),
     F64(f64),
+    Dec(i128),
     Date(i32),
     Ts(i64),
     Str,
+    Bin,
 }
 
 fn days_to_datetime(days: i32) -> chrono::NaiveDateTime {
@@ -183,8 +193,21 @@ impl<'l> RowTyper<'l> {
                 .iter()
                 .map(|c| match c.ty {
                     ColumnType::Boolean => Col::Bool(BooleanBuilder::with_capacity(capacity)),
-                    ColumnType::Int64 => Col::I64(Int64Builder::with_capacity(capacity)),
-                    ColumnType::Float64 => Col::F64(Float64Builder::with_capacity(capacity)),
+                    ColumnType::Int8
+                    | ColumnType::Int16
+                    | ColumnType::Int32
+                    | ColumnType::Int64 => Col::I64(Int64Builder::with_capacity(capacity)),
+                    ColumnType::Float32 | ColumnType::Float64 => {
+                        Col::F64(Float64Builder::with_capacity(capacity))
+                    }
+                    ColumnType::Decimal { precision, scale } => Col::Dec(
+                        Decimal128Builder::with_capacity(capacity)
+                            .with_precision_and_scale(precision, scale as i8)
+                            .expect("a checked decimal type"),
+                    ),
+                    ColumnType::Binary => {
+                        Col::Bin(BinaryBuilder::with_capacity(capacity, capacity * 8))
+                    }
                     ColumnType::Date => Col::Date(Date32Builder::with_capacity(capacity)),
                     ColumnType::Timestamp => {
                         Col::Ts(TimestampMicrosecondBuilder::with_capacity(capacity))
@@ -250,7 +273,7 @@ impl<'l> RowTyper<'l> {
                 for (i, v) in vals.iter().enumerate() {
                     if let Some(fi) = layout.file_index[i] {
                         let text = match v {
-                            Val::Str => field(i).and_then(|f| f.text().ok()),
+                            Val::Str | Val::Bin => field(i).and_then(|f| f.text().ok()),
                             _ => None,
                         };
                         push_val(&mut cols[fi], *v, text);
@@ -292,7 +315,21 @@ impl<'l> RowTyper<'l> {
             let v = match col.ty {
                 ColumnType::String => Val::Str,
                 ColumnType::Int64 => Val::I64(parse_i64(trim(s)).ok_or_else(|| bad("int64"))?),
+                ColumnType::Int8 | ColumnType::Int16 | ColumnType::Int32 => Val::I64(
+                    parse_integer(trim(s), col.ty).map_err(|what| bad(&what))?,
+                ),
                 ColumnType::Float64 => Val::F64(parse_f64(trim(s)).ok_or_else(|| bad("float64"))?),
+                ColumnType::Float32 => {
+                    Val::F64(parse_f32(trim(s)).ok_or_else(|| bad("float32"))?.into())
+                }
+                ColumnType::Decimal { precision, scale } => Val::Dec(
+                    parse_decimal(trim(s), precision, scale)
+                        .map_err(|why| bad(&format!("{}: {why}", col.ty)))?,
+                ),
+                ColumnType::Binary => {
+                    parse_hex(trim(s)).ok_or_else(|| bad(BINARY_TEXT))?;
+                    Val::Bin
+                }
                 ColumnType::Boolean => {
                     Val::Bool(parse_bool(trim(s)).ok_or_else(|| bad("boolean"))?)
                 }
@@ -311,7 +348,7 @@ impl<'l> RowTyper<'l> {
                         },
                         // An unparseable partition date sends the row to the default partition.
                         None if self.date_source[i] => Val::Null,
-                        None => return Err(bad(col.ty.name())),
+                        None => return Err(bad(&col.ty.name())),
                     }
                 }
             };
@@ -336,17 +373,27 @@ impl<'l> RowTyper<'l> {
         for ((path, rows), mut cols) in parts_rows.zip(self.cols) {
             let arrays: Vec<ArrayRef> = cols
                 .iter_mut()
-                .map(|c| -> ArrayRef {
-                    match c {
+                .zip(self.layout.file_schema.fields())
+                .map(|(c, field)| -> Result<ArrayRef> {
+                    let a: ArrayRef = match c {
                         Col::Bool(b) => Arc::new(b.finish()),
                         Col::I64(b) => Arc::new(b.finish()),
                         Col::F64(b) => Arc::new(b.finish()),
+                        Col::Dec(b) => Arc::new(b.finish()),
                         Col::Date(b) => Arc::new(b.finish()),
                         Col::Ts(b) => Arc::new(b.finish()),
                         Col::Str(b) => Arc::new(b.finish()),
-                    }
+                        Col::Bin(b) => Arc::new(b.finish()),
+                    };
+                    // Narrower integers and floats: every value was checked to fit (a float32
+                    // was parsed as one), so the cast is exact.
+                    Ok(if a.data_type() == field.data_type() {
+                        a
+                    } else {
+                        arrow::compute::cast(&a, field.data_type())?
+                    })
                 })
-                .collect();
+                .collect::<Result<_>>()?;
             let batch = RecordBatch::try_new_with_options(
                 self.layout.file_schema.clone(),
                 arrays,
@@ -484,16 +531,27 @@ fn push_val(col: &mut Col, v: Val, text: Option<&str>) {
         (Col::Bool(b), Val::Bool(x)) => b.append_value(x),
         (Col::I64(b), Val::I64(x)) => b.append_value(x),
         (Col::F64(b), Val::F64(x)) => b.append_value(x),
+        (Col::Dec(b), Val::Dec(x)) => b.append_value(x),
         (Col::Date(b), Val::Date(x)) => b.append_value(x),
         (Col::Ts(b), Val::Ts(x)) => b.append_value(x),
         (Col::Str(b), Val::Str) => b.append_option(text),
-        (Col::Bool(b), _) => b.append_null(),
-        (Col::I64(b), _) => b.append_null(),
-        (Col::F64(b), _) => b.append_null(),
-        (Col::Date(b), _) => b.append_null(),
-        (Col::Ts(b), _) => b.append_null(),
-        (Col::Str(b), _) => b.append_null(),
+        (Col::Bin(b), Val::Bin) => b.append_option(text.and_then(|t| parse_hex(trim(t)))),
+        (col, _) => append_nulls(col, 1),
     }
+}
+
+/// What a binary column's text must be.
+const BINARY_TEXT: &str = "binary (hexadecimal digits, optionally after \\x or 0x)";
+
+/// An integer that must fit a narrower type: `Err` names the type, and its range when the
+/// value is an integer outside it.
+fn parse_integer(s: &str, ty: ColumnType) -> std::result::Result<i64, Cow<'static, str>> {
+    let v = parse_i64(s).ok_or_else(|| ty.name())?;
+    let (lo, hi) = ty.integer_range().expect("an integer type");
+    if v < lo || v > hi {
+        return Err(format!("{ty} (it is out of the range {lo} to {hi})").into());
+    }
+    Ok(v)
 }
 
 /// `s.trim()`, without looking at every character when the ends are plain ASCII (the usual
@@ -773,8 +831,11 @@ enum Typed {
     Bool(Vec<bool>),
     I64(Vec<i64>),
     F64(Vec<f64>),
+    Dec(Vec<i128>),
     Date(Vec<i32>),
     Ts(Vec<i64>),
+    /// Bytes are decoded again from their places when the rows are taken.
+    Bin,
 }
 
 /// Where the fields of a block lie: in the chunk (`raw`, and `text` when the chunk is UTF-8),
@@ -898,7 +959,7 @@ impl<'a> ColumnFields<'_, 'a> {
         refusals: &mut Refusals,
         ok: &mut [bool],
         mut fast: impl FnMut(usize, &[u8]) -> bool,
-        mut parse: impl FnMut(usize, &str) -> Result<bool, &'static str>,
+        mut parse: impl FnMut(usize, &str) -> Result<bool, Cow<'static, str>>,
     ) {
         for (r, ok) in ok.iter_mut().enumerate() {
             if refusals.is_refused(r) {
@@ -919,7 +980,7 @@ impl<'a> ColumnFields<'_, 'a> {
                 Ok(Some(s)) => match parse(r, s) {
                     Ok(present) => present,
                     Err(what) => {
-                        refusals.refuse(r, self.bad_value(s, what));
+                        refusals.refuse(r, self.bad_value(s, &what));
                         false
                     }
                 },
@@ -951,8 +1012,10 @@ impl TypedColumns {
             Typed::Bool(v) => Val::Bool(v[r]),
             Typed::I64(v) => Val::I64(v[r]),
             Typed::F64(v) => Val::F64(v[r]),
+            Typed::Dec(v) => Val::Dec(v[r]),
             Typed::Date(v) => Val::Date(v[r]),
             Typed::Ts(v) => Val::Ts(v[r]),
+            Typed::Bin => Val::Bin,
         }
     }
 }
@@ -1029,15 +1092,15 @@ impl RowTyper<'_> {
         // A number column: read from the field's bytes by `$fast`, else from its text by
         // `$slow`.
         macro_rules! number {
-            ($zero:expr, $fast:path, $slow:path, $what:literal, $typed:ident) => {{
+            ($zero:expr, $fast:expr, $slow:expr, $typed:ident) => {{
                 let mut v = vec![$zero; n];
                 let cell = std::cell::Cell::from_mut(&mut v[..]).as_slice_of_cells();
                 fields.type_values(
                     refusals,
                     &mut ok,
-                    |r, b| $fast(b).map(|x| cell[r].set(x)).is_some(),
+                    |r, b| ($fast)(b).map(|x| cell[r].set(x)).is_some(),
                     |r, s| {
-                        cell[r].set($slow(trim(s)).ok_or($what)?);
+                        cell[r].set(($slow)(trim(s))?);
                         Ok(true)
                     },
                 );
@@ -1045,6 +1108,7 @@ impl RowTyper<'_> {
             }};
         }
         let no_fast = |_: usize, _: &[u8]| false;
+        let ty = col.ty;
         let t = match col.ty {
             ColumnType::String => {
                 if fields.at.text.is_none() {
@@ -1056,14 +1120,54 @@ impl RowTyper<'_> {
                 }
                 Typed::Str
             }
-            ColumnType::Int64 => number!(0i64, parse_i64_ascii, parse_i64, "int64", I64),
-            ColumnType::Float64 => {
-                number!(0f64, parse_short_decimal, parse_f64, "float64", F64)
+            ColumnType::Int64 => number!(
+                0i64,
+                parse_i64_ascii,
+                |s| parse_i64(s).ok_or(Cow::Borrowed("int64")),
+                I64
+            ),
+            ColumnType::Int8 | ColumnType::Int16 | ColumnType::Int32 => {
+                let (lo, hi) = ty.integer_range().expect("an integer type");
+                number!(
+                    0i64,
+                    |b| parse_i64_ascii(b).filter(|v| (lo..=hi).contains(v)),
+                    |s| parse_integer(s, ty),
+                    I64
+                )
+            }
+            ColumnType::Float64 => number!(
+                0f64,
+                parse_short_decimal,
+                |s| parse_f64(s).ok_or(Cow::Borrowed("float64")),
+                F64
+            ),
+            ColumnType::Float32 => number!(
+                0f64,
+                |_: &[u8]| None::<f64>,
+                |s| parse_f32(s)
+                    .map(f64::from)
+                    .ok_or(Cow::Borrowed("float32")),
+                F64
+            ),
+            ColumnType::Decimal { precision, scale } => number!(
+                0i128,
+                |_: &[u8]| None::<i128>,
+                |s| parse_decimal(s, precision, scale)
+                    .map_err(|why| Cow::Owned(format!("{ty}: {why}"))),
+                Dec
+            ),
+            ColumnType::Binary => {
+                fields.type_values(refusals, &mut ok, no_fast, |_, s| {
+                    parse_hex(trim(s))
+                        .map(|_| true)
+                        .ok_or(Cow::Borrowed(BINARY_TEXT))
+                });
+                Typed::Bin
             }
             ColumnType::Boolean => {
                 let mut v = vec![false; n];
                 fields.type_values(refusals, &mut ok, no_fast, |r, s| {
-                    v[r] = parse_bool(trim(s)).ok_or("boolean")?;
+                    v[r] = parse_bool(trim(s)).ok_or(Cow::Borrowed("boolean"))?;
                     Ok(true)
                 });
                 Typed::Bool(v)
@@ -1084,10 +1188,10 @@ impl RowTyper<'_> {
                             cell[r].set(date_to_days(d));
                             Ok(true)
                         }
-                        Some(_) => Err("date (it has a time)"),
+                        Some(_) => Err(Cow::Borrowed("date (it has a time)")),
                         // An unparseable partition date: the default partition.
                         None if lenient => Ok(false),
-                        None => Err("date"),
+                        None => Err(Cow::Borrowed("date")),
                     }
                 });
                 Typed::Date(v)
@@ -1108,7 +1212,7 @@ impl RowTyper<'_> {
                             Ok(true)
                         }
                         None if lenient => Ok(false),
-                        None => Err(what),
+                        None => Err(what.clone()),
                     }
                 });
                 Typed::Ts(v)
@@ -1205,6 +1309,7 @@ impl RowTyper<'_> {
                     }
                     (Col::I64(b), Typed::I64(v)) => take_values!(b, v),
                     (Col::F64(b), Typed::F64(v)) => take_values!(b, v),
+                    (Col::Dec(b), Typed::Dec(v)) => take_values!(b, v),
                     (Col::Date(b), Typed::Date(v)) => take_values!(b, v),
                     (Col::Ts(b), Typed::Ts(v)) => take_values!(b, v),
                     (Col::Str(b), Typed::Str) => {
@@ -1223,6 +1328,19 @@ impl RowTyper<'_> {
                                 // Checked above: the row would be refused otherwise.
                                 None => b.append_option(std::str::from_utf8(at.bytes(place)).ok()),
                             }
+                        }
+                    }
+                    (Col::Bin(b), Typed::Bin) => {
+                        let places = block.fields[i]
+                            .as_ref()
+                            .expect("a binary column has places");
+                        for r in rows {
+                            let r = *r as usize;
+                            let bytes = ok[r]
+                                .then(|| std::str::from_utf8(at.bytes(places[r])).ok())
+                                .flatten()
+                                .and_then(|s| parse_hex(trim(s)));
+                            b.append_option(bytes);
                         }
                     }
                     (col, _) => append_nulls(col, rows.len()),
@@ -1275,9 +1393,11 @@ fn append_nulls(col: &mut Col, n: usize) {
         Col::Bool(b) => b.append_nulls(n),
         Col::I64(b) => b.append_nulls(n),
         Col::F64(b) => b.append_nulls(n),
+        Col::Dec(b) => b.append_nulls(n),
         Col::Date(b) => b.append_nulls(n),
         Col::Ts(b) => b.append_nulls(n),
         Col::Str(b) => b.append_nulls(n),
+        Col::Bin(b) => b.append_nulls(n),
     }
 }
 
@@ -1331,6 +1451,10 @@ mod tests {
             Column::new("ts", ColumnType::Timestamp),
             Column::new("name", ColumnType::String),
             Column::new("region", ColumnType::String),
+            Column::new("small", ColumnType::Int8),
+            Column::new("f", ColumnType::Float32),
+            Column::new("price", ColumnType::decimal(6, 2).unwrap()),
+            Column::new("blob", ColumnType::Binary),
         ];
         let spec = PartitionSpec::parse(spec).unwrap();
         let def = TableLayout::new_def("db", "t", "file:///t", columns, &spec, None).unwrap();
@@ -1432,11 +1556,21 @@ mod tests {
         b"__HIVE_DEFAULT_PARTITION__",
         b"a/b",
         b".",
+        b"127",
+        b"-128",
+        b"128",
+        b"1234.56",
+        b"12345.6",
+        b"0.125",
+        b"16777217",
+        b"0xdeadBEEF",
+        b"\\x00ff",
+        b"abc",
     ];
 
     fn record() -> impl Strategy<Value = Vec<u8>> {
-        // Six fields usually; sometimes five or seven (refused), sometimes a blank line.
-        (prop::sample::select(vec![5usize, 6, 6, 6, 6, 6, 6, 7, 0]))
+        // Ten fields usually; sometimes nine or eleven (refused), sometimes a blank line.
+        (prop::sample::select(vec![9usize, 10, 10, 10, 10, 10, 10, 11, 0]))
             .prop_flat_map(|n| prop::collection::vec(prop::sample::select(VALUES), n))
             .prop_map(|fields| fields.join(&b","[..]))
     }
@@ -1453,7 +1587,10 @@ mod tests {
             let format = CsvFormat { null_values: vec!["NA".into()], ..CsvFormat::default() };
             // The header leaves `region` out: NULL in every row.
             let header: Vec<String> =
-                ["name", "d", "id", "x", "ok", "ts"].iter().map(|s| s.to_string()).collect();
+                ["name", "d", "id", "x", "ok", "ts", "small", "f", "price", "blob"]
+                    .iter()
+                    .map(|s| s.to_string())
+                    .collect();
             let map = layout.map_header(&header, "s").unwrap();
             let mut raw = records.join(&b"\n"[..]);
             raw.push(b'\n');

@@ -143,7 +143,7 @@ fn exact_type(ledger: &Ledger, name: &str, ty: &str) -> Result<crate::schema::Co
             table: ledger.url(),
             column: name.to_string(),
             ty: ty.to_string(),
-            operation: "write yet (it writes boolean, long, double, date, timestamp, timestamp_ntz and string)",
+            operation: "write yet (it writes boolean, byte, short, integer, long, float, double, decimal, date, timestamp, timestamp_ntz, string and binary)",
         }),
     }
 }
@@ -181,7 +181,7 @@ pub(crate) fn check_def(def: &TableDef, ledger: &Ledger) -> Result<()> {
     let have = state.schema_fields();
     for f in &want.fields {
         match have.iter().find(|(n, _)| *n == f.name) {
-            Some((_, t)) if t == f.ty => {}
+            Some((_, t)) if *t == f.ty => {}
             Some((_, t)) => {
                 return Err(Error::TableMismatch {
                     table: def.name.clone(),

@@ -165,8 +165,8 @@ pub struct Commit {
 pub struct DeltaField {
     /// The column's name.
     pub name: String,
-    /// Delta's primitive type name (`long`, `string`, `timestamp_ntz`, …).
-    pub ty: &'static str,
+    /// Delta's primitive type name (`long`, `string`, `decimal(12,2)`, …).
+    pub ty: String,
     /// Whether it may hold NULL.
     pub nullable: bool,
 }
@@ -190,30 +190,46 @@ pub(crate) const CONFIG_PARTITION_BY: &str = "sluice.partitionBy";
 pub(crate) const CONFIG_DATE_FORMAT: &str = "sluice.dateFormat";
 
 /// Delta's type for a column type. Timestamps without zone are `timestamp_ntz`.
-pub(crate) fn delta_type(ty: ColumnType) -> &'static str {
+pub(crate) fn delta_type(ty: ColumnType) -> String {
     match ty {
         ColumnType::Boolean => "boolean",
+        ColumnType::Int8 => "byte",
+        ColumnType::Int16 => "short",
+        ColumnType::Int32 => "integer",
         ColumnType::Int64 => "long",
+        ColumnType::Float32 => "float",
         ColumnType::Float64 => "double",
+        ColumnType::Decimal { precision, scale } => return format!("decimal({precision},{scale})"),
         ColumnType::Date => "date",
         ColumnType::Timestamp => "timestamp_ntz",
         ColumnType::TimestampTz => "timestamp",
         ColumnType::String => "string",
+        ColumnType::Binary => "binary",
     }
+    .to_string()
 }
 
-/// The column type of a Delta primitive type sluice writes (and of Delta's narrower integers
-/// and floats, which it reads as its own).
+/// The column type of a Delta primitive type (`None`: a type sluice does not write, such as a
+/// struct).
 pub(crate) fn column_type_of_delta(ty: &str) -> Option<ColumnType> {
     Some(match ty {
         "boolean" => ColumnType::Boolean,
-        "long" | "integer" | "short" | "byte" => ColumnType::Int64,
-        "double" | "float" => ColumnType::Float64,
+        "byte" => ColumnType::Int8,
+        "short" => ColumnType::Int16,
+        "integer" => ColumnType::Int32,
+        "long" => ColumnType::Int64,
+        "float" => ColumnType::Float32,
+        "double" => ColumnType::Float64,
         "date" => ColumnType::Date,
         "timestamp_ntz" => ColumnType::Timestamp,
         "timestamp" => ColumnType::TimestampTz,
         "string" => ColumnType::String,
-        _ => return None,
+        "binary" => ColumnType::Binary,
+        _ => {
+            let args = ty.strip_prefix("decimal(")?.strip_suffix(')')?;
+            let (p, s) = args.split_once(',')?;
+            return ColumnType::decimal(p.trim().parse().ok()?, s.trim().parse().ok()?).ok();
+        }
     })
 }
 
@@ -244,26 +260,22 @@ impl DeltaSchema {
 
     /// The schema of an Arrow schema (unpartitioned), for the quarantine table.
     pub fn of_arrow(schema: &arrow::datatypes::Schema) -> Result<Self> {
-        use arrow::datatypes::{DataType, TimeUnit};
+        use arrow::datatypes::DataType;
         let fields = schema
             .fields()
             .iter()
             .map(|f| {
                 let ty = match f.data_type() {
-                    DataType::Boolean => "boolean",
-                    DataType::Int64 => "long",
-                    DataType::Int32 => "integer",
-                    DataType::Float64 => "double",
-                    DataType::Date32 => "date",
-                    DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View => "string",
-                    DataType::Timestamp(TimeUnit::Microsecond, None) => "timestamp_ntz",
-                    DataType::Timestamp(TimeUnit::Microsecond, Some(_)) => "timestamp",
-                    other => {
-                        return Err(Error::Internal(format!(
-                            "column {} has type {other}, which sluice does not write to Delta",
-                            f.name()
-                        )));
-                    }
+                    DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View => "string".into(),
+                    other => match ColumnType::of_arrow(other) {
+                        Some(t) => delta_type(t),
+                        None => {
+                            return Err(Error::Internal(format!(
+                                "column {} has type {other}, which sluice does not write to Delta",
+                                f.name()
+                            )));
+                        }
+                    },
                 };
                 Ok(DeltaField {
                     name: f.name().clone(),

@@ -332,6 +332,37 @@ pub(crate) fn delta_stats(path: &Path) -> Result<String> {
                 _ => None,
             };
             let pair: Option<(Value, Value)> = match st {
+                // Decimals as numbers, where a JSON number (read as a double by some readers)
+                // holds them exactly; otherwise no bounds.
+                Statistics::Int32(v) if let Some(LogicalType::Decimal(parquet::basic::DecimalType { scale, .. })) = logical => {
+                    decimal_bounds(v.min_opt().map(|x| i128::from(*x)), v.max_opt().map(|x| i128::from(*x)), scale)
+                }
+                Statistics::Int64(v) if let Some(LogicalType::Decimal(parquet::basic::DecimalType { scale, .. })) = logical => {
+                    decimal_bounds(v.min_opt().map(|x| i128::from(*x)), v.max_opt().map(|x| i128::from(*x)), scale)
+                }
+                Statistics::FixedLenByteArray(v)
+                    if let Some(LogicalType::Decimal(parquet::basic::DecimalType { scale, .. })) = logical =>
+                {
+                    let unscaled = |b: &parquet::data_type::FixedLenByteArray| {
+                        let b = b.data();
+                        (b.len() <= 16 && !b.is_empty()).then(|| {
+                            // Big-endian two's complement, sign-extended to 128 bits.
+                            let fill = if b[0] & 0x80 != 0 { 0xff } else { 0 };
+                            let mut full = [fill; 16];
+                            full[16 - b.len()..].copy_from_slice(b);
+                            i128::from_be_bytes(full)
+                        })
+                    };
+                    if st.min_is_exact() && st.max_is_exact() {
+                        decimal_bounds(
+                            v.min_opt().and_then(unscaled),
+                            v.max_opt().and_then(unscaled),
+                            scale,
+                        )
+                    } else {
+                        None
+                    }
+                }
                 Statistics::Int32(v) => match (v.min_opt(), v.max_opt(), &logical) {
                     (Some(a), Some(b), Some(LogicalType::Date)) => {
                         let d = |x: i32| {
@@ -369,6 +400,12 @@ pub(crate) fn delta_stats(path: &Path) -> Result<String> {
                         fmt(lo_ms).zip(fmt(hi_ms))
                     }
                     (Some(a), Some(b), _) => Some((Value::from(*a), Value::from(*b))),
+                    _ => None,
+                },
+                Statistics::Float(v) => match (v.min_opt(), v.max_opt()) {
+                    (Some(a), Some(b)) if a.is_finite() && b.is_finite() => {
+                        Some((Value::from(f64::from(*a)), Value::from(f64::from(*b))))
+                    }
                     _ => None,
                 },
                 Statistics::Double(v) => match (v.min_opt(), v.max_opt()) {
@@ -421,6 +458,25 @@ pub(crate) fn delta_stats(path: &Path) -> Result<String> {
     out.insert("maxValues".into(), Value::Object(maxs));
     out.insert("nullCount".into(), Value::Object(nulls));
     Ok(Value::Object(out).to_string())
+}
+
+/// A decimal column's bounds as JSON numbers, when each has at most 15 significant digits (then
+/// the shortest text of the nearest double is the decimal itself, which readers that parse
+/// statistics as doubles and as decimals both read exactly); `None` otherwise.
+fn decimal_bounds(
+    min: Option<i128>,
+    max: Option<i128>,
+    scale: i32,
+) -> Option<(serde_json::Value, serde_json::Value)> {
+    let scale = u8::try_from(scale).ok()?;
+    let as_number = |x: i128| -> Option<serde_json::Value> {
+        if x.unsigned_abs() >= 1_000_000_000_000_000 {
+            return None;
+        }
+        let v: f64 = crate::schema::format_decimal(x, scale).parse().ok()?;
+        serde_json::Number::from_f64(v).map(serde_json::Value::Number)
+    };
+    Some((as_number(min?)?, as_number(max?)?))
 }
 
 /// Order of two statistics of one column (numbers, or strings in the same format).

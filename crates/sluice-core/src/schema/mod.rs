@@ -2,6 +2,7 @@
 
 pub mod partition;
 
+use std::borrow::Cow;
 use std::sync::Arc;
 
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
@@ -11,15 +12,34 @@ use serde::{Deserialize, Serialize};
 use crate::error::{Error, Result};
 
 /// The types a column can have. Timestamps are stored in microseconds, which every engine reads.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
+///
+/// Written in configuration files and shown by `catalog schema` as [`ColumnType::name`] gives it
+/// (`int64`, `decimal(12,2)`, …); [`ColumnType::parse`] also takes the SQL spellings (`bigint`,
+/// `int`, `smallint`, `tinyint`, `float`, `double`, `numeric(p,s)`, `bytea`, …).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum ColumnType {
     /// `true` or `false` (`boolean`).
     Boolean,
-    /// A 64-bit signed integer (`long`).
+    /// An 8-bit signed integer (Delta `byte`, SQL `tinyint`).
+    Int8,
+    /// A 16-bit signed integer (Delta `short`, SQL `smallint`).
+    Int16,
+    /// A 32-bit signed integer (Delta `integer`, SQL `int`).
+    Int32,
+    /// A 64-bit signed integer (Delta `long`, SQL `bigint`).
     Int64,
+    /// A 32-bit float (Delta and SQL `float`).
+    Float32,
     /// A 64-bit float (`double`).
     Float64,
+    /// An exact decimal number of `precision` digits, `scale` of them after the point
+    /// (1 ≤ precision ≤ 38, scale ≤ precision): Delta and SQL `decimal(p,s)`.
+    Decimal {
+        /// Digits in all.
+        precision: u8,
+        /// Digits after the point.
+        scale: u8,
+    },
     /// A calendar date.
     Date,
     /// A date and time without zone (Parquet `isAdjustedToUTC = false`).
@@ -28,61 +48,189 @@ pub enum ColumnType {
     TimestampTz,
     /// UTF-8 text (`string`).
     String,
+    /// Bytes (`binary`). From text sources the value is written in hexadecimal, optionally
+    /// after `\x` or `0x`, as PostgreSQL prints `bytea` and Arrow writes binary as JSON.
+    Binary,
 }
 
+/// The largest decimal precision: 38 digits fit 128 bits, the most Delta, Spark and Athena take.
+pub const MAX_DECIMAL_PRECISION: u8 = 38;
+
 impl ColumnType {
+    /// A decimal type, checked: `1 ≤ precision ≤ 38`, `scale ≤ precision`.
+    pub fn decimal(precision: u8, scale: u8) -> Result<Self> {
+        if precision == 0 || precision > MAX_DECIMAL_PRECISION || scale > precision {
+            return Err(Error::Config(format!(
+                "decimal({precision},{scale}) is not a decimal type: the precision is 1 to {MAX_DECIMAL_PRECISION} digits and the scale at most the precision"
+            )));
+        }
+        Ok(ColumnType::Decimal { precision, scale })
+    }
+
     /// The Arrow type written to Parquet.
     pub fn arrow_type(self) -> DataType {
         match self {
             ColumnType::Boolean => DataType::Boolean,
+            ColumnType::Int8 => DataType::Int8,
+            ColumnType::Int16 => DataType::Int16,
+            ColumnType::Int32 => DataType::Int32,
             ColumnType::Int64 => DataType::Int64,
+            ColumnType::Float32 => DataType::Float32,
             ColumnType::Float64 => DataType::Float64,
+            ColumnType::Decimal { precision, scale } => DataType::Decimal128(precision, scale as i8),
             ColumnType::Date => DataType::Date32,
             ColumnType::Timestamp => DataType::Timestamp(TimeUnit::Microsecond, None),
             ColumnType::TimestampTz => {
                 DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into()))
             }
             ColumnType::String => DataType::Utf8,
+            ColumnType::Binary => DataType::Binary,
         }
+    }
+
+    /// The column type whose [`ColumnType::arrow_type`] is `t` (any zone for a timestamp in
+    /// microseconds); `None` for any other Arrow type.
+    pub fn of_arrow(t: &DataType) -> Option<Self> {
+        Some(match t {
+            DataType::Boolean => ColumnType::Boolean,
+            DataType::Int8 => ColumnType::Int8,
+            DataType::Int16 => ColumnType::Int16,
+            DataType::Int32 => ColumnType::Int32,
+            DataType::Int64 => ColumnType::Int64,
+            DataType::Float32 => ColumnType::Float32,
+            DataType::Float64 => ColumnType::Float64,
+            DataType::Decimal128(p, s) => ColumnType::decimal(*p, u8::try_from(*s).ok()?).ok()?,
+            DataType::Date32 => ColumnType::Date,
+            DataType::Timestamp(TimeUnit::Microsecond, None) => ColumnType::Timestamp,
+            DataType::Timestamp(TimeUnit::Microsecond, Some(_)) => ColumnType::TimestampTz,
+            DataType::Utf8 => ColumnType::String,
+            DataType::Binary => ColumnType::Binary,
+            _ => return None,
+        })
     }
 
     /// The Hive / Glue / Athena type name.
-    pub fn hive_type(self) -> &'static str {
-        match self {
+    pub fn hive_type(self) -> Cow<'static, str> {
+        Cow::Borrowed(match self {
             ColumnType::Boolean => "boolean",
+            ColumnType::Int8 => "tinyint",
+            ColumnType::Int16 => "smallint",
+            ColumnType::Int32 => "int",
             ColumnType::Int64 => "bigint",
+            ColumnType::Float32 => "float",
             ColumnType::Float64 => "double",
+            ColumnType::Decimal { precision, scale } => {
+                return Cow::Owned(format!("decimal({precision},{scale})"));
+            }
             ColumnType::Date => "date",
             ColumnType::Timestamp | ColumnType::TimestampTz => "timestamp",
             ColumnType::String => "string",
-        }
+            ColumnType::Binary => "binary",
+        })
     }
 
     /// The name used in configuration files and `catalog schema` output.
-    pub fn name(self) -> &'static str {
-        match self {
+    pub fn name(self) -> Cow<'static, str> {
+        Cow::Borrowed(match self {
             ColumnType::Boolean => "boolean",
+            ColumnType::Int8 => "int8",
+            ColumnType::Int16 => "int16",
+            ColumnType::Int32 => "int32",
             ColumnType::Int64 => "int64",
+            ColumnType::Float32 => "float32",
             ColumnType::Float64 => "float64",
+            ColumnType::Decimal { precision, scale } => {
+                return Cow::Owned(format!("decimal({precision},{scale})"));
+            }
             ColumnType::Date => "date",
             ColumnType::Timestamp => "timestamp",
             ColumnType::TimestampTz => "timestamp_tz",
             ColumnType::String => "string",
-        }
+            ColumnType::Binary => "binary",
+        })
     }
 
-    /// Parses a type name as written in `sluice.toml` (also accepts common aliases).
+    /// Whether the type is an integer of any width.
+    pub fn is_integer(self) -> bool {
+        matches!(
+            self,
+            ColumnType::Int8 | ColumnType::Int16 | ColumnType::Int32 | ColumnType::Int64
+        )
+    }
+
+    /// The range of an integer type.
+    pub(crate) fn integer_range(self) -> Option<(i64, i64)> {
+        Some(match self {
+            ColumnType::Int8 => (i8::MIN.into(), i8::MAX.into()),
+            ColumnType::Int16 => (i16::MIN.into(), i16::MAX.into()),
+            ColumnType::Int32 => (i32::MIN.into(), i32::MAX.into()),
+            ColumnType::Int64 => (i64::MIN, i64::MAX),
+            _ => return None,
+        })
+    }
+
+    /// Parses a type name as written in `sluice.toml`, with the SQL spellings: `int`, `integer`
+    /// and `int4` are 32-bit as in SQL, Spark and Delta; `float` and `real` are 32-bit, `double`
+    /// 64-bit; `decimal(p,s)` (or `numeric(p,s)`) needs its precision and scale.
     pub fn parse(s: &str) -> Result<Self> {
-        Ok(match s.trim().to_ascii_lowercase().as_str() {
+        let lower = s.trim().to_ascii_lowercase();
+        let compact: std::string::String = lower.chars().filter(|c| !c.is_whitespace()).collect();
+        if let Some(args) = compact
+            .strip_prefix("decimal")
+            .or_else(|| compact.strip_prefix("numeric"))
+        {
+            let bad = || {
+                Error::Config(format!(
+                    "column type {s:?}: a decimal is written decimal(precision,scale), as in decimal(12,2)"
+                ))
+            };
+            let inner = args
+                .strip_prefix('(')
+                .and_then(|a| a.strip_suffix(')'))
+                .ok_or_else(bad)?;
+            let (p, sc) = inner.split_once(',').ok_or_else(bad)?;
+            let p: u8 = p.parse().map_err(|_| bad())?;
+            let sc: u8 = sc.parse().map_err(|_| bad())?;
+            return ColumnType::decimal(p, sc);
+        }
+        Ok(match compact.as_str() {
             "boolean" | "bool" => ColumnType::Boolean,
-            "int64" | "bigint" | "int" | "integer" | "long" => ColumnType::Int64,
-            "float64" | "double" | "float" => ColumnType::Float64,
+            "int8" | "tinyint" | "byte" => ColumnType::Int8,
+            "int16" | "smallint" | "short" | "int2" => ColumnType::Int16,
+            "int32" | "int" | "integer" | "int4" => ColumnType::Int32,
+            "int64" | "bigint" | "long" => ColumnType::Int64,
+            "float32" | "float" | "real" | "float4" => ColumnType::Float32,
+            "float64" | "double" | "float8" | "doubleprecision" => ColumnType::Float64,
             "date" => ColumnType::Date,
-            "timestamp" | "datetime" => ColumnType::Timestamp,
+            "timestamp" | "datetime" | "timestamp_ntz" => ColumnType::Timestamp,
             "timestamp_tz" | "timestamptz" => ColumnType::TimestampTz,
             "string" | "text" | "utf8" | "varchar" => ColumnType::String,
-            other => return Err(Error::Config(format!("unknown column type {other:?}"))),
+            "binary" | "bytes" | "bytea" | "blob" | "varbinary" => ColumnType::Binary,
+            _ => {
+                return Err(Error::Config(format!(
+                    "unknown column type {s:?} (types: boolean, int8, int16, int32, int64, float32, float64, decimal(p,s), date, timestamp, timestamp_tz, string, binary)"
+                )));
+            }
         })
+    }
+}
+
+impl std::fmt::Display for ColumnType {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.name())
+    }
+}
+
+impl Serialize for ColumnType {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        s.serialize_str(&self.name())
+    }
+}
+
+impl<'de> Deserialize<'de> for ColumnType {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        let s = std::string::String::deserialize(d)?;
+        ColumnType::parse(&s).map_err(serde::de::Error::custom)
     }
 }
 
@@ -362,6 +510,128 @@ pub(crate) fn parse_f64(s: &str) -> Option<f64> {
         return None;
     }
     s.parse().ok()
+}
+
+/// Parses a 32-bit float as [`parse_f64`] takes text: the `f32` nearest the decimal (read
+/// directly, not through an `f64`, which could round twice).
+pub(crate) fn parse_f32(s: &str) -> Option<f32> {
+    let b = s.as_bytes();
+    let ok = !b.is_empty()
+        && b.iter()
+            .all(|c| c.is_ascii_digit() || matches!(c, b'+' | b'-' | b'.' | b'e' | b'E'))
+        && b.iter().any(|c| c.is_ascii_digit());
+    if !ok {
+        return None;
+    }
+    s.parse().ok()
+}
+
+/// Parses a decimal number written with digits, an optional sign, point and exponent
+/// (`-12.50`, `1.2e3`) exactly into its unscaled value at `scale` (`12.50` at scale 2 is
+/// 1250): no floating point on the way. `Err` says why it does not fit `decimal(p,s)`: digits
+/// after the point beyond the scale that are not zeros (it is never rounded), or more digits
+/// before the point than `precision - scale`.
+pub(crate) fn parse_decimal(s: &str, precision: u8, scale: u8) -> Result<i128, &'static str> {
+    const NOT_A_NUMBER: &str = "not a decimal number";
+    let b = s.as_bytes();
+    let (negative, rest) = match b.first() {
+        Some(b'-') => (true, &b[1..]),
+        Some(b'+') => (false, &b[1..]),
+        _ => (false, b),
+    };
+    let (mantissa, exponent) = match rest.iter().position(|c| matches!(c, b'e' | b'E')) {
+        Some(i) => {
+            let e = std::str::from_utf8(&rest[i + 1..])
+                .ok()
+                .filter(|e| !e.is_empty() && e.len() <= 6)
+                .and_then(|e| e.parse::<i64>().ok())
+                .ok_or(NOT_A_NUMBER)?;
+            (&rest[..i], e)
+        }
+        None => (rest, 0),
+    };
+    // The significant digits (leading zeros dropped) and how many were after the point.
+    let mut digits: Vec<u8> = Vec::with_capacity(mantissa.len());
+    let (mut after_point, mut point, mut any) = (0i64, false, false);
+    for &c in mantissa {
+        match c {
+            b'0'..=b'9' => {
+                any = true;
+                if point {
+                    after_point += 1;
+                }
+                if !(digits.is_empty() && c == b'0') {
+                    digits.push(c - b'0');
+                }
+            }
+            b'.' if !point => point = true,
+            _ => return Err(NOT_A_NUMBER),
+        }
+    }
+    if !any {
+        return Err(NOT_A_NUMBER);
+    }
+    // value = digits × 10^(exponent - after_point); unscaled = value × 10^scale.
+    let mut shift = exponent - after_point + i64::from(scale);
+    while shift < 0 {
+        match digits.last() {
+            Some(0) => {
+                digits.pop();
+                shift += 1;
+            }
+            Some(_) => return Err("it has more digits after the point than the scale"),
+            None => shift = 0,
+        }
+    }
+    if digits.len() as i64 + if digits.is_empty() { 0 } else { shift } > i64::from(precision) {
+        return Err("it has more digits before the point than the precision leaves");
+    }
+    let mut v: i128 = 0;
+    for d in &digits {
+        v = v * 10 + i128::from(*d);
+    }
+    if !digits.is_empty() {
+        for _ in 0..shift {
+            v *= 10;
+        }
+    }
+    Ok(if negative { -v } else { v })
+}
+
+/// The text of an unscaled decimal at `scale`, as engines print it (`-12.50`).
+pub fn format_decimal(unscaled: i128, scale: u8) -> std::string::String {
+    let digits = unscaled.unsigned_abs().to_string();
+    let scale = usize::from(scale);
+    let sign = if unscaled < 0 { "-" } else { "" };
+    if scale == 0 {
+        return format!("{sign}{digits}");
+    }
+    let padded = format!("{digits:0>width$}", width = scale + 1);
+    let (int, frac) = padded.split_at(padded.len() - scale);
+    format!("{sign}{int}.{frac}")
+}
+
+/// Parses bytes written in hexadecimal, optionally after `\x` or `0x`: how PostgreSQL prints
+/// `bytea` and Arrow writes binary values as JSON.
+pub(crate) fn parse_hex(s: &str) -> Option<Vec<u8>> {
+    let h = s
+        .strip_prefix("\\x")
+        .or_else(|| s.strip_prefix("0x"))
+        .or_else(|| s.strip_prefix("0X"))
+        .unwrap_or(s)
+        .as_bytes();
+    if h.len() % 2 != 0 {
+        return None;
+    }
+    let nibble = |c: u8| match c {
+        b'0'..=b'9' => Some(c - b'0'),
+        b'a'..=b'f' => Some(c - b'a' + 10),
+        b'A'..=b'F' => Some(c - b'A' + 10),
+        _ => None,
+    };
+    h.chunks_exact(2)
+        .map(|p| Some(nibble(p[0])? << 4 | nibble(p[1])?))
+        .collect()
 }
 
 /// Powers of ten up to 10^15, each exact in an `f64`.
@@ -755,6 +1025,136 @@ mod tests {
         assert_eq!(iso_date_days(b"2024-02-29"), Some(19_782));
         assert_eq!(iso_date_days(b"1970-01-01"), Some(0));
         assert_eq!(iso_date_days(b"1969-12-31"), Some(-1));
+    }
+
+    #[test]
+    fn type_names_round_trip_and_take_the_sql_spellings() {
+        use ColumnType::*;
+        let all = [
+            Boolean,
+            Int8,
+            Int16,
+            Int32,
+            Int64,
+            Float32,
+            Float64,
+            ColumnType::decimal(12, 2).unwrap(),
+            ColumnType::decimal(38, 0).unwrap(),
+            Date,
+            Timestamp,
+            TimestampTz,
+            String,
+            Binary,
+        ];
+        for t in all {
+            assert_eq!(ColumnType::parse(&t.name()).unwrap(), t, "{t}");
+            assert_eq!(ColumnType::parse(&t.hive_type()).unwrap().arrow_type(), {
+                // Hive has one timestamp.
+                if t == TimestampTz { Timestamp } else { t }.arrow_type()
+            });
+            assert_eq!(ColumnType::of_arrow(&t.arrow_type()), Some(t));
+            let json = serde_json::to_string(&t).unwrap();
+            assert_eq!(serde_json::from_str::<ColumnType>(&json).unwrap(), t);
+        }
+        // What earlier versions stored reads the same.
+        assert_eq!(serde_json::to_string(&Int64).unwrap(), "\"int64\"");
+        assert_eq!(serde_json::to_string(&TimestampTz).unwrap(), "\"timestamp_tz\"");
+        for (s, t) in [
+            ("int", Int32),
+            ("INTEGER", Int32),
+            ("bigint", Int64),
+            ("smallint", Int16),
+            ("tinyint", Int8),
+            ("float", Float32),
+            ("real", Float32),
+            ("double", Float64),
+            ("Decimal(12, 2)", ColumnType::decimal(12, 2).unwrap()),
+            ("numeric(5,0)", ColumnType::decimal(5, 0).unwrap()),
+            ("bytea", Binary),
+        ] {
+            assert_eq!(ColumnType::parse(s).unwrap(), t, "{s}");
+        }
+        for bad in ["decimal", "decimal(39,2)", "decimal(4,5)", "decimal(0,0)", "decimal(a,b)", "money"] {
+            let e = ColumnType::parse(bad).unwrap_err().to_string();
+            assert!(e.contains("decimal") || e.contains("unknown"), "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn decimals_parse_exactly_or_say_why_not() {
+        let ok = |s: &str, p: u8, sc: u8| parse_decimal(s, p, sc).unwrap_or_else(|e| panic!("{s}: {e}"));
+        assert_eq!(ok("12.5", 4, 2), 1250);
+        assert_eq!(ok("-12.50", 4, 2), -1250);
+        assert_eq!(ok("+0.05", 4, 2), 5);
+        assert_eq!(ok("99.99", 4, 2), 9999);
+        assert_eq!(ok("0", 4, 2), 0);
+        assert_eq!(ok("-0.000", 4, 2), 0);
+        assert_eq!(ok(".5", 4, 2), 50);
+        assert_eq!(ok("5.", 4, 2), 500);
+        assert_eq!(ok("007.10", 4, 2), 710);
+        assert_eq!(ok("1.2e2", 5, 0), 120);
+        assert_eq!(ok("125E-2", 4, 2), 125);
+        assert_eq!(ok("1.50", 2, 1), 15);
+        assert_eq!(
+            ok("12345678901234567890123456.789012345678", 38, 12),
+            12345678901234567890123456789012345678
+        );
+        assert_eq!(
+            ok("-99999999999999999999999999999999999999", 38, 0),
+            -99999999999999999999999999999999999999
+        );
+        for (s, why) in [
+            ("123.45", "before the point"),
+            ("1.005", "after the point"),
+            ("1e-3", "after the point"),
+            ("1e5", "before the point"),
+            ("", "not a decimal"),
+            ("-", "not a decimal"),
+            (".", "not a decimal"),
+            ("1.2.3", "not a decimal"),
+            ("1,5", "not a decimal"),
+            ("NaN", "not a decimal"),
+            ("1e", "not a decimal"),
+            ("1e9999999", "not a decimal"),
+            ("0x10", "not a decimal"),
+        ] {
+            let e = parse_decimal(s, 4, 2).unwrap_err();
+            assert!(e.contains(why), "{s}: {e}");
+        }
+        for (v, sc, text) in [
+            (1250i128, 2u8, "12.50"),
+            (-5, 2, "-0.05"),
+            (0, 2, "0.00"),
+            (7, 0, "7"),
+            (-12345678901234567890123456789012345678, 38, "-0.12345678901234567890123456789012345678"),
+        ] {
+            assert_eq!(format_decimal(v, sc), text);
+            assert_eq!(parse_decimal(text, 38, sc), Ok(v), "{text}");
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2000))]
+        /// Any decimal's text parses back to it, at its scale and at a larger one.
+        #[test]
+        fn decimal_text_round_trips(v in any::<i64>(), extra in any::<i64>(), scale in 0u8..=18) {
+            let v = i128::from(v) * 1_000_000_000 + i128::from(extra % 1_000_000_000);
+            let text = format_decimal(v, scale);
+            prop_assert_eq!(parse_decimal(&text, 38, scale), Ok(v));
+            prop_assert_eq!(parse_decimal(&text, 38, scale + 1), Ok(v * 10));
+        }
+    }
+
+    #[test]
+    fn hex_bytes() {
+        assert_eq!(parse_hex("00ff10"), Some(vec![0, 255, 16]));
+        assert_eq!(parse_hex("\\xDEad"), Some(vec![0xde, 0xad]));
+        assert_eq!(parse_hex("0x"), Some(vec![]));
+        assert_eq!(parse_hex("abc"), None);
+        assert_eq!(parse_hex("zz"), None);
+        assert_eq!(parse_f32("0.1"), Some(0.1f32));
+        assert_eq!(parse_f32("16777217"), Some(16_777_216.0));
+        assert_eq!(parse_f32("inf"), None);
     }
 
     #[test]

@@ -261,18 +261,29 @@ impl PartitionSpec {
                 ))
             })?;
             if f.transform == Transform::Identity {
-                if matches!(col.ty, ColumnType::Float64) {
+                if matches!(
+                    col.ty,
+                    ColumnType::Float32
+                        | ColumnType::Float64
+                        | ColumnType::Decimal { .. }
+                        | ColumnType::Binary
+                ) {
                     return Err(Error::Config(format!(
-                        "cannot partition by floating-point column {:?}",
-                        col.name
+                        "cannot partition by column {:?}: it is {}, and a folder per value of a {} column is not a partitioning (partition by a date, an integer, a boolean or text)",
+                        col.name,
+                        col.ty,
+                        if col.ty == ColumnType::Binary { "binary" } else { "number" }
                     )));
                 }
                 keys.push(col.clone());
                 continue;
             }
-            if matches!(
+            if !matches!(
                 col.ty,
-                ColumnType::Boolean | ColumnType::Int64 | ColumnType::Float64
+                ColumnType::Date
+                    | ColumnType::Timestamp
+                    | ColumnType::TimestampTz
+                    | ColumnType::String
             ) {
                 return Err(Error::Config(format!(
                     "{}: column {:?} is {}, not a date",

@@ -135,22 +135,36 @@ fn parquet_error(name: &str, e: parquet::errors::ParquetError) -> Error {
     Error::invalid_at(name, None, format!("cannot read as Parquet: {e}"))
 }
 
-/// The type a Parquet column lands as: integers as int64, floats and decimals as float64,
-/// dates, timestamps (with a zone or without), booleans; anything else as its text.
+/// The type a Parquet column lands as: its own where sluice has it (integers of every width,
+/// `float`, `double`, decimals up to 38 digits, booleans, dates, timestamps with a zone or
+/// without, text, bytes); otherwise the narrowest that holds every value exactly (unsigned
+/// integers one size up, `uint64` as `decimal(20,0)`, half floats as `float`, timestamps in
+/// other units in microseconds); anything else (a 76-digit decimal, a time of day, a nested
+/// value) as its text.
 pub(crate) fn column_type_of(t: &arrow::datatypes::DataType) -> ColumnType {
     use arrow::datatypes::DataType as D;
+    if let Some(ty) = ColumnType::of_arrow(t) {
+        return ty;
+    }
     match t {
-        D::Int8 | D::Int16 | D::Int32 | D::Int64 | D::UInt8 | D::UInt16 | D::UInt32 | D::UInt64 => {
-            ColumnType::Int64
+        D::UInt8 => ColumnType::Int16,
+        D::UInt16 => ColumnType::Int32,
+        D::UInt32 => ColumnType::Int64,
+        D::UInt64 => ColumnType::Decimal {
+            precision: 20,
+            scale: 0,
+        },
+        D::Float16 => ColumnType::Float32,
+        D::Decimal32(p, s) | D::Decimal64(p, s) | D::Decimal256(p, s) => {
+            u8::try_from(*s)
+                .ok()
+                .and_then(|s| ColumnType::decimal(*p, s).ok())
+                .unwrap_or(ColumnType::String)
         }
-        D::Float16 | D::Float32 | D::Float64 | D::Decimal32(..) | D::Decimal64(..) => {
-            ColumnType::Float64
-        }
-        D::Decimal128(..) | D::Decimal256(..) => ColumnType::Float64,
-        D::Boolean => ColumnType::Boolean,
-        D::Date32 | D::Date64 => ColumnType::Date,
+        D::Date64 => ColumnType::Date,
         D::Timestamp(_, None) => ColumnType::Timestamp,
         D::Timestamp(_, Some(_)) => ColumnType::TimestampTz,
+        D::LargeBinary | D::BinaryView | D::FixedSizeBinary(_) => ColumnType::Binary,
         _ => ColumnType::String,
     }
 }
