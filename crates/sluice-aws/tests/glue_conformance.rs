@@ -28,10 +28,18 @@ async fn glue_table_is_a_delta_table_for_athena() {
     c.ensure_database(&db).await.expect("idempotent");
     let mut t = sluice_testkit::catalog::sample_table(&db, "events");
     t.location = "s3://lake/raw/events/".into();
-    t.columns.push(sluice_core::schema::Column::new(
-        "at",
-        sluice_core::schema::ColumnType::TimestampTz,
-    ));
+    {
+        use sluice_core::schema::{Column, ColumnType};
+        t.columns.extend([
+            Column::new("at", ColumnType::TimestampTz),
+            Column::new("tiny", ColumnType::Int8),
+            Column::new("short", ColumnType::Int16),
+            Column::new("int", ColumnType::Int32),
+            Column::new("ratio", ColumnType::Float32),
+            Column::new("price", ColumnType::decimal(12, 2).unwrap()),
+            Column::new("payload", ColumnType::Binary),
+        ]);
+    }
     c.create_table(&t).await.unwrap();
     let raw = aws
         .glue()
@@ -69,6 +77,12 @@ async fn glue_table_is_a_delta_table_for_athena() {
             ("id", Some("bigint")),
             ("ts", Some("date")),
             ("at", Some("timestamp")),
+            ("tiny", Some("tinyint")),
+            ("short", Some("smallint")),
+            ("int", Some("int")),
+            ("ratio", Some("float")),
+            ("price", Some("decimal(12,2)")),
+            ("payload", Some("binary")),
             ("year", Some("bigint"))
         ]
     );

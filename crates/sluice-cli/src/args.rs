@@ -155,6 +155,10 @@ pub(crate) struct TableArgs {
     /// strftime pattern for dates that are not ISO 8601, e.g. '%m/%d/%Y'.
     #[arg(long)]
     pub(crate) date_format: Option<String>,
+    /// A new table's numbers written with a point (12.50) become exact decimal(p,s) columns
+    /// instead of float64; kept with the table for the columns it gains later.
+    #[arg(long)]
+    pub(crate) exact_decimals: bool,
     /// A field value that means NULL (repeatable); the empty field always does.
     #[arg(long = "null-value")]
     pub(crate) null_values: Vec<String>,

@@ -67,6 +67,9 @@ pub struct TableConfig {
     pub partition_by: Option<String>,
     /// strftime pattern for dates that are not ISO 8601.
     pub date_format: Option<String>,
+    /// Numbers written with a point become `decimal(p,s)` columns, not `float64`.
+    #[serde(default)]
+    pub exact_decimals: bool,
     /// Values that mean NULL besides the empty field.
     #[serde(default)]
     pub null_values: Vec<String>,

@@ -57,6 +57,7 @@ pub(crate) fn table_settings(ctx: &Ctx, lake: &Lake, t: &TableArgs) -> Result<Ta
         null_values: nulls,
     };
     opts.date_format = t.date_format.clone().or(tc.date_format.clone());
+    opts.exact_decimals = t.exact_decimals || tc.exact_decimals;
     opts.schema_policy = match (t.schema_policy, tc.schema_policy.as_deref()) {
         (Some(p), _) => p,
         (None, Some(s)) => {

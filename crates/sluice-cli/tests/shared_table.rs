@@ -713,30 +713,68 @@ fn reference_tables_with_v2_checkpoints_are_appended_to_compacted_and_repaired()
 }
 
 #[test]
-fn reference_tables_sluice_cannot_write_are_refused_with_the_reason() {
-    let dir = tempfile::tempdir().unwrap();
-    let home = dir.path().join("home");
-    let lake = home.join("lake");
-    // Databricks' deletion-vector table and a multi-part checkpoint: both hold `integer`
-    // columns, which sluice does not write yet (it writes long): refused, named, untouched.
-    for (reference_table, name, column) in [
-        ("table-with-dv-small", "dv", "value"),
+fn reference_tables_with_integer_columns_and_deletion_vectors_are_appended_to() {
+    // Databricks' deletion-vector table (one `integer` column, 10 rows of which a deletion
+    // vector hides 2) and a multi-part checkpoint partitioned by an `integer` column: adopted,
+    // appended to with the columns' own types, compacted and repaired.
+    for (reference_table, name, rows, id, value, polars) in [
+        (
+            "table-with-dv-small",
+            "dv",
+            "value\n100\n101\n",
+            "value",
+            "value",
+            true,
+        ),
         (
             "v1-multi-part-partitioned-struct-stats-only",
             "multi",
+            "id,value,part\n1001,a,1\n1002,b,7\n",
+            "id",
             "part",
+            false,
         ),
     ] {
-        let table = reference(&lake, reference_table, name);
-        let before = tree(&table);
-        let rows = csv(dir.path(), "x.csv", "id,value,part\n1,a,1\n");
-        let out = sluice(&home, &["convert", rows.to_str().unwrap(), "--table", name]);
-        assert!(!out.status.success());
-        assert!(
-            stderr(&out).contains(&format!("column \"{column}\" is of Delta type integer")),
-            "{}",
-            stderr(&out)
-        );
-        assert_eq!(tree(&table), before);
+        let dir = tempfile::tempdir().unwrap();
+        let home = dir.path().join("home");
+        let table = reference(&home.join("lake"), reference_table, name);
+        let before = readers(&table, id, value, polars);
+        let first: Vec<i64> = before
+            .lines()
+            .next()
+            .unwrap()
+            .split(' ')
+            .map(|x| x.parse().unwrap())
+            .collect();
+        let src = csv(dir.path(), "more.csv", rows);
+        ok(&sluice(
+            &home,
+            &["convert", src.to_str().unwrap(), "--table", name],
+        ));
+        let added: i64 = if name == "dv" { 201 } else { 8 };
+        let want = format!("{} {} {}", first[0] + 2, first[1] + 2, first[2] + added);
+        agree(&readers(&table, id, value, polars), &want);
+        // The column keeps its type in the log.
+        let schema = ok(&sluice(&home, &["catalog", "schema", name]));
+        assert!(schema.contains("int32"), "{schema}");
+        ok(&sluice(
+            &home,
+            &["compact", "--table", name, "--target-size", "1MiB"],
+        ));
+        ok(&sluice(&home, &["repair", "--table", name, "--grace", "0"]));
+        agree(&readers(&table, id, value, polars), &want);
+        // The deletion vector still hides its rows: no file that has one was rewritten.
+        if name == "dv" {
+            assert!(
+                table
+                    .join("deletion_vector_61d16c75-6994-46b7-a15b-8b538852e50e.bin")
+                    .exists()
+            );
+            assert!(
+                table
+                    .join("part-00000-fae5310a-a37d-4e51-827b-c3d5516560ca-c000.snappy.parquet")
+                    .exists()
+            );
+        }
     }
 }

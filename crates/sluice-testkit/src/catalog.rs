@@ -76,6 +76,38 @@ pub async fn tables(c: &dyn Catalog, ns: &str) {
     assert_eq!(names, vec!["alpha", "zeta"]);
 }
 
+/// Every column type sluice has, read back as written (a `float` stays 32-bit, a decimal keeps
+/// its precision and scale).
+pub async fn column_types(c: &dyn Catalog, ns: &str) {
+    let db = &format!("{ns}db3");
+    c.create_database(db).await.expect("create database");
+    let mut t = sample_table(db, "every_type");
+    t.columns = [
+        ColumnType::Boolean,
+        ColumnType::Int8,
+        ColumnType::Int16,
+        ColumnType::Int32,
+        ColumnType::Int64,
+        ColumnType::Float32,
+        ColumnType::Float64,
+        ColumnType::decimal(12, 2).expect("a decimal type"),
+        ColumnType::decimal(38, 10).expect("a decimal type"),
+        ColumnType::Date,
+        ColumnType::Timestamp,
+        ColumnType::TimestampTz,
+        ColumnType::String,
+        ColumnType::Binary,
+    ]
+    .into_iter()
+    .enumerate()
+    .map(|(i, ty)| Column::new(format!("c{i}"), ty))
+    .chain([Column::new("ts", ColumnType::Date)])
+    .collect();
+    c.create_table(&t).await.expect("create");
+    let back = c.get_table(db, "every_type").await.expect("get");
+    assert_eq!(back.columns, t.columns);
+}
+
 /// Updates are optimistic: a stale version fails with `Conflict` and changes nothing.
 pub async fn update_conflicts(c: &dyn Catalog, ns: &str) {
     let db2 = &format!("{ns}db2");
@@ -105,4 +137,5 @@ where
 {
     tables(&*make().await, ns).await;
     update_conflicts(&*make().await, ns).await;
+    column_types(&*make().await, ns).await;
 }

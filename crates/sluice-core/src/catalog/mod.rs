@@ -19,6 +19,8 @@ pub const PARAM_PARTITION_BY: &str = "sluice.partition_by";
 pub(crate) const PARAM_FINGERPRINT: &str = "sluice.schema_fingerprint";
 /// Table parameter holding the strftime pattern for dates, if any.
 pub(crate) const PARAM_DATE_FORMAT: &str = "sluice.date_format";
+/// Table parameter: `true` when numbers written with a point are inferred as decimals.
+pub(crate) const PARAM_EXACT_DECIMALS: &str = "sluice.exact_decimals";
 /// A table, as Glue models it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TableDef {

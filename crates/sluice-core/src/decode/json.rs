@@ -6,6 +6,7 @@ use std::collections::HashMap;
 use serde_json::value::RawValue;
 
 use crate::decode::rows::{Field, QuarantineRow, RowTyper};
+use crate::source::json_member_text;
 use crate::table::TableLayout;
 use crate::table::policy::SchemaPolicy;
 
@@ -76,7 +77,7 @@ pub(crate) fn add_json_docs<'a>(
                 }
                 SchemaPolicy::Evolve => {
                     for k in names {
-                        typer.observe_new(k, member_text(obj[k]).as_deref(), source);
+                        typer.observe_new(k, json_member_text(obj[k]).as_deref(), source);
                     }
                     // Typed again once the table has the columns.
                     typer.reject(reject(source, line, doc, "new columns".into(), chunk));
@@ -87,7 +88,7 @@ pub(crate) fn add_json_docs<'a>(
         let texts: Vec<Option<Cow<'_, str>>> = layout
             .source_columns
             .iter()
-            .map(|c| obj.get(&c.name).and_then(|v| member_text(v)))
+            .map(|c| obj.get(&c.name).and_then(|v| json_member_text(v)))
             .collect();
         typer.add_row(
             |i| texts[i].as_deref().map(Field::Text),
@@ -96,26 +97,6 @@ pub(crate) fn add_json_docs<'a>(
             source,
             chunk,
         );
-    }
-}
-
-/// The text a member's value is typed from: a string unescaped, a number or boolean as written,
-/// an object or array as compact JSON; `None` for `null`.
-fn member_text(v: &RawValue) -> Option<Cow<'_, str>> {
-    let raw = v.get().trim();
-    match raw.as_bytes().first() {
-        Some(b'n') => None,
-        // Checked by the parse of the document.
-        Some(b'"') => Some(match serde_json::from_str::<Cow<'_, str>>(raw) {
-            Ok(s) => s,
-            Err(_) => Cow::Owned(serde_json::from_str::<String>(raw).unwrap_or_default()),
-        }),
-        Some(b'{' | b'[') => Some(Cow::Owned(
-            serde_json::from_str::<serde_json::Value>(raw)
-                .map(|v| v.to_string())
-                .unwrap_or_else(|_| raw.to_string()),
-        )),
-        _ => Some(Cow::Borrowed(raw)),
     }
 }
 

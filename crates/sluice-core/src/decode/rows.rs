@@ -236,10 +236,10 @@ impl<'l> RowTyper<'l> {
         if self.new_source.is_empty() {
             self.new_source = source.to_string();
         }
-        let date_format = self.layout.date_format.clone();
-        let inf = self
-            .new_columns
-            .get_or_insert_with(|| SchemaInference::new(Vec::new(), date_format));
+        let (date_format, exact) = (self.layout.date_format.clone(), self.layout.exact_decimals);
+        let inf = self.new_columns.get_or_insert_with(|| {
+            SchemaInference::new(Vec::new(), date_format).with_exact_decimals(exact)
+        });
         let value = value.filter(|_| self.new_samples < NEW_COLUMN_SAMPLE);
         if value.is_some() {
             self.new_samples += 1;
@@ -315,9 +315,9 @@ impl<'l> RowTyper<'l> {
             let v = match col.ty {
                 ColumnType::String => Val::Str,
                 ColumnType::Int64 => Val::I64(parse_i64(trim(s)).ok_or_else(|| bad("int64"))?),
-                ColumnType::Int8 | ColumnType::Int16 | ColumnType::Int32 => Val::I64(
-                    parse_integer(trim(s), col.ty).map_err(|what| bad(&what))?,
-                ),
+                ColumnType::Int8 | ColumnType::Int16 | ColumnType::Int32 => {
+                    Val::I64(parse_integer(trim(s), col.ty).map_err(|what| bad(&what))?)
+                }
                 ColumnType::Float64 => Val::F64(parse_f64(trim(s)).ok_or_else(|| bad("float64"))?),
                 ColumnType::Float32 => {
                     Val::F64(parse_f32(trim(s)).ok_or_else(|| bad("float32"))?.into())
@@ -1144,9 +1144,7 @@ impl RowTyper<'_> {
             ColumnType::Float32 => number!(
                 0f64,
                 |_: &[u8]| None::<f64>,
-                |s| parse_f32(s)
-                    .map(f64::from)
-                    .ok_or(Cow::Borrowed("float32")),
+                |s| parse_f32(s).map(f64::from).ok_or(Cow::Borrowed("float32")),
                 F64
             ),
             ColumnType::Decimal { precision, scale } => number!(

@@ -10,7 +10,8 @@
 
 use crate::catalog::{Catalog, CatalogExt, PARAM_PARTITION_BY, TableDef};
 use crate::delta::log::{
-    CONFIG_DATE_FORMAT, CONFIG_PARTITION_BY, DeltaSchema, Ledger, column_type_of_delta, delta_type,
+    CONFIG_DATE_FORMAT, CONFIG_EXACT_DECIMALS, CONFIG_PARTITION_BY, DeltaSchema, Ledger,
+    column_type_of_delta, delta_type,
 };
 use crate::error::{Error, Result};
 use crate::lake::Lake;
@@ -129,7 +130,16 @@ fn def_of_log(ledger: &Ledger, a: &Adoption<'_>) -> Result<TableDef> {
         .metadata
         .as_ref()
         .and_then(|m| m.config(CONFIG_DATE_FORMAT));
-    let def = TableLayout::new_def(a.database, a.table, a.location, columns, &spec, date_format)?;
+    let mut def =
+        TableLayout::new_def(a.database, a.table, a.location, columns, &spec, date_format)?;
+    if let Some(v) = state
+        .metadata
+        .as_ref()
+        .and_then(|m| m.config(CONFIG_EXACT_DECIMALS))
+    {
+        def.parameters
+            .insert(crate::catalog::PARAM_EXACT_DECIMALS.into(), v.to_string());
+    }
     check_def(&def, ledger)?;
     Ok(def)
 }

@@ -188,6 +188,8 @@ pub struct DeltaSchema {
 pub(crate) const CONFIG_PARTITION_BY: &str = "sluice.partitionBy";
 /// Table property holding the table's date format, when it has one.
 pub(crate) const CONFIG_DATE_FORMAT: &str = "sluice.dateFormat";
+/// Table property: `true` when the table infers numbers written with a point as decimals.
+pub(crate) const CONFIG_EXACT_DECIMALS: &str = "sluice.exactDecimals";
 
 /// Delta's type for a column type. Timestamps without zone are `timestamp_ntz`.
 pub(crate) fn delta_type(ty: ColumnType) -> String {
@@ -246,6 +248,7 @@ impl DeltaSchema {
         for (param, key) in [
             (crate::catalog::PARAM_PARTITION_BY, CONFIG_PARTITION_BY),
             (crate::catalog::PARAM_DATE_FORMAT, CONFIG_DATE_FORMAT),
+            (crate::catalog::PARAM_EXACT_DECIMALS, CONFIG_EXACT_DECIMALS),
         ] {
             if let Some(v) = def.parameters.get(param) {
                 configuration.insert(key.to_string(), v.clone());

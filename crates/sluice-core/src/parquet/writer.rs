@@ -334,14 +334,35 @@ pub(crate) fn delta_stats(path: &Path) -> Result<String> {
             let pair: Option<(Value, Value)> = match st {
                 // Decimals as numbers, where a JSON number (read as a double by some readers)
                 // holds them exactly; otherwise no bounds.
-                Statistics::Int32(v) if let Some(LogicalType::Decimal(parquet::basic::DecimalType { scale, .. })) = logical => {
-                    decimal_bounds(v.min_opt().map(|x| i128::from(*x)), v.max_opt().map(|x| i128::from(*x)), scale)
+                Statistics::Int32(v)
+                    if let Some(LogicalType::Decimal(parquet::basic::DecimalType {
+                        scale,
+                        ..
+                    })) = logical =>
+                {
+                    decimal_bounds(
+                        v.min_opt().map(|x| i128::from(*x)),
+                        v.max_opt().map(|x| i128::from(*x)),
+                        scale,
+                    )
                 }
-                Statistics::Int64(v) if let Some(LogicalType::Decimal(parquet::basic::DecimalType { scale, .. })) = logical => {
-                    decimal_bounds(v.min_opt().map(|x| i128::from(*x)), v.max_opt().map(|x| i128::from(*x)), scale)
+                Statistics::Int64(v)
+                    if let Some(LogicalType::Decimal(parquet::basic::DecimalType {
+                        scale,
+                        ..
+                    })) = logical =>
+                {
+                    decimal_bounds(
+                        v.min_opt().map(|x| i128::from(*x)),
+                        v.max_opt().map(|x| i128::from(*x)),
+                        scale,
+                    )
                 }
                 Statistics::FixedLenByteArray(v)
-                    if let Some(LogicalType::Decimal(parquet::basic::DecimalType { scale, .. })) = logical =>
+                    if let Some(LogicalType::Decimal(parquet::basic::DecimalType {
+                        scale,
+                        ..
+                    })) = logical =>
                 {
                     let unscaled = |b: &parquet::data_type::FixedLenByteArray| {
                         let b = b.data();

@@ -26,6 +26,9 @@ pub struct TableSettings {
     pub partition_by: PartitionSpec,
     /// strftime pattern for dates that are not ISO 8601.
     pub date_format: Option<String>,
+    /// A new table's numbers written with a point are inferred as `decimal(p,s)`, not
+    /// `float64` (kept with the table, for the columns schema evolution adds).
+    pub exact_decimals: bool,
     /// Declared columns (from the configuration) instead of inference.
     pub columns: Option<Vec<Column>>,
     /// Rows sampled for inference.
@@ -46,6 +49,7 @@ impl TableSettings {
             format: CsvFormat::default(),
             partition_by,
             date_format: None,
+            exact_decimals: false,
             columns: None,
             sample_rows: 10_000,
             location,
@@ -59,6 +63,7 @@ impl TableSettings {
             rows: self.sample_rows,
             format: self.format.clone(),
             date_format: self.date_format.clone(),
+            exact_decimals: self.exact_decimals,
         }
     }
 }
@@ -111,6 +116,10 @@ pub(crate) async fn ensure_table(
     )?;
     def.parameters
         .insert(PARAM_SCHEMA_POLICY.into(), opts.schema_policy.name().into());
+    if opts.exact_decimals {
+        def.parameters
+            .insert(crate::catalog::PARAM_EXACT_DECIMALS.into(), "true".into());
+    }
     catalog.ensure_database(&opts.database).await?;
     match catalog.create_table(&def).await {
         Ok(()) => info!(table = %def.name, columns = def.columns.len(), "created table"),

@@ -77,7 +77,9 @@ impl ColumnType {
             ColumnType::Int64 => DataType::Int64,
             ColumnType::Float32 => DataType::Float32,
             ColumnType::Float64 => DataType::Float64,
-            ColumnType::Decimal { precision, scale } => DataType::Decimal128(precision, scale as i8),
+            ColumnType::Decimal { precision, scale } => {
+                DataType::Decimal128(precision, scale as i8)
+            }
             ColumnType::Date => DataType::Date32,
             ColumnType::Timestamp => DataType::Timestamp(TimeUnit::Microsecond, None),
             ColumnType::TimestampTz => {
@@ -509,7 +511,8 @@ pub(crate) fn parse_f64(s: &str) -> Option<f64> {
     if !ok {
         return None;
     }
-    s.parse().ok()
+    // Beyond the type's range the standard parser gives infinity: not the number written.
+    s.parse().ok().filter(|v: &f64| v.is_finite())
 }
 
 /// Parses a 32-bit float as [`parse_f64`] takes text: the `f32` nearest the decimal (read
@@ -523,7 +526,7 @@ pub(crate) fn parse_f32(s: &str) -> Option<f32> {
     if !ok {
         return None;
     }
-    s.parse().ok()
+    s.parse().ok().filter(|v: &f32| v.is_finite())
 }
 
 /// Parses a decimal number written with digits, an optional sign, point and exponent
@@ -620,7 +623,7 @@ pub(crate) fn parse_hex(s: &str) -> Option<Vec<u8>> {
         .or_else(|| s.strip_prefix("0X"))
         .unwrap_or(s)
         .as_bytes();
-    if h.len() % 2 != 0 {
+    if !h.len().is_multiple_of(2) {
         return None;
     }
     let nibble = |c: u8| match c {
@@ -708,6 +711,11 @@ struct Candidates {
     boolean: bool,
     int: bool,
     float: bool,
+    /// Every value is `[+-]digits[.digits]` (a decimal without exponent).
+    decimal: bool,
+    /// Most digits seen before the point (leading zeros aside) and after it.
+    int_digits: usize,
+    scale: usize,
     date: bool,
     naive: bool,
     zoned: bool,
@@ -720,6 +728,9 @@ impl Candidates {
             boolean: true,
             int: true,
             float: true,
+            decimal: true,
+            int_digits: 0,
+            scale: 0,
             date: true,
             naive: true,
             zoned: true,
@@ -739,6 +750,15 @@ impl Candidates {
         }
         if self.float && (leading_zero || parse_f64(v).is_none()) {
             self.float = false;
+        }
+        if self.decimal {
+            match decimal_digits(v) {
+                Some((int_digits, scale)) if !leading_zero => {
+                    self.int_digits = self.int_digits.max(int_digits);
+                    self.scale = self.scale.max(scale);
+                }
+                _ => self.decimal = false,
+            }
         }
         if self.date || self.naive || self.zoned {
             match parse_temporal(v, date_format) {
@@ -760,13 +780,15 @@ impl Candidates {
         }
     }
 
-    fn decide(&self) -> ColumnType {
+    fn decide(&self, exact_decimals: bool) -> ColumnType {
         if self.seen == 0 {
             ColumnType::String
         } else if self.boolean {
             ColumnType::Boolean
         } else if self.int {
             ColumnType::Int64
+        } else if exact_decimals && let Some(t) = self.decimal_type() {
+            t
         } else if self.float {
             ColumnType::Float64
         } else if self.date {
@@ -781,6 +803,38 @@ impl Candidates {
     }
 }
 
+impl Candidates {
+    /// The decimal type of a column whose sample values are all plain decimals: their largest
+    /// scale, and a precision of 18 digits (stored in 64 bits) when that leaves at least three
+    /// more digits before the point than the sample needed, else 38.
+    fn decimal_type(&self) -> Option<ColumnType> {
+        if !self.decimal {
+            return None;
+        }
+        let needed = self.int_digits + self.scale;
+        let precision = if needed + 3 <= 18 { 18 } else { 38 };
+        if needed > usize::from(MAX_DECIMAL_PRECISION) {
+            return None;
+        }
+        ColumnType::decimal(precision, self.scale as u8).ok()
+    }
+}
+
+/// The digits of a plain decimal `[+-]digits[.digits]` before the point (leading zeros aside)
+/// and after it; `None` for any other text.
+fn decimal_digits(v: &str) -> Option<(usize, usize)> {
+    let b = v.strip_prefix(['-', '+']).unwrap_or(v).as_bytes();
+    let (int, frac) = match b.iter().position(|c| *c == b'.') {
+        Some(p) => (&b[..p], &b[p + 1..]),
+        None => (b, &b[b.len()..]),
+    };
+    if int.is_empty() && frac.is_empty() || !int.iter().chain(frac).all(u8::is_ascii_digit) {
+        return None;
+    }
+    let significant = int.iter().skip_while(|c| **c == b'0').count();
+    Some((significant, frac.len()))
+}
+
 /// Infers column types from sample rows. Each row gives one value per column (`None` = NULL).
 /// A column with no non-null value in the sample is a string column.
 #[derive(Debug)]
@@ -788,6 +842,7 @@ pub(crate) struct SchemaInference {
     names: Vec<String>,
     cands: Vec<Candidates>,
     date_format: Option<String>,
+    exact_decimals: bool,
 }
 
 impl SchemaInference {
@@ -797,7 +852,15 @@ impl SchemaInference {
             names,
             cands,
             date_format,
+            exact_decimals: false,
         }
+    }
+
+    /// Numbers written with a point become `decimal(p,s)` columns (their digits kept exactly)
+    /// instead of `float64`.
+    pub fn with_exact_decimals(mut self, exact: bool) -> Self {
+        self.exact_decimals = exact;
+        self
     }
 
     /// Observes a value of column `i`.
@@ -828,7 +891,7 @@ impl SchemaInference {
             .zip(self.cands)
             .map(|(name, c)| Column {
                 name,
-                ty: c.decide(),
+                ty: c.decide(self.exact_decimals),
             })
             .collect()
     }
@@ -995,6 +1058,34 @@ mod tests {
     }
 
     #[test]
+    fn exact_decimals_are_inferred_from_the_digits_seen() {
+        let infer = |values: &[&str], exact: bool| {
+            let mut inf = SchemaInference::new(vec!["v".into()], None).with_exact_decimals(exact);
+            for v in values {
+                inf.observe(0, v);
+            }
+            inf.finish()[0].ty
+        };
+        let dec = |p, s| ColumnType::decimal(p, s).unwrap();
+        assert_eq!(infer(&["12.50", "-3.1", "1000"], true), dec(18, 2));
+        assert_eq!(
+            infer(&["12.50", "-3.1", "1000"], false),
+            ColumnType::Float64
+        );
+        assert_eq!(infer(&["1", "2"], true), ColumnType::Int64);
+        assert_eq!(infer(&["99999999999999999999"], true), dec(38, 0));
+        assert_eq!(infer(&["0.000000000000001"], true), dec(18, 15));
+        assert_eq!(infer(&["1234567890123.0001"], true), dec(38, 4));
+        assert_eq!(infer(&["1.5", "1e3"], true), ColumnType::Float64);
+        assert_eq!(infer(&["1.5", "007.5"], true), ColumnType::String);
+        assert_eq!(infer(&["1.5", "x"], true), ColumnType::String);
+        assert_eq!(
+            infer(&[&format!("0.{}", "1".repeat(39))], true),
+            ColumnType::Float64
+        );
+    }
+
+    #[test]
     fn iso_date_days_agrees_with_the_calendar() {
         let mut d = NaiveDate::from_ymd_opt(1, 1, 1).unwrap();
         let end = NaiveDate::from_ymd_opt(9999, 12, 31).unwrap();
@@ -1058,7 +1149,10 @@ mod tests {
         }
         // What earlier versions stored reads the same.
         assert_eq!(serde_json::to_string(&Int64).unwrap(), "\"int64\"");
-        assert_eq!(serde_json::to_string(&TimestampTz).unwrap(), "\"timestamp_tz\"");
+        assert_eq!(
+            serde_json::to_string(&TimestampTz).unwrap(),
+            "\"timestamp_tz\""
+        );
         for (s, t) in [
             ("int", Int32),
             ("INTEGER", Int32),
@@ -1074,7 +1168,14 @@ mod tests {
         ] {
             assert_eq!(ColumnType::parse(s).unwrap(), t, "{s}");
         }
-        for bad in ["decimal", "decimal(39,2)", "decimal(4,5)", "decimal(0,0)", "decimal(a,b)", "money"] {
+        for bad in [
+            "decimal",
+            "decimal(39,2)",
+            "decimal(4,5)",
+            "decimal(0,0)",
+            "decimal(a,b)",
+            "money",
+        ] {
             let e = ColumnType::parse(bad).unwrap_err().to_string();
             assert!(e.contains("decimal") || e.contains("unknown"), "{bad}: {e}");
         }
@@ -1082,7 +1183,8 @@ mod tests {
 
     #[test]
     fn decimals_parse_exactly_or_say_why_not() {
-        let ok = |s: &str, p: u8, sc: u8| parse_decimal(s, p, sc).unwrap_or_else(|e| panic!("{s}: {e}"));
+        let ok =
+            |s: &str, p: u8, sc: u8| parse_decimal(s, p, sc).unwrap_or_else(|e| panic!("{s}: {e}"));
         assert_eq!(ok("12.5", 4, 2), 1250);
         assert_eq!(ok("-12.50", 4, 2), -1250);
         assert_eq!(ok("+0.05", 4, 2), 5);
@@ -1126,7 +1228,11 @@ mod tests {
             (-5, 2, "-0.05"),
             (0, 2, "0.00"),
             (7, 0, "7"),
-            (-12345678901234567890123456789012345678, 38, "-0.12345678901234567890123456789012345678"),
+            (
+                -12345678901234567890123456789012345678,
+                38,
+                "-0.12345678901234567890123456789012345678",
+            ),
         ] {
             assert_eq!(format_decimal(v, sc), text);
             assert_eq!(parse_decimal(text, 38, sc), Ok(v), "{text}");

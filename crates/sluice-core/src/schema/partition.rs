@@ -272,7 +272,11 @@ impl PartitionSpec {
                         "cannot partition by column {:?}: it is {}, and a folder per value of a {} column is not a partitioning (partition by a date, an integer, a boolean or text)",
                         col.name,
                         col.ty,
-                        if col.ty == ColumnType::Binary { "binary" } else { "number" }
+                        if col.ty == ColumnType::Binary {
+                            "binary"
+                        } else {
+                            "number"
+                        }
                     )));
                 }
                 keys.push(col.clone());

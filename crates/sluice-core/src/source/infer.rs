@@ -19,6 +19,8 @@ pub struct Sample {
     pub format: CsvFormat,
     /// strftime pattern for dates that are not ISO 8601.
     pub date_format: Option<String>,
+    /// Numbers written with a point are `decimal(p,s)` columns, not `float64`.
+    pub exact_decimals: bool,
 }
 
 /// The columns of a new table from its first source: Parquet's own schema, or inferred from a
@@ -33,13 +35,7 @@ pub(crate) fn infer_columns(
         Format::Csv => {
             let input = src.open(rt, Arc::default())?;
             let (mut reader, header) = read_header(input, &src.name, &sample.format)?;
-            infer_csv(
-                &mut reader,
-                header,
-                &sample.format,
-                sample.rows,
-                sample.date_format.as_deref(),
-            )
+            infer_csv(&mut reader, header, sample)
         }
         Format::JsonLines => {
             let input = BufReader::new(src.open(rt, Arc::default())?);
@@ -83,10 +79,8 @@ fn infer_json(input: impl BufRead, name: &str, sample: &Sample) -> Result<Vec<Co
                     names.len() - 1
                 }
             };
-            match v {
-                serde_json::Value::Null => {}
-                serde_json::Value::String(s) => values.push((idx, s)),
-                other => values.push((idx, other.to_string())),
+            if let Some(text) = crate::source::json_member_text(&v) {
+                values.push((idx, text.into_owned()));
             }
         }
         seen += 1;
@@ -101,7 +95,8 @@ fn infer_json(input: impl BufRead, name: &str, sample: &Sample) -> Result<Vec<Co
             "no JSON object to take columns from",
         ));
     }
-    let mut inf = SchemaInference::new(names, sample.date_format.clone());
+    let mut inf = SchemaInference::new(names, sample.date_format.clone())
+        .with_exact_decimals(sample.exact_decimals);
     for (i, v) in &values {
         inf.observe(*i, v);
     }
@@ -109,7 +104,7 @@ fn infer_json(input: impl BufRead, name: &str, sample: &Sample) -> Result<Vec<Co
 }
 
 /// A JSON object's members in the order they are written (`serde_json::Map` sorts them).
-struct OrderedObject(Vec<(String, serde_json::Value)>);
+struct OrderedObject(Vec<(String, Box<serde_json::value::RawValue>)>);
 
 impl<'de> serde::Deserialize<'de> for OrderedObject {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
@@ -124,7 +119,7 @@ impl<'de> serde::Deserialize<'de> for OrderedObject {
                 mut map: A,
             ) -> std::result::Result<OrderedObject, A::Error> {
                 let mut members = Vec::new();
-                while let Some(kv) = map.next_entry::<String, serde_json::Value>()? {
+                while let Some(kv) = map.next_entry::<String, Box<serde_json::value::RawValue>>()? {
                     members.push(kv);
                 }
                 Ok(OrderedObject(members))
@@ -134,15 +129,15 @@ impl<'de> serde::Deserialize<'de> for OrderedObject {
     }
 }
 
-/// Infers a table's columns from a CSV header and up to `n` records of `reader`.
+/// Infers a table's columns from a CSV header and the records of `reader` the sample takes.
 pub(crate) fn infer_csv<R: Read>(
     reader: &mut RecordReader<R>,
     header: Vec<String>,
-    format: &CsvFormat,
-    n: usize,
-    date_format: Option<&str>,
+    sample: &Sample,
 ) -> Result<Vec<Column>> {
-    let mut inf = SchemaInference::new(header.clone(), date_format.map(str::to_string));
+    let (format, n) = (&sample.format, sample.rows);
+    let mut inf = SchemaInference::new(header.clone(), sample.date_format.clone())
+        .with_exact_decimals(sample.exact_decimals);
     let mut rec = Vec::new();
     let mut sp = FieldSplitter::default();
     let mut rows = 0;

@@ -155,12 +155,10 @@ pub(crate) fn column_type_of(t: &arrow::datatypes::DataType) -> ColumnType {
             scale: 0,
         },
         D::Float16 => ColumnType::Float32,
-        D::Decimal32(p, s) | D::Decimal64(p, s) | D::Decimal256(p, s) => {
-            u8::try_from(*s)
-                .ok()
-                .and_then(|s| ColumnType::decimal(*p, s).ok())
-                .unwrap_or(ColumnType::String)
-        }
+        D::Decimal32(p, s) | D::Decimal64(p, s) | D::Decimal256(p, s) => u8::try_from(*s)
+            .ok()
+            .and_then(|s| ColumnType::decimal(*p, s).ok())
+            .unwrap_or(ColumnType::String),
         D::Date64 => ColumnType::Date,
         D::Timestamp(_, None) => ColumnType::Timestamp,
         D::Timestamp(_, Some(_)) => ColumnType::TimestampTz,

@@ -27,6 +27,8 @@ pub(crate) struct TableLayout {
     /// For each source column, its index in `file_columns` (None for an identity partition's).
     pub file_index: Vec<Option<usize>>,
     pub date_format: Option<String>,
+    /// Numbers written with a point in a new column are inferred as decimals.
+    pub exact_decimals: bool,
     /// Fingerprint of `source_columns`.
     pub fingerprint: String,
     /// What a source's columns the table lacks do.
@@ -88,6 +90,10 @@ impl TableLayout {
             partition_sources,
             file_index,
             date_format: def.parameters.get(PARAM_DATE_FORMAT).cloned(),
+            exact_decimals: def
+                .parameters
+                .get(crate::catalog::PARAM_EXACT_DECIMALS)
+                .is_some_and(|v| v == "true"),
             policy: SchemaPolicy::of_def(def)?,
         })
     }

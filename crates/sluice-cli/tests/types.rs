@@ -1,0 +1,334 @@
+//! Column types end to end: Parquet sources keep theirs, declared types are parsed exactly from
+//! text, and what does not fit its type is quarantined with its text. Every table is read back
+//! by DuckDB's Delta extension, Polars and the `deltalake` package and compared with the source
+//! value by value.
+
+mod common;
+
+use std::path::Path;
+
+use common::{ok, python, sluice};
+
+/// Defines `compare(table_dir, source_parquet, types)`: reads the Delta table with DuckDB,
+/// Polars and `deltalake`, sorted by `id`, and checks each column against the source file's
+/// (cast to the type it must land as) value by value, and the Delta schema's type names.
+const COMPARE: &str = r#"
+import json, sys
+import pyarrow as pa, pyarrow.parquet as pq
+
+def readers(path):
+    from deltalake import DeltaTable
+    import polars as pl
+    con = duckdb_connect("delta")
+    yield "duckdb", con.execute(f"SELECT * FROM delta_scan('{path}') ORDER BY id").to_arrow_table()
+    yield "polars", pl.read_delta(path).sort("id").to_arrow()
+    yield "deltalake", DeltaTable(path).to_pyarrow_table().sort_by("id")
+
+def compare(path, want, delta_types):
+    from deltalake import DeltaTable
+    schema = json.loads(DeltaTable(path).schema().to_json())
+    got_types = {f["name"]: f["type"] for f in schema["fields"]}
+    for name, ty in delta_types.items():
+        assert got_types.get(name) == ty, f"Delta type of {name}: {got_types.get(name)}, want {ty}"
+    for reader, got in readers(path):
+        assert got.num_rows == want.num_rows, f"{reader}: {got.num_rows} rows, want {want.num_rows}"
+        for name in want.column_names:
+            g = got.column(name).combine_chunks()
+            w = want.column(name).combine_chunks()
+            if g.type != w.type:
+                g = g.cast(w.type)
+            if not g.equals(w):
+                for i in range(len(w)):
+                    if g[i] != w[i]:
+                        raise AssertionError(f"{reader}: {name} row {i}: {g[i]!r}, want {w[i]!r}")
+        print(reader, "ok", flush=True)
+"#;
+
+fn compare(script: &str, args: &[&str]) -> String {
+    python(
+        &format!("{COMPARE}{script}\nimport os\nos._exit(0)\n"),
+        args,
+        "pyarrow, duckdb with its delta extension, polars and deltalake",
+    )
+}
+
+fn table_dir(home: &Path, table: &str) -> String {
+    home.join("lake").join(table).to_str().unwrap().to_string()
+}
+
+#[test]
+fn parquet_columns_keep_their_types_and_every_value() {
+    let dir = tempfile::tempdir().unwrap();
+    let home = dir.path().join("home");
+    let src = dir.path().join("typed.parquet");
+    // Integers of every width (unsigned ones too), float32, decimals of 12 and 38 digits,
+    // bytes, dates and text, with NULLs.
+    python(
+        r#"
+import sys, datetime, decimal
+import pyarrow as pa, pyarrow.parquet as pq
+n = 3000
+r = range(n)
+def nulls(xs, every):
+    return [None if i % every == 0 else x for i, x in enumerate(xs)]
+t = pa.table({
+    "id": pa.array(range(1, n + 1), pa.int64()),
+    "small": pa.array(nulls([(i % 256) - 128 for i in r], 11), pa.int8()),
+    "mid": pa.array([(i * 37 % 65536) - 32768 for i in r], pa.int16()),
+    "i32": pa.array([(i * 7919 % 2**32) - 2**31 for i in r], pa.int32()),
+    "u8": pa.array([i % 256 for i in r], pa.uint8()),
+    "u64": pa.array([2**64 - 1 - i * 977 for i in r], pa.uint64()),
+    "f32": pa.array([i / 7 for i in r], pa.float32()),
+    "price": pa.array(nulls([decimal.Decimal(i * 1234567 % 10**12).scaleb(-2) for i in r], 10), pa.decimal128(12, 2)),
+    "big": pa.array([decimal.Decimal("1234567890123456789012.3456789012") * (i - 1500) for i in r], pa.decimal128(38, 10)),
+    "blob": pa.array(nulls([bytes([i % 256, i * 3 % 256, 0, 255]) for i in r], 13), pa.binary()),
+    "day": pa.array([datetime.date(2020, 1, 1) + datetime.timedelta(days=i % 900) for i in r], pa.date32()),
+    "name": pa.array([f"n{i % 17}" for i in r], pa.string()),
+})
+pq.write_table(t, sys.argv[1], row_group_size=1000)
+"#,
+        &[src.to_str().unwrap()],
+        "pyarrow",
+    );
+    ok(&sluice(
+        &home,
+        &[
+            "convert",
+            src.to_str().unwrap(),
+            "--table",
+            "typed",
+            "--partition-by",
+            "year(day)",
+        ],
+    ));
+    let schema = ok(&sluice(&home, &["catalog", "schema", "typed"]));
+    for (col, ty) in [
+        ("small", "int8"),
+        ("mid", "int16"),
+        ("i32", "int32"),
+        ("u8", "int16"),
+        ("u64", "decimal(20,0)"),
+        ("f32", "float32"),
+        ("price", "decimal(12,2)"),
+        ("big", "decimal(38,10)"),
+        ("blob", "binary"),
+    ] {
+        assert!(
+            schema
+                .lines()
+                .any(|l| l.split_whitespace().collect::<Vec<_>>() == [col, ty]),
+            "{col} {ty}:\n{schema}"
+        );
+    }
+    let got = compare(
+        r#"
+want = pq.read_table(sys.argv[2])
+want = want.set_column(want.schema.get_field_index("u8"), "u8", want.column("u8").cast(pa.int16()))
+want = want.set_column(want.schema.get_field_index("u64"), "u64", want.column("u64").cast(pa.decimal128(20, 0)))
+compare(sys.argv[1], want, {
+    "small": "byte", "mid": "short", "i32": "integer", "u8": "short", "u64": "decimal(20,0)",
+    "f32": "float", "price": "decimal(12,2)", "big": "decimal(38,10)", "blob": "binary",
+})
+"#,
+        &[&table_dir(&home, "typed"), src.to_str().unwrap()],
+    );
+    assert_eq!(got, "duckdb ok\npolars ok\ndeltalake ok");
+    // sluice's own engine sums the decimals exactly too.
+    let sums = ok(&sluice(
+        &home,
+        &[
+            "query",
+            "SELECT count(*) AS n, sum(price) AS price, sum(big) AS big, max(u64) AS top FROM typed",
+            "--format",
+            "csv",
+        ],
+    ));
+    let want = python(
+        r#"
+import decimal, sys, pyarrow.parquet as pq
+decimal.getcontext().prec = 60
+t = pq.read_table(sys.argv[1]).to_pydict()
+price = sum(x for x in t["price"] if x is not None)
+print(f"n,price,big,top\n{len(t['id'])},{price},{sum(t['big'])},{max(t['u64'])}")
+"#,
+        &[src.to_str().unwrap()],
+        "pyarrow",
+    );
+    assert_eq!(sums.trim(), want);
+}
+
+#[test]
+fn declared_types_parse_text_exactly_and_misfits_keep_their_text_in_the_quarantine() {
+    let dir = tempfile::tempdir().unwrap();
+    let home = dir.path().join("home");
+    let csv = dir.path().join("orders.csv");
+    let mut text = String::from("id,qty,price,ratio,payload,flag\n");
+    for i in 1..=2000u32 {
+        text.push_str(&format!(
+            "{i},{},{}.{:02},{},\\x{:02x}{:02x},{}\n",
+            i % 30_000,
+            i * 7919 % 1_000_000,
+            i % 100,
+            f64::from(i) / 8.0,
+            i % 256,
+            i * 7 % 256,
+            i % 2 == 0,
+        ));
+    }
+    // Misfits: each quarantined with its text, the row's line and why.
+    let bad = [
+        (
+            "2001,40000,1.00,1,00,true",
+            "\"qty\": cannot parse \"40000\" as int16 (it is out of the range -32768 to 32767)",
+        ),
+        (
+            "2002,1,1.005,1,00,true",
+            "\"price\": cannot parse \"1.005\" as decimal(12,2): it has more digits after the point than the scale",
+        ),
+        (
+            "2003,1,12345678901.00,1,00,true",
+            "\"price\": cannot parse \"12345678901.00\" as decimal(12,2): it has more digits before the point than the precision leaves",
+        ),
+        (
+            "2004,1,1.00,1,xyz,true",
+            "\"payload\": cannot parse \"xyz\" as binary",
+        ),
+        (
+            "2005,1,1.00,1e40,00,true",
+            "\"ratio\": cannot parse \"1e40\" as float32",
+        ),
+    ];
+    for (row, _) in bad {
+        text.push_str(row);
+        text.push('\n');
+    }
+    std::fs::write(&csv, &text).unwrap();
+    std::fs::write(
+        dir.path().join("sluice.toml"),
+        "[tables.orders]\ncolumns = { id = \"bigint\", qty = \"smallint\", price = \"decimal(12,2)\", ratio = \"float\", payload = \"bytea\", flag = \"boolean\" }\n",
+    )
+    .unwrap();
+    let out = sluice(
+        &home,
+        &["convert", csv.to_str().unwrap(), "--table", "orders"],
+    );
+    ok(&out);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("(2000 written, 5 quarantined"), "{err}");
+    let q = ok(&sluice(
+        &home,
+        &[
+            "query",
+            "SELECT line, raw, reason FROM quarantine ORDER BY line",
+            "--format",
+            "json",
+        ],
+    ));
+    let q: Vec<serde_json::Value> = q
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(q.len(), bad.len(), "{q:?}");
+    for (k, (row, why)) in bad.iter().enumerate() {
+        assert_eq!(q[k]["line"], 2002 + k as u64, "{q:?}");
+        assert_eq!(q[k]["raw"], *row, "{q:?}");
+        let reason = q[k]["reason"].as_str().unwrap();
+        assert!(reason.contains(why), "{reason} does not say {why}");
+    }
+    // The rows taken, read by three readers: exactly the CSV's values.
+    let got = compare(
+        r#"
+import csv, decimal
+rows = [r for r in csv.DictReader(open(sys.argv[2])) if int(r["id"]) <= 2000]
+want = pa.table({
+    "id": pa.array([int(r["id"]) for r in rows], pa.int64()),
+    "qty": pa.array([int(r["qty"]) for r in rows], pa.int16()),
+    "price": pa.array([decimal.Decimal(r["price"]) for r in rows], pa.decimal128(12, 2)),
+    "ratio": pa.array([float(r["ratio"]) for r in rows], pa.float64()).cast(pa.float32(), safe=False),
+    "payload": pa.array([bytes.fromhex(r["payload"][2:]) for r in rows], pa.binary()),
+    "flag": pa.array([r["flag"] == "true" for r in rows], pa.bool_()),
+})
+compare(sys.argv[1], want, {"qty": "short", "price": "decimal(12,2)", "ratio": "float", "payload": "binary"})
+"#,
+        &[&table_dir(&home, "orders"), csv.to_str().unwrap()],
+    );
+    assert_eq!(got, "duckdb ok\npolars ok\ndeltalake ok");
+}
+
+#[test]
+fn exact_decimals_are_inferred_from_text_and_kept_for_added_columns() {
+    let dir = tempfile::tempdir().unwrap();
+    let home = dir.path().join("home");
+    let a = dir.path().join("a.csv");
+    let b = dir.path().join("b.jsonl");
+    // Prices whose float sum is not their decimal sum.
+    let mut text = String::from("id,price\n");
+    for i in 1..=1000 {
+        text.push_str(&format!("{i},0.{:02}\n", i % 100));
+    }
+    std::fs::write(&a, text).unwrap();
+    // A later source adds a column; JSON numbers keep their digits (20 of them here).
+    let mut text = String::new();
+    for i in 1001..=1100 {
+        text.push_str(&format!(
+            "{{\"id\": {i}, \"price\": 0.10, \"tax\": 123456789012345.{i:05}}}\n"
+        ));
+    }
+    std::fs::write(&b, text).unwrap();
+    for src in [&a, &b] {
+        ok(&sluice(
+            &home,
+            &[
+                "convert",
+                src.to_str().unwrap(),
+                "--table",
+                "prices",
+                "--exact-decimals",
+            ],
+        ));
+    }
+    let schema = ok(&sluice(&home, &["catalog", "schema", "prices"]));
+    assert!(
+        schema.contains("price                            decimal(18,2)"),
+        "{schema}"
+    );
+    assert!(
+        schema.contains("tax                              decimal(38,5)"),
+        "{schema}"
+    );
+    let sums = ok(&sluice(
+        &home,
+        &[
+            "query",
+            "SELECT sum(price) AS price, sum(tax) AS tax, count(tax) AS n FROM prices",
+            "--format",
+            "csv",
+        ],
+    ));
+    // 10 × (0.01 + … + 0.99) + 100 × 0.10; 100 × 123456789012345 + (0.01001 + … + 0.01100).
+    assert_eq!(sums, "price,tax,n\n505.00,12345678901234501.05050,100\n");
+    let got = compare(
+        r#"
+import decimal
+D = decimal.Decimal
+want = pa.table({
+    "id": pa.array(range(1, 1101), pa.int64()),
+    "price": pa.array([D(f"0.{i % 100:02}") for i in range(1, 1001)] + [D("0.10")] * 100, pa.decimal128(18, 2)),
+    "tax": pa.array([None] * 1000 + [D(f"123456789012345.{i:05}") for i in range(1001, 1101)], pa.decimal128(38, 5)),
+})
+compare(sys.argv[1], want, {"price": "decimal(18,2)", "tax": "decimal(38,5)"})
+"#,
+        &[&table_dir(&home, "prices")],
+    );
+    assert_eq!(got, "duckdb ok\npolars ok\ndeltalake ok");
+    // Without the option the same text is a double, as DuckDB and Polars infer it.
+    ok(&sluice(
+        &home,
+        &["convert", a.to_str().unwrap(), "--table", "floats"],
+    ));
+    let schema = ok(&sluice(&home, &["catalog", "schema", "floats"]));
+    assert!(
+        schema.contains("price                            float64"),
+        "{schema}"
+    );
+}
