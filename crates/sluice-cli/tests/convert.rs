@@ -484,19 +484,78 @@ fn produce_and_run_read_the_same_sources_through_the_queue() {
     assert_eq!(duckdb_years(&home.join("lake/events")), want);
 }
 
+/// `produce` reads a source to its end before it sends any of it: a source that fails part-way
+/// sends nothing, and its complete version lands once.
 #[test]
-fn a_source_that_failed_part_way_is_resumed_without_retyping_its_committed_pieces() {
+fn produce_sends_nothing_of_a_source_that_fails_part_way() {
     let dir = tempfile::tempdir().unwrap();
     let home = dir.path().join("home");
-    // About 28 MB of CSV (four 8 MiB pieces), gzipped and cut at 80%.
-    let (csv, _) = sluice_testkit::fixtures::write_events_csv(dir.path(), "big.csv", 500_000, 1);
-    let gz = variants(&csv)[0].clone();
-    let bytes = std::fs::read(&gz).unwrap();
-    let cut = dir.path().join("big-cut.csv.gz");
-    std::fs::write(&cut, &bytes[..bytes.len() * 4 / 5]).unwrap();
+    let data = dir.path().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    sluice_testkit::fixtures::write_events_csv(&data, "a.csv", 3_000, 1_000_001);
+    let (big, _) = sluice_testkit::fixtures::write_events_csv(dir.path(), "big.csv", 100_000, 1);
+    let gz = variants(&big)[0].clone();
+    let whole = std::fs::read(&gz).unwrap();
+    let cut = data.join("b-big.csv.gz");
+    std::fs::write(&cut, &whole[..whole.len() * 4 / 5]).unwrap();
+    let produce = || {
+        sluice(
+            &home,
+            &[
+                "produce",
+                data.to_str().unwrap(),
+                "--table",
+                "events",
+                "--partition-by",
+                "year(day)",
+            ],
+        )
+    };
+    let first = produce();
+    assert!(!first.status.success());
+    assert!(
+        stderr(&first).contains("b-big.csv.gz"),
+        "{}",
+        stderr(&first)
+    );
+    ok(&sluice(&home, &["consume", "--table", "events", "--once"]));
+    let count = || {
+        ok(&sluice(
+            &home,
+            &[
+                "query",
+                "SELECT count(*) AS n, count(DISTINCT id) AS ids, sum(CASE WHEN id <= 100000 THEN 1 ELSE 0 END) AS cut FROM events",
+                "--format",
+                "csv",
+            ],
+        ))
+    };
+    assert_eq!(count(), "n,ids,cut\n3000,3000,0\n");
+    // The complete file: produced with the rest again, every row once.
+    std::fs::write(&cut, &whole).unwrap();
+    ok(&produce());
+    ok(&sluice(&home, &["consume", "--table", "events", "--once"]));
+    assert_eq!(count(), "n,ids,cut\n103000,103000,100000\n");
+}
+
+#[test]
+fn a_source_that_fails_part_way_contributes_no_rows_and_its_complete_version_lands_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let home = dir.path().join("home");
+    let data = dir.path().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    // A good source, then about 28 MB of CSV (four 8 MiB pieces) gzipped and cut at 80%, then
+    // another good source: the cut one fails after many of its files were written.
+    let (big, _) = sluice_testkit::fixtures::write_events_csv(dir.path(), "big.csv", 500_000, 1);
+    let gz = variants(&big)[0].clone();
+    let whole = std::fs::read(&gz).unwrap();
+    let cut = data.join("b-big.csv.gz");
+    std::fs::write(&cut, &whole[..whole.len() * 4 / 5]).unwrap();
+    sluice_testkit::fixtures::write_events_csv(&data, "a.csv", 3_000, 1_000_001);
+    sluice_testkit::fixtures::write_events_csv(&data, "c.csv", 2_000, 2_000_001);
     let args = [
         "convert",
-        cut.to_str().unwrap(),
+        data.to_str().unwrap(),
         "--table",
         "events",
         "--partition-by",
@@ -506,38 +565,54 @@ fn a_source_that_failed_part_way_is_resumed_without_retyping_its_committed_piece
     ];
     let first = sluice(&home, &args);
     assert!(!first.status.success());
+    let e = stderr(&first);
+    assert!(e.contains("b-big.csv.gz"), "{e}");
     assert!(
-        stderr(&first).contains("big-cut.csv.gz"),
-        "{}",
-        stderr(&first)
+        e.contains("3 source(s) (0 converted before, 1 failed)") && e.contains("(5000 written"),
+        "{e}"
     );
     let count = || {
         ok(&sluice(
             &home,
             &[
                 "query",
-                "SELECT count(*) AS n, count(DISTINCT id) AS ids FROM events",
+                "SELECT count(*) AS n, count(DISTINCT id) AS ids, sum(CASE WHEN id <= 500000 THEN 1 ELSE 0 END) AS cut FROM events",
                 "--format",
                 "csv",
             ],
         ))
     };
-    let before = count();
-    let (n, ids) = before.lines().nth(1).unwrap().split_once(',').unwrap();
-    assert_eq!(n, ids);
-    assert!(n.parse::<u64>().unwrap() > 300_000, "{before}");
-    // Again: the same error, the committed pieces read but not typed, nothing added.
+    // The good sources landed whole; nothing of the cut one, though a third of the file's
+    // rows had been written to files before it failed.
+    assert_eq!(count(), "n,ids,cut\n5000,5000,0\n");
+    let table = home.join("lake/events");
+    let in_log = |t: &Path| -> usize {
+        common::python(
+            "import sys, deltalake\nprint(len(deltalake.DeltaTable(sys.argv[1]).file_uris()))",
+            &[t.to_str().unwrap()],
+            "deltalake",
+        )
+        .parse()
+        .unwrap()
+    };
+    // The files it staged were removed: every data file is one the log names.
+    assert_eq!(data_files(&table).len(), in_log(&table));
+    // Again: the same failure, nothing added.
     let second = sluice(&home, &args);
     assert!(!second.status.success());
-    let e = stderr(&second);
-    let skipped: u64 = e
-        .split(" piece(s) committed before")
-        .next()
-        .and_then(|s| s.rsplit(' ').next())
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(0);
-    assert!(skipped >= 2, "{e}");
-    assert_eq!(count(), before);
+    assert!(
+        stderr(&second).contains("3 source(s) (2 converted before, 1 failed)"),
+        "{}",
+        stderr(&second)
+    );
+    assert_eq!(count(), "n,ids,cut\n5000,5000,0\n");
+    // The complete file arrives under the same name: it lands once and in full.
+    std::fs::write(&cut, &whole).unwrap();
+    let third = sluice(&home, &args);
+    ok(&third);
+    assert_eq!(count(), "n,ids,cut\n505000,505000,500000\n");
+    assert_eq!(data_files(&table).len(), in_log(&table));
+    assert_eq!(common::duckdb_count(&table, "id"), (505_000, 505_000));
 }
 
 /// Data files of a table directory, relative to it.

@@ -225,6 +225,24 @@ impl Producer {
             files: 1,
             ..Default::default()
         };
+        // The source is read to its end before its first message is sent: one that fails
+        // part-way (a cut gzip, an unterminated quote, an unreadable object) sends nothing.
+        let mut held = Held::default();
+        let mut hold_error = None;
+        while let Some(body) = rx.recv().await {
+            // Memory, or a buffered write: brief enough for this task.
+            if let Err(e) = held.push(body) {
+                hold_error = Some(e);
+                break;
+            }
+        }
+        drop(rx);
+        let read = reader.await?;
+        if let Some(e) = hold_error {
+            return Err(e);
+        }
+        let (rows, bytes, rejected) = read?;
+        let mut bodies = held.into_bodies()?;
         let mut inflight = FuturesUnordered::new();
         let mut batch: Vec<String> = Vec::new();
         let mut batch_bytes = 0usize;
@@ -235,7 +253,7 @@ impl Producer {
             async move { q.send_batch(bodies).await.map(|_| ()) }
         };
         loop {
-            let next = rx.recv().await;
+            let next = bodies.next().transpose()?;
             let flush = match &next {
                 Some(body) => {
                     !batch.is_empty()
@@ -282,17 +300,112 @@ impl Producer {
                 Err(e) => send_error = send_error.or(Some(e)),
             }
         }
-        drop(rx);
-        let read = reader.await?;
         if let Some(e) = send_error {
             return Err(e);
         }
-        let (rows, bytes, rejected) = read?;
         stats.rows = rows;
         stats.csv_bytes = bytes;
         stats.rejected_rows = rejected;
         info!(file = %name, rows, chunks = stats.chunks, "produced");
         Ok(stats)
+    }
+}
+
+/// Messages of a source held until it has been read to its end: in memory up to
+/// [`Held::IN_MEMORY`] bytes, the rest in a file of the temporary directory (length-prefixed
+/// bodies, removed when dropped).
+struct Held {
+    memory: Vec<String>,
+    memory_bytes: usize,
+    /// Bytes held in memory at most.
+    limit: usize,
+    spill: Option<Spill>,
+}
+
+impl Default for Held {
+    fn default() -> Self {
+        Held {
+            memory: Vec::new(),
+            memory_bytes: 0,
+            limit: Self::IN_MEMORY,
+            spill: None,
+        }
+    }
+}
+
+struct Spill {
+    path: std::path::PathBuf,
+    out: std::io::BufWriter<std::fs::File>,
+}
+
+impl Drop for Spill {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+impl Held {
+    /// Message bytes held in memory at most; a source with more spills the rest to disk.
+    const IN_MEMORY: usize = 64 << 20;
+
+    fn push(&mut self, body: String) -> Result<()> {
+        use std::io::Write;
+        if self.spill.is_none() && self.memory_bytes + body.len() <= self.limit {
+            self.memory_bytes += body.len();
+            self.memory.push(body);
+            return Ok(());
+        }
+        if self.spill.is_none() {
+            let path = std::env::temp_dir().join(format!("sluice-held-{}", uuid::Uuid::now_v7()));
+            let f = std::fs::File::create(&path).map_err(|e| Error::io(&path, e))?;
+            self.spill = Some(Spill {
+                path,
+                out: std::io::BufWriter::with_capacity(1 << 20, f),
+            });
+        }
+        let spill = self.spill.as_mut().expect("a spill file");
+        let len = u32::try_from(body.len())
+            .map_err(|_| Error::Internal("a message body over 4 GiB".into()))?;
+        spill
+            .out
+            .write_all(&len.to_le_bytes())
+            .and_then(|()| spill.out.write_all(body.as_bytes()))
+            .map_err(|e| Error::io(&spill.path, e))
+    }
+
+    /// The bodies in the order they were held.
+    fn into_bodies(self) -> Result<impl Iterator<Item = Result<String>>> {
+        use std::io::Read;
+        let spilled = match self.spill {
+            None => None,
+            Some(mut spill) => {
+                use std::io::Write;
+                spill.out.flush().map_err(|e| Error::io(&spill.path, e))?;
+                let f = std::fs::File::open(&spill.path).map_err(|e| Error::io(&spill.path, e))?;
+                Some((spill, std::io::BufReader::with_capacity(1 << 20, f)))
+            }
+        };
+        let mut spilled = spilled;
+        let from_disk = std::iter::from_fn(move || {
+            let (spill, input) = spilled.as_mut()?;
+            let mut len = [0u8; 4];
+            match input.read_exact(&mut len) {
+                Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return None,
+                Err(e) => return Some(Err(Error::io(&spill.path, e))),
+                Ok(()) => {}
+            }
+            let mut body = vec![0u8; u32::from_le_bytes(len) as usize];
+            Some(
+                input
+                    .read_exact(&mut body)
+                    .map_err(|e| Error::io(&spill.path, e))
+                    .and_then(|()| {
+                        String::from_utf8(body)
+                            .map_err(|_| Error::Internal("a held message is not UTF-8".into()))
+                    }),
+            )
+        });
+        Ok(self.memory.into_iter().map(Ok).chain(from_disk))
     }
 }
 
@@ -598,7 +711,8 @@ fn chunk_source(
         let read = next(&mut buf, ch.target, &mut spans);
         rows += spans.len() as u64;
         let full = buf.len() >= ch.target;
-        // What was read before an error is sent; then the error is reported.
+        // What was read before an error is held back with the rest: the error is reported, and
+        // the producer sends nothing of the source.
         ch.emit(&buf, &spans)?;
         buf.clear();
         spans.clear();
@@ -611,4 +725,31 @@ fn chunk_source(
         }
     }
     Ok((rows, bytes(), ch.rejected))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn held_messages_come_back_in_order_from_memory_and_from_disk() {
+        let mut held = super::Held {
+            limit: 100,
+            ..Default::default()
+        };
+        let bodies: Vec<String> = (0..50)
+            .map(|i| format!("body {i} {}", "x".repeat(i)))
+            .collect();
+        for b in &bodies {
+            held.push(b.clone()).unwrap();
+        }
+        let path = held.spill.as_ref().unwrap().path.clone();
+        assert!(path.exists());
+        let back: Vec<String> = held
+            .into_bodies()
+            .unwrap()
+            .collect::<crate::error::Result<_>>()
+            .unwrap();
+        assert_eq!(back, bodies);
+        // The spill file is gone with the bodies.
+        assert!(!path.exists());
+    }
 }

@@ -144,7 +144,18 @@ pub(crate) struct TableWriter {
     physical: arrow::datatypes::SchemaRef,
     /// Files closed when the schema changed, committed with their partition's next flush.
     retired: Vec<Closed>,
+    /// Files uploaded and not committed yet ([`TableWriter::stage`]): the next flush commits
+    /// them, whatever its partitions.
+    staged: Vec<Staged>,
     stats: WriteStats,
+}
+
+/// A file uploaded to the lake and not yet committed.
+struct Staged {
+    kind: FileKind,
+    add: DataFile,
+    partition: String,
+    chunks: HashSet<String>,
 }
 
 impl TableWriter {
@@ -169,6 +180,7 @@ impl TableWriter {
             data_props: None,
             files: HashMap::new(),
             retired: Vec::new(),
+            staged: Vec::new(),
             stats: WriteStats::default(),
         })
     }
@@ -186,6 +198,12 @@ impl TableWriter {
         &self.stats
     }
 
+    /// Sets the counts back to `stats` (taken when the last commit landed), when what was
+    /// written since is discarded.
+    pub fn restore_stats(&mut self, stats: WriteStats) {
+        self.stats = stats;
+    }
+
     pub fn lake(&self) -> &Lake {
         &self.lake
     }
@@ -200,9 +218,55 @@ impl TableWriter {
         log.state().has_part(chunk, partition)
     }
 
-    /// Files written and not yet committed (open, or closed by a schema change).
+    /// Files written and not yet committed (open, closed by a schema change, or staged).
     pub fn open_file_count(&self) -> usize {
-        self.files.len() + self.retired.len()
+        self.files.len() + self.retired.len() + self.staged.len()
+    }
+
+    /// Whether files were staged ([`TableWriter::stage`]) and not committed yet.
+    pub fn has_staged(&self) -> bool {
+        !self.staged.is_empty()
+    }
+
+    /// Closes the files of `parts` and uploads them without committing them: the next
+    /// [`TableWriter::flush`] commits them with its own (`convert` holds a source's rows back
+    /// until the source has been read to its end). Rotation keeps the memory bounded meanwhile.
+    pub async fn stage(&mut self, parts: Vec<String>) -> Result<()> {
+        let closed = self.close_parts(parts)?;
+        let mut uploaded = Vec::with_capacity(closed.len());
+        let mut failed = None;
+        for c in &closed {
+            match self.upload_closed(c).await {
+                Ok(add) => uploaded.push(add),
+                Err(e) => {
+                    failed = Some(e);
+                    break;
+                }
+            }
+        }
+        for (c, add) in closed.iter().zip(uploaded) {
+            self.staged.push(Staged {
+                kind: c.kind,
+                add,
+                partition: c.partition.clone(),
+                chunks: c.chunks.clone(),
+            });
+        }
+        discard(closed);
+        match failed {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+
+    /// Removes the staged uploads from the lake and forgets them (their rows are not to be
+    /// committed). An upload whose removal fails is left to `repair`.
+    pub async fn discard_staged(&mut self) {
+        for st in std::mem::take(&mut self.staged) {
+            if let Err(e) = self.lake.store.delete(&self.lake.path(&st.add.path)).await {
+                warn!(path = %st.add.path, error = %e, "could not remove a staged upload; repair removes it");
+            }
+        }
     }
 
     /// Memory held by the open files' buffered row groups.
@@ -463,42 +527,39 @@ impl TableWriter {
     /// one for the data. `markers` are chunk parts recorded in the data commit beside the
     /// files' own (a data commit with no file is made for them if needed).
     pub async fn flush(&mut self, parts: Vec<String>, markers: Vec<ChunkPart>) -> Result<Flushed> {
-        let (mut closed, kept): (Vec<Closed>, Vec<Closed>) = std::mem::take(&mut self.retired)
-            .into_iter()
-            .partition(|r| parts.contains(&r.partition));
-        self.retired = kept;
-        for p in parts {
-            let Some(f) = self.files.remove(&p) else {
-                continue;
-            };
-            match tokio::task::block_in_place(|| close(p, f)) {
-                Ok(c) => closed.push(c),
-                Err(e) => {
-                    discard(closed);
-                    return Err(e);
-                }
-            }
-        }
-        if closed.is_empty() && markers.is_empty() {
+        let closed = self.close_parts(parts)?;
+        if closed.is_empty() && markers.is_empty() && self.staged.is_empty() {
             return Ok(Flushed::Committed(Vec::new()));
         }
         let mut committed: Vec<(String, HashSet<String>)> = Vec::new();
         let mut markers = Some(markers);
         for kind in [FileKind::Quarantine, FileKind::Data] {
             let group: Vec<&Closed> = closed.iter().filter(|c| c.kind == kind).collect();
+            let staged: Vec<Staged> = {
+                let (mine, rest) = std::mem::take(&mut self.staged)
+                    .into_iter()
+                    .partition(|st| st.kind == kind);
+                self.staged = rest;
+                mine
+            };
             let extra = if kind == FileKind::Data {
                 markers.take().unwrap_or_default()
             } else {
                 Vec::new()
             };
-            if group.is_empty() && extra.is_empty() {
+            if group.is_empty() && extra.is_empty() && staged.is_empty() {
                 continue;
             }
-            match self.commit_group(kind, &group, extra).await {
+            let staged_parts: Vec<(String, HashSet<String>)> = staged
+                .iter()
+                .map(|st| (st.partition.clone(), st.chunks.clone()))
+                .collect();
+            match self.commit_group(kind, &group, staged, extra).await {
                 Ok(true) => committed.extend(
                     group
                         .iter()
-                        .map(|c| (c.partition.clone(), c.chunks.clone())),
+                        .map(|c| (c.partition.clone(), c.chunks.clone()))
+                        .chain(staged_parts),
                 ),
                 Ok(false) => {
                     discard(closed);
@@ -516,12 +577,69 @@ impl TableWriter {
         Ok(Flushed::Committed(committed))
     }
 
-    /// Uploads one table's closed files and commits them. `Ok(false)`: a conflict (another
-    /// writer committed one of these chunk parts first); the uploads were removed.
+    /// The files of `parts` (and those a schema change closed in them), closed.
+    fn close_parts(&mut self, parts: Vec<String>) -> Result<Vec<Closed>> {
+        let (mut closed, kept): (Vec<Closed>, Vec<Closed>) = std::mem::take(&mut self.retired)
+            .into_iter()
+            .partition(|r| parts.contains(&r.partition));
+        self.retired = kept;
+        for p in parts {
+            let Some(f) = self.files.remove(&p) else {
+                continue;
+            };
+            match tokio::task::block_in_place(|| close(p, f)) {
+                Ok(c) => closed.push(c),
+                Err(e) => {
+                    discard(closed);
+                    return Err(e);
+                }
+            }
+        }
+        Ok(closed)
+    }
+
+    /// Uploads a closed file under a new name (recorded first, for start-up recovery); its
+    /// add action.
+    async fn upload_closed(&self, c: &Closed) -> Result<DataFile> {
+        let name = format!("part-{}.parquet", uuid::Uuid::now_v7());
+        let dest = match c.kind {
+            FileKind::Quarantine => format!("{}{name}", Lake::quarantine_dir(&self.layout.name)),
+            FileKind::Data => crate::lake::data_file_path(
+                &Lake::table_dir(&self.layout.name),
+                &c.partition,
+                &name,
+            ),
+        };
+        crate::lake::spool::record_upload(&self.opts.spool_dir, &self.layout.name, &dest)?;
+        retry(
+            "upload",
+            Backoff::steps(self.opts.retry_base),
+            transient,
+            || upload(&self.lake, &c.file.local, &dest),
+        )
+        .await?;
+        Ok(DataFile {
+            path: dest,
+            partition: if c.kind == FileKind::Data {
+                c.partition.clone()
+            } else {
+                String::new()
+            },
+            rows: c.file.rows,
+            bytes: c.file.bytes,
+            kind: c.kind,
+            stats: Some(c.stats.clone()),
+        })
+    }
+
+    /// Uploads one table's closed files and commits them with the `staged` uploads of that
+    /// table. `Ok(false)`: a conflict (another writer committed one of these chunk parts
+    /// first); the uploads were removed.
     async fn commit_group(
         &mut self,
         kind: FileKind,
         group: &[&Closed],
+        staged: Vec<Staged>,
         markers: Vec<ChunkPart>,
     ) -> Result<bool> {
         let mut draft = CommitDraft {
@@ -529,53 +647,27 @@ impl TableWriter {
             chunks: markers,
             ..Default::default()
         };
+        for st in staged {
+            draft.chunks.extend(st.chunks.iter().map(|ch| ChunkPart {
+                chunk: ch.clone(),
+                partition: st.partition.clone(),
+            }));
+            draft.add.push(st.add);
+        }
+        let staged_count = draft.add.len();
         for c in group {
-            let name = format!("part-{}.parquet", uuid::Uuid::now_v7());
-            let dest = match kind {
-                FileKind::Quarantine => {
-                    format!("{}{name}", Lake::quarantine_dir(&self.layout.name))
+            let add = match self.upload_closed(c).await {
+                Ok(add) => add,
+                Err(e) => {
+                    // Remove what this flush uploaded (not what was staged before: the caller
+                    // decides about those): no commit will name it.
+                    for a in &draft.add[staged_count..] {
+                        let _ = self.lake.store.delete(&self.lake.path(&a.path)).await;
+                    }
+                    return Err(e);
                 }
-                FileKind::Data => crate::lake::data_file_path(
-                    &Lake::table_dir(&self.layout.name),
-                    &c.partition,
-                    &name,
-                ),
             };
-            let uploaded = match crate::lake::spool::record_upload(
-                &self.opts.spool_dir,
-                &self.layout.name,
-                &dest,
-            ) {
-                Ok(()) => {
-                    retry(
-                        "upload",
-                        Backoff::steps(self.opts.retry_base),
-                        transient,
-                        || upload(&self.lake, &c.file.local, &dest),
-                    )
-                    .await
-                }
-                Err(e) => Err(e),
-            };
-            if let Err(e) = uploaded {
-                // Remove what this flush already uploaded: no commit will name it.
-                for a in &draft.add {
-                    let _ = self.lake.store.delete(&self.lake.path(&a.path)).await;
-                }
-                return Err(e);
-            }
-            draft.add.push(DataFile {
-                path: dest,
-                partition: if kind == FileKind::Data {
-                    c.partition.clone()
-                } else {
-                    String::new()
-                },
-                rows: c.file.rows,
-                bytes: c.file.bytes,
-                kind,
-                stats: Some(c.stats.clone()),
-            });
+            draft.add.push(add);
             draft.chunks.extend(c.chunks.iter().map(|ch| ChunkPart {
                 chunk: ch.clone(),
                 partition: c.partition.clone(),

@@ -7,16 +7,23 @@
 //!      open ─► decompress ─► cut into pieces of 8 MiB of whole records (CSV, or JSON lines;
 //!      Parquet rows are read as JSON lines) with deterministic chunk ids  ──► bounded channel
 //!  typing (blocking pool, one piece per core at once, order kept) ─► DecodedChunk
-//!  TableWriter: spool per partition ─► rotate by rows/bytes ─► upload ─► Delta commit
-//!  a source is done when its last rows are committed: its "source done" record rides in that
-//!  commit, and a later run skips it without reading it
+//!  TableWriter: spool per partition ─► rotate by rows/bytes ─► upload (staged) ─► Delta commit
+//!  a source is atomic: its rows become visible in one commit, after its end, with its "source
+//!  done" record; a later run skips it without reading it
 //! ```
 //!
 //! A piece's chunk id is `<source fingerprint>-<index>-<content hash>`, and each commit records
-//! the chunk parts it holds, as the consumer's do. Run twice, or again after a crash, a piece
-//! already committed adds nothing: only what is missing is written. A source that fails (a
-//! truncated gzip, a header that does not match the table) is reported; what it gave before the
-//! error is committed, the other sources are converted, and the run fails at the end.
+//! the chunk parts it holds, as the consumer's do. Run twice, or again after a crash, a source
+//! already committed adds nothing.
+//!
+//! Files that fill up while a source is being read are uploaded but not committed (staged);
+//! the first source end after that commits every file written so far: small sources share
+//! files, and a large one is committed whole. A source that fails part-way (a truncated gzip,
+//! an unterminated quote at its end, an unreadable object) contributes no rows: every file not
+//! committed is discarded (staged uploads are removed), the sources whose rows shared those
+//! files are read again in the same run, the other sources are converted, and the run fails at
+//! the end naming it. A stop (or crash) part-way through a source likewise commits nothing of
+//! it: the next run reads that source again from its start (finished sources are not read).
 //!
 //! A source that changed (another size or first 64 KiB for a file, another version for an
 //! object) is a new source: its rows are converted again.
@@ -161,6 +168,8 @@ pub type ConvertProgress = Arc<dyn Fn(u64, u64) + Send + Sync>;
 struct SourceState {
     /// Partitions whose open file holds rows of this source.
     pending: HashSet<String>,
+    /// Rows of it were written in this pass.
+    started: bool,
     read: bool,
     done: bool,
     failed: bool,
@@ -204,122 +213,164 @@ pub async fn convert(
         table: def.name.clone(),
         writer_id: opts.writer_id.clone(),
     });
-    let reading = Reading {
-        sources: sources.clone(),
-        fingerprints: fingerprints.clone(),
-        finished: Finished::of(&writer, &fingerprints),
-        format: opts.table.format.clone(),
-        spool: opts.write.spool_dir.clone(),
-        bytes_read: bytes_read.clone(),
-    };
-    let mut pieces = Pieces::start(reading, layout.clone(), evolver, opts.pieces_in_flight());
     let mut state: Vec<SourceState> = sources.iter().map(|_| SourceState::default()).collect();
     let mut stats = ConvertStats {
         sources: sources.len() as u64,
         ..Default::default()
     };
     let mut failed = Vec::new();
-    let mut piece_state = PieceState::default();
     let mut stop = opts.stop.clone();
     let mut stopped = false;
-    let result: Result<()> = async {
-        loop {
-            // Between pieces: a stop asked for ends the reading here.
-            let next = match &mut stop {
-                Some(rx) if *rx.borrow() => {
-                    stopped = true;
-                    break;
-                }
-                Some(rx) => tokio::select! {
-                    biased;
-                    changed = rx.changed() => {
-                        if changed.is_err() {
-                            stop = None;
+    // Pieces earlier runs committed, per source, as the last pass that read it counted them.
+    let mut pieces_skipped = vec![0u64; sources.len()];
+    // What was counted when the last commit landed: rows of a pass that is discarded are
+    // neither read nor written.
+    let mut at_commit = (0u64, writer.stats().clone());
+    // Passes over the sources: a source that fails part-way discards every row not committed
+    // (its own, and those of sources read before it whose rows shared its files), and the
+    // sources not finished are read again without it. At most one pass more per failed source.
+    loop {
+        let mut finished = Finished::of(&writer, &fingerprints);
+        for (i, st) in state.iter().enumerate() {
+            finished.sources[i] |= st.failed;
+        }
+        let reading = Reading {
+            sources: sources.clone(),
+            fingerprints: fingerprints.clone(),
+            finished,
+            format: opts.table.format.clone(),
+            spool: opts.write.spool_dir.clone(),
+            bytes_read: bytes_read.clone(),
+        };
+        let mut pieces = Pieces::start(
+            reading,
+            writer.layout().clone(),
+            evolver.clone(),
+            opts.pieces_in_flight(),
+        );
+        let mut piece_state = PieceState::default();
+        let mut again = false;
+        let result: Result<()> = async {
+            let mut current = None;
+            loop {
+                // Between pieces: a stop asked for ends the reading here.
+                let next = match &mut stop {
+                    Some(rx) if *rx.borrow() => {
+                        stopped = true;
+                        break;
+                    }
+                    Some(rx) => tokio::select! {
+                        biased;
+                        changed = rx.changed() => {
+                            if changed.is_err() {
+                                stop = None;
+                            }
+                            continue;
                         }
-                        continue;
-                    }
-                    next = pieces.next() => next?,
-                },
-                None => pieces.next().await?,
-            };
-            let Some((s, item)) = next else {
-                break;
-            };
-            match item {
-                Item::Chunk(d) => {
-                    stats.rows_in += d.rows_in;
-                    let chunk = d.chunk.clone();
-                    let written = tokio::task::block_in_place(|| writer.write(d))?;
-                    piece_state.written(chunk, &written.waiting);
-                    state[s].pending.extend(written.waiting);
-                    if let Some(p) = &progress {
-                        p(bytes_read.load(Ordering::Relaxed), stats.rows_in);
-                    }
-                    if !written.due.is_empty() {
-                        flush(
-                            &mut writer,
-                            &mut state,
-                            &mut piece_state,
-                            &fingerprints,
-                            written.due,
-                            false,
-                        )
-                        .await?;
-                    }
+                        next = pieces.next() => next?,
+                    },
+                    None => pieces.next().await?,
+                };
+                let Some((s, item)) = next else {
+                    break;
+                };
+                if current != Some(s) {
+                    current = Some(s);
+                    pieces_skipped[s] = 0;
                 }
-                Item::PieceDone => stats.pieces_skipped += 1,
-                Item::Evolved(layout) => {
-                    stats.columns_added += 1;
-                    writer.set_layout(layout).await?;
-                }
-                Item::Skipped => {
-                    stats.sources_skipped += 1;
-                    state[s].done = true;
-                    info!(source = %sources[s].name, "converted by an earlier run; skipped");
-                }
-                Item::End => state[s].read = true,
-                Item::Failed(e) => {
-                    warn!(source = %sources[s].name, error = %e, "source failed");
-                    if !state[s].failed {
+                match item {
+                    Item::Chunk(d) => {
+                        state[s].started = true;
+                        stats.rows_in += d.rows_in;
+                        let chunk = d.chunk.clone();
+                        let written = tokio::task::block_in_place(|| writer.write(d))?;
+                        piece_state.written(chunk, &written.waiting);
+                        state[s].pending.extend(written.waiting);
+                        if let Some(p) = &progress {
+                            p(bytes_read.load(Ordering::Relaxed), stats.rows_in);
+                        }
+                        // Full files are uploaded, not committed: the source's rows become
+                        // visible together, in the commit after its end.
+                        if !written.due.is_empty() {
+                            writer.stage(written.due).await?;
+                        }
+                    }
+                    Item::PieceDone => pieces_skipped[s] += 1,
+                    Item::Evolved(layout) => {
+                        stats.columns_added += 1;
+                        writer.set_layout(layout).await?;
+                    }
+                    Item::Skipped => {
+                        if !state[s].done && !state[s].failed {
+                            stats.sources_skipped += 1;
+                            state[s].done = true;
+                            info!(source = %sources[s].name, "converted by an earlier run; skipped");
+                        }
+                    }
+                    Item::End => {
+                        state[s].read = true;
+                        // Every row not committed is of a source read to its end: commit them
+                        // all once files were staged (small sources share files until then).
+                        if writer.has_staged() {
+                            let all = writer.open_partitions();
+                            flush(&mut writer, &mut state, &mut piece_state, &fingerprints, all, true)
+                                .await?;
+                            at_commit = (stats.rows_in, writer.stats().clone());
+                        }
+                    }
+                    Item::Failed(e) => {
+                        warn!(source = %sources[s].name, error = %e, "source failed: none of its rows is committed");
                         state[s].failed = true;
                         failed.push((sources[s].name.clone(), e));
+                        // Nothing of it is committed, nor anything that shared its files.
+                        writer.discard_all();
+                        writer.discard_staged().await;
+                        stats.rows_in = at_commit.0;
+                        writer.restore_stats(at_commit.1.clone());
+                        for st in state.iter_mut().filter(|st| !st.done) {
+                            st.read = false;
+                            st.started = false;
+                            st.pending.clear();
+                        }
+                        again = true;
+                        break;
                     }
                 }
             }
+            if again {
+                return Ok(());
+            }
+            // A stop part-way through a source: its rows, and those sharing its files, are
+            // not committed; the next run reads those sources again.
+            let partway = state
+                .iter()
+                .any(|st| st.started && !st.read && !st.done && !st.failed);
+            if stopped && partway {
+                writer.discard_all();
+                writer.discard_staged().await;
+                stats.rows_in = at_commit.0;
+                writer.restore_stats(at_commit.1.clone());
+                return Ok(());
+            }
+            let all = writer.open_partitions();
+            flush(&mut writer, &mut state, &mut piece_state, &fingerprints, all, true).await?;
+            at_commit = (stats.rows_in, writer.stats().clone());
+            Ok(())
         }
-        let all = writer.open_partitions();
-        flush(
-            &mut writer,
-            &mut state,
-            &mut piece_state,
-            &fingerprints,
-            all,
-            true,
-        )
-        .await?;
-        // A failed source, or one a stop left unfinished, is read again by the next run: record
-        // the pieces the last commit finished, so that it neither types nor writes them.
-        if (stopped || state.iter().any(|s| s.failed)) && !piece_state.done.is_empty() {
-            flush(
-                &mut writer,
-                &mut state,
-                &mut piece_state,
-                &fingerprints,
-                Vec::new(),
-                true,
-            )
-            .await?;
+        .await;
+        if result.is_err() {
+            // Drop what was not committed.
+            writer.discard_all();
+            writer.discard_staged().await;
         }
-        Ok(())
+        let read = pieces.finish().await;
+        result?;
+        read?;
+        if !again {
+            break;
+        }
     }
-    .await;
-    if result.is_err() {
-        // Drop what was not committed.
-        writer.discard_all();
-    }
-    let read = pieces.finish().await;
-    result?;
-    read?;
+    stats.pieces_skipped = pieces_skipped.iter().sum();
     stats.bytes_read = bytes_read.load(Ordering::Relaxed);
     stats.sources_failed = failed.len() as u64;
     stats.write = writer.stats().clone();
