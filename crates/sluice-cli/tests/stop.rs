@@ -268,3 +268,105 @@ fn a_run_stopped_by_sigterm_ends_and_what_it_sent_lands_once() {
     assert_eq!(rows, ids, "a row landed twice");
     assert!(rows <= 1_500_000, "{rows}");
 }
+
+/// Files staged by a `convert` that is held up (here: stopped with SIGSTOP) between their upload
+/// and its commit are leased in the lake: another home's `repair --grace 0` on the same lake
+/// leaves them, and the convert, continued, commits every row once.
+#[test]
+fn another_home_leaves_a_held_up_writers_staged_files_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let lake = dir.path().join("lake");
+    let lake_arg = lake.to_str().unwrap().to_string();
+    let (a, b) = (dir.path().join("home-a"), dir.path().join("home-b"));
+    let data = dir.path().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    let (src, _) = sluice_testkit::fixtures::write_events_csv(&data, "big.csv", 600_000, 1);
+    let table = lake.join("events");
+    let parquet_files = || -> usize {
+        let mut n = 0;
+        let mut stack = vec![table.clone()];
+        while let Some(d) = stack.pop() {
+            for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+                let p = e.path();
+                if p.is_dir() {
+                    if !p.ends_with("_delta_log") && !p.ends_with("_sluice") {
+                        stack.push(p);
+                    }
+                } else if p.extension().is_some_and(|x| x == "parquet") {
+                    n += 1;
+                }
+            }
+        }
+        n
+    };
+    let commits = || {
+        std::fs::read_dir(table.join("_delta_log"))
+            .map(|d| {
+                d.flatten()
+                    .filter(|e| e.file_name().to_string_lossy().ends_with(".json"))
+                    .count()
+            })
+            .unwrap_or(0)
+    };
+    let child = common::command(
+        &a,
+        &[
+            "--lake",
+            &lake_arg,
+            "convert",
+            src.to_str().unwrap(),
+            "--table",
+            "events",
+            "--partition-by",
+            "year(day)",
+            "--rotate-rows",
+            "20000",
+            "--threads",
+            "1",
+        ],
+    )
+    .stdout(Stdio::null())
+    .stderr(Stdio::piped())
+    .spawn()
+    .unwrap();
+    // Held up once it has staged files and committed none of them (the table's creation is
+    // its only version).
+    let t0 = Instant::now();
+    while parquet_files() < 2 && t0.elapsed() < Duration::from_secs(60) {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    signal(&child, "-STOP");
+    std::thread::sleep(Duration::from_millis(100));
+    let staged = parquet_files();
+    assert_eq!(commits(), 1, "the convert committed before it was held up");
+    assert!(staged >= 2, "nothing staged");
+    // Another home, on the same lake: its repair with no grace at all leaves them.
+    let repaired = sluice(
+        &b,
+        &[
+            "--lake", &lake_arg, "repair", "--table", "events", "--grace", "0",
+        ],
+    );
+    let out = ok(&repaired);
+    assert_eq!(parquet_files(), staged, "{out}");
+    assert!(out.contains(&format!("kept {staged} younger")), "{out}");
+    signal(&child, "-CONT");
+    let (status, err) = wait(child);
+    assert!(status.success(), "{err}");
+    assert_eq!(common::duckdb_count(&table, "id"), (600_000, 600_000));
+    // Every data file is committed: nothing staged is left behind, and the lease is gone.
+    let listed: usize = common::python(
+        "import sys, deltalake\nprint(len(deltalake.DeltaTable(sys.argv[1]).file_uris()))",
+        &[table.to_str().unwrap()],
+        "deltalake",
+    )
+    .parse()
+    .unwrap();
+    assert_eq!(parquet_files(), listed);
+    assert_eq!(
+        std::fs::read_dir(table.join("_sluice/pending"))
+            .map(|d| d.count())
+            .unwrap_or(0),
+        0
+    );
+}

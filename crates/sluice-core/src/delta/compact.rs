@@ -152,6 +152,10 @@ pub async fn compact(lake: &Lake, table: &str, opts: &CompactOptions) -> Result<
             .push(f.clone());
     }
     let mut report = CompactReport::default();
+    // Its uploads are leased until committed: recovery elsewhere leaves them alone however
+    // long a partition takes.
+    let mut lease =
+        crate::lake::pending::Pending::new(lake.clone(), table).with_retry_base(opts.retry_base);
     for (partition, mut files) in by_partition {
         // Only when fewer files would come out: files near the target stay as they are.
         let bytes: u64 = files.iter().map(|f| f.bytes).sum();
@@ -160,7 +164,18 @@ pub async fn compact(lake: &Lake, table: &str, opts: &CompactOptions) -> Result<
         }
         // Paths are `part-<UUIDv7>`: by name is by the time they were written.
         files.sort_by(|a, b| a.path.cmp(&b.path));
-        let written = rewrite(lake, table, &partition, &files, &shape, opts).await?;
+        let written = rewrite(lake, table, &partition, &files, &shape, opts, &mut lease).await?;
+        let paths: Vec<String> = written.iter().map(|f| f.path.clone()).collect();
+        if lease.must_check() {
+            lease.renew().await?;
+            for p in &paths {
+                lake.store.head(&lake.path(p)).await.map_err(|e| {
+                    Error::Internal(format!(
+                        "compaction's upload {p} is gone before its commit ({e}): its lease lapsed while it was stalled; nothing was committed"
+                    ))
+                })?;
+            }
+        }
         let draft = CommitDraft {
             id: uuid::Uuid::now_v7().to_string(),
             add: written.clone(),
@@ -168,7 +183,11 @@ pub async fn compact(lake: &Lake, table: &str, opts: &CompactOptions) -> Result<
             chunks: Vec::new(),
             rearrange: true,
         };
-        match ledger.commit(draft).await {
+        let outcome = ledger.commit(draft).await;
+        if let Err(e) = lease.remove(&paths).await {
+            warn!(table, error = %e, "could not update the lease on compaction's uploads");
+        }
+        match outcome {
             Ok(c) => {
                 let removed: u64 = files.iter().map(|f| f.bytes).sum();
                 let added: u64 = written.iter().map(|f| f.bytes).sum();
@@ -268,6 +287,7 @@ async fn rewrite(
     files: &[DataFile],
     shape: &Shape<'_>,
     opts: &CompactOptions,
+    lease: &mut crate::lake::pending::Pending,
 ) -> Result<Vec<DataFile>> {
     let schema = shape.logical;
     // Decided from the first rows read (see `dictionary_misfits`).
@@ -277,6 +297,7 @@ async fn rewrite(
     let result: Result<()> = async {
         for f in files {
             // Read from a local copy (Parquet is read footer first), streamed to disk.
+            lease.renew().await?;
             let copy = download(lake, &f.path, &opts.spool_dir).await?;
             let input = std::fs::File::open(&copy.0).map_err(|e| Error::io(&copy.0, e))?;
             let reader =
@@ -336,12 +357,12 @@ async fn rewrite(
                 })?;
                 if spool.written() >= target {
                     let s = open.take().expect("open file");
-                    done.push(finish(lake, table, partition, s, opts).await?);
+                    done.push(finish(lake, table, partition, s, opts, lease).await?);
                 }
             }
         }
         if let Some(s) = open.take() {
-            done.push(finish(lake, table, partition, s, opts).await?);
+            done.push(finish(lake, table, partition, s, opts, lease).await?);
         }
         Ok(())
     }
@@ -355,6 +376,8 @@ async fn rewrite(
             for f in &done {
                 let _ = lake.store.delete(&lake.path(&f.path)).await;
             }
+            let paths: Vec<String> = done.iter().map(|f| f.path.clone()).collect();
+            let _ = lease.remove(&paths).await;
             Err(e)
         }
     }
@@ -393,6 +416,7 @@ async fn finish(
     partition: &str,
     spool: SpoolFile,
     opts: &CompactOptions,
+    lease: &mut crate::lake::pending::Pending,
 ) -> Result<DataFile> {
     let (file, stats) = tokio::task::block_in_place(|| -> Result<_> {
         let file = spool.finish()?;
@@ -404,6 +428,10 @@ async fn finish(
         partition,
         &format!("part-{}.parquet", uuid::Uuid::now_v7()),
     );
+    if let Err(e) = lease.add([dest.clone()]).await {
+        file.discard();
+        return Err(e);
+    }
     let uploaded = match crate::lake::spool::record_upload(&opts.spool_dir, table, &dest) {
         Ok(()) => {
             retry("upload", Backoff::steps(opts.retry_base), transient, || {

@@ -8,6 +8,8 @@
 //! their spool (`uploads.log`) before it starts; recovery removes the uncommitted uploads of
 //! consumers that are known to be dead at once, never touches those of running consumers, and
 //! removes other uncommitted files (written by consumers elsewhere) only after a grace period.
+//! A file a writer on any machine holds a lease on (`crate::lake::pending`) is never removed,
+//! whatever its age, unless that writer is known dead.
 //! Only files named as sluice names its own (`is_sluice_file`) are ever removed: a file another
 //! engine uploaded is that engine's to commit, and Delta's vacuum (after its retention) to
 //! remove.
@@ -53,6 +55,8 @@ pub async fn repair(lake: &Lake, table: &str, opts: &RepairOptions) -> Result<Re
         ledger_version: state.version,
         ..Default::default()
     };
+    // Uploads that a writer on any machine still holds a lease on.
+    let leased = crate::lake::pending::leased(lake, table, true).await?;
     let now = chrono::Utc::now();
     for dir in [Lake::table_dir(table), Lake::quarantine_dir(table)] {
         let prefix = lake.path(&dir);
@@ -84,7 +88,12 @@ pub async fn repair(lake: &Lake, table: &str, opts: &RepairOptions) -> Result<Re
                 .to_std()
                 .unwrap_or_default();
             let key = rel.split('#').next().unwrap_or(&rel);
-            if opts.protect.contains(key) || (!opts.dead.contains(key) && age < opts.grace) {
+            // A writer known dead (its spool is free) holds nothing, whatever its lease says.
+            let leased = !opts.dead.contains(key) && leased.contains(key);
+            if opts.protect.contains(key)
+                || leased
+                || (!opts.dead.contains(key) && age < opts.grace)
+            {
                 report.kept_recent += 1;
                 continue;
             }

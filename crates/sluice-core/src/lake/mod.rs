@@ -8,6 +8,7 @@
 //! ```
 
 pub mod metered;
+pub(crate) mod pending;
 pub mod spool;
 
 pub use metered::MeteredStore;

@@ -29,6 +29,7 @@ use crate::decode::rows::DecodedChunk;
 use crate::delta::log::{ChunkPart, Commit, CommitDraft, DataFile, FileKind, Ledger};
 use crate::error::retry::{Attempts, Backoff, retry, transient};
 use crate::error::{Error, Result};
+use crate::lake::pending::Pending;
 use crate::lake::{Lake, QUARANTINE_PART};
 use crate::metrics::{
     BYTES_WRITTEN, COMMIT_CONFLICTS, COMMITS, FILES_WRITTEN, ROWS_DUPLICATE, ROWS_QUARANTINED,
@@ -147,6 +148,9 @@ pub(crate) struct TableWriter {
     /// Files uploaded and not committed yet ([`TableWriter::stage`]): the next flush commits
     /// them, whatever its partitions.
     staged: Vec<Staged>,
+    /// The lease on this writer's uploads not committed yet, which recovery on every machine
+    /// respects.
+    pending: Pending,
     stats: WriteStats,
 }
 
@@ -169,7 +173,9 @@ impl TableWriter {
         let props = writer_properties(&opts.parquet)?;
         std::fs::create_dir_all(&opts.spool_dir).map_err(|e| Error::io(&opts.spool_dir, e))?;
         let physical = ledger.state().physical_file_schema(&layout.file_schema)?;
+        let pending = Pending::new(lake.clone(), &layout.name).with_retry_base(opts.retry_base);
         Ok(TableWriter {
+            pending,
             physical,
             opts,
             lake,
@@ -233,10 +239,15 @@ impl TableWriter {
     /// until the source has been read to its end). Rotation keeps the memory bounded meanwhile.
     pub async fn stage(&mut self, parts: Vec<String>) -> Result<()> {
         let closed = self.close_parts(parts)?;
+        let dests: Vec<String> = closed.iter().map(|c| self.dest_of(c)).collect();
+        if let Err(e) = self.pending.add(dests.iter().cloned()).await {
+            discard(closed);
+            return Err(e);
+        }
         let mut uploaded = Vec::with_capacity(closed.len());
         let mut failed = None;
-        for c in &closed {
-            match self.upload_closed(c).await {
+        for (c, dest) in closed.iter().zip(&dests) {
+            match self.upload_closed(c, dest.clone()).await {
                 Ok(add) => uploaded.push(add),
                 Err(e) => {
                     failed = Some(e);
@@ -259,13 +270,27 @@ impl TableWriter {
         }
     }
 
+    /// Renews the lease on this writer's uploads not committed yet, when due (`convert` calls
+    /// it as it reads; a flush renews it between its uploads).
+    pub async fn renew_lease(&mut self) -> Result<()> {
+        self.pending.renew().await
+    }
+
     /// Removes the staged uploads from the lake and forgets them (their rows are not to be
     /// committed). An upload whose removal fails is left to `repair`.
     pub async fn discard_staged(&mut self) {
+        let mut removed = Vec::new();
         for st in std::mem::take(&mut self.staged) {
-            if let Err(e) = self.lake.store.delete(&self.lake.path(&st.add.path)).await {
-                warn!(path = %st.add.path, error = %e, "could not remove a staged upload; repair removes it");
+            match self.lake.store.delete(&self.lake.path(&st.add.path)).await {
+                Ok(()) => removed.push(st.add.path),
+                Err(e) => {
+                    warn!(path = %st.add.path, error = %e, "could not remove a staged upload; repair removes it")
+                }
             }
+        }
+        // Those not removed stay leased until this writer ends: repair then removes them.
+        if let Err(e) = self.pending.remove(&removed).await {
+            warn!(error = %e, "could not update the lease on this writer's uploads");
         }
     }
 
@@ -598,18 +623,23 @@ impl TableWriter {
         Ok(closed)
     }
 
-    /// Uploads a closed file under a new name (recorded first, for start-up recovery); its
-    /// add action.
-    async fn upload_closed(&self, c: &Closed) -> Result<DataFile> {
+    /// A new name for a closed file, relative to the lake root.
+    fn dest_of(&self, c: &Closed) -> String {
         let name = format!("part-{}.parquet", uuid::Uuid::now_v7());
-        let dest = match c.kind {
+        match c.kind {
             FileKind::Quarantine => format!("{}{name}", Lake::quarantine_dir(&self.layout.name)),
             FileKind::Data => crate::lake::data_file_path(
                 &Lake::table_dir(&self.layout.name),
                 &c.partition,
                 &name,
             ),
-        };
+        }
+    }
+
+    /// Uploads a closed file to `dest` (leased, and recorded first for start-up recovery); its
+    /// add action.
+    async fn upload_closed(&mut self, c: &Closed, dest: String) -> Result<DataFile> {
+        self.pending.renew().await?;
         crate::lake::spool::record_upload(&self.opts.spool_dir, &self.layout.name, &dest)?;
         retry(
             "upload",
@@ -655,8 +685,10 @@ impl TableWriter {
             draft.add.push(st.add);
         }
         let staged_count = draft.add.len();
-        for c in group {
-            let add = match self.upload_closed(c).await {
+        let dests: Vec<String> = group.iter().map(|c| self.dest_of(c)).collect();
+        self.pending.add(dests.iter().cloned()).await?;
+        for (c, dest) in group.iter().zip(dests) {
+            let add = match self.upload_closed(c, dest).await {
                 Ok(add) => add,
                 Err(e) => {
                     // Remove what this flush uploaded (not what was staged before: the caller
@@ -674,7 +706,25 @@ impl TableWriter {
             }));
         }
         let added: Vec<String> = draft.add.iter().map(|a| a.path.clone()).collect();
-        let commit = match self.commit_with_retry(kind, draft).await {
+        // A lease that may have lapsed: another machine's recovery may have removed files
+        // since; a commit must not name a file that is gone.
+        if self.pending.must_check() && !added.is_empty() {
+            self.pending.renew().await?;
+            for path in &added {
+                if let Err(e) = self.lake.store.head(&self.lake.path(path)).await {
+                    return Err(Error::Internal(format!(
+                        "upload {path} is gone before its commit ({e}): this writer's lease lapsed while it was stalled; nothing was committed"
+                    )));
+                }
+            }
+        }
+        let outcome = self.commit_with_retry(kind, draft).await;
+        // Committed, refused or unknown: the lease ends either way. Files of a commit that may
+        // not have landed are in uploads.log, for start-up recovery.
+        if let Err(e) = self.pending.remove(&added).await {
+            warn!(error = %e, "could not update the lease on this writer's uploads");
+        }
+        let commit = match outcome {
             Ok(c) => c,
             Err(Error::Conflict(why)) => {
                 warn!(reason = %why, "commit conflict: another writer committed some of these rows first");

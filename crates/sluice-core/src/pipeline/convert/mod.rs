@@ -278,6 +278,8 @@ pub async fn convert(
                     current = Some(s);
                     pieces_skipped[s] = 0;
                 }
+                // Staged files are held while the source is read: their lease is kept fresh.
+                writer.renew_lease().await?;
                 match item {
                     Item::Chunk(d) => {
                         state[s].started = true;
