@@ -78,6 +78,7 @@ pub async fn run(ctx: &Ctx, a: &ConvertArgs) -> Result<()> {
     let started =
         sluice_core::pipeline::startup::start(&ctx.home.spools(), &lake, &table, &id, None).await?;
     let spool = started.spool;
+    let resume = started.staged;
     for (t, removed) in started.recovered {
         eprintln!(
             "recovery: removed {} uncommitted file(s) of {t}",
@@ -86,6 +87,7 @@ pub async fn run(ctx: &Ctx, a: &ConvertArgs) -> Result<()> {
     }
     let mut opts = ConvertOptions::new(topts, spool.path().to_path_buf());
     opts.writer_id = id;
+    opts.resume = resume;
     opts.checkpointer = Some(sluice_delta::checkpointer());
     opts.constraints = Some(Arc::new(sluice_query::constraints::DataFusionConstraints));
     let c = &ctx.config.consumer;

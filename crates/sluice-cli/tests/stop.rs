@@ -370,3 +370,82 @@ fn another_home_leaves_a_held_up_writers_staged_files_alone() {
         0
     );
 }
+
+/// A `convert` stopped part-way through one large source commits none of it, and keeps the files
+/// it staged: the next run takes them over (they are committed as they are, not written again)
+/// and lands every row once.
+#[test]
+fn a_convert_stopped_part_way_through_a_source_resumes_with_the_files_it_staged() {
+    let dir = tempfile::tempdir().unwrap();
+    let home = dir.path().join("home");
+    let data = dir.path().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    let (src, _) = sluice_testkit::fixtures::write_events_csv(&data, "big.csv", 600_000, 1);
+    let table = home.join("lake/events");
+    let staged_files = || -> Vec<String> {
+        let mut out = Vec::new();
+        let mut stack = vec![table.clone()];
+        while let Some(d) = stack.pop() {
+            for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+                let p = e.path();
+                if p.is_dir() {
+                    if !p.ends_with("_delta_log") && !p.ends_with("_sluice") {
+                        stack.push(p);
+                    }
+                } else if p.extension().is_some_and(|x| x == "parquet") {
+                    out.push(p.file_name().unwrap().to_string_lossy().into_owned());
+                }
+            }
+        }
+        out.sort();
+        out
+    };
+    let args = [
+        "convert",
+        src.to_str().unwrap(),
+        "--table",
+        "events",
+        "--partition-by",
+        "year(day)",
+        "--rotate-rows",
+        "20000",
+        "--threads",
+        "1",
+    ];
+    let child = common::command(&home, &args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let t0 = Instant::now();
+    while staged_files().len() < 3 && t0.elapsed() < Duration::from_secs(60) {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    signal(&child, "-TERM");
+    let (status, err) = wait(child);
+    assert!(!status.success(), "finished before the signal: {err}");
+    assert!(
+        err.contains("convert was stopped before every source was read"),
+        "{err}"
+    );
+    // Nothing of the source is visible.
+    assert_eq!(count(&home), (0, 0));
+    let staged = staged_files();
+    assert!(staged.len() >= 3, "{staged:?}");
+    let last = ok_err(&common::command(&home, &args).output().unwrap());
+    assert_eq!(count(&home), (600_000, 600_000), "{last}");
+    // Every file the stopped run staged is committed as it was.
+    let listed = common::python(
+        "import sys, os, deltalake\nprint('\\n'.join(sorted(os.path.basename(u) for u in deltalake.DeltaTable(sys.argv[1]).file_uris())))",
+        &[table.to_str().unwrap()],
+        "deltalake",
+    );
+    let listed: Vec<&str> = listed.lines().collect();
+    for f in &staged {
+        assert!(
+            listed.contains(&f.as_str()),
+            "{f} was not taken over: {listed:?}\n{last}"
+        );
+    }
+    assert_eq!(staged_files().len(), listed.len());
+}

@@ -37,6 +37,7 @@ impl Spools {
         lock.try_lock()
             .map_err(|e| Error::io(&lock_path, e.into()))?;
         let mut orphans = Vec::new();
+        let mut staged = Vec::new();
         for (id, alive) in spool_owners(root) {
             if alive || id == writer_id {
                 continue;
@@ -50,6 +51,7 @@ impl Spools {
                 continue;
             }
             orphans.extend(read_uploads(&root.join(&id)));
+            staged.extend(read_lines(&root.join(&id).join(STAGED)));
             let _ = std::fs::remove_dir_all(root.join(&id));
             let _ = std::fs::remove_file(&owner_lock);
         }
@@ -59,6 +61,7 @@ impl Spools {
             dir,
             _lock: lock,
             orphans,
+            staged,
         })
     }
 
@@ -95,6 +98,9 @@ fn spool_owners(root: &Path) -> Vec<(String, bool)> {
 }
 
 const UPLOADS: &str = "uploads.log";
+/// Uploads staged by `convert` and not committed yet, one JSON record a line (with the table):
+/// a later `convert` of the same sources takes them over instead of writing them again.
+const STAGED: &str = "staged.log";
 
 /// Records, durably and before the upload starts, that this consumer is about to upload `path`
 /// (relative to the lake root) for `table`.
@@ -112,7 +118,12 @@ pub(crate) fn record_upload(spool_dir: &Path, table: &str, path: &str) -> Result
 }
 
 fn read_uploads(dir: &Path) -> Vec<(String, String)> {
-    std::fs::read_to_string(dir.join(UPLOADS))
+    read_lines(&dir.join(UPLOADS))
+}
+
+/// `table<TAB>text` lines of a log (a line cut short by a crash is left out by its reader).
+fn read_lines(path: &Path) -> Vec<(String, String)> {
+    std::fs::read_to_string(path)
         .unwrap_or_default()
         .lines()
         .filter_map(|l| {
@@ -120,6 +131,40 @@ fn read_uploads(dir: &Path) -> Vec<(String, String)> {
                 .map(|(t, p)| (t.to_string(), p.to_string()))
         })
         .collect()
+}
+
+/// Appends staged-upload records (`lines`, one JSON value each) of `table`, durably.
+pub(crate) fn record_staged(spool_dir: &Path, table: &str, lines: &[String]) -> Result<()> {
+    use std::io::Write;
+    if lines.is_empty() {
+        return Ok(());
+    }
+    let p = spool_dir.join(STAGED);
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&p)
+        .map_err(|e| Error::io(&p, e))?;
+    let mut text = String::new();
+    for l in lines {
+        text.push_str(table);
+        text.push('\t');
+        text.push_str(l);
+        text.push('\n');
+    }
+    f.write_all(text.as_bytes())
+        .and_then(|_| f.sync_data())
+        .map_err(|e| Error::io(&p, e))
+}
+
+/// Forgets the staged-upload records: committed, or removed.
+pub(crate) fn clear_staged(spool_dir: &Path) -> Result<()> {
+    let p = spool_dir.join(STAGED);
+    match std::fs::remove_file(&p) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(Error::io(&p, e)),
+    }
 }
 
 /// A spool directory held for the life of this value.
@@ -130,6 +175,9 @@ pub struct SpoolClaim {
     _lock: File,
     /// (table, path) of uploads recorded by consumers that died: uncommitted ones are garbage.
     pub orphans: Vec<(String, String)>,
+    /// (table, record) of uploads that a `convert` that died staged: a `convert` of the same
+    /// sources may take them over.
+    pub staged: Vec<(String, String)>,
 }
 
 impl SpoolClaim {
@@ -146,7 +194,7 @@ impl Drop for SpoolClaim {
         // outcome this consumer could not learn, for one).
         if let Ok(entries) = std::fs::read_dir(&self.dir) {
             for e in entries.flatten() {
-                if e.file_name() != UPLOADS {
+                if e.file_name() != UPLOADS && e.file_name() != STAGED {
                     let _ = std::fs::remove_file(e.path());
                 }
             }

@@ -19,10 +19,14 @@ pub struct Startup {
     pub spool: SpoolClaim,
     /// Files removed, per table.
     pub recovered: Vec<(String, Vec<String>)>,
+    /// Records of the uploads a `convert` of this table that died had staged, kept for this
+    /// `convert` to take over (see `ConvertOptions::resume`); empty for a consumer.
+    pub staged: Vec<String>,
 }
 
 /// Starts a writer `writer_id` of `table`: claims its spool among `spools` and runs `recover`.
-/// `visibility` is the queue's visibility timeout (`None` for `convert`, which has no queue).
+/// `visibility` is the queue's visibility timeout (`None` for `convert`, which has no queue:
+/// then the uploads a dead `convert` of `table` staged are kept for it to take over).
 pub async fn start(
     spools: &Spools,
     lake: &Lake,
@@ -30,9 +34,36 @@ pub async fn start(
     writer_id: &str,
     visibility: Option<Duration>,
 ) -> Result<Startup> {
-    let spool = spools.claim(writer_id)?;
-    let recovered = recover(spools, lake, table, &spool, visibility.unwrap_or_default()).await?;
-    Ok(Startup { spool, recovered })
+    let mut spool = spools.claim(writer_id)?;
+    let staged: Vec<String> = if visibility.is_none() {
+        spool
+            .staged
+            .iter()
+            .filter(|(t, _)| t == table)
+            .map(|(_, r)| r.clone())
+            .collect()
+    } else {
+        Vec::new()
+    };
+    // Not orphans: taken over (or removed) by this convert once it knows its sources.
+    let keep = crate::pipeline::table_writer::staged_paths(&staged);
+    spool
+        .orphans
+        .retain(|(t, p)| t != table || !keep.contains(p));
+    let recovered = recover(
+        spools,
+        lake,
+        table,
+        &spool,
+        visibility.unwrap_or_default(),
+        &keep,
+    )
+    .await?;
+    Ok(Startup {
+        spool,
+        recovered,
+        staged,
+    })
 }
 
 /// Start-up recovery of a writer of `table` that holds `claim`: the uploads that dead writers
@@ -46,12 +77,14 @@ pub(crate) async fn recover(
     table: &str,
     claim: &SpoolClaim,
     visibility: Duration,
+    keep: &std::collections::HashSet<String>,
 ) -> Result<Vec<(String, Vec<String>)>> {
     let mut tables: Vec<&str> = claim.orphans.iter().map(|(t, _)| t.as_str()).collect();
     tables.push(table);
     tables.sort_unstable();
     tables.dedup();
-    let protect = spools.live_uploads();
+    let mut protect = spools.live_uploads();
+    protect.extend(keep.iter().cloned());
     let mut out = Vec::new();
     for t in tables {
         let opts = RepairOptions {

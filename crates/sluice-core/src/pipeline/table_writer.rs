@@ -155,11 +155,39 @@ pub(crate) struct TableWriter {
 }
 
 /// A file uploaded to the lake and not yet committed.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 struct Staged {
     kind: FileKind,
     add: DataFile,
     partition: String,
     chunks: HashSet<String>,
+}
+
+/// A record of the spool's staged-upload log.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum StagedRecord {
+    /// A staged file.
+    File(Staged),
+    /// A piece whose rows are all in staged files.
+    Piece(String),
+}
+
+/// The files staged-upload `records` name.
+pub(crate) fn staged_paths(records: &[String]) -> HashSet<String> {
+    records
+        .iter()
+        .filter_map(|r| match serde_json::from_str::<StagedRecord>(r) {
+            Ok(StagedRecord::File(st)) => Some(st.add.path),
+            _ => None,
+        })
+        .collect()
+}
+
+impl StagedRecord {
+    fn line(&self) -> String {
+        serde_json::to_string(self).expect("a staged record serializes")
+    }
 }
 
 impl TableWriter {
@@ -255,19 +283,98 @@ impl TableWriter {
                 }
             }
         }
+        let mut records = Vec::with_capacity(uploaded.len());
         for (c, add) in closed.iter().zip(uploaded) {
-            self.staged.push(Staged {
+            let st = Staged {
                 kind: c.kind,
                 add,
                 partition: c.partition.clone(),
                 chunks: c.chunks.clone(),
-            });
+            };
+            records.push(StagedRecord::File(st.clone()).line());
+            self.staged.push(st);
         }
         discard(closed);
+        if let Err(e) =
+            crate::lake::spool::record_staged(&self.opts.spool_dir, &self.layout.name, &records)
+        {
+            failed = failed.or(Some(e));
+        }
         match failed {
             Some(e) => Err(e),
             None => Ok(()),
         }
+    }
+
+    /// Records that every row of the pieces `chunks` is in staged files: a later `convert`
+    /// that takes those files over does not type them again.
+    pub fn note_staged_pieces(&self, chunks: Vec<String>) -> Result<()> {
+        let lines: Vec<String> = chunks
+            .into_iter()
+            .map(|c| StagedRecord::Piece(c).line())
+            .collect();
+        crate::lake::spool::record_staged(&self.opts.spool_dir, &self.layout.name, &lines)
+    }
+
+    /// Takes over the files a `convert` that died staged (`records` of its spool's staged log
+    /// for this table): those whose every chunk `ours` accepts (the sources of this run), that
+    /// no commit holds and that still exist are staged here as if written now; the others are
+    /// removed. Returns the pieces whose rows are all in the files taken over.
+    pub async fn adopt_staged(
+        &mut self,
+        records: &[String],
+        ours: impl Fn(&str) -> bool,
+    ) -> Result<HashSet<String>> {
+        let mut pieces = HashSet::new();
+        let mut lost_chunks = HashSet::new();
+        let mut taken = Vec::new();
+        for r in records {
+            // A record cut short by a crash names nothing whole.
+            match serde_json::from_str::<StagedRecord>(r) {
+                Ok(StagedRecord::Piece(c)) => {
+                    pieces.insert(c);
+                }
+                Ok(StagedRecord::File(st)) => {
+                    let committed = st
+                        .chunks
+                        .iter()
+                        .any(|c| self.is_committed(c, &st.partition));
+                    let exists = self
+                        .lake
+                        .store
+                        .head(&self.lake.path(&st.add.path))
+                        .await
+                        .is_ok();
+                    if exists && !committed && st.chunks.iter().all(|c| ours(c)) {
+                        taken.push(st);
+                    } else {
+                        lost_chunks.extend(st.chunks.iter().cloned());
+                        if exists && !self.ledger.state().files.contains_key(&st.add.path) {
+                            let _ = self.lake.store.delete(&self.lake.path(&st.add.path)).await;
+                        }
+                    }
+                }
+                Err(_) => {}
+            }
+        }
+        pieces.retain(|c| ours(c) && !lost_chunks.contains(c));
+        if taken.is_empty() {
+            return Ok(HashSet::new());
+        }
+        let paths: Vec<String> = taken.iter().map(|st| st.add.path.clone()).collect();
+        self.pending.add(paths.iter().cloned()).await?;
+        for p in &paths {
+            crate::lake::spool::record_upload(&self.opts.spool_dir, &self.layout.name, p)?;
+        }
+        let mut lines: Vec<String> = taken
+            .iter()
+            .map(|st| StagedRecord::File(st.clone()).line())
+            .collect();
+        lines.extend(pieces.iter().map(|c| StagedRecord::Piece(c.clone()).line()));
+        crate::lake::spool::record_staged(&self.opts.spool_dir, &self.layout.name, &lines)?;
+        info!(table = %self.layout.name, files = taken.len(), pieces = pieces.len(), "took over the files an earlier convert staged");
+        self.staged.extend(taken);
+        Ok(pieces)
     }
 
     /// Renews the lease on this writer's uploads not committed yet, when due (`convert` calls
@@ -291,6 +398,9 @@ impl TableWriter {
         // Those not removed stay leased until this writer ends: repair then removes them.
         if let Err(e) = self.pending.remove(&removed).await {
             warn!(error = %e, "could not update the lease on this writer's uploads");
+        }
+        if let Err(e) = crate::lake::spool::clear_staged(&self.opts.spool_dir) {
+            warn!(error = %e, "could not clear the staged-upload log");
         }
     }
 
@@ -447,6 +557,10 @@ impl TableWriter {
                     .retired
                     .iter()
                     .any(|r| r.partition == part && r.chunks.contains(&chunk))
+                || self
+                    .staged
+                    .iter()
+                    .any(|st| st.partition == part && st.chunks.contains(&chunk))
             {
                 // Delivered again while its rows wait in our open file.
                 count(&mut self.stats.rows_duplicate, ROWS_DUPLICATE, n);
@@ -553,6 +667,7 @@ impl TableWriter {
     /// files' own (a data commit with no file is made for them if needed).
     pub async fn flush(&mut self, parts: Vec<String>, markers: Vec<ChunkPart>) -> Result<Flushed> {
         let closed = self.close_parts(parts)?;
+        let had_staged = !self.staged.is_empty();
         if closed.is_empty() && markers.is_empty() && self.staged.is_empty() {
             return Ok(Flushed::Committed(Vec::new()));
         }
@@ -599,6 +714,9 @@ impl TableWriter {
             }
         }
         discard(closed);
+        if had_staged {
+            crate::lake::spool::clear_staged(&self.opts.spool_dir)?;
+        }
         Ok(Flushed::Committed(committed))
     }
 

@@ -23,7 +23,9 @@
 //! committed is discarded (staged uploads are removed), the sources whose rows shared those
 //! files are read again in the same run, the other sources are converted, and the run fails at
 //! the end naming it. A stop (or crash) part-way through a source likewise commits nothing of
-//! it: the next run reads that source again from its start (finished sources are not read).
+//! it: the files it staged stay, recorded in its spool (`staged.log`), and the next run on the
+//! same home takes them over (committed as they are, their whole pieces not typed again) and
+//! reads the rest; finished sources are not read at all.
 //!
 //! A source that changed (another size or first 64 KiB for a file, another version for an
 //! object) is a new source: its rows are converted again.
@@ -89,6 +91,10 @@ pub struct ConvertOptions {
     /// with the records of the pieces it finished, and returns ([`Converted::stopped`]); a
     /// later run resumes where it stopped.
     pub stop: Option<tokio::sync::watch::Receiver<bool>>,
+    /// Records of the files an earlier `convert` of this table staged and never committed
+    /// ([`crate::pipeline::startup::Startup::staged`]): those of this run's sources are taken
+    /// over, and the pieces they hold whole are not typed again.
+    pub resume: Vec<String>,
 }
 
 impl ConvertOptions {
@@ -105,6 +111,7 @@ impl ConvertOptions {
                 .unwrap_or(2),
             memory_limit: DEFAULT_MEMORY_LIMIT,
             stop: None,
+            resume: Vec::new(),
         }
         .with_memory_limit(DEFAULT_MEMORY_LIMIT)
     }
@@ -226,6 +233,13 @@ pub async fn convert(
     // What was counted when the last commit landed: rows of a pass that is discarded are
     // neither read nor written.
     let mut at_commit = (0u64, writer.stats().clone());
+    // What an earlier run staged of these sources: taken over, its whole pieces not typed.
+    let prefixes: Vec<String> = fingerprints.iter().map(|fp| format!("{fp}-")).collect();
+    let mut resumed = writer
+        .adopt_staged(&opts.resume, |chunk| {
+            prefixes.iter().any(|p| chunk.starts_with(p.as_str()))
+        })
+        .await?;
     // Passes over the sources: a source that fails part-way discards every row not committed
     // (its own, and those of sources read before it whose rows shared its files), and the
     // sources not finished are read again without it. At most one pass more per failed source.
@@ -233,6 +247,11 @@ pub async fn convert(
         let mut finished = Finished::of(&writer, &fingerprints);
         for (i, st) in state.iter().enumerate() {
             finished.sources[i] |= st.failed;
+        }
+        for c in &resumed {
+            finished
+                .pieces
+                .insert(crate::delta::log::part_key(c, PIECE_PART));
         }
         let reading = Reading {
             sources: sources.clone(),
@@ -294,10 +313,17 @@ pub async fn convert(
                         // Full files are uploaded, not committed: the source's rows become
                         // visible together, in the commit after its end.
                         if !written.due.is_empty() {
+                            let whole = piece_state.staged(&written.due);
                             writer.stage(written.due).await?;
+                            writer.note_staged_pieces(whole)?;
                         }
                     }
-                    Item::PieceDone => pieces_skipped[s] += 1,
+                    Item::PieceDone => {
+                        // Its rows are committed, or in files taken over: part of this source
+                        // all the same.
+                        state[s].started = true;
+                        pieces_skipped[s] += 1;
+                    }
                     Item::Evolved(layout) => {
                         stats.columns_added += 1;
                         writer.set_layout(layout).await?;
@@ -327,6 +353,7 @@ pub async fn convert(
                         // Nothing of it is committed, nor anything that shared its files.
                         writer.discard_all();
                         writer.discard_staged().await;
+                        resumed.clear();
                         stats.rows_in = at_commit.0;
                         writer.restore_stats(at_commit.1.clone());
                         for st in state.iter_mut().filter(|st| !st.done) {
@@ -343,13 +370,13 @@ pub async fn convert(
                 return Ok(());
             }
             // A stop part-way through a source: its rows, and those sharing its files, are
-            // not committed; the next run reads those sources again.
+            // not committed. The files staged stay, for the next run to take over; the rows
+            // of open files are read again.
             let partway = state
                 .iter()
                 .any(|st| st.started && !st.read && !st.done && !st.failed);
             if stopped && partway {
                 writer.discard_all();
-                writer.discard_staged().await;
                 stats.rows_in = at_commit.0;
                 writer.restore_stats(at_commit.1.clone());
                 return Ok(());
@@ -434,6 +461,22 @@ impl PieceState {
         } else {
             self.pending.insert(chunk, waiting.clone());
         }
+    }
+
+    /// `parts` were staged: the pieces whose rows are now all in staged files (no longer
+    /// waiting in open ones).
+    fn staged(&mut self, parts: &[String]) -> Vec<String> {
+        let mut whole = Vec::new();
+        self.pending.retain(|chunk, waiting| {
+            waiting.retain(|p| !parts.contains(p));
+            if waiting.is_empty() {
+                whole.push(chunk.clone());
+                false
+            } else {
+                true
+            }
+        });
+        whole
     }
 
     fn committed(&mut self, committed: &[(String, HashSet<String>)]) {
