@@ -155,6 +155,11 @@ pub(crate) struct TableArgs {
     /// strftime pattern for dates that are not ISO 8601, e.g. '%m/%d/%Y'.
     #[arg(long)]
     pub(crate) date_format: Option<String>,
+    /// How a new table names its sources' columns: snake_case (default: `Unit Price ($)` is
+    /// `unit_price`, the name as it came kept in the column's metadata) or as-is. An existing
+    /// table keeps its own rule.
+    #[arg(long, value_parser = sluice_core::schema::ColumnNames::parse)]
+    pub(crate) column_names: Option<sluice_core::schema::ColumnNames>,
     /// A new table's numbers written with a point (12.50) become exact decimal(p,s) columns
     /// instead of float64; kept with the table for the columns it gains later.
     #[arg(long)]

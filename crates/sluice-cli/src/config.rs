@@ -70,6 +70,8 @@ pub struct TableConfig {
     /// Numbers written with a point become `decimal(p,s)` columns, not `float64`.
     #[serde(default)]
     pub exact_decimals: bool,
+    /// `snake_case` (default) or `as-is`: how a new table names its sources' columns.
+    pub column_names: Option<String>,
     /// Values that mean NULL besides the empty field.
     #[serde(default)]
     pub null_values: Vec<String>,

@@ -58,6 +58,12 @@ pub(crate) fn table_settings(ctx: &Ctx, lake: &Lake, t: &TableArgs) -> Result<Ta
     };
     opts.date_format = t.date_format.clone().or(tc.date_format.clone());
     opts.exact_decimals = t.exact_decimals || tc.exact_decimals;
+    opts.column_names = match (t.column_names, tc.column_names.as_deref()) {
+        (Some(n), _) => n,
+        (None, Some(s)) => sluice_core::schema::ColumnNames::parse(s)
+            .with_context(|| format!("tables.{}.column_names", t.table))?,
+        (None, None) => sluice_core::schema::ColumnNames::SnakeCase,
+    };
     opts.schema_policy = match (t.schema_policy, tc.schema_policy.as_deref()) {
         (Some(p), _) => p,
         (None, Some(s)) => {
@@ -211,6 +217,8 @@ pub(crate) fn check_spec(def: &sluice_core::catalog::TableDef, spec: &PartitionS
         .cloned()
         .unwrap_or_default();
     let current = PartitionSpec::parse(&current).ok();
+    // Named as the table names its columns (`year(Order Date)` is `year(order_date)`).
+    let spec = &spec.named(def.column_names()?);
     if current.as_ref() != Some(spec) {
         bail!(
             "table {} is partitioned by {}, not by {}: leave --partition-by out to write with the table's partitioning",

@@ -48,13 +48,23 @@ pub(crate) async fn catalog_cmd(ctx: &Ctx, c: CatalogCommand) -> Result<()> {
         CatalogCommand::Schema { table } => {
             let t = catalog.get_table(db, &table).await?;
             println!("table {}.{} at {}", t.database, t.name, t.location);
+            let from = |c: &sluice_core::schema::Column| match &c.source_name {
+                Some(n) => format!(" (from {n:?})"),
+                None => String::new(),
+            };
             for c in &t.columns {
-                println!("  {:<32} {}", c.name, c.ty.name());
+                println!("  {:<32} {}{}", c.name, c.ty.name(), from(c));
             }
             for c in &t.partition_keys {
-                println!("  {:<32} {} (partition key)", c.name, c.ty.name());
+                println!(
+                    "  {:<32} {} (partition key){}",
+                    c.name,
+                    c.ty.name(),
+                    from(c)
+                );
             }
             println!("schema policy: {}", SchemaPolicy::of_def(&t)?);
+            println!("column names: {}", t.column_names()?.name());
             let changes = sluice_core::table::policy::history(&t);
             if changes.is_empty() {
                 println!("schema history: as created");

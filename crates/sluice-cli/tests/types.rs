@@ -332,3 +332,138 @@ compare(sys.argv[1], want, {"price": "decimal(18,2)", "tax": "decimal(38,5)"})
         "{schema}"
     );
 }
+
+/// Column names as they come (`Unit Price ($)`, `Order Date`, camelCase) become snake_case, the
+/// same from CSV, JSON lines and Parquet, through `convert` and through the queue; the name as
+/// it came is in the column's Delta metadata; `--column-names as-is` keeps them; names that
+/// would clash are refused, naming both.
+#[test]
+fn column_names_as_they_come_are_snake_case_on_every_path() {
+    let dir = tempfile::tempdir().unwrap();
+    let home = dir.path().join("home");
+    let csv = dir.path().join("a.csv");
+    std::fs::write(
+        &csv,
+        "Order ID,Order Date,Unit Price ($),qtyOrdered\n1,2024-01-02,3.50,2\n2,2025-02-03,4.25,1\n",
+    )
+    .unwrap();
+    let jsonl = dir.path().join("b.jsonl");
+    std::fs::write(
+        &jsonl,
+        "{\"Order ID\": 3, \"Order Date\": \"2025-03-04\", \"Unit Price ($)\": 1.25, \"qtyOrdered\": 5}\n",
+    )
+    .unwrap();
+    let pq = dir.path().join("c.parquet");
+    python(
+        r#"
+import sys, datetime, pyarrow as pa, pyarrow.parquet as pq
+pq.write_table(pa.table({"Order ID": [4], "Order Date": [datetime.date(2024, 5, 6)], "Unit Price ($)": [2.0], "qtyOrdered": [7]}), sys.argv[1])
+"#,
+        &[pq.to_str().unwrap()],
+        "pyarrow",
+    );
+    ok(&sluice(
+        &home,
+        &[
+            "convert",
+            csv.to_str().unwrap(),
+            "--table",
+            "orders",
+            "--partition-by",
+            "year(Order Date)",
+        ],
+    ));
+    // Later sources name the partitioning as they name the column, or not at all.
+    ok(&sluice(
+        &home,
+        &[
+            "convert",
+            jsonl.to_str().unwrap(),
+            "--table",
+            "orders",
+            "--partition-by",
+            "year(order_date)",
+        ],
+    ));
+    ok(&sluice(
+        &home,
+        &["produce", pq.to_str().unwrap(), "--table", "orders"],
+    ));
+    ok(&sluice(&home, &["consume", "--table", "orders", "--once"]));
+    let schema = ok(&sluice(&home, &["catalog", "schema", "orders"]));
+    for line in [
+        "order_id                         int64 (from \"Order ID\")",
+        "unit_price                       float64 (from \"Unit Price ($)\")",
+        "qty_ordered                      int64 (from \"qtyOrdered\")",
+        "column names: snake_case",
+    ] {
+        assert!(schema.contains(line), "{line}:\n{schema}");
+    }
+    let got = python(
+        r#"
+import json, sys, polars as pl
+from deltalake import DeltaTable
+path = sys.argv[1]
+fields = json.loads(DeltaTable(path).schema().to_json())["fields"]
+print(*[f"{f['name']}={f['metadata'].get('sluice.sourceName', '')}" for f in fields])
+con = duckdb_connect("delta")
+print(*con.execute(f"SELECT count(*), sum(order_id), sum(unit_price * qty_ordered), min(order_date) FROM delta_scan('{path}')").fetchone())
+print(*pl.read_delta(path).select(pl.len(), pl.col("order_id").sum(), (pl.col("unit_price") * pl.col("qty_ordered")).sum()).row(0))
+"#,
+        &[home.join("lake/orders").to_str().unwrap()],
+        "duckdb, polars and deltalake",
+    );
+    assert_eq!(
+        got,
+        "order_id=Order ID order_date=Order Date unit_price=Unit Price ($) qty_ordered=qtyOrdered year=\n\
+         4 10 31.5 2024-01-02\n\
+         4 10 31.5"
+    );
+    // As they come, when asked: DuckDB reads them so.
+    ok(&sluice(
+        &home,
+        &[
+            "convert",
+            csv.to_str().unwrap(),
+            "--table",
+            "raw",
+            "--column-names",
+            "as-is",
+        ],
+    ));
+    let schema = ok(&sluice(&home, &["catalog", "schema", "raw"]));
+    assert!(
+        schema.contains("  Unit Price ($)") && schema.contains("column names: as-is"),
+        "{schema}"
+    );
+    assert_eq!(
+        common::duckdb_count(&home.join("lake/raw"), "\"Order ID\""),
+        (2, 2)
+    );
+    // Two names the rule makes alike: refused, both named, nothing written.
+    let clash = dir.path().join("clash.csv");
+    std::fs::write(&clash, "Order ID,order_id\n1,2\n").unwrap();
+    let out = sluice(
+        &home,
+        &["convert", clash.to_str().unwrap(), "--table", "clash"],
+    );
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("\"Order ID\" and \"order_id\" would both be \"order_id\""),
+        "{err}"
+    );
+    // And into an existing table: the source is refused with the header named.
+    let clash2 = dir.path().join("clash2.csv");
+    std::fs::write(&clash2, "Order ID,order id,Order Date\n9,9,2024-01-01\n").unwrap();
+    let out = sluice(
+        &home,
+        &["convert", clash2.to_str().unwrap(), "--table", "orders"],
+    );
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("columns \"Order ID\" and \"order id\" of the header are both \"order_id\""),
+        "{err}"
+    );
+}

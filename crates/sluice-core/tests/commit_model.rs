@@ -172,6 +172,7 @@ async fn check(ops: Vec<Op>) {
                     name: name.clone(),
                     ty: "string".into(),
                     nullable: true,
+                    source_name: None,
                 };
                 let added = writers[w].add_columns(&[field]).await.unwrap();
                 assert_eq!(added.is_some(), !columns.contains(&name), "{name}");

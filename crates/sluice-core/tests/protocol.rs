@@ -175,6 +175,7 @@ async fn a_winner_that_changed_what_the_files_were_written_for_is_never_committe
             name: "note".into(),
             ty: "string".into(),
             nullable: true,
+            source_name: None,
         }
         .to_struct_field(),
     );
@@ -317,6 +318,7 @@ async fn partitions_of_a_column_mapped_table_come_from_physical_keys() {
         name: "note".into(),
         ty: "string".into(),
         nullable: true,
+        source_name: None,
     }])
     .await
     .unwrap();

@@ -21,6 +21,7 @@ fn field(name: &str, ty: &'static str) -> DeltaField {
         name: name.into(),
         ty: ty.to_string(),
         nullable: true,
+        source_name: None,
     }
 }
 

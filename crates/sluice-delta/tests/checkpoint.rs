@@ -16,6 +16,7 @@ fn schema() -> DeltaSchema {
         name: name.into(),
         ty: ty.to_string(),
         nullable: true,
+        source_name: None,
     };
     DeltaSchema {
         fields: vec![f("id", "long"), f("at", "timestamp_ntz"), f("year", "long")],

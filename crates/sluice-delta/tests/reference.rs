@@ -349,6 +349,7 @@ async fn a_compaction_that_loses_its_reply_deletes_nothing_a_version_names() {
         name: "note".into(),
         ty: "string".into(),
         nullable: true,
+        source_name: None,
     }];
     faulty.lose_log_replies.store(1, Ordering::SeqCst);
     assert!(log.add_columns(&note).await.is_err());

@@ -41,6 +41,7 @@ pub fn id_year_schema() -> sluice_core::delta::log::DeltaSchema {
         name: name.into(),
         ty: "long".into(),
         nullable: true,
+        source_name: None,
     };
     DeltaSchema {
         fields: vec![long("id"), long("year")],

@@ -21,6 +21,8 @@ pub(crate) const PARAM_FINGERPRINT: &str = "sluice.schema_fingerprint";
 pub(crate) const PARAM_DATE_FORMAT: &str = "sluice.date_format";
 /// Table parameter: `true` when numbers written with a point are inferred as decimals.
 pub(crate) const PARAM_EXACT_DECIMALS: &str = "sluice.exact_decimals";
+/// Table parameter: how the table names its sources' columns (`snake_case`; absent: as-is).
+pub(crate) const PARAM_COLUMN_NAMES: &str = "sluice.column_names";
 /// A table, as Glue models it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TableDef {
@@ -41,6 +43,16 @@ pub struct TableDef {
     pub parameters: BTreeMap<String, String>,
     /// Incremented by every update; updates name the version they start from.
     pub version: u64,
+}
+
+impl TableDef {
+    /// How the table names its sources' columns (tables that do not say: as they come).
+    pub fn column_names(&self) -> crate::error::Result<crate::schema::ColumnNames> {
+        match self.parameters.get(PARAM_COLUMN_NAMES) {
+            Some(v) => crate::schema::ColumnNames::parse(v),
+            None => Ok(crate::schema::ColumnNames::AsTheyCome),
+        }
+    }
 }
 
 /// A catalog of tables.

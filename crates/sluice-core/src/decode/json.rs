@@ -6,6 +6,7 @@ use std::collections::HashMap;
 use serde_json::value::RawValue;
 
 use crate::decode::rows::{Field, QuarantineRow, RowTyper};
+use crate::schema::ColumnNames;
 use crate::source::json_member_text;
 use crate::table::TableLayout;
 use crate::table::policy::SchemaPolicy;
@@ -46,7 +47,28 @@ pub(crate) fn add_json_docs<'a>(
         // Members as written: a number keeps its digits (a decimal is typed exactly, never
         // through a float).
         let obj = match serde_json::from_str::<HashMap<String, &RawValue>>(doc) {
-            Ok(o) => o,
+            Ok(o) if layout.names == ColumnNames::AsTheyCome => o,
+            // Keys named as the table names its columns.
+            Ok(o) => {
+                let mut named: HashMap<String, &RawValue> = HashMap::with_capacity(o.len());
+                let mut clash = None;
+                for (k, v) in o {
+                    let n = layout.names.apply(&k).into_owned();
+                    if named.insert(n.clone(), v).is_some() {
+                        clash = Some(n);
+                    }
+                }
+                if let Some(n) = clash {
+                    let reason = format!(
+                        "two keys are both {n:?} in table {} (its column names are {})",
+                        layout.name,
+                        layout.names.name()
+                    );
+                    typer.reject(reject(source, line, doc, reason, chunk));
+                    continue;
+                }
+                named
+            }
             Err(_) if serde_json::from_str::<&RawValue>(doc).is_ok() => {
                 typer.reject(reject(source, line, doc, "not a JSON object".into(), chunk));
                 continue;

@@ -10,8 +10,8 @@
 
 use crate::catalog::{Catalog, CatalogExt, PARAM_PARTITION_BY, TableDef};
 use crate::delta::log::{
-    CONFIG_DATE_FORMAT, CONFIG_EXACT_DECIMALS, CONFIG_PARTITION_BY, DeltaSchema, Ledger,
-    column_type_of_delta, delta_type,
+    CONFIG_COLUMN_NAMES, CONFIG_DATE_FORMAT, CONFIG_EXACT_DECIMALS, CONFIG_PARTITION_BY,
+    DeltaSchema, Ledger, column_type_of_delta, delta_type,
 };
 use crate::error::{Error, Result};
 use crate::lake::Lake;
@@ -88,6 +88,19 @@ pub(crate) fn spec_of_log(ledger: &Ledger) -> Result<PartitionSpec> {
 /// The catalog entry of a table from its log.
 fn def_of_log(ledger: &Ledger, a: &Adoption<'_>) -> Result<TableDef> {
     let mut spec = spec_of_log(ledger)?;
+    let names = ledger
+        .state()
+        .metadata
+        .as_ref()
+        .and_then(|m| m.config(CONFIG_COLUMN_NAMES))
+        .map(crate::schema::ColumnNames::parse)
+        .transpose()?
+        .unwrap_or_default();
+    let asked_named = a.partition_by.map(|s| s.named(names));
+    let a = &Adoption {
+        partition_by: asked_named.as_ref(),
+        ..*a
+    };
     let recorded = ledger
         .state()
         .metadata
@@ -132,13 +145,13 @@ fn def_of_log(ledger: &Ledger, a: &Adoption<'_>) -> Result<TableDef> {
         .and_then(|m| m.config(CONFIG_DATE_FORMAT));
     let mut def =
         TableLayout::new_def(a.database, a.table, a.location, columns, &spec, date_format)?;
-    if let Some(v) = state
-        .metadata
-        .as_ref()
-        .and_then(|m| m.config(CONFIG_EXACT_DECIMALS))
-    {
-        def.parameters
-            .insert(crate::catalog::PARAM_EXACT_DECIMALS.into(), v.to_string());
+    for (key, param) in [
+        (CONFIG_EXACT_DECIMALS, crate::catalog::PARAM_EXACT_DECIMALS),
+        (CONFIG_COLUMN_NAMES, crate::catalog::PARAM_COLUMN_NAMES),
+    ] {
+        if let Some(v) = state.metadata.as_ref().and_then(|m| m.config(key)) {
+            def.parameters.insert(param.into(), v.to_string());
+        }
     }
     check_def(&def, ledger)?;
     Ok(def)

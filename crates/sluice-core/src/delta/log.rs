@@ -169,6 +169,9 @@ pub struct DeltaField {
     pub ty: String,
     /// Whether it may hold NULL.
     pub nullable: bool,
+    /// The name its sources gave the column, when the table's naming rule changed it: kept in
+    /// the field's metadata (`sluice.sourceName`).
+    pub source_name: Option<String>,
 }
 
 /// The schema of a Delta table: its columns (the partition columns too) and partition columns.
@@ -190,6 +193,10 @@ pub(crate) const CONFIG_PARTITION_BY: &str = "sluice.partitionBy";
 pub(crate) const CONFIG_DATE_FORMAT: &str = "sluice.dateFormat";
 /// Table property: `true` when the table infers numbers written with a point as decimals.
 pub(crate) const CONFIG_EXACT_DECIMALS: &str = "sluice.exactDecimals";
+/// Field metadata: the name a column had in its sources, when the table renamed it.
+pub(crate) const SOURCE_NAME: &str = "sluice.sourceName";
+/// Table property: how the table names its sources' columns (`snake_case`, `as-is`).
+pub(crate) const CONFIG_COLUMN_NAMES: &str = "sluice.columnNames";
 
 /// Delta's type for a column type. Timestamps without zone are `timestamp_ntz`.
 pub(crate) fn delta_type(ty: ColumnType) -> String {
@@ -249,6 +256,7 @@ impl DeltaSchema {
             (crate::catalog::PARAM_PARTITION_BY, CONFIG_PARTITION_BY),
             (crate::catalog::PARAM_DATE_FORMAT, CONFIG_DATE_FORMAT),
             (crate::catalog::PARAM_EXACT_DECIMALS, CONFIG_EXACT_DECIMALS),
+            (crate::catalog::PARAM_COLUMN_NAMES, CONFIG_COLUMN_NAMES),
         ] {
             if let Some(v) = def.parameters.get(param) {
                 configuration.insert(key.to_string(), v.clone());
@@ -284,6 +292,7 @@ impl DeltaSchema {
                     name: f.name().clone(),
                     ty,
                     nullable: f.is_nullable(),
+                    source_name: None,
                 })
             })
             .collect::<Result<_>>()?;
@@ -332,6 +341,7 @@ impl DeltaField {
             name: c.name.clone(),
             ty: delta_type(c.ty),
             nullable: true,
+            source_name: c.source_name.clone(),
         }
     }
 
@@ -341,7 +351,11 @@ impl DeltaField {
             name: self.name.clone(),
             ty: Value::String(self.ty.to_string()),
             nullable: self.nullable,
-            metadata: Default::default(),
+            metadata: self
+                .source_name
+                .iter()
+                .map(|n| (SOURCE_NAME.to_string(), Value::String(n.clone())))
+                .collect(),
         }
     }
 }

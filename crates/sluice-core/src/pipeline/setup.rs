@@ -5,8 +5,8 @@ use tracing::info;
 
 use crate::catalog::{Catalog, CatalogExt, TableDef};
 use crate::error::{Error, Result};
-use crate::schema::Column;
 use crate::schema::partition::PartitionSpec;
+use crate::schema::{Column, ColumnNames};
 use crate::source::Source;
 use crate::source::csv::CsvFormat;
 use crate::source::infer::{Sample, infer_columns};
@@ -29,6 +29,8 @@ pub struct TableSettings {
     /// A new table's numbers written with a point are inferred as `decimal(p,s)`, not
     /// `float64` (kept with the table, for the columns schema evolution adds).
     pub exact_decimals: bool,
+    /// How a new table names its sources' columns (an existing table keeps its own rule).
+    pub column_names: ColumnNames,
     /// Declared columns (from the configuration) instead of inference.
     pub columns: Option<Vec<Column>>,
     /// Rows sampled for inference.
@@ -50,6 +52,7 @@ impl TableSettings {
             partition_by,
             date_format: None,
             exact_decimals: false,
+            column_names: ColumnNames::SnakeCase,
             columns: None,
             sample_rows: 10_000,
             location,
@@ -66,6 +69,33 @@ impl TableSettings {
             exact_decimals: self.exact_decimals,
         }
     }
+}
+
+/// A new table's columns, and its partition spec's, named by `rule` (the name as it came kept
+/// as the column's source name). Two columns that the rule names alike are refused.
+fn named(
+    columns: Vec<Column>,
+    spec: &PartitionSpec,
+    rule: ColumnNames,
+    table: &str,
+) -> Result<(Vec<Column>, PartitionSpec)> {
+    let mut out: Vec<Column> = Vec::with_capacity(columns.len());
+    for mut c in columns {
+        let name = rule.apply(&c.name).into_owned();
+        if let Some(other) = out.iter().find(|o| o.name == name) {
+            return Err(Error::invalid(format!(
+                "columns {:?} and {:?} would both be {name:?} in table {table} (its column names are {}): rename one, or keep names as they come with --column-names as-is",
+                other.source_name.as_deref().unwrap_or(&other.name),
+                c.name,
+                rule.name()
+            )));
+        }
+        if name != c.name {
+            c.source_name = Some(std::mem::replace(&mut c.name, name));
+        }
+        out.push(c);
+    }
+    Ok((out, spec.named(rule)))
 }
 
 /// Creates the table from the first source if it does not exist; returns its definition.
@@ -106,14 +136,19 @@ pub(crate) async fn ensure_table(
         Some(cols) => cols.clone(),
         None => infer()?,
     };
+    let (columns, spec) = named(columns, &opts.partition_by, opts.column_names, &opts.name)?;
     let mut def = TableLayout::new_def(
         &opts.database,
         &opts.name,
         &opts.location,
         columns,
-        &opts.partition_by,
+        &spec,
         opts.date_format.as_deref(),
     )?;
+    def.parameters.insert(
+        crate::catalog::PARAM_COLUMN_NAMES.into(),
+        opts.column_names.name().into(),
+    );
     def.parameters
         .insert(PARAM_SCHEMA_POLICY.into(), opts.schema_policy.name().into());
     if opts.exact_decimals {

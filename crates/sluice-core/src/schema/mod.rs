@@ -244,6 +244,10 @@ pub struct Column {
     /// The column's type.
     #[serde(rename = "type")]
     pub ty: ColumnType,
+    /// The name its sources gave it, when the table's naming rule changed it
+    /// ([`ColumnNames::SnakeCase`]): `Unit Price ($)` for `unit_price`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_name: Option<String>,
 }
 
 impl Column {
@@ -252,8 +256,98 @@ impl Column {
         Column {
             name: name.into(),
             ty,
+            source_name: None,
         }
     }
+}
+
+/// How a table names the columns its sources bring.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ColumnNames {
+    /// As they come (`Unit Price ($)`): what tables made before this rule, and tables of
+    /// other engines, do.
+    #[default]
+    AsTheyCome,
+    /// Lowercase snake_case, as Glue and Athena want them (`unit_price`), by
+    /// [`snake_case`]; the name as it came is kept in the column's metadata.
+    SnakeCase,
+}
+
+impl ColumnNames {
+    /// Parses `snake_case` or `as-is`.
+    pub fn parse(s: &str) -> Result<Self> {
+        match s {
+            "snake_case" | "snake-case" => Ok(ColumnNames::SnakeCase),
+            "as-is" | "as_is" => Ok(ColumnNames::AsTheyCome),
+            other => Err(Error::Config(format!(
+                "column names {other:?}: use snake_case or as-is"
+            ))),
+        }
+    }
+
+    /// The name in table properties and `catalog schema`.
+    pub fn name(self) -> &'static str {
+        match self {
+            ColumnNames::AsTheyCome => "as-is",
+            ColumnNames::SnakeCase => "snake_case",
+        }
+    }
+
+    /// The table's name for a source's column `name`.
+    pub fn apply(self, name: &str) -> Cow<'_, str> {
+        match self {
+            ColumnNames::AsTheyCome => Cow::Borrowed(name),
+            ColumnNames::SnakeCase => {
+                let s = snake_case(name);
+                if s == name {
+                    Cow::Borrowed(name)
+                } else {
+                    Cow::Owned(s)
+                }
+            }
+        }
+    }
+}
+
+/// A column name in lowercase snake_case: a word boundary inside camelCase (`orderDate`,
+/// `OrderID`, `HTTPServer`) becomes `_`, every run of characters other than ASCII letters and
+/// digits (spaces, punctuation, accented letters) becomes one `_`, `_` at either end is dropped,
+/// and the rest is lowercased. A name that starts with a digit gets a leading `_`; one with
+/// nothing left is `column`. `Unit Price ($)` → `unit_price`, `orderDate` → `order_date`,
+/// `2024 Sales` → `_2024_sales`.
+pub fn snake_case(name: &str) -> std::string::String {
+    let chars: Vec<char> = name.chars().collect();
+    let mut out = std::string::String::with_capacity(name.len());
+    let mut gap = false;
+    for (i, &c) in chars.iter().enumerate() {
+        if !c.is_ascii_alphanumeric() {
+            gap = true;
+            continue;
+        }
+        if c.is_ascii_uppercase() && i > 0 {
+            let prev = chars[i - 1];
+            let next_lower = chars.get(i + 1).is_some_and(|n| n.is_ascii_lowercase());
+            // orderDate, order2Date; HTTPServer (the S of Server).
+            if prev.is_ascii_lowercase()
+                || prev.is_ascii_digit()
+                || (prev.is_ascii_uppercase() && next_lower)
+            {
+                gap = true;
+            }
+        }
+        if gap && !out.is_empty() {
+            out.push('_');
+        }
+        gap = false;
+        out.push(c.to_ascii_lowercase());
+    }
+    if out.is_empty() {
+        return "column".into();
+    }
+    if out.starts_with(|c: char| c.is_ascii_digit()) {
+        out.insert(0, '_');
+    }
+    out
 }
 
 /// Checks a table or column name: it becomes a path segment and an SQL identifier.
@@ -892,6 +986,7 @@ impl SchemaInference {
             .map(|(name, c)| Column {
                 name,
                 ty: c.decide(self.exact_decimals),
+                source_name: None,
             })
             .collect()
     }
@@ -1261,6 +1356,32 @@ mod tests {
         assert_eq!(parse_f32("0.1"), Some(0.1f32));
         assert_eq!(parse_f32("16777217"), Some(16_777_216.0));
         assert_eq!(parse_f32("inf"), None);
+    }
+
+    #[test]
+    fn snake_case_names() {
+        for (from, to) in [
+            ("Unit Price ($)", "unit_price"),
+            ("Order Date", "order_date"),
+            ("orderDate", "order_date"),
+            ("OrderID", "order_id"),
+            ("HTTPServer", "http_server"),
+            ("already_snake", "already_snake"),
+            ("  padded  ", "padded"),
+            ("a--b__c", "a_b_c"),
+            ("2024 Sales", "_2024_sales"),
+            ("Größe", "gr_e"),
+            ("($)", "column"),
+            ("x1Y", "x1_y"),
+            ("ID", "id"),
+        ] {
+            assert_eq!(snake_case(from), to, "{from}");
+            // A name the rule gives is kept as it is.
+            assert_eq!(snake_case(to), to, "{to}");
+            assert!(validate_name("column", to).is_ok(), "{to}");
+        }
+        assert_eq!(ColumnNames::AsTheyCome.apply("Order Date"), "Order Date");
+        assert_eq!(ColumnNames::SnakeCase.apply("Order Date"), "order_date");
     }
 
     #[test]

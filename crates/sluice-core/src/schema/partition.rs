@@ -76,6 +76,17 @@ pub struct PartitionSpec {
     pub fields: Vec<PartitionField>,
 }
 
+impl PartitionSpec {
+    /// The spec with its columns named by `rule`, as a table under that rule names them.
+    pub fn named(&self, rule: crate::schema::ColumnNames) -> PartitionSpec {
+        let mut spec = self.clone();
+        for f in &mut spec.fields {
+            f.source = rule.apply(&f.source).into_owned();
+        }
+        spec
+    }
+}
+
 impl PartitionField {
     fn parse(s: &str, whole: &str) -> Result<Self> {
         let bad = |why: &str| {

@@ -9,7 +9,7 @@ use arrow::datatypes::SchemaRef;
 use crate::catalog::{PARAM_DATE_FORMAT, PARAM_PARTITION_BY, TableDef};
 use crate::error::{Error, Result};
 use crate::schema::partition::PartitionSpec;
-use crate::schema::{Column, arrow_schema};
+use crate::schema::{Column, ColumnNames, arrow_schema};
 
 /// How a table's rows are typed, partitioned and stored.
 #[derive(Debug, Clone)]
@@ -29,6 +29,8 @@ pub(crate) struct TableLayout {
     pub date_format: Option<String>,
     /// Numbers written with a point in a new column are inferred as decimals.
     pub exact_decimals: bool,
+    /// How the names of sources' columns become the table's.
+    pub names: ColumnNames,
     /// Fingerprint of `source_columns`.
     pub fingerprint: String,
     /// What a source's columns the table lacks do.
@@ -94,6 +96,7 @@ impl TableLayout {
                 .parameters
                 .get(crate::catalog::PARAM_EXACT_DECIMALS)
                 .is_some_and(|v| v == "true"),
+            names: def.column_names()?,
             policy: SchemaPolicy::of_def(def)?,
         })
     }
@@ -147,20 +150,31 @@ impl TableLayout {
     pub fn map_header(&self, header: &[String], file: &str) -> Result<HeaderMap> {
         let mut pos_of_col = vec![usize::MAX; self.source_columns.len()];
         let mut unknown = Vec::new();
-        for (hpos, h) in header.iter().enumerate() {
-            if header[..hpos].contains(h) {
-                return Err(Error::invalid_at(
-                    file,
-                    Some(1),
-                    format!("column {h:?} appears twice in the header"),
-                ));
+        let names: Vec<String> = header
+            .iter()
+            .map(|h| self.names.apply(h).into_owned())
+            .collect();
+        for (hpos, h) in names.iter().enumerate() {
+            if let Some(first) = names[..hpos].iter().position(|n| n == h) {
+                let why = if header[first] == header[hpos] {
+                    format!("column {h:?} appears twice in the header")
+                } else {
+                    format!(
+                        "columns {:?} and {:?} of the header are both {h:?} in table {} (its column names are {})",
+                        header[first],
+                        header[hpos],
+                        self.name,
+                        self.names.name()
+                    )
+                };
+                return Err(Error::invalid_at(file, Some(1), why));
             }
             match self.source_columns.iter().position(|c| &c.name == h) {
                 Some(i) => pos_of_col[i] = hpos,
                 None => unknown.push((hpos, h.clone())),
             }
         }
-        self.check_partition_columns(header, file, Some(1), "the header")?;
+        self.check_partition_columns(&names, file, Some(1), "the header")?;
         Ok(HeaderMap {
             pos_of_col,
             fields: header.len(),

@@ -327,6 +327,17 @@ fn read_sources(
             // them.
             Format::Parquet => {
                 parquet_as_json_lines(rt, src, spool, bytes_read).and_then(|(input, types)| {
+                    // Named as the table names them (its rows' keys are, when typed).
+                    let types: Vec<Column> = types
+                        .into_iter()
+                        .map(|mut c| {
+                            let name = layout.names.apply(&c.name).into_owned();
+                            if name != c.name {
+                                c.source_name = Some(std::mem::replace(&mut c.name, name));
+                            }
+                            c
+                        })
+                        .collect();
                     let names: Vec<String> = types.iter().map(|c| c.name.clone()).collect();
                     layout.check_partition_columns(&names, &src.name, None, "the file")?;
                     read_json(
