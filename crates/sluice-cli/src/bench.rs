@@ -45,6 +45,10 @@ pub struct BenchArgs {
     /// 1,000 records.
     #[arg(long, value_name = "PARTS")]
     log_parts: Option<u64>,
+    /// sluice infers the price columns (l_quantity, l_extendedprice, l_discount, l_tax) as
+    /// exact decimals (`--exact-decimals`: decimal(18,2)) instead of float64.
+    #[arg(long)]
+    exact_decimals: bool,
 }
 
 struct Measured {
@@ -365,6 +369,9 @@ pub async fn run(a: BenchArgs) -> Result<()> {
         args.extend_from_slice(&spec);
         if sub == "run" {
             args.extend_from_slice(&["--query", "SELECT count(*) FROM lineitem"]);
+        }
+        if a.exact_decimals {
+            args.push("--exact-decimals");
         }
         let cmd = sluice(&home, &args);
         programs.push((name.to_string(), home, cmd));

@@ -735,3 +735,63 @@ fn without_a_partition_spec_a_table_is_unpartitioned_or_keeps_its_own() {
         (2500, 2500)
     );
 }
+
+/// An unterminated quote at the end of a CSV file and a truncated Parquet file fail as wholes:
+/// named, nothing of them committed (the good source beside them lands); their complete versions
+/// afterwards land once.
+#[test]
+fn an_unterminated_quote_and_a_truncated_parquet_commit_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let home = dir.path().join("home");
+    let data = dir.path().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    sluice_testkit::fixtures::write_events_csv(&data, "a-good.csv", 1_000, 1);
+    let (quote, _) =
+        sluice_testkit::fixtures::write_events_csv(&data, "b-quote.csv", 1_000, 10_001);
+    let whole_quote = std::fs::read(&quote).unwrap();
+    let mut cut = whole_quote.clone();
+    cut.extend_from_slice(b"11001,2021-01-01,5,\"never closed\n");
+    std::fs::write(&quote, &cut).unwrap();
+    let (pq_csv, _) =
+        sluice_testkit::fixtures::write_events_csv(dir.path(), "c.csv", 1_000, 20_001);
+    let pq = variants(&pq_csv)
+        .into_iter()
+        .find(|p| p.extension().is_some_and(|x| x == "parquet"))
+        .unwrap();
+    let whole_pq = std::fs::read(&pq).unwrap();
+    let trunc = data.join("c-trunc.parquet");
+    std::fs::write(&trunc, &whole_pq[..whole_pq.len() * 7 / 10]).unwrap();
+    let args = [
+        "convert",
+        data.to_str().unwrap(),
+        "--table",
+        "events",
+        "--partition-by",
+        "year(day)",
+    ];
+    let out = sluice(&home, &args);
+    assert!(!out.status.success());
+    let e = stderr(&out);
+    assert!(
+        e.contains("b-quote.csv") && e.contains("unterminated"),
+        "{e}"
+    );
+    assert!(e.contains("c-trunc.parquet"), "{e}");
+    let count = || {
+        ok(&sluice(
+            &home,
+            &[
+                "query",
+                "SELECT count(*) AS n, count(DISTINCT id) AS ids, min(id) AS lo, max(id) AS hi FROM events",
+                "--format",
+                "csv",
+            ],
+        ))
+    };
+    assert_eq!(count(), "n,ids,lo,hi\n1000,1000,1,1000\n");
+    // The complete versions: each lands once, in full.
+    std::fs::write(&quote, &whole_quote).unwrap();
+    std::fs::write(&trunc, &whole_pq).unwrap();
+    ok(&sluice(&home, &args));
+    assert_eq!(count(), "n,ids,lo,hi\n3000,3000,1,21000\n");
+}

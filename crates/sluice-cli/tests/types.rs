@@ -467,3 +467,69 @@ print(*pl.read_delta(path).select(pl.len(), pl.col("order_id").sum(), (pl.col("u
         "{err}"
     );
 }
+
+/// Parquet as DuckDB writes it (decimals in INT32 and INT64, and a 38-digit one in fixed-length
+/// bytes) and as Spark writes it (INT96 timestamps, `_SUCCESS` and `.crc` files beside the
+/// parts): every value lands exactly, as DuckDB reads the sources themselves.
+#[test]
+fn parquet_from_duckdb_and_spark_lands_exactly() {
+    let dir = tempfile::tempdir().unwrap();
+    let home = dir.path().join("home");
+    let data = dir.path().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    python(
+        r#"
+import sys, os, datetime
+import pyarrow as pa, pyarrow.parquet as pq
+d = sys.argv[1]
+con = duckdb_connect()
+con.execute(f"""COPY (SELECT i::BIGINT AS id, (i * 1.25)::DECIMAL(9,2) AS small,
+    (i * 12345.678)::DECIMAL(18,3) AS mid, (i * 100000000000000000000 + 0.5)::DECIMAL(38,1) AS big,
+    TIMESTAMP '2024-01-01 00:00:00' + i * INTERVAL 1 MINUTE AS ts
+    FROM range(1, 2001) t(i)) TO '{d}/part-00000-duckdb.parquet' (FORMAT parquet)""")
+# parquet-mr's forms: INT96 timestamps, and the files Spark leaves beside its parts.
+t = pa.table({
+    "id": pa.array(range(2001, 3001), pa.int64()),
+    "small": pa.array([None] * 1000, pa.decimal128(9, 2)),
+    "ts": pa.array([datetime.datetime(2023, 5, 1, 12, 0, 0, 123456) + datetime.timedelta(seconds=i) for i in range(1000)], pa.timestamp("us")),
+})
+pq.write_table(t, f"{d}/part-00001-spark.snappy.parquet", use_deprecated_int96_timestamps=True)
+open(f"{d}/_SUCCESS", "w").close()
+open(f"{d}/.part-00001-spark.snappy.parquet.crc", "wb").write(b"crc")
+"#,
+        &[data.to_str().unwrap()],
+        "duckdb and pyarrow",
+    );
+    ok(&sluice(
+        &home,
+        &["convert", data.to_str().unwrap(), "--table", "mixed"],
+    ));
+    let schema = ok(&sluice(&home, &["catalog", "schema", "mixed"]));
+    for line in [
+        "small                            decimal(9,2)",
+        "mid                              decimal(18,3)",
+        "big                              decimal(38,1)",
+    ] {
+        assert!(schema.contains(line), "{line}:\n{schema}");
+    }
+    let got = python(
+        r#"
+import sys
+con = duckdb_connect("delta")
+q = "SELECT count(*), count(DISTINCT id), sum(small)::VARCHAR, sum(mid)::VARCHAR, sum(big)::VARCHAR, min(ts)::VARCHAR, max(ts)::VARCHAR FROM {}"
+a = con.execute(q.format(f"read_parquet('{sys.argv[1]}/*.parquet', union_by_name = true)")).fetchone()
+b = con.execute(q.format(f"delta_scan('{sys.argv[2]}')")).fetchone()
+print(a)
+print(b)
+"#,
+        &[
+            data.to_str().unwrap(),
+            home.join("lake/mixed").to_str().unwrap(),
+        ],
+        "duckdb with its delta extension",
+    );
+    let lines: Vec<&str> = got.lines().collect();
+    assert_eq!(lines.len(), 2, "{got}");
+    assert_eq!(lines[0], lines[1], "the sources and the table differ");
+    assert!(lines[0].starts_with("(3000, 3000, '2501250.00'"), "{got}");
+}
