@@ -15,7 +15,7 @@ use std::time::Duration;
 use futures::StreamExt;
 use futures::stream::FuturesUnordered;
 use tokio::sync::mpsc;
-use tracing::info;
+use tracing::{info, warn};
 
 use crate::catalog::{Catalog, TableDef};
 use crate::chunk::{
@@ -225,8 +225,13 @@ impl Producer {
             files: 1,
             ..Default::default()
         };
-        // The source is read to its end before its first message is sent: one that fails
-        // part-way (a cut gzip, an unterminated quote, an unreadable object) sends nothing.
+        // The source is read to its end before its first message is delivered: one that fails
+        // part-way (a cut gzip, an unterminated quote, an unreadable object) sends nothing. A
+        // queue that holds messages itself (the embedded one) stores them undelivered as they
+        // come; for another, they are kept aside and sent once the source is read.
+        if self.queue.holds_messages() {
+            return self.produce_held(rx, reader, &name, stats).await;
+        }
         let mut held = Held::default();
         let mut hold_error = None;
         while let Some(body) = rx.recv().await {
@@ -303,6 +308,78 @@ impl Producer {
         if let Some(e) = send_error {
             return Err(e);
         }
+        stats.rows = rows;
+        stats.csv_bytes = bytes;
+        stats.rejected_rows = rejected;
+        info!(file = %name, rows, chunks = stats.chunks, "produced");
+        Ok(stats)
+    }
+}
+
+impl Producer {
+    /// [`Producer::produce_file`] on a queue that holds messages: each batch is stored held
+    /// as it comes, and released at once when the source has been read to its end (dropped
+    /// if it fails).
+    async fn produce_held(
+        &self,
+        mut rx: mpsc::Receiver<String>,
+        reader: tokio::task::JoinHandle<Result<(u64, u64, u64)>>,
+        name: &str,
+        mut stats: ProduceStats,
+    ) -> Result<ProduceStats> {
+        let group = uuid::Uuid::now_v7().to_string();
+        let batch_limit = self.queue.max_batch_bytes();
+        let mut batch: Vec<String> = Vec::new();
+        let mut batch_bytes = 0usize;
+        let mut send_error = None;
+        loop {
+            let next = rx.recv().await;
+            let full = match &next {
+                Some(body) => {
+                    !batch.is_empty()
+                        && (batch.len() == MAX_BATCH || batch_bytes + body.len() > batch_limit)
+                }
+                None => !batch.is_empty(),
+            };
+            if full {
+                let bodies = std::mem::take(&mut batch);
+                batch_bytes = 0;
+                if let Err(e) = self.queue.send_held(&group, bodies).await {
+                    send_error = Some(e);
+                    break;
+                }
+            }
+            match next {
+                Some(body) => {
+                    count(&mut stats.chunks, CHUNKS_SENT, 1);
+                    stats.message_bytes += body.len() as u64;
+                    batch_bytes += body.len();
+                    batch.push(body);
+                }
+                None => break,
+            }
+        }
+        drop(rx);
+        let read = reader.await;
+        let outcome = match (send_error, read) {
+            (Some(e), _) => Err(e),
+            (None, Err(e)) => Err(e.into()),
+            (None, Ok(Err(e))) => Err(e),
+            (None, Ok(Ok(r))) => Ok(r),
+        };
+        let (rows, bytes, rejected) = match outcome {
+            Ok(r) => r,
+            Err(e) => {
+                if let Err(d) = self.queue.drop_held(&group).await {
+                    warn!(file = %name, error = %d, "could not remove the messages held for a failed source");
+                }
+                return Err(e);
+            }
+        };
+        if let Some(max) = self.opts.max_backlog {
+            wait_for_backlog(&*self.queue, max).await?;
+        }
+        self.queue.release_held(&group).await?;
         stats.rows = rows;
         stats.csv_bytes = bytes;
         stats.rejected_rows = rejected;

@@ -67,6 +67,30 @@ impl Queue for MeteredQueue {
         Ok(ids)
     }
 
+    fn holds_messages(&self) -> bool {
+        self.inner.holds_messages()
+    }
+
+    async fn send_held(&self, group: &str, bodies: Vec<String>) -> Result<()> {
+        let m = &self.meter;
+        m.count(C::QueueSend, 1);
+        let bytes: usize = bodies.iter().map(String::len).sum();
+        m.count(C::Billed, billed_units(bytes));
+        let sent = bodies.len() as u64;
+        self.inner.send_held(group, bodies).await?;
+        m.count(C::MessagesSent, sent);
+        m.count(C::QueuePayload, bytes as u64);
+        Ok(())
+    }
+
+    async fn release_held(&self, group: &str) -> Result<u64> {
+        self.inner.release_held(group).await
+    }
+
+    async fn drop_held(&self, group: &str) -> Result<()> {
+        self.inner.drop_held(group).await
+    }
+
     async fn receive(&self, opts: ReceiveOptions) -> Result<Vec<ReceivedMessage>> {
         let m = &self.meter;
         m.count(C::QueueReceive, 1);

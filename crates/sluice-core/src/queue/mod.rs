@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
-use crate::error::Result;
+use crate::error::{Error, Result};
 
 pub mod admin;
 pub mod claim;
@@ -189,6 +189,34 @@ pub trait Queue: Send + Sync + std::fmt::Debug {
     /// Sends 1 to 10 messages; returns their message ids in order. The bodies are moved in:
     /// a chunk's body is megabytes, and a queue that keeps it need not copy it.
     async fn send_batch(&self, bodies: Vec<String>) -> Result<Vec<String>>;
+
+    /// Whether the queue can hold messages back itself ([`Queue::send_held`]): the producer
+    /// then stores a source's messages in it, undelivered, until the source has been read to
+    /// its end, instead of keeping them aside. SQS cannot.
+    fn holds_messages(&self) -> bool {
+        false
+    }
+
+    /// Sends `bodies` held in `group`: stored, never delivered until [`Queue::release_held`].
+    async fn send_held(&self, _group: &str, _bodies: Vec<String>) -> Result<()> {
+        Err(Error::Internal(format!(
+            "queue {} does not hold messages",
+            self.name()
+        )))
+    }
+
+    /// Makes the messages held in `group` deliverable, all at once; returns how many.
+    async fn release_held(&self, _group: &str) -> Result<u64> {
+        Err(Error::Internal(format!(
+            "queue {} does not hold messages",
+            self.name()
+        )))
+    }
+
+    /// Removes the messages held in `group` (their source failed).
+    async fn drop_held(&self, _group: &str) -> Result<()> {
+        Ok(())
+    }
 
     /// Receives up to `opts.max_messages` messages.
     async fn receive(&self, opts: ReceiveOptions) -> Result<Vec<ReceivedMessage>>;

@@ -675,33 +675,18 @@ fn check_batch(n: usize) -> Result<()> {
     Ok(())
 }
 
-#[async_trait]
-impl Queue for SqliteQueue {
-    fn name(&self) -> &str {
-        &self.name
-    }
+/// The queue of the messages held in `group` of queue `name` (a name no queue can have).
+fn held_queue(name: &str, group: &str) -> String {
+    format!("{name}{HELD_SEPARATOR}{group}")
+}
 
-    fn max_message_bytes(&self) -> usize {
-        self.settings.max_message_bytes
-    }
+/// Between a queue's name and a held group's, in the queue column of held messages.
+const HELD_SEPARATOR: &str = "\u{1}held\u{1}";
 
-    fn billing_unit_bytes(&self) -> Option<usize> {
-        None
-    }
-
-    fn prefers_text_chunks(&self) -> bool {
-        true
-    }
-
-    fn on_local_disk(&self) -> bool {
-        true
-    }
-
-    fn visibility_timeout(&self) -> Duration {
-        self.settings.visibility_timeout
-    }
-
-    async fn send_batch(&self, bodies: Vec<String>) -> Result<Vec<String>> {
+impl SqliteQueue {
+    /// Stores `bodies` as messages of the queue named `queue` (this queue, or one of its held
+    /// groups), visible at once.
+    async fn send_into(&self, queue: String, bodies: Vec<String>) -> Result<Vec<String>> {
         check_batch(bodies.len())?;
         let total: usize = bodies.iter().map(|b| b.len()).sum();
         if total > self.settings.max_message_bytes {
@@ -736,7 +721,7 @@ impl Queue for SqliteQueue {
             .await??
         };
         let written: Vec<String> = files.iter().flatten().cloned().collect();
-        let name = self.name.clone();
+        let name = queue;
         let ids = self
             .db
             .run(move |c, db| {
@@ -771,6 +756,88 @@ impl Queue for SqliteQueue {
         let ids = ids?;
         self.db.sent.notify_waiters();
         Ok(ids)
+    }
+}
+
+#[async_trait]
+impl Queue for SqliteQueue {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn max_message_bytes(&self) -> usize {
+        self.settings.max_message_bytes
+    }
+
+    fn billing_unit_bytes(&self) -> Option<usize> {
+        None
+    }
+
+    fn prefers_text_chunks(&self) -> bool {
+        true
+    }
+
+    fn on_local_disk(&self) -> bool {
+        true
+    }
+
+    fn visibility_timeout(&self) -> Duration {
+        self.settings.visibility_timeout
+    }
+
+    async fn send_batch(&self, bodies: Vec<String>) -> Result<Vec<String>> {
+        self.send_into(self.name.clone(), bodies).await
+    }
+
+    fn holds_messages(&self) -> bool {
+        true
+    }
+
+    async fn send_held(&self, group: &str, bodies: Vec<String>) -> Result<()> {
+        self.send_into(held_queue(&self.name, group), bodies)
+            .await
+            .map(|_| ())
+    }
+
+    async fn release_held(&self, group: &str) -> Result<u64> {
+        let (held, name) = (held_queue(&self.name, group), self.name.clone());
+        let moved = self
+            .db
+            .run(move |c, db| {
+                c.execute(
+                    "UPDATE messages SET queue = ?2, visible_at_ms = ?3 WHERE queue = ?1",
+                    params![held, name, db.clock.now_ms()],
+                )
+            })
+            .await?;
+        self.db.sent.notify_waiters();
+        Ok(moved as u64)
+    }
+
+    async fn drop_held(&self, group: &str) -> Result<()> {
+        let held = held_queue(&self.name, group);
+        // Groups a producer that died left behind a day ago or more go with it.
+        let stale = format!("{}{HELD_SEPARATOR}%", self.name);
+        self.db
+            .run(move |c, db| {
+                let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+                let day_ago = db.clock.now_ms() - 86_400_000;
+                let mut files = files_where(&tx, "m.queue = ?1", params![held])?;
+                files.extend(files_where(
+                    &tx,
+                    "m.queue LIKE ?1 AND m.sent_at_ms < ?2",
+                    params![stale, day_ago],
+                )?);
+                tx.execute("DELETE FROM messages WHERE queue = ?1", params![held])?;
+                tx.execute(
+                    "DELETE FROM messages WHERE queue LIKE ?1 AND sent_at_ms < ?2",
+                    params![stale, day_ago],
+                )?;
+                tx.commit()?;
+                db.remove_files(&files);
+                Ok(())
+            })
+            .await
     }
 
     async fn receive(&self, opts: ReceiveOptions) -> Result<Vec<ReceivedMessage>> {
@@ -1064,6 +1131,48 @@ mod tests {
     /// A crash between writing a body and committing its message leaves a file no row names:
     /// removed once old enough, never while it may be a send in flight. A message whose file
     /// is lost is dead-lettered with that reason, not delivered empty.
+    #[tokio::test]
+    async fn held_messages_are_delivered_once_released_and_gone_once_dropped() {
+        let dir = tempfile::tempdir().unwrap();
+        let qs = EmbeddedQueues::open(&dir.path().join("q.db")).unwrap();
+        qs.create_queue("q", &QueueSettings::default())
+            .await
+            .unwrap();
+        let q = qs.queue("q").await.unwrap();
+        assert!(q.holds_messages());
+        let receive = || async {
+            q.receive(ReceiveOptions {
+                max_messages: 10,
+                wait: Duration::ZERO,
+                visibility_timeout: None,
+            })
+            .await
+            .unwrap()
+        };
+        let big = "b".repeat(FILE_BODY_BYTES + 10);
+        q.send_held("g1", vec!["one".into(), big.clone()])
+            .await
+            .unwrap();
+        q.send_held("g2", vec!["two".into()]).await.unwrap();
+        q.send_batch(vec!["plain".into()]).await.unwrap();
+        // Held ones are neither delivered nor counted.
+        let got = receive().await;
+        assert_eq!(
+            got.iter().map(|m| m.body.as_str()).collect::<Vec<_>>(),
+            ["plain"]
+        );
+        assert_eq!(q.stats().await.unwrap().visible, 0);
+        assert_eq!(body_files(&qs), 1);
+        // Released: all of the group at once; a dropped group is gone with its body files.
+        assert_eq!(q.release_held("g1").await.unwrap(), 2);
+        q.drop_held("g2").await.unwrap();
+        let mut got: Vec<String> = receive().await.into_iter().map(|m| m.body).collect();
+        got.sort();
+        assert_eq!(got, vec![big, "one".to_string()]);
+        assert_eq!(q.release_held("g2").await.unwrap(), 0);
+        assert!(receive().await.is_empty());
+    }
+
     #[tokio::test]
     async fn orphan_files_are_swept_and_a_lost_body_is_dead_lettered() {
         let dir = tempfile::tempdir().unwrap();
