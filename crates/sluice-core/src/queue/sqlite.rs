@@ -1134,7 +1134,7 @@ mod tests {
     #[tokio::test]
     async fn held_messages_are_delivered_once_released_and_gone_once_dropped() {
         let dir = tempfile::tempdir().unwrap();
-        let qs = EmbeddedQueues::open(&dir.path().join("q.db")).unwrap();
+        let qs = EmbeddedQueues::open(dir.path().join("q.db")).unwrap();
         qs.create_queue("q", &QueueSettings::default())
             .await
             .unwrap();
