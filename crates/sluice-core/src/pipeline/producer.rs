@@ -27,7 +27,7 @@ use crate::metrics::{CHUNKS_SENT, count};
 use crate::pipeline::setup::TableSettings;
 use crate::queue::{MAX_BATCH, Queue};
 use crate::source::csv::read_header;
-use crate::source::{Format, Source};
+use crate::source::{Compression, Format, Location, Source};
 use crate::table::TableLayout;
 
 /// Bytes of messages a producer lets wait in a queue on this machine's disk while the consumer
@@ -202,6 +202,18 @@ impl Producer {
     ) -> Result<ProduceStats> {
         let limit = self.queue.max_message_bytes();
         let batch_limit = self.queue.max_batch_bytes();
+        // A source that fails part-way (a cut gzip, an unterminated quote, an unreadable object)
+        // sends nothing. A local file that is not compressed is checked whole first (a CSV's
+        // records to its end; JSON lines cannot fail part-way but by an I/O error), then its
+        // messages go as they are made, which keeps the queue's backlog bounded.
+        let streams = matches!(src.location, Location::Local(_))
+            && src.compression == Compression::None
+            && src.format != Format::Parquet;
+        if streams && src.format == Format::Csv {
+            let (src, format) = (src.clone(), self.opts.table.format.clone());
+            let rt = tokio::runtime::Handle::current();
+            tokio::task::spawn_blocking(move || check_csv_whole(&rt, &src, &format)).await??;
+        }
         // Chunks made ahead of their sending: a few megabytes of them.
         let (tx, mut rx) = mpsc::channel::<String>(((8 << 20) / limit.max(1)).clamp(2, 8));
         let name = src.name.clone();
@@ -225,29 +237,35 @@ impl Producer {
             files: 1,
             ..Default::default()
         };
-        // The source is read to its end before its first message is delivered: one that fails
-        // part-way (a cut gzip, an unterminated quote, an unreadable object) sends nothing. A
-        // queue that holds messages itself (the embedded one) stores them undelivered as they
-        // come; for another, they are kept aside and sent once the source is read.
-        if self.queue.holds_messages() {
+        // Any other source is read to its end before its first message is delivered: a queue
+        // that holds messages itself (the embedded one) stores them undelivered as they come;
+        // for another, they are kept aside and sent once the source is read.
+        if !streams && self.queue.holds_messages() {
             return self.produce_held(rx, reader, &name, stats).await;
         }
-        let mut held = Held::default();
-        let mut hold_error = None;
-        while let Some(body) = rx.recv().await {
-            // Memory, or a buffered write: brief enough for this task.
-            if let Err(e) = held.push(body) {
-                hold_error = Some(e);
-                break;
+        let (mut bodies, mut reader, read) = if streams {
+            (Bodies::Stream(rx), Some(reader), None)
+        } else {
+            let mut held = Held::default();
+            let mut hold_error = None;
+            while let Some(body) = rx.recv().await {
+                // Memory, or a buffered write: brief enough for this task.
+                if let Err(e) = held.push(body) {
+                    hold_error = Some(e);
+                    break;
+                }
             }
-        }
-        drop(rx);
-        let read = reader.await?;
-        if let Some(e) = hold_error {
-            return Err(e);
-        }
-        let (rows, bytes, rejected) = read?;
-        let mut bodies = held.into_bodies()?;
+            drop(rx);
+            let read = reader.await?;
+            if let Some(e) = hold_error {
+                return Err(e);
+            }
+            (
+                Bodies::Held(Box::new(held.into_bodies()?)),
+                None,
+                Some(read?),
+            )
+        };
         let mut inflight = FuturesUnordered::new();
         let mut batch: Vec<String> = Vec::new();
         let mut batch_bytes = 0usize;
@@ -258,7 +276,7 @@ impl Producer {
             async move { q.send_batch(bodies).await.map(|_| ()) }
         };
         loop {
-            let next = bodies.next().transpose()?;
+            let next = bodies.next().await?;
             let flush = match &next {
                 Some(body) => {
                     !batch.is_empty()
@@ -305,9 +323,16 @@ impl Producer {
                 Err(e) => send_error = send_error.or(Some(e)),
             }
         }
+        drop(bodies);
+        let read = match (read, reader.take()) {
+            (Some(r), _) => Ok(r),
+            (None, Some(reader)) => reader.await?,
+            (None, None) => Err(Error::Internal("a source read neither way".into())),
+        };
         if let Some(e) = send_error {
             return Err(e);
         }
+        let (rows, bytes, rejected) = read?;
         stats.rows = rows;
         stats.csv_bytes = bytes;
         stats.rejected_rows = rejected;
@@ -385,6 +410,42 @@ impl Producer {
         stats.rejected_rows = rejected;
         info!(file = %name, rows, chunks = stats.chunks, "produced");
         Ok(stats)
+    }
+}
+
+/// Where the messages to send come from: as the reader makes them, or held aside until the
+/// source was read to its end.
+enum Bodies {
+    Stream(mpsc::Receiver<String>),
+    Held(Box<dyn Iterator<Item = Result<String>> + Send>),
+}
+
+impl Bodies {
+    async fn next(&mut self) -> Result<Option<String>> {
+        match self {
+            Bodies::Stream(rx) => Ok(rx.recv().await),
+            Bodies::Held(it) => it.next().transpose(),
+        }
+    }
+}
+
+/// Reads a local CSV file's records to its end, sending nothing: an unterminated quote, invalid
+/// framing or an I/O error fails it before any of its messages is made.
+fn check_csv_whole(
+    rt: &tokio::runtime::Handle,
+    src: &Source,
+    format: &crate::source::csv::CsvFormat,
+) -> Result<()> {
+    let (mut reader, _) = read_header(src.open(rt, Arc::default())?, &src.name, format)?;
+    let mut buf = Vec::with_capacity(8 << 20);
+    let mut records = crate::source::csv::PieceRecords::default();
+    loop {
+        buf.clear();
+        records.clear();
+        reader.next_piece(&mut buf, 8 << 20, &mut records)?;
+        if buf.len() < 8 << 20 {
+            return Ok(());
+        }
     }
 }
 
