@@ -6,7 +6,7 @@ use std::process::Output;
 use std::time::Duration;
 
 mod common;
-use common::{command, convert, expected_years, ok, sluice};
+use common::{command, convert, data_files, expected_years, ok, sluice};
 
 fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
@@ -586,17 +586,8 @@ fn a_source_that_fails_part_way_contributes_no_rows_and_its_complete_version_lan
     // rows had been written to files before it failed.
     assert_eq!(count(), "n,ids,cut\n5000,5000,0\n");
     let table = home.join("lake/events");
-    let in_log = |t: &Path| -> usize {
-        common::python(
-            "import sys, deltalake\nprint(len(deltalake.DeltaTable(sys.argv[1]).file_uris()))",
-            &[t.to_str().unwrap()],
-            "deltalake",
-        )
-        .parse()
-        .unwrap()
-    };
     // The files it staged were removed: every data file is one the log names.
-    assert_eq!(data_files(&table).len(), in_log(&table));
+    assert_eq!(data_files(&table).len(), common::files_in_log(&table).len());
     // Again: the same failure, nothing added.
     let second = sluice(&home, &args);
     assert!(!second.status.success());
@@ -611,27 +602,8 @@ fn a_source_that_fails_part_way_contributes_no_rows_and_its_complete_version_lan
     let third = sluice(&home, &args);
     ok(&third);
     assert_eq!(count(), "n,ids,cut\n505000,505000,500000\n");
-    assert_eq!(data_files(&table).len(), in_log(&table));
+    assert_eq!(data_files(&table).len(), common::files_in_log(&table).len());
     assert_eq!(common::duckdb_count(&table, "id"), (505_000, 505_000));
-}
-
-/// Data files of a table directory, relative to it.
-fn data_files(table_dir: &Path) -> Vec<String> {
-    let mut out = Vec::new();
-    let mut stack = vec![table_dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for e in std::fs::read_dir(&d).unwrap() {
-            let p = e.unwrap().path();
-            if p.is_dir() {
-                if !p.ends_with("_delta_log") {
-                    stack.push(p);
-                }
-            } else if p.extension().is_some_and(|x| x == "parquet") {
-                out.push(p.strip_prefix(table_dir).unwrap().display().to_string());
-            }
-        }
-    }
-    out
 }
 
 /// Without `--partition-by`, a new table is unpartitioned (a date column makes no partition of

@@ -282,23 +282,7 @@ fn another_home_leaves_a_held_up_writers_staged_files_alone() {
     std::fs::create_dir_all(&data).unwrap();
     let (src, _) = sluice_testkit::fixtures::write_events_csv(&data, "big.csv", 600_000, 1);
     let table = lake.join("events");
-    let parquet_files = || -> usize {
-        let mut n = 0;
-        let mut stack = vec![table.clone()];
-        while let Some(d) = stack.pop() {
-            for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
-                let p = e.path();
-                if p.is_dir() {
-                    if !p.ends_with("_delta_log") && !p.ends_with("_sluice") {
-                        stack.push(p);
-                    }
-                } else if p.extension().is_some_and(|x| x == "parquet") {
-                    n += 1;
-                }
-            }
-        }
-        n
-    };
+    let parquet_files = || common::data_files(&table).len();
     let commits = || {
         std::fs::read_dir(table.join("_delta_log"))
             .map(|d| {
@@ -355,13 +339,7 @@ fn another_home_leaves_a_held_up_writers_staged_files_alone() {
     assert!(status.success(), "{err}");
     assert_eq!(common::duckdb_count(&table, "id"), (600_000, 600_000));
     // Every data file is committed: nothing staged is left behind, and the lease is gone.
-    let listed: usize = common::python(
-        "import sys, deltalake\nprint(len(deltalake.DeltaTable(sys.argv[1]).file_uris()))",
-        &[table.to_str().unwrap()],
-        "deltalake",
-    )
-    .parse()
-    .unwrap();
+    let listed = common::files_in_log(&table).len();
     assert_eq!(parquet_files(), listed);
     assert_eq!(
         std::fs::read_dir(table.join("_sluice/pending"))
@@ -382,23 +360,12 @@ fn a_convert_stopped_part_way_through_a_source_resumes_with_the_files_it_staged(
     std::fs::create_dir_all(&data).unwrap();
     let (src, _) = sluice_testkit::fixtures::write_events_csv(&data, "big.csv", 600_000, 1);
     let table = home.join("lake/events");
+    // File names: the log lists them so.
     let staged_files = || -> Vec<String> {
-        let mut out = Vec::new();
-        let mut stack = vec![table.clone()];
-        while let Some(d) = stack.pop() {
-            for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
-                let p = e.path();
-                if p.is_dir() {
-                    if !p.ends_with("_delta_log") && !p.ends_with("_sluice") {
-                        stack.push(p);
-                    }
-                } else if p.extension().is_some_and(|x| x == "parquet") {
-                    out.push(p.file_name().unwrap().to_string_lossy().into_owned());
-                }
-            }
-        }
-        out.sort();
-        out
+        common::data_files(&table)
+            .iter()
+            .map(|f| f.rsplit('/').next().unwrap_or(f).to_string())
+            .collect()
     };
     let args = [
         "convert",
@@ -435,15 +402,10 @@ fn a_convert_stopped_part_way_through_a_source_resumes_with_the_files_it_staged(
     let last = ok_err(&common::command(&home, &args).output().unwrap());
     assert_eq!(count(&home), (600_000, 600_000), "{last}");
     // Every file the stopped run staged is committed as it was.
-    let listed = common::python(
-        "import sys, os, deltalake\nprint('\\n'.join(sorted(os.path.basename(u) for u in deltalake.DeltaTable(sys.argv[1]).file_uris())))",
-        &[table.to_str().unwrap()],
-        "deltalake",
-    );
-    let listed: Vec<&str> = listed.lines().collect();
+    let listed = common::files_in_log(&table);
     for f in &staged {
         assert!(
-            listed.contains(&f.as_str()),
+            listed.contains(f),
             "{f} was not taken over: {listed:?}\n{last}"
         );
     }

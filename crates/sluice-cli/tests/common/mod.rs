@@ -266,3 +266,35 @@ pub fn write_event_parts(data: &Path, files: u64, per_file: u64) -> u64 {
     }
     files * per_file
 }
+
+/// The Parquet data files under a table directory (not its log, nor `_sluice/`), relative to it,
+/// sorted.
+pub fn data_files(table_dir: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut stack = vec![table_dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                if !p.ends_with("_delta_log") && !p.ends_with("_sluice") {
+                    stack.push(p);
+                }
+            } else if p.extension().is_some_and(|x| x == "parquet") {
+                out.push(p.strip_prefix(table_dir).unwrap().display().to_string());
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+/// The data files the Delta table at `table_dir` names at its newest version, as the
+/// `deltalake` package lists them (file names only), sorted.
+pub fn files_in_log(table_dir: &Path) -> Vec<String> {
+    let listed = python(
+        "import sys, os, deltalake\nprint('\\n'.join(sorted(os.path.basename(u) for u in deltalake.DeltaTable(sys.argv[1]).file_uris())))",
+        &[table_dir.to_str().unwrap()],
+        "deltalake",
+    );
+    listed.lines().map(str::to_string).collect()
+}

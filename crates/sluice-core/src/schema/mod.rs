@@ -598,26 +598,26 @@ pub(crate) fn parse_f64(s: &str) -> Option<f64> {
     if let Some(v) = parse_short_decimal(b) {
         return Some(v);
     }
-    let ok = !b.is_empty()
-        && b.iter()
-            .all(|c| c.is_ascii_digit() || matches!(c, b'+' | b'-' | b'.' | b'e' | b'E'))
-        && b.iter().any(|c| c.is_ascii_digit());
-    if !ok {
+    if !written_as_number(b) {
         return None;
     }
     // Beyond the type's range the standard parser gives infinity: not the number written.
     s.parse().ok().filter(|v: &f64| v.is_finite())
 }
 
+/// Whether text is written with digits, signs, a point and an exponent only (and a digit): not
+/// `inf` or `NaN`, which are more often words than numbers in CSV files.
+fn written_as_number(b: &[u8]) -> bool {
+    !b.is_empty()
+        && b.iter()
+            .all(|c| c.is_ascii_digit() || matches!(c, b'+' | b'-' | b'.' | b'e' | b'E'))
+        && b.iter().any(|c| c.is_ascii_digit())
+}
+
 /// Parses a 32-bit float as [`parse_f64`] takes text: the `f32` nearest the decimal (read
 /// directly, not through an `f64`, which could round twice).
 pub(crate) fn parse_f32(s: &str) -> Option<f32> {
-    let b = s.as_bytes();
-    let ok = !b.is_empty()
-        && b.iter()
-            .all(|c| c.is_ascii_digit() || matches!(c, b'+' | b'-' | b'.' | b'e' | b'E'))
-        && b.iter().any(|c| c.is_ascii_digit());
-    if !ok {
+    if !written_as_number(s.as_bytes()) {
         return None;
     }
     s.parse().ok().filter(|v: &f32| v.is_finite())
