@@ -1,5 +1,6 @@
 //! AWS SDK errors as sluice errors.
 
+use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
 use aws_smithy_runtime_api::client::result::SdkError;
 use aws_smithy_types::error::metadata::ProvideErrorMetadata;
 use sluice_core::Error;
@@ -23,19 +24,46 @@ const RETRYABLE_CODES: &[&str] = &[
 
 /// Converts an SDK error. The SDK has already retried transient failures with back-off; a
 /// retryable result here tells sluice's own loops that waiting longer may still help.
-pub(crate) fn sdk<E, R>(service: &'static str, operation: &'static str, e: SdkError<E, R>) -> Error
+pub(crate) fn sdk<E>(
+    service: &'static str,
+    operation: &'static str,
+    e: SdkError<E, HttpResponse>,
+) -> Error
 where
     E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
-    R: std::fmt::Debug,
 {
-    let code = e.code().map(str::to_string);
+    let mut code = e.code().map(str::to_string);
     let (message, retryable) = match &e {
         SdkError::ServiceError(s) => {
             let err = s.err();
-            let msg = err
-                .message()
-                .map(str::to_string)
-                .unwrap_or_else(|| err.to_string());
+            // A reply the SDK could not read (an S3- or SQS-compatible server answering in
+            // another protocol): its status, and the code and message of an XML error in it.
+            let unread = || {
+                let raw = s.raw();
+                let body = String::from_utf8_lossy(raw.body().bytes().unwrap_or_default());
+                let tag = |t: &str| {
+                    let open = format!("<{t}>");
+                    let start = body.find(&open)? + open.len();
+                    let end = body[start..].find(&format!("</{t}>"))? + start;
+                    Some(body[start..end].to_string())
+                };
+                (
+                    tag("Code"),
+                    match tag("Message") {
+                        Some(m) => m,
+                        None => format!("HTTP status {}", raw.status().as_u16()),
+                    },
+                )
+            };
+            let msg = match err.message() {
+                Some(m) => m.to_string(),
+                None if code.is_none() => {
+                    let (c, m) = unread();
+                    code = c;
+                    m
+                }
+                None => err.to_string(),
+            };
             let retryable = code
                 .as_deref()
                 .is_some_and(|c| RETRYABLE_CODES.contains(&c));

@@ -118,15 +118,15 @@ pub(crate) async fn iam_policy(ctx: &Ctx, a: &IamPolicyArgs) -> Result<()> {
         scope
             .queue
             .is_none()
-            .then_some("an SQS queue (--queue sqs://NAME)"),
+            .then_some("SQS queue (--queue sqs://NAME)"),
         scope
             .lake
             .is_none()
-            .then_some("an S3 lake (--lake s3://BUCKET/PREFIX)"),
+            .then_some("S3 lake (--lake s3://BUCKET/PREFIX)"),
         scope
             .database
             .is_none()
-            .then_some("a Glue catalog (--catalog glue://DATABASE)"),
+            .then_some("Glue catalog (--catalog glue://DATABASE)"),
     ]
     .into_iter()
     .flatten()

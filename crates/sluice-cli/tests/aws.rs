@@ -714,3 +714,182 @@ os._exit(0)
         "(committed files missing, files left uncommitted): {got}"
     );
 }
+
+/// A moto server of this test's own, on loopback, that enforces IAM once its first three
+/// requests (which make an administrator) are through; stopped by PID when dropped.
+struct IamMoto {
+    child: std::process::Child,
+    endpoint: String,
+}
+
+impl Drop for IamMoto {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl IamMoto {
+    fn start() -> Self {
+        let python = std::env::var("SLUICE_PYTHON").expect("SLUICE_PYTHON (bash .ci/run sets it)");
+        let server = Path::new(&python).with_file_name("moto_server");
+        let port = common::free_port();
+        let child = Command::new(server)
+            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .env("INITIAL_NO_AUTH_ACTION_COUNT", "3")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("moto_server");
+        let endpoint = format!("http://127.0.0.1:{port}");
+        let t0 = std::time::Instant::now();
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                t0.elapsed() < std::time::Duration::from_secs(30),
+                "moto did not start"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        IamMoto { child, endpoint }
+    }
+
+    /// Runs a boto3 script with `ENDPOINT` defined; its standard output.
+    fn python(&self, script: &str, args: &[&str]) -> String {
+        common::python(
+            &format!(
+                "import boto3, json, sys\nENDPOINT = {:?}\n{script}",
+                self.endpoint
+            ),
+            args,
+            "boto3 (moto[server])",
+        )
+    }
+}
+
+/// Least privilege, enforced: on a server that checks IAM, the producer's and the consumer's
+/// policies as `sluice iam-policy` prints them let their commands through, and a command outside
+/// the role fails with the denied action named, having written nothing. moto evaluates SQS (and
+/// Glue) calls against the resource `*` only, and a batch call by its own name where AWS uses the
+/// single action's (`sqs:SendMessage` for `SendMessageBatch`), so the SQS statements' resources
+/// are widened to `*` and their batch names added here; the S3 statements are used exactly as
+/// printed; the catalog is the embedded one.
+#[test]
+fn each_role_s_policy_suffices_and_other_commands_are_denied_by_name() {
+    let moto = IamMoto::start();
+    let dir = tempfile::tempdir().unwrap();
+    let home = dir.path().join("home");
+    let admin = moto.python(
+        r#"
+iam = boto3.client("iam", endpoint_url=ENDPOINT, region_name="us-east-1", aws_access_key_id="boot", aws_secret_access_key="boot")
+iam.create_user(UserName="admin")
+iam.put_user_policy(UserName="admin", PolicyName="all", PolicyDocument=json.dumps({"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "*", "Resource": "*"}]}))
+k = iam.create_access_key(UserName="admin")["AccessKey"]
+boto3.client("s3", endpoint_url=ENDPOINT, region_name="us-east-1", aws_access_key_id=k["AccessKeyId"], aws_secret_access_key=k["SecretAccessKey"]).create_bucket(Bucket="lake")
+print(k["AccessKeyId"], k["SecretAccessKey"])
+"#,
+        &[],
+    );
+    let (admin_key, admin_secret) = admin.split_once(' ').unwrap();
+    let globals = ["--queue", "sqs://events", "--lake", "s3://lake/raw"];
+    let run = |key: &str, secret: &str, args: &[&str]| {
+        let mut all: Vec<&str> = globals.to_vec();
+        all.extend_from_slice(args);
+        common::command(&home, &all)
+            .env("AWS_ENDPOINT_URL", &moto.endpoint)
+            .env("AWS_ACCESS_KEY_ID", key)
+            .env("AWS_SECRET_ACCESS_KEY", secret)
+            .env("AWS_REGION", "us-east-1")
+            .env_remove("AWS_PROFILE")
+            .env_remove("SLUICE_CATALOG")
+            .output()
+            .unwrap()
+    };
+    ok(&run(admin_key, admin_secret, &["init"]));
+    let mut keys = std::collections::HashMap::new();
+    for role in ["producer", "consumer"] {
+        let policy = ok(&run(
+            admin_key,
+            admin_secret,
+            &["iam-policy", "--role", role, "--account", "123456789012"],
+        ));
+        let k = moto.python(
+            r#"
+key, secret, role, policy = sys.argv[1], sys.argv[2], sys.argv[3], json.loads(sys.argv[4])
+for s in policy["Statement"]:
+    assert "*" not in s["Action"], s
+    if any(a.startswith("sqs:") for a in s["Action"]):
+        s["Resource"] = "*"
+        # AWS authorizes a batch call by its single action; moto by the call's own name.
+        s["Action"] = s["Action"] + [a + "Batch" for a in s["Action"] if a in ("sqs:SendMessage", "sqs:DeleteMessage", "sqs:ChangeMessageVisibility")]
+iam = boto3.client("iam", endpoint_url=ENDPOINT, region_name="us-east-1", aws_access_key_id=key, aws_secret_access_key=secret)
+iam.create_user(UserName=role)
+iam.put_user_policy(UserName=role, PolicyName="sluice", PolicyDocument=json.dumps(policy))
+k = iam.create_access_key(UserName=role)["AccessKey"]
+print(k["AccessKeyId"], k["SecretAccessKey"])
+"#,
+            &[admin_key, admin_secret, role, &policy],
+        );
+        let (a, s) = k.split_once(' ').unwrap();
+        keys.insert(role, (a.to_string(), s.to_string()));
+    }
+    let as_role = |role: &str, args: &[&str]| {
+        let (a, s) = &keys[role];
+        run(a, s, args)
+    };
+    let denied = |o: &std::process::Output, action: &str| {
+        assert!(!o.status.success());
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(
+            err.contains(&format!("not authorized to perform: {action}")),
+            "expected {action} denied:\n{err}"
+        );
+    };
+    let (csv, _) = sluice_testkit::fixtures::write_events_csv(dir.path(), "e.csv", 2_000, 1);
+    let csv = csv.to_str().unwrap();
+    // The producer's role produces, and cannot consume.
+    ok(&as_role(
+        "producer",
+        &[
+            "produce",
+            csv,
+            "--table",
+            "events",
+            "--partition-by",
+            "year(day)",
+        ],
+    ));
+    // (The consumer's first write is the table's Delta log, which the producer's role may
+    // read but not write.)
+    let o = as_role("producer", &["consume", "--table", "events", "--once"]);
+    denied(&o, "s3:PutObject on raw/events/_delta_log/");
+    // The consumer's role consumes every row, and cannot produce.
+    ok(&as_role(
+        "consumer",
+        &["consume", "--table", "events", "--once"],
+    ));
+    let n = ok(&as_role(
+        "consumer",
+        &[
+            "query",
+            "SELECT count(*) AS n, count(DISTINCT id) AS ids FROM events",
+            "--format",
+            "csv",
+        ],
+    ));
+    assert_eq!(n, "n,ids\n2000,2000\n");
+    denied(
+        &as_role("consumer", &["produce", csv, "--table", "events"]),
+        "sqs:SendMessage",
+    );
+    // Nothing the refused commands tried is in the queue or the table.
+    let again = ok(&as_role(
+        "consumer",
+        &[
+            "query",
+            "SELECT count(*) AS n FROM events",
+            "--format",
+            "csv",
+        ],
+    ));
+    assert_eq!(again, "n\n2000\n");
+}

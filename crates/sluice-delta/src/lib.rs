@@ -70,7 +70,7 @@ impl AsOf {
 pub fn delta_error(table_url: &Url, e: deltalake_core::DeltaTableError) -> Error {
     use deltalake_core::DeltaTableError as D;
     match e {
-        D::ObjectStore { source } => Error::ObjectStore(source),
+        D::ObjectStore { source } => Error::from(source),
         D::NotATable(_) => Error::NotFound {
             what: "Delta table",
             name: table_url.to_string(),

@@ -73,7 +73,15 @@ pub enum Error {
 
     /// Object storage (the lake) failed.
     #[error("object store: {0}")]
-    ObjectStore(#[from] object_store::Error),
+    ObjectStore(#[source] object_store::Error),
+
+    /// The object store refused a request for want of a permission: the action and the path,
+    /// once (the store's own error repeats its request in every layer).
+    #[error("object store: {message}")]
+    StoreDenied {
+        /// What was refused, with the S3 action it needed.
+        message: String,
+    },
 
     /// Parquet encoding failed.
     #[error("parquet: {0}")]
@@ -291,6 +299,40 @@ fn fmt_input(file: &Option<String>, line: &Option<u64>, message: &str) -> String
         (None, Some(l)) => format!("line {l}: {message}"),
         (None, None) => message.to_string(),
     }
+}
+
+impl From<object_store::Error> for Error {
+    fn from(e: object_store::Error) -> Self {
+        match &e {
+            object_store::Error::PermissionDenied { path, source }
+            | object_store::Error::Unauthenticated { path, source } => Error::StoreDenied {
+                message: denied_message(path, &source.to_string()),
+            },
+            _ => Error::ObjectStore(e),
+        }
+    }
+}
+
+/// A refusal, once: its reason, the S3 action the request needed and the path.
+fn denied_message(path: &str, text: &str) -> String {
+    let method = text
+        .split("performing ")
+        .nth(1)
+        .and_then(|r| r.split_whitespace().next())
+        .unwrap_or("");
+    let action = match method {
+        "PUT" | "POST" => "s3:PutObject",
+        "GET" | "HEAD" if text.contains("list-type") => "s3:ListBucket",
+        "GET" | "HEAD" => "s3:GetObject",
+        "DELETE" => "s3:DeleteObject",
+        _ => "access",
+    };
+    let why = text
+        .split("<Message>")
+        .nth(1)
+        .and_then(|r| r.split("</Message>").next())
+        .unwrap_or("permission denied");
+    format!("{why}: not authorized to perform: {action} on {path}")
 }
 
 impl Error {
