@@ -350,7 +350,7 @@ fn column_names_as_they_come_are_snake_case_on_every_path() {
     let jsonl = dir.path().join("b.jsonl");
     std::fs::write(
         &jsonl,
-        "{\"Order ID\": 3, \"Order Date\": \"2025-03-04\", \"Unit Price ($)\": 1.25, \"qtyOrdered\": 5}\n",
+        "{\"Order ID\": 3, \"Order Date\": \"2025-03-04\", \"Unit Price ($)\": 1.25, \"qtyOrdered\": 5, \"Gift Note\": \"hi\"}\n",
     )
     .unwrap();
     let pq = dir.path().join("c.parquet");
@@ -395,6 +395,8 @@ pq.write_table(pa.table({"Order ID": [4], "Order Date": [datetime.date(2024, 5, 
         "order_id                         int64 (from \"Order ID\")",
         "unit_price                       float64 (from \"Unit Price ($)\")",
         "qty_ordered                      int64 (from \"qtyOrdered\")",
+        // Added by schema evolution from the JSON source, with its name as written too.
+        "gift_note                        string (from \"Gift Note\")",
         "column names: snake_case",
     ] {
         assert!(schema.contains(line), "{line}:\n{schema}");
@@ -415,7 +417,7 @@ print(*pl.read_delta(path).select(pl.len(), pl.col("order_id").sum(), (pl.col("u
     );
     assert_eq!(
         got,
-        "order_id=Order ID order_date=Order Date unit_price=Unit Price ($) qty_ordered=qtyOrdered year=\n\
+        "order_id=Order ID order_date=Order Date unit_price=Unit Price ($) qty_ordered=qtyOrdered gift_note=Gift Note year=\n\
          4 10 31.5 2024-01-02\n\
          4 10 31.5"
     );

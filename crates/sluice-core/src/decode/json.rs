@@ -43,6 +43,8 @@ pub(crate) fn add_json_docs<'a>(
     source: &str,
     chunk: &str,
 ) {
+    // Keys a naming rule changed, as written (for the metadata of the columns they add).
+    let mut written: HashMap<String, String> = HashMap::new();
     for (line, doc) in docs {
         // Members as written: a number keeps its digits (a decimal is typed exactly, never
         // through a float).
@@ -54,6 +56,9 @@ pub(crate) fn add_json_docs<'a>(
                 let mut clash = None;
                 for (k, v) in o {
                     let n = layout.names.apply(&k).into_owned();
+                    if n != k && !written.contains_key(&n) {
+                        written.insert(n.clone(), k);
+                    }
                     if named.insert(n.clone(), v).is_some() {
                         clash = Some(n);
                     }
@@ -99,6 +104,9 @@ pub(crate) fn add_json_docs<'a>(
                 }
                 SchemaPolicy::Evolve => {
                     for k in names {
+                        if let Some(w) = written.get(k) {
+                            typer.name_new(k, w);
+                        }
                         typer.observe_new(k, json_member_text(obj[k]).as_deref(), source);
                     }
                     // Typed again once the table has the columns.

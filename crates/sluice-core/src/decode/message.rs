@@ -71,6 +71,7 @@ pub(crate) fn decode_message(
             pos_of_col: (0..layout.source_columns.len()).collect(),
             fields: layout.source_columns.len(),
             unknown: Vec::new(),
+            unknown_as_written: Vec::new(),
         };
         let recs = CsvRecords {
             raw: body.as_bytes(),

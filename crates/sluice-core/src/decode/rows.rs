@@ -247,6 +247,20 @@ impl<'l> RowTyper<'l> {
         inf.observe_named(name, value);
     }
 
+    /// Records that the column the table lacks `name` is written `written` in the source (its
+    /// name before the table's naming rule), for the column's metadata.
+    pub fn name_new(&mut self, name: &str, written: &str) {
+        if name != written {
+            let (date_format, exact) =
+                (self.layout.date_format.clone(), self.layout.exact_decimals);
+            self.new_columns
+                .get_or_insert_with(|| {
+                    SchemaInference::new(Vec::new(), date_format).with_exact_decimals(exact)
+                })
+                .name_source(name, written);
+        }
+    }
+
     /// Adds a quarantined row directly.
     pub fn reject(&mut self, q: QuarantineRow) {
         self.rows_in += 1;
@@ -1408,7 +1422,8 @@ fn infer_new_csv_columns(
     map: &HeaderMap,
     source: &str,
 ) {
-    for (_, name) in &map.unknown {
+    for ((_, name), written) in map.unknown.iter().zip(&map.unknown_as_written) {
+        typer.name_new(name, written);
         typer.observe_new(name, None, source);
     }
     let mut sp = FieldSplitter::default();

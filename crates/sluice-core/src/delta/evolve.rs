@@ -86,16 +86,18 @@ impl Evolver {
             .into_iter()
             .filter(|(n, _)| !log.partition_columns.contains(n))
             .collect();
-        let layout = self.catch_up(&in_log, version, source).await?;
+        let layout = self.catch_up(&in_log, version, source, columns).await?;
         Ok(Arc::new(layout))
     }
 
-    /// Brings the catalog's columns up to the Delta log's (`in_log`: its file columns).
+    /// Brings the catalog's columns up to the Delta log's (`in_log`: its file columns); those
+    /// among `added` keep their names as the source wrote them.
     async fn catch_up(
         &self,
         in_log: &[(String, String)],
         version: Option<u64>,
         source: &str,
+        added: &[Column],
     ) -> Result<TableLayout> {
         loop {
             let mut def = self.catalog.get_table(&self.database, &self.table).await?;
@@ -112,7 +114,12 @@ impl Evolver {
                     ty: ty.to_string(),
                     operation: "write",
                 })?;
-                missing.push(Column::new(name, ty));
+                let mut c = Column::new(name, ty);
+                c.source_name = added
+                    .iter()
+                    .find(|a| &a.name == name)
+                    .and_then(|a| a.source_name.clone());
+                missing.push(c);
             }
             if missing.is_empty() {
                 return TableLayout::from_def(&def);

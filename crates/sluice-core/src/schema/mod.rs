@@ -937,6 +937,8 @@ pub(crate) struct SchemaInference {
     cands: Vec<Candidates>,
     date_format: Option<String>,
     exact_decimals: bool,
+    /// Names as the sources write them, where a naming rule changed them.
+    source_names: std::collections::HashMap<std::string::String, std::string::String>,
 }
 
 impl SchemaInference {
@@ -947,7 +949,14 @@ impl SchemaInference {
             cands,
             date_format,
             exact_decimals: false,
+            source_names: Default::default(),
         }
+    }
+
+    /// Records that column `name` is written `written` in its source.
+    pub fn name_source(&mut self, name: &str, written: &str) {
+        self.source_names
+            .insert(name.to_string(), written.to_string());
     }
 
     /// Numbers written with a point become `decimal(p,s)` columns (their digits kept exactly)
@@ -979,14 +988,14 @@ impl SchemaInference {
     }
 
     /// The inferred columns.
-    pub fn finish(self) -> Vec<Column> {
+    pub fn finish(mut self) -> Vec<Column> {
         self.names
             .into_iter()
             .zip(self.cands)
             .map(|(name, c)| Column {
+                source_name: self.source_names.remove(&name),
                 name,
                 ty: c.decide(self.exact_decimals),
-                source_name: None,
             })
             .collect()
     }

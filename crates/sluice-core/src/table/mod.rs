@@ -150,6 +150,7 @@ impl TableLayout {
     pub fn map_header(&self, header: &[String], file: &str) -> Result<HeaderMap> {
         let mut pos_of_col = vec![usize::MAX; self.source_columns.len()];
         let mut unknown = Vec::new();
+        let mut unknown_as_written = Vec::new();
         let names: Vec<String> = header
             .iter()
             .map(|h| self.names.apply(h).into_owned())
@@ -171,7 +172,10 @@ impl TableLayout {
             }
             match self.source_columns.iter().position(|c| &c.name == h) {
                 Some(i) => pos_of_col[i] = hpos,
-                None => unknown.push((hpos, h.clone())),
+                None => {
+                    unknown.push((hpos, h.clone()));
+                    unknown_as_written.push(header[hpos].clone());
+                }
             }
         }
         self.check_partition_columns(&names, file, Some(1), "the header")?;
@@ -179,6 +183,7 @@ impl TableLayout {
             pos_of_col,
             fields: header.len(),
             unknown,
+            unknown_as_written,
         })
     }
 
@@ -231,6 +236,8 @@ pub struct HeaderMap {
     pub fields: usize,
     /// Header columns the table lacks: (field position, name).
     pub unknown: Vec<(usize, String)>,
+    /// The names of `unknown` as the header writes them (before the table's naming rule).
+    pub unknown_as_written: Vec<String>,
 }
 
 impl HeaderMap {
