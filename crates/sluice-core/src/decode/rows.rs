@@ -236,29 +236,28 @@ impl<'l> RowTyper<'l> {
         if self.new_source.is_empty() {
             self.new_source = source.to_string();
         }
-        let (date_format, exact) = (self.layout.date_format.clone(), self.layout.exact_decimals);
-        let inf = self.new_columns.get_or_insert_with(|| {
-            SchemaInference::new(Vec::new(), date_format).with_exact_decimals(exact)
-        });
         let value = value.filter(|_| self.new_samples < NEW_COLUMN_SAMPLE);
         if value.is_some() {
             self.new_samples += 1;
         }
-        inf.observe_named(name, value);
+        self.new_column_inference().observe_named(name, value);
     }
 
     /// Records that the column the table lacks `name` is written `written` in the source (its
     /// name before the table's naming rule), for the column's metadata.
     pub fn name_new(&mut self, name: &str, written: &str) {
         if name != written {
-            let (date_format, exact) =
-                (self.layout.date_format.clone(), self.layout.exact_decimals);
-            self.new_columns
-                .get_or_insert_with(|| {
-                    SchemaInference::new(Vec::new(), date_format).with_exact_decimals(exact)
-                })
-                .name_source(name, written);
+            self.new_column_inference().name_source(name, written);
         }
+    }
+
+    /// The inference of the columns the table lacks, made when first needed.
+    fn new_column_inference(&mut self) -> &mut SchemaInference {
+        let layout = self.layout;
+        self.new_columns.get_or_insert_with(|| {
+            SchemaInference::new(Vec::new(), layout.date_format.clone())
+                .with_exact_decimals(layout.exact_decimals)
+        })
     }
 
     /// Adds a quarantined row directly.
