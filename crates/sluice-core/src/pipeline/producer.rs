@@ -243,8 +243,8 @@ impl Producer {
         if !streams && self.queue.holds_messages() {
             return self.produce_held(rx, reader, &name, stats).await;
         }
-        let (mut bodies, mut reader, read) = if streams {
-            (Bodies::Stream(rx), Some(reader), None)
+        let (mut bodies, read) = if streams {
+            (Bodies::Stream(rx), Read::Pending(reader))
         } else {
             let mut held = Held::default();
             let mut hold_error = None;
@@ -262,13 +262,11 @@ impl Producer {
             }
             (
                 Bodies::Held(Box::new(held.into_bodies()?)),
-                None,
-                Some(read?),
+                Read::Done(read?),
             )
         };
         let mut inflight = FuturesUnordered::new();
-        let mut batch: Vec<String> = Vec::new();
-        let mut batch_bytes = 0usize;
+        let mut batch = Batch::new(batch_limit);
         let mut send_error = None;
         let queue = self.queue.clone();
         let send = |bodies: Vec<String>| {
@@ -277,14 +275,7 @@ impl Producer {
         };
         loop {
             let next = bodies.next().await?;
-            let flush = match &next {
-                Some(body) => {
-                    !batch.is_empty()
-                        && (batch.len() == MAX_BATCH || batch_bytes + body.len() > batch_limit)
-                }
-                None => !batch.is_empty(),
-            };
-            if flush {
+            if batch.full_before(next.as_ref()) {
                 while inflight.len() >= self.opts.send_concurrency.max(1) {
                     match inflight.next().await {
                         Some(Ok(())) => {}
@@ -304,16 +295,10 @@ impl Producer {
                     send_error = Some(e);
                     break;
                 }
-                inflight.push(send(std::mem::take(&mut batch)));
-                batch_bytes = 0;
+                inflight.push(send(batch.take()));
             }
             match next {
-                Some(body) => {
-                    count(&mut stats.chunks, CHUNKS_SENT, 1);
-                    stats.message_bytes += body.len() as u64;
-                    batch_bytes += body.len();
-                    batch.push(body);
-                }
+                Some(body) => batch.push(body, &mut stats),
                 None => break,
             }
         }
@@ -324,20 +309,14 @@ impl Producer {
             }
         }
         drop(bodies);
-        let read = match (read, reader.take()) {
-            (Some(r), _) => Ok(r),
-            (None, Some(reader)) => reader.await?,
-            (None, None) => Err(Error::Internal("a source read neither way".into())),
+        let read = match read {
+            Read::Done(r) => Ok(r),
+            Read::Pending(reader) => reader.await?,
         };
         if let Some(e) = send_error {
             return Err(e);
         }
-        let (rows, bytes, rejected) = read?;
-        stats.rows = rows;
-        stats.csv_bytes = bytes;
-        stats.rejected_rows = rejected;
-        info!(file = %name, rows, chunks = stats.chunks, "produced");
-        Ok(stats)
+        Ok(produced(stats, &name, read?))
     }
 }
 
@@ -353,34 +332,18 @@ impl Producer {
         mut stats: ProduceStats,
     ) -> Result<ProduceStats> {
         let group = uuid::Uuid::now_v7().to_string();
-        let batch_limit = self.queue.max_batch_bytes();
-        let mut batch: Vec<String> = Vec::new();
-        let mut batch_bytes = 0usize;
+        let mut batch = Batch::new(self.queue.max_batch_bytes());
         let mut send_error = None;
         loop {
             let next = rx.recv().await;
-            let full = match &next {
-                Some(body) => {
-                    !batch.is_empty()
-                        && (batch.len() == MAX_BATCH || batch_bytes + body.len() > batch_limit)
-                }
-                None => !batch.is_empty(),
-            };
-            if full {
-                let bodies = std::mem::take(&mut batch);
-                batch_bytes = 0;
-                if let Err(e) = self.queue.send_held(&group, bodies).await {
-                    send_error = Some(e);
-                    break;
-                }
+            if batch.full_before(next.as_ref())
+                && let Err(e) = self.queue.send_held(&group, batch.take()).await
+            {
+                send_error = Some(e);
+                break;
             }
             match next {
-                Some(body) => {
-                    count(&mut stats.chunks, CHUNKS_SENT, 1);
-                    stats.message_bytes += body.len() as u64;
-                    batch_bytes += body.len();
-                    batch.push(body);
-                }
+                Some(body) => batch.push(body, &mut stats),
                 None => break,
             }
         }
@@ -405,12 +368,65 @@ impl Producer {
             wait_for_backlog(&*self.queue, max).await?;
         }
         self.queue.release_held(&group).await?;
-        stats.rows = rows;
-        stats.csv_bytes = bytes;
-        stats.rejected_rows = rejected;
-        info!(file = %name, rows, chunks = stats.chunks, "produced");
-        Ok(stats)
+        Ok(produced(stats, name, (rows, bytes, rejected)))
     }
+}
+
+/// A source's counts once it is read and sent: (rows, source bytes, rows rejected).
+fn produced(
+    mut stats: ProduceStats,
+    name: &str,
+    (rows, bytes, rejected): (u64, u64, u64),
+) -> ProduceStats {
+    stats.rows = rows;
+    stats.csv_bytes = bytes;
+    stats.rejected_rows = rejected;
+    info!(file = %name, rows, chunks = stats.chunks, "produced");
+    stats
+}
+
+/// The messages of the next send: at most [`MAX_BATCH`] of them, and at most the queue's
+/// batch size in bytes (a message larger than that goes alone).
+struct Batch {
+    bodies: Vec<String>,
+    bytes: usize,
+    limit: usize,
+}
+
+impl Batch {
+    fn new(limit: usize) -> Self {
+        Batch {
+            bodies: Vec::new(),
+            bytes: 0,
+            limit,
+        }
+    }
+
+    /// Whether the batch is to be sent before `next` (`None`: the source is through) joins it.
+    fn full_before(&self, next: Option<&String>) -> bool {
+        !self.bodies.is_empty()
+            && next
+                .is_none_or(|b| self.bodies.len() == MAX_BATCH || self.bytes + b.len() > self.limit)
+    }
+
+    /// Adds a message, counting it as sent.
+    fn push(&mut self, body: String, stats: &mut ProduceStats) {
+        count(&mut stats.chunks, CHUNKS_SENT, 1);
+        stats.message_bytes += body.len() as u64;
+        self.bytes += body.len();
+        self.bodies.push(body);
+    }
+
+    fn take(&mut self) -> Vec<String> {
+        self.bytes = 0;
+        std::mem::take(&mut self.bodies)
+    }
+}
+
+/// A source's reading: finished (its messages were held aside), or still making them.
+enum Read {
+    Done((u64, u64, u64)),
+    Pending(tokio::task::JoinHandle<Result<(u64, u64, u64)>>),
 }
 
 /// Where the messages to send come from: as the reader makes them, or held aside until the
