@@ -107,7 +107,7 @@ pub(crate) fn add_json_docs<'a>(
                         if let Some(w) = written.get(k) {
                             typer.name_new(k, w);
                         }
-                        typer.observe_new(k, json_member_text(obj[k]).as_deref(), source);
+                        typer.observe_new_json(k, Some(obj[k]), source);
                     }
                     // Typed again once the table has the columns.
                     typer.reject(reject(source, line, doc, "new columns".into(), chunk));

@@ -4,4 +4,5 @@
 
 pub mod json;
 pub mod message;
+pub(crate) mod nested;
 pub mod rows;

@@ -17,6 +17,7 @@ use arrow::array::{
 };
 use chrono::NaiveTime;
 
+use crate::decode::nested::{Nv, Reading, build, type_nested};
 use crate::error::Result;
 use crate::schema::partition::Transform;
 use crate::schema::{
@@ -83,6 +84,8 @@ enum Col {
     Ts(TimestampMicrosecondBuilder),
     Str(StringBuilder),
     Bin(BinaryBuilder),
+    /// Structs, lists and maps: their values typed, built into an array at the end.
+    Nested(ColumnType, Vec<Nv>),
 }
 
 /// A field value as the typer receives it: text already known to be UTF-8, or bytes to check.
@@ -104,9 +107,9 @@ impl<'a> Field<'a> {
 }
 
 /// A typed value; strings and bytes are referred to by source column and fetched again when
-/// pushed.
+/// pushed, nested values kept aside by source column.
 #[derive(Clone, Copy)]
-enum Val {
+pub(crate) enum Val {
     Null,
     Bool(bool),
     I64(i64),
@@ -116,6 +119,7 @@ enum Val {
     Ts(i64),
     Str,
     Bin,
+    Nested,
 }
 
 fn days_to_datetime(days: i32) -> chrono::NaiveDateTime {
@@ -145,6 +149,8 @@ pub(crate) struct RowTyper<'l> {
     quarantine: Vec<QuarantineRow>,
     rows_in: u64,
     vals: Vec<Val>,
+    /// The nested values of the row being typed, by source column.
+    nested: Vec<Nv>,
     /// Per source column: whether a date transform partitions by it (an unparseable value
     /// then sends the row to the default partition instead of the quarantine).
     date_source: Vec<bool>,
@@ -165,6 +171,7 @@ impl<'l> RowTyper<'l> {
             quarantine: Vec::new(),
             rows_in: 0,
             vals: Vec::new(),
+            nested: Vec::new(),
             date_source: (0..layout.source_columns.len())
                 .map(|i| {
                     layout
@@ -218,6 +225,9 @@ impl<'l> RowTyper<'l> {
                     ColumnType::String => {
                         Col::Str(StringBuilder::with_capacity(capacity, capacity * 8))
                     }
+                    ColumnType::Struct(_) | ColumnType::List(_) | ColumnType::Map(_) => {
+                        Col::Nested(c.ty, Vec::with_capacity(capacity))
+                    }
                 })
                 .collect();
             self.cols.push(cols);
@@ -243,6 +253,24 @@ impl<'l> RowTyper<'l> {
         self.new_column_inference().observe_named(name, value);
     }
 
+    /// Records a JSON value (`None`: absent) of a column the table lacks, in `source`, for its
+    /// type: an object or an array by its shape and what it holds.
+    pub fn observe_new_json(
+        &mut self,
+        name: &str,
+        value: Option<&serde_json::value::RawValue>,
+        source: &str,
+    ) {
+        if self.new_source.is_empty() {
+            self.new_source = source.to_string();
+        }
+        let value = value.filter(|_| self.new_samples < NEW_COLUMN_SAMPLE);
+        if value.is_some() {
+            self.new_samples += 1;
+        }
+        self.new_column_inference().observe_json_named(name, value);
+    }
+
     /// Records that the column the table lacks `name` is written `written` in the source (its
     /// name before the table's naming rule), for the column's metadata.
     pub fn name_new(&mut self, name: &str, written: &str) {
@@ -257,6 +285,7 @@ impl<'l> RowTyper<'l> {
         self.new_columns.get_or_insert_with(|| {
             SchemaInference::new(Vec::new(), layout.date_format.clone())
                 .with_exact_decimals(layout.exact_decimals)
+                .with_field_names(layout.names)
         })
     }
 
@@ -285,6 +314,10 @@ impl<'l> RowTyper<'l> {
                 let cols = &mut self.cols[part as usize];
                 for (i, v) in vals.iter().enumerate() {
                     if let Some(fi) = layout.file_index[i] {
+                        if let (Col::Nested(_, b), Val::Nested) = (&mut cols[fi], v) {
+                            b.push(std::mem::replace(&mut self.nested[i], Nv::Null));
+                            continue;
+                        }
                         let text = match v {
                             Val::Str | Val::Bin => field(i).and_then(|f| f.text().ok()),
                             _ => None,
@@ -325,45 +358,25 @@ impl<'l> RowTyper<'l> {
                     clip(s)
                 )
             };
-            let v = match col.ty {
-                ColumnType::String => Val::Str,
-                ColumnType::Int64 => Val::I64(parse_i64(trim(s)).ok_or_else(|| bad("int64"))?),
-                ColumnType::Int8 | ColumnType::Int16 | ColumnType::Int32 => {
-                    Val::I64(parse_integer(trim(s), col.ty).map_err(|what| bad(&what))?)
+            let v = if col.ty.is_nested() {
+                let how = Reading {
+                    date_format: layout.date_format.as_deref(),
+                    names: layout.names,
+                };
+                if self.nested.len() < layout.source_columns.len() {
+                    self.nested.resize(layout.source_columns.len(), Nv::Null);
                 }
-                ColumnType::Float64 => Val::F64(parse_f64(trim(s)).ok_or_else(|| bad("float64"))?),
-                ColumnType::Float32 => {
-                    Val::F64(parse_f32(trim(s)).ok_or_else(|| bad("float32"))?.into())
-                }
-                ColumnType::Decimal { precision, scale } => Val::Dec(
-                    parse_decimal(trim(s), precision, scale)
-                        .map_err(|why| bad(&format!("{}: {why}", col.ty)))?,
-                ),
-                ColumnType::Binary => {
-                    parse_hex(trim(s)).ok_or_else(|| bad(BINARY_TEXT))?;
-                    Val::Bin
-                }
-                ColumnType::Boolean => {
-                    Val::Bool(parse_bool(trim(s)).ok_or_else(|| bad("boolean"))?)
-                }
-                ColumnType::Date | ColumnType::Timestamp | ColumnType::TimestampTz => {
-                    match parse_temporal(s, layout.date_format.as_deref()) {
-                        Some(t) => match col.ty {
-                            ColumnType::Date => match t {
-                                Temporal::Date(d) => Val::Date(date_to_days(d)),
-                                _ => return Err(bad("date (it has a time)")),
-                            },
-                            ColumnType::TimestampTz => Val::Ts(naive_micros(t)),
-                            _ => Val::Ts(match t {
-                                Temporal::Zoned(us) => us,
-                                other => naive_micros(other),
-                            }),
-                        },
-                        // An unparseable partition date sends the row to the default partition.
-                        None if self.date_source[i] => Val::Null,
-                        None => return Err(bad(&col.ty.name())),
-                    }
-                }
+                self.nested[i] = type_nested(s, col.ty, how).map_err(|what| bad(&what))?;
+                Val::Nested
+            } else {
+                // An unparseable partition date sends the row to the default partition.
+                type_leaf(
+                    s,
+                    col.ty,
+                    layout.date_format.as_deref(),
+                    self.date_source[i],
+                )
+                .map_err(|what| bad(&what))?
             };
             self.vals[i] = v;
         }
@@ -397,6 +410,11 @@ impl<'l> RowTyper<'l> {
                         Col::Ts(b) => Arc::new(b.finish()),
                         Col::Str(b) => Arc::new(b.finish()),
                         Col::Bin(b) => Arc::new(b.finish()),
+                        Col::Nested(ty, values) => {
+                            let a = build(&values.iter().collect::<Vec<_>>(), *ty);
+                            values.clear();
+                            a
+                        }
                     };
                     // Narrower integers and floats: every value was checked to fit (a float32
                     // was parsed as one), so the cast is exact.
@@ -537,6 +555,55 @@ impl Partitioner {
         self.path_buf = path;
         Ok(id)
     }
+}
+
+/// Types a primitive value from its text (`s`, not NULL); `Err` is the type it is not (with why,
+/// where that helps). `lenient`: a date or timestamp that does not parse is NULL (a partition
+/// source's, whose row then goes to the default partition).
+#[inline]
+pub(crate) fn type_leaf(
+    s: &str,
+    ty: ColumnType,
+    date_format: Option<&str>,
+    lenient: bool,
+) -> Result<Val, Cow<'static, str>> {
+    Ok(match ty {
+        ColumnType::String => Val::Str,
+        ColumnType::Int64 => Val::I64(parse_i64(trim(s)).ok_or(Cow::Borrowed("int64"))?),
+        ColumnType::Int8 | ColumnType::Int16 | ColumnType::Int32 => {
+            Val::I64(parse_integer(trim(s), ty)?)
+        }
+        ColumnType::Float64 => Val::F64(parse_f64(trim(s)).ok_or(Cow::Borrowed("float64"))?),
+        ColumnType::Float32 => Val::F64(parse_f32(trim(s)).ok_or(Cow::Borrowed("float32"))?.into()),
+        ColumnType::Decimal { precision, scale } => Val::Dec(
+            parse_decimal(trim(s), precision, scale).map_err(|why| format!("{ty}: {why}"))?,
+        ),
+        ColumnType::Binary => {
+            parse_hex(trim(s)).ok_or(Cow::Borrowed(BINARY_TEXT))?;
+            Val::Bin
+        }
+        ColumnType::Boolean => Val::Bool(parse_bool(trim(s)).ok_or(Cow::Borrowed("boolean"))?),
+        ColumnType::Date | ColumnType::Timestamp | ColumnType::TimestampTz => {
+            match parse_temporal(s, date_format) {
+                Some(t) => match ty {
+                    ColumnType::Date => match t {
+                        Temporal::Date(d) => Val::Date(date_to_days(d)),
+                        _ => return Err(Cow::Borrowed("date (it has a time)")),
+                    },
+                    ColumnType::TimestampTz => Val::Ts(naive_micros(t)),
+                    _ => Val::Ts(match t {
+                        Temporal::Zoned(us) => us,
+                        other => naive_micros(other),
+                    }),
+                },
+                None if lenient => Val::Null,
+                None => return Err(ty.name()),
+            }
+        }
+        ColumnType::Struct(_) | ColumnType::List(_) | ColumnType::Map(_) => {
+            unreachable!("nested values are typed by decode::nested")
+        }
+    })
 }
 
 fn push_val(col: &mut Col, v: Val, text: Option<&str>) {
@@ -849,6 +916,8 @@ enum Typed {
     Ts(Vec<i64>),
     /// Bytes are decoded again from their places when the rows are taken.
     Bin,
+    /// Structs, lists and maps, typed.
+    Nested(Vec<Nv>),
 }
 
 /// Where the fields of a block lie: in the chunk (`raw`, and `text` when the chunk is UTF-8),
@@ -1029,6 +1098,7 @@ impl TypedColumns {
             Typed::Date(v) => Val::Date(v[r]),
             Typed::Ts(v) => Val::Ts(v[r]),
             Typed::Bin => Val::Bin,
+            Typed::Nested(_) => Val::Nested,
         }
     }
 }
@@ -1123,6 +1193,18 @@ impl RowTyper<'_> {
         let no_fast = |_: usize, _: &[u8]| false;
         let ty = col.ty;
         let t = match col.ty {
+            ColumnType::Struct(_) | ColumnType::List(_) | ColumnType::Map(_) => {
+                let how = Reading {
+                    date_format: self.layout.date_format.as_deref(),
+                    names: self.layout.names,
+                };
+                let mut v = vec![Nv::Null; n];
+                fields.type_values(refusals, &mut ok, no_fast, |r, s| {
+                    v[r] = type_nested(s, ty, how)?;
+                    Ok(true)
+                });
+                Typed::Nested(v)
+            }
             ColumnType::String => {
                 if fields.at.text.is_none() {
                     fields.type_values(refusals, &mut ok, no_fast, |_, _| Ok(true));
@@ -1354,6 +1436,12 @@ impl RowTyper<'_> {
                             b.append_option(bytes);
                         }
                     }
+                    (Col::Nested(_, b), Typed::Nested(v)) => {
+                        for r in rows {
+                            let r = *r as usize;
+                            b.push(if ok[r] { v[r].clone() } else { Nv::Null });
+                        }
+                    }
                     (col, _) => append_nulls(col, rows.len()),
                 }
             }
@@ -1409,6 +1497,7 @@ fn append_nulls(col: &mut Col, n: usize) {
         Col::Ts(b) => b.append_nulls(n),
         Col::Str(b) => b.append_nulls(n),
         Col::Bin(b) => b.append_nulls(n),
+        Col::Nested(_, v) => v.resize(v.len() + n, Nv::Null),
     }
 }
 

@@ -11,7 +11,7 @@
 use crate::catalog::{Catalog, CatalogExt, PARAM_PARTITION_BY, TableDef};
 use crate::delta::log::{
     CONFIG_COLUMN_NAMES, CONFIG_DATE_FORMAT, CONFIG_EXACT_DECIMALS, CONFIG_PARTITION_BY,
-    DeltaSchema, Ledger, column_type_of_delta, delta_type,
+    DeltaSchema, Ledger, column_type_of_delta, is_delta_type,
 };
 use crate::error::{Error, Result};
 use crate::lake::Lake;
@@ -161,7 +161,7 @@ fn def_of_log(ledger: &Ledger, a: &Adoption<'_>) -> Result<TableDef> {
 /// of `long` values in an `integer` column is one that readers refuse).
 fn exact_type(ledger: &Ledger, name: &str, ty: &str) -> Result<crate::schema::ColumnType> {
     match column_type_of_delta(ty) {
-        Some(t) if delta_type(t) == ty => Ok(t),
+        Some(t) if is_delta_type(t, ty) => Ok(t),
         _ => Err(Error::UnsupportedType {
             table: ledger.url(),
             column: name.to_string(),

@@ -39,7 +39,7 @@ use tracing::{info, warn};
 
 use crate::delta::Operation;
 use crate::delta::log::{
-    CommitDraft, DataFile, FileKind, Ledger, column_type_of_delta, delta_type,
+    CommitDraft, DataFile, FileKind, Ledger, column_type_of_delta, is_delta_type,
 };
 use crate::error::retry::{Backoff, retry, transient};
 use crate::error::{Error, Result};
@@ -245,7 +245,7 @@ fn file_columns(ledger: &Ledger) -> Result<Vec<Column>> {
             // Exactly the table's type: a file of longs in an `integer` column is one readers
             // refuse.
             match column_type_of_delta(&ty) {
-                Some(t) if delta_type(t) == ty => Ok(Column::new(name, t)),
+                Some(t) if is_delta_type(t, &ty) => Ok(Column::new(name, t)),
                 _ => Err(Error::UnsupportedType {
                     table: ledger.url(),
                     column: name.to_string(),

@@ -165,7 +165,7 @@ pub struct Commit {
 pub struct DeltaField {
     /// The column's name.
     pub name: String,
-    /// Delta's primitive type name (`long`, `string`, `decimal(12,2)`, …).
+    /// Delta's type: a primitive's name (`long`, `string`, `decimal(12,2)`, …), a nested type's JSON.
     pub ty: String,
     /// Whether it may hold NULL.
     pub nullable: bool,
@@ -200,27 +200,59 @@ pub(crate) const CONFIG_COLUMN_NAMES: &str = "sluice.columnNames";
 
 /// Delta's type for a column type. Timestamps without zone are `timestamp_ntz`.
 pub(crate) fn delta_type(ty: ColumnType) -> String {
-    match ty {
-        ColumnType::Boolean => "boolean",
-        ColumnType::Int8 => "byte",
-        ColumnType::Int16 => "short",
-        ColumnType::Int32 => "integer",
-        ColumnType::Int64 => "long",
-        ColumnType::Float32 => "float",
-        ColumnType::Float64 => "double",
-        ColumnType::Decimal { precision, scale } => return format!("decimal({precision},{scale})"),
-        ColumnType::Date => "date",
-        ColumnType::Timestamp => "timestamp_ntz",
-        ColumnType::TimestampTz => "timestamp",
-        ColumnType::String => "string",
-        ColumnType::Binary => "binary",
+    match delta_type_value(ty) {
+        Value::String(t) => t,
+        nested => nested.to_string(),
     }
-    .to_string()
 }
 
-/// The column type of a Delta primitive type (`None`: a type sluice does not write, such as a
-/// struct).
+/// A column type as Delta's schema writes it: a primitive's name, a nested type's JSON.
+fn delta_type_value(ty: ColumnType) -> Value {
+    Value::String(
+        match ty {
+            ColumnType::Boolean => "boolean",
+            ColumnType::Int8 => "byte",
+            ColumnType::Int16 => "short",
+            ColumnType::Int32 => "integer",
+            ColumnType::Int64 => "long",
+            ColumnType::Float32 => "float",
+            ColumnType::Float64 => "double",
+            ColumnType::Decimal { precision, scale } => {
+                return Value::String(format!("decimal({precision},{scale})"));
+            }
+            ColumnType::Date => "date",
+            ColumnType::Timestamp => "timestamp_ntz",
+            ColumnType::TimestampTz => "timestamp",
+            ColumnType::String => "string",
+            ColumnType::Binary => "binary",
+            ColumnType::Struct(fields) => {
+                let fields: Vec<Value> = fields
+                    .iter()
+                    .map(|f| {
+                        json!({"name": f.name, "type": delta_type_value(f.ty), "nullable": true, "metadata": {}})
+                    })
+                    .collect();
+                return json!({"type": "struct", "fields": fields});
+            }
+            ColumnType::List(elem) => {
+                return json!({"type": "array", "elementType": delta_type_value(*elem), "containsNull": true});
+            }
+            ColumnType::Map((k, v)) => {
+                return json!({"type": "map", "keyType": delta_type_value(*k), "valueType": delta_type_value(*v), "valueContainsNull": true});
+            }
+        }
+        .to_string(),
+    )
+}
+
+/// The column type of a Delta type as [`LedgerState::schema_fields`] gives it (a primitive's
+/// name, a nested type's JSON); `None` for a type sluice does not write: an unknown one, and
+/// nested types whose parts may not hold NULL or that column mapping names (their files'
+/// names are not the schema's).
 pub(crate) fn column_type_of_delta(ty: &str) -> Option<ColumnType> {
+    if ty.starts_with('{') {
+        return column_type_of_delta_value(&serde_json::from_str(ty).ok()?);
+    }
     Some(match ty {
         "boolean" => ColumnType::Boolean,
         "byte" => ColumnType::Int8,
@@ -240,6 +272,64 @@ pub(crate) fn column_type_of_delta(ty: &str) -> Option<ColumnType> {
             return ColumnType::decimal(p.trim().parse().ok()?, s.trim().parse().ok()?).ok();
         }
     })
+}
+
+fn column_type_of_delta_value(v: &Value) -> Option<ColumnType> {
+    let nullable = |key: &str| v.get(key).and_then(Value::as_bool).unwrap_or(true);
+    match v {
+        Value::String(t) => column_type_of_delta(t),
+        Value::Object(o) => match o.get("type")?.as_str()? {
+            "struct" => {
+                let fields = o.get("fields")?.as_array()?;
+                let fields = fields
+                    .iter()
+                    .map(|f| {
+                        let mapped =
+                            f.get("metadata")
+                                .and_then(Value::as_object)
+                                .is_some_and(|m| {
+                                    m.keys().any(|k| k.starts_with("delta.columnMapping"))
+                                });
+                        let nullable = f.get("nullable").and_then(Value::as_bool).unwrap_or(true);
+                        if mapped || !nullable {
+                            return None;
+                        }
+                        Some(crate::schema::StructField::new(
+                            f.get("name")?.as_str()?,
+                            column_type_of_delta_value(f.get("type")?)?,
+                        ))
+                    })
+                    .collect::<Option<Vec<_>>>()?;
+                ColumnType::structure(fields).ok()
+            }
+            "array" if nullable("containsNull") => Some(ColumnType::list(
+                column_type_of_delta_value(o.get("elementType")?)?,
+            )),
+            "map" if nullable("valueContainsNull") => ColumnType::map(
+                column_type_of_delta_value(o.get("keyType")?)?,
+                column_type_of_delta_value(o.get("valueType")?)?,
+            )
+            .ok(),
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
+/// Whether a Delta type as [`LedgerState::schema_fields`] gives it is exactly what sluice
+/// writes for `t` (a file of `long` values in an `integer` column is one readers refuse).
+pub(crate) fn is_delta_type(t: ColumnType, ty: &str) -> bool {
+    if t.is_nested() {
+        // `column_type_of_delta` took only nested types sluice writes as they are.
+        column_type_of_delta(ty) == Some(t)
+    } else {
+        delta_type(t) == ty
+    }
+}
+
+/// Whether a Delta type (as above) is or holds a timestamp without zone.
+pub(crate) fn has_timestamp_ntz(ty: &str) -> bool {
+    ty == "timestamp_ntz" || (ty.starts_with('{') && ty.contains("\"timestamp_ntz\""))
 }
 
 impl DeltaSchema {
@@ -321,7 +411,7 @@ impl DeltaSchema {
     /// with the `timestampNtz` feature when a column is a timestamp without zone. Nothing else:
     /// Athena engine v3 reads both.
     pub fn protocol(&self) -> Protocol {
-        if self.fields.iter().any(|f| f.ty == "timestamp_ntz") {
+        if self.fields.iter().any(|f| has_timestamp_ntz(&f.ty)) {
             Protocol {
                 min_reader_version: 3,
                 min_writer_version: 7,
@@ -349,7 +439,11 @@ impl DeltaField {
     pub fn to_struct_field(&self) -> StructField {
         StructField {
             name: self.name.clone(),
-            ty: Value::String(self.ty.to_string()),
+            ty: if self.ty.starts_with('{') {
+                serde_json::from_str(&self.ty).unwrap_or_else(|_| Value::String(self.ty.clone()))
+            } else {
+                Value::String(self.ty.clone())
+            },
             nullable: self.nullable,
             metadata: self
                 .source_name
@@ -952,10 +1046,13 @@ impl Ledger {
             if new.is_empty() {
                 return Ok(None);
             }
-            let had_ntz = schema
-                .fields
-                .iter()
-                .any(|f| f.primitive() == Some("timestamp_ntz"));
+            let had_ntz = schema.fields.iter().any(|f| {
+                has_timestamp_ntz(
+                    &f.ty
+                        .as_str()
+                        .map_or_else(|| f.ty.to_string(), str::to_string),
+                )
+            });
             let at = schema
                 .fields
                 .iter()
@@ -995,7 +1092,7 @@ impl Ledger {
             info.extra
                 .insert(COMMIT_ID_KEY.into(), Value::String(id.clone()));
             let mut actions = vec![Action::CommitInfo(info)];
-            if !had_ntz && new.iter().any(|f| f.ty == "timestamp_ntz") {
+            if !had_ntz && new.iter().any(|f| has_timestamp_ntz(&f.ty)) {
                 let p = self.state.protocol.clone().unwrap_or_else(Protocol::legacy);
                 actions.push(Action::Protocol(p.with_feature("timestampNtz")));
             }

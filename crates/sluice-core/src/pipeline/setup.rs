@@ -93,6 +93,7 @@ fn named(
         if name != c.name {
             c.source_name = Some(std::mem::replace(&mut c.name, name));
         }
+        c.ty = c.ty.named(rule)?;
         out.push(c);
     }
     Ok((out, spec.named(rule)))

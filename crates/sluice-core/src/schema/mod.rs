@@ -9,6 +9,7 @@ use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use chrono::{DateTime, NaiveDate, NaiveDateTime, NaiveTime};
 use serde::{Deserialize, Serialize};
 
+use crate::decode::nested::Members;
 use crate::error::{Error, Result};
 
 /// The types a column can have. Timestamps are stored in microseconds, which every engine reads.
@@ -51,7 +52,227 @@ pub enum ColumnType {
     /// Bytes (`binary`). From text sources the value is written in hexadecimal, optionally
     /// after `\x` or `0x`, as PostgreSQL prints `bytea` and Arrow writes binary as JSON.
     Binary,
+    /// A record of named fields (Delta `struct`, SQL `struct<id:bigint,name:string>`). From
+    /// text sources the value is a JSON object.
+    Struct(&'static [StructField]),
+    /// A list of values of one type (Delta `array`, SQL `array<string>`). From text sources
+    /// the value is a JSON array.
+    List(&'static ColumnType),
+    /// Keys to values (Delta `map`, SQL `map<string,int64>`); a key is never NULL. From text
+    /// sources the value is a JSON object.
+    Map(&'static (ColumnType, ColumnType)),
 }
+
+/// A field of a struct type: every field may hold NULL, as every column may.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct StructField {
+    /// The field's name.
+    pub name: String,
+    /// The field's type.
+    pub ty: ColumnType,
+}
+
+impl StructField {
+    /// A field `name` of type `ty`.
+    pub fn new(name: impl Into<String>, ty: ColumnType) -> Self {
+        StructField {
+            name: name.into(),
+            ty,
+        }
+    }
+}
+
+/// Nested types are interned: each distinct one is allocated once for the life of the process
+/// (a process sees as many as its tables' schemas hold), which keeps [`ColumnType`] `Copy`.
+fn intern<T: ?Sized + Eq + std::hash::Hash + Send + Sync + 'static>(
+    set: &std::sync::Mutex<std::collections::HashSet<&'static T>>,
+    value: Box<T>,
+) -> &'static T {
+    let mut set = set
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    if let Some(v) = set.get(&*value) {
+        return v;
+    }
+    let v: &'static T = Box::leak(value);
+    set.insert(v);
+    v
+}
+
+type Interned<T> = std::sync::LazyLock<std::sync::Mutex<std::collections::HashSet<&'static T>>>;
+static STRUCTS: Interned<[StructField]> = std::sync::LazyLock::new(Default::default);
+static LISTS: Interned<ColumnType> = std::sync::LazyLock::new(Default::default);
+static MAPS: Interned<(ColumnType, ColumnType)> = std::sync::LazyLock::new(Default::default);
+
+/// A struct field's name as written inside a type name: in backquotes unless it is a plain
+/// identifier.
+fn field_name(name: &str) -> Cow<'_, str> {
+    let plain = !name.is_empty()
+        && !name.starts_with(|c: char| c.is_ascii_digit())
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+    if plain {
+        Cow::Borrowed(name)
+    } else {
+        Cow::Owned(format!("`{name}`"))
+    }
+}
+
+/// A nested type's name, its parts named by `leaf`.
+fn nested_name(ty: ColumnType, leaf: &dyn Fn(ColumnType) -> Cow<'static, str>) -> String {
+    match ty {
+        ColumnType::Struct(fields) => {
+            let fields: Vec<String> = fields
+                .iter()
+                .map(|f| format!("{}:{}", field_name(&f.name), nested_name(f.ty, leaf)))
+                .collect();
+            format!("struct<{}>", fields.join(","))
+        }
+        ColumnType::List(elem) => format!("array<{}>", nested_name(*elem, leaf)),
+        ColumnType::Map((k, v)) => {
+            format!("map<{},{}>", nested_name(*k, leaf), nested_name(*v, leaf))
+        }
+        other => leaf(other).into_owned(),
+    }
+}
+
+/// Reads a type name with nested types: `struct<a:int64,`b c`:array<string>>`.
+struct TypeParser<'a> {
+    s: &'a str,
+    pos: usize,
+}
+
+impl<'a> TypeParser<'a> {
+    fn rest(&self) -> &'a str {
+        &self.s[self.pos..]
+    }
+
+    fn ws(&mut self) {
+        let r = self.rest();
+        self.pos += r.len() - r.trim_start().len();
+    }
+
+    fn eat(&mut self, c: char) -> bool {
+        self.ws();
+        if self.rest().starts_with(c) {
+            self.pos += c.len_utf8();
+            true
+        } else {
+            false
+        }
+    }
+
+    fn expect(&mut self, c: char) -> Result<()> {
+        if self.eat(c) {
+            Ok(())
+        } else {
+            Err(self.error(&format!("expected {c:?}")))
+        }
+    }
+
+    fn error(&self, what: &str) -> Error {
+        Error::Config(format!(
+            "column type {:?}: {what} at character {}",
+            self.s,
+            self.s[..self.pos].chars().count() + 1
+        ))
+    }
+
+    fn ty(&mut self) -> Result<ColumnType> {
+        self.ws();
+        let start = self.pos;
+        let word_len = self
+            .rest()
+            .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .unwrap_or(self.rest().len());
+        let word = self.rest()[..word_len].to_ascii_lowercase();
+        self.pos += word_len;
+        self.ws();
+        if self.rest().starts_with('<') {
+            self.pos += 1;
+            let t = match word.as_str() {
+                "struct" => {
+                    let mut fields: Vec<StructField> = Vec::new();
+                    if !self.eat('>') {
+                        loop {
+                            let name = self.field_name()?;
+                            if fields.iter().any(|f| f.name == name) {
+                                return Err(self.error(&format!("field {name:?} twice")));
+                            }
+                            self.expect(':')?;
+                            fields.push(StructField::new(name, self.ty()?));
+                            if self.eat('>') {
+                                break;
+                            }
+                            self.expect(',')?;
+                        }
+                    }
+                    ColumnType::structure(fields)?
+                }
+                "array" | "list" => {
+                    let elem = self.ty()?;
+                    self.expect('>')?;
+                    ColumnType::list(elem)
+                }
+                "map" => {
+                    let k = self.ty()?;
+                    self.expect(',')?;
+                    let v = self.ty()?;
+                    self.expect('>')?;
+                    ColumnType::map(k, v)?
+                }
+                _ => return Err(self.error(&format!("{word:?} takes no <…>"))),
+            };
+            return Ok(t);
+        }
+        // A primitive: up to the next ',' or '>' outside parentheses.
+        let mut depth = 0i32;
+        let end = self.s[start..]
+            .char_indices()
+            .find(|&(_, c)| {
+                match c {
+                    '(' => depth += 1,
+                    ')' => depth -= 1,
+                    ',' | '>' if depth == 0 => return true,
+                    _ => {}
+                }
+                false
+            })
+            .map(|(i, _)| start + i)
+            .unwrap_or(self.s.len());
+        self.pos = end;
+        ColumnType::parse_primitive(&self.s[start..end])
+    }
+
+    fn field_name(&mut self) -> Result<String> {
+        self.ws();
+        if let Some(r) = self.rest().strip_prefix('`') {
+            let end = r.find('`').ok_or_else(|| self.error("unterminated `"))?;
+            let name = r[..end].to_string();
+            self.pos += end + 2;
+            return Ok(name);
+        }
+        let len = self
+            .rest()
+            .find(|c: char| c == ':' || c.is_whitespace())
+            .unwrap_or(self.rest().len());
+        if len == 0 {
+            return Err(self.error("expected a field name"));
+        }
+        let name = self.rest()[..len].to_string();
+        self.pos += len;
+        Ok(name)
+    }
+}
+
+/// The name of a list's element field in Arrow and Parquet (the Parquet format's name, which
+/// Spark and Delta write).
+pub const LIST_ELEMENT: &str = "element";
+/// The names of a map's entries, key and value fields (the Parquet format's names).
+pub const MAP_ENTRIES: &str = "key_value";
+/// See [`MAP_ENTRIES`].
+pub const MAP_KEY: &str = "key";
+/// See [`MAP_ENTRIES`].
+pub const MAP_VALUE: &str = "value";
 
 /// The largest decimal precision: 38 digits fit 128 bits, the most Delta, Spark and Athena take.
 pub const MAX_DECIMAL_PRECISION: u8 = 38;
@@ -65,6 +286,80 @@ impl ColumnType {
             )));
         }
         Ok(ColumnType::Decimal { precision, scale })
+    }
+
+    /// A struct type of `fields` (at least one, names distinct).
+    pub fn structure(fields: Vec<StructField>) -> Result<Self> {
+        if fields.is_empty() {
+            return Err(Error::Config(
+                "a struct needs at least one field (Parquet has no empty groups)".into(),
+            ));
+        }
+        for (i, f) in fields.iter().enumerate() {
+            if fields[..i].iter().any(|g| g.name == f.name) {
+                return Err(Error::Config(format!(
+                    "struct field {:?} is named twice",
+                    f.name
+                )));
+            }
+        }
+        Ok(ColumnType::Struct(intern(
+            &STRUCTS,
+            fields.into_boxed_slice(),
+        )))
+    }
+
+    /// A list type of `elem` values.
+    pub fn list(elem: ColumnType) -> Self {
+        ColumnType::List(intern(&LISTS, Box::new(elem)))
+    }
+
+    /// A map type from `key` to `value`; keys must be primitive.
+    pub fn map(key: ColumnType, value: ColumnType) -> Result<Self> {
+        if key.is_nested() {
+            return Err(Error::Config(format!(
+                "map<{key},{value}>: a map's keys must be of a primitive type"
+            )));
+        }
+        Ok(ColumnType::Map(intern(&MAPS, Box::new((key, value)))))
+    }
+
+    /// Whether the type is a struct, list or map.
+    pub fn is_nested(self) -> bool {
+        matches!(
+            self,
+            ColumnType::Struct(_) | ColumnType::List(_) | ColumnType::Map(_)
+        )
+    }
+
+    /// The type with the names of its struct fields, at every depth, named by `rule`; two
+    /// fields of one struct that the rule names alike are refused.
+    pub fn named(self, rule: ColumnNames) -> Result<Self> {
+        Ok(match self {
+            ColumnType::Struct(fields) => {
+                let mut out: Vec<StructField> = Vec::with_capacity(fields.len());
+                for f in fields {
+                    let name = rule.apply(&f.name).into_owned();
+                    if let Some(other) = fields
+                        .iter()
+                        .take_while(|g| g.name != f.name)
+                        .find(|g| rule.apply(&g.name) == name)
+                    {
+                        return Err(Error::invalid(format!(
+                            "struct fields {:?} and {:?} would both be {name:?} (column names are {}): rename one, or keep names as they come with --column-names as-is",
+                            other.name,
+                            f.name,
+                            rule.name()
+                        )));
+                    }
+                    out.push(StructField::new(name, f.ty.named(rule)?));
+                }
+                ColumnType::structure(out)?
+            }
+            ColumnType::List(elem) => ColumnType::list(elem.named(rule)?),
+            ColumnType::Map((k, v)) => ColumnType::map(*k, v.named(rule)?)?,
+            other => other,
+        })
     }
 
     /// The Arrow type written to Parquet.
@@ -87,6 +382,29 @@ impl ColumnType {
             }
             ColumnType::String => DataType::Utf8,
             ColumnType::Binary => DataType::Binary,
+            ColumnType::Struct(fields) => DataType::Struct(
+                fields
+                    .iter()
+                    .map(|f| Field::new(&f.name, f.ty.arrow_type(), true))
+                    .collect(),
+            ),
+            ColumnType::List(elem) => {
+                DataType::List(Arc::new(Field::new(LIST_ELEMENT, elem.arrow_type(), true)))
+            }
+            ColumnType::Map((k, v)) => DataType::Map(
+                Arc::new(Field::new(
+                    MAP_ENTRIES,
+                    DataType::Struct(
+                        vec![
+                            Field::new(MAP_KEY, k.arrow_type(), false),
+                            Field::new(MAP_VALUE, v.arrow_type(), true),
+                        ]
+                        .into(),
+                    ),
+                    false,
+                )),
+                false,
+            ),
         }
     }
 
@@ -107,6 +425,27 @@ impl ColumnType {
             DataType::Timestamp(TimeUnit::Microsecond, Some(_)) => ColumnType::TimestampTz,
             DataType::Utf8 => ColumnType::String,
             DataType::Binary => ColumnType::Binary,
+            DataType::Struct(fields) => ColumnType::structure(
+                fields
+                    .iter()
+                    .map(|f| {
+                        Some(StructField::new(
+                            f.name(),
+                            ColumnType::of_arrow(f.data_type())?,
+                        ))
+                    })
+                    .collect::<Option<_>>()?,
+            )
+            .ok()?,
+            DataType::List(elem) => ColumnType::list(ColumnType::of_arrow(elem.data_type())?),
+            DataType::Map(entries, _) => match entries.data_type() {
+                DataType::Struct(kv) if kv.len() == 2 => ColumnType::map(
+                    ColumnType::of_arrow(kv[0].data_type())?,
+                    ColumnType::of_arrow(kv[1].data_type())?,
+                )
+                .ok()?,
+                _ => return None,
+            },
             _ => return None,
         })
     }
@@ -128,6 +467,7 @@ impl ColumnType {
             ColumnType::Timestamp | ColumnType::TimestampTz => "timestamp",
             ColumnType::String => "string",
             ColumnType::Binary => "binary",
+            nested => return Cow::Owned(nested_name(nested, &ColumnType::hive_type)),
         })
     }
 
@@ -149,6 +489,7 @@ impl ColumnType {
             ColumnType::TimestampTz => "timestamp_tz",
             ColumnType::String => "string",
             ColumnType::Binary => "binary",
+            nested => return Cow::Owned(nested_name(nested, &ColumnType::name)),
         })
     }
 
@@ -173,8 +514,24 @@ impl ColumnType {
 
     /// Parses a type name as written in `sluice.toml`, with the SQL spellings: `int`, `integer`
     /// and `int4` are 32-bit as in SQL, Spark and Delta; `float` and `real` are 32-bit, `double`
-    /// 64-bit; `decimal(p,s)` (or `numeric(p,s)`) needs its precision and scale.
+    /// 64-bit; `decimal(p,s)` (or `numeric(p,s)`) needs its precision and scale. Nested types
+    /// are written `struct<name:type,…>` (a field name in backquotes when it is not a plain
+    /// identifier), `array<type>` (or `list<type>`) and `map<key,value>`.
     pub fn parse(s: &str) -> Result<Self> {
+        if !s.contains('<') {
+            return ColumnType::parse_primitive(s);
+        }
+        let mut p = TypeParser { s, pos: 0 };
+        let t = p.ty()?;
+        p.ws();
+        if p.pos != s.len() {
+            return Err(p.error("unexpected text"));
+        }
+        Ok(t)
+    }
+
+    /// Parses a primitive type's name.
+    fn parse_primitive(s: &str) -> Result<Self> {
         let lower = s.trim().to_ascii_lowercase();
         let compact: std::string::String = lower.chars().filter(|c| !c.is_whitespace()).collect();
         if let Some(args) = compact
@@ -210,7 +567,7 @@ impl ColumnType {
             "binary" | "bytes" | "bytea" | "blob" | "varbinary" => ColumnType::Binary,
             _ => {
                 return Err(Error::Config(format!(
-                    "unknown column type {s:?} (types: boolean, int8, int16, int32, int64, float32, float64, decimal(p,s), date, timestamp, timestamp_tz, string, binary)"
+                    "unknown column type {s:?} (types: boolean, int8, int16, int32, int64, float32, float64, decimal(p,s), date, timestamp, timestamp_tz, string, binary, struct<name:type,…>, array<type>, map<key,value>)"
                 )));
             }
         })
@@ -939,6 +1296,24 @@ pub(crate) struct SchemaInference {
     exact_decimals: bool,
     /// Names as the sources write them, where a naming rule changed them.
     source_names: std::collections::HashMap<std::string::String, std::string::String>,
+    /// The shapes of JSON values seen, by column (empty until a JSON value is observed).
+    shapes: Vec<Shape>,
+    /// The rule that names struct fields (keys of JSON objects).
+    field_names: ColumnNames,
+}
+
+/// The shapes of a column's JSON values: objects become a struct of their keys, arrays a list,
+/// both inferred from what they hold; a column whose values have more than one shape (an object
+/// here, a number there) is a string column of the values' JSON text.
+#[derive(Debug, Default)]
+struct Shape {
+    objects: u64,
+    arrays: u64,
+    scalars: u64,
+    /// The keys of the objects, as columns.
+    fields: Option<Box<SchemaInference>>,
+    /// The elements of the arrays, as one column.
+    elements: Option<Box<SchemaInference>>,
 }
 
 impl SchemaInference {
@@ -950,6 +1325,121 @@ impl SchemaInference {
             date_format,
             exact_decimals: false,
             source_names: Default::default(),
+            shapes: Vec::new(),
+            field_names: ColumnNames::AsTheyCome,
+        }
+    }
+
+    /// An inference of the same settings for the parts of nested values.
+    fn inner(&self) -> Box<SchemaInference> {
+        Box::new(
+            SchemaInference::new(Vec::new(), self.date_format.clone())
+                .with_exact_decimals(self.exact_decimals)
+                .with_field_names(self.field_names),
+        )
+    }
+
+    /// Struct fields inferred from JSON objects are named by `rule`.
+    pub fn with_field_names(mut self, rule: ColumnNames) -> Self {
+        self.field_names = rule;
+        self
+    }
+
+    /// The index of the column named `name`, added if new.
+    fn column(&mut self, name: &str) -> usize {
+        match self.names.iter().position(|n| n == name) {
+            Some(i) => i,
+            None => {
+                self.names.push(name.to_string());
+                self.cands.push(Candidates::all());
+                self.names.len() - 1
+            }
+        }
+    }
+
+    /// Observes a JSON value of column `i`: an object or an array by its shape and what it
+    /// holds, a scalar by its text, `null` not at all.
+    pub fn observe_json(&mut self, i: usize, value: &serde_json::value::RawValue) {
+        let raw = value.get().trim_start();
+        if self.shapes.len() <= i {
+            self.shapes
+                .resize_with(self.names.len().max(i + 1), Shape::default);
+        }
+        match raw.as_bytes().first() {
+            Some(b'n') | None => {}
+            Some(b'{') => {
+                let Ok(Members(members)) = serde_json::from_str::<Members<'_>>(raw) else {
+                    return;
+                };
+                let inner = self.inner();
+                let shape = &mut self.shapes[i];
+                shape.objects += 1;
+                let fields = shape.fields.get_or_insert(inner);
+                for (key, v) in members {
+                    let name = fields.field_names.apply(&key).into_owned();
+                    let j = fields.column(&name);
+                    fields.observe_json(j, v);
+                }
+            }
+            Some(b'[') => {
+                let Ok(items) = serde_json::from_str::<Vec<&serde_json::value::RawValue>>(raw)
+                else {
+                    return;
+                };
+                let inner = self.inner();
+                let shape = &mut self.shapes[i];
+                shape.arrays += 1;
+                let elements = shape.elements.get_or_insert(inner);
+                let j = elements.column(LIST_ELEMENT);
+                for item in items {
+                    elements.observe_json(j, item);
+                }
+            }
+            Some(_) => {
+                self.shapes[i].scalars += 1;
+                if let Some(text) = crate::source::json_member_text(value) {
+                    self.observe(i, &text);
+                }
+            }
+        }
+    }
+
+    /// Observes a JSON value (`None`: absent) of the column named `name`, adding the column if
+    /// new.
+    pub fn observe_json_named(&mut self, name: &str, value: Option<&serde_json::value::RawValue>) {
+        let i = self.column(name);
+        if let Some(v) = value {
+            self.observe_json(i, v);
+        }
+    }
+
+    /// The type of column `i`: its JSON values' shape, else its text's.
+    fn decide(&mut self, i: usize) -> ColumnType {
+        let text = self.cands[i].decide(self.exact_decimals);
+        let Some(shape) = self.shapes.get_mut(i) else {
+            return text;
+        };
+        match (shape.objects, shape.arrays, shape.scalars) {
+            (0, 0, _) => text,
+            (_, 0, 0) => {
+                let fields = shape.fields.take().map(|f| f.finish()).unwrap_or_default();
+                ColumnType::structure(
+                    fields
+                        .into_iter()
+                        .map(|c| StructField::new(c.name, c.ty))
+                        .collect(),
+                )
+                .unwrap_or(ColumnType::String)
+            }
+            (0, _, 0) => {
+                let elem = shape
+                    .elements
+                    .take()
+                    .and_then(|e| e.finish().into_iter().next())
+                    .map_or(ColumnType::String, |c| c.ty);
+                ColumnType::list(elem)
+            }
+            _ => ColumnType::String,
         }
     }
 
@@ -974,14 +1464,7 @@ impl SchemaInference {
 
     /// Observes a value (`None`: NULL) of the column named `name`, adding the column if new.
     pub fn observe_named(&mut self, name: &str, value: Option<&str>) {
-        let i = match self.names.iter().position(|n| n == name) {
-            Some(i) => i,
-            None => {
-                self.names.push(name.to_string());
-                self.cands.push(Candidates::all());
-                self.names.len() - 1
-            }
-        };
+        let i = self.column(name);
         if let Some(v) = value {
             self.observe(i, v);
         }
@@ -989,13 +1472,14 @@ impl SchemaInference {
 
     /// The inferred columns.
     pub fn finish(mut self) -> Vec<Column> {
-        self.names
+        let types: Vec<ColumnType> = (0..self.names.len()).map(|i| self.decide(i)).collect();
+        std::mem::take(&mut self.names)
             .into_iter()
-            .zip(self.cands)
-            .map(|(name, c)| Column {
+            .zip(types)
+            .map(|(name, ty)| Column {
                 source_name: self.source_names.remove(&name),
                 name,
-                ty: c.decide(self.exact_decimals),
+                ty,
             })
             .collect()
     }
@@ -1402,5 +1886,81 @@ mod tests {
         assert!(validate_column_name("Total (USD)").is_ok());
         assert!(validate_column_name("a/b").is_err());
         assert!(validate_column_name("a=b").is_err());
+    }
+
+    #[test]
+    fn nested_type_names_round_trip_with_either_spelling() {
+        let t = ColumnType::parse(
+            "STRUCT< id : BIGINT, `Unit Price`:decimal(12, 2), tags: array<string>, m: map<int, list<double>> >",
+        )
+        .unwrap();
+        assert_eq!(
+            t.name(),
+            "struct<id:int64,`Unit Price`:decimal(12,2),tags:array<string>,m:map<int32,array<float64>>>"
+        );
+        assert_eq!(
+            t.hive_type(),
+            "struct<id:bigint,`Unit Price`:decimal(12,2),tags:array<string>,m:map<int,array<double>>>"
+        );
+        assert_eq!(ColumnType::parse(&t.name()).unwrap(), t);
+        assert_eq!(ColumnType::parse(&t.hive_type()).unwrap(), t);
+        // Interned: the same type is the same allocation.
+        let (ColumnType::Struct(a), ColumnType::Struct(b)) =
+            (t, ColumnType::parse(&t.name()).unwrap())
+        else {
+            panic!("{t}")
+        };
+        assert!(std::ptr::eq(a, b));
+        // Serialized as its name, as every type is.
+        let c = Column::new("x", t);
+        let json = serde_json::to_string(&c).unwrap();
+        assert_eq!(serde_json::from_str::<Column>(&json).unwrap(), c);
+        assert_eq!(ColumnType::of_arrow(&t.arrow_type()), Some(t));
+        for bad in [
+            "struct<>",
+            "struct<a:int,a:int>",
+            "array<string",
+            "map<array<int>,int>",
+            "struct<a int>",
+            "array<nope>",
+            "int<string>",
+            "array<string>x",
+        ] {
+            assert!(ColumnType::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn json_objects_and_arrays_are_inferred_as_structs_and_lists() {
+        let mut inf =
+            SchemaInference::new(Vec::new(), None).with_field_names(ColumnNames::SnakeCase);
+        for doc in [
+            r#"{"user": {"id": 5, "Full Name": "a"}, "tags": ["x", "y"], "mixed": {"a": 1}, "n": null}"#,
+            r#"{"user": {"id": 6, "since": "2024-01-02"}, "tags": [], "mixed": 3, "n": null}"#,
+            r#"{"user": null, "tags": [[1]], "mixed": null}"#,
+        ] {
+            let Members(members) = serde_json::from_str(doc).unwrap();
+            for (k, v) in members {
+                inf.observe_json_named(&k, Some(v));
+            }
+        }
+        let cols = inf.finish();
+        let types: Vec<(String, String)> = cols
+            .iter()
+            .map(|c| (c.name.clone(), c.ty.name().into_owned()))
+            .collect();
+        assert_eq!(
+            types,
+            [
+                (
+                    "user".into(),
+                    "struct<id:int64,full_name:string,since:date>".into()
+                ),
+                // An array of strings and an array of arrays: the elements have two shapes.
+                ("tags".into(), "array<string>".into()),
+                ("mixed".into(), "string".into()),
+                ("n".into(), "string".into()),
+            ]
+        );
     }
 }

@@ -271,6 +271,12 @@ impl PartitionSpec {
                         .join(", ")
                 ))
             })?;
+            if col.ty.is_nested() {
+                return Err(Error::Config(format!(
+                    "cannot partition by column {:?}: it is {}, and a partition value is one date, number, boolean or text",
+                    col.name, col.ty
+                )));
+            }
             if f.transform == Transform::Identity {
                 if matches!(
                     col.ty,

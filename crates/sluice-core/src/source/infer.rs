@@ -4,6 +4,7 @@
 use std::io::{BufRead, BufReader, Read};
 use std::sync::Arc;
 
+use crate::decode::nested::Members;
 use crate::error::{Error, Result};
 use crate::schema::{Column, SchemaInference};
 use crate::source::csv::{CsvFormat, FieldSplitter, RecordReader, read_header};
@@ -53,15 +54,15 @@ pub(crate) fn infer_columns(
 }
 
 fn infer_json(input: impl BufRead, name: &str, sample: &Sample) -> Result<Vec<Column>> {
-    let mut names: Vec<String> = Vec::new();
-    let mut values: Vec<(usize, String)> = Vec::new();
+    let mut inf = SchemaInference::new(Vec::new(), sample.date_format.clone())
+        .with_exact_decimals(sample.exact_decimals);
     let mut seen = 0;
     for (i, line) in input.lines().enumerate() {
         let line = line.map_err(|e| read_error(name, e))?;
         if line.trim().is_empty() {
             continue;
         }
-        let Ok(OrderedObject(obj)) = serde_json::from_str(&line) else {
+        let Ok(Members(obj)) = serde_json::from_str(&line) else {
             if seen == 0 {
                 return Err(Error::invalid_at(
                     name,
@@ -72,61 +73,22 @@ fn infer_json(input: impl BufRead, name: &str, sample: &Sample) -> Result<Vec<Co
             continue;
         };
         for (k, v) in obj {
-            let idx = match names.iter().position(|n| *n == k) {
-                Some(p) => p,
-                None => {
-                    names.push(k);
-                    names.len() - 1
-                }
-            };
-            if let Some(text) = crate::source::json_member_text(&v) {
-                values.push((idx, text.into_owned()));
-            }
+            inf.observe_json_named(&k, Some(v));
         }
         seen += 1;
         if seen >= sample.rows {
             break;
         }
     }
-    if names.is_empty() {
+    let columns = inf.finish();
+    if columns.is_empty() {
         return Err(Error::invalid_at(
             name,
             None,
             "no JSON object to take columns from",
         ));
     }
-    let mut inf = SchemaInference::new(names, sample.date_format.clone())
-        .with_exact_decimals(sample.exact_decimals);
-    for (i, v) in &values {
-        inf.observe(*i, v);
-    }
-    Ok(inf.finish())
-}
-
-/// A JSON object's members in the order they are written (`serde_json::Map` sorts them).
-struct OrderedObject(Vec<(String, Box<serde_json::value::RawValue>)>);
-
-impl<'de> serde::Deserialize<'de> for OrderedObject {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
-        struct V;
-        impl<'de> serde::de::Visitor<'de> for V {
-            type Value = OrderedObject;
-            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-                f.write_str("a JSON object")
-            }
-            fn visit_map<A: serde::de::MapAccess<'de>>(
-                self,
-                mut map: A,
-            ) -> std::result::Result<OrderedObject, A::Error> {
-                let mut members = Vec::new();
-                while let Some(kv) = map.next_entry::<String, Box<serde_json::value::RawValue>>()? {
-                    members.push(kv);
-                }
-                Ok(OrderedObject(members))
-            }
-        }
-        d.deserialize_map(V)
-    }
+    Ok(columns)
 }
 
 /// Infers a table's columns from a CSV header and the records of `reader` the sample takes.

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::error::{Error, Result};
-use crate::schema::{Column, ColumnType};
+use crate::schema::{Column, ColumnType, StructField};
 use crate::source::{Location, Source};
 
 /// Rows of a Parquet source read at once.
@@ -27,7 +27,7 @@ pub(crate) fn parquet_schema(
     Ok(b.schema().clone())
 }
 
-/// A Parquet source's rows as JSON lines (one object per row, NULLs left out), for pieces and
+/// A Parquet source's rows as JSON lines (one object per row), for pieces and
 /// chunk messages, with the file's columns as sluice types them (the types of columns the table
 /// lacks, for schema evolution). A local file counts its progress into `bytes_read` in
 /// proportion to the rows read (an object counts its download).
@@ -86,7 +86,17 @@ impl std::io::Read for ParquetJsonLines {
             }
             self.buf.clear();
             self.pos = 0;
-            let mut w = arrow::json::LineDelimitedWriter::new(&mut self.buf);
+            let batch = with_text_map_keys(batch).map_err(|e| {
+                std::io::Error::other(format!(
+                    "{}: cannot read its map keys as text: {e}",
+                    self.name
+                ))
+            })?;
+            // Explicit nulls: a map entry whose value is NULL is kept (left out, it would be
+            // lost); a member that is NULL reads as absent, as a left-out one does.
+            let mut w = arrow::json::WriterBuilder::new()
+                .with_explicit_nulls(true)
+                .build::<_, arrow::json::writer::LineDelimited>(&mut self.buf);
             w.write(&batch).map_err(std::io::Error::other)?;
             w.finish().map_err(std::io::Error::other)?;
         }
@@ -95,6 +105,62 @@ impl std::io::Read for ParquetJsonLines {
         self.pos += n;
         Ok(n)
     }
+}
+
+/// The batch with the keys of its maps, at any depth, as text: JSON objects have text keys
+/// (the typer reads them back as the key type).
+fn with_text_map_keys(
+    batch: arrow::array::RecordBatch,
+) -> std::result::Result<arrow::array::RecordBatch, arrow::error::ArrowError> {
+    use arrow::datatypes::{DataType as D, Field, Schema};
+    fn text_keys(t: &D) -> D {
+        let field = |f: &Field, t: D| Arc::new(f.clone().with_data_type(t));
+        match t {
+            D::Struct(fs) => D::Struct(
+                fs.iter()
+                    .map(|f| field(f, text_keys(f.data_type())))
+                    .collect(),
+            ),
+            D::List(f) => D::List(field(f, text_keys(f.data_type()))),
+            D::LargeList(f) => D::LargeList(field(f, text_keys(f.data_type()))),
+            D::FixedSizeList(f, n) => D::FixedSizeList(field(f, text_keys(f.data_type())), *n),
+            D::Map(entries, sorted) => match entries.data_type() {
+                D::Struct(kv) if kv.len() == 2 => {
+                    let key = match kv[0].data_type() {
+                        k @ (D::Utf8 | D::LargeUtf8 | D::Utf8View) => k.clone(),
+                        _ => D::Utf8,
+                    };
+                    let kv = vec![
+                        field(&kv[0], key),
+                        field(&kv[1], text_keys(kv[1].data_type())),
+                    ];
+                    D::Map(field(entries, D::Struct(kv.into())), *sorted)
+                }
+                _ => t.clone(),
+            },
+            other => other.clone(),
+        }
+    }
+    let schema = batch.schema();
+    if schema
+        .fields()
+        .iter()
+        .all(|f| text_keys(f.data_type()) == *f.data_type())
+    {
+        return Ok(batch);
+    }
+    let mut fields = Vec::with_capacity(schema.fields().len());
+    let mut columns = Vec::with_capacity(schema.fields().len());
+    for (f, c) in schema.fields().iter().zip(batch.columns()) {
+        let t = text_keys(f.data_type());
+        columns.push(if t == *f.data_type() {
+            c.clone()
+        } else {
+            arrow::compute::cast(c, &t)?
+        });
+        fields.push(f.as_ref().clone().with_data_type(t));
+    }
+    arrow::array::RecordBatch::try_new(Arc::new(Schema::new(fields)), columns)
 }
 
 /// A local copy of an object, removed when dropped.
@@ -139,8 +205,8 @@ fn parquet_error(name: &str, e: parquet::errors::ParquetError) -> Error {
 /// `float`, `double`, decimals up to 38 digits, booleans, dates, timestamps with a zone or
 /// without, text, bytes); otherwise the narrowest that holds every value exactly (unsigned
 /// integers one size up, `uint64` as `decimal(20,0)`, half floats as `float`, timestamps in
-/// other units in microseconds); anything else (a 76-digit decimal, a time of day, a nested
-/// value) as its text.
+/// other units in microseconds); structs, lists and maps as such, their parts by the same
+/// rules; anything else (a 76-digit decimal, a time of day) as its text.
 pub(crate) fn column_type_of(t: &arrow::datatypes::DataType) -> ColumnType {
     use arrow::datatypes::DataType as D;
     if let Some(ty) = ColumnType::of_arrow(t) {
@@ -163,6 +229,27 @@ pub(crate) fn column_type_of(t: &arrow::datatypes::DataType) -> ColumnType {
         D::Timestamp(_, None) => ColumnType::Timestamp,
         D::Timestamp(_, Some(_)) => ColumnType::TimestampTz,
         D::LargeBinary | D::BinaryView | D::FixedSizeBinary(_) => ColumnType::Binary,
+        D::LargeUtf8 | D::Utf8View => ColumnType::String,
+        D::Struct(fields) => ColumnType::structure(
+            fields
+                .iter()
+                .map(|f| StructField::new(f.name(), column_type_of(f.data_type())))
+                .collect(),
+        )
+        .unwrap_or(ColumnType::String),
+        D::List(elem)
+        | D::LargeList(elem)
+        | D::ListView(elem)
+        | D::LargeListView(elem)
+        | D::FixedSizeList(elem, _) => ColumnType::list(column_type_of(elem.data_type())),
+        D::Map(entries, _) => match entries.data_type() {
+            D::Struct(kv) if kv.len() == 2 => ColumnType::map(
+                column_type_of(kv[0].data_type()),
+                column_type_of(kv[1].data_type()),
+            )
+            .unwrap_or(ColumnType::String),
+            _ => ColumnType::String,
+        },
         _ => ColumnType::String,
     }
 }

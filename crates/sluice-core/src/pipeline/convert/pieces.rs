@@ -330,14 +330,15 @@ fn read_sources(
                     // Named as the table names them (its rows' keys are, when typed).
                     let types: Vec<Column> = types
                         .into_iter()
-                        .map(|mut c| {
+                        .map(|mut c| -> Result<Column> {
                             let name = layout.names.apply(&c.name).into_owned();
                             if name != c.name {
                                 c.source_name = Some(std::mem::replace(&mut c.name, name));
                             }
-                            c
+                            c.ty = c.ty.named(layout.names)?;
+                            Ok(c)
                         })
-                        .collect();
+                        .collect::<Result<_>>()?;
                     let names: Vec<String> = types.iter().map(|c| c.name.clone()).collect();
                     layout.check_partition_columns(&names, &src.name, None, "the file")?;
                     read_json(
