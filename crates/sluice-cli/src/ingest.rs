@@ -426,6 +426,9 @@ pub(crate) async fn run_pipeline(ctx: &Ctx, a: RunArgs) -> Result<()> {
         p.csv_bytes as f64 / 1e6 / elapsed.as_secs_f64().max(1e-9)
     );
     let sql = a.query.unwrap_or_else(|| {
+        if def.partition_keys.is_empty() {
+            return format!("SELECT count(*) AS rows FROM \"{table}\"");
+        }
         let keys = def
             .partition_keys
             .iter()

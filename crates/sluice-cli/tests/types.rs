@@ -535,3 +535,334 @@ print(b)
     assert_eq!(lines[0], lines[1], "the sources and the table differ");
     assert!(lines[0].starts_with("(3000, 3000, '2501250.00'"), "{got}");
 }
+
+/// JSON lines with objects and arrays: `user` becomes a struct (with a struct inside), `tags` a
+/// list, through `convert` and through the queue (`run`); DuckDB, Polars, `deltalake` and
+/// `sluice query` read `user.id`, `user.address.city` and `len(tags)` as fields; a value of
+/// another shape is quarantined with the reason.
+#[test]
+fn json_objects_and_arrays_land_as_structs_and_lists() {
+    let dir = tempfile::tempdir().unwrap();
+    let home = dir.path().join("home");
+    let src = dir.path().join("events.jsonl");
+    let mut text = String::new();
+    for i in 1..=3000u64 {
+        let user = if i % 17 == 0 {
+            "null".to_string()
+        } else if i % 2 == 0 {
+            // Keys in another order, a NULL inside.
+            format!(
+                r#"{{"address": {{"zip": null, "city": "c{}"}}, "id": {}, "Full Name": "u{}"}}"#,
+                i % 5,
+                i * 7,
+                i % 50
+            )
+        } else {
+            format!(
+                r#"{{"id": {}, "Full Name": "u{}", "address": {{"city": "c{}", "zip": "0{}"}}}}"#,
+                i * 7,
+                i % 50,
+                i % 5,
+                i % 9
+            )
+        };
+        let tags: Vec<String> = (0..i % 4)
+            .map(|k| format!("\"t{}\"", (i + k) % 6))
+            .collect();
+        let tags = if i % 23 == 0 {
+            "null".to_string()
+        } else {
+            format!("[{}]", tags.join(", "))
+        };
+        text.push_str(&format!(
+            r#"{{"id": {i}, "user": {user}, "tags": {tags}, "amount": {}.{:02}}}"#,
+            i % 1000,
+            i % 100
+        ));
+        text.push('\n');
+    }
+    std::fs::write(&src, &text).unwrap();
+    let more = dir.path().join("more.jsonl");
+    std::fs::write(
+        &more,
+        concat!(
+            r#"{"id": 3001, "user": [1, 2], "tags": ["a"], "amount": 1.5}"#,
+            "\n",
+            r#"{"id": 3002, "user": {"id": "seven"}, "tags": ["a"], "amount": 1.5}"#,
+            "\n",
+            r#"{"id": 3003, "user": {"id": 1}, "tags": "a", "amount": 1.5}"#,
+            "\n",
+        ),
+    )
+    .unwrap();
+    ok(&sluice(
+        &home,
+        &["convert", src.to_str().unwrap(), "--table", "events"],
+    ));
+    let out = sluice(
+        &home,
+        &["convert", more.to_str().unwrap(), "--table", "events"],
+    );
+    ok(&out);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("(0 written, 3 quarantined"), "{err}");
+    ok(&sluice(
+        &home,
+        &["run", src.to_str().unwrap(), "--table", "queued"],
+    ));
+    let schema = ok(&sluice(&home, &["catalog", "schema", "events"]));
+    for line in [
+        "user                             struct<id:int64,full_name:string,address:struct<city:string,zip:string>>",
+        "tags                             array<string>",
+    ] {
+        assert!(schema.contains(line), "{line}:\n{schema}");
+    }
+    let q = ok(&sluice(
+        &home,
+        &[
+            "query",
+            "SELECT line, reason FROM quarantine ORDER BY line",
+            "--format",
+            "json",
+        ],
+    ));
+    let reasons: Vec<String> = q
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["reason"].to_string())
+        .collect();
+    assert_eq!(reasons.len(), 3, "{q}");
+    for (reason, why) in reasons.iter().zip([
+        r#"([1, 2] is not a JSON object)"#,
+        r#"(field \"id\": cannot parse \"seven\" as int64)"#,
+        r#"(\"a\" is not a JSON array)"#,
+    ]) {
+        assert!(reason.contains(why), "{reason} does not say {why}");
+    }
+    for table in ["events", "queued"] {
+        let got = compare(
+            r#"
+want_rows = [json.loads(l) for l in open(sys.argv[2])]
+def user(u):
+    if u is None:
+        return None
+    return {"id": u["id"], "full_name": u["Full Name"], "address": u["address"]}
+address = pa.struct([("city", pa.string()), ("zip", pa.string())])
+want = pa.table({
+    "id": pa.array([r["id"] for r in want_rows], pa.int64()),
+    "user": pa.array([user(r["user"]) for r in want_rows], pa.struct([("id", pa.int64()), ("full_name", pa.string()), ("address", address)])),
+    "tags": pa.array([r["tags"] for r in want_rows], pa.list_(pa.string())),
+})
+compare(sys.argv[1], want, {"tags": {"type": "array", "elementType": "string", "containsNull": True}})
+# Fields and lengths, as each reader asks for them.
+ids = sum(r["user"]["id"] for r in want_rows if r["user"])
+tags = sum(len(r["tags"]) for r in want_rows if r["tags"])
+c1 = sum(1 for r in want_rows if r["user"] and r["user"]["address"]["city"] == "c1")
+con = duckdb_connect("delta")
+got = con.execute(f"SELECT sum(\"user\".id), sum(len(tags)), count(*) FILTER (WHERE \"user\".address.city = 'c1') FROM delta_scan('{sys.argv[1]}')").fetchone()
+assert got == (ids, tags, c1), (got, ids, tags, c1)
+import polars as pl
+df = pl.read_delta(sys.argv[1])
+got = (df["user"].struct.field("id").sum(), df["tags"].list.len().sum())
+assert got == (ids, tags), got
+print(ids, tags, c1)
+"#,
+            &[&table_dir(&home, table), src.to_str().unwrap()],
+        );
+        let mut lines = got.lines();
+        assert_eq!(
+            lines.by_ref().take(3).collect::<Vec<_>>(),
+            ["duckdb ok", "polars ok", "deltalake ok"]
+        );
+        let figures = lines.next().unwrap().to_string();
+        let ours = ok(&sluice(
+            &home,
+            &[
+                "query",
+                &format!(
+                    "SELECT sum(\"user\".id) || ' ' || sum(cardinality(tags)) || ' ' || count(*) FILTER (WHERE \"user\".address.city = 'c1') AS f FROM {table}"
+                ),
+                "--format",
+                "json",
+            ],
+        ));
+        assert_eq!(
+            ours.trim(),
+            format!("{{\"f\":\"{figures}\"}}"),
+            "sluice query on {table}"
+        );
+    }
+}
+
+/// Parquet structs, lists and maps keep their shape and every value: decimals and timestamps
+/// inside structs, maps with integer keys and NULL values, lists of lists (large and of
+/// unsigned integers, which land one size up), lists of bytes.
+#[test]
+fn parquet_structs_lists_and_maps_keep_every_value() {
+    let dir = tempfile::tempdir().unwrap();
+    let home = dir.path().join("home");
+    let src = dir.path().join("nested.parquet");
+    python(
+        r#"
+import sys, decimal, datetime
+import pyarrow as pa, pyarrow.parquet as pq
+n = 2000
+def every(k, xs):
+    return [None if i % k == 0 else x for i, x in enumerate(xs)]
+r = range(n)
+t = pa.table({
+    "id": pa.array(range(1, n + 1), pa.int64()),
+    "s": pa.array(every(13, [{"a": i % 7 if i % 5 else None, "price": decimal.Decimal(i * 7919 % 10**9).scaleb(-2),
+                              "at": datetime.datetime(2024, 1, 1, tzinfo=datetime.timezone.utc) + datetime.timedelta(seconds=i),
+                              "c": list(range(i % 3))} for i in r]),
+                  pa.struct([("a", pa.int32()), ("price", pa.decimal128(12, 2)), ("at", pa.timestamp("us", tz="UTC")), ("c", pa.list_(pa.int16()))])),
+    "m": pa.array(every(11, [[(f"k{j}", None if (i + j) % 4 == 0 else i / 8 + j) for j in range(i % 3)] for i in r]), pa.map_(pa.string(), pa.float64())),
+    "mi": pa.array(every(9, [[(j * 1000 + i % 10, f"v{i}") for j in range(i % 2 + 1)] for i in r]), pa.map_(pa.int32(), pa.string())),
+    "ll": pa.array(every(7, [[[i % 256], [j % 256 for j in range(i % 4)]] for i in r]), pa.large_list(pa.list_(pa.uint8()))),
+    "bn": pa.array(every(5, [[bytes([i % 256, 0, 255]), None] for i in r]), pa.list_(pa.binary())),
+})
+pq.write_table(t, sys.argv[1], row_group_size=700)
+"#,
+        &[src.to_str().unwrap()],
+        "pyarrow",
+    );
+    ok(&sluice(
+        &home,
+        &["convert", src.to_str().unwrap(), "--table", "nested"],
+    ));
+    let schema = ok(&sluice(&home, &["catalog", "schema", "nested"]));
+    for (col, ty) in [
+        (
+            "s",
+            "struct<a:int32,price:decimal(12,2),at:timestamp_tz,c:array<int16>>",
+        ),
+        ("m", "map<string,float64>"),
+        ("mi", "map<int32,string>"),
+        ("ll", "array<array<int16>>"),
+        ("bn", "array<binary>"),
+    ] {
+        assert!(
+            schema
+                .lines()
+                .any(|l| l.split_whitespace().collect::<Vec<_>>() == [col, ty]),
+            "{col} {ty}:\n{schema}"
+        );
+    }
+    let got = compare(
+        r#"
+want = pq.read_table(sys.argv[2])
+ll = pa.list_(pa.list_(pa.int16()))
+want = want.set_column(want.schema.get_field_index("ll"), "ll", want.column("ll").cast(ll))
+compare(sys.argv[1], want, {
+    "mi": {"type": "map", "keyType": "integer", "valueType": "string", "valueContainsNull": True},
+    "ll": {"type": "array", "elementType": {"type": "array", "elementType": "short", "containsNull": True}, "containsNull": True},
+})
+con = duckdb_connect("delta")
+src = pq.read_table(sys.argv[2]).to_pylist()
+want = (sum(r["s"]["price"] for r in src if r["s"]), sum(1 for r in src if r["mi"] and 1000 + (r["id"] - 1) % 10 in dict(r["mi"])))
+got = con.execute(f"SELECT sum(s.price), count(*) FILTER (WHERE mi[1000 + (id - 1) % 10] IS NOT NULL) FROM delta_scan('{sys.argv[1]}')").fetchone()
+assert got == want, (got, want)
+print(got[0])
+"#,
+        &[&table_dir(&home, "nested"), src.to_str().unwrap()],
+    );
+    let mut lines = got.lines();
+    assert_eq!(
+        lines.by_ref().take(3).collect::<Vec<_>>(),
+        ["duckdb ok", "polars ok", "deltalake ok"]
+    );
+    // The decimal sum inside the struct, exact in sluice's own engine too.
+    let sum = lines.next().unwrap();
+    let ours = ok(&sluice(
+        &home,
+        &[
+            "query",
+            "SELECT CAST(sum(s.price) AS VARCHAR) AS p FROM nested",
+            "--format",
+            "csv",
+        ],
+    ));
+    assert_eq!(ours.lines().nth(1), Some(sum), "{ours}");
+}
+
+/// Nested types declared in sluice.toml read CSV cells as JSON, through `convert` and through
+/// the queue; a map is looked up by key, a cell that does not fit is quarantined with its text.
+#[test]
+fn declared_nested_columns_read_json_cells_from_csv() {
+    let dir = tempfile::tempdir().unwrap();
+    let home = dir.path().join("home");
+    let csv = dir.path().join("points.csv");
+    let mut text = String::from("id,point,attrs,tags\n");
+    for i in 1..=1500u32 {
+        text.push_str(&format!(
+            "{i},\"{{\"\"x\"\": {}.5, \"\"y\"\": -{}}}\",\"{{\"\"a\"\": {}, \"\"b\"\": null}}\",\"[\"\"t{}\"\", \"\"u\"\"]\"\n",
+            i % 100,
+            i % 7,
+            i * 3,
+            i % 4
+        ));
+    }
+    text.push_str("1501,\"{\"\"x\"\": \"\"east\"\"}\",{},[]\n");
+    std::fs::write(&csv, &text).unwrap();
+    std::fs::write(
+        dir.path().join("sluice.toml"),
+        "[tables.points]\ncolumns = { id = \"bigint\", point = \"struct<x:double,y:decimal(4,0)>\", attrs = \"map<string,int>\", tags = \"array<string>\" }\n\
+         [tables.queued]\ncolumns = { id = \"bigint\", point = \"struct<x:double,y:decimal(4,0)>\", attrs = \"map<string,int>\", tags = \"array<string>\" }\n",
+    )
+    .unwrap();
+    let out = sluice(
+        &home,
+        &["convert", csv.to_str().unwrap(), "--table", "points"],
+    );
+    ok(&out);
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("(1500 written, 1 quarantined"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    ok(&sluice(
+        &home,
+        &["run", csv.to_str().unwrap(), "--table", "queued"],
+    ));
+    let q = ok(&sluice(
+        &home,
+        &[
+            "query",
+            "SELECT line, reason FROM quarantine",
+            "--format",
+            "csv",
+        ],
+    ));
+    assert!(
+        q.contains(r#"(field \"x\": cannot parse \"east\" as float64)"#)
+            || q.contains(r#"(field ""x"": cannot parse ""east"" as float64)"#),
+        "{q}"
+    );
+    for table in ["points", "queued"] {
+        let got = python(
+            r#"
+import sys
+con = duckdb_connect("delta")
+print(con.execute(f"SELECT count(*), sum(point.x), sum(point.y), sum(attrs['a']), count(attrs['b']), sum(len(tags)) FROM delta_scan('{sys.argv[1]}')").fetchone())
+import os
+os._exit(0)
+"#,
+            &[&table_dir(&home, table)],
+            "duckdb with its delta extension",
+        );
+        let want = (1..=1500u32).fold((0f64, 0i64, 0i64), |(x, y, a), i| {
+            (
+                x + f64::from(i % 100) + 0.5,
+                y - i64::from(i % 7),
+                a + i64::from(i * 3),
+            )
+        });
+        assert_eq!(
+            got.trim(),
+            format!(
+                "(1500, {:?}, Decimal('{}'), {}, 0, 3000)",
+                want.0, want.1, want.2
+            ),
+            "{table}"
+        );
+    }
+}

@@ -7,7 +7,7 @@ use serde_json::value::RawValue;
 
 use crate::decode::rows::{Field, QuarantineRow, RowTyper};
 use crate::schema::ColumnNames;
-use crate::source::json_member_text;
+use crate::schema::json::member_text as json_member_text;
 use crate::table::TableLayout;
 use crate::table::policy::SchemaPolicy;
 
@@ -118,7 +118,17 @@ pub(crate) fn add_json_docs<'a>(
         let texts: Vec<Option<Cow<'_, str>>> = layout
             .source_columns
             .iter()
-            .map(|c| obj.get(&c.name).and_then(|v| json_member_text(v)))
+            .map(|c| {
+                let v = obj.get(&c.name)?;
+                if c.ty.is_nested() {
+                    // As written: a map keeps its entries' order.
+                    Some(v.get())
+                        .filter(|raw| *raw != "null")
+                        .map(Cow::Borrowed)
+                } else {
+                    json_member_text(v)
+                }
+            })
             .collect();
         typer.add_row(
             |i| texts[i].as_deref().map(Field::Text),

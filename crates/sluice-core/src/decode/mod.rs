@@ -4,5 +4,5 @@
 
 pub mod json;
 pub mod message;
-pub(crate) mod nested;
 pub mod rows;
+pub(crate) mod value;

@@ -15,9 +15,10 @@ use arrow::array::{
     ArrayRef, BinaryBuilder, BooleanBuilder, Date32Builder, Decimal128Builder, Float64Builder,
     Int64Builder, RecordBatch, StringBuilder, TimestampMicrosecondBuilder,
 };
-use chrono::NaiveTime;
 
-use crate::decode::nested::{Nv, Reading, build, type_nested};
+use crate::decode::value::{
+    BINARY_TEXT, Nv, Reading, Val, build, naive_micros, parse_integer, trim, type_leaf, type_nested,
+};
 use crate::error::Result;
 use crate::schema::partition::Transform;
 use crate::schema::{
@@ -106,34 +107,10 @@ impl<'a> Field<'a> {
     }
 }
 
-/// A typed value; strings and bytes are referred to by source column and fetched again when
-/// pushed, nested values kept aside by source column.
-#[derive(Clone, Copy)]
-pub(crate) enum Val {
-    Null,
-    Bool(bool),
-    I64(i64),
-    F64(f64),
-    Dec(i128),
-    Date(i32),
-    Ts(i64),
-    Str,
-    Bin,
-    Nested,
-}
-
 fn days_to_datetime(days: i32) -> chrono::NaiveDateTime {
     chrono::DateTime::from_timestamp(days as i64 * 86_400, 0)
         .map(|t| t.naive_utc())
         .unwrap_or_default()
-}
-
-fn naive_micros(t: Temporal) -> i64 {
-    match t {
-        Temporal::Date(d) => d.and_time(NaiveTime::MIN).and_utc().timestamp_micros(),
-        Temporal::Naive(n) => n.and_utc().timestamp_micros(),
-        Temporal::Zoned(us) => us,
-    }
 }
 
 /// Builds typed batches from rows of one table.
@@ -557,55 +534,6 @@ impl Partitioner {
     }
 }
 
-/// Types a primitive value from its text (`s`, not NULL); `Err` is the type it is not (with why,
-/// where that helps). `lenient`: a date or timestamp that does not parse is NULL (a partition
-/// source's, whose row then goes to the default partition).
-#[inline]
-pub(crate) fn type_leaf(
-    s: &str,
-    ty: ColumnType,
-    date_format: Option<&str>,
-    lenient: bool,
-) -> Result<Val, Cow<'static, str>> {
-    Ok(match ty {
-        ColumnType::String => Val::Str,
-        ColumnType::Int64 => Val::I64(parse_i64(trim(s)).ok_or(Cow::Borrowed("int64"))?),
-        ColumnType::Int8 | ColumnType::Int16 | ColumnType::Int32 => {
-            Val::I64(parse_integer(trim(s), ty)?)
-        }
-        ColumnType::Float64 => Val::F64(parse_f64(trim(s)).ok_or(Cow::Borrowed("float64"))?),
-        ColumnType::Float32 => Val::F64(parse_f32(trim(s)).ok_or(Cow::Borrowed("float32"))?.into()),
-        ColumnType::Decimal { precision, scale } => Val::Dec(
-            parse_decimal(trim(s), precision, scale).map_err(|why| format!("{ty}: {why}"))?,
-        ),
-        ColumnType::Binary => {
-            parse_hex(trim(s)).ok_or(Cow::Borrowed(BINARY_TEXT))?;
-            Val::Bin
-        }
-        ColumnType::Boolean => Val::Bool(parse_bool(trim(s)).ok_or(Cow::Borrowed("boolean"))?),
-        ColumnType::Date | ColumnType::Timestamp | ColumnType::TimestampTz => {
-            match parse_temporal(s, date_format) {
-                Some(t) => match ty {
-                    ColumnType::Date => match t {
-                        Temporal::Date(d) => Val::Date(date_to_days(d)),
-                        _ => return Err(Cow::Borrowed("date (it has a time)")),
-                    },
-                    ColumnType::TimestampTz => Val::Ts(naive_micros(t)),
-                    _ => Val::Ts(match t {
-                        Temporal::Zoned(us) => us,
-                        other => naive_micros(other),
-                    }),
-                },
-                None if lenient => Val::Null,
-                None => return Err(ty.name()),
-            }
-        }
-        ColumnType::Struct(_) | ColumnType::List(_) | ColumnType::Map(_) => {
-            unreachable!("nested values are typed by decode::nested")
-        }
-    })
-}
-
 fn push_val(col: &mut Col, v: Val, text: Option<&str>) {
     match (col, v) {
         (Col::Bool(b), Val::Bool(x)) => b.append_value(x),
@@ -617,31 +545,6 @@ fn push_val(col: &mut Col, v: Val, text: Option<&str>) {
         (Col::Str(b), Val::Str) => b.append_option(text),
         (Col::Bin(b), Val::Bin) => b.append_option(text.and_then(|t| parse_hex(trim(t)))),
         (col, _) => append_nulls(col, 1),
-    }
-}
-
-/// What a binary column's text must be.
-const BINARY_TEXT: &str = "binary (hexadecimal digits, optionally after \\x or 0x)";
-
-/// An integer that must fit a narrower type: `Err` names the type, and its range when the
-/// value is an integer outside it.
-fn parse_integer(s: &str, ty: ColumnType) -> std::result::Result<i64, Cow<'static, str>> {
-    let v = parse_i64(s).ok_or_else(|| ty.name())?;
-    let (lo, hi) = ty.integer_range().expect("an integer type");
-    if v < lo || v > hi {
-        return Err(format!("{ty} (it is out of the range {lo} to {hi})").into());
-    }
-    Ok(v)
-}
-
-/// `s.trim()`, without looking at every character when the ends are plain ASCII (the usual
-/// number).
-#[inline]
-fn trim(s: &str) -> &str {
-    match s.as_bytes() {
-        [first, .., last] if first.is_ascii_graphic() && last.is_ascii_graphic() => s,
-        [only] if only.is_ascii_graphic() => s,
-        _ => s.trim(),
     }
 }
 

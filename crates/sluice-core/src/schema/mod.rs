@@ -1,6 +1,9 @@
 //! Column types, table schemas, value parsing (numbers, dates, timestamps) and schema inference.
 
+pub(crate) mod json;
 pub mod partition;
+
+use json::Members;
 
 use std::borrow::Cow;
 use std::sync::Arc;
@@ -9,7 +12,6 @@ use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use chrono::{DateTime, NaiveDate, NaiveDateTime, NaiveTime};
 use serde::{Deserialize, Serialize};
 
-use crate::decode::nested::Members;
 use crate::error::{Error, Result};
 
 /// The types a column can have. Timestamps are stored in microseconds, which every engine reads.
@@ -1397,7 +1399,7 @@ impl SchemaInference {
             }
             Some(_) => {
                 self.shapes[i].scalars += 1;
-                if let Some(text) = crate::source::json_member_text(value) {
+                if let Some(text) = json::member_text(value) {
                     self.observe(i, &text);
                 }
             }

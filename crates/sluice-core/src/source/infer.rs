@@ -4,8 +4,8 @@
 use std::io::{BufRead, BufReader, Read};
 use std::sync::Arc;
 
-use crate::decode::nested::Members;
 use crate::error::{Error, Result};
+use crate::schema::json::Members;
 use crate::schema::{Column, SchemaInference};
 use crate::source::csv::{CsvFormat, FieldSplitter, RecordReader, read_header};
 use crate::source::parquet::{column_type_of, parquet_schema, read_error};

@@ -15,7 +15,6 @@ pub mod infer;
 pub mod parquet;
 pub mod s3_events;
 
-use std::borrow::Cow;
 use std::io::Read;
 use std::path::{Path as FsPath, PathBuf};
 use std::sync::Arc;
@@ -488,24 +487,6 @@ pub(crate) fn source_fingerprint(table: &str, path: &FsPath) -> Result<String> {
     h.update(&len.to_le_bytes());
     h.update(&head[..n]);
     Ok(format!("{:032x}", h.digest128()))
-}
-
-/// The text a member's value is typed from: a string unescaped, a number or boolean as written,
-/// an object or array as compact JSON; `None` for `null`.
-pub(crate) fn json_member_text(v: &serde_json::value::RawValue) -> Option<Cow<'_, str>> {
-    let raw = v.get().trim();
-    match raw.as_bytes().first() {
-        Some(b'n') => None,
-        // A string without escapes is its bytes between the quotes (the document was parsed).
-        Some(b'"') if !raw.contains('\\') => Some(Cow::Borrowed(&raw[1..raw.len() - 1])),
-        Some(b'"') => serde_json::from_str::<String>(raw).ok().map(Cow::Owned),
-        Some(b'{' | b'[') => Some(Cow::Owned(
-            serde_json::from_str::<serde_json::Value>(raw)
-                .map(|v| v.to_string())
-                .unwrap_or_else(|_| raw.to_string()),
-        )),
-        _ => Some(Cow::Borrowed(raw)),
-    }
 }
 
 #[cfg(test)]

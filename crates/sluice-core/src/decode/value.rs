@@ -1,11 +1,14 @@
-//! Nested values (structs, lists, maps): typed from their JSON text as every leaf is typed at
-//! the top level (a number from its digits as written, a date by the table's date format), then
-//! built into Arrow arrays.
+//! One value from its text: a primitive (`type_leaf`), or a nested value (structs, lists, maps)
+//! from its JSON text, every leaf typed as a primitive is (a number from its digits as written,
+//! a date by the table's date format), then built into Arrow arrays.
 //!
 //! A value is typed whole before any of it is taken, so a value that does not fit its type
 //! quarantines its row and leaves nothing half-built.
 
+use std::borrow::Cow;
 use std::sync::Arc;
+
+use chrono::NaiveTime;
 
 use arrow::array::{
     ArrayRef, BinaryArray, BooleanArray, Date32Array, Decimal128Array, Float32Array, Float64Array,
@@ -16,9 +19,112 @@ use arrow::buffer::{NullBuffer, OffsetBuffer};
 use arrow::datatypes::DataType;
 use serde_json::value::RawValue;
 
-use crate::decode::rows::{Val, type_leaf};
-use crate::schema::{ColumnNames, ColumnType, parse_hex};
-use crate::source::json_member_text;
+use crate::schema::json::{Members, member_text};
+use crate::schema::{
+    ColumnNames, ColumnType, Temporal, date_to_days, parse_bool, parse_decimal, parse_f32,
+    parse_f64, parse_hex, parse_i64, parse_temporal,
+};
+
+/// A typed value; strings and bytes are referred to by source column and fetched again when
+/// pushed, nested values kept aside by source column.
+#[derive(Clone, Copy)]
+pub(crate) enum Val {
+    Null,
+    Bool(bool),
+    I64(i64),
+    F64(f64),
+    Dec(i128),
+    Date(i32),
+    Ts(i64),
+    Str,
+    Bin,
+    Nested,
+}
+
+pub(crate) fn naive_micros(t: Temporal) -> i64 {
+    match t {
+        Temporal::Date(d) => d.and_time(NaiveTime::MIN).and_utc().timestamp_micros(),
+        Temporal::Naive(n) => n.and_utc().timestamp_micros(),
+        Temporal::Zoned(us) => us,
+    }
+}
+
+/// Types a primitive value from its text (`s`, not NULL); `Err` is the type it is not (with why,
+/// where that helps). `lenient`: a date or timestamp that does not parse is NULL (a partition
+/// source's, whose row then goes to the default partition).
+#[inline]
+pub(crate) fn type_leaf(
+    s: &str,
+    ty: ColumnType,
+    date_format: Option<&str>,
+    lenient: bool,
+) -> Result<Val, Cow<'static, str>> {
+    Ok(match ty {
+        ColumnType::String => Val::Str,
+        ColumnType::Int64 => Val::I64(parse_i64(trim(s)).ok_or(Cow::Borrowed("int64"))?),
+        ColumnType::Int8 | ColumnType::Int16 | ColumnType::Int32 => {
+            Val::I64(parse_integer(trim(s), ty)?)
+        }
+        ColumnType::Float64 => Val::F64(parse_f64(trim(s)).ok_or(Cow::Borrowed("float64"))?),
+        ColumnType::Float32 => Val::F64(parse_f32(trim(s)).ok_or(Cow::Borrowed("float32"))?.into()),
+        ColumnType::Decimal { precision, scale } => Val::Dec(
+            parse_decimal(trim(s), precision, scale).map_err(|why| format!("{ty}: {why}"))?,
+        ),
+        ColumnType::Binary => {
+            parse_hex(trim(s)).ok_or(Cow::Borrowed(BINARY_TEXT))?;
+            Val::Bin
+        }
+        ColumnType::Boolean => Val::Bool(parse_bool(trim(s)).ok_or(Cow::Borrowed("boolean"))?),
+        ColumnType::Date | ColumnType::Timestamp | ColumnType::TimestampTz => {
+            match parse_temporal(s, date_format) {
+                Some(t) => match ty {
+                    ColumnType::Date => match t {
+                        Temporal::Date(d) => Val::Date(date_to_days(d)),
+                        _ => return Err(Cow::Borrowed("date (it has a time)")),
+                    },
+                    ColumnType::TimestampTz => Val::Ts(naive_micros(t)),
+                    _ => Val::Ts(match t {
+                        Temporal::Zoned(us) => us,
+                        other => naive_micros(other),
+                    }),
+                },
+                None if lenient => Val::Null,
+                None => return Err(ty.name()),
+            }
+        }
+        ColumnType::Struct(_) | ColumnType::List(_) | ColumnType::Map(_) => {
+            unreachable!("nested values are typed by decode::nested")
+        }
+    })
+}
+
+/// What a binary column's text must be.
+pub(crate) const BINARY_TEXT: &str = "binary (hexadecimal digits, optionally after \\x or 0x)";
+
+/// An integer that must fit a narrower type: `Err` names the type, and its range when the
+/// value is an integer outside it.
+pub(crate) fn parse_integer(
+    s: &str,
+    ty: ColumnType,
+) -> std::result::Result<i64, Cow<'static, str>> {
+    let v = parse_i64(s).ok_or_else(|| ty.name())?;
+    let (lo, hi) = ty.integer_range().expect("an integer type");
+    if v < lo || v > hi {
+        return Err(format!("{ty} (it is out of the range {lo} to {hi})").into());
+    }
+    Ok(v)
+}
+
+/// `s.trim()`, without looking at every character when the ends are plain ASCII (the usual
+/// number).
+#[inline]
+pub(crate) fn trim(s: &str) -> &str {
+    match s.as_bytes() {
+        [first, .., last] if first.is_ascii_graphic() && last.is_ascii_graphic() => s,
+        [only] if only.is_ascii_graphic() => s,
+        _ => s.trim(),
+    }
+}
 
 /// A typed nested value, or a leaf of one.
 #[derive(Debug, Clone, PartialEq)]
@@ -52,15 +158,24 @@ pub(crate) struct Reading<'a> {
 /// "cannot parse … as {what}": the type and, in parentheses, the first part that does not fit
 /// (`struct<id:int64> (field "id": cannot parse "x" as int64)`).
 pub(crate) fn type_nested(text: &str, ty: ColumnType, how: Reading<'_>) -> Result<Nv, String> {
-    let raw: &RawValue =
-        serde_json::from_str(text).map_err(|e| format!("{ty} (it is not JSON: {e})"))?;
+    let raw: &RawValue = serde_json::from_str(text).map_err(|e| {
+        let shape = match ty {
+            ColumnType::List(_) => "array",
+            _ => "object",
+        };
+        if text.trim_start().starts_with(['{', '[']) {
+            format!("{ty} (it is not JSON: {e})")
+        } else {
+            format!("{ty} (it is not a JSON {shape})")
+        }
+    })?;
     typed(raw, ty, how).map_err(|why| format!("{ty} ({why})"))
 }
 
 fn typed(raw: &RawValue, ty: ColumnType, how: Reading<'_>) -> Result<Nv, String> {
-    let Some(text) = json_member_text(raw) else {
+    if raw.get().trim() == "null" {
         return Ok(Nv::Null);
-    };
+    }
     let shape = |what: &str| format!("{} is not a JSON {what}", clip(raw.get()));
     match ty {
         ColumnType::Struct(fields) => {
@@ -103,7 +218,10 @@ fn typed(raw: &RawValue, ty: ColumnType, how: Reading<'_>) -> Result<Nv, String>
                 .collect::<Result<_, String>>()
                 .map(Nv::Map)
         }
-        _ => leaf(&text, ty, how),
+        _ => match member_text(raw) {
+            Some(text) => leaf(&text, ty, how),
+            None => Ok(Nv::Null),
+        },
     }
 }
 
@@ -129,32 +247,6 @@ fn clip(s: &str) -> &str {
     match s.char_indices().nth(64) {
         Some((i, _)) => &s[..i],
         None => s,
-    }
-}
-
-/// A JSON object's members in the order they are written (`serde_json::Map` sorts them).
-pub(crate) struct Members<'a>(pub Vec<(String, &'a RawValue)>);
-
-impl<'de> serde::Deserialize<'de> for Members<'de> {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl<'de> serde::de::Visitor<'de> for V {
-            type Value = Members<'de>;
-            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-                f.write_str("a JSON object")
-            }
-            fn visit_map<A: serde::de::MapAccess<'de>>(
-                self,
-                mut map: A,
-            ) -> Result<Members<'de>, A::Error> {
-                let mut members = Vec::new();
-                while let Some(kv) = map.next_entry::<String, &'de RawValue>()? {
-                    members.push(kv);
-                }
-                Ok(Members(members))
-            }
-        }
-        d.deserialize_map(V)
     }
 }
 
@@ -323,6 +415,7 @@ mod tests {
         assert!(err(r#"{"other": 1}"#).contains(r#"field "other" is not one of the struct's"#));
         assert!(err("[1]").contains("is not a JSON object"));
         assert!(err("{").contains("it is not JSON"));
+        assert!(err("x").ends_with("(it is not a JSON object)"));
     }
 
     #[test]
