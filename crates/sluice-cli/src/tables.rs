@@ -71,18 +71,26 @@ pub(crate) async fn catalog_cmd(ctx: &Ctx, c: CatalogCommand) -> Result<()> {
             } else {
                 println!("schema history:");
                 for c in changes {
-                    let added: Vec<String> = c
-                        .added
-                        .iter()
-                        .map(|c| format!("{} {}", c.name, c.ty.name()))
-                        .collect();
+                    let named = |cols: &[sluice_core::schema::Column]| -> String {
+                        cols.iter()
+                            .map(|c| format!("{} {}", c.name, c.ty.name()))
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    };
+                    let mut what = Vec::new();
+                    if !c.added.is_empty() {
+                        what.push(format!("added {}", named(&c.added)));
+                    }
+                    if !c.widened.is_empty() {
+                        what.push(format!("struct fields added: {}", named(&c.widened)));
+                    }
                     println!(
-                        "  {}  Delta version {}  added {}  from {}",
+                        "  {}  Delta version {}  {}  from {}",
                         c.at,
                         c.version
                             .map(|v| v.to_string())
                             .unwrap_or_else(|| "-".into()),
-                        added.join(", "),
+                        what.join("; "),
                         c.source
                     );
                 }

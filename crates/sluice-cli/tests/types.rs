@@ -866,3 +866,154 @@ os._exit(0)
         );
     }
 }
+
+/// Schema evolution by name reaches inside structs: fields a struct lacks are added (at any
+/// depth) through `convert` and through the queue, files written before read them as NULL in
+/// every reader, compaction keeps every value; `freeze` quarantines such rows with the reason and
+/// `discard-columns` drops the fields.
+#[test]
+fn struct_fields_are_added_by_schema_evolution_as_the_policy_says() {
+    let dir = tempfile::tempdir().unwrap();
+    let home = dir.path().join("home");
+    let write = |name: &str, from: u64, to: u64, user: &dyn Fn(u64) -> String| {
+        let path = dir.path().join(name);
+        let text: String = (from..=to)
+            .map(|i| format!("{{\"id\": {i}, \"user\": {}}}\n", user(i)))
+            .collect();
+        std::fs::write(&path, text).unwrap();
+        path
+    };
+    let first = write("first.jsonl", 1, 1000, &|i| {
+        format!(r#"{{"id": {i}, "name": "n{}"}}"#, i % 10)
+    });
+    let second = write("second.jsonl", 1001, 2000, &|i| {
+        format!(
+            r#"{{"id": {i}, "nick": "k{}", "address": {{"city": "c{}"}}}}"#,
+            i % 3,
+            i % 5
+        )
+    });
+    let third = write("third.jsonl", 2001, 3000, &|i| {
+        format!(
+            r#"{{"id": {i}, "address": {{"city": "c1", "zip": {i}}}, "age": {}}}"#,
+            i % 90
+        )
+    });
+    ok(&sluice(
+        &home,
+        &["convert", first.to_str().unwrap(), "--table", "events"],
+    ));
+    ok(&sluice(
+        &home,
+        &["convert", second.to_str().unwrap(), "--table", "events"],
+    ));
+    ok(&sluice(
+        &home,
+        &["run", third.to_str().unwrap(), "--table", "events"],
+    ));
+    let schema = ok(&sluice(&home, &["catalog", "schema", "events"]));
+    let want =
+        "struct<id:int64,name:string,nick:string,address:struct<city:string,zip:int64>,age:int64>";
+    assert!(
+        schema
+            .lines()
+            .any(|l| l.split_whitespace().collect::<Vec<_>>() == ["user", want]),
+        "{schema}"
+    );
+    assert_eq!(
+        schema.matches("struct fields added: user struct<").count(),
+        2,
+        "{schema}"
+    );
+    let figures = |stage: &str| {
+        let got = python(
+            r#"
+import sys, json
+from deltalake import DeltaTable
+import polars as pl
+path = sys.argv[1]
+con = duckdb_connect("delta")
+d = con.execute(f"SELECT count(*), count(\"user\".name), count(\"user\".nick), count(\"user\".address.city), sum(\"user\".address.zip), sum(\"user\".age), sum(\"user\".id) FROM delta_scan('{path}')").fetchone()
+df = pl.read_delta(path)
+u = df["user"]
+p = (df.height, u.struct.field("name").count(), u.struct.field("nick").count(), u.struct.field("address").struct.field("city").count(), u.struct.field("address").struct.field("zip").sum(), u.struct.field("age").sum(), u.struct.field("id").sum())
+t = DeltaTable(path).to_pyarrow_table().to_pylist()
+def n(k):
+    return sum(1 for r in t if r["user"][k] is not None)
+z = (len(t), n("name"), n("nick"), sum(1 for r in t if r["user"]["address"] and r["user"]["address"]["city"] is not None),
+     sum(r["user"]["address"]["zip"] or 0 for r in t if r["user"]["address"]), sum(r["user"]["age"] or 0 for r in t), sum(r["user"]["id"] for r in t))
+assert tuple(d) == p == z, (d, p, z)
+print(json.dumps(list(d)))
+import os
+os._exit(0)
+"#,
+            &[&table_dir(&home, "events")],
+            "duckdb with its delta extension, polars and deltalake",
+        );
+        assert_eq!(
+            got.trim(),
+            format!(
+                "[3000, 1000, 1000, 2000, {}, {}, {}]",
+                (2001..=3000u64).sum::<u64>(),
+                (2001..=3000u64).map(|i| i % 90).sum::<u64>(),
+                (1..=3000u64).sum::<u64>()
+            ),
+            "{stage}"
+        );
+    };
+    figures("after evolution");
+    ok(&sluice(&home, &["compact", "--table", "events"]));
+    figures("after compaction");
+
+    // Under freeze the rows are quarantined, naming the field; under discard-columns the
+    // fields are dropped and the rows land.
+    for (table, policy) in [("frozen", "freeze"), ("dropped", "discard-columns")] {
+        ok(&sluice(
+            &home,
+            &[
+                "convert",
+                first.to_str().unwrap(),
+                "--table",
+                table,
+                "--schema-policy",
+                policy,
+            ],
+        ));
+        let out = sluice(
+            &home,
+            &["convert", second.to_str().unwrap(), "--table", table],
+        );
+        ok(&out);
+        let err = String::from_utf8_lossy(&out.stderr);
+        let schema = ok(&sluice(&home, &["catalog", "schema", table]));
+        assert!(schema.contains("struct<id:int64,name:string>"), "{schema}");
+        if policy == "freeze" {
+            assert!(err.contains("(0 written, 1000 quarantined"), "{err}");
+            let q = ok(&sluice(
+                &home,
+                &[
+                    "query",
+                    "SELECT reason FROM quarantine WHERE line = 1 AND source LIKE '%second.jsonl'",
+                    "--format",
+                    "csv",
+                ],
+            ));
+            assert!(
+                q.contains("field \"\"nick\"\" is not one of the struct's"),
+                "{q}"
+            );
+        } else {
+            assert!(err.contains("(1000 written, 0 quarantined"), "{err}");
+            let n = ok(&sluice(
+                &home,
+                &[
+                    "query",
+                    "SELECT count(*) AS n FROM dropped WHERE \"user\".id > 1000",
+                    "--format",
+                    "csv",
+                ],
+            ));
+            assert_eq!(n.trim(), "n\n1000");
+        }
+    }
+}

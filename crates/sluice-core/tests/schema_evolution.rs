@@ -25,6 +25,91 @@ fn field(name: &str, ty: &'static str) -> DeltaField {
     }
 }
 
+fn nested(name: &str, ty: &str) -> DeltaField {
+    DeltaField {
+        name: name.into(),
+        ty: sluice_core::delta::log::DeltaField::of_column(&sluice_core::schema::Column::new(
+            name,
+            sluice_core::schema::ColumnType::parse(ty).unwrap(),
+        ))
+        .ty,
+        nullable: true,
+        source_name: None,
+    }
+}
+
+/// Two writers that add different fields to one struct, each from the version before the
+/// other's: both fields land, in the order of the commits, and a writer's appends for the
+/// narrower struct still commit after the change.
+#[tokio::test]
+async fn struct_fields_added_by_two_writers_are_merged() {
+    let dir = tempfile::tempdir().unwrap();
+    let lake = Lake::local(dir.path()).unwrap();
+    let mut a = Ledger::open(&lake, "t", "a").await.unwrap();
+    a.create_if_missing(&DeltaSchema {
+        fields: vec![field("id", "long"), nested("user", "struct<id:int64>")],
+        partition_columns: vec![],
+        configuration: Default::default(),
+    })
+    .await
+    .unwrap();
+    let mut b = Ledger::open(&lake, "t", "b").await.unwrap();
+    let mut c = Ledger::open(&lake, "t", "c").await.unwrap();
+    assert_eq!(
+        b.add_columns(&[nested("user", "struct<id:int64,a:string>")])
+            .await
+            .unwrap(),
+        Some(1)
+    );
+    assert_eq!(
+        c.add_columns(&[nested("user", "struct<id:int64,b:array<date>>")])
+            .await
+            .unwrap(),
+        Some(2)
+    );
+    // The struct's fields in the log (Delta's JSON).
+    let read = |l: &Ledger| {
+        let ty = l
+            .state()
+            .schema_fields()
+            .into_iter()
+            .find(|(n, _)| n == "user")
+            .unwrap()
+            .1;
+        let v: serde_json::Value = serde_json::from_str(&ty).unwrap();
+        v["fields"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|f| f["name"].as_str().unwrap().to_string())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(read(&c), ["id", "a", "b"]);
+    // Nothing new: no version.
+    assert_eq!(
+        b.add_columns(&[nested("user", "struct<id:int64,b:array<date>>")])
+            .await
+            .unwrap(),
+        None
+    );
+    // a wrote for struct<id>: its files stay valid, its append commits.
+    let commit = a
+        .commit(CommitDraft {
+            add: vec![DataFile {
+                path: "t/part-1.parquet".into(),
+                partition: String::new(),
+                rows: 3,
+                bytes: 100,
+                kind: FileKind::Data,
+                stats: None,
+            }],
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(commit.version, 3);
+}
+
 fn names(l: &Ledger) -> Vec<String> {
     l.state()
         .schema_fields()

@@ -17,7 +17,8 @@ use arrow::array::{
 };
 
 use crate::decode::value::{
-    BINARY_TEXT, Nv, Reading, Val, build, naive_micros, parse_integer, trim, type_leaf, type_nested,
+    BINARY_TEXT, Nv, Reading, Val, build, has_new_fields, naive_micros, parse_integer, trim,
+    type_leaf, type_nested,
 };
 use crate::error::Result;
 use crate::schema::partition::Transform;
@@ -283,7 +284,7 @@ impl<'l> RowTyper<'l> {
         chunk: &str,
     ) {
         self.rows_in += 1;
-        match self.type_row(&field) {
+        match self.type_row(&field, source) {
             Ok(part) => {
                 let (layout, vals) = (self.layout, std::mem::take(&mut self.vals));
                 self.columns_of(part);
@@ -315,7 +316,11 @@ impl<'l> RowTyper<'l> {
     }
 
     /// Types a row into `self.vals` and returns its partition directory index.
-    fn type_row<'f>(&mut self, field: &impl Fn(usize) -> Option<Field<'f>>) -> Result<u32, String> {
+    fn type_row<'f>(
+        &mut self,
+        field: &impl Fn(usize) -> Option<Field<'f>>,
+        source: &str,
+    ) -> Result<u32, String> {
         let layout = self.layout;
         self.vals.clear();
         self.vals.resize(layout.source_columns.len(), Val::Null);
@@ -336,14 +341,24 @@ impl<'l> RowTyper<'l> {
                 )
             };
             let v = if col.ty.is_nested() {
-                let how = Reading {
-                    date_format: layout.date_format.as_deref(),
-                    names: layout.names,
-                };
                 if self.nested.len() < layout.source_columns.len() {
                     self.nested.resize(layout.source_columns.len(), Nv::Null);
                 }
-                self.nested[i] = type_nested(s, col.ty, how).map_err(|what| bad(&what))?;
+                match type_nested(s, col.ty, Reading::of(layout)) {
+                    Ok(v) => self.nested[i] = v,
+                    // Keys a struct lacks, under `evolve`: sampled for the fields they add;
+                    // the chunk is typed again once the table has them.
+                    Err(_)
+                        if layout.policy == SchemaPolicy::Evolve
+                            && has_new_fields(s, col.ty, layout.names) =>
+                    {
+                        let raw = serde_json::from_str::<&serde_json::value::RawValue>(s)
+                            .expect("checked to be JSON");
+                        self.observe_new_json(&col.name, Some(raw), source);
+                        return Err(format!("column {:?}: new struct fields", col.name));
+                    }
+                    Err(what) => return Err(bad(&what)),
+                }
                 Val::Nested
             } else {
                 // An unparseable partition date sends the row to the default partition.
@@ -417,7 +432,18 @@ impl<'l> RowTyper<'l> {
             new_columns: self
                 .new_columns
                 .map(SchemaInference::finish)
-                .unwrap_or_default(),
+                .unwrap_or_default()
+                .into_iter()
+                .map(|mut c| {
+                    // A struct column of the table that the rows give fields it lacks: the
+                    // table's type with those fields added.
+                    if let Some(have) = self.layout.source_columns.iter().find(|s| s.name == c.name)
+                    {
+                        c.ty = have.ty.widened(c.ty);
+                    }
+                    c
+                })
+                .collect(),
             new_columns_source: self.new_source,
             produced_at_ms: None,
         })
@@ -1097,10 +1123,7 @@ impl RowTyper<'_> {
         let ty = col.ty;
         let t = match col.ty {
             ColumnType::Struct(_) | ColumnType::List(_) | ColumnType::Map(_) => {
-                let how = Reading {
-                    date_format: self.layout.date_format.as_deref(),
-                    names: self.layout.names,
-                };
+                let how = Reading::of(self.layout);
                 let mut v = vec![Nv::Null; n];
                 fields.type_values(refusals, &mut ok, no_fast, |r, s| {
                     v[r] = type_nested(s, ty, how)?;

@@ -146,12 +146,25 @@ pub(crate) enum Nv {
 
 static NULL: Nv = Nv::Null;
 
-/// How leaves and keys are read: the table's date format and its naming rule (a struct's keys
-/// are named as the table names its columns).
+/// How leaves and keys are read: the table's date format, its naming rule (a struct's keys
+/// are named as the table names its columns), and whether a key a struct lacks is dropped (the
+/// table's policy is `discard-columns`) or refuses the value.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Reading<'a> {
     pub date_format: Option<&'a str>,
     pub names: ColumnNames,
+    pub drop_unknown: bool,
+}
+
+impl<'a> Reading<'a> {
+    /// How the values of a table of `layout` are read.
+    pub fn of(layout: &'a crate::table::TableLayout) -> Self {
+        Reading {
+            date_format: layout.date_format.as_deref(),
+            names: layout.names,
+            drop_unknown: layout.policy == crate::table::policy::SchemaPolicy::DiscardColumns,
+        }
+    }
 }
 
 /// Types the JSON text of a value of nested type `ty`. `Err` is what the text is not, for
@@ -186,6 +199,9 @@ fn typed(raw: &RawValue, ty: ColumnType, how: Reading<'_>) -> Result<Nv, String>
             for (key, v) in members {
                 let name = how.names.apply(&key);
                 let Some(i) = fields.iter().position(|f| f.name == name) else {
+                    if how.drop_unknown {
+                        continue;
+                    }
                     return Err(format!("field {key:?} is not one of the struct's"));
                 };
                 out[i] = typed(v, fields[i].ty, how)
@@ -357,6 +373,32 @@ pub(crate) fn build(values: &[&Nv], ty: ColumnType) -> ArrayRef {
     }
 }
 
+/// Whether the JSON text of a value of nested type `ty` has a key that a struct of the type
+/// lacks, at any depth (keys named by `names`): what schema evolution adds.
+pub(crate) fn has_new_fields(text: &str, ty: ColumnType, names: ColumnNames) -> bool {
+    fn walk(raw: &RawValue, ty: ColumnType, names: ColumnNames) -> bool {
+        match ty {
+            ColumnType::Struct(fields) => {
+                serde_json::from_str::<Members<'_>>(raw.get()).is_ok_and(|Members(members)| {
+                    members.iter().any(|(key, v)| {
+                        let name = names.apply(key);
+                        match fields.iter().find(|f| f.name == name) {
+                            Some(f) => walk(v, f.ty, names),
+                            None => true,
+                        }
+                    })
+                })
+            }
+            ColumnType::List(elem) => serde_json::from_str::<Vec<&RawValue>>(raw.get())
+                .is_ok_and(|items| items.iter().any(|v| walk(v, *elem, names))),
+            ColumnType::Map((_, v)) => serde_json::from_str::<Members<'_>>(raw.get())
+                .is_ok_and(|Members(members)| members.iter().any(|(_, x)| walk(x, *v, names))),
+            _ => false,
+        }
+    }
+    serde_json::from_str::<&RawValue>(text).is_ok_and(|raw| walk(raw, ty, names))
+}
+
 fn items<'a>(v: &&'a Nv) -> &'a [Nv] {
     match v {
         Nv::List(items) => items,
@@ -380,6 +422,7 @@ mod tests {
         Reading {
             date_format: None,
             names: ColumnNames::AsTheyCome,
+            drop_unknown: false,
         }
     }
 
@@ -413,6 +456,24 @@ mod tests {
         assert!(err(r#"{"tags": "x"}"#).contains(r#"field "tags": "x" is not a JSON array"#));
         assert!(err(r#"{"attrs": {"a": 3000000000}}"#).contains(r#"key "a": cannot parse"#));
         assert!(err(r#"{"other": 1}"#).contains(r#"field "other" is not one of the struct's"#));
+        assert!(has_new_fields(
+            r#"{"id": 1, "other": 1}"#,
+            ty,
+            ColumnNames::AsTheyCome
+        ));
+        assert!(!has_new_fields(
+            r#"{"attrs": {"a": 1}, "tags": []}"#,
+            ty,
+            ColumnNames::AsTheyCome
+        ));
+        let dropping = Reading {
+            drop_unknown: true,
+            ..how()
+        };
+        assert_eq!(
+            type_nested(r#"{"id": 1, "other": 1}"#, ty, dropping).unwrap(),
+            type_nested(r#"{"id": 1}"#, ty, how()).unwrap()
+        );
         assert!(err("[1]").contains("is not a JSON object"));
         assert!(err("{").contains("it is not JSON"));
         assert!(err("x").ends_with("(it is not a JSON object)"));
@@ -424,6 +485,7 @@ mod tests {
         let snake = Reading {
             date_format: None,
             names: ColumnNames::SnakeCase,
+            drop_unknown: false,
         };
         assert_eq!(
             type_nested(r#"{"userId": 7}"#, ty, snake).unwrap(),

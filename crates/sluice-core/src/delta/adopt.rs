@@ -205,6 +205,13 @@ pub(crate) fn check_def(def: &TableDef, ledger: &Ledger) -> Result<()> {
     for f in &want.fields {
         match have.iter().find(|(n, _)| *n == f.name) {
             Some((_, t)) if *t == f.ty => {}
+            // A struct the log has with more fields (another writer's schema evolution): the
+            // files sluice writes for the catalog's read them as NULL, and its typer adds them
+            // to the catalog when rows bring them.
+            Some((_, t))
+                if column_type_of_delta(t)
+                    .zip(column_type_of_delta(&f.ty))
+                    .is_some_and(|(log, ours)| log.widens(ours)) => {}
             Some((_, t)) => {
                 return Err(Error::TableMismatch {
                     table: def.name.clone(),

@@ -16,9 +16,11 @@
 //! files written before (or by writers that have not seen the change yet) stay valid: readers
 //! read the missing columns as NULL, and appends never conflict with a schema change.
 //!
-//! A column's type is never changed: Delta widens `long` only to `decimal`, not to `double`, and
-//! not every reader follows type widening. A value that does not parse as its column's type
-//! sends its row to the quarantine with the reason, as always.
+//! A column's type is never changed, but for fields added inside a struct (at any depth, in list
+//! elements and map values too), which Delta allows as it allows added columns: files written
+//! before read them as NULL. A primitive's type is never widened: Delta widens `long` only to
+//! `decimal`, not to `double`, and not every reader follows type widening. A value that does
+//! not parse as its column's type sends its row to the quarantine with the reason, as always.
 
 use std::sync::Arc;
 
@@ -102,13 +104,21 @@ impl Evolver {
         loop {
             let mut def = self.catalog.get_table(&self.database, &self.table).await?;
             let mut missing = Vec::new();
+            let mut widened = Vec::new();
             for (name, ty) in in_log {
-                if def.columns.iter().any(|c| &c.name == name)
-                    || def.partition_keys.iter().any(|c| &c.name == name)
-                {
+                if def.partition_keys.iter().any(|c| &c.name == name) {
                     continue;
                 }
-                let ty = column_type_of_delta(ty).ok_or_else(|| Error::UnsupportedType {
+                let log_ty = column_type_of_delta(ty);
+                if let Some(c) = def.columns.iter_mut().find(|c| &c.name == name) {
+                    // A struct the log has with more fields (this writer's or another's).
+                    if let Some(t) = log_ty.filter(|t| *t != c.ty && t.widens(c.ty)) {
+                        c.ty = t;
+                        widened.push(c.clone());
+                    }
+                    continue;
+                }
+                let ty = log_ty.ok_or_else(|| Error::UnsupportedType {
                     table: self.table.clone(),
                     column: name.to_string(),
                     ty: ty.to_string(),
@@ -121,7 +131,7 @@ impl Evolver {
                     .and_then(|a| a.source_name.clone());
                 missing.push(c);
             }
-            if missing.is_empty() {
+            if missing.is_empty() && widened.is_empty() {
                 return TableLayout::from_def(&def);
             }
             def.columns.extend(missing.iter().cloned());
@@ -130,6 +140,7 @@ impl Evolver {
                 version,
                 at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
                 added: missing,
+                widened,
                 source: source.to_string(),
             });
             def.parameters.insert(

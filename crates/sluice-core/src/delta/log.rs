@@ -207,7 +207,7 @@ pub(crate) fn delta_type(ty: ColumnType) -> String {
 }
 
 /// A column type as Delta's schema writes it: a primitive's name, a nested type's JSON.
-fn delta_type_value(ty: ColumnType) -> Value {
+pub(crate) fn delta_type_value(ty: ColumnType) -> Value {
     Value::String(
         match ty {
             ColumnType::Boolean => "boolean",
@@ -1043,8 +1043,31 @@ impl Ledger {
                 .iter()
                 .filter(|f| !names.contains(f.name.as_str()))
                 .collect();
-            if new.is_empty() {
+            // Struct columns the table has, given fields they lack: their types with those
+            // fields added (merged with what another writer added since).
+            let mut widened: Vec<(String, ColumnType)> = Vec::new();
+            for f in add.iter().filter(|f| names.contains(f.name.as_str())) {
+                let Some(at) = schema.fields.iter().position(|g| g.name == f.name) else {
+                    continue;
+                };
+                let have = match &schema.fields[at].ty {
+                    Value::String(t) => column_type_of_delta(t),
+                    other => column_type_of_delta(&other.to_string()),
+                };
+                if let (Some(have), Some(want)) = (have, column_type_of_delta(&f.ty)) {
+                    let merged = have.widened(want);
+                    if merged != have {
+                        widened.push((f.name.clone(), merged));
+                    }
+                }
+            }
+            if new.is_empty() && widened.is_empty() {
                 return Ok(None);
+            }
+            for f in &mut schema.fields {
+                if let Some((_, ty)) = widened.iter().find(|(n, _)| *n == f.name) {
+                    f.ty = delta_type_value(*ty);
+                }
             }
             let had_ntz = schema.fields.iter().any(|f| {
                 has_timestamp_ntz(
@@ -1086,13 +1109,27 @@ impl Ledger {
             meta.schema_string = serde_json::to_string(&schema).expect("schema serializes");
             let now = chrono::Utc::now().timestamp_millis();
             let ict = self.next_in_commit_timestamp(&rules, now).await?;
-            let columns: Vec<Value> = new_fields.iter().map(|f| json!({"column": f})).collect();
+            let columns: Vec<Value> = new_fields
+                .iter()
+                .chain(
+                    schema
+                        .fields
+                        .iter()
+                        .filter(|f| widened.iter().any(|(n, _)| *n == f.name)),
+                )
+                .map(|f| json!({"column": f}))
+                .collect();
             let mut info = self.commit_info(now, ict, "ADD COLUMNS", false);
             info.operation_parameters = Some(json!({"columns": Value::Array(columns).to_string()}));
             info.extra
                 .insert(COMMIT_ID_KEY.into(), Value::String(id.clone()));
             let mut actions = vec![Action::CommitInfo(info)];
-            if !had_ntz && new.iter().any(|f| has_timestamp_ntz(&f.ty)) {
+            if !had_ntz
+                && (new.iter().any(|f| has_timestamp_ntz(&f.ty))
+                    || widened
+                        .iter()
+                        .any(|(_, t)| has_timestamp_ntz(&delta_type(*t))))
+            {
                 let p = self.state.protocol.clone().unwrap_or_else(Protocol::legacy);
                 actions.push(Action::Protocol(p.with_feature("timestampNtz")));
             }
@@ -1598,10 +1635,18 @@ impl Ledger {
         let (Ok(was), Ok(is)) = (base.schema(), now.schema()) else {
             return Err(self.corrupt("a schemaString does not read"));
         };
+        let ty = |v: &Value| match v {
+            Value::String(t) => column_type_of_delta(t),
+            other => column_type_of_delta(&other.to_string()),
+        };
         for f in &was.fields {
             match is.fields.iter().find(|g| g.name == f.name) {
                 None => return Err(changed(format!("column {} was dropped", f.name))),
-                Some(g) if g.ty != f.ty => {
+                // Fields added inside a struct: files written for it read them as NULL.
+                Some(g)
+                    if g.ty != f.ty
+                        && !matches!((ty(&g.ty), ty(&f.ty)), (Some(a), Some(b)) if a.widens(b)) =>
+                {
                     return Err(changed(format!(
                         "column {} changed type from {} to {}",
                         f.name, f.ty, g.ty

@@ -527,7 +527,7 @@ pub(crate) fn conform(
         .iter()
         .map(|f| match batch.column_by_name(f.name()) {
             Some(c) if c.data_type() == f.data_type() => Ok(c.clone()),
-            Some(c) => arrow::compute::cast(c, f.data_type()),
+            Some(c) => widen(c, f.data_type()),
             None => Ok(arrow::array::new_null_array(
                 f.data_type(),
                 batch.num_rows(),
@@ -539,6 +539,58 @@ pub(crate) fn conform(
         columns,
         &arrow::array::RecordBatchOptions::new().with_row_count(Some(batch.num_rows())),
     )?)
+}
+
+/// `array` as `to`: a struct (at any depth) gets the fields `to` has and it lacks as NULL, and
+/// keeps the others by name; anything else is cast.
+fn widen(
+    array: &arrow::array::ArrayRef,
+    to: &arrow::datatypes::DataType,
+) -> std::result::Result<arrow::array::ArrayRef, arrow::error::ArrowError> {
+    use arrow::array::{Array, AsArray, ListArray, MapArray, StructArray};
+    use arrow::datatypes::DataType as D;
+    use std::sync::Arc;
+    if array.data_type() == to {
+        return Ok(array.clone());
+    }
+    Ok(match (array.data_type(), to) {
+        (D::Struct(_), D::Struct(fields)) => {
+            let s = array.as_struct();
+            let children = fields
+                .iter()
+                .map(|f| match s.column_by_name(f.name()) {
+                    Some(c) => widen(c, f.data_type()),
+                    None => Ok(arrow::array::new_null_array(f.data_type(), s.len())),
+                })
+                .collect::<std::result::Result<Vec<_>, _>>()?;
+            Arc::new(StructArray::try_new(
+                fields.clone(),
+                children,
+                s.nulls().cloned(),
+            )?)
+        }
+        (D::List(_), D::List(field)) => {
+            let l = array.as_list::<i32>();
+            Arc::new(ListArray::try_new(
+                field.clone(),
+                l.offsets().clone(),
+                widen(l.values(), field.data_type())?,
+                l.nulls().cloned(),
+            )?)
+        }
+        (D::Map(_, _), D::Map(entries, sorted)) => {
+            let m = array.as_map();
+            let entries_array = widen(&(Arc::new(m.entries().clone()) as _), entries.data_type())?;
+            Arc::new(MapArray::try_new(
+                entries.clone(),
+                m.offsets().clone(),
+                entries_array.as_struct().clone(),
+                m.nulls().cloned(),
+                *sorted,
+            )?)
+        }
+        _ => arrow::compute::cast(array, to)?,
+    })
 }
 
 #[cfg(test)]

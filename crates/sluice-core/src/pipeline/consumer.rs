@@ -732,13 +732,7 @@ impl Consumer {
     /// A message with columns the table lacks (policy `evolve`): adds them (unless another
     /// message or consumer did) and decodes the message again.
     async fn evolve(&mut self, m: &ReceivedMessage, d: DecodedChunk) -> Result<DecodedChunk> {
-        let missing: Vec<crate::schema::Column> = {
-            let layout = self.writer.layout();
-            d.new_columns
-                .into_iter()
-                .filter(|c| !layout.source_columns.iter().any(|t| t.name == c.name))
-                .collect()
-        };
+        let missing = self.writer.layout().changes(d.new_columns);
         if !missing.is_empty() {
             let source = if d.new_columns_source.is_empty() {
                 format!("message {}", m.message_id)

@@ -326,6 +326,51 @@ impl ColumnType {
         Ok(ColumnType::Map(intern(&MAPS, Box::new((key, value)))))
     }
 
+    /// This type with the struct fields `other` has and it lacks, at every depth (inside
+    /// structs, list elements and map values), added after its own; every other part keeps this
+    /// type's. Schema evolution by name inside structs: files written for this type are valid
+    /// for the result (the fields they lack read as NULL).
+    pub fn widened(self, other: ColumnType) -> ColumnType {
+        match (self, other) {
+            (ColumnType::Struct(a), ColumnType::Struct(b)) => {
+                let mut fields: Vec<StructField> = a
+                    .iter()
+                    .map(|f| match b.iter().find(|g| g.name == f.name) {
+                        Some(g) => StructField::new(f.name.clone(), f.ty.widened(g.ty)),
+                        None => f.clone(),
+                    })
+                    .collect();
+                fields.extend(
+                    b.iter()
+                        .filter(|g| !a.iter().any(|f| f.name == g.name))
+                        .cloned(),
+                );
+                ColumnType::structure(fields).unwrap_or(self)
+            }
+            (ColumnType::List(a), ColumnType::List(b)) => ColumnType::list(a.widened(*b)),
+            (ColumnType::Map((ka, va)), ColumnType::Map((kb, vb))) if ka == kb => {
+                ColumnType::map(*ka, va.widened(*vb)).unwrap_or(self)
+            }
+            _ => self,
+        }
+    }
+
+    /// Whether this type is `narrower` or `narrower` with struct fields added (see
+    /// [`ColumnType::widened`]): files written for `narrower` are valid for this type.
+    pub fn widens(self, narrower: ColumnType) -> bool {
+        match (self, narrower) {
+            (a, b) if a == b => true,
+            (ColumnType::Struct(a), ColumnType::Struct(b)) => b.iter().all(|f| {
+                a.iter()
+                    .find(|g| g.name == f.name)
+                    .is_some_and(|g| g.ty.widens(f.ty))
+            }),
+            (ColumnType::List(a), ColumnType::List(b)) => a.widens(*b),
+            (ColumnType::Map((ka, va)), ColumnType::Map((kb, vb))) => ka == kb && va.widens(*vb),
+            _ => false,
+        }
+    }
+
     /// Whether the type is a struct, list or map.
     pub fn is_nested(self) -> bool {
         matches!(
@@ -1964,5 +2009,29 @@ mod tests {
                 ("n".into(), "string".into()),
             ]
         );
+    }
+
+    #[test]
+    fn structs_widen_by_field_name_at_every_depth() {
+        let t = |s: &str| ColumnType::parse(s).unwrap();
+        let old = t(
+            "struct<id:int64,a:struct<x:int32>,l:array<struct<p:string>>,m:map<string,struct<q:date>>>",
+        );
+        let new = t(
+            "struct<b:string,id:string,a:struct<y:boolean>,l:array<struct<r:int64>>,m:map<string,struct<s:int8>>>",
+        );
+        let w = old.widened(new);
+        assert_eq!(
+            w,
+            t(
+                "struct<id:int64,a:struct<x:int32,y:boolean>,l:array<struct<p:string,r:int64>>,m:map<string,struct<q:date,s:int8>>,b:string>"
+            )
+        );
+        assert!(w.widens(old));
+        assert!(!old.widens(w));
+        assert!(w.widens(w));
+        // A leaf keeps its type: a conflict is not a widening.
+        assert!(!t("struct<id:string>").widens(t("struct<id:int64>")));
+        assert_eq!(t("int64").widened(t("string")), t("int64"));
     }
 }

@@ -38,6 +38,28 @@ pub(crate) struct TableLayout {
 }
 
 impl TableLayout {
+    /// Of `columns` (a source's, with their inferred types), those that change the table: the
+    /// ones it lacks, and its struct columns that they give fields it lacks (with the table's
+    /// type, those fields added: [`crate::schema::ColumnType::widened`]).
+    pub(crate) fn changes(&self, columns: Vec<Column>) -> Vec<Column> {
+        columns
+            .into_iter()
+            .filter_map(|mut c| {
+                match self.source_columns.iter().find(|t| t.name == c.name) {
+                    None => {}
+                    Some(t) => {
+                        let widened = t.ty.widened(c.ty);
+                        if widened == t.ty {
+                            return None;
+                        }
+                        c.ty = widened;
+                    }
+                }
+                Some(c)
+            })
+            .collect()
+    }
+
     /// Derives the layout from a catalog entry.
     pub fn from_def(def: &TableDef) -> Result<Self> {
         let spec_s =

@@ -73,6 +73,9 @@ pub struct SchemaChange {
     pub at: String,
     /// The columns added.
     pub added: Vec<Column>,
+    /// Struct columns that gained fields, with their new types.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub widened: Vec<Column>,
     /// The file, object or message whose columns they were.
     pub source: String,
 }

@@ -226,11 +226,7 @@ impl Pieces {
         piece: Piece,
     ) -> Result<Option<(usize, Item)>> {
         let name = self.names[s].clone();
-        let missing: Vec<Column> = d
-            .new_columns
-            .into_iter()
-            .filter(|c| !self.layout.source_columns.iter().any(|t| t.name == c.name))
-            .collect();
+        let missing = self.layout.changes(d.new_columns);
         let mut evolved = None;
         if !missing.is_empty() {
             match self.evolver.add_columns(&missing, &name).await {
