@@ -105,7 +105,8 @@ fn table_input(t: &TableDef, version: u64) -> Result<TableInput> {
 }
 
 /// Hive type to sluice type, for tables sluice did not create: `int` is 32-bit, `float` 32-bit,
-/// `decimal(p,s)` exact; a type sluice lacks (`array<…>`, `char(n)`) is read as text.
+/// `decimal(p,s)` exact, `struct<…>`, `array<…>` and `map<…>` as such; a type sluice lacks
+/// (`char(n)`, `interval`) is read as text.
 fn from_hive(name: &str, ty: Option<&str>) -> Column {
     let ty = ty
         .and_then(|t| ColumnType::parse(t).ok())

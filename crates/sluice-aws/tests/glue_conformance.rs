@@ -38,6 +38,15 @@ async fn glue_table_is_a_delta_table_for_athena() {
             Column::new("ratio", ColumnType::Float32),
             Column::new("price", ColumnType::decimal(12, 2).unwrap()),
             Column::new("payload", ColumnType::Binary),
+            Column::new(
+                "user",
+                ColumnType::parse("struct<id:bigint,`Full Name`:string,tags:array<string>>")
+                    .unwrap(),
+            ),
+            Column::new(
+                "attrs",
+                ColumnType::parse("map<string,decimal(12,2)>").unwrap(),
+            ),
         ]);
     }
     c.create_table(&t).await.unwrap();
@@ -83,6 +92,11 @@ async fn glue_table_is_a_delta_table_for_athena() {
             ("ratio", Some("float")),
             ("price", Some("decimal(12,2)")),
             ("payload", Some("binary")),
+            (
+                "user",
+                Some("struct<id:bigint,`Full Name`:string,tags:array<string>>")
+            ),
+            ("attrs", Some("map<string,decimal(12,2)>")),
             ("year", Some("bigint"))
         ]
     );

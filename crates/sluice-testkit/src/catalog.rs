@@ -77,7 +77,7 @@ pub async fn tables(c: &dyn Catalog, ns: &str) {
 }
 
 /// Every column type sluice has, read back as written (a `float` stays 32-bit, a decimal keeps
-/// its precision and scale).
+/// its precision and scale, nested types their parts).
 pub async fn column_types(c: &dyn Catalog, ns: &str) {
     let db = &format!("{ns}db3");
     c.create_database(db).await.expect("create database");
@@ -97,6 +97,10 @@ pub async fn column_types(c: &dyn Catalog, ns: &str) {
         ColumnType::TimestampTz,
         ColumnType::String,
         ColumnType::Binary,
+        ColumnType::parse("struct<id:int64,`Unit Price`:decimal(12,2),at:timestamp_tz>")
+            .expect("a struct type"),
+        ColumnType::parse("array<array<float32>>").expect("a list type"),
+        ColumnType::parse("map<string,struct<x:int8>>").expect("a map type"),
     ]
     .into_iter()
     .enumerate()
