@@ -762,6 +762,7 @@ want = (sum(r["s"]["price"] for r in src if r["s"]), sum(1 for r in src if r["mi
 got = con.execute(f"SELECT sum(s.price), count(*) FILTER (WHERE mi[1000 + (id - 1) % 10] IS NOT NULL) FROM delta_scan('{sys.argv[1]}')").fetchone()
 assert got == want, (got, want)
 print(got[0])
+print(sum(dict(r["m"]).get("k1") or 0 for r in src if r["m"]))
 "#,
         &[&table_dir(&home, "nested"), src.to_str().unwrap()],
     );
@@ -782,6 +783,22 @@ print(got[0])
         ],
     ));
     assert_eq!(ours.lines().nth(1), Some(sum), "{ours}");
+    // A map looked up by key in sluice's engine (values are eighths: sums are exact).
+    let k1: f64 = lines.next().unwrap().parse().unwrap();
+    let ours = ok(&sluice(
+        &home,
+        &[
+            "query",
+            "SELECT sum(m['k1']) AS k FROM nested",
+            "--format",
+            "csv",
+        ],
+    ));
+    assert_eq!(
+        ours.lines().nth(1).map(|l| l.parse::<f64>().unwrap()),
+        Some(k1),
+        "{ours}"
+    );
 }
 
 /// Nested types declared in sluice.toml read CSV cells as JSON, through `convert` and through

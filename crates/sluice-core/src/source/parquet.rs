@@ -86,11 +86,8 @@ impl std::io::Read for ParquetJsonLines {
             }
             self.buf.clear();
             self.pos = 0;
-            let batch = with_text_map_keys(batch).map_err(|e| {
-                std::io::Error::other(format!(
-                    "{}: cannot read its map keys as text: {e}",
-                    self.name
-                ))
+            let batch = for_json(batch).map_err(|e| {
+                std::io::Error::other(format!("{}: cannot read as JSON lines: {e}", self.name))
             })?;
             // Explicit nulls: a map entry whose value is NULL is kept (left out, it would be
             // lost); a member that is NULL reads as absent, as a left-out one does.
@@ -107,23 +104,25 @@ impl std::io::Read for ParquetJsonLines {
     }
 }
 
-/// The batch with the keys of its maps, at any depth, as text: JSON objects have text keys
-/// (the typer reads them back as the key type).
-fn with_text_map_keys(
+/// The batch as JSON lines can hold it exactly: the keys of maps, at any depth, as text (JSON
+/// objects have text keys; the typer reads them back as the key type). Half floats need nothing:
+/// arrow-json writes one as the shortest text of the `float` it is (the test below holds it to
+/// that).
+fn for_json(
     batch: arrow::array::RecordBatch,
 ) -> std::result::Result<arrow::array::RecordBatch, arrow::error::ArrowError> {
     use arrow::datatypes::{DataType as D, Field, Schema};
-    fn text_keys(t: &D) -> D {
+    fn json_type(t: &D) -> D {
         let field = |f: &Field, t: D| Arc::new(f.clone().with_data_type(t));
         match t {
             D::Struct(fs) => D::Struct(
                 fs.iter()
-                    .map(|f| field(f, text_keys(f.data_type())))
+                    .map(|f| field(f, json_type(f.data_type())))
                     .collect(),
             ),
-            D::List(f) => D::List(field(f, text_keys(f.data_type()))),
-            D::LargeList(f) => D::LargeList(field(f, text_keys(f.data_type()))),
-            D::FixedSizeList(f, n) => D::FixedSizeList(field(f, text_keys(f.data_type())), *n),
+            D::List(f) => D::List(field(f, json_type(f.data_type()))),
+            D::LargeList(f) => D::LargeList(field(f, json_type(f.data_type()))),
+            D::FixedSizeList(f, n) => D::FixedSizeList(field(f, json_type(f.data_type())), *n),
             D::Map(entries, sorted) => match entries.data_type() {
                 D::Struct(kv) if kv.len() == 2 => {
                     let key = match kv[0].data_type() {
@@ -132,7 +131,7 @@ fn with_text_map_keys(
                     };
                     let kv = vec![
                         field(&kv[0], key),
-                        field(&kv[1], text_keys(kv[1].data_type())),
+                        field(&kv[1], json_type(kv[1].data_type())),
                     ];
                     D::Map(field(entries, D::Struct(kv.into())), *sorted)
                 }
@@ -145,14 +144,14 @@ fn with_text_map_keys(
     if schema
         .fields()
         .iter()
-        .all(|f| text_keys(f.data_type()) == *f.data_type())
+        .all(|f| json_type(f.data_type()) == *f.data_type())
     {
         return Ok(batch);
     }
     let mut fields = Vec::with_capacity(schema.fields().len());
     let mut columns = Vec::with_capacity(schema.fields().len());
     for (f, c) in schema.fields().iter().zip(batch.columns()) {
-        let t = text_keys(f.data_type());
+        let t = json_type(f.data_type());
         columns.push(if t == *f.data_type() {
             c.clone()
         } else {
@@ -251,5 +250,41 @@ pub(crate) fn column_type_of(t: &arrow::datatypes::DataType) -> ColumnType {
             _ => ColumnType::String,
         },
         _ => ColumnType::String,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow::array::{AsArray, Float32Array, RecordBatch};
+    use arrow::datatypes::{DataType, Float32Type};
+
+    /// A half float reaches the typer as the very `float` it is, not as the `float` nearest to
+    /// its own shortest decimal text (0.1 in half precision is 0.0999755859375).
+    #[test]
+    fn half_floats_reach_json_as_the_floats_they_are() {
+        let f32s = Float32Array::from(vec![0.1, 1.0 / 3.0, 65504.0, -2.5e-5, 0.0, 6e-8]);
+        let half = arrow::compute::cast(&f32s, &DataType::Float16).unwrap();
+        let exact = arrow::compute::cast(&half, &DataType::Float32).unwrap();
+        let batch = RecordBatch::try_from_iter([("h", half)]).unwrap();
+        let batch = for_json(batch).unwrap();
+        let mut out = Vec::new();
+        let mut w = arrow::json::LineDelimitedWriter::new(&mut out);
+        w.write(&batch).unwrap();
+        w.finish().unwrap();
+        let got: Vec<f32> = String::from_utf8(out)
+            .unwrap()
+            .lines()
+            .map(|l| {
+                let v: serde_json::Value = serde_json::from_str(l).unwrap();
+                crate::schema::parse_f32(&v["h"].to_string()).unwrap()
+            })
+            .collect();
+        let exact = exact.as_primitive::<Float32Type>();
+        assert_eq!(got.len(), exact.len());
+        for (g, e) in got.iter().zip(exact.values()) {
+            assert_eq!(g.to_bits(), e.to_bits(), "{g} against {e}");
+        }
+        assert_ne!(got[0], 0.1);
     }
 }
