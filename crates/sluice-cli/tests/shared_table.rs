@@ -354,6 +354,129 @@ print(f["metadata"]["delta.columnMapping.physicalName"].startswith("col-"), f["m
     }
 }
 
+/// A column-mapped table with a struct, a list of structs and a map of structs (another
+/// engine's, in modes `name` and `id`): sluice writes every nested field under its physical name
+/// and field id, adds the struct fields its rows bring with ids and physical names of their own,
+/// and compacts by physical name; DuckDB and `deltalake` read every value (Polars reads no
+/// column-mapped table).
+#[test]
+fn column_mapped_tables_with_nested_columns_are_written_by_physical_name() {
+    for mode in ["name", "id"] {
+        let dir = tempfile::tempdir().unwrap();
+        let home = dir.path().join("home");
+        let table = home.join("lake/mapped");
+        std::fs::create_dir_all(&table).unwrap();
+        deltalake(
+            &table,
+            &format!(
+                r#"
+user = pa.struct([("uid", pa.int64()), ("name", pa.string())])
+schema = pa.schema([("id", pa.int64()), ("user", user), ("tags", pa.list_(pa.struct([("k", pa.string())]))),
+                    ("attrs", pa.map_(pa.string(), pa.struct([("v", pa.int32())])))])
+DeltaTable.create(path, schema=schema, configuration={{"delta.columnMapping.mode": "{mode}"}})
+"#
+            ),
+        );
+        let rows = dir.path().join("rows.jsonl");
+        let mut text = String::new();
+        for i in 1..=300u64 {
+            // From row 101 the struct gains `nick`, and the list's structs `w`.
+            let (nick, w) = if i > 100 {
+                (
+                    format!(r#", "nick": "k{}""#, i % 7),
+                    format!(r#", "w": {i}"#),
+                )
+            } else {
+                (String::new(), String::new())
+            };
+            text.push_str(&format!(
+                r#"{{"id": {i}, "user": {{"uid": {}, "name": "n{}"{nick}}}, "tags": [{{"k": "t{}"{w}}}], "attrs": {{"a{}": {{"v": {}}}}}}}"#,
+                i * 10,
+                i % 5,
+                i % 3,
+                i % 4,
+                i % 9
+            ));
+            text.push('\n');
+        }
+        std::fs::write(&rows, &text).unwrap();
+        // Two sources, so that compaction has two files to merge, one written before the fields
+        // were added.
+        let (first, second): (Vec<&str>, Vec<&str>) = text.lines().partition(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["id"]
+                .as_u64()
+                .unwrap()
+                <= 100
+        });
+        let a = dir.path().join("a.jsonl");
+        let b = dir.path().join("b.jsonl");
+        std::fs::write(&a, first.join("\n")).unwrap();
+        std::fs::write(&b, second.join("\n")).unwrap();
+        ok(&sluice(
+            &home,
+            &["convert", a.to_str().unwrap(), "--table", "mapped"],
+        ));
+        ok(&sluice(
+            &home,
+            &["convert", b.to_str().unwrap(), "--table", "mapped"],
+        ));
+        let check = |stage: &str| {
+            let got = common::python(
+                r#"
+import json, os, sys
+import pyarrow as pa, deltalake
+path, src = sys.argv[1], sys.argv[2]
+def norm(r):
+    u = r["user"]
+    return (r["id"], u["uid"], u["name"], u.get("nick"), tuple((t["k"], t.get("w")) for t in r["tags"]),
+            tuple(sorted((k, v["v"]) for k, v in (r["attrs"].items() if isinstance(r["attrs"], dict) else r["attrs"]))))
+want = sorted(norm(json.loads(l)) for l in open(src))
+con = duckdb_connect("delta")
+duck = con.execute(f"SELECT * FROM delta_scan('{path}') ORDER BY id").to_arrow_table().to_pylist()
+q = deltalake.QueryBuilder().register("t", deltalake.DeltaTable(path))
+dl = pa.table(q.execute("SELECT * FROM t ORDER BY id").read_all()).to_pylist()
+for name, got in (("duckdb", duck), ("deltalake", dl)):
+    got = sorted(norm(r) for r in got)
+    assert got == want, (name, [(g, w) for g, w in zip(got, want) if g != w][:3])
+schema = json.loads(deltalake.DeltaTable(path).schema().to_json())
+user = [f for f in schema["fields"] if f["name"] == "user"][0]
+nick = [f for f in user["type"]["fields"] if f["name"] == "nick"][0]["metadata"]
+print(len(duck), nick["delta.columnMapping.physicalName"].startswith("col-"), nick["delta.columnMapping.id"],
+      deltalake.DeltaTable(path).metadata().configuration["delta.columnMapping.maxColumnId"])
+os._exit(0)
+"#,
+                &[table.to_str().unwrap(), rows.to_str().unwrap()],
+                "duckdb (delta extension) and deltalake",
+            );
+            // The table had ids 1 to 8; `nick` and `w` take 9 and 10.
+            assert_eq!(got, "300 True 9 10", "mode {mode}, {stage}");
+        };
+        check("appended");
+        // sluice's files name the struct's fields by their physical names, with field ids.
+        let names = common::python(
+            r#"
+import json, sys, glob, pyarrow.parquet as pq
+from deltalake import DeltaTable
+dt = DeltaTable(sys.argv[1])
+user = [f for f in json.loads(dt.schema().to_json())["fields"] if f["name"] == "user"][0]
+want = [(f["metadata"]["delta.columnMapping.physicalName"], f["metadata"]["delta.columnMapping.id"]) for f in user["type"]["fields"]]
+ok = []
+for f in dt.file_uris():
+    s = pq.read_schema(f.replace("file://", ""))
+    col = s.field(user["metadata"]["delta.columnMapping.physicalName"]).type
+    got = [(col.field(i).name, int(col.field(i).metadata[b"PARQUET:field_id"])) for i in range(col.num_fields)]
+    ok.append(got == want[:len(got)])
+print(len(ok), all(ok))
+"#,
+            &[table.to_str().unwrap()],
+            "deltalake and pyarrow",
+        );
+        assert_eq!(names, "2 True", "mode {mode}");
+        ok(&sluice(&home, &["compact", "--table", "mapped"]));
+        check("compacted");
+    }
+}
+
 #[test]
 fn a_table_an_earlier_sluice_made_is_adopted_by_another_home_with_its_spec() {
     let dir = tempfile::tempdir().unwrap();

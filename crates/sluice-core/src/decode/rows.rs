@@ -324,6 +324,7 @@ impl<'l> RowTyper<'l> {
         let layout = self.layout;
         self.vals.clear();
         self.vals.resize(layout.source_columns.len(), Val::Null);
+        let mut widening: Option<&str> = None;
         for (i, col) in layout.source_columns.iter().enumerate() {
             let Some(f) = field(i) else { continue };
             let s = f.text().map_err(|e| {
@@ -346,8 +347,9 @@ impl<'l> RowTyper<'l> {
                 }
                 match type_nested(s, col.ty, Reading::of(layout)) {
                     Ok(v) => self.nested[i] = v,
-                    // Keys a struct lacks, under `evolve`: sampled for the fields they add;
-                    // the chunk is typed again once the table has them.
+                    // Keys a struct lacks, under `evolve`: sampled for the fields they add (in
+                    // every column of the row); the chunk is typed again once the table has
+                    // them.
                     Err(_)
                         if layout.policy == SchemaPolicy::Evolve
                             && has_new_fields(s, col.ty, layout.names) =>
@@ -355,7 +357,8 @@ impl<'l> RowTyper<'l> {
                         let raw = serde_json::from_str::<&serde_json::value::RawValue>(s)
                             .expect("checked to be JSON");
                         self.observe_new_json(&col.name, Some(raw), source);
-                        return Err(format!("column {:?}: new struct fields", col.name));
+                        widening.get_or_insert(&col.name);
+                        continue;
                     }
                     Err(what) => return Err(bad(&what)),
                 }
@@ -371,6 +374,9 @@ impl<'l> RowTyper<'l> {
                 .map_err(|what| bad(&what))?
             };
             self.vals[i] = v;
+        }
+        if let Some(name) = widening {
+            return Err(format!("column {name:?}: new struct fields"));
         }
         let vals = &self.vals;
         self.partitions.part_of(

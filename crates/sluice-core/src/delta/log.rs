@@ -247,8 +247,7 @@ pub(crate) fn delta_type_value(ty: ColumnType) -> Value {
 
 /// The column type of a Delta type as [`LedgerState::schema_fields`] gives it (a primitive's
 /// name, a nested type's JSON); `None` for a type sluice does not write: an unknown one, and
-/// nested types whose parts may not hold NULL or that column mapping names (their files'
-/// names are not the schema's).
+/// nested types whose parts may not hold NULL.
 pub(crate) fn column_type_of_delta(ty: &str) -> Option<ColumnType> {
     if ty.starts_with('{') {
         return column_type_of_delta_value(&serde_json::from_str(ty).ok()?);
@@ -284,14 +283,10 @@ fn column_type_of_delta_value(v: &Value) -> Option<ColumnType> {
                 let fields = fields
                     .iter()
                     .map(|f| {
-                        let mapped =
-                            f.get("metadata")
-                                .and_then(Value::as_object)
-                                .is_some_and(|m| {
-                                    m.keys().any(|k| k.starts_with("delta.columnMapping"))
-                                });
+                        // Column mapping's physical names are the mapping's (see
+                        // `delta::mapping`), not the type's.
                         let nullable = f.get("nullable").and_then(Value::as_bool).unwrap_or(true);
-                        if mapped || !nullable {
+                        if !nullable {
                             return None;
                         }
                         Some(crate::schema::StructField::new(
@@ -314,6 +309,108 @@ fn column_type_of_delta_value(v: &Value) -> Option<ColumnType> {
         },
         _ => None,
     }
+}
+
+/// Gives a field of a column-mapped table the next id and a physical name of its own.
+fn map_field(metadata: &mut serde_json::Map<String, Value>, max: &mut i64) {
+    *max += 1;
+    metadata.insert("delta.columnMapping.id".into(), json!(*max));
+    metadata.insert(
+        "delta.columnMapping.physicalName".into(),
+        json!(format!("col-{}", uuid::Uuid::new_v4())),
+    );
+}
+
+/// Gives every struct field of a Delta type (at any depth) that has none an id and a physical
+/// name, as a column-mapped table needs.
+fn map_nested(ty: &mut Value, max: &mut i64) {
+    let Value::Object(o) = ty else { return };
+    match o.get("type").and_then(Value::as_str) {
+        Some("struct") => {
+            if let Some(Value::Array(fields)) = o.get_mut("fields") {
+                for f in fields {
+                    let Value::Object(f) = f else { continue };
+                    let meta = f
+                        .entry("metadata")
+                        .or_insert_with(|| Value::Object(Default::default()));
+                    if let Value::Object(meta) = meta
+                        && !meta.contains_key("delta.columnMapping.id")
+                    {
+                        map_field(meta, max);
+                    }
+                    if let Some(t) = f.get_mut("type") {
+                        map_nested(t, max);
+                    }
+                }
+            }
+        }
+        Some("array") => {
+            if let Some(t) = o.get_mut("elementType") {
+                map_nested(t, max);
+            }
+        }
+        Some("map") => {
+            for key in ["keyType", "valueType"] {
+                if let Some(t) = o.get_mut(key) {
+                    map_nested(t, max);
+                }
+            }
+        }
+        _ => {}
+    }
+}
+
+/// A Delta type `have` with the struct fields `want` has and it lacks (at any depth) added after
+/// its own; its own fields keep their metadata. Under column mapping (`max_id`), the added
+/// fields get ids and physical names.
+fn widen_delta_type(have: &Value, want: ColumnType, max_id: &mut Option<i64>) -> Value {
+    let mut out = have.clone();
+    let kind = have.get("type").and_then(Value::as_str);
+    match (kind, want) {
+        (Some("struct"), ColumnType::Struct(fields)) => {
+            let Some(Value::Array(existing)) = out.get_mut("fields") else {
+                return out;
+            };
+            for f in existing.iter_mut() {
+                let Some(w) = f
+                    .get("name")
+                    .and_then(Value::as_str)
+                    .and_then(|n| fields.iter().find(|w| w.name == n))
+                else {
+                    continue;
+                };
+                if let Some(t) = f.get_mut("type") {
+                    *t = widen_delta_type(t, w.ty, max_id);
+                }
+            }
+            let known: Vec<String> = existing
+                .iter()
+                .filter_map(|f| f.get("name").and_then(Value::as_str).map(str::to_string))
+                .collect();
+            for w in fields.iter().filter(|w| !known.contains(&w.name)) {
+                let mut ty = delta_type_value(w.ty);
+                let mut meta = serde_json::Map::new();
+                if let Some(max) = max_id.as_mut() {
+                    map_field(&mut meta, max);
+                    map_nested(&mut ty, max);
+                }
+                existing
+                    .push(json!({"name": w.name, "type": ty, "nullable": true, "metadata": meta}));
+            }
+        }
+        (Some("array"), ColumnType::List(elem)) => {
+            if let Some(t) = out.get_mut("elementType") {
+                *t = widen_delta_type(t, *elem, max_id);
+            }
+        }
+        (Some("map"), ColumnType::Map((_, v))) => {
+            if let Some(t) = out.get_mut("valueType") {
+                *t = widen_delta_type(t, *v, max_id);
+            }
+        }
+        _ => {}
+    }
+    out
 }
 
 /// Whether a Delta type as [`LedgerState::schema_fields`] gives it is exactly what sluice
@@ -1064,9 +1161,19 @@ impl Ledger {
             if new.is_empty() && widened.is_empty() {
                 return Ok(None);
             }
+            // Under column mapping every new column and struct field (at any depth) gets the
+            // next id and a physical name of its own, and the table its new highest id.
+            let mapped = crate::delta::mapping::ColumnMapping::of_metadata(&meta)?.is_some();
+            let max_key = "delta.columnMapping.maxColumnId";
+            let mut max_id = mapped.then(|| {
+                meta.config(max_key)
+                    .and_then(|v| v.trim().parse::<i64>().ok())
+                    .unwrap_or(0)
+            });
             for f in &mut schema.fields {
                 if let Some((_, ty)) = widened.iter().find(|(n, _)| *n == f.name) {
-                    f.ty = delta_type_value(*ty);
+                    // The fields it has keep their metadata (their physical names).
+                    f.ty = widen_delta_type(&f.ty, *ty, &mut max_id);
                 }
             }
             let had_ntz = schema.fields.iter().any(|f| {
@@ -1083,25 +1190,15 @@ impl Ledger {
                 .unwrap_or(schema.fields.len());
             let mut new_fields: Vec<StructField> =
                 new.iter().map(|f| f.to_struct_field()).collect();
-            // Under column mapping each new column gets the next id and a physical name of its
-            // own, and the table its new highest id.
-            if crate::delta::mapping::ColumnMapping::of_metadata(&meta)?.is_some() {
-                let key = "delta.columnMapping.maxColumnId";
-                let mut max = meta
-                    .config(key)
-                    .and_then(|v| v.trim().parse::<i64>().ok())
-                    .unwrap_or(0);
+            if let Some(max) = max_id.as_mut() {
                 for f in &mut new_fields {
-                    max += 1;
-                    f.metadata
-                        .insert("delta.columnMapping.id".into(), json!(max));
-                    f.metadata.insert(
-                        "delta.columnMapping.physicalName".into(),
-                        json!(format!("col-{}", uuid::Uuid::new_v4())),
-                    );
+                    map_field(&mut f.metadata, max);
+                    map_nested(&mut f.ty, max);
                 }
+            }
+            if let Some(max) = max_id {
                 meta.configuration
-                    .insert(key.to_string(), Some(max.to_string()));
+                    .insert(max_key.to_string(), Some(max.to_string()));
             }
             for (k, f) in new_fields.iter().enumerate() {
                 schema.fields.insert(at + k, f.clone());

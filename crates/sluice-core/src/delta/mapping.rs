@@ -9,8 +9,9 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use arrow::array::RecordBatch;
-use arrow::datatypes::{Field, Schema, SchemaRef};
+use arrow::array::{ArrayRef, RecordBatch};
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use serde_json::Value;
 
 use super::actions::Metadata;
 use crate::error::{Error, Result};
@@ -18,14 +19,22 @@ use crate::error::{Error, Result};
 /// The Arrow field metadata key parquet-rs writes as a column's field id.
 const FIELD_ID: &str = "PARQUET:field_id";
 
-/// The physical names and ids of a column-mapped table's top-level columns.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// The physical names and ids of a column-mapped table's columns, and of the fields of its
+/// structs (at any depth: in list elements and map values too).
+#[derive(Debug, Clone, PartialEq)]
 pub struct ColumnMapping {
     /// `name` or `id`.
     pub mode: String,
     /// Logical name → (physical name, id).
     columns: HashMap<String, (String, i64)>,
+    /// Logical name → the column's Delta type, whose nested fields carry their own physical
+    /// names and ids.
+    types: HashMap<String, Value>,
 }
+
+/// The metadata keys of a mapped field.
+const PHYSICAL_NAME: &str = "delta.columnMapping.physicalName";
+const ID: &str = "delta.columnMapping.id";
 
 impl ColumnMapping {
     /// The mapping of a table whose metadata turns it on; `None` in mode `none` or unset.
@@ -39,6 +48,7 @@ impl ColumnMapping {
             message: format!("the schema in metaData does not read: {e}"),
         })?;
         let mut columns = HashMap::new();
+        let mut types = HashMap::new();
         for f in schema.fields {
             let physical = f
                 .metadata
@@ -57,9 +67,14 @@ impl ColumnMapping {
                     ),
                 });
             };
-            columns.insert(f.name, (physical.to_string(), id));
+            columns.insert(f.name.clone(), (physical.to_string(), id));
+            types.insert(f.name, f.ty);
         }
-        Ok(Some(ColumnMapping { mode, columns }))
+        Ok(Some(ColumnMapping {
+            mode,
+            columns,
+            types,
+        }))
     }
 
     /// A column's physical name.
@@ -69,23 +84,25 @@ impl ColumnMapping {
 
     /// The file schema of a table's logical file schema: physical names, field ids.
     pub fn physical_schema(&self, logical: &Schema) -> Result<SchemaRef> {
-        let fields =
-            logical
-                .fields()
-                .iter()
-                .map(|f| {
-                    let (physical, id) = self.columns.get(f.name()).ok_or_else(|| {
-                        Error::Internal(format!(
-                            "column {} has no physical name in the table's column mapping",
-                            f.name()
-                        ))
-                    })?;
-                    let mut meta = f.metadata().clone();
-                    meta.insert(FIELD_ID.to_string(), id.to_string());
-                    Ok(Field::new(physical, f.data_type().clone(), f.is_nullable())
-                        .with_metadata(meta))
-                })
-                .collect::<Result<Vec<_>>>()?;
+        let fields = logical
+            .fields()
+            .iter()
+            .map(|f| {
+                let (physical, id) = self.columns.get(f.name()).ok_or_else(|| {
+                    Error::Internal(format!(
+                        "column {} has no physical name in the table's column mapping",
+                        f.name()
+                    ))
+                })?;
+                let mut meta = f.metadata().clone();
+                meta.insert(FIELD_ID.to_string(), id.to_string());
+                let ty = match self.types.get(f.name()) {
+                    Some(delta) => physical_type(f.data_type(), delta),
+                    None => f.data_type().clone(),
+                };
+                Ok(Field::new(physical, ty, f.is_nullable()).with_metadata(meta))
+            })
+            .collect::<Result<Vec<_>>>()?;
         Ok(Arc::new(Schema::new(fields)))
     }
 
@@ -97,21 +114,23 @@ impl ColumnMapping {
             .iter()
             .map(|(l, (p, _))| (p.as_str(), l.as_str()))
             .collect();
-        let fields: Vec<Field> = batch
-            .schema()
-            .fields()
-            .iter()
-            .map(|f| {
-                let name = by_physical
-                    .get(f.name().as_str())
-                    .copied()
-                    .unwrap_or(f.name());
-                Field::new(name, f.data_type().clone(), f.is_nullable())
-            })
-            .collect();
+        let mut fields: Vec<Field> = Vec::with_capacity(batch.num_columns());
+        let mut columns: Vec<ArrayRef> = Vec::with_capacity(batch.num_columns());
+        for (f, c) in batch.schema().fields().iter().zip(batch.columns()) {
+            let name = by_physical
+                .get(f.name().as_str())
+                .copied()
+                .unwrap_or(f.name());
+            let c = match self.types.get(name) {
+                Some(delta) => logical_array(c, delta)?,
+                None => c.clone(),
+            };
+            fields.push(Field::new(name, c.data_type().clone(), f.is_nullable()));
+            columns.push(c);
+        }
         Ok(RecordBatch::try_new(
             Arc::new(Schema::new(fields)),
-            batch.columns().to_vec(),
+            columns,
         )?)
     }
 }
@@ -138,9 +157,205 @@ pub(crate) fn to_physical(batch: RecordBatch, physical: &SchemaRef) -> Result<Re
     if batch.schema_ref() == physical {
         return Ok(batch);
     }
+    let columns = batch
+        .columns()
+        .iter()
+        .zip(physical.fields())
+        .map(|(c, f)| renamed(c, f.data_type()))
+        .collect::<Result<Vec<_>>>()?;
     Ok(RecordBatch::try_new_with_options(
         physical.clone(),
-        batch.columns().to_vec(),
+        columns,
         &arrow::array::RecordBatchOptions::new().with_row_count(Some(batch.num_rows())),
     )?)
+}
+
+/// The nested fields of a Delta type's struct (`None`: not a struct).
+fn struct_fields(delta: &Value) -> Option<&Vec<Value>> {
+    delta
+        .get("type")
+        .filter(|t| *t == "struct")
+        .and_then(|_| delta.get("fields"))
+        .and_then(Value::as_array)
+}
+
+/// A nested field's physical name and id, from its metadata.
+fn mapped(field: &Value) -> (Option<&str>, Option<i64>) {
+    let meta = field.get("metadata");
+    (
+        meta.and_then(|m| m.get(PHYSICAL_NAME))
+            .and_then(Value::as_str),
+        meta.and_then(|m| m.get(ID)).and_then(Value::as_i64),
+    )
+}
+
+/// The Arrow type a file holds for a column of logical Arrow type `logical` and Delta type
+/// `delta`: every struct field under its physical name and field id, at any depth.
+fn physical_type(logical: &DataType, delta: &Value) -> DataType {
+    match logical {
+        DataType::Struct(fields) => {
+            let nested = struct_fields(delta);
+            DataType::Struct(
+                fields
+                    .iter()
+                    .map(|f| {
+                        let d = nested.and_then(|n| {
+                            n.iter()
+                                .find(|g| g.get("name").and_then(Value::as_str) == Some(f.name()))
+                        });
+                        let (physical, id) = d.map(mapped).unwrap_or((None, None));
+                        let ty = match d.and_then(|d| d.get("type")) {
+                            Some(t) => physical_type(f.data_type(), t),
+                            None => f.data_type().clone(),
+                        };
+                        let mut field =
+                            Field::new(physical.unwrap_or(f.name()), ty, f.is_nullable())
+                                .with_metadata(f.metadata().clone());
+                        if let Some(id) = id {
+                            let mut meta = field.metadata().clone();
+                            meta.insert(FIELD_ID.to_string(), id.to_string());
+                            field = field.with_metadata(meta);
+                        }
+                        Arc::new(field)
+                    })
+                    .collect(),
+            )
+        }
+        DataType::List(elem) => DataType::List(Arc::new(elem.as_ref().clone().with_data_type(
+            match delta.get("elementType") {
+                Some(d) => physical_type(elem.data_type(), d),
+                None => elem.data_type().clone(),
+            },
+        ))),
+        DataType::Map(entries, sorted) => match entries.data_type() {
+            DataType::Struct(kv) if kv.len() == 2 => {
+                let part = |f: &Arc<Field>, key: &str| {
+                    Arc::new(f.as_ref().clone().with_data_type(match delta.get(key) {
+                        Some(d) => physical_type(f.data_type(), d),
+                        None => f.data_type().clone(),
+                    }))
+                };
+                let kv = vec![part(&kv[0], "keyType"), part(&kv[1], "valueType")];
+                DataType::Map(
+                    Arc::new(
+                        entries
+                            .as_ref()
+                            .clone()
+                            .with_data_type(DataType::Struct(kv.into())),
+                    ),
+                    *sorted,
+                )
+            }
+            _ => logical.clone(),
+        },
+        other => other.clone(),
+    }
+}
+
+/// `array` as type `to`, which has the same shape under other names (and field metadata).
+fn renamed(array: &ArrayRef, to: &DataType) -> Result<ArrayRef> {
+    use arrow::array::{Array, AsArray, ListArray, MapArray, StructArray};
+    if array.data_type() == to {
+        return Ok(array.clone());
+    }
+    Ok(match to {
+        DataType::Struct(fields) => {
+            let s = array.as_struct();
+            let children = s
+                .columns()
+                .iter()
+                .zip(fields.iter())
+                .map(|(c, f)| renamed(c, f.data_type()))
+                .collect::<Result<Vec<_>>>()?;
+            Arc::new(StructArray::try_new(
+                fields.clone(),
+                children,
+                s.nulls().cloned(),
+            )?)
+        }
+        DataType::List(field) => {
+            let l = array.as_list::<i32>();
+            Arc::new(ListArray::try_new(
+                field.clone(),
+                l.offsets().clone(),
+                renamed(l.values(), field.data_type())?,
+                l.nulls().cloned(),
+            )?)
+        }
+        DataType::Map(entries, sorted) => {
+            let m = array.as_map();
+            let e = renamed(
+                &(Arc::new(m.entries().clone()) as ArrayRef),
+                entries.data_type(),
+            )?;
+            Arc::new(MapArray::try_new(
+                entries.clone(),
+                m.offsets().clone(),
+                e.as_struct().clone(),
+                m.nulls().cloned(),
+                *sorted,
+            )?)
+        }
+        _ => array.clone(),
+    })
+}
+
+/// An array read from a file (struct fields under their physical names, at any depth) with the
+/// logical names of Delta type `delta`; fields it does not know keep their names.
+fn logical_array(array: &ArrayRef, delta: &Value) -> Result<ArrayRef> {
+    fn logical(t: &DataType, delta: &Value) -> DataType {
+        match t {
+            DataType::Struct(fields) => {
+                let nested = struct_fields(delta);
+                DataType::Struct(
+                    fields
+                        .iter()
+                        .map(|f| {
+                            let d = nested.and_then(|n| {
+                                n.iter().find(|g| mapped(g).0 == Some(f.name().as_str()))
+                            });
+                            let name = d
+                                .and_then(|d| d.get("name"))
+                                .and_then(Value::as_str)
+                                .unwrap_or(f.name());
+                            let ty = match d.and_then(|d| d.get("type")) {
+                                Some(d) => logical(f.data_type(), d),
+                                None => f.data_type().clone(),
+                            };
+                            Arc::new(Field::new(name, ty, f.is_nullable()))
+                        })
+                        .collect(),
+                )
+            }
+            DataType::List(elem) => DataType::List(Arc::new(elem.as_ref().clone().with_data_type(
+                match delta.get("elementType") {
+                    Some(d) => logical(elem.data_type(), d),
+                    None => elem.data_type().clone(),
+                },
+            ))),
+            DataType::Map(entries, sorted) => match entries.data_type() {
+                DataType::Struct(kv) if kv.len() == 2 => {
+                    let part = |f: &Arc<Field>, key: &str| {
+                        Arc::new(f.as_ref().clone().with_data_type(match delta.get(key) {
+                            Some(d) => logical(f.data_type(), d),
+                            None => f.data_type().clone(),
+                        }))
+                    };
+                    let kv = vec![part(&kv[0], "keyType"), part(&kv[1], "valueType")];
+                    DataType::Map(
+                        Arc::new(
+                            entries
+                                .as_ref()
+                                .clone()
+                                .with_data_type(DataType::Struct(kv.into())),
+                        ),
+                        *sorted,
+                    )
+                }
+                _ => t.clone(),
+            },
+            other => other.clone(),
+        }
+    }
+    renamed(array, &logical(array.data_type(), delta))
 }
