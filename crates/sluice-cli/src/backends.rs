@@ -89,6 +89,13 @@ pub struct Backends {
     pub database: String,
 }
 
+/// The catalog and the lake of a command that uses no queue.
+pub struct Stores {
+    pub catalog: Arc<dyn Catalog>,
+    pub lake: Lake,
+    pub database: String,
+}
+
 /// Backends seen through a meter (and claim-check), for one role.
 #[derive(Clone)]
 pub struct Metered {

@@ -138,7 +138,7 @@ pub async fn run(ctx: &Ctx, a: &ConvertArgs) -> Result<()> {
     }
     if !done.failed.is_empty() {
         bail!(
-            "{} source(s) failed; the rows they gave before the error and every other source are committed. Fix them and run the same command again: what is converted is skipped",
+            "{} source(s) failed; none of their rows is committed, every other source is. Fix them and run the same command again: what is converted is skipped",
             done.failed.len()
         );
     }

@@ -24,7 +24,7 @@ use clap::Parser;
 use sluice_core::home::Home;
 
 use crate::args::{Cli, Command};
-use crate::backends::{Backends, CatalogTarget, Opener};
+use crate::backends::{Backends, CatalogTarget, Opener, Stores};
 use crate::config::{Config, TableConfig};
 
 /// Everything resolved from flags, environment and configuration.
@@ -40,6 +40,16 @@ pub(crate) struct Ctx {
 impl Ctx {
     pub(crate) async fn backends(&self, table: Option<&str>) -> Result<Backends> {
         self.open.open(table).await
+    }
+
+    /// The catalog and the lake, without the queue: what maintenance commands use (so that a
+    /// role without queue permissions runs them).
+    pub(crate) async fn stores(&self) -> Result<Stores> {
+        Ok(Stores {
+            catalog: self.open.catalog().await?,
+            lake: self.open.lake().await?,
+            database: self.open.catalog.database().to_string(),
+        })
     }
 
     pub(crate) fn database(&self) -> &str {

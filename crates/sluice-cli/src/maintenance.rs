@@ -10,7 +10,7 @@ use crate::args::{CompactArgs, IamPolicyArgs, RepairArgs, UpgradeArgs, VacuumArg
 
 /// Removes sluice's own files that no Delta version names.
 pub(crate) async fn repair(ctx: &Ctx, a: &RepairArgs) -> Result<()> {
-    let b = ctx.backends(Some(&a.table)).await?;
+    let b = ctx.stores().await?;
     let opts = sluice_core::delta::repair::RepairOptions {
         grace: Duration::from_secs(a.grace),
         protect: ctx.home.live_uploads(),
@@ -32,7 +32,7 @@ pub(crate) async fn repair(ctx: &Ctx, a: &RepairArgs) -> Result<()> {
 
 /// Converts a table an earlier sluice wrote into a Delta table in place.
 pub(crate) async fn upgrade(ctx: &Ctx, a: &UpgradeArgs) -> Result<()> {
-    let b = ctx.backends(Some(&a.table)).await?;
+    let b = ctx.stores().await?;
     let def = b.catalog.get_table(&b.database, &a.table).await?;
     let r = sluice_core::delta::upgrade::upgrade(&b.lake, &def, &writer_id()).await?;
     println!(
@@ -52,7 +52,7 @@ pub(crate) async fn upgrade(ctx: &Ctx, a: &UpgradeArgs) -> Result<()> {
 
 /// Rewrites a table's small files into files of the target size.
 pub(crate) async fn compact(ctx: &Ctx, a: &CompactArgs) -> Result<()> {
-    let b = ctx.backends(Some(&a.table)).await?;
+    let b = ctx.stores().await?;
     b.catalog.get_table(&b.database, &a.table).await?;
     let filter = match &a.filter {
         Some(f) => sluice_delta::parse_partition_filter(f)?,
@@ -87,7 +87,7 @@ pub(crate) async fn compact(ctx: &Ctx, a: &CompactArgs) -> Result<()> {
 
 /// Deletes files no version within the retention needs.
 pub(crate) async fn vacuum(ctx: &Ctx, a: &VacuumArgs) -> Result<()> {
-    let b = ctx.backends(Some(&a.table)).await?;
+    let b = ctx.stores().await?;
     b.catalog.get_table(&b.database, &a.table).await?;
     let retain = sluice_delta::parse_duration(&a.retain)?;
     let dir = sluice_core::lake::Lake::table_dir(&a.table);

@@ -766,13 +766,15 @@ impl IamMoto {
     }
 }
 
-/// Least privilege, enforced: on a server that checks IAM, the producer's and the consumer's
-/// policies as `sluice iam-policy` prints them let their commands through, and a command outside
-/// the role fails with the denied action named, having written nothing. moto evaluates SQS (and
-/// Glue) calls against the resource `*` only, and a batch call by its own name where AWS uses the
-/// single action's (`sqs:SendMessage` for `SendMessageBatch`), so the SQS statements' resources
-/// are widened to `*` and their batch names added here; the S3 statements are used exactly as
-/// printed; the catalog is the embedded one.
+/// Least privilege, enforced: on a server that checks IAM, each role's policy as `sluice
+/// iam-policy` prints it (producer, consumer, converter, reader, admin) lets the role's commands
+/// through, and a command outside the role fails at once with the denied action and resource
+/// named, having written nothing. moto evaluates SQS (and Glue) calls against the resource `*`
+/// only, and a batch call by its own name where AWS uses the single action's (`sqs:SendMessage`
+/// for `SendMessageBatch`), so the SQS statements' resources are widened to `*` and their batch
+/// names added here; it also authorizes a multi-object delete against the bucket where AWS does
+/// so key by key, so `s3:DeleteObject` statements also name the bucket. The other S3 statements
+/// are used exactly as printed; the catalog is the embedded one.
 #[test]
 fn each_role_s_policy_suffices_and_other_commands_are_denied_by_name() {
     let moto = IamMoto::start();
@@ -784,7 +786,13 @@ iam = boto3.client("iam", endpoint_url=ENDPOINT, region_name="us-east-1", aws_ac
 iam.create_user(UserName="admin")
 iam.put_user_policy(UserName="admin", PolicyName="all", PolicyDocument=json.dumps({"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "*", "Resource": "*"}]}))
 k = iam.create_access_key(UserName="admin")["AccessKey"]
-boto3.client("s3", endpoint_url=ENDPOINT, region_name="us-east-1", aws_access_key_id=k["AccessKeyId"], aws_secret_access_key=k["SecretAccessKey"]).create_bucket(Bucket="lake")
+s3 = boto3.client("s3", endpoint_url=ENDPOINT, region_name="us-east-1", aws_access_key_id=k["AccessKeyId"], aws_secret_access_key=k["SecretAccessKey"])
+s3.create_bucket(Bucket="lake")
+# Sources for `convert`: a prefix the converter may read, and one it may not.
+s3.create_bucket(Bucket="exports")
+rows = "id,day,amount_cents,note\n" + "".join(f"{i},20{19 + i % 6}-03-0{1 + i % 9},{i},n\n" for i in range(10001, 11001))
+s3.put_object(Bucket="exports", Key="2024/a.csv", Body=rows.encode())
+s3.put_object(Bucket="exports", Key="secret/b.csv", Body=rows.encode())
 print(k["AccessKeyId"], k["SecretAccessKey"])
 "#,
         &[],
@@ -794,7 +802,7 @@ print(k["AccessKeyId"], k["SecretAccessKey"])
     let run = |key: &str, secret: &str, args: &[&str]| {
         let mut all: Vec<&str> = globals.to_vec();
         all.extend_from_slice(args);
-        common::command(&home, &all)
+        let o = common::command(&home, &all)
             .env("AWS_ENDPOINT_URL", &moto.endpoint)
             .env("AWS_ACCESS_KEY_ID", key)
             .env("AWS_SECRET_ACCESS_KEY", secret)
@@ -802,15 +810,27 @@ print(k["AccessKeyId"], k["SecretAccessKey"])
             .env_remove("AWS_PROFILE")
             .env_remove("SLUICE_CATALOG")
             .output()
-            .unwrap()
+            .unwrap();
+        // A refusal is reported once, not retried: no command waits on one.
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(!err.contains("retrying"), "{args:?}:\n{err}");
+        o
     };
     ok(&run(admin_key, admin_secret, &["init"]));
     let mut keys = std::collections::HashMap::new();
-    for role in ["producer", "consumer"] {
+    for role in ["producer", "consumer", "converter", "reader", "admin"] {
         let policy = ok(&run(
             admin_key,
             admin_secret,
-            &["iam-policy", "--role", role, "--account", "123456789012"],
+            &[
+                "iam-policy",
+                "--role",
+                role,
+                "--account",
+                "123456789012",
+                "--source",
+                "s3://exports/2024",
+            ],
         ));
         let k = moto.python(
             r#"
@@ -821,10 +841,13 @@ for s in policy["Statement"]:
         s["Resource"] = "*"
         # AWS authorizes a batch call by its single action; moto by the call's own name.
         s["Action"] = s["Action"] + [a + "Batch" for a in s["Action"] if a in ("sqs:SendMessage", "sqs:DeleteMessage", "sqs:ChangeMessageVisibility")]
+    if "s3:DeleteObject" in s["Action"]:
+        # AWS authorizes a multi-object delete (POST ?delete) key by key; moto against the bucket.
+        s["Resource"] = ([s["Resource"]] if isinstance(s["Resource"], str) else s["Resource"]) + ["arn:aws:s3:::lake"]
 iam = boto3.client("iam", endpoint_url=ENDPOINT, region_name="us-east-1", aws_access_key_id=key, aws_secret_access_key=secret)
-iam.create_user(UserName=role)
-iam.put_user_policy(UserName=role, PolicyName="sluice", PolicyDocument=json.dumps(policy))
-k = iam.create_access_key(UserName=role)["AccessKey"]
+iam.create_user(UserName="sluice-" + role)
+iam.put_user_policy(UserName="sluice-" + role, PolicyName="sluice", PolicyDocument=json.dumps(policy))
+k = iam.create_access_key(UserName="sluice-" + role)["AccessKey"]
 print(k["AccessKeyId"], k["SecretAccessKey"])
 "#,
             &[admin_key, admin_secret, role, &policy],
@@ -892,4 +915,83 @@ print(k["AccessKeyId"], k["SecretAccessKey"])
         ],
     ));
     assert_eq!(again, "n\n2000\n");
+
+    // The converter's role converts the prefix it may read, and nothing else.
+    ok(&as_role(
+        "converter",
+        &[
+            "convert",
+            "s3://exports/2024/",
+            "--table",
+            "archive",
+            "--partition-by",
+            "year(day)",
+        ],
+    ));
+    denied(
+        &as_role(
+            "converter",
+            &["convert", "s3://exports/secret/", "--table", "archive"],
+        ),
+        "s3:GetObject on secret/b.csv",
+    );
+    denied(
+        &as_role("converter", &["produce", csv, "--table", "events"]),
+        "sqs:",
+    );
+    // A second batch, so that each of the table's partitions has two files to compact.
+    let (csv2, _) = sluice_testkit::fixtures::write_events_csv(dir.path(), "e2.csv", 500, 2_001);
+    ok(&as_role(
+        "producer",
+        &["produce", csv2.to_str().unwrap(), "--table", "events"],
+    ));
+    ok(&as_role(
+        "consumer",
+        &["consume", "--table", "events", "--once"],
+    ));
+    // The reader's role reads both tables, and writes nothing.
+    let n = ok(&as_role(
+        "reader",
+        &[
+            "query",
+            "SELECT (SELECT count(*) FROM events) AS e, (SELECT count(DISTINCT id) FROM archive) AS a",
+            "--format",
+            "csv",
+        ],
+    ));
+    assert_eq!(n, "e,a\n2500,1000\n");
+    denied(
+        &as_role("reader", &["compact", "--table", "events"]),
+        "s3:PutObject on raw/events/",
+    );
+    denied(
+        &as_role("reader", &["convert", csv, "--table", "events"]),
+        "s3:PutObject on raw/events/",
+    );
+    // The admin's role maintains the lake and the queue, and reads no source.
+    let compacted = ok(&as_role(
+        "admin",
+        &["compact", "--table", "events", "--target-size", "1MiB"],
+    ));
+    assert!(compacted.contains("rewritten as"), "{compacted}");
+    ok(&as_role("admin", &["repair", "--table", "events"]));
+    ok(&as_role("admin", &["queue", "stats"]));
+    denied(
+        &as_role(
+            "admin",
+            &["convert", "s3://exports/2024/", "--table", "archive"],
+        ),
+        "s3:ListBucket on exports (prefix 2024/)",
+    );
+    // After all of it: every row once, in both tables.
+    let n = ok(&as_role(
+        "reader",
+        &[
+            "query",
+            "SELECT (SELECT count(DISTINCT id) FROM events) AS e, (SELECT count(*) FROM archive) AS a",
+            "--format",
+            "csv",
+        ],
+    ));
+    assert_eq!(n, "e,a\n2500,1000\n");
 }

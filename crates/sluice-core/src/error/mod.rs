@@ -92,7 +92,7 @@ pub enum Error {
     Arrow(#[from] arrow::error::ArrowError),
 
     /// A source object (being converted or produced) could not be listed or read.
-    #[error("{name}: {source}")]
+    #[error("{name}: {}", store_text(.source))]
     SourceRead {
         /// The source, as the user named it (`s3://bucket/key`).
         name: String,
@@ -308,18 +308,85 @@ impl From<object_store::Error> for Error {
             | object_store::Error::Unauthenticated { path, source } => Error::StoreDenied {
                 message: denied_message(path, &source.to_string()),
             },
+            object_store::Error::Generic { .. } => match refused_request(&e.to_string()) {
+                Some(path) => Error::StoreDenied {
+                    message: denied_message(&path, &e.to_string()),
+                },
+                None => Error::ObjectStore(e),
+            },
             _ => Error::ObjectStore(e),
         }
     }
 }
 
+/// What the store said: a refusal once, with the S3 action it needed (see [`denied_message`]),
+/// anything else as the store says it.
+fn store_text(e: &object_store::Error) -> String {
+    match e {
+        object_store::Error::PermissionDenied { path, source }
+        | object_store::Error::Unauthenticated { path, source } => {
+            denied_message(path, &source.to_string())
+        }
+        other => {
+            let text = other.to_string();
+            match refused_request(&text) {
+                Some(path) => denied_message(&path, &text),
+                None => text,
+            }
+        }
+    }
+}
+
+/// The method and URL of the HTTP request a store's error reports (`… performing GET http://…`).
+fn request_line(text: &str) -> Option<(&str, &str)> {
+    text.split("performing ").skip(1).find_map(|r| {
+        let mut words = r.split_whitespace();
+        let method = words.next()?;
+        matches!(method, "GET" | "HEAD" | "PUT" | "POST" | "DELETE")
+            .then_some(())
+            .and_then(|_| Some((method, words.next()?)))
+    })
+}
+
+/// The object a request the store refused was for, when the store's error is a generic one
+/// (a list is reported so): `bucket (prefix p)` for a list, else the URL's path.
+fn refused_request(text: &str) -> Option<String> {
+    // A multi-object delete reports each key it could not delete.
+    if let Some(rest) = text.split("DeleteObjects request failed for key ").nth(1)
+        && let Some((key, why)) = rest.split_once(": ")
+        && why.starts_with("Access Denied")
+    {
+        return Some(key.to_string());
+    }
+    if !(text.contains("<Code>AccessDenied</Code>") || text.contains("403 Forbidden")) {
+        return None;
+    }
+    let (_, url) = request_line(text)?;
+    let path = url.split("://").nth(1)?.split_once('/')?.1;
+    Some(match path.split_once('?') {
+        Some((bucket, query)) if query.contains("list-type") => {
+            let prefix = query
+                .split('&')
+                .find_map(|kv| kv.strip_prefix("prefix="))
+                .unwrap_or("");
+            let prefix = url::form_urlencoded::parse(format!("p={prefix}").as_bytes())
+                .next()
+                .map(|(_, v)| v.into_owned())
+                .unwrap_or_default();
+            format!("{bucket} (prefix {prefix})")
+        }
+        Some((p, _)) => p.to_string(),
+        None => path.to_string(),
+    })
+}
+
 /// A refusal, once: its reason, the S3 action the request needed and the path.
 fn denied_message(path: &str, text: &str) -> String {
-    let method = text
-        .split("performing ")
-        .nth(1)
-        .and_then(|r| r.split_whitespace().next())
-        .unwrap_or("");
+    let method = if text.contains("DeleteObjects request failed") {
+        "DELETE"
+    } else {
+        request_line(text).map_or("", |(m, _)| m)
+    };
     let action = match method {
         "PUT" | "POST" => "s3:PutObject",
         "GET" | "HEAD" if text.contains("list-type") => "s3:ListBucket",
@@ -331,7 +398,11 @@ fn denied_message(path: &str, text: &str) -> String {
         .split("<Message>")
         .nth(1)
         .and_then(|r| r.split("</Message>").next())
-        .unwrap_or("permission denied");
+        .unwrap_or(if text.contains("Access Denied") {
+            "Access Denied"
+        } else {
+            "permission denied"
+        });
     format!("{why}: not authorized to perform: {action} on {path}")
 }
 
@@ -406,5 +477,41 @@ impl Error {
 impl From<tokio::task::JoinError> for Error {
     fn from(e: tokio::task::JoinError) -> Self {
         Error::Task(e.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn generic(text: &str) -> object_store::Error {
+        object_store::Error::Generic {
+            store: "S3",
+            source: text.into(),
+        }
+    }
+
+    /// A refusal the store reports as a generic error (a list, a multi-object delete) reads as
+    /// one, with the S3 action and what it was for, and is not retried.
+    #[test]
+    fn refusals_reported_as_generic_errors_name_the_action_and_the_object() {
+        let list = generic(
+            "Error performing list request: Error performing GET http://127.0.0.1:1/exports?list-type=2&prefix=2024%2F in 4ms - Server returned non-2xx status code: 403 Forbidden: <Error><Code>AccessDenied</Code><Message>Access Denied</Message></Error>",
+        );
+        let delete = generic(
+            "DeleteObjects request failed for key raw/t/_sluice/pending/w.json: Access Denied (AccessDenied)",
+        );
+        let other = generic("Error performing GET http://127.0.0.1:1/x in 1ms - connection reset");
+        let e = Error::from(list);
+        assert_eq!(
+            e.to_string(),
+            "object store: Access Denied: not authorized to perform: s3:ListBucket on exports (prefix 2024/)"
+        );
+        assert!(!e.is_retryable());
+        assert_eq!(
+            Error::from(delete).to_string(),
+            "object store: Access Denied: not authorized to perform: s3:DeleteObject on raw/t/_sluice/pending/w.json"
+        );
+        assert!(matches!(Error::from(other), Error::ObjectStore(_)));
     }
 }
