@@ -47,6 +47,7 @@ async fn glue_table_is_a_delta_table_for_athena() {
                 "attrs",
                 ColumnType::parse("map<string,decimal(12,2)>").unwrap(),
             ),
+            Column::new("tags", ColumnType::parse("array<string>").unwrap()),
         ]);
     }
     c.create_table(&t).await.unwrap();
@@ -97,6 +98,7 @@ async fn glue_table_is_a_delta_table_for_athena() {
                 Some("struct<id:bigint,`Full Name`:string,tags:array<string>>")
             ),
             ("attrs", Some("map<string,decimal(12,2)>")),
+            ("tags", Some("array<string>")),
             ("year", Some("bigint"))
         ]
     );
