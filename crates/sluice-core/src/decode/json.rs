@@ -1,12 +1,12 @@
 //! Typing JSON documents (one object per row) with a `RowTyper`.
 
 use std::borrow::Cow;
-use std::collections::HashMap;
 
 use serde_json::value::RawValue;
 
 use crate::decode::rows::{Field, QuarantineRow, RowTyper};
 use crate::schema::ColumnNames;
+use crate::schema::json::Members;
 use crate::schema::json::member_text as json_member_text;
 use crate::table::TableLayout;
 use crate::table::policy::SchemaPolicy;
@@ -43,37 +43,15 @@ pub(crate) fn add_json_docs<'a>(
     source: &str,
     chunk: &str,
 ) {
-    // Keys a naming rule changed, as written (for the metadata of the columns they add).
-    let mut written: HashMap<String, String> = HashMap::new();
+    let columns = &layout.source_columns;
+    let mut keys = KeyMemo::default();
+    // Per column: the row's value as written (`None`: no key).
+    let mut values: Vec<Option<&RawValue>> = vec![None; columns.len()];
     for (line, doc) in docs {
         // Members as written: a number keeps its digits (a decimal is typed exactly, never
         // through a float).
-        let obj = match serde_json::from_str::<HashMap<String, &RawValue>>(doc) {
-            Ok(o) if layout.names == ColumnNames::AsTheyCome => o,
-            // Keys named as the table names its columns.
-            Ok(o) => {
-                let mut named: HashMap<String, &RawValue> = HashMap::with_capacity(o.len());
-                let mut clash = None;
-                for (k, v) in o {
-                    let n = layout.names.apply(&k).into_owned();
-                    if n != k && !written.contains_key(&n) {
-                        written.insert(n.clone(), k);
-                    }
-                    if named.insert(n.clone(), v).is_some() {
-                        clash = Some(n);
-                    }
-                }
-                if let Some(n) = clash {
-                    let reason = format!(
-                        "two keys are both {n:?} in table {} (its column names are {})",
-                        layout.name,
-                        layout.names.name()
-                    );
-                    typer.reject(reject(source, line, doc, reason, chunk));
-                    continue;
-                }
-                named
-            }
+        let members = match serde_json::from_str::<Members<'_>>(doc) {
+            Ok(Members(m)) => m,
             Err(_) if serde_json::from_str::<&RawValue>(doc).is_ok() => {
                 typer.reject(reject(source, line, doc, "not a JSON object".into(), chunk));
                 continue;
@@ -89,12 +67,39 @@ pub(crate) fn add_json_docs<'a>(
                 continue;
             }
         };
-        let unknown: Vec<&String> = obj
-            .keys()
-            .filter(|k| !layout.source_columns.iter().any(|c| &c.name == *k))
-            .collect();
+        values.fill(None);
+        // Keys the table lacks: (its name for them, value, the key as written).
+        let mut unknown: Vec<(String, &RawValue, &str)> = Vec::new();
+        let mut clash = None;
+        for (ordinal, (key, v)) in members.iter().enumerate() {
+            match keys.slot(layout, ordinal, key) {
+                &Slot::Column(i) => {
+                    // Two keys the naming rule names alike (or one key twice); as they come,
+                    // the last one wins, as JSON readers take it.
+                    if values[i].is_some() && layout.names != ColumnNames::AsTheyCome {
+                        clash = Some(columns[i].name.clone());
+                    }
+                    values[i] = Some(v);
+                }
+                Slot::Unknown(name) => {
+                    if unknown.iter().any(|(n, _, _)| n == name) {
+                        clash = Some(name.clone());
+                    }
+                    unknown.push((name.clone(), v, key));
+                }
+            }
+        }
+        if let Some(n) = clash {
+            let reason = format!(
+                "two keys are both {n:?} in table {} (its column names are {})",
+                layout.name,
+                layout.names.name()
+            );
+            typer.reject(reject(source, line, doc, reason, chunk));
+            continue;
+        }
         if !unknown.is_empty() {
-            let names: Vec<&str> = unknown.iter().map(|s| s.as_str()).collect();
+            let names: Vec<&str> = unknown.iter().map(|(n, _, _)| n.as_str()).collect();
             match layout.policy {
                 SchemaPolicy::DiscardColumns => {}
                 SchemaPolicy::Freeze => {
@@ -103,11 +108,11 @@ pub(crate) fn add_json_docs<'a>(
                     continue;
                 }
                 SchemaPolicy::Evolve => {
-                    for k in names {
-                        if let Some(w) = written.get(k) {
-                            typer.name_new(k, w);
+                    for (name, v, written) in &unknown {
+                        if name != written {
+                            typer.name_new(name, written);
                         }
-                        typer.observe_new_json(k, Some(obj[k]), source);
+                        typer.observe_new_json(name, Some(v), source);
                     }
                     // Typed again once the table has the columns.
                     typer.reject(reject(source, line, doc, "new columns".into(), chunk));
@@ -115,11 +120,11 @@ pub(crate) fn add_json_docs<'a>(
                 }
             }
         }
-        let texts: Vec<Option<Cow<'_, str>>> = layout
-            .source_columns
+        let texts: Vec<Option<Cow<'_, str>>> = columns
             .iter()
-            .map(|c| {
-                let v = obj.get(&c.name)?;
+            .zip(&values)
+            .map(|(c, v)| {
+                let v = (*v)?;
                 if c.ty.is_nested() {
                     // As written: a map keeps its entries' order.
                     Some(v.get())
@@ -137,6 +142,60 @@ pub(crate) fn add_json_docs<'a>(
             source,
             chunk,
         );
+    }
+}
+
+/// Where a key goes: a source column of the table, or a column it lacks (by the table's name
+/// for it).
+#[derive(Debug, Clone)]
+enum Slot {
+    Column(usize),
+    Unknown(String),
+}
+
+/// The keys seen so far and where they go: documents repeat their keys, usually in one order,
+/// so a key is looked up where the same ordinal's key was last time, and the naming rule is
+/// applied once per distinct key, not once per row. At most [`KeyMemo::MAX`] keys are kept
+/// (documents whose keys are data, such as ids, would grow it without end); past that, keys are
+/// named every time.
+#[derive(Debug, Default)]
+struct KeyMemo {
+    keys: Vec<(String, Slot)>,
+    /// By ordinal in the document: the index in `keys` of the key last seen there.
+    at: Vec<usize>,
+    /// The slot of a key past the limit.
+    scratch: Option<Slot>,
+}
+
+impl KeyMemo {
+    const MAX: usize = 4096;
+
+    fn slot(&mut self, layout: &TableLayout, ordinal: usize, key: &str) -> &Slot {
+        if let Some(&k) = self.at.get(ordinal)
+            && self.keys[k].0 == key
+        {
+            return &self.keys[k].1;
+        }
+        let k = match self.keys.iter().position(|(seen, _)| seen == key) {
+            Some(k) => k,
+            None => {
+                let name = layout.names.apply(key);
+                let slot = match layout.source_columns.iter().position(|c| c.name == name) {
+                    Some(i) => Slot::Column(i),
+                    None => Slot::Unknown(name.into_owned()),
+                };
+                if self.keys.len() >= Self::MAX {
+                    return self.scratch.insert(slot);
+                }
+                self.keys.push((key.to_string(), slot));
+                self.keys.len() - 1
+            }
+        };
+        if self.at.len() <= ordinal {
+            self.at.resize(ordinal + 1, usize::MAX);
+        }
+        self.at[ordinal] = k;
+        &self.keys[k].1
     }
 }
 

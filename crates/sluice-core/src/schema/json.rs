@@ -4,8 +4,34 @@ use std::borrow::Cow;
 
 use serde_json::value::RawValue;
 
-/// A JSON object's members in the order they are written (`serde_json::Map` sorts them).
-pub(crate) struct Members<'a>(pub Vec<(String, &'a RawValue)>);
+/// A JSON object's members in the order they are written (`serde_json::Map` sorts them); a key
+/// is borrowed from the text unless it has escapes.
+pub(crate) struct Members<'a>(pub Vec<(Cow<'a, str>, &'a RawValue)>);
+
+/// A key borrowed from the text where it can be.
+struct Key<'a>(Cow<'a, str>);
+
+impl<'de> serde::Deserialize<'de> for Key<'de> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = Key<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a key")
+            }
+            fn visit_borrowed_str<E>(self, v: &'de str) -> std::result::Result<Key<'de>, E> {
+                Ok(Key(Cow::Borrowed(v)))
+            }
+            fn visit_str<E>(self, v: &str) -> std::result::Result<Key<'de>, E> {
+                Ok(Key(Cow::Owned(v.to_string())))
+            }
+            fn visit_string<E>(self, v: String) -> std::result::Result<Key<'de>, E> {
+                Ok(Key(Cow::Owned(v)))
+            }
+        }
+        d.deserialize_str(V)
+    }
+}
 
 impl<'de> serde::Deserialize<'de> for Members<'de> {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
@@ -19,9 +45,9 @@ impl<'de> serde::Deserialize<'de> for Members<'de> {
                 self,
                 mut map: A,
             ) -> std::result::Result<Members<'de>, A::Error> {
-                let mut members = Vec::new();
-                while let Some(kv) = map.next_entry::<String, &'de RawValue>()? {
-                    members.push(kv);
+                let mut members = Vec::with_capacity(map.size_hint().unwrap_or(16));
+                while let Some((Key(k), v)) = map.next_entry::<Key<'de>, &'de RawValue>()? {
+                    members.push((k, v));
                 }
                 Ok(Members(members))
             }
