@@ -97,7 +97,7 @@ impl ColumnMapping {
                 let mut meta = f.metadata().clone();
                 meta.insert(FIELD_ID.to_string(), id.to_string());
                 let ty = match self.types.get(f.name()) {
-                    Some(delta) => physical_type(f.data_type(), delta),
+                    Some(delta) => with_names(f.data_type(), delta, Names::Physical),
                     None => f.data_type().clone(),
                 };
                 Ok(Field::new(physical, ty, f.is_nullable()).with_metadata(meta))
@@ -189,10 +189,26 @@ fn mapped(field: &Value) -> (Option<&str>, Option<i64>) {
     )
 }
 
-/// The Arrow type a file holds for a column of logical Arrow type `logical` and Delta type
-/// `delta`: every struct field under its physical name and field id, at any depth.
-fn physical_type(logical: &DataType, delta: &Value) -> DataType {
-    match logical {
+/// Which names a nested type's struct fields take.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Names {
+    /// The files' (physical names, with their field ids), from the table's.
+    Physical,
+    /// The table's, from the files'.
+    Logical,
+}
+
+/// `t` (a column's Arrow type, under the names `to` is not) with every struct field at any
+/// depth (in list elements and map values too) under the names `to` says, matched to the fields
+/// of Delta type `delta`; a field `delta` does not know keeps its name.
+fn with_names(t: &DataType, delta: &Value, to: Names) -> DataType {
+    let inner = |f: &Field, key: &str| -> Field {
+        f.clone().with_data_type(match delta.get(key) {
+            Some(d) => with_names(f.data_type(), d, to),
+            None => f.data_type().clone(),
+        })
+    };
+    match t {
         DataType::Struct(fields) => {
             let nested = struct_fields(delta);
             DataType::Struct(
@@ -200,42 +216,46 @@ fn physical_type(logical: &DataType, delta: &Value) -> DataType {
                     .iter()
                     .map(|f| {
                         let d = nested.and_then(|n| {
-                            n.iter()
-                                .find(|g| g.get("name").and_then(Value::as_str) == Some(f.name()))
+                            n.iter().find(|g| match to {
+                                Names::Physical => {
+                                    g.get("name").and_then(Value::as_str) == Some(f.name())
+                                }
+                                Names::Logical => mapped(g).0 == Some(f.name().as_str()),
+                            })
                         });
-                        let (physical, id) = d.map(mapped).unwrap_or((None, None));
                         let ty = match d.and_then(|d| d.get("type")) {
-                            Some(t) => physical_type(f.data_type(), t),
+                            Some(d) => with_names(f.data_type(), d, to),
                             None => f.data_type().clone(),
                         };
-                        let mut field =
-                            Field::new(physical.unwrap_or(f.name()), ty, f.is_nullable())
-                                .with_metadata(f.metadata().clone());
-                        if let Some(id) = id {
-                            let mut meta = field.metadata().clone();
-                            meta.insert(FIELD_ID.to_string(), id.to_string());
-                            field = field.with_metadata(meta);
-                        }
+                        let field = match (to, d) {
+                            (Names::Physical, Some(d)) => {
+                                let (physical, id) = mapped(d);
+                                let mut meta = f.metadata().clone();
+                                if let Some(id) = id {
+                                    meta.insert(FIELD_ID.to_string(), id.to_string());
+                                }
+                                Field::new(physical.unwrap_or(f.name()), ty, f.is_nullable())
+                                    .with_metadata(meta)
+                            }
+                            (Names::Logical, Some(d)) => Field::new(
+                                d.get("name").and_then(Value::as_str).unwrap_or(f.name()),
+                                ty,
+                                f.is_nullable(),
+                            ),
+                            (_, None) => f.as_ref().clone().with_data_type(ty),
+                        };
                         Arc::new(field)
                     })
                     .collect(),
             )
         }
-        DataType::List(elem) => DataType::List(Arc::new(elem.as_ref().clone().with_data_type(
-            match delta.get("elementType") {
-                Some(d) => physical_type(elem.data_type(), d),
-                None => elem.data_type().clone(),
-            },
-        ))),
+        DataType::List(elem) => DataType::List(Arc::new(inner(elem, "elementType"))),
         DataType::Map(entries, sorted) => match entries.data_type() {
             DataType::Struct(kv) if kv.len() == 2 => {
-                let part = |f: &Arc<Field>, key: &str| {
-                    Arc::new(f.as_ref().clone().with_data_type(match delta.get(key) {
-                        Some(d) => physical_type(f.data_type(), d),
-                        None => f.data_type().clone(),
-                    }))
-                };
-                let kv = vec![part(&kv[0], "keyType"), part(&kv[1], "valueType")];
+                let kv = vec![
+                    Arc::new(inner(&kv[0], "keyType")),
+                    Arc::new(inner(&kv[1], "valueType")),
+                ];
                 DataType::Map(
                     Arc::new(
                         entries
@@ -246,7 +266,7 @@ fn physical_type(logical: &DataType, delta: &Value) -> DataType {
                     *sorted,
                 )
             }
-            _ => logical.clone(),
+            _ => t.clone(),
         },
         other => other.clone(),
     }
@@ -303,59 +323,5 @@ fn renamed(array: &ArrayRef, to: &DataType) -> Result<ArrayRef> {
 /// An array read from a file (struct fields under their physical names, at any depth) with the
 /// logical names of Delta type `delta`; fields it does not know keep their names.
 fn logical_array(array: &ArrayRef, delta: &Value) -> Result<ArrayRef> {
-    fn logical(t: &DataType, delta: &Value) -> DataType {
-        match t {
-            DataType::Struct(fields) => {
-                let nested = struct_fields(delta);
-                DataType::Struct(
-                    fields
-                        .iter()
-                        .map(|f| {
-                            let d = nested.and_then(|n| {
-                                n.iter().find(|g| mapped(g).0 == Some(f.name().as_str()))
-                            });
-                            let name = d
-                                .and_then(|d| d.get("name"))
-                                .and_then(Value::as_str)
-                                .unwrap_or(f.name());
-                            let ty = match d.and_then(|d| d.get("type")) {
-                                Some(d) => logical(f.data_type(), d),
-                                None => f.data_type().clone(),
-                            };
-                            Arc::new(Field::new(name, ty, f.is_nullable()))
-                        })
-                        .collect(),
-                )
-            }
-            DataType::List(elem) => DataType::List(Arc::new(elem.as_ref().clone().with_data_type(
-                match delta.get("elementType") {
-                    Some(d) => logical(elem.data_type(), d),
-                    None => elem.data_type().clone(),
-                },
-            ))),
-            DataType::Map(entries, sorted) => match entries.data_type() {
-                DataType::Struct(kv) if kv.len() == 2 => {
-                    let part = |f: &Arc<Field>, key: &str| {
-                        Arc::new(f.as_ref().clone().with_data_type(match delta.get(key) {
-                            Some(d) => logical(f.data_type(), d),
-                            None => f.data_type().clone(),
-                        }))
-                    };
-                    let kv = vec![part(&kv[0], "keyType"), part(&kv[1], "valueType")];
-                    DataType::Map(
-                        Arc::new(
-                            entries
-                                .as_ref()
-                                .clone()
-                                .with_data_type(DataType::Struct(kv.into())),
-                        ),
-                        *sorted,
-                    )
-                }
-                _ => t.clone(),
-            },
-            other => other.clone(),
-        }
-    }
-    renamed(array, &logical(array.data_type(), delta))
+    renamed(array, &with_names(array.data_type(), delta, Names::Logical))
 }
