@@ -664,6 +664,13 @@ import polars as pl
 df = pl.read_delta(sys.argv[1])
 got = (df["user"].struct.field("id").sum(), df["tags"].list.len().sum())
 assert got == (ids, tags), got
+# The log's statistics reach inside the struct, as deltalake reads them (lists have none).
+from deltalake import DeltaTable
+acts = pa.table(DeltaTable(sys.argv[1]).get_add_actions(flatten=True)).to_pydict()
+uids = [r["user"]["id"] for r in want_rows if r["user"]]
+got = (min(acts["min.user.id"]), max(acts["max.user.id"]), sum(acts["null_count.user.id"]))
+assert got == (min(uids), max(uids), len(want_rows) - len(uids)), got
+assert not any(k.startswith("min.tags") for k in acts), list(acts)
 print(ids, tags, c1)
 "#,
             &[&table_dir(&home, table), src.to_str().unwrap()],

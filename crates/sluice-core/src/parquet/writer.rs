@@ -309,11 +309,12 @@ pub(crate) fn delta_stats(path: &Path) -> Result<String> {
     let rows: i64 = meta.row_groups().iter().map(|r| r.num_rows()).sum();
     let (mut mins, mut maxs, mut nulls) = (Map::new(), Map::new(), Map::new());
     for (ci, col) in schema.columns().iter().enumerate() {
-        // Flat schemas only: a nested column has no single Delta statistic.
-        if col.path().parts().len() != 1 {
+        // A field inside structs has statistics, nested as its path is (`{"user": {"id": 5}}`);
+        // a value inside a list or a map has none (Delta keeps none: it is not one per row).
+        if col.max_rep_level() > 0 {
             continue;
         }
-        let name = col.name().to_string();
+        let path = col.path().parts();
         let logical = col.logical_type_ref().cloned();
         let mut null_count: Option<u64> = Some(0);
         let (mut lo, mut hi): (Option<Value>, Option<Value>) = (None, None);
@@ -466,11 +467,11 @@ pub(crate) fn delta_stats(path: &Path) -> Result<String> {
             }
         }
         if let Some(n) = null_count {
-            nulls.insert(name.clone(), Value::from(n));
+            insert_at(&mut nulls, path, Value::from(n));
         }
         if bounds_ok && let (Some(a), Some(b)) = (lo, hi) {
-            mins.insert(name.clone(), a);
-            maxs.insert(name, b);
+            insert_at(&mut mins, path, a);
+            insert_at(&mut maxs, path, b);
         }
     }
     let mut out = Map::new();
@@ -479,6 +480,28 @@ pub(crate) fn delta_stats(path: &Path) -> Result<String> {
     out.insert("maxValues".into(), Value::Object(maxs));
     out.insert("nullCount".into(), Value::Object(nulls));
     Ok(Value::Object(out).to_string())
+}
+
+/// Puts `value` at `path` in nested objects, making the objects on the way.
+fn insert_at(
+    map: &mut serde_json::Map<String, serde_json::Value>,
+    path: &[String],
+    value: serde_json::Value,
+) {
+    let Some((last, parents)) = path.split_last() else {
+        return;
+    };
+    let mut at = map;
+    for p in parents {
+        let next = at
+            .entry(p.clone())
+            .or_insert_with(|| serde_json::Value::Object(Default::default()));
+        let serde_json::Value::Object(next) = next else {
+            return;
+        };
+        at = next;
+    }
+    at.insert(last.clone(), value);
 }
 
 /// A decimal column's bounds as JSON numbers, when each has at most 15 significant digits (then
@@ -657,5 +680,54 @@ mod tests {
         assert_eq!(got.unwrap().len(), PART_SIZE + 10);
         let got = mem.store.get(&mem.path("t/small.parquet")).await.unwrap();
         assert_eq!(&got.bytes().await.unwrap()[..], b"other");
+    }
+
+    /// A field inside structs has its statistics nested as its path is; a list's elements and
+    /// a map's entries have none.
+    #[test]
+    fn nested_fields_have_statistics_at_their_path() {
+        use crate::schema::{Column, ColumnType, arrow_schema};
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("n.parquet");
+        let columns = vec![
+            Column::new("id", ColumnType::Int64),
+            Column::new(
+                "user",
+                ColumnType::parse(
+                    "struct<uid:int64,address:struct<city:string>,tags:array<int32>>",
+                )
+                .unwrap(),
+            ),
+            Column::new("m", ColumnType::parse("map<string,int64>").unwrap()),
+        ];
+        let schema = arrow_schema(&columns);
+        let rows = [
+            r#"{"id": 1, "user": {"uid": 7, "address": {"city": "b"}, "tags": [1]}, "m": {"k": 1}}"#,
+            r#"{"id": 2, "user": {"uid": 3, "address": null, "tags": []}}"#,
+            r#"{"id": 3, "user": null}"#,
+        ];
+        let mut decoder = arrow::json::ReaderBuilder::new(schema.clone())
+            .build_decoder()
+            .unwrap();
+        decoder.decode(rows.join("\n").as_bytes()).unwrap();
+        let batch = decoder.flush().unwrap().unwrap();
+        let mut w = parquet::arrow::ArrowWriter::try_new(
+            std::fs::File::create(&path).unwrap(),
+            schema,
+            None,
+        )
+        .unwrap();
+        w.write(&batch).unwrap();
+        w.close().unwrap();
+        let stats: serde_json::Value = serde_json::from_str(&delta_stats(&path).unwrap()).unwrap();
+        assert_eq!(stats["numRecords"], 3);
+        assert_eq!(stats["minValues"]["user"]["uid"], 3);
+        assert_eq!(stats["maxValues"]["user"]["uid"], 7);
+        assert_eq!(stats["minValues"]["user"]["address"]["city"], "b");
+        assert_eq!(stats["nullCount"]["user"]["uid"], 1);
+        assert_eq!(stats["nullCount"]["user"]["address"]["city"], 2);
+        assert_eq!(stats["maxValues"]["id"], 3);
+        assert!(stats["minValues"]["user"].get("tags").is_none(), "{stats}");
+        assert!(stats["nullCount"].get("m").is_none(), "{stats}");
     }
 }
