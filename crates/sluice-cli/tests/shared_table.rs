@@ -477,6 +477,75 @@ print(len(ok), all(ok))
     }
 }
 
+/// Column defaults (`allowColumnDefaults`, set by another engine): a column a source lacks
+/// takes its default, evaluated from its expression (`40 + 2`), through `convert` of CSV and
+/// JSON lines and through the queue, also after schema evolution rebuilt the table's layout; a
+/// source that has the column and no value in it gives NULL. DuckDB and `deltalake` read it.
+#[test]
+fn column_defaults_fill_in_the_columns_a_source_lacks() {
+    let dir = tempfile::tempdir().unwrap();
+    let home = dir.path().join("home");
+    let table = home.join("lake/t");
+    std::fs::create_dir_all(&table).unwrap();
+    deltalake(
+        &table,
+        r#"
+import json
+schema = pa.schema([("id", pa.int64()), ("region", pa.string()), ("status", pa.string()), ("score", pa.int32())])
+DeltaTable.create(path, schema=schema)
+meta = [json.loads(l) for l in open(f"{path}/_delta_log/00000000000000000000.json") if "metaData" in l][0]["metaData"]
+s = json.loads(meta["schemaString"])
+for f in s["fields"]:
+    if f["name"] == "status": f["metadata"]["CURRENT_DEFAULT"] = "'unknown'"
+    if f["name"] == "score": f["metadata"]["CURRENT_DEFAULT"] = "40 + 2"
+meta["schemaString"] = json.dumps(s)
+with open(f"{path}/_delta_log/00000000000000000001.json", "w") as out:
+    out.write(json.dumps({"commitInfo": {"timestamp": 1, "operation": "ALTER TABLE"}}) + "\n")
+    out.write(json.dumps({"protocol": {"minReaderVersion": 1, "minWriterVersion": 7, "writerFeatures": ["allowColumnDefaults"]}}) + "\n")
+    out.write(json.dumps({"metaData": meta}) + "\n")
+"#,
+    );
+    let a = csv(dir.path(), "a.csv", "id,region\n1,eu\n2,us\n");
+    let b = csv(
+        dir.path(),
+        "b.csv",
+        "id,region,status,score\n3,eu,,\n4,us,ok,7\n",
+    );
+    let c = csv(
+        dir.path(),
+        "c.jsonl",
+        "{\"id\": 5, \"region\": \"eu\"}\n{\"id\": 6, \"region\": \"us\", \"status\": null, \"score\": null}\n",
+    );
+    // Through the queue, with a column the table lacks (added, then the rows typed again).
+    let d = csv(dir.path(), "d.jsonl", "{\"id\": 7, \"note\": \"n\"}\n");
+    for src in [&a, &b, &c] {
+        ok(&sluice(
+            &home,
+            &["convert", src.to_str().unwrap(), "--table", "t"],
+        ));
+    }
+    ok(&sluice(
+        &home,
+        &["run", d.to_str().unwrap(), "--table", "t"],
+    ));
+    let got = common::python(
+        r#"
+import os, sys, pyarrow as pa, deltalake
+path = sys.argv[1]
+con = duckdb_connect("delta")
+print(con.execute(f"SELECT id, status, score, note FROM delta_scan('{path}') ORDER BY id").fetchall())
+q = deltalake.QueryBuilder().register("t", deltalake.DeltaTable(path))
+r = pa.table(q.execute("SELECT id, status, score, note FROM t ORDER BY id").read_all()).to_pylist()
+print([tuple(x.values()) for x in r])
+os._exit(0)
+"#,
+        &[table.to_str().unwrap()],
+        "duckdb (delta extension) and deltalake",
+    );
+    let want = "[(1, 'unknown', 42, None), (2, 'unknown', 42, None), (3, None, None, None), (4, 'ok', 7, None), (5, 'unknown', 42, None), (6, None, None, None), (7, 'unknown', 42, 'n')]";
+    agree(&got, want);
+}
+
 #[test]
 fn a_table_an_earlier_sluice_made_is_adopted_by_another_home_with_its_spec() {
     let dir = tempfile::tempdir().unwrap();

@@ -123,8 +123,12 @@ pub(crate) fn add_json_docs<'a>(
         let texts: Vec<Option<Cow<'_, str>>> = columns
             .iter()
             .zip(&values)
-            .map(|(c, v)| {
-                let v = (*v)?;
+            .zip(&layout.defaults)
+            .map(|((c, v), default)| {
+                // A column the document has no key for takes its default, if it has one.
+                let Some(v) = *v else {
+                    return default.as_deref().map(Cow::Borrowed);
+                };
                 if c.ty.is_nested() {
                     // As written: a map keeps its entries' order.
                     Some(v.get())

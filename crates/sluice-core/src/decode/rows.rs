@@ -853,6 +853,8 @@ enum Typed {
     Bin,
     /// Structs, lists and maps, typed.
     Nested(Vec<Nv>),
+    /// The source lacks the column, which has a default: its value (and text) in every row.
+    Const(Val, String),
 }
 
 /// Where the fields of a block lie: in the chunk (`raw`, and `text` when the chunk is UTF-8),
@@ -1020,8 +1022,11 @@ impl TypedColumns {
     /// Row `r`'s value of column `i`, as partitioning reads it.
     #[inline]
     fn val(&self, i: usize, r: usize) -> Val {
-        if matches!(self.typed[i], Typed::Absent) || !self.valid[i][r] {
-            return Val::Null;
+        match &self.typed[i] {
+            Typed::Absent => return Val::Null,
+            Typed::Const(v, _) => return *v,
+            _ if !self.valid[i][r] => return Val::Null,
+            _ => {}
         }
         match &self.typed[i] {
             Typed::Absent => Val::Null,
@@ -1034,6 +1039,7 @@ impl TypedColumns {
             Typed::Ts(v) => Val::Ts(v[r]),
             Typed::Bin => Val::Bin,
             Typed::Nested(_) => Val::Nested,
+            Typed::Const(v, _) => *v,
         }
     }
 }
@@ -1079,7 +1085,16 @@ impl RowTyper<'_> {
         };
         for (i, col) in layout.source_columns.iter().enumerate() {
             let Some(places) = &block.fields[i] else {
-                columns.typed.push(Typed::Absent);
+                // A column the source lacks: its default in every row, else NULL.
+                let typed = layout.defaults[i]
+                    .as_ref()
+                    .and_then(|d| {
+                        type_leaf(d, col.ty, layout.date_format.as_deref(), false)
+                            .ok()
+                            .map(|v| Typed::Const(v, d.clone()))
+                    })
+                    .unwrap_or(Typed::Absent);
+                columns.typed.push(typed);
                 columns.valid.push(Vec::new());
                 continue;
             };
@@ -1366,6 +1381,11 @@ impl RowTyper<'_> {
                                 .flatten()
                                 .and_then(|s| parse_hex(trim(s)));
                             b.append_option(bytes);
+                        }
+                    }
+                    (col, Typed::Const(v, text)) => {
+                        for _ in rows {
+                            push_val(col, *v, Some(text));
                         }
                     }
                     (Col::Nested(_, b), Typed::Nested(v)) => {

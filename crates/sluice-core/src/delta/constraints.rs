@@ -107,6 +107,26 @@ pub(crate) fn generated_of_metadata(m: &Metadata) -> Result<Vec<(String, String)
         .collect())
 }
 
+/// The table's column defaults (`allowColumnDefaults`): (column, its `CURRENT_DEFAULT`
+/// expression), for top-level columns.
+pub(crate) fn defaults_of_metadata(m: &Metadata) -> Result<Vec<(String, String)>> {
+    let schema = m.schema().map_err(|e| Error::CorruptLog {
+        path: m.id.clone(),
+        message: format!("the schema in metaData does not read: {e}"),
+    })?;
+    Ok(schema
+        .fields
+        .iter()
+        .filter_map(|f| {
+            let e = f.metadata.get(DEFAULT_KEY)?.as_str()?;
+            Some((f.name.clone(), e.to_string()))
+        })
+        .collect())
+}
+
+/// The field metadata key of a column's default expression.
+pub(crate) const DEFAULT_KEY: &str = "CURRENT_DEFAULT";
+
 /// Compiles a table's constraints for a schema (every column of the table, partition columns
 /// included).
 pub trait ConstraintEngine: Send + Sync + std::fmt::Debug {

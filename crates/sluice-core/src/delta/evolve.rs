@@ -42,6 +42,8 @@ pub(crate) struct Evolver {
     pub database: String,
     pub table: String,
     pub writer_id: String,
+    /// The table's column defaults (column, value), which every layout it returns carries.
+    pub defaults: Vec<(String, String)>,
 }
 
 impl Evolver {
@@ -132,7 +134,7 @@ impl Evolver {
                 missing.push(c);
             }
             if missing.is_empty() && widened.is_empty() {
-                return TableLayout::from_def(&def);
+                return Ok(TableLayout::from_def(&def)?.with_defaults(&self.defaults));
             }
             def.columns.extend(missing.iter().cloned());
             let mut changes = history(&def);
@@ -151,7 +153,7 @@ impl Evolver {
             def.parameters
                 .insert(PARAM_FINGERPRINT.into(), layout.fingerprint.clone());
             match self.catalog.update_table(&def).await {
-                Ok(d) => return TableLayout::from_def(&d),
+                Ok(d) => return Ok(TableLayout::from_def(&d)?.with_defaults(&self.defaults)),
                 Err(Error::Conflict(_)) => continue,
                 Err(e) => return Err(e),
             }

@@ -971,21 +971,7 @@ impl Ledger {
                 ),
             });
         }
-        let fields = self
-            .state
-            .schema_fields()
-            .into_iter()
-            .map(|(name, ty)| {
-                let t = column_type_of_delta(&ty).ok_or_else(|| Error::UnsupportedType {
-                    table: self.url(),
-                    column: name.to_string(),
-                    ty: ty.to_string(),
-                    operation: "read in its constraint checks",
-                })?;
-                Ok(arrow::datatypes::Field::new(name, t.arrow_type(), true))
-            })
-            .collect::<Result<Vec<_>>>()?;
-        let schema = Arc::new(arrow::datatypes::Schema::new(fields));
+        let schema = self.table_schema("read in its constraint checks")?;
         let checker = engine.compile(&schema, &constraints)?;
         let generator = if generated.is_empty() {
             None
@@ -1000,6 +986,102 @@ impl Ledger {
             generator,
         });
         Ok(())
+    }
+
+    /// Every column of the table (partition columns too) as Arrow fields, for expressions
+    /// over its rows.
+    fn table_schema(&self, operation: &'static str) -> Result<arrow::datatypes::SchemaRef> {
+        let fields = self
+            .state
+            .schema_fields()
+            .into_iter()
+            .map(|(name, ty)| {
+                let t = column_type_of_delta(&ty).ok_or_else(|| Error::UnsupportedType {
+                    table: self.url(),
+                    column: name.to_string(),
+                    ty: ty.to_string(),
+                    operation,
+                })?;
+                Ok(arrow::datatypes::Field::new(name, t.arrow_type(), true))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Arc::new(arrow::datatypes::Schema::new(fields)))
+    }
+
+    /// The table's column defaults, evaluated once (as Spark evaluates a default once per
+    /// statement), as text its rows would carry: (column, value). A default that is NULL is
+    /// left out. Without an expression engine a table with defaults is refused by the
+    /// protocol gate before this is asked.
+    pub fn column_defaults(&self) -> Result<Vec<(String, String)>> {
+        let Some(meta) = &self.state.metadata else {
+            return Ok(Vec::new());
+        };
+        let defaults = crate::delta::constraints::defaults_of_metadata(meta)?;
+        if defaults.is_empty() {
+            return Ok(Vec::new());
+        }
+        let Some(engine) = &self.engine else {
+            return Err(Error::UnsupportedFeature {
+                table: self.url(),
+                feature: "allowColumnDefaults".into(),
+                operation: "append to",
+                reason: "a column has a default value, and this writer evaluates no expressions"
+                    .into(),
+            });
+        };
+        let schema = self.table_schema("fill in with its default")?;
+        let generator = engine.generator(&schema, &defaults)?;
+        let row = arrow::array::RecordBatch::try_new(
+            schema.clone(),
+            schema
+                .fields()
+                .iter()
+                .map(|f| arrow::array::new_null_array(f.data_type(), 1))
+                .collect(),
+        )?;
+        let values = generator.fill(&row)?;
+        let mut out = Vec::with_capacity(defaults.len());
+        for ((column, expression), v) in defaults.into_iter().zip(values) {
+            use arrow::array::{Array, AsArray};
+            if v.is_null(0) {
+                continue;
+            }
+            let ty = schema.field_with_name(&column)?.data_type().clone();
+            let v = if *v.data_type() == ty {
+                v
+            } else {
+                arrow::compute::cast(&v, &ty)?
+            };
+            let text = match &ty {
+                arrow::datatypes::DataType::Binary => v
+                    .as_binary::<i32>()
+                    .value(0)
+                    .iter()
+                    .map(|b| format!("{b:02x}"))
+                    .collect(),
+                _ => {
+                    let t = arrow::compute::cast(&v, &arrow::datatypes::DataType::Utf8)?;
+                    t.as_string::<i32>().value(0).to_string()
+                }
+            };
+            // The typer reads it as it reads a source's value: it must read back exactly.
+            let readable = ColumnType::of_arrow(&ty).is_some_and(|t| {
+                !t.is_nested() && crate::decode::value::type_leaf(&text, t, None, false).is_ok()
+            });
+            if !readable {
+                return Err(Error::UnsupportedFeature {
+                    table: self.url(),
+                    feature: "allowColumnDefaults".into(),
+                    operation: "append to",
+                    reason: format!(
+                        "the default of column {column} ({expression}) is {text:?}, which sluice cannot write as its type {ty}"
+                    ),
+                });
+            }
+            tracing::debug!(table = %self.url(), column, expression, value = %text, "column default");
+            out.push((column, text));
+        }
+        Ok(out)
     }
 
     /// The cached state.

@@ -213,10 +213,32 @@ pub(crate) fn check_with(
                     "a column is an identity column, and sluice does not assign identity values",
                 ));
             }
-            "allowColumnDefaults" if writes_rows && any_field("CURRENT_DEFAULT") => {
+            "allowColumnDefaults"
+                if writes_rows && fields.iter().any(|f| nested_has(&f.ty, "CURRENT_DEFAULT")) =>
+            {
                 return Err(refuse(
                     &f,
-                    "a column has a default value, which sluice does not fill in",
+                    "a field inside a struct, list or map has a default value, which sluice does not fill in",
+                ));
+            }
+            "allowColumnDefaults"
+                if writes_rows
+                    && fields.iter().any(|f| {
+                        f.metadata.contains_key("CURRENT_DEFAULT")
+                            && m.partition_columns.contains(&f.name)
+                    }) =>
+            {
+                return Err(refuse(
+                    &f,
+                    "a partition column has a default value, and sluice partitions rows before it could fill it in",
+                ));
+            }
+            "allowColumnDefaults"
+                if writes_rows && !caps.constraints && any_field("CURRENT_DEFAULT") =>
+            {
+                return Err(refuse(
+                    &f,
+                    "a column has a default value, and this writer evaluates no expressions to fill it in",
                 ));
             }
             "rowTracking" => {

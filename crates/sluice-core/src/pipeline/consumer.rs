@@ -296,7 +296,6 @@ impl Consumer {
         if let Some(h) = &opts.health {
             h.answered(Dependency::Catalog);
         }
-        let layout = Arc::new(TableLayout::from_def(&def)?);
         let (ledger, quarantine) = retry(
             "open the table's Delta logs",
             Backoff::steps(opts.write.retry_base),
@@ -312,6 +311,8 @@ impl Consumer {
             },
         )
         .await?;
+        let defaults = ledger.column_defaults()?;
+        let layout = Arc::new(TableLayout::from_def(&def)?.with_defaults(&defaults));
         // Unless told otherwise, hold messages for the queue's own visibility timeout.
         let visibility = opts
             .visibility_timeout
@@ -322,6 +323,7 @@ impl Consumer {
             database: def.database.clone(),
             table: def.name.clone(),
             writer_id: opts.writer_id.clone(),
+            defaults,
         });
         let (layout_tx, _) = watch::channel(layout.clone());
         let writer = TableWriter::new(opts.write.clone(), lake, layout, ledger, quarantine)?;

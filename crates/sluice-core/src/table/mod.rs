@@ -35,6 +35,10 @@ pub(crate) struct TableLayout {
     pub fingerprint: String,
     /// What a source's columns the table lacks do.
     pub policy: SchemaPolicy,
+    /// Per source column: its default value's text (Delta `allowColumnDefaults`), which a row
+    /// whose source lacks the column takes (a source that has the column and no value in it
+    /// gives NULL).
+    pub defaults: Vec<Option<String>>,
 }
 
 impl TableLayout {
@@ -104,6 +108,7 @@ impl TableLayout {
             .iter()
             .map(|c| def.columns.iter().position(|f| f.name == c.name))
             .collect();
+        let defaults = vec![None; source_columns.len()];
         Ok(TableLayout {
             name: def.name.clone(),
             fingerprint: crate::schema::fingerprint(&source_columns),
@@ -120,7 +125,24 @@ impl TableLayout {
                 .is_some_and(|v| v == "true"),
             names: def.column_names()?,
             policy: SchemaPolicy::of_def(def)?,
+            defaults,
         })
+    }
+
+    /// The layout with the table's column defaults: (column, value as text), as
+    /// [`crate::delta::log::Ledger::column_defaults`] gives them.
+    pub(crate) fn with_defaults(mut self, defaults: &[(String, String)]) -> Self {
+        self.defaults = self
+            .source_columns
+            .iter()
+            .map(|c| {
+                defaults
+                    .iter()
+                    .find(|(n, _)| *n == c.name)
+                    .map(|(_, v)| v.clone())
+            })
+            .collect();
+        self
     }
 
     /// Builds the catalog entry of a new table from its source columns.

@@ -196,7 +196,6 @@ pub async fn convert(
         .first()
         .ok_or_else(|| Error::invalid("no sources to convert"))?;
     let def = ensure_table_for(&*catalog, &opts.table, first, &opts.write.spool_dir).await?;
-    let layout = Arc::new(TableLayout::from_def(&def)?);
     let (ledger, quarantine) = crate::delta::open::open_logs(
         &lake,
         &def,
@@ -205,6 +204,8 @@ pub async fn convert(
         opts.constraints.clone(),
     )
     .await?;
+    let defaults = ledger.column_defaults()?;
+    let layout = Arc::new(TableLayout::from_def(&def)?.with_defaults(&defaults));
     let table = def.name.clone();
     let mut writer =
         TableWriter::new(opts.write.clone(), lake, layout.clone(), ledger, quarantine)?;
@@ -219,6 +220,7 @@ pub async fn convert(
         database: def.database.clone(),
         table: def.name.clone(),
         writer_id: opts.writer_id.clone(),
+        defaults,
     });
     let mut state: Vec<SourceState> = sources.iter().map(|_| SourceState::default()).collect();
     let mut stats = ConvertStats {
