@@ -546,6 +546,80 @@ os._exit(0)
     agree(&got, want);
 }
 
+/// Identity columns (`identityColumns`, made by another engine: `id BIGINT GENERATED ALWAYS AS
+/// IDENTITY (START WITH 100 INCREMENT BY 10)`): sluice gives every row a value, unique, on the
+/// column's steps and above the log's high-water mark, which it raises before writing, through
+/// `convert` and through the queue; a source that brings its own values is refused, naming the
+/// column, and nothing of it lands. DuckDB and `deltalake` read it.
+#[test]
+fn identity_columns_get_unique_values_above_the_high_water_mark() {
+    let dir = tempfile::tempdir().unwrap();
+    let home = dir.path().join("home");
+    let table = home.join("lake/t");
+    std::fs::create_dir_all(&table).unwrap();
+    deltalake(
+        &table,
+        r#"
+import json
+schema = pa.schema([("id", pa.int64()), ("name", pa.string())])
+DeltaTable.create(path, schema=schema)
+meta = [json.loads(l) for l in open(f"{path}/_delta_log/00000000000000000000.json") if "metaData" in l][0]["metaData"]
+s = json.loads(meta["schemaString"])
+s["fields"][0]["nullable"] = False
+s["fields"][0]["metadata"] = {"delta.identity.start": 100, "delta.identity.step": 10, "delta.identity.allowExplicitInsert": False}
+meta["schemaString"] = json.dumps(s)
+with open(f"{path}/_delta_log/00000000000000000001.json", "w") as out:
+    out.write(json.dumps({"commitInfo": {"timestamp": 1, "operation": "CREATE TABLE"}}) + "\n")
+    out.write(json.dumps({"protocol": {"minReaderVersion": 1, "minWriterVersion": 7, "writerFeatures": ["identityColumns", "invariants"]}}) + "\n")
+    out.write(json.dumps({"metaData": meta}) + "\n")
+"#,
+    );
+    let names: String = (0..500).map(|i| format!("n{i}\n")).collect();
+    let a = csv(dir.path(), "a.csv", &format!("name\n{names}"));
+    let b = csv(
+        dir.path(),
+        "b.jsonl",
+        &(0..300)
+            .map(|i| format!("{{\"name\": \"j{i}\"}}\n"))
+            .collect::<String>(),
+    );
+    ok(&sluice(
+        &home,
+        &["convert", a.to_str().unwrap(), "--table", "t"],
+    ));
+    ok(&sluice(
+        &home,
+        &["run", b.to_str().unwrap(), "--table", "t"],
+    ));
+    // Values a source brings are the table's to give: refused, nothing lands.
+    let c = csv(dir.path(), "c.csv", "id,name\n1,x\n");
+    let before = versions(&table);
+    let out = sluice(&home, &["convert", c.to_str().unwrap(), "--table", "t"]);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("identity column id"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(versions(&table), before);
+    let got = common::python(
+        r#"
+import os, sys, json, pyarrow as pa, deltalake
+path = sys.argv[1]
+con = duckdb_connect("delta")
+d = con.execute(f"SELECT count(*), count(DISTINCT id), min(id), bool_and(id % 10 = 0) FROM delta_scan('{path}')").fetchone()
+q = deltalake.QueryBuilder().register("t", deltalake.DeltaTable(path))
+r = pa.table(q.execute("SELECT count(*) AS n, count(DISTINCT id) AS d, max(id) AS m FROM t").read_all()).to_pylist()[0]
+f = json.loads(deltalake.DeltaTable(path).schema().to_json())["fields"][0]["metadata"]
+print(*d, r["n"], r["d"], f["delta.identity.highWaterMark"] >= r["m"])
+os._exit(0)
+"#,
+        &[table.to_str().unwrap()],
+        "duckdb (delta extension) and deltalake",
+    );
+    assert_eq!(got, "800 800 100 True 800 800 True");
+}
+
 #[test]
 fn a_table_an_earlier_sluice_made_is_adopted_by_another_home_with_its_spec() {
     let dir = tempfile::tempdir().unwrap();

@@ -331,3 +331,37 @@ async fn partitions_of_a_column_mapped_table_come_from_physical_keys() {
     let f = schema.fields.iter().find(|f| f.name == "note").unwrap();
     assert_eq!(f.metadata["delta.columnMapping.id"], serde_json::json!(3));
 }
+
+/// Two writers claiming identity values from the same version (another engine's identity
+/// column `id`, start 100, step 10): the one that loses the race claims above the winner's
+/// mark, so their blocks never overlap, and the mark covers both.
+#[tokio::test]
+async fn identity_claims_racing_from_one_version_never_overlap() {
+    let (dir, lake, log) = table().await;
+    let mut actions = enable(&log, &["identityColumns"], &[]);
+    let Action::Metadata(m) = &mut actions[1] else {
+        panic!("{actions:?}")
+    };
+    let mut schema: serde_json::Value = serde_json::from_str(&m.schema_string).unwrap();
+    schema["fields"][0]["metadata"] = serde_json::json!({
+        "delta.identity.start": 100,
+        "delta.identity.step": 10,
+        "delta.identity.allowExplicitInsert": false,
+    });
+    m.schema_string = schema.to_string();
+    foreign_version(dir.path(), 1, &actions);
+    let mut a = Ledger::open(&lake, "t", "a").await.unwrap();
+    let mut b = Ledger::open(&lake, "t", "b").await.unwrap();
+    assert_eq!(a.reserve_identity("id", 10).await.unwrap(), 100);
+    // b still reads version 1: its claim loses the race, then lands above a's block.
+    assert_eq!(b.reserve_identity("id", 5).await.unwrap(), 200);
+    assert_eq!(a.reserve_identity("id", 1).await.unwrap(), 250);
+    let fresh = Ledger::open(&lake, "t", "c").await.unwrap();
+    let schema: serde_json::Value =
+        serde_json::from_str(&fresh.state().metadata.as_ref().unwrap().schema_string).unwrap();
+    assert_eq!(
+        schema["fields"][0]["metadata"]["delta.identity.highWaterMark"],
+        250
+    );
+    assert_eq!(fresh.state().version, 4);
+}

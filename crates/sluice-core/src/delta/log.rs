@@ -1326,6 +1326,70 @@ impl Ledger {
         }
     }
 
+    /// Claims `count` values of identity column `column` (see [`crate::delta::identity`]): a
+    /// version that raises its high-water mark past them. Returns the first value (the others
+    /// follow it by the column's step). A claim that loses the race is made again above the
+    /// winner's mark; one whose reply was lost is found by its commit id.
+    pub async fn reserve_identity(&mut self, column: &str, count: u64) -> Result<i64> {
+        use crate::delta::identity::{HIGH_WATER_MARK, identities_of_metadata};
+        let id = uuid::Uuid::now_v7().to_string();
+        let mut first = None;
+        loop {
+            if self.state.commit_ids.contains_key(&id) {
+                return first
+                    .ok_or_else(|| Error::Internal("identity claim without a value".into()));
+            }
+            let rules = self.check(Operation::ChangeSchema)?;
+            let mut meta = self
+                .state
+                .metadata
+                .clone()
+                .ok_or_else(|| self.corrupt("the log has no metaData action"))?;
+            let identity = identities_of_metadata(&meta)?
+                .into_iter()
+                .find(|i| i.column == column)
+                .ok_or_else(|| Error::Internal(format!("{column} is not an identity column")))?;
+            let (from, mark) = identity
+                .claim(count)
+                .ok_or_else(|| Error::UnsupportedFeature {
+                    table: self.url(),
+                    feature: "identityColumns".into(),
+                    operation: "append to",
+                    reason: format!(
+                        "identity column {column} has no {count} more values within 64 bits"
+                    ),
+                })?;
+            let mut schema = meta
+                .schema()
+                .map_err(|e| self.corrupt(format!("metaData has no readable schemaString: {e}")))?;
+            if let Some(f) = schema.fields.iter_mut().find(|f| f.name == column) {
+                f.metadata.insert(HIGH_WATER_MARK.into(), json!(mark));
+            }
+            meta.schema_string = serde_json::to_string(&schema).expect("schema serializes");
+            let now = chrono::Utc::now().timestamp_millis();
+            let ict = self.next_in_commit_timestamp(&rules, now).await?;
+            let mut info = self.commit_info(now, ict, "CHANGE COLUMN", false);
+            info.operation_parameters = Some(json!({
+                "column": column,
+                "highWaterMark": mark,
+                "reason": format!("sluice reserves {count} identity values from {from}"),
+            }));
+            info.extra
+                .insert(COMMIT_ID_KEY.into(), Value::String(id.clone()));
+            let body = actions::render(&[Action::CommitInfo(info), Action::Metadata(meta)]);
+            let version = self.state.version + 1;
+            first = Some(from);
+            if self.put_version(version, &body).await? {
+                self.apply_version(version, &body)?;
+                self.written_for = self.state.metadata.clone();
+                self.compile_checks()?;
+                self.after_commit(version, &rules).await;
+                return Ok(from);
+            }
+            self.refresh().await?;
+        }
+    }
+
     /// Writes version `v` unless it exists (create-if-absent): `false` when another writer wrote
     /// it first.
     async fn put_version(&self, v: u64, body: &str) -> Result<bool> {

@@ -7,6 +7,7 @@ pub mod adopt;
 pub mod compact;
 pub mod constraints;
 pub mod evolve;
+pub(crate) mod identity;
 pub mod legacy;
 pub mod log;
 pub mod mapping;

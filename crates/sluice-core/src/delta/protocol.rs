@@ -207,10 +207,17 @@ pub(crate) fn check_with(
                     "a column is generated (delta.generationExpression), and this writer does not compute generated columns",
                 ));
             }
-            "identityColumns" if writes_rows && any_field("delta.identity.start") => {
+            "identityColumns"
+                if writes_rows
+                    && fields.iter().any(|f| {
+                        nested_has(&f.ty, "delta.identity.start")
+                            || (f.metadata.contains_key("delta.identity.start")
+                                && m.partition_columns.contains(&f.name))
+                    }) =>
+            {
                 return Err(refuse(
                     &f,
-                    "a column is an identity column, and sluice does not assign identity values",
+                    "an identity column is inside a struct or partitions the table, and sluice assigns identity values only to top-level data columns",
                 ));
             }
             "allowColumnDefaults"

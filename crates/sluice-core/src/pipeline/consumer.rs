@@ -695,7 +695,7 @@ impl Consumer {
         count(&mut self.stats.rows_in, ROWS_IN, d.rows_in);
         let chunk = d.chunk.clone();
         let produced_at_ms = d.produced_at_ms;
-        let written = match tokio::task::block_in_place(|| self.writer.write(d)) {
+        let written = match self.writer.write_rows(d).await {
             Ok(w) => w,
             // Rows the table's constraints refuse: never writable, dead-lettered with the reason.
             Err(e @ Error::ConstraintViolated { .. }) => {
@@ -917,7 +917,7 @@ impl Consumer {
                 Item::Chunk(d) => {
                     count(&mut self.stats.rows_in, ROWS_IN, d.rows_in);
                     let chunk = d.chunk.clone();
-                    let written = tokio::task::block_in_place(|| self.writer.write(d))?;
+                    let written = self.writer.write_rows(d).await?;
                     let Some(held) = self.held.get_mut(&m.message_id) else {
                         return Ok(None);
                     };

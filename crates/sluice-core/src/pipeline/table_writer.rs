@@ -152,6 +152,28 @@ pub(crate) struct TableWriter {
     /// respects.
     pending: Pending,
     stats: WriteStats,
+    /// The table's identity columns, with the values this writer has claimed and not given out.
+    identities: Vec<Claimed>,
+}
+
+/// Identity values claimed in the log ([`crate::delta::log::Ledger::reserve_identity`]) and not
+/// given out yet.
+#[derive(Debug, Clone)]
+struct Claimed {
+    identity: crate::delta::identity::Identity,
+    next: i64,
+    left: u64,
+}
+
+/// The error of rows that bring values of an identity column that takes none.
+fn identity_given(table: &str, chunk: &str, c: &Claimed, rows: u64) -> Error {
+    Error::ConstraintViolated {
+        table: table.to_string(),
+        chunk: chunk.to_string(),
+        constraint: format!("identity column {}", c.identity.column),
+        expression: "GENERATED ALWAYS AS IDENTITY (values are the table's to give)".into(),
+        rows: rows as usize,
+    }
 }
 
 /// A file uploaded to the lake and not yet committed.
@@ -202,7 +224,19 @@ impl TableWriter {
         std::fs::create_dir_all(&opts.spool_dir).map_err(|e| Error::io(&opts.spool_dir, e))?;
         let physical = ledger.state().physical_file_schema(&layout.file_schema)?;
         let pending = Pending::new(lake.clone(), &layout.name).with_retry_base(opts.retry_base);
+        let identities = match &ledger.state().metadata {
+            Some(m) => crate::delta::identity::identities_of_metadata(m)?
+                .into_iter()
+                .map(|identity| Claimed {
+                    identity,
+                    next: 0,
+                    left: 0,
+                })
+                .collect(),
+            None => Vec::new(),
+        };
         Ok(TableWriter {
+            identities,
             pending,
             physical,
             opts,
@@ -230,6 +264,49 @@ impl TableWriter {
 
     pub fn stats(&self) -> &WriteStats {
         &self.stats
+    }
+
+    /// `batch` with its identity columns' NULLs given the next claimed values; a value a row
+    /// brings refuses the chunk unless the column takes explicit values.
+    fn fill_identities(
+        &mut self,
+        batch: arrow::array::RecordBatch,
+        chunk: &str,
+    ) -> Result<arrow::array::RecordBatch> {
+        use arrow::array::{Array, AsArray};
+        let mut columns = batch.columns().to_vec();
+        for c in &mut self.identities {
+            let Ok(i) = batch.schema().index_of(&c.identity.column) else {
+                continue;
+            };
+            let have = arrow::compute::cast(&columns[i], &arrow::datatypes::DataType::Int64)?;
+            let have = have.as_primitive::<arrow::datatypes::Int64Type>();
+            let given = have.len() - have.null_count();
+            if given > 0 && !c.identity.explicit {
+                return Err(identity_given(&self.layout.name, chunk, c, given as u64));
+            }
+            let missing = have.null_count() as u64;
+            if missing > c.left {
+                return Err(Error::Internal(format!(
+                    "identity column {}: {missing} values needed, {} claimed",
+                    c.identity.column, c.left
+                )));
+            }
+            let filled: arrow::array::Int64Array = have
+                .iter()
+                .map(|v| {
+                    Some(v.unwrap_or_else(|| {
+                        let x = c.next;
+                        c.next = c.next.wrapping_add(c.identity.step);
+                        c.left -= 1;
+                        x
+                    }))
+                })
+                .collect();
+            let ty = batch.schema().field(i).data_type().clone();
+            columns[i] = arrow::compute::cast(&filled, &ty)?;
+        }
+        Ok(arrow::array::RecordBatch::try_new(batch.schema(), columns)?)
     }
 
     /// Sets the counts back to `stats` (taken when the last commit landed), when what was
@@ -477,8 +554,43 @@ impl TableWriter {
     }
 
     /// Appends a decoded chunk's rows to the open files of their partitions, skipping parts
-    /// that are committed or already held in an open file (a chunk delivered twice).
-    pub fn write(&mut self, d: DecodedChunk) -> Result<Written> {
+    /// that are committed or already held in an open file (a chunk delivered twice). A table
+    /// with identity columns first gets enough values claimed for the chunk's rows (a version
+    /// of the log, at most once per [`crate::delta::identity::BLOCK`] rows).
+    pub async fn write_rows(&mut self, d: DecodedChunk) -> Result<Written> {
+        use arrow::array::Array;
+        for k in 0..self.identities.len() {
+            let c = &self.identities[k];
+            // The rows without a value, and those with one (refused before anything is
+            // claimed, unless the column takes them).
+            let (mut missing, mut given) = (0u64, 0u64);
+            for (_, b) in &d.parts {
+                match b.column_by_name(&c.identity.column) {
+                    Some(col) => {
+                        missing += col.null_count() as u64;
+                        given += (col.len() - col.null_count()) as u64;
+                    }
+                    None => missing += b.num_rows() as u64,
+                }
+            }
+            if given > 0 && !c.identity.explicit {
+                return Err(identity_given(&self.layout.name, &d.chunk, c, given));
+            }
+            if c.left >= missing {
+                continue;
+            }
+            let count = missing.max(crate::delta::identity::BLOCK);
+            let column = c.identity.column.clone();
+            let first = self.ledger.reserve_identity(&column, count).await?;
+            let c = &mut self.identities[k];
+            c.next = first;
+            c.left = count;
+        }
+        tokio::task::block_in_place(|| self.write(d))
+    }
+
+    /// [`TableWriter::write_rows`] without claiming identity values (they must be claimed).
+    fn write(&mut self, d: DecodedChunk) -> Result<Written> {
         let chunk = d.chunk;
         let mut parts: Vec<(String, FileKind, arrow::array::RecordBatch)> = d
             .parts
@@ -512,6 +624,16 @@ impl TableWriter {
                     &self.physical,
                     &plain,
                 )?);
+            }
+        }
+        // Identity values for the rows that have none (all of them, unless the column takes
+        // values a source gives: a row with one is refused then).
+        if !self.identities.is_empty() {
+            for (part, kind, batch) in parts.iter_mut() {
+                if *kind == FileKind::Data && !self.is_committed(&chunk, part) {
+                    let typed = conform(batch.clone(), &self.layout.file_schema)?;
+                    *batch = self.fill_identities(typed, &chunk)?;
+                }
             }
         }
         // Every row against the table's constraints before any is written: a chunk is refused

@@ -306,7 +306,7 @@ pub async fn convert(
                         state[s].started = true;
                         stats.rows_in += d.rows_in;
                         let chunk = d.chunk.clone();
-                        let written = tokio::task::block_in_place(|| writer.write(d))?;
+                        let written = writer.write_rows(d).await?;
                         piece_state.written(chunk, &written.waiting);
                         state[s].pending.extend(written.waiting);
                         if let Some(p) = &progress {
