@@ -176,7 +176,7 @@ impl KeyMemo {
 
     fn slot(&mut self, layout: &TableLayout, ordinal: usize, key: &str) -> &Slot {
         if let Some(&k) = self.at.get(ordinal)
-            && self.keys[k].0 == key
+            && self.keys.get(k).is_some_and(|(seen, _)| seen == key)
         {
             return &self.keys[k].1;
         }
@@ -213,5 +213,55 @@ fn reject(source: &str, line: u64, raw: &str, reason: String, chunk: &str) -> Qu
             .collect(),
         reason,
         chunk: chunk.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::schema::partition::PartitionSpec;
+    use crate::schema::{Column, ColumnType};
+
+    fn layout() -> TableLayout {
+        let columns = vec![
+            Column::new("id", ColumnType::Int64),
+            Column::new("name", ColumnType::String),
+        ];
+        let def = TableLayout::new_def(
+            "db",
+            "t",
+            "file:///t",
+            columns,
+            &PartitionSpec::parse("").unwrap(),
+            None,
+        )
+        .unwrap();
+        TableLayout::from_def(&def).unwrap()
+    }
+
+    /// Keys in another order than the last document's, and documents whose keys are data (more
+    /// distinct keys than the memo keeps) go where their names say.
+    #[test]
+    fn keys_are_found_in_any_order_and_past_the_memo_s_limit() {
+        let layout = layout();
+        let mut keys = KeyMemo::default();
+        let column = |keys: &mut KeyMemo, ordinal: usize, key: &str| match keys
+            .slot(&layout, ordinal, key)
+        {
+            Slot::Column(i) => Some(*i),
+            Slot::Unknown(_) => None,
+        };
+        assert_eq!(column(&mut keys, 0, "id"), Some(0));
+        assert_eq!(column(&mut keys, 1, "name"), Some(1));
+        assert_eq!(column(&mut keys, 0, "name"), Some(1));
+        assert_eq!(column(&mut keys, 1, "id"), Some(0));
+        for i in 0..KeyMemo::MAX + 10 {
+            assert_eq!(column(&mut keys, i + 2, &format!("k{i}")), None);
+        }
+        // Ordinals past the limit were never remembered: still found by name.
+        for ordinal in [0, 1, KeyMemo::MAX + 5, KeyMemo::MAX + 3, KeyMemo::MAX + 11] {
+            assert_eq!(column(&mut keys, ordinal, "name"), Some(1));
+            assert_eq!(column(&mut keys, ordinal + 1, "id"), Some(0));
+        }
     }
 }
