@@ -221,6 +221,13 @@ impl<'l> RowTyper<'l> {
 
     /// Records a value (`None`: NULL) of a column the table lacks, in `source`, for its type.
     pub fn observe_new(&mut self, name: &str, value: Option<&str>, source: &str) {
+        let value = self.sampled(value, source);
+        self.new_column_inference().observe_named(name, value);
+    }
+
+    /// `value` of a column the table lacks, if the sample takes it (up to
+    /// [`NEW_COLUMN_SAMPLE`] values), noting `source` as the first source with new columns.
+    fn sampled<T>(&mut self, value: Option<T>, source: &str) -> Option<T> {
         if self.new_source.is_empty() {
             self.new_source = source.to_string();
         }
@@ -228,7 +235,7 @@ impl<'l> RowTyper<'l> {
         if value.is_some() {
             self.new_samples += 1;
         }
-        self.new_column_inference().observe_named(name, value);
+        value
     }
 
     /// Records a JSON value (`None`: absent) of a column the table lacks, in `source`, for its
@@ -239,13 +246,7 @@ impl<'l> RowTyper<'l> {
         value: Option<&serde_json::value::RawValue>,
         source: &str,
     ) {
-        if self.new_source.is_empty() {
-            self.new_source = source.to_string();
-        }
-        let value = value.filter(|_| self.new_samples < NEW_COLUMN_SAMPLE);
-        if value.is_some() {
-            self.new_samples += 1;
-        }
+        let value = self.sampled(value, source);
         self.new_column_inference().observe_json_named(name, value);
     }
 

@@ -173,6 +173,14 @@ impl Metadata {
     pub fn schema(&self) -> Result<StructType, serde_json::Error> {
         serde_json::from_str(&self.schema_string)
     }
+
+    /// [`Metadata::schema`], a schema that does not read being a corrupt log.
+    pub(crate) fn readable_schema(&self) -> crate::error::Result<StructType> {
+        self.schema().map_err(|e| crate::error::Error::CorruptLog {
+            path: self.id.clone(),
+            message: format!("the schema in metaData does not read: {e}"),
+        })
+    }
 }
 
 /// A Delta schema (`schemaString`), or a struct type inside one.

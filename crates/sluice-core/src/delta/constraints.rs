@@ -44,10 +44,7 @@ pub(crate) fn of_metadata(m: &Metadata) -> Result<Vec<Constraint>> {
             })
         })
         .collect();
-    let schema = m.schema().map_err(|e| Error::CorruptLog {
-        path: m.id.clone(),
-        message: format!("the schema in metaData does not read: {e}"),
-    })?;
+    let schema = m.readable_schema()?;
     for f in &schema.fields {
         // Delta asks every writer to keep NOT NULL columns free of nulls.
         if !f.nullable {
@@ -93,32 +90,22 @@ pub(crate) fn of_metadata(m: &Metadata) -> Result<Vec<Constraint>> {
 
 /// The table's generated columns: (column, its `delta.generationExpression`).
 pub(crate) fn generated_of_metadata(m: &Metadata) -> Result<Vec<(String, String)>> {
-    let schema = m.schema().map_err(|e| Error::CorruptLog {
-        path: m.id.clone(),
-        message: format!("the schema in metaData does not read: {e}"),
-    })?;
-    Ok(schema
-        .fields
-        .iter()
-        .filter_map(|f| {
-            let e = f.metadata.get("delta.generationExpression")?.as_str()?;
-            Some((f.name.clone(), e.to_string()))
-        })
-        .collect())
+    expressions_of_metadata(m, "delta.generationExpression")
 }
 
 /// The table's column defaults (`allowColumnDefaults`): (column, its `CURRENT_DEFAULT`
 /// expression), for top-level columns.
 pub(crate) fn defaults_of_metadata(m: &Metadata) -> Result<Vec<(String, String)>> {
-    let schema = m.schema().map_err(|e| Error::CorruptLog {
-        path: m.id.clone(),
-        message: format!("the schema in metaData does not read: {e}"),
-    })?;
-    Ok(schema
+    expressions_of_metadata(m, DEFAULT_KEY)
+}
+
+/// (column, expression) of the top-level columns whose metadata holds an expression at `key`.
+fn expressions_of_metadata(m: &Metadata, key: &str) -> Result<Vec<(String, String)>> {
+    Ok(m.readable_schema()?
         .fields
         .iter()
         .filter_map(|f| {
-            let e = f.metadata.get(DEFAULT_KEY)?.as_str()?;
+            let e = f.metadata.get(key)?.as_str()?;
             Some((f.name.clone(), e.to_string()))
         })
         .collect())

@@ -58,10 +58,7 @@ fn number(v: &Value) -> Option<i64> {
 
 /// The identity columns of a table's schema (top-level fields with `delta.identity.start`).
 pub(crate) fn identities_of_metadata(m: &Metadata) -> Result<Vec<Identity>> {
-    let schema = m.schema().map_err(|e| Error::CorruptLog {
-        path: m.id.clone(),
-        message: format!("the schema in metaData does not read: {e}"),
-    })?;
+    let schema = m.readable_schema()?;
     let mut out = Vec::new();
     for f in &schema.fields {
         let Some(start) = f.metadata.get(START) else {

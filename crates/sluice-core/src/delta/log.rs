@@ -1241,10 +1241,7 @@ impl Ledger {
                 let Some(at) = schema.fields.iter().position(|g| g.name == f.name) else {
                     continue;
                 };
-                let have = match &schema.fields[at].ty {
-                    Value::String(t) => column_type_of_delta(t),
-                    other => column_type_of_delta(&other.to_string()),
-                };
+                let have = column_type_of_delta_value(&schema.fields[at].ty);
                 if let (Some(have), Some(want)) = (have, column_type_of_delta(&f.ty)) {
                     let merged = have.widened(want);
                     if merged != have {
@@ -1325,17 +1322,33 @@ impl Ledger {
                 actions.push(Action::Protocol(p.with_feature("timestampNtz")));
             }
             actions.push(Action::Metadata(meta));
-            let body = actions::render(&actions);
-            let version = self.state.version + 1;
-            if self.put_version(version, &body).await? {
-                self.apply_version(version, &body)?;
-                self.written_for = self.state.metadata.clone();
-                self.compile_checks()?;
-                self.after_commit(version, &rules).await;
+            if let Some(version) = self
+                .land_metadata_change(&actions::render(&actions), &rules)
+                .await?
+            {
                 return Ok(Some(version));
             }
-            self.refresh().await?;
         }
+    }
+
+    /// Writes a change of the table's metadata as the next version: `Some(version)` when it
+    /// landed (this writer's files are written for it from then on), `None` when another commit
+    /// took the version first (the state is read again, for the caller to make the change anew).
+    async fn land_metadata_change(
+        &mut self,
+        body: &str,
+        rules: &WriteRules,
+    ) -> Result<Option<u64>> {
+        let version = self.state.version + 1;
+        if self.put_version(version, body).await? {
+            self.apply_version(version, body)?;
+            self.written_for = self.state.metadata.clone();
+            self.compile_checks()?;
+            self.after_commit(version, rules).await;
+            return Ok(Some(version));
+        }
+        self.refresh().await?;
+        Ok(None)
     }
 
     /// Claims `count` values of identity column `column` (see [`crate::delta::identity`]): a
@@ -1389,16 +1402,10 @@ impl Ledger {
             info.extra
                 .insert(COMMIT_ID_KEY.into(), Value::String(id.clone()));
             let body = actions::render(&[Action::CommitInfo(info), Action::Metadata(meta)]);
-            let version = self.state.version + 1;
             first = Some(from);
-            if self.put_version(version, &body).await? {
-                self.apply_version(version, &body)?;
-                self.written_for = self.state.metadata.clone();
-                self.compile_checks()?;
-                self.after_commit(version, &rules).await;
+            if self.land_metadata_change(&body, &rules).await?.is_some() {
                 return Ok(from);
             }
-            self.refresh().await?;
         }
     }
 
@@ -1890,10 +1897,7 @@ impl Ledger {
         let (Ok(was), Ok(is)) = (base.schema(), now.schema()) else {
             return Err(self.corrupt("a schemaString does not read"));
         };
-        let ty = |v: &Value| match v {
-            Value::String(t) => column_type_of_delta(t),
-            other => column_type_of_delta(&other.to_string()),
-        };
+        let ty = column_type_of_delta_value;
         for f in &was.fields {
             match is.fields.iter().find(|g| g.name == f.name) {
                 None => return Err(changed(format!("column {} was dropped", f.name))),

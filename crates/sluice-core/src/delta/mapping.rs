@@ -43,10 +43,7 @@ impl ColumnMapping {
             Some(mode) if !mode.eq_ignore_ascii_case("none") => mode.to_ascii_lowercase(),
             _ => return Ok(None),
         };
-        let schema = m.schema().map_err(|e| Error::CorruptLog {
-            path: m.id.clone(),
-            message: format!("the schema in metaData does not read: {e}"),
-        })?;
+        let schema = m.readable_schema()?;
         let mut columns = HashMap::new();
         let mut types = HashMap::new();
         for f in schema.fields {
@@ -274,50 +271,8 @@ fn with_names(t: &DataType, delta: &Value, to: Names) -> DataType {
 
 /// `array` as type `to`, which has the same shape under other names (and field metadata).
 fn renamed(array: &ArrayRef, to: &DataType) -> Result<ArrayRef> {
-    use arrow::array::{Array, AsArray, ListArray, MapArray, StructArray};
-    if array.data_type() == to {
-        return Ok(array.clone());
-    }
-    Ok(match to {
-        DataType::Struct(fields) => {
-            let s = array.as_struct();
-            let children = s
-                .columns()
-                .iter()
-                .zip(fields.iter())
-                .map(|(c, f)| renamed(c, f.data_type()))
-                .collect::<Result<Vec<_>>>()?;
-            Arc::new(StructArray::try_new(
-                fields.clone(),
-                children,
-                s.nulls().cloned(),
-            )?)
-        }
-        DataType::List(field) => {
-            let l = array.as_list::<i32>();
-            Arc::new(ListArray::try_new(
-                field.clone(),
-                l.offsets().clone(),
-                renamed(l.values(), field.data_type())?,
-                l.nulls().cloned(),
-            )?)
-        }
-        DataType::Map(entries, sorted) => {
-            let m = array.as_map();
-            let e = renamed(
-                &(Arc::new(m.entries().clone()) as ArrayRef),
-                entries.data_type(),
-            )?;
-            Arc::new(MapArray::try_new(
-                entries.clone(),
-                m.offsets().clone(),
-                e.as_struct().clone(),
-                m.nulls().cloned(),
-                *sorted,
-            )?)
-        }
-        _ => array.clone(),
-    })
+    use crate::parquet::writer::{FieldsBy, reshape};
+    Ok(reshape(array, to, FieldsBy::Position)?)
 }
 
 /// An array read from a file (struct fields under their physical names, at any depth) with the

@@ -550,7 +550,7 @@ pub(crate) fn conform(
         .iter()
         .map(|f| match batch.column_by_name(f.name()) {
             Some(c) if c.data_type() == f.data_type() => Ok(c.clone()),
-            Some(c) => widen(c, f.data_type()),
+            Some(c) => reshape(c, f.data_type(), FieldsBy::Name),
             None => Ok(arrow::array::new_null_array(
                 f.data_type(),
                 batch.num_rows(),
@@ -564,11 +564,21 @@ pub(crate) fn conform(
     )?)
 }
 
-/// `array` as `to`: a struct (at any depth) gets the fields `to` has and it lacks as NULL, and
-/// keeps the others by name; anything else is cast.
-fn widen(
+/// How [`reshape`] finds, in an array, the struct fields of the type it is given.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum FieldsBy {
+    /// By name: a field the array lacks is NULL (a struct schema evolution widened).
+    Name,
+    /// By position: the array has the same fields under other names (column mapping).
+    Position,
+}
+
+/// `array` as `to`: every struct (at any depth, in list elements and map values too) takes the
+/// fields of `to`, found in the array as `by` says; anything else is cast.
+pub(crate) fn reshape(
     array: &arrow::array::ArrayRef,
     to: &arrow::datatypes::DataType,
+    by: FieldsBy,
 ) -> std::result::Result<arrow::array::ArrayRef, arrow::error::ArrowError> {
     use arrow::array::{Array, AsArray, ListArray, MapArray, StructArray};
     use arrow::datatypes::DataType as D;
@@ -581,9 +591,16 @@ fn widen(
             let s = array.as_struct();
             let children = fields
                 .iter()
-                .map(|f| match s.column_by_name(f.name()) {
-                    Some(c) => widen(c, f.data_type()),
-                    None => Ok(arrow::array::new_null_array(f.data_type(), s.len())),
+                .enumerate()
+                .map(|(i, f)| {
+                    let child = match by {
+                        FieldsBy::Name => s.column_by_name(f.name()),
+                        FieldsBy::Position => s.columns().get(i),
+                    };
+                    match child {
+                        Some(c) => reshape(c, f.data_type(), by),
+                        None => Ok(arrow::array::new_null_array(f.data_type(), s.len())),
+                    }
                 })
                 .collect::<std::result::Result<Vec<_>, _>>()?;
             Arc::new(StructArray::try_new(
@@ -597,17 +614,21 @@ fn widen(
             Arc::new(ListArray::try_new(
                 field.clone(),
                 l.offsets().clone(),
-                widen(l.values(), field.data_type())?,
+                reshape(l.values(), field.data_type(), by)?,
                 l.nulls().cloned(),
             )?)
         }
         (D::Map(_, _), D::Map(entries, sorted)) => {
             let m = array.as_map();
-            let entries_array = widen(&(Arc::new(m.entries().clone()) as _), entries.data_type())?;
+            let e = reshape(
+                &(Arc::new(m.entries().clone()) as _),
+                entries.data_type(),
+                by,
+            )?;
             Arc::new(MapArray::try_new(
                 entries.clone(),
                 m.offsets().clone(),
-                entries_array.as_struct().clone(),
+                e.as_struct().clone(),
                 m.nulls().cloned(),
                 *sorted,
             )?)
