@@ -511,6 +511,8 @@ async fn log_parts(a: &BenchArgs, parts: u64) -> Result<()> {
             .with_checkpointer(Some(sluice_delta::checkpointer()));
         let t = Instant::now();
         let mut made = 0u64;
+        // Each commit's time, by whether it wrote a checkpoint and record index too.
+        let (mut plain, mut with_checkpoint) = (Vec::new(), Vec::new());
         while made < n {
             let k = (n - made).min(1_000);
             let chunks = (made..made + k)
@@ -519,17 +521,53 @@ async fn log_parts(a: &BenchArgs, parts: u64) -> Result<()> {
                     partition: "year=2024".into(),
                 })
                 .collect();
-            log.commit(CommitDraft {
-                chunks,
-                ..Default::default()
-            })
-            .await?;
+            // A file for every thousand records, as a consumer commits them (never read:
+            // `convert` appends).
+            let add = vec![sluice_core::delta::log::DataFile {
+                path: format!("t/year=2024/part-bench-{made:012}.parquet"),
+                partition: "year=2024".into(),
+                rows: k,
+                bytes: k * 100,
+                kind: sluice_core::delta::log::FileKind::Data,
+                stats: None,
+            }];
+            let started = Instant::now();
+            let c = log
+                .commit(CommitDraft {
+                    chunks,
+                    add,
+                    ..Default::default()
+                })
+                .await?;
+            if c.version
+                .is_multiple_of(sluice_core::delta::log::CHECKPOINT_INTERVAL)
+            {
+                with_checkpoint.push(started.elapsed());
+            } else {
+                plain.push(started.elapsed());
+            }
             made += k;
         }
-        // A checkpoint at the newest version, as the consumer writes every 100.
+        plain.sort();
+        if let (Some(median), Some(last)) = (plain.get(plain.len() / 2), with_checkpoint.last()) {
+            eprintln!(
+                "{label}: a commit of 1,000 records takes {:.1} ms (median); the one every {} versions that also writes the checkpoint and the record index, at {} records: {:.0} ms",
+                median.as_secs_f64() * 1e3,
+                sluice_core::delta::log::CHECKPOINT_INTERVAL,
+                with_checkpoint.len() as u64 * sluice_core::delta::log::CHECKPOINT_INTERVAL * 1_000,
+                last.as_secs_f64() * 1e3
+            );
+        }
+        // A checkpoint at the newest version, as the consumer writes every 100, and its record
+        // index, as the consumer writes next.
         sluice_delta::checkpointer()
             .checkpoint(&lake, "t/", log.state().version)
             .await?;
+        Ledger::open(&lake, "t", "bench")
+            .await?
+            .with_checkpointer(Some(sluice_delta::checkpointer()))
+            .index_records()
+            .await;
         eprintln!(
             "{label}: {n} records in {} versions made in {:.1}s",
             log.state().version,

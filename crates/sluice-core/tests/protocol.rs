@@ -263,7 +263,7 @@ async fn exactly_once_records_expire_after_the_tables_retention() {
     assert!(l.state().has_part("fresh", "year=2024"));
     assert!(!l.state().has_part("old", "year=2024"));
     assert!(l.state().has_part("timeless", "year=2024"));
-    let keys = l.state().part_keys();
+    let keys = l.state().records();
     assert!(keys.contains(&sluice_core::delta::log::part_key("fresh", "year=2024")));
     assert!(!keys.contains(&sluice_core::delta::log::part_key("old", "year=2024")));
     // Another writer lengthens the retention: the old record counts again.

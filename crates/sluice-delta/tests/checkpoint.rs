@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use futures::TryStreamExt;
 use sluice_core::delta::log::{
-    ChunkPart, CommitDraft, DataFile, DeltaField, DeltaSchema, FileKind, Ledger,
+    Checkpointer, ChunkPart, CommitDraft, DataFile, DeltaField, DeltaSchema, FileKind, Ledger,
 };
 use sluice_core::lake::Lake;
 use sluice_delta::{AsOf, DeltaCheckpointer, open_table};
@@ -153,4 +153,177 @@ async fn a_gap_in_the_log_is_a_corrupt_log_naming_the_version() {
         }
         other => panic!("expected CorruptLog, got {other:?}"),
     }
+}
+
+/// The record index of checkpoint `v` (`t/_sluice/records/<v>.idx`).
+fn index_file(dir: &std::path::Path, v: u64) -> std::path::PathBuf {
+    dir.join(format!("t/_sluice/records/{v:020}.idx"))
+}
+
+fn read_index(dir: &std::path::Path, v: u64) -> sluice_core::delta::records::RecordIndex {
+    let bytes = std::fs::read(index_file(dir, v)).unwrap();
+    sluice_core::delta::records::RecordIndex::decode(bytes.into()).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_record_index_serves_its_checkpoint_and_is_checked_against_the_log() {
+    use sluice_core::delta::log::part_key;
+    use sluice_core::delta::records::RecordIndex;
+    let dir = tempfile::tempdir().unwrap();
+    let lake = Lake::local(dir.path()).unwrap();
+    let mut log = Ledger::open(&lake, "t", "test")
+        .await
+        .unwrap()
+        .with_checkpointer(Some(Arc::new(DeltaCheckpointer)));
+    log.create_if_missing(&schema()).await.unwrap();
+    for i in 1..=105 {
+        log.commit(draft(i)).await.unwrap();
+    }
+    // The writer that made checkpoint 100 indexed its records next.
+    let ix = read_index(dir.path(), 100);
+    assert_eq!((ix.version, ix.len()), (100, 100));
+    let table_id = log.state().metadata.as_ref().unwrap().id.clone();
+    assert_eq!(ix.table_id, table_id);
+    let known = |l: &Ledger| -> Vec<u64> {
+        (1..=106)
+            .filter(|i| {
+                let d = draft(*i);
+                l.state()
+                    .has_part(&d.chunks[0].chunk, &d.chunks[0].partition)
+            })
+            .collect()
+    };
+    let all: Vec<u64> = (1..=105).collect();
+    let fresh = Ledger::open(&lake, "t", "fresh").await.unwrap();
+    assert_eq!(known(&fresh), all);
+    assert_eq!(fresh.state().chunk_part_count(), 105);
+    assert_eq!(fresh.state().files.len(), 105);
+    let records = fresh.state().records();
+    let d5 = draft(5);
+    assert!(records.contains(&part_key(&d5.chunks[0].chunk, &d5.chunks[0].partition)));
+    assert!(!records.contains(&part_key("chunk-106", "year=2001")));
+
+    // The index is what a writer reads the checkpoint's records from: one left out of it is
+    // not known (the checkpoint's txn rows were not read).
+    let without_5: Vec<_> = ix
+        .iter()
+        .filter(|(k, _)| *k != part_key(&d5.chunks[0].chunk, &d5.chunks[0].partition))
+        .collect();
+    let bytes = RecordIndex::encode(100, &table_id, without_5).unwrap();
+    std::fs::write(index_file(dir.path(), 100), &bytes).unwrap();
+    let tampered = Ledger::open(&lake, "t", "fresh").await.unwrap();
+    assert_eq!(known(&tampered).len(), 104);
+    assert!(!known(&tampered).contains(&5));
+
+    // An index of another table under this name, one cut short, one of a version the log does
+    // not have: the records come from the checkpoint.
+    let other = RecordIndex::encode(100, "another-table", vec![]).unwrap();
+    let future = RecordIndex::encode(900, &table_id, vec![]).unwrap();
+    for bad in [other, bytes[..bytes.len() - 9].to_vec(), future] {
+        std::fs::write(index_file(dir.path(), 100), &bad).unwrap();
+        let l = Ledger::open(&lake, "t", "fresh").await.unwrap();
+        assert_eq!(known(&l), all);
+    }
+
+    // A writer that read the records from the checkpoint indexes them after its first commit,
+    // at its version, under the checkpoint's name; the next writer reads that.
+    let mut w = Ledger::open(&lake, "t", "w")
+        .await
+        .unwrap()
+        .with_checkpointer(Some(Arc::new(DeltaCheckpointer)));
+    w.commit(draft(106)).await.unwrap();
+    let ix = read_index(dir.path(), 100);
+    assert_eq!((ix.version, ix.len()), (106, 106));
+    let l = Ledger::open(&lake, "t", "fresh").await.unwrap();
+    assert_eq!(known(&l), (1..=106).collect::<Vec<_>>());
+    assert_eq!(l.state().chunk_part_count(), 106);
+
+    // Another writer's checkpoint, newer than every index: its records are read from it.
+    DeltaCheckpointer
+        .checkpoint(&lake, "t/", 106)
+        .await
+        .unwrap();
+    let l = Ledger::open(&lake, "t", "fresh").await.unwrap();
+    assert_eq!(known(&l), (1..=106).collect::<Vec<_>>());
+    assert!(!index_file(dir.path(), 106).exists());
+
+    // Checkpoints 200 and 300: the index of each, and of the one before, are kept.
+    for i in 107..=300 {
+        w.commit(draft(i)).await.unwrap();
+    }
+    assert!(!index_file(dir.path(), 100).exists());
+    assert_eq!(read_index(dir.path(), 200).len(), 200);
+    assert_eq!(read_index(dir.path(), 300).len(), 300);
+    let l = Ledger::open(&lake, "t", "fresh").await.unwrap();
+    assert_eq!(l.state().chunk_part_count(), 300);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_checkpoint_read_beside_its_index_gives_the_same_table() {
+    // Enough records for the checkpoint's app ids to span pages: the pages of records only
+    // are skipped, the rows of files, metadata and protocol are read.
+    let dir = tempfile::tempdir().unwrap();
+    let lake = Lake::local(dir.path()).unwrap();
+    let mut log = Ledger::open(&lake, "t", "test").await.unwrap();
+    log.create_if_missing(&schema()).await.unwrap();
+    for i in 1..=60u64 {
+        let mut d = draft(i);
+        d.chunks = (0..1_000)
+            .map(|k| ChunkPart {
+                chunk: format!("bulk-{i}-{k}"),
+                partition: "year=2001".into(),
+            })
+            .collect();
+        if (11..=50).contains(&i) {
+            // Versions of records only, which fill pages of the checkpoint.
+            d.add.clear();
+        } else if i % 5 == 0 {
+            // Files removed along the way are tombstones in the checkpoint.
+            d.remove = vec![draft(i - 1).add[0].path.clone()];
+        }
+        log.commit(d).await.unwrap();
+    }
+    DeltaCheckpointer.checkpoint(&lake, "t/", 60).await.unwrap();
+    // The checkpoint's app ids span pages, some of them records only.
+    let cp = std::fs::File::open(
+        dir.path()
+            .join("t/_delta_log/00000000000000000060.checkpoint.parquet"),
+    )
+    .unwrap();
+    let meta = parquet::file::metadata::ParquetMetaDataReader::new()
+        .with_page_index_policy(parquet::file::metadata::PageIndexPolicy::Required)
+        .parse_and_finish(&cp)
+        .unwrap();
+    let leaf = meta
+        .file_metadata()
+        .schema_descr()
+        .columns()
+        .iter()
+        .position(|c| c.path().parts() == ["txn", "appId"])
+        .unwrap();
+    let nulls = meta.column_index().unwrap()[0][leaf]
+        .null_counts()
+        .unwrap()
+        .to_vec();
+    assert!(nulls.len() > 1 && nulls.contains(&0), "{nulls:?}");
+    let slow = Ledger::open(&lake, "t", "slow")
+        .await
+        .unwrap()
+        .with_checkpointer(Some(Arc::new(DeltaCheckpointer)));
+    let mut slow = slow;
+    slow.index_records().await;
+    assert_eq!(read_index(dir.path(), 60).len(), 60_000);
+    let fast = Ledger::open(&lake, "t", "fast").await.unwrap();
+    let (a, b) = (slow.state(), fast.state());
+    assert_eq!(a.version, b.version);
+    assert_eq!(a.files, b.files);
+    assert_eq!(a.files.len(), 16);
+    assert_eq!(a.removed, b.removed);
+    assert_eq!(a.metadata, b.metadata);
+    assert_eq!(a.protocol, b.protocol);
+    assert_eq!(b.chunk_part_count(), 60_000);
+    for (i, k) in [(1, 0), (30, 999), (60, 500)] {
+        assert!(b.has_part(&format!("bulk-{i}-{k}"), "year=2001"));
+    }
+    assert!(!b.has_part("bulk-61-0", "year=2001"));
 }

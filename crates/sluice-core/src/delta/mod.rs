@@ -13,6 +13,7 @@ pub mod log;
 pub mod mapping;
 pub mod open;
 pub mod protocol;
+pub mod records;
 pub mod repair;
 pub mod upgrade;
 

@@ -9,6 +9,7 @@
 
 pub mod metered;
 pub(crate) mod pending;
+pub(crate) mod ranged;
 pub mod spool;
 
 pub use metered::MeteredStore;

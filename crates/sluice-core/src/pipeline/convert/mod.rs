@@ -423,7 +423,7 @@ pub(crate) struct Finished {
     pub sources: Vec<bool>,
     /// Keys of committed chunk parts ([`crate::delta::log::part_key`]): a piece is done when
     /// `part_key(piece, PIECE_PART)` is among them.
-    pub pieces: crate::delta::log::PartKeys,
+    pub pieces: crate::delta::log::Records,
 }
 
 impl Finished {
@@ -435,7 +435,7 @@ impl Finished {
                 .iter()
                 .map(|fp| writer.is_committed(&marker(fp), SOURCE_PART))
                 .collect(),
-            pieces: writer.ledger().state().part_keys(),
+            pieces: writer.ledger().state().records(),
         }
     }
 }
