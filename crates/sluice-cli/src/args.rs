@@ -183,6 +183,22 @@ pub(crate) struct TableArgs {
     /// catalog alter`.
     #[arg(long, value_parser = SchemaPolicy::parse)]
     pub(crate) schema_policy: Option<SchemaPolicy>,
+    /// A new keyed table: its rows are changes, each replacing the row with the same values in
+    /// these columns (comma-separated), or inserted. Kept with the table.
+    #[arg(long, value_name = "COL[,COL…]")]
+    pub(crate) merge_key: Option<String>,
+    /// A keyed table's column of operations: I, U, D (AWS DMS) or c, u, r, d (Debezium), any
+    /// case; D deletes the key. A row without one is an upsert. Not stored in the table
+    /// unless --keep-op-column.
+    #[arg(long, value_name = "COL", requires = "merge_key")]
+    pub(crate) op_column: Option<String>,
+    /// A keyed table's column ordering the changes of a key (a number, date, timestamp or
+    /// text): a change older than the key's row in the table is ignored.
+    #[arg(long, value_name = "COL", requires = "merge_key")]
+    pub(crate) sequence_by: Option<String>,
+    /// Store the --op-column in the table too.
+    #[arg(long, requires = "op_column")]
+    pub(crate) keep_op_column: bool,
 }
 
 #[derive(Debug, Args)]

@@ -83,6 +83,15 @@ pub struct TableConfig {
     pub columns: Option<toml::Table>,
     /// evolve, freeze or discard-columns (for a new table).
     pub schema_policy: Option<String>,
+    /// A new keyed table's key columns, comma-separated (`--merge-key`).
+    pub merge_key: Option<String>,
+    /// A keyed table's column of operations (`--op-column`).
+    pub op_column: Option<String>,
+    /// A keyed table's column ordering a key's changes (`--sequence-by`).
+    pub sequence_by: Option<String>,
+    /// Store the operation column too (`--keep-op-column`).
+    #[serde(default)]
+    pub keep_op_column: bool,
 }
 
 /// Consumer settings.

@@ -71,6 +71,16 @@ pub(crate) fn table_settings(ctx: &Ctx, lake: &Lake, t: &TableArgs) -> Result<Ta
         }
         (None, None) => SchemaPolicy::default(),
     };
+    if let Some(key) = t.merge_key.as_ref().or(tc.merge_key.as_ref()) {
+        opts.keys = Some(sluice_core::table::keyed::KeySpec::new(
+            key,
+            t.op_column.clone().or(tc.op_column.clone()),
+            t.sequence_by.clone().or(tc.sequence_by.clone()),
+            t.keep_op_column || tc.keep_op_column,
+        )?);
+    } else if t.op_column.is_some() || tc.op_column.is_some() || tc.sequence_by.is_some() {
+        bail!("tables.{}: op_column and sequence_by need merge_key", t.table);
+    }
     if let Some(cols) = &tc.columns {
         opts.columns = Some(
             cols.iter()

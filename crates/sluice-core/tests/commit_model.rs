@@ -90,6 +90,7 @@ async fn check(ops: Vec<Op>) {
                     remove: vec![],
                     chunks: cps.iter().cloned().collect(),
                     rearrange: false,
+                    merge: None,
                 };
                 let already = cps.iter().any(|c| parts.contains(c));
                 match writers[w].commit(draft.clone()).await {
@@ -146,6 +147,7 @@ async fn check(ops: Vec<Op>) {
                     remove: remove.clone(),
                     chunks: vec![],
                     rearrange: true,
+                    merge: None,
                 };
                 let live = remove.iter().all(|r| files.contains(r));
                 match writers[w].commit(draft).await {
@@ -242,6 +244,7 @@ async fn a_failed_checkpoint_does_not_fail_the_commit() {
                 partition: "year=2000".into(),
             }],
             rearrange: false,
+            merge: None,
         };
         assert_eq!(log.commit(draft).await.unwrap().version, i);
     }

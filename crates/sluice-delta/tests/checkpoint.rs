@@ -51,6 +51,7 @@ fn draft(i: u64) -> CommitDraft {
             partition,
         }],
         rearrange: false,
+        merge: None,
     }
 }
 

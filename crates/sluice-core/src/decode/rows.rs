@@ -478,6 +478,36 @@ impl std::hash::Hasher for KeyHasher {
     }
 }
 
+/// Refuses a change of a keyed table whose key or sequence is NULL, or whose operation is not
+/// one ([`crate::table::keyed::parse_op`]); a NULL operation is an upsert.
+fn check_change<'t>(
+    layout: &TableLayout,
+    k: &crate::table::Keyed,
+    val: &impl Fn(usize) -> Val,
+    text: &impl Fn(usize) -> Option<&'t str>,
+) -> Result<(), String> {
+    let name = |i: usize| &layout.source_columns[i].name;
+    if let Some(i) = k.key_sources.iter().find(|i| matches!(val(**i), Val::Null)) {
+        return Err(format!("key column {:?} is NULL", name(*i)));
+    }
+    if let Some(i) = k.sequence_source
+        && matches!(val(i), Val::Null)
+    {
+        return Err(format!("sequence column {:?} is NULL", name(i)));
+    }
+    if let Some(i) = k.op_source
+        && let Some(t) = text(i)
+        && crate::table::keyed::parse_op(t).is_none()
+    {
+        return Err(format!(
+            "column {:?}: {:?} is not an operation (I, U or D; c, u, r or d)",
+            name(i),
+            clip(t)
+        ));
+    }
+    Ok(())
+}
+
 /// The partitions rows go to, in order of first appearance.
 #[derive(Default)]
 struct Partitioner {
@@ -497,6 +527,9 @@ impl Partitioner {
         val: impl Fn(usize) -> Val,
         text: impl Fn(usize) -> Option<&'t str>,
     ) -> Result<u32, String> {
+        if let Some(k) = &layout.keyed {
+            check_change(layout, k, &val, &text)?;
+        }
         // One date field (the usual spec): rows of the same day (or hour, for timestamps) share
         // a partition, found by number without building its path again.
         let fast_key = match (

@@ -148,10 +148,21 @@ fn def_of_log(ledger: &Ledger, a: &Adoption<'_>) -> Result<TableDef> {
     for (key, param) in [
         (CONFIG_EXACT_DECIMALS, crate::catalog::PARAM_EXACT_DECIMALS),
         (CONFIG_COLUMN_NAMES, crate::catalog::PARAM_COLUMN_NAMES),
-    ] {
+    ]
+    .into_iter()
+    .chain(crate::delta::log::CONFIG_KEYED)
+    {
         if let Some(v) = state.metadata.as_ref().and_then(|m| m.config(key)) {
             def.parameters.insert(param.into(), v.to_string());
         }
+    }
+    // A keyed table's operation column is in its changes, not its log (unless kept).
+    if let Some(keys) = crate::table::keyed::KeySpec::of_params(&def.parameters)?
+        && let Some(op) = keys.op.filter(|_| !keys.keep_op)
+        && !def.columns.iter().any(|c| c.name == op)
+    {
+        def.columns
+            .push(Column::new(&op, crate::schema::ColumnType::String));
     }
     check_def(&def, ledger)?;
     Ok(def)

@@ -182,6 +182,7 @@ pub async fn compact(lake: &Lake, table: &str, opts: &CompactOptions) -> Result<
             remove: files.iter().map(|f| f.path.clone()).collect(),
             chunks: Vec::new(),
             rearrange: true,
+            merge: None,
         };
         let outcome = ledger.commit(draft).await;
         if let Err(e) = lease.remove(&paths).await {

@@ -35,7 +35,7 @@ use futures::TryStreamExt;
 use object_store::{ObjectStoreExt, PutMode, PutOptions, PutPayload};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
-use tracing::{debug, warn};
+use tracing::{debug, info, warn};
 
 use crate::catalog::TableDef;
 use crate::delta::actions::{self, StructField};
@@ -140,6 +140,40 @@ pub struct Commit {
     /// The same rows rearranged (compaction): `dataChange` false, operation `OPTIMIZE`.
     #[serde(default)]
     pub rearrange: bool,
+    /// What a keyed table's merge did (operation `MERGE`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub merge: Option<MergeMetrics>,
+    /// The configuration of [`KEYED_DOMAIN`] the merge wrote.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keyed_domain: Option<String>,
+}
+
+/// What a merge of changes into a keyed table did, by row.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MergeMetrics {
+    /// Changes that inserted a key the table did not hold.
+    pub inserted: u64,
+    /// Changes that replaced a key's row.
+    pub updated: u64,
+    /// Rows deleted.
+    pub deleted: u64,
+    /// Changes ignored: older than the key's row, or superseded within the merge by a later
+    /// change of the same key, or deletes of keys the table did not hold.
+    pub ignored: u64,
+    /// Rows of the rewritten files that were copied unchanged.
+    pub copied: u64,
+}
+
+/// A merge's part of a commit draft.
+#[derive(Debug, Clone, Default)]
+pub struct MergeDraft {
+    /// The version whose rows the merge read: a commit after another writer changed rows is
+    /// refused with [`Error::MergeStale`].
+    pub read_version: u64,
+    /// What it did.
+    pub metrics: MergeMetrics,
+    /// The new configuration of [`KEYED_DOMAIN`], when the merge changed the deleted keys.
+    pub domain: Option<String>,
 }
 
 /// A column of a Delta table's schema.
@@ -179,6 +213,18 @@ pub(crate) const CONFIG_EXACT_DECIMALS: &str = "sluice.exactDecimals";
 pub(crate) const SOURCE_NAME: &str = "sluice.sourceName";
 /// Table property: how the table names its sources' columns (`snake_case`, `as-is`).
 pub(crate) const CONFIG_COLUMN_NAMES: &str = "sluice.columnNames";
+/// Table properties of a keyed table ([`crate::table::keyed`]), with the catalog parameters
+/// they hold.
+pub(crate) const CONFIG_KEYED: [(&str, &str); 4] = [
+    ("sluice.mergeKey", crate::table::keyed::PARAM_MERGE_KEY),
+    ("sluice.opColumn", crate::table::keyed::PARAM_OP_COLUMN),
+    ("sluice.sequenceBy", crate::table::keyed::PARAM_SEQUENCE_BY),
+    ("sluice.keepOpColumn", crate::table::keyed::PARAM_KEEP_OP_COLUMN),
+];
+
+/// The domain of a keyed table's deleted keys ([`crate::pipeline::merge`]): its configuration
+/// names the file that holds them.
+pub const KEYED_DOMAIN: &str = "sluice.keyed";
 
 /// Delta's type for a column type. Timestamps without zone are `timestamp_ntz`.
 pub(crate) fn delta_type(ty: ColumnType) -> String {
@@ -414,9 +460,16 @@ pub(crate) fn has_timestamp_ntz(ty: &str) -> bool {
 impl DeltaSchema {
     /// The schema of a catalog table: its file columns, then its partition keys.
     pub fn of_table(def: &TableDef) -> Self {
+        // A keyed table's operation column is in its changes, not in its files (unless kept).
+        let op = crate::table::keyed::KeySpec::of_params(&def.parameters)
+            .ok()
+            .flatten()
+            .filter(|k| !k.keep_op)
+            .and_then(|k| k.op);
         let fields: Vec<DeltaField> = def
             .columns
             .iter()
+            .filter(|c| op.as_ref() != Some(&c.name))
             .chain(&def.partition_keys)
             .map(DeltaField::of_column)
             .collect();
@@ -426,7 +479,10 @@ impl DeltaSchema {
             (crate::catalog::PARAM_DATE_FORMAT, CONFIG_DATE_FORMAT),
             (crate::catalog::PARAM_EXACT_DECIMALS, CONFIG_EXACT_DECIMALS),
             (crate::catalog::PARAM_COLUMN_NAMES, CONFIG_COLUMN_NAMES),
-        ] {
+        ]
+        .into_iter()
+        .chain(CONFIG_KEYED.iter().map(|(config, param)| (*param, *config)))
+        {
             if let Some(v) = def.parameters.get(param) {
                 configuration.insert(key.to_string(), v.clone());
             }
@@ -487,10 +543,12 @@ impl DeltaSchema {
     }
 
     /// The protocol a table of this schema needs: reader 1 / writer 2, or reader 3 / writer 7
-    /// with the `timestampNtz` feature when a column is a timestamp without zone. Nothing else:
-    /// Athena engine v3 reads both.
+    /// with the `timestampNtz` feature when a column is a timestamp without zone; a keyed table
+    /// ordered by a sequence also has the writer feature `domainMetadata` (its deleted keys are
+    /// remembered in a domain, [`crate::pipeline::merge`]). Nothing else: Athena engine v3
+    /// reads both.
     pub fn protocol(&self) -> Protocol {
-        if self.fields.iter().any(|f| has_timestamp_ntz(&f.ty)) {
+        let p = if self.fields.iter().any(|f| has_timestamp_ntz(&f.ty)) {
             Protocol {
                 min_reader_version: 3,
                 min_writer_version: 7,
@@ -499,6 +557,11 @@ impl DeltaSchema {
             }
         } else {
             Protocol::legacy()
+        };
+        if self.configuration.contains_key(CONFIG_KEYED[2].0) {
+            p.with_writer_feature("domainMetadata")
+        } else {
+            p
         }
     }
 }
@@ -562,6 +625,10 @@ pub struct LedgerState {
     in_commit_timestamp: Option<(u64, i64)>,
     /// `delta.setTransactionRetentionDuration` in milliseconds, when the table sets it.
     txn_retention_ms: Option<i64>,
+    /// The newest version read that changed rows (an `add` or `remove` with `dataChange`) or
+    /// a keyed table's deleted keys ([`KEYED_DOMAIN`]), or at most the checkpoint the state was
+    /// read from.
+    last_data_change: u64,
     /// The key of each partition column in `partitionValues`: its physical name under column
     /// mapping, else its name.
     partition_keys: Vec<String>,
@@ -593,6 +660,12 @@ impl LedgerState {
                 .and_then(|ix| ix.get(&key))
                 .as_ref())
             .is_some_and(|t| self.txn_alive(*t, now))
+    }
+
+    /// How long the table keeps its exactly-once records (`delta.setTransactionRetentionDuration`,
+    /// milliseconds), when it sets it; a keyed table remembers its deleted keys as long.
+    pub fn record_retention_ms(&self) -> Option<i64> {
+        self.txn_retention_ms
     }
 
     fn txn_alive(&self, last_updated: i64, now_ms: i64) -> bool {
@@ -801,6 +874,8 @@ pub struct CommitDraft {
     pub chunks: Vec<ChunkPart>,
     /// The same rows rearranged (compaction), not new data.
     pub rearrange: bool,
+    /// A keyed table's merge: what it read and did.
+    pub merge: Option<MergeDraft>,
 }
 
 /// Writes Delta checkpoints. Implemented outside the core (by `sluice-delta`), so that the
@@ -1341,6 +1416,37 @@ impl Ledger {
         }
     }
 
+    /// Gives the table writer feature `feature` (one sluice honours, such as `domainMetadata`)
+    /// unless it has it: one version with the `protocol` raised to writer 7, the table's
+    /// features kept. Returns the version written, `None` when the table had the feature.
+    pub async fn enable_writer_feature(&mut self, feature: &str) -> Result<Option<u64>> {
+        let id = uuid::Uuid::now_v7().to_string();
+        loop {
+            if let Some(v) = self.state.commit_ids.get(&id) {
+                return Ok(Some(*v));
+            }
+            let p = self.state.protocol.clone().unwrap_or_else(Protocol::legacy);
+            if actions::writer_features(&p).iter().any(|f| f == feature) {
+                return Ok(None);
+            }
+            let rules = self.check(Operation::ChangeSchema)?;
+            let now = chrono::Utc::now().timestamp_millis();
+            let ict = self.next_in_commit_timestamp(&rules, now).await?;
+            let mut info = self.commit_info(now, ict, "UPGRADE PROTOCOL", false);
+            info.operation_parameters = Some(json!({"newProtocol": feature}));
+            info.extra
+                .insert(COMMIT_ID_KEY.into(), Value::String(id.clone()));
+            let body = actions::render(&[
+                Action::CommitInfo(info),
+                Action::Protocol(p.with_writer_feature(feature)),
+            ]);
+            if let Some(version) = self.land_metadata_change(&body, &rules).await? {
+                info!(table = %self.url(), version, feature, "table feature enabled");
+                return Ok(Some(version));
+            }
+        }
+    }
+
     /// Writes a change of the table's metadata as the next version: `Some(version)` when it
     /// landed (this writer's files are written for it from then on), `None` when another commit
     /// took the version first (the state is read again, for the caller to make the change anew).
@@ -1666,9 +1772,19 @@ impl Ledger {
                     }
                 }
                 Some(Action::Add(a)) => adds.push(a),
-                Some(a) => self.apply(a),
+                Some(a) => {
+                    if matches!(&a, Action::Remove(r) if r.data_change)
+                        || matches!(&a, Action::DomainMetadata(d) if d.domain == KEYED_DOMAIN)
+                    {
+                        self.state.last_data_change = v;
+                    }
+                    self.apply(a)
+                }
                 None => {}
             }
+        }
+        if adds.iter().any(|a| a.data_change) {
+            self.state.last_data_change = v;
         }
         for a in adds {
             self.add_file(a);
@@ -1948,6 +2064,15 @@ impl Ledger {
                 );
                 return Ok(self.commit_of(&id, *v, &draft));
             }
+            if let Some(m) = &draft.merge
+                && self.state.last_data_change > m.read_version
+            {
+                return Err(Error::MergeStale {
+                    table: self.url(),
+                    read: m.read_version,
+                    version: self.state.last_data_change,
+                });
+            }
             let rules = self.check(op)?;
             self.check_written_for()?;
             if op == Operation::Append {
@@ -1962,6 +2087,31 @@ impl Ledger {
                     "chunk {} partition {:?} is already committed",
                     cp.chunk, cp.partition
                 )));
+            }
+            if draft.merge.as_ref().is_some_and(|m| m.domain.is_some())
+                && !self
+                    .state
+                    .protocol
+                    .as_ref()
+                    .is_some_and(|p| actions::writer_features(p).iter().any(|f| f == "domainMetadata"))
+            {
+                return Err(Error::Internal(format!(
+                    "a merge into {} writes domain metadata, which the table's protocol does not allow",
+                    self.url()
+                )));
+            }
+            if let Some(m) = &draft.merge
+                && draft
+                    .remove
+                    .iter()
+                    .any(|p| !self.state.files.contains_key(p) || self.state.deletion_vectors.contains(p))
+            {
+                // Another writer rewrote a file the merge rewrites: planned again.
+                return Err(Error::MergeStale {
+                    table: self.url(),
+                    read: m.read_version,
+                    version: self.state.version,
+                });
             }
             if let Some(gone) = draft
                 .remove
@@ -2134,6 +2284,8 @@ impl Ledger {
             remove: draft.remove.clone(),
             chunks: draft.chunks.clone(),
             rearrange: draft.rearrange,
+            merge: draft.merge.as_ref().map(|m| m.metrics),
+            keyed_domain: draft.merge.as_ref().and_then(|m| m.domain.clone()),
         }
     }
 
@@ -2210,6 +2362,8 @@ impl Ledger {
         let bytes: u64 = c.add.iter().map(|a| a.bytes).sum();
         let (operation, parameters) = if c.rearrange {
             ("OPTIMIZE", json!({"targetSize": null}))
+        } else if c.merge.is_some() {
+            ("MERGE", json!({"predicate": "the table's merge key"}))
         } else {
             ("WRITE", json!({"mode": "Append"}))
         };
@@ -2219,14 +2373,28 @@ impl Ledger {
             c.committed_at_ms,
             ict,
             operation,
-            c.remove.is_empty() && !c.rearrange,
+            c.remove.is_empty() && !c.rearrange && c.merge.is_none(),
         );
         info.operation_parameters = Some(parameters);
-        info.operation_metrics = Some(json!({
-            "numFiles": c.add.len().to_string(),
-            "numOutputRows": rows.to_string(),
-            "numOutputBytes": bytes.to_string(),
-        }));
+        info.operation_metrics = Some(match &c.merge {
+            // The names Delta's own MERGE gives its metrics.
+            Some(m) => json!({
+                "numTargetRowsInserted": m.inserted.to_string(),
+                "numTargetRowsUpdated": m.updated.to_string(),
+                "numTargetRowsDeleted": m.deleted.to_string(),
+                "numTargetRowsCopied": m.copied.to_string(),
+                "numSourceRowsIgnored": m.ignored.to_string(),
+                "numTargetFilesAdded": c.add.len().to_string(),
+                "numTargetFilesRemoved": c.remove.len().to_string(),
+                "numOutputRows": rows.to_string(),
+                "numOutputBytes": bytes.to_string(),
+            }),
+            None => json!({
+                "numFiles": c.add.len().to_string(),
+                "numOutputRows": rows.to_string(),
+                "numOutputBytes": bytes.to_string(),
+            }),
+        });
         info.extra
             .insert(COMMIT_ID_KEY.into(), Value::String(c.id.clone()));
         info.extra
@@ -2276,6 +2444,13 @@ impl Ledger {
             out.push(Action::DomainMetadata(DomainMetadata {
                 domain: ROW_TRACKING_DOMAIN.into(),
                 configuration: json!({"rowIdHighWaterMark": high_water}).to_string(),
+                removed: false,
+            }));
+        }
+        if let Some(configuration) = &c.keyed_domain {
+            out.push(Action::DomainMetadata(DomainMetadata {
+                domain: KEYED_DOMAIN.into(),
+                configuration: configuration.clone(),
                 removed: false,
             }));
         }

@@ -82,6 +82,7 @@ pub async fn upgrade(lake: &Lake, def: &TableDef, writer: &str) -> Result<Upgrad
                 .cloned()
                 .collect::<Vec<ChunkPart>>(),
             rearrange: false,
+            merge: None,
         };
         let n_files = draft.add.len() as u64;
         let rows: u64 = draft.add.iter().map(|a| a.rows).sum();

@@ -33,6 +33,18 @@ pub enum Error {
     #[error("conflict: {0}")]
     Conflict(String),
 
+    /// Another writer changed a keyed table's rows after a merge read them: the merge is to be
+    /// planned again against the new version (nothing was committed).
+    #[error("table {table}: version {version} changed rows after the merge read version {read}; the merge must be planned again")]
+    MergeStale {
+        /// The table's URL.
+        table: String,
+        /// The version the merge read.
+        read: u64,
+        /// The version that changed rows.
+        version: u64,
+    },
+
     /// Input data is wrong. `file` and `line` name where, when known.
     #[error("{}", fmt_input(.file, .line, .message))]
     InvalidInput {

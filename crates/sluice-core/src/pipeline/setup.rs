@@ -39,6 +39,9 @@ pub struct TableSettings {
     pub location: String,
     /// Schema policy of a new table (an existing table keeps its own).
     pub schema_policy: SchemaPolicy,
+    /// A new table's key, when its rows are changes ([`crate::table::keyed`]); an existing
+    /// table must have the same, or be written without.
+    pub keys: Option<crate::table::keyed::KeySpec>,
 }
 
 impl TableSettings {
@@ -57,6 +60,7 @@ impl TableSettings {
             sample_rows: 10_000,
             location,
             schema_policy: Default::default(),
+            keys: None,
         }
     }
 
@@ -129,7 +133,10 @@ pub(crate) async fn ensure_table(
     infer: impl FnOnce() -> Result<Vec<Column>>,
 ) -> Result<TableDef> {
     match catalog.get_table(&opts.database, &opts.name).await {
-        Ok(t) => return Ok(t),
+        Ok(t) => {
+            check_keys(&t, opts)?;
+            return Ok(t);
+        }
         Err(Error::NotFound { .. }) => {}
         Err(e) => return Err(e),
     }
@@ -156,11 +163,28 @@ pub(crate) async fn ensure_table(
         def.parameters
             .insert(crate::catalog::PARAM_EXACT_DECIMALS.into(), "true".into());
     }
+    if let Some(keys) = &opts.keys {
+        let keys = keys.named(opts.column_names);
+        keys.check(&opts.name, &def.columns)?;
+        keys.to_params(&mut def.parameters);
+    }
     catalog.ensure_database(&opts.database).await?;
     match catalog.create_table(&def).await {
         Ok(()) => info!(table = %def.name, columns = def.columns.len(), "created table"),
         Err(Error::AlreadyExists { .. }) => {}
         Err(e) => return Err(e),
     }
-    catalog.get_table(&opts.database, &opts.name).await
+    let t = catalog.get_table(&opts.database, &opts.name).await?;
+    check_keys(&t, opts)?;
+    Ok(t)
+}
+
+/// Refuses keyed-table options that are not the table's own.
+pub(crate) fn check_keys(def: &TableDef, opts: &TableSettings) -> Result<()> {
+    let have = crate::table::keyed::KeySpec::of_params(&def.parameters)?;
+    let asked = opts
+        .keys
+        .as_ref()
+        .map(|k| k.named(def.column_names().unwrap_or(opts.column_names)));
+    crate::table::keyed::KeySpec::check_same(&def.name, have.as_ref(), asked.as_ref())
 }

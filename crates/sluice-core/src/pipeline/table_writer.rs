@@ -154,6 +154,8 @@ pub(crate) struct TableWriter {
     stats: WriteStats,
     /// The table's identity columns, with the values this writer has claimed and not given out.
     identities: Vec<Claimed>,
+    /// A keyed table's deleted keys, as last read.
+    deleted_keys: crate::pipeline::merge::DeletedKeys,
 }
 
 /// Identity values claimed in the log ([`crate::delta::log::Ledger::reserve_identity`]) and not
@@ -223,6 +225,14 @@ impl TableWriter {
         let props = writer_properties(&opts.parquet)?;
         std::fs::create_dir_all(&opts.spool_dir).map_err(|e| Error::io(&opts.spool_dir, e))?;
         let physical = ledger.state().physical_file_schema(&layout.file_schema)?;
+        if layout.keyed.is_some() && ledger.state().column_mapping()?.is_some() {
+            return Err(Error::UnsupportedFeature {
+                table: ledger.url(),
+                feature: "columnMapping".into(),
+                operation: "merge changes into",
+                reason: "keyed tables are written by logical column names; sluice does not merge into a column-mapped table yet".into(),
+            });
+        }
         let pending = Pending::new(lake.clone(), &layout.name).with_retry_base(opts.retry_base);
         let identities = match &ledger.state().metadata {
             Some(m) => crate::delta::identity::identities_of_metadata(m)?
@@ -250,6 +260,7 @@ impl TableWriter {
             retired: Vec::new(),
             staged: Vec::new(),
             stats: WriteStats::default(),
+            deleted_keys: Default::default(),
         })
     }
 
@@ -912,6 +923,9 @@ impl TableWriter {
         staged: Vec<Staged>,
         markers: Vec<ChunkPart>,
     ) -> Result<bool> {
+        if kind == FileKind::Data && self.layout.keyed.is_some() {
+            return self.merge_group(group, staged, markers).await;
+        }
         let mut draft = CommitDraft {
             id: uuid::Uuid::now_v7().to_string(),
             chunks: markers,
@@ -1007,6 +1021,219 @@ impl TableWriter {
         Ok(true)
     }
 
+    /// Merges the changes of a keyed table's closed files and staged uploads
+    /// ([`crate::pipeline::merge`]) in one version that also records their chunk parts,
+    /// planned again whenever another writer changed rows first. `Ok(false)`: a conflict
+    /// (another writer committed one of these chunk parts first). The staged change files are
+    /// removed once the merge landed (they were never the table's).
+    async fn merge_group(
+        &mut self,
+        group: &[&Closed],
+        staged: Vec<Staged>,
+        markers: Vec<ChunkPart>,
+    ) -> Result<bool> {
+        let mut chunks = markers;
+        let mut changes: Vec<(String, arrow::array::RecordBatch)> = Vec::new();
+        let schema = self.layout.file_schema.clone();
+        for c in group {
+            chunks.extend(c.chunks.iter().map(|ch| ChunkPart {
+                chunk: ch.clone(),
+                partition: c.partition.clone(),
+            }));
+            let file = std::fs::File::open(&c.file.local).map_err(|e| Error::io(&c.file.local, e))?;
+            for b in parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)?
+                .build()?
+            {
+                changes.push((c.partition.clone(), conform(b?, &schema)?));
+            }
+        }
+        let staged_paths: Vec<String> = staged.iter().map(|st| st.add.path.clone()).collect();
+        for st in &staged {
+            chunks.extend(st.chunks.iter().map(|ch| ChunkPart {
+                chunk: ch.clone(),
+                partition: st.partition.clone(),
+            }));
+            let bytes = self
+                .lake
+                .store
+                .get(&self.lake.path(&st.add.path))
+                .await?
+                .bytes()
+                .await?;
+            for b in parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(bytes)?
+                .build()?
+            {
+                changes.push((st.partition.clone(), conform(b?, &schema)?));
+            }
+        }
+        let stored = self
+            .layout
+            .keyed
+            .as_ref()
+            .expect("a keyed table")
+            .stored_schema
+            .clone();
+        let props = writer_properties(&self.opts.parquet)?;
+        let sequenced = self
+            .layout
+            .keyed
+            .as_ref()
+            .is_some_and(|k| k.spec.sequence.is_some());
+        if sequenced {
+            // Deleted keys are remembered in a domain (an adopted table may lack the feature).
+            self.ledger.enable_writer_feature("domainMetadata").await?;
+        }
+        let table_dir = self.ledger.dir().to_string();
+        let mut attempts = 0;
+        loop {
+            attempts += 1;
+            let read_version = self.ledger.state().version;
+            let plan = match crate::pipeline::merge::plan(
+                &self.lake,
+                &table_dir,
+                self.ledger.state(),
+                &self.layout,
+                &mut self.deleted_keys,
+                &changes,
+            )
+            .await
+            {
+                Ok(p) => p,
+                Err(Error::MergeStale { .. }) if attempts < MERGE_ATTEMPTS => {
+                    self.ledger.refresh().await?;
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
+            let (deleted_file, domain) = match plan.deleted_keys {
+                Some((file, config)) => (file, Some(config)),
+                None => (None, None),
+            };
+            // The new files, closed with their statistics, then uploaded under the lease.
+            let mut closed = Vec::with_capacity(plan.write.len());
+            for (partition, batch) in plan.write {
+                let r = tokio::task::block_in_place(|| -> Result<Closed> {
+                    let mut spool = SpoolFile::create(
+                        &self.opts.spool_dir,
+                        stored.clone(),
+                        props.clone(),
+                        &self.opts.parquet,
+                    )?;
+                    spool.write(&batch)?;
+                    close(
+                        partition,
+                        OpenFile {
+                            spool,
+                            chunks: HashSet::new(),
+                            kind: FileKind::Data,
+                        },
+                    )
+                });
+                match r {
+                    Ok(c) => closed.push(c),
+                    Err(e) => {
+                        discard(closed);
+                        return Err(e);
+                    }
+                }
+            }
+            let dests: Vec<String> = closed.iter().map(|c| self.dest_of(c)).collect();
+            if let Err(e) = self.pending.add(dests.iter().cloned()).await {
+                discard(closed);
+                return Err(e);
+            }
+            let mut add = Vec::with_capacity(closed.len());
+            let mut failed = None;
+            for (c, dest) in closed.iter().zip(&dests) {
+                match self.upload_closed(c, dest.clone()).await {
+                    Ok(a) => add.push(a),
+                    Err(e) => {
+                        failed = Some(e);
+                        break;
+                    }
+                }
+            }
+            discard(closed);
+            let added: Vec<String> = add.iter().map(|a| a.path.clone()).collect();
+            let remove_uploads = |lake: Lake, paths: Vec<String>| async move {
+                for p in paths {
+                    let _ = lake.store.delete(&lake.path(&p)).await;
+                }
+            };
+            // The deleted keys' file goes with the merge's files when the merge does not land.
+            let mut added_and_deleted = added.clone();
+            added_and_deleted.extend(deleted_file.iter().cloned());
+            if let Some(e) = failed {
+                remove_uploads(self.lake.clone(), added_and_deleted).await;
+                let _ = self.pending.remove(&added).await;
+                return Err(e);
+            }
+            let draft = CommitDraft {
+                id: uuid::Uuid::now_v7().to_string(),
+                add,
+                remove: plan.remove,
+                chunks: chunks.clone(),
+                rearrange: false,
+                merge: Some(crate::delta::log::MergeDraft {
+                    read_version,
+                    metrics: plan.metrics,
+                    domain,
+                }),
+            };
+            let replaced = deleted_file
+                .is_some()
+                .then(|| self.deleted_keys.file(&table_dir))
+                .flatten();
+            let outcome = self.commit_with_retry(FileKind::Data, draft).await;
+            if let Err(e) = self.pending.remove(&added).await {
+                warn!(error = %e, "could not update the lease on this writer's uploads");
+            }
+            match outcome {
+                Ok(commit) => {
+                    count_labelled(&mut self.stats.commits, COMMITS, ("log", "data"), 1);
+                    count(&mut self.stats.files, FILES_WRITTEN, commit.add.len() as u64);
+                    count(
+                        &mut self.stats.bytes_written,
+                        BYTES_WRITTEN,
+                        commit.add.iter().map(|a| a.bytes).sum(),
+                    );
+                    let m = plan.metrics;
+                    info!(
+                        table = %self.layout.name,
+                        version = commit.version,
+                        inserted = m.inserted,
+                        updated = m.updated,
+                        deleted = m.deleted,
+                        ignored = m.ignored,
+                        files_removed = commit.remove.len(),
+                        files_added = commit.add.len(),
+                        chunk_parts = commit.chunks.len(),
+                        "merged"
+                    );
+                    // The change files were never the table's; the deleted keys' file the
+                    // merge replaced is no version's now (a merge still reading it plans again).
+                    remove_uploads(self.lake.clone(), staged_paths).await;
+                    remove_uploads(self.lake.clone(), replaced.into_iter().collect()).await;
+                    return Ok(true);
+                }
+                Err(Error::MergeStale { read, version, .. }) if attempts < MERGE_ATTEMPTS => {
+                    info!(table = %self.layout.name, read, version, "another writer changed rows first: merging again");
+                    count(&mut self.stats.conflicts, COMMIT_CONFLICTS, 1);
+                    remove_uploads(self.lake.clone(), added_and_deleted).await;
+                    self.ledger.refresh().await?;
+                }
+                Err(Error::Conflict(why)) => {
+                    warn!(reason = %why, "merge conflict: another writer committed some of these changes first");
+                    count(&mut self.stats.conflicts, COMMIT_CONFLICTS, 1);
+                    remove_uploads(self.lake.clone(), added_and_deleted).await;
+                    remove_uploads(self.lake.clone(), staged_paths).await;
+                    return Ok(false);
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
     async fn commit_with_retry(&mut self, kind: FileKind, draft: CommitDraft) -> Result<Commit> {
         let log = match kind {
             FileKind::Data => &mut self.ledger,
@@ -1029,6 +1256,9 @@ impl TableWriter {
         discard(std::mem::take(&mut self.retired));
     }
 }
+
+/// Plans of one merge before it gives up on writers that keep changing rows first.
+const MERGE_ATTEMPTS: u32 = 20;
 
 /// Closes an open file: its Parquet footer, then its Delta statistics.
 fn close(partition: String, f: OpenFile) -> Result<Closed> {

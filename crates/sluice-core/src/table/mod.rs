@@ -1,5 +1,6 @@
 //! A table's layout as the pipeline needs it, derived from its catalog entry.
 
+pub mod keyed;
 pub mod policy;
 
 pub use policy::SchemaPolicy;
@@ -39,6 +40,77 @@ pub(crate) struct TableLayout {
     /// whose source lacks the column takes (a source that has the column and no value in it
     /// gives NULL).
     pub defaults: Vec<Option<String>>,
+    /// How changes apply, when the table is keyed.
+    pub keyed: Option<Keyed>,
+}
+
+/// A keyed table's columns ([`keyed::KeySpec`]), by position.
+#[derive(Debug, Clone)]
+pub(crate) struct Keyed {
+    pub spec: keyed::KeySpec,
+    /// The key's columns in `source_columns` (for the checks as rows are typed).
+    pub key_sources: Vec<usize>,
+    /// The operation's column in `source_columns`.
+    pub op_source: Option<usize>,
+    /// The sequence's column in `source_columns`.
+    pub sequence_source: Option<usize>,
+    /// The key's columns in `file_columns` (and the change files).
+    pub key_files: Vec<usize>,
+    /// The operation's column in `file_columns`.
+    pub op_file: Option<usize>,
+    /// The sequence's column in `file_columns`.
+    pub sequence_file: Option<usize>,
+    /// The schema of the table's own files: `file_schema` without the operation's column,
+    /// unless it is kept.
+    pub stored_schema: SchemaRef,
+}
+
+impl Keyed {
+    fn of(def: &TableDef, spec: keyed::KeySpec, source: &[Column]) -> Result<Self> {
+        let corrupt = |what: &str, c: &str| Error::CorruptCatalog {
+            table: def.name.clone(),
+            message: format!("{what} {c} is not a column of the table's files"),
+        };
+        let src = |c: &str| source.iter().position(|s| s.name == c);
+        let file = |c: &str, what: &str| {
+            def.columns
+                .iter()
+                .position(|f| f.name == c)
+                .ok_or_else(|| corrupt(what, c))
+        };
+        let key_files = spec
+            .key
+            .iter()
+            .map(|k| file(k, "merge key"))
+            .collect::<Result<Vec<_>>>()?;
+        let op_file = spec
+            .op
+            .as_deref()
+            .map(|c| file(c, "operation column"))
+            .transpose()?;
+        let sequence_file = spec
+            .sequence
+            .as_deref()
+            .map(|c| file(c, "sequence column"))
+            .transpose()?;
+        let stored: Vec<Column> = def
+            .columns
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| spec.keep_op || Some(*i) != op_file)
+            .map(|(_, c)| c.clone())
+            .collect();
+        Ok(Keyed {
+            key_sources: spec.key.iter().filter_map(|k| src(k)).collect(),
+            op_source: spec.op.as_deref().and_then(src),
+            sequence_source: spec.sequence.as_deref().and_then(src),
+            key_files,
+            op_file,
+            sequence_file,
+            stored_schema: arrow_schema(&stored),
+            spec,
+        })
+    }
 }
 
 impl TableLayout {
@@ -109,7 +181,12 @@ impl TableLayout {
             .map(|c| def.columns.iter().position(|f| f.name == c.name))
             .collect();
         let defaults = vec![None; source_columns.len()];
+        let keyed = match keyed::KeySpec::of_params(&def.parameters)? {
+            Some(spec) => Some(Keyed::of(def, spec, &source_columns)?),
+            None => None,
+        };
         Ok(TableLayout {
+            keyed,
             name: def.name.clone(),
             fingerprint: crate::schema::fingerprint(&source_columns),
             file_schema: arrow_schema(&def.columns),

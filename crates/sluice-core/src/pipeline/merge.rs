@@ -1,0 +1,566 @@
+//! Applying a keyed table's changes ([`crate::table::keyed`]), copy-on-write, so that every
+//! reader (Athena, DuckDB, Polars, Spark, the `deltalake` package) reads the current rows with
+//! no support of its own.
+//!
+//! ```text
+//!  changes of one commit (the rows of its chunks, typed, with their partitions)
+//!    ─► the last change of each key (by sequence, else as read)
+//!    ─► the key columns (and sequence) of every live file, read by projection
+//!    ─► per key: the table's rows of it; a change older than them is ignored
+//!    ─► files holding a changed key: read whole, those rows dropped, the rest copied
+//!    ─► new files per partition: the copied rows and the upserts
+//!    ─► one Delta version: remove the rewritten files, add the new ones, record the chunks
+//! ```
+//!
+//! Keys are compared in Arrow's row format (their exact bytes for their type), sequences too:
+//! the row format orders as the values do. The version commits only if no other writer added
+//! rows since the version the merge read (another writer may have inserted one of its keys)
+//! and every file it rewrites is still live; otherwise the merge is planned again against the
+//! newer version ([`crate::error::Error::MergeStale`]).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use arrow::array::{Array, AsArray, BooleanArray, RecordBatch, UInt32Array};
+use arrow::datatypes::{Schema, SchemaRef};
+use arrow::row::{RowConverter, SortField};
+use object_store::ObjectStoreExt;
+
+use serde::{Deserialize, Serialize};
+
+use crate::delta::log::{FileKind, KEYED_DOMAIN, LedgerState, MergeMetrics};
+use crate::error::{Error, Result};
+use crate::lake::Lake;
+use crate::parquet::writer::conform;
+use crate::table::keyed::{Op, parse_op};
+use crate::table::TableLayout;
+
+/// What a merge writes and removes.
+#[derive(Debug, Default)]
+pub(crate) struct Plan {
+    /// Files rewritten (paths relative to the lake root).
+    pub remove: Vec<String>,
+    /// The rows to write, per partition, in the table's stored schema.
+    pub write: Vec<(String, RecordBatch)>,
+    pub metrics: MergeMetrics,
+    /// The table's deleted keys after the merge, when it changed them: the file written (if
+    /// any key stays deleted) and the [`KEYED_DOMAIN`] configuration naming it.
+    pub deleted_keys: Option<(Option<String>, String)>,
+}
+
+/// The configuration of a keyed table's [`KEYED_DOMAIN`].
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct DomainConfig {
+    /// The file of deleted keys, relative to the table's directory.
+    deleted_keys: Option<String>,
+    /// How many keys it holds.
+    count: u64,
+}
+
+/// The column of a deleted-keys file holding when the key was deleted (milliseconds since the
+/// epoch), after the key's columns and the sequence column.
+const DELETED_AT: &str = "_sluice_deleted_at_ms";
+
+/// A deleted key: the sequence of its delete, when the delete was applied, its row in the file.
+struct Deleted {
+    seq: Box<[u8]>,
+    at_ms: i64,
+    row: u32,
+}
+
+/// A keyed table's deleted keys (a table ordered by a sequence): a key deleted by a change of
+/// sequence `s` ignores every change older than `s` that arrives after, so that a late update
+/// never brings it back. They are kept in one Parquet file (the key's columns, the sequence,
+/// when the key was deleted) under `_sluice/deleted-keys/`, which the table's [`KEYED_DOMAIN`]
+/// domain names, written again in the version of every merge that changes them; a key is
+/// forgotten once its delete is older than the table's record retention
+/// (`delta.setTransactionRetentionDuration`), the window in which sluice also recognises a
+/// redelivered chunk.
+#[derive(Default)]
+pub(crate) struct DeletedKeys {
+    /// The domain configuration they were read for.
+    config: Option<String>,
+    /// The file's rows: the key's columns and the sequence, in the table's types.
+    batch: Option<RecordBatch>,
+    keys: HashMap<Box<[u8]>, Deleted>,
+}
+
+impl DeletedKeys {
+    /// The file (relative to the lake root) the keys were read from.
+    pub(crate) fn file(&self, table_dir: &str) -> Option<String> {
+        let c: DomainConfig = serde_json::from_str(self.config.as_deref()?).ok()?;
+        c.deleted_keys.map(|f| format!("{table_dir}{f}"))
+    }
+
+    /// Reads the keys the table's domain names, unless they are the ones held.
+    async fn load(
+        &mut self,
+        lake: &Lake,
+        table_dir: &str,
+        state: &LedgerState,
+        keys: &Keys,
+        seqs: &Keys,
+    ) -> Result<()> {
+        let config = state
+            .domains
+            .get(KEYED_DOMAIN)
+            .map(|d| d.configuration.clone());
+        if config == self.config {
+            return Ok(());
+        }
+        *self = DeletedKeys::default();
+        let Some(text) = config else {
+            return Ok(());
+        };
+        let parsed: DomainConfig = serde_json::from_str(&text).map_err(|e| Error::CorruptLog {
+            path: lake.url_of(table_dir),
+            message: format!("domain {KEYED_DOMAIN}: {e}"),
+        })?;
+        if let Some(f) = &parsed.deleted_keys {
+            let path = format!("{table_dir}{f}");
+            let bytes = match lake.store.get(&lake.path(&path)).await {
+                Ok(r) => r.bytes().await?,
+                // Replaced by a merge that landed since this state was read: read again.
+                Err(object_store::Error::NotFound { .. }) => {
+                    return Err(Error::MergeStale {
+                        table: lake.url_of(table_dir),
+                        read: state.version,
+                        version: state.version,
+                    });
+                }
+                Err(e) => return Err(e.into()),
+            };
+            let reader =
+                parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(bytes)?
+                    .build()?;
+            let batches = reader.collect::<std::result::Result<Vec<_>, _>>()?;
+            let schema = deleted_schema(keys, seqs);
+            let batch = match batches.first() {
+                Some(b) => arrow::compute::concat_batches(&b.schema(), &batches)?,
+                None => RecordBatch::new_empty(schema.clone()),
+            };
+            let key_rows = keys.rows(&batch)?;
+            let seq_rows = seqs.rows(&batch)?;
+            let at = batch
+                .column_by_name(DELETED_AT)
+                .and_then(|c| c.as_primitive_opt::<arrow::datatypes::Int64Type>())
+                .ok_or_else(|| Error::CorruptLog {
+                    path: lake.url_of(&path),
+                    message: format!("no column {DELETED_AT}"),
+                })?;
+            for i in 0..batch.num_rows() {
+                self.keys.insert(
+                    key_rows.row(i).as_ref().into(),
+                    Deleted {
+                        seq: seq_rows.row(i).as_ref().into(),
+                        at_ms: at.value(i),
+                        row: i as u32,
+                    },
+                );
+            }
+            self.batch = Some(conform(batch, &schema)?);
+        }
+        self.config = Some(text);
+        Ok(())
+    }
+
+    /// The deleted keys after the merge of `winners`, when they change: those held, less the
+    /// keys upserted again and the expired, plus the keys deleted now. Writes their file.
+    #[allow(clippy::too_many_arguments)]
+    async fn next(
+        &self,
+        lake: &Lake,
+        table_dir: &str,
+        state: &LedgerState,
+        keys: &Keys,
+        seqs: &Keys,
+        winners: &HashMap<Box<[u8]>, Winner>,
+        changes: &[(String, RecordBatch)],
+    ) -> Result<Option<(Option<String>, String)>> {
+        let now = chrono::Utc::now().timestamp_millis();
+        let expired_before = state.record_retention_ms().map(|r| now.saturating_sub(r));
+        let mut changed = false;
+        // (source, row): source 0 is the file held, b + 1 the change batch b.
+        let mut rows: Vec<(usize, usize)> = Vec::new();
+        let mut at: Vec<i64> = Vec::new();
+        for (key, d) in &self.keys {
+            let replaced = winners.get(key).is_some_and(|w| !w.stale);
+            if replaced || expired_before.is_some_and(|e| d.at_ms < e) {
+                changed = true;
+                continue;
+            }
+            rows.push((0, d.row as usize));
+            at.push(d.at_ms);
+        }
+        for w in winners.values() {
+            if !w.stale && w.op == Op::Delete {
+                rows.push((w.batch as usize + 1, w.row as usize));
+                at.push(now);
+                changed = true;
+            }
+        }
+        if !changed {
+            return Ok(None);
+        }
+        if rows.is_empty() {
+            let config = DomainConfig {
+                deleted_keys: None,
+                count: 0,
+            };
+            return Ok(Some((None, serde_json::to_string(&config).expect("serializes"))));
+        }
+        let schema = deleted_schema(keys, seqs);
+        let sources: Vec<RecordBatch> = std::iter::once(
+            self.batch
+                .clone()
+                .unwrap_or_else(|| RecordBatch::new_empty(schema.clone())),
+        )
+        .chain(
+            changes
+                .iter()
+                .map(|(_, b)| conform(b.clone(), &schema))
+                .collect::<Result<Vec<_>>>()?,
+        )
+        .collect();
+        let mut columns = Vec::with_capacity(schema.fields().len() + 1);
+        for c in 0..schema.fields().len() {
+            let arrays: Vec<&dyn Array> = sources.iter().map(|b| b.column(c).as_ref()).collect();
+            columns.push(arrow::compute::interleave(&arrays, &rows)?);
+        }
+        columns.push(Arc::new(arrow::array::Int64Array::from(at)) as _);
+        let mut fields: Vec<_> = schema.fields().iter().cloned().collect();
+        fields.push(Arc::new(arrow::datatypes::Field::new(
+            DELETED_AT,
+            arrow::datatypes::DataType::Int64,
+            false,
+        )));
+        let batch = RecordBatch::try_new(Arc::new(Schema::new(fields)), columns)?;
+        let count = batch.num_rows() as u64;
+        let mut bytes = Vec::new();
+        {
+            let mut w = parquet::arrow::ArrowWriter::try_new(&mut bytes, batch.schema(), None)?;
+            w.write(&batch)?;
+            w.close()?;
+        }
+        let name = format!(
+            "_sluice/deleted-keys/{}.parquet",
+            uuid::Uuid::now_v7().simple()
+        );
+        let path = format!("{table_dir}{name}");
+        lake.store
+            .put(&lake.path(&path), bytes::Bytes::from(bytes).into())
+            .await?;
+        let config = DomainConfig {
+            deleted_keys: Some(name),
+            count,
+        };
+        Ok(Some((Some(path), serde_json::to_string(&config).expect("serializes"))))
+    }
+}
+
+/// The schema of a deleted-keys file's key and sequence columns.
+fn deleted_schema(keys: &Keys, seqs: &Keys) -> SchemaRef {
+    Arc::new(Schema::new(
+        keys.schema
+            .fields()
+            .iter()
+            .chain(seqs.schema.fields())
+            .cloned()
+            .collect::<Vec<_>>(),
+    ))
+}
+
+/// The change that wins for a key.
+struct Winner {
+    batch: u32,
+    row: u32,
+    seq: Option<Box<[u8]>>,
+    op: Op,
+    /// Whether the table holds the key (in rows not newer than the change).
+    found: bool,
+    /// The change is older than the table's row of its key.
+    stale: bool,
+}
+
+/// Converts the key (or sequence) columns of batches to comparable bytes.
+struct Keys {
+    converter: RowConverter,
+    schema: SchemaRef,
+}
+
+impl Keys {
+    fn new(layout: &TableLayout, columns: &[usize]) -> Result<Self> {
+        let fields: Vec<_> = columns
+            .iter()
+            .map(|i| layout.file_schema.field(*i).clone())
+            .collect();
+        let converter = RowConverter::new(
+            fields
+                .iter()
+                .map(|f| SortField::new(f.data_type().clone()))
+                .collect(),
+        )?;
+        Ok(Keys {
+            converter,
+            schema: Arc::new(Schema::new(fields)),
+        })
+    }
+
+    /// The rows of `batch`'s key columns (by name, cast to the table's types; a column the
+    /// batch lacks is NULL).
+    fn rows(&self, batch: &RecordBatch) -> Result<arrow::row::Rows> {
+        let cols = conform(batch.clone(), &self.schema)?;
+        Ok(self.converter.convert_columns(cols.columns())?)
+    }
+}
+
+/// Plans the merge of `changes` (batches of the layout's file schema, with their partitions)
+/// into the table as `state` holds it.
+pub(crate) async fn plan(
+    lake: &Lake,
+    table_dir: &str,
+    state: &LedgerState,
+    layout: &TableLayout,
+    deleted: &mut DeletedKeys,
+    changes: &[(String, RecordBatch)],
+) -> Result<Plan> {
+    let keyed = layout
+        .keyed
+        .as_ref()
+        .ok_or_else(|| Error::Internal(format!("table {} is not keyed", layout.name)))?;
+    let keys = Keys::new(layout, &keyed.key_files)?;
+    let seqs = match keyed.sequence_file {
+        Some(i) => Some(Keys::new(layout, &[i])?),
+        None => None,
+    };
+    let mut metrics = MergeMetrics::default();
+    let op_name = keyed
+        .op_file
+        .map(|i| layout.file_schema.field(i).name().clone());
+    let mut winners = winners(op_name.as_deref(), &keys, seqs.as_ref(), changes, &mut metrics)?;
+    // A change older than its key's delete is ignored: the key stays deleted.
+    if let Some(s) = &seqs {
+        deleted.load(lake, table_dir, state, &keys, s).await?;
+        for (key, w) in winners.iter_mut() {
+            if let (Some(change), Some(d)) = (&w.seq, deleted.keys.get(key))
+                && d.seq.as_ref() > change.as_ref()
+            {
+                w.stale = true;
+            }
+        }
+    }
+
+    // The table's rows of the changed keys: per live file, the rows whose key changed (and
+    // their sequences).
+    let mut matched: Vec<(String, Vec<(u32, Box<[u8]>)>, bytes::Bytes)> = Vec::new();
+    let mut names: Vec<&str> = keys.schema.fields().iter().map(|f| f.name().as_str()).collect();
+    if let Some(s) = &seqs {
+        names.push(s.schema.field(0).name());
+    }
+    for (path, f) in &state.files {
+        if f.kind != FileKind::Data || winners.is_empty() {
+            continue;
+        }
+        let bytes = lake.store.get(&lake.path(path)).await?.bytes().await?;
+        let hits = tokio::task::block_in_place(|| -> Result<Vec<(u32, Box<[u8]>)>> {
+            let builder = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(
+                bytes.clone(),
+            )?;
+            let mask =
+                parquet::arrow::ProjectionMask::columns(builder.parquet_schema(), names.clone());
+            let mut hits = Vec::new();
+            let mut at = 0u32;
+            for batch in builder.with_projection(mask).build()? {
+                let batch = batch?;
+                let rows = keys.rows(&batch)?;
+                let seq_rows = seqs.as_ref().map(|s| s.rows(&batch)).transpose()?;
+                for i in 0..batch.num_rows() {
+                    let key = rows.row(i);
+                    if let Some(w) = winners.get_mut(key.as_ref()) {
+                        let table_seq: Box<[u8]> = seq_rows
+                            .as_ref()
+                            .map(|s| s.row(i).as_ref().into())
+                            .unwrap_or_default();
+                        // A change older than the table's row is ignored, and the row kept.
+                        if let (Some(change), Some(_)) = (&w.seq, &seq_rows)
+                            && table_seq.as_ref() > change.as_ref()
+                        {
+                            w.stale = true;
+                        }
+                        hits.push((at + i as u32, table_seq));
+                    }
+                }
+                at += batch.num_rows() as u32;
+            }
+            Ok(hits)
+        })?;
+        if !hits.is_empty() {
+            if state.deletion_vectors.contains(path) {
+                return Err(Error::UnsupportedFeature {
+                    table: layout.name.clone(),
+                    feature: "deletionVectors".into(),
+                    operation: "merge changes into",
+                    reason: format!(
+                        "file {path} holds changed keys and has a deletion vector, which sluice does not apply when it rewrites a file yet"
+                    ),
+                });
+            }
+            matched.push((path.clone(), hits, bytes));
+        }
+    }
+
+    // Which of the table's rows go: those of keys whose change is not stale.
+    let mut plan = Plan::default();
+    let stored = keyed.stored_schema.clone();
+    let mut out: HashMap<String, Vec<RecordBatch>> = HashMap::new();
+    for (path, hits, bytes) in matched {
+        let file = &state.files[&path];
+        // Every row again: the hits' keys tell their winners' verdicts.
+        let (kept, copied) = tokio::task::block_in_place(|| -> Result<_> {
+            let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(
+                bytes,
+            )?
+            .build()?;
+            let mut kept = Vec::new();
+            let mut copied = 0u64;
+            let mut at = 0u32;
+            let mut hit = hits.iter().peekable();
+            for batch in reader {
+                let batch = batch?;
+                let rows = keys.rows(&batch)?;
+                let mut keep = vec![true; batch.num_rows()];
+                while let Some((r, _)) = hit.peek() {
+                    if *r >= at + batch.num_rows() as u32 {
+                        break;
+                    }
+                    let i = (*r - at) as usize;
+                    let w = winners
+                        .get_mut(rows.row(i).as_ref())
+                        .expect("a hit's key has a winner");
+                    if !w.stale {
+                        keep[i] = false;
+                        w.found = true;
+                    }
+                    hit.next();
+                }
+                at += batch.num_rows() as u32;
+                let mask = BooleanArray::from(keep);
+                let b = arrow::compute::filter_record_batch(&batch, &mask)?;
+                copied += b.num_rows() as u64;
+                if b.num_rows() > 0 {
+                    kept.push(conform(b, &stored)?);
+                }
+            }
+            Ok((kept, copied))
+        })?;
+        if copied == file.rows {
+            // Every change of this file's keys was stale: it stays as it is.
+            continue;
+        }
+        plan.metrics.copied += copied;
+        plan.remove.push(path.clone());
+        out.entry(file.partition.clone()).or_default().extend(kept);
+    }
+
+    // The upserts, per partition of their change; deletes and stale changes counted.
+    let mut take: HashMap<u32, Vec<u32>> = HashMap::new();
+    for w in winners.values() {
+        match (w.stale, w.op, w.found) {
+            (true, _, _) => plan.metrics.ignored += 1,
+            (false, Op::Delete, true) => plan.metrics.deleted += 1,
+            (false, Op::Delete, false) => plan.metrics.ignored += 1,
+            (false, Op::Upsert, found) => {
+                if found {
+                    plan.metrics.updated += 1;
+                } else {
+                    plan.metrics.inserted += 1;
+                }
+                take.entry(w.batch).or_default().push(w.row);
+            }
+        }
+    }
+    plan.metrics.ignored += metrics.ignored;
+    let mut batches: Vec<u32> = take.keys().copied().collect();
+    batches.sort_unstable();
+    for b in batches {
+        let mut rows = take.remove(&b).expect("listed");
+        rows.sort_unstable();
+        let (partition, batch) = &changes[b as usize];
+        let picked = arrow::compute::take_record_batch(batch, &UInt32Array::from(rows))?;
+        out.entry(partition.clone())
+            .or_default()
+            .push(conform(picked, &stored)?);
+    }
+    if let Some(s) = &seqs {
+        plan.deleted_keys = deleted
+            .next(lake, table_dir, state, &keys, s, &winners, changes)
+            .await?;
+    }
+    let mut parts: Vec<String> = out.keys().cloned().collect();
+    parts.sort();
+    for p in parts {
+        let batches = out.remove(&p).expect("listed");
+        if batches.is_empty() {
+            // A rewritten file whose every row went: nothing to write in its partition.
+            continue;
+        }
+        let batch = arrow::compute::concat_batches(&stored, &batches)?;
+        plan.write.push((p, batch));
+    }
+    Ok(plan)
+}
+
+/// The last change of each key: the one with the greatest sequence (the later one read of two
+/// with the same), or the later one read when the table has no sequence. `metrics.ignored`
+/// counts the changes superseded.
+fn winners(
+    op_name: Option<&str>,
+    keys: &Keys,
+    seqs: Option<&Keys>,
+    changes: &[(String, RecordBatch)],
+    metrics: &mut MergeMetrics,
+) -> Result<HashMap<Box<[u8]>, Winner>> {
+    let mut winners: HashMap<Box<[u8]>, Winner> = HashMap::new();
+    for (b, (_, batch)) in changes.iter().enumerate() {
+        let rows = keys.rows(batch)?;
+        let seq_rows = seqs.map(|s| s.rows(batch)).transpose()?;
+        let ops = op_name
+            .and_then(|n| batch.column_by_name(n))
+            .map(|c| arrow::compute::cast(c, &arrow::datatypes::DataType::Utf8))
+            .transpose()?;
+        let ops = ops.as_ref().map(|c| c.as_string::<i32>());
+        for i in 0..batch.num_rows() {
+            let op = match ops {
+                Some(o) if o.is_valid(i) => parse_op(o.value(i)).ok_or_else(|| {
+                    Error::Internal(format!(
+                        "operation {:?} passed the typing checks",
+                        o.value(i)
+                    ))
+                })?,
+                _ => Op::Upsert,
+            };
+            let seq: Option<Box<[u8]>> = seq_rows.as_ref().map(|s| s.row(i).as_ref().into());
+            let w = Winner {
+                batch: b as u32,
+                row: i as u32,
+                seq,
+                op,
+                found: false,
+                stale: false,
+            };
+            match winners.entry(rows.row(i).as_ref().into()) {
+                std::collections::hash_map::Entry::Vacant(v) => {
+                    v.insert(w);
+                }
+                std::collections::hash_map::Entry::Occupied(mut o) => {
+                    metrics.ignored += 1;
+                    if w.seq >= o.get().seq {
+                        o.insert(w);
+                    }
+                }
+            }
+        }
+    }
+    Ok(winners)
+}
