@@ -52,8 +52,18 @@ pub(crate) async fn catalog_cmd(ctx: &Ctx, c: CatalogCommand) -> Result<()> {
                 Some(n) => format!(" (from {n:?})"),
                 None => String::new(),
             };
+            let keys = sluice_core::table::keyed::KeySpec::of_params(&t.parameters)?;
+            let role = |c: &sluice_core::schema::Column| match &keys {
+                Some(k) if k.op.as_ref() == Some(&c.name) && !k.keep_op => {
+                    " (the operation of each change, not stored)"
+                }
+                Some(k) if k.op.as_ref() == Some(&c.name) => " (the operation of each change)",
+                Some(k) if k.key.contains(&c.name) => " (merge key)",
+                Some(k) if k.sequence.as_ref() == Some(&c.name) => " (sequence)",
+                _ => "",
+            };
             for c in &t.columns {
-                println!("  {:<32} {}{}", c.name, c.ty.name(), from(c));
+                println!("  {:<32} {}{}{}", c.name, c.ty.name(), from(c), role(c));
             }
             for c in &t.partition_keys {
                 println!(
@@ -65,6 +75,9 @@ pub(crate) async fn catalog_cmd(ctx: &Ctx, c: CatalogCommand) -> Result<()> {
             }
             println!("schema policy: {}", SchemaPolicy::of_def(&t)?);
             println!("column names: {}", t.column_names()?.name());
+            if let Some(k) = &keys {
+                println!("keyed: {}", k.explain());
+            }
             let changes = sluice_core::table::policy::history(&t);
             if changes.is_empty() {
                 println!("schema history: as created");
@@ -107,10 +120,21 @@ pub(crate) async fn catalog_cmd(ctx: &Ctx, c: CatalogCommand) -> Result<()> {
             catalog.get_table(db, &table).await?;
             let lake = ctx.open.lake().await?;
             let dir = sluice_core::lake::Lake::table_dir(&table);
-            println!("version\tcommitted (UTC)\toperation\trows\tfiles\tchunk parts\twriter");
+            println!(
+                "version\tcommitted (UTC)\toperation\trows\tfiles\tchunk parts\twriter\tmerged"
+            );
             for h in sluice_core::delta::log::history(&lake, &dir, limit).await? {
+                let merged = h.merge.map_or_else(
+                    || "-".to_string(),
+                    |m| {
+                        format!(
+                            "inserted {} updated {} deleted {} ignored {}",
+                            m.inserted, m.updated, m.deleted, m.ignored
+                        )
+                    },
+                );
                 println!(
-                    "{}\t{}\t{}\t{}\t{}\t{}\t{}",
+                    "{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}",
                     h.version,
                     chrono::DateTime::from_timestamp_millis(h.timestamp_ms)
                         .map(|t| t.format("%Y-%m-%d %H:%M:%S%.3f").to_string())
@@ -119,7 +143,8 @@ pub(crate) async fn catalog_cmd(ctx: &Ctx, c: CatalogCommand) -> Result<()> {
                     h.rows.map(|v| v.to_string()).unwrap_or_else(|| "-".into()),
                     h.files_added,
                     h.chunk_parts,
-                    h.writer.as_deref().unwrap_or("-")
+                    h.writer.as_deref().unwrap_or("-"),
+                    merged
                 );
             }
         }

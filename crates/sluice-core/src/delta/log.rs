@@ -2554,6 +2554,9 @@ pub struct HistoryEntry {
     pub chunk_parts: u64,
     /// sluice's writer id, or the engine that committed (`engineInfo`).
     pub writer: Option<String>,
+    /// What a merge did (`operationMetrics` under the names Delta's MERGE gives them), when
+    /// the version is one.
+    pub merge: Option<MergeMetrics>,
 }
 
 /// The newest `limit` versions of the table in `dir` (relative to the lake root), newest first.
@@ -2589,6 +2592,7 @@ pub async fn history(lake: &Lake, dir: &str, limit: usize) -> Result<Vec<History
             files_removed: 0,
             chunk_parts: 0,
             writer: None,
+            merge: None,
         };
         for line in text.lines() {
             let Ok(a) = serde_json::from_str::<Value>(line) else {
@@ -2609,6 +2613,22 @@ pub async fn history(lake: &Lake, dir: &str, limit: usize) -> Result<Vec<History
                         .and_then(|s| s.parse().ok())
                         .or_else(|| v.as_u64())
                 });
+                let metric = |name: &str| {
+                    c.pointer(&format!("/operationMetrics/{name}")).and_then(|v| {
+                        v.as_str()
+                            .and_then(|s| s.parse().ok())
+                            .or_else(|| v.as_u64())
+                    })
+                };
+                if let Some(inserted) = metric("numTargetRowsInserted") {
+                    e.merge = Some(MergeMetrics {
+                        inserted,
+                        updated: metric("numTargetRowsUpdated").unwrap_or(0),
+                        deleted: metric("numTargetRowsDeleted").unwrap_or(0),
+                        ignored: metric("numSourceRowsIgnored").unwrap_or(0),
+                        copied: metric("numTargetRowsCopied").unwrap_or(0),
+                    });
+                }
                 e.writer = c
                     .get("sluiceWriter")
                     .or_else(|| c.get("engineInfo"))

@@ -161,6 +161,27 @@ impl KeySpec {
         s
     }
 
+    /// The spec in words, for `catalog schema`.
+    pub fn explain(&self) -> String {
+        let mut s = format!(
+            "a change replaces the row of the same {}",
+            self.key.join(", ")
+        );
+        match &self.op {
+            Some(op) => s.push_str(&format!(
+                "; {op} says what it does (D deletes the key, I, U, c, u, r or none upsert it)"
+            )),
+            None => s.push_str("; every change is an upsert"),
+        }
+        match &self.sequence {
+            Some(seq) => s.push_str(&format!(
+                "; a change whose {seq} is older than the key's row or delete is ignored (deleted keys are remembered as long as the table's exactly-once records)"
+            )),
+            None => s.push_str("; of two changes of a key, the one applied later wins"),
+        }
+        s
+    }
+
     /// Checks the spec against a table's columns (those of its files): every column named is
     /// one, keys are of a type that compares exactly, the operation is text.
     pub fn check(&self, table: &str, columns: &[Column]) -> Result<()> {

@@ -1,0 +1,347 @@
+//! Keyed tables (`--merge-key`, `--op-column`, `--sequence-by`): changes applied exactly once,
+//! whatever order they arrive in, checked against a model by readers sluice does not control
+//! (DuckDB's Delta extension, Polars, the `deltalake` package).
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+
+use common::{command, ok, python, sluice};
+
+/// One change of the generated data set.
+#[derive(Debug, Clone)]
+struct Change {
+    op: &'static str,
+    id: u64,
+    name: String,
+    cents: i64,
+    seq: u64,
+    day: String,
+}
+
+impl Change {
+    fn line(&self) -> String {
+        if self.op == "D" {
+            // DMS writes a delete's other columns; some sources leave them empty.
+            format!("D,{},,,{},{}", self.id, self.seq, self.day)
+        } else {
+            format!(
+                "{},{},{},{}.{:02},{},{}",
+                self.op,
+                self.id,
+                self.name,
+                self.cents / 100,
+                self.cents % 100,
+                self.seq,
+                self.day
+            )
+        }
+    }
+}
+
+/// A small deterministic generator (xorshift), so that every run checks the same data.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
+
+const HEADER: &str = "Op,id,name,amount,ts,d";
+
+/// The initial load (`I` of keys 0..keys, sequence 0) and `files` change files: updates,
+/// deletes, re-inserts and inserts of new keys, several changes of one key in one file, their
+/// sequences spread over the files out of order. Key 7 is deleted by the newest change of all
+/// (in file 0) and updated by an older one (in the last file): converted in order, the update
+/// arrives late and must not bring the key back.
+fn data_set(dir: &Path, keys: u64, changes: u64, files: usize) -> (PathBuf, Vec<PathBuf>, String) {
+    let mut rng = Rng(0x5eed_cafe_f00d);
+    let day = |rng: &mut Rng| {
+        format!(
+            "{}-{:02}-{:02}",
+            2019 + rng.below(5),
+            1 + rng.below(12),
+            1 + rng.below(28)
+        )
+    };
+    let mut all: Vec<Change> = (0..keys)
+        .map(|id| Change {
+            op: "I",
+            id,
+            name: format!("load{id}"),
+            cents: rng.below(1_000_000) as i64,
+            seq: 0,
+            day: day(&mut rng),
+        })
+        .collect();
+    let load = dir.join("load.csv");
+    write_csv(&load, &all);
+    let mut per_file: Vec<Vec<Change>> = vec![Vec::new(); files];
+    for i in 1..=changes {
+        let id = rng.below(keys + keys / 4);
+        let op = match rng.below(20) {
+            0..=10 => "U",
+            11..=14 => "D",
+            _ => "I",
+        };
+        let c = Change {
+            op,
+            id,
+            name: format!("n{i}"),
+            cents: rng.below(1_000_000) as i64,
+            seq: i * 10,
+            day: day(&mut rng),
+        };
+        per_file[rng.below(files as u64) as usize].push(c.clone());
+        all.push(c);
+    }
+    let delete_7 = Change {
+        op: "D",
+        id: 7,
+        name: String::new(),
+        cents: 0,
+        seq: changes * 10 + 5,
+        day: "2019-01-01".into(),
+    };
+    let late_7 = Change {
+        op: "U",
+        id: 7,
+        name: "late".into(),
+        cents: 100,
+        seq: changes * 10 - 5,
+        day: "2020-01-01".into(),
+    };
+    per_file[0].push(delete_7.clone());
+    per_file[files - 1].push(late_7.clone());
+    all.push(delete_7);
+    all.push(late_7);
+    let paths = per_file
+        .iter_mut()
+        .enumerate()
+        .map(|(f, rows)| {
+            // Rows in no particular order within a file either.
+            for i in (1..rows.len()).rev() {
+                rows.swap(i, rng.below(i as u64 + 1) as usize);
+            }
+            let p = dir.join(format!("changes-{f}.csv"));
+            write_csv(&p, rows);
+            p
+        })
+        .collect();
+    (load, paths, model(&all))
+}
+
+fn write_csv(path: &Path, rows: &[Change]) {
+    let mut text = String::from(HEADER);
+    for r in rows {
+        text.push('\n');
+        text.push_str(&r.line());
+    }
+    text.push('\n');
+    std::fs::write(path, text).unwrap();
+}
+
+/// The table every order of applying `all` must give: per key, its change of the greatest
+/// sequence, unless that is a delete; one line `id|name|amount|ts|d` per key, by key.
+fn model(all: &[Change]) -> String {
+    let mut last: BTreeMap<u64, &Change> = BTreeMap::new();
+    for c in all {
+        match last.get(&c.id) {
+            Some(have) if have.seq > c.seq => {}
+            _ => {
+                last.insert(c.id, c);
+            }
+        }
+    }
+    last.values()
+        .filter(|c| c.op != "D")
+        .map(|c| {
+            format!(
+                "{}|{}|{}.{:02}|{}|{}",
+                c.id,
+                c.name,
+                c.cents / 100,
+                c.cents % 100,
+                c.seq,
+                c.day
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// The table's rows as DuckDB's Delta extension, Polars and the `deltalake` package read them,
+/// asserted equal, one line `id|name|amount|ts|d` per row, by key.
+fn readers_rows(table: &Path) -> String {
+    python(
+        r#"
+import os, sys, polars as pl, deltalake
+p = sys.argv[1]
+cols = ['id', 'name', 'amount', 'ts', 'd']
+def canon(rows):
+    return "\n".join("|".join(str(v) for v in r) for r in sorted(rows))
+con = duckdb_connect('delta')
+a = canon(con.execute(f"select {', '.join(cols)} from delta_scan('{p}')").fetchall())
+b = canon(pl.read_delta(p).select(cols).rows())
+t = deltalake.DeltaTable(p).to_pyarrow_table(columns=cols)
+c = canon(zip(*[t.column(n).to_pylist() for n in cols]))
+assert a == b, "DuckDB and Polars differ"
+assert a == c, "DuckDB and deltalake differ"
+print(a)
+sys.stdout.flush()
+os._exit(0)
+"#,
+        &[table.to_str().unwrap()],
+        "duckdb, polars and deltalake",
+    )
+}
+
+const KEYED: [&str; 10] = [
+    "--table",
+    "orders",
+    "--partition-by",
+    "year(d)",
+    "--merge-key",
+    "id",
+    "--op-column",
+    "Op",
+    "--sequence-by",
+    "ts",
+];
+
+fn convert(home: &Path, src: &Path) -> String {
+    let mut args = vec!["convert", src.to_str().unwrap(), "--exact-decimals"];
+    args.extend(KEYED);
+    ok(&sluice(home, &args))
+}
+
+/// Per column of `lines` (the readers' or the model's), the count, distinct keys and sum of
+/// amounts in cents, for a message that says more than "differs".
+fn summary(lines: &str) -> (usize, usize, i64) {
+    let rows: Vec<Vec<&str>> = lines.lines().map(|l| l.split('|').collect()).collect();
+    let mut ids: Vec<&str> = rows.iter().map(|r| r[0]).collect();
+    ids.dedup();
+    let cents = rows
+        .iter()
+        .map(|r| r[2].replace('.', "").parse::<i64>().unwrap())
+        .sum();
+    (rows.len(), ids.len(), cents)
+}
+
+#[test]
+fn changes_converted_file_by_file_give_the_model_in_every_reader() {
+    let dir = tempfile::tempdir().unwrap();
+    let home = dir.path().join("home");
+    let (load, changes, want) = data_set(dir.path(), 2_000, 3_000, 5);
+    convert(&home, &load);
+    for c in &changes {
+        convert(&home, c);
+    }
+    let table = home.join("lake/orders");
+    let got = readers_rows(&table);
+    assert_eq!(summary(&got), summary(&want));
+    assert_eq!(got, want);
+    // Key 7: deleted by the newest change, updated late by an older one.
+    assert!(!got.lines().any(|l| l.starts_with("7|")), "key 7 came back");
+
+    // A file converted again, and a copy of one under another name, change nothing.
+    convert(&home, &changes[2]);
+    let copy = dir.path().join("copy.csv");
+    std::fs::copy(&changes[3], &copy).unwrap();
+    convert(&home, &copy);
+    assert_eq!(readers_rows(&table), want);
+
+    // The operation column is not stored; the key and sequence are shown.
+    let cols = ok(&sluice(&home, &["catalog", "schema", "orders"]));
+    assert!(
+        cols.lines()
+            .any(|l| l.trim_start().starts_with("op ") && l.ends_with("not stored)")),
+        "{cols}"
+    );
+    assert!(cols.contains("(merge key)") && cols.contains("(sequence)"), "{cols}");
+    assert!(cols.contains("keyed: a change replaces the row of the same id"), "{cols}");
+    let fields = python(
+        "import sys, deltalake\nprint(','.join(f.name for f in deltalake.DeltaTable(sys.argv[1]).schema().fields))",
+        &[table.to_str().unwrap()],
+        "deltalake",
+    );
+    assert_eq!(fields, "id,name,amount,ts,d,year");
+    // Every version after the table's creation is a merge, with its counts; in all they add
+    // up to the model: inserts less deletes is the keys held.
+    let history = ok(&sluice(&home, &["catalog", "history", "orders"]));
+    let merges: Vec<Vec<u64>> = history
+        .lines()
+        .filter(|l| l.contains("\tMERGE\t"))
+        .map(|l| {
+            let m = l.rsplit('\t').next().unwrap();
+            m.split(' ')
+                .filter_map(|w| w.parse().ok())
+                .collect::<Vec<u64>>()
+        })
+        .collect();
+    assert_eq!(merges.len(), 1 + changes.len(), "{history}");
+    let (ins, del): (u64, u64) = merges.iter().fold((0, 0), |a, m| (a.0 + m[0], a.1 + m[2]));
+    assert_eq!((ins - del) as usize, summary(&want).0, "{history}");
+    // Sluice's own engine reads the same rows.
+    let n = ok(&sluice(
+        &home,
+        &["query", "--format", "csv", "select count(*) as n from orders"],
+    ));
+    assert_eq!(n.lines().nth(1), Some(summary(&want).0.to_string().as_str()));
+}
+
+#[test]
+fn the_same_changes_through_the_queue_shuffled_twice_with_two_consumers_give_the_same_table() {
+    let dir = tempfile::tempdir().unwrap();
+    let home = dir.path().join("home");
+    let (load, changes, want) = data_set(dir.path(), 2_000, 3_000, 5);
+    let produce = |src: &Path| {
+        let mut args = vec!["produce", src.to_str().unwrap(), "--exact-decimals"];
+        args.extend(KEYED);
+        ok(&sluice(&home, &args));
+    };
+    produce(&load);
+    // Every change file twice, newest-first and then in another order.
+    for i in [4, 1, 3, 0, 2, 2, 0, 4, 3, 1] {
+        produce(&changes[i]);
+    }
+    let consumers: Vec<_> = (0..2)
+        .map(|_| {
+            command(
+                &home,
+                &[
+                    "consume",
+                    "--table",
+                    "orders",
+                    "--once",
+                    "--visibility-timeout",
+                    "30",
+                ],
+            )
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+        })
+        .collect();
+    for c in consumers {
+        let out = c.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let got = readers_rows(&home.join("lake/orders"));
+    assert_eq!(summary(&got), summary(&want));
+    assert_eq!(got, want);
+}
