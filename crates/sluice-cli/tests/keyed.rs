@@ -7,6 +7,7 @@ mod common;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
+use std::time::{Duration, Instant};
 
 use common::{command, ok, python, sluice};
 
@@ -297,6 +298,19 @@ fn changes_converted_file_by_file_give_the_model_in_every_reader() {
         &["query", "--format", "csv", "select count(*) as n from orders"],
     ));
     assert_eq!(n.lines().nth(1), Some(summary(&want).0.to_string().as_str()));
+    // Version 1 is the load's merge: --as-of shows the table as it was then.
+    let then = ok(&sluice(
+        &home,
+        &[
+            "query",
+            "--as-of",
+            "1",
+            "--format",
+            "csv",
+            "select count(*) as n, min(ts) as lo, max(ts) as hi from orders",
+        ],
+    ));
+    assert_eq!(then.lines().nth(1), Some("2000,0,0"));
 }
 
 #[test]
@@ -304,6 +318,8 @@ fn the_same_changes_through_the_queue_shuffled_twice_with_two_consumers_give_the
     let dir = tempfile::tempdir().unwrap();
     let home = dir.path().join("home");
     let (load, changes, want) = data_set(dir.path(), 2_000, 3_000, 5);
+    // Small messages: each file is several chunks, for the two consumers to share.
+    small_queue(&home, "30");
     let produce = |src: &Path| {
         let mut args = vec!["produce", src.to_str().unwrap(), "--exact-decimals"];
         args.extend(KEYED);
@@ -333,15 +349,126 @@ fn the_same_changes_through_the_queue_shuffled_twice_with_two_consumers_give_the
             .unwrap()
         })
         .collect();
+    let mut wrote = 0;
     for c in consumers {
         let out = c.wait_with_output().unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{err}");
+        if !err.contains(" 0 written") {
+            wrote += 1;
+        }
     }
+    assert_eq!(wrote, 2, "both consumers merged changes");
     let got = readers_rows(&home.join("lake/orders"));
+    assert_eq!(summary(&got), summary(&want));
+    assert_eq!(got, want);
+}
+
+/// Creates queue `orders` with 2 KiB messages and the given visibility timeout (seconds).
+fn small_queue(home: &Path, visibility: &str) {
+    ok(&sluice(
+        home,
+        &[
+            "queue",
+            "create",
+            "--queue",
+            "orders",
+            "--visibility-timeout",
+            visibility,
+            "--max-message-bytes",
+            "2048",
+            "--max-receive-count",
+            "1000",
+        ],
+    ));
+}
+
+/// Runs `cmd` and SIGKILLs it after `after`, unless it ended first.
+fn run_and_kill(mut cmd: std::process::Command, after: Duration) {
+    let mut child = cmd
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let end = Instant::now() + after;
+    while Instant::now() < end && child.try_wait().unwrap().is_none() {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+#[test]
+fn consumers_killed_while_they_merge_leave_the_model_and_no_reader_sees_a_key_twice() {
+    let dir = tempfile::tempdir().unwrap();
+    let home = dir.path().join("home");
+    let (load, changes, want) = data_set(dir.path(), 2_000, 3_000, 5);
+    small_queue(&home, "2");
+    let produce = |src: &Path| {
+        let mut args = vec!["produce", src.to_str().unwrap(), "--exact-decimals"];
+        args.extend(KEYED);
+        ok(&sluice(&home, &args));
+    };
+    produce(&load);
+    for c in changes.iter().rev().chain(&changes) {
+        produce(c);
+    }
+    // A reader polls the table until told to stop: every version it reads holds each key once.
+    let table = home.join("lake/orders");
+    let stop = dir.path().join("stop");
+    let python = std::env::var("SLUICE_PYTHON").unwrap_or_else(|_| "python3".into());
+    let watcher = std::process::Command::new(python)
+        .arg("-c")
+        .arg(
+            r#"
+import os, sys, time, deltalake
+path, stop = sys.argv[1], sys.argv[2]
+reads = 0
+while not os.path.exists(stop):
+    try:
+        t = deltalake.DeltaTable(path)
+    except Exception:
+        time.sleep(0.05)
+        continue
+    ids = t.to_pyarrow_table(columns=["id"]).column("id").to_pylist()
+    if len(ids) != len(set(ids)):
+        sys.exit(f"version {t.version()}: {len(ids) - len(set(ids))} key(s) twice")
+    reads += 1
+print(reads, flush=True)
+os._exit(0)
+"#,
+        )
+        .arg(&table)
+        .arg(&stop)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut rng = Rng(0xdead_beef_1234);
+    for k in 0..12 {
+        run_and_kill(
+            command(&home, &["consume", "--table", "orders", "--visibility-timeout", "2"]),
+            Duration::from_millis(100 + rng.below(900)),
+        );
+        // Compaction beside the merges, now and then.
+        if k % 4 == 3 {
+            ok(&sluice(&home, &["compact", "--table", "orders"]));
+        }
+    }
+    ok(&sluice(
+        &home,
+        &["consume", "--table", "orders", "--once", "--visibility-timeout", "2"],
+    ));
+    std::fs::write(&stop, "").unwrap();
+    let w = watcher.wait_with_output().unwrap();
+    assert!(
+        w.status.success(),
+        "a reader saw a key twice: {}",
+        String::from_utf8_lossy(&w.stderr)
+    );
+    let reads: u64 = String::from_utf8_lossy(&w.stdout).trim().parse().unwrap();
+    assert!(reads > 0, "the reader read the table");
+    let got = readers_rows(&table);
     assert_eq!(summary(&got), summary(&want));
     assert_eq!(got, want);
 }
