@@ -79,7 +79,10 @@ pub(crate) fn table_settings(ctx: &Ctx, lake: &Lake, t: &TableArgs) -> Result<Ta
             t.keep_op_column || tc.keep_op_column,
         )?);
     } else if t.op_column.is_some() || tc.op_column.is_some() || tc.sequence_by.is_some() {
-        bail!("tables.{}: op_column and sequence_by need merge_key", t.table);
+        bail!(
+            "tables.{}: op_column and sequence_by need merge_key",
+            t.table
+        );
     }
     if let Some(cols) = &tc.columns {
         opts.columns = Some(

@@ -219,8 +219,16 @@ const KEYED: [&str; 10] = [
     "ts",
 ];
 
+/// `convert` of one source into the keyed table; files rotate at 100 rows, so that a merge
+/// rewrites some files of a partition and leaves the others (by their key statistics).
 fn convert(home: &Path, src: &Path) -> String {
-    let mut args = vec!["convert", src.to_str().unwrap(), "--exact-decimals"];
+    let mut args = vec![
+        "convert",
+        src.to_str().unwrap(),
+        "--exact-decimals",
+        "--rotate-rows",
+        "100",
+    ];
     args.extend(KEYED);
     ok(&sluice(home, &args))
 }
@@ -251,6 +259,15 @@ fn changes_converted_file_by_file_give_the_model_in_every_reader() {
     let got = readers_rows(&table);
     assert_eq!(summary(&got), summary(&want));
     assert_eq!(got, want);
+    let files = python(
+        "import sys, deltalake\nprint(len(deltalake.DeltaTable(sys.argv[1]).file_uris()))",
+        &[table.to_str().unwrap()],
+        "deltalake",
+    );
+    assert!(
+        files.parse::<u32>().unwrap() > 15,
+        "files of 100 rows: {files}"
+    );
     // Key 7: deleted by the newest change, updated late by an older one.
     assert!(!got.lines().any(|l| l.starts_with("7|")), "key 7 came back");
 
@@ -268,8 +285,14 @@ fn changes_converted_file_by_file_give_the_model_in_every_reader() {
             .any(|l| l.trim_start().starts_with("op ") && l.ends_with("not stored)")),
         "{cols}"
     );
-    assert!(cols.contains("(merge key)") && cols.contains("(sequence)"), "{cols}");
-    assert!(cols.contains("keyed: a change replaces the row of the same id"), "{cols}");
+    assert!(
+        cols.contains("(merge key)") && cols.contains("(sequence)"),
+        "{cols}"
+    );
+    assert!(
+        cols.contains("keyed: a change replaces the row of the same id"),
+        "{cols}"
+    );
     let fields = python(
         "import sys, deltalake\nprint(','.join(f.name for f in deltalake.DeltaTable(sys.argv[1]).schema().fields))",
         &[table.to_str().unwrap()],
@@ -295,9 +318,17 @@ fn changes_converted_file_by_file_give_the_model_in_every_reader() {
     // Sluice's own engine reads the same rows.
     let n = ok(&sluice(
         &home,
-        &["query", "--format", "csv", "select count(*) as n from orders"],
+        &[
+            "query",
+            "--format",
+            "csv",
+            "select count(*) as n from orders",
+        ],
     ));
-    assert_eq!(n.lines().nth(1), Some(summary(&want).0.to_string().as_str()));
+    assert_eq!(
+        n.lines().nth(1),
+        Some(summary(&want).0.to_string().as_str())
+    );
     // Version 1 is the load's merge: --as-of shows the table as it was then.
     let then = ok(&sluice(
         &home,
@@ -447,7 +478,10 @@ os._exit(0)
     let mut rng = Rng(0xdead_beef_1234);
     for k in 0..12 {
         run_and_kill(
-            command(&home, &["consume", "--table", "orders", "--visibility-timeout", "2"]),
+            command(
+                &home,
+                &["consume", "--table", "orders", "--visibility-timeout", "2"],
+            ),
             Duration::from_millis(100 + rng.below(900)),
         );
         // Compaction beside the merges, now and then.
@@ -457,7 +491,14 @@ os._exit(0)
     }
     ok(&sluice(
         &home,
-        &["consume", "--table", "orders", "--once", "--visibility-timeout", "2"],
+        &[
+            "consume",
+            "--table",
+            "orders",
+            "--once",
+            "--visibility-timeout",
+            "2",
+        ],
     ));
     std::fs::write(&stop, "").unwrap();
     let w = watcher.wait_with_output().unwrap();

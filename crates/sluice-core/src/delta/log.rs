@@ -219,7 +219,10 @@ pub(crate) const CONFIG_KEYED: [(&str, &str); 4] = [
     ("sluice.mergeKey", crate::table::keyed::PARAM_MERGE_KEY),
     ("sluice.opColumn", crate::table::keyed::PARAM_OP_COLUMN),
     ("sluice.sequenceBy", crate::table::keyed::PARAM_SEQUENCE_BY),
-    ("sluice.keepOpColumn", crate::table::keyed::PARAM_KEEP_OP_COLUMN),
+    (
+        "sluice.keepOpColumn",
+        crate::table::keyed::PARAM_KEEP_OP_COLUMN,
+    ),
 ];
 
 /// The domain of a keyed table's deleted keys ([`crate::pipeline::merge`]): its configuration
@@ -2089,11 +2092,11 @@ impl Ledger {
                 )));
             }
             if draft.merge.as_ref().is_some_and(|m| m.domain.is_some())
-                && !self
-                    .state
-                    .protocol
-                    .as_ref()
-                    .is_some_and(|p| actions::writer_features(p).iter().any(|f| f == "domainMetadata"))
+                && !self.state.protocol.as_ref().is_some_and(|p| {
+                    actions::writer_features(p)
+                        .iter()
+                        .any(|f| f == "domainMetadata")
+                })
             {
                 return Err(Error::Internal(format!(
                     "a merge into {} writes domain metadata, which the table's protocol does not allow",
@@ -2101,10 +2104,9 @@ impl Ledger {
                 )));
             }
             if let Some(m) = &draft.merge
-                && draft
-                    .remove
-                    .iter()
-                    .any(|p| !self.state.files.contains_key(p) || self.state.deletion_vectors.contains(p))
+                && draft.remove.iter().any(|p| {
+                    !self.state.files.contains_key(p) || self.state.deletion_vectors.contains(p)
+                })
             {
                 // Another writer rewrote a file the merge rewrites: planned again.
                 return Err(Error::MergeStale {
@@ -2614,11 +2616,12 @@ pub async fn history(lake: &Lake, dir: &str, limit: usize) -> Result<Vec<History
                         .or_else(|| v.as_u64())
                 });
                 let metric = |name: &str| {
-                    c.pointer(&format!("/operationMetrics/{name}")).and_then(|v| {
-                        v.as_str()
-                            .and_then(|s| s.parse().ok())
-                            .or_else(|| v.as_u64())
-                    })
+                    c.pointer(&format!("/operationMetrics/{name}"))
+                        .and_then(|v| {
+                            v.as_str()
+                                .and_then(|s| s.parse().ok())
+                                .or_else(|| v.as_u64())
+                        })
                 };
                 if let Some(inserted) = metric("numTargetRowsInserted") {
                     e.merge = Some(MergeMetrics {

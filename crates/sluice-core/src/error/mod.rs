@@ -35,7 +35,9 @@ pub enum Error {
 
     /// Another writer changed a keyed table's rows after a merge read them: the merge is to be
     /// planned again against the new version (nothing was committed).
-    #[error("table {table}: version {version} changed rows after the merge read version {read}; the merge must be planned again")]
+    #[error(
+        "table {table}: version {version} changed rows after the merge read version {read}; the merge must be planned again"
+    )]
     MergeStale {
         /// The table's URL.
         table: String,

@@ -26,14 +26,15 @@ use arrow::datatypes::{Schema, SchemaRef};
 use arrow::row::{RowConverter, SortField};
 use object_store::ObjectStoreExt;
 
+use futures::TryStreamExt;
 use serde::{Deserialize, Serialize};
 
 use crate::delta::log::{FileKind, KEYED_DOMAIN, LedgerState, MergeMetrics};
 use crate::error::{Error, Result};
 use crate::lake::Lake;
 use crate::parquet::writer::conform;
-use crate::table::keyed::{Op, parse_op};
 use crate::table::TableLayout;
+use crate::table::keyed::{Op, parse_op};
 
 /// What a merge writes and removes.
 #[derive(Debug, Default)]
@@ -208,7 +209,10 @@ impl DeletedKeys {
                 deleted_keys: None,
                 count: 0,
             };
-            return Ok(Some((None, serde_json::to_string(&config).expect("serializes"))));
+            return Ok(Some((
+                None,
+                serde_json::to_string(&config).expect("serializes"),
+            )));
         }
         let schema = deleted_schema(keys, seqs);
         let sources: Vec<RecordBatch> = std::iter::once(
@@ -255,7 +259,10 @@ impl DeletedKeys {
             deleted_keys: Some(name),
             count,
         };
-        Ok(Some((Some(path), serde_json::to_string(&config).expect("serializes"))))
+        Ok(Some((
+            Some(path),
+            serde_json::to_string(&config).expect("serializes"),
+        )))
     }
 }
 
@@ -338,7 +345,13 @@ pub(crate) async fn plan(
     let op_name = keyed
         .op_file
         .map(|i| layout.file_schema.field(i).name().clone());
-    let mut winners = winners(op_name.as_deref(), &keys, seqs.as_ref(), changes, &mut metrics)?;
+    let mut winners = winners(
+        op_name.as_deref(),
+        &keys,
+        seqs.as_ref(),
+        changes,
+        &mut metrics,
+    )?;
     // A change older than its key's delete is ignored: the key stays deleted.
     if let Some(s) = &seqs {
         deleted.load(lake, table_dir, state, &keys, s).await?;
@@ -351,77 +364,73 @@ pub(crate) async fn plan(
         }
     }
 
-    // The table's rows of the changed keys: per live file, the rows whose key changed (and
-    // their sequences).
-    let mut matched: Vec<(String, Vec<(u32, Box<[u8]>)>, bytes::Bytes)> = Vec::new();
-    let mut names: Vec<&str> = keys.schema.fields().iter().map(|f| f.name().as_str()).collect();
+    // The table's rows of the changed keys: the key (and sequence) columns of every live file
+    // that may hold one (by its key statistics), fetched by range, several files at once.
+    let mut names: Vec<String> = keys
+        .schema
+        .fields()
+        .iter()
+        .map(|f| f.name().clone())
+        .collect();
     if let Some(s) = &seqs {
-        names.push(s.schema.field(0).name());
+        names.push(s.schema.field(0).name().clone());
     }
-    for (path, f) in &state.files {
-        if f.kind != FileKind::Data || winners.is_empty() {
+    let bounds = KeyBounds::of(layout, &keyed.key_files, &winners, changes)?;
+    let candidates: Vec<&String> = state
+        .files
+        .iter()
+        .filter(|(_, f)| f.kind == FileKind::Data && !winners.is_empty() && bounds.may_hold(f))
+        .map(|(p, _)| p)
+        .collect();
+    let mut scans: Vec<(String, Vec<Hit>)> = Vec::with_capacity(candidates.len());
+    for group in candidates.chunks(SCANS_AT_ONCE) {
+        let hits = futures::future::try_join_all(
+            group
+                .iter()
+                .map(|path| scan(lake, path, &names, &keys, seqs.as_ref(), &winners)),
+        )
+        .await?;
+        scans.extend(group.iter().map(|p| (*p).clone()).zip(hits));
+    }
+    let mut matched: Vec<(String, Vec<Hit>)> = Vec::new();
+    for (path, hits) in scans {
+        if hits.is_empty() {
             continue;
         }
-        let bytes = lake.store.get(&lake.path(path)).await?.bytes().await?;
-        let hits = tokio::task::block_in_place(|| -> Result<Vec<(u32, Box<[u8]>)>> {
-            let builder = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(
-                bytes.clone(),
-            )?;
-            let mask =
-                parquet::arrow::ProjectionMask::columns(builder.parquet_schema(), names.clone());
-            let mut hits = Vec::new();
-            let mut at = 0u32;
-            for batch in builder.with_projection(mask).build()? {
-                let batch = batch?;
-                let rows = keys.rows(&batch)?;
-                let seq_rows = seqs.as_ref().map(|s| s.rows(&batch)).transpose()?;
-                for i in 0..batch.num_rows() {
-                    let key = rows.row(i);
-                    if let Some(w) = winners.get_mut(key.as_ref()) {
-                        let table_seq: Box<[u8]> = seq_rows
-                            .as_ref()
-                            .map(|s| s.row(i).as_ref().into())
-                            .unwrap_or_default();
-                        // A change older than the table's row is ignored, and the row kept.
-                        if let (Some(change), Some(_)) = (&w.seq, &seq_rows)
-                            && table_seq.as_ref() > change.as_ref()
-                        {
-                            w.stale = true;
-                        }
-                        hits.push((at + i as u32, table_seq));
-                    }
-                }
-                at += batch.num_rows() as u32;
-            }
-            Ok(hits)
-        })?;
-        if !hits.is_empty() {
-            if state.deletion_vectors.contains(path) {
-                return Err(Error::UnsupportedFeature {
-                    table: layout.name.clone(),
-                    feature: "deletionVectors".into(),
-                    operation: "merge changes into",
-                    reason: format!(
-                        "file {path} holds changed keys and has a deletion vector, which sluice does not apply when it rewrites a file yet"
-                    ),
-                });
-            }
-            matched.push((path.clone(), hits, bytes));
+        if state.deletion_vectors.contains(&path) {
+            return Err(Error::UnsupportedFeature {
+                table: layout.name.clone(),
+                feature: "deletionVectors".into(),
+                operation: "merge changes into",
+                reason: format!(
+                    "file {path} holds changed keys and has a deletion vector, which sluice does not apply when it rewrites a file yet"
+                ),
+            });
         }
+        // A change older than the table's row of its key is ignored, and the row kept.
+        for h in &hits {
+            let w = winners.get_mut(&h.key).expect("a hit's key has a winner");
+            if let (Some(change), Some(row)) = (&w.seq, &h.seq)
+                && row.as_ref() > change.as_ref()
+            {
+                w.stale = true;
+            }
+        }
+        matched.push((path, hits));
     }
 
     // Which of the table's rows go: those of keys whose change is not stale.
     let mut plan = Plan::default();
     let stored = keyed.stored_schema.clone();
     let mut out: HashMap<String, Vec<RecordBatch>> = HashMap::new();
-    for (path, hits, bytes) in matched {
+    for (path, hits) in matched {
         let file = &state.files[&path];
+        let bytes = lake.store.get(&lake.path(&path)).await?.bytes().await?;
         // Every row again: the hits' keys tell their winners' verdicts.
         let (kept, copied) = tokio::task::block_in_place(|| -> Result<_> {
-            let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(
-                bytes,
-            )?
-            .build()?;
+            let reader =
+                parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(bytes)?
+                    .build()?;
             let mut kept = Vec::new();
             let mut copied = 0u64;
             let mut at = 0u32;
@@ -430,11 +439,11 @@ pub(crate) async fn plan(
                 let batch = batch?;
                 let rows = keys.rows(&batch)?;
                 let mut keep = vec![true; batch.num_rows()];
-                while let Some((r, _)) = hit.peek() {
-                    if *r >= at + batch.num_rows() as u32 {
+                while let Some(h) = hit.peek() {
+                    if h.row >= at + batch.num_rows() as u32 {
                         break;
                     }
-                    let i = (*r - at) as usize;
+                    let i = (h.row - at) as usize;
                     let w = winners
                         .get_mut(rows.row(i).as_ref())
                         .expect("a hit's key has a winner");
@@ -511,6 +520,130 @@ pub(crate) async fn plan(
     Ok(plan)
 }
 
+/// Files whose key columns are read at once.
+const SCANS_AT_ONCE: usize = 4;
+
+/// A row of a file whose key changed.
+struct Hit {
+    /// The row's position in the file.
+    row: u32,
+    key: Box<[u8]>,
+    /// The row's sequence, when the table has one.
+    seq: Option<Box<[u8]>>,
+}
+
+/// The rows of the file at `path` (relative to the lake root) whose key has a change in
+/// `winners`: its key and sequence columns (`names`), fetched by range.
+async fn scan(
+    lake: &Lake,
+    path: &str,
+    names: &[String],
+    keys: &Keys,
+    seqs: Option<&Keys>,
+    winners: &HashMap<Box<[u8]>, Winner>,
+) -> Result<Vec<Hit>> {
+    use parquet::arrow::ParquetRecordBatchStreamBuilder;
+    let reader = crate::lake::ranged::RangedParquet::new(lake.store.clone(), lake.path(path));
+    let builder = ParquetRecordBatchStreamBuilder::new(reader).await?;
+    let mask = parquet::arrow::ProjectionMask::columns(
+        builder.parquet_schema(),
+        names.iter().map(String::as_str),
+    );
+    let mut stream = builder.with_projection(mask).build()?;
+    let mut hits = Vec::new();
+    let mut at = 0u32;
+    while let Some(batch) = stream.try_next().await? {
+        let rows = keys.rows(&batch)?;
+        let seq_rows = seqs.map(|s| s.rows(&batch)).transpose()?;
+        for i in 0..batch.num_rows() {
+            let key = rows.row(i);
+            if winners.contains_key(key.as_ref()) {
+                hits.push(Hit {
+                    row: at + i as u32,
+                    key: key.as_ref().into(),
+                    seq: seq_rows.as_ref().map(|s| s.row(i).as_ref().into()),
+                });
+            }
+        }
+        at += batch.num_rows() as u32;
+    }
+    Ok(hits)
+}
+
+/// The changed keys of a table keyed by one integer or date column, sorted: a file whose
+/// `minValues`/`maxValues` of the key hold none of them holds no changed key and is not read.
+/// (Text keys are not pruned: other writers may truncate their statistics.)
+struct KeyBounds {
+    /// The key's name and the changed keys, when the key is one such column.
+    keys: Option<(String, Vec<i64>)>,
+}
+
+impl KeyBounds {
+    fn of(
+        layout: &TableLayout,
+        key_files: &[usize],
+        winners: &HashMap<Box<[u8]>, Winner>,
+        changes: &[(String, RecordBatch)],
+    ) -> Result<Self> {
+        use arrow::datatypes::DataType;
+        let none = KeyBounds { keys: None };
+        let [k] = key_files else {
+            return Ok(none);
+        };
+        let field = layout.file_schema.field(*k);
+        if !(field.data_type().is_integer() || *field.data_type() == DataType::Date32) {
+            return Ok(none);
+        }
+        let columns = changes
+            .iter()
+            .map(|(_, b)| match b.column_by_name(field.name()) {
+                Some(c) => Ok(Some(arrow::compute::cast(c, &DataType::Int64)?)),
+                None => Ok(None),
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let mut values = Vec::with_capacity(winners.len());
+        for w in winners.values() {
+            match &columns[w.batch as usize] {
+                Some(c) if c.is_valid(w.row as usize) => values.push(
+                    c.as_primitive::<arrow::datatypes::Int64Type>()
+                        .value(w.row as usize),
+                ),
+                _ => return Ok(none),
+            }
+        }
+        values.sort_unstable();
+        Ok(KeyBounds {
+            keys: Some((field.name().clone(), values)),
+        })
+    }
+
+    /// Whether `file` may hold a changed key: no statistics of the key, or a key in its range.
+    fn may_hold(&self, file: &crate::delta::log::DataFile) -> bool {
+        let Some((name, keys)) = &self.keys else {
+            return true;
+        };
+        let Some(stats) = file
+            .stats
+            .as_deref()
+            .and_then(|s| serde_json::from_str::<serde_json::Value>(s).ok())
+        else {
+            return true;
+        };
+        let bound = |which: &str| -> Option<i64> {
+            let v = stats.get(which)?.get(name)?;
+            v.as_i64().or_else(|| {
+                let d = chrono::NaiveDate::parse_from_str(v.as_str()?, "%Y-%m-%d").ok()?;
+                Some((d - chrono::NaiveDate::from_ymd_opt(1970, 1, 1)?).num_days())
+            })
+        };
+        let (Some(lo), Some(hi)) = (bound("minValues"), bound("maxValues")) else {
+            return true;
+        };
+        let first = keys.partition_point(|k| *k < lo);
+        first < keys.len() && keys[first] <= hi
+    }
+}
+
 /// The last change of each key: the one with the greatest sequence (the later one read of two
 /// with the same), or the later one read when the table has no sequence. `metrics.ignored`
 /// counts the changes superseded.
@@ -563,4 +696,63 @@ fn winners(
         }
     }
     Ok(winners)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::delta::log::DataFile;
+
+    fn file(stats: Option<&str>) -> DataFile {
+        DataFile {
+            path: "t/year=2020/part-1.parquet".into(),
+            partition: "year=2020".into(),
+            rows: 10,
+            bytes: 100,
+            kind: FileKind::Data,
+            stats: stats.map(str::to_string),
+        }
+    }
+
+    #[test]
+    fn a_file_is_read_only_when_a_changed_key_is_within_its_key_range() {
+        let b = KeyBounds {
+            keys: Some(("id".into(), vec![5, 20, 40])),
+        };
+        let range = |lo: &str, hi: &str| {
+            file(Some(&format!(
+                r#"{{"numRecords":10,"minValues":{{"id":{lo}}},"maxValues":{{"id":{hi}}}}}"#
+            )))
+        };
+        assert!(b.may_hold(&range("5", "5")), "the lowest key is the bound");
+        assert!(b.may_hold(&range("0", "5")));
+        assert!(
+            b.may_hold(&range("40", "90")),
+            "the highest key is the bound"
+        );
+        assert!(b.may_hold(&range("6", "20")));
+        assert!(!b.may_hold(&range("6", "19")), "between two keys");
+        assert!(!b.may_hold(&range("41", "90")), "above every key");
+        assert!(!b.may_hold(&range("-9", "4")), "below every key");
+        // Without statistics of the key, every file is read.
+        assert!(b.may_hold(&file(None)));
+        assert!(b.may_hold(&file(Some(r#"{"numRecords":10}"#))));
+        assert!(KeyBounds { keys: None }.may_hold(&range("41", "90")));
+    }
+
+    #[test]
+    fn date_keys_are_bounded_by_their_days() {
+        // 2020-01-02 is day 18263.
+        let b = KeyBounds {
+            keys: Some(("d".into(), vec![18263])),
+        };
+        let range = |lo: &str, hi: &str| {
+            file(Some(&format!(
+                r#"{{"minValues":{{"d":"{lo}"}},"maxValues":{{"d":"{hi}"}}}}"#
+            )))
+        };
+        assert!(b.may_hold(&range("2020-01-01", "2020-01-02")));
+        assert!(!b.may_hold(&range("2020-01-03", "2020-12-31")));
+        assert!(!b.may_hold(&range("2019-01-01", "2020-01-01")));
+    }
 }

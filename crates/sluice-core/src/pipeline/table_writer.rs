@@ -1040,7 +1040,8 @@ impl TableWriter {
                 chunk: ch.clone(),
                 partition: c.partition.clone(),
             }));
-            let file = std::fs::File::open(&c.file.local).map_err(|e| Error::io(&c.file.local, e))?;
+            let file =
+                std::fs::File::open(&c.file.local).map_err(|e| Error::io(&c.file.local, e))?;
             for b in parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)?
                 .build()?
             {
@@ -1109,33 +1110,85 @@ impl TableWriter {
                 Some((file, config)) => (file, Some(config)),
                 None => (None, None),
             };
-            // The new files, closed with their statistics, then uploaded under the lease.
-            let mut closed = Vec::with_capacity(plan.write.len());
-            for (partition, batch) in plan.write {
-                let r = tokio::task::block_in_place(|| -> Result<Closed> {
-                    let mut spool = SpoolFile::create(
-                        &self.opts.spool_dir,
-                        stored.clone(),
-                        props.clone(),
-                        &self.opts.parquet,
-                    )?;
-                    spool.write(&batch)?;
-                    close(
-                        partition,
-                        OpenFile {
-                            spool,
-                            chunks: HashSet::new(),
-                            kind: FileKind::Data,
-                        },
-                    )
-                });
+            // The new files, closed with their statistics (rotated at the writer's size, the
+            // partitions encoded at once, one thread each), then uploaded under the lease.
+            let (spool_dir, parquet_opts) = (&self.opts.spool_dir, &self.opts.parquet);
+            let (rotate_rows, rotate_bytes) = (self.opts.rotate_rows, self.opts.rotate_bytes);
+            let encode = |partition: String, batch: arrow::array::RecordBatch| {
+                let mut done: Vec<Closed> = Vec::new();
+                let new_file = || -> Result<OpenFile> {
+                    Ok(OpenFile {
+                        spool: SpoolFile::create(
+                            spool_dir,
+                            stored.clone(),
+                            props.clone(),
+                            parquet_opts,
+                        )?,
+                        chunks: HashSet::new(),
+                        kind: FileKind::Data,
+                    })
+                };
+                let r = (|| -> Result<()> {
+                    let mut open = new_file()?;
+                    let mut at = 0;
+                    while at < batch.num_rows() {
+                        let room = rotate_rows.saturating_sub(open.spool.rows).max(1);
+                        let n = MERGE_WRITE_ROWS
+                            .min(batch.num_rows() - at)
+                            .min(usize::try_from(room).unwrap_or(usize::MAX));
+                        open.spool.write(&batch.slice(at, n))?;
+                        at += n;
+                        if at < batch.num_rows()
+                            && (open.spool.rows >= rotate_rows || open.spool.size() >= rotate_bytes)
+                        {
+                            let full = std::mem::replace(&mut open, new_file()?);
+                            done.push(close(partition.clone(), full)?);
+                        }
+                    }
+                    done.push(close(partition.clone(), open)?);
+                    Ok(())
+                })();
                 match r {
-                    Ok(c) => closed.push(c),
+                    Ok(()) => Ok(done),
                     Err(e) => {
-                        discard(closed);
-                        return Err(e);
+                        discard(done);
+                        Err(e)
                     }
                 }
+            };
+            let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
+            let mut results: Vec<Result<Vec<Closed>>> = Vec::new();
+            let mut write = plan.write.into_iter().peekable();
+            while write.peek().is_some() {
+                let group: Vec<_> = write.by_ref().take(threads).collect();
+                results.extend(tokio::task::block_in_place(|| {
+                    std::thread::scope(|scope| {
+                        let handles: Vec<_> = group
+                            .into_iter()
+                            .map(|(p, b)| scope.spawn(|| encode(p, b)))
+                            .collect();
+                        handles
+                            .into_iter()
+                            .map(|h| {
+                                h.join().unwrap_or_else(|_| {
+                                    Err(Error::Task("a Parquet encoder panicked".into()))
+                                })
+                            })
+                            .collect::<Vec<_>>()
+                    })
+                }));
+            }
+            let mut closed = Vec::new();
+            let mut failed = None;
+            for r in results {
+                match r {
+                    Ok(c) => closed.extend(c),
+                    Err(e) => failed = failed.or(Some(e)),
+                }
+            }
+            if let Some(e) = failed {
+                discard(closed);
+                return Err(e);
             }
             let dests: Vec<String> = closed.iter().map(|c| self.dest_of(c)).collect();
             if let Err(e) = self.pending.add(dests.iter().cloned()).await {
@@ -1191,7 +1244,11 @@ impl TableWriter {
             match outcome {
                 Ok(commit) => {
                     count_labelled(&mut self.stats.commits, COMMITS, ("log", "data"), 1);
-                    count(&mut self.stats.files, FILES_WRITTEN, commit.add.len() as u64);
+                    count(
+                        &mut self.stats.files,
+                        FILES_WRITTEN,
+                        commit.add.len() as u64,
+                    );
                     count(
                         &mut self.stats.bytes_written,
                         BYTES_WRITTEN,
@@ -1259,6 +1316,9 @@ impl TableWriter {
 
 /// Plans of one merge before it gives up on writers that keep changing rows first.
 const MERGE_ATTEMPTS: u32 = 20;
+
+/// Rows a merge encodes at a time, between checks of the file's size.
+const MERGE_WRITE_ROWS: usize = 65_536;
 
 /// Closes an open file: its Parquet footer, then its Delta statistics.
 fn close(partition: String, f: OpenFile) -> Result<Closed> {

@@ -72,10 +72,7 @@ impl KeySpec {
         sequence: Option<String>,
         keep_op: bool,
     ) -> Result<Self> {
-        let key: Vec<String> = merge_key
-            .split(',')
-            .map(|c| c.trim().to_string())
-            .collect();
+        let key: Vec<String> = merge_key.split(',').map(|c| c.trim().to_string()).collect();
         if key.iter().any(String::is_empty) {
             return Err(Error::invalid(format!(
                 "--merge-key {merge_key:?}: expected column names separated by commas"
@@ -313,7 +310,9 @@ mod tests {
         assert!(KeySpec::check_same("t", Some(&s), Some(&s)).is_ok());
         assert!(KeySpec::check_same("t", Some(&s), None).is_ok());
         let other = KeySpec::new("id", None, None, false).unwrap();
-        let e = KeySpec::check_same("t", Some(&s), Some(&other)).unwrap_err().to_string();
+        let e = KeySpec::check_same("t", Some(&s), Some(&other))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("keyed with --merge-key id,region"), "{e}");
         assert!(KeySpec::check_same("t", None, Some(&other)).is_err());
     }
