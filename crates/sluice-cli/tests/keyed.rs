@@ -513,3 +513,81 @@ os._exit(0)
     assert_eq!(summary(&got), summary(&want));
     assert_eq!(got, want);
 }
+
+#[test]
+fn debezium_style_json_lines_and_parquet_changes_apply_by_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let home = dir.path().join("home");
+    let a = dir.path().join("a.jsonl");
+    std::fs::write(
+        &a,
+        concat!(
+            r#"{"op":"c","id":1,"v":"a","lsn":1}"#,
+            "\n",
+            r#"{"op":"c","id":2,"v":"b","lsn":2}"#,
+            "\n",
+            r#"{"op":"r","id":3,"v":"c","lsn":3}"#,
+            "\n",
+        ),
+    )
+    .unwrap();
+    let b = dir.path().join("b.jsonl");
+    std::fs::write(
+        &b,
+        concat!(
+            r#"{"op":"u","id":1,"v":"a2","lsn":10}"#,
+            "\n",
+            r#"{"op":"d","id":2,"lsn":11}"#,
+            "\n",
+            r#"{"op":"u","id":3,"v":"old","lsn":0}"#,
+            "\n",
+            r#"{"op":"c","id":4,"v":"d","lsn":12}"#,
+            "\n",
+            r#"{"op":"x","id":5,"v":"bad","lsn":13}"#,
+            "\n",
+        ),
+    )
+    .unwrap();
+    let c = dir.path().join("c.parquet");
+    python(
+        "import sys, pyarrow as pa, pyarrow.parquet as pq\npq.write_table(pa.table({'op': ['U', 'D', 'I'], 'id': pa.array([4, 1, 9], pa.int64()), 'v': ['d2', None, 'z'], 'lsn': pa.array([20, 21, 22], pa.int64())}), sys.argv[1])",
+        &[c.to_str().unwrap()],
+        "pyarrow",
+    );
+    for src in [&a, &b, &c] {
+        ok(&sluice(
+            &home,
+            &[
+                "convert",
+                src.to_str().unwrap(),
+                "--table",
+                "ev",
+                "--merge-key",
+                "id",
+                "--op-column",
+                "op",
+                "--sequence-by",
+                "lsn",
+            ],
+        ));
+    }
+    let rows = python(
+        r#"
+import os, sys, deltalake
+t = deltalake.DeltaTable(sys.argv[1]).to_pyarrow_table(columns=["id", "v", "lsn"]).sort_by("id")
+print(";".join(f"{i},{v},{l}" for i, v, l in zip(*[t.column(c).to_pylist() for c in ["id", "v", "lsn"]])))
+sys.stdout.flush()
+os._exit(0)
+"#,
+        &[home.join("lake/ev").to_str().unwrap()],
+        "deltalake",
+    );
+    // 1 updated then deleted, 2 deleted, 3's older update ignored, 4 updated, 9 inserted.
+    assert_eq!(rows, "3,c,3;4,d2,20;9,z,22");
+    let q = ok(&sluice(
+        &home,
+        &["query", "--format", "csv", "select reason from quarantine"],
+    ));
+    // (CSV doubles the quotes of the reason.)
+    assert!(q.contains(r#"""x"" is not an operation"#), "{q}");
+}
