@@ -42,7 +42,7 @@ pub(crate) struct Plan {
     /// Files rewritten (paths relative to the lake root).
     pub remove: Vec<String>,
     /// The rows to write, per partition, in the table's stored schema.
-    pub write: Vec<(String, RecordBatch)>,
+    pub write: Vec<(String, Vec<RecordBatch>)>,
     pub metrics: MergeMetrics,
     /// The table's deleted keys after the merge, when it changed them: the file written (if
     /// any key stays deleted) and the [`KEYED_DOMAIN`] configuration naming it.
@@ -514,8 +514,7 @@ pub(crate) async fn plan(
             // A rewritten file whose every row went: nothing to write in its partition.
             continue;
         }
-        let batch = arrow::compute::concat_batches(&stored, &batches)?;
-        plan.write.push((p, batch));
+        plan.write.push((p, batches));
     }
     Ok(plan)
 }

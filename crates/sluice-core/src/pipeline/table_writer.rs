@@ -1114,7 +1114,7 @@ impl TableWriter {
             // partitions encoded at once, one thread each), then uploaded under the lease.
             let (spool_dir, parquet_opts) = (&self.opts.spool_dir, &self.opts.parquet);
             let (rotate_rows, rotate_bytes) = (self.opts.rotate_rows, self.opts.rotate_bytes);
-            let encode = |partition: String, batch: arrow::array::RecordBatch| {
+            let encode = |partition: String, batches: Vec<arrow::array::RecordBatch>| {
                 let mut done: Vec<Closed> = Vec::new();
                 let new_file = || -> Result<OpenFile> {
                     Ok(OpenFile {
@@ -1130,19 +1130,19 @@ impl TableWriter {
                 };
                 let r = (|| -> Result<()> {
                     let mut open = new_file()?;
-                    let mut at = 0;
-                    while at < batch.num_rows() {
-                        let room = rotate_rows.saturating_sub(open.spool.rows).max(1);
-                        let n = MERGE_WRITE_ROWS
-                            .min(batch.num_rows() - at)
-                            .min(usize::try_from(room).unwrap_or(usize::MAX));
-                        open.spool.write(&batch.slice(at, n))?;
-                        at += n;
-                        if at < batch.num_rows()
-                            && (open.spool.rows >= rotate_rows || open.spool.size() >= rotate_bytes)
-                        {
-                            let full = std::mem::replace(&mut open, new_file()?);
-                            done.push(close(partition.clone(), full)?);
+                    for batch in &batches {
+                        let mut at = 0;
+                        while at < batch.num_rows() {
+                            if open.spool.rows >= rotate_rows || open.spool.size() >= rotate_bytes {
+                                let full = std::mem::replace(&mut open, new_file()?);
+                                done.push(close(partition.clone(), full)?);
+                            }
+                            let room = rotate_rows.saturating_sub(open.spool.rows).max(1);
+                            let n = MERGE_WRITE_ROWS
+                                .min(batch.num_rows() - at)
+                                .min(usize::try_from(room).unwrap_or(usize::MAX));
+                            open.spool.write(&batch.slice(at, n))?;
+                            at += n;
                         }
                     }
                     done.push(close(partition.clone(), open)?);
