@@ -591,3 +591,57 @@ os._exit(0)
     // (CSV doubles the quotes of the reason.)
     assert!(q.contains(r#"""x"" is not an operation"#), "{q}");
 }
+
+#[test]
+fn another_writer_appends_and_deletes_between_merges_and_the_protocol_stays_as_it_was() {
+    let dir = tempfile::tempdir().unwrap();
+    let home = dir.path().join("home");
+    let (load, changes, want) = data_set(dir.path(), 2_000, 3_000, 5);
+    convert(&home, &load);
+    convert(&home, &changes[0]);
+    let table = home.join("lake/orders");
+    // A key no change touches, which the other writer deletes.
+    let touched: std::collections::HashSet<u64> = changes
+        .iter()
+        .flat_map(|p| {
+            std::fs::read_to_string(p)
+                .unwrap()
+                .lines()
+                .skip(1)
+                .map(|l| l.split(',').nth(1).unwrap().parse().unwrap())
+                .collect::<Vec<u64>>()
+        })
+        .collect();
+    let gone = (0..2_000).find(|k| !touched.contains(k)).unwrap();
+    let out = python(
+        r#"
+import datetime, decimal, os, sys, pyarrow as pa
+from deltalake import DeltaTable, write_deltalake
+path, gone = sys.argv[1], int(sys.argv[2])
+dt = DeltaTable(path)
+schema = pa.schema(dt.schema().to_arrow())
+row = {"id": [10_000_000], "name": ["foreign"], "amount": [decimal.Decimal("1.00")], "ts": [0],
+       "d": [datetime.date(2030, 1, 1)], "year": [2030]}
+write_deltalake(path, pa.table({f.name: pa.array(row[f.name], f.type) for f in schema}, schema=schema),
+                mode="append", partition_by=["year"])
+DeltaTable(path).delete(f"id = {gone}")
+p = DeltaTable(path).protocol()
+print(p.min_reader_version, p.min_writer_version, p.writer_features)
+sys.stdout.flush()
+os._exit(0)
+"#,
+        &[table.to_str().unwrap(), &gone.to_string()],
+        "deltalake",
+    );
+    assert_eq!(out, "1 2 None", "the protocol sluice made the table with");
+    for c in &changes[1..] {
+        convert(&home, c);
+    }
+    let mut expected: Vec<String> = want
+        .lines()
+        .filter(|l| !l.starts_with(&format!("{gone}|")))
+        .map(str::to_string)
+        .collect();
+    expected.push("10000000|foreign|1.00|0|2030-01-01".into());
+    assert_eq!(readers_rows(&table), expected.join("\n"));
+}

@@ -35,7 +35,7 @@ use futures::TryStreamExt;
 use object_store::{ObjectStoreExt, PutMode, PutOptions, PutPayload};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
-use tracing::{debug, info, warn};
+use tracing::{debug, warn};
 
 use crate::catalog::TableDef;
 use crate::delta::actions::{self, StructField};
@@ -143,9 +143,6 @@ pub struct Commit {
     /// What a keyed table's merge did (operation `MERGE`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub merge: Option<MergeMetrics>,
-    /// The configuration of [`KEYED_DOMAIN`] the merge wrote.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub keyed_domain: Option<String>,
 }
 
 /// What a merge of changes into a keyed table did, by row.
@@ -172,8 +169,6 @@ pub struct MergeDraft {
     pub read_version: u64,
     /// What it did.
     pub metrics: MergeMetrics,
-    /// The new configuration of [`KEYED_DOMAIN`], when the merge changed the deleted keys.
-    pub domain: Option<String>,
 }
 
 /// A column of a Delta table's schema.
@@ -224,10 +219,6 @@ pub(crate) const CONFIG_KEYED: [(&str, &str); 4] = [
         crate::table::keyed::PARAM_KEEP_OP_COLUMN,
     ),
 ];
-
-/// The domain of a keyed table's deleted keys ([`crate::pipeline::merge`]): its configuration
-/// names the file that holds them.
-pub const KEYED_DOMAIN: &str = "sluice.keyed";
 
 /// Delta's type for a column type. Timestamps without zone are `timestamp_ntz`.
 pub(crate) fn delta_type(ty: ColumnType) -> String {
@@ -546,12 +537,10 @@ impl DeltaSchema {
     }
 
     /// The protocol a table of this schema needs: reader 1 / writer 2, or reader 3 / writer 7
-    /// with the `timestampNtz` feature when a column is a timestamp without zone; a keyed table
-    /// ordered by a sequence also has the writer feature `domainMetadata` (its deleted keys are
-    /// remembered in a domain, [`crate::pipeline::merge`]). Nothing else: Athena engine v3
-    /// reads both.
+    /// with the `timestampNtz` feature when a column is a timestamp without zone. Nothing else:
+    /// Athena engine v3 reads both.
     pub fn protocol(&self) -> Protocol {
-        let p = if self.fields.iter().any(|f| has_timestamp_ntz(&f.ty)) {
+        if self.fields.iter().any(|f| has_timestamp_ntz(&f.ty)) {
             Protocol {
                 min_reader_version: 3,
                 min_writer_version: 7,
@@ -560,11 +549,6 @@ impl DeltaSchema {
             }
         } else {
             Protocol::legacy()
-        };
-        if self.configuration.contains_key(CONFIG_KEYED[2].0) {
-            p.with_writer_feature("domainMetadata")
-        } else {
-            p
         }
     }
 }
@@ -628,9 +612,9 @@ pub struct LedgerState {
     in_commit_timestamp: Option<(u64, i64)>,
     /// `delta.setTransactionRetentionDuration` in milliseconds, when the table sets it.
     txn_retention_ms: Option<i64>,
-    /// The newest version read that changed rows (an `add` or `remove` with `dataChange`) or
-    /// a keyed table's deleted keys ([`KEYED_DOMAIN`]), or at most the checkpoint the state was
-    /// read from.
+    /// The newest version read that changed rows (an `add` or `remove` with `dataChange`, or
+    /// any `MERGE`, which may have recorded deleted keys of a keyed table), or at most the
+    /// checkpoint the state was read from.
     last_data_change: u64,
     /// The key of each partition column in `partitionValues`: its physical name under column
     /// mapping, else its name.
@@ -1419,37 +1403,6 @@ impl Ledger {
         }
     }
 
-    /// Gives the table writer feature `feature` (one sluice honours, such as `domainMetadata`)
-    /// unless it has it: one version with the `protocol` raised to writer 7, the table's
-    /// features kept. Returns the version written, `None` when the table had the feature.
-    pub async fn enable_writer_feature(&mut self, feature: &str) -> Result<Option<u64>> {
-        let id = uuid::Uuid::now_v7().to_string();
-        loop {
-            if let Some(v) = self.state.commit_ids.get(&id) {
-                return Ok(Some(*v));
-            }
-            let p = self.state.protocol.clone().unwrap_or_else(Protocol::legacy);
-            if actions::writer_features(&p).iter().any(|f| f == feature) {
-                return Ok(None);
-            }
-            let rules = self.check(Operation::ChangeSchema)?;
-            let now = chrono::Utc::now().timestamp_millis();
-            let ict = self.next_in_commit_timestamp(&rules, now).await?;
-            let mut info = self.commit_info(now, ict, "UPGRADE PROTOCOL", false);
-            info.operation_parameters = Some(json!({"newProtocol": feature}));
-            info.extra
-                .insert(COMMIT_ID_KEY.into(), Value::String(id.clone()));
-            let body = actions::render(&[
-                Action::CommitInfo(info),
-                Action::Protocol(p.with_writer_feature(feature)),
-            ]);
-            if let Some(version) = self.land_metadata_change(&body, &rules).await? {
-                info!(table = %self.url(), version, feature, "table feature enabled");
-                return Ok(Some(version));
-            }
-        }
-    }
-
     /// Writes a change of the table's metadata as the next version: `Some(version)` when it
     /// landed (this writer's files are written for it from then on), `None` when another commit
     /// took the version first (the state is read again, for the caller to make the change anew).
@@ -1767,6 +1720,9 @@ impl Ledger {
             })?;
             match action {
                 Some(Action::CommitInfo(c)) => {
+                    if c.operation.as_deref() == Some("MERGE") {
+                        self.state.last_data_change = v;
+                    }
                     if let Some(id) = c.extra.get(COMMIT_ID_KEY).and_then(Value::as_str) {
                         self.state.commit_ids.insert(id.to_string(), v);
                     }
@@ -1776,9 +1732,7 @@ impl Ledger {
                 }
                 Some(Action::Add(a)) => adds.push(a),
                 Some(a) => {
-                    if matches!(&a, Action::Remove(r) if r.data_change)
-                        || matches!(&a, Action::DomainMetadata(d) if d.domain == KEYED_DOMAIN)
-                    {
+                    if matches!(&a, Action::Remove(r) if r.data_change) {
                         self.state.last_data_change = v;
                     }
                     self.apply(a)
@@ -2091,18 +2045,6 @@ impl Ledger {
                     cp.chunk, cp.partition
                 )));
             }
-            if draft.merge.as_ref().is_some_and(|m| m.domain.is_some())
-                && !self.state.protocol.as_ref().is_some_and(|p| {
-                    actions::writer_features(p)
-                        .iter()
-                        .any(|f| f == "domainMetadata")
-                })
-            {
-                return Err(Error::Internal(format!(
-                    "a merge into {} writes domain metadata, which the table's protocol does not allow",
-                    self.url()
-                )));
-            }
             if let Some(m) = &draft.merge
                 && draft.remove.iter().any(|p| {
                     !self.state.files.contains_key(p) || self.state.deletion_vectors.contains(p)
@@ -2287,7 +2229,6 @@ impl Ledger {
             chunks: draft.chunks.clone(),
             rearrange: draft.rearrange,
             merge: draft.merge.as_ref().map(|m| m.metrics),
-            keyed_domain: draft.merge.as_ref().and_then(|m| m.domain.clone()),
         }
     }
 
@@ -2446,13 +2387,6 @@ impl Ledger {
             out.push(Action::DomainMetadata(DomainMetadata {
                 domain: ROW_TRACKING_DOMAIN.into(),
                 configuration: json!({"rowIdHighWaterMark": high_water}).to_string(),
-                removed: false,
-            }));
-        }
-        if let Some(configuration) = &c.keyed_domain {
-            out.push(Action::DomainMetadata(DomainMetadata {
-                domain: KEYED_DOMAIN.into(),
-                configuration: configuration.clone(),
                 removed: false,
             }));
         }

@@ -27,9 +27,8 @@ use arrow::row::{RowConverter, SortField};
 use object_store::ObjectStoreExt;
 
 use futures::TryStreamExt;
-use serde::{Deserialize, Serialize};
 
-use crate::delta::log::{FileKind, KEYED_DOMAIN, LedgerState, MergeMetrics};
+use crate::delta::log::{FileKind, LedgerState, MergeMetrics};
 use crate::error::{Error, Result};
 use crate::lake::Lake;
 use crate::parquet::writer::conform;
@@ -44,57 +43,50 @@ pub(crate) struct Plan {
     /// The rows to write, per partition, in the table's stored schema.
     pub write: Vec<(String, Vec<RecordBatch>)>,
     pub metrics: MergeMetrics,
-    /// The table's deleted keys after the merge, when it changed them: the file written (if
-    /// any key stays deleted) and the [`KEYED_DOMAIN`] configuration naming it.
-    pub deleted_keys: Option<(Option<String>, String)>,
+    /// The keys this merge deletes, with their delete's sequence (the key's columns, the
+    /// sequence, when), for the file that remembers them ([`DeletedKeys`]).
+    pub deleted: Option<RecordBatch>,
 }
 
-/// The configuration of a keyed table's [`KEYED_DOMAIN`].
-#[derive(Debug, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct DomainConfig {
-    /// The file of deleted keys, relative to the table's directory.
-    deleted_keys: Option<String>,
-    /// How many keys it holds.
-    count: u64,
-}
+/// The directory of a keyed table's deleted keys, in the table's directory.
+pub(crate) const DELETED_KEYS_DIR: &str = "_sluice/deleted-keys/";
+
+/// Key-value metadata of a deleted-keys file: the chunk parts of the merge that wrote it (JSON).
+const CHUNK_PARTS: &str = "sluice.chunkParts";
 
 /// The column of a deleted-keys file holding when the key was deleted (milliseconds since the
 /// epoch), after the key's columns and the sequence column.
 const DELETED_AT: &str = "_sluice_deleted_at_ms";
 
-/// A deleted key: the sequence of its delete, when the delete was applied, its row in the file.
+/// A deleted key: the greatest sequence of a delete of it, and when that delete was applied.
 struct Deleted {
     seq: Box<[u8]>,
     at_ms: i64,
-    row: u32,
 }
 
 /// A keyed table's deleted keys (a table ordered by a sequence): a key deleted by a change of
 /// sequence `s` ignores every change older than `s` that arrives after, so that a late update
-/// never brings it back. They are kept in one Parquet file (the key's columns, the sequence,
-/// when the key was deleted) under `_sluice/deleted-keys/`, which the table's [`KEYED_DOMAIN`]
-/// domain names, written again in the version of every merge that changes them; a key is
-/// forgotten once its delete is older than the table's record retention
-/// (`delta.setTransactionRetentionDuration`), the window in which sluice also recognises a
-/// redelivered chunk.
+/// never brings it back.
+///
+/// Each merge that deletes keys writes them, before it commits, to a Parquet file of its own
+/// under `_sluice/deleted-keys/` (the key's columns, the delete's sequence, when) that names
+/// the merge's chunk parts in its metadata. A file counts once every chunk part it names is
+/// recorded in the table: then its deletes were applied, by this merge or by another writer of
+/// the same chunks. A delete is a fact that does not depend on the table's rows: "key k was
+/// deleted at sequence s" holds for every later change, so files need no order and no Delta
+/// action names them. Nothing in the protocol changes, and every Delta writer can still write
+/// the table. A delete is forgotten after the table's record retention
+/// (`delta.setTransactionRetentionDuration`): its chunk parts expire then too, in the window
+/// in which sluice also recognises a redelivered chunk.
 #[derive(Default)]
 pub(crate) struct DeletedKeys {
-    /// The domain configuration they were read for.
-    config: Option<String>,
-    /// The file's rows: the key's columns and the sequence, in the table's types.
-    batch: Option<RecordBatch>,
+    /// The files whose keys are held (their object paths).
+    loaded: std::collections::HashSet<String>,
     keys: HashMap<Box<[u8]>, Deleted>,
 }
 
 impl DeletedKeys {
-    /// The file (relative to the lake root) the keys were read from.
-    pub(crate) fn file(&self, table_dir: &str) -> Option<String> {
-        let c: DomainConfig = serde_json::from_str(self.config.as_deref()?).ok()?;
-        c.deleted_keys.map(|f| format!("{table_dir}{f}"))
-    }
-
-    /// Reads the keys the table's domain names, unless they are the ones held.
+    /// Reads the files written since the last call whose chunk parts the table records.
     async fn load(
         &mut self,
         lake: &Lake,
@@ -103,179 +95,155 @@ impl DeletedKeys {
         keys: &Keys,
         seqs: &Keys,
     ) -> Result<()> {
-        let config = state
-            .domains
-            .get(KEYED_DOMAIN)
-            .map(|d| d.configuration.clone());
-        if config == self.config {
-            return Ok(());
-        }
-        *self = DeletedKeys::default();
-        let Some(text) = config else {
-            return Ok(());
-        };
-        let parsed: DomainConfig = serde_json::from_str(&text).map_err(|e| Error::CorruptLog {
-            path: lake.url_of(table_dir),
-            message: format!("domain {KEYED_DOMAIN}: {e}"),
-        })?;
-        if let Some(f) = &parsed.deleted_keys {
-            let path = format!("{table_dir}{f}");
-            let bytes = match lake.store.get(&lake.path(&path)).await {
+        let dir = lake.path(&format!("{table_dir}{DELETED_KEYS_DIR}"));
+        let listed: Vec<object_store::ObjectMeta> =
+            lake.store.list(Some(&dir)).try_collect().await?;
+        for meta in listed {
+            let path = meta.location.to_string();
+            if self.loaded.contains(&path) || !path.ends_with(".parquet") {
+                continue;
+            }
+            let bytes = match lake.store.get(&meta.location).await {
                 Ok(r) => r.bytes().await?,
-                // Replaced by a merge that landed since this state was read: read again.
-                Err(object_store::Error::NotFound { .. }) => {
-                    return Err(Error::MergeStale {
-                        table: lake.url_of(table_dir),
-                        read: state.version,
-                        version: state.version,
-                    });
-                }
+                // Removed meanwhile (a merge that did not land).
+                Err(object_store::Error::NotFound { .. }) => continue,
                 Err(e) => return Err(e.into()),
             };
-            let reader =
-                parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(bytes)?
-                    .build()?;
-            let batches = reader.collect::<std::result::Result<Vec<_>, _>>()?;
-            let schema = deleted_schema(keys, seqs);
-            let batch = match batches.first() {
-                Some(b) => arrow::compute::concat_batches(&b.schema(), &batches)?,
-                None => RecordBatch::new_empty(schema.clone()),
+            let corrupt = |message: String| Error::CorruptLog {
+                path: path.clone(),
+                message,
             };
-            let key_rows = keys.rows(&batch)?;
-            let seq_rows = seqs.rows(&batch)?;
-            let at = batch
-                .column_by_name(DELETED_AT)
-                .and_then(|c| c.as_primitive_opt::<arrow::datatypes::Int64Type>())
-                .ok_or_else(|| Error::CorruptLog {
-                    path: lake.url_of(&path),
-                    message: format!("no column {DELETED_AT}"),
-                })?;
-            for i in 0..batch.num_rows() {
-                self.keys.insert(
-                    key_rows.row(i).as_ref().into(),
-                    Deleted {
+            let builder =
+                parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(bytes)?;
+            let parts: Vec<crate::delta::log::ChunkPart> = builder
+                .metadata()
+                .file_metadata()
+                .key_value_metadata()
+                .and_then(|kv| kv.iter().find(|k| k.key == CHUNK_PARTS))
+                .and_then(|k| k.value.as_deref())
+                .map(serde_json::from_str)
+                .transpose()
+                .map_err(|e| corrupt(format!("{CHUNK_PARTS}: {e}")))?
+                .ok_or_else(|| corrupt(format!("no {CHUNK_PARTS} in its metadata")))?;
+            // Not (yet) applied: a merge in flight, or one that lost and left its file.
+            if parts.is_empty() || !parts.iter().all(|p| state.has_part(&p.chunk, &p.partition)) {
+                continue;
+            }
+            for batch in builder.build()? {
+                let batch = batch?;
+                let key_rows = keys.rows(&batch)?;
+                let seq_rows = seqs.rows(&batch)?;
+                let at = batch
+                    .column_by_name(DELETED_AT)
+                    .and_then(|c| c.as_primitive_opt::<arrow::datatypes::Int64Type>())
+                    .ok_or_else(|| corrupt(format!("no column {DELETED_AT}")))?;
+                for i in 0..batch.num_rows() {
+                    let d = Deleted {
                         seq: seq_rows.row(i).as_ref().into(),
                         at_ms: at.value(i),
-                        row: i as u32,
-                    },
-                );
+                    };
+                    match self.keys.entry(key_rows.row(i).as_ref().into()) {
+                        std::collections::hash_map::Entry::Vacant(v) => {
+                            v.insert(d);
+                        }
+                        std::collections::hash_map::Entry::Occupied(mut o) => {
+                            if d.seq > o.get().seq {
+                                o.insert(d);
+                            }
+                        }
+                    }
+                }
             }
-            self.batch = Some(conform(batch, &schema)?);
+            self.loaded.insert(path);
         }
-        self.config = Some(text);
         Ok(())
     }
 
-    /// The deleted keys after the merge of `winners`, when they change: those held, less the
-    /// keys upserted again and the expired, plus the keys deleted now. Writes their file.
-    #[allow(clippy::too_many_arguments)]
-    async fn next(
-        &self,
-        lake: &Lake,
-        table_dir: &str,
-        state: &LedgerState,
-        keys: &Keys,
-        seqs: &Keys,
-        winners: &HashMap<Box<[u8]>, Winner>,
-        changes: &[(String, RecordBatch)],
-    ) -> Result<Option<(Option<String>, String)>> {
-        let now = chrono::Utc::now().timestamp_millis();
-        let expired_before = state.record_retention_ms().map(|r| now.saturating_sub(r));
-        let mut changed = false;
-        // (source, row): source 0 is the file held, b + 1 the change batch b.
-        let mut rows: Vec<(usize, usize)> = Vec::new();
-        let mut at: Vec<i64> = Vec::new();
-        for (key, d) in &self.keys {
-            let replaced = winners.get(key).is_some_and(|w| !w.stale);
-            if replaced || expired_before.is_some_and(|e| d.at_ms < e) {
-                changed = true;
-                continue;
-            }
-            rows.push((0, d.row as usize));
-            at.push(d.at_ms);
-        }
-        for w in winners.values() {
-            if !w.stale && w.op == Op::Delete {
-                rows.push((w.batch as usize + 1, w.row as usize));
-                at.push(now);
-                changed = true;
-            }
-        }
-        if !changed {
-            return Ok(None);
-        }
-        if rows.is_empty() {
-            let config = DomainConfig {
-                deleted_keys: None,
-                count: 0,
-            };
-            return Ok(Some((
-                None,
-                serde_json::to_string(&config).expect("serializes"),
-            )));
-        }
-        let schema = deleted_schema(keys, seqs);
-        let sources: Vec<RecordBatch> = std::iter::once(
-            self.batch
-                .clone()
-                .unwrap_or_else(|| RecordBatch::new_empty(schema.clone())),
-        )
-        .chain(
-            changes
-                .iter()
-                .map(|(_, b)| conform(b.clone(), &schema))
-                .collect::<Result<Vec<_>>>()?,
-        )
-        .collect();
-        let mut columns = Vec::with_capacity(schema.fields().len() + 1);
-        for c in 0..schema.fields().len() {
-            let arrays: Vec<&dyn Array> = sources.iter().map(|b| b.column(c).as_ref()).collect();
-            columns.push(arrow::compute::interleave(&arrays, &rows)?);
-        }
-        columns.push(Arc::new(arrow::array::Int64Array::from(at)) as _);
-        let mut fields: Vec<_> = schema.fields().iter().cloned().collect();
-        fields.push(Arc::new(arrow::datatypes::Field::new(
-            DELETED_AT,
-            arrow::datatypes::DataType::Int64,
-            false,
-        )));
-        let batch = RecordBatch::try_new(Arc::new(Schema::new(fields)), columns)?;
-        let count = batch.num_rows() as u64;
-        let mut bytes = Vec::new();
-        {
-            let mut w = parquet::arrow::ArrowWriter::try_new(&mut bytes, batch.schema(), None)?;
-            w.write(&batch)?;
-            w.close()?;
-        }
-        let name = format!(
-            "_sluice/deleted-keys/{}.parquet",
-            uuid::Uuid::now_v7().simple()
-        );
-        let path = format!("{table_dir}{name}");
-        lake.store
-            .put(&lake.path(&path), bytes::Bytes::from(bytes).into())
-            .await?;
-        let config = DomainConfig {
-            deleted_keys: Some(name),
-            count,
-        };
-        Ok(Some((
-            Some(path),
-            serde_json::to_string(&config).expect("serializes"),
-        )))
+    /// The sequence of the newest delete of `key` not older than the table's record retention.
+    fn deleted_at(&self, key: &[u8], expired_before: Option<i64>) -> Option<&[u8]> {
+        self.keys
+            .get(key)
+            .filter(|d| expired_before.is_none_or(|e| d.at_ms >= e))
+            .map(|d| d.seq.as_ref())
     }
 }
 
-/// The schema of a deleted-keys file's key and sequence columns.
-fn deleted_schema(keys: &Keys, seqs: &Keys) -> SchemaRef {
-    Arc::new(Schema::new(
+/// The rows of a merge's deleted keys: the key's columns and the sequence of each winning,
+/// applied delete, and when.
+fn deleted_rows(
+    keys: &Keys,
+    seqs: &Keys,
+    winners: &HashMap<Box<[u8]>, Winner>,
+    changes: &[(String, RecordBatch)],
+) -> Result<Option<RecordBatch>> {
+    let mut rows: Vec<(usize, usize)> = winners
+        .values()
+        .filter(|w| !w.stale && w.op == Op::Delete)
+        .map(|w| (w.batch as usize, w.row as usize))
+        .collect();
+    if rows.is_empty() {
+        return Ok(None);
+    }
+    rows.sort_unstable();
+    let schema = Arc::new(Schema::new(
         keys.schema
             .fields()
             .iter()
             .chain(seqs.schema.fields())
             .cloned()
             .collect::<Vec<_>>(),
-    ))
+    ));
+    let sources = changes
+        .iter()
+        .map(|(_, b)| conform(b.clone(), &schema))
+        .collect::<Result<Vec<_>>>()?;
+    let mut columns = Vec::with_capacity(schema.fields().len() + 1);
+    for c in 0..schema.fields().len() {
+        let arrays: Vec<&dyn Array> = sources.iter().map(|b| b.column(c).as_ref()).collect();
+        columns.push(arrow::compute::interleave(&arrays, &rows)?);
+    }
+    let now = chrono::Utc::now().timestamp_millis();
+    columns.push(Arc::new(arrow::array::Int64Array::from(vec![now; rows.len()])) as _);
+    let mut fields: Vec<_> = schema.fields().iter().cloned().collect();
+    fields.push(Arc::new(arrow::datatypes::Field::new(
+        DELETED_AT,
+        arrow::datatypes::DataType::Int64,
+        false,
+    )));
+    Ok(Some(RecordBatch::try_new(
+        Arc::new(Schema::new(fields)),
+        columns,
+    )?))
+}
+
+/// Writes a merge's deleted keys to a file of their own, naming the merge's chunk parts.
+/// Returns its path (relative to the lake root).
+pub(crate) async fn write_deleted_keys(
+    lake: &Lake,
+    table_dir: &str,
+    batch: &RecordBatch,
+    parts: &[crate::delta::log::ChunkPart],
+) -> Result<String> {
+    let props = parquet::file::properties::WriterProperties::builder()
+        .set_key_value_metadata(Some(vec![parquet::file::metadata::KeyValue::new(
+            CHUNK_PARTS.to_string(),
+            serde_json::to_string(parts).expect("chunk parts serialize"),
+        )]))
+        .build();
+    let mut bytes = Vec::new();
+    {
+        let mut w = parquet::arrow::ArrowWriter::try_new(&mut bytes, batch.schema(), Some(props))?;
+        w.write(batch)?;
+        w.close()?;
+    }
+    let path = format!(
+        "{table_dir}{DELETED_KEYS_DIR}{}.parquet",
+        uuid::Uuid::now_v7().simple()
+    );
+    lake.store
+        .put(&lake.path(&path), bytes::Bytes::from(bytes).into())
+        .await?;
+    Ok(path)
 }
 
 /// The change that wins for a key.
@@ -355,9 +323,11 @@ pub(crate) async fn plan(
     // A change older than its key's delete is ignored: the key stays deleted.
     if let Some(s) = &seqs {
         deleted.load(lake, table_dir, state, &keys, s).await?;
+        let now = chrono::Utc::now().timestamp_millis();
+        let expired_before = state.record_retention_ms().map(|r| now.saturating_sub(r));
         for (key, w) in winners.iter_mut() {
-            if let (Some(change), Some(d)) = (&w.seq, deleted.keys.get(key))
-                && d.seq.as_ref() > change.as_ref()
+            if let (Some(change), Some(d)) = (&w.seq, deleted.deleted_at(key, expired_before))
+                && d > change.as_ref()
             {
                 w.stale = true;
             }
@@ -502,9 +472,7 @@ pub(crate) async fn plan(
             .push(conform(picked, &stored)?);
     }
     if let Some(s) = &seqs {
-        plan.deleted_keys = deleted
-            .next(lake, table_dir, state, &keys, s, &winners, changes)
-            .await?;
+        plan.deleted = deleted_rows(&keys, s, &winners, changes)?;
     }
     let mut parts: Vec<String> = out.keys().cloned().collect();
     parts.sort();

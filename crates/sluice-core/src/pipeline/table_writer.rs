@@ -1075,15 +1075,6 @@ impl TableWriter {
             .stored_schema
             .clone();
         let props = writer_properties(&self.opts.parquet)?;
-        let sequenced = self
-            .layout
-            .keyed
-            .as_ref()
-            .is_some_and(|k| k.spec.sequence.is_some());
-        if sequenced {
-            // Deleted keys are remembered in a domain (an adopted table may lack the feature).
-            self.ledger.enable_writer_feature("domainMetadata").await?;
-        }
         let table_dir = self.ledger.dir().to_string();
         let mut attempts = 0;
         loop {
@@ -1106,9 +1097,15 @@ impl TableWriter {
                 }
                 Err(e) => return Err(e),
             };
-            let (deleted_file, domain) = match plan.deleted_keys {
-                Some((file, config)) => (file, Some(config)),
-                None => (None, None),
+            // The deleted keys' file, named after the chunk parts: it counts once they land.
+            let deleted_file = match &plan.deleted {
+                Some(batch) => Some(
+                    crate::pipeline::merge::write_deleted_keys(
+                        &self.lake, &table_dir, batch, &chunks,
+                    )
+                    .await?,
+                ),
+                None => None,
             };
             // The new files, closed with their statistics (rotated at the writer's size, the
             // partitions encoded at once, one thread each), then uploaded under the lease.
@@ -1230,13 +1227,8 @@ impl TableWriter {
                 merge: Some(crate::delta::log::MergeDraft {
                     read_version,
                     metrics: plan.metrics,
-                    domain,
                 }),
             };
-            let replaced = deleted_file
-                .is_some()
-                .then(|| self.deleted_keys.file(&table_dir))
-                .flatten();
             let outcome = self.commit_with_retry(FileKind::Data, draft).await;
             if let Err(e) = self.pending.remove(&added).await {
                 warn!(error = %e, "could not update the lease on this writer's uploads");
@@ -1267,10 +1259,8 @@ impl TableWriter {
                         chunk_parts = commit.chunks.len(),
                         "merged"
                     );
-                    // The change files were never the table's; the deleted keys' file the
-                    // merge replaced is no version's now (a merge still reading it plans again).
+                    // The change files were never the table's.
                     remove_uploads(self.lake.clone(), staged_paths).await;
-                    remove_uploads(self.lake.clone(), replaced.into_iter().collect()).await;
                     return Ok(true);
                 }
                 Err(Error::MergeStale { read, version, .. }) if attempts < MERGE_ATTEMPTS => {

@@ -47,7 +47,6 @@ pub(crate) struct TableLayout {
 /// A keyed table's columns ([`keyed::KeySpec`]), by position.
 #[derive(Debug, Clone)]
 pub(crate) struct Keyed {
-    pub spec: keyed::KeySpec,
     /// The key's columns in `source_columns` (for the checks as rows are typed).
     pub key_sources: Vec<usize>,
     /// The operation's column in `source_columns`.
@@ -108,7 +107,6 @@ impl Keyed {
             op_file,
             sequence_file,
             stored_schema: arrow_schema(&stored),
-            spec,
         })
     }
 }
