@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 
 const PEERS_PY: &str = include_str!("../../../bench/peers.py");
+const KEYED_MERGE_PY: &str = include_str!("../../../bench/keyed_merge.py");
 
 #[derive(Debug, clap::Args)]
 pub struct BenchArgs {
@@ -45,6 +46,13 @@ pub struct BenchArgs {
     /// 1,000 records.
     #[arg(long, value_name = "PARTS")]
     log_parts: Option<u64>,
+    /// Instead: a keyed table's merge. A table of 1,000,000 rows × --scale (keyed by `id`,
+    /// partitioned by year, ordered by `ts`) takes 100,000 × --scale changes (70% updates, 10%
+    /// deletes, 20% inserts, random keys and dates) by `convert`; with --peers, the `deltalake`
+    /// package's MERGE of the same changes into a copy of the same table too. Both results are
+    /// checked to hold the same rows.
+    #[arg(long)]
+    keyed: bool,
     /// sluice infers the price columns (l_quantity, l_extendedprice, l_discount, l_tax) as
     /// exact decimals (`--exact-decimals`: decimal(18,2)) instead of float64.
     #[arg(long)]
@@ -349,6 +357,9 @@ pub async fn run(a: BenchArgs) -> Result<()> {
     if let Some(parts) = a.log_parts {
         return log_parts(&a, parts).await;
     }
+    if a.keyed {
+        return keyed(&a);
+    }
     let (csv, rows, csv_bytes) = lineitem(&a).await?;
     if a.compaction {
         return compaction(&a, &csv, rows, csv_bytes);
@@ -601,6 +612,209 @@ async fn log_parts(a: &BenchArgs, parts: u64) -> Result<()> {
             wall.as_secs_f64(),
             cpu.as_secs_f64(),
             peak as f64 / 1024.0
+        );
+    }
+    Ok(())
+}
+
+/// The keyed data set of `--keyed`: the load (`I` of ids 0..rows, sequence 0) and the changes
+/// (sequences 1..), written once and reused.
+fn keyed_data(dir: &Path, rows: u64, changes: u64) -> Result<(PathBuf, PathBuf)> {
+    use std::io::Write;
+    let (load, change) = (
+        dir.join(format!("keyed-load-{rows}.csv")),
+        dir.join(format!("keyed-changes-{rows}-{changes}.csv")),
+    );
+    let mut state = 0x5eed_0f_c0ffee_u64;
+    let mut next = move |below: u64| {
+        state = state
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        (state >> 33) % below
+    };
+    let day = |next: &mut dyn FnMut(u64) -> u64| {
+        format!("{}-{:02}-{:02}", 2019 + next(6), 1 + next(12), 1 + next(28))
+    };
+    if !load.exists() {
+        let tmp = load.with_extension("tmp");
+        let mut w = std::io::BufWriter::new(std::fs::File::create(&tmp)?);
+        writeln!(w, "Op,id,name,amount,ts,d")?;
+        for i in 0..rows {
+            let cents = next(1_000_000);
+            let d = day(&mut next);
+            writeln!(w, "I,{i},name{i},{}.{:02},0,{d}", cents / 100, cents % 100)?;
+        }
+        w.flush()?;
+        drop(w);
+        std::fs::rename(&tmp, &load)?;
+    }
+    if !change.exists() {
+        let tmp = change.with_extension("tmp");
+        let mut w = std::io::BufWriter::new(std::fs::File::create(&tmp)?);
+        writeln!(w, "Op,id,name,amount,ts,d")?;
+        for s in 1..=changes {
+            let op = match next(10) {
+                0..=6 => "U",
+                7 => "D",
+                _ => "I",
+            };
+            let id = next(rows + rows / 10);
+            let cents = next(1_000_000);
+            let d = day(&mut next);
+            writeln!(
+                w,
+                "{op},{id},c{s},{}.{:02},{s},{d}",
+                cents / 100,
+                cents % 100
+            )?;
+        }
+        w.flush()?;
+        drop(w);
+        std::fs::rename(&tmp, &change)?;
+    }
+    Ok((load, change))
+}
+
+/// Copies a directory tree.
+fn copy_dir(from: &Path, to: &Path) -> Result<()> {
+    std::fs::create_dir_all(to)?;
+    for e in std::fs::read_dir(from)? {
+        let e = e?;
+        let dest = to.join(e.file_name());
+        if e.file_type()?.is_dir() {
+            copy_dir(&e.path(), &dest)?;
+        } else {
+            std::fs::copy(e.path(), dest)?;
+        }
+    }
+    Ok(())
+}
+
+/// `--keyed`: a merge of changes into a keyed table, beside the `deltalake` package's MERGE.
+fn keyed(a: &BenchArgs) -> Result<()> {
+    let rows = (1_000_000.0 * a.scale).round().max(1.0) as u64;
+    let changes = (100_000.0 * a.scale).round().max(1.0) as u64;
+    let (load, change) = keyed_data(&a.dir, rows, changes)?;
+    let exe = std::env::current_exe()?;
+    let spec = [
+        "--table",
+        "orders",
+        "--partition-by",
+        "year(d)",
+        "--merge-key",
+        "id",
+        "--op-column",
+        "Op",
+        "--sequence-by",
+        "ts",
+        "--exact-decimals",
+    ];
+    let convert = |home: &Path, src: &Path| -> Result<Command> {
+        let mut c = Command::new(&exe);
+        c.arg("--home").arg(home).arg("convert").arg(src).args(spec);
+        Ok(c)
+    };
+    let base = a.dir.join(format!("keyed-base-{rows}"));
+    let _ = std::fs::remove_dir_all(&base);
+    eprintln!("loading {rows} rows …");
+    let loaded = measure("sluice load", &mut convert(&base, &load)?)?;
+    if !loaded.ok {
+        bail!("loading the keyed table failed:\n{}", loaded.stderr);
+    }
+    let script = a.dir.join("keyed_merge.py");
+    std::fs::write(&script, KEYED_MERGE_PY)?;
+    let sluice_home = a.dir.join("keyed-sluice");
+    let peer_table = a.dir.join("keyed-deltalake");
+    let (mut ours, mut theirs) = (Vec::new(), Vec::new());
+    let mut peer_failed = !a.peers;
+    for round in 0..a.repeat.max(1) {
+        let _ = std::fs::remove_dir_all(&sluice_home);
+        copy_dir(&base, &sluice_home)?;
+        eprintln!("round {}: sluice convert of {changes} changes …", round + 1);
+        let m = measure("sluice", &mut convert(&sluice_home, &change)?)?;
+        if !m.ok {
+            bail!("sluice convert of the changes failed:\n{}", m.stderr);
+        }
+        ours.push(m);
+        if !peer_failed {
+            let _ = std::fs::remove_dir_all(&peer_table);
+            copy_dir(&base.join("lake/orders"), &peer_table)?;
+            eprintln!("round {}: deltalake merge …", round + 1);
+            let mut c = Command::new(&a.python);
+            c.arg(&script).arg(&peer_table).arg(&change);
+            let m = measure("deltalake", &mut c)?;
+            if m.ok {
+                theirs.push(m);
+            } else {
+                eprintln!(
+                    "deltalake: failed or not installed: {}",
+                    m.stderr.lines().last().unwrap_or("")
+                );
+                peer_failed = true;
+            }
+        }
+    }
+    // Both tables must hold the same rows.
+    if !theirs.is_empty() {
+        let check = "import os, sys, deltalake, pyarrow.compute as pc\n\
+            def f(p):\n    t = deltalake.DeltaTable(p).to_pyarrow_table(columns=['id', 'ts', 'amount'])\n    \
+            return (t.num_rows, len(pc.unique(t.column('id'))), pc.sum(t.column('ts')).as_py(), str(pc.sum(t.column('amount')).as_py()))\n\
+            a, b = f(sys.argv[1]), f(sys.argv[2])\nprint(a, b)\nsys.stdout.flush()\nos._exit(0 if a == b else 1)";
+        let out = Command::new(&a.python)
+            .arg("-c")
+            .arg(check)
+            .arg(sluice_home.join("lake/orders"))
+            .arg(&peer_table)
+            .output()?;
+        let text = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        if !out.status.success() {
+            bail!(
+                "sluice's and deltalake's tables differ (rows, keys, sum of ts, sum of amount): {text} {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        eprintln!("same rows in both tables (rows, keys, sum of ts, sum of amount): {text}");
+    }
+    let load_avg = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    println!(
+        "keyed merge: {changes} changes into a {rows}-row table (year-partitioned); median of {} run(s); load average {}",
+        a.repeat.max(1),
+        load_avg
+            .split_whitespace()
+            .take(3)
+            .collect::<Vec<_>>()
+            .join(" ")
+    );
+    println!(
+        "(the load itself: {:.2} s wall, {:.2} CPU s, {:.0} MB peak RSS)",
+        loaded.wall.as_secs_f64(),
+        loaded.cpu.as_secs_f64(),
+        loaded.peak_rss_kib as f64 / 1024.0
+    );
+    println!(
+        "{:<12} {:>8} {:>8} {:>12} {:>16} {:>16}",
+        "program", "wall s", "CPU s", "peak RSS MB", "wall vs sluice", "CPU vs sluice"
+    );
+    let median = |ms: &[Measured]| -> Option<(f64, f64, u64)> {
+        let mut w: Vec<&Measured> = ms.iter().collect();
+        w.sort_by_key(|m| m.wall);
+        let m = w.get(w.len().checked_sub(1)? / 2)?;
+        let peak = ms.iter().map(|m| m.peak_rss_kib).max().unwrap_or(0);
+        Some((m.wall.as_secs_f64(), m.cpu.as_secs_f64(), peak))
+    };
+    let us = median(&ours).context("no sluice run")?;
+    for (name, ms) in [("sluice", &ours), ("deltalake", &theirs)] {
+        let Some((wall, cpu, peak)) = median(ms) else {
+            continue;
+        };
+        println!(
+            "{:<12} {:>8.2} {:>8.2} {:>12.1} {:>15.2}x {:>15.2}x",
+            name,
+            wall,
+            cpu,
+            peak as f64 / 1024.0,
+            wall / us.0,
+            cpu / us.1
         );
     }
     Ok(())
