@@ -67,6 +67,15 @@ struct Measured {
     stderr: String,
 }
 
+/// The run of median wall time: (wall s, CPU s), and the peak RSS of all runs (KiB).
+fn median(ms: &[Measured]) -> Option<(f64, f64, u64)> {
+    let mut w: Vec<&Measured> = ms.iter().collect();
+    w.sort_by_key(|m| m.wall);
+    let m = w.get(w.len().checked_sub(1)? / 2)?;
+    let peak = ms.iter().map(|m| m.peak_rss_kib).max().unwrap_or(0);
+    Some((m.wall.as_secs_f64(), m.cpu.as_secs_f64(), peak))
+}
+
 fn peak_rss_kib(pid: u32) -> Option<u64> {
     let s = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     s.lines()
@@ -448,13 +457,6 @@ pub async fn run(a: BenchArgs) -> Result<()> {
         "files",
         "vs Polars"
     );
-    let median = |ms: &[Measured]| -> Option<(f64, f64, u64)> {
-        let mut w: Vec<&Measured> = ms.iter().collect();
-        w.sort_by_key(|m| m.wall);
-        let m = w.get(w.len().checked_sub(1)? / 2)?;
-        let peak = ms.iter().map(|m| m.peak_rss_kib).max().unwrap_or(0);
-        Some((m.wall.as_secs_f64(), m.cpu.as_secs_f64(), peak))
-    };
     let polars = programs
         .iter()
         .position(|p| p.0 == "polars")
@@ -795,13 +797,6 @@ fn keyed(a: &BenchArgs) -> Result<()> {
         "{:<12} {:>8} {:>8} {:>12} {:>16} {:>16}",
         "program", "wall s", "CPU s", "peak RSS MB", "wall vs sluice", "CPU vs sluice"
     );
-    let median = |ms: &[Measured]| -> Option<(f64, f64, u64)> {
-        let mut w: Vec<&Measured> = ms.iter().collect();
-        w.sort_by_key(|m| m.wall);
-        let m = w.get(w.len().checked_sub(1)? / 2)?;
-        let peak = ms.iter().map(|m| m.peak_rss_kib).max().unwrap_or(0);
-        Some((m.wall.as_secs_f64(), m.cpu.as_secs_f64(), peak))
-    };
     let us = median(&ours).context("no sluice run")?;
     for (name, ms) in [("sluice", &ours), ("deltalake", &theirs)] {
         let Some((wall, cpu, peak)) = median(ms) else {

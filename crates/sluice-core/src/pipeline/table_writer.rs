@@ -355,22 +355,13 @@ impl TableWriter {
     /// until the source has been read to its end). Rotation keeps the memory bounded meanwhile.
     pub async fn stage(&mut self, parts: Vec<String>) -> Result<()> {
         let closed = self.close_parts(parts)?;
-        let dests: Vec<String> = closed.iter().map(|c| self.dest_of(c)).collect();
-        if let Err(e) = self.pending.add(dests.iter().cloned()).await {
-            discard(closed);
-            return Err(e);
-        }
-        let mut uploaded = Vec::with_capacity(closed.len());
-        let mut failed = None;
-        for (c, dest) in closed.iter().zip(&dests) {
-            match self.upload_closed(c, dest.clone()).await {
-                Ok(add) => uploaded.push(add),
-                Err(e) => {
-                    failed = Some(e);
-                    break;
-                }
+        let (uploaded, mut failed) = match self.lease_and_upload(&closed).await {
+            Ok(r) => r,
+            Err(e) => {
+                discard(closed);
+                return Err(e);
             }
-        }
+        };
         let mut records = Vec::with_capacity(uploaded.len());
         for (c, add) in closed.iter().zip(uploaded) {
             let st = Staged {
@@ -889,6 +880,41 @@ impl TableWriter {
 
     /// Uploads a closed file to `dest` (leased, and recorded first for start-up recovery); its
     /// add action.
+    /// Leases the uploads of `closed` ([`Pending`]) and uploads them in order, up to the first
+    /// that fails: the files uploaded, and that failure.
+    async fn lease_and_upload<C: std::borrow::Borrow<Closed>>(
+        &mut self,
+        closed: &[C],
+    ) -> Result<(Vec<DataFile>, Option<Error>)> {
+        let dests: Vec<String> = closed.iter().map(|c| self.dest_of(c.borrow())).collect();
+        self.pending.add(dests.iter().cloned()).await?;
+        let mut uploaded = Vec::with_capacity(closed.len());
+        for (c, dest) in closed.iter().zip(dests) {
+            match self.upload_closed(c.borrow(), dest).await {
+                Ok(add) => uploaded.push(add),
+                Err(e) => return Ok((uploaded, Some(e))),
+            }
+        }
+        Ok((uploaded, None))
+    }
+
+    /// Before a commit names `added`: when this writer's lease may have lapsed (another
+    /// machine's recovery may have removed files since), renews it and checks that each is
+    /// still there. A commit must not name a file that is gone.
+    async fn check_uploads_alive(&mut self, added: &[String]) -> Result<()> {
+        if self.pending.must_check() && !added.is_empty() {
+            self.pending.renew().await?;
+            for path in added {
+                if let Err(e) = self.lake.store.head(&self.lake.path(path)).await {
+                    return Err(Error::Internal(format!(
+                        "upload {path} is gone before its commit ({e}): this writer's lease lapsed while it was stalled; nothing was committed"
+                    )));
+                }
+            }
+        }
+        Ok(())
+    }
+
     async fn upload_closed(&mut self, c: &Closed, dest: String) -> Result<DataFile> {
         self.pending.renew().await?;
         crate::lake::spool::record_upload(&self.opts.spool_dir, &self.layout.name, &dest)?;
@@ -938,40 +964,24 @@ impl TableWriter {
             }));
             draft.add.push(st.add);
         }
-        let staged_count = draft.add.len();
-        let dests: Vec<String> = group.iter().map(|c| self.dest_of(c)).collect();
-        self.pending.add(dests.iter().cloned()).await?;
-        for (c, dest) in group.iter().zip(dests) {
-            let add = match self.upload_closed(c, dest).await {
-                Ok(add) => add,
-                Err(e) => {
-                    // Remove what this flush uploaded (not what was staged before: the caller
-                    // decides about those): no commit will name it.
-                    for a in &draft.add[staged_count..] {
-                        let _ = self.lake.store.delete(&self.lake.path(&a.path)).await;
-                    }
-                    return Err(e);
-                }
-            };
-            draft.add.push(add);
+        let (uploaded, failed) = self.lease_and_upload(group).await?;
+        if let Some(e) = failed {
+            // Remove what this flush uploaded (not what was staged before: the caller decides
+            // about those): no commit will name it.
+            for a in &uploaded {
+                let _ = self.lake.store.delete(&self.lake.path(&a.path)).await;
+            }
+            return Err(e);
+        }
+        for c in group {
             draft.chunks.extend(c.chunks.iter().map(|ch| ChunkPart {
                 chunk: ch.clone(),
                 partition: c.partition.clone(),
             }));
         }
+        draft.add.extend(uploaded);
         let added: Vec<String> = draft.add.iter().map(|a| a.path.clone()).collect();
-        // A lease that may have lapsed: another machine's recovery may have removed files
-        // since; a commit must not name a file that is gone.
-        if self.pending.must_check() && !added.is_empty() {
-            self.pending.renew().await?;
-            for path in &added {
-                if let Err(e) = self.lake.store.head(&self.lake.path(path)).await {
-                    return Err(Error::Internal(format!(
-                        "upload {path} is gone before its commit ({e}): this writer's lease lapsed while it was stalled; nothing was committed"
-                    )));
-                }
-            }
-        }
+        self.check_uploads_alive(&added).await?;
         let outcome = self.commit_with_retry(kind, draft).await;
         // Committed, refused or unknown: the lease ends either way. Files of a commit that may
         // not have landed are in uploads.log, for start-up recovery.
@@ -1187,22 +1197,14 @@ impl TableWriter {
                 discard(closed);
                 return Err(e);
             }
-            let dests: Vec<String> = closed.iter().map(|c| self.dest_of(c)).collect();
-            if let Err(e) = self.pending.add(dests.iter().cloned()).await {
-                discard(closed);
-                return Err(e);
-            }
-            let mut add = Vec::with_capacity(closed.len());
-            let mut failed = None;
-            for (c, dest) in closed.iter().zip(&dests) {
-                match self.upload_closed(c, dest.clone()).await {
-                    Ok(a) => add.push(a),
-                    Err(e) => {
-                        failed = Some(e);
-                        break;
-                    }
+            let refs: Vec<&Closed> = closed.iter().collect();
+            let (add, failed) = match self.lease_and_upload(&refs).await {
+                Ok(r) => r,
+                Err(e) => {
+                    discard(closed);
+                    return Err(e);
                 }
-            }
+            };
             discard(closed);
             let added: Vec<String> = add.iter().map(|a| a.path.clone()).collect();
             let remove_uploads = |lake: Lake, paths: Vec<String>| async move {
@@ -1216,6 +1218,10 @@ impl TableWriter {
             if let Some(e) = failed {
                 remove_uploads(self.lake.clone(), added_and_deleted).await;
                 let _ = self.pending.remove(&added).await;
+                return Err(e);
+            }
+            if let Err(e) = self.check_uploads_alive(&added).await {
+                remove_uploads(self.lake.clone(), deleted_file.into_iter().collect()).await;
                 return Err(e);
             }
             let draft = CommitDraft {
