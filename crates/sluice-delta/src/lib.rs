@@ -337,6 +337,19 @@ pub async fn vacuum(
         }
     }
     let mut files = Vec::with_capacity(names.len());
+    // A keyed table's deleted keys that count for nothing (Delta's vacuum leaves `_sluice/`
+    // alone, as every engine's vacuum leaves directories whose names begin with `_`).
+    let dir = format!("{}/", table_dir.trim_matches('/'));
+    files.extend(
+        sluice_core::pipeline::merge::vacuum_deleted_keys(
+            lake,
+            &dir,
+            log.state(),
+            retain.max(ORPHAN_MIN_AGE),
+            dry_run,
+        )
+        .await?,
+    );
     for rel in names {
         let size = if dry_run {
             let path = lake.path(&format!("{}/{rel}", table_dir.trim_matches('/')));

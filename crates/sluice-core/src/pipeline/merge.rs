@@ -115,18 +115,8 @@ impl DeletedKeys {
             };
             let builder =
                 parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(bytes)?;
-            let parts: Vec<crate::delta::log::ChunkPart> = builder
-                .metadata()
-                .file_metadata()
-                .key_value_metadata()
-                .and_then(|kv| kv.iter().find(|k| k.key == CHUNK_PARTS))
-                .and_then(|k| k.value.as_deref())
-                .map(serde_json::from_str)
-                .transpose()
-                .map_err(|e| corrupt(format!("{CHUNK_PARTS}: {e}")))?
-                .ok_or_else(|| corrupt(format!("no {CHUNK_PARTS} in its metadata")))?;
             // Not (yet) applied: a merge in flight, or one that lost and left its file.
-            if parts.is_empty() || !parts.iter().all(|p| state.has_part(&p.chunk, &p.partition)) {
+            if !applied(&builder, state).map_err(corrupt)? {
                 continue;
             }
             for batch in builder.build()? {
@@ -166,6 +156,68 @@ impl DeletedKeys {
             .filter(|d| expired_before.is_none_or(|e| d.at_ms >= e))
             .map(|d| d.seq.as_ref())
     }
+}
+
+/// Whether every chunk part a deleted-keys file names is recorded in the table (`Err`: what is
+/// wrong with its metadata).
+fn applied<T>(
+    file: &parquet::arrow::arrow_reader::ArrowReaderBuilder<T>,
+    state: &LedgerState,
+) -> std::result::Result<bool, String> {
+    let parts: Vec<crate::delta::log::ChunkPart> = file
+        .metadata()
+        .file_metadata()
+        .key_value_metadata()
+        .and_then(|kv| kv.iter().find(|k| k.key == CHUNK_PARTS))
+        .and_then(|k| k.value.as_deref())
+        .map(serde_json::from_str)
+        .transpose()
+        .map_err(|e| format!("{CHUNK_PARTS}: {e}"))?
+        .ok_or_else(|| format!("no {CHUNK_PARTS} in its metadata"))?;
+    Ok(!parts.is_empty() && parts.iter().all(|p| state.has_part(&p.chunk, &p.partition)))
+}
+
+/// Deletes the deleted-keys files of the table in `table_dir` that count for nothing and are
+/// older than `min_age`: those of merges that never landed, and those whose chunk parts expired
+/// with the table's record retention (their deletes are forgotten then). Returns them (paths
+/// relative to the table) with their sizes; `dry_run` only lists them.
+pub async fn vacuum_deleted_keys(
+    lake: &Lake,
+    table_dir: &str,
+    state: &LedgerState,
+    min_age: std::time::Duration,
+    dry_run: bool,
+) -> Result<Vec<(String, u64)>> {
+    let dir = lake.path(&format!("{table_dir}{DELETED_KEYS_DIR}"));
+    let listed: Vec<object_store::ObjectMeta> = lake.store.list(Some(&dir)).try_collect().await?;
+    let before =
+        chrono::Utc::now() - chrono::Duration::from_std(min_age).unwrap_or(chrono::Duration::MAX);
+    let mut gone = Vec::new();
+    for meta in listed {
+        if meta.last_modified > before {
+            continue;
+        }
+        let bytes = match lake.store.get(&meta.location).await {
+            Ok(r) => r.bytes().await?,
+            Err(object_store::Error::NotFound { .. }) => continue,
+            Err(e) => return Err(e.into()),
+        };
+        // A file that does not read as one of these is not touched.
+        let Ok(file) =
+            parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(bytes)
+        else {
+            continue;
+        };
+        if applied(&file, state) != Ok(false) {
+            continue;
+        }
+        if !dry_run {
+            lake.store.delete(&meta.location).await?;
+        }
+        let name = meta.location.filename().unwrap_or_default().to_string();
+        gone.push((format!("{DELETED_KEYS_DIR}{name}"), meta.size));
+    }
+    Ok(gone)
 }
 
 /// The rows of a merge's deleted keys: the key's columns and the sequence of each winning,
@@ -705,6 +757,52 @@ mod tests {
         assert!(b.may_hold(&file(None)));
         assert!(b.may_hold(&file(Some(r#"{"numRecords":10}"#))));
         assert!(KeyBounds { keys: None }.may_hold(&range("41", "90")));
+    }
+
+    #[tokio::test]
+    async fn vacuum_removes_deleted_keys_files_whose_merge_is_not_recorded_once_old_enough() {
+        let lake = Lake::from_url("memory:///lake/").unwrap();
+        let schema = Arc::new(Schema::new(vec![
+            arrow::datatypes::Field::new("id", arrow::datatypes::DataType::Int64, true),
+            arrow::datatypes::Field::new("ts", arrow::datatypes::DataType::Int64, true),
+            arrow::datatypes::Field::new(DELETED_AT, arrow::datatypes::DataType::Int64, false),
+        ]));
+        let batch = RecordBatch::try_new(
+            schema,
+            vec![
+                Arc::new(arrow::array::Int64Array::from(vec![7])),
+                Arc::new(arrow::array::Int64Array::from(vec![5])),
+                Arc::new(arrow::array::Int64Array::from(vec![0])),
+            ],
+        )
+        .unwrap();
+        let parts = [crate::delta::log::ChunkPart {
+            chunk: "c1".into(),
+            partition: String::new(),
+        }];
+        let path = write_deleted_keys(&lake, "t/", &batch, &parts)
+            .await
+            .unwrap();
+        // A table that records no chunk part: the file's merge never landed.
+        let state = LedgerState::default();
+        let hour = std::time::Duration::from_secs(3_600);
+        let young = vacuum_deleted_keys(&lake, "t/", &state, hour, false)
+            .await
+            .unwrap();
+        assert!(young.is_empty(), "younger than the minimum age: kept");
+        let listed = vacuum_deleted_keys(&lake, "t/", &state, std::time::Duration::ZERO, true)
+            .await
+            .unwrap();
+        assert_eq!(listed.len(), 1);
+        assert!(path.ends_with(&listed[0].0), "{path} {listed:?}");
+        assert!(
+            lake.store.head(&lake.path(&path)).await.is_ok(),
+            "a dry run"
+        );
+        vacuum_deleted_keys(&lake, "t/", &state, std::time::Duration::ZERO, false)
+            .await
+            .unwrap();
+        assert!(lake.store.head(&lake.path(&path)).await.is_err(), "removed");
     }
 
     #[test]

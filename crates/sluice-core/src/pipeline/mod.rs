@@ -5,7 +5,7 @@
 pub mod consumer;
 pub mod convert;
 pub mod health;
-pub(crate) mod merge;
+pub mod merge;
 pub mod producer;
 pub mod setup;
 pub mod startup;
