@@ -441,57 +441,81 @@ pub(crate) async fn plan(
         matched.push((path, hits));
     }
 
-    // Which of the table's rows go: those of keys whose change is not stale.
+    // Which of the table's rows go: those of keys whose change is not stale. A file none of
+    // whose rows go stays as it is.
     let mut plan = Plan::default();
     let stored = keyed.stored_schema.clone();
-    let mut out: HashMap<String, Vec<RecordBatch>> = HashMap::new();
+    let mut rewrite: Vec<(String, Vec<u32>)> = Vec::new();
     for (path, hits) in matched {
-        let file = &state.files[&path];
-        let bytes = lake.store.get(&lake.path(&path)).await?.bytes().await?;
-        // Every row again: the hits' keys tell their winners' verdicts.
-        let (kept, copied) = tokio::task::block_in_place(|| -> Result<_> {
-            let reader =
-                parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(bytes)?
-                    .build()?;
-            let mut kept = Vec::new();
-            let mut copied = 0u64;
-            let mut at = 0u32;
-            let mut hit = hits.iter().peekable();
-            for batch in reader {
-                let batch = batch?;
-                let rows = keys.rows(&batch)?;
-                let mut keep = vec![true; batch.num_rows()];
-                while let Some(h) = hit.peek() {
-                    if h.row >= at + batch.num_rows() as u32 {
-                        break;
-                    }
-                    let i = (h.row - at) as usize;
-                    let w = winners
-                        .get_mut(rows.row(i).as_ref())
-                        .expect("a hit's key has a winner");
-                    if !w.stale {
-                        keep[i] = false;
-                        w.found = true;
-                    }
-                    hit.next();
-                }
-                at += batch.num_rows() as u32;
-                let mask = BooleanArray::from(keep);
-                let b = arrow::compute::filter_record_batch(&batch, &mask)?;
-                copied += b.num_rows() as u64;
-                if b.num_rows() > 0 {
-                    kept.push(conform(b, &stored)?);
-                }
+        let mut drop = Vec::new();
+        for h in hits {
+            let w = winners.get_mut(&h.key).expect("a hit's key has a winner");
+            if !w.stale {
+                w.found = true;
+                drop.push(h.row);
             }
-            Ok((kept, copied))
-        })?;
-        if copied == file.rows {
-            // Every change of this file's keys was stale: it stays as it is.
-            continue;
         }
-        plan.metrics.copied += copied;
-        plan.remove.push(path.clone());
-        out.entry(file.partition.clone()).or_default().extend(kept);
+        if !drop.is_empty() {
+            rewrite.push((path, drop));
+        }
+    }
+    // The files rewritten: read whole, those rows dropped, the rest copied; several files at
+    // once, one thread each.
+    let mut fetched = Vec::with_capacity(rewrite.len());
+    for (path, drop) in rewrite {
+        let bytes = lake.store.get(&lake.path(&path)).await?.bytes().await?;
+        fetched.push((path, drop, bytes));
+    }
+    let copy = |bytes: bytes::Bytes, drop: &[u32]| -> Result<(Vec<RecordBatch>, u64)> {
+        let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(bytes)?
+            .build()?;
+        let (mut kept, mut copied, mut at) = (Vec::new(), 0u64, 0u32);
+        let mut next = drop.iter().peekable();
+        for batch in reader {
+            let batch = batch?;
+            let end = at + batch.num_rows() as u32;
+            let mut keep = vec![true; batch.num_rows()];
+            while let Some(r) = next.next_if(|r| **r < end) {
+                keep[(*r - at) as usize] = false;
+            }
+            at = end;
+            let b = arrow::compute::filter_record_batch(&batch, &BooleanArray::from(keep))?;
+            copied += b.num_rows() as u64;
+            if b.num_rows() > 0 {
+                kept.push(conform(b, &stored)?);
+            }
+        }
+        Ok((kept, copied))
+    };
+    let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let mut out: HashMap<String, Vec<RecordBatch>> = HashMap::new();
+    let mut fetched = fetched.into_iter().peekable();
+    while fetched.peek().is_some() {
+        let group: Vec<_> = fetched.by_ref().take(threads).collect();
+        let results: Vec<Result<(Vec<RecordBatch>, u64)>> = tokio::task::block_in_place(|| {
+            std::thread::scope(|scope| {
+                let handles: Vec<_> = group
+                    .iter()
+                    .map(|(_, drop, bytes)| scope.spawn(|| copy(bytes.clone(), drop)))
+                    .collect();
+                handles
+                    .into_iter()
+                    .map(|h| {
+                        h.join().unwrap_or_else(|_| {
+                            Err(Error::Task("a Parquet reader panicked".into()))
+                        })
+                    })
+                    .collect()
+            })
+        });
+        for ((path, _, _), r) in group.into_iter().zip(results) {
+            let (kept, copied) = r?;
+            plan.metrics.copied += copied;
+            out.entry(state.files[&path].partition.clone())
+                .or_default()
+                .extend(kept);
+            plan.remove.push(path);
+        }
     }
 
     // The upserts, per partition of their change; deletes and stale changes counted.
