@@ -35,6 +35,10 @@ use crate::parquet::writer::conform;
 use crate::table::TableLayout;
 use crate::table::keyed::{Op, parse_op};
 
+/// A map by key (a key's bytes in Arrow's row format), hashed by XXH3: a merge looks up every
+/// key of every file it reads.
+type ByKey<V> = HashMap<Box<[u8]>, V, xxhash_rust::xxh3::Xxh3DefaultBuilder>;
+
 /// What a merge writes and removes.
 #[derive(Debug, Default)]
 pub(crate) struct Plan {
@@ -82,7 +86,7 @@ struct Deleted {
 pub(crate) struct DeletedKeys {
     /// The files whose keys are held (their object paths).
     loaded: std::collections::HashSet<String>,
-    keys: HashMap<Box<[u8]>, Deleted>,
+    keys: ByKey<Deleted>,
 }
 
 impl DeletedKeys {
@@ -225,7 +229,7 @@ pub async fn vacuum_deleted_keys(
 fn deleted_rows(
     keys: &Keys,
     seqs: &Keys,
-    winners: &HashMap<Box<[u8]>, Winner>,
+    winners: &ByKey<Winner>,
     changes: &[(String, RecordBatch)],
 ) -> Result<Option<RecordBatch>> {
     let mut rows: Vec<(usize, usize)> = winners
@@ -583,7 +587,7 @@ async fn scan(
     names: &[String],
     keys: &Keys,
     seqs: Option<&Keys>,
-    winners: &HashMap<Box<[u8]>, Winner>,
+    winners: &ByKey<Winner>,
 ) -> Result<Vec<Hit>> {
     use parquet::arrow::ParquetRecordBatchStreamBuilder;
     let reader = crate::lake::ranged::RangedParquet::new(lake.store.clone(), lake.path(path));
@@ -625,7 +629,7 @@ impl KeyBounds {
     fn of(
         layout: &TableLayout,
         key_files: &[usize],
-        winners: &HashMap<Box<[u8]>, Winner>,
+        winners: &ByKey<Winner>,
         changes: &[(String, RecordBatch)],
     ) -> Result<Self> {
         use arrow::datatypes::DataType;
@@ -696,8 +700,8 @@ fn winners(
     seqs: Option<&Keys>,
     changes: &[(String, RecordBatch)],
     metrics: &mut MergeMetrics,
-) -> Result<HashMap<Box<[u8]>, Winner>> {
-    let mut winners: HashMap<Box<[u8]>, Winner> = HashMap::new();
+) -> Result<ByKey<Winner>> {
+    let mut winners: ByKey<Winner> = ByKey::default();
     for (b, (_, batch)) in changes.iter().enumerate() {
         let rows = keys.rows(batch)?;
         let seq_rows = seqs.map(|s| s.rows(batch)).transpose()?;
