@@ -627,7 +627,7 @@ fn keyed_data(dir: &Path, rows: u64, changes: u64) -> Result<(PathBuf, PathBuf)>
         dir.join(format!("keyed-load-{rows}.csv")),
         dir.join(format!("keyed-changes-{rows}-{changes}.csv")),
     );
-    let mut state = 0x5eed_0f_c0ffee_u64;
+    let mut state = 0x5eed_0fc0_ffee_u64;
     let mut next = move |below: u64| {
         state = state
             .wrapping_mul(6364136223846793005)
