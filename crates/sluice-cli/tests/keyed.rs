@@ -475,31 +475,78 @@ os._exit(0)
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
+    // Another writer (the `deltalake` package) appends rows of new keys while the consumers
+    // merge: each append makes a merge that read before it plan again.
+    let python = std::env::var("SLUICE_PYTHON").unwrap_or_else(|_| "python3".into());
+    let appender = std::process::Command::new(python)
+        .arg("-c")
+        .arg(
+            r#"
+import datetime, decimal, os, sys, time, pyarrow as pa
+from deltalake import DeltaTable, write_deltalake
+path = sys.argv[1]
+deadline = time.time() + 120
+while not os.path.exists(os.path.join(path, "_delta_log", "00000000000000000001.json")):
+    if time.time() > deadline:
+        sys.exit("the table never got its first rows")
+    time.sleep(0.05)
+schema = pa.schema(DeltaTable(path).schema().to_arrow())
+for k in range(FOREIGN):
+    row = {"id": [10_000_000 + k], "name": [f"foreign{k}"], "amount": [decimal.Decimal("1.00")],
+           "ts": [0], "d": [datetime.date(2030, 1, 1)], "year": [2030]}
+    write_deltalake(path, pa.table({f.name: pa.array(row[f.name], f.type) for f in schema},
+                                   schema=schema), mode="append", partition_by=["year"])
+    time.sleep(0.3)
+print(FOREIGN, flush=True)
+os._exit(0)
+"#
+            .replace("FOREIGN", &FOREIGN.to_string()),
+        )
+        .arg(&table)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Consumers commit every few messages: many merges, for the kills to land in.
+    let consume = |once: bool| {
+        let mut args = vec![
+            "consume",
+            "--table",
+            "orders",
+            "--visibility-timeout",
+            "2",
+            "--max-uncommitted",
+            "8KiB",
+        ];
+        if once {
+            args.push("--once");
+        }
+        command(&home, &args)
+    };
     let mut rng = Rng(0xdead_beef_1234);
     for k in 0..12 {
-        run_and_kill(
-            command(
-                &home,
-                &["consume", "--table", "orders", "--visibility-timeout", "2"],
-            ),
-            Duration::from_millis(100 + rng.below(900)),
-        );
+        run_and_kill(consume(false), Duration::from_millis(100 + rng.below(900)));
         // Compaction beside the merges, now and then.
         if k % 4 == 3 {
             ok(&sluice(&home, &["compact", "--table", "orders"]));
         }
     }
-    ok(&sluice(
-        &home,
-        &[
-            "consume",
-            "--table",
-            "orders",
-            "--once",
-            "--visibility-timeout",
-            "2",
-        ],
-    ));
+    // The other writer's appends are all in before the last consumer drains the queue.
+    let a = appender.wait_with_output().unwrap();
+    assert!(
+        a.status.success(),
+        "the other writer failed: {}",
+        String::from_utf8_lossy(&a.stderr)
+    );
+    ok(&consume(true).output().unwrap());
+    // Its commits and sluice's merges interleaved.
+    let order = common::writers_in_order(&table);
+    eprintln!("versions by writer (S sluice, D deltalake): {order}");
+    let (first, last) = (order.find('D').unwrap(), order.rfind('D').unwrap());
+    assert!(
+        order[first..last].contains('S'),
+        "the other writer never wrote between sluice's merges: {order}"
+    );
     std::fs::write(&stop, "").unwrap();
     let w = watcher.wait_with_output().unwrap();
     assert!(
@@ -510,9 +557,15 @@ os._exit(0)
     let reads: u64 = String::from_utf8_lossy(&w.stdout).trim().parse().unwrap();
     assert!(reads > 0, "the reader read the table");
     let got = readers_rows(&table);
+    let want = (0..FOREIGN)
+        .map(|k| format!("{}|foreign{k}|1.00|0|2030-01-01", 10_000_000 + k))
+        .fold(want, |w, l| w + "\n" + &l);
     assert_eq!(summary(&got), summary(&want));
     assert_eq!(got, want);
 }
+
+/// Rows the other writer of the SIGKILL test appends, one at a time.
+const FOREIGN: u64 = 10;
 
 #[test]
 fn debezium_style_json_lines_and_parquet_changes_apply_by_key() {

@@ -491,35 +491,15 @@ pub(crate) async fn plan(
         }
         Ok((kept, copied))
     };
-    let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
     let mut out: HashMap<String, Vec<RecordBatch>> = HashMap::new();
-    let mut fetched = fetched.into_iter().peekable();
-    while fetched.peek().is_some() {
-        let group: Vec<_> = fetched.by_ref().take(threads).collect();
-        let results: Vec<Result<(Vec<RecordBatch>, u64)>> = tokio::task::block_in_place(|| {
-            std::thread::scope(|scope| {
-                let handles: Vec<_> = group
-                    .iter()
-                    .map(|(_, drop, bytes)| scope.spawn(|| copy(bytes.clone(), drop)))
-                    .collect();
-                handles
-                    .into_iter()
-                    .map(|h| {
-                        h.join().unwrap_or_else(|_| {
-                            Err(Error::Task("a Parquet reader panicked".into()))
-                        })
-                    })
-                    .collect()
-            })
-        });
-        for ((path, _, _), r) in group.into_iter().zip(results) {
-            let (kept, copied) = r?;
-            plan.metrics.copied += copied;
-            out.entry(state.files[&path].partition.clone())
-                .or_default()
-                .extend(kept);
-            plan.remove.push(path);
-        }
+    let copies = in_parallel(&fetched, |(_, drop, bytes)| copy(bytes.clone(), drop));
+    for ((path, _, _), r) in fetched.into_iter().zip(copies) {
+        let (kept, copied) = r?;
+        plan.metrics.copied += copied;
+        out.entry(state.files[&path].partition.clone())
+            .or_default()
+            .extend(kept);
+        plan.remove.push(path);
     }
 
     // The upserts, per partition of their change; deletes and stale changes counted.
@@ -565,6 +545,28 @@ pub(crate) async fn plan(
         plan.write.push((p, batches));
     }
     Ok(plan)
+}
+
+/// `f` of each item, on as many threads at once as there are cores (the caller's runtime
+/// thread blocked meanwhile); a panic is an [`Error::Task`].
+pub(crate) fn in_parallel<T: Sync, R: Send>(
+    items: &[T],
+    f: impl Fn(&T) -> Result<R> + Sync,
+) -> Vec<Result<R>> {
+    let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
+    tokio::task::block_in_place(|| {
+        let mut out = Vec::with_capacity(items.len());
+        for group in items.chunks(threads) {
+            std::thread::scope(|scope| {
+                let handles: Vec<_> = group.iter().map(|item| scope.spawn(|| f(item))).collect();
+                out.extend(handles.into_iter().map(|h| {
+                    h.join()
+                        .unwrap_or_else(|_| Err(Error::Task("a worker thread panicked".into())))
+                }));
+            });
+        }
+        out
+    })
 }
 
 /// Files whose key columns are read at once.

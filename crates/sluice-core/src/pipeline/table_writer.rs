@@ -1163,28 +1163,16 @@ impl TableWriter {
                     }
                 }
             };
-            let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
-            let mut results: Vec<Result<Vec<Closed>>> = Vec::new();
-            let mut write = plan.write.into_iter().peekable();
-            while write.peek().is_some() {
-                let group: Vec<_> = write.by_ref().take(threads).collect();
-                results.extend(tokio::task::block_in_place(|| {
-                    std::thread::scope(|scope| {
-                        let handles: Vec<_> = group
-                            .into_iter()
-                            .map(|(p, b)| scope.spawn(|| encode(p, b)))
-                            .collect();
-                        handles
-                            .into_iter()
-                            .map(|h| {
-                                h.join().unwrap_or_else(|_| {
-                                    Err(Error::Task("a Parquet encoder panicked".into()))
-                                })
-                            })
-                            .collect::<Vec<_>>()
-                    })
-                }));
-            }
+            // Each partition's batches go to one encoder; they are moved out once there.
+            let work: Vec<(String, std::sync::Mutex<Vec<arrow::array::RecordBatch>>)> = plan
+                .write
+                .into_iter()
+                .map(|(p, b)| (p, std::sync::Mutex::new(b)))
+                .collect();
+            let results = crate::pipeline::merge::in_parallel(&work, |(p, b)| {
+                let batches = std::mem::take(&mut *b.lock().unwrap_or_else(|e| e.into_inner()));
+                encode(p.clone(), batches)
+            });
             let mut closed = Vec::new();
             let mut failed = None;
             for r in results {
