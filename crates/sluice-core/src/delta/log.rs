@@ -1566,6 +1566,7 @@ impl Ledger {
                 }
             }
             self.state.version = v;
+            self.state.last_data_change = v;
             self.state.exists = true;
             next = v + 1;
         }
