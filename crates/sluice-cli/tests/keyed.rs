@@ -494,8 +494,17 @@ schema = pa.schema(DeltaTable(path).schema().to_arrow())
 for k in range(FOREIGN):
     row = {"id": [10_000_000 + k], "name": [f"foreign{k}"], "amount": [decimal.Decimal("1.00")],
            "ts": [0], "d": [datetime.date(2030, 1, 1)], "year": [2030]}
-    write_deltalake(path, pa.table({f.name: pa.array(row[f.name], f.type) for f in schema},
-                                   schema=schema), mode="append", partition_by=["year"])
+    batch = pa.table({f.name: pa.array(row[f.name], f.type) for f in schema}, schema=schema)
+    # deltalake refuses an append that raced with a merge removing files it considers read;
+    # like any job, it tries again.
+    for attempt in range(50):
+        try:
+            write_deltalake(path, batch, mode="append", partition_by=["year"])
+            break
+        except Exception as e:
+            if "concurrent" not in str(e) or attempt == 49:
+                raise
+            time.sleep(0.05)
     time.sleep(0.3)
 print(FOREIGN, flush=True)
 os._exit(0)
