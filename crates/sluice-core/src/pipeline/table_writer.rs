@@ -880,6 +880,22 @@ impl TableWriter {
 
     /// Uploads a closed file to `dest` (leased, and recorded first for start-up recovery); its
     /// add action.
+    /// Counts a commit that landed in the log `log` (`data` or `quarantine`): the commit, its
+    /// files and their bytes.
+    fn count_commit(&mut self, log: &'static str, commit: &Commit) {
+        count_labelled(&mut self.stats.commits, COMMITS, ("log", log), 1);
+        count(
+            &mut self.stats.files,
+            FILES_WRITTEN,
+            commit.add.len() as u64,
+        );
+        count(
+            &mut self.stats.bytes_written,
+            BYTES_WRITTEN,
+            commit.add.iter().map(|a| a.bytes).sum(),
+        );
+    }
+
     /// Leases the uploads of `closed` ([`Pending`]) and uploads them in order, up to the first
     /// that fails: the files uploaded, and that failure.
     async fn lease_and_upload<C: std::borrow::Borrow<Closed>>(
@@ -1007,18 +1023,8 @@ impl TableWriter {
         } else {
             "quarantine"
         };
-        count_labelled(&mut self.stats.commits, COMMITS, ("log", log), 1);
+        self.count_commit(log, &commit);
         let rows: u64 = commit.add.iter().map(|a| a.rows).sum();
-        count(
-            &mut self.stats.files,
-            FILES_WRITTEN,
-            commit.add.len() as u64,
-        );
-        count(
-            &mut self.stats.bytes_written,
-            BYTES_WRITTEN,
-            commit.add.iter().map(|a| a.bytes).sum(),
-        );
         info!(
             table = %self.layout.name,
             log,
@@ -1229,17 +1235,7 @@ impl TableWriter {
             }
             match outcome {
                 Ok(commit) => {
-                    count_labelled(&mut self.stats.commits, COMMITS, ("log", "data"), 1);
-                    count(
-                        &mut self.stats.files,
-                        FILES_WRITTEN,
-                        commit.add.len() as u64,
-                    );
-                    count(
-                        &mut self.stats.bytes_written,
-                        BYTES_WRITTEN,
-                        commit.add.iter().map(|a| a.bytes).sum(),
-                    );
+                    self.count_commit("data", &commit);
                     let m = plan.metrics;
                     info!(
                         table = %self.layout.name,
